@@ -1,0 +1,389 @@
+//! The plugin chain: the contract between the worker and the plugins.
+//!
+//! ```text
+//!   worker ──▶ plugin[0].serve ──Next──▶ plugin[1].serve ──Next──▶ … plugin[i].serve
+//!                                                                     │
+//!         ┌───────────────────────────────────────────────────────────┤
+//!         │ Answered: plugin i wrote the reply                        │ Upstream: the worker sends
+//!         │ Fail(rcode): the server writes a bare reply               │ the query, and calls
+//!         ▼                                                           │ plugin[i].resume with the
+//!   plugin[i-1].on_response … plugin[0].on_response ◀── Answered ◀────┘ reply (or the timeout)
+//!         │  (cache insert, loadbalance, log, metrics)
+//!         ▼
+//!   worker sends the reply
+//! ```
+//!
+//! A plugin does no I/O: it reads the [`Request`], writes into the [`Response`], or
+//! asks the worker to send a message upstream. This is what lets forward and cache
+//! live in a thread-per-core server without an async runtime (ARCHITECTURE.md rule 2).
+//! Plugins run in CoreDNS's fixed order, not the Corefile's (rule 6).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::dns::{Rcode, Request, Response};
+
+/// What a plugin decided about a query.
+#[derive(Debug)]
+pub enum Step {
+    /// The plugin wrote the reply.
+    Answered,
+    /// Pass the query to the next plugin.
+    Next,
+    /// The plugin does not write; the server answers with this rcode and no records
+    /// (CoreDNS's `return dns.RcodeServerFailure, err`). The error, if any, is what
+    /// the `errors` plugin logs.
+    Fail(Rcode, Option<ChainError>),
+    /// The worker must send `worker.upstream_msg` to this upstream and call the
+    /// plugin's [`Plugin::resume`] with what comes back.
+    Upstream(UpstreamRequest),
+}
+
+/// An error a plugin reports alongside a failure rcode, for the `errors` plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainError {
+    /// The plugin passed the query on, but it was the last one.
+    NoNextPlugin(&'static str),
+    /// A plugin-specific error.
+    Plugin(&'static str, Cow<'static, str>),
+    /// A panic was caught while handling the query.
+    Panic(Cow<'static, str>),
+}
+
+impl fmt::Display for ChainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChainError::NoNextPlugin(name) => write!(f, "plugin/{name}: no next plugin found"),
+            ChainError::Plugin(name, msg) => write!(f, "plugin/{name}: {msg}"),
+            ChainError::Panic(msg) => write!(f, "panic: {msg}"),
+        }
+    }
+}
+
+/// How to reach an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamProto {
+    Udp,
+    Tcp,
+}
+
+/// A message the worker sends on a plugin's behalf. The message itself is in
+/// [`WorkerCtx::upstream_msg`]; the worker sets its ID.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamRequest {
+    pub to: SocketAddr,
+    pub proto: UpstreamProto,
+    /// How long to wait for the reply before resuming with [`UpstreamReply::Timeout`].
+    pub timeout: Duration,
+    /// Opaque to the worker, handed back in `resume` (which upstream, which attempt).
+    pub cookie: u64,
+}
+
+/// What came back from upstream.
+#[derive(Debug)]
+pub enum UpstreamReply<'a> {
+    /// A reply from the queried address with the ID that was sent.
+    Message(&'a [u8]),
+    /// No reply in time.
+    Timeout,
+    /// The send or the connection failed.
+    Failed(std::io::ErrorKind),
+}
+
+/// Per-worker state a plugin may use while handling a query: identity, time, a fast
+/// random source and the buffer for upstream messages.
+pub struct WorkerCtx {
+    /// The worker's index, `0..workers`; plugins use it to pick their per-worker state.
+    pub id: usize,
+    /// When the current batch of packets was received.
+    pub now: Instant,
+    pub rng: Rng,
+    /// Where a plugin writes a message it wants sent upstream.
+    pub upstream_msg: Vec<u8>,
+}
+
+impl WorkerCtx {
+    pub fn new(id: usize) -> WorkerCtx {
+        WorkerCtx {
+            id,
+            now: Instant::now(),
+            rng: Rng::seeded(),
+            upstream_msg: Vec::with_capacity(512),
+        }
+    }
+}
+
+/// A small, fast, non-cryptographic generator (xorshift64*) seeded from the kernel;
+/// for load balancing and jitter. Query IDs and ports use [`Rng::secure_u64`].
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded() -> Rng {
+        Rng(Rng::secure_u64() | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+    }
+
+    /// Kernel randomness (getrandom), for values an attacker must not predict.
+    pub fn secure_u64() -> u64 {
+        let mut v = [0u8; 8];
+        // SAFETY: the buffer is valid for 8 bytes; getrandom writes at most that.
+        let n = unsafe { libc::getrandom(v.as_mut_ptr().cast(), v.len(), 0) };
+        if n != 8 {
+            // getrandom cannot fail on a modern kernel with a valid buffer; fall back
+            // to the clock rather than abort.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            return t ^ (std::process::id() as u64).rotate_left(32);
+        }
+        u64::from_ne_bytes(v)
+    }
+}
+
+/// Everything a plugin sees while handling one query.
+pub struct Query<'r, 'a> {
+    pub req: &'r Request<'a>,
+    pub resp: &'r mut Response,
+    pub worker: &'r mut WorkerCtx,
+    /// The server-block zone that matched (presentation form), for metric labels.
+    pub zone: &'r str,
+    /// The plugin that wrote the reply (empty when the server wrote it).
+    pub answered_by: &'static str,
+    /// The error behind a failure reply, for `errors`.
+    pub error: Option<ChainError>,
+}
+
+/// A handler in the chain. Implementations are shared by every worker (`Sync`); state
+/// that changes per query lives per worker (indexed by [`WorkerCtx::id`]) or in atomics.
+pub trait Plugin: Send + Sync {
+    /// The directive name (`hosts`, `kubernetes`).
+    fn name(&self) -> &'static str;
+
+    /// Handles a query: answer it, pass it on, fail it, or ask for an upstream exchange.
+    fn serve(&self, q: &mut Query<'_, '_>) -> Step;
+
+    /// Continues after an upstream exchange this plugin asked for. The default fails
+    /// the query, for plugins that never return [`Step::Upstream`].
+    fn resume(&self, q: &mut Query<'_, '_>, reply: UpstreamReply<'_>, cookie: u64) -> Step {
+        let _ = (q, reply, cookie);
+        Step::Fail(Rcode::SERVFAIL, None)
+    }
+
+    /// Whether [`Plugin::on_response`] must be called; checked once when the chain is built.
+    fn wants_response(&self) -> bool {
+        false
+    }
+
+    /// Sees (and may modify) the finished reply of a query that a later plugin answered
+    /// or failed. Called from the answering plugin back to the first.
+    fn on_response(&self, q: &mut Query<'_, '_>) {
+        let _ = q;
+    }
+
+    /// Whether this plugin answers queries of class `class` other than IN (CHAOS).
+    fn handles_class(&self, class: u16) -> bool {
+        let _ = class;
+        false
+    }
+
+    /// Readiness for `/ready`: `None` if the plugin does not report readiness.
+    fn ready(&self) -> Option<bool> {
+        None
+    }
+
+    /// Starts background work (file watchers, API watches) once the server is built.
+    fn start(&self) {}
+
+    /// Stops background work; called when the server is shut down or replaced.
+    fn stop(&self) {}
+}
+
+/// The plugins of one server block, in execution order.
+pub struct Chain {
+    plugins: Vec<Arc<dyn Plugin>>,
+    /// Whether each plugin wants `on_response`, cached from `wants_response`.
+    hooks: Vec<bool>,
+}
+
+/// Where a run of the chain ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The reply is in the response; `at` is the plugin that wrote it or failed.
+    Reply { at: usize },
+    /// Plugin `at` asked for an upstream exchange.
+    Upstream { at: usize, request: UpstreamRequest },
+}
+
+impl Chain {
+    /// A chain of `plugins`, already in execution order.
+    pub fn new(plugins: Vec<Arc<dyn Plugin>>) -> Chain {
+        let hooks = plugins.iter().map(|p| p.wants_response()).collect();
+        Chain { plugins, hooks }
+    }
+
+    pub fn plugins(&self) -> &[Arc<dyn Plugin>] {
+        &self.plugins
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+
+    /// Whether some plugin answers class `class`.
+    pub fn handles_class(&self, class: u16) -> bool {
+        self.plugins.iter().any(|p| p.handles_class(class))
+    }
+
+    /// Runs the chain from plugin `from`. A reply left in `q.resp` is not yet
+    /// finished; call [`Chain::complete`] on it.
+    pub fn run(&self, q: &mut Query<'_, '_>, from: usize) -> Outcome {
+        let mut i = from;
+        loop {
+            let Some(p) = self.plugins.get(i) else {
+                // Ran off the end: the previous plugin passed it on to nobody. Every
+                // plugin so far wrapped this failure, so all their hooks see it.
+                let name = i.checked_sub(1).and_then(|j| self.plugins.get(j)).map_or("chain", |p| p.name());
+                return self.fail(q, i, Rcode::SERVFAIL, Some(ChainError::NoNextPlugin(name)));
+            };
+            match p.serve(q) {
+                Step::Answered => {
+                    q.answered_by = p.name();
+                    return Outcome::Reply { at: i };
+                }
+                Step::Next => i += 1,
+                Step::Fail(rcode, err) => return self.fail(q, i, rcode, err),
+                Step::Upstream(request) => return Outcome::Upstream { at: i, request },
+            }
+        }
+    }
+
+    /// Continues at plugin `at` with an upstream reply; then like [`Chain::run`].
+    pub fn resume(&self, q: &mut Query<'_, '_>, at: usize, reply: UpstreamReply<'_>, cookie: u64) -> Outcome {
+        let p = &self.plugins[at];
+        match p.resume(q, reply, cookie) {
+            Step::Answered => {
+                q.answered_by = p.name();
+                Outcome::Reply { at }
+            }
+            Step::Next => self.run(q, at + 1),
+            Step::Fail(rcode, err) => self.fail(q, at, rcode, err),
+            Step::Upstream(request) => Outcome::Upstream { at, request },
+        }
+    }
+
+    fn fail(&self, q: &mut Query<'_, '_>, at: usize, rcode: Rcode, err: Option<ChainError>) -> Outcome {
+        q.resp.start(q.req, rcode);
+        q.answered_by = "";
+        q.error = err;
+        Outcome::Reply { at }
+    }
+
+    /// Finishes the reply written by plugin `at` and runs the response hooks of the
+    /// plugins before it, last first.
+    pub fn complete(&self, q: &mut Query<'_, '_>, at: usize) {
+        q.resp.finish();
+        let end = at.min(self.plugins.len());
+        for i in (0..end).rev() {
+            if self.hooks[i] {
+                self.plugins[i].on_response(q);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::{Transport, rtype};
+
+    struct Answer;
+    impl Plugin for Answer {
+        fn name(&self) -> &'static str {
+            "answer"
+        }
+        fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+            q.resp.start(q.req, Rcode::NOERROR);
+            Step::Answered
+        }
+    }
+
+    struct Pass(&'static str, std::sync::atomic::AtomicUsize);
+    impl Plugin for Pass {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn serve(&self, _: &mut Query<'_, '_>) -> Step {
+            Step::Next
+        }
+        fn wants_response(&self) -> bool {
+            true
+        }
+        fn on_response(&self, q: &mut Query<'_, '_>) {
+            assert!(q.resp.is_finished());
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn with_query(f: impl FnOnce(&mut Query<'_, '_>)) {
+        let raw = [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, rtype::A as u8, 0, 1];
+        let a = "127.0.0.1:1".parse().unwrap();
+        let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
+        let mut resp = Response::new();
+        let mut w = WorkerCtx::new(0);
+        let mut q = Query {
+            req: &req,
+            resp: &mut resp,
+            worker: &mut w,
+            zone: ".",
+            answered_by: "",
+            error: None,
+        };
+        f(&mut q);
+    }
+
+    #[test]
+    fn hooks_run_for_plugins_before_the_answer() {
+        let log = Arc::new(Pass("log", 0.into()));
+        let after = Arc::new(Pass("after", 0.into()));
+        let chain = Chain::new(vec![log.clone(), Arc::new(Answer), after.clone()]);
+        with_query(|q| {
+            let Outcome::Reply { at } = chain.run(q, 0) else { panic!() };
+            assert_eq!(at, 1);
+            chain.complete(q, at);
+            assert_eq!(q.answered_by, "answer");
+        });
+        assert_eq!(log.1.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(after.1.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn running_off_the_end_is_servfail_with_an_error() {
+        let log = Arc::new(Pass("log", 0.into()));
+        let chain = Chain::new(vec![log.clone()]);
+        with_query(|q| {
+            let Outcome::Reply { at } = chain.run(q, 0) else { panic!() };
+            chain.complete(q, at);
+            assert_eq!(q.resp.rcode(), Rcode::SERVFAIL);
+            assert_eq!(q.error, Some(ChainError::NoNextPlugin("log")));
+            assert_eq!(q.error.as_ref().unwrap().to_string(), "plugin/log: no next plugin found");
+        });
+        // The plugin that passed the query on to nobody still sees the failure.
+        assert_eq!(log.1.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,431 @@
+//! The request view: one pass over a received message that validates it the way
+//! RFC 1035, RFC 6891 and CoreDNS (through miekg/dns's accept function) do, and keeps
+//! what the chain needs: the question, its lower-cased lookup key and the EDNS values.
+//! Nothing here allocates.
+
+use std::net::SocketAddr;
+
+use super::wire::{self, MAX_NAME_LEN, MIN_UDP_PAYLOAD, QNAME_OFFSET, flag, opcode, rtype};
+
+/// How a query arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// `udp` / `tcp`, as CoreDNS's log and metric labels spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// The EDNS(0) values of a query's OPT record (RFC 6891 6.1.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edns {
+    /// The requestor's UDP payload size, as sent (may be below 512).
+    pub udp_size: u16,
+    pub version: u8,
+    pub dnssec_ok: bool,
+    /// Offset and length of the OPT rdata (the options) in the raw query.
+    pub options: (u16, u16),
+}
+
+/// Why a message gets no normal processing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// Send nothing: too short to carry an ID, or a response (QR set).
+    Drop,
+    /// Answer with this rcode, echoing the header (and the question if `question_end`).
+    Error {
+        rcode: super::Rcode,
+        question_end: Option<usize>,
+    },
+}
+
+/// A lower-cased, uncompressed wire-format name with its label offsets: the lookup key.
+#[derive(Clone)]
+pub struct NameKey {
+    bytes: [u8; MAX_NAME_LEN],
+    len: u8,
+    labels: [u8; 128],
+    nlabels: u8,
+}
+
+impl NameKey {
+    fn empty() -> Self {
+        NameKey {
+            bytes: [0; MAX_NAME_LEN],
+            len: 0,
+            labels: [0; 128],
+            nlabels: 0,
+        }
+    }
+
+    /// Builds a key from uncompressed wire bytes (root label included).
+    pub fn from_wire(wire: &[u8]) -> Option<NameKey> {
+        let mut k = NameKey::empty();
+        let end = k.fill(wire, 0)?;
+        (end == wire.len()).then_some(k)
+    }
+
+    /// Reads an uncompressed name at `at`, lower-casing it; returns the offset after it.
+    fn fill(&mut self, buf: &[u8], mut at: usize) -> Option<usize> {
+        let mut len = 0usize;
+        let mut n = 0usize;
+        loop {
+            let l = *buf.get(at)? as usize;
+            if l & 0xC0 != 0 {
+                return None; // no pointers in a question: nothing precedes it to point to
+            }
+            if len + l + 1 > MAX_NAME_LEN {
+                return None;
+            }
+            let label = buf.get(at..at + 1 + l)?;
+            if l > 0 {
+                if n == 128 {
+                    return None;
+                }
+                self.labels[n] = len as u8;
+                n += 1;
+            }
+            self.bytes[len] = l as u8;
+            for (dst, src) in self.bytes[len + 1..len + 1 + l].iter_mut().zip(&label[1..]) {
+                *dst = src.to_ascii_lowercase();
+            }
+            len += l + 1;
+            at += l + 1;
+            if l == 0 {
+                self.len = len as u8;
+                self.nlabels = n as u8;
+                return Some(at);
+            }
+        }
+    }
+
+    /// The lower-cased wire bytes, root label included.
+    #[inline]
+    pub fn wire(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    /// Number of labels, root excluded.
+    #[inline]
+    pub fn label_count(&self) -> usize {
+        self.nlabels as usize
+    }
+
+    /// Offset (within [`Self::wire`]) of label `i`, counting from the left.
+    #[inline]
+    pub fn label_offset(&self, i: usize) -> usize {
+        if i >= self.nlabels as usize {
+            self.len as usize - 1
+        } else {
+            self.labels[i] as usize
+        }
+    }
+
+    /// Label `i` from the left, without its length byte.
+    pub fn label(&self, i: usize) -> &[u8] {
+        let at = self.label_offset(i);
+        let l = self.bytes[at] as usize;
+        &self.bytes[at + 1..at + 1 + l]
+    }
+
+    /// The name without its leftmost `skip` labels (a suffix, root included).
+    #[inline]
+    pub fn suffix(&self, skip: usize) -> &[u8] {
+        &self.wire()[self.label_offset(skip)..]
+    }
+
+    /// If this name equals `zone` (lower-cased wire) or is below it, the number of
+    /// labels in front of the zone.
+    pub fn labels_before(&self, zone: &[u8]) -> Option<usize> {
+        if zone.len() > self.len as usize {
+            return None;
+        }
+        let start = self.len as usize - zone.len();
+        let i = self.labels[..self.nlabels as usize]
+            .iter()
+            .position(|&o| o as usize == start)
+            .unwrap_or(self.nlabels as usize);
+        if self.label_offset(i) != start {
+            return None;
+        }
+        (&self.bytes[start..self.len as usize] == zone).then_some(i)
+    }
+}
+
+impl std::fmt::Display for NameKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&wire::name_to_string(self.wire()))
+    }
+}
+
+impl std::fmt::Debug for NameKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NameKey({self})")
+    }
+}
+
+/// A validated query. Borrowed from the receive buffer; nothing is copied but the key.
+pub struct Request<'a> {
+    /// The whole message as received.
+    pub raw: &'a [u8],
+    pub id: u16,
+    /// The second header word (QR, opcode, AA, TC, RD, RA, Z, AD, CD, rcode).
+    pub flags: u16,
+    /// Offset just past the question's name; the question is `raw[12..qname_end + 4]`.
+    pub qname_end: usize,
+    pub qtype: u16,
+    pub qclass: u16,
+    /// The question name, lower-cased: the key every lookup uses.
+    pub qname: NameKey,
+    pub edns: Option<Edns>,
+    pub transport: Transport,
+    pub client: SocketAddr,
+    /// The address the query was received on (the listener's, or the packet's
+    /// destination when known).
+    pub local: SocketAddr,
+}
+
+impl<'a> Request<'a> {
+    /// Validates `raw` as a query. The checks follow miekg/dns's default accept
+    /// function, which CoreDNS uses: responses are dropped, opcodes other than QUERY
+    /// get NOTIMP, and a question count other than one, or more than one record in
+    /// the answer or authority section, or more than two in the additional section,
+    /// gets FORMERR; so does anything that fails to parse (RFC 1035 4.1), and more
+    /// than one OPT record or an OPT not owned by the root (RFC 6891 6.1.1).
+    pub fn parse(
+        raw: &'a [u8],
+        transport: Transport,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<Request<'a>, Reject> {
+        if raw.len() < wire::HEADER_LEN {
+            return Err(Reject::Drop);
+        }
+        let id = u16::from_be_bytes([raw[0], raw[1]]);
+        let flags = u16::from_be_bytes([raw[2], raw[3]]);
+        if flags & flag::QR != 0 {
+            return Err(Reject::Drop);
+        }
+        let formerr = Reject::Error {
+            rcode: super::Rcode::FORMERR,
+            question_end: None,
+        };
+        let op = ((flags >> 11) & 0xF) as u8;
+        if op != opcode::QUERY {
+            return Err(Reject::Error {
+                rcode: super::Rcode::NOTIMP,
+                question_end: None,
+            });
+        }
+        let counts = |i: usize| u16::from_be_bytes([raw[4 + 2 * i], raw[5 + 2 * i]]);
+        let (qd, an, ns, ar) = (counts(0), counts(1), counts(2), counts(3));
+        if qd != 1 || an > 1 || ns > 1 || ar > 2 {
+            return Err(formerr);
+        }
+        let mut qname = NameKey::empty();
+        let qname_end = qname.fill(raw, QNAME_OFFSET).ok_or(formerr)?;
+        let qtype = wire::get_u16(raw, qname_end).ok_or(formerr)?;
+        let qclass = wire::get_u16(raw, qname_end + 2).ok_or(formerr)?;
+        let with_question = Reject::Error {
+            rcode: super::Rcode::FORMERR,
+            question_end: Some(qname_end + 4),
+        };
+        let mut at = qname_end + 4;
+        for _ in 0..(an + ns) {
+            at = wire::skip_record(raw, at).ok_or(with_question)?;
+        }
+        let mut edns = None;
+        for _ in 0..ar {
+            let start = at;
+            at = wire::skip_record(raw, at).ok_or(with_question)?;
+            let name_end = wire::skip_name(raw, start).ok_or(with_question)?;
+            if wire::get_u16(raw, name_end) != Some(rtype::OPT) {
+                continue;
+            }
+            if edns.is_some() || name_end != start + 1 || raw[start] != 0 {
+                return Err(with_question);
+            }
+            let udp_size = wire::get_u16(raw, name_end + 2).ok_or(with_question)?;
+            let ttl = wire::get_u32(raw, name_end + 4).ok_or(with_question)?;
+            let rdlen = wire::get_u16(raw, name_end + 8).ok_or(with_question)?;
+            let opts = name_end + 10;
+            // Options are type-length-value triples filling the rdata exactly.
+            let mut o = opts;
+            while o < opts + rdlen as usize {
+                let olen = wire::get_u16(raw, o + 2).ok_or(with_question)? as usize;
+                o += 4 + olen;
+            }
+            if o != opts + rdlen as usize {
+                return Err(with_question);
+            }
+            edns = Some(Edns {
+                udp_size,
+                version: (ttl >> 16) as u8,
+                dnssec_ok: ttl & 0x8000 != 0,
+                options: (opts as u16, rdlen),
+            });
+        }
+        Ok(Request {
+            raw,
+            id,
+            flags,
+            qname_end,
+            qtype,
+            qclass,
+            qname,
+            edns,
+            transport,
+            client,
+            local,
+        })
+    }
+
+    /// The question's name exactly as the client spelled it (wire bytes, root included).
+    #[inline]
+    pub fn qname_raw(&self) -> &'a [u8] {
+        &self.raw[QNAME_OFFSET..self.qname_end]
+    }
+
+    /// The question section as received (name, type, class).
+    #[inline]
+    pub fn question(&self) -> &'a [u8] {
+        &self.raw[QNAME_OFFSET..self.qname_end + 4]
+    }
+
+    #[inline]
+    pub fn rd(&self) -> bool {
+        self.flags & flag::RD != 0
+    }
+
+    #[inline]
+    pub fn cd(&self) -> bool {
+        self.flags & flag::CD != 0
+    }
+
+    #[inline]
+    pub fn dnssec_ok(&self) -> bool {
+        self.edns.is_some_and(|e| e.dnssec_ok)
+    }
+
+    /// The largest response the client accepts: 65535 over TCP; over UDP the EDNS
+    /// payload size raised to at least 512, or 512 without EDNS (RFC 6891 6.2.3,
+    /// RFC 1035 4.2.1), as CoreDNS's `request.Size`.
+    #[inline]
+    pub fn max_size(&self) -> usize {
+        match self.transport {
+            Transport::Tcp => u16::MAX as usize,
+            Transport::Udp => match self.edns {
+                Some(e) => e.udp_size.max(MIN_UDP_PAYLOAD) as usize,
+                None => MIN_UDP_PAYLOAD as usize,
+            },
+        }
+    }
+
+    /// Iterates the EDNS options as (code, data).
+    pub fn edns_options(&self) -> impl Iterator<Item = (u16, &'a [u8])> {
+        let (start, len) = self.edns.map_or((0, 0), |e| (e.options.0 as usize, e.options.1 as usize));
+        let raw = self.raw;
+        let end = start + len;
+        let mut at = start;
+        std::iter::from_fn(move || {
+            if at + 4 > end {
+                return None;
+            }
+            let code = u16::from_be_bytes([raw[at], raw[at + 1]]);
+            let len = u16::from_be_bytes([raw[at + 2], raw[at + 3]]) as usize;
+            let data = &raw[at + 4..at + 4 + len];
+            at += 4 + len;
+            Some((code, data))
+        })
+    }
+
+    /// Offset, within the raw message, of the question name's label `i` (from the left);
+    /// the question's spelling of a suffix starts there.
+    #[inline]
+    pub fn qname_label_offset(&self, i: usize) -> usize {
+        QNAME_OFFSET + self.qname.label_offset(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::Rcode;
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:53".parse().unwrap()
+    }
+
+    fn query(name: &[u8], qtype: u16, extra: &[u8], arcount: u16) -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0];
+        m.extend_from_slice(&arcount.to_be_bytes());
+        m.extend_from_slice(name);
+        m.extend_from_slice(&qtype.to_be_bytes());
+        m.extend_from_slice(&1u16.to_be_bytes());
+        m.extend_from_slice(extra);
+        m
+    }
+
+    const OPT: &[u8] = &[0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0, 0];
+
+    #[test]
+    fn parses_question_and_edns() {
+        let q = query(b"\x03WWW\x07example\x00", rtype::A, OPT, 1);
+        let r = Request::parse(&q, Transport::Udp, addr(), addr()).ok().unwrap();
+        assert_eq!(r.id, 0x1234);
+        assert_eq!(r.qname.wire(), b"\x03www\x07example\x00");
+        assert_eq!(r.qname_raw(), b"\x03WWW\x07example\x00");
+        assert_eq!(r.qname.label_count(), 2);
+        assert_eq!(r.qname.label(1), b"example");
+        assert_eq!(r.qname.labels_before(b"\x07example\x00"), Some(1));
+        assert_eq!(r.qname.labels_before(b"\x00"), Some(2));
+        assert_eq!(r.qname.labels_before(b"\x03org\x00"), None);
+        let e = r.edns.unwrap();
+        assert_eq!((e.udp_size, e.version, e.dnssec_ok), (4096, 0, true));
+        assert_eq!(r.max_size(), 4096);
+    }
+
+    #[test]
+    fn rejects() {
+        let q = query(b"\x00", rtype::A, &[], 0);
+        assert!(Request::parse(&q[..11], Transport::Udp, addr(), addr()).is_err());
+        let mut resp = q.clone();
+        resp[2] |= 0x80;
+        assert_eq!(Request::parse(&resp, Transport::Udp, addr(), addr()).err(), Some(Reject::Drop));
+        let mut notify = q.clone();
+        notify[2] = 4 << 3;
+        assert!(matches!(
+            Request::parse(&notify, Transport::Udp, addr(), addr()).err(),
+            Some(Reject::Error { rcode: Rcode::NOTIMP, .. })
+        ));
+        let mut two = q.clone();
+        two[5] = 2;
+        assert!(matches!(
+            Request::parse(&two, Transport::Udp, addr(), addr()).err(),
+            Some(Reject::Error { rcode: Rcode::FORMERR, .. })
+        ));
+        // Two OPT records.
+        let mut extra = OPT.to_vec();
+        extra.extend_from_slice(OPT);
+        let q2 = query(b"\x00", rtype::A, &extra, 2);
+        assert!(matches!(
+            Request::parse(&q2, Transport::Udp, addr(), addr()).err(),
+            Some(Reject::Error { rcode: Rcode::FORMERR, question_end: Some(_) })
+        ));
+        // A compression pointer in the question.
+        let q3 = query(b"\xC0\x0C", rtype::A, &[], 0);
+        assert!(Request::parse(&q3, Transport::Udp, addr(), addr()).is_err());
+        // An OPT whose option overruns its rdata.
+        let bad_opt = [0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 4, 0, 10, 0, 8];
+        let q4 = query(b"\x00", rtype::A, &bad_opt, 1);
+        assert!(Request::parse(&q4, Transport::Udp, addr(), addr()).is_err());
+    }
+}

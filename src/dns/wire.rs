@@ -1,0 +1,432 @@
+//! Wire-format constants and the few primitive readers the request parser and the
+//! response writer share (RFC 1035 section 4).
+
+/// Size of the fixed message header (RFC 1035 4.1.1).
+pub const HEADER_LEN: usize = 12;
+/// Longest name on the wire, root label included (RFC 1035 3.1).
+pub const MAX_NAME_LEN: usize = 255;
+/// Largest UDP payload a client gets without EDNS (RFC 1035 4.2.1).
+pub const MIN_UDP_PAYLOAD: u16 = 512;
+/// The UDP payload size we advertise in our own OPT record (DNS flag day 2020).
+pub const ADVERTISED_UDP_PAYLOAD: u16 = 1232;
+/// Length of an OPT record without options: root owner, type, class, TTL, rdlength.
+pub const OPT_RR_LEN: usize = 11;
+/// Offset of the question name in every message.
+pub const QNAME_OFFSET: usize = HEADER_LEN;
+
+/// Resource record types the server knows by name.
+pub mod rtype {
+    pub const A: u16 = 1;
+    pub const NS: u16 = 2;
+    pub const CNAME: u16 = 5;
+    pub const SOA: u16 = 6;
+    pub const PTR: u16 = 12;
+    pub const HINFO: u16 = 13;
+    pub const MX: u16 = 15;
+    pub const TXT: u16 = 16;
+    pub const AAAA: u16 = 28;
+    pub const SRV: u16 = 33;
+    pub const OPT: u16 = 41;
+    pub const DS: u16 = 43;
+    pub const RRSIG: u16 = 46;
+    pub const NSEC: u16 = 47;
+    pub const DNSKEY: u16 = 48;
+    pub const NSEC3: u16 = 50;
+    pub const SVCB: u16 = 64;
+    pub const HTTPS: u16 = 65;
+    pub const IXFR: u16 = 251;
+    pub const AXFR: u16 = 252;
+    pub const ANY: u16 = 255;
+
+    /// The mnemonic of a type, as dig and CoreDNS's log print it (`TYPE123` otherwise).
+    pub fn name(t: u16) -> std::borrow::Cow<'static, str> {
+        let s = match t {
+            A => "A",
+            NS => "NS",
+            CNAME => "CNAME",
+            SOA => "SOA",
+            PTR => "PTR",
+            HINFO => "HINFO",
+            MX => "MX",
+            TXT => "TXT",
+            AAAA => "AAAA",
+            SRV => "SRV",
+            OPT => "OPT",
+            DS => "DS",
+            RRSIG => "RRSIG",
+            NSEC => "NSEC",
+            DNSKEY => "DNSKEY",
+            NSEC3 => "NSEC3",
+            SVCB => "SVCB",
+            HTTPS => "HTTPS",
+            IXFR => "IXFR",
+            AXFR => "AXFR",
+            ANY => "ANY",
+            _ => return format!("TYPE{t}").into(),
+        };
+        s.into()
+    }
+
+    /// Parses a mnemonic (`A`, `aaaa`) or the generic `TYPE123` form.
+    pub fn from_name(s: &str) -> Option<u16> {
+        let up = s.to_ascii_uppercase();
+        for t in [
+            A, NS, CNAME, SOA, PTR, HINFO, MX, TXT, AAAA, SRV, OPT, DS, RRSIG, NSEC, DNSKEY, NSEC3,
+            SVCB, HTTPS, IXFR, AXFR, ANY,
+        ] {
+            if name(t) == up.as_str() {
+                return Some(t);
+            }
+        }
+        up.strip_prefix("TYPE").and_then(|n| n.parse().ok())
+    }
+}
+
+/// Classes (RFC 1035 3.2.4, RFC 2136).
+pub mod class {
+    pub const IN: u16 = 1;
+    pub const CH: u16 = 3;
+    pub const HS: u16 = 4;
+    pub const NONE: u16 = 254;
+    pub const ANY: u16 = 255;
+
+    /// The mnemonic of a class, as CoreDNS's log prints it.
+    pub fn name(c: u16) -> std::borrow::Cow<'static, str> {
+        match c {
+            IN => "IN".into(),
+            CH => "CH".into(),
+            HS => "HS".into(),
+            NONE => "NONE".into(),
+            ANY => "ANY".into(),
+            _ => format!("CLASS{c}").into(),
+        }
+    }
+}
+
+/// Opcodes (RFC 1035 4.1.1, RFC 1996, RFC 2136).
+pub mod opcode {
+    pub const QUERY: u8 = 0;
+    pub const IQUERY: u8 = 1;
+    pub const STATUS: u8 = 2;
+    pub const NOTIFY: u8 = 4;
+    pub const UPDATE: u8 = 5;
+
+    /// The mnemonic, as CoreDNS's `{>opcode}` log field prints it.
+    pub fn name(o: u8) -> std::borrow::Cow<'static, str> {
+        match o {
+            QUERY => "QUERY".into(),
+            IQUERY => "IQUERY".into(),
+            STATUS => "STATUS".into(),
+            NOTIFY => "NOTIFY".into(),
+            UPDATE => "UPDATE".into(),
+            _ => format!("{o}").into(),
+        }
+    }
+}
+
+/// A response code: 4 bits in the header, extended to 12 by EDNS (RFC 6891 6.1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Rcode(pub u16);
+
+impl Rcode {
+    pub const NOERROR: Rcode = Rcode(0);
+    pub const FORMERR: Rcode = Rcode(1);
+    pub const SERVFAIL: Rcode = Rcode(2);
+    pub const NXDOMAIN: Rcode = Rcode(3);
+    pub const NOTIMP: Rcode = Rcode(4);
+    pub const REFUSED: Rcode = Rcode(5);
+    pub const YXDOMAIN: Rcode = Rcode(6);
+    pub const YXRRSET: Rcode = Rcode(7);
+    pub const NXRRSET: Rcode = Rcode(8);
+    pub const NOTAUTH: Rcode = Rcode(9);
+    pub const NOTZONE: Rcode = Rcode(10);
+    pub const BADVERS: Rcode = Rcode(16);
+    pub const BADCOOKIE: Rcode = Rcode(23);
+
+    /// The name CoreDNS uses in logs and metric labels.
+    pub fn name(self) -> std::borrow::Cow<'static, str> {
+        let s = match self.0 {
+            0 => "NOERROR",
+            1 => "FORMERR",
+            2 => "SERVFAIL",
+            3 => "NXDOMAIN",
+            4 => "NOTIMP",
+            5 => "REFUSED",
+            6 => "YXDOMAIN",
+            7 => "YXRRSET",
+            8 => "NXRRSET",
+            9 => "NOTAUTH",
+            10 => "NOTZONE",
+            16 => "BADVERS",
+            23 => "BADCOOKIE",
+            n => return format!("RCODE{n}").into(),
+        };
+        s.into()
+    }
+
+    /// Parses a name as [`Rcode::name`] prints it (case-insensitive).
+    pub fn from_name(s: &str) -> Option<Rcode> {
+        let up = s.to_ascii_uppercase();
+        (0..24).map(Rcode).find(|r| r.name() == up.as_str())
+    }
+}
+
+/// Header flag bits in the second 16-bit word (RFC 1035 4.1.1, RFC 4035 3.1.6).
+pub mod flag {
+    pub const QR: u16 = 0x8000;
+    pub const AA: u16 = 0x0400;
+    pub const TC: u16 = 0x0200;
+    pub const RD: u16 = 0x0100;
+    pub const RA: u16 = 0x0080;
+    pub const Z: u16 = 0x0040;
+    pub const AD: u16 = 0x0020;
+    pub const CD: u16 = 0x0010;
+}
+
+#[inline]
+pub fn get_u16(buf: &[u8], at: usize) -> Option<u16> {
+    let b = buf.get(at..at + 2)?;
+    Some(u16::from_be_bytes([b[0], b[1]]))
+}
+
+#[inline]
+pub fn get_u32(buf: &[u8], at: usize) -> Option<u32> {
+    let b = buf.get(at..at + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Skips a possibly compressed name starting at `at`, returning the offset after it.
+/// Does not follow pointers: a pointer ends the name (RFC 1035 4.1.4).
+pub fn skip_name(buf: &[u8], mut at: usize) -> Option<usize> {
+    let mut total = 0usize;
+    loop {
+        let len = *buf.get(at)? as usize;
+        match len & 0xC0 {
+            0x00 => {
+                at += 1;
+                if len == 0 {
+                    return Some(at);
+                }
+                total += len + 1;
+                if total >= MAX_NAME_LEN {
+                    return None;
+                }
+                at += len;
+            }
+            0xC0 => {
+                buf.get(at + 1)?;
+                return Some(at + 2);
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Skips one resource record at `at` (name, fixed part, rdata); returns the offset after it.
+pub fn skip_record(buf: &[u8], at: usize) -> Option<usize> {
+    let after_name = skip_name(buf, at)?;
+    let rdlen = get_u16(buf, after_name + 8)? as usize;
+    let end = after_name + 10 + rdlen;
+    if end > buf.len() {
+        return None;
+    }
+    Some(end)
+}
+
+/// Reads a possibly compressed name at `at` into `out` as uncompressed wire bytes
+/// (root label included), following pointers strictly backwards. Returns the offset
+/// after the name as it appears at `at`, and the length written to `out`.
+pub fn read_name(buf: &[u8], at: usize, out: &mut [u8; MAX_NAME_LEN]) -> Option<(usize, usize)> {
+    let mut pos = at;
+    let mut end = None;
+    let mut written = 0usize;
+    let mut limit = at; // pointers must point strictly before the last jump
+    loop {
+        let len = *buf.get(pos)? as usize;
+        match len & 0xC0 {
+            0x00 => {
+                if written + len + 1 > MAX_NAME_LEN {
+                    return None;
+                }
+                let label = buf.get(pos..pos + 1 + len)?;
+                out[written..written + 1 + len].copy_from_slice(label);
+                written += 1 + len;
+                pos += 1 + len;
+                if len == 0 {
+                    return Some((end.unwrap_or(pos), written));
+                }
+            }
+            0xC0 => {
+                let target = (get_u16(buf, pos)? & 0x3FFF) as usize;
+                if end.is_none() {
+                    end = Some(pos + 2);
+                }
+                if target >= limit {
+                    return None;
+                }
+                limit = target;
+                pos = target;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Formats uncompressed wire-format name bytes in presentation form (`www.example.`),
+/// escaping what RFC 1035 5.1 says must be escaped.
+pub fn name_to_string(wire: &[u8]) -> String {
+    let mut s = String::with_capacity(wire.len() + 1);
+    let mut at = 0;
+    while at < wire.len() {
+        let len = wire[at] as usize;
+        if len == 0 {
+            break;
+        }
+        for &b in wire.get(at + 1..at + 1 + len).unwrap_or(&[]) {
+            match b {
+                b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$' => {
+                    s.push('\\');
+                    s.push(b as char);
+                }
+                0x21..=0x7E => s.push(b as char),
+                _ => s.push_str(&format!("\\{b:03}")),
+            }
+        }
+        s.push('.');
+        at += 1 + len;
+    }
+    if s.is_empty() {
+        s.push('.');
+    }
+    s
+}
+
+/// Parses a presentation-form name (`www.example.org`, relative names taken as
+/// fully qualified) into lower-cased wire bytes with the root label. Supports the
+/// `\.` and `\DDD` escapes. Returns `None` for empty labels, over-long labels or names.
+pub fn name_from_str(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    if s == "." {
+        out.push(0);
+        return Some(out);
+    }
+    let bytes = s.as_bytes();
+    let mut label: Vec<u8> = Vec::with_capacity(63);
+    let mut i = 0;
+    let mut ended_with_dot = false;
+    while i < bytes.len() {
+        let c = bytes[i];
+        ended_with_dot = false;
+        match c {
+            b'.' => {
+                if label.is_empty() || label.len() > 63 {
+                    return None;
+                }
+                out.push(label.len() as u8);
+                out.extend(label.iter().map(|b| b.to_ascii_lowercase()));
+                label.clear();
+                ended_with_dot = true;
+                i += 1;
+            }
+            b'\\' => {
+                let d = bytes.get(i + 1..i + 4);
+                if let Some(d) = d.filter(|d| d.iter().all(u8::is_ascii_digit)) {
+                    let v = (d[0] - b'0') as u16 * 100 + (d[1] - b'0') as u16 * 10 + (d[2] - b'0') as u16;
+                    if v > 255 {
+                        return None;
+                    }
+                    label.push(v as u8);
+                    i += 4;
+                } else {
+                    label.push(*bytes.get(i + 1)?);
+                    i += 2;
+                }
+            }
+            _ => {
+                label.push(c);
+                i += 1;
+            }
+        }
+    }
+    if !ended_with_dot {
+        if label.is_empty() || label.len() > 63 {
+            return None;
+        }
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(|b| b.to_ascii_lowercase()));
+    }
+    out.push(0);
+    if out.len() > MAX_NAME_LEN {
+        return None;
+    }
+    Some(out)
+}
+
+/// Number of labels (root excluded) in uncompressed wire-format name bytes.
+pub fn label_count(wire: &[u8]) -> usize {
+    let mut n = 0;
+    let mut at = 0;
+    while at < wire.len() && wire[at] != 0 {
+        n += 1;
+        at += 1 + wire[at] as usize;
+    }
+    n
+}
+
+/// Whether uncompressed wire name `name` equals `zone` or lies below it, label-aligned,
+/// comparing ASCII case-insensitively. Returns the offset in `name` where `zone` starts.
+pub fn zone_suffix_at(name: &[u8], zone: &[u8]) -> Option<usize> {
+    if zone.len() > name.len() {
+        return None;
+    }
+    let start = name.len() - zone.len();
+    // The suffix must begin at a label boundary.
+    let mut at = 0;
+    while at < start {
+        at += 1 + name[at] as usize;
+    }
+    if at != start {
+        return None;
+    }
+    name[start..].eq_ignore_ascii_case(zone).then_some(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_round_trip() {
+        let w = name_from_str("WWW.Example.org").unwrap();
+        assert_eq!(w, b"\x03www\x07example\x03org\x00");
+        assert_eq!(name_to_string(&w), "www.example.org.");
+        assert_eq!(name_from_str(".").unwrap(), vec![0]);
+        assert_eq!(name_to_string(&[0]), ".");
+        assert!(name_from_str("a..b").is_none());
+        assert!(name_from_str(&"a".repeat(64)).is_none());
+        assert_eq!(name_from_str("a\\.b.c").unwrap(), b"\x03a.b\x01c\x00");
+        assert_eq!(name_to_string(b"\x03a.b\x01c\x00"), "a\\.b.c.");
+        assert_eq!(name_from_str("\\065.").unwrap(), b"\x01a\x00");
+    }
+
+    #[test]
+    fn suffix_is_label_aligned() {
+        let n = name_from_str("xcluster.local").unwrap();
+        let z = name_from_str("cluster.local").unwrap();
+        assert_eq!(zone_suffix_at(&n, &z), None);
+        let n = name_from_str("a.Cluster.local").unwrap();
+        assert_eq!(zone_suffix_at(&n, &z), Some(2));
+        assert_eq!(zone_suffix_at(&z, &[0]), Some(z.len() - 1));
+    }
+
+    #[test]
+    fn read_name_follows_backward_pointers_only() {
+        // "a." at 0, then a pointer to 0 at 3.
+        let buf = [1, b'a', 0, 0xC0, 0];
+        let mut out = [0u8; MAX_NAME_LEN];
+        assert_eq!(read_name(&buf, 3, &mut out), Some((5, 3)));
+        // A pointer to itself is a loop.
+        let buf = [0xC0, 0];
+        assert_eq!(read_name(&buf, 0, &mut out), None);
+    }
+}

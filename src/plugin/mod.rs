@@ -1,0 +1,112 @@
+//! The plugin registry: every directive CoreDNS knows, in CoreDNS's execution order
+//! (its `plugin.cfg`), with the setup function of those clusterdns implements.
+//!
+//! A directive that CoreDNS has but clusterdns does not is an error at start-up, never
+//! silently ignored: a Corefile that relies on it would otherwise answer differently.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::chain::Plugin;
+use crate::config::{ConfigError, Directive};
+
+pub mod bind;
+pub mod errors;
+//HOSTS pub mod hosts;
+pub mod log;
+pub mod testing;
+pub mod whoami;
+
+/// What a plugin's setup knows about the server block it is in.
+pub struct SetupCtx<'a> {
+    /// The block's zones, lower-cased and fully qualified (`cluster.local.`).
+    pub zones: &'a [String],
+    /// The directory relative paths are taken from (the Corefile's).
+    pub config_dir: PathBuf,
+    /// How many worker threads will run the chain (for per-worker state).
+    pub workers: usize,
+}
+
+/// Builds a plugin from every directive of its name in one server block (most plugins
+/// accept only one; see [`once`]).
+pub type SetupFn = fn(&[&Directive], &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError>;
+
+/// How clusterdns handles a directive.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    /// A plugin in the chain.
+    Chain(SetupFn),
+    /// Handled by the server itself, not part of the chain (`bind`).
+    Server,
+    /// CoreDNS has it; clusterdns does not.
+    Unsupported,
+}
+
+/// CoreDNS's plugin order (plugin.cfg, v1.14): the first runs first.
+pub const COREDNS_ORDER: &[&str] = &[
+    "root", "metadata", "geoip", "cancel", "proxyproto", "quic", "grpc_server", "https", "https3", "timeouts",
+    "multisocket", "reload", "nsid", "bufsize", "bind", "debug", "trace", "ready", "health", "pprof", "shed",
+    "prometheus", "errors", "log", "dnstap", "local", "dns64", "any", "chaos", "loadbalance", "tsig", "rewrite",
+    "autopath", "acl", "cache", "header", "dnssec", "tls", "minimal", "template", "transfer", "hosts", "route53",
+    "azure", "clouddns", "k8s_external", "kubernetes", "file", "auto", "secondary", "etcd", "loop", "forward",
+    "grpc", "erratic", "whoami", "on", "sign",
+];
+
+/// Test-only plugins, registered when `CLUSTERDNS_TEST_PLUGINS=1` is set in the
+/// environment, and their position in the order (just before `forward`).
+const TEST_PLUGINS: &[(&str, SetupFn)] = &[("testupstream", testing::setup_upstream), ("testpanic", testing::setup_panic)];
+
+/// The environment variable that enables the test plugins.
+pub const TEST_PLUGINS_ENV: &str = "CLUSTERDNS_TEST_PLUGINS";
+
+fn kind_of(name: &str) -> Option<Kind> {
+    let k = match name {
+        "bind" => Kind::Server,
+        "errors" => Kind::Chain(errors::setup),
+//HOSTS        "hosts" => Kind::Chain(hosts::setup),
+        "log" => Kind::Chain(log::setup),
+        "whoami" => Kind::Chain(whoami::setup),
+        _ if COREDNS_ORDER.contains(&name) => Kind::Unsupported,
+        _ => return test_plugin(name).map(|(_, f)| Kind::Chain(f)),
+    };
+    Some(k)
+}
+
+fn test_plugin(name: &str) -> Option<(usize, SetupFn)> {
+    if std::env::var(TEST_PLUGINS_ENV).as_deref() != Ok("1") {
+        return None;
+    }
+    let forward = COREDNS_ORDER.iter().position(|&n| n == "forward").unwrap_or(COREDNS_ORDER.len());
+    TEST_PLUGINS.iter().position(|(n, _)| *n == name).map(|i| (forward, TEST_PLUGINS[i].1))
+}
+
+/// Looks a directive up: its position in the execution order and how it is handled.
+/// `None` for a name CoreDNS does not know either.
+pub fn lookup(name: &str) -> Option<(usize, Kind)> {
+    let kind = kind_of(name)?;
+    let order = COREDNS_ORDER
+        .iter()
+        .position(|&n| n == name)
+        .or_else(|| test_plugin(name).map(|(pos, _)| pos))?;
+    Some((order, kind))
+}
+
+/// The plugins clusterdns implements, as `-plugins` lists them.
+pub fn implemented() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = COREDNS_ORDER
+        .iter()
+        .copied()
+        .filter(|n| !matches!(kind_of(n), Some(Kind::Unsupported) | None))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// The setup wrapper for plugins that may appear only once per server block.
+pub fn once<'d>(name: &str, dirs: &[&'d Directive]) -> Result<&'d Directive, ConfigError> {
+    match dirs {
+        [d] => Ok(d),
+        [_, second, ..] => Err(second.err(name, "this plugin can only be used once per Server Block")),
+        [] => unreachable!("setup is only called for directives that are present"),
+    }
+}

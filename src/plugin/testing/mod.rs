@@ -1,0 +1,112 @@
+//! Plugins that exist only to test the server itself; registered only when
+//! `CLUSTERDNS_TEST_PLUGINS=1` is set, never in a production Corefile.
+//!
+//! * `testupstream ADDR [TIMEOUT]` relays every query to ADDR over UDP through the
+//!   worker's upstream path and copies the reply: the path `forward` uses, tested
+//!   before `forward` exists.
+//! * `testpanic` panics on names whose first label is `panic`, to prove a panic in
+//!   one query is contained.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
+use crate::config::{ConfigError, Directive, parse_duration};
+use crate::dns::{Rcode, Section, wire};
+use crate::plugin::{SetupCtx, once};
+
+/// Relays queries to one upstream.
+pub struct TestUpstream {
+    to: SocketAddr,
+    timeout: Duration,
+}
+
+pub fn setup_upstream(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+    let d = once("testupstream", dirs)?;
+    d.expect_args("testupstream", 1, 2)?;
+    let to = d.args[0]
+        .as_str()
+        .parse()
+        .map_err(|_| d.err("testupstream", "want IP:PORT"))?;
+    let timeout = match d.args.get(1) {
+        Some(t) => parse_duration(t.as_str()).ok_or_else(|| d.err("testupstream", "bad timeout"))?,
+        None => Duration::from_secs(2),
+    };
+    Ok(Arc::new(TestUpstream { to, timeout }))
+}
+
+impl Plugin for TestUpstream {
+    fn name(&self) -> &'static str {
+        "testupstream"
+    }
+
+    fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        let m = &mut q.worker.upstream_msg;
+        m.clear();
+        m.extend_from_slice(&[0, 0, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        m.extend_from_slice(q.req.question());
+        Step::Upstream(UpstreamRequest {
+            to: self.to,
+            proto: UpstreamProto::Udp,
+            timeout: self.timeout,
+            cookie: 7,
+        })
+    }
+
+    fn resume(&self, q: &mut Query<'_, '_>, reply: UpstreamReply<'_>, cookie: u64) -> Step {
+        assert_eq!(cookie, 7, "the worker hands back the cookie it was given");
+        let msg = match reply {
+            UpstreamReply::Message(m) => m,
+            UpstreamReply::Timeout => {
+                return Step::Fail(Rcode::SERVFAIL, Some(ChainError::Plugin("testupstream", "timeout".into())));
+            }
+            UpstreamReply::Failed(kind) => {
+                return Step::Fail(Rcode::SERVFAIL, Some(ChainError::Plugin("testupstream", format!("{kind:?}").into())));
+            }
+        };
+        // The reply must carry our question, or it answers something else.
+        let qend = 12 + q.req.question().len();
+        if msg.len() < qend || msg[12..qend] != *q.req.question() {
+            return Step::Fail(Rcode::FORMERR, None);
+        }
+        q.resp.start(q.req, Rcode(u16::from(msg[3] & 0xF)));
+        let counts = [wire::get_u16(msg, 6), wire::get_u16(msg, 8), wire::get_u16(msg, 10)];
+        let mut at = qend;
+        for (section, n) in [Section::Answer, Section::Authority, Section::Additional].into_iter().zip(counts) {
+            for _ in 0..n.unwrap_or(0) {
+                let Some(name_end) = wire::skip_name(msg, at) else { return Step::Fail(Rcode::SERVFAIL, None) };
+                if wire::get_u16(msg, name_end) == Some(crate::dns::rtype::OPT) {
+                    at = wire::skip_record(msg, at).unwrap_or(msg.len());
+                    continue;
+                }
+                match q.resp.push_copied(section, msg, at) {
+                    Ok(next) => at = next,
+                    Err(_) => return Step::Answered,
+                }
+            }
+        }
+        Step::Answered
+    }
+}
+
+/// Panics on demand.
+pub struct TestPanic;
+
+pub fn setup_panic(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+    once("testpanic", dirs)?.expect_args("testpanic", 0, 0)?;
+    Ok(Arc::new(TestPanic))
+}
+
+impl Plugin for TestPanic {
+    fn name(&self) -> &'static str {
+        "testpanic"
+    }
+
+    fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        if q.req.qname.label_count() > 0 && q.req.qname.label(0) == b"panic" {
+            panic!("testpanic: asked to panic by {}", q.req.qname);
+        }
+        Step::Next
+    }
+}

@@ -1,0 +1,240 @@
+//! The process around the workers: loading the Corefile, binding every listener once
+//! per worker, starting the worker threads and plugins, and stopping them.
+//!
+//! ```text
+//!  Corefile ──parse──▶ Corefile ──Server::build──▶ Server ──store──▶ ArcSwap<Server>
+//!                                                                        │ load per batch
+//!  bind(addr) × workers ──Command::Add──▶ worker 0 … worker N-1 ◀─────────┘
+//!                                          (own Poll, own sockets)
+//! ```
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::Sender;
+use mio::Waker;
+
+use crate::config::{self, ConfigError, Corefile};
+use crate::server::worker::{self, Command, TcpLimits, Worker, WorkerSockets, WorkerStats};
+use crate::server::{BuildOptions, Server};
+
+/// Where the configuration came from.
+pub struct Source {
+    pub corefile: Corefile,
+    /// Directory relative paths in the Corefile are resolved against.
+    pub dir: PathBuf,
+    /// The file to re-read on reload (`None` for stdin and the built-in default).
+    pub path: Option<PathBuf>,
+}
+
+/// Reads the Corefile the flags name: a path, `stdin`, or by default `Corefile` in
+/// the working directory, falling back (as CoreDNS does) to `.:PORT { whoami log }`
+/// when that file does not exist.
+pub fn load_corefile(conf: Option<&str>, port: u16) -> Result<Source, ConfigError> {
+    match conf {
+        Some("stdin") => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| ConfigError::global(format!("stdin: {e}")))?;
+            let dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            Ok(Source {
+                corefile: config::parse_str(&text, "stdin", &dir)?,
+                dir,
+                path: None,
+            })
+        }
+        Some(path) => from_file(Path::new(path)),
+        None => {
+            let default = Path::new("Corefile");
+            if default.exists() {
+                return from_file(default);
+            }
+            let text = format!(".:{port} {{\n    whoami\n    log\n}}\n");
+            Ok(Source {
+                corefile: config::parse_str(&text, "default", Path::new("."))?,
+                dir: PathBuf::from("."),
+                path: None,
+            })
+        }
+    }
+}
+
+fn from_file(path: &Path) -> Result<Source, ConfigError> {
+    let corefile = config::parse_file(path)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    Ok(Source {
+        corefile,
+        dir,
+        path: Some(path.to_path_buf()),
+    })
+}
+
+/// How the server runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub workers: usize,
+    pub port: u16,
+    pub tcp: TcpLimits,
+}
+
+impl Options {
+    /// The build options for a Corefile in `dir`.
+    pub fn build_options<'a>(&self, dir: &'a Path) -> BuildOptions<'a> {
+        BuildOptions {
+            default_port: self.port,
+            workers: self.workers,
+            config_dir: dir,
+        }
+    }
+}
+
+/// Worker threads to run by default: the CPUs this process may run on (its affinity
+/// mask, so `taskset -c 1` gives one worker).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+struct WorkerHandle {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<WorkerStats>,
+}
+
+impl WorkerHandle {
+    fn send(&self, cmd: Command) {
+        if self.commands.send(cmd).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// A running server: the workers and the configuration they serve.
+pub struct Running {
+    shared: Arc<ArcSwap<Server>>,
+    workers: Vec<WorkerHandle>,
+    /// Addresses currently bound (one socket per worker each).
+    bound: Vec<SocketAddr>,
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Running {
+    /// Binds every listener of `server` once per worker, starts the plugins and the
+    /// worker threads. Nothing is left running if binding fails.
+    pub fn start(server: Server, opts: &Options) -> Result<Running, StartError> {
+        let addrs: Vec<SocketAddr> = server.listeners.iter().map(|l| l.addr).collect();
+        let sockets = bind(&addrs, opts.workers)?;
+        let bound = sockets.iter().map(|(a, _)| *a).collect();
+        server.start();
+        let shared = Arc::new(ArcSwap::from_pointee(server));
+        let mut workers = Vec::with_capacity(opts.workers);
+        for id in 0..opts.workers {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let stats = Arc::new(WorkerStats::default());
+            let (w, waker) = Worker::new(id, shared.clone(), rx, opts.tcp, stats.clone())
+                .map_err(|e| StartError(format!("worker {id}: {e}")))?;
+            let thread = std::thread::Builder::new()
+                .name(format!("worker-{id}"))
+                .spawn(move || w.run())
+                .map_err(|e| StartError(format!("worker {id}: {e}")))?;
+            workers.push(WorkerHandle {
+                commands: tx,
+                waker,
+                thread: Some(thread),
+                stats,
+            });
+        }
+        let running = Running { shared, workers, bound };
+        running.hand_out(sockets);
+        Ok(running)
+    }
+
+    /// Gives each worker its share of freshly bound sockets.
+    fn hand_out(&self, sockets: Vec<(SocketAddr, Vec<(std::net::UdpSocket, std::net::TcpListener)>)>) {
+        let mut per_worker: Vec<WorkerSockets> = (0..self.workers.len()).map(|_| WorkerSockets::default()).collect();
+        for (addr, socks) in sockets {
+            for (i, (udp, tcp)) in socks.into_iter().enumerate() {
+                per_worker[i].udp.push((addr, udp));
+                per_worker[i].tcp.push((addr, tcp));
+            }
+        }
+        for (w, s) in self.workers.iter().zip(per_worker) {
+            w.send(Command::Add(s));
+        }
+    }
+
+    /// The configuration being served.
+    pub fn server(&self) -> Arc<Server> {
+        self.shared.load_full()
+    }
+
+    /// The addresses being listened on (with the real port when 0 was asked).
+    pub fn bound(&self) -> &[SocketAddr] {
+        &self.bound
+    }
+
+    /// Per-worker counters.
+    pub fn stats(&self) -> Vec<Arc<WorkerStats>> {
+        self.workers.iter().map(|w| w.stats.clone()).collect()
+    }
+
+    /// Stops accepting queries, lets in-flight ones finish for up to `drain`, joins
+    /// the workers and stops the plugins.
+    pub fn stop(mut self, drain: Duration) {
+        for w in &self.workers {
+            w.send(Command::Stop { drain });
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+        self.shared.load().stop();
+    }
+}
+
+type BoundSockets = Vec<(SocketAddr, Vec<(std::net::UdpSocket, std::net::TcpListener)>)>;
+
+/// Binds `addrs`, `workers` sockets each. A wildcard IPv6 address is skipped with a
+/// warning on a host without IPv6; any other failure is fatal.
+fn bind(addrs: &[SocketAddr], workers: usize) -> Result<BoundSockets, StartError> {
+    let mut out = Vec::new();
+    for &addr in addrs {
+        match worker::bind_all(addr, workers) {
+            Ok(socks) => {
+                let real = socks
+                    .first()
+                    .and_then(|(u, _)| u.local_addr().ok())
+                    .unwrap_or(addr);
+                out.push((real, socks));
+            }
+            Err(e)
+                if addr.is_ipv6()
+                    && addr.ip().is_unspecified()
+                    && matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)) =>
+            {
+                log::warn!("no IPv6 on this host: not listening on {addr}");
+            }
+            Err(e) => return Err(StartError(format!("listen {addr}: {e}"))),
+        }
+    }
+    Ok(out)
+}

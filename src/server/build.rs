@@ -1,0 +1,250 @@
+//! From a parsed Corefile to a [`Server`]: the plugin chains of the server blocks, the
+//! addresses to listen on and, per address, the table that routes a query to the block
+//! with the longest matching zone. Building binds nothing and contacts nothing, which
+//! is what `-check` and a failed reload rely on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::chain::{Chain, Plugin};
+use crate::config::{ConfigError, Corefile, Directive, ServerKey};
+use crate::dns::wire;
+use crate::plugin::{self, Kind, SetupCtx};
+
+/// One server block, built: its zones and its chain.
+pub struct Block {
+    /// The zones of the block's keys, presentation form (`cluster.local.`).
+    pub zones: Vec<String>,
+    pub chain: Chain,
+}
+
+/// A zone → block entry of a router.
+pub struct Route {
+    /// Lower-cased wire form.
+    zone: Vec<u8>,
+    /// Presentation form, for metric labels.
+    pub name: Arc<str>,
+    pub block: Arc<Block>,
+}
+
+/// Picks the block for a query on one listen address.
+pub struct Router {
+    /// Longest zone first, so the first suffix match is the longest.
+    routes: Vec<Route>,
+}
+
+impl Router {
+    /// The block whose zone is the longest suffix of `qname` (lower-cased wire), and
+    /// that zone's name. DS queries go to the shortest match instead, so that they
+    /// reach the parent side of a zone cut (as CoreDNS does).
+    pub fn route(&self, qname: &[u8], ds: bool) -> Option<&Route> {
+        let matches = |r: &&Route| wire::zone_suffix_at(qname, &r.zone).is_some();
+        if ds {
+            self.routes.iter().rev().find(matches)
+        } else {
+            self.routes.iter().find(matches)
+        }
+    }
+}
+
+/// One address to listen on (UDP and TCP), with its router.
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub router: Router,
+    /// `dns://[bind]:port`, the `server` label of CoreDNS's metrics.
+    pub label: String,
+}
+
+/// A complete configuration generation: what the workers serve.
+pub struct Server {
+    pub listeners: Vec<Listener>,
+    pub blocks: Vec<Arc<Block>>,
+    /// The start-up lines CoreDNS prints (`.:53`, `example.org.:53 on 127.0.0.1`).
+    pub banner: Vec<String>,
+}
+
+/// How to build: the defaults the command line sets.
+pub struct BuildOptions<'a> {
+    /// Port for keys without one (`-dns.port`).
+    pub default_port: u16,
+    /// Worker count, for plugins with per-worker state.
+    pub workers: usize,
+    /// Directory relative paths in the Corefile are taken from.
+    pub config_dir: &'a Path,
+}
+
+impl Server {
+    /// Builds every block's chain and the listeners, validating every plugin's options.
+    /// Every error found is returned, not only the first (for `-check`).
+    pub fn build(corefile: &Corefile, opts: &BuildOptions<'_>) -> Result<Server, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut blocks = Vec::new();
+        // (listen address, zone) must be unique; listen address -> routes.
+        let mut routes: BTreeMap<SocketAddr, (Vec<Route>, bool)> = BTreeMap::new();
+        let mut seen: HashSet<(SocketAddr, String)> = HashSet::new();
+        let mut banner = Vec::new();
+        for sb in &corefile.blocks {
+            let mut keys = Vec::new();
+            for k in &sb.keys {
+                match ServerKey::parse(k, opts.default_port) {
+                    Ok(k) => keys.push(k),
+                    Err(e) => errors.push(e),
+                }
+            }
+            let zones: Vec<String> = keys.iter().flat_map(|k| k.zones.iter().cloned()).collect();
+            let (chain, binds) = match build_chain(&sb.directives, &zones, opts) {
+                Ok(v) => v,
+                Err(mut e) => {
+                    errors.append(&mut e);
+                    continue;
+                }
+            };
+            let block = Arc::new(Block { zones, chain });
+            blocks.push(block.clone());
+            for key in &keys {
+                let addrs: Vec<(IpAddr, bool)> = match &binds {
+                    Some(ips) => ips.iter().map(|ip| (*ip, true)).collect(),
+                    None => vec![(IpAddr::V4(Ipv4Addr::UNSPECIFIED), false), (IpAddr::V6(Ipv6Addr::UNSPECIFIED), false)],
+                };
+                for zone in &key.zones {
+                    let line = match &binds {
+                        Some(ips) => {
+                            let list: Vec<String> = ips.iter().map(|ip| ip.to_string()).collect();
+                            format!("{zone}:{} on {}", key.port, list.join(", "))
+                        }
+                        None => format!("{zone}:{}", key.port),
+                    };
+                    if !banner.contains(&line) {
+                        banner.push(line);
+                    }
+                }
+                for (ip, bound) in addrs {
+                    let addr = SocketAddr::new(ip, key.port);
+                    for zone in &key.zones {
+                        if !seen.insert((addr, zone.clone())) {
+                            errors.push(ConfigError::at(
+                                &key.loc,
+                                format!("cannot serve dns://{zone}:{} - it is already defined", key.port),
+                            ));
+                            continue;
+                        }
+                        let Some(zone_wire) = wire::name_from_str(zone) else {
+                            errors.push(ConfigError::at(&key.loc, format!("invalid zone '{zone}'")));
+                            continue;
+                        };
+                        let entry = routes.entry(addr).or_insert_with(|| (Vec::new(), bound));
+                        entry.0.push(Route {
+                            zone: zone_wire,
+                            name: zone.as_str().into(),
+                            block: block.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        banner.sort();
+        let listeners = routes
+            .into_iter()
+            .map(|(addr, (mut routes, bound))| {
+                routes.sort_by(|a, b| b.zone.len().cmp(&a.zone.len()).then_with(|| a.name.cmp(&b.name)));
+                let label = if bound {
+                    match addr.ip() {
+                        IpAddr::V6(ip) => format!("dns://[{ip}]:{}", addr.port()),
+                        IpAddr::V4(ip) => format!("dns://{ip}:{}", addr.port()),
+                    }
+                } else {
+                    format!("dns://:{}", addr.port())
+                };
+                Listener {
+                    addr,
+                    router: Router { routes },
+                    label,
+                }
+            })
+            .collect();
+        Ok(Server {
+            listeners,
+            blocks,
+            banner,
+        })
+    }
+
+    /// Every plugin of every block, once.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<dyn Plugin>> {
+        self.blocks.iter().flat_map(|b| b.chain.plugins().iter())
+    }
+
+    /// Starts the plugins' background work.
+    pub fn start(&self) {
+        for p in self.plugins() {
+            p.start();
+        }
+    }
+
+    /// Stops the plugins' background work.
+    pub fn stop(&self) {
+        for p in self.plugins() {
+            p.stop();
+        }
+    }
+}
+
+/// Sets up the plugins of one block in CoreDNS's order; returns the chain and the
+/// `bind` addresses, if any, or every error found.
+fn build_chain(
+    directives: &[Directive],
+    zones: &[String],
+    opts: &BuildOptions<'_>,
+) -> Result<(Chain, Option<Vec<IpAddr>>), Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    // Group the directives by name, keeping the order of first appearance for errors.
+    let mut by_name: Vec<(usize, Kind, Vec<&Directive>)> = Vec::new();
+    for d in directives {
+        let name = d.name.as_str();
+        let Some((order, kind)) = plugin::lookup(name) else {
+            errors.push(ConfigError::at(d.loc(), format!("Error during parsing: Unknown directive '{name}'")));
+            continue;
+        };
+        if let Kind::Unsupported = kind {
+            errors.push(ConfigError::at(
+                d.loc(),
+                format!("Error during parsing: plugin '{name}' is not supported by clusterdns"),
+            ));
+            continue;
+        }
+        match by_name.iter_mut().find(|(_, _, ds)| ds[0].name.as_str() == name) {
+            Some((_, _, ds)) => ds.push(d),
+            None => by_name.push((order, kind, vec![d])),
+        }
+    }
+    let ctx = SetupCtx {
+        zones,
+        config_dir: opts.config_dir.to_path_buf(),
+        workers: opts.workers,
+    };
+    let mut plugins: Vec<(usize, Arc<dyn Plugin>)> = Vec::new();
+    let mut binds = None;
+    for (order, kind, ds) in &by_name {
+        match kind {
+            Kind::Chain(setup) => match setup(ds, &ctx) {
+                Ok(p) => plugins.push((*order, p)),
+                Err(e) => errors.push(e),
+            },
+            Kind::Server => match plugin::bind::addresses(ds) {
+                Ok(b) => binds = Some(b),
+                Err(e) => errors.push(e),
+            },
+            Kind::Unsupported => unreachable!("rejected above"),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    plugins.sort_by_key(|(order, _)| *order);
+    Ok((Chain::new(plugins.into_iter().map(|(_, p)| p).collect()), binds))
+}

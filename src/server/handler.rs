@@ -1,0 +1,165 @@
+//! What the server does with one message, without any I/O: validate it, answer what
+//! the server itself answers (FORMERR, NOTIMP, BADVERS, REFUSED), route it to a block,
+//! and run that block's chain, containing any panic.
+
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::build::{Block, Listener};
+use crate::chain::{ChainError, Outcome, Query, UpstreamReply, UpstreamRequest, WorkerCtx};
+use crate::dns::{Rcode, Reject, Request, Response, Transport, class, rtype};
+
+/// Panics caught while handling queries, process-wide (`coredns_panics_total`).
+pub static PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// What to do after handling a message.
+pub enum Handled {
+    /// Send the finished reply in the response buffer.
+    Reply,
+    /// Send nothing.
+    Drop,
+    /// Send `worker.upstream_msg` upstream and resume later.
+    Upstream(Suspended),
+}
+
+/// A query waiting on an upstream exchange: what is needed to resume its chain.
+pub struct Suspended {
+    pub block: Arc<Block>,
+    pub zone: Arc<str>,
+    pub at: usize,
+    pub request: UpstreamRequest,
+}
+
+/// Handles one received message on `listener`; the reply, if any, is left finished in `resp`.
+pub fn handle(
+    listener: &Listener,
+    raw: &[u8],
+    transport: Transport,
+    client: SocketAddr,
+    local: SocketAddr,
+    worker: &mut WorkerCtx,
+    resp: &mut Response,
+) -> Handled {
+    let req = match Request::parse(raw, transport, client, local) {
+        Ok(r) => r,
+        Err(Reject::Drop) => return Handled::Drop,
+        Err(Reject::Error { rcode, question_end }) => {
+            resp.start_reject(raw, rcode, question_end);
+            resp.finish();
+            return Handled::Reply;
+        }
+    };
+    // RFC 6891 6.1.3: a version we do not implement gets BADVERS (with our OPT, version 0).
+    if req.edns.is_some_and(|e| e.version > 0) {
+        resp.start(&req, Rcode::BADVERS);
+        resp.finish();
+        return Handled::Reply;
+    }
+    let Some(route) = listener.router.route(req.qname.wire(), req.qtype == rtype::DS) else {
+        resp.start(&req, Rcode::REFUSED);
+        resp.finish();
+        return Handled::Reply;
+    };
+    let block = &route.block;
+    if block.chain.is_empty() || (req.qclass != class::IN && !block.chain.handles_class(req.qclass)) {
+        resp.start(&req, Rcode::REFUSED);
+        resp.finish();
+        return Handled::Reply;
+    }
+    let mut q = Query {
+        req: &req,
+        resp,
+        worker,
+        zone: &route.name,
+        answered_by: "",
+        error: None,
+    };
+    let all = block.chain.plugins().len();
+    let outcome = contained(&mut q, all, |q| block.chain.run(q, 0));
+    match finish(block, &mut q, outcome) {
+        None => Handled::Reply,
+        Some((at, request)) => Handled::Upstream(Suspended {
+            block: block.clone(),
+            zone: route.name.clone(),
+            at,
+            request,
+        }),
+    }
+}
+
+/// Resumes a suspended query with what came back from upstream. `raw` is the original
+/// query, kept by the worker.
+#[allow(clippy::too_many_arguments)]
+pub fn resume(
+    s: &Suspended,
+    raw: &[u8],
+    transport: Transport,
+    client: SocketAddr,
+    local: SocketAddr,
+    reply: UpstreamReply<'_>,
+    worker: &mut WorkerCtx,
+    resp: &mut Response,
+) -> Handled {
+    let Ok(req) = Request::parse(raw, transport, client, local) else {
+        return Handled::Drop;
+    };
+    let mut q = Query {
+        req: &req,
+        resp,
+        worker,
+        zone: &s.zone,
+        answered_by: "",
+        error: None,
+    };
+    let all = s.block.chain.plugins().len();
+    let outcome = contained(&mut q, all, |q| s.block.chain.resume(q, s.at, reply, s.request.cookie));
+    match finish(&s.block, &mut q, outcome) {
+        None => Handled::Reply,
+        Some((at, request)) => Handled::Upstream(Suspended {
+            block: s.block.clone(),
+            zone: s.zone.clone(),
+            at,
+            request,
+        }),
+    }
+}
+
+/// Completes a reply (response hooks included) or returns where the chain suspended.
+fn finish(block: &Block, q: &mut Query<'_, '_>, outcome: Outcome) -> Option<(usize, UpstreamRequest)> {
+    match outcome {
+        Outcome::Reply { at } => {
+            // A panic in a response hook leaves a SERVFAIL reply, already finished.
+            contained(q, 0, |q| {
+                block.chain.complete(q, at);
+                Outcome::Reply { at }
+            });
+            q.resp.finish();
+            None
+        }
+        Outcome::Upstream { at, request } => Some((at, request)),
+    }
+}
+
+/// Runs `f`; a panic inside becomes a SERVFAIL reply and is counted and logged, and
+/// the worker carries on (no query of death). The reply then goes through the response
+/// hooks of the first `hooks_to` plugins (so `log` and metrics see it).
+fn contained(q: &mut Query<'_, '_>, hooks_to: usize, f: impl FnOnce(&mut Query<'_, '_>) -> Outcome) -> Outcome {
+    match catch_unwind(AssertUnwindSafe(|| f(q))) {
+        Ok(o) => o,
+        Err(payload) => {
+            PANICS.fetch_add(1, Ordering::Relaxed);
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            log::error!("recovered from panic while handling {} {}: {msg}", q.req.qname, rtype::name(q.req.qtype));
+            q.resp.start(q.req, Rcode::SERVFAIL);
+            q.answered_by = "";
+            q.error = Some(ChainError::Panic(msg.into()));
+            Outcome::Reply { at: hooks_to }
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! Listening sockets with SO_REUSEPORT (one per worker and address, so the kernel
+//! spreads queries over the workers), and batched UDP I/O with recvmmsg/sendmmsg.
+//!
+//! Sockets bound to a wildcard address ask for the destination address of each
+//! datagram (IP_PKTINFO / IPV6_RECVPKTINFO) and send the reply from it, so that on a
+//! multi-homed host the client sees the answer come from the address it asked.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+fn set_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` lives for the call and its size is passed.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+/// Encodes a socket address for the kernel.
+pub fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+/// Decodes a socket address the kernel filled in.
+pub fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this is a sockaddr_in.
+            let sin = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this is a sockaddr_in6.
+            let sin6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Creates a non-blocking socket bound to `addr` with SO_REUSEPORT (and IPV6_V6ONLY for
+/// IPv6, so that v4 and v6 wildcards can be bound side by side).
+fn bound_socket(addr: SocketAddr, ty: libc::c_int) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket(2) call; the result is checked and owned at once.
+    let fd = check(unsafe { libc::socket(family, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let raw = fd.as_raw_fd();
+    set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if addr.is_ipv6() {
+        set_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    if ty == libc::SOCK_DGRAM && addr.ip().is_unspecified() {
+        if addr.is_ipv4() {
+            set_opt(raw, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
+        } else {
+            set_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+        }
+    }
+    if ty == libc::SOCK_STREAM {
+        // Queries are small and answered at once: send them without Nagle's delay.
+        set_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    }
+    let (ss, len) = to_sockaddr(addr);
+    // SAFETY: `ss` holds a valid address of length `len`.
+    check(unsafe { libc::bind(raw, (&ss as *const libc::sockaddr_storage).cast(), len) })?;
+    Ok(fd)
+}
+
+/// A UDP socket for one worker on `addr`.
+pub fn udp_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let fd = bound_socket(addr, libc::SOCK_DGRAM)?;
+    Ok(std::net::UdpSocket::from(fd))
+}
+
+/// A TCP listener for one worker on `addr`.
+pub fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let fd = bound_socket(addr, libc::SOCK_STREAM)?;
+    // SAFETY: a bound stream socket; backlog is clamped by the kernel.
+    check(unsafe { libc::listen(fd.as_raw_fd(), 1024) })?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
+/// The address a socket is bound to (to learn the port when binding port 0).
+pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    // SAFETY: all-zero is a valid sockaddr_storage; getsockname fills at most `len`.
+    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    check(unsafe { libc::getsockname(fd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) })?;
+    from_sockaddr(&ss).ok_or_else(|| io::Error::other("unknown address family"))
+}
+
+/// Datagrams per recvmmsg/sendmmsg call.
+pub const BATCH: usize = 32;
+/// Largest query accepted over UDP; a longer datagram is cut short by the kernel and
+/// answered FORMERR.
+pub const MAX_UDP_QUERY: usize = 4096;
+const CMSG_SPACE: usize = 64;
+
+/// Receive and send state for batched UDP I/O on one socket: the mmsghdr arrays point
+/// into the buffers, so everything lives in one boxed struct that never moves.
+pub struct UdpBatch {
+    rx: Box<[u8]>,
+    rx_addr: [libc::sockaddr_storage; BATCH],
+    rx_ctrl: [[u8; CMSG_SPACE]; BATCH],
+    rx_iov: [libc::iovec; BATCH],
+    rx_hdr: [libc::mmsghdr; BATCH],
+    tx_addr: [libc::sockaddr_storage; BATCH],
+    tx_ctrl: [[u8; CMSG_SPACE]; BATCH],
+    tx_iov: [libc::iovec; BATCH],
+    tx_hdr: [libc::mmsghdr; BATCH],
+    tx_len: usize,
+}
+
+/// One received datagram.
+pub struct Datagram<'a> {
+    pub data: &'a [u8],
+    pub from: SocketAddr,
+    /// The destination address when the socket reports it (wildcard sockets).
+    pub to: Option<IpAddr>,
+    /// The kernel cut the datagram short.
+    pub truncated: bool,
+}
+
+impl UdpBatch {
+    pub fn new() -> Box<UdpBatch> {
+        // SAFETY (each `zeroed`): C structs and byte arrays for which all-zero is
+        // valid; the pointers inside the headers are set before each use.
+        Box::new(UdpBatch {
+            rx: vec![0u8; BATCH * MAX_UDP_QUERY].into_boxed_slice(),
+            rx_addr: unsafe { zeroed() },
+            rx_ctrl: [[0; CMSG_SPACE]; BATCH],
+            rx_iov: unsafe { zeroed() },
+            rx_hdr: unsafe { zeroed() },
+            tx_addr: unsafe { zeroed() },
+            tx_ctrl: [[0; CMSG_SPACE]; BATCH],
+            tx_iov: unsafe { zeroed() },
+            tx_hdr: unsafe { zeroed() },
+            tx_len: 0,
+        })
+    }
+
+    /// Receives up to BATCH datagrams; returns how many (0 when nothing is waiting).
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        for i in 0..BATCH {
+            self.rx_iov[i] = libc::iovec {
+                iov_base: self.rx[i * MAX_UDP_QUERY..].as_mut_ptr().cast(),
+                iov_len: MAX_UDP_QUERY,
+            };
+            let h = &mut self.rx_hdr[i].msg_hdr;
+            h.msg_name = (&mut self.rx_addr[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut self.rx_iov[i];
+            h.msg_iovlen = 1;
+            h.msg_control = self.rx_ctrl[i].as_mut_ptr().cast();
+            h.msg_controllen = CMSG_SPACE;
+            h.msg_flags = 0;
+            self.rx_hdr[i].msg_len = 0;
+        }
+        // SAFETY: the headers point into buffers owned by `self`, sized as declared.
+        let n = unsafe {
+            libc::recvmmsg(fd, self.rx_hdr.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        Ok(n as usize)
+    }
+
+    /// Datagram `i` of the last [`Self::recv`].
+    pub fn datagram(&self, i: usize) -> Option<Datagram<'_>> {
+        let h = &self.rx_hdr[i];
+        let from = from_sockaddr(&self.rx_addr[i])?;
+        let len = (h.msg_len as usize).min(MAX_UDP_QUERY);
+        Some(Datagram {
+            data: &self.rx[i * MAX_UDP_QUERY..i * MAX_UDP_QUERY + len],
+            from,
+            to: packet_destination(&h.msg_hdr),
+            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        })
+    }
+
+    /// Queues a reply. The bytes must stay alive and unchanged until [`Self::flush`].
+    pub fn queue(&mut self, fd: RawFd, data: &[u8], to: SocketAddr, from: Option<IpAddr>) -> io::Result<()> {
+        if self.tx_len == BATCH {
+            self.flush(fd)?;
+        }
+        let i = self.tx_len;
+        let (ss, len) = to_sockaddr(to);
+        self.tx_addr[i] = ss;
+        self.tx_iov[i] = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        let h = &mut self.tx_hdr[i].msg_hdr;
+        h.msg_name = (&mut self.tx_addr[i] as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = len;
+        h.msg_iov = &mut self.tx_iov[i];
+        h.msg_iovlen = 1;
+        h.msg_flags = 0;
+        h.msg_controllen = 0;
+        h.msg_control = std::ptr::null_mut();
+        if let Some(src) = from {
+            let n = write_pktinfo(&mut self.tx_ctrl[i], src);
+            if n > 0 {
+                h.msg_control = self.tx_ctrl[i].as_mut_ptr().cast();
+                h.msg_controllen = n;
+            }
+        }
+        self.tx_len += 1;
+        Ok(())
+    }
+
+    /// Sends every queued reply. A reply the kernel will not take now (full socket
+    /// buffer) is dropped and counted, never queued: the client will retry.
+    pub fn flush(&mut self, fd: RawFd) -> io::Result<usize> {
+        let mut sent = 0;
+        let mut dropped = 0;
+        while sent + dropped < self.tx_len {
+            let start = sent + dropped;
+            // SAFETY: headers [start, tx_len) point at live buffers (see `queue`).
+            let n = unsafe {
+                libc::sendmmsg(fd, self.tx_hdr[start..].as_mut_ptr(), (self.tx_len - start) as libc::c_uint, libc::MSG_DONTWAIT)
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // Skip the datagram that failed (full buffer, unreachable client).
+                dropped += 1;
+                continue;
+            }
+            sent += n as usize;
+        }
+        self.tx_len = 0;
+        Ok(dropped)
+    }
+}
+
+/// Reads IP_PKTINFO / IPV6_PKTINFO from a received message's control data.
+fn packet_destination(h: &libc::msghdr) -> Option<IpAddr> {
+    if h.msg_controllen == 0 {
+        return None;
+    }
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
+    // msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            let hdr = &*c;
+            if hdr.cmsg_level == libc::IPPROTO_IP && hdr.cmsg_type == libc::IP_PKTINFO {
+                let info = &*(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
+                return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr))));
+            }
+            if hdr.cmsg_level == libc::IPPROTO_IPV6 && hdr.cmsg_type == libc::IPV6_PKTINFO {
+                let info = &*(libc::CMSG_DATA(c) as *const libc::in6_pktinfo);
+                return Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
+}
+
+/// Writes a PKTINFO control message choosing the reply's source address; returns its length.
+fn write_pktinfo(buf: &mut [u8; CMSG_SPACE], src: IpAddr) -> usize {
+    // SAFETY: a msghdr over `buf` lets the CMSG macros lay out one control message
+    // within CMSG_SPACE bytes (checked against the buffer size).
+    unsafe {
+        let mut h: libc::msghdr = zeroed();
+        h.msg_control = buf.as_mut_ptr().cast();
+        match src {
+            IpAddr::V4(ip) => {
+                let space = libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as usize;
+                if space > CMSG_SPACE {
+                    return 0;
+                }
+                h.msg_controllen = space;
+                let c = libc::CMSG_FIRSTHDR(&h);
+                (*c).cmsg_level = libc::IPPROTO_IP;
+                (*c).cmsg_type = libc::IP_PKTINFO;
+                (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
+                let info = libc::CMSG_DATA(c) as *mut libc::in_pktinfo;
+                std::ptr::write_unaligned(
+                    info,
+                    libc::in_pktinfo {
+                        ipi_ifindex: 0,
+                        ipi_spec_dst: libc::in_addr {
+                            s_addr: u32::from(ip).to_be(),
+                        },
+                        ipi_addr: libc::in_addr { s_addr: 0 },
+                    },
+                );
+                space
+            }
+            IpAddr::V6(ip) => {
+                let space = libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) as usize;
+                if space > CMSG_SPACE {
+                    return 0;
+                }
+                h.msg_controllen = space;
+                let c = libc::CMSG_FIRSTHDR(&h);
+                (*c).cmsg_level = libc::IPPROTO_IPV6;
+                (*c).cmsg_type = libc::IPV6_PKTINFO;
+                (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as usize;
+                let info = libc::CMSG_DATA(c) as *mut libc::in6_pktinfo;
+                std::ptr::write_unaligned(
+                    info,
+                    libc::in6_pktinfo {
+                        ipi6_addr: libc::in6_addr { s6_addr: ip.octets() },
+                        ipi6_ifindex: 0,
+                    },
+                );
+                space
+            }
+        }
+    }
+}

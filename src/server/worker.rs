@@ -1,0 +1,785 @@
+//! A worker: one thread, one mio `Poll`, its own SO_REUSEPORT sockets, its own TCP
+//! connections and its own table of queries waiting on an upstream. It never waits on
+//! another thread: configuration comes from an `ArcSwap` load per batch, commands come
+//! through a channel it drains when its `Waker` fires.
+
+use std::collections::BinaryHeap;
+use std::cmp::Reverse;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::Receiver;
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::build::Server;
+use super::handler::{self, Handled, Suspended};
+use super::socket::{self, BATCH, UdpBatch};
+use crate::chain::{Rng, UpstreamProto, UpstreamReply, WorkerCtx};
+use crate::dns::{Rcode, Response, Transport};
+
+/// Limits of a worker's TCP service (RFC 7766 section 6.2 asks for idle timeouts and
+/// bounded resources).
+#[derive(Clone, Copy, Debug)]
+pub struct TcpLimits {
+    /// Connections per worker; one more is accepted and closed at once.
+    pub max_connections: usize,
+    /// A connection with nothing in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// A message must arrive in full within this long once its first byte has.
+    pub read_timeout: Duration,
+    /// Replies must drain to the client within this long.
+    pub write_timeout: Duration,
+    /// Unsent reply bytes at which the worker stops reading more queries from a client.
+    pub max_pending_output: usize,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(3),
+            write_timeout: Duration::from_secs(5),
+            max_pending_output: 256 * 1024,
+        }
+    }
+}
+
+/// Sockets one worker serves: a UDP socket and a TCP listener per address.
+#[derive(Default)]
+pub struct WorkerSockets {
+    pub udp: Vec<(SocketAddr, std::net::UdpSocket)>,
+    pub tcp: Vec<(SocketAddr, std::net::TcpListener)>,
+}
+
+/// What the control thread tells a worker.
+pub enum Command {
+    /// Start serving these sockets.
+    Add(WorkerSockets),
+    /// Stop serving these addresses (answer what is queued on them first).
+    Remove(Vec<SocketAddr>),
+    /// Stop accepting queries, finish what is in flight (up to the deadline), exit.
+    Stop { drain: Duration },
+}
+
+/// Counters a worker alone writes and anyone may read.
+#[derive(Default)]
+pub struct WorkerStats {
+    pub udp_queries: AtomicU64,
+    pub tcp_queries: AtomicU64,
+    pub dropped_replies: AtomicU64,
+    pub tcp_connections: AtomicU64,
+    pub tcp_rejected: AtomicU64,
+    pub upstream_pending: AtomicU64,
+}
+
+/// Maximum queries a worker keeps waiting on upstreams; beyond it they are refused.
+pub const MAX_PENDING: usize = 4096;
+
+const KIND_SHIFT: u32 = 32;
+const WAKER: Token = Token(0);
+const UDP: usize = 1;
+const TCP_LISTEN: usize = 2;
+const CONN: usize = 3;
+const UPSTREAM: usize = 4;
+
+fn token(kind: usize, idx: usize) -> Token {
+    Token((kind << KIND_SHIFT) | idx)
+}
+
+fn split(t: Token) -> (usize, usize) {
+    (t.0 >> KIND_SHIFT, t.0 & ((1 << KIND_SHIFT) - 1))
+}
+
+struct UdpSock {
+    addr: SocketAddr,
+    sock: UdpSocket,
+    /// Index of the listener for `addr` in the current server generation.
+    listener: Option<usize>,
+}
+
+struct TcpListen {
+    addr: SocketAddr,
+    sock: TcpListener,
+    listener: Option<usize>,
+}
+
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// Index into `tcp_listeners` of the listener that accepted it.
+    from: usize,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    last_active: Instant,
+    /// When the first byte of a still incomplete message arrived.
+    partial_since: Option<Instant>,
+    /// When output started waiting on the client.
+    blocked_since: Option<Instant>,
+    inflight: u32,
+    peer_closed: bool,
+    writable_registered: bool,
+}
+
+/// Where a suspended query's reply goes.
+#[derive(Clone, Copy)]
+enum Client {
+    Udp { sock: usize, from: SocketAddr, to: Option<IpAddr> },
+    Tcp { conn: usize },
+}
+
+struct Pending {
+    suspended: Suspended,
+    query: Vec<u8>,
+    client: Client,
+    transport: Transport,
+    peer: SocketAddr,
+    local: SocketAddr,
+    upstream: UdpSocket,
+    id: u16,
+    deadline: Instant,
+}
+
+/// One worker thread's state.
+pub struct Worker {
+    id: usize,
+    poll: Poll,
+    shared: Arc<ArcSwap<Server>>,
+    generation: *const Server,
+    commands: Receiver<Command>,
+    udp: Vec<UdpSock>,
+    tcp_listeners: Vec<TcpListen>,
+    conns: Vec<Option<Conn>>,
+    free_conns: Vec<usize>,
+    pending: Vec<Option<Pending>>,
+    free_pending: Vec<usize>,
+    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
+    batch: Box<UdpBatch>,
+    replies: Vec<Response>,
+    resp: Response,
+    ctx: WorkerCtx,
+    limits: TcpLimits,
+    stats: Arc<WorkerStats>,
+    stopping: Option<Instant>,
+    last_sweep: Instant,
+    /// Queries of the current UDP batch that wait on an upstream (kept for its capacity).
+    to_suspend: Vec<(Suspended, Vec<u8>, Client, SocketAddr, SocketAddr)>,
+}
+
+// SAFETY: `generation` is only compared, never dereferenced; it identifies which
+// server generation the listener indices were computed for.
+unsafe impl Send for Worker {}
+
+impl Worker {
+    /// Creates a worker and the waker the control thread uses to reach it.
+    pub fn new(
+        id: usize,
+        shared: Arc<ArcSwap<Server>>,
+        commands: Receiver<Command>,
+        limits: TcpLimits,
+        stats: Arc<WorkerStats>,
+    ) -> io::Result<(Worker, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let w = Worker {
+            id,
+            poll,
+            shared,
+            generation: std::ptr::null(),
+            commands,
+            udp: Vec::new(),
+            tcp_listeners: Vec::new(),
+            conns: Vec::new(),
+            free_conns: Vec::new(),
+            pending: Vec::new(),
+            free_pending: Vec::new(),
+            deadlines: BinaryHeap::new(),
+            batch: UdpBatch::new(),
+            replies: (0..BATCH).map(|_| Response::new()).collect(),
+            resp: Response::new(),
+            ctx: WorkerCtx::new(id),
+            limits,
+            stats,
+            stopping: None,
+            last_sweep: Instant::now(),
+            to_suspend: Vec::new(),
+        };
+        Ok((w, waker))
+    }
+
+    /// Serves until told to stop.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("worker {}: poll failed: {e}", self.id);
+                return;
+            }
+            self.ctx.now = Instant::now();
+            for ev in events.iter() {
+                let (kind, idx) = split(ev.token());
+                match kind {
+                    0 => self.commands(),
+                    UDP => self.udp_readable(idx),
+                    TCP_LISTEN => self.accept(idx),
+                    CONN => self.conn_ready(idx, ev.is_readable() || ev.is_read_closed(), ev.is_writable()),
+                    UPSTREAM => self.upstream_readable(idx),
+                    _ => {}
+                }
+            }
+            self.expire();
+            if let Some(deadline) = self.stopping {
+                let busy = self.pending.iter().any(Option::is_some)
+                    || self.conns.iter().flatten().any(|c| c.wpos < c.wbuf.len() || c.inflight > 0);
+                if !busy || Instant::now() >= deadline {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut t: Option<Duration> = None;
+        if let Some(Reverse((d, _))) = self.deadlines.peek() {
+            t = Some(d.saturating_duration_since(now));
+        }
+        if self.conns.iter().any(Option::is_some) || self.stopping.is_some() {
+            let sweep = Duration::from_millis(100);
+            t = Some(t.map_or(sweep, |t| t.min(sweep)));
+        }
+        t
+    }
+
+    /// Recomputes socket → listener indices when the server generation changed.
+    fn refresh(&mut self) -> arc_swap::Guard<Arc<Server>> {
+        let server = self.shared.load();
+        let ptr = Arc::as_ptr(&*server);
+        if ptr != self.generation {
+            self.generation = ptr;
+            let find = |addr: SocketAddr| server.listeners.iter().position(|l| l.addr == addr);
+            for u in &mut self.udp {
+                u.listener = find(u.addr);
+            }
+            for t in &mut self.tcp_listeners {
+                t.listener = find(t.addr);
+            }
+        }
+        server
+    }
+
+    fn commands(&mut self) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::Add(sockets) => self.add(sockets),
+                Command::Remove(addrs) => self.remove(&addrs),
+                Command::Stop { drain } => {
+                    let addrs: Vec<SocketAddr> = self.udp.iter().map(|u| u.addr).chain(self.tcp_listeners.iter().map(|t| t.addr)).collect();
+                    self.remove(&addrs);
+                    self.stopping = Some(Instant::now() + drain);
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, sockets: WorkerSockets) {
+        for (addr, s) in sockets.udp {
+            let mut sock = UdpSocket::from_std(s);
+            let idx = self.udp.len();
+            if let Err(e) = self.poll.registry().register(&mut sock, token(UDP, idx), Interest::READABLE) {
+                log::error!("worker {}: cannot watch udp {addr}: {e}", self.id);
+                continue;
+            }
+            self.udp.push(UdpSock { addr, sock, listener: None });
+            // Queries may have queued before registration: edge-triggered polling
+            // would not report them.
+            self.udp_readable(idx);
+        }
+        for (addr, s) in sockets.tcp {
+            let mut sock = TcpListener::from_std(s);
+            let idx = self.tcp_listeners.len();
+            if let Err(e) = self.poll.registry().register(&mut sock, token(TCP_LISTEN, idx), Interest::READABLE) {
+                log::error!("worker {}: cannot watch tcp {addr}: {e}", self.id);
+                continue;
+            }
+            self.tcp_listeners.push(TcpListen { addr, sock, listener: None });
+            self.accept(idx);
+        }
+        self.generation = std::ptr::null();
+    }
+
+    fn remove(&mut self, addrs: &[SocketAddr]) {
+        // Answer what already waits in the sockets' queues, then close them.
+        for i in 0..self.udp.len() {
+            if addrs.contains(&self.udp[i].addr) {
+                self.udp_readable(i);
+            }
+        }
+        let registry = self.poll.registry();
+        self.udp.retain_mut(|u| {
+            let keep = !addrs.contains(&u.addr);
+            if !keep {
+                let _ = registry.deregister(&mut u.sock);
+            }
+            keep
+        });
+        self.tcp_listeners.retain_mut(|t| {
+            let keep = !addrs.contains(&t.addr);
+            if !keep {
+                let _ = registry.deregister(&mut t.sock);
+            }
+            keep
+        });
+        // Indices shifted: re-register the survivors under their new tokens.
+        for (i, u) in self.udp.iter_mut().enumerate() {
+            let _ = registry.reregister(&mut u.sock, token(UDP, i), Interest::READABLE);
+        }
+        for (i, t) in self.tcp_listeners.iter_mut().enumerate() {
+            let _ = registry.reregister(&mut t.sock, token(TCP_LISTEN, i), Interest::READABLE);
+        }
+        // Connections keep running; their listener index is only used for routing,
+        // so point removed ones at nothing (their queries are refused).
+        let alive: Vec<SocketAddr> = self.tcp_listeners.iter().map(|t| t.addr).collect();
+        for c in self.conns.iter_mut().flatten() {
+            c.from = alive.iter().position(|a| *a == c.local).unwrap_or(usize::MAX);
+        }
+        self.generation = std::ptr::null();
+    }
+
+    fn udp_readable(&mut self, idx: usize) {
+        let Some(u) = self.udp.get(idx) else { return };
+        let fd = u.sock.as_raw_fd();
+        let bound = u.addr;
+        loop {
+            let n = match self.batch.recv(fd) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) => {
+                    log::warn!("worker {}: udp receive on {bound}: {e}", self.id);
+                    return;
+                }
+            };
+            self.stats.udp_queries.fetch_add(n as u64, Ordering::Relaxed);
+            let server = self.refresh();
+            let listener = self.udp[idx].listener.map(|l| &server.listeners[l]);
+            let mut dest: [Option<(SocketAddr, Option<IpAddr>)>; BATCH] = [None; BATCH];
+            for (i, slot) in dest.iter_mut().enumerate().take(n) {
+                let Some(dg) = self.batch.datagram(i) else { continue };
+                let local = SocketAddr::new(dg.to.unwrap_or(bound.ip()), bound.port());
+                let resp = &mut self.replies[i];
+                let Some(listener) = listener else { continue };
+                if dg.truncated {
+                    if dg.data.len() >= 12 && dg.data[2] & 0x80 == 0 {
+                        resp.start_reject(dg.data, Rcode::FORMERR, None);
+                        resp.finish();
+                        *slot = Some((dg.from, dg.to));
+                    }
+                    continue;
+                }
+                match handler::handle(listener, dg.data, Transport::Udp, dg.from, local, &mut self.ctx, resp) {
+                    Handled::Reply => *slot = Some((dg.from, dg.to)),
+                    Handled::Drop => {}
+                    Handled::Upstream(s) => {
+                        let query = dg.data.to_vec();
+                        let client = Client::Udp { sock: idx, from: dg.from, to: dg.to };
+                        self.to_suspend.push((s, query, client, dg.from, local));
+                    }
+                }
+            }
+            drop(server);
+            for (i, d) in dest.iter().enumerate().take(n) {
+                if let Some((to, from)) = d {
+                    let bytes = self.replies[i].bytes();
+                    let _ = self.batch.queue(fd, bytes, *to, *from);
+                }
+            }
+            if let Ok(dropped) = self.batch.flush(fd) {
+                if dropped > 0 {
+                    self.stats.dropped_replies.fetch_add(dropped as u64, Ordering::Relaxed);
+                }
+            }
+            let mut list = std::mem::take(&mut self.to_suspend);
+            for (s, query, client, peer, local) in list.drain(..) {
+                self.suspend(s, query, client, Transport::Udp, peer, local);
+            }
+            self.to_suspend = list;
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Sends a suspended query's message upstream and remembers where the reply goes.
+    fn suspend(&mut self, s: Suspended, query: Vec<u8>, client: Client, transport: Transport, peer: SocketAddr, local: SocketAddr) {
+        let live = self.pending.len() - self.free_pending.len();
+        let result = if live >= MAX_PENDING {
+            Err(io::Error::other("too many queries in flight"))
+        } else if s.request.proto == UpstreamProto::Tcp {
+            Err(io::Error::from(io::ErrorKind::Unsupported))
+        } else {
+            self.send_upstream(&s)
+        };
+        let (sock, id) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                // Resume at once with the failure; the plugin decides (try another
+                // upstream, SERVFAIL).
+                self.resume(s, &query, client, transport, peer, local, UpstreamReply::Failed(e.kind()));
+                return;
+            }
+        };
+        let slot = self.free_pending.pop().unwrap_or_else(|| {
+            self.pending.push(None);
+            self.pending.len() - 1
+        });
+        let mut upstream = sock;
+        if self.poll.registry().register(&mut upstream, token(UPSTREAM, slot), Interest::READABLE).is_err() {
+            self.free_pending.push(slot);
+            self.resume(s, &query, client, transport, peer, local, UpstreamReply::Failed(io::ErrorKind::Other));
+            return;
+        }
+        if let Client::Tcp { conn } = client {
+            if let Some(Some(c)) = self.conns.get_mut(conn) {
+                c.inflight += 1;
+            }
+        }
+        let deadline = Instant::now() + s.request.timeout;
+        self.deadlines.push(Reverse((deadline, slot)));
+        self.pending[slot] = Some(Pending {
+            suspended: s,
+            query,
+            client,
+            transport,
+            peer,
+            local,
+            upstream,
+            id,
+            deadline,
+        });
+        self.stats.upstream_pending.store((self.pending.len() - self.free_pending.len()) as u64, Ordering::Relaxed);
+    }
+
+    /// Sends `ctx.upstream_msg` from a fresh socket (a random source port, chosen by the
+    /// kernel) with a random ID; connecting it makes the kernel drop datagrams from any
+    /// other address (spoofing resistance, RFC 5452 section 9).
+    fn send_upstream(&mut self, s: &Suspended) -> io::Result<(UdpSocket, u16)> {
+        let msg = &mut self.ctx.upstream_msg;
+        if msg.len() < 12 {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let id = (Rng::secure_u64() & 0xFFFF) as u16;
+        msg[..2].copy_from_slice(&id.to_be_bytes());
+        let any: SocketAddr = if s.request.to.is_ipv4() { "0.0.0.0:0".parse().expect("literal") } else { "[::]:0".parse().expect("literal") };
+        let sock = UdpSocket::bind(any)?;
+        sock.connect(s.request.to)?;
+        sock.send(msg)?;
+        Ok((sock, id))
+    }
+
+    fn upstream_readable(&mut self, slot: usize) {
+        let mut buf = [0u8; 65535];
+        loop {
+            let Some(Some(p)) = self.pending.get(slot) else { return };
+            let n = match p.upstream.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    let p = self.take_pending(slot);
+                    self.resume(p.suspended, &p.query, p.client, p.transport, p.peer, p.local, UpstreamReply::Failed(e.kind()));
+                    return;
+                }
+            };
+            // Only a reply with the ID we sent counts; anything else is ignored and the
+            // wait goes on (RFC 5452 section 9.1).
+            if n < 12 || buf[..2] != p.id.to_be_bytes() || buf[2] & 0x80 == 0 {
+                continue;
+            }
+            let p = self.take_pending(slot);
+            self.resume(p.suspended, &p.query, p.client, p.transport, p.peer, p.local, UpstreamReply::Message(&buf[..n]));
+            return;
+        }
+    }
+
+    fn take_pending(&mut self, slot: usize) -> Pending {
+        let mut p = self.pending[slot].take().expect("caller checked the slot");
+        let _ = self.poll.registry().deregister(&mut p.upstream);
+        self.free_pending.push(slot);
+        if let Client::Tcp { conn } = p.client {
+            if let Some(Some(c)) = self.conns.get_mut(conn) {
+                c.inflight = c.inflight.saturating_sub(1);
+            }
+        }
+        self.stats.upstream_pending.store((self.pending.len() - self.free_pending.len()) as u64, Ordering::Relaxed);
+        p
+    }
+
+    /// Continues a suspended query and sends its reply (or suspends it again).
+    #[allow(clippy::too_many_arguments)]
+    fn resume(&mut self, s: Suspended, query: &[u8], client: Client, transport: Transport, peer: SocketAddr, local: SocketAddr, reply: UpstreamReply<'_>) {
+        self.ctx.now = Instant::now();
+        match handler::resume(&s, query, transport, peer, local, reply, &mut self.ctx, &mut self.resp) {
+            Handled::Reply => self.send_to_client(client),
+            Handled::Drop => {}
+            Handled::Upstream(next) => self.suspend(next, query.to_vec(), client, transport, peer, local),
+        }
+    }
+
+    /// Sends the reply in `self.resp` to a client whose query was suspended.
+    fn send_to_client(&mut self, client: Client) {
+        match client {
+            Client::Udp { sock, from, to } => {
+                let Some(u) = self.udp.get(sock) else { return };
+                let fd = u.sock.as_raw_fd();
+                let _ = self.batch.queue(fd, self.resp.bytes(), from, to);
+                if let Ok(d) = self.batch.flush(fd) {
+                    self.stats.dropped_replies.fetch_add(d as u64, Ordering::Relaxed);
+                }
+            }
+            Client::Tcp { conn } => {
+                if let Some(Some(c)) = self.conns.get_mut(conn) {
+                    frame_into(&mut c.wbuf, self.resp.bytes());
+                }
+                self.flush_conn(conn);
+            }
+        }
+    }
+
+    /// Times out upstream exchanges, and (every 100 ms) closes idle or stuck connections.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((deadline, slot))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            // The heap entry may be stale: the slot answered, or was reused since.
+            let live = matches!(&self.pending[slot], Some(p) if p.deadline == deadline);
+            if live {
+                let p = self.take_pending(slot);
+                self.resume(p.suspended, &p.query, p.client, p.transport, p.peer, p.local, UpstreamReply::Timeout);
+            }
+        }
+        if now.duration_since(self.last_sweep) < Duration::from_millis(100) {
+            return;
+        }
+        self.last_sweep = now;
+        let limits = self.limits;
+        for i in 0..self.conns.len() {
+            let Some(c) = &self.conns[i] else { continue };
+            let idle = c.inflight == 0 && c.wpos >= c.wbuf.len() && now.duration_since(c.last_active) >= limits.idle_timeout;
+            let slow_read = c.partial_since.is_some_and(|t| now.duration_since(t) >= limits.read_timeout);
+            let slow_write = c.blocked_since.is_some_and(|t| now.duration_since(t) >= limits.write_timeout);
+            if idle || slow_read || slow_write {
+                self.close_conn(i);
+            }
+        }
+    }
+
+    fn accept(&mut self, idx: usize) {
+        loop {
+            let Some(l) = self.tcp_listeners.get(idx) else { return };
+            let (stream, peer) = match l.sock.accept() {
+                Ok(v) => v,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // EMFILE and friends: log and stop for now; the next event retries.
+                    log::warn!("worker {}: accept on {}: {e}", self.id, l.addr);
+                    return;
+                }
+            };
+            let live = self.conns.len() - self.free_conns.len();
+            if live >= self.limits.max_connections || self.stopping.is_some() {
+                self.stats.tcp_rejected.fetch_add(1, Ordering::Relaxed);
+                drop(stream);
+                continue;
+            }
+            let local = stream.local_addr().unwrap_or(l.addr);
+            let slot = self.free_conns.pop().unwrap_or_else(|| {
+                self.conns.push(None);
+                self.conns.len() - 1
+            });
+            let mut stream = stream;
+            if self.poll.registry().register(&mut stream, token(CONN, slot), Interest::READABLE).is_err() {
+                self.free_conns.push(slot);
+                continue;
+            }
+            self.stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
+            self.conns[slot] = Some(Conn {
+                stream,
+                peer,
+                local,
+                from: idx,
+                rbuf: Vec::with_capacity(512),
+                wbuf: Vec::new(),
+                wpos: 0,
+                last_active: Instant::now(),
+                partial_since: None,
+                blocked_since: None,
+                inflight: 0,
+                peer_closed: false,
+                writable_registered: false,
+            });
+        }
+    }
+
+    fn conn_ready(&mut self, slot: usize, readable: bool, writable: bool) {
+        if writable {
+            self.flush_conn(slot);
+        }
+        if readable {
+            self.read_conn(slot);
+        }
+    }
+
+    /// Reads what the client sent and answers every complete message (pipelining:
+    /// replies go out as each completes, RFC 7766 section 6.2.1.1).
+    fn read_conn(&mut self, slot: usize) {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let Some(Some(c)) = self.conns.get_mut(slot) else { return };
+            // Back-pressure: a client that does not read its answers gets no more served.
+            if c.wbuf.len() - c.wpos >= self.limits.max_pending_output {
+                return;
+            }
+            match c.stream.read(&mut chunk) {
+                Ok(0) => {
+                    c.peer_closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    c.rbuf.extend_from_slice(&chunk[..n]);
+                    c.last_active = Instant::now();
+                    self.answer_frames(slot);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.close_conn(slot);
+                    return;
+                }
+            }
+        }
+        self.flush_conn(slot);
+    }
+
+    /// Handles every complete length-prefixed message in a connection's read buffer.
+    fn answer_frames(&mut self, slot: usize) {
+        let server = self.refresh();
+        let Some(Some(c)) = self.conns.get_mut(slot) else { return };
+        let listener = self.tcp_listeners.get(c.from).and_then(|t| t.listener).map(|l| &server.listeners[l]);
+        let mut at = 0;
+        let mut suspended = Vec::new();
+        while c.rbuf.len() >= at + 2 {
+            let len = u16::from_be_bytes([c.rbuf[at], c.rbuf[at + 1]]) as usize;
+            if c.rbuf.len() < at + 2 + len {
+                break;
+            }
+            let msg = &c.rbuf[at + 2..at + 2 + len];
+            at += 2 + len;
+            self.stats.tcp_queries.fetch_add(1, Ordering::Relaxed);
+            let Some(listener) = listener else { continue };
+            match handler::handle(listener, msg, Transport::Tcp, c.peer, c.local, &mut self.ctx, &mut self.resp) {
+                Handled::Reply => frame_into(&mut c.wbuf, self.resp.bytes()),
+                Handled::Drop => {}
+                Handled::Upstream(s) => suspended.push((s, msg.to_vec())),
+            }
+        }
+        c.rbuf.drain(..at);
+        c.partial_since = if c.rbuf.is_empty() { None } else { c.partial_since.or(Some(Instant::now())) };
+        let (peer, local) = (c.peer, c.local);
+        drop(server);
+        for (s, query) in suspended {
+            self.suspend(s, query, Client::Tcp { conn: slot }, Transport::Tcp, peer, local);
+        }
+    }
+
+    /// Writes what a connection has buffered; closes it when the client is gone and
+    /// nothing is left to do.
+    fn flush_conn(&mut self, slot: usize) {
+        let Some(Some(c)) = self.conns.get_mut(slot) else { return };
+        while c.wpos < c.wbuf.len() {
+            match c.stream.write(&c.wbuf[c.wpos..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.wpos += n;
+                    c.last_active = Instant::now();
+                    c.blocked_since = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.close_conn(slot);
+                    return;
+                }
+            }
+        }
+        let pending_output = c.wpos < c.wbuf.len();
+        if pending_output {
+            c.blocked_since.get_or_insert_with(Instant::now);
+        } else {
+            c.wbuf.clear();
+            c.wpos = 0;
+        }
+        if pending_output != c.writable_registered {
+            let interest = if pending_output { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            let _ = self.poll.registry().reregister(&mut c.stream, token(CONN, slot), interest);
+            c.writable_registered = pending_output;
+        }
+        let resume_reading = !pending_output && !c.peer_closed && !c.rbuf.is_empty();
+        if c.peer_closed && !pending_output && c.inflight == 0 {
+            self.close_conn(slot);
+            return;
+        }
+        if resume_reading {
+            // Reading paused for back-pressure may have left whole queries unread.
+            self.answer_frames(slot);
+        }
+    }
+
+    fn close_conn(&mut self, slot: usize) {
+        if let Some(Some(mut c)) = self.conns.get_mut(slot).map(Option::take) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.free_conns.push(slot);
+            // Replies still owed to this connection are dropped when they arrive.
+            for p in self.pending.iter_mut().flatten() {
+                if matches!(p.client, Client::Tcp { conn } if conn == slot) {
+                    p.client = Client::Tcp { conn: usize::MAX };
+                }
+            }
+        }
+    }
+}
+
+/// Appends a message with its 2-byte length prefix (RFC 1035 4.2.2).
+fn frame_into(buf: &mut Vec<u8>, msg: &[u8]) {
+    buf.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    buf.extend_from_slice(msg);
+}
+
+/// Binds one UDP socket and one TCP listener per worker for `addr`.
+pub fn bind_all(addr: SocketAddr, workers: usize) -> io::Result<Vec<(std::net::UdpSocket, std::net::TcpListener)>> {
+    let mut out = Vec::with_capacity(workers);
+    let mut addr = addr;
+    for _ in 0..workers {
+        let udp = socket::udp_listener(addr)?;
+        // With port 0 the first socket picks the port; the rest join it.
+        if addr.port() == 0 {
+            addr = socket::local_addr(udp.as_raw_fd())?;
+        }
+        let tcp = socket::tcp_listener(addr)?;
+        out.push((udp, tcp));
+    }
+    Ok(out)
+}
