@@ -136,7 +136,7 @@ impl Rng {
 
     /// A value in `0..n` (n > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
     /// Kernel randomness (getrandom), for values an attacker must not predict.
@@ -258,7 +258,10 @@ impl Chain {
             let Some(p) = self.plugins.get(i) else {
                 // Ran off the end: the previous plugin passed it on to nobody. Every
                 // plugin so far wrapped this failure, so all their hooks see it.
-                let name = i.checked_sub(1).and_then(|j| self.plugins.get(j)).map_or("chain", |p| p.name());
+                let name = i
+                    .checked_sub(1)
+                    .and_then(|j| self.plugins.get(j))
+                    .map_or("chain", |p| p.name());
                 return self.fail(q, i, Rcode::SERVFAIL, Some(ChainError::NoNextPlugin(name)));
             };
             match p.serve(q) {
@@ -274,7 +277,13 @@ impl Chain {
     }
 
     /// Continues at plugin `at` with an upstream reply; then like [`Chain::run`].
-    pub fn resume(&self, q: &mut Query<'_, '_>, at: usize, reply: UpstreamReply<'_>, cookie: u64) -> Outcome {
+    pub fn resume(
+        &self,
+        q: &mut Query<'_, '_>,
+        at: usize,
+        reply: UpstreamReply<'_>,
+        cookie: u64,
+    ) -> Outcome {
         let p = &self.plugins[at];
         match p.resume(q, reply, cookie) {
             Step::Answered => {
@@ -287,7 +296,13 @@ impl Chain {
         }
     }
 
-    fn fail(&self, q: &mut Query<'_, '_>, at: usize, rcode: Rcode, err: Option<ChainError>) -> Outcome {
+    fn fail(
+        &self,
+        q: &mut Query<'_, '_>,
+        at: usize,
+        rcode: Rcode,
+        err: Option<ChainError>,
+    ) -> Outcome {
         q.resp.start(q.req, rcode);
         q.answered_by = "";
         q.error = err;
@@ -341,7 +356,25 @@ mod tests {
     }
 
     fn with_query(f: impl FnOnce(&mut Query<'_, '_>)) {
-        let raw = [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, rtype::A as u8, 0, 1];
+        let raw = [
+            0,
+            1,
+            1,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            rtype::A as u8,
+            0,
+            1,
+        ];
         let a = "127.0.0.1:1".parse().unwrap();
         let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
         let mut resp = Response::new();
@@ -363,7 +396,9 @@ mod tests {
         let after = Arc::new(Pass("after", 0.into()));
         let chain = Chain::new(vec![log.clone(), Arc::new(Answer), after.clone()]);
         with_query(|q| {
-            let Outcome::Reply { at } = chain.run(q, 0) else { panic!() };
+            let Outcome::Reply { at } = chain.run(q, 0) else {
+                panic!()
+            };
             assert_eq!(at, 1);
             chain.complete(q, at);
             assert_eq!(q.answered_by, "answer");
@@ -377,11 +412,16 @@ mod tests {
         let log = Arc::new(Pass("log", 0.into()));
         let chain = Chain::new(vec![log.clone()]);
         with_query(|q| {
-            let Outcome::Reply { at } = chain.run(q, 0) else { panic!() };
+            let Outcome::Reply { at } = chain.run(q, 0) else {
+                panic!()
+            };
             chain.complete(q, at);
             assert_eq!(q.resp.rcode(), Rcode::SERVFAIL);
             assert_eq!(q.error, Some(ChainError::NoNextPlugin("log")));
-            assert_eq!(q.error.as_ref().unwrap().to_string(), "plugin/log: no next plugin found");
+            assert_eq!(
+                q.error.as_ref().unwrap().to_string(),
+                "plugin/log: no next plugin found"
+            );
         });
         // The plugin that passed the query on to nobody still sees the failure.
         assert_eq!(log.1.load(std::sync::atomic::Ordering::Relaxed), 1);

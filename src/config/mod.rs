@@ -126,7 +126,10 @@ impl Directive {
         let last = self.args.last().unwrap_or(&self.name);
         ConfigError::at(
             &last.loc,
-            format!("{prefix}: Wrong argument count or unexpected line ending after '{}'", last.text),
+            format!(
+                "{prefix}: Wrong argument count or unexpected line ending after '{}'",
+                last.text
+            ),
         )
     }
 
@@ -141,7 +144,10 @@ impl Directive {
     /// Fails if the directive has a `{ }` block with anything in it.
     pub fn expect_no_block(&self, prefix: &str) -> Result<(), ConfigError> {
         match self.options().first() {
-            Some(d) => Err(ConfigError::at(d.loc(), format!("{prefix}: unknown property '{}'", d.name.text))),
+            Some(d) => Err(ConfigError::at(
+                d.loc(),
+                format!("{prefix}: unknown property '{}'", d.name.text),
+            )),
             None => Ok(()),
         }
     }
@@ -212,13 +218,17 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
         return None;
     }
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_end == 0 {
             return None;
         }
         let n: f64 = rest[..num_end].parse().ok()?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -231,7 +241,8 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
         rest = &rest[unit_end..];
         total += n * scale;
     }
-    (total.is_finite() && total >= 0.0 && total < 1e12).then(|| std::time::Duration::from_secs_f64(total))
+    (total.is_finite() && (0.0..1e12).contains(&total))
+        .then(|| std::time::Duration::from_secs_f64(total))
 }
 
 #[cfg(test)]

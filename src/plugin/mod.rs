@@ -12,7 +12,7 @@ use crate::config::{ConfigError, Directive};
 
 pub mod bind;
 pub mod errors;
-//HOSTS pub mod hosts;
+pub mod hosts;
 pub mod log;
 pub mod testing;
 pub mod whoami;
@@ -44,17 +44,72 @@ pub enum Kind {
 
 /// CoreDNS's plugin order (plugin.cfg, v1.14): the first runs first.
 pub const COREDNS_ORDER: &[&str] = &[
-    "root", "metadata", "geoip", "cancel", "proxyproto", "quic", "grpc_server", "https", "https3", "timeouts",
-    "multisocket", "reload", "nsid", "bufsize", "bind", "debug", "trace", "ready", "health", "pprof", "shed",
-    "prometheus", "errors", "log", "dnstap", "local", "dns64", "any", "chaos", "loadbalance", "tsig", "rewrite",
-    "autopath", "acl", "cache", "header", "dnssec", "tls", "minimal", "template", "transfer", "hosts", "route53",
-    "azure", "clouddns", "k8s_external", "kubernetes", "file", "auto", "secondary", "etcd", "loop", "forward",
-    "grpc", "erratic", "whoami", "on", "sign",
+    "root",
+    "metadata",
+    "geoip",
+    "cancel",
+    "proxyproto",
+    "quic",
+    "grpc_server",
+    "https",
+    "https3",
+    "timeouts",
+    "multisocket",
+    "reload",
+    "nsid",
+    "bufsize",
+    "bind",
+    "debug",
+    "trace",
+    "ready",
+    "health",
+    "pprof",
+    "shed",
+    "prometheus",
+    "errors",
+    "log",
+    "dnstap",
+    "local",
+    "dns64",
+    "any",
+    "chaos",
+    "loadbalance",
+    "tsig",
+    "rewrite",
+    "autopath",
+    "acl",
+    "cache",
+    "header",
+    "dnssec",
+    "tls",
+    "minimal",
+    "template",
+    "transfer",
+    "hosts",
+    "route53",
+    "azure",
+    "clouddns",
+    "k8s_external",
+    "kubernetes",
+    "file",
+    "auto",
+    "secondary",
+    "etcd",
+    "loop",
+    "forward",
+    "grpc",
+    "erratic",
+    "whoami",
+    "on",
+    "sign",
 ];
 
 /// Test-only plugins, registered when `CLUSTERDNS_TEST_PLUGINS=1` is set in the
 /// environment, and their position in the order (just before `forward`).
-const TEST_PLUGINS: &[(&str, SetupFn)] = &[("testupstream", testing::setup_upstream), ("testpanic", testing::setup_panic)];
+const TEST_PLUGINS: &[(&str, SetupFn)] = &[
+    ("testupstream", testing::setup_upstream),
+    ("testpanic", testing::setup_panic),
+];
 
 /// The environment variable that enables the test plugins.
 pub const TEST_PLUGINS_ENV: &str = "CLUSTERDNS_TEST_PLUGINS";
@@ -63,7 +118,7 @@ fn kind_of(name: &str) -> Option<Kind> {
     let k = match name {
         "bind" => Kind::Server,
         "errors" => Kind::Chain(errors::setup),
-//HOSTS        "hosts" => Kind::Chain(hosts::setup),
+        "hosts" => Kind::Chain(hosts::setup),
         "log" => Kind::Chain(log::setup),
         "whoami" => Kind::Chain(whoami::setup),
         _ if COREDNS_ORDER.contains(&name) => Kind::Unsupported,
@@ -76,8 +131,14 @@ fn test_plugin(name: &str) -> Option<(usize, SetupFn)> {
     if std::env::var(TEST_PLUGINS_ENV).as_deref() != Ok("1") {
         return None;
     }
-    let forward = COREDNS_ORDER.iter().position(|&n| n == "forward").unwrap_or(COREDNS_ORDER.len());
-    TEST_PLUGINS.iter().position(|(n, _)| *n == name).map(|i| (forward, TEST_PLUGINS[i].1))
+    let forward = COREDNS_ORDER
+        .iter()
+        .position(|&n| n == "forward")
+        .unwrap_or(COREDNS_ORDER.len());
+    TEST_PLUGINS
+        .iter()
+        .position(|(n, _)| *n == name)
+        .map(|i| (forward, TEST_PLUGINS[i].1))
 }
 
 /// Looks a directive up: its position in the execution order and how it is handled.
@@ -106,7 +167,9 @@ pub fn implemented() -> Vec<&'static str> {
 pub fn once<'d>(name: &str, dirs: &[&'d Directive]) -> Result<&'d Directive, ConfigError> {
     match dirs {
         [d] => Ok(d),
-        [_, second, ..] => Err(second.err(name, "this plugin can only be used once per Server Block")),
+        [_, second, ..] => {
+            Err(second.err(name, "this plugin can only be used once per Server Block"))
+        }
         [] => unreachable!("setup is only called for directives that are present"),
     }
 }

@@ -106,7 +106,10 @@ impl Server {
             for key in &keys {
                 let addrs: Vec<(IpAddr, bool)> = match &binds {
                     Some(ips) => ips.iter().map(|ip| (*ip, true)).collect(),
-                    None => vec![(IpAddr::V4(Ipv4Addr::UNSPECIFIED), false), (IpAddr::V6(Ipv6Addr::UNSPECIFIED), false)],
+                    None => vec![
+                        (IpAddr::V4(Ipv4Addr::UNSPECIFIED), false),
+                        (IpAddr::V6(Ipv6Addr::UNSPECIFIED), false),
+                    ],
                 };
                 for zone in &key.zones {
                     let line = match &binds {
@@ -126,12 +129,16 @@ impl Server {
                         if !seen.insert((addr, zone.clone())) {
                             errors.push(ConfigError::at(
                                 &key.loc,
-                                format!("cannot serve dns://{zone}:{} - it is already defined", key.port),
+                                format!(
+                                    "cannot serve dns://{zone}:{} - it is already defined",
+                                    key.port
+                                ),
                             ));
                             continue;
                         }
                         let Some(zone_wire) = wire::name_from_str(zone) else {
-                            errors.push(ConfigError::at(&key.loc, format!("invalid zone '{zone}'")));
+                            errors
+                                .push(ConfigError::at(&key.loc, format!("invalid zone '{zone}'")));
                             continue;
                         };
                         let entry = routes.entry(addr).or_insert_with(|| (Vec::new(), bound));
@@ -151,7 +158,12 @@ impl Server {
         let listeners = routes
             .into_iter()
             .map(|(addr, (mut routes, bound))| {
-                routes.sort_by(|a, b| b.zone.len().cmp(&a.zone.len()).then_with(|| a.name.cmp(&b.name)));
+                routes.sort_by(|a, b| {
+                    b.zone
+                        .len()
+                        .cmp(&a.zone.len())
+                        .then_with(|| a.name.cmp(&b.name))
+                });
                 let label = if bound {
                     match addr.ip() {
                         IpAddr::V6(ip) => format!("dns://[{ip}]:{}", addr.port()),
@@ -207,7 +219,10 @@ fn build_chain(
     for d in directives {
         let name = d.name.as_str();
         let Some((order, kind)) = plugin::lookup(name) else {
-            errors.push(ConfigError::at(d.loc(), format!("Error during parsing: Unknown directive '{name}'")));
+            errors.push(ConfigError::at(
+                d.loc(),
+                format!("Error during parsing: Unknown directive '{name}'"),
+            ));
             continue;
         };
         if let Kind::Unsupported = kind {
@@ -217,7 +232,10 @@ fn build_chain(
             ));
             continue;
         }
-        match by_name.iter_mut().find(|(_, _, ds)| ds[0].name.as_str() == name) {
+        match by_name
+            .iter_mut()
+            .find(|(_, _, ds)| ds[0].name.as_str() == name)
+        {
             Some((_, _, ds)) => ds.push(d),
             None => by_name.push((order, kind, vec![d])),
         }
@@ -246,5 +264,8 @@ fn build_chain(
         return Err(errors);
     }
     plugins.sort_by_key(|(order, _)| *order);
-    Ok((Chain::new(plugins.into_iter().map(|(_, p)| p).collect()), binds))
+    Ok((
+        Chain::new(plugins.into_iter().map(|(_, p)| p).collect()),
+        binds,
+    ))
 }

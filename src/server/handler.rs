@@ -45,7 +45,10 @@ pub fn handle(
     let req = match Request::parse(raw, transport, client, local) {
         Ok(r) => r,
         Err(Reject::Drop) => return Handled::Drop,
-        Err(Reject::Error { rcode, question_end }) => {
+        Err(Reject::Error {
+            rcode,
+            question_end,
+        }) => {
             resp.start_reject(raw, rcode, question_end);
             resp.finish();
             return Handled::Reply;
@@ -57,13 +60,17 @@ pub fn handle(
         resp.finish();
         return Handled::Reply;
     }
-    let Some(route) = listener.router.route(req.qname.wire(), req.qtype == rtype::DS) else {
+    let Some(route) = listener
+        .router
+        .route(req.qname.wire(), req.qtype == rtype::DS)
+    else {
         resp.start(&req, Rcode::REFUSED);
         resp.finish();
         return Handled::Reply;
     };
     let block = &route.block;
-    if block.chain.is_empty() || (req.qclass != class::IN && !block.chain.handles_class(req.qclass)) {
+    if block.chain.is_empty() || (req.qclass != class::IN && !block.chain.handles_class(req.qclass))
+    {
         resp.start(&req, Rcode::REFUSED);
         resp.finish();
         return Handled::Reply;
@@ -114,7 +121,9 @@ pub fn resume(
         error: None,
     };
     let all = s.block.chain.plugins().len();
-    let outcome = contained(&mut q, all, |q| s.block.chain.resume(q, s.at, reply, s.request.cookie));
+    let outcome = contained(&mut q, all, |q| {
+        s.block.chain.resume(q, s.at, reply, s.request.cookie)
+    });
     match finish(&s.block, &mut q, outcome) {
         None => Handled::Reply,
         Some((at, request)) => Handled::Upstream(Suspended {
@@ -127,7 +136,11 @@ pub fn resume(
 }
 
 /// Completes a reply (response hooks included) or returns where the chain suspended.
-fn finish(block: &Block, q: &mut Query<'_, '_>, outcome: Outcome) -> Option<(usize, UpstreamRequest)> {
+fn finish(
+    block: &Block,
+    q: &mut Query<'_, '_>,
+    outcome: Outcome,
+) -> Option<(usize, UpstreamRequest)> {
     match outcome {
         Outcome::Reply { at } => {
             // A panic in a response hook leaves a SERVFAIL reply, already finished.
@@ -145,7 +158,11 @@ fn finish(block: &Block, q: &mut Query<'_, '_>, outcome: Outcome) -> Option<(usi
 /// Runs `f`; a panic inside becomes a SERVFAIL reply and is counted and logged, and
 /// the worker carries on (no query of death). The reply then goes through the response
 /// hooks of the first `hooks_to` plugins (so `log` and metrics see it).
-fn contained(q: &mut Query<'_, '_>, hooks_to: usize, f: impl FnOnce(&mut Query<'_, '_>) -> Outcome) -> Outcome {
+fn contained(
+    q: &mut Query<'_, '_>,
+    hooks_to: usize,
+    f: impl FnOnce(&mut Query<'_, '_>) -> Outcome,
+) -> Outcome {
     match catch_unwind(AssertUnwindSafe(|| f(q))) {
         Ok(o) => o,
         Err(payload) => {
@@ -155,7 +172,11 @@ fn contained(q: &mut Query<'_, '_>, hooks_to: usize, f: impl FnOnce(&mut Query<'
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            log::error!("recovered from panic while handling {} {}: {msg}", q.req.qname, rtype::name(q.req.qtype));
+            log::error!(
+                "recovered from panic while handling {} {}: {msg}",
+                q.req.qname,
+                rtype::name(q.req.qtype)
+            );
             q.resp.start(q.req, Rcode::SERVFAIL);
             q.answered_by = "";
             q.error = Some(ChainError::Panic(msg.into()));

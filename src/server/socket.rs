@@ -11,7 +11,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 fn set_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
@@ -83,9 +87,14 @@ pub fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
 /// Creates a non-blocking socket bound to `addr` with SO_REUSEPORT (and IPV6_V6ONLY for
 /// IPv6, so that v4 and v6 wildcards can be bound side by side).
 fn bound_socket(addr: SocketAddr, ty: libc::c_int) -> io::Result<OwnedFd> {
-    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket(2) call; the result is checked and owned at once.
-    let fd = check(unsafe { libc::socket(family, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+    let fd =
+        check(unsafe { libc::socket(family, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `fd` is a fresh descriptor nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let raw = fd.as_raw_fd();
@@ -130,7 +139,13 @@ pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
     // SAFETY: all-zero is a valid sockaddr_storage; getsockname fills at most `len`.
     let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    check(unsafe { libc::getsockname(fd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) })?;
+    check(unsafe {
+        libc::getsockname(
+            fd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
     from_sockaddr(&ss).ok_or_else(|| io::Error::other("unknown address family"))
 }
 
@@ -203,7 +218,13 @@ impl UdpBatch {
         }
         // SAFETY: the headers point into buffers owned by `self`, sized as declared.
         let n = unsafe {
-            libc::recvmmsg(fd, self.rx_hdr.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                self.rx_hdr.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -229,7 +250,13 @@ impl UdpBatch {
     }
 
     /// Queues a reply. The bytes must stay alive and unchanged until [`Self::flush`].
-    pub fn queue(&mut self, fd: RawFd, data: &[u8], to: SocketAddr, from: Option<IpAddr>) -> io::Result<()> {
+    pub fn queue(
+        &mut self,
+        fd: RawFd,
+        data: &[u8],
+        to: SocketAddr,
+        from: Option<IpAddr>,
+    ) -> io::Result<()> {
         if self.tx_len == BATCH {
             self.flush(fd)?;
         }
@@ -268,7 +295,12 @@ impl UdpBatch {
             let start = sent + dropped;
             // SAFETY: headers [start, tx_len) point at live buffers (see `queue`).
             let n = unsafe {
-                libc::sendmmsg(fd, self.tx_hdr[start..].as_mut_ptr(), (self.tx_len - start) as libc::c_uint, libc::MSG_DONTWAIT)
+                libc::sendmmsg(
+                    fd,
+                    self.tx_hdr[start..].as_mut_ptr(),
+                    (self.tx_len - start) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
             };
             if n < 0 {
                 let e = io::Error::last_os_error();
@@ -299,7 +331,9 @@ fn packet_destination(h: &libc::msghdr) -> Option<IpAddr> {
             let hdr = &*c;
             if hdr.cmsg_level == libc::IPPROTO_IP && hdr.cmsg_type == libc::IP_PKTINFO {
                 let info = &*(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
-                return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr))));
+                return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    info.ipi_addr.s_addr,
+                ))));
             }
             if hdr.cmsg_level == libc::IPPROTO_IPV6 && hdr.cmsg_type == libc::IPV6_PKTINFO {
                 let info = &*(libc::CMSG_DATA(c) as *const libc::in6_pktinfo);
@@ -356,7 +390,9 @@ fn write_pktinfo(buf: &mut [u8; CMSG_SPACE], src: IpAddr) -> usize {
                 std::ptr::write_unaligned(
                     info,
                     libc::in6_pktinfo {
-                        ipi6_addr: libc::in6_addr { s6_addr: ip.octets() },
+                        ipi6_addr: libc::in6_addr {
+                            s6_addr: ip.octets(),
+                        },
                         ipi6_ifindex: 0,
                     },
                 );

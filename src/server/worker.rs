@@ -3,8 +3,8 @@
 //! another thread: configuration comes from an `ArcSwap` load per batch, commands come
 //! through a channel it drains when its `Waker` fires.
 
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -127,13 +127,21 @@ struct Conn {
     inflight: u32,
     peer_closed: bool,
     writable_registered: bool,
+    /// Reading stopped because too many replies wait on the client.
+    read_paused: bool,
 }
 
 /// Where a suspended query's reply goes.
 #[derive(Clone, Copy)]
 enum Client {
-    Udp { sock: usize, from: SocketAddr, to: Option<IpAddr> },
-    Tcp { conn: usize },
+    Udp {
+        sock: usize,
+        from: SocketAddr,
+        to: Option<IpAddr>,
+    },
+    Tcp {
+        conn: usize,
+    },
 }
 
 struct Pending {
@@ -234,7 +242,11 @@ impl Worker {
                     0 => self.commands(),
                     UDP => self.udp_readable(idx),
                     TCP_LISTEN => self.accept(idx),
-                    CONN => self.conn_ready(idx, ev.is_readable() || ev.is_read_closed(), ev.is_writable()),
+                    CONN => self.conn_ready(
+                        idx,
+                        ev.is_readable() || ev.is_read_closed(),
+                        ev.is_writable(),
+                    ),
                     UPSTREAM => self.upstream_readable(idx),
                     _ => {}
                 }
@@ -242,7 +254,11 @@ impl Worker {
             self.expire();
             if let Some(deadline) = self.stopping {
                 let busy = self.pending.iter().any(Option::is_some)
-                    || self.conns.iter().flatten().any(|c| c.wpos < c.wbuf.len() || c.inflight > 0);
+                    || self
+                        .conns
+                        .iter()
+                        .flatten()
+                        .any(|c| c.wpos < c.wbuf.len() || c.inflight > 0);
                 if !busy || Instant::now() >= deadline {
                     return;
                 }
@@ -286,7 +302,12 @@ impl Worker {
                 Command::Add(sockets) => self.add(sockets),
                 Command::Remove(addrs) => self.remove(&addrs),
                 Command::Stop { drain } => {
-                    let addrs: Vec<SocketAddr> = self.udp.iter().map(|u| u.addr).chain(self.tcp_listeners.iter().map(|t| t.addr)).collect();
+                    let addrs: Vec<SocketAddr> = self
+                        .udp
+                        .iter()
+                        .map(|u| u.addr)
+                        .chain(self.tcp_listeners.iter().map(|t| t.addr))
+                        .collect();
                     self.remove(&addrs);
                     self.stopping = Some(Instant::now() + drain);
                 }
@@ -298,11 +319,19 @@ impl Worker {
         for (addr, s) in sockets.udp {
             let mut sock = UdpSocket::from_std(s);
             let idx = self.udp.len();
-            if let Err(e) = self.poll.registry().register(&mut sock, token(UDP, idx), Interest::READABLE) {
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut sock, token(UDP, idx), Interest::READABLE)
+            {
                 log::error!("worker {}: cannot watch udp {addr}: {e}", self.id);
                 continue;
             }
-            self.udp.push(UdpSock { addr, sock, listener: None });
+            self.udp.push(UdpSock {
+                addr,
+                sock,
+                listener: None,
+            });
             // Queries may have queued before registration: edge-triggered polling
             // would not report them.
             self.udp_readable(idx);
@@ -310,11 +339,19 @@ impl Worker {
         for (addr, s) in sockets.tcp {
             let mut sock = TcpListener::from_std(s);
             let idx = self.tcp_listeners.len();
-            if let Err(e) = self.poll.registry().register(&mut sock, token(TCP_LISTEN, idx), Interest::READABLE) {
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut sock, token(TCP_LISTEN, idx), Interest::READABLE)
+            {
                 log::error!("worker {}: cannot watch tcp {addr}: {e}", self.id);
                 continue;
             }
-            self.tcp_listeners.push(TcpListen { addr, sock, listener: None });
+            self.tcp_listeners.push(TcpListen {
+                addr,
+                sock,
+                listener: None,
+            });
             self.accept(idx);
         }
         self.generation = std::ptr::null();
@@ -353,7 +390,10 @@ impl Worker {
         // so point removed ones at nothing (their queries are refused).
         let alive: Vec<SocketAddr> = self.tcp_listeners.iter().map(|t| t.addr).collect();
         for c in self.conns.iter_mut().flatten() {
-            c.from = alive.iter().position(|a| *a == c.local).unwrap_or(usize::MAX);
+            c.from = alive
+                .iter()
+                .position(|a| *a == c.local)
+                .unwrap_or(usize::MAX);
         }
         self.generation = std::ptr::null();
     }
@@ -371,12 +411,16 @@ impl Worker {
                     return;
                 }
             };
-            self.stats.udp_queries.fetch_add(n as u64, Ordering::Relaxed);
+            self.stats
+                .udp_queries
+                .fetch_add(n as u64, Ordering::Relaxed);
             let server = self.refresh();
             let listener = self.udp[idx].listener.map(|l| &server.listeners[l]);
             let mut dest: [Option<(SocketAddr, Option<IpAddr>)>; BATCH] = [None; BATCH];
             for (i, slot) in dest.iter_mut().enumerate().take(n) {
-                let Some(dg) = self.batch.datagram(i) else { continue };
+                let Some(dg) = self.batch.datagram(i) else {
+                    continue;
+                };
                 let local = SocketAddr::new(dg.to.unwrap_or(bound.ip()), bound.port());
                 let resp = &mut self.replies[i];
                 let Some(listener) = listener else { continue };
@@ -388,12 +432,24 @@ impl Worker {
                     }
                     continue;
                 }
-                match handler::handle(listener, dg.data, Transport::Udp, dg.from, local, &mut self.ctx, resp) {
+                match handler::handle(
+                    listener,
+                    dg.data,
+                    Transport::Udp,
+                    dg.from,
+                    local,
+                    &mut self.ctx,
+                    resp,
+                ) {
                     Handled::Reply => *slot = Some((dg.from, dg.to)),
                     Handled::Drop => {}
                     Handled::Upstream(s) => {
                         let query = dg.data.to_vec();
-                        let client = Client::Udp { sock: idx, from: dg.from, to: dg.to };
+                        let client = Client::Udp {
+                            sock: idx,
+                            from: dg.from,
+                            to: dg.to,
+                        };
                         self.to_suspend.push((s, query, client, dg.from, local));
                     }
                 }
@@ -407,7 +463,9 @@ impl Worker {
             }
             if let Ok(dropped) = self.batch.flush(fd) {
                 if dropped > 0 {
-                    self.stats.dropped_replies.fetch_add(dropped as u64, Ordering::Relaxed);
+                    self.stats
+                        .dropped_replies
+                        .fetch_add(dropped as u64, Ordering::Relaxed);
                 }
             }
             let mut list = std::mem::take(&mut self.to_suspend);
@@ -422,7 +480,15 @@ impl Worker {
     }
 
     /// Sends a suspended query's message upstream and remembers where the reply goes.
-    fn suspend(&mut self, s: Suspended, query: Vec<u8>, client: Client, transport: Transport, peer: SocketAddr, local: SocketAddr) {
+    fn suspend(
+        &mut self,
+        s: Suspended,
+        query: Vec<u8>,
+        client: Client,
+        transport: Transport,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) {
         let live = self.pending.len() - self.free_pending.len();
         let result = if live >= MAX_PENDING {
             Err(io::Error::other("too many queries in flight"))
@@ -436,7 +502,15 @@ impl Worker {
             Err(e) => {
                 // Resume at once with the failure; the plugin decides (try another
                 // upstream, SERVFAIL).
-                self.resume(s, &query, client, transport, peer, local, UpstreamReply::Failed(e.kind()));
+                self.resume(
+                    s,
+                    &query,
+                    client,
+                    transport,
+                    peer,
+                    local,
+                    UpstreamReply::Failed(e.kind()),
+                );
                 return;
             }
         };
@@ -445,9 +519,22 @@ impl Worker {
             self.pending.len() - 1
         });
         let mut upstream = sock;
-        if self.poll.registry().register(&mut upstream, token(UPSTREAM, slot), Interest::READABLE).is_err() {
+        if self
+            .poll
+            .registry()
+            .register(&mut upstream, token(UPSTREAM, slot), Interest::READABLE)
+            .is_err()
+        {
             self.free_pending.push(slot);
-            self.resume(s, &query, client, transport, peer, local, UpstreamReply::Failed(io::ErrorKind::Other));
+            self.resume(
+                s,
+                &query,
+                client,
+                transport,
+                peer,
+                local,
+                UpstreamReply::Failed(io::ErrorKind::Other),
+            );
             return;
         }
         if let Client::Tcp { conn } = client {
@@ -468,7 +555,10 @@ impl Worker {
             id,
             deadline,
         });
-        self.stats.upstream_pending.store((self.pending.len() - self.free_pending.len()) as u64, Ordering::Relaxed);
+        self.stats.upstream_pending.store(
+            (self.pending.len() - self.free_pending.len()) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// Sends `ctx.upstream_msg` from a fresh socket (a random source port, chosen by the
@@ -481,7 +571,11 @@ impl Worker {
         }
         let id = (Rng::secure_u64() & 0xFFFF) as u16;
         msg[..2].copy_from_slice(&id.to_be_bytes());
-        let any: SocketAddr = if s.request.to.is_ipv4() { "0.0.0.0:0".parse().expect("literal") } else { "[::]:0".parse().expect("literal") };
+        let any: SocketAddr = if s.request.to.is_ipv4() {
+            "0.0.0.0:0".parse().expect("literal")
+        } else {
+            "[::]:0".parse().expect("literal")
+        };
         let sock = UdpSocket::bind(any)?;
         sock.connect(s.request.to)?;
         sock.send(msg)?;
@@ -491,13 +585,23 @@ impl Worker {
     fn upstream_readable(&mut self, slot: usize) {
         let mut buf = [0u8; 65535];
         loop {
-            let Some(Some(p)) = self.pending.get(slot) else { return };
+            let Some(Some(p)) = self.pending.get(slot) else {
+                return;
+            };
             let n = match p.upstream.recv(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     let p = self.take_pending(slot);
-                    self.resume(p.suspended, &p.query, p.client, p.transport, p.peer, p.local, UpstreamReply::Failed(e.kind()));
+                    self.resume(
+                        p.suspended,
+                        &p.query,
+                        p.client,
+                        p.transport,
+                        p.peer,
+                        p.local,
+                        UpstreamReply::Failed(e.kind()),
+                    );
                     return;
                 }
             };
@@ -507,7 +611,15 @@ impl Worker {
                 continue;
             }
             let p = self.take_pending(slot);
-            self.resume(p.suspended, &p.query, p.client, p.transport, p.peer, p.local, UpstreamReply::Message(&buf[..n]));
+            self.resume(
+                p.suspended,
+                &p.query,
+                p.client,
+                p.transport,
+                p.peer,
+                p.local,
+                UpstreamReply::Message(&buf[..n]),
+            );
             return;
         }
     }
@@ -521,18 +633,41 @@ impl Worker {
                 c.inflight = c.inflight.saturating_sub(1);
             }
         }
-        self.stats.upstream_pending.store((self.pending.len() - self.free_pending.len()) as u64, Ordering::Relaxed);
+        self.stats.upstream_pending.store(
+            (self.pending.len() - self.free_pending.len()) as u64,
+            Ordering::Relaxed,
+        );
         p
     }
 
     /// Continues a suspended query and sends its reply (or suspends it again).
     #[allow(clippy::too_many_arguments)]
-    fn resume(&mut self, s: Suspended, query: &[u8], client: Client, transport: Transport, peer: SocketAddr, local: SocketAddr, reply: UpstreamReply<'_>) {
+    fn resume(
+        &mut self,
+        s: Suspended,
+        query: &[u8],
+        client: Client,
+        transport: Transport,
+        peer: SocketAddr,
+        local: SocketAddr,
+        reply: UpstreamReply<'_>,
+    ) {
         self.ctx.now = Instant::now();
-        match handler::resume(&s, query, transport, peer, local, reply, &mut self.ctx, &mut self.resp) {
+        match handler::resume(
+            &s,
+            query,
+            transport,
+            peer,
+            local,
+            reply,
+            &mut self.ctx,
+            &mut self.resp,
+        ) {
             Handled::Reply => self.send_to_client(client),
             Handled::Drop => {}
-            Handled::Upstream(next) => self.suspend(next, query.to_vec(), client, transport, peer, local),
+            Handled::Upstream(next) => {
+                self.suspend(next, query.to_vec(), client, transport, peer, local)
+            }
         }
     }
 
@@ -544,13 +679,16 @@ impl Worker {
                 let fd = u.sock.as_raw_fd();
                 let _ = self.batch.queue(fd, self.resp.bytes(), from, to);
                 if let Ok(d) = self.batch.flush(fd) {
-                    self.stats.dropped_replies.fetch_add(d as u64, Ordering::Relaxed);
+                    self.stats
+                        .dropped_replies
+                        .fetch_add(d as u64, Ordering::Relaxed);
                 }
             }
             Client::Tcp { conn } => {
                 if let Some(Some(c)) = self.conns.get_mut(conn) {
                     frame_into(&mut c.wbuf, self.resp.bytes());
                 }
+                // A connection closed meanwhile has slot usize::MAX: nothing to do.
                 self.flush_conn(conn);
             }
         }
@@ -568,7 +706,15 @@ impl Worker {
             let live = matches!(&self.pending[slot], Some(p) if p.deadline == deadline);
             if live {
                 let p = self.take_pending(slot);
-                self.resume(p.suspended, &p.query, p.client, p.transport, p.peer, p.local, UpstreamReply::Timeout);
+                self.resume(
+                    p.suspended,
+                    &p.query,
+                    p.client,
+                    p.transport,
+                    p.peer,
+                    p.local,
+                    UpstreamReply::Timeout,
+                );
             }
         }
         if now.duration_since(self.last_sweep) < Duration::from_millis(100) {
@@ -578,9 +724,15 @@ impl Worker {
         let limits = self.limits;
         for i in 0..self.conns.len() {
             let Some(c) = &self.conns[i] else { continue };
-            let idle = c.inflight == 0 && c.wpos >= c.wbuf.len() && now.duration_since(c.last_active) >= limits.idle_timeout;
-            let slow_read = c.partial_since.is_some_and(|t| now.duration_since(t) >= limits.read_timeout);
-            let slow_write = c.blocked_since.is_some_and(|t| now.duration_since(t) >= limits.write_timeout);
+            let idle = c.inflight == 0
+                && c.wpos >= c.wbuf.len()
+                && now.duration_since(c.last_active) >= limits.idle_timeout;
+            let slow_read = c
+                .partial_since
+                .is_some_and(|t| now.duration_since(t) >= limits.read_timeout);
+            let slow_write = c
+                .blocked_since
+                .is_some_and(|t| now.duration_since(t) >= limits.write_timeout);
             if idle || slow_read || slow_write {
                 self.close_conn(i);
             }
@@ -589,7 +741,9 @@ impl Worker {
 
     fn accept(&mut self, idx: usize) {
         loop {
-            let Some(l) = self.tcp_listeners.get(idx) else { return };
+            let Some(l) = self.tcp_listeners.get(idx) else {
+                return;
+            };
             let (stream, peer) = match l.sock.accept() {
                 Ok(v) => v,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -611,7 +765,12 @@ impl Worker {
                 self.conns.len() - 1
             });
             let mut stream = stream;
-            if self.poll.registry().register(&mut stream, token(CONN, slot), Interest::READABLE).is_err() {
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token(CONN, slot), Interest::READABLE)
+                .is_err()
+            {
                 self.free_conns.push(slot);
                 continue;
             }
@@ -630,29 +789,47 @@ impl Worker {
                 inflight: 0,
                 peer_closed: false,
                 writable_registered: false,
+                read_paused: false,
             });
         }
     }
 
     fn conn_ready(&mut self, slot: usize, readable: bool, writable: bool) {
-        if writable {
-            self.flush_conn(slot);
+        let paused = self
+            .conns
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.read_paused);
+        if writable && !self.flush_conn(slot) {
+            return;
         }
-        if readable {
+        if readable || paused {
             self.read_conn(slot);
         }
     }
 
     /// Reads what the client sent and answers every complete message (pipelining:
-    /// replies go out as each completes, RFC 7766 section 6.2.1.1).
+    /// replies go out as each completes, RFC 7766 section 6.2.1.1). A client that does
+    /// not read its answers is not read from either, until its output drains.
     fn read_conn(&mut self, slot: usize) {
         let mut chunk = [0u8; 4096];
         loop {
-            let Some(Some(c)) = self.conns.get_mut(slot) else { return };
-            // Back-pressure: a client that does not read its answers gets no more served.
-            if c.wbuf.len() - c.wpos >= self.limits.max_pending_output {
+            let Some(Some(c)) = self.conns.get_mut(slot) else {
                 return;
+            };
+            if c.wbuf.len() - c.wpos >= self.limits.max_pending_output {
+                c.read_paused = true;
+                if !self.flush_conn(slot) {
+                    return;
+                }
+                match self.conns.get(slot) {
+                    // Drained at once: keep reading.
+                    Some(Some(c)) if c.wpos >= c.wbuf.len() => continue,
+                    // Wait for the writable event; it resumes reading.
+                    _ => return,
+                }
             }
+            c.read_paused = false;
             match c.stream.read(&mut chunk) {
                 Ok(0) => {
                     c.peer_closed = true;
@@ -677,8 +854,14 @@ impl Worker {
     /// Handles every complete length-prefixed message in a connection's read buffer.
     fn answer_frames(&mut self, slot: usize) {
         let server = self.refresh();
-        let Some(Some(c)) = self.conns.get_mut(slot) else { return };
-        let listener = self.tcp_listeners.get(c.from).and_then(|t| t.listener).map(|l| &server.listeners[l]);
+        let Some(Some(c)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let listener = self
+            .tcp_listeners
+            .get(c.from)
+            .and_then(|t| t.listener)
+            .map(|l| &server.listeners[l]);
         let mut at = 0;
         let mut suspended = Vec::new();
         while c.rbuf.len() >= at + 2 {
@@ -690,25 +873,46 @@ impl Worker {
             at += 2 + len;
             self.stats.tcp_queries.fetch_add(1, Ordering::Relaxed);
             let Some(listener) = listener else { continue };
-            match handler::handle(listener, msg, Transport::Tcp, c.peer, c.local, &mut self.ctx, &mut self.resp) {
+            match handler::handle(
+                listener,
+                msg,
+                Transport::Tcp,
+                c.peer,
+                c.local,
+                &mut self.ctx,
+                &mut self.resp,
+            ) {
                 Handled::Reply => frame_into(&mut c.wbuf, self.resp.bytes()),
                 Handled::Drop => {}
                 Handled::Upstream(s) => suspended.push((s, msg.to_vec())),
             }
         }
         c.rbuf.drain(..at);
-        c.partial_since = if c.rbuf.is_empty() { None } else { c.partial_since.or(Some(Instant::now())) };
+        c.partial_since = if c.rbuf.is_empty() {
+            None
+        } else {
+            c.partial_since.or(Some(Instant::now()))
+        };
         let (peer, local) = (c.peer, c.local);
         drop(server);
         for (s, query) in suspended {
-            self.suspend(s, query, Client::Tcp { conn: slot }, Transport::Tcp, peer, local);
+            self.suspend(
+                s,
+                query,
+                Client::Tcp { conn: slot },
+                Transport::Tcp,
+                peer,
+                local,
+            );
         }
     }
 
     /// Writes what a connection has buffered; closes it when the client is gone and
-    /// nothing is left to do.
-    fn flush_conn(&mut self, slot: usize) {
-        let Some(Some(c)) = self.conns.get_mut(slot) else { return };
+    /// nothing is left to do. Returns whether the connection is still open.
+    fn flush_conn(&mut self, slot: usize) -> bool {
+        let Some(Some(c)) = self.conns.get_mut(slot) else {
+            return false;
+        };
         while c.wpos < c.wbuf.len() {
             match c.stream.write(&c.wbuf[c.wpos..]) {
                 Ok(0) => break,
@@ -721,7 +925,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     self.close_conn(slot);
-                    return;
+                    return false;
                 }
             }
         }
@@ -733,19 +937,22 @@ impl Worker {
             c.wpos = 0;
         }
         if pending_output != c.writable_registered {
-            let interest = if pending_output { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            let _ = self.poll.registry().reregister(&mut c.stream, token(CONN, slot), interest);
+            let interest = if pending_output {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let _ = self
+                .poll
+                .registry()
+                .reregister(&mut c.stream, token(CONN, slot), interest);
             c.writable_registered = pending_output;
         }
-        let resume_reading = !pending_output && !c.peer_closed && !c.rbuf.is_empty();
         if c.peer_closed && !pending_output && c.inflight == 0 {
             self.close_conn(slot);
-            return;
+            return false;
         }
-        if resume_reading {
-            // Reading paused for back-pressure may have left whole queries unread.
-            self.answer_frames(slot);
-        }
+        true
     }
 
     fn close_conn(&mut self, slot: usize) {
@@ -769,7 +976,10 @@ fn frame_into(buf: &mut Vec<u8>, msg: &[u8]) {
 }
 
 /// Binds one UDP socket and one TCP listener per worker for `addr`.
-pub fn bind_all(addr: SocketAddr, workers: usize) -> io::Result<Vec<(std::net::UdpSocket, std::net::TcpListener)>> {
+pub fn bind_all(
+    addr: SocketAddr,
+    workers: usize,
+) -> io::Result<Vec<(std::net::UdpSocket, std::net::TcpListener)>> {
     let mut out = Vec::with_capacity(workers);
     let mut addr = addr;
     for _ in 0..workers {

@@ -1,0 +1,5 @@
+//! End-to-end tests: the real `clusterdns` binary on 127.0.0.1, driven over real
+//! sockets (and through `dig` where a real client matters).
+
+mod protocol;
+mod support;
