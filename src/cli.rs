@@ -19,6 +19,8 @@ pub struct Flags {
     pub check: bool,
     /// `-workers`: worker threads (default: the CPUs this process may run on).
     pub workers: Option<usize>,
+    /// `-tcp.max-connections`: open TCP connections per worker.
+    pub tcp_max_connections: usize,
     pub help: bool,
 }
 
@@ -33,6 +35,7 @@ impl Default for Flags {
             version: false,
             check: false,
             workers: None,
+            tcp_max_connections: 1024,
             help: false,
         }
     }
@@ -68,6 +71,8 @@ pub const USAGE: &str = "Usage of clusterdns:
         Parse and validate the Corefile, print every error as FILE:LINE - message, and exit (0: valid, 1: not)
   -workers int
         Worker threads (default: one per CPU this process may run on)
+  -tcp.max-connections int
+        Open DNS-over-TCP connections per worker; more are closed at once (default 1024)
 ";
 
 impl Flags {
@@ -93,25 +98,29 @@ impl Flags {
             let mut value = |name: &str| -> Result<String, FlagError> {
                 match &inline {
                     Some(v) => Ok(v.clone()),
-                    None => args.next().ok_or_else(|| FlagError(format!("flag needs an argument: -{name}"))),
+                    None => args
+                        .next()
+                        .ok_or_else(|| FlagError(format!("flag needs an argument: -{name}"))),
                 }
             };
             let boolean = |v: &Option<String>| -> Result<bool, FlagError> {
                 match v.as_deref() {
-                    None | Some("true") | Some("1") | Some("t") | Some("T") | Some("TRUE") => Ok(true),
+                    None | Some("true") | Some("1") | Some("t") | Some("T") | Some("TRUE") => {
+                        Ok(true)
+                    }
                     Some("false") | Some("0") | Some("f") | Some("F") | Some("FALSE") => Ok(false),
-                    Some(other) => Err(FlagError(format!("invalid boolean value {other:?} for -{name}"))),
+                    Some(other) => Err(FlagError(format!(
+                        "invalid boolean value {other:?} for -{name}"
+                    ))),
                 }
             };
             match name {
                 "conf" => f.conf = Some(value(name)?),
                 "dns.port" | "p" => {
                     let v = value(name)?;
-                    f.port = v
-                        .parse()
-                        .ok()
-                        .filter(|p| *p > 0)
-                        .ok_or_else(|| FlagError(format!("invalid value {v:?} for flag -{name}: not a port")))?;
+                    f.port = v.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                        FlagError(format!("invalid value {v:?} for flag -{name}: not a port"))
+                    })?;
                 }
                 "pidfile" => f.pidfile = Some(value(name)?),
                 "plugins" => f.plugins = boolean(&inline)?,
@@ -124,11 +133,25 @@ impl Flags {
                         v.parse()
                             .ok()
                             .filter(|n| (1..=1024).contains(n))
-                            .ok_or_else(|| FlagError(format!("invalid value {v:?} for flag -workers: want 1 to 1024")))?,
+                            .ok_or_else(|| {
+                                FlagError(format!(
+                                    "invalid value {v:?} for flag -workers: want 1 to 1024"
+                                ))
+                            })?,
                     );
                 }
+                "tcp.max-connections" => {
+                    let v = value(name)?;
+                    f.tcp_max_connections = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                        FlagError(format!("invalid value {v:?} for flag -tcp.max-connections: want a positive number"))
+                    })?;
+                }
                 "h" | "help" => f.help = true,
-                other => return Err(FlagError(format!("flag provided but not defined: -{other}"))),
+                other => {
+                    return Err(FlagError(format!(
+                        "flag provided but not defined: -{other}"
+                    )));
+                }
             }
         }
         Ok(f)
@@ -145,7 +168,15 @@ mod tests {
 
     #[test]
     fn coredns_flag_forms() {
-        let f = p(&["-conf", "x", "-dns.port=1053", "--quiet", "-pidfile", "/tmp/p"]).unwrap();
+        let f = p(&[
+            "-conf",
+            "x",
+            "-dns.port=1053",
+            "--quiet",
+            "-pidfile",
+            "/tmp/p",
+        ])
+        .unwrap();
         assert_eq!(f.conf.as_deref(), Some("x"));
         assert_eq!(f.port, 1053);
         assert!(f.quiet);
@@ -158,9 +189,18 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(p(&["stray"]).unwrap_err().0, "extra command line arguments: stray");
-        assert_eq!(p(&["-nope"]).unwrap_err().0, "flag provided but not defined: -nope");
-        assert_eq!(p(&["-conf"]).unwrap_err().0, "flag needs an argument: -conf");
+        assert_eq!(
+            p(&["stray"]).unwrap_err().0,
+            "extra command line arguments: stray"
+        );
+        assert_eq!(
+            p(&["-nope"]).unwrap_err().0,
+            "flag provided but not defined: -nope"
+        );
+        assert_eq!(
+            p(&["-conf"]).unwrap_err().0,
+            "flag needs an argument: -conf"
+        );
         assert!(p(&["-p", "0"]).is_err());
         assert!(p(&["-p", "70000"]).is_err());
         assert!(p(&["-workers", "0"]).is_err());

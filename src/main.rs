@@ -42,11 +42,20 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging();
+    // A panic is logged on one line, without a backtrace: the worker that caught it
+    // carries on, and symbolising a backtrace per query would let a query of death
+    // stall it. RUST_BACKTRACE=1 brings the backtrace back for debugging.
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        std::panic::set_hook(Box::new(|info| log::error!("{info}")));
+    }
 
     let opts = Options {
         workers: flags.workers.unwrap_or_else(runtime::default_workers),
         port: flags.port,
-        tcp: TcpLimits::default(),
+        tcp: TcpLimits {
+            max_connections: flags.tcp_max_connections,
+            ..TcpLimits::default()
+        },
     };
     let source = match runtime::load_corefile(flags.conf.as_deref(), flags.port) {
         Ok(s) => s,

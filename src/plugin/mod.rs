@@ -15,6 +15,7 @@ pub mod errors;
 pub mod hosts;
 pub mod log;
 pub mod testing;
+pub mod timeouts;
 pub mod whoami;
 
 /// What a plugin's setup knows about the server block it is in.
@@ -36,7 +37,7 @@ pub type SetupFn = fn(&[&Directive], &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, C
 pub enum Kind {
     /// A plugin in the chain.
     Chain(SetupFn),
-    /// Handled by the server itself, not part of the chain (`bind`).
+    /// Handled by the server itself, not part of the chain (`bind`, `timeouts`).
     Server,
     /// CoreDNS has it; clusterdns does not.
     Unsupported,
@@ -116,7 +117,7 @@ pub const TEST_PLUGINS_ENV: &str = "CLUSTERDNS_TEST_PLUGINS";
 
 fn kind_of(name: &str) -> Option<Kind> {
     let k = match name {
-        "bind" => Kind::Server,
+        "bind" | "timeouts" => Kind::Server,
         "errors" => Kind::Chain(errors::setup),
         "hosts" => Kind::Chain(hosts::setup),
         "log" => Kind::Chain(log::setup),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::chain::{Chain, Plugin};
 use crate::config::{ConfigError, Corefile, Directive, ServerKey};
 use crate::dns::wire;
+use crate::plugin::timeouts::Timeouts;
 use crate::plugin::{self, Kind, SetupCtx};
 
 /// One server block, built: its zones and its chain.
@@ -55,6 +56,8 @@ pub struct Listener {
     pub router: Router,
     /// `dns://[bind]:port`, the `server` label of CoreDNS's metrics.
     pub label: String,
+    /// TCP timeouts (`timeouts`).
+    pub timeouts: Timeouts,
 }
 
 /// A complete configuration generation: what the workers serve.
@@ -82,7 +85,7 @@ impl Server {
         let mut errors = Vec::new();
         let mut blocks = Vec::new();
         // (listen address, zone) must be unique; listen address -> routes.
-        let mut routes: BTreeMap<SocketAddr, (Vec<Route>, bool)> = BTreeMap::new();
+        let mut routes: BTreeMap<SocketAddr, (Vec<Route>, bool, Option<Timeouts>)> = BTreeMap::new();
         let mut seen: HashSet<(SocketAddr, String)> = HashSet::new();
         let mut banner = Vec::new();
         for sb in &corefile.blocks {
@@ -94,7 +97,7 @@ impl Server {
                 }
             }
             let zones: Vec<String> = keys.iter().flat_map(|k| k.zones.iter().cloned()).collect();
-            let (chain, binds) = match build_chain(&sb.directives, &zones, opts) {
+            let (chain, binds, timeouts) = match build_chain(&sb.directives, &zones, opts) {
                 Ok(v) => v,
                 Err(mut e) => {
                     errors.append(&mut e);
@@ -141,7 +144,10 @@ impl Server {
                                 .push(ConfigError::at(&key.loc, format!("invalid zone '{zone}'")));
                             continue;
                         };
-                        let entry = routes.entry(addr).or_insert_with(|| (Vec::new(), bound));
+                        let entry = routes.entry(addr).or_insert_with(|| (Vec::new(), bound, None));
+                        if entry.2.is_none() {
+                            entry.2 = timeouts;
+                        }
                         entry.0.push(Route {
                             zone: zone_wire,
                             name: zone.as_str().into(),
@@ -157,7 +163,7 @@ impl Server {
         banner.sort();
         let listeners = routes
             .into_iter()
-            .map(|(addr, (mut routes, bound))| {
+            .map(|(addr, (mut routes, bound, timeouts))| {
                 routes.sort_by(|a, b| {
                     b.zone
                         .len()
@@ -176,6 +182,7 @@ impl Server {
                     addr,
                     router: Router { routes },
                     label,
+                    timeouts: timeouts.unwrap_or_default(),
                 }
             })
             .collect();
@@ -207,12 +214,12 @@ impl Server {
 }
 
 /// Sets up the plugins of one block in CoreDNS's order; returns the chain and the
-/// `bind` addresses, if any, or every error found.
+/// server-level settings, or every error found.
 fn build_chain(
     directives: &[Directive],
     zones: &[String],
     opts: &BuildOptions<'_>,
-) -> Result<(Chain, Option<Vec<IpAddr>>), Vec<ConfigError>> {
+) -> Result<(Chain, Option<Vec<IpAddr>>, Option<Timeouts>), Vec<ConfigError>> {
     let mut errors = Vec::new();
     // Group the directives by name, keeping the order of first appearance for errors.
     let mut by_name: Vec<(usize, Kind, Vec<&Directive>)> = Vec::new();
@@ -247,10 +254,15 @@ fn build_chain(
     };
     let mut plugins: Vec<(usize, Arc<dyn Plugin>)> = Vec::new();
     let mut binds = None;
+    let mut timeouts = None;
     for (order, kind, ds) in &by_name {
         match kind {
             Kind::Chain(setup) => match setup(ds, &ctx) {
                 Ok(p) => plugins.push((*order, p)),
+                Err(e) => errors.push(e),
+            },
+            Kind::Server if ds[0].name.as_str() == "timeouts" => match plugin::timeouts::parse(ds) {
+                Ok(t) => timeouts = Some(t),
                 Err(e) => errors.push(e),
             },
             Kind::Server => match plugin::bind::addresses(ds) {
@@ -264,8 +276,5 @@ fn build_chain(
         return Err(errors);
     }
     plugins.sort_by_key(|(order, _)| *order);
-    Ok((
-        Chain::new(plugins.into_iter().map(|(_, p)| p).collect()),
-        binds,
-    ))
+    Ok((Chain::new(plugins.into_iter().map(|(_, p)| p).collect()), binds, timeouts))
 }

@@ -24,12 +24,16 @@ pub enum Handled {
     Upstream(Suspended),
 }
 
-/// A query waiting on an upstream exchange: what is needed to resume its chain.
+/// A query waiting on an upstream exchange: what to send, and what is needed to
+/// resume its chain.
 pub struct Suspended {
     pub block: Arc<Block>,
     pub zone: Arc<str>,
     pub at: usize,
     pub request: UpstreamRequest,
+    /// The message to send (the plugin wrote it into the worker's buffer, which the
+    /// next query reuses, so it is copied here).
+    pub message: Vec<u8>,
 }
 
 /// Handles one received message on `listener`; the reply, if any, is left finished in `resp`.
@@ -92,6 +96,7 @@ pub fn handle(
             zone: route.name.clone(),
             at,
             request,
+            message: q.worker.upstream_msg.clone(),
         }),
     }
 }
@@ -131,6 +136,7 @@ pub fn resume(
             zone: s.zone.clone(),
             at,
             request,
+            message: q.worker.upstream_msg.clone(),
         }),
     }
 }

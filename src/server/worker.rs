@@ -22,19 +22,14 @@ use super::handler::{self, Handled, Suspended};
 use super::socket::{self, BATCH, UdpBatch};
 use crate::chain::{Rng, UpstreamProto, UpstreamReply, WorkerCtx};
 use crate::dns::{Rcode, Response, Transport};
+use crate::plugin::timeouts::Timeouts;
 
-/// Limits of a worker's TCP service (RFC 7766 section 6.2 asks for idle timeouts and
-/// bounded resources).
+/// Resource limits of a worker's TCP service (RFC 7766 section 6.2 asks for bounded
+/// resources; the timeouts come per listener from the `timeouts` directive).
 #[derive(Clone, Copy, Debug)]
 pub struct TcpLimits {
     /// Connections per worker; one more is accepted and closed at once.
     pub max_connections: usize,
-    /// A connection with nothing in flight is closed after this long.
-    pub idle_timeout: Duration,
-    /// A message must arrive in full within this long once its first byte has.
-    pub read_timeout: Duration,
-    /// Replies must drain to the client within this long.
-    pub write_timeout: Duration,
     /// Unsent reply bytes at which the worker stops reading more queries from a client.
     pub max_pending_output: usize,
 }
@@ -43,9 +38,6 @@ impl Default for TcpLimits {
     fn default() -> Self {
         TcpLimits {
             max_connections: 1024,
-            idle_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(3),
-            write_timeout: Duration::from_secs(5),
             max_pending_output: 256 * 1024,
         }
     }
@@ -112,6 +104,7 @@ struct TcpListen {
 
 struct Conn {
     stream: TcpStream,
+    timeouts: Timeouts,
     peer: SocketAddr,
     local: SocketAddr,
     /// Index into `tcp_listeners` of the listener that accepted it.
@@ -482,7 +475,7 @@ impl Worker {
     /// Sends a suspended query's message upstream and remembers where the reply goes.
     fn suspend(
         &mut self,
-        s: Suspended,
+        mut s: Suspended,
         query: Vec<u8>,
         client: Client,
         transport: Transport,
@@ -495,7 +488,7 @@ impl Worker {
         } else if s.request.proto == UpstreamProto::Tcp {
             Err(io::Error::from(io::ErrorKind::Unsupported))
         } else {
-            self.send_upstream(&s)
+            self.send_upstream(&mut s)
         };
         let (sock, id) = match result {
             Ok(v) => v,
@@ -564,8 +557,8 @@ impl Worker {
     /// Sends `ctx.upstream_msg` from a fresh socket (a random source port, chosen by the
     /// kernel) with a random ID; connecting it makes the kernel drop datagrams from any
     /// other address (spoofing resistance, RFC 5452 section 9).
-    fn send_upstream(&mut self, s: &Suspended) -> io::Result<(UdpSocket, u16)> {
-        let msg = &mut self.ctx.upstream_msg;
+    fn send_upstream(&mut self, s: &mut Suspended) -> io::Result<(UdpSocket, u16)> {
+        let msg = &mut s.message;
         if msg.len() < 12 {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
@@ -721,18 +714,12 @@ impl Worker {
             return;
         }
         self.last_sweep = now;
-        let limits = self.limits;
         for i in 0..self.conns.len() {
             let Some(c) = &self.conns[i] else { continue };
-            let idle = c.inflight == 0
-                && c.wpos >= c.wbuf.len()
-                && now.duration_since(c.last_active) >= limits.idle_timeout;
-            let slow_read = c
-                .partial_since
-                .is_some_and(|t| now.duration_since(t) >= limits.read_timeout);
-            let slow_write = c
-                .blocked_since
-                .is_some_and(|t| now.duration_since(t) >= limits.write_timeout);
+            let t = c.timeouts;
+            let idle = c.inflight == 0 && c.wpos >= c.wbuf.len() && now.duration_since(c.last_active) >= t.idle;
+            let slow_read = c.partial_since.is_some_and(|s| now.duration_since(s) >= t.read);
+            let slow_write = c.blocked_since.is_some_and(|s| now.duration_since(s) >= t.write);
             if idle || slow_read || slow_write {
                 self.close_conn(i);
             }
@@ -760,6 +747,11 @@ impl Worker {
                 continue;
             }
             let local = stream.local_addr().unwrap_or(l.addr);
+            let timeouts = {
+                let server = self.refresh();
+                let l = &self.tcp_listeners[idx];
+                l.listener.map_or_else(Timeouts::default, |i| server.listeners[i].timeouts)
+            };
             let slot = self.free_conns.pop().unwrap_or_else(|| {
                 self.conns.push(None);
                 self.conns.len() - 1
@@ -777,6 +769,7 @@ impl Worker {
             self.stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
             self.conns[slot] = Some(Conn {
                 stream,
+                timeouts,
                 peer,
                 local,
                 from: idx,

@@ -440,3 +440,102 @@ pub fn dig(args: &[&str]) -> String {
     let out = Command::new("dig").args(args).output().expect("run dig");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// How the fake upstream answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamMode {
+    /// A records 192.0.2.1 for any name, TTL 60.
+    Answer,
+    /// Never reply.
+    Silent,
+    /// First a reply with a wrong ID, then the real one.
+    WrongIdFirst,
+    /// Reply with a different question.
+    WrongQuestion,
+}
+
+/// A fake upstream DNS server on 127.0.0.1 (UDP), counting the queries it gets.
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    pub queries: Arc<std::sync::atomic::AtomicUsize>,
+    pub mode: Arc<Mutex<UpstreamMode>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeUpstream {
+    pub fn start(mode: UpstreamMode) -> FakeUpstream {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let addr = sock.local_addr().unwrap();
+        let queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mode = Arc::new(Mutex::new(mode));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (q, m, s) = (queries.clone(), mode.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                q.fetch_add(1, Ordering::Relaxed);
+                let Ok(req) = Message::from_octets(buf[..n].to_vec()) else { continue };
+                let mode = *m.lock().unwrap();
+                let reply = |id: u16, name: Option<&str>| -> Vec<u8> {
+                    let mut b = MessageBuilder::new_vec();
+                    b.header_mut().set_id(id);
+                    b.header_mut().set_qr(true);
+                    b.header_mut().set_rd(true);
+                    b.header_mut().set_ra(true);
+                    let q = req.sole_question().unwrap();
+                    let mut qb = b.question();
+                    match name {
+                        Some(n) => {
+                            let n: Name<Vec<u8>> = n.parse().unwrap();
+                            qb.push((&n, q.qtype(), q.qclass())).unwrap();
+                        }
+                        None => qb.push(q.clone()).unwrap(),
+                    }
+                    let mut ab = qb.answer();
+                    if q.qtype() == Rtype::A {
+                        ab.push((q.qname(), 60, domain::rdata::A::from_octets(192, 0, 2, 1))).unwrap();
+                    }
+                    ab.finish()
+                };
+                let id = req.header().id();
+                match mode {
+                    UpstreamMode::Answer => {
+                        let _ = sock.send_to(&reply(id, None), from);
+                    }
+                    UpstreamMode::Silent => {}
+                    UpstreamMode::WrongIdFirst => {
+                        let _ = sock.send_to(&reply(id.wrapping_add(1), None), from);
+                        std::thread::sleep(Duration::from_millis(20));
+                        let _ = sock.send_to(&reply(id, None), from);
+                    }
+                    UpstreamMode::WrongQuestion => {
+                        let _ = sock.send_to(&reply(id, Some("other.example.")), from);
+                    }
+                }
+            }
+        });
+        FakeUpstream {
+            addr,
+            queries,
+            mode,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.queries.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
