@@ -1,0 +1,887 @@
+//! `hosts`: answers A, AAAA and PTR queries from an `/etc/hosts`-style file and from
+//! lines written inside the Corefile, as CoreDNS's plugin of that name does (README.md
+//! beside this file).
+//!
+//! ```text
+//!   setup ──parse inline lines──▶ Table (fixed for the server's life)
+//!   start ──read file──▶ ArcSwap<HostsData> ◀──store── reload thread: every `reload`,
+//!                          │ load                     stat the file, re-parse it when
+//!                          ▼                          its mtime or size changed
+//!   serve: file table, then inline table ──▶ answer / NODATA / next / SERVFAIL
+//! ```
+//!
+//! Everything a query needs is prepared when a table is built (wire-format keys,
+//! addresses, PTR targets), so answering allocates nothing.
+
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+
+use crate::chain::{Plugin, Query, Step};
+use crate::config::{ConfigError, Directive, ServerKey, parse_duration};
+use crate::dns::{Name, NameKey, Rcode, Rdata, Record, rtype, wire};
+use crate::plugin::{SetupCtx, once};
+
+use table::{ParseOptions, Table, parse_addr, reverse_address};
+
+/// The directive name, and the prefix of its errors.
+const NAME: &str = "hosts";
+/// The file read when the directive names none.
+const DEFAULT_PATH: &str = "/etc/hosts";
+/// CoreDNS's default TTL for the records it makes.
+const DEFAULT_TTL: u32 = 3600;
+/// CoreDNS's default interval between checks of the file.
+const DEFAULT_RELOAD: Duration = Duration::from_secs(5);
+
+/// The plugin: its options, the inline entries and the current read of the file.
+pub struct Hosts {
+    /// Zones (lower-cased wire) the plugin answers for; PTR queries are looked up
+    /// wherever they are.
+    zones: Vec<Box<[u8]>>,
+    /// `fallthrough` zones (lower-cased wire); empty when it was not given.
+    fall: Vec<Box<[u8]>>,
+    /// `fallthrough_unsupported`: other query types on an existing name go on too.
+    fall_unsupported: bool,
+    ttl: u32,
+    /// How often the reload thread checks the file; zero disables it.
+    reload: Duration,
+    /// Entries from the Corefile's inline lines, parsed once at setup.
+    inline: Table,
+    /// The file and its latest read, shared with the reload thread.
+    file: Arc<HostsFile>,
+    /// The running reload thread, if any.
+    reloader: Mutex<Option<Reloader>>,
+}
+
+/// What one read of the hosts file produced: the unit the reload thread publishes.
+struct HostsData {
+    table: Table,
+    /// Modification time and size of the file when it was read; `None` until the
+    /// first successful read.
+    stamp: Option<(SystemTime, u64)>,
+}
+
+/// The hosts file, how to parse it, and the snapshot of its latest read.
+struct HostsFile {
+    path: PathBuf,
+    opts: ParseOptions,
+    data: ArcSwap<HostsData>,
+}
+
+/// The handle on a running reload thread: dropping `stop` ends it.
+struct Reloader {
+    stop: Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Everything the Corefile says, validated.
+struct Config {
+    path: PathBuf,
+    zones: Vec<Box<[u8]>>,
+    fall: Vec<Box<[u8]>>,
+    fall_unsupported: bool,
+    ttl: u32,
+    reload: Duration,
+    auto_reverse: bool,
+    /// The inline lines, tokens re-joined with single spaces.
+    inline: Vec<String>,
+}
+
+/// `hosts [FILE [ZONES...]] { INLINE | ttl | no_reverse | reload | fallthrough ... }`.
+pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+    let d = once(NAME, dirs)?;
+    Ok(Arc::new(Hosts::new(parse_config(d, ctx)?)))
+}
+
+fn parse_config(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Config, ConfigError> {
+    let mut cfg = Config {
+        path: PathBuf::from(DEFAULT_PATH),
+        zones: Vec::new(),
+        fall: Vec::new(),
+        fall_unsupported: false,
+        ttl: DEFAULT_TTL,
+        reload: DEFAULT_RELOAD,
+        auto_reverse: true,
+        inline: Vec::new(),
+    };
+    if let Some((file, zones)) = d.args.split_first() {
+        cfg.path = ctx.config_dir.join(&file.text);
+        check_file(d, &cfg.path)?;
+        cfg.zones = zone_list(zones)?;
+    }
+    if cfg.zones.is_empty() {
+        cfg.zones = ctx
+            .zones
+            .iter()
+            .map(|z| {
+                wire::name_from_str(z)
+                    .map(Vec::into_boxed_slice)
+                    .ok_or_else(|| d.err(NAME, format!("invalid zone '{z}'")))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    let mut fall_unsupported_at = None;
+    for opt in d.options() {
+        opt.expect_no_block(NAME)?;
+        match opt.name.as_str() {
+            // A later `fallthrough` replaces an earlier one, as CoreDNS's does.
+            "fallthrough" if opt.args.is_empty() => cfg.fall = vec![Box::from(&[0u8][..])],
+            "fallthrough" => cfg.fall = zone_list(&opt.args)?,
+            "fallthrough_unsupported" => {
+                opt.expect_args(NAME, 0, 0)?;
+                cfg.fall_unsupported = true;
+                fall_unsupported_at = Some(opt);
+            }
+            "no_reverse" => {
+                opt.expect_args(NAME, 0, 0)?;
+                cfg.auto_reverse = false;
+            }
+            "ttl" => cfg.ttl = parse_ttl(opt)?,
+            "reload" => cfg.reload = parse_reload(opt)?,
+            // CoreDNS takes any other line as a hosts-file line, but only until a
+            // `fallthrough` has been seen; after it, such a line is an error.
+            _ if cfg.fall.is_empty() => cfg.inline.push(inline_line(opt)?),
+            other => return Err(opt.err(NAME, format!("unknown property '{other}'"))),
+        }
+    }
+    if let (Some(opt), true) = (fall_unsupported_at, cfg.fall.is_empty()) {
+        return Err(opt.err(NAME, "fallthrough_unsupported requires fallthrough"));
+    }
+    Ok(cfg)
+}
+
+/// CoreDNS stats a FILE given in the Corefile: a missing file (or a directory) is
+/// only a warning, since the file may appear later; any other failure is an error.
+/// The default `/etc/hosts` is not checked.
+fn check_file(d: &Directive, path: &Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            log::warn!(target: "plugin/hosts", "Hosts file {:?} is a directory", path.display().to_string());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log::warn!(target: "plugin/hosts", "File does not exist: {}", path.display());
+        }
+        Err(e) => {
+            return Err(d.err(NAME, format!("unable to access hosts file '{}': {e}", path.display())));
+        }
+    }
+    Ok(())
+}
+
+/// Zones written as arguments (`ZONES`, `fallthrough ZONES`), normalized like server
+/// block keys: lower-cased, fully qualified, a CIDR standing for its reverse zones.
+/// CoreDNS silently drops an argument that is no zone; clusterdns reports it.
+fn zone_list(args: &[crate::config::Token]) -> Result<Vec<Box<[u8]>>, ConfigError> {
+    let mut zones = Vec::new();
+    for tok in args {
+        let invalid = || ConfigError::at(&tok.loc, format!("{NAME}: invalid zone '{}'", tok.text));
+        let key = ServerKey::parse(tok, 53).map_err(|_| invalid())?;
+        for z in key.zones {
+            zones.push(wire::name_from_str(&z).ok_or_else(invalid)?.into_boxed_slice());
+        }
+    }
+    Ok(zones)
+}
+
+/// `ttl SECONDS`: 1 to 65535, with CoreDNS's messages.
+fn parse_ttl(opt: &Directive) -> Result<u32, ConfigError> {
+    let Some(first) = opt.args.first() else {
+        return Err(opt.err(NAME, "ttl needs a time in second"));
+    };
+    // CoreDNS ignores anything after the number; a second argument is more likely a
+    // mistake worth reporting.
+    opt.expect_args(NAME, 1, 1)?;
+    // Go's Atoi: an optional sign, decimal digits, 64-bit range.
+    let ttl: i64 = first
+        .text
+        .parse()
+        .map_err(|_| opt.err(NAME, "ttl needs a number of second"))?;
+    match u32::try_from(ttl) {
+        Ok(ttl @ 1..=65535) => Ok(ttl),
+        _ => Err(opt.err(NAME, "ttl provided is invalid")),
+    }
+}
+
+/// `reload DURATION`: a Go duration, `0` to disable, negative refused (CoreDNS's
+/// messages). Sub-second values are allowed, as in CoreDNS.
+fn parse_reload(opt: &Directive) -> Result<Duration, ConfigError> {
+    let [arg] = opt.args.as_slice() else {
+        return Err(opt.err(NAME, "reload needs a duration (zero seconds to disable)"));
+    };
+    let text = arg.text.as_str();
+    // Go's ParseDuration takes one leading sign; the shared parser takes none.
+    let (negative, unsigned) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let reload =
+        parse_duration(unsigned).ok_or_else(|| opt.err(NAME, format!("invalid duration for reload '{text}'")))?;
+    if negative && !reload.is_zero() {
+        return Err(opt.err(NAME, format!("invalid negative duration for reload '{text}'")));
+    }
+    Ok(reload)
+}
+
+/// Checks an inline line (`IP NAME...`) and returns it as hosts-file text. CoreDNS
+/// accepts any line here and skips what does not parse, so a misspelt option (`tll
+/// 60`) passes unnoticed; clusterdns refuses a line that is not a valid entry.
+fn inline_line(opt: &Directive) -> Result<String, ConfigError> {
+    if parse_addr(opt.name.as_str()).is_none() {
+        return Err(opt.err(NAME, format!("unknown property '{}'", opt.name.text)));
+    }
+    if opt.args.is_empty() {
+        return Err(opt.arg_err(NAME));
+    }
+    let mut line = opt.name.text.clone();
+    for name in &opt.args {
+        if wire::name_from_str(&name.text).is_none() {
+            return Err(ConfigError::at(
+                &name.loc,
+                format!("{NAME}: invalid name '{}'", name.text),
+            ));
+        }
+        line.push(' ');
+        line.push_str(&name.text);
+    }
+    Ok(line)
+}
+
+impl Hosts {
+    fn new(cfg: Config) -> Hosts {
+        let opts = ParseOptions {
+            zones: cfg.zones.clone(),
+            auto_reverse: cfg.auto_reverse,
+        };
+        let inline = Table::parse(cfg.inline.join("\n").as_bytes(), &opts);
+        let empty = HostsData {
+            table: Table::default(),
+            stamp: None,
+        };
+        Hosts {
+            zones: cfg.zones,
+            fall: cfg.fall,
+            fall_unsupported: cfg.fall_unsupported,
+            ttl: cfg.ttl,
+            reload: cfg.reload,
+            inline,
+            file: Arc::new(HostsFile {
+                path: cfg.path,
+                opts,
+                data: ArcSwap::from_pointee(empty),
+            }),
+            reloader: Mutex::new(None),
+        }
+    }
+
+    /// The hosts file this plugin reads.
+    pub fn path(&self) -> &Path {
+        &self.file.path
+    }
+
+    /// `coredns_hosts_entries`: the entries of the file plus those of the inline lines.
+    pub fn entries(&self) -> usize {
+        self.file.data.load().table.entries() + self.inline.entries()
+    }
+
+    /// `coredns_hosts_reload_timestamp_seconds`: CoreDNS reports the modification time
+    /// of the file as last parsed (not the time of the parse); `None` before any read.
+    pub fn reload_timestamp(&self) -> Option<SystemTime> {
+        self.file.data.load().stamp.map(|(mtime, _)| mtime)
+    }
+
+    /// Whether `fallthrough` covers `name`.
+    fn falls_through(&self, name: &NameKey) -> bool {
+        self.fall.iter().any(|z| name.labels_before(z).is_some())
+    }
+}
+
+impl HostsFile {
+    /// Re-reads the file if its modification time or size changed since the last
+    /// read, as CoreDNS's `readHosts` does. A file that cannot be opened keeps the
+    /// previous entries (CoreDNS warned about it at setup already).
+    fn refresh(&self) {
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        let Ok(meta) = file.metadata() else { return };
+        let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
+        if self.data.load().stamp == Some(stamp) {
+            return;
+        }
+        let mut text = Vec::with_capacity(meta.len() as usize);
+        // CoreDNS logs a read error and keeps what it parsed before it (a directory
+        // reads as nothing).
+        if let Err(e) = std::io::Read::read_to_end(&mut file, &mut text) {
+            log::error!(target: "plugin/hosts", "Failed to parse hosts file {:?}: {e}", self.path.display().to_string());
+        }
+        let table = Table::parse(&text, &self.opts);
+        log::debug!(target: "plugin/hosts", "Parsed hosts file into {} entries", table.entries());
+        self.data.store(Arc::new(HostsData {
+            table,
+            stamp: Some(stamp),
+        }));
+    }
+}
+
+impl Plugin for Hosts {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// CoreDNS's `ServeDNS`: outside the zones only PTR is looked at; a PTR without a
+    /// match always goes to the next plugin; an A/AAAA answer lists the file's
+    /// addresses, then the inline ones; a name with no addresses at all is NXDOMAIN,
+    /// which without a SOA CoreDNS turns into SERVFAIL unless `fallthrough` covers it;
+    /// an existing name without the asked type gets an empty authoritative answer.
+    fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        let name = &q.req.qname;
+        let qtype = q.req.qtype;
+        if qtype != rtype::PTR && !self.zones.iter().any(|z| name.labels_before(z).is_some()) {
+            return Step::Next;
+        }
+        let file = self.file.data.load();
+        let tables = [&file.table, &self.inline];
+        let ttl = self.ttl;
+        if qtype == rtype::PTR {
+            let Some(addr) = reverse_address(name) else {
+                return Step::Next;
+            };
+            if tables.iter().all(|t| t.names_of(addr).is_empty()) {
+                return Step::Next;
+            }
+            start_authoritative(q);
+            for target in tables.iter().flat_map(|t| t.names_of(addr)) {
+                q.resp
+                    .answer(Record::at_question(rtype::PTR, ttl, Rdata::Name(Name::wire(target))));
+            }
+            return Step::Answered;
+        }
+        let has = |t: &&Table| !t.v4(name).is_empty() || !t.v6(name).is_empty();
+        if !tables.iter().any(has) {
+            if self.falls_through(name) {
+                return Step::Next;
+            }
+            return Step::Fail(Rcode::SERVFAIL, None);
+        }
+        let supported = qtype == rtype::A || qtype == rtype::AAAA;
+        if !supported && self.fall_unsupported && self.falls_through(name) {
+            return Step::Next;
+        }
+        start_authoritative(q);
+        for t in tables {
+            match qtype {
+                rtype::A => t.v4(name).iter().for_each(|&ip| {
+                    q.resp.answer(Record::at_question(rtype::A, ttl, Rdata::A(ip)));
+                }),
+                rtype::AAAA => t.v6(name).iter().for_each(|&ip| {
+                    q.resp.answer(Record::at_question(rtype::AAAA, ttl, Rdata::Aaaa(ip)));
+                }),
+                _ => {}
+            }
+        }
+        Step::Answered
+    }
+
+    /// Reads the file once (CoreDNS's start-up read), then, unless `reload 0`, starts
+    /// the thread that checks it every `reload`.
+    fn start(&self) {
+        let mut reloader = self.reloader.lock();
+        if reloader.is_some() {
+            return;
+        }
+        self.file.refresh();
+        if self.reload.is_zero() {
+            return;
+        }
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let file = Arc::clone(&self.file);
+        let every = self.reload;
+        let spawned = std::thread::Builder::new().name("hosts-reload".into()).spawn(move || {
+            // A tick every `every` (Go's ticker) until the sender is dropped.
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                file.refresh();
+            }
+        });
+        match spawned {
+            Ok(thread) => *reloader = Some(Reloader { stop, thread }),
+            Err(e) => log::error!(target: "plugin/hosts", "cannot start the reload thread: {e}"),
+        }
+    }
+
+    /// Ends the reload thread: dropping the sender wakes it at once.
+    fn stop(&self) {
+        if let Some(Reloader { stop, thread }) = self.reloader.lock().take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+    }
+}
+
+fn start_authoritative(q: &mut Query<'_, '_>) {
+    q.resp.start(q.req, Rcode::NOERROR);
+    q.resp.set_aa(true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::WorkerCtx;
+    use crate::dns::{Request, Response, Transport};
+    use domain::base::{Message, ParsedName};
+    use domain::rdata::AllRecordData;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A fresh directory under the system temp dir, unique to this test run.
+    fn temp_dir() -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "clusterdns-hosts-{}-{nanos}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Runs `hosts` setup on the `hosts` lines of `corefile`'s first block, with the
+    /// block's zones fixed to `example.org.` and relative paths taken from `dir`.
+    fn setup_in(corefile: &str, dir: &Path) -> Result<(Config, Arc<dyn Plugin>), ConfigError> {
+        let parsed = crate::config::parse_str(corefile, "Corefile", dir)?;
+        let dirs: Vec<&Directive> = parsed.blocks[0]
+            .directives
+            .iter()
+            .filter(|d| d.name.text == NAME)
+            .collect();
+        let zones = ["example.org.".to_owned()];
+        let ctx = SetupCtx {
+            zones: &zones,
+            config_dir: dir.to_path_buf(),
+            workers: 1,
+        };
+        let plugin = setup(&dirs, &ctx)?;
+        Ok((parse_config(dirs[0], &ctx)?, plugin))
+    }
+
+    fn config(corefile: &str) -> Config {
+        setup_in(corefile, Path::new("/nonexistent"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .0
+    }
+
+    fn error(corefile: &str) -> String {
+        match setup_in(corefile, Path::new("/nonexistent")) {
+            Ok(_) => panic!("no error for {corefile}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// A plugin for a Corefile whose `hosts` reads `file` (written into a fresh dir).
+    fn plugin(hosts_line: &str, file: &str) -> Hosts {
+        let dir = temp_dir();
+        std::fs::write(dir.join("hosts"), file).unwrap();
+        let corefile = format!("example.org {{\n{hosts_line}\n}}\n");
+        let (cfg, _) = setup_in(&corefile, &dir).unwrap_or_else(|e| panic!("{e}"));
+        let h = Hosts::new(cfg);
+        h.file.refresh();
+        h
+    }
+
+    fn wire_as_spelled(name: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label.as_bytes());
+        }
+        out.push(0);
+        out
+    }
+
+    /// Asks `h` for `name`/`qtype`; the reply bytes when it answered.
+    fn ask(h: &Hosts, name: &str, qtype: u16) -> (Step, Option<Vec<u8>>) {
+        let mut raw = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        raw.extend_from_slice(&wire_as_spelled(name));
+        raw.extend_from_slice(&qtype.to_be_bytes());
+        raw.extend_from_slice(&1u16.to_be_bytes());
+        let a = "127.0.0.1:1".parse().unwrap();
+        let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
+        let mut resp = Response::new();
+        let mut worker = WorkerCtx::new(0);
+        let mut q = Query {
+            req: &req,
+            resp: &mut resp,
+            worker: &mut worker,
+            zone: "example.org.",
+            answered_by: "",
+            error: None,
+        };
+        let step = h.serve(&mut q);
+        let reply = matches!(step, Step::Answered).then(|| q.resp.finish().to_vec());
+        (step, reply)
+    }
+
+    /// The answer records of a reply, one `owner ttl class type data` line each, and
+    /// checks the reply is an authoritative NOERROR.
+    fn answers(reply: &[u8]) -> Vec<String> {
+        let msg = Message::from_octets(reply).unwrap();
+        assert!(msg.header().aa(), "not authoritative");
+        assert_eq!(msg.header().rcode(), domain::base::iana::Rcode::NOERROR);
+        msg.answer()
+            .unwrap()
+            .map(|rr| {
+                let rr = rr
+                    .unwrap()
+                    .into_any_record::<AllRecordData<_, ParsedName<_>>>()
+                    .unwrap();
+                rr.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+            })
+            .collect()
+    }
+
+    fn answered(h: &Hosts, name: &str, qtype: u16) -> Vec<String> {
+        match ask(h, name, qtype) {
+            (Step::Answered, Some(reply)) => answers(&reply),
+            (step, _) => panic!("{name} {qtype}: {step:?}"),
+        }
+    }
+
+    const FILE: &str = "\
+10.0.0.1 example.org www.example.org
+10.0.0.2 www.example.org
+::1 www.example.org v6only.example.org
+10.0.0.9 other.net
+192.168.1.10 *.wild.example.org
+";
+
+    const INLINE: &str = "hosts hosts {
+        10.0.0.3 www.example.org
+        10.0.0.4 inline.example.org
+    }";
+
+    #[test]
+    fn defaults() {
+        let c = config("example.org {\n    hosts\n}\n");
+        assert_eq!(c.path, Path::new("/etc/hosts"));
+        assert_eq!(c.zones, [Box::from(&b"\x07example\x03org\x00"[..])]);
+        assert_eq!(
+            (c.ttl, c.reload, c.auto_reverse, c.fall_unsupported),
+            (3600, Duration::from_secs(5), true, false)
+        );
+        assert!(c.fall.is_empty() && c.inline.is_empty());
+    }
+
+    #[test]
+    fn file_zones_and_options() {
+        let c = config(
+            "example.org {
+    hosts example.hosts Example.ORG 10.0.0.9/8 dns://example.net:53 {
+        ttl 60
+        reload 100ms
+        no_reverse
+        10.0.0.1 a.example.org b.example.org
+        fe80::1%lo0 c.example.org
+        fallthrough sub.example.org 10.1.0.0/16
+        fallthrough_unsupported
+    }
+}",
+        );
+        assert_eq!(c.path, Path::new("/nonexistent/example.hosts"));
+        let zones: Vec<String> = c.zones.iter().map(|z| wire::name_to_string(z)).collect();
+        assert_eq!(zones, ["example.org.", "10.in-addr.arpa.", "example.net."]);
+        assert_eq!(
+            (c.ttl, c.reload, c.auto_reverse),
+            (60, Duration::from_millis(100), false)
+        );
+        let fall: Vec<String> = c.fall.iter().map(|z| wire::name_to_string(z)).collect();
+        assert_eq!(fall, ["sub.example.org.", "1.10.in-addr.arpa."]);
+        assert!(c.fall_unsupported);
+        assert_eq!(
+            c.inline,
+            ["10.0.0.1 a.example.org b.example.org", "fe80::1%lo0 c.example.org"]
+        );
+    }
+
+    #[test]
+    fn fallthrough_without_zones_covers_everything_and_last_one_wins() {
+        let c = config("example.org {\n hosts {\n  fallthrough example.net\n  fallthrough\n }\n}\n");
+        assert_eq!(c.fall, [Box::from(&[0u8][..])]);
+        let c = config("example.org {\n hosts /etc/hosts {\n  reload 0\n }\n}\n");
+        assert_eq!(c.reload, Duration::ZERO);
+        // Go's ParseDuration takes a sign: -0 is zero, +1s is one second.
+        assert_eq!(
+            config("example.org {\n hosts {\n  reload -0\n }\n}\n").reload,
+            Duration::ZERO
+        );
+        assert_eq!(
+            config("example.org {\n hosts {\n  reload +1.5s\n }\n}\n").reload,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(config("example.org {\n hosts {\n  ttl +65535\n }\n}\n").ttl, 65535);
+    }
+
+    #[test]
+    fn setup_errors_name_file_and_line() {
+        let block = |body: &str| format!("example.org {{\n    hosts {{\n        {body}\n    }}\n}}\n");
+        let cases = [
+            ("ttl", "Corefile:3 - hosts: ttl needs a time in second"),
+            ("ttl sixty", "Corefile:3 - hosts: ttl needs a number of second"),
+            ("ttl 0", "Corefile:3 - hosts: ttl provided is invalid"),
+            ("ttl 65536", "Corefile:3 - hosts: ttl provided is invalid"),
+            ("ttl -5", "Corefile:3 - hosts: ttl provided is invalid"),
+            (
+                "ttl 5 6",
+                "Corefile:3 - hosts: Wrong argument count or unexpected line ending after '6'",
+            ),
+            (
+                "reload",
+                "Corefile:3 - hosts: reload needs a duration (zero seconds to disable)",
+            ),
+            (
+                "reload 1s 2s",
+                "Corefile:3 - hosts: reload needs a duration (zero seconds to disable)",
+            ),
+            ("reload 5", "Corefile:3 - hosts: invalid duration for reload '5'"),
+            (
+                "reload -1s",
+                "Corefile:3 - hosts: invalid negative duration for reload '-1s'",
+            ),
+            (
+                "no_reverse yes",
+                "Corefile:3 - hosts: Wrong argument count or unexpected line ending after 'yes'",
+            ),
+            ("tll 60", "Corefile:3 - hosts: unknown property 'tll'"),
+            (
+                "10.0.0.1",
+                "Corefile:3 - hosts: Wrong argument count or unexpected line ending after '10.0.0.1'",
+            ),
+            (
+                "10.0.0.1 a..example.org",
+                "Corefile:3 - hosts: invalid name 'a..example.org'",
+            ),
+            (
+                "fallthrough\n 10.0.0.1 a.example.org",
+                "Corefile:4 - hosts: unknown property '10.0.0.1'",
+            ),
+            (
+                "fallthrough exa..mple.org",
+                "Corefile:3 - hosts: invalid zone 'exa..mple.org'",
+            ),
+            (
+                "fallthrough_unsupported",
+                "Corefile:3 - hosts: fallthrough_unsupported requires fallthrough",
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(error(&block(body)), want, "{body}");
+        }
+        assert_eq!(
+            error("example.org {\n hosts\n hosts\n}\n"),
+            "Corefile:3 - hosts: this plugin can only be used once per Server Block"
+        );
+        assert_eq!(
+            error("example.org {\n hosts /etc/hosts a..b\n}\n"),
+            "Corefile:2 - hosts: invalid zone 'a..b'"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_a_warning_other_failures_are_errors() {
+        let dir = temp_dir();
+        assert!(setup_in("example.org {\n hosts no-such-file\n}\n", &dir).is_ok());
+        // A directory is only a warning too.
+        assert!(setup_in("example.org {\n hosts .\n}\n", &dir).is_ok());
+        std::fs::write(dir.join("plain"), "").unwrap();
+        let err = setup_in("example.org {\n hosts plain/hosts\n}\n", &dir)
+            .err()
+            .unwrap()
+            .to_string();
+        let want = format!(
+            "Corefile:2 - hosts: unable to access hosts file '{}/plain/hosts': ",
+            dir.display()
+        );
+        assert!(err.starts_with(&want), "{err}");
+    }
+
+    #[test]
+    fn answers_a_and_aaaa_file_first_then_inline_under_the_question_name() {
+        let h = plugin(INLINE, FILE);
+        // The owner is the question as spelled (a pointer to it), TTL the default.
+        assert_eq!(
+            answered(&h, "WWW.Example.ORG", rtype::A),
+            [
+                "WWW.Example.ORG. 3600 IN A 10.0.0.1",
+                "WWW.Example.ORG. 3600 IN A 10.0.0.2",
+                "WWW.Example.ORG. 3600 IN A 10.0.0.3"
+            ]
+        );
+        assert_eq!(
+            answered(&h, "www.example.org", rtype::AAAA),
+            ["www.example.org. 3600 IN AAAA ::1"]
+        );
+        assert_eq!(
+            answered(&h, "inline.example.org", rtype::A),
+            ["inline.example.org. 3600 IN A 10.0.0.4"]
+        );
+        assert_eq!(
+            answered(&h, "x.wild.example.org", rtype::A),
+            ["x.wild.example.org. 3600 IN A 192.168.1.10"]
+        );
+        // File: 5 name/address pairs in the zone, each forward and reverse, and the
+        // wildcard (no PTR); inline: 2 pairs, forward and reverse.
+        assert_eq!(h.entries(), 5 * 2 + 1 + 2 * 2);
+    }
+
+    #[test]
+    fn an_existing_name_without_the_type_is_nodata() {
+        let h = plugin(INLINE, FILE);
+        for (name, qtype) in [
+            ("v6only.example.org", rtype::A),
+            ("www.example.org", rtype::MX),
+            ("a.wild.example.org", rtype::TXT),
+        ] {
+            assert!(answered(&h, name, qtype).is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_missing_name_is_servfail_unless_fallthrough_covers_it() {
+        let h = plugin("hosts hosts", FILE);
+        assert!(matches!(
+            ask(&h, "missing.example.org", rtype::A).0,
+            Step::Fail(Rcode::SERVFAIL, None)
+        ));
+        // The wildcard's own parent is not matched by it.
+        assert!(matches!(
+            ask(&h, "wild.example.org", rtype::A).0,
+            Step::Fail(Rcode::SERVFAIL, None)
+        ));
+        // Outside the zones the plugin is not consulted, fallthrough or not.
+        assert!(matches!(ask(&h, "other.net", rtype::A).0, Step::Next));
+
+        let h = plugin("hosts hosts {\n fallthrough sub.example.org\n}", FILE);
+        assert!(matches!(
+            ask(&h, "missing.example.org", rtype::A).0,
+            Step::Fail(Rcode::SERVFAIL, None)
+        ));
+        assert!(matches!(ask(&h, "x.sub.example.org", rtype::A).0, Step::Next));
+        // NODATA is an answer: fallthrough does not apply to it.
+        assert!(answered(&h, "v6only.example.org", rtype::A).is_empty());
+    }
+
+    #[test]
+    fn fallthrough_unsupported_passes_other_types_on_existing_names() {
+        let h = plugin("hosts hosts {\n fallthrough\n fallthrough_unsupported\n}", FILE);
+        assert!(matches!(ask(&h, "www.example.org", rtype::TXT).0, Step::Next));
+        assert!(answered(&h, "v6only.example.org", rtype::A).is_empty());
+        assert_eq!(answered(&h, "www.example.org", rtype::AAAA).len(), 1);
+    }
+
+    #[test]
+    fn ptr_answers_for_known_addresses_even_outside_the_zones() {
+        let h = plugin("hosts hosts {\n ttl 60\n 10.0.0.1 inline.example.org\n}", FILE);
+        assert_eq!(
+            answered(&h, "1.0.0.10.in-addr.arpa", rtype::PTR),
+            [
+                "1.0.0.10.in-addr.arpa. 60 IN PTR example.org.",
+                "1.0.0.10.in-addr.arpa. 60 IN PTR www.example.org.",
+                "1.0.0.10.in-addr.arpa. 60 IN PTR inline.example.org."
+            ]
+        );
+        let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa";
+        assert_eq!(
+            answered(&h, v6, rtype::PTR),
+            [
+                format!("{v6}. 60 IN PTR www.example.org."),
+                format!("{v6}. 60 IN PTR v6only.example.org.")
+            ]
+        );
+        // Unknown addresses, and names outside the zones (never stored), go on
+        // whatever fallthrough says; so does a PTR query for a forward name.
+        for name in ["2.2.2.2.in-addr.arpa", "9.0.0.10.in-addr.arpa", "www.example.org"] {
+            assert!(matches!(ask(&h, name, rtype::PTR).0, Step::Next), "{name}");
+        }
+        let h = plugin("hosts hosts {\n no_reverse\n}", FILE);
+        assert!(matches!(ask(&h, "1.0.0.10.in-addr.arpa", rtype::PTR).0, Step::Next));
+        assert_eq!(answered(&h, "example.org", rtype::A).len(), 1);
+    }
+
+    #[test]
+    fn nothing_is_read_until_start() {
+        let dir = temp_dir();
+        std::fs::write(dir.join("hosts"), FILE).unwrap();
+        let (cfg, _) = setup_in(
+            "example.org {\n hosts hosts {\n  10.0.0.4 inline.example.org\n }\n}\n",
+            &dir,
+        )
+        .unwrap();
+        let h = Hosts::new(cfg);
+        assert_eq!(answered(&h, "inline.example.org", rtype::A).len(), 1);
+        assert!(matches!(ask(&h, "example.org", rtype::A).0, Step::Fail(..)));
+        assert!(h.reload_timestamp().is_none() && h.reloader.lock().is_none());
+        // With `reload 0` start reads the file once and starts no thread.
+        let (cfg, _) = setup_in("example.org {\n hosts hosts {\n  reload 0\n }\n}\n", &dir).unwrap();
+        let h = Hosts::new(cfg);
+        h.start();
+        assert!(h.reloader.lock().is_none());
+        assert_eq!(answered(&h, "example.org", rtype::A).len(), 1);
+        h.stop();
+    }
+
+    #[test]
+    fn reload_picks_up_a_changed_file_and_stop_ends_the_thread() {
+        let dir = temp_dir();
+        let path = dir.join("hosts");
+        std::fs::write(&path, "10.0.0.1 example.org\n").unwrap();
+        let (cfg, _) = setup_in("example.org {\n hosts hosts {\n  reload 100ms\n }\n}\n", &dir).unwrap();
+        let h = Hosts::new(cfg);
+        h.start();
+        assert_eq!(
+            answered(&h, "example.org", rtype::A),
+            ["example.org. 3600 IN A 10.0.0.1"]
+        );
+        let first = h.reload_timestamp().unwrap();
+        assert_eq!(first, std::fs::metadata(&path).unwrap().modified().unwrap());
+        // A different size is a change even where mtime is coarse.
+        std::fs::write(&path, "10.0.0.2 example.org\n10.0.0.3 new.example.org\n").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while h.entries() != 4 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            answered(&h, "example.org", rtype::A),
+            ["example.org. 3600 IN A 10.0.0.2"]
+        );
+        assert_eq!(answered(&h, "new.example.org", rtype::A).len(), 1);
+        // A deleted file keeps the last entries, as in CoreDNS.
+        std::fs::remove_file(&path).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(h.entries(), 4);
+        let stopping = std::time::Instant::now();
+        h.stop();
+        assert!(stopping.elapsed() < Duration::from_secs(1));
+        assert!(h.reloader.lock().is_none());
+    }
+
+    #[test]
+    fn readme_examples_set_up() {
+        let readme = include_str!("README.md");
+        let mut examples = 0;
+        for block in readme.split("~~~ corefile\n").skip(1) {
+            let corefile = block.split("~~~").next().unwrap();
+            setup_in(corefile, Path::new("/nonexistent")).unwrap_or_else(|e| panic!("{e}\n{corefile}"));
+            examples += 1;
+        }
+        assert_eq!(examples, 4);
+    }
+}
