@@ -331,7 +331,9 @@ impl<'a> Request<'a> {
 
     /// Iterates the EDNS options as (code, data).
     pub fn edns_options(&self) -> impl Iterator<Item = (u16, &'a [u8])> {
-        let (start, len) = self.edns.map_or((0, 0), |e| (e.options.0 as usize, e.options.1 as usize));
+        let (start, len) = self
+            .edns
+            .map_or((0, 0), |e| (e.options.0 as usize, e.options.1 as usize));
         let raw = self.raw;
         let end = start + len;
         let mut at = start;
@@ -379,7 +381,9 @@ mod tests {
     #[test]
     fn parses_question_and_edns() {
         let q = query(b"\x03WWW\x07example\x00", rtype::A, OPT, 1);
-        let r = Request::parse(&q, Transport::Udp, addr(), addr()).ok().unwrap();
+        let r = Request::parse(&q, Transport::Udp, addr(), addr())
+            .ok()
+            .unwrap();
         assert_eq!(r.id, 0x1234);
         assert_eq!(r.qname.wire(), b"\x03www\x07example\x00");
         assert_eq!(r.qname_raw(), b"\x03WWW\x07example\x00");
@@ -399,18 +403,27 @@ mod tests {
         assert!(Request::parse(&q[..11], Transport::Udp, addr(), addr()).is_err());
         let mut resp = q.clone();
         resp[2] |= 0x80;
-        assert_eq!(Request::parse(&resp, Transport::Udp, addr(), addr()).err(), Some(Reject::Drop));
+        assert_eq!(
+            Request::parse(&resp, Transport::Udp, addr(), addr()).err(),
+            Some(Reject::Drop)
+        );
         let mut notify = q.clone();
         notify[2] = 4 << 3;
         assert!(matches!(
             Request::parse(&notify, Transport::Udp, addr(), addr()).err(),
-            Some(Reject::Error { rcode: Rcode::NOTIMP, .. })
+            Some(Reject::Error {
+                rcode: Rcode::NOTIMP,
+                ..
+            })
         ));
         let mut two = q.clone();
         two[5] = 2;
         assert!(matches!(
             Request::parse(&two, Transport::Udp, addr(), addr()).err(),
-            Some(Reject::Error { rcode: Rcode::FORMERR, .. })
+            Some(Reject::Error {
+                rcode: Rcode::FORMERR,
+                ..
+            })
         ));
         // Two OPT records.
         let mut extra = OPT.to_vec();
@@ -418,7 +431,10 @@ mod tests {
         let q2 = query(b"\x00", rtype::A, &extra, 2);
         assert!(matches!(
             Request::parse(&q2, Transport::Udp, addr(), addr()).err(),
-            Some(Reject::Error { rcode: Rcode::FORMERR, question_end: Some(_) })
+            Some(Reject::Error {
+                rcode: Rcode::FORMERR,
+                question_end: Some(_)
+            })
         ));
         // A compression pointer in the question.
         let q3 = query(b"\xC0\x0C", rtype::A, &[], 0);

@@ -331,7 +331,9 @@ pub fn name_from_str(s: &str) -> Option<Vec<u8>> {
             b'\\' => {
                 let d = bytes.get(i + 1..i + 4);
                 if let Some(d) = d.filter(|d| d.iter().all(u8::is_ascii_digit)) {
-                    let v = (d[0] - b'0') as u16 * 100 + (d[1] - b'0') as u16 * 10 + (d[2] - b'0') as u16;
+                    let v = (d[0] - b'0') as u16 * 100
+                        + (d[1] - b'0') as u16 * 10
+                        + (d[2] - b'0') as u16;
                     if v > 255 {
                         return None;
                     }

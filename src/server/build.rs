@@ -97,7 +97,7 @@ impl Server {
                 }
             }
             let zones: Vec<String> = keys.iter().flat_map(|k| k.zones.iter().cloned()).collect();
-            let (chain, binds, timeouts) = match build_chain(&sb.directives, &zones, opts) {
+            let BlockParts { chain, binds, timeouts } = match build_chain(&sb.directives, &zones, opts) {
                 Ok(v) => v,
                 Err(mut e) => {
                     errors.append(&mut e);
@@ -213,13 +213,15 @@ impl Server {
     }
 }
 
-/// Sets up the plugins of one block in CoreDNS's order; returns the chain and the
-/// server-level settings, or every error found.
-fn build_chain(
-    directives: &[Directive],
-    zones: &[String],
-    opts: &BuildOptions<'_>,
-) -> Result<(Chain, Option<Vec<IpAddr>>, Option<Timeouts>), Vec<ConfigError>> {
+/// A block's chain and what its server-level directives (`bind`, `timeouts`) say.
+struct BlockParts {
+    chain: Chain,
+    binds: Option<Vec<IpAddr>>,
+    timeouts: Option<Timeouts>,
+}
+
+/// Sets up the plugins of one block in CoreDNS's order, or returns every error found.
+fn build_chain(directives: &[Directive], zones: &[String], opts: &BuildOptions<'_>) -> Result<BlockParts, Vec<ConfigError>> {
     let mut errors = Vec::new();
     // Group the directives by name, keeping the order of first appearance for errors.
     let mut by_name: Vec<(usize, Kind, Vec<&Directive>)> = Vec::new();
@@ -276,5 +278,9 @@ fn build_chain(
         return Err(errors);
     }
     plugins.sort_by_key(|(order, _)| *order);
-    Ok((Chain::new(plugins.into_iter().map(|(_, p)| p).collect()), binds, timeouts))
+    Ok(BlockParts {
+        chain: Chain::new(plugins.into_iter().map(|(_, p)| p).collect()),
+        binds,
+        timeouts,
+    })
 }

@@ -75,7 +75,7 @@ fn many_queries_in_flight_upstream_at_once_all_complete() {
         sock.send_to(&query_bytes(&format!("n{id}.example.com"), Rtype::A, Some(1232), id), s.addr())
             .unwrap();
     }
-    let mut seen = vec![false; 200];
+    let mut seen = [false; 200];
     let mut buf = [0u8; 2048];
     for _ in 0..200 {
         let n = sock.recv(&mut buf).expect("every query answered");

@@ -492,7 +492,7 @@ impl FakeUpstream {
                             let n: Name<Vec<u8>> = n.parse().unwrap();
                             qb.push((&n, q.qtype(), q.qclass())).unwrap();
                         }
-                        None => qb.push(q.clone()).unwrap(),
+                        None => qb.push(q).unwrap(),
                     }
                     let mut ab = qb.answer();
                     if q.qtype() == Rtype::A {

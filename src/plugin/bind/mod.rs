@@ -16,7 +16,9 @@ pub fn addresses(dirs: &[&Directive]) -> Result<Vec<IpAddr>, ConfigError> {
             return Err(d.arg_err("bind"));
         }
         for a in &d.args {
-            addrs.extend(resolve(a.as_str()).map_err(|m| ConfigError::at(&a.loc, format!("bind: {m}")))?);
+            addrs.extend(
+                resolve(a.as_str()).map_err(|m| ConfigError::at(&a.loc, format!("bind: {m}")))?,
+            );
         }
         for opt in d.options() {
             match opt.name.as_str() {
@@ -25,7 +27,10 @@ pub fn addresses(dirs: &[&Directive]) -> Result<Vec<IpAddr>, ConfigError> {
                         return Err(opt.arg_err("bind"));
                     }
                     for a in &opt.args {
-                        except.extend(resolve(a.as_str()).map_err(|m| ConfigError::at(&a.loc, format!("bind: {m}")))?);
+                        except.extend(
+                            resolve(a.as_str())
+                                .map_err(|m| ConfigError::at(&a.loc, format!("bind: {m}")))?,
+                        );
                     }
                 }
                 other => return Err(opt.err("bind", format!("unknown property '{other}'"))),
@@ -86,7 +91,9 @@ pub fn all_interface_addresses() -> Vec<(String, IpAddr)> {
             continue;
         }
         // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
         // SAFETY: ifa_addr is non-null and points at a sockaddr whose family tells its type.
         let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
         let ip = match family {
@@ -118,6 +125,9 @@ mod tests {
         let lo = interface_addresses("lo");
         assert!(lo.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{lo:?}");
         assert!(resolve("no-such-interface0").is_err());
-        assert_eq!(resolve("::1").unwrap(), vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]);
+        assert_eq!(
+            resolve("::1").unwrap(),
+            vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]
+        );
     }
 }

@@ -12,8 +12,7 @@ use crate::dns::{ResponseType, class, flag, opcode, rtype, wire};
 use crate::plugin::SetupCtx;
 
 /// CoreDNS's `{common}` format, the default.
-pub const COMMON_FORMAT: &str =
-    "{remote}:{port} - {>id} \"{type} {class} {name} {proto} {size} {>do} {>bufsize}\" {rcode} {>rflags} {rsize} {duration}";
+pub const COMMON_FORMAT: &str = "{remote}:{port} - {>id} \"{type} {class} {name} {proto} {size} {>do} {>bufsize}\" {rcode} {>rflags} {rsize} {duration}";
 /// `{combined}`: common plus the opcode.
 pub const COMBINED_FORMAT: &str = "{remote}:{port} - {>id} \"{type} {class} {name} {proto} {size} {>do} {>bufsize}\" {rcode} {>rflags} {rsize} {duration} \"{>opcode}\"";
 
@@ -111,12 +110,20 @@ pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, C
                             "denial" => classes.denial = true,
                             "error" => classes.error = true,
                             other => {
-                                return Err(ConfigError::at(&c.loc, format!("log: invalid class '{other}'")));
+                                return Err(ConfigError::at(
+                                    &c.loc,
+                                    format!("log: invalid class '{other}'"),
+                                ));
                             }
                         }
                     }
                 }
-                other => return Err(ConfigError::at(opt.loc(), format!("log: unknown property '{other}'"))),
+                other => {
+                    return Err(ConfigError::at(
+                        opt.loc(),
+                        format!("log: unknown property '{other}'"),
+                    ));
+                }
             }
         }
         if classes == Classes::default() {
@@ -124,7 +131,8 @@ pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, C
         }
         let parts = parse_format(format);
         for name in args {
-            let scope = wire::name_from_str(name).ok_or_else(|| d.err("log", format!("invalid name '{name}'")))?;
+            let scope = wire::name_from_str(name)
+                .ok_or_else(|| d.err("log", format!("invalid name '{name}'")))?;
             rules.push(Rule {
                 scope,
                 format: parts.clone(),
@@ -140,7 +148,9 @@ fn parse_format(f: &str) -> Vec<Part> {
     let mut text = String::new();
     let mut rest = f;
     while let Some(open) = rest.find('{') {
-        let Some(close) = rest[open..].find('}') else { break };
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
         let key = &rest[open + 1..open + close];
         let part = match key {
             "type" => Part::Type,
@@ -273,7 +283,11 @@ impl Plugin for Log {
     }
 
     fn on_response(&self, q: &mut Query<'_, '_>) {
-        let Some(rule) = self.rules.iter().find(|r| q.req.qname.labels_before(&r.scope).is_some()) else {
+        let Some(rule) = self
+            .rules
+            .iter()
+            .find(|r| q.req.qname.labels_before(&r.scope).is_some())
+        else {
             return;
         };
         if !rule.classes.includes(q.resp.response_type(q.req.qtype)) {

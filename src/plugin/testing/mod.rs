@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
+use crate::chain::{
+    ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest,
+};
 use crate::config::{ConfigError, Directive, parse_duration};
 use crate::dns::{Rcode, Section, wire};
 use crate::plugin::{SetupCtx, once};
@@ -22,7 +24,10 @@ pub struct TestUpstream {
     timeout: Duration,
 }
 
-pub fn setup_upstream(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup_upstream(
+    dirs: &[&Directive],
+    _: &SetupCtx<'_>,
+) -> Result<Arc<dyn Plugin>, ConfigError> {
     let d = once("testupstream", dirs)?;
     d.expect_args("testupstream", 1, 2)?;
     let to = d.args[0]
@@ -30,7 +35,9 @@ pub fn setup_upstream(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn P
         .parse()
         .map_err(|_| d.err("testupstream", "want IP:PORT"))?;
     let timeout = match d.args.get(1) {
-        Some(t) => parse_duration(t.as_str()).ok_or_else(|| d.err("testupstream", "bad timeout"))?,
+        Some(t) => {
+            parse_duration(t.as_str()).ok_or_else(|| d.err("testupstream", "bad timeout"))?
+        }
         None => Duration::from_secs(2),
     };
     Ok(Arc::new(TestUpstream { to, timeout }))
@@ -59,10 +66,19 @@ impl Plugin for TestUpstream {
         let msg = match reply {
             UpstreamReply::Message(m) => m,
             UpstreamReply::Timeout => {
-                return Step::Fail(Rcode::SERVFAIL, Some(ChainError::Plugin("testupstream", "timeout".into())));
+                return Step::Fail(
+                    Rcode::SERVFAIL,
+                    Some(ChainError::Plugin("testupstream", "timeout".into())),
+                );
             }
             UpstreamReply::Failed(kind) => {
-                return Step::Fail(Rcode::SERVFAIL, Some(ChainError::Plugin("testupstream", format!("{kind:?}").into())));
+                return Step::Fail(
+                    Rcode::SERVFAIL,
+                    Some(ChainError::Plugin(
+                        "testupstream",
+                        format!("{kind:?}").into(),
+                    )),
+                );
             }
         };
         // The reply must carry our question, or it answers something else.
@@ -71,11 +87,20 @@ impl Plugin for TestUpstream {
             return Step::Fail(Rcode::FORMERR, None);
         }
         q.resp.start(q.req, Rcode(u16::from(msg[3] & 0xF)));
-        let counts = [wire::get_u16(msg, 6), wire::get_u16(msg, 8), wire::get_u16(msg, 10)];
+        let counts = [
+            wire::get_u16(msg, 6),
+            wire::get_u16(msg, 8),
+            wire::get_u16(msg, 10),
+        ];
         let mut at = qend;
-        for (section, n) in [Section::Answer, Section::Authority, Section::Additional].into_iter().zip(counts) {
+        for (section, n) in [Section::Answer, Section::Authority, Section::Additional]
+            .into_iter()
+            .zip(counts)
+        {
             for _ in 0..n.unwrap_or(0) {
-                let Some(name_end) = wire::skip_name(msg, at) else { return Step::Fail(Rcode::SERVFAIL, None) };
+                let Some(name_end) = wire::skip_name(msg, at) else {
+                    return Step::Fail(Rcode::SERVFAIL, None);
+                };
                 if wire::get_u16(msg, name_end) == Some(crate::dns::rtype::OPT) {
                     at = wire::skip_record(msg, at).unwrap_or(msg.len());
                     continue;
