@@ -61,11 +61,14 @@ fn main() {
     let iters: u64 = if quick { 200_000 } else { 2_000_000 };
     let mut hosts = String::new();
     for i in 0..1000 {
-        hosts.push_str(&format!("        10.{}.{}.{} svc{i}.example.org\n", i / 65536, (i / 256) % 256, i % 256));
+        hosts.push_str(&format!(
+            "        10.{}.{}.{} svc{i}.example.org\n",
+            i / 65536,
+            (i / 256) % 256,
+            i % 256
+        ));
     }
-    let text = format!(
-        "example.org:53 {{\n    hosts {{\n{hosts}        fallthrough\n    }}\n    whoami\n}}\n"
-    );
+    let text = format!("example.org:53 {{\n    hosts {{\n{hosts}        fallthrough\n    }}\n    whoami\n}}\n");
     let corefile = config::parse_str(&text, "bench", Path::new(".")).expect("parses");
     let server = Server::build(
         &corefile,
@@ -83,16 +86,34 @@ fn main() {
     let mut resp = Response::new();
 
     let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
-        ("hosts A hit (EDNS)", (0..1000).map(|i| query(&format!("svc{i}.example.org"), 1, true)).collect()),
-        ("hosts A hit (no EDNS)", (0..1000).map(|i| query(&format!("svc{i}.example.org"), 1, false)).collect()),
-        ("hosts NODATA (AAAA)", (0..1000).map(|i| query(&format!("svc{i}.example.org"), 28, true)).collect()),
+        (
+            "hosts A hit (EDNS)",
+            (0..1000)
+                .map(|i| query(&format!("svc{i}.example.org"), 1, true))
+                .collect(),
+        ),
+        (
+            "hosts A hit (no EDNS)",
+            (0..1000)
+                .map(|i| query(&format!("svc{i}.example.org"), 1, false))
+                .collect(),
+        ),
+        (
+            "hosts NODATA (AAAA)",
+            (0..1000)
+                .map(|i| query(&format!("svc{i}.example.org"), 28, true))
+                .collect(),
+        ),
         ("whoami (fallthrough)", vec![query("nothere.example.org", 1, true)]),
         ("REFUSED (no zone)", vec![query("www.example.com", 1, true)]),
-        ("FORMERR (2 questions)", vec![{
-            let mut q = query("svc1.example.org", 1, false);
-            q[5] = 2;
-            q
-        }]),
+        (
+            "FORMERR (2 questions)",
+            vec![{
+                let mut q = query("svc1.example.org", 1, false);
+                q[5] = 2;
+                q
+            }],
+        ),
     ];
     println!("{:<26} {:>10} {:>14}", "case", "ns/query", "allocs/query");
     for (name, packets) in &cases {

@@ -43,7 +43,14 @@ fn parse_args() -> Args {
         match arg.as_str() {
             "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
             "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).expect("--seconds S"),
-            "--servers" => a.servers = it.next().expect("--servers LIST").split(',').map(String::from).collect(),
+            "--servers" => {
+                a.servers = it
+                    .next()
+                    .expect("--servers LIST")
+                    .split(',')
+                    .map(String::from)
+                    .collect()
+            }
             "--names" => a.names = it.next().and_then(|v| v.parse().ok()).expect("--names N"),
             "--quick" => {
                 a.rounds = 1;
@@ -76,7 +83,11 @@ fn cpu_ns(pid: u32) -> u64 {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
             if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                total += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -148,7 +159,12 @@ fn scratch(tag: &str) -> Scratch {
 
 fn names(n: usize) -> Vec<(String, String)> {
     (0..n)
-        .map(|i| (format!("svc{i}.ns{}.example.org", i % 10), format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256)))
+        .map(|i| {
+            (
+                format!("svc{i}.ns{}.example.org", i % 10),
+                format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+            )
+        })
         .collect()
 }
 
@@ -204,8 +220,15 @@ fn start(kind: &str, data: &[(String, String)]) -> Option<Running> {
     // The server runs on SERVER_CPU only, whatever it spawns.
     let child = {
         let mut set_cpu = Command::new("taskset");
-        set_cpu.arg("-c").arg(SERVER_CPU.to_string()).arg(cmd.get_program()).args(cmd.get_args());
-        set_cpu.stdout(Stdio::null()).stderr(Stdio::inherit()).stdin(Stdio::null());
+        set_cpu
+            .arg("-c")
+            .arg(SERVER_CPU.to_string())
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        set_cpu
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null());
         set_cpu.spawn().ok()?
     };
     let running = Running { child, port, _dir: dir };
@@ -220,7 +243,13 @@ fn start(kind: &str, data: &[(String, String)]) -> Option<Running> {
         if sock.recv(&mut buf).is_ok() {
             // knotd spawns its threads later than it answers: pin them all again.
             let _ = Command::new("taskset")
-                .args(["-a", "-p", "-c", &SERVER_CPU.to_string(), &running.child.id().to_string()])
+                .args([
+                    "-a",
+                    "-p",
+                    "-c",
+                    &SERVER_CPU.to_string(),
+                    &running.child.id().to_string(),
+                ])
                 .stdout(Stdio::null())
                 .status();
             return Some(running);
@@ -273,8 +302,14 @@ fn load(port: u16, queries: &[Vec<u8>], seconds: f64) -> (u64, u64) {
     }
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(seconds);
-    let mut pfds: Vec<libc::pollfd> =
-        socks.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    let mut pfds: Vec<libc::pollfd> = socks
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
     while Instant::now() < end {
         // SAFETY: pfds is a valid array of pollfd.
         unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as u64, 10) };
@@ -294,7 +329,13 @@ fn load(port: u16, queries: &[Vec<u8>], seconds: f64) -> (u64, u64) {
             }
             // SAFETY: the headers and buffers outlive the call.
             let got = unsafe {
-                libc::recvmmsg(s.as_raw_fd(), hdrs.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+                libc::recvmmsg(
+                    s.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    BATCH as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
             };
             let got = got.max(0) as usize;
             if got > 0 {
@@ -366,9 +407,16 @@ fn main() {
     }
     let args = parse_args();
     let data = names(args.names);
-    let queries: Vec<Vec<u8>> = data.iter().enumerate().map(|(i, (n, _))| encode_query(n, 1, i as u16)).collect();
-    let mut results: Vec<(String, Vec<f64>, Vec<f64>, u64)> =
-        args.servers.iter().map(|s| (s.clone(), Vec::new(), Vec::new(), 0)).collect();
+    let queries: Vec<Vec<u8>> = data
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| encode_query(n, 1, i as u16))
+        .collect();
+    let mut results: Vec<(String, Vec<f64>, Vec<f64>, u64)> = args
+        .servers
+        .iter()
+        .map(|s| (s.clone(), Vec::new(), Vec::new(), 0))
+        .collect();
     for round in 0..args.rounds {
         for r in results.iter_mut() {
             let Some(server) = start(&r.0, &data) else { continue };
@@ -393,8 +441,16 @@ fn main() {
         }
     }
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "\nmedians over {} rounds of {} s (server pinned to CPU {SERVER_CPU}, one worker):", args.rounds, args.seconds);
-    let _ = writeln!(out, "{:<12} {:>12} {:>14} {:>10}", "server", "queries/s", "us CPU/query", "RSS MiB");
+    let _ = writeln!(
+        out,
+        "\nmedians over {} rounds of {} s (server pinned to CPU {SERVER_CPU}, one worker):",
+        args.rounds, args.seconds
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:>12} {:>14} {:>10}",
+        "server", "queries/s", "us CPU/query", "RSS MiB"
+    );
     let mut medians = Vec::new();
     for r in results.iter_mut().filter(|r| !r.1.is_empty()) {
         let (q, c) = (median(&mut r.1), median(&mut r.2));

@@ -277,13 +277,7 @@ impl Chain {
     }
 
     /// Continues at plugin `at` with an upstream reply; then like [`Chain::run`].
-    pub fn resume(
-        &self,
-        q: &mut Query<'_, '_>,
-        at: usize,
-        reply: UpstreamReply<'_>,
-        cookie: u64,
-    ) -> Outcome {
+    pub fn resume(&self, q: &mut Query<'_, '_>, at: usize, reply: UpstreamReply<'_>, cookie: u64) -> Outcome {
         let p = &self.plugins[at];
         match p.resume(q, reply, cookie) {
             Step::Answered => {
@@ -296,13 +290,7 @@ impl Chain {
         }
     }
 
-    fn fail(
-        &self,
-        q: &mut Query<'_, '_>,
-        at: usize,
-        rcode: Rcode,
-        err: Option<ChainError>,
-    ) -> Outcome {
+    fn fail(&self, q: &mut Query<'_, '_>, at: usize, rcode: Rcode, err: Option<ChainError>) -> Outcome {
         q.resp.start(q.req, rcode);
         q.answered_by = "";
         q.error = err;
@@ -356,25 +344,7 @@ mod tests {
     }
 
     fn with_query(f: impl FnOnce(&mut Query<'_, '_>)) {
-        let raw = [
-            0,
-            1,
-            1,
-            0,
-            0,
-            1,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            rtype::A as u8,
-            0,
-            1,
-        ];
+        let raw = [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, rtype::A as u8, 0, 1];
         let a = "127.0.0.1:1".parse().unwrap();
         let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
         let mut resp = Response::new();

@@ -105,22 +105,20 @@ impl Flags {
             };
             let boolean = |v: &Option<String>| -> Result<bool, FlagError> {
                 match v.as_deref() {
-                    None | Some("true") | Some("1") | Some("t") | Some("T") | Some("TRUE") => {
-                        Ok(true)
-                    }
+                    None | Some("true") | Some("1") | Some("t") | Some("T") | Some("TRUE") => Ok(true),
                     Some("false") | Some("0") | Some("f") | Some("F") | Some("FALSE") => Ok(false),
-                    Some(other) => Err(FlagError(format!(
-                        "invalid boolean value {other:?} for -{name}"
-                    ))),
+                    Some(other) => Err(FlagError(format!("invalid boolean value {other:?} for -{name}"))),
                 }
             };
             match name {
                 "conf" => f.conf = Some(value(name)?),
                 "dns.port" | "p" => {
                     let v = value(name)?;
-                    f.port = v.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
-                        FlagError(format!("invalid value {v:?} for flag -{name}: not a port"))
-                    })?;
+                    f.port = v
+                        .parse()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| FlagError(format!("invalid value {v:?} for flag -{name}: not a port")))?;
                 }
                 "pidfile" => f.pidfile = Some(value(name)?),
                 "plugins" => f.plugins = boolean(&inline)?,
@@ -129,28 +127,22 @@ impl Flags {
                 "check" => f.check = boolean(&inline)?,
                 "workers" => {
                     let v = value(name)?;
-                    f.workers = Some(
-                        v.parse()
-                            .ok()
-                            .filter(|n| (1..=1024).contains(n))
-                            .ok_or_else(|| {
-                                FlagError(format!(
-                                    "invalid value {v:?} for flag -workers: want 1 to 1024"
-                                ))
-                            })?,
-                    );
+                    f.workers =
+                        Some(v.parse().ok().filter(|n| (1..=1024).contains(n)).ok_or_else(|| {
+                            FlagError(format!("invalid value {v:?} for flag -workers: want 1 to 1024"))
+                        })?);
                 }
                 "tcp.max-connections" => {
                     let v = value(name)?;
                     f.tcp_max_connections = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                        FlagError(format!("invalid value {v:?} for flag -tcp.max-connections: want a positive number"))
+                        FlagError(format!(
+                            "invalid value {v:?} for flag -tcp.max-connections: want a positive number"
+                        ))
                     })?;
                 }
                 "h" | "help" => f.help = true,
                 other => {
-                    return Err(FlagError(format!(
-                        "flag provided but not defined: -{other}"
-                    )));
+                    return Err(FlagError(format!("flag provided but not defined: -{other}")));
                 }
             }
         }
@@ -168,15 +160,7 @@ mod tests {
 
     #[test]
     fn coredns_flag_forms() {
-        let f = p(&[
-            "-conf",
-            "x",
-            "-dns.port=1053",
-            "--quiet",
-            "-pidfile",
-            "/tmp/p",
-        ])
-        .unwrap();
+        let f = p(&["-conf", "x", "-dns.port=1053", "--quiet", "-pidfile", "/tmp/p"]).unwrap();
         assert_eq!(f.conf.as_deref(), Some("x"));
         assert_eq!(f.port, 1053);
         assert!(f.quiet);
@@ -189,18 +173,9 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(
-            p(&["stray"]).unwrap_err().0,
-            "extra command line arguments: stray"
-        );
-        assert_eq!(
-            p(&["-nope"]).unwrap_err().0,
-            "flag provided but not defined: -nope"
-        );
-        assert_eq!(
-            p(&["-conf"]).unwrap_err().0,
-            "flag needs an argument: -conf"
-        );
+        assert_eq!(p(&["stray"]).unwrap_err().0, "extra command line arguments: stray");
+        assert_eq!(p(&["-nope"]).unwrap_err().0, "flag provided but not defined: -nope");
+        assert_eq!(p(&["-conf"]).unwrap_err().0, "flag needs an argument: -conf");
         assert!(p(&["-p", "0"]).is_err());
         assert!(p(&["-p", "70000"]).is_err());
         assert!(p(&["-workers", "0"]).is_err());

@@ -119,15 +119,14 @@ fn main() -> ExitCode {
 /// second SIGINT exits at once), SIGQUIT exits at once, SIGUSR1 reloads, SIGHUP is
 /// ignored.
 fn signal_loop(running: Running) -> ExitCode {
-    let mut signals =
-        match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP]) {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("cannot install signal handlers: {e}");
-                running.stop(Duration::ZERO);
-                return ExitCode::FAILURE;
-            }
-        };
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            running.stop(Duration::ZERO);
+            return ExitCode::FAILURE;
+        }
+    };
     for sig in signals.forever() {
         match sig {
             SIGTERM | SIGINT => {
@@ -138,8 +137,7 @@ fn signal_loop(running: Running) -> ExitCode {
                 // A second SIGINT while stopping exits at once.
                 let handle = signals.handle();
                 std::thread::spawn(move || {
-                    let mut again =
-                        signal_hook::iterator::Signals::new([SIGINT]).expect("signal handler");
+                    let mut again = signal_hook::iterator::Signals::new([SIGINT]).expect("signal handler");
                     if again.forever().next().is_some() {
                         log::info!("SIGINT: force quit");
                         std::process::exit(2);

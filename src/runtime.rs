@@ -162,26 +162,14 @@ impl Running {
                 stats,
             });
         }
-        let running = Running {
-            shared,
-            workers,
-            bound,
-        };
+        let running = Running { shared, workers, bound };
         running.hand_out(sockets);
         Ok(running)
     }
 
     /// Gives each worker its share of freshly bound sockets.
-    fn hand_out(
-        &self,
-        sockets: Vec<(
-            SocketAddr,
-            Vec<(std::net::UdpSocket, std::net::TcpListener)>,
-        )>,
-    ) {
-        let mut per_worker: Vec<WorkerSockets> = (0..self.workers.len())
-            .map(|_| WorkerSockets::default())
-            .collect();
+    fn hand_out(&self, sockets: Vec<(SocketAddr, Vec<(std::net::UdpSocket, std::net::TcpListener)>)>) {
+        let mut per_worker: Vec<WorkerSockets> = (0..self.workers.len()).map(|_| WorkerSockets::default()).collect();
         for (addr, socks) in sockets {
             for (i, (udp, tcp)) in socks.into_iter().enumerate() {
                 per_worker[i].udp.push((addr, udp));
@@ -223,10 +211,7 @@ impl Running {
     }
 }
 
-type BoundSockets = Vec<(
-    SocketAddr,
-    Vec<(std::net::UdpSocket, std::net::TcpListener)>,
-)>;
+type BoundSockets = Vec<(SocketAddr, Vec<(std::net::UdpSocket, std::net::TcpListener)>)>;
 
 /// Binds `addrs`, `workers` sockets each. A wildcard IPv6 address is skipped with a
 /// warning on a host without IPv6; any other failure is fatal.
@@ -235,19 +220,13 @@ fn bind(addrs: &[SocketAddr], workers: usize) -> Result<BoundSockets, StartError
     for &addr in addrs {
         match worker::bind_all(addr, workers) {
             Ok(socks) => {
-                let real = socks
-                    .first()
-                    .and_then(|(u, _)| u.local_addr().ok())
-                    .unwrap_or(addr);
+                let real = socks.first().and_then(|(u, _)| u.local_addr().ok()).unwrap_or(addr);
                 out.push((real, socks));
             }
             Err(e)
                 if addr.is_ipv6()
                     && addr.ip().is_unspecified()
-                    && matches!(
-                        e.raw_os_error(),
-                        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
-                    ) =>
+                    && matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)) =>
             {
                 log::warn!("no IPv6 on this host: not listening on {addr}");
             }

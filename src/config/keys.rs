@@ -38,9 +38,7 @@ impl ServerKey {
             None => key,
             Some(("dns", rest)) => rest,
             Some((scheme, _)) if UNSUPPORTED_SCHEMES.contains(&scheme) => {
-                return Err(err(format!(
-                    "{scheme}:// is not supported by clusterdns (only dns://)"
-                )));
+                return Err(err(format!("{scheme}:// is not supported by clusterdns (only dns://)")));
             }
             Some((scheme, _)) => {
                 return Err(err(format!("unknown scheme '{scheme}://' in key '{key}'")));
@@ -64,19 +62,13 @@ impl ServerKey {
         };
         let port = match port {
             None => default_port,
-            Some(p) => {
-                parse_port(p).ok_or_else(|| err(format!("invalid port '{p}' in key '{key}'")))?
-            }
+            Some(p) => parse_port(p).ok_or_else(|| err(format!("invalid port '{p}' in key '{key}'")))?,
         };
 
         let zones = if zone.contains('/') {
-            reverse_zones_for_cidr(zone)
-                .ok_or_else(|| err(format!("invalid CIDR '{zone}' in key '{key}'")))?
+            reverse_zones_for_cidr(zone).ok_or_else(|| err(format!("invalid CIDR '{zone}' in key '{key}'")))?
         } else {
-            vec![
-                normalize_zone(zone)
-                    .map_err(|why| err(format!("invalid zone '{zone}' in key '{key}': {why}")))?,
-            ]
+            vec![normalize_zone(zone).map_err(|why| err(format!("invalid zone '{zone}' in key '{key}': {why}")))?]
         };
         Ok(ServerKey {
             zones,
@@ -200,9 +192,7 @@ mod tests {
     }
 
     fn key_err(text: &str) -> String {
-        ServerKey::parse(&tok(text), 53)
-            .expect_err("should fail")
-            .to_string()
+        ServerKey::parse(&tok(text), 53).expect_err("should fail").to_string()
     }
 
     fn zones(list: &[&str]) -> Vec<String> {
@@ -217,20 +207,14 @@ mod tests {
         assert_eq!(key("cluster.local:53"), (zones(&["cluster.local."]), 53));
         assert_eq!(key("Cluster.Local"), (zones(&["cluster.local."]), 53));
         assert_eq!(key("example.org."), (zones(&["example.org."]), 53));
-        assert_eq!(
-            key("_tcp.example.org:5353"),
-            (zones(&["_tcp.example.org."]), 5353)
-        );
+        assert_eq!(key("_tcp.example.org:5353"), (zones(&["_tcp.example.org."]), 5353));
         let k = ServerKey::parse(&tok("a.org"), 1053).unwrap();
         assert_eq!((k.port, k.loc.line), (1053, 1));
     }
 
     #[test]
     fn cidr_keys() {
-        assert_eq!(
-            key("10.0.0.0/24:53"),
-            (zones(&["0.0.10.in-addr.arpa."]), 53)
-        );
+        assert_eq!(key("10.0.0.0/24:53"), (zones(&["0.0.10.in-addr.arpa."]), 53));
         assert_eq!(key("10.0.0.0/8"), (zones(&["10.in-addr.arpa."]), 53));
         let (z, port) = key("10.96.0.0/12");
         assert_eq!(port, 53);
@@ -253,14 +237,8 @@ mod tests {
 
     #[test]
     fn reverse_zones() {
-        assert_eq!(
-            reverse_zones_for_cidr("10.0.0.0/8"),
-            Some(zones(&["10.in-addr.arpa."]))
-        );
-        assert_eq!(
-            reverse_zones_for_cidr("0.0.0.0/0"),
-            Some(zones(&["in-addr.arpa."]))
-        );
+        assert_eq!(reverse_zones_for_cidr("10.0.0.0/8"), Some(zones(&["10.in-addr.arpa."])));
+        assert_eq!(reverse_zones_for_cidr("0.0.0.0/0"), Some(zones(&["in-addr.arpa."])));
         assert_eq!(reverse_zones_for_cidr("::/0"), Some(zones(&["ip6.arpa."])));
         assert_eq!(
             reverse_zones_for_cidr("192.168.1.7/32"),
@@ -275,10 +253,7 @@ mod tests {
                 "23.172.in-addr.arpa."
             ]))
         );
-        assert_eq!(
-            reverse_zones_for_cidr("10.0.0.128/25").map(|z| z.len()),
-            Some(128)
-        );
+        assert_eq!(reverse_zones_for_cidr("10.0.0.128/25").map(|z| z.len()), Some(128));
         assert_eq!(
             reverse_zones_for_cidr("10.0.0.128/25").unwrap()[127],
             "255.0.0.10.in-addr.arpa."
@@ -330,10 +305,7 @@ mod tests {
             "Corefile:1 - Error during parsing: tls:// is not supported by clusterdns (only dns://)"
         );
         for scheme in ["https", "https3", "quic", "grpc"] {
-            assert!(
-                key_err(&format!("{scheme}://."))
-                    .contains(&format!("{scheme}:// is not supported"))
-            );
+            assert!(key_err(&format!("{scheme}://.")).contains(&format!("{scheme}:// is not supported")));
         }
         assert_eq!(
             key_err("udp://.:53"),
@@ -347,13 +319,7 @@ mod tests {
             key_err("a.org:x"),
             "Corefile:1 - Error during parsing: invalid port 'x' in key 'a.org:x'"
         );
-        for bad in [
-            "a.org:",
-            "a.org:0",
-            "a.org:65536",
-            "a.org:+53",
-            "10.0.0.0/8:x",
-        ] {
+        for bad in ["a.org:", "a.org:0", "a.org:65536", "a.org:+53", "10.0.0.0/8:x"] {
             assert!(key_err(bad).contains("invalid port"), "{bad}");
         }
         assert_eq!(key("a.org:65535").1, 65535);

@@ -62,10 +62,7 @@ pub(super) fn lex(text: &str, file: &Arc<str>) -> Result<Vec<LexToken>, ConfigEr
                 while chars.next_if(|&c| c != '\n').is_some() {}
                 continue;
             }
-            '"' => (
-                read_quoted(&mut chars, &mut line, file, start_line)?,
-                Kind::Quoted,
-            ),
+            '"' => (read_quoted(&mut chars, &mut line, file, start_line)?, Kind::Quoted),
             c => {
                 let mut word = String::from(c);
                 // A word ends at whitespace or at a comment, even mid-word (`foo#bar` is `foo`);
@@ -227,14 +224,7 @@ mod tests {
 
     #[test]
     fn empty_and_blank_inputs() {
-        for text in [
-            "",
-            "\n",
-            " ",
-            "\t\n",
-            "# only a comment\n   # another",
-            "\u{feff}",
-        ] {
+        for text in ["", "\n", " ", "\t\n", "# only a comment\n   # another", "\u{feff}"] {
             assert!(lex_ok(text).is_empty(), "{text:?}");
         }
     }
@@ -242,10 +232,7 @@ mod tests {
     #[test]
     fn braces_only_when_alone() {
         use Kind::*;
-        let kinds: Vec<Kind> = lex_ok("foo{ {bar } {} { }")
-            .into_iter()
-            .map(|t| t.kind)
-            .collect();
+        let kinds: Vec<Kind> = lex_ok("foo{ {bar } {} { }").into_iter().map(|t| t.kind).collect();
         assert_eq!(kinds, vec![Word, Word, Close, Word, Open, Close]);
         assert_eq!(texts("foo{ {bar }"), vec!["foo{", "{bar", "}"]);
     }
@@ -304,19 +291,13 @@ mod tests {
             texts("# whole line\na b # end of line\nfoo#bar baz\n\"#not\" x#"),
             vec!["a", "b", "foo", "#not", "x"]
         );
-        let lines: Vec<u32> = lex_ok("# c\n\na # c\nb")
-            .iter()
-            .map(|t| t.token.loc.line)
-            .collect();
+        let lines: Vec<u32> = lex_ok("# c\n\na # c\nb").iter().map(|t| t.token.loc.line).collect();
         assert_eq!(lines, vec![3, 4]);
     }
 
     #[test]
     fn leading_bom_is_ignored() {
-        assert_eq!(
-            summary("\u{feff}a\nb")[0],
-            ("a".into(), 1, Kind::Word, true)
-        );
+        assert_eq!(summary("\u{feff}a\nb")[0], ("a".into(), 1, Kind::Word, true));
         // Only a leading one.
         assert_eq!(texts("a \u{feff}b"), vec!["a", "\u{feff}b"]);
     }
@@ -327,10 +308,7 @@ mod tests {
         unsafe {
             std::env::set_var("CLUSTERDNS_LEXER_TEST_ZONE", "cluster.local");
             std::env::set_var("CLUSTERDNS_LEXER_TEST_PORT", "1053");
-            std::env::set_var(
-                "CLUSTERDNS_LEXER_TEST_NESTED",
-                "{$CLUSTERDNS_LEXER_TEST_ZONE} x",
-            );
+            std::env::set_var("CLUSTERDNS_LEXER_TEST_NESTED", "{$CLUSTERDNS_LEXER_TEST_ZONE} x");
             std::env::remove_var("CLUSTERDNS_LEXER_TEST_UNSET");
         }
         assert_eq!(
@@ -338,9 +316,7 @@ mod tests {
             vec!["cluster.local:1053", "{"]
         );
         assert_eq!(
-            texts(
-                r#"k8s{$CLUSTERDNS_LEXER_TEST_UNSET}! "in {$CLUSTERDNS_LEXER_TEST_ZONE} quotes""#
-            ),
+            texts(r#"k8s{$CLUSTERDNS_LEXER_TEST_UNSET}! "in {$CLUSTERDNS_LEXER_TEST_ZONE} quotes""#),
             vec!["k8s!", "in cluster.local quotes"]
         );
         // Values are not re-tokenized nor substituted again.
@@ -349,10 +325,7 @@ mod tests {
             vec!["{$CLUSTERDNS_LEXER_TEST_ZONE} x"]
         );
         // Malformed references stay as written.
-        assert_eq!(
-            texts("{$} {%A} {$A {%%}"),
-            vec!["{$}", "{%A}", "{$A", "{%%}"]
-        );
+        assert_eq!(texts("{$} {%A} {$A {%%}"), vec!["{$}", "{%A}", "{$A", "{%%}"]);
         let t = &lex_ok("{$CLUSTERDNS_LEXER_TEST_UNSET}")[0];
         assert_eq!((t.token.text.as_str(), t.kind), ("", Kind::Word));
     }

@@ -241,8 +241,7 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
         rest = &rest[unit_end..];
         total += n * scale;
     }
-    (total.is_finite() && (0.0..1e12).contains(&total))
-        .then(|| std::time::Duration::from_secs_f64(total))
+    (total.is_finite() && (0.0..1e12).contains(&total)).then(|| std::time::Duration::from_secs_f64(total))
 }
 
 #[cfg(test)]

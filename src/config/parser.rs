@@ -30,8 +30,7 @@ const MAX_NESTING: usize = 100;
 
 /// Reads and parses the Corefile at `path`, resolving imports relative to its directory.
 pub fn parse_file(path: &Path) -> Result<Corefile, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::global(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::global(format!("{}: {e}", path.display())))?;
     let base_dir = path.parent().unwrap_or(Path::new(""));
     // Known by its canonical path, the Corefile importing itself is caught as a cycle.
     let origin = Origin::File(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
@@ -44,12 +43,7 @@ pub fn parse_str(text: &str, file_name: &str, base_dir: &Path) -> Result<Corefil
     parse_source(text, file_name, base_dir, Origin::Text)
 }
 
-fn parse_source(
-    text: &str,
-    file_name: &str,
-    base_dir: &Path,
-    origin: Origin,
-) -> Result<Corefile, ConfigError> {
+fn parse_source(text: &str, file_name: &str, base_dir: &Path, origin: Origin) -> Result<Corefile, ConfigError> {
     let file: Arc<str> = Arc::from(file_name);
     let tokens = lex(text, &file)?;
     let mut parser = Parser {
@@ -113,10 +107,7 @@ fn parse_err(loc: &Loc, msg: impl std::fmt::Display) -> ConfigError {
 fn syntax_err(tok: &Token, expecting: &str) -> ConfigError {
     ConfigError::at(
         &tok.loc,
-        format!(
-            "Syntax error: Unexpected token '{}', expecting {expecting}",
-            tok.text
-        ),
+        format!("Syntax error: Unexpected token '{}', expecting {expecting}", tok.text),
     )
 }
 
@@ -295,11 +286,7 @@ impl Parser {
         let mut directives = Vec::new();
         loop {
             let Some(tok) = self.next_statement()? else {
-                return if braced {
-                    Err(self.eof_err())
-                } else {
-                    Ok(directives)
-                };
+                return if braced { Err(self.eof_err()) } else { Ok(directives) };
             };
             match tok.kind {
                 Kind::Close if braced => return Ok(directives),
@@ -340,10 +327,7 @@ impl Parser {
                     block = Some(self.block(depth + 1, true)?);
                     // CoreDNS would hand any word after the `}` to the plugin as one more
                     // argument; that is never meant, so say so.
-                    if let Some(after) = self
-                        .peek()
-                        .filter(|t| !t.line_start && t.kind != Kind::Close)
-                    {
+                    if let Some(after) = self.peek().filter(|t| !t.line_start && t.kind != Kind::Close) {
                         let after = after.token.clone();
                         return Err(syntax_err(&after, "a new line after '}'"));
                     }
@@ -387,12 +371,8 @@ impl Parser {
         let dir = self.dir_of(&import.loc.file);
         let mut frames = Vec::new();
         for path in resolve_import(&dir, &pattern.text, &import.loc)? {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                parse_err(
-                    &import.loc,
-                    format!("Could not import {}: {e}", path.display()),
-                )
-            })?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| parse_err(&import.loc, format!("Could not import {}: {e}", path.display())))?;
             let tokens = lex(&text, &Arc::from(path.to_string_lossy()))?;
             let origin = Origin::File(std::fs::canonicalize(&path).unwrap_or(path));
             self.check_cycle(&origin, &import.loc, &pattern.text)?;
@@ -410,10 +390,7 @@ impl Parser {
     /// Reads PATTERN, which must be the only word after `import` on its line. It is
     /// read from the frame `import` came from: a line never continues into another file.
     fn import_pattern(&mut self, import: &Token) -> Result<Token, ConfigError> {
-        let frame = self
-            .frames
-            .last_mut()
-            .expect("import was read from a frame");
+        let frame = self.frames.last_mut().expect("import was read from a frame");
         let pattern = match frame.tokens.get(frame.pos).filter(|t| !t.line_start) {
             Some(t) if matches!(t.kind, Kind::Word | Kind::Quoted) => t.token.clone(),
             _ => {
@@ -431,20 +408,13 @@ impl Parser {
             ));
         }
         if pattern.text.is_empty() {
-            return Err(parse_err(
-                &pattern.loc,
-                "Import requires a non-empty filepath",
-            ));
+            return Err(parse_err(&pattern.loc, "Import requires a non-empty filepath"));
         }
         Ok(pattern)
     }
 
     fn check_cycle(&self, origin: &Origin, loc: &Loc, pattern: &str) -> Result<(), ConfigError> {
-        if self
-            .frames
-            .iter()
-            .any(|f| f.started() && f.origin == *origin)
-        {
+        if self.frames.iter().any(|f| f.started() && f.origin == *origin) {
             return Err(parse_err(
                 loc,
                 format!("import cycle detected: '{pattern}' is already being imported"),
@@ -459,10 +429,7 @@ impl Parser {
             return self.base_dir.clone();
         }
         // Imported files are named by their path as resolved, so their parent is right.
-        Path::new(&**file)
-            .parent()
-            .unwrap_or(Path::new(""))
-            .to_path_buf()
+        Path::new(&**file).parent().unwrap_or(Path::new("")).to_path_buf()
     }
 }
 
@@ -482,14 +449,10 @@ fn resolve_import(dir: &Path, pattern: &str, loc: &Loc) -> Result<Vec<PathBuf>, 
     if wildcards == 0 {
         return match std::fs::metadata(&path) {
             Ok(_) => Ok(vec![path]),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(parse_err(
-                loc,
-                format!("File to import not found: {pattern}"),
-            )),
-            Err(e) => Err(parse_err(
-                loc,
-                format!("Could not import {}: {e}", path.display()),
-            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(parse_err(loc, format!("File to import not found: {pattern}")))
+            }
+            Err(e) => Err(parse_err(loc, format!("Could not import {}: {e}", path.display()))),
         };
     }
 
@@ -500,9 +463,7 @@ fn resolve_import(dir: &Path, pattern: &str, loc: &Loc) -> Result<Vec<PathBuf>, 
     let (Some(name_pattern), Some(parent)) = (name_pattern, path.parent()) else {
         return Err(parse_err(
             loc,
-            format!(
-                "Glob pattern may only have its wildcard in the last path component: {pattern}"
-            ),
+            format!("Glob pattern may only have its wildcard in the last path component: {pattern}"),
         ));
     };
     // A relative path of one component has an empty parent, which read_dir refuses.
@@ -521,14 +482,10 @@ fn resolve_import(dir: &Path, pattern: &str, loc: &Loc) -> Result<Vec<PathBuf>, 
     };
     let mut matches = Vec::new();
     for entry in entries {
-        let entry =
-            entry.map_err(|e| parse_err(loc, format!("Could not import {pattern}: {e}")))?;
+        let entry = entry.map_err(|e| parse_err(loc, format!("Could not import {pattern}: {e}")))?;
         // A name that is not UTF-8 cannot match a pattern written in the Corefile.
         let name = entry.file_name();
-        if name
-            .to_str()
-            .is_some_and(|name| wildcard_match(name_pattern, name))
-        {
+        if name.to_str().is_some_and(|name| wildcard_match(name_pattern, name)) {
             matches.push(parent.join(name));
         }
     }
@@ -546,10 +503,7 @@ fn wildcard_match(pattern: &str, name: &str) -> bool {
         return pattern == name;
     };
     let (prefix, suffix) = (&pattern[..at], &pattern[at + 1..]);
-    if name.len() < prefix.len() + suffix.len()
-        || !name.starts_with(prefix)
-        || !name.ends_with(suffix)
-    {
+    if name.len() < prefix.len() + suffix.len() || !name.starts_with(prefix) || !name.ends_with(suffix) {
         return false;
     }
     let middle = &name[prefix.len()..name.len() - suffix.len()];
@@ -615,10 +569,7 @@ mod tests {
         fn new(tag: &str) -> TempDir {
             static COUNTER: AtomicUsize = AtomicUsize::new(0);
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!(
-                "clusterdns-parser-{tag}-{}-{n}",
-                std::process::id()
-            ));
+            let dir = std::env::temp_dir().join(format!("clusterdns-parser-{tag}-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).expect("create temp dir");
             TempDir(dir)
@@ -782,9 +733,7 @@ mod tests {
 
     #[test]
     fn nested_blocks_three_levels() {
-        let c = parse_ok(
-            ". {\n  a 1 {\n    b 2 {\n      c 3 {\n        d\n      }\n      e\n    }\n  }\n  f\n}",
-        );
+        let c = parse_ok(". {\n  a 1 {\n    b 2 {\n      c 3 {\n        d\n      }\n      e\n    }\n  }\n  f\n}");
         assert_eq!(
             outline(&c),
             ".\n  a 1 {\n    b 2 {\n      c 3 {\n        d\n      }\n      e\n    }\n  }\n  f\n"
@@ -807,10 +756,7 @@ mod tests {
             ".\n  cache {\n    success 1000\n    denial 5\n  }\n"
         );
         // One-line server blocks, even two on one line, as caddy allows.
-        assert_eq!(
-            outline(&parse_ok("a { whoami } b { log }")),
-            "a\n  whoami\nb\n  log\n"
-        );
+        assert_eq!(outline(&parse_ok("a { whoami } b { log }")), "a\n  whoami\nb\n  log\n");
     }
 
     #[test]
@@ -898,10 +844,7 @@ mod tests {
 
     #[test]
     fn byte_order_mark() {
-        assert_eq!(
-            outline(&parse_ok("\u{feff}. {\n whoami\n}")),
-            ".\n  whoami\n"
-        );
+        assert_eq!(outline(&parse_ok("\u{feff}. {\n whoami\n}")), ".\n  whoami\n");
     }
 
     #[test]
@@ -974,11 +917,7 @@ mod tests {
         // Each level imports the one below twice: 2^12 expansions without any cycle.
         let mut text = String::from("(s0) {\n  log\n}\n");
         for i in 1..=12 {
-            text.push_str(&format!(
-                "(s{i}) {{\n  import s{}\n  import s{}\n}}\n",
-                i - 1,
-                i - 1
-            ));
+            text.push_str(&format!("(s{i}) {{\n  import s{}\n  import s{}\n}}\n", i - 1, i - 1));
         }
         text.push_str(". {\n  import s12\n}\n");
         assert!(err_of(&text).ends_with("Error during parsing: more than 1000 imports expanded"));
@@ -992,9 +931,7 @@ mod tests {
             text.push_str(&format!("(s{i}) {{\n  import s{}\n}}\n", i - 1));
         }
         text.push_str(". {\n  import s149\n}\n");
-        assert!(
-            err_of(&text).ends_with("Error during parsing: maximum import depth (100) exceeded")
-        );
+        assert!(err_of(&text).ends_with("Error during parsing: maximum import depth (100) exceeded"));
         // 90 levels are fine.
         let fine = text.replace(". {\n  import s149\n}\n", ". {\n  import s89\n}\n");
         assert_eq!(outline(&parse_ok(&fine)), ".\n  log\n");
@@ -1016,25 +953,16 @@ mod tests {
         );
         // `import` later on a line is an ordinary word.
         let c = parse_ok(". {\n  basicauth / import password\n}");
-        assert_eq!(
-            c.blocks[0].directives[0].arg_strs(),
-            vec!["/", "import", "password"]
-        );
+        assert_eq!(c.blocks[0].directives[0].arg_strs(), vec!["/", "import", "password"]);
         // So is a quoted one.
-        assert_eq!(
-            outline(&parse_ok(". {\n  \"import\" x\n}")),
-            ".\n  import x\n"
-        );
+        assert_eq!(outline(&parse_ok(". {\n  \"import\" x\n}")), ".\n  import x\n");
     }
 
     #[test]
     fn import_file_in_a_block_and_at_top_level() {
         let dir = TempDir::new("file");
         dir.write("plugins.conf", "errors\ncache 30 {\n  success 10\n}\n");
-        dir.write(
-            "sub/blocks.conf",
-            "# blocks\nb.org {\n  import ../plugins.conf\n}\n",
-        );
+        dir.write("sub/blocks.conf", "# blocks\nb.org {\n  import ../plugins.conf\n}\n");
         let c = dir
             .parse("a.org {\n  log\n  import plugins.conf\n  whoami\n}\nimport sub/blocks.conf\nc.org {\n}\n")
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1060,10 +988,7 @@ mod tests {
             (&*b.keys[0].loc.file, b.keys[0].loc.line),
             (dir.name("sub/blocks.conf").as_str(), 2)
         );
-        assert_eq!(
-            &*b.directives[0].loc().file,
-            dir.name("sub/../plugins.conf")
-        );
+        assert_eq!(&*b.directives[0].loc().file, dir.name("sub/../plugins.conf"));
     }
 
     #[test]
@@ -1071,9 +996,7 @@ mod tests {
         let dir = TempDir::new("errors");
         dir.write("bad.conf", "ok\n\n{\n");
         assert_eq!(
-            dir.parse(". {\n  import bad.conf\n}")
-                .unwrap_err()
-                .to_string(),
+            dir.parse(". {\n  import bad.conf\n}").unwrap_err().to_string(),
             format!(
                 "{}:3 - Syntax error: Unexpected token '{{', expecting a directive (a block opens on the line of its directive)",
                 dir.name("bad.conf")
@@ -1092,9 +1015,7 @@ mod tests {
         dir.write("sub/inner.conf", "import plugins.conf\n");
         dir.write("plugins.conf", "log\n");
         assert_eq!(
-            dir.parse(". {\n  import sub/inner.conf\n}")
-                .unwrap_err()
-                .to_string(),
+            dir.parse(". {\n  import sub/inner.conf\n}").unwrap_err().to_string(),
             format!(
                 "{}:1 - Error during parsing: File to import not found: plugins.conf",
                 dir.name("sub/inner.conf")
@@ -1109,13 +1030,9 @@ mod tests {
         dir.write("conf.d/a.conf", "a.org {\n  whoami\n}\n");
         dir.write("conf.d/c.conf", "c.org {\n}\n");
         dir.write("conf.d/notes.txt", "not a corefile {");
-        let c = dir
-            .parse("import conf.d/*.conf\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let c = dir.parse("import conf.d/*.conf\n").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(outline(&c), "a.org\n  whoami\nb.org\n  log\nc.org\n");
-        let c = dir
-            .parse("import conf.d/?.conf\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let c = dir.parse("import conf.d/?.conf\n").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.blocks.len(), 3);
         // No match is only a warning.
         let c = dir
@@ -1138,10 +1055,7 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(outline(&c), ".\n  whoami\n");
         assert_eq!(&*c.blocks[0].keys[0].loc.file, "stdin");
-        assert_eq!(
-            &*c.blocks[0].directives[0].loc().file,
-            dir.name("conf.d/x.conf")
-        );
+        assert_eq!(&*c.blocks[0].directives[0].loc().file, dir.name("conf.d/x.conf"));
     }
 
     #[test]
@@ -1150,9 +1064,7 @@ mod tests {
         let dir = TempDir::new("siblings");
         dir.write("d/a.conf", "import b.conf\n");
         dir.write("d/b.conf", "log\n");
-        let c = dir
-            .parse(". {\n  import d/*.conf\n}")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let c = dir.parse(". {\n  import d/*.conf\n}").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(outline(&c), ".\n  log\n  log\n");
     }
 
@@ -1160,9 +1072,7 @@ mod tests {
     fn glob_errors() {
         let dir = TempDir::new("globerr");
         assert_eq!(
-            dir.parse(". {\n  import conf.d/*/*.conf\n}")
-                .unwrap_err()
-                .to_string(),
+            dir.parse(". {\n  import conf.d/*/*.conf\n}").unwrap_err().to_string(),
             format!(
                 "{}:2 - Error during parsing: Glob pattern may only contain one wildcard (*), but has others: conf.d/*/*.conf",
                 dir.name("Corefile")
@@ -1195,9 +1105,7 @@ mod tests {
         dir.write("a.conf", "log\nimport b.conf\n");
         dir.write("b.conf", "import ./a.conf\n");
         assert_eq!(
-            dir.parse(". {\n  import a.conf\n}")
-                .unwrap_err()
-                .to_string(),
+            dir.parse(". {\n  import a.conf\n}").unwrap_err().to_string(),
             format!(
                 "{}:1 - Error during parsing: import cycle detected: './a.conf' is already being imported",
                 dir.name("b.conf")
@@ -1212,9 +1120,7 @@ mod tests {
         );
         // Importing the Corefile itself is a cycle too.
         assert_eq!(
-            dir.parse(". {\n  import Corefile\n}")
-                .unwrap_err()
-                .to_string(),
+            dir.parse(". {\n  import Corefile\n}").unwrap_err().to_string(),
             format!(
                 "{}:2 - Error during parsing: import cycle detected: 'Corefile' is already being imported",
                 dir.name("Corefile")
@@ -1230,10 +1136,7 @@ mod tests {
             .parse("import snippets.conf\n. {\n  import common\n}")
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(outline(&c), ".\n  errors\n");
-        assert_eq!(
-            &*c.blocks[0].directives[0].loc().file,
-            dir.name("snippets.conf")
-        );
+        assert_eq!(&*c.blocks[0].directives[0].loc().file, dir.name("snippets.conf"));
     }
 
     #[test]
@@ -1253,10 +1156,7 @@ mod tests {
         let missing = std::env::temp_dir().join("clusterdns-parser-no-such-dir/Corefile");
         let err = parse_file(&missing).unwrap_err();
         assert_eq!(err.loc, None);
-        assert!(
-            err.msg.starts_with(&format!("{}: ", missing.display())),
-            "{err}"
-        );
+        assert!(err.msg.starts_with(&format!("{}: ", missing.display())), "{err}");
     }
 
     #[test]

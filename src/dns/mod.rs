@@ -7,7 +7,5 @@ pub mod response;
 pub mod wire;
 
 pub use request::{Edns, NameKey, Reject, Request, Transport};
-pub use response::{
-    Name, PushError, Rdata, Record, RecordPos, Response, ResponseType, Section, Tail,
-};
+pub use response::{Name, PushError, Rdata, Record, RecordPos, Response, ResponseType, Section, Tail};
 pub use wire::{Rcode, class, flag, opcode, rtype};

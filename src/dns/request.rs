@@ -381,9 +381,7 @@ mod tests {
     #[test]
     fn parses_question_and_edns() {
         let q = query(b"\x03WWW\x07example\x00", rtype::A, OPT, 1);
-        let r = Request::parse(&q, Transport::Udp, addr(), addr())
-            .ok()
-            .unwrap();
+        let r = Request::parse(&q, Transport::Udp, addr(), addr()).ok().unwrap();
         assert_eq!(r.id, 0x1234);
         assert_eq!(r.qname.wire(), b"\x03www\x07example\x00");
         assert_eq!(r.qname_raw(), b"\x03WWW\x07example\x00");

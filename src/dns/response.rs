@@ -16,8 +16,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use super::Rcode;
 use super::request::Request;
 use super::wire::{
-    self, ADVERTISED_UDP_PAYLOAD, HEADER_LEN, MAX_NAME_LEN, OPT_RR_LEN, QNAME_OFFSET, class, flag,
-    rtype,
+    self, ADVERTISED_UDP_PAYLOAD, HEADER_LEN, MAX_NAME_LEN, OPT_RR_LEN, QNAME_OFFSET, class, flag, rtype,
 };
 
 /// Where a name ends: at the root, in the question as the client spelled it, or in
@@ -204,8 +203,7 @@ impl Response {
         self.reset();
         let copied = req.flags & (flag::RD | flag::CD | 0x7800);
         self.buf.extend_from_slice(&req.id.to_be_bytes());
-        self.buf
-            .extend_from_slice(&(flag::QR | copied).to_be_bytes());
+        self.buf.extend_from_slice(&(flag::QR | copied).to_be_bytes());
         self.buf.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
         self.buf.extend_from_slice(req.question());
         self.edns = req.edns.map(|e| e.dnssec_ok);
@@ -226,9 +224,8 @@ impl Response {
         self.reset();
         let flags = u16::from_be_bytes([raw[2], raw[3]]);
         self.buf.extend_from_slice(&raw[..2]);
-        self.buf.extend_from_slice(
-            &(flag::QR | (flags & (flag::RD | flag::CD | 0x7800))).to_be_bytes(),
-        );
+        self.buf
+            .extend_from_slice(&(flag::QR | (flags & (flag::RD | flag::CD | 0x7800))).to_be_bytes());
         let qd = u16::from(question_end.is_some());
         self.buf.extend_from_slice(&qd.to_be_bytes());
         self.buf.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
@@ -389,12 +386,7 @@ impl Response {
     /// decompressing its owner and the names inside rdata of the types RFC 3597 section 4
     /// lists, and re-compressing where RFC 3597 allows. Returns the offset after the
     /// record in `msg`.
-    pub fn push_copied(
-        &mut self,
-        section: Section,
-        msg: &[u8],
-        at: usize,
-    ) -> Result<usize, PushError> {
+    pub fn push_copied(&mut self, section: Section, msg: &[u8], at: usize) -> Result<usize, PushError> {
         let mut owner = [0u8; MAX_NAME_LEN];
         let (after, olen) = wire::read_name(msg, at, &mut owner).ok_or(PushError::Malformed)?;
         let rtype = wire::get_u16(msg, after).ok_or(PushError::Malformed)?;
@@ -482,8 +474,7 @@ impl Response {
                 self.buf.extend_from_slice(&msg[rd_start..at]);
                 for _ in 0..names {
                     let mut n = [0u8; MAX_NAME_LEN];
-                    let (next, len) =
-                        wire::read_name(msg, at, &mut n).ok_or(PushError::Malformed)?;
+                    let (next, len) = wire::read_name(msg, at, &mut n).ok_or(PushError::Malformed)?;
                     if next > rd_end {
                         return Err(PushError::Malformed);
                     }
@@ -521,8 +512,7 @@ impl Response {
                 let ttl: u32 = (u32::from(ext) << 24) | if dnssec_ok { 0x8000 } else { 0 };
                 self.buf.push(0);
                 self.buf.extend_from_slice(&rtype::OPT.to_be_bytes());
-                self.buf
-                    .extend_from_slice(&ADVERTISED_UDP_PAYLOAD.to_be_bytes());
+                self.buf.extend_from_slice(&ADVERTISED_UDP_PAYLOAD.to_be_bytes());
                 self.buf.extend_from_slice(&ttl.to_be_bytes());
                 self.buf.extend_from_slice(&0u16.to_be_bytes());
                 let ar = self.counts[2] + 1;
@@ -597,8 +587,7 @@ impl Response {
         // available as a pointer target.
         if let (true, Tail::Question(off)) = (compress, name.tail) {
             self.write_labels(name.head)?;
-            self.buf
-                .extend_from_slice(&(0xC000 | off as u16).to_be_bytes());
+            self.buf.extend_from_slice(&(0xC000 | off as u16).to_be_bytes());
             return Ok(());
         }
         // Otherwise materialise the full name and look for a suffix already written.
@@ -708,10 +697,7 @@ impl Response {
         if self.counts[0] > 0 && rcode == Rcode::NOERROR {
             return ResponseType::NoError;
         }
-        let auth = self
-            .records
-            .iter()
-            .filter(|r| r.section == Section::Authority);
+        let auth = self.records.iter().filter(|r| r.section == Section::Authority);
         let (mut soa, mut ns) = (false, 0);
         for r in auth {
             match r.rtype {
@@ -783,20 +769,7 @@ mod tests {
     use crate::dns::request::Transport;
 
     fn q(name: &[u8], udp: Option<u16>) -> Vec<u8> {
-        let mut m = vec![
-            0xAB,
-            0xCD,
-            0x01,
-            0x00,
-            0,
-            1,
-            0,
-            0,
-            0,
-            0,
-            0,
-            u8::from(udp.is_some()),
-        ];
+        let mut m = vec![0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(udp.is_some())];
         m.extend_from_slice(name);
         m.extend_from_slice(&[0, 1, 0, 1]);
         if let Some(size) = udp {
@@ -819,11 +792,7 @@ mod tests {
         let mut resp = Response::new();
         resp.start(&r, Rcode::NOERROR);
         resp.set_aa(true);
-        resp.answer(Record::at_question(
-            rtype::A,
-            5,
-            Rdata::A(Ipv4Addr::new(10, 0, 0, 1)),
-        ));
+        resp.answer(Record::at_question(rtype::A, 5, Rdata::A(Ipv4Addr::new(10, 0, 0, 1))));
         let out = resp.finish().to_vec();
         let msg = domain::base::Message::from_octets(out.as_slice()).unwrap();
         assert!(msg.header().qr() && msg.header().aa() && msg.header().rd());
@@ -841,11 +810,7 @@ mod tests {
         let mut resp = Response::new();
         resp.start(&r, Rcode::NOERROR);
         for i in 0..100u8 {
-            resp.answer(Record::at_question(
-                rtype::A,
-                5,
-                Rdata::A(Ipv4Addr::new(10, 0, 0, i)),
-            ));
+            resp.answer(Record::at_question(rtype::A, 5, Rdata::A(Ipv4Addr::new(10, 0, 0, i))));
         }
         let out = resp.finish();
         assert!(out.len() <= 512);
@@ -887,15 +852,10 @@ mod tests {
         let msg = domain::base::Message::from_octets(out.as_slice()).unwrap();
         let text = msg.display_dig_style().to_string();
         assert!(
-            text.contains(
-                "Cluster.local. 5 IN SOA ns.dns.Cluster.local. hostmaster.Cluster.local."
-            ),
+            text.contains("Cluster.local. 5 IN SOA ns.dns.Cluster.local. hostmaster.Cluster.local."),
             "{text}"
         );
-        assert!(
-            text.contains("ns.dns.Cluster.local. 5 IN A 127.0.0.1"),
-            "{text}"
-        );
+        assert!(text.contains("ns.dns.Cluster.local. 5 IN A 127.0.0.1"), "{text}");
         // The additional owner is a single pointer to the SOA's mname.
         let rec = resp.records()[1];
         assert_eq!(rec.ttl_at - rec.start, 2 + 4);

@@ -71,8 +71,8 @@ pub mod rtype {
     pub fn from_name(s: &str) -> Option<u16> {
         let up = s.to_ascii_uppercase();
         for t in [
-            A, NS, CNAME, SOA, PTR, HINFO, MX, TXT, AAAA, SRV, OPT, DS, RRSIG, NSEC, DNSKEY, NSEC3,
-            SVCB, HTTPS, IXFR, AXFR, ANY,
+            A, NS, CNAME, SOA, PTR, HINFO, MX, TXT, AAAA, SRV, OPT, DS, RRSIG, NSEC, DNSKEY, NSEC3, SVCB, HTTPS, IXFR,
+            AXFR, ANY,
         ] {
             if name(t) == up.as_str() {
                 return Some(t);
@@ -331,9 +331,7 @@ pub fn name_from_str(s: &str) -> Option<Vec<u8>> {
             b'\\' => {
                 let d = bytes.get(i + 1..i + 4);
                 if let Some(d) = d.filter(|d| d.iter().all(u8::is_ascii_digit)) {
-                    let v = (d[0] - b'0') as u16 * 100
-                        + (d[1] - b'0') as u16 * 10
-                        + (d[2] - b'0') as u16;
+                    let v = (d[0] - b'0') as u16 * 100 + (d[1] - b'0') as u16 * 10 + (d[2] - b'0') as u16;
                     if v > 255 {
                         return None;
                     }

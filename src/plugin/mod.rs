@@ -168,9 +168,7 @@ pub fn implemented() -> Vec<&'static str> {
 pub fn once<'d>(name: &str, dirs: &[&'d Directive]) -> Result<&'d Directive, ConfigError> {
     match dirs {
         [d] => Ok(d),
-        [_, second, ..] => {
-            Err(second.err(name, "this plugin can only be used once per Server Block"))
-        }
+        [_, second, ..] => Err(second.err(name, "this plugin can only be used once per Server Block")),
         [] => unreachable!("setup is only called for directives that are present"),
     }
 }

@@ -132,16 +132,12 @@ impl Server {
                         if !seen.insert((addr, zone.clone())) {
                             errors.push(ConfigError::at(
                                 &key.loc,
-                                format!(
-                                    "cannot serve dns://{zone}:{} - it is already defined",
-                                    key.port
-                                ),
+                                format!("cannot serve dns://{zone}:{} - it is already defined", key.port),
                             ));
                             continue;
                         }
                         let Some(zone_wire) = wire::name_from_str(zone) else {
-                            errors
-                                .push(ConfigError::at(&key.loc, format!("invalid zone '{zone}'")));
+                            errors.push(ConfigError::at(&key.loc, format!("invalid zone '{zone}'")));
                             continue;
                         };
                         let entry = routes.entry(addr).or_insert_with(|| (Vec::new(), bound, None));
@@ -164,12 +160,7 @@ impl Server {
         let listeners = routes
             .into_iter()
             .map(|(addr, (mut routes, bound, timeouts))| {
-                routes.sort_by(|a, b| {
-                    b.zone
-                        .len()
-                        .cmp(&a.zone.len())
-                        .then_with(|| a.name.cmp(&b.name))
-                });
+                routes.sort_by(|a, b| b.zone.len().cmp(&a.zone.len()).then_with(|| a.name.cmp(&b.name)));
                 let label = if bound {
                     match addr.ip() {
                         IpAddr::V6(ip) => format!("dns://[{ip}]:{}", addr.port()),
@@ -221,7 +212,11 @@ struct BlockParts {
 }
 
 /// Sets up the plugins of one block in CoreDNS's order, or returns every error found.
-fn build_chain(directives: &[Directive], zones: &[String], opts: &BuildOptions<'_>) -> Result<BlockParts, Vec<ConfigError>> {
+fn build_chain(
+    directives: &[Directive],
+    zones: &[String],
+    opts: &BuildOptions<'_>,
+) -> Result<BlockParts, Vec<ConfigError>> {
     let mut errors = Vec::new();
     // Group the directives by name, keeping the order of first appearance for errors.
     let mut by_name: Vec<(usize, Kind, Vec<&Directive>)> = Vec::new();
@@ -241,10 +236,7 @@ fn build_chain(directives: &[Directive], zones: &[String], opts: &BuildOptions<'
             ));
             continue;
         }
-        match by_name
-            .iter_mut()
-            .find(|(_, _, ds)| ds[0].name.as_str() == name)
-        {
+        match by_name.iter_mut().find(|(_, _, ds)| ds[0].name.as_str() == name) {
             Some((_, _, ds)) => ds.push(d),
             None => by_name.push((order, kind, vec![d])),
         }

@@ -49,10 +49,7 @@ pub fn handle(
     let req = match Request::parse(raw, transport, client, local) {
         Ok(r) => r,
         Err(Reject::Drop) => return Handled::Drop,
-        Err(Reject::Error {
-            rcode,
-            question_end,
-        }) => {
+        Err(Reject::Error { rcode, question_end }) => {
             resp.start_reject(raw, rcode, question_end);
             resp.finish();
             return Handled::Reply;
@@ -64,17 +61,13 @@ pub fn handle(
         resp.finish();
         return Handled::Reply;
     }
-    let Some(route) = listener
-        .router
-        .route(req.qname.wire(), req.qtype == rtype::DS)
-    else {
+    let Some(route) = listener.router.route(req.qname.wire(), req.qtype == rtype::DS) else {
         resp.start(&req, Rcode::REFUSED);
         resp.finish();
         return Handled::Reply;
     };
     let block = &route.block;
-    if block.chain.is_empty() || (req.qclass != class::IN && !block.chain.handles_class(req.qclass))
-    {
+    if block.chain.is_empty() || (req.qclass != class::IN && !block.chain.handles_class(req.qclass)) {
         resp.start(&req, Rcode::REFUSED);
         resp.finish();
         return Handled::Reply;
@@ -126,9 +119,7 @@ pub fn resume(
         error: None,
     };
     let all = s.block.chain.plugins().len();
-    let outcome = contained(&mut q, all, |q| {
-        s.block.chain.resume(q, s.at, reply, s.request.cookie)
-    });
+    let outcome = contained(&mut q, all, |q| s.block.chain.resume(q, s.at, reply, s.request.cookie));
     match finish(&s.block, &mut q, outcome) {
         None => Handled::Reply,
         Some((at, request)) => Handled::Upstream(Suspended {
@@ -142,11 +133,7 @@ pub fn resume(
 }
 
 /// Completes a reply (response hooks included) or returns where the chain suspended.
-fn finish(
-    block: &Block,
-    q: &mut Query<'_, '_>,
-    outcome: Outcome,
-) -> Option<(usize, UpstreamRequest)> {
+fn finish(block: &Block, q: &mut Query<'_, '_>, outcome: Outcome) -> Option<(usize, UpstreamRequest)> {
     match outcome {
         Outcome::Reply { at } => {
             // A panic in a response hook leaves a SERVFAIL reply, already finished.
@@ -164,11 +151,7 @@ fn finish(
 /// Runs `f`; a panic inside becomes a SERVFAIL reply and is counted and logged, and
 /// the worker carries on (no query of death). The reply then goes through the response
 /// hooks of the first `hooks_to` plugins (so `log` and metrics see it).
-fn contained(
-    q: &mut Query<'_, '_>,
-    hooks_to: usize,
-    f: impl FnOnce(&mut Query<'_, '_>) -> Outcome,
-) -> Outcome {
+fn contained(q: &mut Query<'_, '_>, hooks_to: usize, f: impl FnOnce(&mut Query<'_, '_>) -> Outcome) -> Outcome {
     match catch_unwind(AssertUnwindSafe(|| f(q))) {
         Ok(o) => o,
         Err(payload) => {

@@ -87,14 +87,9 @@ pub fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
 /// Creates a non-blocking socket bound to `addr` with SO_REUSEPORT (and IPV6_V6ONLY for
 /// IPv6, so that v4 and v6 wildcards can be bound side by side).
 fn bound_socket(addr: SocketAddr, ty: libc::c_int) -> io::Result<OwnedFd> {
-    let family = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain socket(2) call; the result is checked and owned at once.
-    let fd =
-        check(unsafe { libc::socket(family, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+    let fd = check(unsafe { libc::socket(family, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `fd` is a fresh descriptor nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let raw = fd.as_raw_fd();
@@ -139,13 +134,7 @@ pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
     // SAFETY: all-zero is a valid sockaddr_storage; getsockname fills at most `len`.
     let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    check(unsafe {
-        libc::getsockname(
-            fd,
-            (&mut ss as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    })?;
+    check(unsafe { libc::getsockname(fd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) })?;
     from_sockaddr(&ss).ok_or_else(|| io::Error::other("unknown address family"))
 }
 
@@ -250,13 +239,7 @@ impl UdpBatch {
     }
 
     /// Queues a reply. The bytes must stay alive and unchanged until [`Self::flush`].
-    pub fn queue(
-        &mut self,
-        fd: RawFd,
-        data: &[u8],
-        to: SocketAddr,
-        from: Option<IpAddr>,
-    ) -> io::Result<()> {
+    pub fn queue(&mut self, fd: RawFd, data: &[u8], to: SocketAddr, from: Option<IpAddr>) -> io::Result<()> {
         if self.tx_len == BATCH {
             self.flush(fd)?;
         }
@@ -331,9 +314,7 @@ fn packet_destination(h: &libc::msghdr) -> Option<IpAddr> {
             let hdr = &*c;
             if hdr.cmsg_level == libc::IPPROTO_IP && hdr.cmsg_type == libc::IP_PKTINFO {
                 let info = &*(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
-                return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                    info.ipi_addr.s_addr,
-                ))));
+                return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr))));
             }
             if hdr.cmsg_level == libc::IPPROTO_IPV6 && hdr.cmsg_type == libc::IPV6_PKTINFO {
                 let info = &*(libc::CMSG_DATA(c) as *const libc::in6_pktinfo);
@@ -390,9 +371,7 @@ fn write_pktinfo(buf: &mut [u8; CMSG_SPACE], src: IpAddr) -> usize {
                 std::ptr::write_unaligned(
                     info,
                     libc::in6_pktinfo {
-                        ipi6_addr: libc::in6_addr {
-                            s6_addr: ip.octets(),
-                        },
+                        ipi6_addr: libc::in6_addr { s6_addr: ip.octets() },
                         ipi6_ifindex: 0,
                     },
                 );

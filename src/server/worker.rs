@@ -235,11 +235,7 @@ impl Worker {
                     0 => self.commands(),
                     UDP => self.udp_readable(idx),
                     TCP_LISTEN => self.accept(idx),
-                    CONN => self.conn_ready(
-                        idx,
-                        ev.is_readable() || ev.is_read_closed(),
-                        ev.is_writable(),
-                    ),
+                    CONN => self.conn_ready(idx, ev.is_readable() || ev.is_read_closed(), ev.is_writable()),
                     UPSTREAM => self.upstream_readable(idx),
                     _ => {}
                 }
@@ -312,10 +308,10 @@ impl Worker {
         for (addr, s) in sockets.udp {
             let mut sock = UdpSocket::from_std(s);
             let idx = self.udp.len();
-            if let Err(e) =
-                self.poll
-                    .registry()
-                    .register(&mut sock, token(UDP, idx), Interest::READABLE)
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut sock, token(UDP, idx), Interest::READABLE)
             {
                 log::error!("worker {}: cannot watch udp {addr}: {e}", self.id);
                 continue;
@@ -332,10 +328,10 @@ impl Worker {
         for (addr, s) in sockets.tcp {
             let mut sock = TcpListener::from_std(s);
             let idx = self.tcp_listeners.len();
-            if let Err(e) =
-                self.poll
-                    .registry()
-                    .register(&mut sock, token(TCP_LISTEN, idx), Interest::READABLE)
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut sock, token(TCP_LISTEN, idx), Interest::READABLE)
             {
                 log::error!("worker {}: cannot watch tcp {addr}: {e}", self.id);
                 continue;
@@ -383,10 +379,7 @@ impl Worker {
         // so point removed ones at nothing (their queries are refused).
         let alive: Vec<SocketAddr> = self.tcp_listeners.iter().map(|t| t.addr).collect();
         for c in self.conns.iter_mut().flatten() {
-            c.from = alive
-                .iter()
-                .position(|a| *a == c.local)
-                .unwrap_or(usize::MAX);
+            c.from = alive.iter().position(|a| *a == c.local).unwrap_or(usize::MAX);
         }
         self.generation = std::ptr::null();
     }
@@ -404,9 +397,7 @@ impl Worker {
                     return;
                 }
             };
-            self.stats
-                .udp_queries
-                .fetch_add(n as u64, Ordering::Relaxed);
+            self.stats.udp_queries.fetch_add(n as u64, Ordering::Relaxed);
             let server = self.refresh();
             let listener = self.udp[idx].listener.map(|l| &server.listeners[l]);
             let mut dest: [Option<(SocketAddr, Option<IpAddr>)>; BATCH] = [None; BATCH];
@@ -425,15 +416,7 @@ impl Worker {
                     }
                     continue;
                 }
-                match handler::handle(
-                    listener,
-                    dg.data,
-                    Transport::Udp,
-                    dg.from,
-                    local,
-                    &mut self.ctx,
-                    resp,
-                ) {
+                match handler::handle(listener, dg.data, Transport::Udp, dg.from, local, &mut self.ctx, resp) {
                     Handled::Reply => *slot = Some((dg.from, dg.to)),
                     Handled::Drop => {}
                     Handled::Upstream(s) => {
@@ -456,9 +439,7 @@ impl Worker {
             }
             if let Ok(dropped) = self.batch.flush(fd) {
                 if dropped > 0 {
-                    self.stats
-                        .dropped_replies
-                        .fetch_add(dropped as u64, Ordering::Relaxed);
+                    self.stats.dropped_replies.fetch_add(dropped as u64, Ordering::Relaxed);
                 }
             }
             let mut list = std::mem::take(&mut self.to_suspend);
@@ -548,10 +529,9 @@ impl Worker {
             id,
             deadline,
         });
-        self.stats.upstream_pending.store(
-            (self.pending.len() - self.free_pending.len()) as u64,
-            Ordering::Relaxed,
-        );
+        self.stats
+            .upstream_pending
+            .store((self.pending.len() - self.free_pending.len()) as u64, Ordering::Relaxed);
     }
 
     /// Sends `ctx.upstream_msg` from a fresh socket (a random source port, chosen by the
@@ -626,10 +606,9 @@ impl Worker {
                 c.inflight = c.inflight.saturating_sub(1);
             }
         }
-        self.stats.upstream_pending.store(
-            (self.pending.len() - self.free_pending.len()) as u64,
-            Ordering::Relaxed,
-        );
+        self.stats
+            .upstream_pending
+            .store((self.pending.len() - self.free_pending.len()) as u64, Ordering::Relaxed);
         p
     }
 
@@ -646,21 +625,10 @@ impl Worker {
         reply: UpstreamReply<'_>,
     ) {
         self.ctx.now = Instant::now();
-        match handler::resume(
-            &s,
-            query,
-            transport,
-            peer,
-            local,
-            reply,
-            &mut self.ctx,
-            &mut self.resp,
-        ) {
+        match handler::resume(&s, query, transport, peer, local, reply, &mut self.ctx, &mut self.resp) {
             Handled::Reply => self.send_to_client(client),
             Handled::Drop => {}
-            Handled::Upstream(next) => {
-                self.suspend(next, query.to_vec(), client, transport, peer, local)
-            }
+            Handled::Upstream(next) => self.suspend(next, query.to_vec(), client, transport, peer, local),
         }
     }
 
@@ -672,9 +640,7 @@ impl Worker {
                 let fd = u.sock.as_raw_fd();
                 let _ = self.batch.queue(fd, self.resp.bytes(), from, to);
                 if let Ok(d) = self.batch.flush(fd) {
-                    self.stats
-                        .dropped_replies
-                        .fetch_add(d as u64, Ordering::Relaxed);
+                    self.stats.dropped_replies.fetch_add(d as u64, Ordering::Relaxed);
                 }
             }
             Client::Tcp { conn } => {
@@ -750,7 +716,8 @@ impl Worker {
             let timeouts = {
                 let server = self.refresh();
                 let l = &self.tcp_listeners[idx];
-                l.listener.map_or_else(Timeouts::default, |i| server.listeners[i].timeouts)
+                l.listener
+                    .map_or_else(Timeouts::default, |i| server.listeners[i].timeouts)
             };
             let slot = self.free_conns.pop().unwrap_or_else(|| {
                 self.conns.push(None);
@@ -889,14 +856,7 @@ impl Worker {
         let (peer, local) = (c.peer, c.local);
         drop(server);
         for (s, query) in suspended {
-            self.suspend(
-                s,
-                query,
-                Client::Tcp { conn: slot },
-                Transport::Tcp,
-                peer,
-                local,
-            );
+            self.suspend(s, query, Client::Tcp { conn: slot }, Transport::Tcp, peer, local);
         }
     }
 
@@ -969,10 +929,7 @@ fn frame_into(buf: &mut Vec<u8>, msg: &[u8]) {
 }
 
 /// Binds one UDP socket and one TCP listener per worker for `addr`.
-pub fn bind_all(
-    addr: SocketAddr,
-    workers: usize,
-) -> io::Result<Vec<(std::net::UdpSocket, std::net::TcpListener)>> {
+pub fn bind_all(addr: SocketAddr, workers: usize) -> io::Result<Vec<(std::net::UdpSocket, std::net::TcpListener)>> {
     let mut out = Vec::with_capacity(workers);
     let mut addr = addr;
     for _ in 0..workers {

@@ -34,11 +34,18 @@ fn every_plugin_readme_example_is_a_valid_corefile() {
     let mut checked = 0;
     for entry in std::fs::read_dir(root.join("src/plugin")).unwrap().flatten() {
         let readme = entry.path().join("README.md");
-        let Ok(md) = std::fs::read_to_string(&readme) else { continue };
+        let Ok(md) = std::fs::read_to_string(&readme) else {
+            continue;
+        };
         for example in corefile_examples(&md) {
             let dir = Scratch::new("docs");
             let (code, out, err) = run(&["-check", "-conf", "stdin"], &dir.0, Some(&example));
-            assert_eq!(code, 0, "{}: example fails -check:\n{example}\n{out}{err}", readme.display());
+            assert_eq!(
+                code,
+                0,
+                "{}: example fails -check:\n{example}\n{out}{err}",
+                readme.display()
+            );
             checked += 1;
         }
     }
@@ -58,7 +65,10 @@ fn the_readme_demo_serves_what_the_readme_shows() {
     let r = s.query("api.example.org", Rtype::AAAA);
     assert_eq!(section(&r, "answer"), vec!["api.example.org. 3600 IN AAAA fd00::1"]);
     let r = s.query("1.0.96.10.in-addr.arpa", Rtype::PTR);
-    assert_eq!(section(&r, "answer"), vec!["1.0.96.10.in-addr.arpa. 3600 IN PTR api.example.org."]);
+    assert_eq!(
+        section(&r, "answer"),
+        vec!["1.0.96.10.in-addr.arpa. 3600 IN PTR api.example.org."]
+    );
     let r = s.query("anything.example.org", Rtype::A);
     assert_eq!(rcode(&r), Rcode::NOERROR);
     assert_eq!(section(&r, "additional")[0], "anything.example.org. 0 IN A 127.0.0.1");

@@ -14,11 +14,7 @@ use crate::support::*;
 fn server() -> Server {
     let mut many = String::new();
     for i in 0..100 {
-        many.push_str(&format!(
-            "        10.1.{}.{} big.example.org\n",
-            i / 250,
-            i % 250 + 1
-        ));
+        many.push_str(&format!("        10.1.{}.{} big.example.org\n", i / 250, i % 250 + 1));
     }
     let corefile = format!(
         "example.org:{{port}} {{\n    bind 127.0.0.1\n    hosts {{\n        10.0.0.1 www.example.org\n{many}    }}\n}}\n"
@@ -62,10 +58,7 @@ fn a_well_formed_query_is_answered() {
     let r = s.query("www.example.org", Rtype::A);
     assert_eq!(rcode(&r), Rcode::NOERROR);
     assert!(r.header().qr() && r.header().aa() && r.header().rd() && !r.header().ra());
-    assert_eq!(
-        section(&r, "answer"),
-        vec!["www.example.org. 3600 IN A 10.0.0.1"]
-    );
+    assert_eq!(section(&r, "answer"), vec!["www.example.org. 3600 IN A 10.0.0.1"]);
     assert_eq!(r.opt().expect("OPT echoed").udp_payload_size(), 1232);
 }
 
@@ -145,11 +138,7 @@ fn malformed_questions_are_formerr() {
             .unwrap_or_else(|| panic!("{what}: no reply"));
         let r = parse(reply);
         assert_eq!(rcode(&r), Rcode::FORMERR, "{what}");
-        assert_eq!(
-            r.header().id(),
-            u16::from_be_bytes([msg[0], msg[1]]),
-            "{what}"
-        );
+        assert_eq!(r.header().id(), u16::from_be_bytes([msg[0], msg[1]]), "{what}");
     }
     // The server is still there.
     assert_eq!(rcode(&s.query("www.example.org", Rtype::A)), Rcode::NOERROR);
@@ -202,11 +191,7 @@ fn unknown_edns_options_are_ignored() {
     let mut m = header(12, 0x0100, 1, 0, 0, 1);
     m.extend(question(WWW, 1, 1));
     // Option code 65001 (local use) with 4 bytes, and a zero-length cookie-like option.
-    m.extend(opt(
-        1232,
-        0,
-        &[0xFD, 0xE9, 0, 4, 1, 2, 3, 4, 0xFD, 0xEA, 0, 0],
-    ));
+    m.extend(opt(1232, 0, &[0xFD, 0xE9, 0, 4, 1, 2, 3, 4, 0xFD, 0xEA, 0, 0]));
     let r = parse(s.raw_udp(&m, Duration::from_secs(2)).expect("reply"));
     assert_eq!(rcode(&r), Rcode::NOERROR);
     assert_eq!(section(&r, "answer").len(), 1);
@@ -240,34 +225,21 @@ fn big_answers_are_truncated_to_whole_records_over_udp_and_complete_over_tcp() {
     assert!(r.header().tc(), "TC must be set");
     let raw_len = r.as_slice().len();
     assert!(raw_len <= 512, "{raw_len} bytes over UDP without EDNS");
-    assert_eq!(
-        counts(&r).1,
-        (512 - 33) / 16,
-        "as many whole records as fit"
-    );
+    assert_eq!(counts(&r).1, (512 - 33) / 16, "as many whole records as fit");
     assert_eq!(section(&r, "answer").len(), counts(&r).1 as usize);
 
     // EDNS 1232: 11 bytes go to the OPT record.
-    let r = udp_exchange(
-        s.addr(),
-        &query_bytes("big.example.org", Rtype::A, Some(1232), 2),
-    );
+    let r = udp_exchange(s.addr(), &query_bytes("big.example.org", Rtype::A, Some(1232), 2));
     assert!(r.header().tc());
     assert!(r.as_slice().len() <= 1232);
     assert_eq!(counts(&r).1, (1232 - 33 - 11) / 16);
 
     // A client size below 512 counts as 512 (RFC 6891 6.2.5).
-    let r = udp_exchange(
-        s.addr(),
-        &query_bytes("big.example.org", Rtype::A, Some(100), 3),
-    );
+    let r = udp_exchange(s.addr(), &query_bytes("big.example.org", Rtype::A, Some(100), 3));
     assert!(r.as_slice().len() <= 512 && r.as_slice().len() > 400);
 
     // The client's larger size is honoured.
-    let r = udp_exchange(
-        s.addr(),
-        &query_bytes("big.example.org", Rtype::A, Some(4096), 4),
-    );
+    let r = udp_exchange(s.addr(), &query_bytes("big.example.org", Rtype::A, Some(4096), 4));
     assert!(!r.header().tc());
     assert_eq!(counts(&r).1, 100);
 
@@ -300,8 +272,7 @@ fn tcp_pipelined_queries_are_all_answered() {
     conn.write_all(&burst).unwrap();
     let mut ids: Vec<u16> = (0..20)
         .map(|_| {
-            let r =
-                Message::from_octets(read_frame(&mut conn).expect("a reply per query")).unwrap();
+            let r = Message::from_octets(read_frame(&mut conn).expect("a reply per query")).unwrap();
             assert_eq!(rcode(&r), Rcode::NOERROR);
             r.header().id()
         })
@@ -325,10 +296,7 @@ fn tcp_queries_split_across_writes_are_reassembled() {
     }
     let r = Message::from_octets(read_frame(&mut conn).expect("reply")).unwrap();
     assert_eq!(r.header().id(), 77);
-    assert_eq!(
-        section(&r, "answer"),
-        vec!["www.example.org. 3600 IN A 10.0.0.1"]
-    );
+    assert_eq!(section(&r, "answer"), vec!["www.example.org. 3600 IN A 10.0.0.1"]);
 }
 
 #[test]
@@ -351,13 +319,7 @@ fn tcp_client_that_reads_slowly_gets_every_answer() {
         let Some(reply) = read_frame(&mut conn) else {
             break;
         };
-        assert_eq!(
-            Message::from_octets(reply)
-                .unwrap()
-                .header_counts()
-                .ancount(),
-            100
-        );
+        assert_eq!(Message::from_octets(reply).unwrap().header_counts().ancount(), 100);
         got += 1;
     }
     assert_eq!(got, n, "every pipelined query answered in full");
@@ -380,10 +342,7 @@ fn many_concurrent_udp_clients_are_all_answered() {
             let addr = s.addr();
             std::thread::spawn(move || {
                 for i in 0..200u16 {
-                    let r = udp_exchange(
-                        addr,
-                        &query_bytes("www.example.org", Rtype::A, Some(1232), i),
-                    );
+                    let r = udp_exchange(addr, &query_bytes("www.example.org", Rtype::A, Some(1232), i));
                     assert_eq!(r.header().id(), i);
                 }
             })

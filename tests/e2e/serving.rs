@@ -41,7 +41,10 @@ fn an_upstream_timeout_resumes_the_plugin_which_fails_the_query() {
     let r = s.query("slow.example.com", Rtype::A);
     let waited = t.elapsed();
     assert_eq!(rcode(&r), Rcode::SERVFAIL);
-    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(2), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
     assert!(s.wait_output(Duration::from_secs(2), |o| {
         o.contains("[ERROR] plugin/errors: 2 slow.example.com. A: plugin/testupstream: timeout")
     }));
@@ -72,8 +75,11 @@ fn many_queries_in_flight_upstream_at_once_all_complete() {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     for id in 0..200u16 {
-        sock.send_to(&query_bytes(&format!("n{id}.example.com"), Rtype::A, Some(1232), id), s.addr())
-            .unwrap();
+        sock.send_to(
+            &query_bytes(&format!("n{id}.example.com"), Rtype::A, Some(1232), id),
+            s.addr(),
+        )
+        .unwrap();
     }
     let mut seen = [false; 200];
     let mut buf = [0u8; 2048];
@@ -117,7 +123,11 @@ fn tcp_connections_beyond_the_cap_are_closed() {
     let mut extra = TcpStream::connect(s.addr()).unwrap();
     extra.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut b = [0u8; 1];
-    assert_eq!(extra.read(&mut b).map_err(|e| e.kind()), Ok(0), "the 4th connection is closed");
+    assert_eq!(
+        extra.read(&mut b).map_err(|e| e.kind()),
+        Ok(0),
+        "the 4th connection is closed"
+    );
     // The held connections still work, and UDP is unaffected.
     let mut first = held.into_iter().next().unwrap();
     first.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -132,7 +142,11 @@ fn log_lines_follow_the_common_format() {
     let _ = s.query("Some.Name.example", Rtype::AAAA);
     // {remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" {rcode} {>rflags} {rsize} {duration}
     let want = "\"AAAA IN some.name.example. udp ";
-    assert!(s.wait_output(Duration::from_secs(2), |o| o.contains(want)), "{}", s.output());
+    assert!(
+        s.wait_output(Duration::from_secs(2), |o| o.contains(want)),
+        "{}",
+        s.output()
+    );
     let out = s.output();
     let line = out.lines().find(|l| l.contains(want)).unwrap();
     assert!(line.starts_with("[INFO] 127.0.0.1:"), "{line}");
@@ -140,7 +154,10 @@ fn log_lines_follow_the_common_format() {
     assert_eq!(tail[0], "NOERROR", "{line}");
     assert_eq!(tail[1], "qr,aa,rd", "{line}");
     assert!(tail[2].parse::<usize>().is_ok(), "{line}");
-    assert!(tail[3].ends_with('s') && tail[3].trim_end_matches('s').parse::<f64>().is_ok(), "{line}");
+    assert!(
+        tail[3].ends_with('s') && tail[3].trim_end_matches('s').parse::<f64>().is_ok(),
+        "{line}"
+    );
     assert!(line.contains(" - 4660 \""), "the query ID: {line}");
     assert!(line.contains("udp 46 false 1232\""), "size, DO and bufsize: {line}");
 }
@@ -153,7 +170,11 @@ fn log_classes_select_what_is_logged() {
     let _ = s.query("yes.example", Rtype::A);
     let _ = s.query("no.example", Rtype::A);
     assert!(s.wait_output(Duration::from_secs(2), |o| o.contains("no.example.")));
-    assert!(!s.output().contains("yes.example."), "success is not logged: {}", s.output());
+    assert!(
+        !s.output().contains("yes.example."),
+        "success is not logged: {}",
+        s.output()
+    );
 }
 
 #[test]

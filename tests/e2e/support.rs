@@ -120,10 +120,7 @@ impl<'a> Launch<'a> {
             .replace("{dir}", &scratch.0.display().to_string());
         let corefile = scratch.write("Corefile", &text);
         let mut cmd = Command::new(binary());
-        cmd.arg("-conf")
-            .arg(&corefile)
-            .args(&self.args)
-            .current_dir(&scratch.0);
+        cmd.arg("-conf").arg(&corefile).args(&self.args).current_dir(&scratch.0);
         cmd.env("RUST_LOG", "info");
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -137,20 +134,12 @@ impl<'a> Launch<'a> {
 }
 
 fn spawn(mut cmd: Command, port: u16, scratch: Scratch, corefile: PathBuf) -> Server {
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
     let mut child = cmd.spawn().expect("spawn clusterdns");
     let output = Arc::new(Mutex::new(String::new()));
     for pipe in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -205,8 +194,7 @@ impl Server {
         let end = Instant::now() + Duration::from_secs(15);
         let q = query_bytes(name, Rtype::SOA, Some(1232), 0x4242);
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let mut buf = [0u8; 4096];
         while Instant::now() < end {
             let _ = sock.send_to(&q, self.addr());
@@ -224,11 +212,7 @@ impl Server {
         // try_wait needs &mut; peek through /proc instead.
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
         match stat {
-            Ok(s)
-                if s.split(") ")
-                    .nth(1)
-                    .is_some_and(|rest| rest.starts_with('Z')) =>
-            {
+            Ok(s) if s.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')) => {
                 Ok(Some(std::os::unix::process::ExitStatusExt::from_raw(0)))
             }
             Ok(_) => Ok(None),
@@ -296,19 +280,10 @@ pub fn run(args: &[&str], dir: &Path, stdin: Option<&str>) -> (i32, String, Stri
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child = cmd.spawn().expect("spawn");
     if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     }
     let end = Instant::now() + Duration::from_secs(20);
     loop {
@@ -352,18 +327,12 @@ pub fn query_bytes(name: &str, qtype: Rtype, edns: Option<u16>, id: u16) -> Vec<
 }
 
 pub fn udp_exchange(to: SocketAddr, q: &[u8]) -> Message<Vec<u8>> {
-    let reply =
-        raw_udp(to, q, Duration::from_secs(3)).unwrap_or_else(|| panic!("no UDP reply from {to}"));
+    let reply = raw_udp(to, q, Duration::from_secs(3)).unwrap_or_else(|| panic!("no UDP reply from {to}"));
     Message::from_octets(reply).expect("reply parses")
 }
 
 pub fn raw_udp(to: SocketAddr, q: &[u8], wait: Duration) -> Option<Vec<u8>> {
-    let sock = UdpSocket::bind(if to.is_ipv4() {
-        "127.0.0.1:0"
-    } else {
-        "[::1]:0"
-    })
-    .unwrap();
+    let sock = UdpSocket::bind(if to.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }).unwrap();
     sock.set_read_timeout(Some(wait)).unwrap();
     sock.send_to(q, to).unwrap();
     let mut buf = vec![0u8; 65535];
@@ -475,9 +444,13 @@ impl FakeUpstream {
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while !s.load(Ordering::Relaxed) {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
                 q.fetch_add(1, Ordering::Relaxed);
-                let Ok(req) = Message::from_octets(buf[..n].to_vec()) else { continue };
+                let Ok(req) = Message::from_octets(buf[..n].to_vec()) else {
+                    continue;
+                };
                 let mode = *m.lock().unwrap();
                 let reply = |id: u16, name: Option<&str>| -> Vec<u8> {
                     let mut b = MessageBuilder::new_vec();
@@ -496,7 +469,8 @@ impl FakeUpstream {
                     }
                     let mut ab = qb.answer();
                     if q.qtype() == Rtype::A {
-                        ab.push((q.qname(), 60, domain::rdata::A::from_octets(192, 0, 2, 1))).unwrap();
+                        ab.push((q.qname(), 60, domain::rdata::A::from_octets(192, 0, 2, 1)))
+                            .unwrap();
                     }
                     ab.finish()
                 };

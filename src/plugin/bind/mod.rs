@@ -16,9 +16,7 @@ pub fn addresses(dirs: &[&Directive]) -> Result<Vec<IpAddr>, ConfigError> {
             return Err(d.arg_err("bind"));
         }
         for a in &d.args {
-            addrs.extend(
-                resolve(a.as_str()).map_err(|m| ConfigError::at(&a.loc, format!("bind: {m}")))?,
-            );
+            addrs.extend(resolve(a.as_str()).map_err(|m| ConfigError::at(&a.loc, format!("bind: {m}")))?);
         }
         for opt in d.options() {
             match opt.name.as_str() {
@@ -27,10 +25,7 @@ pub fn addresses(dirs: &[&Directive]) -> Result<Vec<IpAddr>, ConfigError> {
                         return Err(opt.arg_err("bind"));
                     }
                     for a in &opt.args {
-                        except.extend(
-                            resolve(a.as_str())
-                                .map_err(|m| ConfigError::at(&a.loc, format!("bind: {m}")))?,
-                        );
+                        except.extend(resolve(a.as_str()).map_err(|m| ConfigError::at(&a.loc, format!("bind: {m}")))?);
                     }
                 }
                 other => return Err(opt.err("bind", format!("unknown property '{other}'"))),
@@ -125,9 +120,6 @@ mod tests {
         let lo = interface_addresses("lo");
         assert!(lo.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{lo:?}");
         assert!(resolve("no-such-interface0").is_err());
-        assert_eq!(
-            resolve("::1").unwrap(),
-            vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]
-        );
+        assert_eq!(resolve("::1").unwrap(), vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]);
     }
 }

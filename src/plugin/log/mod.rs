@@ -110,19 +110,13 @@ pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, C
                             "denial" => classes.denial = true,
                             "error" => classes.error = true,
                             other => {
-                                return Err(ConfigError::at(
-                                    &c.loc,
-                                    format!("log: invalid class '{other}'"),
-                                ));
+                                return Err(ConfigError::at(&c.loc, format!("log: invalid class '{other}'")));
                             }
                         }
                     }
                 }
                 other => {
-                    return Err(ConfigError::at(
-                        opt.loc(),
-                        format!("log: unknown property '{other}'"),
-                    ));
+                    return Err(ConfigError::at(opt.loc(), format!("log: unknown property '{other}'")));
                 }
             }
         }
@@ -131,8 +125,7 @@ pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, C
         }
         let parts = parse_format(format);
         for name in args {
-            let scope = wire::name_from_str(name)
-                .ok_or_else(|| d.err("log", format!("invalid name '{name}'")))?;
+            let scope = wire::name_from_str(name).ok_or_else(|| d.err("log", format!("invalid name '{name}'")))?;
             rules.push(Rule {
                 scope,
                 format: parts.clone(),

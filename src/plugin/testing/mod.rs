@@ -11,9 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::chain::{
-    ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest,
-};
+use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive, parse_duration};
 use crate::dns::{Rcode, Section, wire};
 use crate::plugin::{SetupCtx, once};
@@ -24,10 +22,7 @@ pub struct TestUpstream {
     timeout: Duration,
 }
 
-pub fn setup_upstream(
-    dirs: &[&Directive],
-    _: &SetupCtx<'_>,
-) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup_upstream(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
     let d = once("testupstream", dirs)?;
     d.expect_args("testupstream", 1, 2)?;
     let to = d.args[0]
@@ -35,9 +30,7 @@ pub fn setup_upstream(
         .parse()
         .map_err(|_| d.err("testupstream", "want IP:PORT"))?;
     let timeout = match d.args.get(1) {
-        Some(t) => {
-            parse_duration(t.as_str()).ok_or_else(|| d.err("testupstream", "bad timeout"))?
-        }
+        Some(t) => parse_duration(t.as_str()).ok_or_else(|| d.err("testupstream", "bad timeout"))?,
         None => Duration::from_secs(2),
     };
     Ok(Arc::new(TestUpstream { to, timeout }))
@@ -74,10 +67,7 @@ impl Plugin for TestUpstream {
             UpstreamReply::Failed(kind) => {
                 return Step::Fail(
                     Rcode::SERVFAIL,
-                    Some(ChainError::Plugin(
-                        "testupstream",
-                        format!("{kind:?}").into(),
-                    )),
+                    Some(ChainError::Plugin("testupstream", format!("{kind:?}").into())),
                 );
             }
         };
@@ -87,11 +77,7 @@ impl Plugin for TestUpstream {
             return Step::Fail(Rcode::FORMERR, None);
         }
         q.resp.start(q.req, Rcode(u16::from(msg[3] & 0xF)));
-        let counts = [
-            wire::get_u16(msg, 6),
-            wire::get_u16(msg, 8),
-            wire::get_u16(msg, 10),
-        ];
+        let counts = [wire::get_u16(msg, 6), wire::get_u16(msg, 8), wire::get_u16(msg, 10)];
         let mut at = qend;
         for (section, n) in [Section::Answer, Section::Authority, Section::Additional]
             .into_iter()

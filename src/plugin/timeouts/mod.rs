@@ -41,7 +41,10 @@ pub fn parse(dirs: &[&Directive]) -> Result<Timeouts, ConfigError> {
             .ok_or_else(|| {
                 ConfigError::at(
                     &opt.args[0].loc,
-                    format!("timeouts: {} timeout must be a duration between 1s and 24h", opt.name.as_str()),
+                    format!(
+                        "timeouts: {} timeout must be a duration between 1s and 24h",
+                        opt.name.as_str()
+                    ),
                 )
             })?;
         match opt.name.as_str() {
