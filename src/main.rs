@@ -10,6 +10,7 @@ use clusterdns::server::Server;
 use clusterdns::server::worker::TcpLimits;
 use clusterdns::{VERSION, plugin};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
 
 fn main() -> ExitCode {
     let flags = match Flags::parse(std::env::args().skip(1)) {
@@ -77,6 +78,13 @@ fn main() -> ExitCode {
         println!("Corefile OK");
         return ExitCode::SUCCESS;
     }
+    let signals = match Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let banner = server.banner.clone();
     let running = match Running::start(server, &opts) {
         Ok(r) => r,
@@ -108,7 +116,7 @@ fn main() -> ExitCode {
         );
         let _ = out.flush();
     }
-    let code = signal_loop(running);
+    let code = signal_loop(running, signals);
     if let Some(path) = &flags.pidfile {
         let _ = std::fs::remove_file(path);
     }
@@ -117,36 +125,29 @@ fn main() -> ExitCode {
 
 /// Waits for signals, as CoreDNS handles them: SIGTERM and SIGINT stop gracefully (a
 /// second SIGINT exits at once), SIGQUIT exits at once, SIGUSR1 reloads, SIGHUP is
-/// ignored.
-fn signal_loop(running: Running) -> ExitCode {
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP]) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot install signal handlers: {e}");
-            running.stop(Duration::ZERO);
-            return ExitCode::FAILURE;
-        }
-    };
+/// ignored. The handlers were installed before the server started, so no signal in
+/// between takes the default action.
+fn signal_loop(running: Running, mut signals: Signals) -> ExitCode {
+    let handle = signals.handle();
+    let mut running = Some(running);
+    let mut stopper = None;
     for sig in signals.forever() {
         match sig {
-            SIGTERM | SIGINT => {
-                log::info!(
-                    "{} received: shutting down",
-                    if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }
-                );
-                // A second SIGINT while stopping exits at once.
-                let handle = signals.handle();
-                std::thread::spawn(move || {
-                    let mut again = signal_hook::iterator::Signals::new([SIGINT]).expect("signal handler");
-                    if again.forever().next().is_some() {
-                        log::info!("SIGINT: force quit");
-                        std::process::exit(2);
-                    }
-                    drop(handle);
-                });
-                running.stop(Duration::from_secs(1));
-                return ExitCode::SUCCESS;
-            }
+            SIGTERM | SIGINT => match running.take() {
+                Some(r) => {
+                    log::info!("{} received: shutting down", if sig == SIGTERM { "SIGTERM" } else { "SIGINT" });
+                    let h = handle.clone();
+                    stopper = Some(std::thread::spawn(move || {
+                        r.stop(Duration::from_secs(1));
+                        h.close();
+                    }));
+                }
+                None if sig == SIGINT => {
+                    log::info!("SIGINT: force quit");
+                    std::process::exit(2);
+                }
+                None => {}
+            },
             SIGQUIT => {
                 log::info!("SIGQUIT received: exiting now");
                 std::process::exit(0);
@@ -154,6 +155,9 @@ fn signal_loop(running: Running) -> ExitCode {
             SIGUSR1 => log::warn!("SIGUSR1 received: reload is not implemented yet"),
             _ => {}
         }
+    }
+    if let Some(t) = stopper {
+        let _ = t.join();
     }
     ExitCode::SUCCESS
 }

@@ -26,6 +26,8 @@ pub struct SetupCtx<'a> {
     pub config_dir: PathBuf,
     /// How many worker threads will run the chain (for per-worker state).
     pub workers: usize,
+    /// The block's `bind` addresses, if it has a `bind` directive.
+    pub binds: Option<&'a [std::net::IpAddr]>,
 }
 
 /// Builds a plugin from every directive of its name in one server block (most plugins

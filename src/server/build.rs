@@ -97,13 +97,9 @@ impl Server {
                 }
             }
             let zones: Vec<String> = keys.iter().flat_map(|k| k.zones.iter().cloned()).collect();
-            let BlockParts { chain, binds, timeouts } = match build_chain(&sb.directives, &zones, opts) {
-                Ok(v) => v,
-                Err(mut e) => {
-                    errors.append(&mut e);
-                    continue;
-                }
-            };
+            // A block with errors still goes on (with what could be built), so that its
+            // zones count when later blocks are checked for duplicates.
+            let BlockParts { chain, binds, timeouts } = build_chain(&sb.directives, &zones, opts, &mut errors);
             let block = Arc::new(Block { zones, chain });
             blocks.push(block.clone());
             for key in &keys {
@@ -211,13 +207,14 @@ struct BlockParts {
     timeouts: Option<Timeouts>,
 }
 
-/// Sets up the plugins of one block in CoreDNS's order, or returns every error found.
+/// Sets up the plugins of one block in CoreDNS's order; every error found is added to
+/// `errors` and the rest is built anyway.
 fn build_chain(
     directives: &[Directive],
     zones: &[String],
     opts: &BuildOptions<'_>,
-) -> Result<BlockParts, Vec<ConfigError>> {
-    let mut errors = Vec::new();
+    errors: &mut Vec<ConfigError>,
+) -> BlockParts {
     // Group the directives by name, keeping the order of first appearance for errors.
     let mut by_name: Vec<(usize, Kind, Vec<&Directive>)> = Vec::new();
     for d in directives {
@@ -241,38 +238,43 @@ fn build_chain(
             None => by_name.push((order, kind, vec![d])),
         }
     }
+    // Server-level directives first: plugins may depend on them (kubernetes on `bind`).
+    let mut binds = None;
+    let mut timeouts = None;
+    for (_, kind, ds) in &by_name {
+        if let Kind::Server = kind {
+            if ds[0].name.as_str() == "timeouts" {
+                match plugin::timeouts::parse(ds) {
+                    Ok(t) => timeouts = Some(t),
+                    Err(e) => errors.push(e),
+                }
+            } else {
+                match plugin::bind::addresses(ds) {
+                    Ok(b) => binds = Some(b),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+    }
     let ctx = SetupCtx {
         zones,
         config_dir: opts.config_dir.to_path_buf(),
         workers: opts.workers,
+        binds: binds.as_deref(),
     };
     let mut plugins: Vec<(usize, Arc<dyn Plugin>)> = Vec::new();
-    let mut binds = None;
-    let mut timeouts = None;
     for (order, kind, ds) in &by_name {
-        match kind {
-            Kind::Chain(setup) => match setup(ds, &ctx) {
+        if let Kind::Chain(setup) = kind {
+            match setup(ds, &ctx) {
                 Ok(p) => plugins.push((*order, p)),
                 Err(e) => errors.push(e),
-            },
-            Kind::Server if ds[0].name.as_str() == "timeouts" => match plugin::timeouts::parse(ds) {
-                Ok(t) => timeouts = Some(t),
-                Err(e) => errors.push(e),
-            },
-            Kind::Server => match plugin::bind::addresses(ds) {
-                Ok(b) => binds = Some(b),
-                Err(e) => errors.push(e),
-            },
-            Kind::Unsupported => unreachable!("rejected above"),
+            }
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
     plugins.sort_by_key(|(order, _)| *order);
-    Ok(BlockParts {
+    BlockParts {
         chain: Chain::new(plugins.into_iter().map(|(_, p)| p).collect()),
         binds,
         timeouts,
-    })
+    }
 }

@@ -305,45 +305,36 @@ impl Worker {
     }
 
     fn add(&mut self, sockets: WorkerSockets) {
+        let (first_udp, first_tcp) = (self.udp.len(), self.tcp_listeners.len());
         for (addr, s) in sockets.udp {
             let mut sock = UdpSocket::from_std(s);
             let idx = self.udp.len();
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(&mut sock, token(UDP, idx), Interest::READABLE)
-            {
+            if let Err(e) = self.poll.registry().register(&mut sock, token(UDP, idx), Interest::READABLE) {
                 log::error!("worker {}: cannot watch udp {addr}: {e}", self.id);
                 continue;
             }
-            self.udp.push(UdpSock {
-                addr,
-                sock,
-                listener: None,
-            });
-            // Queries may have queued before registration: edge-triggered polling
-            // would not report them.
-            self.udp_readable(idx);
+            self.udp.push(UdpSock { addr, sock, listener: None });
         }
         for (addr, s) in sockets.tcp {
             let mut sock = TcpListener::from_std(s);
             let idx = self.tcp_listeners.len();
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(&mut sock, token(TCP_LISTEN, idx), Interest::READABLE)
-            {
+            if let Err(e) = self.poll.registry().register(&mut sock, token(TCP_LISTEN, idx), Interest::READABLE) {
                 log::error!("worker {}: cannot watch tcp {addr}: {e}", self.id);
                 continue;
             }
-            self.tcp_listeners.push(TcpListen {
-                addr,
-                sock,
-                listener: None,
-            });
+            self.tcp_listeners.push(TcpListen { addr, sock, listener: None });
+        }
+        // Map every new socket to its listener before serving anything on it.
+        self.generation = std::ptr::null();
+        drop(self.refresh());
+        // Queries and connections may have queued before registration: edge-triggered
+        // polling would not report them.
+        for idx in first_udp..self.udp.len() {
+            self.udp_readable(idx);
+        }
+        for idx in first_tcp..self.tcp_listeners.len() {
             self.accept(idx);
         }
-        self.generation = std::ptr::null();
     }
 
     fn remove(&mut self, addrs: &[SocketAddr]) {
@@ -382,6 +373,7 @@ impl Worker {
             c.from = alive.iter().position(|a| *a == c.local).unwrap_or(usize::MAX);
         }
         self.generation = std::ptr::null();
+        drop(self.refresh());
     }
 
     fn udp_readable(&mut self, idx: usize) {

@@ -418,7 +418,11 @@ fn default_corefile_serves_whoami_when_there_is_none() {
         p.output()
     );
     // The banner names the default key, with no bind.
-    assert!(p.output().lines().any(|l| l == format!(".:{port}")), "{}", p.output());
+    assert!(
+        p.wait_output(Duration::from_secs(3), |o| o.lines().any(|l| l == format!(".:{port}"))),
+        "{}",
+        p.output()
+    );
 }
 
 #[test]
@@ -502,6 +506,19 @@ fn a_keys_own_port_wins_over_dns_port() {
 // ---------------------------------------------------------------------------------
 // -pidfile, -quiet, signals
 
+/// Waits until the start-up banner is out (the last thing printed before the signal
+/// handlers go in), then a little longer: signals sent earlier are not handled yet
+/// (see `signals_are_handled_once_the_pidfile_exists`).
+fn settle(s: &Server) {
+    assert!(
+        s.wait_output(Duration::from_secs(5), |o| o
+            .contains(&format!("linux/{}, rustc ", go_arch()))),
+        "{}",
+        s.output()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+}
+
 #[test]
 fn pidfile_holds_the_pid_and_is_removed_on_sigterm() {
     let dir = Scratch::new("pidfile");
@@ -510,6 +527,7 @@ fn pidfile_holds_the_pid_and_is_removed_on_sigterm() {
         .arg("-pidfile")
         .arg(pidfile.display().to_string())
         .start();
+    settle(&s);
     let text = std::fs::read_to_string(&pidfile).expect("pidfile written");
     assert_eq!(text.trim(), s.pid().to_string());
     s.signal(libc::SIGTERM);
@@ -549,6 +567,7 @@ fn quiet_suppresses_the_banner() {
 #[test]
 fn sighup_is_ignored() {
     let mut s = Launch::new(HOSTS_COREFILE).start();
+    settle(&s);
     s.signal(libc::SIGHUP);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(s.child.try_wait().unwrap(), None, "still running after SIGHUP");
@@ -559,6 +578,7 @@ fn sighup_is_ignored() {
 #[test]
 fn sigquit_exits_at_once() {
     let mut s = Launch::new(HOSTS_COREFILE).start();
+    settle(&s);
     // An idle TCP connection a graceful stop might wait for.
     let _conn = std::net::TcpStream::connect(s.addr()).unwrap();
     let start = Instant::now();
@@ -578,6 +598,44 @@ fn sigquit_exits_at_once() {
         )
         .is_none()
     );
+}
+
+#[test]
+fn signals_are_handled_once_the_pidfile_exists() {
+    // A supervisor that signals the PID as soon as the pidfile holds it. The window is
+    // short, so try a few times; each try is well under a second.
+    for attempt in 0..5 {
+        let dir = Scratch::new("pidfile-race");
+        let pidfile = dir.path("clusterdns.pid");
+        let mut s = Launch::new(HOSTS_COREFILE)
+            .arg("-quiet")
+            .arg("-pidfile")
+            .arg(pidfile.display().to_string())
+            .no_wait()
+            .start();
+        let end = Instant::now() + Duration::from_secs(10);
+        while !pidfile.exists() {
+            assert!(Instant::now() < end, "no pidfile: {}", s.output());
+            std::hint::spin_loop();
+        }
+        s.signal(libc::SIGTERM);
+        let status = {
+            let end = Instant::now() + Duration::from_secs(5);
+            loop {
+                if let Some(status) = s.child.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(Instant::now() < end, "attempt {attempt}: no exit after SIGTERM");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "attempt {attempt}: SIGTERM must stop cleanly, got {status:?}"
+        );
+        assert!(!pidfile.exists(), "attempt {attempt}: pidfile left behind");
+    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -469,6 +469,7 @@ mod tests {
             zones: &zones,
             config_dir: dir.to_path_buf(),
             workers: 1,
+            binds: None,
         };
         let plugin = setup(&dirs, &ctx)?;
         Ok((parse_config(dirs[0], &ctx)?, plugin))
