@@ -288,6 +288,24 @@ impl<'a> Request<'a> {
         })
     }
 
+    /// The same request with another name as its lookup key (the raw message is
+    /// unchanged): for following a CNAME inside the server.
+    pub fn with_qname(&self, qname: NameKey) -> Request<'a> {
+        Request {
+            raw: self.raw,
+            id: self.id,
+            flags: self.flags,
+            qname_end: self.qname_end,
+            qtype: self.qtype,
+            qclass: self.qclass,
+            qname,
+            edns: self.edns,
+            transport: self.transport,
+            client: self.client,
+            local: self.local,
+        }
+    }
+
     /// The question's name exactly as the client spelled it (wire bytes, root included).
     #[inline]
     pub fn qname_raw(&self) -> &'a [u8] {

@@ -31,10 +31,13 @@ pub enum Tail<'a> {
     Wire(&'a [u8]),
 }
 
-/// A name to write: some leading labels (wire form, no root) followed by a tail.
+/// A name to write: leading labels in two parts (wire form, no root), then a tail.
+/// Two parts let a name be assembled from pieces stored apart (an endpoint's label and
+/// its service's labels) without copying them together first.
 #[derive(Clone, Copy, Debug)]
 pub struct Name<'a> {
     pub head: &'a [u8],
+    pub mid: &'a [u8],
     pub tail: Tail<'a>,
 }
 
@@ -42,6 +45,7 @@ impl<'a> Name<'a> {
     /// The question name, as spelled in the query.
     pub const QUESTION: Name<'static> = Name {
         head: &[],
+        mid: &[],
         tail: Tail::Question(QNAME_OFFSET),
     };
 
@@ -49,6 +53,7 @@ impl<'a> Name<'a> {
     pub fn wire(bytes: &'a [u8]) -> Name<'a> {
         Name {
             head: &[],
+            mid: &[],
             tail: Tail::Wire(bytes),
         }
     }
@@ -57,6 +62,7 @@ impl<'a> Name<'a> {
     pub fn under_question(head: &'a [u8], offset: usize) -> Name<'a> {
         Name {
             head,
+            mid: &[],
             tail: Tail::Question(offset),
         }
     }
@@ -583,10 +589,9 @@ impl Response {
 
     /// Writes `name`, compressed if `compress` and a suffix was written before.
     fn write_name(&mut self, name: Name<'_>, compress: bool) -> Result<(), PushError> {
-        // Fast path: the head in front of a question suffix, which is always
-        // available as a pointer target.
-        if let (true, Tail::Question(off)) = (compress, name.tail) {
-            self.write_labels(name.head)?;
+        // Fast path: a suffix of the question (the owner of most records) is a
+        // pointer, nothing to search.
+        if let (true, Tail::Question(off), true) = (compress, name.tail, name.head.is_empty() && name.mid.is_empty()) {
             self.buf.extend_from_slice(&(0xC000 | off as u16).to_be_bytes());
             return Ok(());
         }
@@ -602,6 +607,7 @@ impl Response {
             Ok(())
         };
         put(name.head)?;
+        put(name.mid)?;
         match name.tail {
             Tail::Root => {}
             Tail::Wire(w) => put(w)?,
@@ -618,7 +624,10 @@ impl Response {
             return Err(PushError::Malformed);
         }
         if !compress {
-            self.buf.extend_from_slice(full);
+            // Written in full (RFC 2782 for SRV targets), but later names may point into it.
+            let end = full.len() - 1;
+            self.write_labels(&full[..end])?;
+            self.buf.push(0);
             return Ok(());
         }
         let mut at = 0;

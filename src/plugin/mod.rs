@@ -13,6 +13,7 @@ use crate::config::{ConfigError, Directive};
 pub mod bind;
 pub mod errors;
 pub mod hosts;
+pub mod kubernetes;
 pub mod log;
 pub mod testing;
 pub mod timeouts;
@@ -122,6 +123,7 @@ fn kind_of(name: &str) -> Option<Kind> {
         "bind" | "timeouts" => Kind::Server,
         "errors" => Kind::Chain(errors::setup),
         "hosts" => Kind::Chain(hosts::setup),
+        "kubernetes" => Kind::Chain(kubernetes::setup),
         "log" => Kind::Chain(log::setup),
         "whoami" => Kind::Chain(whoami::setup),
         _ if COREDNS_ORDER.contains(&name) => Kind::Unsupported,

@@ -1,0 +1,375 @@
+//! The `endpoint file://PATH` source: the objects of a `kubectl get namespaces,services,
+//! endpointslices,pods -A -o json` dump (a `List` of mixed kinds, or one kind's
+//! `ServiceList`...), read at start and again whenever the file changes. It serves the
+//! README's demo without a cluster, and shows what DNS a cluster's dump would serve.
+//!
+//! Each successful read is sent as a full list per resource (`ListStart`, `Upsert`s,
+//! `ListDone`), so objects removed from the file disappear from DNS. A file that cannot be
+//! read or parsed changes nothing: the last good contents keep serving.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::decode;
+use super::model::{Event, Object, Resource};
+use super::watch::send_until_stopped;
+
+/// Log lines read `plugin/kubernetes: ...`, as CoreDNS's do.
+const LOG_TARGET: &str = "plugin/kubernetes";
+
+/// The thread that loads the file and polls it for changes.
+pub struct FileSource {
+    thread: Option<JoinHandle<()>>,
+    /// Dropped to stop: wakes the poll sleep at once.
+    stop: Option<Sender<()>>,
+}
+
+impl FileSource {
+    /// Starts the thread: it loads `path` first thing, then checks every `poll` whether
+    /// the file changed (modification time, size or inode: an editor's rename and a
+    /// ConfigMap's symlink swap both show) and loads it again. Only objects of
+    /// `resources` are sent.
+    pub fn start(path: PathBuf, resources: Vec<Resource>, events: Sender<Event>, poll: Duration) -> FileSource {
+        let (stop, stopped) = crossbeam_channel::bounded(0);
+        let watcher = FileWatcher {
+            path,
+            resources,
+            events,
+            stop: stopped,
+            last_error: None,
+        };
+        let thread = thread::Builder::new()
+            .name("watch-file".into())
+            .spawn(move || watcher.run(poll));
+        let thread = match thread {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                log::error!(target: LOG_TARGET, "cannot start the file watcher: {e}");
+                None
+            }
+        };
+        FileSource {
+            thread,
+            stop: Some(stop),
+        }
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for FileSource {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// What identifies one version of the file without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Version {
+    modified: Option<SystemTime>,
+    size: u64,
+    inode: u64,
+}
+
+struct FileWatcher {
+    path: PathBuf,
+    resources: Vec<Resource>,
+    events: Sender<Event>,
+    stop: Receiver<()>,
+    /// The last failure logged, so that a file that stays broken is reported once.
+    last_error: Option<String>,
+}
+
+impl FileWatcher {
+    fn run(mut self, poll: Duration) {
+        let mut loaded: Option<Version> = None;
+        loop {
+            match fs::metadata(&self.path) {
+                Ok(meta) => {
+                    let version = Version {
+                        modified: meta.modified().ok(),
+                        size: meta.len(),
+                        inode: meta.ino(),
+                    };
+                    // The version is taken before reading: a write during the read shows
+                    // as a change at the next poll.
+                    if loaded != Some(version) {
+                        loaded = Some(version);
+                        if !self.load() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Read again as soon as it is back, even if it comes back the same.
+                    loaded = None;
+                    self.failed(format!("cannot read {}: {e}", self.path.display()));
+                }
+            }
+            if !matches!(self.stop.recv_timeout(poll), Err(RecvTimeoutError::Timeout)) {
+                return;
+            }
+        }
+    }
+
+    /// Reads and sends the file; false when stopped (or nobody listens any more).
+    fn load(&mut self) -> bool {
+        let objects = match read(&self.path, &self.resources) {
+            Ok(objects) => objects,
+            Err(message) => {
+                self.failed(message);
+                return true;
+            }
+        };
+        let counts: Vec<String> = self
+            .resources
+            .iter()
+            .map(|&r| format!("{} {}", objects.iter().filter(|o| o.resource() == r).count(), r.name()))
+            .collect();
+        if self.last_error.take().is_some() {
+            log::info!(target: LOG_TARGET, "{} is readable again", self.path.display());
+        }
+        log::info!(target: LOG_TARGET, "loaded {}: {}", self.path.display(), counts.join(", "));
+        // The whole file is parsed before anything is sent, so that a broken file (one
+        // caught half-written, say) sends nothing and the last contents stay.
+        let starts = self.resources.iter().map(|&r| Event::ListStart(r));
+        let upserts = objects.into_iter().map(Event::Upsert);
+        let dones = self.resources.iter().map(|&r| Event::ListDone(r));
+        starts
+            .chain(upserts)
+            .chain(dones)
+            .all(|event| send_until_stopped(&self.events, &self.stop, event))
+    }
+
+    fn failed(&mut self, message: String) {
+        if let Some(message) = self.first_report(message) {
+            log::error!(target: LOG_TARGET, "{message}; serving the last data read");
+        }
+    }
+
+    /// The failure if it differs from the last one reported, so a file that stays broken
+    /// is logged once, not at every poll.
+    fn first_report(&mut self, message: String) -> Option<&str> {
+        if self.last_error.as_ref() == Some(&message) {
+            return None;
+        }
+        Some(self.last_error.insert(message))
+    }
+}
+
+/// The objects of `resources` in the file; malformed items are skipped and counted in a
+/// warning, a file that is not a list is an error.
+fn read(path: &Path, resources: &[Resource]) -> Result<Vec<Object>, String> {
+    let json = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut objects = Vec::new();
+    let mut skipped = 0;
+    let mut first_error = None;
+    decode::decode_list_slice(&json, None, |item| match item {
+        Ok(object) if resources.contains(&object.resource()) => objects.push(object),
+        Ok(_) => {}
+        Err(e) => {
+            skipped += 1;
+            first_error.get_or_insert(e);
+        }
+    })
+    .map_err(|e| format!("cannot parse {} as a Kubernetes List: {e}", path.display()))?;
+    if let Some(e) = first_error {
+        log::warn!(target: LOG_TARGET, "{}: skipped {skipped} malformed object(s), the first: {e}", path.display());
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A file in a fresh temporary directory, removed at the end of the test.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str) -> TempFile {
+            let dir = std::env::temp_dir().join(format!("clusterdns-file-{}-{name}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            TempFile(dir.join("cluster.json"))
+        }
+
+        /// Replaces the file by a rename, as editors and `kubectl ... > tmp && mv` do.
+        fn write(&self, contents: &str) {
+            let tmp = self.0.with_extension("tmp");
+            fs::write(&tmp, contents).unwrap();
+            fs::rename(&tmp, &self.0).unwrap();
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(self.0.parent().unwrap());
+        }
+    }
+
+    fn dump(services: &[&str]) -> String {
+        let mut items = vec![
+            r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"default","resourceVersion":"1"}}"#.to_string(),
+            r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"default"}}"#.to_string(),
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web-0","namespace":"default"},"status":{"podIP":"10.1.0.1"}}"#
+                .to_string(),
+            r#"{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"web-x","namespace":"default",
+               "labels":{"kubernetes.io/service-name":"web"}},"addressType":"IPv4","endpoints":[{"addresses":["10.1.0.1"]}]}"#
+                .to_string(),
+        ];
+        for name in services {
+            items.push(format!(
+                r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"{name}","namespace":"default"}},"spec":{{"clusterIP":"10.0.0.1"}}}}"#
+            ));
+        }
+        format!(
+            r#"{{"apiVersion":"v1","kind":"List","metadata":{{"resourceVersion":""}},"items":[{}]}}"#,
+            items.join(",")
+        )
+    }
+
+    fn describe(event: &Event) -> String {
+        match event {
+            Event::ListStart(r) => format!("ListStart {}", r.name()),
+            Event::ListDone(r) => format!("ListDone {}", r.name()),
+            Event::Upsert(o) => format!("Upsert {} {}/{}", o.resource().name(), o.key().namespace, o.key().name),
+            Event::Delete(r, key) => format!("Delete {} {}/{}", r.name(), key.namespace, key.name),
+            Event::Health { resource, healthy } => format!("Health {} {healthy}", resource.name()),
+        }
+    }
+
+    fn take(events: &Receiver<Event>, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                describe(
+                    &events
+                        .recv_timeout(Duration::from_secs(3))
+                        .unwrap_or_else(|_| panic!("event {i} missing")),
+                )
+            })
+            .collect()
+    }
+
+    fn quiet(events: &Receiver<Event>, wait: Duration) {
+        if let Ok(event) = events.recv_timeout(wait) {
+            panic!("unexpected event {}", describe(&event));
+        }
+    }
+
+    const RESOURCES: [Resource; 3] = [Resource::Namespaces, Resource::Services, Resource::EndpointSlices];
+
+    fn full_list(services: &[&str]) -> Vec<String> {
+        let mut want = vec![
+            "ListStart namespaces".to_string(),
+            "ListStart services".into(),
+            "ListStart endpointslices".into(),
+            "Upsert namespaces /default".into(),
+            "Upsert endpointslices default/web-x".into(),
+        ];
+        want.extend(services.iter().map(|s| format!("Upsert services default/{s}")));
+        want.extend([
+            "ListDone namespaces".into(),
+            "ListDone services".into(),
+            "ListDone endpointslices".into(),
+        ]);
+        want
+    }
+
+    #[test]
+    fn loads_at_start_and_again_on_change() {
+        let file = TempFile::new("change");
+        file.write(&dump(&["web", "db"]));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let source = FileSource::start(file.0.clone(), RESOURCES.to_vec(), tx, Duration::from_millis(20));
+        // Pods are not among the resources and Deployments are no resource: both skipped.
+        let want = full_list(&["web", "db"]);
+        assert_eq!(take(&rx, want.len()), want);
+        quiet(&rx, Duration::from_millis(100));
+
+        // The service deleted from the file is absent from the new full list.
+        file.write(&dump(&["web"]));
+        let want = full_list(&["web"]);
+        assert_eq!(take(&rx, want.len()), want);
+
+        // A file caught broken sends nothing; fixed, it is loaded again.
+        file.write(r#"{"kind":"List","items":[{"kind":"Service","metadata":{"name":"#);
+        quiet(&rx, Duration::from_millis(150));
+        file.write(&dump(&["api"]));
+        let want = full_list(&["api"]);
+        assert_eq!(take(&rx, want.len()), want);
+
+        let started = Instant::now();
+        source.stop();
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_missing_file_is_loaded_once_it_appears() {
+        let file = TempFile::new("missing");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let source = FileSource::start(file.0.clone(), RESOURCES.to_vec(), tx, Duration::from_millis(20));
+        quiet(&rx, Duration::from_millis(100));
+        file.write(&dump(&["web"]));
+        let want = full_list(&["web"]);
+        assert_eq!(take(&rx, want.len()), want);
+        source.stop();
+    }
+
+    #[test]
+    fn single_kind_lists_and_malformed_items() {
+        let file = TempFile::new("single");
+        file.write(
+            r#"{"kind":"ServiceList","apiVersion":"v1","metadata":{"resourceVersion":"9"},"items":[
+                {"metadata":{"name":"a","namespace":"x"},"spec":{"clusterIP":"10.0.0.1"}},
+                {"metadata":{"name":"b","namespace":"x"},"spec":{"ports":"bad"}}]}"#,
+        );
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let source = FileSource::start(file.0.clone(), vec![Resource::Services], tx, Duration::from_secs(10));
+        assert_eq!(
+            take(&rx, 3),
+            ["ListStart services", "Upsert services x/a", "ListDone services"]
+        );
+        // A long poll still stops at once.
+        let started = Instant::now();
+        source.stop();
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_failure_is_logged_once_until_it_changes() {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let (_stop, stopped) = crossbeam_channel::bounded(0);
+        let mut watcher = FileWatcher {
+            path: "/nonexistent".into(),
+            resources: vec![],
+            events: tx,
+            stop: stopped,
+            last_error: None,
+        };
+        assert_eq!(watcher.first_report("cannot read x".into()), Some("cannot read x"));
+        assert_eq!(watcher.first_report("cannot read x".into()), None);
+        assert_eq!(watcher.first_report("cannot parse x".into()), Some("cannot parse x"));
+        assert_eq!(watcher.first_report("cannot parse x".into()), None);
+        // A good read clears it: the same failure later is news again.
+        watcher.last_error = None;
+        assert_eq!(watcher.first_report("cannot parse x".into()), Some("cannot parse x"));
+    }
+}

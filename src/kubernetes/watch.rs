@@ -1,0 +1,1577 @@
+//! The Kubernetes API client: one thread per watched resource lists the collection page
+//! by page, then watches it from the list's resourceVersion, and sends what it sees to the
+//! snapshot builder as [`Event`]s. Plain HTTP only (ureq without TLS): `kubectl proxy`, an
+//! authenticating sidecar, or a test fake.
+//!
+//! ```text
+//!          ┌─────────────── 410 Gone (ERROR event, or HTTP 410) ───────────────┐
+//!          ▼                                                                   │
+//!   LIST ?limit=N ─continue─▶ … ─▶ ListDone ─▶ WATCH ?resourceVersion=RV ─events─┴─▶ Upsert / Delete
+//!     ▲  (ListStart, Upserts)                    ▲   │ closed by the server (timeoutSeconds):
+//!     │                                          └───┤   watch again from the last RV seen
+//!     └────── failure while listing ─────────────────┤ failure (connect, 5xx, 403, stall):
+//!              back off, next endpoint               │   back off, next endpoint, watch again
+//! ```
+//!
+//! The API conventions followed are those of client-go's reflector ("Efficient detection
+//! of changes" in the Kubernetes API concepts): list with `limit`/`continue`, watch with
+//! `allowWatchBookmarks`, relist only when the resourceVersion has expired.
+
+use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use parking_lot::Mutex;
+
+use super::decode::{self, ApiStatus, DecodeError, WatchEvent};
+use super::model::{Event, Resource};
+
+/// Where and what to watch, and how patiently.
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    /// `http://` base URLs; with several, each failure moves on to the next one.
+    pub endpoints: Vec<String>,
+    /// The resources to list and watch, one thread each.
+    pub resources: Vec<Resource>,
+    /// `labels` option: label selector for services, endpointslices and pods.
+    pub label_selector: Option<String>,
+    /// `namespace_labels` option: label selector for namespaces.
+    pub namespace_label_selector: Option<String>,
+    /// Items per list page (`limit`); 0 asks for the whole list at once.
+    pub page_size: usize,
+    /// Base watch duration: each watch asks for `timeoutSeconds` in `[base, 2*base)`
+    /// (client-go's jitter, so that replicas do not reconnect in lockstep).
+    pub watch_timeout: Duration,
+    /// A stream silent for longer than this is dead; keep it above the API's bookmark
+    /// interval (about a minute).
+    pub idle_timeout: Duration,
+    /// First retry delay after a failure (doubled per failure in a row, jittered).
+    pub backoff_initial: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            endpoints: vec!["http://127.0.0.1:8001".into()],
+            resources: vec![Resource::Namespaces, Resource::Services, Resource::EndpointSlices],
+            label_selector: None,
+            namespace_label_selector: None,
+            page_size: 500,
+            watch_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(75),
+            backoff_initial: Duration::from_millis(800),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The running watch threads.
+pub struct Watchers {
+    threads: Vec<JoinHandle<()>>,
+    agent: ureq::Agent,
+    /// Dropped to stop: every thread's `stop` receiver then reports disconnection, which
+    /// wakes backoff sleeps and blocked sends at once.
+    stop: Option<Sender<()>>,
+    stats: Arc<ApiStats>,
+}
+
+impl Watchers {
+    /// Spawns one thread per resource; each sends its [`Event`]s to `events`.
+    ///
+    /// Per resource the events are: `ListStart`, the list's `Upsert`s, `ListDone`, then
+    /// `Upsert`/`Delete` from the watch, and a new `ListStart` ... `ListDone` after each
+    /// relist. A `ListStart` can also follow a `ListStart` whose list never finished (the
+    /// list failed half-way and is being retried): the new one replaces it. `Health`
+    /// comes once when the API starts failing and once when it answers again.
+    pub fn start(cfg: WatchConfig, events: Sender<Event>) -> Watchers {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            // The proxy would otherwise come from HTTP_PROXY, and a kubectl proxy on
+            // loopback must not be reached through it.
+            .proxy(None)
+            .http_status_as_error(false)
+            .user_agent(format!("clusterdns/{}", crate::VERSION))
+            .accept("application/json")
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_recv_response(Some(RESPONSE_TIMEOUT))
+            .timeout_per_read(Some(cfg.idle_timeout))
+            .build()
+            .into();
+        let stats = Arc::new(ApiStats::default());
+        let (stop, stopped) = crossbeam_channel::bounded(0);
+        let mut threads = Vec::new();
+        if cfg.endpoints.is_empty() {
+            log::error!(target: LOG_TARGET, "no API endpoint configured; not watching the API");
+        } else {
+            let cfg = Arc::new(cfg);
+            for &resource in &cfg.resources {
+                let watcher = Watcher {
+                    resource,
+                    cfg: Arc::clone(&cfg),
+                    agent: agent.clone(),
+                    events: events.clone(),
+                    stop: stopped.clone(),
+                    stats: Arc::clone(&stats),
+                    endpoint: 0,
+                    healthy: true,
+                    backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
+                    expired_without_progress: false,
+                    rng: Jitter::new(),
+                    skipped: SkipLog::default(),
+                };
+                let spawned = thread::Builder::new()
+                    .name(format!("watch-{}", resource.name()))
+                    .spawn(|| watcher.run());
+                match spawned {
+                    Ok(handle) => threads.push(handle),
+                    Err(e) => log::error!(target: LOG_TARGET, "cannot start the {} watcher: {e}", resource.name()),
+                }
+            }
+        }
+        Watchers {
+            threads,
+            agent,
+            stop: Some(stop),
+            stats,
+        }
+    }
+
+    /// Cancels every request and stream at once and waits for the threads to end.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    /// Request counters and durations, for `/metrics`.
+    pub fn stats(&self) -> Arc<ApiStats> {
+        Arc::clone(&self.stats)
+    }
+
+    fn shutdown(&mut self) {
+        if self.stop.take().is_none() {
+            return;
+        }
+        // Closes the connections of every clone of the agent, so blocked reads return now
+        // (ureq 3.5 `Agent::shutdown`); the threads see the stop and exit.
+        self.agent.clone().shutdown();
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Log lines read `plugin/kubernetes: ...`, as CoreDNS's do.
+const LOG_TARGET: &str = "plugin/kubernetes";
+/// How long a TCP connect to the API may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the API may take to start answering a request (status and headers).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
+/// client-go's reflector treats a watch that ends within a second without an event as an
+/// error ("very short watch"), so a server that closes at once is not hammered.
+const MIN_WATCH_DURATION: Duration = Duration::from_secs(1);
+/// Longest watch event line accepted, far above the largest object (an EndpointSlice of
+/// 1000 endpoints is well under 1 MiB), so a broken stream cannot exhaust memory.
+const MAX_EVENT_LINE: u64 = 16 << 20;
+/// Read buffer for list bodies and watch streams.
+const READ_BUFFER: usize = 64 << 10;
+/// Most of an error response body read for its Status message.
+const MAX_ERROR_BODY: u64 = 64 << 10;
+/// Fields a pod watch filters on, as CoreDNS does: pods that are done keep no IP.
+const POD_FIELD_SELECTOR: &str = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown";
+
+/// One resource's list-and-watch loop.
+struct Watcher {
+    resource: Resource,
+    cfg: Arc<WatchConfig>,
+    agent: ureq::Agent,
+    events: Sender<Event>,
+    stop: Receiver<()>,
+    stats: Arc<ApiStats>,
+    /// Index in `cfg.endpoints` of the endpoint in use.
+    endpoint: usize,
+    /// Whether the last request answered (starts true: the first failure is an outage).
+    healthy: bool,
+    backoff: Backoff,
+    /// Set by a 410 relist, cleared when a watch makes progress.
+    expired_without_progress: bool,
+    rng: Jitter,
+    skipped: SkipLog,
+}
+
+/// How a watch ended, when it did not fail.
+enum WatchEnd {
+    /// The server closed the stream (its `timeoutSeconds`): watch again from the last RV.
+    Closed,
+    /// 410 Gone: the resourceVersion has been compacted away: list again.
+    Gone,
+}
+
+impl Watcher {
+    fn run(mut self) {
+        // None: the next step is a list; Some: watch from this resourceVersion.
+        let mut resource_version = None;
+        while !self.stopped() {
+            match self.step(&mut resource_version) {
+                Ok(()) => {}
+                Err(Failure::Stopped) => return,
+                // After a stop, errors are the cancelled requests: not worth a word.
+                Err(_) if self.stopped() => return,
+                Err(failure) => {
+                    self.failed(&failure);
+                    let delay = self.backoff.next(&mut self.rng);
+                    if self.sleep(delay) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lists, or watches from `resource_version`; a failed step is retried as it was (a
+    /// failed watch resumes from the same resourceVersion: the API replays what was
+    /// missed, or answers 410 if that is no longer possible).
+    fn step(&mut self, resource_version: &mut Option<Box<str>>) -> Result<(), Failure> {
+        let Some(rv) = resource_version else {
+            *resource_version = Some(self.list()?);
+            self.mark_healthy();
+            return Ok(());
+        };
+        match self.watch(rv)? {
+            WatchEnd::Closed => Ok(()),
+            WatchEnd::Gone => {
+                log::info!(target: LOG_TARGET, "watch of {} expired (resourceVersion {rv} is too old): listing again",
+                    self.resource.name()
+                );
+                *resource_version = None;
+                // A relist whose watch expires again before delivering anything (an API
+                // server lagging behind the one that answered the list) backs off, so
+                // that it cannot become a relist loop.
+                if std::mem::replace(&mut self.expired_without_progress, true) {
+                    let delay = self.backoff.next(&mut self.rng);
+                    if self.sleep(delay) {
+                        return Err(Failure::Stopped);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Lists the resource page by page, streaming `ListStart`, the `Upsert`s and
+    /// `ListDone`; returns the list's resourceVersion.
+    fn list(&mut self) -> Result<Box<str>, Failure> {
+        let mut continue_token: Option<Box<str>> = None;
+        let mut started = false;
+        loop {
+            let url = self.list_url(continue_token.as_deref());
+            let begun = Instant::now();
+            let response = self.get(&url)?;
+            let status = response.status().as_u16();
+            if status == 410 && continue_token.is_some() {
+                // The continue token expired (a paged list reads one etcd revision, which
+                // compaction removes after about five minutes): start over. The next
+                // ListStart tells the builder to drop the unfinished list.
+                log::info!(target: LOG_TARGET, "list of {} expired while paging: listing again", self.resource.name());
+                continue_token = None;
+                started = false;
+                if self.stopped() {
+                    return Err(Failure::Stopped);
+                }
+                continue;
+            }
+            if status != 200 {
+                return Err(self.http_failure(&url, response));
+            }
+            if !started {
+                self.send(Event::ListStart(self.resource))?;
+                started = true;
+            }
+            let reader = BufReader::with_capacity(READ_BUFFER, response.into_body().into_reader());
+            let resource = self.resource;
+            let (events, stop, skipped) = (&self.events, &self.stop, &mut self.skipped);
+            let mut receiver_gone = false;
+            // Each item goes to the builder as soon as it is decoded: the page is never
+            // held whole, so a relist costs one copy of the cluster, not two.
+            let meta = decode::decode_list(reader, Some(resource), |item| match item {
+                Ok(object) if object.resource() == resource => {
+                    receiver_gone |= !send_until_stopped(events, stop, Event::Upsert(object));
+                }
+                Ok(object) => {
+                    let found = object.resource().kind().into();
+                    skipped.skip(
+                        resource,
+                        &DecodeError::WrongKind {
+                            expected: resource.kind(),
+                            found,
+                        },
+                    );
+                }
+                Err(e) => skipped.skip(resource, &e),
+            });
+            if receiver_gone {
+                return Err(Failure::Stopped);
+            }
+            let meta = meta.map_err(|error| match error {
+                // A read error surfaces through the JSON parser; report it as one.
+                DecodeError::Json(e) if e.is_io() => Failure::Read {
+                    url: without_query(&url),
+                    error: io::Error::from(e),
+                },
+                error => Failure::Decode {
+                    url: without_query(&url),
+                    error,
+                },
+            })?;
+            self.stats.observe(Verb::List, self.host(), begun.elapsed());
+            match meta.continue_token {
+                Some(token) => continue_token = Some(token),
+                None => {
+                    self.send(Event::ListDone(self.resource))?;
+                    return Ok(meta.resource_version);
+                }
+            }
+        }
+    }
+
+    /// Watches from `resource_version`, sending the changes and keeping
+    /// `resource_version` at the last one seen (bookmarks included).
+    fn watch(&mut self, resource_version: &mut Box<str>) -> Result<WatchEnd, Failure> {
+        let url = self.watch_url(resource_version);
+        let begun = Instant::now();
+        let response = self.get(&url)?;
+        self.stats.observe(Verb::Watch, self.host(), begun.elapsed());
+        match response.status().as_u16() {
+            200 => {}
+            410 => return Ok(WatchEnd::Gone),
+            _ => return Err(self.http_failure(&url, response)),
+        }
+        let mut stream = BufReader::with_capacity(READ_BUFFER, response.into_body().into_reader());
+        let mut line = Vec::new();
+        let mut delivered = false;
+        loop {
+            line.clear();
+            let read = (&mut stream).take(MAX_EVENT_LINE).read_until(b'\n', &mut line);
+            let read = read.map_err(|error| Failure::Read {
+                url: without_query(&url),
+                error,
+            })?;
+            if read == 0 {
+                if !delivered && begun.elapsed() < MIN_WATCH_DURATION {
+                    return Err(Failure::ShortWatch {
+                        url: without_query(&url),
+                    });
+                }
+                self.mark_progress();
+                return Ok(WatchEnd::Closed);
+            }
+            if read as u64 == MAX_EVENT_LINE && line.last() != Some(&b'\n') {
+                return Err(Failure::LineTooLong {
+                    url: without_query(&url),
+                });
+            }
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            match decode::decode_event(self.resource, &line) {
+                Ok(WatchEvent::Upsert {
+                    object,
+                    resource_version: rv,
+                }) => {
+                    advance(resource_version, rv);
+                    self.send(Event::Upsert(object))?;
+                }
+                Ok(WatchEvent::Delete {
+                    key,
+                    resource_version: rv,
+                }) => {
+                    advance(resource_version, rv);
+                    self.send(Event::Delete(self.resource, key))?;
+                }
+                Ok(WatchEvent::Bookmark { resource_version: rv }) => advance(resource_version, rv),
+                Ok(WatchEvent::Error(status)) if status.code == 410 => return Ok(WatchEnd::Gone),
+                Ok(WatchEvent::Error(status)) => {
+                    return Err(Failure::WatchError {
+                        url: without_query(&url),
+                        status,
+                    });
+                }
+                Err(e) => {
+                    self.skipped.skip(self.resource, &e);
+                    continue;
+                }
+            }
+            if !delivered {
+                delivered = true;
+                self.mark_progress();
+            }
+        }
+    }
+
+    fn get(&self, url: &str) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        let result = self.agent.get(url).call();
+        let status = result.as_ref().ok().map(|response| response.status());
+        self.stats
+            .count(status.as_ref().map_or("<error>", |s| s.as_str()), self.host());
+        result.map_err(|error| Failure::Transport {
+            url: without_query(url),
+            error,
+        })
+    }
+
+    /// A non-success answer, explained with the Status message the API put in the body.
+    fn http_failure(&self, url: &str, response: ureq::http::Response<ureq::Body>) -> Failure {
+        let status = response.status();
+        let body = response
+            .into_body()
+            .into_with_config()
+            .limit(MAX_ERROR_BODY)
+            .read_to_vec()
+            .unwrap_or_default();
+        let mut message = decode::decode_status(&body)
+            .map(|s| s.message)
+            .filter(|m| !m.is_empty())
+            .map_or_else(|| status.canonical_reason().unwrap_or("").to_owned(), String::from);
+        if status.as_u16() == 403 {
+            // The usual cause after an upgrade is RBAC (CoreDNS 1.8 and EndpointSlices):
+            // name exactly what to grant.
+            let (group, resource) = match self.resource {
+                Resource::EndpointSlices => ("discovery.k8s.io", "endpointslices"),
+                other => ("\"\" (core)", other.name()),
+            };
+            message.push_str(&format!(
+                " (clusterdns needs the verbs list and watch on resource {resource} in API group {group})"
+            ));
+        }
+        Failure::Status {
+            url: without_query(url),
+            code: status.as_u16(),
+            message,
+        }
+    }
+
+    fn list_url(&self, continue_token: Option<&str>) -> String {
+        let mut url = format!("{}{}?", self.endpoint(), self.resource.path());
+        if self.cfg.page_size > 0 {
+            url.push_str(&format!("limit={}&", self.cfg.page_size));
+        }
+        self.push_selectors(&mut url);
+        if let Some(token) = continue_token {
+            url.push_str("continue=");
+            push_encoded(&mut url, token);
+        }
+        trim_query(url)
+    }
+
+    fn watch_url(&mut self, resource_version: &str) -> String {
+        let base = self.cfg.watch_timeout.as_secs().max(1);
+        let timeout = base + self.rng.below(base);
+        let mut url = format!("{}{}?watch=1&resourceVersion=", self.endpoint(), self.resource.path());
+        push_encoded(&mut url, resource_version);
+        url.push_str(&format!("&allowWatchBookmarks=true&timeoutSeconds={timeout}&"));
+        self.push_selectors(&mut url);
+        trim_query(url)
+    }
+
+    /// Appends `labelSelector=..&` and `fieldSelector=..&` as the resource uses them
+    /// (CoreDNS: `labels` for services, endpointslices and pods; `namespace_labels` for
+    /// namespaces; a phase filter for pods).
+    fn push_selectors(&self, url: &mut String) {
+        let labels = match self.resource {
+            Resource::Namespaces => &self.cfg.namespace_label_selector,
+            _ => &self.cfg.label_selector,
+        };
+        if let Some(selector) = labels.as_deref().filter(|s| !s.is_empty()) {
+            url.push_str("labelSelector=");
+            push_encoded(url, selector);
+            url.push('&');
+        }
+        if self.resource == Resource::Pods {
+            url.push_str("fieldSelector=");
+            push_encoded(url, POD_FIELD_SELECTOR);
+            url.push('&');
+        }
+    }
+
+    fn endpoint(&self) -> &str {
+        self.cfg.endpoints[self.endpoint].trim_end_matches('/')
+    }
+
+    /// `host:port` of the endpoint in use, the `host` label of the request metrics.
+    fn host(&self) -> &str {
+        let endpoint = self.endpoint();
+        let authority = endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest);
+        authority.split('/').next().unwrap_or(authority)
+    }
+
+    fn send(&self, event: Event) -> Result<(), Failure> {
+        if send_until_stopped(&self.events, &self.stop, event) {
+            Ok(())
+        } else {
+            Err(Failure::Stopped)
+        }
+    }
+
+    /// A list completed: the API answers again.
+    fn mark_healthy(&mut self) {
+        if !self.healthy {
+            self.healthy = true;
+            log::info!(target: LOG_TARGET, "API reachable again for {} at {}", self.resource.name(), self.endpoint());
+            let _ = self.send(Event::Health {
+                resource: self.resource,
+                healthy: true,
+            });
+        }
+    }
+
+    /// A watch delivered events or ran its course: the failure streak is over.
+    fn mark_progress(&mut self) {
+        self.backoff.reset();
+        self.expired_without_progress = false;
+        self.mark_healthy();
+    }
+
+    /// Logs an outage once, when it starts (never per retry), and moves to the next
+    /// endpoint.
+    fn failed(&mut self, failure: &Failure) {
+        if self.healthy {
+            self.healthy = false;
+            log::warn!(target: LOG_TARGET, "API unreachable for {}: {failure}; serving the last data and retrying",
+                self.resource.name()
+            );
+            let _ = self.send(Event::Health {
+                resource: self.resource,
+                healthy: false,
+            });
+        } else {
+            log::debug!(target: LOG_TARGET, "{} still failing: {failure}", self.resource.name());
+        }
+        self.endpoint = (self.endpoint + 1) % self.cfg.endpoints.len();
+    }
+
+    fn stopped(&self) -> bool {
+        matches!(self.stop.try_recv(), Err(TryRecvError::Disconnected))
+    }
+
+    /// Sleeps for `duration` unless stopped first; true when stopped.
+    fn sleep(&self, duration: Duration) -> bool {
+        !matches!(self.stop.recv_timeout(duration), Err(RecvTimeoutError::Timeout))
+    }
+}
+
+/// Sends `event` to the builder; false once stopped, or when the builder is gone. A
+/// bounded channel that stays full cannot block a stop.
+pub(super) fn send_until_stopped(events: &Sender<Event>, stop: &Receiver<()>, event: Event) -> bool {
+    match events.try_send(event) {
+        Ok(()) => true,
+        Err(TrySendError::Disconnected(_)) => false,
+        Err(TrySendError::Full(event)) => crossbeam_channel::select! {
+            send(events, event) -> sent => sent.is_ok(),
+            recv(stop) -> _ => false,
+        },
+    }
+}
+
+/// Moves the resourceVersion forward; an event without one leaves it as it was.
+fn advance(current: &mut Box<str>, seen: Box<str>) {
+    if !seen.is_empty() {
+        *current = seen;
+    }
+}
+
+/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
+fn push_encoded(url: &mut String, value: &str) {
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            url.push(char::from(byte));
+        } else {
+            url.push_str(&format!("%{byte:02X}"));
+        }
+    }
+}
+
+fn trim_query(mut url: String) -> String {
+    while url.ends_with(['&', '?']) {
+        url.pop();
+    }
+    url
+}
+
+/// The URL without its query, for messages (continue tokens are long and opaque).
+fn without_query(url: &str) -> Box<str> {
+    url.split('?').next().unwrap_or(url).into()
+}
+
+/// Why a request failed; displayed in the outage log line.
+#[derive(Debug)]
+enum Failure {
+    /// No answer: connection refused or reset, no response within the timeout.
+    Transport { url: Box<str>, error: ureq::Error },
+    /// An answer other than 200 (with 410 handled before).
+    Status { url: Box<str>, code: u16, message: String },
+    /// The body stopped: connection lost, or silent beyond the idle timeout.
+    Read { url: Box<str>, error: io::Error },
+    /// The list body is not a list.
+    Decode { url: Box<str>, error: DecodeError },
+    /// The watch ended with an ERROR event other than 410.
+    WatchError { url: Box<str>, status: ApiStatus },
+    /// The watch ended at once without delivering anything.
+    ShortWatch { url: Box<str> },
+    /// A watch line longer than [`MAX_EVENT_LINE`].
+    LineTooLong { url: Box<str> },
+    /// Not a failure: the watchers are stopping (or the builder is gone).
+    Stopped,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Transport { url, error } => write!(f, "GET {url}: {error}"),
+            Failure::Status { url, code, message } => write!(f, "GET {url}: HTTP {code}: {message}"),
+            Failure::Read { url, error } if is_read_timeout(error) => {
+                write!(f, "GET {url}: no data within the idle timeout (stalled stream)")
+            }
+            Failure::Read { url, error } => write!(f, "GET {url}: reading the response: {error}"),
+            Failure::Decode { url, error } => write!(f, "GET {url}: malformed list: {error}"),
+            Failure::WatchError { url, status } => write!(f, "GET {url}: watch ended with an error: {status}"),
+            Failure::ShortWatch { url } => write!(f, "GET {url}: the watch closed at once without any event"),
+            Failure::LineTooLong { url } => write!(f, "GET {url}: a watch event is longer than {MAX_EVENT_LINE} bytes"),
+            Failure::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
+/// Whether a body read failed on ureq's per-read timeout (the idle guard).
+fn is_read_timeout(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|e| matches!(e, ureq::Error::Timeout(ureq::Timeout::PerRead)))
+}
+
+/// Capped exponential backoff with jitter: the n-th failure in a row waits a random time
+/// in `[d/2, d]`, `d = min(initial * 2^n, max)`, so that replicas spread out after an API
+/// restart instead of relisting together.
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            failures: 0,
+        }
+    }
+
+    fn next(&mut self, rng: &mut Jitter) -> Duration {
+        let factor = 1u32 << self.failures.min(20);
+        self.failures = self.failures.saturating_add(1);
+        let full = self.initial.saturating_mul(factor).min(self.max);
+        let half = full / 2;
+        half + Duration::from_nanos(rng.below(u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1)))
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// A small xorshift generator for jitter; unpredictability is not needed, only that
+/// replicas and threads differ, which the per-process random hash keys give.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Jitter {
+        let mut hasher = RandomState::new().build_hasher();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        hasher.write_u128(now.as_nanos());
+        Jitter(hasher.finish() | 1)
+    }
+
+    /// A value in `[0, bound)`.
+    fn below(&mut self, bound: u64) -> u64 {
+        // xorshift64* (Vigna).
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound.max(1)
+    }
+}
+
+/// Logs skipped malformed objects: the first at once, then at most one line a minute with
+/// the count, so that a stream of bad objects cannot flood the log.
+#[derive(Default)]
+struct SkipLog {
+    unreported: u64,
+    last_logged: Option<Instant>,
+}
+
+/// Least time between two "skipped malformed objects" lines.
+const SKIP_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+impl SkipLog {
+    fn skip(&mut self, resource: Resource, error: &DecodeError) {
+        self.unreported += 1;
+        if self.last_logged.is_none_or(|at| at.elapsed() >= SKIP_LOG_INTERVAL) {
+            log::warn!(target: LOG_TARGET, "skipped {} malformed {} object(s) from the API (latest: {error})",
+                self.unreported,
+                resource.name()
+            );
+            self.unreported = 0;
+            self.last_logged = Some(Instant::now());
+        }
+    }
+}
+
+/// The API verbs timed in [`ApiStats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verb {
+    /// One list page, body included.
+    List,
+    /// A watch request, until its response headers.
+    Watch,
+}
+
+impl Verb {
+    /// The `verb` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::List => "LIST",
+            Verb::Watch => "WATCH",
+        }
+    }
+}
+
+/// Upper bounds of the request duration buckets, in seconds (Prometheus' defaults, as
+/// `coredns_kubernetes_rest_client_request_duration_seconds` uses).
+pub const DURATION_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// API request counters, for CoreDNS's `coredns_kubernetes_rest_client_requests_total`
+/// and `..._request_duration_seconds`. Written only by the watch threads, a few times a
+/// minute, so a mutex costs nothing.
+#[derive(Default)]
+pub struct ApiStats {
+    inner: Mutex<StatsInner>,
+}
+
+#[derive(Default)]
+struct StatsInner {
+    /// By (status code or `<error>`, host).
+    requests: BTreeMap<(Box<str>, Box<str>), u64>,
+    durations: BTreeMap<(Verb, Box<str>), DurationHistogram>,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApiStatsSnapshot {
+    pub requests: Vec<RequestCount>,
+    pub durations: Vec<(Verb, Box<str>, DurationHistogram)>,
+}
+
+/// Requests by method, result and host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestCount {
+    /// Always `GET`.
+    pub method: &'static str,
+    /// The HTTP status code, or `<error>` when no response came (client-go's convention).
+    pub code: Box<str>,
+    /// `host:port` of the endpoint.
+    pub host: Box<str>,
+    pub count: u64,
+}
+
+/// A request duration histogram over [`DURATION_BUCKETS`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DurationHistogram {
+    /// Cumulative counts: `buckets[i]` requests took at most `DURATION_BUCKETS[i]`.
+    pub buckets: [u64; 11],
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl ApiStats {
+    /// The counters as they are now.
+    pub fn snapshot(&self) -> ApiStatsSnapshot {
+        let inner = self.inner.lock();
+        ApiStatsSnapshot {
+            requests: inner
+                .requests
+                .iter()
+                .map(|((code, host), &count)| RequestCount {
+                    method: "GET",
+                    code: code.clone(),
+                    host: host.clone(),
+                    count,
+                })
+                .collect(),
+            durations: inner
+                .durations
+                .iter()
+                .map(|((verb, host), h)| (*verb, host.clone(), h.clone()))
+                .collect(),
+        }
+    }
+
+    fn count(&self, code: &str, host: &str) {
+        *self
+            .inner
+            .lock()
+            .requests
+            .entry((code.into(), host.into()))
+            .or_default() += 1;
+    }
+
+    fn observe(&self, verb: Verb, host: &str, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let mut inner = self.inner.lock();
+        let histogram = inner.durations.entry((verb, host.into())).or_default();
+        for (count, bound) in histogram.buckets.iter_mut().zip(DURATION_BUCKETS) {
+            if seconds <= bound {
+                *count += 1;
+            }
+        }
+        histogram.sum_seconds += seconds;
+        histogram.count += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// One request the fake API received.
+    #[derive(Clone, Debug)]
+    struct Request {
+        path: String,
+        /// The query as sent (still percent-encoded).
+        raw_query: String,
+        /// The query, decoded.
+        query: HashMap<String, String>,
+        at: Instant,
+    }
+
+    impl Request {
+        fn param(&self, name: &str) -> Option<&str> {
+            self.query.get(name).map(String::as_str)
+        }
+
+        fn is_watch(&self) -> bool {
+            self.param("watch") == Some("1")
+        }
+    }
+
+    /// The connection a fake API handler answers on (one request per connection).
+    struct Conn(TcpStream);
+
+    impl Conn {
+        fn json(mut self, status: u16, body: &str) {
+            let head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = self
+                .0
+                .write_all(head.as_bytes())
+                .and_then(|_| self.0.write_all(body.as_bytes()));
+        }
+
+        /// Starts a chunked 200 response, as a watch is.
+        fn stream(&mut self) {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+            let _ = self.0.write_all(head.as_bytes());
+        }
+
+        /// Sends one event line as a chunk.
+        fn event(&mut self, line: &str) {
+            self.chunk(&format!("{line}\n"));
+        }
+
+        fn chunk(&mut self, data: &str) {
+            let _ = write!(self.0, "{:x}\r\n{data}\r\n", data.len());
+            let _ = self.0.flush();
+        }
+
+        /// Ends the stream normally, as the API does at `timeoutSeconds`.
+        fn end(mut self) {
+            let _ = self.0.write_all(b"0\r\n\r\n");
+        }
+
+        /// Keeps the connection open and silent until the client closes it (bounded, so a
+        /// failed test cannot hang).
+        fn hold(mut self) {
+            let _ = self.0.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0; 64];
+            while matches!(self.0.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    }
+
+    type Handler = dyn Fn(&Request, Conn) + Send + Sync;
+
+    /// A fake API server over std TcpListener that answers each request with `handler`.
+    struct FakeApi {
+        url: String,
+        requests: Arc<Mutex<Vec<Request>>>,
+    }
+
+    impl FakeApi {
+        fn start(handler: impl Fn(&Request, Conn) + Send + Sync + 'static) -> FakeApi {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let handler: Arc<Handler> = Arc::new(handler);
+            let log = Arc::clone(&requests);
+            thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { return };
+                    let (handler, log) = (Arc::clone(&handler), Arc::clone(&log));
+                    thread::spawn(move || {
+                        if let Some(request) = read_request(&stream) {
+                            log.lock().push(request.clone());
+                            handler(&request, Conn(stream));
+                        }
+                    });
+                }
+            });
+            FakeApi { url, requests }
+        }
+
+        fn requests(&self) -> Vec<Request> {
+            self.requests.lock().clone()
+        }
+
+        /// Waits until `n` requests have arrived.
+        fn wait_requests(&self, n: usize) -> Vec<Request> {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            loop {
+                let requests = self.requests();
+                if requests.len() >= n || Instant::now() > deadline {
+                    assert!(requests.len() >= n, "expected {n} requests, got {requests:#?}");
+                    return requests;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    fn read_request(mut stream: &TcpStream) -> Option<Request> {
+        let mut head = Vec::new();
+        let mut byte = [0];
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).ok()? == 0 {
+                return None;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).ok()?;
+        let target = head.split(' ').nth(1)?;
+        let (path, raw_query) = target.split_once('?').unwrap_or((target, ""));
+        let query = raw_query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+            .collect();
+        Some(Request {
+            path: path.into(),
+            raw_query: raw_query.into(),
+            query,
+            at: Instant::now(),
+        })
+    }
+
+    fn percent_decode(s: &str) -> String {
+        let mut out = Vec::new();
+        let bytes = s.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    fn svc(name: &str, rv: u32) -> String {
+        format!(
+            r#"{{"metadata":{{"name":"{name}","namespace":"ns","resourceVersion":"{rv}","managedFields":[{{"manager":"x"}}]}},"spec":{{"clusterIP":"10.0.0.{rv}"}}}}"#,
+            rv = rv % 250
+        )
+    }
+
+    fn list_page(items: &[String], rv: u32, continue_token: &str) -> String {
+        format!(
+            r#"{{"kind":"ServiceList","apiVersion":"v1","metadata":{{"resourceVersion":"{rv}","continue":"{continue_token}"}},"items":[{}]}}"#,
+            items.join(",")
+        )
+    }
+
+    fn event(kind: &str, object: &str) -> String {
+        format!(r#"{{"type":"{kind}","object":{object}}}"#)
+    }
+
+    fn bookmark(rv: u32) -> String {
+        event(
+            "BOOKMARK",
+            &format!(r#"{{"kind":"Service","apiVersion":"v1","metadata":{{"resourceVersion":"{rv}"}}}}"#),
+        )
+    }
+
+    const EXPIRED: &str = r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 10 (20)","reason":"Expired","code":410}}"#;
+
+    fn config(endpoints: Vec<String>) -> WatchConfig {
+        WatchConfig {
+            endpoints,
+            resources: vec![Resource::Services],
+            page_size: 2,
+            watch_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_millis(300),
+            backoff_initial: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(80),
+            ..WatchConfig::default()
+        }
+    }
+
+    /// Events as short strings, comparable in assertions.
+    fn describe(event: &Event) -> String {
+        match event {
+            Event::ListStart(r) => format!("ListStart {}", r.name()),
+            Event::ListDone(r) => format!("ListDone {}", r.name()),
+            Event::Upsert(o) => format!("Upsert {}/{}", o.key().namespace, o.key().name),
+            Event::Delete(_, key) => format!("Delete {}/{}", key.namespace, key.name),
+            Event::Health { resource, healthy } => format!("Health {} {healthy}", resource.name()),
+        }
+    }
+
+    /// Receives `n` events (fails after a generous timeout).
+    fn take(events: &Receiver<Event>, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let event = events.recv_timeout(Duration::from_secs(3));
+                describe(&event.unwrap_or_else(|_| panic!("event {i} of {n} did not come")))
+            })
+            .collect()
+    }
+
+    /// Asserts that no event comes within `wait`.
+    fn quiet(events: &Receiver<Event>, wait: Duration) {
+        if let Ok(event) = events.recv_timeout(wait) {
+            panic!("unexpected event {}", describe(&event));
+        }
+    }
+
+    /// A closed local port: connecting to it is refused.
+    fn refused_endpoint() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    #[test]
+    fn lists_all_pages_then_watches_from_the_list_version() {
+        let api = FakeApi::start(|req, mut conn| {
+            if req.is_watch() {
+                conn.stream();
+                conn.event(&event("ADDED", &svc("d", 101)));
+                conn.event(&event("MODIFIED", &svc("a", 102)));
+                conn.event(&event(
+                    "DELETED",
+                    r#"{"kind":"Service","metadata":{"name":"b","namespace":"ns","resourceVersion":"103"}}"#,
+                ));
+                return conn.hold();
+            }
+            let limit: usize = req.param("limit").unwrap().parse().unwrap();
+            let page = match req.param("continue") {
+                None => list_page(&[svc("a", 1), svc("b", 2)][..limit], 100, "page2"),
+                Some("page2") => list_page(&[svc("c", 3), svc("e", 4)], 100, "page3"),
+                Some("page3") => list_page(&[svc("f", 5)], 100, ""),
+                Some(other) => panic!("unknown continue {other}"),
+            };
+            conn.json(200, &page);
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let watchers = Watchers::start(config(vec![api.url.clone()]), tx);
+        assert_eq!(
+            take(&rx, 10),
+            [
+                "ListStart services",
+                "Upsert ns/a",
+                "Upsert ns/b",
+                "Upsert ns/c",
+                "Upsert ns/e",
+                "Upsert ns/f",
+                "ListDone services",
+                "Upsert ns/d",
+                "Upsert ns/a",
+                "Delete ns/b",
+            ]
+        );
+        let requests = api.wait_requests(4);
+        let pages: Vec<_> = requests[..3]
+            .iter()
+            .map(|r| (r.path.as_str(), r.raw_query.as_str()))
+            .collect();
+        assert_eq!(
+            pages,
+            [
+                ("/api/v1/services", "limit=2"),
+                ("/api/v1/services", "limit=2&continue=page2"),
+                ("/api/v1/services", "limit=2&continue=page3"),
+            ]
+        );
+        let watch = &requests[3];
+        assert_eq!(watch.path, "/api/v1/services");
+        assert_eq!(
+            (
+                watch.param("watch"),
+                watch.param("resourceVersion"),
+                watch.param("allowWatchBookmarks")
+            ),
+            (Some("1"), Some("100"), Some("true"))
+        );
+        // timeoutSeconds in [base, 2*base) with a base of 1 s.
+        assert_eq!(watch.param("timeoutSeconds"), Some("1"));
+        let started = Instant::now();
+        watchers.stop();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "stop took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn closed_stream_watches_again_from_the_last_version_without_relisting() {
+        let watches = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&watches);
+        let api = FakeApi::start(move |req, mut conn| {
+            if !req.is_watch() {
+                return conn.json(200, &list_page(&[svc("a", 1)], 10, ""));
+            }
+            conn.stream();
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                conn.event(&event("ADDED", &svc("b", 11)));
+                // One event line split over two chunks, sent apart.
+                let line = bookmark(15) + "\n";
+                conn.chunk(&line[..20]);
+                thread::sleep(Duration::from_millis(20));
+                conn.chunk(&line[20..]);
+                conn.end();
+            } else {
+                conn.hold();
+            }
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let watchers = Watchers::start(config(vec![api.url.clone()]), tx);
+        assert_eq!(
+            take(&rx, 4),
+            ["ListStart services", "Upsert ns/a", "ListDone services", "Upsert ns/b"]
+        );
+        let requests = api.wait_requests(3);
+        let versions: Vec<_> = requests
+            .iter()
+            .map(|r| (r.is_watch(), r.param("resourceVersion")))
+            .collect();
+        assert_eq!(versions, [(false, None), (true, Some("10")), (true, Some("15"))]);
+        quiet(&rx, Duration::from_millis(100));
+        assert_eq!(api.requests().len(), 3, "no relist");
+        watchers.stop();
+    }
+
+    #[test]
+    fn expired_watch_relists_once() {
+        for http_410 in [false, true] {
+            let lists = Arc::new(AtomicUsize::new(0));
+            let counter = Arc::clone(&lists);
+            let api = FakeApi::start(move |req, mut conn| {
+                if !req.is_watch() {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    let items = if n == 0 {
+                        vec![svc("a", 1), svc("b", 2)]
+                    } else {
+                        vec![svc("b", 2)]
+                    };
+                    return conn.json(200, &list_page(&items, 10 + 10 * n as u32, ""));
+                }
+                match req.param("resourceVersion") {
+                    Some("10") if http_410 => conn.json(410, EXPIRED),
+                    Some("10") => {
+                        conn.stream();
+                        conn.event(&event("MODIFIED", &svc("b", 12)));
+                        conn.event(EXPIRED);
+                        conn.hold();
+                    }
+                    _ => {
+                        conn.stream();
+                        conn.hold();
+                    }
+                }
+            });
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let watchers = Watchers::start(config(vec![api.url.clone()]), tx);
+            let mut expected = vec!["ListStart services", "Upsert ns/a", "Upsert ns/b", "ListDone services"];
+            if !http_410 {
+                expected.push("Upsert ns/b");
+            }
+            expected.extend(["ListStart services", "Upsert ns/b", "ListDone services"]);
+            assert_eq!(take(&rx, expected.len()), expected, "http 410: {http_410}");
+            let requests = api.wait_requests(4);
+            assert_eq!(requests[3].param("resourceVersion"), Some("20"));
+            quiet(&rx, Duration::from_millis(150));
+            assert_eq!(lists.load(Ordering::SeqCst), 2, "exactly one relist");
+            watchers.stop();
+        }
+    }
+
+    #[test]
+    fn expired_continue_token_restarts_the_list() {
+        let api = FakeApi::start(|req, conn| {
+            if req.is_watch() {
+                return conn.hold();
+            }
+            match req.param("continue") {
+                None => conn.json(200, &list_page(&[svc("a", 1), svc("b", 2)], 10, "old")),
+                Some(_) => conn.json(
+                    410,
+                    r#"{"kind":"Status","code":410,"reason":"Expired","message":"The provided continue parameter is too old"}"#,
+                ),
+            }
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let watchers = Watchers::start(config(vec![api.url.clone()]), tx);
+        // A new ListStart replaces the unfinished list; the restarts go on until a list
+        // completes (here never: every second page expires).
+        assert_eq!(
+            take(&rx, 6),
+            [
+                "ListStart services",
+                "Upsert ns/a",
+                "Upsert ns/b",
+                "ListStart services",
+                "Upsert ns/a",
+                "Upsert ns/b"
+            ]
+        );
+        let requests = api.wait_requests(4);
+        assert_eq!(requests[2].raw_query, "limit=2");
+        watchers.stop();
+    }
+
+    #[test]
+    fn server_errors_back_off_and_outage_is_reported_once() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&calls);
+        let api = FakeApi::start(move |req, mut conn| {
+            if req.is_watch() {
+                conn.stream();
+                return conn.hold();
+            }
+            // Twelve failures (alternating kinds), then the API is back.
+            match counter.fetch_add(1, Ordering::SeqCst) {
+                n if n < 12 && n % 2 == 0 => conn.json(500, r#"{"kind":"Status","code":500,"message":"etcd is down"}"#),
+                n if n < 12 => conn.json(503, "<html>Service Unavailable</html>"),
+                _ => conn.json(200, &list_page(&[svc("a", 1)], 10, "")),
+            }
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let started = Instant::now();
+        let watchers = Watchers::start(config(vec![api.url.clone()]), tx);
+        assert_eq!(
+            take(&rx, 5),
+            [
+                "Health services false",
+                "ListStart services",
+                "Upsert ns/a",
+                "ListDone services",
+                "Health services true"
+            ]
+        );
+        // Backoff 20, 40, 80, 80... ms jittered to at least half: twelve failures take
+        // at least 10+20+40+40*9 ms.
+        let requests = api.wait_requests(14);
+        let list_done = requests[12].at;
+        assert!(
+            list_done - started >= Duration::from_millis(430),
+            "retries too fast: {:?}",
+            list_done - started
+        );
+        let gaps: Vec<_> = requests[..13].windows(2).map(|w| w[1].at - w[0].at).collect();
+        assert!(
+            gaps[5..].iter().all(|gap| *gap >= Duration::from_millis(35)),
+            "backoff not capped low: {gaps:?}"
+        );
+        assert!(
+            gaps.iter().all(|gap| *gap < Duration::from_millis(300)),
+            "backoff above its cap: {gaps:?}"
+        );
+        quiet(&rx, Duration::from_millis(100));
+
+        let stats = watchers.stats().snapshot();
+        let count = |code: &str| stats.requests.iter().find(|r| &*r.code == code).map_or(0, |r| r.count);
+        assert_eq!((count("500"), count("503"), count("200")), (6, 6, 2));
+        assert!(
+            stats
+                .requests
+                .iter()
+                .all(|r| r.method == "GET" && api.url.ends_with(&*r.host))
+        );
+        let verbs: Vec<_> = stats
+            .durations
+            .iter()
+            .map(|(verb, _, h)| (verb.name(), h.count))
+            .collect();
+        assert_eq!(verbs, [("LIST", 1), ("WATCH", 1)]);
+        let list = &stats.durations[0].2;
+        assert_eq!(list.buckets[10], 1, "cumulative: the last bucket holds every request");
+        watchers.stop();
+    }
+
+    #[test]
+    fn stalled_watch_reconnects_from_the_same_version() {
+        let api = FakeApi::start(|req, mut conn| {
+            if !req.is_watch() {
+                return conn.json(200, &list_page(&[svc("a", 1)], 10, ""));
+            }
+            conn.stream();
+            conn.event(&bookmark(12));
+            conn.hold();
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let watchers = Watchers::start(config(vec![api.url.clone()]), tx);
+        assert_eq!(take(&rx, 3), ["ListStart services", "Upsert ns/a", "ListDone services"]);
+        let requests = api.wait_requests(3);
+        // The stall is noticed after the idle timeout (300 ms), then a short backoff.
+        let gap = requests[2].at - requests[1].at;
+        assert!(
+            gap >= Duration::from_millis(290) && gap < Duration::from_millis(900),
+            "{gap:?}"
+        );
+        assert_eq!(requests[2].param("resourceVersion"), Some("12"));
+        assert!(!requests.iter().skip(1).any(|r| !r.is_watch()), "no relist");
+        // A stall is an outage of the stream: reported once, and the next bookmark ends it.
+        assert_eq!(take(&rx, 2), ["Health services false", "Health services true"]);
+        watchers.stop();
+    }
+
+    #[test]
+    fn stop_is_prompt_while_streams_block_or_back_off() {
+        // One resource blocked in a silent watch, one in a long backoff.
+        let api = FakeApi::start(|req, mut conn| match req.path.as_str() {
+            "/api/v1/services" if req.is_watch() => {
+                conn.stream();
+                conn.hold();
+            }
+            "/api/v1/services" => conn.json(200, &list_page(&[], 10, "")),
+            _ => conn.json(500, "{}"),
+        });
+        let cfg = WatchConfig {
+            resources: vec![Resource::Services, Resource::Namespaces],
+            idle_timeout: Duration::from_secs(30),
+            backoff_initial: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(30),
+            ..config(vec![api.url.clone()])
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let watchers = Watchers::start(cfg, tx);
+        api.wait_requests(3);
+        thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        watchers.stop();
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "stop took {:?}",
+            started.elapsed()
+        );
+        let events: Vec<_> = rx.try_iter().map(|e| describe(&e)).collect();
+        assert!(events.contains(&"Health namespaces false".to_string()), "{events:?}");
+    }
+
+    #[test]
+    fn fails_over_to_the_next_endpoint() {
+        let api = FakeApi::start(|req, mut conn| {
+            if req.is_watch() {
+                conn.stream();
+                conn.event(&event("ADDED", &svc("b", 11)));
+                return conn.hold();
+            }
+            conn.json(200, &list_page(&[svc("a", 1)], 10, ""));
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let watchers = Watchers::start(config(vec![refused_endpoint(), format!("{}/", api.url)]), tx);
+        assert_eq!(
+            take(&rx, 6),
+            [
+                "Health services false",
+                "ListStart services",
+                "Upsert ns/a",
+                "ListDone services",
+                "Health services true",
+                "Upsert ns/b"
+            ]
+        );
+        assert_eq!(
+            api.requests()[0].path,
+            "/api/v1/services",
+            "the trailing slash of an endpoint is dropped"
+        );
+        let stats = watchers.stats().snapshot();
+        assert!(stats.requests.iter().any(|r| &*r.code == "<error>"), "{stats:?}");
+        watchers.stop();
+    }
+
+    #[test]
+    fn selectors_are_encoded_into_the_urls() {
+        let api = FakeApi::start(|req, conn| {
+            if req.is_watch() {
+                return conn.hold();
+            }
+            let kind = if req.path.ends_with("pods") {
+                "PodList"
+            } else {
+                "NamespaceList"
+            };
+            conn.json(
+                200,
+                &format!(r#"{{"kind":"{kind}","metadata":{{"resourceVersion":"5"}},"items":[]}}"#),
+            );
+        });
+        let cfg = WatchConfig {
+            resources: vec![Resource::Pods, Resource::Namespaces],
+            label_selector: Some("app in (a,b),tier!=db".into()),
+            namespace_label_selector: Some("team=dns".into()),
+            ..config(vec![api.url.clone()])
+        };
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let watchers = Watchers::start(cfg, tx);
+        let requests = api.wait_requests(4);
+        watchers.stop();
+        for request in &requests {
+            let pods = request.path == "/api/v1/pods";
+            assert!(pods || request.path == "/api/v1/namespaces", "{request:?}");
+            let (labels, fields) = if pods {
+                (Some("app in (a,b),tier!=db"), Some(POD_FIELD_SELECTOR))
+            } else {
+                (Some("team=dns"), None)
+            };
+            assert_eq!(
+                (request.param("labelSelector"), request.param("fieldSelector")),
+                (labels, fields)
+            );
+            assert!(
+                !request.raw_query.contains([' ', '(', ',', '!']),
+                "not encoded: {}",
+                request.raw_query
+            );
+        }
+        let pod_list = requests
+            .iter()
+            .find(|r| r.path == "/api/v1/pods" && !r.is_watch())
+            .unwrap();
+        assert_eq!(
+            pod_list.raw_query,
+            "limit=2&labelSelector=app%20in%20%28a%2Cb%29%2Ctier%21%3Ddb\
+             &fieldSelector=status.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed%2Cstatus.phase%21%3DUnknown"
+        );
+    }
+
+    #[test]
+    fn malformed_objects_and_lines_are_skipped() {
+        let api = FakeApi::start(|req, mut conn| {
+            if !req.is_watch() {
+                let bad =
+                    r#"{"metadata":{"name":"bad","namespace":"ns"},"spec":{"ports":[{"port":"http"}]}}"#.to_string();
+                return conn.json(200, &list_page(&[svc("a", 1), bad, svc("c", 3)], 10, ""));
+            }
+            conn.stream();
+            conn.event("this is not json");
+            conn.event(&event("ADDED", r#"{"metadata":{"name":7}}"#));
+            conn.event(&event("ADDED", &svc("d", 11)));
+            conn.hold();
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let watchers = Watchers::start(config(vec![api.url.clone()]), tx);
+        assert_eq!(
+            take(&rx, 5),
+            [
+                "ListStart services",
+                "Upsert ns/a",
+                "Upsert ns/c",
+                "ListDone services",
+                "Upsert ns/d"
+            ]
+        );
+        watchers.stop();
+    }
+
+    #[test]
+    fn watch_error_other_than_410_rewatches_without_relisting() {
+        let watches = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&watches);
+        let api = FakeApi::start(move |req, mut conn| {
+            if !req.is_watch() {
+                return conn.json(200, &list_page(&[], 10, ""));
+            }
+            conn.stream();
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                conn.event(&bookmark(11));
+                conn.event(r#"{"type":"ERROR","object":{"kind":"Status","code":500,"reason":"InternalError","message":"boom"}}"#);
+                conn.end();
+            } else {
+                conn.hold();
+            }
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let watchers = Watchers::start(config(vec![api.url.clone()]), tx);
+        let requests = api.wait_requests(3);
+        assert_eq!(
+            (requests[2].is_watch(), requests[2].param("resourceVersion")),
+            (true, Some("11"))
+        );
+        assert_eq!(
+            take(&rx, 3),
+            ["ListStart services", "ListDone services", "Health services false"]
+        );
+        quiet(&rx, Duration::from_millis(100));
+        watchers.stop();
+    }
+
+    #[test]
+    fn backoff_is_jittered_and_capped() {
+        let mut rng = Jitter::new();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let delays: Vec<_> = (0..8).map(|_| backoff.next(&mut rng)).collect();
+        for (n, delay) in delays.iter().enumerate() {
+            let full = Duration::from_millis(100 << n).min(Duration::from_secs(1));
+            assert!(
+                *delay >= full / 2 && *delay <= full,
+                "{n}: {delay:?} not in [{:?}, {full:?}]",
+                full / 2
+            );
+        }
+        backoff.reset();
+        assert!(backoff.next(&mut rng) <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,290 @@
+//! `kubernetes`: the Kubernetes DNS-Based Service Discovery records of a cluster,
+//! learned by watching its API (README.md beside this file).
+//!
+//! The plugin owns an `ArcSwap<Snapshot>`; its background work (the watchers or the
+//! file source, and the builder) starts with the server and publishes snapshots into
+//! it. Queries read the current snapshot without waiting.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::chain::{Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
+use crate::config::{ConfigError, Directive};
+use crate::dns::{Rcode, Section, flag, wire};
+use crate::kubernetes::builder::{self, BuilderStats};
+use crate::kubernetes::file::FileSource;
+use crate::kubernetes::model::Resource;
+use crate::kubernetes::snapshot::{Snapshot, Store, StoreOptions};
+use crate::kubernetes::watch::{WatchConfig, Watchers};
+use crate::plugin::{SetupCtx, once};
+
+mod answer;
+pub mod setup;
+
+use answer::{Answer, Ctx, Zoned};
+pub use setup::{Options, PodMode};
+
+/// An EDNS option (local-use range) carried by the queries this plugin sends through
+/// the server to follow an ExternalName out of its zone: one byte, the chain depth.
+/// It bounds chains that leave and re-enter the zone.
+pub const CHASE_OPTION: u16 = 65301;
+const MAX_CHASE_DEPTH: u8 = 8;
+
+/// The running background work.
+struct Running {
+    source: Source,
+    builder: Option<std::thread::JoinHandle<()>>,
+}
+
+enum Source {
+    Api(Watchers),
+    File(FileSource),
+}
+
+/// The plugin.
+pub struct Kubernetes {
+    pub opts: Options,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    running: Mutex<Option<Running>>,
+    pub builder_stats: Arc<BuilderStats>,
+}
+
+/// Parses `kubernetes [ZONES...] { ... }`.
+pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+    let d = once("kubernetes", dirs)?;
+    let opts = setup::parse(d, ctx)?;
+    Ok(Arc::new(Kubernetes::new(opts)))
+}
+
+impl Kubernetes {
+    pub fn new(opts: Options) -> Kubernetes {
+        Kubernetes {
+            opts,
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+            running: Mutex::new(None),
+            builder_stats: Arc::new(BuilderStats::default()),
+        }
+    }
+
+    /// The snapshot being served.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    fn resources(&self) -> Vec<Resource> {
+        let mut r = vec![Resource::Namespaces, Resource::Services];
+        if !self.opts.noendpoints {
+            r.push(Resource::EndpointSlices);
+        }
+        if self.opts.pods == PodMode::Verified {
+            r.push(Resource::Pods);
+        }
+        r
+    }
+
+    /// Whether a name error for this name goes to the next plugin.
+    fn falls_through(&self, name: &crate::dns::NameKey) -> bool {
+        self.opts
+            .fallthrough
+            .as_ref()
+            .is_some_and(|zones| zones.iter().any(|z| name.labels_before(z).is_some()))
+    }
+
+    /// Answers into `q.resp`; returns the step.
+    fn handle(&self, q: &mut Query<'_, '_>, chased: Option<UpstreamReply<'_>>) -> Step {
+        let Some(z) = Zoned::find(&self.opts, q.req) else { return Step::Next };
+        let snap = self.snapshot.load();
+        let ctx = Ctx {
+            opts: &self.opts,
+            snap: &snap,
+            req: q.req,
+            z,
+        };
+        q.resp.start(q.req, Rcode::NOERROR);
+        q.resp.set_aa(true);
+        match ctx.answer(q.resp) {
+            Answer::Records => Step::Answered,
+            Answer::NoData => {
+                q.resp.authority(ctx.soa());
+                Step::Answered
+            }
+            Answer::NameError => {
+                if self.falls_through(&q.req.qname) {
+                    return Step::Next;
+                }
+                // Until the first sync, "does not exist" may be wrong: SERVFAIL, which
+                // resolvers do not cache as they cache NXDOMAIN.
+                let rcode = if snap.synced { Rcode::NXDOMAIN } else { Rcode::SERVFAIL };
+                q.resp.start(q.req, rcode);
+                q.resp.set_aa(true);
+                q.resp.authority(ctx.soa());
+                Step::Answered
+            }
+            Answer::Refused => Step::Fail(Rcode::REFUSED, None),
+            Answer::Chase(target) => match chased {
+                Some(UpstreamReply::Message(reply)) => {
+                    append_answers(q, reply);
+                    Step::Answered
+                }
+                // No answer from the server's chain: the CNAME alone, as CoreDNS gives
+                // when its lookup fails.
+                Some(_) => Step::Answered,
+                None => {
+                    let depth = chase_depth(q);
+                    if depth >= MAX_CHASE_DEPTH {
+                        return Step::Answered;
+                    }
+                    write_chase_query(&mut q.worker.upstream_msg, target, q.req.qtype, depth + 1);
+                    Step::Upstream(UpstreamRequest {
+                        to: q.req.local,
+                        proto: UpstreamProto::Udp,
+                        timeout: Duration::from_secs(2),
+                        cookie: 0,
+                    })
+                }
+            },
+        }
+    }
+}
+
+/// The chase depth a query carries (0 for client queries).
+fn chase_depth(q: &Query<'_, '_>) -> u8 {
+    q.req
+        .edns_options()
+        .find(|(code, _)| *code == CHASE_OPTION)
+        .and_then(|(_, d)| d.first().copied())
+        .unwrap_or(0)
+}
+
+/// A query for `name`/`qtype` through the server itself, with RD, a large EDNS size
+/// and the chase depth.
+fn write_chase_query(out: &mut Vec<u8>, name: &[u8], qtype: u16, depth: u8) {
+    out.clear();
+    out.extend_from_slice(&[0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1]);
+    out.extend_from_slice(name);
+    out.extend_from_slice(&qtype.to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&[0, 0, 41, 0x10, 0x00, 0, 0, 0, 0, 0, 5]);
+    out.extend_from_slice(&CHASE_OPTION.to_be_bytes());
+    out.extend_from_slice(&[0, 1, depth]);
+}
+
+/// Appends the answer records of the server's reply after the CNAMEs; its TC carries over.
+fn append_answers(q: &mut Query<'_, '_>, reply: &[u8]) {
+    if reply.len() < 12 {
+        return;
+    }
+    if u16::from_be_bytes([reply[2], reply[3]]) & flag::TC != 0 {
+        q.resp.set_flag(flag::TC, true);
+    }
+    let qd = u16::from_be_bytes([reply[4], reply[5]]);
+    let an = u16::from_be_bytes([reply[6], reply[7]]);
+    let mut at = 12;
+    for _ in 0..qd {
+        match wire::skip_name(reply, at) {
+            Some(e) => at = e + 4,
+            None => return,
+        }
+    }
+    for _ in 0..an {
+        match q.resp.push_copied(Section::Answer, reply, at) {
+            Ok(next) => at = next,
+            Err(_) => return,
+        }
+    }
+}
+
+impl Plugin for Kubernetes {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        self.handle(q, None)
+    }
+
+    fn resume(&self, q: &mut Query<'_, '_>, reply: UpstreamReply<'_>, _cookie: u64) -> Step {
+        // Answer again (the snapshot may have moved on), then complete the chain with
+        // what the server answered for its out-of-zone target.
+        self.handle(q, Some(reply))
+    }
+
+    fn ready(&self) -> Option<bool> {
+        Some(self.snapshot.load().synced)
+    }
+
+    /// Starts the watchers (or the file source) and the builder, then waits for the
+    /// first sync for up to `startup_timeout`, as CoreDNS does before serving.
+    fn start(&self) {
+        let mut running = self.running.lock();
+        if running.is_some() {
+            return;
+        }
+        let resources = self.resources();
+        let store = Store::new(
+            StoreOptions {
+                endpoint_pod_names: self.opts.endpoint_pod_names,
+            },
+            resources.clone(),
+        );
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let builder = match builder::spawn(store, rx, self.snapshot.clone(), self.builder_stats.clone()) {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!(target: "plugin/kubernetes", "cannot start the snapshot builder: {e}");
+                return;
+            }
+        };
+        let source = match self.opts.endpoints[0].strip_prefix("file://") {
+            Some(path) => Source::File(FileSource::start(path.into(), resources, tx, Duration::from_secs(1))),
+            None => Source::Api(Watchers::start(
+                WatchConfig {
+                    endpoints: self.opts.endpoints.clone(),
+                    resources,
+                    label_selector: self.opts.labels.clone(),
+                    namespace_label_selector: self.opts.namespace_labels.clone(),
+                    page_size: 500,
+                    watch_timeout: self.opts.watch_timeout,
+                    idle_timeout: self.opts.idle_timeout,
+                    backoff_initial: self.opts.backoff.0,
+                    backoff_max: self.opts.backoff.1,
+                },
+                tx,
+            )),
+        };
+        *running = Some(Running {
+            source,
+            builder: Some(builder),
+        });
+        drop(running);
+        let start = Instant::now();
+        let mut next_log = start + Duration::from_millis(500);
+        while !self.snapshot.load().synced {
+            let now = Instant::now();
+            if now.duration_since(start) >= self.opts.startup_timeout {
+                log::warn!(target: "plugin/kubernetes", "starting server with unsynced Kubernetes API");
+                break;
+            }
+            if now >= next_log {
+                log::info!(target: "plugin/kubernetes", "waiting for Kubernetes API before starting server");
+                next_log = now + Duration::from_millis(500);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn stop(&self) {
+        let Some(mut r) = self.running.lock().take() else { return };
+        match r.source {
+            Source::Api(w) => w.stop(),
+            Source::File(f) => f.stop(),
+        }
+        // The sources dropped their senders: the builder drains and exits.
+        if let Some(b) = r.builder.take() {
+            let _ = b.join();
+        }
+    }
+}
