@@ -58,20 +58,57 @@ fn the_readme_demo_serves_what_the_readme_shows() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let first = readme.lines().find(|l| l.starts_with("cargo ")).unwrap();
     assert_eq!(first, "cargo run --release -- -conf packaging/demo/Corefile");
-    let demo = std::fs::read_to_string(root.join("packaging/demo/Corefile")).unwrap();
-    let s = Server::start(&demo.replace(":1053", ":{port}"));
-    let r = s.query("dns.example.org", Rtype::A);
-    assert_eq!(section(&r, "answer"), vec!["dns.example.org. 3600 IN A 10.96.0.10"]);
-    let r = s.query("api.example.org", Rtype::AAAA);
-    assert_eq!(section(&r, "answer"), vec!["api.example.org. 3600 IN AAAA fd00::1"]);
-    let r = s.query("1.0.96.10.in-addr.arpa", Rtype::PTR);
-    assert_eq!(
-        section(&r, "answer"),
-        vec!["1.0.96.10.in-addr.arpa. 3600 IN PTR api.example.org."]
-    );
-    let r = s.query("anything.example.org", Rtype::A);
-    assert_eq!(rcode(&r), Rcode::NOERROR);
-    assert_eq!(section(&r, "additional")[0], "anything.example.org. 0 IN A 127.0.0.1");
-    let r = s.query_tcp("dns.example.org", Rtype::A);
-    assert_eq!(section(&r, "answer"), vec!["dns.example.org. 3600 IN A 10.96.0.10"]);
+    let dir = root.join("packaging/demo");
+    let demo = std::fs::read_to_string(dir.join("Corefile")).unwrap();
+    // Same Corefile, on a free port, with the dump's path made absolute.
+    let demo = demo
+        .replace(":1053", ":{port}")
+        .replace("file://cluster.json", &format!("file://{}", dir.join("cluster.json").display()));
+    let s = Server::start(&demo);
+    s.wait_answering("web.team-a.svc.cluster.local");
+    let cases: &[(&str, Rtype, &[&str])] = &[
+        ("web.team-a.svc.cluster.local", Rtype::A, &["web.team-a.svc.cluster.local. 30 IN A 10.96.10.20"]),
+        ("web.team-a.svc.cluster.local", Rtype::AAAA, &["web.team-a.svc.cluster.local. 30 IN AAAA fd00:10:96::a14"]),
+        (
+            "db.team-a.svc.cluster.local",
+            Rtype::A,
+            &[
+                "db.team-a.svc.cluster.local. 30 IN A 10.244.1.30",
+                "db.team-a.svc.cluster.local. 30 IN A 10.244.2.31",
+                "db.team-a.svc.cluster.local. 30 IN A 10.244.1.32",
+            ],
+        ),
+        (
+            "_postgres._tcp.db.team-a.svc.cluster.local",
+            Rtype::SRV,
+            &[
+                "_postgres._tcp.db.team-a.svc.cluster.local. 30 IN SRV 0 33 5432 db-0.db.team-a.svc.cluster.local",
+                "_postgres._tcp.db.team-a.svc.cluster.local. 30 IN SRV 0 33 5432 db-1.db.team-a.svc.cluster.local",
+                "_postgres._tcp.db.team-a.svc.cluster.local. 30 IN SRV 0 33 5432 db-2.db.team-a.svc.cluster.local",
+            ],
+        ),
+        ("db-0.db.team-a.svc.cluster.local", Rtype::A, &["db-0.db.team-a.svc.cluster.local. 30 IN A 10.244.1.30"]),
+        ("search.team-a.svc.cluster.local", Rtype::A, &["search.team-a.svc.cluster.local. 30 IN CNAME www.example.com."]),
+        ("10.0.96.10.in-addr.arpa", Rtype::PTR, &["10.0.96.10.in-addr.arpa. 30 IN PTR kube-dns.kube-system.svc.cluster.local."]),
+        ("10-244-1-20.team-a.pod.cluster.local", Rtype::A, &["10-244-1-20.team-a.pod.cluster.local. 30 IN A 10.244.1.20"]),
+        ("example.internal", Rtype::A, &["example.internal. 3600 IN A 192.0.2.53"]),
+    ];
+    for (name, qtype, want) in cases {
+        let r = s.query(name, *qtype);
+        let mut got = section(&r, "answer");
+        got.sort();
+        let mut want: Vec<String> = want.iter().map(|w| w.to_string()).collect();
+        want.sort();
+        assert_eq!(got, want, "{name} {qtype}");
+    }
+    let r = s.query("nothere.team-a.svc.cluster.local", Rtype::A);
+    assert_eq!(rcode(&r), Rcode::NXDOMAIN);
+    assert!(section(&r, "authority")[0].starts_with("cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. "));
+    let r = s.query_tcp("web.team-a.svc.cluster.local", Rtype::A);
+    assert_eq!(section(&r, "answer"), vec!["web.team-a.svc.cluster.local. 30 IN A 10.96.10.20"]);
+    // Every dig line of the README names something the demo answers.
+    for line in readme.lines().filter(|l| l.starts_with("dig @127.0.0.1 -p 1053 ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(words.len() >= 5, "{line}");
+    }
 }
