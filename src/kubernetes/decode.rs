@@ -1638,21 +1638,41 @@ mod tests {
             event(r#"{"object":{"metadata":{"name":"a","namespace":"ns","resourceVersion":"102"}},"type":"MODIFIED"}"#),
             Ok(WatchEvent::Upsert { .. })
         ));
+        let deleted = event(
+            r#"{"type":"DELETED","object":{"kind":"Service",
+                "metadata":{"name":"A","namespace":"ns","resourceVersion":"103"},"spec":{"ports":"junk"}}}"#,
+        );
+        let key = ObjectKey {
+            namespace: "ns".into(),
+            name: "a".into(),
+        };
         assert_eq!(
-            event(r#"{"type":"DELETED","object":{"kind":"Service","metadata":{"name":"A","namespace":"ns","resourceVersion":"103"},"spec":{"ports":"junk"}}}"#)
-                .unwrap(),
-            WatchEvent::Delete { key: ObjectKey { namespace: "ns".into(), name: "a".into() }, resource_version: "103".into() }
+            deleted.unwrap(),
+            WatchEvent::Delete {
+                key,
+                resource_version: "103".into()
+            }
+        );
+        let bookmark = event(
+            r#"{"type":"BOOKMARK","object":{"kind":"Service","apiVersion":"v1",
+                "metadata":{"resourceVersion":"12746","annotations":{"k8s.io/initial-events-end":"true"}},"spec":{}}}"#,
         );
         assert_eq!(
-            event(r#"{"type":"BOOKMARK","object":{"kind":"Service","apiVersion":"v1","metadata":{"resourceVersion":"12746","annotations":{"k8s.io/initial-events-end":"true"}},"spec":{}}}"#)
-                .unwrap(),
-            WatchEvent::Bookmark { resource_version: "12746".into() }
+            bookmark.unwrap(),
+            WatchEvent::Bookmark {
+                resource_version: "12746".into()
+            }
         );
-        assert_eq!(
-            event(r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 1 (2)","reason":"Expired","code":410}}"#)
-                .unwrap(),
-            WatchEvent::Error(ApiStatus { code: 410, reason: "Expired".into(), message: "too old resource version: 1 (2)".into() })
+        let expired = event(
+            r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+                "message":"too old resource version: 1 (2)","reason":"Expired","code":410}}"#,
         );
+        let status = ApiStatus {
+            code: 410,
+            reason: "Expired".into(),
+            message: "too old resource version: 1 (2)".into(),
+        };
+        assert_eq!(expired.unwrap(), WatchEvent::Error(status));
         let namespaces = decode_event(
             Resource::Namespaces,
             br#"{"type":"ADDED","object":{"kind":"Namespace","metadata":{"name":"x","resourceVersion":"9"}}}"#,

@@ -8,6 +8,7 @@
 //! read or parsed changes nothing: the last good contents keep serving.
 
 use std::fs;
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::thread::{self, JoinHandle};
@@ -128,32 +129,47 @@ impl FileWatcher {
     }
 
     /// Reads and sends the file; false when stopped (or nobody listens any more).
+    ///
+    /// Two streaming passes: the first checks that the whole file parses (a file caught
+    /// half-written, say, sends nothing and the last contents stay); the second sends
+    /// the objects one by one as it decodes them. Neither the file nor the cluster is
+    /// ever held in memory twice, which is what keeps a reload of a large dump cheap.
     fn load(&mut self) -> bool {
-        let objects = match read(&self.path, &self.resources) {
-            Ok(objects) => objects,
+        let counts = match scan(&self.path, &self.resources, None) {
+            Ok(counts) => counts,
             Err(message) => {
                 self.failed(message);
                 return true;
             }
         };
-        let counts: Vec<String> = self
-            .resources
-            .iter()
-            .map(|&r| format!("{} {}", objects.iter().filter(|o| o.resource() == r).count(), r.name()))
-            .collect();
         if self.last_error.take().is_some() {
             log::info!(target: LOG_TARGET, "{} is readable again", self.path.display());
         }
-        log::info!(target: LOG_TARGET, "loaded {}: {}", self.path.display(), counts.join(", "));
-        // The whole file is parsed before anything is sent, so that a broken file (one
-        // caught half-written, say) sends nothing and the last contents stay.
-        let starts = self.resources.iter().map(|&r| Event::ListStart(r));
-        let upserts = objects.into_iter().map(Event::Upsert);
-        let dones = self.resources.iter().map(|&r| Event::ListDone(r));
-        starts
-            .chain(upserts)
-            .chain(dones)
-            .all(|event| send_until_stopped(&self.events, &self.stop, event))
+        let summary: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {}", r.name())).collect();
+        log::info!(target: LOG_TARGET, "loaded {}: {}", self.path.display(), summary.join(", "));
+        for &r in &self.resources {
+            if !send_until_stopped(&self.events, &self.stop, Event::ListStart(r)) {
+                return false;
+            }
+        }
+        let mut open = true;
+        let sent = scan(
+            &self.path,
+            &self.resources,
+            Some(&mut |object| {
+                open = open && send_until_stopped(&self.events, &self.stop, Event::Upsert(object));
+            }),
+        );
+        if !open {
+            return false;
+        }
+        if let Err(message) = sent {
+            // Changed between the passes: the next poll sees the new version.
+            self.failed(message);
+        }
+        self.resources
+            .iter()
+            .all(|&r| send_until_stopped(&self.events, &self.stop, Event::ListDone(r)))
     }
 
     fn failed(&mut self, message: String) {
@@ -172,26 +188,38 @@ impl FileWatcher {
     }
 }
 
-/// The objects of `resources` in the file; malformed items are skipped and counted in a
-/// warning, a file that is not a list is an error.
-fn read(path: &Path, resources: &[Resource]) -> Result<Vec<Object>, String> {
-    let json = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut objects = Vec::new();
+/// Streams the objects of `resources` in the file to `send` (or just counts them);
+/// malformed items are skipped and counted in a warning, a file that is not a list is an
+/// error. Returns the count per resource.
+fn scan(
+    path: &Path,
+    resources: &[Resource],
+    mut send: Option<&mut dyn FnMut(Object)>,
+) -> Result<Vec<(Resource, usize)>, String> {
+    let file = fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut counts: Vec<(Resource, usize)> = resources.iter().map(|&r| (r, 0)).collect();
     let mut skipped = 0;
     let mut first_error = None;
-    decode::decode_list_slice(&json, None, |item| match item {
-        Ok(object) if resources.contains(&object.resource()) => objects.push(object),
-        Ok(_) => {}
+    decode::decode_list(io::BufReader::with_capacity(64 * 1024, file), None, |item| match item {
+        Ok(object) => {
+            let r = object.resource();
+            if let Some(c) = counts.iter_mut().find(|(x, _)| *x == r) {
+                c.1 += 1;
+                if let Some(send) = send.as_mut() {
+                    send(object);
+                }
+            }
+        }
         Err(e) => {
             skipped += 1;
             first_error.get_or_insert(e);
         }
     })
     .map_err(|e| format!("cannot parse {} as a Kubernetes List: {e}", path.display()))?;
-    if let Some(e) = first_error {
+    if let (Some(e), None) = (first_error, &send) {
         log::warn!(target: LOG_TARGET, "{}: skipped {skipped} malformed object(s), the first: {e}", path.display());
     }
-    Ok(objects)
+    Ok(counts)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::model::{Endpoint, EndpointSlice, Namespace, Object, ObjectKey, Pod, Port, Resource, Service, ServiceKind};
 
@@ -136,70 +137,360 @@ pub fn wire_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> Box<[u8]> {
     out.into_boxed_slice()
 }
 
+/// Label `i` (without its length byte) of wire labels.
+pub fn label_at(wire: &[u8], i: usize) -> &[u8] {
+    let mut at = 0;
+    for _ in 0..i {
+        at += 1 + wire[at] as usize;
+    }
+    let l = wire[at] as usize;
+    &wire[at + 1..at + 1 + l]
+}
+
+/// resourceVersions are only compared for equality: a hash holds them in 8 bytes.
+fn version_hash(rv: &str) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(rv.as_bytes());
+    h.finish() | 1
+}
+
+/// Something stored in a set under a key it holds itself (so the key is not stored
+/// twice).
+pub trait Keyed {
+    fn key(&self) -> &[u8];
+}
+
+/// An `Arc<T>` hashed and compared by its key, so a set of them can be searched with
+/// the key bytes alone.
+pub struct ByKey<T: Keyed>(pub Arc<T>);
+
+impl<T: Keyed> Clone for ByKey<T> {
+    fn clone(&self) -> Self {
+        ByKey(self.0.clone())
+    }
+}
+impl<T: Keyed> Hash for ByKey<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.key().hash(state)
+    }
+}
+impl<T: Keyed> PartialEq for ByKey<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key() == other.0.key()
+    }
+}
+impl<T: Keyed> Eq for ByKey<T> {}
+impl<T: Keyed> std::borrow::Borrow<[u8]> for ByKey<T> {
+    fn borrow(&self) -> &[u8] {
+        self.0.key()
+    }
+}
+
+type FxSet<T> = std::collections::HashSet<T, FxBuild>;
+
+/// A set of keyed entries split into copy-on-write shards, like [`Sharded`].
+pub struct ShardedSet<T: Keyed> {
+    shards: Vec<Arc<FxSet<ByKey<T>>>>,
+}
+
+impl<T: Keyed> Clone for ShardedSet<T> {
+    fn clone(&self) -> Self {
+        ShardedSet {
+            shards: self.shards.clone(),
+        }
+    }
+}
+
+impl<T: Keyed> Default for ShardedSet<T> {
+    fn default() -> Self {
+        ShardedSet {
+            shards: (0..SHARDS).map(|_| Arc::new(FxSet::default())).collect(),
+        }
+    }
+}
+
+impl<T: Keyed> ShardedSet<T> {
+    pub fn get(&self, key: &[u8]) -> Option<&Arc<T>> {
+        self.shards[shard_of(key)].get(key).map(|b| &b.0)
+    }
+
+    /// Inserts or replaces the entry with the same key.
+    pub fn insert(&mut self, v: Arc<T>) {
+        let s = shard_of(v.key());
+        Arc::make_mut(&mut self.shards[s]).replace(ByKey(v));
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<Arc<T>> {
+        let s = shard_of(key);
+        if !self.shards[s].contains(key) {
+            return None;
+        }
+        Arc::make_mut(&mut self.shards[s]).take(key).map(|b| b.0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<T>> {
+        self.shards.iter().flat_map(|s| s.iter().map(|b| &b.0))
+    }
+}
+
 /// A Service as answers need it.
 #[derive(Debug)]
 pub struct ServiceData {
-    pub namespace: Box<str>,
-    pub name: Box<str>,
-    pub resource_version: Box<str>,
+    /// `<svc>.<ns>.svc` as wire labels (no root): SRV and PTR targets append a zone; the
+    /// first two labels are its key.
+    pub rel: Box<[u8]>,
+    version: u64,
+    /// The list generation the service was last seen in (builder only).
+    seen: AtomicU32,
     pub kind: ServiceKind,
     pub cluster_ips: Box<[IpAddr]>,
     /// The ExternalName target as wire bytes (fully qualified, case kept); `None` when
     /// the service is not ExternalName or its target is an IP address (ignored, as
     /// CoreDNS does) or not a valid name.
     pub external: Option<Box<[u8]>>,
-    pub ports: Box<[Port]>,
-    /// `<svc>.<ns>.svc` as wire labels (no root): SRV and PTR targets append a zone.
-    pub rel: Box<[u8]>,
-    /// Fields that bump the SOA serial when they change (ports, externalName).
-    serial_fields: (Box<[Port]>, Box<str>),
+    /// Shared between every service and slice with the same list.
+    pub ports: Arc<[Port]>,
+}
+
+impl ServiceData {
+    pub fn name(&self) -> &[u8] {
+        label_at(&self.rel, 0)
+    }
+
+    pub fn namespace(&self) -> &[u8] {
+        label_at(&self.rel, 1)
+    }
+}
+
+impl Keyed for ServiceData {
+    /// `<svc><ns>` wire labels.
+    fn key(&self) -> &[u8] {
+        &self.rel[..self.rel.len() - 4]
+    }
 }
 
 /// One ready address of an EndpointSlice.
 #[derive(Debug, Clone)]
 pub struct Ep {
     pub addr: IpAddr,
-    /// The endpoint's name (hostname, pod name or dashed address) as one wire label,
-    /// length byte first.
-    pub name: Box<[u8]>,
+    /// The name label when it is not simply the address with dashes (a hostname, a pod
+    /// name, or an address the API did not write canonically).
+    name: Option<Box<[u8]>>,
+}
+
+/// A stack buffer for one label.
+pub type LabelBuf = [u8; 64];
+
+impl Ep {
+    /// The endpoint's name as one wire label (length byte first): hostname, pod name,
+    /// or the address with dashes (CoreDNS `endpointHostname`).
+    pub fn label<'b>(&'b self, buf: &'b mut LabelBuf) -> &'b [u8] {
+        match &self.name {
+            Some(n) => n,
+            None => {
+                let n = write_dashed(self.addr, &mut buf[1..]);
+                buf[0] = n as u8;
+                &buf[..1 + n]
+            }
+        }
+    }
+}
+
+/// Writes an address with `.` or `:` turned into `-` (and a `0` after a trailing `-`);
+/// returns the length.
+fn write_dashed(addr: IpAddr, out: &mut [u8]) -> usize {
+    struct W<'a>(&'a mut [u8], usize);
+    impl std::fmt::Write for W<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            for b in s.bytes() {
+                if self.1 < self.0.len() {
+                    self.0[self.1] = if b == b'.' || b == b':' { b'-' } else { b };
+                    self.1 += 1;
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut w = W(out, 0);
+    let _ = std::fmt::Write::write_fmt(&mut w, format_args!("{addr}"));
+    let n = w.1;
+    if n > 0 && out[n - 1] == b'-' && n < out.len() {
+        out[n] = b'0';
+        return n + 1;
+    }
+    n
 }
 
 /// An EndpointSlice as answers need it: one [`Ep`] per ready address.
 #[derive(Debug)]
 pub struct SliceData {
-    pub namespace: Box<str>,
-    pub name: Box<str>,
-    pub resource_version: Box<str>,
-    /// The service it belongs to (its `kubernetes.io/service-name` label).
-    pub service: Box<str>,
-    /// `<service>.<ns>.svc` wire labels.
+    /// `<slice>.<ns>` wire labels: its key.
+    key: Box<[u8]>,
+    /// `<service>.<ns>.svc` wire labels (the service named by its label).
     pub rel: Box<[u8]>,
-    pub ports: Box<[Port]>,
+    version: u64,
+    seen: AtomicU32,
+    pub ports: Arc<[Port]>,
     pub eps: Box<[Ep]>,
     pub last_change_trigger: Option<f64>,
 }
 
+impl SliceData {
+    pub fn namespace(&self) -> &[u8] {
+        label_at(&self.rel, 1)
+    }
+
+    /// The key of the service it belongs to (`<service><ns>`).
+    pub fn service_key(&self) -> &[u8] {
+        &self.rel[..self.rel.len() - 4]
+    }
+}
+
+impl Keyed for SliceData {
+    fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
 /// What a name `<svc>.<ns>.svc.<zone>` resolves from: the service and its slices, with
-/// the plain A/AAAA answers prepared.
+/// a headless service's plain A/AAAA answers prepared.
 #[derive(Debug)]
 pub struct ServiceEntry {
     pub svc: Arc<ServiceData>,
     pub slices: Box<[Arc<SliceData>]>,
-    /// Addresses of a plain A query: the cluster IPs, or (headless) every ready endpoint
-    /// address, each once, in order.
-    pub v4: Box<[Ipv4Addr]>,
-    pub v6: Box<[Ipv6Addr]>,
+    /// Headless only: every ready address once, in order (a ClusterIP service answers
+    /// from its cluster IPs).
+    v4: Box<[Ipv4Addr]>,
+    v6: Box<[Ipv6Addr]>,
     /// Ready addresses over all slices (for `ignore empty_service`).
-    pub ready_addresses: usize,
+    pub ready_addresses: u32,
 }
 
-/// Who owns an IP address: services by cluster IP, and endpoints.
-#[derive(Debug, Default, Clone)]
-pub struct IpOwners {
-    /// Services with this cluster IP, in arrival order.
-    pub cluster: Vec<Arc<ServiceData>>,
-    /// (slice, index of the endpoint in `slice.eps`).
-    pub endpoints: Vec<(Arc<SliceData>, u32)>,
+impl Keyed for ServiceEntry {
+    fn key(&self) -> &[u8] {
+        self.svc.key()
+    }
+}
+
+impl ServiceEntry {
+    fn new(svc: Arc<ServiceData>, slices: Box<[Arc<SliceData>]>) -> ServiceEntry {
+        let ready = slices.iter().map(|s| s.eps.len()).sum::<usize>();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        if svc.kind == ServiceKind::Headless {
+            if ready < 64 {
+                for e in slices.iter().flat_map(|s| s.eps.iter()) {
+                    match e.addr {
+                        IpAddr::V4(a) if !v4.contains(&a) => v4.push(a),
+                        IpAddr::V6(a) if !v6.contains(&a) => v6.push(a),
+                        _ => {}
+                    }
+                }
+            } else {
+                // Many addresses: dedup with a set, keeping first-seen order.
+                let mut seen = std::collections::HashSet::with_capacity(ready);
+                for e in slices.iter().flat_map(|s| s.eps.iter()) {
+                    if seen.insert(e.addr) {
+                        match e.addr {
+                            IpAddr::V4(a) => v4.push(a),
+                            IpAddr::V6(a) => v6.push(a),
+                        }
+                    }
+                }
+            }
+        }
+        ServiceEntry {
+            svc,
+            slices,
+            v4: v4.into_boxed_slice(),
+            v6: v6.into_boxed_slice(),
+            ready_addresses: ready as u32,
+        }
+    }
+
+    /// The addresses of a plain A (`v4`) or AAAA query, each once; returns how many.
+    pub fn addresses(&self, v4: bool, mut f: impl FnMut(IpAddr)) -> usize {
+        match self.svc.kind {
+            ServiceKind::Headless if v4 => {
+                self.v4.iter().for_each(|a| f(IpAddr::V4(*a)));
+                self.v4.len()
+            }
+            ServiceKind::Headless => {
+                self.v6.iter().for_each(|a| f(IpAddr::V6(*a)));
+                self.v6.len()
+            }
+            ServiceKind::ClusterIp => {
+                let ips = &self.svc.cluster_ips;
+                let mut n = 0;
+                for (i, ip) in ips.iter().enumerate() {
+                    if ip.is_ipv4() == v4 && !ips[..i].contains(ip) {
+                        f(*ip);
+                        n += 1;
+                    }
+                }
+                n
+            }
+            ServiceKind::ExternalName => 0,
+        }
+    }
+}
+
+/// An owner of an IP address.
+#[derive(Debug, Clone)]
+pub enum Owner {
+    /// A service with this cluster IP.
+    Cluster(Arc<ServiceData>),
+    /// Endpoint `.1` of a slice.
+    Endpoint(Arc<SliceData>, u32),
+}
+
+impl Owner {
+    fn is(&self, other: &Owner) -> bool {
+        match (self, other) {
+            (Owner::Cluster(a), Owner::Cluster(b)) => Arc::ptr_eq(a, b),
+            (Owner::Endpoint(a, i), Owner::Endpoint(b, j)) => Arc::ptr_eq(a, b) && i == j,
+            _ => false,
+        }
+    }
+}
+
+/// The owners of one address, kept inline when there is one (the usual case).
+#[derive(Debug, Clone)]
+pub enum Owners {
+    One(Owner),
+    Many(Arc<[Owner]>),
+}
+
+impl Owners {
+    pub fn as_slice(&self) -> &[Owner] {
+        match self {
+            Owners::One(o) => std::slice::from_ref(o),
+            Owners::Many(v) => v,
+        }
+    }
+
+    fn with(cur: Option<&Owners>, o: Owner) -> Owners {
+        match cur {
+            None => Owners::One(o),
+            Some(c) => Owners::Many(c.as_slice().iter().cloned().chain(std::iter::once(o)).collect()),
+        }
+    }
+
+    fn without(&self, gone: impl Fn(&Owner) -> bool) -> Option<Owners> {
+        let left: Vec<Owner> = self.as_slice().iter().filter(|o| !gone(o)).cloned().collect();
+        match left.len() {
+            0 => None,
+            1 => left.into_iter().next().map(Owners::One),
+            _ => Some(Owners::Many(left.into())),
+        }
+    }
 }
 
 /// An immutable view of the cluster, published for the workers.
@@ -210,15 +501,16 @@ pub struct Snapshot {
     /// Unix time of the last change the SOA serial counts (0 before any).
     pub serial: u32,
     namespaces: Sharded<Box<[u8]>, ()>,
-    /// Keyed by the wire labels `<svc>.<ns>` (what a query holds contiguously).
-    services: Sharded<Box<[u8]>, Arc<ServiceEntry>>,
-    reverse: Sharded<IpAddr, Arc<IpOwners>>,
+    /// Keyed by the wire labels `<svc><ns>` (what a query holds contiguously).
+    services: ShardedSet<ServiceEntry>,
+    reverse4: Sharded<u32, Owners>,
+    reverse6: Sharded<u128, Owners>,
     /// `<ns label><pod IP text>` → number of live pods with that IP there.
     pods: Sharded<Box<[u8]>, u32>,
 }
 
 impl Snapshot {
-    /// Whether a Namespace of this name (one wire label, lower-case) exists.
+    /// Whether a Namespace of this name (one label, lower-case) exists.
     pub fn namespace_exists(&self, label: &[u8]) -> bool {
         self.namespaces.get(label).is_some()
     }
@@ -228,8 +520,13 @@ impl Snapshot {
         self.services.get(key)
     }
 
-    pub fn owners(&self, ip: &IpAddr) -> Option<&Arc<IpOwners>> {
-        self.reverse.get(ip)
+    /// Who owns an address (cluster IPs and endpoints).
+    pub fn owners(&self, ip: &IpAddr) -> &[Owner] {
+        let o = match ip {
+            IpAddr::V4(a) => self.reverse4.get(&u32::from(*a)),
+            IpAddr::V6(a) => self.reverse6.get(&u128::from(*a)),
+        };
+        o.map_or(&[], |o| o.as_slice())
     }
 
     /// Whether a live pod in namespace `ns` (wire label) has `status.podIP` == `ip` (text).
@@ -243,9 +540,13 @@ impl Snapshot {
         self.pods.get(&key[..ns_label.len() + ip.len()]).is_some()
     }
 
-    /// Counts, for logs and metrics.
+    /// (namespaces, services, addresses), for logs and metrics.
     pub fn counts(&self) -> (usize, usize, usize) {
-        (self.namespaces.len(), self.services.len(), self.reverse.len())
+        (
+            self.namespaces.len(),
+            self.services.len(),
+            self.reverse4.len() + self.reverse6.len(),
+        )
     }
 }
 
@@ -255,20 +556,21 @@ pub struct StoreOptions {
     pub endpoint_pod_names: bool,
 }
 
-/// The builder's mutable state: the objects by key, plus indexes to find what a change
-/// touches. The published maps are updated in place (copy-on-write shards).
+/// The builder's mutable state. The published maps are the store (updated in place,
+/// copy-on-write per shard); beside them only what the snapshot does not hold: slices
+/// by key, slices whose service does not exist (yet), pods by name, and the list
+/// generations.
 #[derive(Default)]
 pub struct Store {
     opts: StoreOptions,
     snap: Snapshot,
-    // Each object carries the list generation of its resource in which it was last
-    // seen, so a relist finds what is gone without a second set of keys in memory.
-    services: FxMap<ObjectKey, (Arc<ServiceData>, u32)>,
-    slices: FxMap<ObjectKey, (Arc<SliceData>, u32)>,
-    /// (namespace, service name) → the keys of its slices.
-    slices_by_service: FxMap<(Box<str>, Box<str>), Vec<ObjectKey>>,
+    slices: FxSet<ByKey<SliceData>>,
+    /// Service key → slices naming a service that does not exist.
+    orphans: FxMap<Box<[u8]>, Vec<Arc<SliceData>>>,
     pods: FxMap<ObjectKey, (Box<str>, u32)>,
     namespaces: FxMap<Box<str>, u32>,
+    /// Port lists, shared by every service and slice that has the same one.
+    ports: FxSet<Arc<[Port]>>,
     /// The current list generation of each resource, and whether a list is running.
     generation: FxMap<Resource, (u32, bool)>,
     /// Resources whose first list completed.
@@ -277,35 +579,44 @@ pub struct Store {
     pub required: Vec<Resource>,
 }
 
-fn dashed(addr: &str) -> String {
-    if addr.contains('.') {
-        return addr.replace('.', "-");
-    }
-    let mut s = addr.replace(':', "-");
-    if s.ends_with('-') {
-        s.push('0');
-    }
-    s
-}
-
-/// The endpoint name CoreDNS uses: hostname, else (with `endpoint_pod_names`) the pod
-/// name, else the address with dashes.
-fn endpoint_name(ep: &Endpoint, text: &str, pod_names: bool) -> String {
-    if let Some(h) = &ep.hostname {
-        return h.to_string();
-    }
-    if pod_names {
-        if let Some(p) = &ep.pod_name {
-            return p.to_string();
-        }
-    }
-    dashed(text)
-}
-
 fn now_unix() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as u32)
+}
+
+/// The endpoint name CoreDNS uses, when it is not the canonical address with dashes:
+/// hostname, else (with `endpoint_pod_names`) the pod name, else the address text the
+/// API gave, if it is not canonical.
+fn endpoint_name(ep: &Endpoint, addr: IpAddr, text: &str, pod_names: bool) -> Option<Box<[u8]>> {
+    if let Some(h) = &ep.hostname {
+        return Some(wire_labels([h.to_ascii_lowercase().as_str()]));
+    }
+    if pod_names {
+        if let Some(p) = &ep.pod_name {
+            return Some(wire_labels([p.to_ascii_lowercase().as_str()]));
+        }
+    }
+    let mut from_text = [0u8; 64];
+    let mut n = 0;
+    for b in text.bytes().take(62) {
+        from_text[n] = if b == b'.' || b == b':' {
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        };
+        n += 1;
+    }
+    if n > 0 && from_text[n - 1] == b'-' {
+        from_text[n] = b'0';
+        n += 1;
+    }
+    let mut canonical = [0u8; 64];
+    let m = write_dashed(addr, &mut canonical);
+    if from_text[..n] == canonical[..m] {
+        return None;
+    }
+    Some(wire_labels([std::str::from_utf8(&from_text[..n]).unwrap_or("")]))
 }
 
 impl Store {
@@ -344,26 +655,60 @@ impl Store {
 
     /// Completes a list: objects of `r` not seen since its start are deleted.
     pub fn list_done(&mut self, r: Resource) {
-        let Some(&(generation_now, true)) = self.generation.get(&r) else { return };
-        self.generation.insert(r, (generation_now, false));
-        let old = |g: &u32| *g != generation_now;
-        let gone: Vec<ObjectKey> = match r {
-            Resource::Namespaces => self
-                .namespaces
-                .iter()
-                .filter(|(_, g)| old(g))
-                .map(|(n, _)| ObjectKey {
-                    namespace: "".into(),
-                    name: n.clone(),
-                })
-                .collect(),
-            Resource::Services => self.services.iter().filter(|(_, v)| old(&v.1)).map(|(k, _)| k.clone()).collect(),
-            Resource::EndpointSlices => self.slices.iter().filter(|(_, v)| old(&v.1)).map(|(k, _)| k.clone()).collect(),
-            Resource::Pods => self.pods.iter().filter(|(_, v)| old(&v.1)).map(|(k, _)| k.clone()).collect(),
+        let Some(&(generation_now, true)) = self.generation.get(&r) else {
+            return;
         };
-        for k in gone {
-            self.delete(r, &k);
+        self.generation.insert(r, (generation_now, false));
+        let stale = |seen: &AtomicU32| seen.load(Ordering::Relaxed) != generation_now;
+        match r {
+            Resource::Namespaces => {
+                let gone: Vec<Box<str>> = self
+                    .namespaces
+                    .iter()
+                    .filter(|(_, g)| **g != generation_now)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for n in gone {
+                    self.delete_namespace(&n);
+                }
+            }
+            Resource::Services => {
+                let gone: Vec<Box<[u8]>> = self
+                    .snap
+                    .services
+                    .iter()
+                    .filter(|e| stale(&e.svc.seen))
+                    .map(|e| e.key().into())
+                    .collect();
+                for k in gone {
+                    self.delete_service(&k);
+                }
+            }
+            Resource::EndpointSlices => {
+                let gone: Vec<Box<[u8]>> = self
+                    .slices
+                    .iter()
+                    .filter(|s| stale(&s.0.seen))
+                    .map(|s| s.0.key().into())
+                    .collect();
+                for k in gone {
+                    self.delete_slice(&k);
+                }
+            }
+            Resource::Pods => {
+                let gone: Vec<ObjectKey> = self
+                    .pods
+                    .iter()
+                    .filter(|(_, v)| v.1 != generation_now)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in gone {
+                    self.delete(Resource::Pods, &k);
+                }
+            }
         }
+        // Port lists nobody uses any more.
+        self.ports.retain(|p| Arc::strong_count(p) > 1);
         self.listed.insert(r);
         self.snap.synced = self.synced();
     }
@@ -381,42 +726,27 @@ impl Store {
     /// Removes an object. Returns whether anything changed.
     pub fn delete(&mut self, r: Resource, key: &ObjectKey) -> bool {
         match r {
-            Resource::Namespaces => {
-                if self.namespaces.remove(&key.name).is_some() {
-                    self.snap.namespaces.remove(key.name.as_bytes() as &[u8]);
-                    return true;
-                }
-                false
-            }
-            Resource::Services => {
-                let Some((old, _)) = self.services.remove(key) else { return false };
-                self.unindex_cluster_ips(&old);
-                let k = service_key(&old.namespace, &old.name);
-                self.snap.services.remove(&k[..]);
-                self.bump_serial();
-                true
-            }
-            Resource::EndpointSlices => {
-                let Some((old, _)) = self.slices.remove(key) else { return false };
-                self.unindex_endpoints(&old);
-                let sk = (old.namespace.clone(), old.service.clone());
-                if let Some(list) = self.slices_by_service.get_mut(&sk) {
-                    list.retain(|k| k != key);
-                    if list.is_empty() {
-                        self.slices_by_service.remove(&sk);
-                    }
-                }
-                self.rebuild_service(&old.namespace, &old.service);
-                self.bump_serial();
-                true
-            }
+            Resource::Namespaces => self.delete_namespace(&key.name),
+            Resource::Services => self.delete_service(&wire_labels([&*key.name, &*key.namespace])),
+            Resource::EndpointSlices => self.delete_slice(&wire_labels([&*key.name, &*key.namespace])),
             Resource::Pods => {
-                let Some((ip, _)) = self.pods.remove(key) else { return false };
+                let Some((ip, _)) = self.pods.remove(key) else {
+                    return false;
+                };
                 self.unindex_pod(&key.namespace, &ip);
                 self.bump_serial();
                 true
             }
         }
+    }
+
+    fn intern_ports(&mut self, ports: Vec<Port>) -> Arc<[Port]> {
+        if let Some(p) = self.ports.get(ports.as_slice()) {
+            return p.clone();
+        }
+        let p: Arc<[Port]> = ports.into();
+        self.ports.insert(p.clone());
+        p
     }
 
     fn upsert_namespace(&mut self, n: Namespace) -> bool {
@@ -429,111 +759,182 @@ impl Store {
         true
     }
 
+    fn delete_namespace(&mut self, name: &str) -> bool {
+        if self.namespaces.remove(name).is_none() {
+            return false;
+        }
+        self.snap.namespaces.remove(name.as_bytes());
+        true
+    }
+
     fn upsert_service(&mut self, s: Service) -> bool {
-        let key = ObjectKey {
-            namespace: s.namespace.clone(),
-            name: s.name.clone(),
-        };
         let generation_now = self.current_gen(Resource::Services);
-        if let Some((old, g)) = self.services.get_mut(&key) {
-            *g = generation_now;
-            if old.resource_version == s.resource_version && !s.resource_version.is_empty() {
+        let rel = wire_labels([&*s.name, &*s.namespace, "svc"]);
+        let version = version_hash(&s.resource_version);
+        let key = &rel[..rel.len() - 4];
+        let old = self.snap.services.get(key).cloned();
+        if let Some(o) = &old {
+            o.svc.seen.store(generation_now, Ordering::Relaxed);
+            if o.svc.version == version && !s.resource_version.is_empty() {
                 return false;
             }
         }
         let external = (s.kind == ServiceKind::ExternalName)
             .then(|| external_target(&s.external_name))
             .flatten();
+        let ports = self.intern_ports(s.ports);
         let data = Arc::new(ServiceData {
-            rel: wire_labels([&*s.name, &*s.namespace, "svc"]),
-            serial_fields: (s.ports.clone().into_boxed_slice(), s.external_name.clone()),
-            namespace: s.namespace,
-            name: s.name,
-            resource_version: s.resource_version,
+            rel,
+            version,
+            seen: AtomicU32::new(generation_now),
             kind: s.kind,
             cluster_ips: s.cluster_ips.into_boxed_slice(),
             external,
-            ports: s.ports.into_boxed_slice(),
+            ports,
         });
-        let bump = match self.services.get(&key) {
-            Some((old, _)) => old.serial_fields != data.serial_fields,
-            None => true,
-        };
-        if let Some((old, _)) = self.services.insert(key, (data.clone(), generation_now)) {
-            self.unindex_cluster_ips(&old);
+        // CoreDNS bumps the serial for a new service or a change of ports or
+        // externalName, not for a cluster IP change alone.
+        let bump = old
+            .as_ref()
+            .is_none_or(|o| o.svc.ports != data.ports || o.svc.external != data.external);
+        if let Some(o) = &old {
+            self.unindex_cluster_ips(&o.svc);
         }
         self.index_cluster_ips(&data);
-        self.rebuild_service(&data.namespace, &data.name);
+        let slices = match old {
+            Some(o) => o.slices.clone(),
+            None => self
+                .orphans
+                .remove(data.key())
+                .map(Vec::into_boxed_slice)
+                .unwrap_or_default(),
+        };
+        self.snap.services.insert(Arc::new(ServiceEntry::new(data, slices)));
         if bump {
             self.bump_serial();
         }
         true
     }
 
-    fn upsert_slice(&mut self, e: EndpointSlice) -> bool {
-        let key = ObjectKey {
-            namespace: e.namespace.clone(),
-            name: e.name.clone(),
+    fn delete_service(&mut self, key: &[u8]) -> bool {
+        let Some(old) = self.snap.services.remove(key) else {
+            return false;
         };
+        self.unindex_cluster_ips(&old.svc);
+        if !old.slices.is_empty() {
+            self.orphans.insert(key.into(), old.slices.to_vec());
+        }
+        self.bump_serial();
+        true
+    }
+
+    fn upsert_slice(&mut self, e: EndpointSlice) -> bool {
         let generation_now = self.current_gen(Resource::EndpointSlices);
-        if let Some((old, g)) = self.slices.get_mut(&key) {
-            *g = generation_now;
-            if old.resource_version == e.resource_version && !e.resource_version.is_empty() {
+        let key = wire_labels([&*e.name, &*e.namespace]);
+        let version = version_hash(&e.resource_version);
+        let old = self.slices.get(&key[..]).map(|b| b.0.clone());
+        if let Some(o) = &old {
+            o.seen.store(generation_now, Ordering::Relaxed);
+            if o.version == version && !e.resource_version.is_empty() {
                 return false;
             }
         }
         let mut eps = Vec::new();
         for ep in &e.endpoints {
             for (addr, text) in &ep.addresses {
-                let name = endpoint_name(ep, text, self.opts.endpoint_pod_names).to_ascii_lowercase();
                 eps.push(Ep {
                     addr: *addr,
-                    name: wire_labels([name.as_str()]),
+                    name: endpoint_name(ep, *addr, text, self.opts.endpoint_pod_names),
                 });
             }
         }
+        let ports = self.intern_ports(e.ports);
         let data = Arc::new(SliceData {
+            key,
             rel: wire_labels([&*e.service, &*e.namespace, "svc"]),
-            namespace: e.namespace.clone(),
-            name: e.name.clone(),
-            resource_version: e.resource_version.clone(),
-            service: e.service.clone(),
-            ports: e.ports.clone().into_boxed_slice(),
+            version,
+            seen: AtomicU32::new(generation_now),
+            ports,
             eps: eps.into_boxed_slice(),
             last_change_trigger: e.last_change_trigger,
         });
-        let old = self.slices.insert(key.clone(), (data.clone(), generation_now)).map(|(o, _)| o);
-        let bump = match &old {
-            Some(o) => o.ports != data.ports || !same_eps(&o.eps, &data.eps) || o.service != data.service,
-            None => true,
-        };
+        let bump = old
+            .as_ref()
+            .is_none_or(|o| o.ports != data.ports || o.rel != data.rel || !same_eps(&o.eps, &data.eps));
         if let Some(o) = &old {
             self.unindex_endpoints(o);
-            if o.service != data.service {
-                let sk = (o.namespace.clone(), o.service.clone());
-                if let Some(list) = self.slices_by_service.get_mut(&sk) {
-                    list.retain(|k| *k != key);
-                    if list.is_empty() {
-                        self.slices_by_service.remove(&sk);
-                    }
-                }
-                self.rebuild_service(&o.namespace, &o.service);
+            if o.rel != data.rel {
+                self.detach(o);
             }
         }
         self.index_endpoints(&data);
-        let list = self
-            .slices_by_service
-            .entry((data.namespace.clone(), data.service.clone()))
-            .or_default();
-        if !list.contains(&key) {
-            list.push(key);
-            list.sort();
-        }
-        self.rebuild_service(&data.namespace, &data.service);
+        self.slices.replace(ByKey(data.clone()));
+        self.attach(data);
         if bump {
             self.bump_serial();
         }
         true
+    }
+
+    fn delete_slice(&mut self, key: &[u8]) -> bool {
+        let Some(old) = self.slices.take(key).map(|b| b.0) else {
+            return false;
+        };
+        self.unindex_endpoints(&old);
+        self.detach(&old);
+        self.bump_serial();
+        true
+    }
+
+    /// Puts a slice into its service's list (replacing one with the same key).
+    fn attach(&mut self, slice: Arc<SliceData>) {
+        let skey = slice.service_key();
+        match self.snap.services.get(skey).cloned() {
+            Some(entry) => {
+                let mut slices: Vec<Arc<SliceData>> = entry
+                    .slices
+                    .iter()
+                    .filter(|s| s.key() != slice.key())
+                    .cloned()
+                    .collect();
+                slices.push(slice);
+                slices.sort_by(|a, b| a.key().cmp(b.key()));
+                self.snap
+                    .services
+                    .insert(Arc::new(ServiceEntry::new(entry.svc.clone(), slices.into())));
+            }
+            None => {
+                let list = self.orphans.entry(skey.into()).or_default();
+                list.retain(|s| s.key() != slice.key());
+                list.push(slice);
+            }
+        }
+    }
+
+    /// Takes a slice out of its service's list.
+    fn detach(&mut self, slice: &Arc<SliceData>) {
+        let skey = slice.service_key();
+        match self.snap.services.get(skey).cloned() {
+            Some(entry) => {
+                let slices: Vec<Arc<SliceData>> = entry
+                    .slices
+                    .iter()
+                    .filter(|s| !Arc::ptr_eq(s, slice))
+                    .cloned()
+                    .collect();
+                self.snap
+                    .services
+                    .insert(Arc::new(ServiceEntry::new(entry.svc.clone(), slices.into())));
+            }
+            None => {
+                if let Some(list) = self.orphans.get_mut(skey) {
+                    list.retain(|s| !Arc::ptr_eq(s, slice));
+                    if list.is_empty() {
+                        self.orphans.remove(skey);
+                    }
+                }
+            }
+        }
     }
 
     fn upsert_pod(&mut self, p: Pod) -> bool {
@@ -541,16 +942,19 @@ impl Store {
             namespace: p.namespace.clone(),
             name: p.name.clone(),
         };
-        // A terminating pod is not added or updated; an entry already there stays until
-        // the delete event, as CoreDNS's pod informer does.
         let generation_now = self.current_gen(Resource::Pods);
         if let Some((_, g)) = self.pods.get_mut(&key) {
             *g = generation_now;
         }
+        // A terminating pod is not added or updated; an entry already there stays until
+        // the delete event, as CoreDNS's pod informer does.
         if p.terminating {
             return false;
         }
-        let old = self.pods.insert(key, (p.pod_ip.clone(), generation_now)).map(|(ip, _)| ip);
+        let old = self
+            .pods
+            .insert(key, (p.pod_ip.clone(), generation_now))
+            .map(|(ip, _)| ip);
         if old.as_deref() == Some(&*p.pod_ip) {
             return false;
         }
@@ -582,96 +986,64 @@ impl Store {
         }
     }
 
-    /// Recomputes the published entry of service `name` in `ns` from its object and slices.
-    fn rebuild_service(&mut self, ns: &str, name: &str) {
-        let key = service_key(ns, name);
-        let okey = ObjectKey {
-            namespace: ns.into(),
-            name: name.into(),
-        };
-        let Some(svc) = self.services.get(&okey).map(|(s, _)| s.clone()) else {
-            self.snap.services.remove(&key[..]);
-            return;
-        };
-        let slices: Box<[Arc<SliceData>]> = self
-            .slices_by_service
-            .get(&(ns.into(), name.into()))
-            .map(|keys| keys.iter().filter_map(|k| self.slices.get(k).map(|(s, _)| s.clone())).collect())
-            .unwrap_or_default();
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        let mut push = |ip: IpAddr| match ip {
-            IpAddr::V4(a) if !v4.contains(&a) => v4.push(a),
-            IpAddr::V6(a) if !v6.contains(&a) => v6.push(a),
-            _ => {}
-        };
-        let ready_addresses = slices.iter().map(|s| s.eps.len()).sum();
-        match svc.kind {
-            ServiceKind::ClusterIp => svc.cluster_ips.iter().copied().for_each(&mut push),
-            ServiceKind::Headless => {
-                if slices.len() == 1 || ready_addresses < 64 {
-                    slices.iter().flat_map(|s| s.eps.iter()).for_each(|e| push(e.addr));
-                } else {
-                    // Many addresses: dedup with a set, keeping first-seen order.
-                    let mut seen = std::collections::HashSet::with_capacity(ready_addresses);
-                    for e in slices.iter().flat_map(|s| s.eps.iter()) {
-                        if seen.insert(e.addr) {
-                            match e.addr {
-                                IpAddr::V4(a) => v4.push(a),
-                                IpAddr::V6(a) => v6.push(a),
-                            }
-                        }
-                    }
-                }
+    fn add_owner(&mut self, ip: IpAddr, o: Owner) {
+        match ip {
+            IpAddr::V4(a) => {
+                let k = u32::from(a);
+                let v = Owners::with(self.snap.reverse4.get(&k), o);
+                self.snap.reverse4.insert(k, v);
             }
-            ServiceKind::ExternalName => {}
+            IpAddr::V6(a) => {
+                let k = u128::from(a);
+                let v = Owners::with(self.snap.reverse6.get(&k), o);
+                self.snap.reverse6.insert(k, v);
+            }
         }
-        let entry = ServiceEntry {
-            svc,
-            slices,
-            v4: v4.into_boxed_slice(),
-            v6: v6.into_boxed_slice(),
-            ready_addresses,
-        };
-        self.snap.services.insert(key, Arc::new(entry));
+    }
+
+    fn remove_owner(&mut self, ip: IpAddr, gone: &Owner) {
+        match ip {
+            IpAddr::V4(a) => {
+                let k = u32::from(a);
+                let Some(cur) = self.snap.reverse4.get(&k) else { return };
+                match cur.without(|o| o.is(gone)) {
+                    Some(v) => self.snap.reverse4.insert(k, v),
+                    None => self.snap.reverse4.remove(&k),
+                };
+            }
+            IpAddr::V6(a) => {
+                let k = u128::from(a);
+                let Some(cur) = self.snap.reverse6.get(&k) else { return };
+                match cur.without(|o| o.is(gone)) {
+                    Some(v) => self.snap.reverse6.insert(k, v),
+                    None => self.snap.reverse6.remove(&k),
+                };
+            }
+        }
     }
 
     fn index_cluster_ips(&mut self, svc: &Arc<ServiceData>) {
         for ip in svc.cluster_ips.iter() {
-            let mut owners = self.snap.reverse.get(ip).map(|o| (**o).clone()).unwrap_or_default();
-            owners.cluster.push(svc.clone());
-            self.snap.reverse.insert(*ip, Arc::new(owners));
+            self.add_owner(*ip, Owner::Cluster(svc.clone()));
         }
     }
 
     fn unindex_cluster_ips(&mut self, svc: &Arc<ServiceData>) {
+        let me = Owner::Cluster(svc.clone());
         for ip in svc.cluster_ips.iter() {
-            self.update_owners(ip, |o| o.cluster.retain(|s| !Arc::ptr_eq(s, svc)));
+            self.remove_owner(*ip, &me);
         }
     }
 
     fn index_endpoints(&mut self, slice: &Arc<SliceData>) {
         for (i, ep) in slice.eps.iter().enumerate() {
-            let mut owners = self.snap.reverse.get(&ep.addr).map(|o| (**o).clone()).unwrap_or_default();
-            owners.endpoints.push((slice.clone(), i as u32));
-            self.snap.reverse.insert(ep.addr, Arc::new(owners));
+            self.add_owner(ep.addr, Owner::Endpoint(slice.clone(), i as u32));
         }
     }
 
     fn unindex_endpoints(&mut self, slice: &Arc<SliceData>) {
-        for ep in slice.eps.iter() {
-            self.update_owners(&ep.addr, |o| o.endpoints.retain(|(s, _)| !Arc::ptr_eq(s, slice)));
-        }
-    }
-
-    fn update_owners(&mut self, ip: &IpAddr, f: impl FnOnce(&mut IpOwners)) {
-        let Some(cur) = self.snap.reverse.get(ip) else { return };
-        let mut owners = (**cur).clone();
-        f(&mut owners);
-        if owners.cluster.is_empty() && owners.endpoints.is_empty() {
-            self.snap.reverse.remove(ip);
-        } else {
-            self.snap.reverse.insert(*ip, Arc::new(owners));
+        for (i, ep) in slice.eps.iter().enumerate() {
+            self.remove_owner(ep.addr, &Owner::Endpoint(slice.clone(), i as u32));
         }
     }
 }
@@ -757,13 +1129,27 @@ mod tests {
         st.upsert(svc("ns", "a", "2", &["10.0.0.2"]));
         st.upsert(svc("ns", "b", "3", &["10.0.0.3"]));
         let key = service_key("ns", "a");
-        assert_eq!(&*before.service(&key).unwrap().v4, &["10.0.0.1".parse::<Ipv4Addr>().unwrap()]);
+        let addrs = |e: &ServiceEntry| {
+            let mut v = Vec::new();
+            e.addresses(true, |ip| v.push(ip));
+            v
+        };
+        assert_eq!(
+            addrs(before.service(&key).unwrap()),
+            vec!["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
         assert!(before.service(&service_key("ns", "b")).is_none());
         let after = st.snapshot();
-        assert_eq!(&*after.service(&key).unwrap().v4, &["10.0.0.2".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            addrs(after.service(&key).unwrap()),
+            vec!["10.0.0.2".parse::<IpAddr>().unwrap()]
+        );
         // The reverse index moved with the cluster IP.
-        assert!(after.owners(&"10.0.0.1".parse().unwrap()).is_none());
-        assert_eq!(after.owners(&"10.0.0.2".parse().unwrap()).unwrap().cluster.len(), 1);
+        assert!(after.owners(&"10.0.0.1".parse().unwrap()).is_empty());
+        assert!(matches!(
+            after.owners(&"10.0.0.2".parse().unwrap()),
+            [Owner::Cluster(_)]
+        ));
     }
 
     #[test]
@@ -776,12 +1162,15 @@ mod tests {
         assert!(st.synced());
         let a_before = st.snapshot().service(&service_key("ns", "a")).unwrap().clone();
         st.list_start(Resource::Services);
-        assert!(!st.upsert(svc("ns", "a", "1", &["10.0.0.1"])), "same resourceVersion: no change");
+        assert!(
+            !st.upsert(svc("ns", "a", "1", &["10.0.0.1"])),
+            "same resourceVersion: no change"
+        );
         st.list_done(Resource::Services);
         let snap = st.snapshot();
         assert!(Arc::ptr_eq(&a_before, snap.service(&service_key("ns", "a")).unwrap()));
         assert!(snap.service(&service_key("ns", "b")).is_none());
-        assert!(snap.owners(&"10.0.0.2".parse().unwrap()).is_none());
+        assert!(snap.owners(&"10.0.0.2".parse().unwrap()).is_empty());
     }
 
     #[test]
@@ -790,7 +1179,10 @@ mod tests {
         st.upsert(slice("ns", "h-1", "h", "1", &["10.1.0.1", "10.1.0.2"]));
         // A slice without its service still indexes its addresses (PTR works).
         assert!(st.snapshot().service(&service_key("ns", "h")).is_none());
-        assert_eq!(st.snapshot().owners(&"10.1.0.1".parse().unwrap()).unwrap().endpoints.len(), 1);
+        assert!(matches!(
+            st.snapshot().owners(&"10.1.0.1".parse().unwrap()),
+            [Owner::Endpoint(_, 0)]
+        ));
         let mut h = svc("ns", "h", "2", &[]);
         if let Object::Service(s) = &mut h {
             s.kind = ServiceKind::Headless;
@@ -801,7 +1193,8 @@ mod tests {
         let e = snap.service(&service_key("ns", "h")).unwrap();
         assert_eq!(e.v4.len(), 2, "deduplicated across slices");
         assert_eq!(e.v6.len(), 1);
-        assert_eq!(&*e.slices[1].eps[1].name, b"\x07fd00--1");
+        let mut buf = [0u8; 64];
+        assert_eq!(e.slices[1].eps[1].label(&mut buf), b"\x07fd00--1");
         st.delete(
             Resource::EndpointSlices,
             &ObjectKey {
@@ -811,19 +1204,49 @@ mod tests {
         );
         let e = st.snapshot().service(&service_key("ns", "h")).unwrap().clone();
         assert_eq!(e.v4.len(), 1);
-        assert!(st.snapshot().owners(&"10.1.0.1".parse().unwrap()).is_none());
+        assert!(st.snapshot().owners(&"10.1.0.1".parse().unwrap()).is_empty());
     }
 
     #[test]
     fn dashed_names() {
+        let dashed = |s: &str| {
+            let mut out = [0u8; 64];
+            let n = write_dashed(s.parse().unwrap(), &mut out);
+            String::from_utf8(out[..n].to_vec()).unwrap()
+        };
         assert_eq!(dashed("10.0.0.1"), "10-0-0-1");
         assert_eq!(dashed("2001:db8::"), "2001-db8--0");
         assert_eq!(dashed("5678:abcd::1"), "5678-abcd--1");
+        // A name is stored only when it differs from the canonical dashed address.
+        let ep = |text: &str, host: Option<&str>| Endpoint {
+            addresses: vec![(text.parse().unwrap(), text.into())],
+            hostname: host.map(Into::into),
+            pod_name: None,
+            node_name: None,
+        };
+        assert!(endpoint_name(&ep("10.0.0.1", None), "10.0.0.1".parse().unwrap(), "10.0.0.1", false).is_none());
+        assert_eq!(
+            endpoint_name(
+                &ep("10.0.0.1", Some("web-0")),
+                "10.0.0.1".parse().unwrap(),
+                "10.0.0.1",
+                false
+            )
+            .as_deref(),
+            Some(&b"\x05web-0"[..])
+        );
+        assert_eq!(
+            endpoint_name(&ep("fd00::1", None), "fd00::1".parse().unwrap(), "fd00:0:0::1", false).as_deref(),
+            Some(&b"\x0bfd00-0-0--1"[..])
+        );
     }
 
     #[test]
     fn external_targets() {
-        assert_eq!(external_target("ext.Example.test").as_deref(), Some(&b"\x03ext\x07Example\x04test\x00"[..]));
+        assert_eq!(
+            external_target("ext.Example.test").as_deref(),
+            Some(&b"\x03ext\x07Example\x04test\x00"[..])
+        );
         assert!(external_target("10.0.0.1").is_none());
         assert!(external_target("").is_none());
     }

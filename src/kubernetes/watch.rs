@@ -4,13 +4,15 @@
 //! authenticating sidecar, or a test fake.
 //!
 //! ```text
-//!          ┌─────────────── 410 Gone (ERROR event, or HTTP 410) ───────────────┐
-//!          ▼                                                                   │
-//!   LIST ?limit=N ─continue─▶ … ─▶ ListDone ─▶ WATCH ?resourceVersion=RV ─events─┴─▶ Upsert / Delete
-//!     ▲  (ListStart, Upserts)                    ▲   │ closed by the server (timeoutSeconds):
-//!     │                                          └───┤   watch again from the last RV seen
-//!     └────── failure while listing ─────────────────┤ failure (connect, 5xx, 403, stall):
-//!              back off, next endpoint               │   back off, next endpoint, watch again
+//!   LIST ?limit=N ──continue──▶ …  ─────────▶  WATCH ?resourceVersion=RV&allowWatchBookmarks=true
+//!   ListStart, Upserts, ListDone               ADDED/MODIFIED → Upsert, DELETED → Delete, BOOKMARK → RV
+//!        ▲                                       │
+//!        └── 410 Gone (ERROR event or HTTP 410) ─┤
+//!                                                ├─ closed by the server (timeoutSeconds):
+//!                                                │  watch again from the last RV
+//!                                                └─ failure (connect, 5xx, 403, stall): back off, next endpoint,
+//!                                                   watch again from the last RV
+//!   A failure while listing: back off, next endpoint, list again from the first page.
 //! ```
 //!
 //! The API conventions followed are those of client-go's reflector ("Efficient detection
@@ -201,7 +203,8 @@ struct Watcher {
     stats: Arc<ApiStats>,
     /// Index in `cfg.endpoints` of the endpoint in use.
     endpoint: usize,
-    /// Whether the last request answered (starts true: the first failure is an outage).
+    /// Whether the API is taken to be reachable (true at start, so that the first failure
+    /// is reported as an outage).
     healthy: bool,
     backoff: Backoff,
     /// Set by a 410 relist, cleared when a watch makes progress.
@@ -251,8 +254,10 @@ impl Watcher {
         match self.watch(rv)? {
             WatchEnd::Closed => Ok(()),
             WatchEnd::Gone => {
-                log::info!(target: LOG_TARGET, "watch of {} expired (resourceVersion {rv} is too old): listing again",
-                    self.resource.name()
+                let name = self.resource.name();
+                log::info!(
+                    target: LOG_TARGET,
+                    "watch of {name} expired (resourceVersion {rv} is too old): listing again"
                 );
                 *resource_version = None;
                 // A relist whose watch expires again before delivering anything (an API
@@ -274,15 +279,17 @@ impl Watcher {
     fn list(&mut self) -> Result<Box<str>, Failure> {
         let mut continue_token: Option<Box<str>> = None;
         let mut started = false;
+        let mut restarted = false;
         loop {
             let url = self.list_url(continue_token.as_deref());
             let begun = Instant::now();
             let response = self.get(&url)?;
             let status = response.status().as_u16();
-            if status == 410 && continue_token.is_some() {
-                // The continue token expired (a paged list reads one etcd revision, which
-                // compaction removes after about five minutes): start over. The next
-                // ListStart tells the builder to drop the unfinished list.
+            // The continue token expired (a paged list reads one etcd revision, which
+            // compaction removes after about five minutes): start over right away, once; a
+            // second expiry in a row is a failure, retried after a backoff. The next
+            // ListStart tells the builder to drop the unfinished list.
+            if status == 410 && continue_token.is_some() && !std::mem::replace(&mut restarted, true) {
                 log::info!(target: LOG_TARGET, "list of {} expired while paging: listing again", self.resource.name());
                 continue_token = None;
                 started = false;
@@ -547,9 +554,8 @@ impl Watcher {
     fn failed(&mut self, failure: &Failure) {
         if self.healthy {
             self.healthy = false;
-            log::warn!(target: LOG_TARGET, "API unreachable for {}: {failure}; serving the last data and retrying",
-                self.resource.name()
-            );
+            let name = self.resource.name();
+            log::warn!(target: LOG_TARGET, "API unreachable for {name}: {failure}; serving the last data and retrying");
             let _ = self.send(Event::Health {
                 resource: self.resource,
                 healthy: false,
@@ -730,10 +736,8 @@ impl SkipLog {
     fn skip(&mut self, resource: Resource, error: &DecodeError) {
         self.unreported += 1;
         if self.last_logged.is_none_or(|at| at.elapsed() >= SKIP_LOG_INTERVAL) {
-            log::warn!(target: LOG_TARGET, "skipped {} malformed {} object(s) from the API (latest: {error})",
-                self.unreported,
-                resource.name()
-            );
+            let (count, name) = (self.unreported, resource.name());
+            log::warn!(target: LOG_TARGET, "skipped {count} malformed {name} object(s) from the API (latest: {error})");
             self.unreported = 0;
             self.last_logged = Some(Instant::now());
         }
@@ -781,7 +785,9 @@ struct StatsInner {
 /// A copy of the counters at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ApiStatsSnapshot {
+    /// Request counts by result and host.
     pub requests: Vec<RequestCount>,
+    /// Request durations by verb and host.
     pub durations: Vec<(Verb, Box<str>, DurationHistogram)>,
 }
 
@@ -794,6 +800,7 @@ pub struct RequestCount {
     pub code: Box<str>,
     /// `host:port` of the endpoint.
     pub host: Box<str>,
+    /// Requests so far.
     pub count: u64,
 }
 
@@ -802,7 +809,9 @@ pub struct RequestCount {
 pub struct DurationHistogram {
     /// Cumulative counts: `buckets[i]` requests took at most `DURATION_BUCKETS[i]`.
     pub buckets: [u64; 11],
+    /// Total time of all requests.
     pub sum_seconds: f64,
+    /// Requests timed.
     pub count: u64,
 }
 
@@ -899,7 +908,8 @@ mod tests {
 
         /// Starts a chunked 200 response, as a watch is.
         fn stream(&mut self) {
-            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                        Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
             let _ = self.0.write_all(head.as_bytes());
         }
 
@@ -1262,21 +1272,29 @@ mod tests {
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         let watchers = Watchers::start(config(vec![api.url.clone()]), tx);
-        // A new ListStart replaces the unfinished list; the restarts go on until a list
-        // completes (here never: every second page expires).
+        // A new ListStart replaces the unfinished list. The list restarts at once the
+        // first time; a second expiry is a failure (here every second page expires).
         assert_eq!(
-            take(&rx, 6),
+            take(&rx, 10),
             [
                 "ListStart services",
                 "Upsert ns/a",
                 "Upsert ns/b",
                 "ListStart services",
                 "Upsert ns/a",
-                "Upsert ns/b"
+                "Upsert ns/b",
+                "Health services false",
+                "ListStart services",
+                "Upsert ns/a",
+                "Upsert ns/b",
             ]
         );
-        let requests = api.wait_requests(4);
+        let requests = api.wait_requests(5);
         assert_eq!(requests[2].raw_query, "limit=2");
+        assert!(
+            requests[4].at - requests[3].at >= Duration::from_millis(10),
+            "backed off"
+        );
         watchers.stop();
     }
 

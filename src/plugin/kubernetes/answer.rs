@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::setup::{Options, PodMode, Zone};
 use crate::dns::{Name, NameKey, Rdata, Record, Request, Response, Section, Tail, rtype};
 use crate::kubernetes::model::ServiceKind;
-use crate::kubernetes::snapshot::{ServiceEntry, Snapshot};
+use crate::kubernetes::snapshot::{LabelBuf, Owner, ServiceEntry, Snapshot};
 
 /// The schema version of the Kubernetes DNS specification served (`dns-version`).
 pub const SCHEMA_VERSION: &[u8] = b"1.1.0";
@@ -224,11 +224,7 @@ fn pod_ip_text(label: &[u8], out: &mut [u8; 64]) -> Option<usize> {
     let dashes = label.iter().filter(|&&c| c == b'-').count();
     let v4 = dashes == 3 && !label.windows(2).any(|w| w == b"--");
     for (o, &c) in out.iter_mut().zip(label) {
-        *o = if c == b'-' {
-            if v4 { b'.' } else { b':' }
-        } else {
-            c
-        };
+        *o = if c == b'-' { if v4 { b'.' } else { b':' } } else { c };
     }
     Some(label.len())
 }
@@ -274,7 +270,10 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         let mut text = [0u8; 64];
         let len = pod_ip_text(self.name().label(si), &mut text).ok_or(NameError)?;
         let ip_text = &text[..len];
-        let ip: IpAddr = std::str::from_utf8(ip_text).ok().and_then(|t| t.parse().ok()).ok_or(NameError)?;
+        let ip: IpAddr = std::str::from_utf8(ip_text)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or(NameError)?;
         if self.opts.pods == PodMode::Verified {
             let ns = self.name().label(p.namespace.expect("set with service"));
             let mut key = [0u8; 64];
@@ -320,7 +319,8 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                 let want = p.endpoint.map(|i| name.label(i));
                 for (s, slice) in entry.slices.iter().enumerate() {
                     for (e, ep) in slice.eps.iter().enumerate() {
-                        if want.is_some_and(|w| !ep.name[1..].eq_ignore_ascii_case(w)) {
+                        let mut buf = [0u8; 64];
+                        if want.is_some_and(|w| !ep.label(&mut buf)[1..].eq_ignore_ascii_case(w)) {
                             continue;
                         }
                         for (pi, port) in slice.ports.iter().enumerate() {
@@ -353,7 +353,11 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                 any
             }
         });
-        if found { Ok(Found::Service(entry)) } else { Err(NameError) }
+        if found {
+            Ok(Found::Service(entry))
+        } else {
+            Err(NameError)
+        }
     }
 
     fn cand_ip(entry: &ServiceEntry, c: Cand) -> IpAddr {
@@ -375,10 +379,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
     /// `ns.dns.<zone>` (CoreDNS `isDefaultNS`: the lower-cased name against the zone as
     /// spelled, so a mixed-case zone does not match).
     fn is_default_ns(&self) -> bool {
-        self.z.before == 2
-            && self.z.zone_lower
-            && label_is(self.name(), 0, b"ns")
-            && label_is(self.name(), 1, b"dns")
+        self.z.before == 2 && self.z.zone_lower && label_is(self.name(), 0, b"ns") && label_is(self.name(), 1, b"dns")
     }
 
     fn ttl(&self) -> u32 {
@@ -450,7 +451,9 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         if self.is_default_ns() || (as_type == rtype::A && self.z.before == 0) {
             return Answer::NoData;
         }
-        let Ok(p) = parse(self.name(), self.z.before) else { return Answer::NameError };
+        let Ok(p) = parse(self.name(), self.z.before) else {
+            return Answer::NameError;
+        };
         match self.records(&p) {
             Ok(_) => Answer::NoData,
             Err(NameError) => Answer::NameError,
@@ -473,7 +476,9 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             }
             return if any { Answer::Records } else { Answer::NoData };
         }
-        let Ok(p) = parse(self.name(), self.z.before) else { return Answer::NameError };
+        let Ok(p) = parse(self.name(), self.z.before) else {
+            return Answer::NameError;
+        };
         let found = match self.records(&p) {
             Ok(f) => f,
             Err(NameError) => return Answer::NameError,
@@ -492,14 +497,8 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             Found::Service(entry) => {
                 let plain = p.endpoint.is_none() && p.port.is_none();
                 let written = if plain {
-                    // The prepared, deduplicated lists: the hot path.
-                    if v4 {
-                        entry.v4.iter().for_each(|a| self.write_addr(resp, Name::QUESTION, IpAddr::V4(*a)));
-                        entry.v4.len()
-                    } else {
-                        entry.v6.iter().for_each(|a| self.write_addr(resp, Name::QUESTION, IpAddr::V6(*a)));
-                        entry.v6.len()
-                    }
+                    // The prepared, deduplicated addresses: the hot path.
+                    entry.addresses(v4, |ip| self.write_addr(resp, Name::QUESTION, ip))
                 } else {
                     self.write_cands(resp, entry, Name::QUESTION, v4)
                 };
@@ -537,10 +536,15 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         let mut n = 0;
         let mut cur = first;
         loop {
-            let Some(target) = cur.svc.external.as_deref() else { return Answer::NoData };
-            let Some(key) = NameKey::from_wire(target) else { return Answer::NoData };
+            let Some(target) = cur.svc.external.as_deref() else {
+                return Answer::NoData;
+            };
+            let Some(key) = NameKey::from_wire(target) else {
+                return Answer::NoData;
+            };
             // x CNAME x (or below x) is a loop; so is a target already in the chain.
-            if key.labels_before(self.name().wire()).is_some() || chain[..n].iter().any(|t| t.eq_ignore_ascii_case(target))
+            if key.labels_before(self.name().wire()).is_some()
+                || chain[..n].iter().any(|t| t.eq_ignore_ascii_case(target))
             {
                 return Answer::NoData;
             }
@@ -554,7 +558,9 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                 self.write_chain(resp, &chain[..n]);
                 return Answer::Chase(target);
             };
-            let Ok(p) = parse(&key, before) else { return Answer::NoData };
+            let Ok(p) = parse(&key, before) else {
+                return Answer::NoData;
+            };
             // Records of the target, judged on the target's name.
             let renamed = self.req.with_qname(key);
             let sub = Ctx {
@@ -586,7 +592,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                 }
                 Found::Service(entry) => {
                     let has = if p.endpoint.is_none() && p.port.is_none() {
-                        if v4 { !entry.v4.is_empty() } else { !entry.v6.is_empty() }
+                        entry.addresses(v4, |_| {}) > 0
                     } else {
                         CANDS.with(|c| c.borrow().iter().any(|&x| Self::cand_ip(entry, x).is_ipv4() == v4))
                     };
@@ -595,11 +601,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                     }
                     self.write_chain(resp, &chain[..n]);
                     if p.endpoint.is_none() && p.port.is_none() {
-                        if v4 {
-                            entry.v4.iter().for_each(|a| self.write_addr(resp, owner, IpAddr::V4(*a)));
-                        } else {
-                            entry.v6.iter().for_each(|a| self.write_addr(resp, owner, IpAddr::V6(*a)));
-                        }
+                        entry.addresses(v4, |ip| self.write_addr(resp, owner, ip));
                     } else {
                         self.write_cands(resp, entry, owner, v4);
                     }
@@ -630,7 +632,9 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             resp.answer(Record::at_question(rtype::TXT, SCHEMA_TTL, Rdata::Txt(SCHEMA_VERSION)));
             return Answer::Records;
         }
-        let Ok(p) = parse(self.name(), self.z.before) else { return Answer::NameError };
+        let Ok(p) = parse(self.name(), self.z.before) else {
+            return Answer::NameError;
+        };
         match self.records(&p) {
             Ok(Found::Nothing) | Err(NameError) => Answer::NameError,
             Ok(_) => Answer::NoData,
@@ -642,12 +646,18 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         if self.is_default_ns() || self.z.before == 0 {
             return Answer::NoData;
         }
-        let Ok(p) = parse(self.name(), self.z.before) else { return Answer::NameError };
+        let Ok(p) = parse(self.name(), self.z.before) else {
+            return Answer::NameError;
+        };
         match self.records(&p) {
             Err(NameError) => Answer::NameError,
             Ok(Found::External(entry)) => {
                 let target = entry.svc.external.as_deref().expect("External has a target");
-                resp.answer(Record::at_question(rtype::CNAME, self.ttl(), Rdata::Name(Name::wire(target))));
+                resp.answer(Record::at_question(
+                    rtype::CNAME,
+                    self.ttl(),
+                    Rdata::Name(Name::wire(target)),
+                ));
                 Answer::Records
             }
             Ok(_) => Answer::NoData,
@@ -658,15 +668,21 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
     /// `namespaces` option filters), else every endpoint with that address, once per name.
     fn ptr(&self, resp: &mut Response) -> Answer<'s> {
         let Some(ip) = reverse_address(self.name()) else {
-            let Ok(p) = parse(self.name(), self.z.before) else { return Answer::NameError };
+            let Ok(p) = parse(self.name(), self.z.before) else {
+                return Answer::NameError;
+            };
             return match self.records(&p) {
                 Ok(_) => Answer::NoData,
                 Err(NameError) => Answer::NameError,
             };
         };
-        let Some(owners) = self.snap.owners(&ip) else { return Answer::NameError };
+        let owners = self.snap.owners(&ip);
         let primary = &self.opts.primary_zone;
-        if let Some(svc) = owners.cluster.iter().find(|s| self.listed(s.namespace.as_bytes())) {
+        let cluster = owners.iter().find_map(|o| match o {
+            Owner::Cluster(svc) if self.listed(svc.namespace()) => Some(svc),
+            _ => None,
+        });
+        if let Some(svc) = cluster {
             resp.answer(Record::at_question(
                 rtype::PTR,
                 self.ttl(),
@@ -678,16 +694,21 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             ));
             return Answer::Records;
         }
+        let endpoints = || {
+            owners.iter().filter_map(|o| match o {
+                Owner::Endpoint(slice, e) if self.listed(slice.namespace()) => Some((slice, &slice.eps[*e as usize])),
+                _ => None,
+            })
+        };
         let mut written = 0;
-        for (i, (slice, e)) in owners.endpoints.iter().enumerate() {
-            if !self.listed(slice.namespace.as_bytes()) {
-                continue;
-            }
-            let ep = &slice.eps[*e as usize];
+        for (i, (slice, ep)) in endpoints().enumerate() {
+            let mut buf = [0u8; 64];
+            let label = ep.label(&mut buf);
             // One PTR per distinct target (the same address in two slices of one
             // service gives one).
-            let dup = owners.endpoints[..i].iter().any(|(s2, e2)| {
-                self.listed(s2.namespace.as_bytes()) && s2.rel == slice.rel && s2.eps[*e2 as usize].name == ep.name
+            let dup = endpoints().take(i).any(|(s2, e2)| {
+                let mut b2 = [0u8; 64];
+                s2.rel == slice.rel && e2.label(&mut b2) == label
             });
             if dup {
                 continue;
@@ -696,14 +717,18 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                 rtype::PTR,
                 self.ttl(),
                 Rdata::Name(Name {
-                    head: &ep.name,
+                    head: label,
                     mid: &slice.rel,
                     tail: Tail::Wire(primary),
                 }),
             ));
             written += 1;
         }
-        if written > 0 { Answer::Records } else { Answer::NameError }
+        if written > 0 {
+            Answer::Records
+        } else {
+            Answer::NameError
+        }
     }
 
     /// SRV (CoreDNS `plugin.SRV`): one record per (target, port), weight from the
@@ -712,7 +737,9 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         if self.is_default_ns() || self.z.before == 0 {
             return Answer::NoData;
         }
-        let Ok(p) = parse(self.name(), self.z.before) else { return Answer::NameError };
+        let Ok(p) = parse(self.name(), self.z.before) else {
+            return Answer::NameError;
+        };
         let found = match self.records(&p) {
             Ok(f) => f,
             Err(NameError) => return Answer::NameError,
@@ -759,7 +786,9 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         }
     }
 
-    fn target<'e>(entry: &'e ServiceEntry, c: Cand, zone_off: usize) -> Name<'e> {
+    /// A candidate's SRV target: `<svc>.<ns>.svc.<zone>` for a cluster IP,
+    /// `<endpoint>.<svc>.<ns>.svc.<zone>` for an endpoint (the zone as the client spelled it).
+    fn target<'e>(entry: &'e ServiceEntry, c: Cand, zone_off: usize, buf: &'e mut LabelBuf) -> Name<'e> {
         if c.slice == CLUSTER {
             Name {
                 head: &entry.svc.rel,
@@ -768,10 +797,19 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             }
         } else {
             Name {
-                head: &entry.slices[c.slice as usize].eps[c.item as usize].name,
+                head: entry.slices[c.slice as usize].eps[c.item as usize].label(buf),
                 mid: &entry.svc.rel,
                 tail: Tail::Question(zone_off),
             }
+        }
+    }
+
+    /// The endpoint label of a candidate (empty for a cluster IP).
+    fn cand_label<'e>(entry: &'e ServiceEntry, c: Cand, buf: &'e mut LabelBuf) -> &'e [u8] {
+        if c.slice == CLUSTER {
+            &[]
+        } else {
+            entry.slices[c.slice as usize].eps[c.item as usize].label(buf)
         }
     }
 
@@ -782,10 +820,9 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             // CoreDNS: weight = floor(100 / (100 * N) * 100), at least 1.
             let weight = ((100.0 / (100.0 * n)) * 100.0).floor().max(1.0) as u16;
             let same_target = |a: Cand, b: Cand| {
+                let (mut ba, mut bb) = ([0u8; 64], [0u8; 64]);
                 (a.slice == CLUSTER) == (b.slice == CLUSTER)
-                    && (a.slice == CLUSTER
-                        || entry.slices[a.slice as usize].eps[a.item as usize].name
-                            == entry.slices[b.slice as usize].eps[b.item as usize].name)
+                    && Self::cand_label(entry, a, &mut ba) == Self::cand_label(entry, b, &mut bb)
             };
             let mut written = 0;
             for (i, &cand) in c.iter().enumerate() {
@@ -794,7 +831,10 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                     continue;
                 }
                 // One SRV per (target, port): the protocol is not part of the key.
-                if c[..i].iter().any(|&o| Self::cand_port(entry, o) == port && same_target(o, cand)) {
+                if c[..i]
+                    .iter()
+                    .any(|&o| Self::cand_port(entry, o) == port && same_target(o, cand))
+                {
                     continue;
                 }
                 resp.answer(Record::at_question(
@@ -804,7 +844,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                         priority: 0,
                         weight,
                         port: port as u16,
-                        target: Self::target(entry, cand, self.z.zone_off),
+                        target: Self::target(entry, cand, self.z.zone_off, &mut [0u8; 64]),
                     },
                 ));
                 written += 1;
@@ -831,7 +871,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                 let _ = resp.push(
                     Section::Additional,
                     &Record {
-                        owner: Self::target(entry, cand, self.z.zone_off),
+                        owner: Self::target(entry, cand, self.z.zone_off, &mut [0u8; 64]),
                         rtype: t,
                         ttl: self.ttl(),
                         data,
@@ -865,10 +905,11 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             }
         }
         for local in &self.opts.local_ips {
-            let Some(owners) = self.snap.owners(local) else { continue };
-            for (slice, e) in &owners.endpoints {
-                let key = crate::kubernetes::snapshot::service_key(&slice.namespace, &slice.service);
-                let Some(entry) = self.snap.service(&key) else { continue };
+            for owner in self.snap.owners(local) {
+                let Owner::Endpoint(slice, e) = owner else { continue };
+                let Some(entry) = self.snap.service(slice.service_key()) else {
+                    continue;
+                };
                 match entry.svc.kind {
                     ServiceKind::ClusterIp => {
                         for ip in entry.svc.cluster_ips.iter() {
@@ -876,7 +917,8 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                         }
                     }
                     ServiceKind::Headless => {
-                        let mut name = slice.eps[*e as usize].name.to_vec();
+                        let mut buf = [0u8; 64];
+                        let mut name = slice.eps[*e as usize].label(&mut buf).to_vec();
                         name.extend_from_slice(&entry.svc.rel);
                         for ep in slice.eps.iter() {
                             add(&mut out, name.clone(), ep.addr);
@@ -938,7 +980,10 @@ mod tests {
 
     #[test]
     fn reverse_addresses() {
-        assert_eq!(reverse_address(&key("100.0.0.10.in-addr.arpa")), Some("10.0.0.100".parse().unwrap()));
+        assert_eq!(
+            reverse_address(&key("100.0.0.10.in-addr.arpa")),
+            Some("10.0.0.100".parse().unwrap())
+        );
         assert_eq!(reverse_address(&key("0.0.10.in-addr.arpa")), None);
         assert_eq!(reverse_address(&key("300.0.0.10.in-addr.arpa")), None);
         let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.c.b.a.4.3.2.1.ip6.arpa";
@@ -950,7 +995,10 @@ mod tests {
     fn parse_shapes() {
         let n = key("_http._tcp.svc1.testns.svc.cluster.local");
         let p = parse(&n, 5).unwrap();
-        assert_eq!((p.port, p.protocol, p.service, p.namespace), (Some(0), Some(1), Some(2), Some(3)));
+        assert_eq!(
+            (p.port, p.protocol, p.service, p.namespace),
+            (Some(0), Some(1), Some(2), Some(3))
+        );
         assert!(parse(&key("a.b.c.svc1.testns.svc.cluster.local"), 6).is_err());
         assert!(parse(&key("x.cluster.local"), 1).is_err());
         assert!(parse(&key("svc.cluster.local"), 1).unwrap().kind.is_none());

@@ -95,7 +95,9 @@ impl Kubernetes {
 
     /// Answers into `q.resp`; returns the step.
     fn handle(&self, q: &mut Query<'_, '_>, chased: Option<UpstreamReply<'_>>) -> Step {
-        let Some(z) = Zoned::find(&self.opts, q.req) else { return Step::Next };
+        let Some(z) = Zoned::find(&self.opts, q.req) else {
+            return Step::Next;
+        };
         let snap = self.snapshot.load();
         let ctx = Ctx {
             opts: &self.opts,
@@ -230,7 +232,7 @@ impl Plugin for Kubernetes {
             },
             resources.clone(),
         );
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(4096);
         let builder = match builder::spawn(store, rx, self.snapshot.clone(), self.builder_stats.clone()) {
             Ok(b) => b,
             Err(e) => {
@@ -277,7 +279,9 @@ impl Plugin for Kubernetes {
     }
 
     fn stop(&self) {
-        let Some(mut r) = self.running.lock().take() else { return };
+        let Some(mut r) = self.running.lock().take() else {
+            return;
+        };
         match r.source {
             Source::Api(w) => w.stop(),
             Source::File(f) => f.stop(),

@@ -95,7 +95,11 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
     if names.iter().all(|z| is_reverse(z)) {
         return Err(d.err(NAME, "non-reverse zone name must be used"));
     }
-    let primary = names.iter().find(|z| !under_reverse(z)).cloned().unwrap_or_else(|| names[0].clone());
+    let primary = names
+        .iter()
+        .find(|z| !under_reverse(z))
+        .cloned()
+        .unwrap_or_else(|| names[0].clone());
     let mut zones: Vec<Zone> = names
         .iter()
         .map(|n| Zone {
@@ -127,8 +131,12 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
     let strs = |opt: &Directive| opt.args.iter().map(|t| t.as_str().to_string()).collect::<Vec<_>>();
     let one_duration = |opt: &Directive| -> Result<Duration, ConfigError> {
         opt.expect_args(NAME, 1, 1)?;
-        parse_duration(opt.args[0].as_str())
-            .ok_or_else(|| ConfigError::at(&opt.args[0].loc, format!("{NAME}: invalid duration '{}'", opt.args[0].as_str())))
+        parse_duration(opt.args[0].as_str()).ok_or_else(|| {
+            ConfigError::at(
+                &opt.args[0].loc,
+                format!("{NAME}: invalid duration '{}'", opt.args[0].as_str()),
+            )
+        })
     };
     for opt in d.options() {
         let name = opt.name.as_str();
@@ -142,11 +150,16 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
                     if u.starts_with("https://") {
                         return Err(ConfigError::at(
                             &a.loc,
-                            format!("{NAME}: '{u}': https is not supported; reach the API over plain HTTP, e.g. through 'kubectl proxy' (see README)"),
+                            format!(
+                                "{NAME}: '{u}': https is not supported; reach the API over plain HTTP, e.g. through 'kubectl proxy' (see README)"
+                            ),
                         ));
                     }
                     if !(u.starts_with("http://") || u.starts_with("file://")) {
-                        return Err(ConfigError::at(&a.loc, format!("{NAME}: invalid endpoint '{u}': want http://HOST:PORT or file://PATH")));
+                        return Err(ConfigError::at(
+                            &a.loc,
+                            format!("{NAME}: invalid endpoint '{u}': want http://HOST:PORT or file://PATH"),
+                        ));
                     }
                 }
                 let files = opt.args.iter().filter(|a| a.as_str().starts_with("file://")).count();
@@ -166,7 +179,8 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
                 if opt.args.is_empty() {
                     return Err(opt.arg_err(NAME));
                 }
-                o.namespaces.extend(opt.args.iter().map(|a| a.as_str().to_ascii_lowercase()));
+                o.namespaces
+                    .extend(opt.args.iter().map(|a| a.as_str().to_ascii_lowercase()));
             }
             "labels" => {
                 if opt.args.is_empty() {
@@ -187,7 +201,10 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
                     "insecure" => PodMode::Insecure,
                     "verified" => PodMode::Verified,
                     other => {
-                        return Err(ConfigError::at(&opt.args[0].loc, format!("{NAME}: invalid value for pods: '{other}'")));
+                        return Err(ConfigError::at(
+                            &opt.args[0].loc,
+                            format!("{NAME}: invalid value for pods: '{other}'"),
+                        ));
                     }
                 };
             }
@@ -202,7 +219,12 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
                     .parse::<u32>()
                     .ok()
                     .filter(|t| *t <= 3600)
-                    .ok_or_else(|| ConfigError::at(&opt.args[0].loc, format!("{NAME}: ttl must be in range [0, 3600]: {}", opt.args[0].as_str())))?;
+                    .ok_or_else(|| {
+                        ConfigError::at(
+                            &opt.args[0].loc,
+                            format!("{NAME}: ttl must be in range [0, 3600]: {}", opt.args[0].as_str()),
+                        )
+                    })?;
             }
             "noendpoints" => {
                 opt.expect_args(NAME, 0, 0)?;
@@ -211,9 +233,9 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
             "fallthrough" => {
                 let mut zones = Vec::new();
                 for a in &opt.args {
-                    for z in normalize_zone(a.as_str())
-                        .ok_or_else(|| ConfigError::at(&a.loc, format!("{NAME}: invalid fallthrough zone '{}'", a.as_str())))?
-                    {
+                    for z in normalize_zone(a.as_str()).ok_or_else(|| {
+                        ConfigError::at(&a.loc, format!("{NAME}: invalid fallthrough zone '{}'", a.as_str()))
+                    })? {
                         zones.push(wire::name_from_str(&z).expect("validated"));
                     }
                 }
@@ -227,7 +249,10 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
                 // CoreDNS accepts a bare `ignore` silently.
                 None => {}
                 Some(other) => {
-                    return Err(ConfigError::at(opt.loc(), format!("{NAME}: unable to parse ignore value: '{other}'")));
+                    return Err(ConfigError::at(
+                        opt.loc(),
+                        format!("{NAME}: unable to parse ignore value: '{other}'"),
+                    ));
                 }
             },
             "startup_timeout" => o.startup_timeout = one_duration(opt)?,
@@ -237,7 +262,10 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
                 opt.expect_args(NAME, 2, 2)?;
                 let parse = |i: usize| {
                     parse_duration(opt.args[i].as_str()).ok_or_else(|| {
-                        ConfigError::at(&opt.args[i].loc, format!("{NAME}: invalid duration '{}'", opt.args[i].as_str()))
+                        ConfigError::at(
+                            &opt.args[i].loc,
+                            format!("{NAME}: invalid duration '{}'", opt.args[i].as_str()),
+                        )
                     })
                 };
                 let (a, b) = (parse(0)?, parse(1)?);
@@ -246,7 +274,12 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
                 }
                 o.backoff = (a, b);
             }
-            "tls" | "kubeconfig" | "apiserver_qps" | "apiserver_burst" | "apiserver_max_inflight" | "multicluster"
+            "tls"
+            | "kubeconfig"
+            | "apiserver_qps"
+            | "apiserver_burst"
+            | "apiserver_max_inflight"
+            | "multicluster"
             | "zonal" => {
                 return Err(opt.err(NAME, format!("'{name}' is not supported by clusterdns (see README)")));
             }
