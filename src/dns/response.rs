@@ -589,9 +589,11 @@ impl Response {
 
     /// Writes `name`, compressed if `compress` and a suffix was written before.
     fn write_name(&mut self, name: Name<'_>, compress: bool) -> Result<(), PushError> {
-        // Fast path: a suffix of the question (the owner of most records) is a
-        // pointer, nothing to search.
-        if let (true, Tail::Question(off), true) = (compress, name.tail, name.head.is_empty() && name.mid.is_empty()) {
+        // Fast path: labels in front of a suffix of the question (the owner of most
+        // records, SOA names) end in a pointer to it, nothing to search. Names in two
+        // parts (SRV glue) take the search below, which finds their SRV target.
+        if let (true, Tail::Question(off), true) = (compress, name.tail, name.mid.is_empty()) {
+            self.write_labels(name.head)?;
             self.buf.extend_from_slice(&(0xC000 | off as u16).to_be_bytes());
             return Ok(());
         }
