@@ -1,9 +1,13 @@
 //! End-to-end tests: the real `clusterdns` binary on 127.0.0.1, driven over real
-//! sockets (and through `dig` where a real client matters).
+//! sockets (and through `dig` where a real client matters), with a fake Kubernetes API
+//! that speaks the real list/watch protocol.
 
 mod cli;
+mod conformance;
 mod corefile;
 mod docs;
+mod fakeapi;
+mod kubernetes;
 mod protocol;
 mod serving;
 mod support;
