@@ -188,6 +188,23 @@ impl FileWatcher {
     }
 }
 
+/// Replaces an object's resourceVersion with a hash of its content. A dump edited by
+/// hand keeps its resourceVersions, and the store skips objects whose version did not
+/// change: the content decides here, so every edit takes effect.
+fn with_content_version(mut object: Object) -> Object {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{object:?}").hash(&mut h);
+    let version: Box<str> = format!("file-{:x}", h.finish()).into();
+    match &mut object {
+        Object::Service(s) => s.resource_version = version,
+        Object::EndpointSlice(e) => e.resource_version = version,
+        Object::Pod(p) => p.resource_version = version,
+        Object::Namespace(_) => {}
+    }
+    object
+}
+
 /// Streams the objects of `resources` in the file to `send` (or just counts them);
 /// malformed items are skipped and counted in a warning, a file that is not a list is an
 /// error. Returns the count per resource.
@@ -206,7 +223,7 @@ fn scan(
             if let Some(c) = counts.iter_mut().find(|(x, _)| *x == r) {
                 c.1 += 1;
                 if let Some(send) = send.as_mut() {
-                    send(object);
+                    send(with_content_version(object));
                 }
             }
         }
@@ -319,6 +336,28 @@ mod tests {
             "ListDone endpointslices".into(),
         ]);
         want
+    }
+
+    #[test]
+    fn content_decides_the_version_not_the_resource_version() {
+        let svc = |ip: &str| {
+            Object::Service(crate::kubernetes::model::Service {
+                namespace: "ns".into(),
+                name: "web".into(),
+                resource_version: "7".into(),
+                kind: crate::kubernetes::model::ServiceKind::ClusterIp,
+                cluster_ips: vec![ip.parse().unwrap()],
+                external_name: "".into(),
+                ports: vec![],
+            })
+        };
+        let version = |o: Object| match o {
+            Object::Service(s) => s.resource_version,
+            _ => unreachable!(),
+        };
+        let a = version(with_content_version(svc("10.0.0.1")));
+        assert_eq!(a, version(with_content_version(svc("10.0.0.1"))));
+        assert_ne!(a, version(with_content_version(svc("10.0.0.2"))), "an edit keeping the resourceVersion");
     }
 
     #[test]
