@@ -156,13 +156,25 @@ impl Rng {
     }
 }
 
+/// Identifies a (listen address, server-block zone) pair: what CoreDNS's metrics label
+/// `server` and `zone`. Slots are dense over one configuration generation, so
+/// plugins can keep per-route state in plain arrays.
+#[derive(Debug)]
+pub struct RouteTag {
+    pub slot: usize,
+    /// `dns://[bind]:port`.
+    pub server: Arc<str>,
+    /// The zone, presentation form (`cluster.local.`).
+    pub zone: Arc<str>,
+}
+
 /// Everything a plugin sees while handling one query.
 pub struct Query<'r, 'a> {
     pub req: &'r Request<'a>,
     pub resp: &'r mut Response,
     pub worker: &'r mut WorkerCtx,
-    /// The server-block zone that matched (presentation form), for metric labels.
-    pub zone: &'r str,
+    /// The listener and server-block zone that matched, for metric labels.
+    pub route: &'r RouteTag,
     /// The plugin that wrote the reply (empty when the server wrote it).
     pub answered_by: &'static str,
     /// The error behind a failure reply, for `errors`.
@@ -205,6 +217,17 @@ pub trait Plugin: Send + Sync {
     /// Readiness for `/ready`: `None` if the plugin does not report readiness.
     fn ready(&self) -> Option<bool> {
         None
+    }
+
+    /// Told, once the server is built, every route its block serves (for per-route
+    /// state such as metrics).
+    fn attach(&self, routes: &[Arc<RouteTag>]) {
+        let _ = routes;
+    }
+
+    /// Adds the plugin's metrics to a scrape.
+    fn metrics(&self, out: &mut crate::metrics::Families) {
+        let _ = out;
     }
 
     /// Starts background work (file watchers, API watches) once the server is built.
@@ -349,11 +372,16 @@ mod tests {
         let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
         let mut resp = Response::new();
         let mut w = WorkerCtx::new(0);
+        let tag = RouteTag {
+            slot: 0,
+            server: "dns://:53".into(),
+            zone: ".".into(),
+        };
         let mut q = Query {
             req: &req,
             resp: &mut resp,
             worker: &mut w,
-            zone: ".",
+            route: &tag,
             answered_by: "",
             error: None,
         };

@@ -8,19 +8,26 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
-use super::model::{Event, Resource};
-use super::snapshot::{Snapshot, Store};
+use super::model::{Event, Object, Resource, ServiceKind};
+use super::snapshot::{Snapshot, Store, service_key};
+use crate::metrics::Histogram;
 
 /// How often snapshots are published while a list is in progress.
 pub const LIST_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// `coredns_kubernetes_dns_programming_duration_seconds` buckets: 0.001·2^k, k = 0..19
+/// (1ms to about 17 minutes), as CoreDNS's `prometheus.ExponentialBuckets(0.001, 2, 20)`.
+pub static PROGRAMMING_BUCKETS: [f64; 20] = [
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192, 16.384, 32.768,
+    65.536, 131.072, 262.144, 524.288,
+];
+
 /// Figures the builder keeps for logs and metrics.
-#[derive(Default)]
 pub struct BuilderStats {
     /// Snapshots published.
     pub publishes: AtomicU64,
@@ -28,6 +35,21 @@ pub struct BuilderStats {
     pub events: AtomicU64,
     /// Duration of the last publish's rebuild work, in microseconds.
     pub last_apply_us: AtomicU64,
+    /// DNS programming latency of headless services with a selector: from an
+    /// EndpointSlice's `last-change-trigger-time` to the publish that serves the change.
+    /// Written by the builder thread only.
+    pub programming: Histogram,
+}
+
+impl Default for BuilderStats {
+    fn default() -> BuilderStats {
+        BuilderStats {
+            publishes: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            last_apply_us: AtomicU64::new(0),
+            programming: Histogram::new(&PROGRAMMING_BUCKETS),
+        }
+    }
 }
 
 /// Runs the builder until every event sender is gone.
@@ -39,22 +61,24 @@ pub fn spawn(
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("k8s-builder".into()).spawn(move || {
         let mut listing: Vec<Resource> = Vec::new();
+        // Trigger times of the changes applied since the last publish.
+        let mut triggers: Vec<f64> = Vec::new();
         loop {
             let Ok(first) = events.recv() else { return };
             let started = Instant::now();
             let mut n = 1u64;
-            apply(&mut store, first, &mut listing);
+            apply(&mut store, first, &mut listing, &mut triggers);
             // Drain the burst. While a list is running, keep applying until the publish
             // interval has passed, so big lists publish a few times, not per object.
             loop {
                 match events.try_recv() {
                     Ok(e) => {
-                        apply(&mut store, e, &mut listing);
+                        apply(&mut store, e, &mut listing, &mut triggers);
                         n += 1;
                         continue;
                     }
                     Err(TryRecvError::Disconnected) => {
-                        publish(&store, &out, &stats, started, n);
+                        publish(&store, &out, &stats, started, n, &mut triggers);
                         return;
                     }
                     Err(TryRecvError::Empty) => {}
@@ -65,22 +89,22 @@ pub fn spawn(
                 }
                 match events.recv_timeout(LIST_PUBLISH_INTERVAL - waited) {
                     Ok(e) => {
-                        apply(&mut store, e, &mut listing);
+                        apply(&mut store, e, &mut listing, &mut triggers);
                         n += 1;
                     }
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => {
-                        publish(&store, &out, &stats, started, n);
+                        publish(&store, &out, &stats, started, n, &mut triggers);
                         return;
                     }
                 }
             }
-            publish(&store, &out, &stats, started, n);
+            publish(&store, &out, &stats, started, n, &mut triggers);
         }
     })
 }
 
-fn apply(store: &mut Store, e: Event, listing: &mut Vec<Resource>) {
+fn apply(store: &mut Store, e: Event, listing: &mut Vec<Resource>, triggers: &mut Vec<f64>) {
     match e {
         Event::ListStart(r) => {
             store.list_start(r);
@@ -98,7 +122,25 @@ fn apply(store: &mut Store, e: Event, listing: &mut Vec<Resource>) {
             }
         }
         Event::Upsert(o) => {
-            store.upsert(o);
+            let trigger = match &o {
+                Object::EndpointSlice(s) if !s.service.is_empty() => s
+                    .last_change_trigger
+                    .map(|t| (t, service_key(&s.namespace, &s.service))),
+                _ => None,
+            };
+            // Before the first sync every slice is new and its trigger time may be
+            // days old: that is no programming latency. After it, a changed slice is.
+            let measured = store.synced();
+            if store.upsert(o) && measured {
+                if let Some((t, key)) = trigger {
+                    // CoreDNS measures headless services only (its
+                    // `EndpointLatencyRecorder.record`): for a ClusterIP service an
+                    // endpoint change changes no answer.
+                    if store.service(&key).is_some_and(|s| s.svc.kind == ServiceKind::Headless) {
+                        triggers.push(t);
+                    }
+                }
+            }
         }
         Event::Delete(r, k) => {
             store.delete(r, &k);
@@ -107,11 +149,127 @@ fn apply(store: &mut Store, e: Event, listing: &mut Vec<Resource>) {
     }
 }
 
-fn publish(store: &Store, out: &ArcSwap<Snapshot>, stats: &BuilderStats, started: Instant, n: u64) {
+fn publish(
+    store: &Store,
+    out: &ArcSwap<Snapshot>,
+    stats: &BuilderStats,
+    started: Instant,
+    n: u64,
+    triggers: &mut Vec<f64>,
+) {
     // The previous snapshot is dropped here or by the last worker still holding it;
     // either way only replaced shards are freed.
     out.store(Arc::new(store.snapshot()));
+    // The changes are served from now on: that ends their programming latency. The
+    // trigger time comes from the API server's clock; a skew that puts it in the future
+    // counts as 0, not as a negative duration.
+    if !triggers.is_empty() {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        for t in triggers.drain(..) {
+            stats.programming.observe((now - t).max(0.0));
+        }
+    }
     stats.publishes.fetch_add(1, Ordering::Relaxed);
     stats.events.fetch_add(n, Ordering::Relaxed);
-    stats.last_apply_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    stats
+        .last_apply_us
+        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::kubernetes::model::{Endpoint, EndpointSlice, Service};
+
+    fn service(name: &str, kind: ServiceKind) -> Event {
+        let cluster_ips = match kind {
+            ServiceKind::ClusterIp => vec!["10.96.0.10".parse().unwrap()],
+            _ => Vec::new(),
+        };
+        Event::Upsert(Object::Service(Service {
+            namespace: "ns".into(),
+            name: name.into(),
+            resource_version: "1".into(),
+            kind,
+            cluster_ips,
+            external_name: "".into(),
+            ports: Vec::new(),
+        }))
+    }
+
+    fn slice(name: &str, service: &str, version: &str, trigger: Option<f64>) -> Event {
+        let addr: IpAddr = "10.244.0.5".parse().unwrap();
+        Event::Upsert(Object::EndpointSlice(EndpointSlice {
+            namespace: "ns".into(),
+            name: name.into(),
+            resource_version: version.into(),
+            service: service.into(),
+            endpoints: vec![Endpoint {
+                addresses: vec![(addr, "10.244.0.5".into())],
+                hostname: None,
+                pod_name: None,
+                node_name: None,
+            }],
+            ports: Vec::new(),
+            last_change_trigger: trigger,
+        }))
+    }
+
+    fn unix_now() -> f64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    }
+
+    #[test]
+    fn programming_latency_is_measured_for_changed_headless_slices_after_the_sync() {
+        let mut store = Store::new(Default::default(), vec![Resource::Services, Resource::EndpointSlices]);
+        let (mut listing, mut triggers) = (Vec::new(), Vec::new());
+        let now = unix_now();
+        let events = [
+            Event::ListStart(Resource::Services),
+            service("db", ServiceKind::Headless),
+            service("web", ServiceKind::ClusterIp),
+            Event::ListDone(Resource::Services),
+            Event::ListStart(Resource::EndpointSlices),
+            // Part of the first sync: an old trigger time, not a latency.
+            slice("db-1", "db", "1", Some(now - 3600.0)),
+            Event::ListDone(Resource::EndpointSlices),
+            // Measured: a change of a headless service's slice.
+            slice("db-1", "db", "2", Some(now - 3.0)),
+            // Not measured: unchanged, a ClusterIP service, no such service, no trigger.
+            slice("db-1", "db", "2", Some(now - 3.0)),
+            slice("web-1", "web", "2", Some(now - 1.0)),
+            slice("gone-1", "gone", "2", Some(now - 1.0)),
+            slice("db-2", "db", "1", None),
+        ];
+        for e in events {
+            apply(&mut store, e, &mut listing, &mut triggers);
+        }
+        assert_eq!(triggers.len(), 1);
+        let stats = BuilderStats::default();
+        let out = ArcSwap::from_pointee(Snapshot::default());
+        publish(&store, &out, &stats, Instant::now(), 1, &mut triggers);
+        assert!(triggers.is_empty());
+        let mut counts = [0u64; PROGRAMMING_BUCKETS.len() + 1];
+        let mut sum = 0.0;
+        stats.programming.add_to(&mut counts, &mut sum);
+        // 3s and a little: the 4.096 bucket.
+        let at = PROGRAMMING_BUCKETS.iter().position(|b| *b == 4.096).unwrap();
+        assert_eq!(counts.iter().sum::<u64>(), 1);
+        assert_eq!(counts[at], 1, "{counts:?}");
+        assert!((3.0..4.0).contains(&sum), "{sum}");
+    }
+
+    #[test]
+    fn programming_buckets_are_coredns_exponential_ones() {
+        for (k, b) in PROGRAMMING_BUCKETS.iter().enumerate() {
+            assert_eq!(*b, 0.001 * 2f64.powi(k as i32));
+        }
+    }
 }

@@ -633,6 +633,12 @@ impl Store {
         self.snap.clone()
     }
 
+    /// The service for wire labels `<svc><ns>` as applied so far (for the builder's
+    /// DNS programming latency, which depends on the slice's service's kind).
+    pub fn service(&self, key: &[u8]) -> Option<&Arc<ServiceEntry>> {
+        self.snap.service(key)
+    }
+
     /// Whether every required resource has been listed once.
     pub fn synced(&self) -> bool {
         self.required.iter().all(|r| self.listed.contains(r))

@@ -12,9 +12,13 @@ use crate::config::{ConfigError, Directive};
 
 pub mod bind;
 pub mod errors;
+pub mod health;
 pub mod hosts;
 pub mod kubernetes;
 pub mod log;
+pub mod prometheus;
+pub mod ready;
+pub mod reload;
 pub mod testing;
 pub mod timeouts;
 pub mod whoami;
@@ -42,6 +46,8 @@ pub enum Kind {
     Chain(SetupFn),
     /// Handled by the server itself, not part of the chain (`bind`, `timeouts`).
     Server,
+    /// Process-wide, run by the runtime (`health`, `ready`, `reload`).
+    Process,
     /// CoreDNS has it; clusterdns does not.
     Unsupported,
 }
@@ -121,10 +127,12 @@ pub const TEST_PLUGINS_ENV: &str = "CLUSTERDNS_TEST_PLUGINS";
 fn kind_of(name: &str) -> Option<Kind> {
     let k = match name {
         "bind" | "timeouts" => Kind::Server,
+        "health" | "ready" | "reload" => Kind::Process,
         "errors" => Kind::Chain(errors::setup),
         "hosts" => Kind::Chain(hosts::setup),
         "kubernetes" => Kind::Chain(kubernetes::setup),
         "log" => Kind::Chain(log::setup),
+        "prometheus" => Kind::Chain(prometheus::setup),
         "whoami" => Kind::Chain(whoami::setup),
         _ if COREDNS_ORDER.contains(&name) => Kind::Unsupported,
         _ => return test_plugin(name).map(|(_, f)| Kind::Chain(f)),

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::chain::{Chain, Plugin};
+use crate::chain::{Chain, Plugin, RouteTag};
 use crate::config::{ConfigError, Corefile, Directive, ServerKey};
 use crate::dns::wire;
 use crate::plugin::timeouts::Timeouts;
@@ -19,14 +19,16 @@ pub struct Block {
     /// The zones of the block's keys, presentation form (`cluster.local.`).
     pub zones: Vec<String>,
     pub chain: Chain,
+    /// The block has `ready`: its plugins' readiness counts for `/ready`.
+    pub ready: bool,
 }
 
 /// A zone → block entry of a router.
 pub struct Route {
     /// Lower-cased wire form.
     zone: Vec<u8>,
-    /// Presentation form, for metric labels.
-    pub name: Arc<str>,
+    /// Slot, listener and zone names, for metric labels.
+    pub tag: Arc<RouteTag>,
     pub block: Arc<Block>,
 }
 
@@ -66,6 +68,8 @@ pub struct Server {
     pub blocks: Vec<Arc<Block>>,
     /// The start-up lines CoreDNS prints (`.:53`, `example.org.:53 on 127.0.0.1`).
     pub banner: Vec<String>,
+    /// Health, readiness, reload and metrics endpoints.
+    pub process: ProcessConfig,
 }
 
 /// How to build: the defaults the command line sets.
@@ -84,6 +88,7 @@ impl Server {
     pub fn build(corefile: &Corefile, opts: &BuildOptions<'_>) -> Result<Server, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut blocks = Vec::new();
+        let mut process = ProcessConfig::default();
         // (listen address, zone) must be unique; listen address -> routes.
         let mut routes: BTreeMap<SocketAddr, (Vec<Route>, bool, Option<Timeouts>)> = BTreeMap::new();
         let mut seen: HashSet<(SocketAddr, String)> = HashSet::new();
@@ -99,8 +104,15 @@ impl Server {
             let zones: Vec<String> = keys.iter().flat_map(|k| k.zones.iter().cloned()).collect();
             // A block with errors still goes on (with what could be built), so that its
             // zones count when later blocks are checked for duplicates.
-            let BlockParts { chain, binds, timeouts } = build_chain(&sb.directives, &zones, opts, &mut errors);
-            let block = Arc::new(Block { zones, chain });
+            let BlockParts {
+                chain,
+                binds,
+                timeouts,
+                process: block_process,
+            } = build_chain(&sb.directives, &zones, opts, &mut errors);
+            let ready = block_process.ready.is_some();
+            process.merge(block_process);
+            let block = Arc::new(Block { zones, chain, ready });
             blocks.push(block.clone());
             for key in &keys {
                 let addrs: Vec<(IpAddr, bool)> = match &binds {
@@ -142,7 +154,11 @@ impl Server {
                         }
                         entry.0.push(Route {
                             zone: zone_wire,
-                            name: zone.as_str().into(),
+                            tag: Arc::new(RouteTag {
+                                slot: 0,
+                                server: "".into(),
+                                zone: zone.as_str().into(),
+                            }),
                             block: block.clone(),
                         });
                     }
@@ -153,10 +169,16 @@ impl Server {
             return Err(errors);
         }
         banner.sort();
-        let listeners = routes
+        let mut slot = 0;
+        let listeners: Vec<Listener> = routes
             .into_iter()
             .map(|(addr, (mut routes, bound, timeouts))| {
-                routes.sort_by(|a, b| b.zone.len().cmp(&a.zone.len()).then_with(|| a.name.cmp(&b.name)));
+                routes.sort_by(|a, b| {
+                    b.zone
+                        .len()
+                        .cmp(&a.zone.len())
+                        .then_with(|| a.tag.zone.cmp(&b.tag.zone))
+                });
                 let label = if bound {
                     match addr.ip() {
                         IpAddr::V6(ip) => format!("dns://[{ip}]:{}", addr.port()),
@@ -165,6 +187,16 @@ impl Server {
                 } else {
                     format!("dns://:{}", addr.port())
                 };
+                // Now that the listener's label is known, the routes get their tags.
+                let server: Arc<str> = label.as_str().into();
+                for r in &mut routes {
+                    r.tag = Arc::new(RouteTag {
+                        slot,
+                        server: server.clone(),
+                        zone: r.tag.zone.clone(),
+                    });
+                    slot += 1;
+                }
                 Listener {
                     addr,
                     router: Router { routes },
@@ -173,10 +205,23 @@ impl Server {
                 }
             })
             .collect();
+        // Tell each block's plugins which routes they serve.
+        for b in &blocks {
+            let tags: Vec<Arc<RouteTag>> = listeners
+                .iter()
+                .flat_map(|l| l.router.routes.iter())
+                .filter(|r| Arc::ptr_eq(&r.block, b))
+                .map(|r| r.tag.clone())
+                .collect();
+            for p in b.chain.plugins() {
+                p.attach(&tags);
+            }
+        }
         Ok(Server {
             listeners,
             blocks,
             banner,
+            process,
         })
     }
 
@@ -198,13 +243,55 @@ impl Server {
             p.stop();
         }
     }
+
+    /// The names of the plugins, in blocks with `ready`, that report not ready yet
+    /// (sorted, each once): what `/ready` answers with.
+    pub fn not_ready(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self
+            .blocks
+            .iter()
+            .filter(|b| b.ready)
+            .flat_map(|b| b.chain.plugins().iter())
+            .filter(|p| p.ready() == Some(false))
+            .map(|p| p.name())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
 }
 
-/// A block's chain and what its server-level directives (`bind`, `timeouts`) say.
+/// A block's chain and what its server-level and process-level directives say.
 struct BlockParts {
     chain: Chain,
     binds: Option<Vec<IpAddr>>,
     timeouts: Option<Timeouts>,
+    process: ProcessConfig,
+}
+
+/// The process-wide settings of a Corefile: gathered from every block.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessConfig {
+    pub health: Option<plugin::health::Health>,
+    pub ready: Option<plugin::ready::Ready>,
+    pub reload: Option<plugin::reload::Reload>,
+    /// Addresses of `/metrics` endpoints (`prometheus`).
+    pub metrics: Vec<SocketAddr>,
+}
+
+impl ProcessConfig {
+    /// Folds one block's settings in: the first block that sets health, ready or
+    /// reload wins, as the process has one of each; metrics endpoints add up.
+    fn merge(&mut self, other: ProcessConfig) {
+        self.health = self.health.or(other.health);
+        self.ready = self.ready.or(other.ready);
+        self.reload = self.reload.or(other.reload);
+        for m in other.metrics {
+            if !self.metrics.contains(&m) {
+                self.metrics.push(m);
+            }
+        }
+    }
 }
 
 /// Sets up the plugins of one block in CoreDNS's order; every error found is added to
@@ -271,10 +358,24 @@ fn build_chain(
             }
         }
     }
+    let mut process = ProcessConfig::default();
+    for (_, kind, ds) in &by_name {
+        let parsed = match (kind, ds[0].name.as_str()) {
+            (Kind::Process, "health") => plugin::health::parse(ds).map(|h| process.health = Some(h)),
+            (Kind::Process, "ready") => plugin::ready::parse(ds).map(|r| process.ready = Some(r)),
+            (Kind::Process, "reload") => plugin::reload::parse(ds).map(|r| process.reload = Some(r)),
+            (Kind::Chain(_), "prometheus") => plugin::prometheus::address(ds[0]).map(|a| process.metrics.push(a)),
+            _ => Ok(()),
+        };
+        if let Err(e) = parsed {
+            errors.push(e);
+        }
+    }
     plugins.sort_by_key(|(order, _)| *order);
     BlockParts {
         chain: Chain::new(plugins.into_iter().map(|(_, p)| p).collect()),
         binds,
         timeouts,
+        process,
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::build::{Block, Listener};
-use crate::chain::{ChainError, Outcome, Query, UpstreamReply, UpstreamRequest, WorkerCtx};
+use crate::chain::{ChainError, Outcome, Query, RouteTag, UpstreamReply, UpstreamRequest, WorkerCtx};
 use crate::dns::{Rcode, Reject, Request, Response, Transport, class, rtype};
 
 /// Panics caught while handling queries, process-wide (`coredns_panics_total`).
@@ -28,7 +28,7 @@ pub enum Handled {
 /// resume its chain.
 pub struct Suspended {
     pub block: Arc<Block>,
-    pub zone: Arc<str>,
+    pub route: Arc<RouteTag>,
     pub at: usize,
     pub request: UpstreamRequest,
     /// The message to send (the plugin wrote it into the worker's buffer, which the
@@ -76,7 +76,7 @@ pub fn handle(
         req: &req,
         resp,
         worker,
-        zone: &route.name,
+        route: &route.tag,
         answered_by: "",
         error: None,
     };
@@ -86,7 +86,7 @@ pub fn handle(
         None => Handled::Reply,
         Some((at, request)) => Handled::Upstream(Suspended {
             block: block.clone(),
-            zone: route.name.clone(),
+            route: route.tag.clone(),
             at,
             request,
             message: q.worker.upstream_msg.clone(),
@@ -114,7 +114,7 @@ pub fn resume(
         req: &req,
         resp,
         worker,
-        zone: &s.zone,
+        route: &s.route,
         answered_by: "",
         error: None,
     };
@@ -124,7 +124,7 @@ pub fn resume(
         None => Handled::Reply,
         Some((at, request)) => Handled::Upstream(Suspended {
             block: s.block.clone(),
-            zone: s.zone.clone(),
+            route: s.route.clone(),
             at,
             request,
             message: q.worker.upstream_msg.clone(),

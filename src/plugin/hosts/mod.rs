@@ -423,6 +423,27 @@ impl Plugin for Hosts {
             let _ = thread.join();
         }
     }
+
+    /// CoreDNS's two unlabelled gauges. The timestamp is 0 until the file has been
+    /// read, as CoreDNS's gauge is before its first set.
+    fn metrics(&self, out: &mut crate::metrics::Families) {
+        out.gauge(
+            "coredns_hosts_entries",
+            "The combined number of entries in the hosts file and the Corefile.",
+            &[],
+            self.entries() as f64,
+        );
+        let stamp = self
+            .reload_timestamp()
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        out.gauge(
+            "coredns_hosts_reload_timestamp_seconds",
+            "The modification time of the hosts file as last read, in Unix seconds.",
+            &[],
+            stamp,
+        );
+    }
 }
 
 fn start_authoritative(q: &mut Query<'_, '_>) {
@@ -523,7 +544,11 @@ mod tests {
             req: &req,
             resp: &mut resp,
             worker: &mut worker,
-            zone: "example.org.",
+            route: &crate::chain::RouteTag {
+                slot: 0,
+                server: "dns://:53".into(),
+                zone: "example.org.".into(),
+            },
             answered_by: "",
             error: None,
         };
@@ -884,5 +909,32 @@ mod tests {
             examples += 1;
         }
         assert_eq!(examples, 4);
+    }
+
+    #[test]
+    fn metrics_report_entries_and_the_files_modification_time() {
+        let h = plugin(
+            "hosts hosts {\n 10.0.0.9 inline.example.org\n}",
+            "10.0.0.1 a.example.org\n",
+        );
+        let mut f = crate::metrics::Families::default();
+        h.metrics(&mut f);
+        let text = f.render();
+        let mtime = std::fs::metadata(h.path())
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        // Each line: a name and its reverse entry.
+        assert!(text.lines().any(|l| l == "coredns_hosts_entries 4"), "{text}");
+        let stamp: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("coredns_hosts_reload_timestamp_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((stamp - mtime).abs() < 1e-6, "{stamp} vs {mtime}");
     }
 }

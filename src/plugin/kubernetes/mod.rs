@@ -18,7 +18,8 @@ use crate::kubernetes::builder::{self, BuilderStats};
 use crate::kubernetes::file::FileSource;
 use crate::kubernetes::model::Resource;
 use crate::kubernetes::snapshot::{Snapshot, Store, StoreOptions};
-use crate::kubernetes::watch::{WatchConfig, Watchers};
+use crate::kubernetes::watch::{ApiStats, DurationHistogram, WatchConfig, Watchers};
+use crate::metrics::Families;
 use crate::plugin::{SetupCtx, once};
 
 mod answer;
@@ -50,6 +51,9 @@ pub struct Kubernetes {
     snapshot: Arc<ArcSwap<Snapshot>>,
     running: Mutex<Option<Running>>,
     pub builder_stats: Arc<BuilderStats>,
+    /// The API request counters of the watchers, once started; kept after `stop`, so
+    /// that a scrape still shows what was counted.
+    api_stats: Mutex<Option<Arc<ApiStats>>>,
 }
 
 /// Parses `kubernetes [ZONES...] { ... }`.
@@ -66,6 +70,7 @@ impl Kubernetes {
             snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             running: Mutex::new(None),
             builder_stats: Arc::new(BuilderStats::default()),
+            api_stats: Mutex::new(None),
         }
     }
 
@@ -150,6 +155,23 @@ impl Kubernetes {
             },
         }
     }
+}
+
+/// The counts of each bucket and of +Inf, from the watcher's cumulative counts (what
+/// [`Families::histogram`] takes).
+fn per_bucket(h: &DurationHistogram) -> Vec<u64> {
+    let mut below = 0;
+    let mut out: Vec<u64> = h
+        .buckets
+        .iter()
+        .map(|&c| {
+            let n = c.saturating_sub(below);
+            below = c;
+            n
+        })
+        .collect();
+    out.push(h.count.saturating_sub(below));
+    out
 }
 
 /// The chase depth a query carries (0 for client queries).
@@ -242,20 +264,24 @@ impl Plugin for Kubernetes {
         };
         let source = match self.opts.endpoints[0].strip_prefix("file://") {
             Some(path) => Source::File(FileSource::start(path.into(), resources, tx, Duration::from_secs(1))),
-            None => Source::Api(Watchers::start(
-                WatchConfig {
-                    endpoints: self.opts.endpoints.clone(),
-                    resources,
-                    label_selector: self.opts.labels.clone(),
-                    namespace_label_selector: self.opts.namespace_labels.clone(),
-                    page_size: 500,
-                    watch_timeout: self.opts.watch_timeout,
-                    idle_timeout: self.opts.idle_timeout,
-                    backoff_initial: self.opts.backoff.0,
-                    backoff_max: self.opts.backoff.1,
-                },
-                tx,
-            )),
+            None => Source::Api({
+                let watchers = Watchers::start(
+                    WatchConfig {
+                        endpoints: self.opts.endpoints.clone(),
+                        resources,
+                        label_selector: self.opts.labels.clone(),
+                        namespace_label_selector: self.opts.namespace_labels.clone(),
+                        page_size: 500,
+                        watch_timeout: self.opts.watch_timeout,
+                        idle_timeout: self.opts.idle_timeout,
+                        backoff_initial: self.opts.backoff.0,
+                        backoff_max: self.opts.backoff.1,
+                    },
+                    tx,
+                );
+                *self.api_stats.lock() = Some(watchers.stats());
+                watchers
+            }),
         };
         *running = Some(Running {
             source,
@@ -278,6 +304,65 @@ impl Plugin for Kubernetes {
         }
     }
 
+    /// CoreDNS's programming latency and API client metrics, and two gauges of
+    /// clusterdns's own: whether the first sync is done, and how much is served.
+    fn metrics(&self, out: &mut Families) {
+        let programming = &self.builder_stats.programming;
+        let mut counts = vec![0; programming.bounds().len() + 1];
+        let mut sum = 0.0;
+        programming.add_to(&mut counts, &mut sum);
+        // A labelled family in CoreDNS: the series exists from its first observation.
+        if counts.iter().any(|c| *c > 0) {
+            out.histogram(
+                "coredns_kubernetes_dns_programming_duration_seconds",
+                "Histogram of the time (in seconds) it took to program a dns instance.",
+                &[("service_kind", "headless_with_selector")],
+                programming.bounds(),
+                &counts,
+                sum,
+            );
+        }
+        let api = self.api_stats.lock().as_ref().map(|s| s.snapshot());
+        for r in api.iter().flat_map(|a| &a.requests) {
+            out.counter(
+                "coredns_kubernetes_rest_client_requests_total",
+                "Number of HTTP requests to the Kubernetes API, by status code, method and host.",
+                &[("code", &r.code), ("method", r.method), ("host", &r.host)],
+                r.count as f64,
+            );
+        }
+        for (verb, host, h) in api.iter().flat_map(|a| &a.durations) {
+            out.histogram(
+                "coredns_kubernetes_rest_client_request_duration_seconds",
+                "Kubernetes API request latency in seconds, by verb and host.",
+                &[("verb", verb.name()), ("host", host)],
+                &crate::kubernetes::watch::DURATION_BUCKETS,
+                &per_bucket(h),
+                h.sum_seconds,
+            );
+        }
+        let snap = self.snapshot.load();
+        out.gauge(
+            "clusterdns_kubernetes_synced",
+            "1 once every watched resource has been listed completely, else 0.",
+            &[],
+            if snap.synced { 1.0 } else { 0.0 },
+        );
+        let (namespaces, services, addresses) = snap.counts();
+        for (kind, n) in [
+            ("namespaces", namespaces),
+            ("services", services),
+            ("addresses", addresses),
+        ] {
+            out.gauge(
+                "clusterdns_kubernetes_objects",
+                "What the served snapshot holds: namespaces, services, and distinct IP addresses with a PTR record (cluster IPs and endpoint addresses).",
+                &[("kind", kind)],
+                n as f64,
+            );
+        }
+    }
+
     fn stop(&self) {
         let Some(mut r) = self.running.lock().take() else {
             return;
@@ -290,5 +375,72 @@ impl Plugin for Kubernetes {
         if let Some(b) = r.builder.take() {
             let _ = b.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin() -> Kubernetes {
+        let parsed = crate::config::parse_str(
+            "cluster.local {\n kubernetes\n}\n",
+            "Corefile",
+            std::path::Path::new("/"),
+        )
+        .unwrap();
+        let zones = ["cluster.local.".to_owned()];
+        let ctx = SetupCtx {
+            zones: &zones,
+            config_dir: "/".into(),
+            workers: 1,
+            binds: None,
+        };
+        Kubernetes::new(setup::parse(&parsed.blocks[0].directives[0], &ctx).unwrap())
+    }
+
+    fn render(k: &Kubernetes) -> String {
+        let mut f = Families::default();
+        k.metrics(&mut f);
+        f.render()
+    }
+
+    #[test]
+    fn metrics_show_sync_state_and_programming_latency_once_observed() {
+        let k = plugin();
+        let text = render(&k);
+        for want in [
+            "clusterdns_kubernetes_synced 0",
+            "clusterdns_kubernetes_objects{kind=\"namespaces\"} 0",
+            "clusterdns_kubernetes_objects{kind=\"services\"} 0",
+            "clusterdns_kubernetes_objects{kind=\"addresses\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == want), "missing {want}\nin\n{text}");
+        }
+        // Not started: no API requests; nothing observed: no programming series.
+        assert!(!text.contains("rest_client"), "{text}");
+        assert!(!text.contains("programming"), "{text}");
+
+        k.builder_stats.programming.observe(0.003);
+        let text = render(&k);
+        let h = "coredns_kubernetes_dns_programming_duration_seconds";
+        for want in [
+            format!("{h}_bucket{{service_kind=\"headless_with_selector\",le=\"0.002\"}} 0"),
+            format!("{h}_bucket{{service_kind=\"headless_with_selector\",le=\"0.004\"}} 1"),
+            format!("{h}_bucket{{service_kind=\"headless_with_selector\",le=\"524.288\"}} 1"),
+            format!("{h}_count{{service_kind=\"headless_with_selector\"}} 1"),
+        ] {
+            assert!(text.lines().any(|l| l == want), "missing {want}\nin\n{text}");
+        }
+    }
+
+    #[test]
+    fn cumulative_api_buckets_become_per_bucket_counts() {
+        let h = DurationHistogram {
+            buckets: [1, 1, 3, 3, 3, 3, 3, 3, 3, 4, 4],
+            sum_seconds: 30.0,
+            count: 6,
+        };
+        assert_eq!(per_bucket(&h), [1, 0, 2, 0, 0, 0, 0, 0, 0, 1, 0, 2]);
     }
 }

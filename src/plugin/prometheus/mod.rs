@@ -1,0 +1,320 @@
+//! `prometheus`: counts the queries of its server block with CoreDNS's metric names,
+//! labels and buckets, and renders everything a `/metrics` scrape shows ([`collect`]);
+//! README.md beside this file lists the metrics.
+//!
+//! ```text
+//!   setup ──▶ Prometheus ──attach(routes)──▶ counters[worker][route] (allocated once)
+//!
+//!   query path (worker k):  chain ─▶ … ─▶ answering plugin
+//!                                    ◀── on_response: counters[k][route].record   (no lock,
+//!                                                        one writer, no allocation)
+//!   scrape (http thread):   collect(server) ─▶ every plugin's metrics()  (prometheus: sum
+//!                                         ─▶ process-wide metrics         over workers)
+//! ```
+//!
+//! The HTTP endpoint itself belongs to the runtime: it opens one listener per distinct
+//! [`address`] and answers `/metrics` with [`collect`].
+
+pub mod counters;
+pub mod process;
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock, Weak};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::chain::{Plugin, Query, RouteTag, Step};
+use crate::config::{ConfigError, Directive};
+use crate::dns::Transport;
+use crate::metrics::{Families, Histogram};
+use crate::plugin::{SetupCtx, once};
+
+use counters::{RouteCounters, Sample, Totals};
+
+/// The directive name, and the prefix of its errors.
+const NAME: &str = "prometheus";
+/// CoreDNS's default: `localhost:9153`.
+const DEFAULT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9153);
+
+/// `coredns_health_request_duration_seconds` buckets, CoreDNS's health plugin's.
+pub static HEALTH_BUCKETS: [f64; 5] = [0.00025, 0.0025, 0.025, 0.25, 2.5];
+
+/// Durations of the health plugin's probes of its own `/health`. One writer: the
+/// probing thread.
+pub static HEALTH_DURATION: LazyLock<Histogram> = LazyLock::new(|| Histogram::new(&HEALTH_BUCKETS));
+
+/// Failed health probes (`coredns_health_request_failures_total`).
+pub static HEALTH_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// `prometheus [ADDRESS] { runtime_metrics }`, once per server block.
+pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+    let d = once(NAME, dirs)?;
+    address(d)?;
+    let plugin = Arc::new(Prometheus::new(ctx.workers));
+    register(&plugin);
+    Ok(plugin)
+}
+
+/// The listen address of one `prometheus` directive, its options validated: what the
+/// runtime opens an HTTP listener on.
+pub fn address(d: &Directive) -> Result<SocketAddr, ConfigError> {
+    d.expect_args(NAME, 0, 1)?;
+    for opt in d.options() {
+        match opt.name.as_str() {
+            // CoreDNS adds Go's runtime collectors with it; there is no Go runtime here,
+            // and the process metrics are always on.
+            "runtime_metrics" => {
+                opt.expect_args(NAME, 0, 0)?;
+                opt.expect_no_block(NAME)?;
+            }
+            "tls" => return Err(opt.err(NAME, "tls is not supported")),
+            other => return Err(opt.err(NAME, format!("unknown property '{other}'"))),
+        }
+    }
+    match d.args.first() {
+        None => Ok(DEFAULT_ADDR),
+        Some(a) => crate::http::parse_listen(a.as_str())
+            .ok_or_else(|| ConfigError::at(&a.loc, format!("{NAME}: invalid address '{}'", a.as_str()))),
+    }
+}
+
+/// The plugin of one server block: per-worker, per-route query counters.
+pub struct Prometheus {
+    workers: usize,
+    /// Set once by [`Plugin::attach`]; until then queries are not counted.
+    attached: OnceLock<Attached>,
+    /// The names of the block's chain, for `coredns_plugin_enabled`.
+    plugin_names: Mutex<Vec<&'static str>>,
+}
+
+/// The routes of the block and their counters.
+struct Attached {
+    /// One route per distinct (`server`, `zone`) label pair: the IPv4 and IPv6
+    /// listeners of an unbound address (`dns://:53`) share their labels, and so their
+    /// counters, as CoreDNS's single dual-stack listener would.
+    routes: Vec<Arc<RouteTag>>,
+    /// [`RouteTag::slot`] → index in `routes`; `usize::MAX` for other blocks' slots.
+    by_slot: Vec<usize>,
+    /// `[worker][route]`: each worker's counters are one allocation of its own.
+    counters: Vec<Box<[RouteCounters]>>,
+}
+
+impl Prometheus {
+    /// A plugin counting for `workers` worker threads.
+    pub fn new(workers: usize) -> Prometheus {
+        Prometheus {
+            workers,
+            attached: OnceLock::new(),
+            plugin_names: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sets the names of the plugins of the block's chain, reported as
+    /// `coredns_plugin_enabled`. [`collect`] does it from the chain at every scrape, so
+    /// only code that renders [`Plugin::metrics`] on its own needs to call it.
+    pub fn set_plugin_names(&self, names: Vec<&'static str>) {
+        *self.plugin_names.lock() = names;
+    }
+
+    /// The counters of the worker and route of a query, if it is one of ours.
+    fn counters_for(&self, worker: usize, route: &RouteTag) -> Option<&RouteCounters> {
+        let a = self.attached.get()?;
+        let r = *a.by_slot.get(route.slot)?;
+        a.counters.get(worker)?.get(r)
+    }
+}
+
+impl Plugin for Prometheus {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn serve(&self, _: &mut Query<'_, '_>) -> Step {
+        Step::Next
+    }
+
+    fn wants_response(&self) -> bool {
+        true
+    }
+
+    /// Counts the finished reply, as CoreDNS's `vars.Report` does.
+    fn on_response(&self, q: &mut Query<'_, '_>) {
+        let Some(c) = self.counters_for(q.worker.id, q.route) else {
+            return;
+        };
+        // CoreDNS's `request.Family`: IPv4 unless the client address needs IPv6 (an
+        // IPv4-mapped address counts as IPv4, as Go's `To4` has it).
+        let family = match q.req.client.ip() {
+            IpAddr::V4(_) => 0,
+            IpAddr::V6(a) => usize::from(a.to_ipv4_mapped().is_none()),
+        };
+        c.record(&Sample {
+            proto: usize::from(q.req.transport == Transport::Tcp),
+            family,
+            qtype: q.req.qtype,
+            dnssec_ok: q.req.dnssec_ok(),
+            seconds: Instant::now().saturating_duration_since(q.worker.now).as_secs_f64(),
+            request_bytes: q.req.raw.len(),
+            response_bytes: q.resp.bytes().len(),
+            rcode: q.resp.rcode(),
+            plugin: q.answered_by,
+        });
+    }
+
+    /// Allocates every counter a query of this block can touch.
+    fn attach(&self, routes: &[Arc<RouteTag>]) {
+        let slots = routes.iter().map(|r| r.slot + 1).max().unwrap_or(0);
+        let mut by_slot = vec![usize::MAX; slots];
+        let mut labelled: Vec<Arc<RouteTag>> = Vec::new();
+        for r in routes {
+            let same = |t: &Arc<RouteTag>| t.server == r.server && t.zone == r.zone;
+            by_slot[r.slot] = match labelled.iter().position(same) {
+                Some(i) => i,
+                None => {
+                    labelled.push(r.clone());
+                    labelled.len() - 1
+                }
+            };
+        }
+        let counters = (0..self.workers)
+            .map(|_| labelled.iter().map(|_| RouteCounters::default()).collect())
+            .collect();
+        let attached = Attached {
+            routes: labelled,
+            by_slot,
+            counters,
+        };
+        if self.attached.set(attached).is_err() {
+            log::warn!(target: "plugin/prometheus", "attached twice; keeping the first routes");
+        }
+    }
+
+    /// Every route's counters summed over the workers, and `coredns_plugin_enabled`.
+    fn metrics(&self, out: &mut Families) {
+        let Some(a) = self.attached.get() else {
+            return;
+        };
+        let names = self.plugin_names.lock().clone();
+        for (i, route) in a.routes.iter().enumerate() {
+            let mut totals = Totals::default();
+            for worker in &a.counters {
+                totals.add(&worker[i]);
+            }
+            totals.write(out, &route.server, &route.zone);
+            for name in &names {
+                out.gauge(
+                    "coredns_plugin_enabled",
+                    "A metric that indicates whether a plugin is enabled per server and zone.",
+                    &[
+                        ("server", &route.server),
+                        ("zone", &route.zone),
+                        ("view", ""),
+                        ("name", name),
+                    ],
+                    1.0,
+                );
+            }
+        }
+    }
+}
+
+/// The live plugins, so that [`collect`], which sees them as `dyn Plugin`, can give
+/// each its block's plugin names. Weak: a replaced configuration's plugins go away.
+static INSTANCES: Mutex<Vec<Weak<Prometheus>>> = Mutex::new(Vec::new());
+
+fn register(p: &Arc<Prometheus>) {
+    let mut all = INSTANCES.lock();
+    all.retain(|w| w.strong_count() > 0);
+    all.push(Arc::downgrade(p));
+}
+
+/// The [`Prometheus`] behind a chain entry, found by address. A registered `Weak`
+/// keeps its allocation, so no other object can have that address meanwhile.
+fn instance(p: &Arc<dyn Plugin>) -> Option<Arc<Prometheus>> {
+    if p.name() != NAME {
+        return None;
+    }
+    let addr = Arc::as_ptr(p).cast::<()>();
+    INSTANCES
+        .lock()
+        .iter()
+        .find(|w| std::ptr::eq(w.as_ptr().cast::<()>(), addr))
+        .and_then(Weak::upgrade)
+}
+
+/// Everything one scrape shows: the metrics of every plugin of every block (each
+/// plugin once) and the process-wide ones.
+pub fn collect(server: &crate::server::Server, out: &mut Families) {
+    let mut seen: HashSet<*const ()> = HashSet::new();
+    for block in &server.blocks {
+        let plugins = block.chain.plugins();
+        for p in plugins {
+            if let Some(prom) = instance(p) {
+                prom.set_plugin_names(plugins.iter().map(|p| p.name()).collect());
+            }
+            if seen.insert(Arc::as_ptr(p).cast::<()>()) {
+                p.metrics(out);
+            }
+        }
+    }
+    process_wide(out);
+}
+
+/// The metrics that belong to the process, not to a plugin instance.
+fn process_wide(out: &mut Families) {
+    out.gauge(
+        "coredns_build_info",
+        "A metric with a constant '1' value labeled by version, revision and goversion (here: the Rust compiler).",
+        &[
+            ("version", crate::VERSION),
+            ("revision", env!("CLUSTERDNS_COMMIT")),
+            ("goversion", env!("CLUSTERDNS_RUSTC")),
+        ],
+        1.0,
+    );
+    out.counter(
+        "coredns_panics_total",
+        "A metric that counts the number of panics.",
+        &[],
+        crate::server::handler::PANICS.load(Ordering::Relaxed) as f64,
+    );
+    out.counter(
+        "coredns_reload_failed_total",
+        "Counter of the number of failed reload attempts.",
+        &[],
+        crate::metrics::RELOAD_FAILED.load(Ordering::Relaxed) as f64,
+    );
+    let hash = crate::metrics::RELOAD_HASH.lock().clone();
+    if !hash.is_empty() {
+        out.gauge(
+            "coredns_reload_version_info",
+            "A metric with a constant '1' value labeled by hash, and value which type of hash generated.",
+            &[("hash", "sha512"), ("value", &hash)],
+            1.0,
+        );
+    }
+    let mut counts = [0u64; HEALTH_BUCKETS.len() + 1];
+    let mut sum = 0.0;
+    HEALTH_DURATION.add_to(&mut counts, &mut sum);
+    out.histogram(
+        "coredns_health_request_duration_seconds",
+        "Histogram of the time (in seconds) each health probe took.",
+        &[],
+        &HEALTH_BUCKETS,
+        &counts,
+        sum,
+    );
+    out.counter(
+        "coredns_health_request_failures_total",
+        "The number of times the health probe failed.",
+        &[],
+        HEALTH_FAILURES.load(Ordering::Relaxed) as f64,
+    );
+    process::write(out);
+}
+
+#[cfg(test)]
+mod tests;
