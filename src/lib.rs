@@ -17,7 +17,12 @@
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dns;
+pub mod http;
+pub mod kubernetes;
+pub mod metrics;
+pub mod notify;
 pub mod plugin;
 pub mod runtime;
 pub mod server;

@@ -2,10 +2,15 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
 
 use clusterdns::cli::{Flags, USAGE};
-use clusterdns::runtime::{self, Options, Running};
+use clusterdns::control::{self, Controller};
+use clusterdns::notify;
+use clusterdns::runtime::{self, Options};
 use clusterdns::server::Server;
 use clusterdns::server::worker::TcpLimits;
 use clusterdns::{VERSION, plugin};
@@ -86,8 +91,8 @@ fn main() -> ExitCode {
         }
     };
     let banner = server.banner.clone();
-    let running = match Running::start(server, &opts) {
-        Ok(r) => r,
+    let controller = match Controller::start(server, &source, opts) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
@@ -96,7 +101,7 @@ fn main() -> ExitCode {
     if let Some(path) = &flags.pidfile {
         if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
             eprintln!("could not write pidfile {path}: {e}");
-            running.stop(Duration::ZERO);
+            controller.shutdown();
             return ExitCode::FAILURE;
         }
     }
@@ -116,49 +121,81 @@ fn main() -> ExitCode {
         );
         let _ = out.flush();
     }
-    let code = signal_loop(running, signals);
+    // Serving, and the kubernetes plugin has synced (or its startup_timeout passed).
+    notify::notify("READY=1");
+    let code = control_loop(controller, signals);
     if let Some(path) = &flags.pidfile {
         let _ = std::fs::remove_file(path);
     }
     code
 }
 
-/// Waits for signals, as CoreDNS handles them: SIGTERM and SIGINT stop gracefully (a
-/// second SIGINT exits at once), SIGQUIT exits at once, SIGUSR1 reloads, SIGHUP is
-/// ignored. The handlers were installed before the server started, so no signal in
+/// Runs the process until it stops: signals as CoreDNS handles them (SIGTERM and SIGINT
+/// stop gracefully, a second SIGINT exits at once, SIGQUIT exits at once, SIGUSR1
+/// reloads, SIGHUP is ignored), the `reload` schedule, and the background control
+/// threads. The handlers were installed before the server started, so no signal in
 /// between takes the default action.
-fn signal_loop(running: Running, mut signals: Signals) -> ExitCode {
+fn control_loop(controller: Controller, mut signals: Signals) -> ExitCode {
+    let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
     let handle = signals.handle();
-    let mut running = Some(running);
-    let mut stopper = None;
-    for sig in signals.forever() {
-        match sig {
-            SIGTERM | SIGINT => match running.take() {
-                Some(r) => {
-                    log::info!("{} received: shutting down", if sig == SIGTERM { "SIGTERM" } else { "SIGINT" });
-                    let h = handle.clone();
-                    stopper = Some(std::thread::spawn(move || {
-                        r.stop(Duration::from_secs(1));
-                        h.close();
-                    }));
-                }
-                None if sig == SIGINT => {
-                    log::info!("SIGINT: force quit");
-                    std::process::exit(2);
-                }
-                None => {}
-            },
-            SIGQUIT => {
-                log::info!("SIGQUIT received: exiting now");
-                std::process::exit(0);
+    let forward = std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if sig_tx.send(sig).is_err() {
+                return;
             }
-            SIGUSR1 => log::warn!("SIGUSR1 received: reload is not implemented yet"),
-            _ => {}
+        }
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    control::spawn_watchdog(controller.worker_stats(), stop.clone());
+    control::spawn_health_probe(controller.shared(), stop.clone());
+    let schedule = Arc::new(Mutex::new(controller.reload_schedule()));
+    let (tick_tx, tick_rx) = crossbeam_channel::unbounded();
+    control::spawn_reload_timer(schedule.clone(), tick_tx);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+    let mut controller = Some(controller);
+    loop {
+        crossbeam_channel::select! {
+            recv(sig_rx) -> sig => match sig.unwrap_or(SIGTERM) {
+                SIGTERM | SIGINT => match controller.take() {
+                    Some(c) => {
+                        log::info!("{} received: shutting down", if sig == Ok(SIGTERM) { "SIGTERM" } else { "SIGINT" });
+                        stop.store(true, Ordering::Release);
+                        let done = done_tx.clone();
+                        std::thread::spawn(move || {
+                            c.shutdown();
+                            let _ = done.send(());
+                        });
+                    }
+                    None if sig == Ok(SIGINT) => {
+                        log::info!("SIGINT: force quit");
+                        std::process::exit(2);
+                    }
+                    None => {}
+                },
+                SIGQUIT => {
+                    log::info!("SIGQUIT received: exiting now");
+                    std::process::exit(0);
+                }
+                SIGUSR1 => {
+                    if let Some(c) = controller.as_mut() {
+                        log::info!(target: "plugin/reload", "SIGUSR1 received: reloading");
+                        c.reload();
+                        *schedule.lock() = c.reload_schedule();
+                    }
+                }
+                _ => {}
+            },
+            recv(tick_rx) -> _ => {
+                if let Some(c) = controller.as_mut() {
+                    c.reload();
+                    *schedule.lock() = c.reload_schedule();
+                }
+            },
+            recv(done_rx) -> _ => break,
         }
     }
-    if let Some(t) = stopper {
-        let _ = t.join();
-    }
+    handle.close();
+    let _ = forward.join();
     ExitCode::SUCCESS
 }
 

@@ -122,7 +122,8 @@ impl WorkerHandle {
 pub struct Running {
     shared: Arc<ArcSwap<Server>>,
     workers: Vec<WorkerHandle>,
-    /// Addresses currently bound (one socket per worker each).
+    /// Listen addresses as configured, and as bound (the real port when 0 was asked).
+    requested: Vec<SocketAddr>,
     bound: Vec<SocketAddr>,
 }
 
@@ -140,9 +141,9 @@ impl Running {
     /// Binds every listener of `server` once per worker, starts the plugins and the
     /// worker threads. Nothing is left running if binding fails.
     pub fn start(server: Server, opts: &Options) -> Result<Running, StartError> {
-        let addrs: Vec<SocketAddr> = server.listeners.iter().map(|l| l.addr).collect();
-        let sockets = bind(&addrs, opts.workers)?;
-        let bound = sockets.iter().map(|(a, _)| *a).collect();
+        let requested: Vec<SocketAddr> = server.listeners.iter().map(|l| l.addr).collect();
+        let sockets = bind(&requested, opts.workers)?;
+        let bound = sockets.iter().map(|(_, b, _)| *b).collect();
         server.start();
         let shared = Arc::new(ArcSwap::from_pointee(server));
         let mut workers = Vec::with_capacity(opts.workers);
@@ -162,9 +163,47 @@ impl Running {
                 stats,
             });
         }
-        let running = Running { shared, workers, bound };
-        running.hand_out(sockets);
+        let running = Running {
+            shared,
+            workers,
+            requested,
+            bound,
+        };
+        // Workers know a socket by its configured address: the one listeners carry.
+        running.hand_out(sockets.into_iter().map(|(r, _, s)| (r, s)).collect());
         Ok(running)
+    }
+
+    /// Swaps in a new configuration. Addresses both serve keep their sockets (no
+    /// query is lost); new ones are bound first (a failure leaves everything as it
+    /// was), removed ones are closed after answering what is queued on them. The new
+    /// plugins start (and sync) before the swap; the old ones stop after it.
+    pub fn reload(&mut self, server: Server) -> Result<(), StartError> {
+        let want: Vec<SocketAddr> = server.listeners.iter().map(|l| l.addr).collect();
+        let new: Vec<SocketAddr> = want.iter().filter(|a| !self.requested.contains(a)).copied().collect();
+        let gone: Vec<SocketAddr> = self.requested.iter().filter(|r| !want.contains(r)).copied().collect();
+        let sockets = bind(&new, self.workers.len())?;
+        server.start();
+        let old = self.shared.swap(Arc::new(server));
+        for (r, b, _) in &sockets {
+            self.requested.push(*r);
+            self.bound.push(*b);
+        }
+        let keep: Vec<bool> = self.requested.iter().map(|r| want.contains(r)).collect();
+        let mut i = 0;
+        self.bound.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        self.requested.retain(|r| want.contains(r));
+        self.hand_out(sockets.into_iter().map(|(r, _, s)| (r, s)).collect());
+        if !gone.is_empty() {
+            for w in &self.workers {
+                w.send(Command::Remove(gone.clone()));
+            }
+        }
+        old.stop();
+        Ok(())
     }
 
     /// Gives each worker its share of freshly bound sockets.
@@ -184,6 +223,11 @@ impl Running {
     /// The configuration being served.
     pub fn server(&self) -> Arc<Server> {
         self.shared.load_full()
+    }
+
+    /// The shared handle the workers read the configuration from.
+    pub fn shared(&self) -> Arc<ArcSwap<Server>> {
+        self.shared.clone()
     }
 
     /// The addresses being listened on (with the real port when 0 was asked).
@@ -211,7 +255,12 @@ impl Running {
     }
 }
 
-type BoundSockets = Vec<(SocketAddr, Vec<(std::net::UdpSocket, std::net::TcpListener)>)>;
+/// (requested address, bound address, one socket pair per worker).
+type BoundSockets = Vec<(
+    SocketAddr,
+    SocketAddr,
+    Vec<(std::net::UdpSocket, std::net::TcpListener)>,
+)>;
 
 /// Binds `addrs`, `workers` sockets each. A wildcard IPv6 address is skipped with a
 /// warning on a host without IPv6; any other failure is fatal.
@@ -221,7 +270,7 @@ fn bind(addrs: &[SocketAddr], workers: usize) -> Result<BoundSockets, StartError
         match worker::bind_all(addr, workers) {
             Ok(socks) => {
                 let real = socks.first().and_then(|(u, _)| u.local_addr().ok()).unwrap_or(addr);
-                out.push((real, socks));
+                out.push((addr, real, socks));
             }
             Err(e)
                 if addr.is_ipv6()

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+pub mod digest;
 pub mod keys;
 mod lexer;
 mod parser;

@@ -69,6 +69,20 @@ pub struct WorkerStats {
     pub tcp_connections: AtomicU64,
     pub tcp_rejected: AtomicU64,
     pub upstream_pending: AtomicU64,
+    /// Milliseconds since [`epoch`] when the worker last went round its loop (for the
+    /// systemd watchdog: a stuck worker stops it).
+    pub heartbeat: AtomicU64,
+}
+
+/// The reference point of [`WorkerStats::heartbeat`].
+pub fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Milliseconds since [`epoch`].
+pub fn millis_since_epoch() -> u64 {
+    epoch().elapsed().as_millis() as u64
 }
 
 /// Maximum queries a worker keeps waiting on upstreams; beyond it they are refused.
@@ -137,13 +151,20 @@ enum Client {
     },
 }
 
-struct Pending {
+/// A query waiting on an upstream: what resumes it and where its reply goes.
+struct Waiting {
     suspended: Suspended,
     query: Vec<u8>,
     client: Client,
     transport: Transport,
     peer: SocketAddr,
     local: SocketAddr,
+    /// When the client's query arrived (durations count from there).
+    received: Instant,
+}
+
+struct Pending {
+    waiting: Waiting,
     upstream: UdpSocket,
     id: u16,
     deadline: Instant,
@@ -229,6 +250,7 @@ impl Worker {
                 return;
             }
             self.ctx.now = Instant::now();
+            self.stats.heartbeat.store(millis_since_epoch(), Ordering::Relaxed);
             for ev in events.iter() {
                 let (kind, idx) = split(ev.token());
                 match kind {
@@ -257,9 +279,10 @@ impl Worker {
 
     fn poll_timeout(&self) -> Option<Duration> {
         let now = Instant::now();
-        let mut t: Option<Duration> = None;
+        // Even an idle worker comes round twice a second, so its heartbeat shows it alive.
+        let mut t: Option<Duration> = Some(Duration::from_millis(500));
         if let Some(Reverse((d, _))) = self.deadlines.peek() {
-            t = Some(d.saturating_duration_since(now));
+            t = t.map(|t| t.min(d.saturating_duration_since(now)));
         }
         if self.conns.iter().any(Option::is_some) || self.stopping.is_some() {
             let sweep = Duration::from_millis(100);
@@ -309,20 +332,36 @@ impl Worker {
         for (addr, s) in sockets.udp {
             let mut sock = UdpSocket::from_std(s);
             let idx = self.udp.len();
-            if let Err(e) = self.poll.registry().register(&mut sock, token(UDP, idx), Interest::READABLE) {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut sock, token(UDP, idx), Interest::READABLE)
+            {
                 log::error!("worker {}: cannot watch udp {addr}: {e}", self.id);
                 continue;
             }
-            self.udp.push(UdpSock { addr, sock, listener: None });
+            self.udp.push(UdpSock {
+                addr,
+                sock,
+                listener: None,
+            });
         }
         for (addr, s) in sockets.tcp {
             let mut sock = TcpListener::from_std(s);
             let idx = self.tcp_listeners.len();
-            if let Err(e) = self.poll.registry().register(&mut sock, token(TCP_LISTEN, idx), Interest::READABLE) {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut sock, token(TCP_LISTEN, idx), Interest::READABLE)
+            {
                 log::error!("worker {}: cannot watch tcp {addr}: {e}", self.id);
                 continue;
             }
-            self.tcp_listeners.push(TcpListen { addr, sock, listener: None });
+            self.tcp_listeners.push(TcpListen {
+                addr,
+                sock,
+                listener: None,
+            });
         }
         // Map every new socket to its listener before serving anything on it.
         self.generation = std::ptr::null();
@@ -436,7 +475,15 @@ impl Worker {
             }
             let mut list = std::mem::take(&mut self.to_suspend);
             for (s, query, client, peer, local) in list.drain(..) {
-                self.suspend(s, query, client, Transport::Udp, peer, local);
+                self.suspend(Waiting {
+                    suspended: s,
+                    query,
+                    client,
+                    transport: Transport::Udp,
+                    peer,
+                    local,
+                    received: self.ctx.now,
+                });
             }
             self.to_suspend = list;
             if n < BATCH {
@@ -446,45 +493,27 @@ impl Worker {
     }
 
     /// Sends a suspended query's message upstream and remembers where the reply goes.
-    fn suspend(
-        &mut self,
-        mut s: Suspended,
-        query: Vec<u8>,
-        client: Client,
-        transport: Transport,
-        peer: SocketAddr,
-        local: SocketAddr,
-    ) {
+    fn suspend(&mut self, mut w: Waiting) {
         let live = self.pending.len() - self.free_pending.len();
         let result = if live >= MAX_PENDING {
             Err(io::Error::other("too many queries in flight"))
-        } else if s.request.proto == UpstreamProto::Tcp {
+        } else if w.suspended.request.proto == UpstreamProto::Tcp {
             Err(io::Error::from(io::ErrorKind::Unsupported))
         } else {
-            self.send_upstream(&mut s)
+            self.send_upstream(&mut w.suspended)
         };
-        let (sock, id) = match result {
+        let (mut upstream, id) = match result {
             Ok(v) => v,
             Err(e) => {
                 // Resume at once with the failure; the plugin decides (try another
                 // upstream, SERVFAIL).
-                self.resume(
-                    s,
-                    &query,
-                    client,
-                    transport,
-                    peer,
-                    local,
-                    UpstreamReply::Failed(e.kind()),
-                );
-                return;
+                return self.resume(w, UpstreamReply::Failed(e.kind()));
             }
         };
         let slot = self.free_pending.pop().unwrap_or_else(|| {
             self.pending.push(None);
             self.pending.len() - 1
         });
-        let mut upstream = sock;
         if self
             .poll
             .registry()
@@ -492,31 +521,17 @@ impl Worker {
             .is_err()
         {
             self.free_pending.push(slot);
-            self.resume(
-                s,
-                &query,
-                client,
-                transport,
-                peer,
-                local,
-                UpstreamReply::Failed(io::ErrorKind::Other),
-            );
-            return;
+            return self.resume(w, UpstreamReply::Failed(io::ErrorKind::Other));
         }
-        if let Client::Tcp { conn } = client {
+        if let Client::Tcp { conn } = w.client {
             if let Some(Some(c)) = self.conns.get_mut(conn) {
                 c.inflight += 1;
             }
         }
-        let deadline = Instant::now() + s.request.timeout;
+        let deadline = Instant::now() + w.suspended.request.timeout;
         self.deadlines.push(Reverse((deadline, slot)));
         self.pending[slot] = Some(Pending {
-            suspended: s,
-            query,
-            client,
-            transport,
-            peer,
-            local,
+            waiting: w,
             upstream,
             id,
             deadline,
@@ -550,24 +565,13 @@ impl Worker {
     fn upstream_readable(&mut self, slot: usize) {
         let mut buf = [0u8; 65535];
         loop {
-            let Some(Some(p)) = self.pending.get(slot) else {
-                return;
-            };
+            let Some(Some(p)) = self.pending.get(slot) else { return };
             let n = match p.upstream.recv(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    let p = self.take_pending(slot);
-                    self.resume(
-                        p.suspended,
-                        &p.query,
-                        p.client,
-                        p.transport,
-                        p.peer,
-                        p.local,
-                        UpstreamReply::Failed(e.kind()),
-                    );
-                    return;
+                    let w = self.take_pending(slot);
+                    return self.resume(w, UpstreamReply::Failed(e.kind()));
                 }
             };
             // Only a reply with the ID we sent counts; anything else is ignored and the
@@ -575,25 +579,16 @@ impl Worker {
             if n < 12 || buf[..2] != p.id.to_be_bytes() || buf[2] & 0x80 == 0 {
                 continue;
             }
-            let p = self.take_pending(slot);
-            self.resume(
-                p.suspended,
-                &p.query,
-                p.client,
-                p.transport,
-                p.peer,
-                p.local,
-                UpstreamReply::Message(&buf[..n]),
-            );
-            return;
+            let w = self.take_pending(slot);
+            return self.resume(w, UpstreamReply::Message(&buf[..n]));
         }
     }
 
-    fn take_pending(&mut self, slot: usize) -> Pending {
+    fn take_pending(&mut self, slot: usize) -> Waiting {
         let mut p = self.pending[slot].take().expect("caller checked the slot");
         let _ = self.poll.registry().deregister(&mut p.upstream);
         self.free_pending.push(slot);
-        if let Client::Tcp { conn } = p.client {
+        if let Client::Tcp { conn } = p.waiting.client {
             if let Some(Some(c)) = self.conns.get_mut(conn) {
                 c.inflight = c.inflight.saturating_sub(1);
             }
@@ -601,26 +596,27 @@ impl Worker {
         self.stats
             .upstream_pending
             .store((self.pending.len() - self.free_pending.len()) as u64, Ordering::Relaxed);
-        p
+        p.waiting
     }
 
-    /// Continues a suspended query and sends its reply (or suspends it again).
-    #[allow(clippy::too_many_arguments)]
-    fn resume(
-        &mut self,
-        s: Suspended,
-        query: &[u8],
-        client: Client,
-        transport: Transport,
-        peer: SocketAddr,
-        local: SocketAddr,
-        reply: UpstreamReply<'_>,
-    ) {
-        self.ctx.now = Instant::now();
-        match handler::resume(&s, query, transport, peer, local, reply, &mut self.ctx, &mut self.resp) {
-            Handled::Reply => self.send_to_client(client),
+    /// Continues a suspended query and sends its reply (or suspends it again). Time is
+    /// the query's arrival, so durations include the wait.
+    fn resume(&mut self, w: Waiting, reply: UpstreamReply<'_>) {
+        self.ctx.now = w.received;
+        let handled = handler::resume(
+            &w.suspended,
+            &w.query,
+            w.transport,
+            w.peer,
+            w.local,
+            reply,
+            &mut self.ctx,
+            &mut self.resp,
+        );
+        match handled {
+            Handled::Reply => self.send_to_client(w.client),
             Handled::Drop => {}
-            Handled::Upstream(next) => self.suspend(next, query.to_vec(), client, transport, peer, local),
+            Handled::Upstream(next) => self.suspend(Waiting { suspended: next, ..w }),
         }
     }
 
@@ -656,16 +652,8 @@ impl Worker {
             // The heap entry may be stale: the slot answered, or was reused since.
             let live = matches!(&self.pending[slot], Some(p) if p.deadline == deadline);
             if live {
-                let p = self.take_pending(slot);
-                self.resume(
-                    p.suspended,
-                    &p.query,
-                    p.client,
-                    p.transport,
-                    p.peer,
-                    p.local,
-                    UpstreamReply::Timeout,
-                );
+                let w = self.take_pending(slot);
+                self.resume(w, UpstreamReply::Timeout);
             }
         }
         if now.duration_since(self.last_sweep) < Duration::from_millis(100) {
@@ -848,7 +836,15 @@ impl Worker {
         let (peer, local) = (c.peer, c.local);
         drop(server);
         for (s, query) in suspended {
-            self.suspend(s, query, Client::Tcp { conn: slot }, Transport::Tcp, peer, local);
+            self.suspend(Waiting {
+                suspended: s,
+                query,
+                client: Client::Tcp { conn: slot },
+                transport: Transport::Tcp,
+                peer,
+                local,
+                received: self.ctx.now,
+            });
         }
     }
 
@@ -906,8 +902,8 @@ impl Worker {
             self.free_conns.push(slot);
             // Replies still owed to this connection are dropped when they arrive.
             for p in self.pending.iter_mut().flatten() {
-                if matches!(p.client, Client::Tcp { conn } if conn == slot) {
-                    p.client = Client::Tcp { conn: usize::MAX };
+                if matches!(p.waiting.client, Client::Tcp { conn } if conn == slot) {
+                    p.waiting.client = Client::Tcp { conn: usize::MAX };
                 }
             }
         }

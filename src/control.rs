@@ -1,0 +1,334 @@
+//! The control side of the process: the HTTP endpoints (`/health`, `/ready`,
+//! `/metrics`), reloads, the lameduck shutdown, and systemd's notifications and
+//! watchdog. The main thread drives it from signals and timers; workers never wait on it.
+//!
+//! ```text
+//!  signals ──▶ main loop ──reload()──▶ parse, build, Running::reload (swap) ─▶ RELOADING=1 … READY=1
+//!  reload timer ─┘   │
+//!                    └──shutdown()──▶ STOPPING=1, /ready 503, lameduck pause, stop workers
+//!  http threads: /health /ready /metrics read the current Server (ArcSwap) and atomics
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::config::digest::sha512_hex;
+use crate::http;
+use crate::metrics::Families;
+use crate::notify;
+use crate::plugin::ready::Monitor;
+use crate::runtime::{self, Options, Running, Source};
+use crate::server::Server;
+use crate::server::worker::{WorkerStats, millis_since_epoch};
+
+/// What the HTTP endpoints share with the controller.
+struct State {
+    shared: Arc<ArcSwap<Server>>,
+    /// Shutdown has begun: `/ready` answers 503.
+    stopping: AtomicBool,
+    /// `monitor until-ready`: readiness reported once stays reported (reset on reload).
+    latched: AtomicBool,
+}
+
+impl State {
+    fn handle(&self, local: SocketAddr, req: &http::Request<'_>) -> http::Response {
+        let server = self.shared.load();
+        let p = &server.process;
+        let on_this = |a: SocketAddr| a == local;
+        match req.path {
+            "/health" if p.health.is_some_and(|h| on_this(h.addr)) => http::Response::text(200, "OK"),
+            "/ready" if p.ready.is_some_and(|r| on_this(r.addr)) => {
+                if self.stopping.load(Ordering::Acquire) {
+                    return http::Response::text(503, "Shutting down");
+                }
+                let until_ready = p.ready.is_some_and(|r| r.monitor == Monitor::UntilReady);
+                if until_ready && self.latched.load(Ordering::Acquire) {
+                    return http::Response::text(200, "OK");
+                }
+                let not_ready = server.not_ready();
+                if not_ready.is_empty() {
+                    self.latched.store(true, Ordering::Release);
+                    http::Response::text(200, "OK")
+                } else {
+                    http::Response::text(503, not_ready.join(","))
+                }
+            }
+            "/metrics" if p.metrics.iter().any(|a| on_this(*a)) => {
+                let mut f = Families::default();
+                crate::plugin::prometheus::collect(&server, &mut f);
+                http::Response {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    body: f.render().into_bytes(),
+                }
+            }
+            _ => http::Response::text(404, "404 page not found\n"),
+        }
+    }
+}
+
+/// The running process.
+pub struct Controller {
+    running: Running,
+    opts: Options,
+    /// The Corefile to re-read on reload (`None`: stdin or the built-in default).
+    path: Option<PathBuf>,
+    /// SHA-512 of the running configuration's parsed blocks.
+    digest: String,
+    /// SHA-512 of the last Corefile text that failed to load, reported once.
+    failed: Option<String>,
+    state: Arc<State>,
+    http: HashMap<SocketAddr, http::Server>,
+}
+
+/// The SHA-512 of a parsed Corefile (comments and whitespace do not count).
+pub fn digest(source: &Source) -> String {
+    sha512_hex(source.corefile.canonical().as_bytes())
+}
+
+impl Controller {
+    /// Starts the workers on `server` and the HTTP endpoints it asks for.
+    pub fn start(server: Server, source: &Source, opts: Options) -> Result<Controller, runtime::StartError> {
+        let digest = digest(source);
+        let running = Running::start(server, &opts)?;
+        let state = Arc::new(State {
+            shared: running.shared(),
+            stopping: AtomicBool::new(false),
+            latched: AtomicBool::new(false),
+        });
+        let mut c = Controller {
+            running,
+            opts,
+            path: source.path.clone(),
+            digest,
+            failed: None,
+            state,
+            http: HashMap::new(),
+        };
+        if let Err(e) = c.reconcile_http() {
+            c.running_stop(Duration::ZERO);
+            return Err(e);
+        }
+        set_reload_hash(&c.digest);
+        log::info!(target: "plugin/reload", "Running configuration SHA512 = {}", c.digest);
+        Ok(c)
+    }
+
+    fn running_stop(self, drain: Duration) {
+        self.running.stop(drain);
+    }
+
+    /// Opens the HTTP endpoints the configuration names that are not open yet, and
+    /// closes those it no longer names. Endpoints that stay keep their listener.
+    fn reconcile_http(&mut self) -> Result<(), runtime::StartError> {
+        let server = self.running.server();
+        let p = &server.process;
+        let mut want: Vec<SocketAddr> = p.metrics.clone();
+        want.extend(p.health.map(|h| h.addr));
+        want.extend(p.ready.map(|r| r.addr));
+        want.sort();
+        want.dedup();
+        self.http.retain(|addr, _| want.contains(addr));
+        for addr in want {
+            if self.http.contains_key(&addr) {
+                continue;
+            }
+            let state = self.state.clone();
+            let handler: http::Handler = Arc::new(move |req| state.handle(addr, req));
+            let srv = http::Server::start(addr, "endpoints", handler)
+                .map_err(|e| runtime::StartError(format!("listen tcp {addr}: {e}")))?;
+            self.http.insert(addr, srv);
+        }
+        Ok(())
+    }
+
+    /// The current reload schedule, if the Corefile has `reload`.
+    pub fn reload_schedule(&self) -> Option<crate::plugin::reload::Reload> {
+        self.running.server().process.reload
+    }
+
+    /// The configuration the workers serve.
+    pub fn shared(&self) -> Arc<ArcSwap<Server>> {
+        self.running.shared()
+    }
+
+    /// Per-worker counters (the watchdog reads the heartbeats).
+    pub fn worker_stats(&self) -> Vec<Arc<WorkerStats>> {
+        self.running.stats()
+    }
+
+    /// Re-reads the Corefile and, if its parsed form changed, builds and swaps in the
+    /// new server. A Corefile that fails keeps the old one serving: the error is logged
+    /// (once per distinct broken content) and counted.
+    pub fn reload(&mut self) {
+        let Some(path) = self.path.clone() else {
+            log::warn!(target: "plugin/reload", "the Corefile came from stdin or is the built-in default: nothing to reload");
+            return;
+        };
+        let text_digest = std::fs::read(&path).map(|t| sha512_hex(&t)).unwrap_or_default();
+        let source = match runtime::load_corefile(Some(&path.to_string_lossy()), self.opts.port) {
+            Ok(s) => s,
+            Err(e) => return self.failed(&text_digest, &e.to_string()),
+        };
+        let digest = digest(&source);
+        if digest == self.digest {
+            return;
+        }
+        notify::reloading();
+        let server = match Server::build(&source.corefile, &self.opts.build_options(&source.dir)) {
+            Ok(s) => s,
+            Err(errors) => {
+                let msg = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
+                self.failed(&text_digest, &msg);
+                notify::notify("READY=1");
+                return;
+            }
+        };
+        if let Err(e) = self.running.reload(server) {
+            self.failed(&text_digest, &e.to_string());
+            notify::notify("READY=1");
+            return;
+        }
+        self.state.latched.store(false, Ordering::Release);
+        if let Err(e) = self.reconcile_http() {
+            log::error!(target: "plugin/reload", "{e}");
+        }
+        self.digest = digest;
+        self.failed = None;
+        set_reload_hash(&self.digest);
+        log::info!(target: "plugin/reload", "Running configuration SHA512 = {}", self.digest);
+        notify::notify("READY=1");
+    }
+
+    fn failed(&mut self, text_digest: &str, msg: &str) {
+        if self.failed.as_deref() == Some(text_digest) {
+            return;
+        }
+        self.failed = Some(text_digest.to_string());
+        crate::metrics::RELOAD_FAILED.fetch_add(1, Ordering::Relaxed);
+        log::error!(target: "plugin/reload", "Corefile changed but reload failed: {msg}");
+    }
+
+    /// Stops as CoreDNS does: `/ready` goes down first, DNS and `/health` keep serving
+    /// for the lameduck duration, then the listeners close (after answering what is in
+    /// flight) and the endpoints with them.
+    pub fn shutdown(self) {
+        notify::notify("STOPPING=1");
+        self.state.stopping.store(true, Ordering::Release);
+        let lameduck = self
+            .running
+            .server()
+            .process
+            .health
+            .map_or(Duration::ZERO, |h| h.lameduck);
+        if !lameduck.is_zero() {
+            log::info!(target: "plugin/health", "Going into lameduck mode for {lameduck:?}");
+            std::thread::sleep(lameduck);
+        }
+        let Controller { running, http, .. } = self;
+        running.stop(Duration::from_secs(1));
+        drop(http);
+    }
+}
+
+fn set_reload_hash(d: &str) {
+    *crate::metrics::RELOAD_HASH.lock() = d.to_string();
+}
+
+/// Pings systemd's watchdog at the interval it asked for, as long as every worker has
+/// come round its loop recently (a wedged worker stops the pings, and systemd restarts
+/// the service).
+pub fn spawn_watchdog(stats: Vec<Arc<WorkerStats>>, stop: Arc<AtomicBool>) {
+    let Some(every) = notify::watchdog_interval() else {
+        return;
+    };
+    let _ = std::thread::Builder::new().name("watchdog".into()).spawn(move || {
+        let stale_after = (every * 4).max(Duration::from_secs(2)).as_millis() as u64;
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Acquire) {
+            if Instant::now() >= next {
+                let now = millis_since_epoch();
+                let alive = stats
+                    .iter()
+                    .all(|s| now.saturating_sub(s.heartbeat.load(Ordering::Relaxed)) < stale_after);
+                if alive {
+                    notify::notify("WATCHDOG=1");
+                } else {
+                    log::error!(
+                        "a worker has not come round its loop for {stale_after} ms: withholding the watchdog ping"
+                    );
+                }
+                next += every;
+            }
+            std::thread::sleep(Duration::from_millis(50).min(every));
+        }
+    });
+}
+
+/// Shared flag for background control threads.
+pub type StopFlag = Arc<AtomicBool>;
+
+/// Probes the health endpoint every second, as CoreDNS's health plugin does, recording
+/// `coredns_health_request_duration_seconds` and failures.
+pub fn spawn_health_probe(shared: Arc<ArcSwap<Server>>, stop: StopFlag) {
+    let _ = std::thread::Builder::new().name("health-probe".into()).spawn(move || {
+        while !stop.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_secs(1));
+            let Some(h) = shared.load().process.health else {
+                continue;
+            };
+            let addr = match h.addr {
+                SocketAddr::V4(a) if a.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], a.port())),
+                SocketAddr::V6(a) if a.ip().is_unspecified() => {
+                    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+                }
+                a => a,
+            };
+            let t = Instant::now();
+            let ok = http::get_ok(addr, "/health", Duration::from_secs(3));
+            let took = t.elapsed();
+            crate::plugin::prometheus::HEALTH_DURATION.observe(took.as_secs_f64());
+            if !ok {
+                crate::plugin::prometheus::HEALTH_FAILURES.fetch_add(1, Ordering::Relaxed);
+            }
+            if took > Duration::from_secs(1) {
+                log::warn!(target: "plugin/health", "Local health request to {addr} took more than 1s: {took:?}");
+            }
+        }
+    });
+}
+
+/// Re-reads the Corefile on the `reload` schedule: sends a tick when a check is due.
+pub fn spawn_reload_timer(
+    schedule: Arc<Mutex<Option<crate::plugin::reload::Reload>>>,
+    tick: crossbeam_channel::Sender<()>,
+) {
+    let _ = std::thread::Builder::new().name("reload-timer".into()).spawn(move || {
+        let mut rng = crate::chain::Rng::seeded();
+        loop {
+            let wait = match *schedule.lock() {
+                Some(r) => {
+                    let j = r.jitter.as_millis() as u64;
+                    let offset = if j == 0 {
+                        0
+                    } else {
+                        (rng.next_u64() % j) as i64 - (j / 2) as i64
+                    };
+                    Duration::from_millis((r.interval.as_millis() as i64 + offset).max(1000) as u64)
+                }
+                None => Duration::from_secs(1),
+            };
+            std::thread::sleep(wait);
+            if schedule.lock().is_some() && tick.send(()).is_err() {
+                return;
+            }
+        }
+    });
+}
