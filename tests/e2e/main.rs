@@ -8,6 +8,7 @@ mod corefile;
 mod docs;
 mod fakeapi;
 mod kubernetes;
+mod operations;
 mod protocol;
 mod serving;
 mod support;
