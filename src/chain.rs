@@ -80,6 +80,11 @@ pub struct UpstreamRequest {
     pub timeout: Duration,
     /// Opaque to the worker, handed back in `resume` (which upstream, which attempt).
     pub cookie: u64,
+    /// Requests with the same key to the same upstream while one is in flight share
+    /// its reply: the message is sent once (identical client queries coalesce).
+    pub coalesce: Option<u64>,
+    /// How long an idle TCP connection to this upstream may be reused.
+    pub expire: Duration,
 }
 
 /// What came back from upstream.
@@ -179,6 +184,11 @@ pub struct Query<'r, 'a> {
     pub answered_by: &'static str,
     /// The error behind a failure reply, for `errors`.
     pub error: Option<ChainError>,
+    /// Set by a plugin that answered from stored data and wants it refreshed: after the
+    /// reply is sent, the worker runs the rest of the chain for the same question in
+    /// the background and hands the result to that plugin's [`Plugin::on_refresh`]
+    /// (cache prefetch and serve-stale).
+    pub refresh: bool,
 }
 
 /// A handler in the chain. Implementations are shared by every worker (`Sync`); state
@@ -217,6 +227,12 @@ pub trait Plugin: Send + Sync {
     /// Readiness for `/ready`: `None` if the plugin does not report readiness.
     fn ready(&self) -> Option<bool> {
         None
+    }
+
+    /// Receives the reply of a background refresh this plugin asked for (see
+    /// [`Query::refresh`]); no client sees it.
+    fn on_refresh(&self, q: &mut Query<'_, '_>) {
+        let _ = q;
     }
 
     /// Told, once the server is built, every route its block serves (for per-route
@@ -384,6 +400,7 @@ mod tests {
             route: &tag,
             answered_by: "",
             error: None,
+            refresh: false,
         };
         f(&mut q);
     }

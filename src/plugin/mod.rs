@@ -12,6 +12,7 @@ use crate::config::{ConfigError, Directive};
 
 pub mod bind;
 pub mod errors;
+pub mod forward;
 pub mod health;
 pub mod hosts;
 pub mod kubernetes;
@@ -129,6 +130,7 @@ fn kind_of(name: &str) -> Option<Kind> {
         "bind" | "timeouts" => Kind::Server,
         "health" | "ready" | "reload" => Kind::Process,
         "errors" => Kind::Chain(errors::setup),
+        "forward" => Kind::Chain(forward::setup),
         "hosts" => Kind::Chain(hosts::setup),
         "kubernetes" => Kind::Chain(kubernetes::setup),
         "log" => Kind::Chain(log::setup),

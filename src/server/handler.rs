@@ -16,12 +16,20 @@ pub static PANICS: AtomicU64 = AtomicU64::new(0);
 
 /// What to do after handling a message.
 pub enum Handled {
-    /// Send the finished reply in the response buffer.
-    Reply,
+    /// Send the finished reply in the response buffer; then, if asked, run the refresh.
+    Reply(Option<Refresh>),
     /// Send nothing.
     Drop,
     /// Send `worker.upstream_msg` upstream and resume later.
     Upstream(Suspended),
+}
+
+/// A background refresh a plugin asked for when it answered from stored data: the rest
+/// of the chain runs again for the same question, and `owner` gets the result.
+pub struct Refresh {
+    block: Arc<Block>,
+    route: Arc<RouteTag>,
+    owner: usize,
 }
 
 /// A query waiting on an upstream exchange: what to send, and what is needed to
@@ -34,6 +42,9 @@ pub struct Suspended {
     /// The message to send (the plugin wrote it into the worker's buffer, which the
     /// next query reuses, so it is copied here).
     pub message: Vec<u8>,
+    /// A background refresh for plugin `.0`: its result goes to that plugin, not to a
+    /// client.
+    pub refresh_for: Option<usize>,
 }
 
 /// Handles one received message on `listener`; the reply, if any, is left finished in `resp`.
@@ -52,25 +63,25 @@ pub fn handle(
         Err(Reject::Error { rcode, question_end }) => {
             resp.start_reject(raw, rcode, question_end);
             resp.finish();
-            return Handled::Reply;
+            return Handled::Reply(None);
         }
     };
     // RFC 6891 6.1.3: a version we do not implement gets BADVERS (with our OPT, version 0).
     if req.edns.is_some_and(|e| e.version > 0) {
         resp.start(&req, Rcode::BADVERS);
         resp.finish();
-        return Handled::Reply;
+        return Handled::Reply(None);
     }
     let Some(route) = listener.router.route(req.qname.wire(), req.qtype == rtype::DS) else {
         resp.start(&req, Rcode::REFUSED);
         resp.finish();
-        return Handled::Reply;
+        return Handled::Reply(None);
     };
     let block = &route.block;
     if block.chain.is_empty() || (req.qclass != class::IN && !block.chain.handles_class(req.qclass)) {
         resp.start(&req, Rcode::REFUSED);
         resp.finish();
-        return Handled::Reply;
+        return Handled::Reply(None);
     }
     let mut q = Query {
         req: &req,
@@ -79,18 +90,83 @@ pub fn handle(
         route: &route.tag,
         answered_by: "",
         error: None,
+        refresh: false,
     };
     let all = block.chain.plugins().len();
     let outcome = contained(&mut q, all, |q| block.chain.run(q, 0));
+    let refresh = match outcome {
+        Outcome::Reply { at } if q.refresh => Some(Refresh {
+            block: block.clone(),
+            route: route.tag.clone(),
+            owner: at,
+        }),
+        _ => None,
+    };
     match finish(block, &mut q, outcome) {
-        None => Handled::Reply,
+        None => Handled::Reply(refresh),
         Some((at, request)) => Handled::Upstream(Suspended {
             block: block.clone(),
             route: route.tag.clone(),
             at,
             request,
             message: q.worker.upstream_msg.clone(),
+            refresh_for: None,
         }),
+    }
+}
+
+/// Runs a refresh: the chain after the plugin that asked, for the same question. The
+/// reply goes to that plugin's `on_refresh` only; nothing is sent and no other
+/// plugin's response hook sees it (it is not a client's query).
+pub fn refresh(
+    job: Refresh,
+    raw: &[u8],
+    transport: Transport,
+    client: SocketAddr,
+    local: SocketAddr,
+    worker: &mut WorkerCtx,
+    resp: &mut Response,
+) -> Handled {
+    let Ok(req) = Request::parse(raw, transport, client, local) else {
+        return Handled::Drop;
+    };
+    let mut q = Query {
+        req: &req,
+        resp,
+        worker,
+        route: &job.route,
+        answered_by: "",
+        error: None,
+        refresh: false,
+    };
+    let outcome = contained(&mut q, 0, |q| job.block.chain.run(q, job.owner + 1));
+    settle_refresh(&job.block, job.owner, &mut q, outcome).map_or(Handled::Drop, |(at, request)| {
+        Handled::Upstream(Suspended {
+            block: job.block.clone(),
+            route: job.route.clone(),
+            at,
+            request,
+            message: q.worker.upstream_msg.clone(),
+            refresh_for: Some(job.owner),
+        })
+    })
+}
+
+/// Delivers a refresh's reply to its owner, or returns where it suspended.
+fn settle_refresh(
+    block: &Block,
+    owner: usize,
+    q: &mut Query<'_, '_>,
+    outcome: Outcome,
+) -> Option<(usize, UpstreamRequest)> {
+    match outcome {
+        Outcome::Reply { .. } => {
+            q.resp.finish();
+            let p = &block.chain.plugins()[owner];
+            let _ = catch_unwind(AssertUnwindSafe(|| p.on_refresh(q)));
+            None
+        }
+        Outcome::Upstream { at, request } => Some((at, request)),
     }
 }
 
@@ -117,17 +193,24 @@ pub fn resume(
         route: &s.route,
         answered_by: "",
         error: None,
+        refresh: false,
     };
     let all = s.block.chain.plugins().len();
     let outcome = contained(&mut q, all, |q| s.block.chain.resume(q, s.at, reply, s.request.cookie));
-    match finish(&s.block, &mut q, outcome) {
-        None => Handled::Reply,
+    let next = match s.refresh_for {
+        Some(owner) => settle_refresh(&s.block, owner, &mut q, outcome),
+        None => finish(&s.block, &mut q, outcome),
+    };
+    match next {
+        None if s.refresh_for.is_some() => Handled::Drop,
+        None => Handled::Reply(None),
         Some((at, request)) => Handled::Upstream(Suspended {
             block: s.block.clone(),
             route: s.route.clone(),
             at,
             request,
             message: q.worker.upstream_msg.clone(),
+            refresh_for: s.refresh_for,
         }),
     }
 }

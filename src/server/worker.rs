@@ -3,8 +3,6 @@
 //! another thread: configuration comes from an `ArcSwap` load per batch, commands come
 //! through a channel it drains when its `Waker` fires.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -18,9 +16,10 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::build::Server;
-use super::handler::{self, Handled, Suspended};
+use super::handler::{self, Handled, Refresh, Suspended};
 use super::socket::{self, BATCH, UdpBatch};
-use crate::chain::{Rng, UpstreamProto, UpstreamReply, WorkerCtx};
+use super::upstream::{Outcome, Upstreams};
+use crate::chain::{UpstreamReply, WorkerCtx};
 use crate::dns::{Rcode, Response, Transport};
 use crate::plugin::timeouts::Timeouts;
 
@@ -149,6 +148,8 @@ enum Client {
     Tcp {
         conn: usize,
     },
+    /// A background refresh: nobody to answer.
+    Nobody,
 }
 
 /// A query waiting on an upstream: what resumes it and where its reply goes.
@@ -163,13 +164,6 @@ struct Waiting {
     received: Instant,
 }
 
-struct Pending {
-    waiting: Waiting,
-    upstream: UdpSocket,
-    id: u16,
-    deadline: Instant,
-}
-
 /// One worker thread's state.
 pub struct Worker {
     id: usize,
@@ -181,9 +175,7 @@ pub struct Worker {
     tcp_listeners: Vec<TcpListen>,
     conns: Vec<Option<Conn>>,
     free_conns: Vec<usize>,
-    pending: Vec<Option<Pending>>,
-    free_pending: Vec<usize>,
-    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
+    upstreams: Upstreams<Waiting>,
     batch: Box<UdpBatch>,
     replies: Vec<Response>,
     resp: Response,
@@ -192,6 +184,10 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     stopping: Option<Instant>,
     last_sweep: Instant,
+    /// Where upstream replies are read (65535 bytes, kept).
+    reply_buf: Vec<u8>,
+    /// Refreshes the current UDP batch asked for (kept for its capacity).
+    refreshes: Vec<(Refresh, Vec<u8>, SocketAddr, SocketAddr)>,
     /// Queries of the current UDP batch that wait on an upstream (kept for its capacity).
     to_suspend: Vec<(Suspended, Vec<u8>, Client, SocketAddr, SocketAddr)>,
 }
@@ -221,9 +217,7 @@ impl Worker {
             tcp_listeners: Vec::new(),
             conns: Vec::new(),
             free_conns: Vec::new(),
-            pending: Vec::new(),
-            free_pending: Vec::new(),
-            deadlines: BinaryHeap::new(),
+            upstreams: Upstreams::new(UPSTREAM << KIND_SHIFT),
             batch: UdpBatch::new(),
             replies: (0..BATCH).map(|_| Response::new()).collect(),
             resp: Response::new(),
@@ -233,6 +227,8 @@ impl Worker {
             stopping: None,
             last_sweep: Instant::now(),
             to_suspend: Vec::new(),
+            reply_buf: vec![0u8; 65535],
+            refreshes: Vec::new(),
         };
         Ok((w, waker))
     }
@@ -258,13 +254,13 @@ impl Worker {
                     UDP => self.udp_readable(idx),
                     TCP_LISTEN => self.accept(idx),
                     CONN => self.conn_ready(idx, ev.is_readable() || ev.is_read_closed(), ev.is_writable()),
-                    UPSTREAM => self.upstream_readable(idx),
+                    UPSTREAM => self.upstream_ready(idx),
                     _ => {}
                 }
             }
             self.expire();
             if let Some(deadline) = self.stopping {
-                let busy = self.pending.iter().any(Option::is_some)
+                let busy = self.upstreams.live() > 0
                     || self
                         .conns
                         .iter()
@@ -281,7 +277,7 @@ impl Worker {
         let now = Instant::now();
         // Even an idle worker comes round twice a second, so its heartbeat shows it alive.
         let mut t: Option<Duration> = Some(Duration::from_millis(500));
-        if let Some(Reverse((d, _))) = self.deadlines.peek() {
+        if let Some(d) = self.upstreams.next_deadline() {
             t = t.map(|t| t.min(d.saturating_duration_since(now)));
         }
         if self.conns.iter().any(Option::is_some) || self.stopping.is_some() {
@@ -448,7 +444,12 @@ impl Worker {
                     continue;
                 }
                 match handler::handle(listener, dg.data, Transport::Udp, dg.from, local, &mut self.ctx, resp) {
-                    Handled::Reply => *slot = Some((dg.from, dg.to)),
+                    Handled::Reply(refresh) => {
+                        *slot = Some((dg.from, dg.to));
+                        if let Some(job) = refresh {
+                            self.refreshes.push((job, dg.data.to_vec(), dg.from, local));
+                        }
+                    }
                     Handled::Drop => {}
                     Handled::Upstream(s) => {
                         let query = dg.data.to_vec();
@@ -486,6 +487,11 @@ impl Worker {
                 });
             }
             self.to_suspend = list;
+            let mut jobs = std::mem::take(&mut self.refreshes);
+            for (job, query, peer, local) in jobs.drain(..) {
+                self.run_refresh(job, &query, Transport::Udp, peer, local);
+            }
+            self.refreshes = jobs;
             if n < BATCH {
                 return;
             }
@@ -494,109 +500,51 @@ impl Worker {
 
     /// Sends a suspended query's message upstream and remembers where the reply goes.
     fn suspend(&mut self, mut w: Waiting) {
-        let live = self.pending.len() - self.free_pending.len();
-        let result = if live >= MAX_PENDING {
-            Err(io::Error::other("too many queries in flight"))
-        } else if w.suspended.request.proto == UpstreamProto::Tcp {
-            Err(io::Error::from(io::ErrorKind::Unsupported))
-        } else {
-            self.send_upstream(&mut w.suspended)
-        };
-        let (mut upstream, id) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                // Resume at once with the failure; the plugin decides (try another
-                // upstream, SERVFAIL).
-                return self.resume(w, UpstreamReply::Failed(e.kind()));
-            }
-        };
-        let slot = self.free_pending.pop().unwrap_or_else(|| {
-            self.pending.push(None);
-            self.pending.len() - 1
-        });
-        if self
-            .poll
-            .registry()
-            .register(&mut upstream, token(UPSTREAM, slot), Interest::READABLE)
-            .is_err()
-        {
-            self.free_pending.push(slot);
-            return self.resume(w, UpstreamReply::Failed(io::ErrorKind::Other));
-        }
         if let Client::Tcp { conn } = w.client {
             if let Some(Some(c)) = self.conns.get_mut(conn) {
                 c.inflight += 1;
             }
         }
-        let deadline = Instant::now() + w.suspended.request.timeout;
-        self.deadlines.push(Reverse((deadline, slot)));
-        self.pending[slot] = Some(Pending {
-            waiting: w,
-            upstream,
-            id,
-            deadline,
-        });
+        let request = w.suspended.request;
+        let mut msg = std::mem::take(&mut w.suspended.message);
+        let started = self.upstreams.start(self.poll.registry(), &request, &mut msg, w);
         self.stats
             .upstream_pending
-            .store((self.pending.len() - self.free_pending.len()) as u64, Ordering::Relaxed);
-    }
-
-    /// Sends `ctx.upstream_msg` from a fresh socket (a random source port, chosen by the
-    /// kernel) with a random ID; connecting it makes the kernel drop datagrams from any
-    /// other address (spoofing resistance, RFC 5452 section 9).
-    fn send_upstream(&mut self, s: &mut Suspended) -> io::Result<(UdpSocket, u16)> {
-        let msg = &mut s.message;
-        if msg.len() < 12 {
-            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+            .store(self.upstreams.live() as u64, Ordering::Relaxed);
+        if let Err((w, kind)) = started {
+            // Resume at once with the failure; the plugin decides (another upstream,
+            // SERVFAIL).
+            self.resumed(w, UpstreamReply::Failed(kind));
         }
-        let id = (Rng::secure_u64() & 0xFFFF) as u16;
-        msg[..2].copy_from_slice(&id.to_be_bytes());
-        let any: SocketAddr = if s.request.to.is_ipv4() {
-            "0.0.0.0:0".parse().expect("literal")
-        } else {
-            "[::]:0".parse().expect("literal")
-        };
-        let sock = UdpSocket::bind(any)?;
-        sock.connect(s.request.to)?;
-        sock.send(msg)?;
-        Ok((sock, id))
     }
 
-    fn upstream_readable(&mut self, slot: usize) {
-        let mut buf = [0u8; 65535];
-        loop {
-            let Some(Some(p)) = self.pending.get(slot) else { return };
-            let n = match p.upstream.recv(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    let w = self.take_pending(slot);
-                    return self.resume(w, UpstreamReply::Failed(e.kind()));
-                }
-            };
-            // Only a reply with the ID we sent counts; anything else is ignored and the
-            // wait goes on (RFC 5452 section 9.1).
-            if n < 12 || buf[..2] != p.id.to_be_bytes() || buf[2] & 0x80 == 0 {
-                continue;
+    fn upstream_ready(&mut self, slot: usize) {
+        let mut buf = std::mem::take(&mut self.reply_buf);
+        if let Some((waiters, outcome)) = self.upstreams.ready(self.poll.registry(), slot, &mut buf) {
+            self.stats
+                .upstream_pending
+                .store(self.upstreams.live() as u64, Ordering::Relaxed);
+            for w in waiters {
+                let reply = match outcome {
+                    Outcome::Reply(n) => UpstreamReply::Message(&buf[..n]),
+                    Outcome::Timeout => UpstreamReply::Timeout,
+                    Outcome::Failed(k) => UpstreamReply::Failed(k),
+                };
+                self.resumed(w, reply);
             }
-            let w = self.take_pending(slot);
-            return self.resume(w, UpstreamReply::Message(&buf[..n]));
         }
+        self.reply_buf = buf;
     }
 
-    fn take_pending(&mut self, slot: usize) -> Waiting {
-        let mut p = self.pending[slot].take().expect("caller checked the slot");
-        let _ = self.poll.registry().deregister(&mut p.upstream);
-        self.free_pending.push(slot);
-        if let Client::Tcp { conn } = p.waiting.client {
+    /// A waiting query's exchange ended: forget it in its TCP connection's count, then
+    /// resume it.
+    fn resumed(&mut self, w: Waiting, reply: UpstreamReply<'_>) {
+        if let Client::Tcp { conn } = w.client {
             if let Some(Some(c)) = self.conns.get_mut(conn) {
                 c.inflight = c.inflight.saturating_sub(1);
             }
         }
-        self.stats
-            .upstream_pending
-            .store((self.pending.len() - self.free_pending.len()) as u64, Ordering::Relaxed);
-        p.waiting
+        self.resume(w, reply);
     }
 
     /// Continues a suspended query and sends its reply (or suspends it again). Time is
@@ -614,7 +562,12 @@ impl Worker {
             &mut self.resp,
         );
         match handled {
-            Handled::Reply => self.send_to_client(w.client),
+            Handled::Reply(refresh) => {
+                self.send_to_client(w.client);
+                if let Some(job) = refresh {
+                    self.run_refresh(job, &w.query, w.transport, w.peer, w.local);
+                }
+            }
             Handled::Drop => {}
             Handled::Upstream(next) => self.suspend(Waiting { suspended: next, ..w }),
         }
@@ -631,6 +584,7 @@ impl Worker {
                     self.stats.dropped_replies.fetch_add(d as u64, Ordering::Relaxed);
                 }
             }
+            Client::Nobody => {}
             Client::Tcp { conn } => {
                 if let Some(Some(c)) = self.conns.get_mut(conn) {
                     frame_into(&mut c.wbuf, self.resp.bytes());
@@ -644,18 +598,14 @@ impl Worker {
     /// Times out upstream exchanges, and (every 100 ms) closes idle or stuck connections.
     fn expire(&mut self) {
         let now = Instant::now();
-        while let Some(Reverse((deadline, slot))) = self.deadlines.peek().copied() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop();
-            // The heap entry may be stale: the slot answered, or was reused since.
-            let live = matches!(&self.pending[slot], Some(p) if p.deadline == deadline);
-            if live {
-                let w = self.take_pending(slot);
-                self.resume(w, UpstreamReply::Timeout);
+        for waiters in self.upstreams.expire(self.poll.registry(), now) {
+            for w in waiters {
+                self.resumed(w, UpstreamReply::Timeout);
             }
         }
+        self.stats
+            .upstream_pending
+            .store(self.upstreams.live() as u64, Ordering::Relaxed);
         if now.duration_since(self.last_sweep) < Duration::from_millis(100) {
             return;
         }
@@ -804,6 +754,7 @@ impl Worker {
             .map(|l| &server.listeners[l]);
         let mut at = 0;
         let mut suspended = Vec::new();
+        let mut refreshes = Vec::new();
         while c.rbuf.len() >= at + 2 {
             let len = u16::from_be_bytes([c.rbuf[at], c.rbuf[at + 1]]) as usize;
             if c.rbuf.len() < at + 2 + len {
@@ -822,7 +773,12 @@ impl Worker {
                 &mut self.ctx,
                 &mut self.resp,
             ) {
-                Handled::Reply => frame_into(&mut c.wbuf, self.resp.bytes()),
+                Handled::Reply(refresh) => {
+                    frame_into(&mut c.wbuf, self.resp.bytes());
+                    if let Some(job) = refresh {
+                        refreshes.push((job, msg.to_vec()));
+                    }
+                }
                 Handled::Drop => {}
                 Handled::Upstream(s) => suspended.push((s, msg.to_vec())),
             }
@@ -845,6 +801,25 @@ impl Worker {
                 local,
                 received: self.ctx.now,
             });
+        }
+        for (job, query) in refreshes {
+            self.run_refresh(job, &query, Transport::Tcp, peer, local);
+        }
+    }
+
+    /// Runs a plugin's background refresh of an answer it gave from stored data.
+    fn run_refresh(&mut self, job: Refresh, query: &[u8], transport: Transport, peer: SocketAddr, local: SocketAddr) {
+        match handler::refresh(job, query, transport, peer, local, &mut self.ctx, &mut self.resp) {
+            Handled::Upstream(s) => self.suspend(Waiting {
+                suspended: s,
+                query: query.to_vec(),
+                client: Client::Nobody,
+                transport,
+                peer,
+                local,
+                received: self.ctx.now,
+            }),
+            Handled::Reply(_) | Handled::Drop => {}
         }
     }
 
@@ -901,11 +876,11 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.free_conns.push(slot);
             // Replies still owed to this connection are dropped when they arrive.
-            for p in self.pending.iter_mut().flatten() {
-                if matches!(p.waiting.client, Client::Tcp { conn } if conn == slot) {
-                    p.waiting.client = Client::Tcp { conn: usize::MAX };
+            self.upstreams.for_each_waiter(|w| {
+                if matches!(w.client, Client::Tcp { conn } if conn == slot) {
+                    w.client = Client::Tcp { conn: usize::MAX };
                 }
-            }
+            });
         }
     }
 }

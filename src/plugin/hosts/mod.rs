@@ -551,6 +551,7 @@ mod tests {
             },
             answered_by: "",
             error: None,
+            refresh: false,
         };
         let step = h.serve(&mut q);
         let reply = matches!(step, Step::Answered).then(|| q.resp.finish().to_vec());

@@ -150,6 +150,8 @@ impl Kubernetes {
                         proto: UpstreamProto::Udp,
                         timeout: Duration::from_secs(2),
                         cookie: 0,
+                        coalesce: None,
+                        expire: Duration::from_secs(10),
                     })
                 }
             },

@@ -149,6 +149,7 @@ fn respond(p: &dyn Plugin, route: &RouteTag, q: &Q, worker: &mut WorkerCtx, resp
         route,
         answered_by: q.by,
         error: None,
+        refresh: false,
     };
     p.on_response(&mut query);
 }
@@ -401,6 +402,7 @@ fn recording_a_query_does_not_allocate() {
         route: &a,
         answered_by: "whoami",
         error: None,
+        refresh: false,
     };
     ALLOCATIONS.with(|c| c.set(Some(0)));
     for i in 0..1000 {

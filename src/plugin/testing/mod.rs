@@ -51,6 +51,8 @@ impl Plugin for TestUpstream {
             proto: UpstreamProto::Udp,
             timeout: self.timeout,
             cookie: 7,
+            coalesce: None,
+            expire: Duration::from_secs(10),
         })
     }
 

@@ -1,0 +1,110 @@
+//! The health checker: a background thread that probes upstreams marked down with
+//! `. IN NS` (any reply, even SERVFAIL, counts as alive, as in CoreDNS) every
+//! `health_check` interval, and puts them back in service when they answer. It does
+//! blocking I/O, on its own thread, never on a worker.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::{HealthOptions, Upstream, health_failed};
+
+/// The running checker.
+pub struct Checker {
+    thread: Option<JoinHandle<()>>,
+}
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn probe_message(opts: &HealthOptions, id: u16) -> Vec<u8> {
+    let flags: u16 = if opts.no_rec { 0 } else { 0x0100 };
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&flags.to_be_bytes());
+    m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    m.extend_from_slice(&opts.domain);
+    m.extend_from_slice(&[0, 2, 0, 1]); // NS IN
+    m
+}
+
+/// Whether `to` answers the probe within the timeout.
+fn probe(to: SocketAddr, opts: &HealthOptions, tcp: bool) -> bool {
+    let id = (crate::chain::Rng::secure_u64() & 0xFFFF) as u16;
+    let msg = probe_message(opts, id);
+    let answered = |reply: &[u8]| reply.len() >= 12 && reply[..2] == id.to_be_bytes() && reply[2] & 0x80 != 0;
+    if tcp {
+        let Ok(mut s) = TcpStream::connect_timeout(&to, PROBE_TIMEOUT) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(PROBE_TIMEOUT));
+        let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&msg);
+        let mut len = [0u8; 2];
+        if s.write_all(&framed).is_err() || s.read_exact(&mut len).is_err() {
+            return false;
+        }
+        let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+        return s.read_exact(&mut reply).is_ok() && answered(&reply);
+    }
+    let any: SocketAddr = if to.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    };
+    let Ok(s) = UdpSocket::bind(any) else { return false };
+    let _ = s.set_read_timeout(Some(PROBE_TIMEOUT));
+    if s.connect(to).is_err() || s.send(&msg).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    matches!(s.recv(&mut buf), Ok(n) if answered(&buf[..n]))
+}
+
+impl Checker {
+    /// Starts probing `upstreams` that are down.
+    pub fn start(
+        upstreams: Vec<Arc<Upstream>>,
+        opts: HealthOptions,
+        max_fails: u32,
+        tcp: bool,
+        stop: Arc<AtomicBool>,
+    ) -> Checker {
+        let thread = std::thread::Builder::new()
+            .name("forward-health".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    for u in &upstreams {
+                        if stop.load(Ordering::Acquire) {
+                            return;
+                        }
+                        if !u.down(max_fails) {
+                            continue;
+                        }
+                        if probe(u.addr, &opts, tcp) {
+                            log::info!(target: "plugin/forward", "upstream {} is healthy again", u.addr);
+                            u.fails.store(0, Ordering::Relaxed);
+                        } else {
+                            health_failed(u);
+                        }
+                    }
+                    // Sleep in short steps so that stop is prompt.
+                    let mut left = opts.interval;
+                    while !left.is_zero() && !stop.load(Ordering::Acquire) {
+                        let step = left.min(Duration::from_millis(50));
+                        std::thread::sleep(step);
+                        left -= step;
+                    }
+                }
+            })
+            .ok();
+        Checker { thread }
+    }
+
+    pub fn stop(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! `forward`: sends queries to upstream resolvers through the worker's upstream path
+//! (README.md beside this file). The plugin does no I/O on the query path: it picks an
+//! upstream and writes the message; the worker sends it, waits without blocking, and
+//! resumes the plugin with the reply, the timeout or the error.
+
+use std::hash::Hasher;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
+use crate::config::{ConfigError, Directive};
+use crate::dns::{Rcode, Section, Transport, flag, rtype, wire};
+use crate::kubernetes::snapshot::FxHasher;
+use crate::metrics::{Families, Histogram, bump};
+use crate::plugin::{SetupCtx, once};
+
+mod health;
+pub mod setup;
+
+pub use setup::{Options, Policy};
+
+/// Upstream request durations, CoreDNS's `coredns_proxy_request_duration_seconds` buckets.
+static DURATION_BUCKETS: [f64; 16] = [
+    0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192,
+];
+/// The rcodes duration metrics are kept apart for; others count as `other`.
+const RCODE_SLOTS: [Rcode; 4] = [Rcode::NOERROR, Rcode::NXDOMAIN, Rcode::SERVFAIL, Rcode::REFUSED];
+/// The whole time a query may spend being forwarded (CoreDNS's overall deadline).
+const QUERY_DEADLINE: Duration = Duration::from_secs(5);
+
+/// One upstream and its health.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// Consecutive failures; at `max_fails` the upstream is down until a health check
+    /// gets an answer.
+    fails: AtomicU32,
+    /// Per worker, per rcode slot (+ other): request durations.
+    durations: Vec<Vec<Histogram>>,
+    health_failures: AtomicU64,
+}
+
+impl Upstream {
+    fn down(&self, max_fails: u32) -> bool {
+        max_fails > 0 && self.fails.load(Ordering::Relaxed) >= max_fails
+    }
+}
+
+/// The plugin.
+pub struct Forward {
+    opts: Options,
+    upstreams: Vec<Arc<Upstream>>,
+    /// Next upstream for `policy round_robin`.
+    next: AtomicUsize,
+    /// Queries in flight (for `max_concurrent`).
+    inflight: AtomicUsize,
+    max_concurrent_rejects: AtomicU64,
+    healthcheck_broken: AtomicU64,
+    checker: Mutex<Option<health::Checker>>,
+    stopped: Arc<AtomicBool>,
+}
+
+/// Parses `forward FROM TO... { ... }`.
+pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+    let d = once("forward", dirs)?;
+    let opts = setup::parse(d, ctx)?;
+    let upstreams = opts
+        .to
+        .iter()
+        .map(|&addr| {
+            Arc::new(Upstream {
+                addr,
+                fails: AtomicU32::new(0),
+                durations: (0..ctx.workers.max(1))
+                    .map(|_| {
+                        (0..=RCODE_SLOTS.len())
+                            .map(|_| Histogram::new(&DURATION_BUCKETS))
+                            .collect()
+                    })
+                    .collect(),
+                health_failures: AtomicU64::new(0),
+            })
+        })
+        .collect();
+    Ok(Arc::new(Forward {
+        opts,
+        upstreams,
+        next: AtomicUsize::new(0),
+        inflight: AtomicUsize::new(0),
+        max_concurrent_rejects: AtomicU64::new(0),
+        healthcheck_broken: AtomicU64::new(0),
+        checker: Mutex::new(None),
+        stopped: Arc::new(AtomicBool::new(false)),
+    }))
+}
+
+/// What a forwarded query carries from try to try (in the upstream request's cookie).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Attempt {
+    /// Index of the upstream tried, in `upstreams`.
+    upstream: u8,
+    /// Tries made so far (the first is 0).
+    tries: u8,
+    /// Upstreams tried so far, as a bit set (at most 15 upstreams).
+    tried: u16,
+    tcp: bool,
+}
+
+impl Attempt {
+    fn pack(self) -> u64 {
+        u64::from(self.upstream)
+            | (u64::from(self.tries) << 8)
+            | (u64::from(self.tried) << 16)
+            | (u64::from(self.tcp) << 32)
+    }
+
+    fn unpack(c: u64) -> Attempt {
+        Attempt {
+            upstream: c as u8,
+            tries: (c >> 8) as u8,
+            tried: (c >> 16) as u16,
+            tcp: (c >> 32) & 1 == 1,
+        }
+    }
+}
+
+impl Forward {
+    /// Whether this plugin forwards `q`'s name: at or below FROM and not excepted.
+    fn matches(&self, q: &Query<'_, '_>) -> bool {
+        let name = &q.req.qname;
+        name.labels_before(&self.opts.from).is_some()
+            && !self.opts.except.iter().any(|e| name.labels_before(e).is_some())
+    }
+
+    /// The next upstream to try, by policy, among those not tried yet; healthy ones
+    /// first. With every upstream down, one is tried anyway (CoreDNS counts that in
+    /// `coredns_forward_healthcheck_broken_total`).
+    fn pick(&self, q: &mut Query<'_, '_>, tried: u16) -> Option<usize> {
+        let n = self.upstreams.len();
+        let untried = |i: usize| tried & (1 << i) == 0;
+        let start = match self.opts.policy {
+            Policy::Random => q.worker.rng.below(n),
+            Policy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            Policy::Sequential => 0,
+        };
+        let order = (0..n).map(|k| (start + k) % n);
+        if let Some(i) = order
+            .clone()
+            .find(|&i| untried(i) && !self.upstreams[i].down(self.opts.max_fails))
+        {
+            return Some(i);
+        }
+        if tried == 0 {
+            // Everything is down: try one anyway (unless told to fail fast).
+            self.healthcheck_broken.fetch_add(1, Ordering::Relaxed);
+            if self.opts.failfast_all_unhealthy {
+                return None;
+            }
+            return Some(start);
+        }
+        order.clone().find(|&i| untried(i))
+    }
+
+    /// Hands the query to the worker for upstream `a.upstream`.
+    fn send(&self, q: &mut Query<'_, '_>, a: Attempt) -> Step {
+        let msg = &mut q.worker.upstream_msg;
+        msg.clear();
+        msg.extend_from_slice(q.req.raw);
+        // The query goes out with our own (random, set by the worker) ID; the flags
+        // the client set (RD, CD) and its EDNS go with it.
+        let mut key = FxHasher::default();
+        key.write_usize(self as *const Forward as usize);
+        key.write(q.req.qname.wire());
+        key.write_u8(a.tcp as u8);
+        key.write(&[
+            q.req.qtype as u8,
+            (q.req.qtype >> 8) as u8,
+            q.req.dnssec_ok() as u8,
+            q.req.cd() as u8,
+        ]);
+        Step::Upstream(UpstreamRequest {
+            to: self.upstreams[a.upstream as usize].addr,
+            proto: if a.tcp { UpstreamProto::Tcp } else { UpstreamProto::Udp },
+            timeout: self.opts.read_timeout,
+            cookie: a.pack(),
+            // Retries are not coalesced: they must really go out again.
+            coalesce: (a.tries == 0).then(|| key.finish()),
+            expire: self.opts.expire,
+        })
+    }
+
+    /// Whether to send over TCP first: `force_tcp`, or the client's transport unless
+    /// `prefer_udp`.
+    fn first_tcp(&self, q: &Query<'_, '_>) -> bool {
+        self.opts.force_tcp || (q.req.transport == Transport::Tcp && !self.opts.prefer_udp)
+    }
+
+    fn done(&self) {
+        self.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Tries the next upstream, or fails the query when none is left or time is up.
+    fn retry(&self, q: &mut Query<'_, '_>, a: Attempt, why: &'static str) -> Step {
+        let out_of_time = q.worker.now.elapsed() >= QUERY_DEADLINE;
+        let next = if out_of_time { None } else { self.pick(q, a.tried) };
+        match next {
+            Some(i) if usize::from(a.tries) + 1 < self.opts.max_tries => {
+                let next = Attempt {
+                    upstream: i as u8,
+                    tries: a.tries + 1,
+                    tried: a.tried | (1 << i),
+                    tcp: self.first_tcp(q),
+                };
+                self.send(q, next)
+            }
+            _ => {
+                self.done();
+                Step::Fail(Rcode::SERVFAIL, Some(ChainError::Plugin("forward", why.into())))
+            }
+        }
+    }
+
+    fn record(&self, worker: usize, upstream: usize, rcode: Option<Rcode>, elapsed: Duration) {
+        let slot = rcode
+            .and_then(|r| RCODE_SLOTS.iter().position(|x| *x == r))
+            .unwrap_or(RCODE_SLOTS.len());
+        if let Some(h) = self.upstreams[upstream].durations.get(worker).and_then(|w| w.get(slot)) {
+            h.observe(elapsed.as_secs_f64());
+        }
+    }
+}
+
+/// Whether `reply` answers exactly the question of the request `raw` (name compared
+/// case-insensitively, as CoreDNS's `Match`).
+fn same_question(raw: &[u8], reply: &[u8]) -> bool {
+    let mut a = [0u8; wire::MAX_NAME_LEN];
+    let mut b = [0u8; wire::MAX_NAME_LEN];
+    let (Some((ea, la)), Some((eb, lb))) = (wire::read_name(raw, 12, &mut a), wire::read_name(reply, 12, &mut b))
+    else {
+        return false;
+    };
+    reply.len() >= eb + 4
+        && u16::from_be_bytes([reply[4], reply[5]]) == 1
+        && a[..la].eq_ignore_ascii_case(&b[..lb])
+        && raw.get(ea..ea + 4) == reply.get(eb..eb + 4)
+}
+
+/// Copies an upstream reply into the response: its rcode (extended bits included),
+/// AA/RA/AD flags and every record but the OPT; the response's own size limit applies.
+fn relay(q: &mut Query<'_, '_>, reply: &[u8]) {
+    let flags = u16::from_be_bytes([reply[2], reply[3]]);
+    let counts = [2usize, 3, 4, 5].map(|i| u16::from_be_bytes([reply[2 * i], reply[2 * i + 1]]));
+    let mut at = 12;
+    for _ in 0..counts[0] {
+        match wire::skip_name(reply, at) {
+            Some(e) => at = e + 4,
+            None => return,
+        }
+    }
+    // The extended rcode bits live in the OPT record's TTL (RFC 6891 6.1.3).
+    let mut ext = 0u16;
+    let mut scan = at;
+    for i in 0..(counts[1] as usize + counts[2] as usize + counts[3] as usize) {
+        let Some(name_end) = wire::skip_name(reply, scan) else {
+            break;
+        };
+        if i >= (counts[1] + counts[2]) as usize && wire::get_u16(reply, name_end) == Some(rtype::OPT) {
+            ext = u16::from(reply.get(name_end + 4).copied().unwrap_or(0));
+        }
+        match wire::skip_record(reply, scan) {
+            Some(e) => scan = e,
+            None => break,
+        }
+    }
+    q.resp.start(q.req, Rcode((ext << 4) | (flags & 0xF)));
+    for bit in [flag::AA, flag::RA, flag::AD] {
+        q.resp.set_flag(bit, flags & bit != 0);
+    }
+    if flags & flag::TC != 0 {
+        q.resp.set_flag(flag::TC, true);
+    }
+    for (section, n) in [Section::Answer, Section::Authority, Section::Additional]
+        .into_iter()
+        .zip(&counts[1..])
+    {
+        for _ in 0..*n {
+            let Some(name_end) = wire::skip_name(reply, at) else {
+                return;
+            };
+            if wire::get_u16(reply, name_end) == Some(rtype::OPT) {
+                match wire::skip_record(reply, at) {
+                    Some(e) => at = e,
+                    None => return,
+                }
+                continue;
+            }
+            match q.resp.push_copied(section, reply, at) {
+                Ok(next) => at = next,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+impl Plugin for Forward {
+    fn name(&self) -> &'static str {
+        "forward"
+    }
+
+    fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        if !self.matches(q) {
+            return Step::Next;
+        }
+        if let Some(max) = self.opts.max_concurrent {
+            if self.inflight.load(Ordering::Relaxed) >= max {
+                self.max_concurrent_rejects.fetch_add(1, Ordering::Relaxed);
+                return Step::Fail(
+                    Rcode::REFUSED,
+                    Some(ChainError::Plugin("forward", "max_concurrent reached".into())),
+                );
+            }
+        }
+        let Some(i) = self.pick(q, 0) else {
+            return Step::Fail(
+                Rcode::SERVFAIL,
+                Some(ChainError::Plugin("forward", "no healthy upstreams".into())),
+            );
+        };
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        let a = Attempt {
+            upstream: i as u8,
+            tries: 0,
+            tried: 1 << i,
+            tcp: self.first_tcp(q),
+        };
+        self.send(q, a)
+    }
+
+    fn resume(&self, q: &mut Query<'_, '_>, reply: UpstreamReply<'_>, cookie: u64) -> Step {
+        let a = Attempt::unpack(cookie);
+        let up = a.upstream as usize;
+        let elapsed = q.worker.now.elapsed();
+        let msg = match reply {
+            UpstreamReply::Message(m) => m,
+            UpstreamReply::Timeout | UpstreamReply::Failed(_) => {
+                self.record(q.worker.id, up, None, elapsed);
+                self.upstreams[up].fails.fetch_add(1, Ordering::Relaxed);
+                let why = if matches!(reply, UpstreamReply::Timeout) {
+                    "upstream timed out"
+                } else {
+                    "upstream failed"
+                };
+                return self.retry(q, a, why);
+            }
+        };
+        let rcode = Rcode(u16::from(msg[3] & 0xF));
+        self.record(q.worker.id, up, Some(rcode), elapsed);
+        // An answer of any kind proves the upstream alive.
+        self.upstreams[up].fails.store(0, Ordering::Relaxed);
+        if !same_question(q.req.raw, msg) {
+            // Not an answer to what was asked (CoreDNS: FORMERR to the client).
+            self.done();
+            return Step::Fail(
+                Rcode::FORMERR,
+                Some(ChainError::Plugin(
+                    "forward",
+                    "reply does not match the question".into(),
+                )),
+            );
+        }
+        let truncated = u16::from_be_bytes([msg[2], msg[3]]) & flag::TC != 0;
+        if truncated && !a.tcp && self.opts.prefer_udp && q.worker.now.elapsed() < QUERY_DEADLINE {
+            // prefer_udp: a truncated UDP answer is asked again over TCP.
+            return self.send(
+                q,
+                Attempt {
+                    tcp: true,
+                    tries: a.tries + 1,
+                    ..a
+                },
+            );
+        }
+        if self.opts.failover.contains(&rcode) {
+            return self.retry(q, a, "failover rcode from every upstream");
+        }
+        let nodata = rcode == Rcode::NOERROR && u16::from_be_bytes([msg[6], msg[7]]) == 0;
+        if self.opts.next.contains(&rcode) || (self.opts.next_on_nodata && nodata) {
+            self.done();
+            return Step::Next;
+        }
+        relay(q, msg);
+        self.done();
+        Step::Answered
+    }
+
+    fn start(&self) {
+        if self.opts.max_fails == 0 {
+            return;
+        }
+        *self.checker.lock() = Some(health::Checker::start(
+            self.upstreams.clone(),
+            self.opts.health.clone(),
+            self.opts.max_fails,
+            self.opts.force_tcp,
+            self.stopped.clone(),
+        ));
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        if let Some(c) = self.checker.lock().take() {
+            c.stop();
+        }
+    }
+
+    fn metrics(&self, out: &mut Families) {
+        out.counter(
+            "coredns_forward_healthcheck_broken_total",
+            "Counter of the number of complete failures of the healthchecks.",
+            &[],
+            self.healthcheck_broken.load(Ordering::Relaxed) as f64,
+        );
+        out.counter(
+            "coredns_forward_max_concurrent_rejects_total",
+            "Counter of the number of queries rejected because the concurrent queries were at maximum.",
+            &[],
+            self.max_concurrent_rejects.load(Ordering::Relaxed) as f64,
+        );
+        for u in &self.upstreams {
+            let to = u.addr.to_string();
+            out.counter(
+                "coredns_proxy_healthcheck_failures_total",
+                "Counter of the number of failed healthchecks.",
+                &[("proxy_name", "forward"), ("to", &to)],
+                u.health_failures.load(Ordering::Relaxed) as f64,
+            );
+            for slot in 0..=RCODE_SLOTS.len() {
+                let mut counts = vec![0u64; DURATION_BUCKETS.len() + 1];
+                let mut sum = 0.0;
+                for w in &u.durations {
+                    w[slot].add_to(&mut counts, &mut sum);
+                }
+                if counts.iter().all(|c| *c == 0) {
+                    continue;
+                }
+                let rcode = RCODE_SLOTS
+                    .get(slot)
+                    .map_or_else(|| "other".to_string(), |r| r.name().into_owned());
+                out.histogram(
+                    "coredns_proxy_request_duration_seconds",
+                    "Histogram of the time each request took.",
+                    &[("proxy_name", "forward"), ("to", &to), ("rcode", &rcode)],
+                    &DURATION_BUCKETS,
+                    &counts,
+                    sum,
+                );
+            }
+        }
+    }
+}
+
+/// Counts a health check failure (the checker thread's only write).
+fn health_failed(u: &Upstream) {
+    bump(&u.health_failures, 1);
+}
+
+/// `max_fails`, `health_check` and friends, for the checker.
+#[derive(Clone, Debug)]
+pub struct HealthOptions {
+    pub interval: Duration,
+    /// Send the probe with RD clear.
+    pub no_rec: bool,
+    /// The probe's name (wire), default the root.
+    pub domain: Vec<u8>,
+}
+
+/// Resolv.conf-style `nameserver` addresses in `text`, port 53.
+pub fn nameservers(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| w.next()).flatten()
+        })
+        .filter_map(|ip| ip.split('%').next().and_then(|i| i.parse::<IpAddr>().ok()))
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}

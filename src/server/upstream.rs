@@ -1,0 +1,355 @@
+//! A worker's upstream exchanges: the messages plugins hand it (forward's queries, the
+//! kubernetes plugin's CNAME chases), sent over UDP or TCP, with their deadlines.
+//!
+//! * UDP: a fresh socket per exchange, connected to the upstream, so the kernel picks
+//!   a random source port and drops datagrams from anyone else; the message ID is
+//!   random too, and a reply must carry it (RFC 5452 section 9).
+//! * TCP: connections are pooled per upstream and reused until idle for `expire`; a
+//!   reused connection that turns out closed is retried once on a fresh one.
+//! * Coalescing: an exchange started with a key is shared by later requests with the
+//!   same key while it is in flight: the message goes out once, and every waiter
+//!   resumes with the same reply.
+//!
+//! Nothing here blocks: sockets are non-blocking and registered in the worker's Poll.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpStream, UdpSocket};
+use mio::{Interest, Registry, Token};
+
+use crate::chain::{Rng, UpstreamProto, UpstreamRequest};
+
+/// Exchanges in flight per worker; beyond it new ones fail at once.
+pub const MAX_EXCHANGES: usize = 4096;
+/// Idle pooled TCP connections kept per upstream.
+const MAX_IDLE_PER_UPSTREAM: usize = 8;
+
+enum Conn {
+    Udp(UdpSocket),
+    Tcp(TcpState),
+}
+
+struct TcpState {
+    stream: TcpStream,
+    /// The framed message, and how much of it is written.
+    out: Vec<u8>,
+    written: usize,
+    /// The reply as it arrives (length prefix included).
+    input: Vec<u8>,
+    /// Taken from the pool (if it fails before any reply byte, retry on a new one).
+    reused: bool,
+}
+
+struct Exchange<W> {
+    waiters: Vec<W>,
+    conn: Conn,
+    to: SocketAddr,
+    id: u16,
+    deadline: Instant,
+    key: Option<u64>,
+}
+
+/// How an exchange ended.
+pub enum Outcome {
+    /// A reply with the right ID from the queried address: `len` bytes at the start of
+    /// the caller's buffer.
+    Reply(usize),
+    Timeout,
+    Failed(io::ErrorKind),
+}
+
+/// A worker's exchanges. `W` is what the worker needs to resume a waiting query.
+pub struct Upstreams<W> {
+    slots: Vec<Option<Exchange<W>>>,
+    free: Vec<usize>,
+    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
+    by_key: HashMap<u64, usize>,
+    pool: HashMap<SocketAddr, Vec<(TcpStream, Instant)>>,
+    /// Token kind bits the worker reserved for these sockets.
+    token_base: usize,
+}
+
+impl<W> Upstreams<W> {
+    pub fn new(token_base: usize) -> Upstreams<W> {
+        Upstreams {
+            slots: Vec::new(),
+            free: Vec::new(),
+            deadlines: BinaryHeap::new(),
+            by_key: HashMap::new(),
+            pool: HashMap::new(),
+            token_base,
+        }
+    }
+
+    /// Exchanges in flight.
+    pub fn live(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// The earliest deadline, for the poll timeout.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((d, _))| *d)
+    }
+
+    /// Calls `f` on every waiting query (to forget a client that went away).
+    pub fn for_each_waiter(&mut self, mut f: impl FnMut(&mut W)) {
+        for x in self.slots.iter_mut().flatten() {
+            x.waiters.iter_mut().for_each(&mut f);
+        }
+    }
+
+    /// Starts an exchange for `waiter` (or joins one in flight with the same key).
+    /// On failure the waiter comes back with the reason.
+    pub fn start(
+        &mut self,
+        reg: &Registry,
+        req: &UpstreamRequest,
+        msg: &mut [u8],
+        waiter: W,
+    ) -> Result<(), (W, io::ErrorKind)> {
+        if let Some(key) = req.coalesce {
+            if let Some(&slot) = self.by_key.get(&key) {
+                if let Some(Some(x)) = self.slots.get_mut(slot) {
+                    x.waiters.push(waiter);
+                    return Ok(());
+                }
+            }
+        }
+        if self.live() >= MAX_EXCHANGES {
+            return Err((waiter, io::ErrorKind::WouldBlock));
+        }
+        if msg.len() < 12 {
+            return Err((waiter, io::ErrorKind::InvalidInput));
+        }
+        let id = (Rng::secure_u64() & 0xFFFF) as u16;
+        msg[..2].copy_from_slice(&id.to_be_bytes());
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        let token = Token(self.token_base | slot);
+        let conn = match req.proto {
+            UpstreamProto::Udp => udp_send(reg, token, req.to, msg),
+            UpstreamProto::Tcp => self.tcp_open(reg, token, req.to, msg, req.expire),
+        };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                self.free.push(slot);
+                return Err((waiter, e.kind()));
+            }
+        };
+        let deadline = Instant::now() + req.timeout;
+        self.deadlines.push(Reverse((deadline, slot)));
+        if let Some(key) = req.coalesce {
+            self.by_key.insert(key, slot);
+        }
+        self.slots[slot] = Some(Exchange {
+            waiters: vec![waiter],
+            conn,
+            to: req.to,
+            id,
+            deadline,
+            key: req.coalesce,
+        });
+        Ok(())
+    }
+
+    /// A pooled connection to `to` that has not idled past `expire`, or a new one.
+    fn tcp_open(
+        &mut self,
+        reg: &Registry,
+        token: Token,
+        to: SocketAddr,
+        msg: &[u8],
+        expire: Duration,
+    ) -> io::Result<Conn> {
+        let mut out = Vec::with_capacity(msg.len() + 2);
+        out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        out.extend_from_slice(msg);
+        let mut reused = None;
+        if let Some(idle) = self.pool.get_mut(&to) {
+            while let Some((s, since)) = idle.pop() {
+                if since.elapsed() < expire {
+                    reused = Some(s);
+                    break;
+                }
+            }
+        }
+        let is_reused = reused.is_some();
+        let mut stream = match reused {
+            Some(s) => s,
+            None => TcpStream::connect(to)?,
+        };
+        reg.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        Ok(Conn::Tcp(TcpState {
+            stream,
+            out,
+            written: 0,
+            input: Vec::new(),
+            reused: is_reused,
+        }))
+    }
+
+    /// Handles readiness of exchange `slot`. When it ends, returns its waiters and the
+    /// outcome (a reply is copied to the start of `buf`).
+    pub fn ready(&mut self, reg: &Registry, slot: usize, buf: &mut [u8]) -> Option<(Vec<W>, Outcome)> {
+        let x = self.slots.get_mut(slot)?.as_mut()?;
+        let id = x.id;
+        let result = match &mut x.conn {
+            Conn::Udp(sock) => loop {
+                match sock.recv(buf) {
+                    // Only a reply with the ID sent counts; anything else is ignored
+                    // and the wait goes on (RFC 5452 section 9.1).
+                    Ok(n) if n >= 12 && buf[..2] == id.to_be_bytes() && buf[2] & 0x80 != 0 => {
+                        break Some(Outcome::Reply(n));
+                    }
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+                    Err(e) => break Some(Outcome::Failed(e.kind())),
+                }
+            },
+            Conn::Tcp(t) => tcp_progress(t, id, buf),
+        };
+        let outcome = match result {
+            None => return None,
+            // A pooled connection the upstream had closed: once more, on a new one.
+            Some(Outcome::Failed(_)) if matches!(&x.conn, Conn::Tcp(t) if t.reused && t.input.is_empty()) => {
+                let Conn::Tcp(old) = &mut x.conn else { unreachable!() };
+                let _ = reg.deregister(&mut old.stream);
+                let msg = old.out[2..].to_vec();
+                let to = x.to;
+                let token = Token(self.token_base | slot);
+                match self.tcp_open_fresh(reg, token, to, &msg) {
+                    Ok(c) => {
+                        self.slots[slot].as_mut().expect("live slot").conn = c;
+                        return None;
+                    }
+                    Err(e) => Outcome::Failed(e.kind()),
+                }
+            }
+            Some(o) => o,
+        };
+        Some(self.finish(reg, slot, outcome))
+    }
+
+    fn tcp_open_fresh(&mut self, reg: &Registry, token: Token, to: SocketAddr, msg: &[u8]) -> io::Result<Conn> {
+        let mut out = Vec::with_capacity(msg.len() + 2);
+        out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        out.extend_from_slice(msg);
+        let mut stream = TcpStream::connect(to)?;
+        reg.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        Ok(Conn::Tcp(TcpState {
+            stream,
+            out,
+            written: 0,
+            input: Vec::new(),
+            reused: false,
+        }))
+    }
+
+    /// Ends exchange `slot`: releases its socket (a TCP connection that delivered a
+    /// whole reply goes back to the pool) and returns its waiters.
+    fn finish(&mut self, reg: &Registry, slot: usize, outcome: Outcome) -> (Vec<W>, Outcome) {
+        let x = self.slots[slot].take().expect("live slot");
+        self.free.push(slot);
+        if let Some(k) = x.key {
+            if self.by_key.get(&k) == Some(&slot) {
+                self.by_key.remove(&k);
+            }
+        }
+        match x.conn {
+            Conn::Udp(mut s) => {
+                let _ = reg.deregister(&mut s);
+            }
+            Conn::Tcp(mut t) => {
+                let _ = reg.deregister(&mut t.stream);
+                if matches!(outcome, Outcome::Reply(_)) {
+                    let idle = self.pool.entry(x.to).or_default();
+                    if idle.len() < MAX_IDLE_PER_UPSTREAM {
+                        idle.push((t.stream, Instant::now()));
+                    }
+                }
+            }
+        }
+        (x.waiters, outcome)
+    }
+
+    /// Ends the exchanges whose deadline passed; returns their waiters.
+    pub fn expire(&mut self, reg: &Registry, now: Instant) -> Vec<Vec<W>> {
+        let mut out = Vec::new();
+        while let Some(Reverse((deadline, slot))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            // The heap entry may be stale: the slot finished, or was reused since.
+            if matches!(&self.slots[slot], Some(x) if x.deadline == deadline) {
+                out.push(self.finish(reg, slot, Outcome::Timeout).0);
+            }
+        }
+        // Idle pooled connections past any reasonable reuse age are closed.
+        self.pool.retain(|_, idle| {
+            idle.retain(|(_, since)| since.elapsed() < Duration::from_secs(60));
+            !idle.is_empty()
+        });
+        out
+    }
+}
+
+fn udp_send(reg: &Registry, token: Token, to: SocketAddr, msg: &[u8]) -> io::Result<Conn> {
+    let any: SocketAddr = if to.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    };
+    let mut sock = UdpSocket::bind(any)?;
+    sock.connect(to)?;
+    sock.send(msg)?;
+    reg.register(&mut sock, token, Interest::READABLE)?;
+    Ok(Conn::Udp(sock))
+}
+
+/// Moves a TCP exchange along: write what is left, read what arrived; a whole reply
+/// (with the ID sent) ends it.
+fn tcp_progress(t: &mut TcpState, id: u16, buf: &mut [u8]) -> Option<Outcome> {
+    while t.written < t.out.len() {
+        match t.stream.write(&t.out[t.written..]) {
+            Ok(0) => return Some(Outcome::Failed(io::ErrorKind::WriteZero)),
+            Ok(n) => t.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return None,
+            Err(e) => return Some(Outcome::Failed(e.kind())),
+        }
+    }
+    let mut chunk = [0u8; 4096];
+    loop {
+        match t.stream.read(&mut chunk) {
+            Ok(0) => return Some(Outcome::Failed(io::ErrorKind::UnexpectedEof)),
+            Ok(n) => t.input.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return None,
+            Err(e) => return Some(Outcome::Failed(e.kind())),
+        }
+        if t.input.len() > 2 + u16::MAX as usize {
+            return Some(Outcome::Failed(io::ErrorKind::InvalidData));
+        }
+    }
+    if t.input.len() < 2 {
+        return None;
+    }
+    let len = u16::from_be_bytes([t.input[0], t.input[1]]) as usize;
+    if t.input.len() < 2 + len {
+        return None;
+    }
+    let reply = &t.input[2..2 + len];
+    if len < 12 || reply[..2] != id.to_be_bytes() || len > buf.len() {
+        return Some(Outcome::Failed(io::ErrorKind::InvalidData));
+    }
+    buf[..len].copy_from_slice(reply);
+    Some(Outcome::Reply(len))
+}
