@@ -220,7 +220,7 @@ impl Controller {
     /// for the lameduck duration, then the listeners close (after answering what is in
     /// flight) and the endpoints with them.
     pub fn shutdown(self) {
-        notify::notify("STOPPING=1");
+        notify::stopping();
         self.state.stopping.store(true, Ordering::Release);
         let lameduck = self
             .running
@@ -259,7 +259,7 @@ pub fn spawn_watchdog(stats: Vec<Arc<WorkerStats>>, stop: Arc<AtomicBool>) {
                     .iter()
                     .all(|s| now.saturating_sub(s.heartbeat.load(Ordering::Relaxed)) < stale_after);
                 if alive {
-                    notify::notify("WATCHDOG=1");
+                    notify::watchdog();
                 } else {
                     log::error!(
                         "a worker has not come round its loop for {stale_after} ms: withholding the watchdog ping"

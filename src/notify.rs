@@ -30,6 +30,24 @@ pub fn notify(state: &str) {
     }
 }
 
+/// Whether `STOPPING=1` went out; guarded so that a watchdog ping cannot follow it.
+static STOPPED: parking_lot::Mutex<bool> = parking_lot::Mutex::new(false);
+
+/// `STOPPING=1`: after it, no more watchdog pings.
+pub fn stopping() {
+    let mut stopped = STOPPED.lock();
+    *stopped = true;
+    notify("STOPPING=1");
+}
+
+/// `WATCHDOG=1`, unless the process already said it is stopping.
+pub fn watchdog() {
+    let stopped = STOPPED.lock();
+    if !*stopped {
+        notify("WATCHDOG=1");
+    }
+}
+
 /// `RELOADING=1` with the monotonic timestamp systemd (253 and later) wants with it.
 pub fn reloading() {
     // SAFETY: clock_gettime writes into the timespec it is given.

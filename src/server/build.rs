@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::chain::{Chain, Plugin, RouteTag};
 use crate::config::{ConfigError, Corefile, Directive, ServerKey};
 use crate::dns::wire;
+use crate::plugin::prometheus::counters::RouteCounters;
 use crate::plugin::timeouts::Timeouts;
 use crate::plugin::{self, Kind, SetupCtx};
 
@@ -60,6 +61,8 @@ pub struct Listener {
     pub label: String,
     /// TCP timeouts (`timeouts`).
     pub timeouts: Timeouts,
+    /// Per worker: queries turned away before any chain (metrics zone `dropped`).
+    pub dropped: Box<[RouteCounters]>,
 }
 
 /// A complete configuration generation: what the workers serve.
@@ -202,6 +205,7 @@ impl Server {
                     router: Router { routes },
                     label,
                     timeouts: timeouts.unwrap_or_default(),
+                    dropped: (0..opts.workers.max(1)).map(|_| RouteCounters::default()).collect(),
                 }
             })
             .collect();

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::build::{Block, Listener};
 use crate::chain::{ChainError, Outcome, Query, RouteTag, UpstreamReply, UpstreamRequest, WorkerCtx};
 use crate::dns::{Rcode, Reject, Request, Response, Transport, class, rtype};
+use crate::plugin::prometheus::counters::Sample;
 
 /// Panics caught while handling queries, process-wide (`coredns_panics_total`).
 pub static PANICS: AtomicU64 = AtomicU64::new(0);
@@ -73,15 +74,11 @@ pub fn handle(
         return Handled::Reply(None);
     }
     let Some(route) = listener.router.route(req.qname.wire(), req.qtype == rtype::DS) else {
-        resp.start(&req, Rcode::REFUSED);
-        resp.finish();
-        return Handled::Reply(None);
+        return dropped(listener, &req, worker, resp);
     };
     let block = &route.block;
     if block.chain.is_empty() || (req.qclass != class::IN && !block.chain.handles_class(req.qclass)) {
-        resp.start(&req, Rcode::REFUSED);
-        resp.finish();
-        return Handled::Reply(None);
+        return dropped(listener, &req, worker, resp);
     }
     let mut q = Query {
         req: &req,
@@ -168,6 +165,31 @@ fn settle_refresh(
         }
         Outcome::Upstream { at, request } => Some((at, request)),
     }
+}
+
+/// Refuses a query no chain takes (no zone for its name, a class nobody answers), and
+/// counts it as CoreDNS does, under the metrics zone `dropped`.
+fn dropped(listener: &Listener, req: &Request<'_>, worker: &WorkerCtx, resp: &mut Response) -> Handled {
+    resp.start(req, Rcode::REFUSED);
+    resp.finish();
+    if let Some(c) = listener.dropped.get(worker.id) {
+        let family = match req.client.ip() {
+            std::net::IpAddr::V4(_) => 0,
+            std::net::IpAddr::V6(a) => usize::from(a.to_ipv4_mapped().is_none()),
+        };
+        c.record(&Sample {
+            proto: usize::from(req.transport == Transport::Tcp),
+            family,
+            qtype: req.qtype,
+            dnssec_ok: req.dnssec_ok(),
+            seconds: worker.now.elapsed().as_secs_f64(),
+            request_bytes: req.raw.len(),
+            response_bytes: resp.bytes().len(),
+            rcode: Rcode::REFUSED,
+            plugin: "",
+        });
+    }
+    Handled::Reply(None)
 }
 
 /// Resumes a suspended query with what came back from upstream. `raw` is the original

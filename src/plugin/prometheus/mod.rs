@@ -260,6 +260,13 @@ pub fn collect(server: &crate::server::Server, out: &mut Families) {
             }
         }
     }
+    // Queries turned away before any chain (no zone for the name, a class other than
+    // IN): CoreDNS counts them under the zone `dropped`.
+    for l in &server.listeners {
+        let mut totals = Totals::default();
+        l.dropped.iter().for_each(|c| totals.add(c));
+        totals.write(out, &l.label, "dropped");
+    }
     process_wide(out);
 }
 
