@@ -167,7 +167,7 @@ fn main() {
         for i in 0..iters {
             let p = &packets[(i as usize) % packets.len()];
             match handler::handle(listener, p, Transport::Udp, client, local, &mut ctx, &mut resp) {
-                Handled::Reply => {
+                Handled::Reply(_) => {
                     std::hint::black_box(resp.bytes());
                 }
                 _ => panic!("{name}: expected a reply"),

@@ -16,7 +16,9 @@ pub mod forward;
 pub mod health;
 pub mod hosts;
 pub mod kubernetes;
+pub mod loadbalance;
 pub mod log;
+pub mod loop_detect;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
@@ -133,7 +135,9 @@ fn kind_of(name: &str) -> Option<Kind> {
         "forward" => Kind::Chain(forward::setup),
         "hosts" => Kind::Chain(hosts::setup),
         "kubernetes" => Kind::Chain(kubernetes::setup),
+        "loadbalance" => Kind::Chain(loadbalance::setup),
         "log" => Kind::Chain(log::setup),
+        "loop" => Kind::Chain(loop_detect::setup),
         "prometheus" => Kind::Chain(prometheus::setup),
         "whoami" => Kind::Chain(whoami::setup),
         _ if COREDNS_ORDER.contains(&name) => Kind::Unsupported,

@@ -195,11 +195,14 @@ fn refused(port: u16) -> bool {
     TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1)).is_err()
 }
 
+/// One HTTP probe: when, which port, which path, and (status, body) or the error.
+type Probe = (Instant, u16, &'static str, Result<(u16, String), String>);
+
 /// Repeatedly GETs a few (port, path) pairs, every 10 ms, recording every outcome, until
 /// stopped (at most 1500 rounds, 12 s).
 struct HttpPoller {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Vec<(Instant, u16, &'static str, Result<(u16, String), String>)>>>,
+    thread: Option<JoinHandle<Vec<Probe>>>,
 }
 
 impl HttpPoller {
@@ -226,7 +229,7 @@ impl HttpPoller {
         }
     }
 
-    fn finish(mut self) -> Vec<(Instant, u16, &'static str, Result<(u16, String), String>)> {
+    fn finish(mut self) -> Vec<Probe> {
         self.stop.store(true, Ordering::Release);
         self.thread.take().unwrap().join().expect("poller thread")
     }
