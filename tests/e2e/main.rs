@@ -10,5 +10,7 @@ mod fakeapi;
 mod kubernetes;
 mod operations;
 mod protocol;
+mod resolver;
 mod serving;
 mod support;
+mod upstream;
