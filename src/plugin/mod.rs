@@ -11,6 +11,7 @@ use crate::chain::Plugin;
 use crate::config::{ConfigError, Directive};
 
 pub mod bind;
+pub mod cache;
 pub mod errors;
 pub mod forward;
 pub mod health;
@@ -131,6 +132,7 @@ fn kind_of(name: &str) -> Option<Kind> {
     let k = match name {
         "bind" | "timeouts" => Kind::Server,
         "health" | "ready" | "reload" => Kind::Process,
+        "cache" => Kind::Chain(cache::setup),
         "errors" => Kind::Chain(errors::setup),
         "forward" => Kind::Chain(forward::setup),
         "hosts" => Kind::Chain(hosts::setup),

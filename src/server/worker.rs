@@ -489,7 +489,7 @@ impl Worker {
             self.to_suspend = list;
             let mut jobs = std::mem::take(&mut self.refreshes);
             for (job, query, peer, local) in jobs.drain(..) {
-                self.run_refresh(job, &query, Transport::Udp, peer, local);
+                self.run_refresh(job, &query, peer, local);
             }
             self.refreshes = jobs;
             if n < BATCH {
@@ -565,7 +565,7 @@ impl Worker {
             Handled::Reply(refresh) => {
                 self.send_to_client(w.client);
                 if let Some(job) = refresh {
-                    self.run_refresh(job, &w.query, w.transport, w.peer, w.local);
+                    self.run_refresh(job, &w.query, w.peer, w.local);
                 }
             }
             Handled::Drop => {}
@@ -803,12 +803,15 @@ impl Worker {
             });
         }
         for (job, query) in refreshes {
-            self.run_refresh(job, &query, Transport::Tcp, peer, local);
+            self.run_refresh(job, &query, peer, local);
         }
     }
 
-    /// Runs a plugin's background refresh of an answer it gave from stored data.
-    fn run_refresh(&mut self, job: Refresh, query: &[u8], transport: Transport, peer: SocketAddr, local: SocketAddr) {
+    /// Runs a plugin's background refresh of an answer it gave from stored data. It
+    /// runs as if asked over TCP, whatever the client used, so that the reply is never
+    /// truncated to a small UDP size (CoreDNS refreshes over TCP too).
+    fn run_refresh(&mut self, job: Refresh, query: &[u8], peer: SocketAddr, local: SocketAddr) {
+        let transport = Transport::Tcp;
         match handler::refresh(job, query, transport, peer, local, &mut self.ctx, &mut self.resp) {
             Handled::Upstream(s) => self.suspend(Waiting {
                 suspended: s,
