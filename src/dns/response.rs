@@ -96,6 +96,16 @@ pub enum Rdata<'a> {
     Raw(&'a [u8]),
 }
 
+impl Rdata<'static> {
+    /// An address record's type and data: A for IPv4, AAAA for IPv6.
+    pub fn address(ip: std::net::IpAddr) -> (u16, Rdata<'static>) {
+        match ip {
+            std::net::IpAddr::V4(a) => (rtype::A, Rdata::A(a)),
+            std::net::IpAddr::V6(a) => (rtype::AAAA, Rdata::Aaaa(a)),
+        }
+    }
+}
+
 /// One record to push.
 #[derive(Clone, Copy, Debug)]
 pub struct Record<'a> {
@@ -499,6 +509,35 @@ impl Response {
         }
         self.buf[rdlen_at..rdlen_at + 2].copy_from_slice(&(rdlen as u16).to_be_bytes());
         Ok(ttl_at)
+    }
+
+    /// Copies the records of an upstream reply's `sections` (answer, authority,
+    /// additional), the OPT record excepted, after what is already written; stops at the
+    /// first that does not fit (TC) or does not parse.
+    pub fn copy_sections(&mut self, reply: &[u8], sections: &[Section]) -> Result<(), PushError> {
+        if reply.len() < HEADER_LEN {
+            return Err(PushError::Malformed);
+        }
+        let count = |i: usize| u16::from_be_bytes([reply[4 + 2 * i], reply[5 + 2 * i]]);
+        let mut at = HEADER_LEN;
+        for _ in 0..count(0) {
+            at = wire::skip_name(reply, at).ok_or(PushError::Malformed)? + 4;
+        }
+        for (i, section) in [Section::Answer, Section::Authority, Section::Additional]
+            .into_iter()
+            .enumerate()
+        {
+            for _ in 0..count(i + 1) {
+                let name_end = wire::skip_name(reply, at).ok_or(PushError::Malformed)?;
+                let skip = wire::get_u16(reply, name_end) == Some(rtype::OPT) || !sections.contains(&section);
+                at = if skip {
+                    wire::skip_record(reply, at).ok_or(PushError::Malformed)?
+                } else {
+                    self.push_copied(section, reply, at)?
+                };
+            }
+        }
+        Ok(())
     }
 
     /// Completes the message: patches the counts, sets TC if records were left out,

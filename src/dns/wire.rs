@@ -195,6 +195,16 @@ pub fn get_u32(buf: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// A message's full response code: the header's four bits, extended by its OPT record
+/// when it has one (RFC 6891 6.1.3).
+pub fn message_rcode(msg: &[u8]) -> Rcode {
+    let low = msg.get(3).map_or(0, |b| u16::from(b & 0xF));
+    domain::base::Message::from_octets(msg)
+        .ok()
+        .and_then(|m| m.opt().map(|o| o.rcode(m.header()).to_int()))
+        .map_or(Rcode(low), Rcode)
+}
+
 /// Skips a possibly compressed name starting at `at`, returning the offset after it.
 /// Does not follow pointers: a pointer ends the name (RFC 1035 4.1.4).
 pub fn skip_name(buf: &[u8], mut at: usize) -> Option<usize> {

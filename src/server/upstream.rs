@@ -168,31 +168,13 @@ impl<W> Upstreams<W> {
         msg: &[u8],
         expire: Duration,
     ) -> io::Result<Conn> {
-        let mut out = Vec::with_capacity(msg.len() + 2);
-        out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-        out.extend_from_slice(msg);
-        let mut reused = None;
-        if let Some(idle) = self.pool.get_mut(&to) {
-            while let Some((s, since)) = idle.pop() {
-                if since.elapsed() < expire {
-                    reused = Some(s);
-                    break;
-                }
-            }
-        }
-        let is_reused = reused.is_some();
-        let mut stream = match reused {
-            Some(s) => s,
-            None => TcpStream::connect(to)?,
-        };
-        reg.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
-        Ok(Conn::Tcp(TcpState {
-            stream,
-            out,
-            written: 0,
-            input: Vec::new(),
-            reused: is_reused,
-        }))
+        let idle = self.pool.get_mut(&to);
+        let reused = idle.and_then(|idle| {
+            std::iter::from_fn(|| idle.pop())
+                .find(|(_, since)| since.elapsed() < expire)
+                .map(|(s, _)| s)
+        });
+        tcp_conn(reg, token, to, msg, reused)
     }
 
     /// Handles readiness of exchange `slot`. When it ends, returns its waiters and the
@@ -224,7 +206,7 @@ impl<W> Upstreams<W> {
                 let msg = old.out[2..].to_vec();
                 let to = x.to;
                 let token = Token(self.token_base | slot);
-                match self.tcp_open_fresh(reg, token, to, &msg) {
+                match tcp_conn(reg, token, to, &msg, None) {
                     Ok(c) => {
                         self.slots[slot].as_mut().expect("live slot").conn = c;
                         return None;
@@ -235,21 +217,6 @@ impl<W> Upstreams<W> {
             Some(o) => o,
         };
         Some(self.finish(reg, slot, outcome))
-    }
-
-    fn tcp_open_fresh(&mut self, reg: &Registry, token: Token, to: SocketAddr, msg: &[u8]) -> io::Result<Conn> {
-        let mut out = Vec::with_capacity(msg.len() + 2);
-        out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-        out.extend_from_slice(msg);
-        let mut stream = TcpStream::connect(to)?;
-        reg.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
-        Ok(Conn::Tcp(TcpState {
-            stream,
-            out,
-            written: 0,
-            input: Vec::new(),
-            reused: false,
-        }))
     }
 
     /// Ends exchange `slot`: releases its socket (a TCP connection that delivered a
@@ -299,6 +266,26 @@ impl<W> Upstreams<W> {
         });
         out
     }
+}
+
+/// A TCP exchange on `reused`, or on a new connection to `to`, with `msg` framed.
+fn tcp_conn(reg: &Registry, token: Token, to: SocketAddr, msg: &[u8], reused: Option<TcpStream>) -> io::Result<Conn> {
+    let mut out = Vec::with_capacity(msg.len() + 2);
+    out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    out.extend_from_slice(msg);
+    let is_reused = reused.is_some();
+    let mut stream = match reused {
+        Some(s) => s,
+        None => TcpStream::connect(to)?,
+    };
+    reg.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+    Ok(Conn::Tcp(TcpState {
+        stream,
+        out,
+        written: 0,
+        input: Vec::new(),
+        reused: is_reused,
+    }))
 }
 
 fn udp_send(reg: &Registry, token: Token, to: SocketAddr, msg: &[u8]) -> io::Result<Conn> {

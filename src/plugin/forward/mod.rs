@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Rcode, Section, Transport, flag, rtype, wire};
+use crate::dns::{Rcode, Section, Transport, flag, wire};
 use crate::kubernetes::snapshot::FxHasher;
 use crate::metrics::{Families, Histogram, bump};
 use crate::plugin::{SetupCtx, once};
@@ -252,57 +252,16 @@ fn same_question(raw: &[u8], reply: &[u8]) -> bool {
 /// AA/RA/AD flags and every record but the OPT; the response's own size limit applies.
 fn relay(q: &mut Query<'_, '_>, reply: &[u8]) {
     let flags = u16::from_be_bytes([reply[2], reply[3]]);
-    let counts = [2usize, 3, 4, 5].map(|i| u16::from_be_bytes([reply[2 * i], reply[2 * i + 1]]));
-    let mut at = 12;
-    for _ in 0..counts[0] {
-        match wire::skip_name(reply, at) {
-            Some(e) => at = e + 4,
-            None => return,
-        }
-    }
-    // The extended rcode bits live in the OPT record's TTL (RFC 6891 6.1.3).
-    let mut ext = 0u16;
-    let mut scan = at;
-    for i in 0..(counts[1] as usize + counts[2] as usize + counts[3] as usize) {
-        let Some(name_end) = wire::skip_name(reply, scan) else {
-            break;
-        };
-        if i >= (counts[1] + counts[2]) as usize && wire::get_u16(reply, name_end) == Some(rtype::OPT) {
-            ext = u16::from(reply.get(name_end + 4).copied().unwrap_or(0));
-        }
-        match wire::skip_record(reply, scan) {
-            Some(e) => scan = e,
-            None => break,
-        }
-    }
-    q.resp.start(q.req, Rcode((ext << 4) | (flags & 0xF)));
+    q.resp.start(q.req, wire::message_rcode(reply));
     for bit in [flag::AA, flag::RA, flag::AD] {
         q.resp.set_flag(bit, flags & bit != 0);
     }
     if flags & flag::TC != 0 {
         q.resp.set_flag(flag::TC, true);
     }
-    for (section, n) in [Section::Answer, Section::Authority, Section::Additional]
-        .into_iter()
-        .zip(&counts[1..])
-    {
-        for _ in 0..*n {
-            let Some(name_end) = wire::skip_name(reply, at) else {
-                return;
-            };
-            if wire::get_u16(reply, name_end) == Some(rtype::OPT) {
-                match wire::skip_record(reply, at) {
-                    Some(e) => at = e,
-                    None => return,
-                }
-                continue;
-            }
-            match q.resp.push_copied(section, reply, at) {
-                Ok(next) => at = next,
-                Err(_) => return,
-            }
-        }
-    }
+    let _ = q
+        .resp
+        .copy_sections(reply, &[Section::Answer, Section::Authority, Section::Additional]);
 }
 
 impl Plugin for Forward {

@@ -389,10 +389,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
     // ---- writers ---------------------------------------------------------------
 
     fn write_addr(&self, resp: &mut Response, owner: Name<'_>, ip: IpAddr) {
-        let (t, data) = match ip {
-            IpAddr::V4(a) => (rtype::A, Rdata::A(a)),
-            IpAddr::V6(a) => (rtype::AAAA, Rdata::Aaaa(a)),
-        };
+        let (t, data) = Rdata::address(ip);
         resp.answer(Record {
             owner,
             rtype: t,
@@ -767,10 +764,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                         target,
                     },
                 ));
-                let (t, data) = match ip {
-                    IpAddr::V4(a) => (rtype::A, Rdata::A(a)),
-                    IpAddr::V6(a) => (rtype::AAAA, Rdata::Aaaa(a)),
-                };
+                let (t, data) = Rdata::address(ip);
                 let _ = resp.push(
                     Section::Additional,
                     &Record {
@@ -864,10 +858,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                 {
                     continue;
                 }
-                let (t, data) = match ip {
-                    IpAddr::V4(a) => (rtype::A, Rdata::A(a)),
-                    IpAddr::V6(a) => (rtype::AAAA, Rdata::Aaaa(a)),
-                };
+                let (t, data) = Rdata::address(ip);
                 let _ = resp.push(
                     Section::Additional,
                     &Record {
@@ -951,10 +942,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         }
         for (name, ips) in &set {
             for ip in ips {
-                let (t, data) = match ip {
-                    IpAddr::V4(a) => (rtype::A, Rdata::A(*a)),
-                    IpAddr::V6(a) => (rtype::AAAA, Rdata::Aaaa(*a)),
-                };
+                let (t, data) = Rdata::address(*ip);
                 let _ = resp.push(
                     Section::Additional,
                     &Record {

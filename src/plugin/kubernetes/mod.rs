@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use crate::chain::{Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Rcode, Section, flag, wire};
+use crate::dns::{Rcode, Section, flag};
 use crate::kubernetes::builder::{self, BuilderStats};
 use crate::kubernetes::file::FileSource;
 use crate::kubernetes::model::Resource;
@@ -200,27 +200,10 @@ fn write_chase_query(out: &mut Vec<u8>, name: &[u8], qtype: u16, depth: u8) {
 
 /// Appends the answer records of the server's reply after the CNAMEs; its TC carries over.
 fn append_answers(q: &mut Query<'_, '_>, reply: &[u8]) {
-    if reply.len() < 12 {
-        return;
-    }
-    if u16::from_be_bytes([reply[2], reply[3]]) & flag::TC != 0 {
+    if reply.len() >= 12 && u16::from_be_bytes([reply[2], reply[3]]) & flag::TC != 0 {
         q.resp.set_flag(flag::TC, true);
     }
-    let qd = u16::from_be_bytes([reply[4], reply[5]]);
-    let an = u16::from_be_bytes([reply[6], reply[7]]);
-    let mut at = 12;
-    for _ in 0..qd {
-        match wire::skip_name(reply, at) {
-            Some(e) => at = e + 4,
-            None => return,
-        }
-    }
-    for _ in 0..an {
-        match q.resp.push_copied(Section::Answer, reply, at) {
-            Ok(next) => at = next,
-            Err(_) => return,
-        }
-    }
+    let _ = q.resp.copy_sections(reply, &[Section::Answer]);
 }
 
 impl Plugin for Kubernetes {

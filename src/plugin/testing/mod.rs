@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive, parse_duration};
-use crate::dns::{Rcode, Section, wire};
+use crate::dns::{Rcode, Section};
 use crate::plugin::{SetupCtx, once};
 
 /// Relays queries to one upstream.
@@ -79,26 +79,9 @@ impl Plugin for TestUpstream {
             return Step::Fail(Rcode::FORMERR, None);
         }
         q.resp.start(q.req, Rcode(u16::from(msg[3] & 0xF)));
-        let counts = [wire::get_u16(msg, 6), wire::get_u16(msg, 8), wire::get_u16(msg, 10)];
-        let mut at = qend;
-        for (section, n) in [Section::Answer, Section::Authority, Section::Additional]
-            .into_iter()
-            .zip(counts)
-        {
-            for _ in 0..n.unwrap_or(0) {
-                let Some(name_end) = wire::skip_name(msg, at) else {
-                    return Step::Fail(Rcode::SERVFAIL, None);
-                };
-                if wire::get_u16(msg, name_end) == Some(crate::dns::rtype::OPT) {
-                    at = wire::skip_record(msg, at).unwrap_or(msg.len());
-                    continue;
-                }
-                match q.resp.push_copied(section, msg, at) {
-                    Ok(next) => at = next,
-                    Err(_) => return Step::Answered,
-                }
-            }
-        }
+        let _ = q
+            .resp
+            .copy_sections(msg, &[Section::Answer, Section::Authority, Section::Additional]);
         Step::Answered
     }
 }
