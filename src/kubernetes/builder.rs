@@ -100,8 +100,26 @@ pub fn spawn(
                 }
             }
             publish(&store, &out, &stats, started, n, &mut triggers);
+            if listing.is_empty() && listed_since_trim(&mut store) {
+                release_free_memory();
+            }
         }
     })
+}
+
+/// Whether a list completed since the last call (a relist frees many objects at once).
+fn listed_since_trim(store: &mut Store) -> bool {
+    store.take_list_completed()
+}
+
+/// Gives the memory a relist freed back to the system (glibc keeps freed chunks in its
+/// heap otherwise, and RSS stays at the relist's peak).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory at the top of glibc's heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn apply(store: &mut Store, e: Event, listing: &mut Vec<Resource>, triggers: &mut Vec<f64>) {

@@ -277,29 +277,42 @@ impl Keyed for ServiceData {
     }
 }
 
-/// One ready address of an EndpointSlice.
-#[derive(Debug, Clone)]
+/// One ready address of an EndpointSlice: 20 bytes (there can be hundreds of
+/// thousands); its name, when it has one of its own, is in the slice's `names`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ep {
-    pub addr: IpAddr,
-    /// The name label when it is not simply the address with dashes (a hostname, a pod
-    /// name, or an address the API did not write canonically).
-    name: Option<Box<[u8]>>,
+    ip: [u8; 16],
+    v6: bool,
+    /// Offset of its name label in the slice's `names`, or [`NO_NAME`] when the name is
+    /// simply the address with dashes.
+    name: u16,
 }
+
+/// [`Ep::name`] for an endpoint named after its address.
+const NO_NAME: u16 = u16::MAX;
 
 /// A stack buffer for one label.
 pub type LabelBuf = [u8; 64];
 
 impl Ep {
-    /// The endpoint's name as one wire label (length byte first): hostname, pod name,
-    /// or the address with dashes (CoreDNS `endpointHostname`).
-    pub fn label<'b>(&'b self, buf: &'b mut LabelBuf) -> &'b [u8] {
-        match &self.name {
-            Some(n) => n,
-            None => {
-                let n = write_dashed(self.addr, &mut buf[1..]);
-                buf[0] = n as u8;
-                &buf[..1 + n]
+    fn new(addr: IpAddr, name: u16) -> Ep {
+        let (ip, v6) = match addr {
+            IpAddr::V4(a) => {
+                let mut ip = [0u8; 16];
+                ip[..4].copy_from_slice(&a.octets());
+                (ip, false)
             }
+            IpAddr::V6(a) => (a.octets(), true),
+        };
+        Ep { ip, v6, name }
+    }
+
+    /// The endpoint's address.
+    pub fn addr(&self) -> IpAddr {
+        if self.v6 {
+            IpAddr::V6(Ipv6Addr::from(self.ip))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(self.ip[0], self.ip[1], self.ip[2], self.ip[3]))
         }
     }
 }
@@ -340,10 +353,26 @@ pub struct SliceData {
     seen: AtomicU32,
     pub ports: Arc<[Port]>,
     pub eps: Box<[Ep]>,
+    /// The endpoints' own name labels, one after the other (see [`Ep`]).
+    names: Box<[u8]>,
     pub last_change_trigger: Option<f64>,
 }
 
 impl SliceData {
+    /// Endpoint `i`'s name as one wire label (length byte first): hostname, pod name,
+    /// or the address with dashes (CoreDNS `endpointHostname`).
+    pub fn label<'b>(&'b self, i: usize, buf: &'b mut LabelBuf) -> &'b [u8] {
+        let ep = &self.eps[i];
+        if ep.name != NO_NAME {
+            let at = ep.name as usize;
+            let len = self.names[at] as usize;
+            return &self.names[at..at + 1 + len];
+        }
+        let n = write_dashed(ep.addr(), &mut buf[1..]);
+        buf[0] = n as u8;
+        &buf[..1 + n]
+    }
+
     pub fn namespace(&self) -> &[u8] {
         label_at(&self.rel, 1)
     }
@@ -387,7 +416,7 @@ impl ServiceEntry {
         if svc.kind == ServiceKind::Headless {
             if ready < 64 {
                 for e in slices.iter().flat_map(|s| s.eps.iter()) {
-                    match e.addr {
+                    match e.addr() {
                         IpAddr::V4(a) if !v4.contains(&a) => v4.push(a),
                         IpAddr::V6(a) if !v6.contains(&a) => v6.push(a),
                         _ => {}
@@ -397,8 +426,8 @@ impl ServiceEntry {
                 // Many addresses: dedup with a set, keeping first-seen order.
                 let mut seen = std::collections::HashSet::with_capacity(ready);
                 for e in slices.iter().flat_map(|s| s.eps.iter()) {
-                    if seen.insert(e.addr) {
-                        match e.addr {
+                    if seen.insert(e.addr()) {
+                        match e.addr() {
                             IpAddr::V4(a) => v4.push(a),
                             IpAddr::V6(a) => v6.push(a),
                         }
@@ -577,6 +606,8 @@ pub struct Store {
     listed: std::collections::HashSet<Resource>,
     /// Resources that must complete a list before the snapshot counts as synced.
     pub required: Vec<Resource>,
+    /// A list completed since [`Store::take_list_completed`] was last asked.
+    list_completed: bool,
 }
 
 fn now_unix() -> u32 {
@@ -637,6 +668,11 @@ impl Store {
     /// DNS programming latency, which depends on the slice's service's kind).
     pub fn service(&self, key: &[u8]) -> Option<&Arc<ServiceEntry>> {
         self.snap.service(key)
+    }
+
+    /// Whether a list completed since the last call.
+    pub fn take_list_completed(&mut self) -> bool {
+        std::mem::take(&mut self.list_completed)
     }
 
     /// Whether every required resource has been listed once.
@@ -716,6 +752,7 @@ impl Store {
         // Port lists nobody uses any more.
         self.ports.retain(|p| Arc::strong_count(p) > 1);
         self.listed.insert(r);
+        self.list_completed = true;
         self.snap.synced = self.synced();
     }
 
@@ -846,12 +883,19 @@ impl Store {
             }
         }
         let mut eps = Vec::new();
+        let mut names = Vec::new();
         for ep in &e.endpoints {
             for (addr, text) in &ep.addresses {
-                eps.push(Ep {
-                    addr: *addr,
-                    name: endpoint_name(ep, *addr, text, self.opts.endpoint_pod_names),
-                });
+                let name = match endpoint_name(ep, *addr, text, self.opts.endpoint_pod_names) {
+                    // Offsets are u16: a slice holds at most 1,000 endpoints (an API
+                    // limit), so this only guards against a malformed one.
+                    Some(label) if names.len() + label.len() < NO_NAME as usize => {
+                        names.extend_from_slice(&label);
+                        (names.len() - label.len()) as u16
+                    }
+                    _ => NO_NAME,
+                };
+                eps.push(Ep::new(*addr, name));
             }
         }
         let ports = self.intern_ports(e.ports);
@@ -862,11 +906,12 @@ impl Store {
             seen: AtomicU32::new(generation_now),
             ports,
             eps: eps.into_boxed_slice(),
+            names: names.into_boxed_slice(),
             last_change_trigger: e.last_change_trigger,
         });
         let bump = old
             .as_ref()
-            .is_none_or(|o| o.ports != data.ports || o.rel != data.rel || !same_eps(&o.eps, &data.eps));
+            .is_none_or(|o| o.ports != data.ports || o.rel != data.rel || o.eps != data.eps || o.names != data.names);
         if let Some(o) = &old {
             self.unindex_endpoints(o);
             if o.rel != data.rel {
@@ -1043,19 +1088,15 @@ impl Store {
 
     fn index_endpoints(&mut self, slice: &Arc<SliceData>) {
         for (i, ep) in slice.eps.iter().enumerate() {
-            self.add_owner(ep.addr, Owner::Endpoint(slice.clone(), i as u32));
+            self.add_owner(ep.addr(), Owner::Endpoint(slice.clone(), i as u32));
         }
     }
 
     fn unindex_endpoints(&mut self, slice: &Arc<SliceData>) {
         for (i, ep) in slice.eps.iter().enumerate() {
-            self.remove_owner(ep.addr, &Owner::Endpoint(slice.clone(), i as u32));
+            self.remove_owner(ep.addr(), &Owner::Endpoint(slice.clone(), i as u32));
         }
     }
-}
-
-fn same_eps(a: &[Ep], b: &[Ep]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.addr == y.addr && x.name == y.name)
 }
 
 /// The services map key: wire labels `<svc><ns>`.
@@ -1200,7 +1241,7 @@ mod tests {
         assert_eq!(e.v4.len(), 2, "deduplicated across slices");
         assert_eq!(e.v6.len(), 1);
         let mut buf = [0u8; 64];
-        assert_eq!(e.slices[1].eps[1].label(&mut buf), b"\x07fd00--1");
+        assert_eq!(e.slices[1].label(1, &mut buf), b"\x07fd00--1");
         st.delete(
             Resource::EndpointSlices,
             &ObjectKey {

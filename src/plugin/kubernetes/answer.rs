@@ -318,9 +318,9 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             if svc.kind == ServiceKind::Headless || p.endpoint.is_some() {
                 let want = p.endpoint.map(|i| name.label(i));
                 for (s, slice) in entry.slices.iter().enumerate() {
-                    for (e, ep) in slice.eps.iter().enumerate() {
+                    for e in 0..slice.eps.len() {
                         let mut buf = [0u8; 64];
-                        if want.is_some_and(|w| !ep.label(&mut buf)[1..].eq_ignore_ascii_case(w)) {
+                        if want.is_some_and(|w| !slice.label(e, &mut buf)[1..].eq_ignore_ascii_case(w)) {
                             continue;
                         }
                         for (pi, port) in slice.ports.iter().enumerate() {
@@ -364,7 +364,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         if c.slice == CLUSTER {
             entry.svc.cluster_ips[c.item as usize]
         } else {
-            entry.slices[c.slice as usize].eps[c.item as usize].addr
+            entry.slices[c.slice as usize].eps[c.item as usize].addr()
         }
     }
 
@@ -693,19 +693,19 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         }
         let endpoints = || {
             owners.iter().filter_map(|o| match o {
-                Owner::Endpoint(slice, e) if self.listed(slice.namespace()) => Some((slice, &slice.eps[*e as usize])),
+                Owner::Endpoint(slice, e) if self.listed(slice.namespace()) => Some((slice, *e as usize)),
                 _ => None,
             })
         };
         let mut written = 0;
         for (i, (slice, ep)) in endpoints().enumerate() {
             let mut buf = [0u8; 64];
-            let label = ep.label(&mut buf);
+            let label = slice.label(ep, &mut buf);
             // One PTR per distinct target (the same address in two slices of one
             // service gives one).
             let dup = endpoints().take(i).any(|(s2, e2)| {
                 let mut b2 = [0u8; 64];
-                s2.rel == slice.rel && e2.label(&mut b2) == label
+                s2.rel == slice.rel && s2.label(e2, &mut b2) == label
             });
             if dup {
                 continue;
@@ -791,7 +791,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             }
         } else {
             Name {
-                head: entry.slices[c.slice as usize].eps[c.item as usize].label(buf),
+                head: entry.slices[c.slice as usize].label(c.item as usize, buf),
                 mid: &entry.svc.rel,
                 tail: Tail::Question(zone_off),
             }
@@ -803,7 +803,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         if c.slice == CLUSTER {
             &[]
         } else {
-            entry.slices[c.slice as usize].eps[c.item as usize].label(buf)
+            entry.slices[c.slice as usize].label(c.item as usize, buf)
         }
     }
 
@@ -909,10 +909,10 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                     }
                     ServiceKind::Headless => {
                         let mut buf = [0u8; 64];
-                        let mut name = slice.eps[*e as usize].label(&mut buf).to_vec();
+                        let mut name = slice.label(*e as usize, &mut buf).to_vec();
                         name.extend_from_slice(&entry.svc.rel);
                         for ep in slice.eps.iter() {
-                            add(&mut out, name.clone(), ep.addr);
+                            add(&mut out, name.clone(), ep.addr());
                         }
                     }
                     ServiceKind::ExternalName => {}
