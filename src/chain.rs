@@ -189,6 +189,10 @@ pub struct Query<'r, 'a> {
     /// the background and hands the result to that plugin's [`Plugin::on_refresh`]
     /// (cache prefetch and serve-stale).
     pub refresh: bool,
+    /// Whether an upstream exchange for this query may be shared with an identical one
+    /// already in flight. `loop` clears it for its probe, which must really go out
+    /// each time it comes back for the loop to be seen.
+    pub coalesce: bool,
 }
 
 /// A handler in the chain. Implementations are shared by every worker (`Sync`); state
@@ -401,6 +405,7 @@ mod tests {
             answered_by: "",
             error: None,
             refresh: false,
+            coalesce: true,
         };
         f(&mut q);
     }

@@ -455,7 +455,14 @@ impl Response {
         rd_start: usize,
         rd_end: usize,
     ) -> Result<usize, PushError> {
-        self.write_name(Name::wire(owner), true)?;
+        // An owner that is the question in another case is written as the client
+        // spelled it: replies shared by coalesced queries (or read from a cache) come
+        // back in each client's own spelling, as an upstream asked by each would send.
+        if self.question_wire().eq_ignore_ascii_case(owner) {
+            self.write_name(Name::QUESTION, true)?;
+        } else {
+            self.write_name(Name::wire(owner), true)?;
+        }
         self.buf.extend_from_slice(&rtype.to_be_bytes());
         self.buf.extend_from_slice(&class.to_be_bytes());
         let ttl_at = self.buf.len();
@@ -627,6 +634,18 @@ impl Response {
     }
 
     /// Writes `name`, compressed if `compress` and a suffix was written before.
+    /// The question name as written in the response (empty if there is none).
+    fn question_wire(&self) -> &[u8] {
+        let mut end = QNAME_OFFSET;
+        while let Some(&len) = self.buf.get(end) {
+            if len == 0 {
+                return &self.buf[QNAME_OFFSET..=end];
+            }
+            end += 1 + len as usize;
+        }
+        &[]
+    }
+
     fn write_name(&mut self, name: Name<'_>, compress: bool) -> Result<(), PushError> {
         // Fast path: labels in front of a suffix of the question (the owner of most
         // records, SOA names) end in a pointer to it, nothing to search. Names in two

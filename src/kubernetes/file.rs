@@ -357,7 +357,11 @@ mod tests {
         };
         let a = version(with_content_version(svc("10.0.0.1")));
         assert_eq!(a, version(with_content_version(svc("10.0.0.1"))));
-        assert_ne!(a, version(with_content_version(svc("10.0.0.2"))), "an edit keeping the resourceVersion");
+        assert_ne!(
+            a,
+            version(with_content_version(svc("10.0.0.2"))),
+            "an edit keeping the resourceVersion"
+        );
     }
 
     #[test]

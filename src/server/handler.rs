@@ -88,6 +88,7 @@ pub fn handle(
         answered_by: "",
         error: None,
         refresh: false,
+        coalesce: true,
     };
     let all = block.chain.plugins().len();
     let outcome = contained(&mut q, all, |q| block.chain.run(q, 0));
@@ -135,6 +136,7 @@ pub fn refresh(
         answered_by: "",
         error: None,
         refresh: false,
+        coalesce: true,
     };
     let outcome = contained(&mut q, 0, |q| job.block.chain.run(q, job.owner + 1));
     settle_refresh(&job.block, job.owner, &mut q, outcome).map_or(Handled::Drop, |(at, request)| {
@@ -216,6 +218,7 @@ pub fn resume(
         answered_by: "",
         error: None,
         refresh: false,
+        coalesce: true,
     };
     let all = s.block.chain.plugins().len();
     let outcome = contained(&mut q, all, |q| s.block.chain.resume(q, s.at, reply, s.request.cookie));

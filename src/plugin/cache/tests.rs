@@ -397,6 +397,7 @@ fn query(c: &Cache, clock: &mut Clock, a: &Ask, backend: Backend<'_>) -> Reply {
         answered_by: "",
         error: None,
         refresh: false,
+        coalesce: true,
     };
     let hit = match c.serve(&mut q) {
         Step::Answered => {
@@ -436,6 +437,7 @@ fn refresh(c: &Cache, clock: &mut Clock, a: &Ask, backend: Backend<'_>) {
         answered_by: "",
         error: None,
         refresh: false,
+        coalesce: true,
     };
     backend(&mut q);
     q.resp.finish();
@@ -1303,6 +1305,7 @@ fn a_hit_does_not_grow_any_buffer() {
             answered_by: "",
             error: None,
             refresh: false,
+            coalesce: true,
         };
         assert!(matches!(c.serve(&mut q), Step::Answered));
         q.resp.finish();

@@ -184,10 +184,14 @@ impl Forward {
         Step::Upstream(UpstreamRequest {
             to: self.upstreams[a.upstream as usize].addr,
             proto: if a.tcp { UpstreamProto::Tcp } else { UpstreamProto::Udp },
-            timeout: self.opts.read_timeout,
+            // No try outlives the query's overall deadline.
+            timeout: self
+                .opts
+                .read_timeout
+                .min(QUERY_DEADLINE.saturating_sub(q.worker.now.elapsed())),
             cookie: a.pack(),
             // Retries are not coalesced: they must really go out again.
-            coalesce: (a.tries == 0).then(|| key.finish()),
+            coalesce: (a.tries == 0 && q.coalesce).then(|| key.finish()),
             expire: self.opts.expire,
         })
     }
@@ -273,8 +277,11 @@ impl Plugin for Forward {
         if !self.matches(q) {
             return Step::Next;
         }
+        // Taken before picking, so that workers racing for the last slot cannot both win.
+        let before = self.inflight.fetch_add(1, Ordering::Relaxed);
         if let Some(max) = self.opts.max_concurrent {
-            if self.inflight.load(Ordering::Relaxed) >= max {
+            if before >= max {
+                self.done();
                 self.max_concurrent_rejects.fetch_add(1, Ordering::Relaxed);
                 return Step::Fail(
                     Rcode::REFUSED,
@@ -283,12 +290,12 @@ impl Plugin for Forward {
             }
         }
         let Some(i) = self.pick(q, 0) else {
+            self.done();
             return Step::Fail(
                 Rcode::SERVFAIL,
                 Some(ChainError::Plugin("forward", "no healthy upstreams".into())),
             );
         };
-        self.inflight.fetch_add(1, Ordering::Relaxed);
         let a = Attempt {
             upstream: i as u8,
             tries: 0,

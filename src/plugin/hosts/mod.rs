@@ -552,6 +552,7 @@ mod tests {
             answered_by: "",
             error: None,
             refresh: false,
+            coalesce: true,
         };
         let step = h.serve(&mut q);
         let reply = matches!(step, Step::Answered).then(|| q.resp.finish().to_vec());

@@ -526,6 +526,7 @@ mod tests {
                 answered_by: "test",
                 error: None,
                 refresh: false,
+                coalesce: true,
             };
             lb.on_response(&mut q);
             self.check_positions();

@@ -159,6 +159,17 @@ impl Listen {
     }
 }
 
+/// What [`Loop::observe`] made of a query.
+#[derive(Debug, PartialEq)]
+enum Sighting {
+    /// Not the probe (or probing is over).
+    Other,
+    /// The probe, seen no more than CoreDNS allows.
+    Probe,
+    /// The probe once too often: the fatal message.
+    Loop(String),
+}
+
 impl Loop {
     fn new(zone: &str, bind: Option<IpAddr>, timing: Timing) -> Loop {
         Loop {
@@ -172,23 +183,24 @@ impl Loop {
         }
     }
 
-    /// Counts `req` if it is the probe; the fatal message once it has been seen more
-    /// than twice (CoreDNS's wording).
-    fn observe(&self, req: &Request<'_>) -> Option<String> {
+    /// Counts `req` if it is the probe; a loop once it has been seen more than twice
+    /// (with CoreDNS's wording).
+    fn observe(&self, req: &Request<'_>) -> Sighting {
         if req.qtype != rtype::HINFO || self.state.off.load(Ordering::Relaxed) {
-            return None;
+            return Sighting::Other;
         }
         if req.qname.wire() != &*self.probe.key {
-            return None;
+            return Sighting::Other;
         }
         let seen = self.state.seen.fetch_add(1, Ordering::Relaxed) + 1;
-        (seen > SIGHTINGS_ALLOWED).then(|| {
-            let listen = self.listen.get().map_or("", |l| l.label.as_str());
-            format!(
-                "Loop ({} -> {listen}) detected for zone \"{}\", see https://coredns.io/plugins/loop#troubleshooting. Query: \"HINFO {}\"",
-                req.client, self.zone, self.probe.text
-            )
-        })
+        if seen <= SIGHTINGS_ALLOWED {
+            return Sighting::Probe;
+        }
+        let listen = self.listen.get().map_or("", |l| l.label.as_str());
+        Sighting::Loop(format!(
+            "Loop ({} -> {listen}) detected for zone \"{}\", see https://coredns.io/plugins/loop#troubleshooting. Query: \"HINFO {}\"",
+            req.client, self.zone, self.probe.text
+        ))
     }
 
     /// Where the probe goes: the first bind address, or 127.0.0.1, on the block's port.
@@ -225,8 +237,10 @@ impl Plugin for Loop {
     }
 
     fn serve(&self, q: &mut Query<'_, '_>) -> Step {
-        if let Some(message) = self.observe(q.req) {
-            die(&message);
+        match self.observe(q.req) {
+            Sighting::Loop(message) => die(&message),
+            Sighting::Probe => q.coalesce = false,
+            Sighting::Other => {}
         }
         Step::Next
     }
@@ -472,8 +486,16 @@ mod tests {
         assert_eq!(plugin.target(), Some("127.0.0.1:1053".parse().unwrap()));
     }
 
-    /// Runs `observe` on a query for `name` (as spelled) and `qtype` from 127.0.0.1:5353.
+    /// Runs `observe` on a query for `name` (as spelled) and `qtype` from 127.0.0.1:5353:
+    /// the fatal message if it was a loop.
     fn sighting(plugin: &Loop, name: &[u8], qtype: u16) -> Option<String> {
+        match observe(plugin, name, qtype) {
+            Sighting::Loop(message) => Some(message),
+            Sighting::Other | Sighting::Probe => None,
+        }
+    }
+
+    fn observe(plugin: &Loop, name: &[u8], qtype: u16) -> Sighting {
         let mut raw = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
         raw.extend_from_slice(name);
         raw.extend_from_slice(&qtype.to_be_bytes());
@@ -514,7 +536,10 @@ mod tests {
                 None
             );
         }
-        assert_eq!(sighting(&plugin, probe, rtype::HINFO), None);
+        // The probe itself is marked, so that forward sends each copy out (a copy
+        // joining one already in flight would hide the loop).
+        assert_eq!(observe(&plugin, probe, rtype::HINFO), Sighting::Probe);
+        assert_eq!(observe(&plugin, probe, rtype::A), Sighting::Other);
         // Case does not matter (the lookup key is lower-cased).
         assert_eq!(sighting(&plugin, spelled, rtype::HINFO), None);
         assert_eq!(
@@ -648,6 +673,7 @@ mod tests {
                     answered_by: "",
                     error: None,
                     refresh: false,
+                    coalesce: true,
                 };
                 assert!(matches!(plugin.serve(&mut q), Step::Next));
             }

@@ -150,6 +150,7 @@ fn respond(p: &dyn Plugin, route: &RouteTag, q: &Q, worker: &mut WorkerCtx, resp
         answered_by: q.by,
         error: None,
         refresh: false,
+        coalesce: true,
     };
     p.on_response(&mut query);
 }
@@ -403,6 +404,7 @@ fn recording_a_query_does_not_allocate() {
         answered_by: "whoami",
         error: None,
         refresh: false,
+        coalesce: true,
     };
     ALLOCATIONS.with(|c| c.set(Some(0)));
     for i in 0..1000 {
