@@ -7,6 +7,7 @@ mod conformance;
 mod corefile;
 mod docs;
 mod fakeapi;
+mod hardening;
 mod kubernetes;
 mod operations;
 mod protocol;

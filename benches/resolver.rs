@@ -1,0 +1,2 @@
+//! Resolver bench (issue 5): being written.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Hardening (issue 7): being written.
