@@ -175,6 +175,8 @@ pub struct Response {
     compress: [u16; MAX_COMPRESS],
     ncompress: usize,
     finished: bool,
+    /// A plugin decided that nothing is sent (rate limiting).
+    withheld: bool,
 }
 
 impl Default for Response {
@@ -198,6 +200,7 @@ impl Response {
             compress: [0; MAX_COMPRESS],
             ncompress: 0,
             finished: false,
+            withheld: false,
         }
     }
 
@@ -211,6 +214,18 @@ impl Response {
         self.records.clear();
         self.ncompress = 0;
         self.finished = false;
+        self.withheld = false;
+    }
+
+    /// Marks the reply as not to be sent: the client gets nothing (response rate
+    /// limiting). The reply stays readable for the response hooks (log, metrics).
+    pub fn withhold(&mut self) {
+        self.withheld = true;
+    }
+
+    /// Whether [`Response::withhold`] was called since the reply was started.
+    pub fn is_withheld(&self) -> bool {
+        self.withheld
     }
 
     /// Starts a reply to `req`: same ID and opcode, QR set, RD and CD copied, the

@@ -23,6 +23,7 @@ pub mod loop_detect;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
+pub mod rrl;
 pub mod testing;
 pub mod timeouts;
 pub mod whoami;
@@ -118,6 +119,11 @@ pub const COREDNS_ORDER: &[&str] = &[
     "sign",
 ];
 
+/// Plugins CoreDNS does not ship, and the plugin each runs just after.
+/// * `rrl`: CoreDNS's external plugin of that name is usually compiled in after `acl`;
+///   before `cache`, so that it sees every reply, cached ones included.
+const OWN_PLUGINS: &[(&str, &str)] = &[("rrl", "acl")];
+
 /// Test-only plugins, registered when `CLUSTERDNS_TEST_PLUGINS=1` is set in the
 /// environment, and their position in the order (just before `forward`).
 const TEST_PLUGINS: &[(&str, SetupFn)] = &[
@@ -141,6 +147,7 @@ fn kind_of(name: &str) -> Option<Kind> {
         "log" => Kind::Chain(log::setup),
         "loop" => Kind::Chain(loop_detect::setup),
         "prometheus" => Kind::Chain(prometheus::setup),
+        "rrl" => Kind::Chain(rrl::setup),
         "whoami" => Kind::Chain(whoami::setup),
         _ if COREDNS_ORDER.contains(&name) => Kind::Unsupported,
         _ => return test_plugin(name).map(|(_, f)| Kind::Chain(f)),
@@ -152,10 +159,11 @@ fn test_plugin(name: &str) -> Option<(usize, SetupFn)> {
     if std::env::var(TEST_PLUGINS_ENV).as_deref() != Ok("1") {
         return None;
     }
-    let forward = COREDNS_ORDER
+    let forward = 2 * COREDNS_ORDER
         .iter()
         .position(|&n| n == "forward")
-        .unwrap_or(COREDNS_ORDER.len());
+        .unwrap_or(COREDNS_ORDER.len())
+        - 1;
     TEST_PLUGINS
         .iter()
         .position(|(n, _)| *n == name)
@@ -166,11 +174,20 @@ fn test_plugin(name: &str) -> Option<(usize, SetupFn)> {
 /// `None` for a name CoreDNS does not know either.
 pub fn lookup(name: &str) -> Option<(usize, Kind)> {
     let kind = kind_of(name)?;
+    // CoreDNS's plugins at even positions, so that others fit between them.
     let order = COREDNS_ORDER
         .iter()
         .position(|&n| n == name)
+        .map(|i| 2 * i)
+        .or_else(|| own_position(name))
         .or_else(|| test_plugin(name).map(|(pos, _)| pos))?;
     Some((order, kind))
+}
+
+/// Where a plugin of [`OWN_PLUGINS`] runs: just after the one it follows.
+fn own_position(name: &str) -> Option<usize> {
+    let (_, after) = OWN_PLUGINS.iter().find(|(n, _)| *n == name)?;
+    COREDNS_ORDER.iter().position(|n| n == after).map(|i| 2 * i + 1)
 }
 
 /// The plugins clusterdns implements, as `-plugins` lists them.
@@ -178,10 +195,32 @@ pub fn implemented() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = COREDNS_ORDER
         .iter()
         .copied()
+        .chain(OWN_PLUGINS.iter().map(|(n, _)| *n))
         .filter(|n| !matches!(kind_of(n), Some(Kind::Unsupported) | None))
         .collect();
     v.sort_unstable();
     v
+}
+
+/// A zone in presentation form and as lower-cased wire bytes.
+pub type Zone = (String, Box<[u8]>);
+
+/// Zones written as a plugin's arguments, normalized like server-block keys:
+/// lower-cased, fully qualified, a CIDR standing for its reverse zones. Returns each in
+/// presentation form and as lower-cased wire bytes; errors are prefixed with `prefix`.
+pub fn zone_args(prefix: &str, args: &[crate::config::Token]) -> Result<Vec<Zone>, ConfigError> {
+    let mut zones = Vec::new();
+    for tok in args {
+        let invalid = || ConfigError::at(&tok.loc, format!("{prefix}: invalid zone '{}'", tok.text));
+        let key = crate::config::ServerKey::parse(tok, 53).map_err(|_| invalid())?;
+        for z in key.zones {
+            let wire = crate::dns::wire::name_from_str(&z)
+                .ok_or_else(invalid)?
+                .into_boxed_slice();
+            zones.push((z, wire));
+        }
+    }
+    Ok(zones)
 }
 
 /// The setup wrapper for plugins that may appear only once per server block.

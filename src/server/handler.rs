@@ -101,6 +101,7 @@ pub fn handle(
         _ => None,
     };
     match finish(block, &mut q, outcome) {
+        None if q.resp.is_withheld() => Handled::Drop,
         None => Handled::Reply(refresh),
         Some((at, request)) => Handled::Upstream(Suspended {
             block: block.clone(),
@@ -227,7 +228,7 @@ pub fn resume(
         None => finish(&s.block, &mut q, outcome),
     };
     match next {
-        None if s.refresh_for.is_some() => Handled::Drop,
+        None if s.refresh_for.is_some() || q.resp.is_withheld() => Handled::Drop,
         None => Handled::Reply(None),
         Some((at, request)) => Handled::Upstream(Suspended {
             block: s.block.clone(),

@@ -115,9 +115,26 @@ fn bound_socket(addr: SocketAddr, ty: libc::c_int) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The receive buffer asked for on every UDP socket. The kernel's default (about
+/// 208 KiB) holds only 256 small datagrams, so a burst from one client can overflow a
+/// worker that is busy for half a millisecond; 2 MiB (the kernel doubles it, within
+/// `net.core.rmem_max`) holds a few milliseconds of the most a worker can answer.
+const UDP_RECEIVE_BUFFER: libc::c_int = 2 << 20;
+
 /// A UDP socket for one worker on `addr`.
 pub fn udp_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let fd = bound_socket(addr, libc::SOCK_DGRAM)?;
+    // As root, SO_RCVBUFFORCE passes rmem_max; otherwise take what rmem_max allows.
+    if set_opt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        UDP_RECEIVE_BUFFER,
+    )
+    .is_err()
+    {
+        let _ = set_opt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, UDP_RECEIVE_BUFFER);
+    }
     Ok(std::net::UdpSocket::from(fd))
 }
 

@@ -12,6 +12,7 @@ mod kubernetes;
 mod operations;
 mod protocol;
 mod resolver;
+mod rrl;
 mod serving;
 mod support;
 mod upstream;

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use crate::config::{ConfigError, Directive, ServerKey, Token, parse_duration};
+use crate::config::{ConfigError, Directive, Token, parse_duration};
 use crate::dns::wire;
-use crate::plugin::SetupCtx;
+use crate::plugin::{SetupCtx, zone_args};
 
 /// The directive name, and the prefix of its errors.
 pub const NAME: &str = "cache";
@@ -135,24 +135,6 @@ impl Options {
 
 fn at(tok: &Token, msg: impl std::fmt::Display) -> ConfigError {
     ConfigError::at(&tok.loc, format!("{NAME}: {msg}"))
-}
-
-/// A zone in presentation form and as lower-cased wire bytes.
-type Zone = (String, Box<[u8]>);
-
-/// Zones written as arguments, normalized like server-block keys: lower-cased, fully
-/// qualified, a CIDR standing for its reverse zones. Returns the names and their wire form.
-fn zone_list(args: &[Token]) -> Result<Vec<Zone>, ConfigError> {
-    let mut zones = Vec::new();
-    for tok in args {
-        let invalid = || at(tok, format!("invalid zone '{}'", tok.text));
-        let key = ServerKey::parse(tok, 53).map_err(|_| invalid())?;
-        for z in key.zones {
-            let wire = wire::name_from_str(&z).ok_or_else(invalid)?.into_boxed_slice();
-            zones.push((z, wire));
-        }
-    }
-    Ok(zones)
 }
 
 /// A whole number as Go's `strconv.Atoi` reads it (sign allowed).
@@ -330,7 +312,7 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
             o.zones.push(wire.into_boxed_slice());
         }
     } else {
-        let zones = zone_list(args)?;
+        let zones = zone_args(NAME, args)?;
         o.zones_label = zones.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(",");
         o.zones = zones.into_iter().map(|(_, w)| w).collect();
     }
@@ -347,7 +329,7 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
                 }
                 opt.expect_no_block(NAME)?;
                 let zones = if opt.args.len() > 1 {
-                    zone_list(&opt.args[1..])?.into_iter().map(|(_, w)| w).collect()
+                    zone_args(NAME, &opt.args[1..])?.into_iter().map(|(_, w)| w).collect()
                 } else {
                     o.zones.clone()
                 };
