@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::model::{Endpoint, EndpointSlice, Namespace, Object, ObjectKey, Pod, Port, Resource, Service, ServiceKind};
 
@@ -247,7 +247,9 @@ pub struct ServiceData {
     /// `<svc>.<ns>.svc` as wire labels (no root): SRV and PTR targets append a zone; the
     /// first two labels are its key.
     pub rel: Box<[u8]>,
-    version: u64,
+    /// A hash of the resourceVersion stored (builder only; updated in place when a new
+    /// version changes nothing DNS serves).
+    version: AtomicU64,
     /// The list generation the service was last seen in (builder only).
     seen: AtomicU32,
     pub kind: ServiceKind,
@@ -349,7 +351,8 @@ pub struct SliceData {
     key: Box<[u8]>,
     /// `<service>.<ns>.svc` wire labels (the service named by its label).
     pub rel: Box<[u8]>,
-    version: u64,
+    /// As [`ServiceData`]'s.
+    version: AtomicU64,
     seen: AtomicU32,
     pub ports: Arc<[Port]>,
     pub eps: Box<[Ep]>,
@@ -818,7 +821,7 @@ impl Store {
         let old = self.snap.services.get(key).cloned();
         if let Some(o) = &old {
             o.svc.seen.store(generation_now, Ordering::Relaxed);
-            if o.svc.version == version && !s.resource_version.is_empty() {
+            if o.svc.version.load(Ordering::Relaxed) == version && !s.resource_version.is_empty() {
                 return false;
             }
         }
@@ -826,9 +829,19 @@ impl Store {
             .then(|| external_target(&s.external_name))
             .flatten();
         let ports = self.intern_ports(s.ports);
+        if let Some(o) = &old {
+            // A new version that changes nothing served (labels, annotations, status, a
+            // relist after which every object has a new resourceVersion): keep the
+            // entry. Replacing it would copy the shards that index it, for nothing.
+            let o = &o.svc;
+            if o.kind == s.kind && *o.cluster_ips == *s.cluster_ips && o.external == external && o.ports == ports {
+                o.version.store(version, Ordering::Relaxed);
+                return false;
+            }
+        }
         let data = Arc::new(ServiceData {
             rel,
-            version,
+            version: AtomicU64::new(version),
             seen: AtomicU32::new(generation_now),
             kind: s.kind,
             cluster_ips: s.cluster_ips.into_boxed_slice(),
@@ -878,7 +891,7 @@ impl Store {
         let old = self.slices.get(&key[..]).map(|b| b.0.clone());
         if let Some(o) = &old {
             o.seen.store(generation_now, Ordering::Relaxed);
-            if o.version == version && !e.resource_version.is_empty() {
+            if o.version.load(Ordering::Relaxed) == version && !e.resource_version.is_empty() {
                 return false;
             }
         }
@@ -899,10 +912,18 @@ impl Store {
             }
         }
         let ports = self.intern_ports(e.ports);
+        let rel = wire_labels([&*e.service, &*e.namespace, "svc"]);
+        if let Some(o) = &old {
+            // As for services: a new version serving the same endpoints keeps the entry.
+            if o.rel == rel && o.ports == ports && *o.eps == *eps && *o.names == *names {
+                o.version.store(version, Ordering::Relaxed);
+                return false;
+            }
+        }
         let data = Arc::new(SliceData {
             key,
-            rel: wire_labels([&*e.service, &*e.namespace, "svc"]),
-            version,
+            rel,
+            version: AtomicU64::new(version),
             seen: AtomicU32::new(generation_now),
             ports,
             eps: eps.into_boxed_slice(),
@@ -1218,6 +1239,32 @@ mod tests {
         assert!(Arc::ptr_eq(&a_before, snap.service(&service_key("ns", "a")).unwrap()));
         assert!(snap.service(&service_key("ns", "b")).is_none());
         assert!(snap.owners(&"10.0.0.2".parse().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn a_new_version_that_serves_the_same_keeps_the_entries_and_their_shards() {
+        let mut st = Store::new(StoreOptions::default(), vec![]);
+        st.upsert(svc("ns", "a", "1", &["10.0.0.1"]));
+        st.upsert(slice("ns", "a-1", "a", "1", &["10.1.0.1"]));
+        let before = st.snapshot();
+        // Every object at a new resourceVersion, same content (a relist after an
+        // etcd restore, a label change): nothing changes, nothing is copied.
+        assert!(!st.upsert(svc("ns", "a", "2", &["10.0.0.1"])));
+        assert!(!st.upsert(slice("ns", "a-1", "a", "2", &["10.1.0.1"])));
+        let after = st.snapshot();
+        let key = service_key("ns", "a");
+        assert!(Arc::ptr_eq(before.service(&key).unwrap(), after.service(&key).unwrap()));
+        for (b, a) in before.services.shards.iter().zip(&after.services.shards) {
+            assert!(Arc::ptr_eq(b, a));
+        }
+        for (b, a) in before.reverse4.shards.iter().zip(&after.reverse4.shards) {
+            assert!(Arc::ptr_eq(b, a));
+        }
+        // The new version is remembered: seeing it again is no change either, and a
+        // real change after it is one.
+        assert!(!st.upsert(svc("ns", "a", "2", &["10.0.0.1"])));
+        assert!(st.upsert(svc("ns", "a", "3", &["10.0.0.9"])));
+        assert!(st.upsert(slice("ns", "a-1", "a", "3", &["10.1.0.9"])));
     }
 
     #[test]
