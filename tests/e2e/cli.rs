@@ -158,7 +158,15 @@ fn plugins_lists_the_implemented_plugins() {
     let (code, out, err) = run(&["-plugins"], &dir.0, None);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().map(str::trim).collect();
-    for p in ["dns.hosts", "dns.whoami", "dns.log", "dns.errors", "dns.bind", "dns.kubernetes", "dns.forward"] {
+    for p in [
+        "dns.hosts",
+        "dns.whoami",
+        "dns.log",
+        "dns.errors",
+        "dns.bind",
+        "dns.kubernetes",
+        "dns.forward",
+    ] {
         assert!(lines.contains(&p), "{p} missing from:\n{out}");
     }
     // Only what clusterdns has: no CoreDNS plugin it lacks.

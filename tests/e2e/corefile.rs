@@ -793,7 +793,10 @@ fn timeouts_apply_to_connections_queued_at_start_up() {
             assert!(Instant::now() < end, "never listening: {}", s.output());
         };
         let took = closed_after(&mut c).unwrap_or_else(|e| panic!("attempt {attempt}: idle 1s not applied: {e}"));
-        assert!(took < Duration::from_secs(6), "attempt {attempt}: closed after {took:?}");
+        assert!(
+            took < Duration::from_secs(6),
+            "attempt {attempt}: closed after {took:?}"
+        );
     }
 }
 

@@ -61,14 +61,23 @@ fn the_readme_demo_serves_what_the_readme_shows() {
     let dir = root.join("packaging/demo");
     let demo = std::fs::read_to_string(dir.join("Corefile")).unwrap();
     // Same Corefile, on a free port, with the dump's path made absolute.
-    let demo = demo
-        .replace(":1053", ":{port}")
-        .replace("file://cluster.json", &format!("file://{}", dir.join("cluster.json").display()));
+    let demo = demo.replace(":1053", ":{port}").replace(
+        "file://cluster.json",
+        &format!("file://{}", dir.join("cluster.json").display()),
+    );
     let s = Server::start(&demo);
     s.wait_answering("web.team-a.svc.cluster.local");
     let cases: &[(&str, Rtype, &[&str])] = &[
-        ("web.team-a.svc.cluster.local", Rtype::A, &["web.team-a.svc.cluster.local. 30 IN A 10.96.10.20"]),
-        ("web.team-a.svc.cluster.local", Rtype::AAAA, &["web.team-a.svc.cluster.local. 30 IN AAAA fd00:10:96::a14"]),
+        (
+            "web.team-a.svc.cluster.local",
+            Rtype::A,
+            &["web.team-a.svc.cluster.local. 30 IN A 10.96.10.20"],
+        ),
+        (
+            "web.team-a.svc.cluster.local",
+            Rtype::AAAA,
+            &["web.team-a.svc.cluster.local. 30 IN AAAA fd00:10:96::a14"],
+        ),
         (
             "db.team-a.svc.cluster.local",
             Rtype::A,
@@ -87,11 +96,31 @@ fn the_readme_demo_serves_what_the_readme_shows() {
                 "_postgres._tcp.db.team-a.svc.cluster.local. 30 IN SRV 0 33 5432 db-2.db.team-a.svc.cluster.local",
             ],
         ),
-        ("db-0.db.team-a.svc.cluster.local", Rtype::A, &["db-0.db.team-a.svc.cluster.local. 30 IN A 10.244.1.30"]),
-        ("search.team-a.svc.cluster.local", Rtype::A, &["search.team-a.svc.cluster.local. 30 IN CNAME www.example.com."]),
-        ("10.0.96.10.in-addr.arpa", Rtype::PTR, &["10.0.96.10.in-addr.arpa. 30 IN PTR kube-dns.kube-system.svc.cluster.local."]),
-        ("10-244-1-20.team-a.pod.cluster.local", Rtype::A, &["10-244-1-20.team-a.pod.cluster.local. 30 IN A 10.244.1.20"]),
-        ("example.internal", Rtype::A, &["example.internal. 3600 IN A 192.0.2.53"]),
+        (
+            "db-0.db.team-a.svc.cluster.local",
+            Rtype::A,
+            &["db-0.db.team-a.svc.cluster.local. 30 IN A 10.244.1.30"],
+        ),
+        (
+            "search.team-a.svc.cluster.local",
+            Rtype::A,
+            &["search.team-a.svc.cluster.local. 30 IN CNAME www.example.com."],
+        ),
+        (
+            "10.0.96.10.in-addr.arpa",
+            Rtype::PTR,
+            &["10.0.96.10.in-addr.arpa. 30 IN PTR kube-dns.kube-system.svc.cluster.local."],
+        ),
+        (
+            "10-244-1-20.team-a.pod.cluster.local",
+            Rtype::A,
+            &["10-244-1-20.team-a.pod.cluster.local. 30 IN A 10.244.1.20"],
+        ),
+        (
+            "example.internal",
+            Rtype::A,
+            &["example.internal. 3600 IN A 192.0.2.53"],
+        ),
     ];
     for (name, qtype, want) in cases {
         let r = s.query(name, *qtype);
@@ -103,9 +132,15 @@ fn the_readme_demo_serves_what_the_readme_shows() {
     }
     let r = s.query("nothere.team-a.svc.cluster.local", Rtype::A);
     assert_eq!(rcode(&r), Rcode::NXDOMAIN);
-    assert!(section(&r, "authority")[0].starts_with("cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. "));
+    assert!(
+        section(&r, "authority")[0]
+            .starts_with("cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. ")
+    );
     let r = s.query_tcp("web.team-a.svc.cluster.local", Rtype::A);
-    assert_eq!(section(&r, "answer"), vec!["web.team-a.svc.cluster.local. 30 IN A 10.96.10.20"]);
+    assert_eq!(
+        section(&r, "answer"),
+        vec!["web.team-a.svc.cluster.local. 30 IN A 10.96.10.20"]
+    );
     // Every dig line of the README names something the demo answers.
     for line in readme.lines().filter(|l| l.starts_with("dig @127.0.0.1 -p 1053 ")) {
         let words: Vec<&str> = line.split_whitespace().collect();
