@@ -218,7 +218,7 @@ impl UdpBatch {
             h.msg_iov = &mut self.rx_iov[i];
             h.msg_iovlen = 1;
             h.msg_control = self.rx_ctrl[i].as_mut_ptr().cast();
-            h.msg_controllen = CMSG_SPACE;
+            h.msg_controllen = CMSG_SPACE as _;
             h.msg_flags = 0;
             self.rx_hdr[i].msg_len = 0;
         }
@@ -228,7 +228,7 @@ impl UdpBatch {
                 fd,
                 self.rx_hdr.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT as _,
                 std::ptr::null_mut(),
             )
         };
@@ -279,7 +279,7 @@ impl UdpBatch {
             let n = write_pktinfo(&mut self.tx_ctrl[i], src);
             if n > 0 {
                 h.msg_control = self.tx_ctrl[i].as_mut_ptr().cast();
-                h.msg_controllen = n;
+                h.msg_controllen = n as _;
             }
         }
         self.tx_len += 1;
@@ -299,7 +299,7 @@ impl UdpBatch {
                     fd,
                     self.tx_hdr[start..].as_mut_ptr(),
                     (self.tx_len - start) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
+                    libc::MSG_DONTWAIT as _,
                 )
             };
             if n < 0 {
@@ -356,11 +356,11 @@ fn write_pktinfo(buf: &mut [u8; CMSG_SPACE], src: IpAddr) -> usize {
                 if space > CMSG_SPACE {
                     return 0;
                 }
-                h.msg_controllen = space;
+                h.msg_controllen = space as _;
                 let c = libc::CMSG_FIRSTHDR(&h);
                 (*c).cmsg_level = libc::IPPROTO_IP;
                 (*c).cmsg_type = libc::IP_PKTINFO;
-                (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
+                (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as _;
                 let info = libc::CMSG_DATA(c) as *mut libc::in_pktinfo;
                 std::ptr::write_unaligned(
                     info,
@@ -379,11 +379,11 @@ fn write_pktinfo(buf: &mut [u8; CMSG_SPACE], src: IpAddr) -> usize {
                 if space > CMSG_SPACE {
                     return 0;
                 }
-                h.msg_controllen = space;
+                h.msg_controllen = space as _;
                 let c = libc::CMSG_FIRSTHDR(&h);
                 (*c).cmsg_level = libc::IPPROTO_IPV6;
                 (*c).cmsg_type = libc::IPV6_PKTINFO;
-                (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as usize;
+                (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as _;
                 let info = libc::CMSG_DATA(c) as *mut libc::in6_pktinfo;
                 std::ptr::write_unaligned(
                     info,
