@@ -72,7 +72,8 @@ fn main() {
     let dump = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/demo/cluster.json");
     let text = format!(
         "example.org:53 {{\n    hosts {{\n{hosts}        fallthrough\n    }}\n    whoami\n}}\n\
-         cluster.local:53 in-addr.arpa:53 {{\n    kubernetes {{\n        endpoint file://{dump}\n    }}\n}}\n"
+         cluster.local:53 in-addr.arpa:53 {{\n    kubernetes {{\n        endpoint file://{dump}\n    }}\n}}\n\
+         cached.test:53 {{\n    cache 3600\n    hosts {{\n        10.9.9.9 www.cached.test\n    }}\n}}\n"
     );
     let corefile = config::parse_str(&text, "bench", Path::new(".")).expect("parses");
     let server = Server::build(
@@ -134,6 +135,8 @@ fn main() {
             "k8s NODATA (AAAA)",
             vec![query("kube-dns.kube-system.svc.cluster.local", 28, true)],
         ),
+        // The first query fills the cache from hosts; the rest are hits.
+        ("cache hit (A)", vec![query("www.cached.test", 1, true)]),
         ("REFUSED (no zone)", vec![query("www.example.com", 1, true)]),
         (
             "FORMERR (2 questions)",
