@@ -94,7 +94,9 @@ pub enum UpstreamReply<'a> {
     Message(&'a [u8]),
     /// No reply in time.
     Timeout,
-    /// The send or the connection failed.
+    /// The send or the connection failed. `WouldBlock`: nothing was sent, because the
+    /// worker already waits on as many exchanges as it keeps (a local overload, not the
+    /// upstream's fault).
     Failed(std::io::ErrorKind),
 }
 

@@ -20,6 +20,10 @@ use crate::metrics::Histogram;
 /// How often snapshots are published while a list is in progress.
 pub const LIST_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The longest a burst of watch events is applied before it is published, however
+/// many more are queued.
+pub const WATCH_BATCH_LIMIT: Duration = Duration::from_millis(20);
+
 /// `coredns_kubernetes_dns_programming_duration_seconds` buckets: 0.001·2^k, k = 0..19
 /// (1ms to about 17 minutes), as CoreDNS's `prometheus.ExponentialBuckets(0.001, 2, 20)`.
 pub static PROGRAMMING_BUCKETS: [f64; 20] = [
@@ -75,7 +79,17 @@ pub fn spawn(
                     Ok(e) => {
                         apply(&mut store, e, &mut listing, &mut triggers);
                         n += 1;
-                        continue;
+                        // Events that never stop coming (a rollout, a flood) must not
+                        // hold the publish back forever.
+                        let limit = if listing.is_empty() {
+                            WATCH_BATCH_LIMIT
+                        } else {
+                            publish_interval(&store)
+                        };
+                        if started.elapsed() < limit {
+                            continue;
+                        }
+                        break;
                     }
                     Err(TryRecvError::Disconnected) => {
                         publish(&store, &out, &stats, started, n, &mut triggers);

@@ -19,6 +19,7 @@
 //! of changes" in the Kubernetes API concepts): list with `limit`/`continue`, watch with
 //! `allowWatchBookmarks`, relist only when the resourceVersion has expired.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -186,6 +187,37 @@ const MIN_WATCH_DURATION: Duration = Duration::from_secs(1);
 /// Longest watch event line accepted, far above the largest object (an EndpointSlice of
 /// 1000 endpoints is well under 1 MiB), so a broken stream cannot exhaust memory.
 const MAX_EVENT_LINE: u64 = 16 << 20;
+
+/// The most objects one list may bring, every page together: ten times the largest
+/// clusters Kubernetes supports (150,000 pods). An API that sends more is broken or
+/// hostile, and the list fails rather than grow the store without end.
+const MAX_LIST_OBJECTS: u64 = 1_500_000;
+
+/// The body of a list response, read through a bound: reading fails once the bytes
+/// since the last item delivered pass [`MAX_EVENT_LINE`] (a huge object costs that
+/// much, not all of it), or once the decoder's callback has set `over`.
+struct ListGuard<'a, R> {
+    inner: R,
+    since_item: &'a Cell<u64>,
+    over: &'a Cell<Option<&'static str>>,
+}
+
+impl<R: Read> Read for ListGuard<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(why) = self.over.get() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+        }
+        let n = self.inner.read(buf)?;
+        let since = self.since_item.get() + n as u64;
+        self.since_item.set(since);
+        if since > MAX_EVENT_LINE {
+            let why = "a list item larger than 16 MiB";
+            self.over.set(Some(why));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+        }
+        Ok(n)
+    }
+}
 /// Read buffer for list bodies and watch streams.
 const READ_BUFFER: usize = 64 << 10;
 /// Most of an error response body read for its Status message.
@@ -280,6 +312,7 @@ impl Watcher {
         let mut continue_token: Option<Box<str>> = None;
         let mut started = false;
         let mut restarted = false;
+        let mut listed_objects = 0u64;
         loop {
             let url = self.list_url(continue_token.as_deref());
             let begun = Instant::now();
@@ -293,6 +326,7 @@ impl Watcher {
                 log::info!(target: LOG_TARGET, "list of {} expired while paging: listing again", self.resource.name());
                 continue_token = None;
                 started = false;
+                listed_objects = 0;
                 if self.stopped() {
                     return Err(Failure::Stopped);
                 }
@@ -305,27 +339,57 @@ impl Watcher {
                 self.send(Event::ListStart(self.resource))?;
                 started = true;
             }
-            let reader = BufReader::with_capacity(READ_BUFFER, response.into_body().into_reader());
+            // The API's answer is bounded like a watch stream: no item over
+            // MAX_EVENT_LINE bytes, no page over its limit, no list over
+            // MAX_LIST_OBJECTS; past a bound the body stops being read and the list fails.
+            let (since_item, over) = (Cell::new(0u64), Cell::new(None));
+            let guarded = ListGuard {
+                inner: response.into_body().into_reader(),
+                since_item: &since_item,
+                over: &over,
+            };
+            let reader = BufReader::with_capacity(READ_BUFFER, guarded);
             let resource = self.resource;
+            // The API honours `limit` for the lists clusterdns asks for (never at
+            // resourceVersion=0); a page ten times over it is not a page.
+            let page_limit = match self.cfg.page_size {
+                0 => u64::MAX,
+                n => (n as u64 * 10).max(10_000),
+            };
+            let mut page_items = 0u64;
             let (events, stop, skipped) = (&self.events, &self.stop, &mut self.skipped);
+            let listed = &mut listed_objects;
             let mut receiver_gone = false;
             // Each item goes to the builder as soon as it is decoded: the page is never
             // held whole, so a relist costs one copy of the cluster, not two.
-            let meta = decode::decode_list(reader, Some(resource), |item| match item {
-                Ok(object) if object.resource() == resource => {
-                    receiver_gone |= !send_until_stopped(events, stop, Event::Upsert(object));
+            let meta = decode::decode_list(reader, Some(resource), |item| {
+                since_item.set(0);
+                page_items += 1;
+                *listed += 1;
+                if page_items > page_limit {
+                    over.set(Some("a page ten times over its limit"));
+                    return;
                 }
-                Ok(object) => {
-                    let found = object.resource().kind().into();
-                    skipped.skip(
-                        resource,
-                        &DecodeError::WrongKind {
-                            expected: resource.kind(),
-                            found,
-                        },
-                    );
+                if *listed > MAX_LIST_OBJECTS {
+                    over.set(Some("more objects in a list than clusterdns takes"));
+                    return;
                 }
-                Err(e) => skipped.skip(resource, &e),
+                match item {
+                    Ok(object) if object.resource() == resource => {
+                        receiver_gone |= !send_until_stopped(events, stop, Event::Upsert(object));
+                    }
+                    Ok(object) => {
+                        let found = object.resource().kind().into();
+                        skipped.skip(
+                            resource,
+                            &DecodeError::WrongKind {
+                                expected: resource.kind(),
+                                found,
+                            },
+                        );
+                    }
+                    Err(e) => skipped.skip(resource, &e),
+                }
             });
             if receiver_gone {
                 return Err(Failure::Stopped);
@@ -368,30 +432,29 @@ impl Watcher {
         let mut line = Vec::new();
         let mut delivered = false;
         loop {
-            line.clear();
-            let read = (&mut stream).take(MAX_EVENT_LINE).read_until(b'\n', &mut line);
-            let read = read.map_err(|error| Failure::Read {
+            let next = next_line(&mut stream, &mut line, MAX_EVENT_LINE, self.resource);
+            let event = match next.map_err(|error| Failure::Read {
                 url: without_query(&url),
                 error,
-            })?;
-            if read == 0 {
-                if !delivered && begun.elapsed() < MIN_WATCH_DURATION {
-                    return Err(Failure::ShortWatch {
+            })? {
+                NextLine::End => {
+                    if !delivered && begun.elapsed() < MIN_WATCH_DURATION {
+                        return Err(Failure::ShortWatch {
+                            url: without_query(&url),
+                        });
+                    }
+                    self.mark_progress();
+                    return Ok(WatchEnd::Closed);
+                }
+                NextLine::TooLong => {
+                    return Err(Failure::LineTooLong {
                         url: without_query(&url),
                     });
                 }
-                self.mark_progress();
-                return Ok(WatchEnd::Closed);
-            }
-            if read as u64 == MAX_EVENT_LINE && line.last() != Some(&b'\n') {
-                return Err(Failure::LineTooLong {
-                    url: without_query(&url),
-                });
-            }
-            if line.trim_ascii().is_empty() {
-                continue;
-            }
-            match decode::decode_event(self.resource, &line) {
+                NextLine::Blank => continue,
+                NextLine::Event(event) => event,
+            };
+            match event {
                 Ok(WatchEvent::Upsert {
                     object,
                     resource_version: rv,
@@ -578,6 +641,38 @@ impl Watcher {
 
 /// Sends `event` to the builder; false once stopped, or when the builder is gone. A
 /// bounded channel that stays full cannot block a stop.
+/// What the next line of a watch stream holds.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum NextLine {
+    /// The stream ended.
+    End,
+    /// A line of `max` bytes or more: the stream cannot be followed.
+    TooLong,
+    /// An empty line (a keep-alive).
+    Blank,
+    /// An event, or why the line is not one.
+    Event(Result<WatchEvent, DecodeError>),
+}
+
+/// Reads and decodes the next line of a watch stream of `resource` into `line`. Public
+/// (hidden) so that the fuzz targets can feed it any byte stream (`clusterdns::fuzzing`).
+#[doc(hidden)]
+pub fn next_line(stream: &mut impl BufRead, line: &mut Vec<u8>, max: u64, resource: Resource) -> io::Result<NextLine> {
+    line.clear();
+    let read = stream.take(max).read_until(b'\n', line)?;
+    if read == 0 {
+        return Ok(NextLine::End);
+    }
+    if read as u64 == max && line.last() != Some(&b'\n') {
+        return Ok(NextLine::TooLong);
+    }
+    if line.trim_ascii().is_empty() {
+        return Ok(NextLine::Blank);
+    }
+    Ok(NextLine::Event(decode::decode_event(resource, line)))
+}
+
 pub(super) fn send_until_stopped(events: &Sender<Event>, stop: &Receiver<()>, event: Event) -> bool {
     match events.try_send(event) {
         Ok(()) => true,
@@ -1513,6 +1608,59 @@ mod tests {
             "limit=2&labelSelector=app%20in%20%28a%2Cb%29%2Ctier%21%3Ddb\
              &fieldSelector=status.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed%2Cstatus.phase%21%3DUnknown"
         );
+    }
+
+    #[test]
+    fn a_huge_list_item_or_a_page_far_over_its_limit_fails_the_list() {
+        // First answer: an item with a 17 MiB field; then a page of 10,001 items for a
+        // limit of 2; then a good list.
+        let lists = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = lists.clone();
+        let api = FakeApi::start(move |req, mut conn| {
+            if req.is_watch() {
+                conn.stream();
+                return conn.hold();
+            }
+            match seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => {
+                    let huge = format!(
+                        r#"{{"metadata":{{"name":"huge","namespace":"ns","annotations":{{"x":"{}"}}}},"spec":{{}}}}"#,
+                        "x".repeat(17 << 20)
+                    );
+                    conn.json(200, &list_page(&[svc("a", 1), huge, svc("c", 3)], 10, ""))
+                }
+                1 => {
+                    let many: Vec<String> = (0..10_001).map(|i| svc(&format!("s{i}"), i)).collect();
+                    conn.json(200, &list_page(&many, 10, ""))
+                }
+                _ => conn.json(200, &list_page(&[svc("ok", 1)], 10, "")),
+            }
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let watchers = Watchers::start(config(vec![api.url.clone()]), tx);
+        let mut events = Vec::new();
+        let end = Instant::now() + Duration::from_secs(20);
+        while !events.iter().any(|e| e == "ListDone services") {
+            assert!(Instant::now() < end, "no list completed: {events:?}");
+            if let Ok(e) = rx.recv_timeout(Duration::from_secs(1)) {
+                events.push(describe(&e));
+            }
+        }
+        watchers.stop();
+        // The huge item ended its list before anything after it; the long page after
+        // its 10,000th item; only the third list completed.
+        let upserts = |from: usize, to: usize| events[from..to].iter().filter(|e| e.starts_with("Upsert")).count();
+        let starts: Vec<usize> = (0..events.len())
+            .filter(|&i| events[i] == "ListStart services")
+            .collect();
+        assert_eq!(starts.len(), 3, "{:?}", &events[..6]);
+        assert_eq!(upserts(starts[0], starts[1]), 1);
+        assert_eq!(upserts(starts[1], starts[2]), 10_000);
+        assert_eq!(
+            events[starts[2]..],
+            ["ListStart services", "Upsert ns/ok", "ListDone services"]
+        );
+        assert_eq!(lists.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[test]

@@ -84,8 +84,13 @@ pub fn millis_since_epoch() -> u64 {
     epoch().elapsed().as_millis() as u64
 }
 
-/// Maximum queries a worker keeps waiting on upstreams; beyond it they are refused.
-pub const MAX_PENDING: usize = 4096;
+/// How much already-sent output a connection's buffer keeps before dropping it.
+const SENT_PREFIX_KEPT: usize = 64 * 1024;
+
+/// Whether `buf` starts with a whole length-prefixed message.
+fn has_frame(buf: &[u8]) -> bool {
+    buf.len() >= 2 && buf.len() >= 2 + usize::from(u16::from_be_bytes([buf[0], buf[1]]))
+}
 
 const KIND_SHIFT: u32 = 32;
 const WAKER: Token = Token(0);
@@ -614,7 +619,8 @@ impl Worker {
             let Some(c) = &self.conns[i] else { continue };
             let t = c.timeouts;
             let idle = c.inflight == 0 && c.wpos >= c.wbuf.len() && now.duration_since(c.last_active) >= t.idle;
-            let slow_read = c.partial_since.is_some_and(|s| now.duration_since(s) >= t.read);
+            // Not while reading is paused: then the server, not the client, is waiting.
+            let slow_read = !c.read_paused && c.partial_since.is_some_and(|s| now.duration_since(s) >= t.read);
             let slow_write = c.blocked_since.is_some_and(|s| now.duration_since(s) >= t.write);
             if idle || slow_read || slow_write {
                 self.close_conn(i);
@@ -719,7 +725,18 @@ impl Worker {
                     _ => return,
                 }
             }
-            c.read_paused = false;
+            if c.read_paused {
+                c.read_paused = false;
+                // The time the server did not read does not count against the client.
+                if c.partial_since.is_some() {
+                    c.partial_since = Some(Instant::now());
+                }
+            }
+            // Messages left unanswered when output backed up come before new input.
+            if has_frame(&c.rbuf) {
+                self.answer_frames(slot);
+                continue;
+            }
             match c.stream.read(&mut chunk) {
                 Ok(0) => {
                     c.peer_closed = true;
@@ -755,7 +772,11 @@ impl Worker {
         let mut at = 0;
         let mut suspended = Vec::new();
         let mut refreshes = Vec::new();
-        while c.rbuf.len() >= at + 2 {
+        // Stop once the answers waiting to be sent reach the limit: what is left stays
+        // in the read buffer until the client reads (bounding both memory and the work
+        // one event does for one client).
+        let max_output = self.limits.max_pending_output;
+        while c.rbuf.len() >= at + 2 && c.wbuf.len() - c.wpos < max_output {
             let len = u16::from_be_bytes([c.rbuf[at], c.rbuf[at + 1]]) as usize;
             if c.rbuf.len() < at + 2 + len {
                 break;
@@ -851,6 +872,12 @@ impl Worker {
         let pending_output = c.wpos < c.wbuf.len();
         if pending_output {
             c.blocked_since.get_or_insert_with(Instant::now);
+            // Forget what was sent, so that a client reading steadily behind a steady
+            // stream of answers does not grow the buffer without end.
+            if c.wpos >= SENT_PREFIX_KEPT {
+                c.wbuf.drain(..c.wpos);
+                c.wpos = 0;
+            }
         } else {
             c.wbuf.clear();
             c.wpos = 0;

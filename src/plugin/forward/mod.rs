@@ -311,6 +311,19 @@ impl Plugin for Forward {
         let elapsed = q.worker.now.elapsed();
         let msg = match reply {
             UpstreamReply::Message(m) => m,
+            UpstreamReply::Failed(std::io::ErrorKind::WouldBlock) => {
+                // The worker's table of exchanges is full: refuse at once (as for
+                // max_concurrent) rather than queue, and blame no upstream.
+                self.done();
+                self.max_concurrent_rejects.fetch_add(1, Ordering::Relaxed);
+                return Step::Fail(
+                    Rcode::REFUSED,
+                    Some(ChainError::Plugin(
+                        "forward",
+                        "too many upstream queries in flight".into(),
+                    )),
+                );
+            }
             UpstreamReply::Timeout | UpstreamReply::Failed(_) => {
                 self.record(q.worker.id, up, None, elapsed);
                 self.upstreams[up].fails.fetch_add(1, Ordering::Relaxed);
