@@ -19,6 +19,8 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dns;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod kubernetes;
 pub mod metrics;

@@ -666,6 +666,13 @@ impl Response {
         // records, SOA names) end in a pointer to it, nothing to search. Names in two
         // parts (SRV glue) take the search below, which finds their SRV target.
         if let (true, Tail::Question(off), true) = (compress, name.tail, name.mid.is_empty()) {
+            // The whole name may not exceed 255 bytes (whoami's `_udp.` in front of a
+            // 255-byte question name did).
+            if !name.head.is_empty()
+                && name.head.len() + (QNAME_OFFSET + self.question_wire().len()).saturating_sub(off) > MAX_NAME_LEN
+            {
+                return Err(PushError::Malformed);
+            }
             self.write_labels(name.head)?;
             self.buf.extend_from_slice(&(0xC000 | off as u16).to_be_bytes());
             return Ok(());

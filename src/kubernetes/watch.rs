@@ -639,8 +639,6 @@ impl Watcher {
     }
 }
 
-/// Sends `event` to the builder; false once stopped, or when the builder is gone. A
-/// bounded channel that stays full cannot block a stop.
 /// What the next line of a watch stream holds.
 #[doc(hidden)]
 #[derive(Debug)]
@@ -673,6 +671,8 @@ pub fn next_line(stream: &mut impl BufRead, line: &mut Vec<u8>, max: u64, resour
     Ok(NextLine::Event(decode::decode_event(resource, line)))
 }
 
+/// Sends `event` to the builder; false once stopped, or when the builder is gone. A
+/// bounded channel that stays full cannot block a stop.
 pub(super) fn send_until_stopped(events: &Sender<Event>, stop: &Receiver<()>, event: Event) -> bool {
     match events.try_send(event) {
         Ok(()) => true,

@@ -334,7 +334,8 @@ fn tcp_progress(t: &mut TcpState, id: u16, buf: &mut [u8]) -> Option<Outcome> {
         return None;
     }
     let reply = &t.input[2..2 + len];
-    if len < 12 || reply[..2] != id.to_be_bytes() || len > buf.len() {
+    // As over UDP: the ID sent, and QR set (a query echoed back is no answer).
+    if len < 12 || reply[..2] != id.to_be_bytes() || reply[2] & 0x80 == 0 || len > buf.len() {
         return Some(Outcome::Failed(io::ErrorKind::InvalidData));
     }
     buf[..len].copy_from_slice(reply);

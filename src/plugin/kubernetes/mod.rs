@@ -79,6 +79,14 @@ impl Kubernetes {
         self.snapshot.load_full()
     }
 
+    /// Serves `snapshot` from now on, as the builder would publish it. Public (hidden)
+    /// for the fuzz targets, which answer from clusters they decode themselves
+    /// (`clusterdns::fuzzing`).
+    #[doc(hidden)]
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
     fn resources(&self) -> Vec<Resource> {
         let mut r = vec![Resource::Namespaces, Resource::Services];
         if !self.opts.noendpoints {
