@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use domain::base::Message;
 use domain::base::iana::{Rcode, Rtype};
-use serde_json::Value;
 
 use crate::fakeapi::{FakeApi, namespace, service};
+use crate::operations::http_get;
 use crate::support::*;
 
 // ------------------------------------------------------------------------------------
@@ -289,30 +289,6 @@ impl Rss {
 
 // ------------------------------------------------------------------------------------
 // HTTP and DNS clients
-
-/// GET over a fresh connection; (status, body).
-fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("write {path}: {e}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| format!("read {path}: {e}"))?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("{path}: no head"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{path}: bad status line"))?;
-    Ok((code, body.to_string()))
-}
 
 /// A query in wire form (RD, no EDNS): `name` as dotted labels.
 fn wire_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
@@ -787,22 +763,6 @@ const ANCHORS: [(&str, &str); 3] = [
     ("kube-dns.kube-system.svc.cluster.local.", "10.96.0.10"),
     ("web.team-a.svc.cluster.local.", "10.96.1.1"),
 ];
-
-fn base_objects() -> Vec<Value> {
-    vec![
-        namespace("default"),
-        namespace("kube-system"),
-        namespace("team-a"),
-        service("default", "kubernetes", "10.96.0.1", &[("https", 443, "TCP")]),
-        service(
-            "kube-system",
-            "kube-dns",
-            "10.96.0.10",
-            &[("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")],
-        ),
-        service("team-a", "web", "10.96.1.1", &[("http", 80, "TCP")]),
-    ]
-}
 
 /// A server block with the kubernetes plugin on `@URL`, health, ready and metrics.
 const KUBE_COREFILE: &str = ".:{port} {
@@ -1535,7 +1495,7 @@ fn tcp_connection_flood() -> Outcome {
 /// /health and /metrics answer, cluster names are answered near capacity, and it
 /// recovers at once.
 fn udp_overload() -> Outcome {
-    let mut objects = base_objects();
+    let mut objects = super::kubernetes::base();
     objects.push(namespace("load"));
     for i in 0..64 {
         objects.push(service(
@@ -2277,7 +2237,7 @@ fn api_codes(metrics: &str) -> String {
 /// while, and check the server keeps answering its last snapshot with bounded memory,
 /// stays healthy and ready, then heals once the API does.
 fn api_case(abuse: Abuse) -> Outcome {
-    let api = FakeApi::with_objects(base_objects());
+    let api = FakeApi::with_objects(super::kubernetes::base());
     let bad = BadApi::start(api.addr());
     let k = kube_server(&bad.url(), &[])?;
     let s = &k.server;

@@ -37,7 +37,7 @@ fn start(api: &FakeApi, options: &[&str]) -> Server {
 /// A small cluster: namespaces default, kube-system and team-a; the `kubernetes`
 /// service (10.96.0.1) that tests wait on to know the server has synced; a web service
 /// in team-a.
-fn base() -> Vec<Value> {
+pub fn base() -> Vec<Value> {
     vec![
         namespace("default"),
         namespace("kube-system"),

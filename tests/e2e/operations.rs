@@ -136,18 +136,6 @@ impl Up for Launch<'_> {
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t = Instant::now();
-    while t.elapsed() < timeout {
-        if f() {
-            return t.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(f(), "timed out after {timeout:?} waiting for: {what}");
-    t.elapsed()
-}
-
 // ------------------------------------------------------------------------------------
 // HTTP
 

@@ -8,7 +8,6 @@
 //! waits on it, so that no query reaches the fake upstream before the test sends one.
 
 use std::collections::{BTreeSet, HashSet};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -111,34 +110,9 @@ fn qname(m: &Message<Vec<u8>>) -> String {
     m.sole_question().unwrap().qname().to_string()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t = Instant::now();
-    while t.elapsed() < timeout {
-        if f() {
-            return t.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(f(), "timed out after {timeout:?} waiting for: {what}");
-    t.elapsed()
-}
-
 /// One `GET` on 127.0.0.1:`port`: (status, body).
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
+    super::operations::http_get(port, path).ok()
 }
 
 fn scrape(port: u16) -> String {

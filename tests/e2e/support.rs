@@ -513,3 +513,17 @@ impl Drop for FakeUpstream {
         }
     }
 }
+
+/// Polls `f` every 10 ms until it holds (panics after `timeout`, naming `what`);
+/// returns how long it took.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if f() {
+            return t.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(f(), "timed out after {timeout:?} waiting for: {what}");
+    t.elapsed()
+}
