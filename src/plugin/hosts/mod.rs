@@ -460,20 +460,48 @@ mod tests {
     use domain::rdata::AllRecordData;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A fresh directory under the system temp dir, unique to this test run.
-    fn temp_dir() -> PathBuf {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "clusterdns-hosts-{}-{nanos}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A fresh directory under the system temp dir, unique to this test run and
+    /// removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "clusterdns-hosts-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A plugin and the directory its file lives in (removed with it).
+    struct Fixture {
+        hosts: Hosts,
+        _dir: TempDir,
+    }
+
+    impl std::ops::Deref for Fixture {
+        type Target = Hosts;
+        fn deref(&self) -> &Hosts {
+            &self.hosts
+        }
     }
 
     /// Runs `hosts` setup on the `hosts` lines of `corefile`'s first block, with the
@@ -510,14 +538,14 @@ mod tests {
     }
 
     /// A plugin for a Corefile whose `hosts` reads `file` (written into a fresh dir).
-    fn plugin(hosts_line: &str, file: &str) -> Hosts {
-        let dir = temp_dir();
+    fn plugin(hosts_line: &str, file: &str) -> Fixture {
+        let dir = TempDir::new();
         std::fs::write(dir.join("hosts"), file).unwrap();
         let corefile = format!("example.org {{\n{hosts_line}\n}}\n");
         let (cfg, _) = setup_in(&corefile, &dir).unwrap_or_else(|e| panic!("{e}"));
         let h = Hosts::new(cfg);
         h.file.refresh();
-        h
+        Fixture { hosts: h, _dir: dir }
     }
 
     fn wire_as_spelled(name: &str) -> Vec<u8> {
@@ -725,7 +753,7 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_a_warning_other_failures_are_errors() {
-        let dir = temp_dir();
+        let dir = TempDir::new();
         assert!(setup_in("example.org {\n hosts no-such-file\n}\n", &dir).is_ok());
         // A directory is only a warning too.
         assert!(setup_in("example.org {\n hosts .\n}\n", &dir).is_ok());
@@ -846,7 +874,7 @@ mod tests {
 
     #[test]
     fn nothing_is_read_until_start() {
-        let dir = temp_dir();
+        let dir = TempDir::new();
         std::fs::write(dir.join("hosts"), FILE).unwrap();
         let (cfg, _) = setup_in(
             "example.org {\n hosts hosts {\n  10.0.0.4 inline.example.org\n }\n}\n",
@@ -868,7 +896,7 @@ mod tests {
 
     #[test]
     fn reload_picks_up_a_changed_file_and_stop_ends_the_thread() {
-        let dir = temp_dir();
+        let dir = TempDir::new();
         let path = dir.join("hosts");
         std::fs::write(&path, "10.0.0.1 example.org\n").unwrap();
         let (cfg, _) = setup_in("example.org {\n hosts hosts {\n  reload 100ms\n }\n}\n", &dir).unwrap();
