@@ -59,6 +59,9 @@
 //!     VmRSS once applied and idle; time, from the 410 to the last page of the new lists.
 //!   * lists: new lists per resource (namespaces, services, endpointslices) for each 410;
 //!     served: correct answers / queries asked while relisting.
+//!   * Corefile reload: the Corefile is rewritten with another kubernetes `ttl` (an answer
+//!     option; the watch settings stay) and the server gets SIGUSR1: peak, after, time from
+//!     the signal to the new configuration's log line, new lists, answers meanwhile.
 //!
 //!   Through `endpoint file://` (the same objects as a kubectl dump): start→answer, steady
 //!   RSS, sync peak; then a `touch` of the file (nothing changed) and a new dump with every
@@ -247,8 +250,14 @@ fn wait_answers(probe: &mut Probe, probes: &[(String, Vec<Ipv4Addr>)], deadline:
 }
 
 fn corefile(port: u16, endpoint: &str) -> String {
+    corefile_with_ttl(port, endpoint, 5)
+}
+
+/// The bench's Corefile with the kubernetes plugin's `ttl` set: a change of an answer
+/// option, which a Corefile reload applies without watching anew.
+fn corefile_with_ttl(port: u16, endpoint: &str, ttl: u32) -> String {
     format!(
-        ".:{port} {{\n    bind 127.0.0.1\n    kubernetes cluster.local in-addr.arpa {{\n        endpoint {endpoint}\n        startup_timeout 120s\n    }}\n}}\n"
+        ".:{port} {{\n    bind 127.0.0.1\n    kubernetes cluster.local in-addr.arpa {{\n        endpoint {endpoint}\n        ttl {ttl}\n        startup_timeout 120s\n    }}\n}}\n"
     )
 }
 
@@ -583,6 +592,8 @@ struct MemRun {
     /// Every object comes back with a new resourceVersion (same content): the store
     /// replaces every entry, the worst case for a relist's memory.
     renewed: Churn,
+    /// API only: a SIGUSR1 reload of a Corefile whose kubernetes `ttl` changed.
+    corefile: Option<Churn>,
 }
 
 fn total_items(items: &[Vec<String>; 3]) -> u64 {
@@ -724,10 +735,45 @@ fn memory_api(world: &World, dir: &Path) -> MemRun {
     api.set_items(items, rv);
     run.renewed = relist(&api, &server, &probes);
     check_still_right(&server, &probes);
+    run.corefile = Some(corefile_reload(&api, &server, &probes, dir));
+    check_still_right(&server, &probes);
     report_log_problems(&server);
     drop(server);
     drop(api);
     run
+}
+
+/// Rewrites the Corefile with another kubernetes `ttl`, sends SIGUSR1 and follows the
+/// reload to its end (the new configuration's log line, then idle): what it costs in
+/// memory, time and API lists, and whether answers kept coming meanwhile.
+fn corefile_reload(api: &FakeApi, server: &Server, probes: &[(String, Vec<Ipv4Addr>)], dir: &Path) -> Churn {
+    let pid = server.pid();
+    let conf = dir.join(format!("Corefile-{}", server.port));
+    let lists_before: Vec<usize> = (0..3).map(|r| api.lists_done(r).len()).collect();
+    let reloads_before = server.log_lines("Running configuration").len();
+    std::fs::write(&conf, corefile_with_ttl(server.port, &api.url(), 7)).unwrap();
+    procs::reset_hwm(pid);
+    let sent = Instant::now();
+    // SAFETY: kill(2) on the server's own pid, which this bench started and still holds.
+    unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
+    let (max_rss, served_ok, served) = watch_churn(server, probes, || {
+        server.log_lines("Running configuration").len() > reloads_before
+    });
+    let secs = sent.elapsed().as_secs_f64();
+    procs::wait_quiet(pid, QUIET, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut lists = [0; 3];
+    for (r, l) in lists.iter_mut().enumerate() {
+        *l = api.lists_done(r).len() - lists_before[r];
+    }
+    Churn {
+        peak_kb: procs::hwm_kb(pid).max(max_rss) as f64,
+        after_kb: procs::rss_kb(pid) as f64,
+        secs,
+        served_ok,
+        served,
+        lists,
+    }
 }
 
 fn memory_file(world: &World, dir: &Path) -> MemRun {
@@ -827,6 +873,7 @@ fn run_memory(a: &Args) {
         "served"
     );
     let mut floors = String::new();
+    let mut reloads = String::new();
     for &n in &sizes {
         let world = World::generate(&Shape::half_headless(n, a.seed));
         let items = world.api_items(1000);
@@ -865,13 +912,16 @@ fn run_memory(a: &Args) {
                     )
                 };
                 eprintln!(
-                    "  {source} N={n} round {round}: start→answer {:.3} s, list→answer {:.3} s, steady {:.1} MiB, sync peak {:.1} MiB; same: {}; all new: {}",
+                    "  {source} N={n} round {round}: start→answer {:.3} s, list→answer {:.3} s, steady {:.1} MiB, sync peak {:.1} MiB; same: {}; all new: {}{}",
                     run.start_to_answer,
                     run.list_to_answer,
                     mib(run.steady_kb as u64),
                     mib(run.sync_peak_kb as u64),
                     churn(&run.same),
-                    churn(&run.renewed)
+                    churn(&run.renewed),
+                    run.corefile
+                        .as_ref()
+                        .map_or(String::new(), |c| format!("; Corefile reload: {}", churn(c)))
                 );
                 runs.push(run);
             }
@@ -894,6 +944,29 @@ fn run_memory(a: &Args) {
                     s + r.same.served + r.renewed.served,
                 )
             });
+            let reloaded: Vec<(&Churn, f64)> = runs
+                .iter()
+                .filter_map(|r| r.corefile.as_ref().map(|c| (c, r.steady_kb)))
+                .collect();
+            if !reloaded.is_empty() {
+                let rm = |f: &dyn Fn(&Churn, f64) -> f64| {
+                    median(&mut reloaded.iter().map(|(c, steady)| f(c, *steady)).collect::<Vec<_>>())
+                };
+                let mid = reloaded[reloaded.len() / 2].0;
+                let _ = writeln!(
+                    reloads,
+                    "  {source} N={n}: peak {:.1} MiB ({:.2}x steady), after {:.1} MiB, {:.3} s from SIGUSR1 to the new configuration, lists {}/{}/{}, served {}/{}",
+                    mib(rm(&|c, _| c.peak_kb) as u64),
+                    rm(&|c, steady| c.peak_kb / steady),
+                    mib(rm(&|c, _| c.after_kb) as u64),
+                    rm(&|c, _| c.secs),
+                    mid.lists[0],
+                    mid.lists[1],
+                    mid.lists[2],
+                    reloaded.iter().map(|(c, _)| c.served_ok).sum::<usize>(),
+                    reloaded.iter().map(|(c, _)| c.served).sum::<usize>(),
+                );
+            }
             let lists = if source == "api" {
                 let mid = &runs[runs.len() / 2];
                 let (x, y) = (mid.same.lists, mid.renewed.lists);
@@ -921,7 +994,10 @@ fn run_memory(a: &Args) {
                 let mb = |kb: f64| kb * 1024.0 / 1e6;
                 let worst_peak = runs
                     .iter()
-                    .map(|r| r.sync_peak_kb.max(r.same.peak_kb).max(r.renewed.peak_kb))
+                    .map(|r| {
+                        let reload = r.corefile.as_ref().map_or(0.0, |c| c.peak_kb);
+                        r.sync_peak_kb.max(r.same.peak_kb).max(r.renewed.peak_kb).max(reload)
+                    })
                     .fold(0.0, f64::max);
                 let _ = writeln!(
                     floors,
@@ -969,6 +1045,11 @@ fn run_memory(a: &Args) {
     println!(
         "(RSS in MiB. start→ans: spawn to the first correct answer; list→ans: the fake API's last page sent to that answer; steady: idle after sync; sync pk: VmHWM of the start-up; peak: VmHWM reset before the relist or reload; x: peak / steady; after: idle again; time: API 410 to the last new page, file: change to idle incl. the 1 s poll; lists: new lists per resource (ns, svc, slices) per 410, both relists; served: correct answers / queries while relisting or reloading)"
     );
+    if !reloads.is_empty() {
+        println!(
+            "Corefile reload (SIGUSR1; the kubernetes ttl changed, the watch settings did not), medians:\n{reloads}"
+        );
+    }
     if !floors.is_empty() {
         println!("floors (issue 3), MB = 10^6 bytes:\n{floors}");
     }

@@ -18,6 +18,8 @@ pub static RELOAD_HASH: parking_lot::Mutex<String> = parking_lot::Mutex::new(Str
 #[derive(Default)]
 pub struct Families {
     map: BTreeMap<String, Family>,
+    /// Sources already written in this scrape (see [`Families::first_from`]).
+    sources: Vec<*const ()>,
 }
 
 struct Family {
@@ -66,6 +68,18 @@ fn write_value(out: &mut String, v: f64) {
 }
 
 impl Families {
+    /// Whether `source` (something shared by several plugin instances, such as the
+    /// kubernetes plugin's backend) has not written its samples yet in this scrape;
+    /// the first call for it says yes, the others no, so its series appear once.
+    pub fn first_from<T>(&mut self, source: *const T) -> bool {
+        let source = source.cast::<()>();
+        if self.sources.contains(&source) {
+            return false;
+        }
+        self.sources.push(source);
+        true
+    }
+
     fn family(&mut self, name: &str, kind: &'static str, help: &'static str) -> &mut String {
         &mut self
             .map

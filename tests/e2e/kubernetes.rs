@@ -1098,3 +1098,122 @@ fn noendpoints_does_not_read_endpoint_slices() {
         api.request_log()
     );
 }
+
+// ------------------------------------------------------------------------------------
+// Corefile reloads and the watch
+
+/// Replaces the server's Corefile by a rename (`{port}` filled in), sends SIGUSR1 and
+/// waits for the new configuration to be running (its `Running configuration` line).
+fn reload_with(s: &Server, corefile: &str) {
+    const RUNNING: &str = "Running configuration SHA512 = ";
+    let before = count_lines(s, RUNNING);
+    let tmp = s.corefile.with_extension("next");
+    std::fs::write(&tmp, corefile.replace("{port}", &s.port.to_string())).unwrap();
+    std::fs::rename(&tmp, &s.corefile).unwrap();
+    s.signal(libc::SIGUSR1);
+    let ok = s.wait_output(Duration::from_secs(10), |o| {
+        o.lines().filter(|l| l.contains(RUNNING)).count() > before
+    });
+    assert!(ok, "no new configuration after SIGUSR1:\n{}", s.output());
+}
+
+/// The TTL of the first answer record.
+fn answer_ttl(s: &Server, name: &str) -> u32 {
+    let r = s.query(name, Rtype::A);
+    let rr = section(&r, "answer");
+    rr.first()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no answer for {name}: {rr:?}"))
+}
+
+#[test]
+fn a_reload_that_keeps_the_watch_settings_takes_over_the_running_watch() {
+    let api = FakeApi::with_objects(base());
+    let s = start(&api, &[FAST, "ttl 30"]);
+    synced(&s, &api);
+    let lists = counts(&api, FakeApi::lists);
+    let watches = counts(&api, FakeApi::watches);
+    assert_eq!(counts(&api, FakeApi::live_watches), [1, 1, 1]);
+
+    // A changed answer option: a new configuration, the same watch.
+    let t = Instant::now();
+    reload_with(&s, &corefile(&api.url(), &[FAST, "ttl 600"]));
+    let took = t.elapsed();
+    assert_eq!(answer_ttl(&s, ANCHOR), 600, "{}", s.output());
+    assert_eq!(counts(&api, FakeApi::lists), lists, "{}", api.request_log());
+    assert_eq!(counts(&api, FakeApi::watches), watches, "{}", api.request_log());
+    assert_eq!(counts(&api, FakeApi::live_watches), [1, 1, 1]);
+    assert!(
+        !s.output().contains("waiting for Kubernetes API"),
+        "the new configuration waited for a sync:\n{}",
+        s.output()
+    );
+
+    // The adopted watch feeds the new configuration.
+    api.update("Service", "team-a", "web", |svc| set_cluster_ip(svc, "10.96.1.99"));
+    wait_answer(
+        &s,
+        &api,
+        "web.team-a.svc.cluster.local.",
+        addrs(&["10.96.1.99"]),
+        Duration::from_secs(2),
+    );
+    assert_eq!(answer_ttl(&s, "web.team-a.svc.cluster.local."), 600);
+    println!("reload with the watch kept: {took:?} from SIGUSR1 to the new configuration, no new list or watch");
+}
+
+#[test]
+fn a_reload_that_changes_the_watch_settings_lists_anew_and_closes_the_old_watch() {
+    let api = FakeApi::with_objects(base());
+    let s = start(&api, &[FAST]);
+    synced(&s, &api);
+    let other = FakeApi::with_objects({
+        let mut o = base();
+        o.retain(|v| v["metadata"]["name"] != "web");
+        o.push(service("team-a", "web", "10.96.2.2", &[("http", 80, "TCP")]));
+        o
+    });
+    reload_with(&s, &corefile(&other.url(), &[FAST]));
+    // The new configuration waited for its own sync: the answer is the other API's at once.
+    assert_eq!(
+        look(&s, "web.team-a.svc.cluster.local.", Rtype::A),
+        (Rcode::NOERROR, vec!["10.96.2.2".to_string()]),
+        "{}",
+        s.output()
+    );
+    assert_eq!(counts(&other, FakeApi::lists), [1, 1, 1], "{}", other.request_log());
+    wait_for("the old API's watches to close", Duration::from_secs(5), || {
+        counts(&api, FakeApi::live_watches) == [0, 0, 0]
+    });
+    // Nothing watches the old API any more.
+    let before = api.requests().len();
+    api.add(service("team-a", "late", "10.96.3.3", &[]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(api.requests().len(), before, "{}", api.request_log());
+}
+
+#[test]
+fn blocks_with_the_same_watch_settings_share_one_watch() {
+    let api = FakeApi::with_objects(base());
+    // The plugin needs a forward zone for its PTR targets, so the reverse block names
+    // cluster.local too (its queries only ever reach it for in-addr.arpa).
+    let block = |block: &str, zones: &str| {
+        format!(
+            "{block}:{{port}} {{\n    bind 127.0.0.1\n    kubernetes {zones} {{\n        endpoint {}\n        {FAST}\n    }}\n}}\n",
+            api.url()
+        )
+    };
+    let s = Server::start(
+        &(block("cluster.local", "cluster.local") + &block("in-addr.arpa", "cluster.local in-addr.arpa")),
+    );
+    synced(&s, &api);
+    assert_eq!(
+        look(&s, "1.1.96.10.in-addr.arpa.", Rtype::PTR).0,
+        Rcode::NOERROR,
+        "{}",
+        s.output()
+    );
+    assert_eq!(counts(&api, FakeApi::lists), [1, 1, 1], "{}", api.request_log());
+    assert_eq!(counts(&api, FakeApi::live_watches), [1, 1, 1]);
+}

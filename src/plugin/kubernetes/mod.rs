@@ -1,31 +1,32 @@
 //! `kubernetes`: the Kubernetes DNS-Based Service Discovery records of a cluster,
 //! learned by watching its API (README.md beside this file).
 //!
-//! The plugin owns an `ArcSwap<Snapshot>`; its background work (the watchers or the
-//! file source, and the builder) starts with the server and publishes snapshots into
-//! it. Queries read the current snapshot without waiting.
+//! The plugin reads an `ArcSwap<Snapshot>` that its [`backend`] (the watchers or the
+//! file source, and the builder) publishes into; the backend starts with the server
+//! and is shared by every instance with the same watch settings, across reloads too.
+//! Queries read the current snapshot without waiting.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use parking_lot::Mutex;
 
 use crate::chain::{Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Rcode, Section, flag};
-use crate::kubernetes::builder::{self, BuilderStats};
-use crate::kubernetes::file::FileSource;
-use crate::kubernetes::model::Resource;
-use crate::kubernetes::snapshot::{Snapshot, Store, StoreOptions};
-use crate::kubernetes::watch::{ApiStats, DurationHistogram, WatchConfig, Watchers};
+use crate::kubernetes::builder::BuilderStats;
+use crate::kubernetes::snapshot::Snapshot;
+use crate::kubernetes::watch::DurationHistogram;
 use crate::metrics::Families;
 use crate::plugin::{SetupCtx, once};
 
 mod answer;
+pub mod backend;
 pub mod setup;
 
 use answer::{Answer, Ctx, Zoned};
+use backend::{Backend, WatchKey};
 pub use setup::{Options, PodMode};
 
 /// An EDNS option (local-use range) carried by the queries this plugin sends through
@@ -34,43 +35,39 @@ pub use setup::{Options, PodMode};
 pub const CHASE_OPTION: u16 = 65301;
 const MAX_CHASE_DEPTH: u8 = 8;
 
-/// The running background work.
-struct Running {
-    source: Source,
-    builder: Option<std::thread::JoinHandle<()>>,
-}
-
-enum Source {
-    Api(Watchers),
-    File(FileSource),
-}
-
 /// The plugin.
 pub struct Kubernetes {
     pub opts: Options,
+    /// The backend's snapshot cell, held here so that a query reaches it in one step.
     snapshot: Arc<ArcSwap<Snapshot>>,
-    running: Mutex<Option<Running>>,
+    backend: Arc<Backend>,
+    /// Whether this instance holds its backend (between `start` and `stop`).
+    holding: AtomicBool,
     pub builder_stats: Arc<BuilderStats>,
-    /// The API request counters of the watchers, once started; kept after `stop`, so
-    /// that a scrape still shows what was counted.
-    api_stats: Mutex<Option<Arc<ApiStats>>>,
 }
 
 /// Parses `kubernetes [ZONES...] { ... }`.
 pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
     let d = once("kubernetes", dirs)?;
     let opts = setup::parse(d, ctx)?;
-    Ok(Arc::new(Kubernetes::new(opts)))
+    let backend = Backend::shared(WatchKey::of(&opts));
+    Ok(Arc::new(Kubernetes::with_backend(opts, backend)))
 }
 
 impl Kubernetes {
+    /// A plugin with a backend of its own.
     pub fn new(opts: Options) -> Kubernetes {
+        let backend = Backend::private(WatchKey::of(&opts));
+        Kubernetes::with_backend(opts, backend)
+    }
+
+    fn with_backend(opts: Options, backend: Arc<Backend>) -> Kubernetes {
         Kubernetes {
             opts,
-            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
-            running: Mutex::new(None),
-            builder_stats: Arc::new(BuilderStats::default()),
-            api_stats: Mutex::new(None),
+            snapshot: backend.snapshot.clone(),
+            builder_stats: backend.builder_stats.clone(),
+            backend,
+            holding: AtomicBool::new(false),
         }
     }
 
@@ -85,17 +82,6 @@ impl Kubernetes {
     #[doc(hidden)]
     pub fn publish(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
-    }
-
-    fn resources(&self) -> Vec<Resource> {
-        let mut r = vec![Resource::Namespaces, Resource::Services];
-        if !self.opts.noendpoints {
-            r.push(Resource::EndpointSlices);
-        }
-        if self.opts.pods == PodMode::Verified {
-            r.push(Resource::Pods);
-        }
-        r
     }
 
     /// Whether a name error for this name goes to the next plugin.
@@ -233,54 +219,15 @@ impl Plugin for Kubernetes {
         Some(self.snapshot.load().synced)
     }
 
-    /// Starts the watchers (or the file source) and the builder, then waits for the
-    /// first sync for up to `startup_timeout`, as CoreDNS does before serving.
+    /// Starts the watchers (or the file source) and the builder, unless a previous
+    /// configuration's plugin with the same watch settings runs them already, then
+    /// waits for the first sync for up to `startup_timeout`, as CoreDNS does before
+    /// serving (an adopted backend is synced already).
     fn start(&self) {
-        let mut running = self.running.lock();
-        if running.is_some() {
+        if self.holding.swap(true, Ordering::AcqRel) {
             return;
         }
-        let resources = self.resources();
-        let store = Store::new(
-            StoreOptions {
-                endpoint_pod_names: self.opts.endpoint_pod_names,
-            },
-            resources.clone(),
-        );
-        let (tx, rx) = crossbeam_channel::bounded(4096);
-        let builder = match builder::spawn(store, rx, self.snapshot.clone(), self.builder_stats.clone()) {
-            Ok(b) => b,
-            Err(e) => {
-                log::error!(target: "plugin/kubernetes", "cannot start the snapshot builder: {e}");
-                return;
-            }
-        };
-        let source = match self.opts.endpoints[0].strip_prefix("file://") {
-            Some(path) => Source::File(FileSource::start(path.into(), resources, tx, Duration::from_secs(1))),
-            None => Source::Api({
-                let watchers = Watchers::start(
-                    WatchConfig {
-                        endpoints: self.opts.endpoints.clone(),
-                        resources,
-                        label_selector: self.opts.labels.clone(),
-                        namespace_label_selector: self.opts.namespace_labels.clone(),
-                        page_size: 500,
-                        watch_timeout: self.opts.watch_timeout,
-                        idle_timeout: self.opts.idle_timeout,
-                        backoff_initial: self.opts.backoff.0,
-                        backoff_max: self.opts.backoff.1,
-                    },
-                    tx,
-                );
-                *self.api_stats.lock() = Some(watchers.stats());
-                watchers
-            }),
-        };
-        *running = Some(Running {
-            source,
-            builder: Some(builder),
-        });
-        drop(running);
+        self.backend.acquire();
         let start = Instant::now();
         let mut next_log = start + Duration::from_millis(500);
         while !self.snapshot.load().synced {
@@ -298,8 +245,13 @@ impl Plugin for Kubernetes {
     }
 
     /// CoreDNS's programming latency and API client metrics, and two gauges of
-    /// clusterdns's own: whether the first sync is done, and how much is served.
+    /// clusterdns's own: whether the first sync is done, and how much is served. They
+    /// belong to the backend, so instances that share one show them once.
     fn metrics(&self, out: &mut Families) {
+        // Instances sharing a backend show its series once.
+        if !out.first_from(Arc::as_ptr(&self.backend)) {
+            return;
+        }
         let programming = &self.builder_stats.programming;
         let mut counts = vec![0; programming.bounds().len() + 1];
         let mut sum = 0.0;
@@ -315,7 +267,7 @@ impl Plugin for Kubernetes {
                 sum,
             );
         }
-        let api = self.api_stats.lock().as_ref().map(|s| s.snapshot());
+        let api = self.backend.api_stats().map(|s| s.snapshot());
         for r in api.iter().flat_map(|a| &a.requests) {
             out.counter(
                 "coredns_kubernetes_rest_client_requests_total",
@@ -357,16 +309,8 @@ impl Plugin for Kubernetes {
     }
 
     fn stop(&self) {
-        let Some(mut r) = self.running.lock().take() else {
-            return;
-        };
-        match r.source {
-            Source::Api(w) => w.stop(),
-            Source::File(f) => f.stop(),
-        }
-        // The sources dropped their senders: the builder drains and exits.
-        if let Some(b) = r.builder.take() {
-            let _ = b.join();
+        if self.holding.swap(false, Ordering::AcqRel) {
+            self.backend.release();
         }
     }
 }
@@ -425,6 +369,21 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == want), "missing {want}\nin\n{text}");
         }
+    }
+
+    #[test]
+    fn instances_sharing_a_backend_show_its_metrics_once() {
+        let a = plugin();
+        let b = Kubernetes::with_backend(a.opts.clone(), a.backend.clone());
+        let other = plugin();
+        let mut f = Families::default();
+        for k in [&a, &b, &other] {
+            k.metrics(&mut f);
+        }
+        let text = f.render();
+        let synced = text.lines().filter(|l| *l == "clusterdns_kubernetes_synced 0").count();
+        // `a` and `b` once together, `other` (a backend of its own) once.
+        assert_eq!(synced, 2, "{text}");
     }
 
     #[test]
