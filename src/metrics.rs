@@ -5,14 +5,55 @@
 //! Nothing here is on the query path: workers count in their own atomics
 //! ([`Histogram`] and plain counters), and a scrape reads and sums them.
 
-use std::collections::BTreeMap;
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Reloads that failed (`coredns_reload_failed_total`).
 pub static RELOAD_FAILED: AtomicU64 = AtomicU64::new(0);
 /// The SHA-512 of the running configuration (`coredns_reload_version_info`).
 pub static RELOAD_HASH: parking_lot::Mutex<String> = parking_lot::Mutex::new(String::new());
+
+/// Counters that outlive the configuration that made them, by key.
+static KEPT: parking_lot::Mutex<Vec<(String, Box<dyn Any + Send + Sync>)>> = parking_lot::Mutex::new(Vec::new());
+
+/// The counters kept under `key`, made by `make` the first time. CoreDNS's metric
+/// vectors belong to the process, so a reload does not reset them; here counters
+/// belong to plugin instances, which a reload replaces, so an instance takes its
+/// counters from here under a key made of the labels they are exported with (and the
+/// plugin's name), and the next configuration's instance gets the same ones back.
+/// `T` is a shared handle (`Arc<...>`); a key made with another type, or for another
+/// number of workers (`fits`), is made anew. The list only grows with label sets ever
+/// configured.
+pub fn kept<T: Any + Clone + Send + Sync>(key: &str, fits: impl Fn(&T) -> bool, make: impl FnOnce() -> T) -> T {
+    // Unit tests run side by side in one process, each on a thread of its own: there
+    // each test keeps its own counters (and a test that reloads still shares its own).
+    #[cfg(test)]
+    let key = &format!("{key}|{:?}", std::thread::current().id());
+    let mut all = KEPT.lock();
+    if let Some(t) = all
+        .iter()
+        .filter(|(k, _)| k == key)
+        .find_map(|(_, v)| v.downcast_ref::<T>().filter(|t| fits(t)))
+    {
+        return t.clone();
+    }
+    let t = make();
+    all.retain(|(k, v)| k != key || !v.is::<T>());
+    all.push((key.to_string(), Box::new(t.clone())));
+    t
+}
+
+/// Per-worker counters kept under `key` (see [`kept`]): one `T` per worker.
+pub fn kept_per_worker<T: Default + Send + Sync + 'static>(key: &str, workers: usize) -> Arc<[T]> {
+    kept(
+        key,
+        |t: &Arc<[T]>| t.len() == workers,
+        || (0..workers).map(|_| T::default()).collect(),
+    )
+}
 
 /// The metric families of one scrape.
 #[derive(Default)]
@@ -25,23 +66,36 @@ pub struct Families {
 struct Family {
     kind: &'static str,
     help: &'static str,
-    samples: String,
+    /// In the order first written.
+    series: Vec<Series>,
+    /// Rendered labels → index in `series`.
+    index: HashMap<String, usize>,
+}
+
+struct Series {
+    /// The label pairs as rendered between the braces (`a="1",b="x"`), or empty.
+    labels: String,
+    value: Value,
+}
+
+enum Value {
+    Scalar(f64),
+    /// Per-bucket (not cumulative) counts, the last one +Inf, and the sum.
+    Histogram {
+        bounds: &'static [f64],
+        counts: Vec<u64>,
+        sum: f64,
+    },
 }
 
 /// Label pairs of one sample.
 pub type Labels<'a> = &'a [(&'a str, &'a str)];
 
-fn write_labels(out: &mut String, labels: Labels<'_>, extra: Option<(&str, &str)>) {
-    if labels.is_empty() && extra.is_none() {
-        return;
-    }
-    out.push('{');
-    let mut first = true;
-    for (k, v) in labels.iter().copied().chain(extra) {
-        if !first {
+fn write_labels(out: &mut String, labels: Labels<'_>) {
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
             out.push(',');
         }
-        first = false;
         out.push_str(k);
         out.push_str("=\"");
         for c in v.chars() {
@@ -54,7 +108,6 @@ fn write_labels(out: &mut String, labels: Labels<'_>, extra: Option<(&str, &str)
         }
         out.push('"');
     }
-    out.push('}');
 }
 
 fn write_value(out: &mut String, v: f64) {
@@ -67,11 +120,32 @@ fn write_value(out: &mut String, v: f64) {
     }
 }
 
+/// `name{labels}` or `name{labels,le="bound"}`, without braces when there is nothing
+/// to put in them.
+fn write_series(out: &mut String, name: &str, suffix: &str, labels: &str, le: Option<&str>) {
+    out.push_str(name);
+    out.push_str(suffix);
+    if labels.is_empty() && le.is_none() {
+        return;
+    }
+    out.push('{');
+    out.push_str(labels);
+    if let Some(le) = le {
+        if !labels.is_empty() {
+            out.push(',');
+        }
+        out.push_str("le=\"");
+        out.push_str(le);
+        out.push('"');
+    }
+    out.push('}');
+}
+
 impl Families {
     /// Whether `source` (something shared by several plugin instances, such as the
     /// kubernetes plugin's backend) has not written its samples yet in this scrape;
     /// the first call for it says yes, the others no, so its series appear once.
-    pub fn first_from<T>(&mut self, source: *const T) -> bool {
+    pub fn first_from<T: ?Sized>(&mut self, source: *const T) -> bool {
         let source = source.cast::<()>();
         if self.sources.contains(&source) {
             return false;
@@ -80,33 +154,48 @@ impl Families {
         true
     }
 
-    fn family(&mut self, name: &str, kind: &'static str, help: &'static str) -> &mut String {
-        &mut self
-            .map
-            .entry(name.to_string())
-            .or_insert_with(|| Family {
-                kind,
-                help,
-                samples: String::new(),
-            })
-            .samples
-    }
-
-    fn sample(&mut self, name: &str, kind: &'static str, help: &'static str, labels: Labels<'_>, value: f64) {
-        let out = self.family(name, kind, help);
-        out.push_str(name);
-        write_labels(out, labels, None);
-        out.push(' ');
-        write_value(out, value);
-        out.push('\n');
+    /// Adds a sample. Two plugin instances may write the same series (two server
+    /// blocks with *forward* both count `coredns_forward_max_concurrent_rejects_total`,
+    /// which has no labels); like CoreDNS's process-wide vectors, the series then
+    /// appears once: counters and histograms add up, a gauge keeps its first value.
+    fn add(&mut self, name: &str, kind: &'static str, help: &'static str, labels: Labels<'_>, value: Value) {
+        let family = self.map.entry(name.to_string()).or_insert_with(|| Family {
+            kind,
+            help,
+            series: Vec::new(),
+            index: HashMap::new(),
+        });
+        let mut text = String::new();
+        write_labels(&mut text, labels);
+        match family.index.get(&text) {
+            None => {
+                family.index.insert(text.clone(), family.series.len());
+                family.series.push(Series { labels: text, value });
+            }
+            Some(&i) => match (&mut family.series[i].value, value) {
+                (Value::Scalar(v), Value::Scalar(add)) if kind == "counter" => *v += add,
+                (
+                    Value::Histogram { bounds, counts, sum },
+                    Value::Histogram {
+                        bounds: b,
+                        counts: c,
+                        sum: s,
+                    },
+                ) if *bounds == b => {
+                    counts.iter_mut().zip(c).for_each(|(t, c)| *t += c);
+                    *sum += s;
+                }
+                _ => {}
+            },
+        }
     }
 
     pub fn counter(&mut self, name: &str, help: &'static str, labels: Labels<'_>, value: f64) {
-        self.sample(name, "counter", help, labels, value);
+        self.add(name, "counter", help, labels, Value::Scalar(value));
     }
 
     pub fn gauge(&mut self, name: &str, help: &'static str, labels: Labels<'_>, value: f64) {
-        self.sample(name, "gauge", help, labels, value);
+        self.add(name, "gauge", help, labels, Value::Scalar(value));
     }
 
     /// A histogram from per-bucket (not cumulative) counts, `bounds.len() + 1` of them
@@ -116,44 +205,55 @@ impl Families {
         name: &str,
         help: &'static str,
         labels: Labels<'_>,
-        bounds: &[f64],
+        bounds: &'static [f64],
         counts: &[u64],
         sum: f64,
     ) {
-        let out = self.family(name, "histogram", help);
-        let mut cumulative = 0u64;
-        let mut le = String::new();
-        for (i, c) in counts.iter().enumerate() {
-            cumulative += c;
-            le.clear();
-            match bounds.get(i) {
-                Some(b) => write_value(&mut le, *b),
-                None => le.push_str("+Inf"),
-            }
-            out.push_str(name);
-            out.push_str("_bucket");
-            write_labels(out, labels, Some(("le", &le)));
-            let _ = writeln!(out, " {cumulative}");
-        }
-        out.push_str(name);
-        out.push_str("_sum");
-        write_labels(out, labels, None);
-        out.push(' ');
-        write_value(out, sum);
-        out.push('\n');
-        out.push_str(name);
-        out.push_str("_count");
-        write_labels(out, labels, None);
-        let _ = writeln!(out, " {cumulative}");
+        let value = Value::Histogram {
+            bounds,
+            counts: counts.to_vec(),
+            sum,
+        };
+        self.add(name, "histogram", help, labels, value);
     }
 
-    /// Renders every family, sorted by name.
+    /// Renders every family, sorted by name; a family's series in the order first
+    /// written.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (name, f) in &self.map {
             let _ = writeln!(out, "# HELP {name} {}", f.help);
             let _ = writeln!(out, "# TYPE {name} {}", f.kind);
-            out.push_str(&f.samples);
+            for s in &f.series {
+                match &s.value {
+                    Value::Scalar(v) => {
+                        write_series(&mut out, name, "", &s.labels, None);
+                        out.push(' ');
+                        write_value(&mut out, *v);
+                        out.push('\n');
+                    }
+                    Value::Histogram { bounds, counts, sum } => {
+                        let mut cumulative = 0u64;
+                        let mut le = String::new();
+                        for (i, c) in counts.iter().enumerate() {
+                            cumulative += c;
+                            le.clear();
+                            match bounds.get(i) {
+                                Some(b) => write_value(&mut le, *b),
+                                None => le.push_str("+Inf"),
+                            }
+                            write_series(&mut out, name, "_bucket", &s.labels, Some(&le));
+                            let _ = writeln!(out, " {cumulative}");
+                        }
+                        write_series(&mut out, name, "_sum", &s.labels, None);
+                        out.push(' ');
+                        write_value(&mut out, *sum);
+                        out.push('\n');
+                        write_series(&mut out, name, "_count", &s.labels, None);
+                        let _ = writeln!(out, " {cumulative}");
+                    }
+                }
+            }
         }
         out
     }
@@ -234,6 +334,25 @@ mod tests {
              h_seconds_bucket{z=\".\",le=\"0.1\"} 1\nh_seconds_bucket{z=\".\",le=\"1\"} 2\n\
              h_seconds_bucket{z=\".\",le=\"+Inf\"} 3\nh_seconds_sum{z=\".\"} 7.55\nh_seconds_count{z=\".\"} 3\n\
              # HELP x_total Things.\n# TYPE x_total counter\nx_total{a=\"1\"} 3\nx_total{a=\"2\\\"q\\\"\"} 4\n"
+        );
+    }
+
+    #[test]
+    fn a_series_written_twice_appears_once() {
+        static B: [f64; 1] = [1.0];
+        let mut f = Families::default();
+        for _ in 0..2 {
+            f.counter("c_total", "C.", &[], 2.0);
+            f.counter("c_total", "C.", &[("to", "x")], 1.0);
+            f.gauge("g", "G.", &[], 5.0);
+            f.histogram("h", "H.", &[], &B, &[1, 2], 4.0);
+        }
+        f.gauge("g", "G.", &[], 9.0);
+        assert_eq!(
+            f.render(),
+            "# HELP c_total C.\n# TYPE c_total counter\nc_total 4\nc_total{to=\"x\"} 2\n\
+             # HELP g G.\n# TYPE g gauge\ng 5\n\
+             # HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 6\nh_sum 8\nh_count 6\n"
         );
     }
 }

@@ -62,7 +62,7 @@ pub struct Listener {
     /// TCP timeouts (`timeouts`).
     pub timeouts: Timeouts,
     /// Per worker: queries turned away before any chain (metrics zone `dropped`).
-    pub dropped: Box<[RouteCounters]>,
+    pub dropped: Arc<[RouteCounters]>,
 }
 
 /// A complete configuration generation: what the workers serve.
@@ -200,12 +200,13 @@ impl Server {
                     });
                     slot += 1;
                 }
+                let dropped = crate::plugin::prometheus::route_counters(&label, "dropped", opts.workers.max(1));
                 Listener {
                     addr,
                     router: Router { routes },
                     label,
                     timeouts: timeouts.unwrap_or_default(),
-                    dropped: (0..opts.workers.max(1)).map(|_| RouteCounters::default()).collect(),
+                    dropped,
                 }
             })
             .collect();

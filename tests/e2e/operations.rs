@@ -1189,6 +1189,43 @@ fn refused_queries_without_a_zone_are_counted_as_dropped() {
     }
 }
 
+/// CoreDNS's counters belong to the process: a reload does not reset them.
+#[test]
+fn query_counters_carry_on_across_a_reload() {
+    let [m] = ports::<1>();
+    let m_text = m.to_string();
+    let template = "example.org:{port} {\n    bind 127.0.0.1\n    prometheus 127.0.0.1:{M}\n    hosts {\n        {ip} a.example.org\n    }\n}\n";
+    let s = Launch::new(&fill(template, &[("M", &m_text), ("ip", OLD_IP)]))
+        .arg("-workers")
+        .arg("2")
+        .up();
+    let ask = |want: &str, n: u16| {
+        for i in 0..n {
+            let r = udp_exchange(s.addr(), &query_bytes(NAME, Rtype::A, Some(1232), i));
+            assert_eq!(section(&r, "answer"), [format!("{NAME} 3600 IN A {want}")]);
+        }
+    };
+    ask(OLD_IP, 5);
+    rewrite(&s, &fill(template, &[("M", &m_text), ("ip", NEW_IP)]));
+    usr1(&s, 1);
+    wait_lines(&s, SHA_LINE, 2, Duration::from_secs(5));
+    ask(NEW_IP, 3);
+    let ms = parse_metrics(&scrape(m));
+    let server = format!("dns://127.0.0.1:{}", s.port);
+    let base = [("server", server.as_str()), ("zone", "example.org."), ("view", "")];
+    let requests = [
+        base[0],
+        base[1],
+        base[2],
+        ("proto", "udp"),
+        ("family", "1"),
+        ("type", "A"),
+    ];
+    assert_eq!(value(&ms, "coredns_dns_requests_total", &requests), 8.0);
+    let responses = [base[0], base[1], base[2], ("rcode", "NOERROR"), ("plugin", "hosts")];
+    assert_eq!(value(&ms, "coredns_dns_responses_total", &responses), 8.0);
+}
+
 // ------------------------------------------------------------------------------------
 // 7. Readiness with kubernetes
 

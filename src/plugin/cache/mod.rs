@@ -80,8 +80,10 @@ struct Attached {
     servers: Vec<Arc<str>>,
     /// [`RouteTag::slot`] → index in `servers`; `usize::MAX` for other blocks' slots.
     by_slot: Vec<usize>,
-    /// `[worker][server]`.
-    counters: Vec<Box<[Counters]>>,
+    /// `[server][worker]`, kept for the life of the process by their labels, so that a
+    /// reload does not reset them (the entries themselves go with the configuration, as
+    /// in CoreDNS).
+    counters: Vec<Arc<[Counters]>>,
 }
 
 /// The plugin of one server block.
@@ -137,7 +139,7 @@ impl Cache {
     fn counters(&self, q: &Query<'_, '_>) -> Option<&Counters> {
         let a = self.attached.get()?;
         let i = *a.by_slot.get(q.route.slot)?;
-        a.counters.get(q.worker.id)?.get(i)
+        a.counters.get(i)?.get(q.worker.id)
     }
 
     fn count(&self, q: &Query<'_, '_>, f: impl FnOnce(&Counters) -> &AtomicU64) {
@@ -512,8 +514,10 @@ impl Plugin for Cache {
                 }
             };
         }
-        let counters = (0..self.workers)
-            .map(|_| servers.iter().map(|_| Counters::default()).collect())
+        let zones = &self.opts.zones_label;
+        let counters = servers
+            .iter()
+            .map(|server| crate::metrics::kept_per_worker(&format!("cache|{server}|{zones}"), self.workers))
             .collect();
         let attached = Attached {
             servers,
@@ -537,8 +541,13 @@ impl Plugin for Cache {
             }
         }
         for (i, server) in a.servers.iter().enumerate() {
+            // Two caches with the same labels (blocks on one port, same zones) count
+            // into the same kept counters: written once.
+            if !out.first_from(Arc::as_ptr(&a.counters[i])) {
+                continue;
+            }
             let sum = |f: &dyn Fn(&Counters) -> &AtomicU64| -> f64 {
-                a.counters.iter().map(|w| f(&w[i]).load(Ordering::Relaxed)).sum::<u64>() as f64
+                a.counters[i].iter().map(|c| f(c).load(Ordering::Relaxed)).sum::<u64>() as f64
             };
             let labels = [("server", &**server), ("zones", zones), ("view", "")];
             for kind in [Kind::Success, Kind::Denial] {

@@ -15,7 +15,7 @@ use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Rcode, Section, Transport, flag, wire};
 use crate::kubernetes::snapshot::FxHasher;
-use crate::metrics::{Families, Histogram, bump};
+use crate::metrics::{Families, Histogram};
 use crate::plugin::{SetupCtx, once};
 
 mod health;
@@ -38,10 +38,46 @@ pub struct Upstream {
     /// Consecutive failures; at `max_fails` the upstream is down until a health check
     /// gets an answer.
     fails: AtomicU32,
-    /// Per worker, per rcode slot (+ other): request durations.
-    durations: Vec<Vec<Histogram>>,
+    /// What is counted for its address, kept across reloads.
+    stats: Arc<UpstreamStats>,
+}
+
+/// The metrics of one upstream address, the same for every configuration and every
+/// *forward* that sends to it (CoreDNS's vectors are process-wide, labelled by `to`).
+pub struct UpstreamStats {
+    /// Per worker, per rcode slot (+ other): request durations (each worker writes its
+    /// own, whichever instance it forwards for).
+    durations: Box<[Box<[Histogram]>]>,
+    /// Written by the health checkers, of which several instances may have one.
     health_failures: AtomicU64,
 }
+
+impl UpstreamStats {
+    /// The stats of `addr` for `workers` workers.
+    fn kept(addr: SocketAddr, workers: usize) -> Arc<UpstreamStats> {
+        crate::metrics::kept(
+            &format!("forward|{addr}"),
+            |s: &Arc<UpstreamStats>| s.durations.len() == workers,
+            || {
+                Arc::new(UpstreamStats {
+                    durations: (0..workers)
+                        .map(|_| {
+                            (0..=RCODE_SLOTS.len())
+                                .map(|_| Histogram::new(&DURATION_BUCKETS))
+                                .collect()
+                        })
+                        .collect(),
+                    health_failures: AtomicU64::new(0),
+                })
+            },
+        )
+    }
+}
+
+/// `coredns_forward_healthcheck_broken_total`: process-wide, as in CoreDNS.
+static HEALTHCHECK_BROKEN: AtomicU64 = AtomicU64::new(0);
+/// `coredns_forward_max_concurrent_rejects_total`: process-wide, as in CoreDNS.
+static MAX_CONCURRENT_REJECTS: AtomicU64 = AtomicU64::new(0);
 
 impl Upstream {
     fn down(&self, max_fails: u32) -> bool {
@@ -57,8 +93,6 @@ pub struct Forward {
     next: AtomicUsize,
     /// Queries in flight (for `max_concurrent`).
     inflight: AtomicUsize,
-    max_concurrent_rejects: AtomicU64,
-    healthcheck_broken: AtomicU64,
     checker: Mutex<Option<health::Checker>>,
     stopped: Arc<AtomicBool>,
 }
@@ -74,14 +108,7 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>,
             Arc::new(Upstream {
                 addr,
                 fails: AtomicU32::new(0),
-                durations: (0..ctx.workers.max(1))
-                    .map(|_| {
-                        (0..=RCODE_SLOTS.len())
-                            .map(|_| Histogram::new(&DURATION_BUCKETS))
-                            .collect()
-                    })
-                    .collect(),
-                health_failures: AtomicU64::new(0),
+                stats: UpstreamStats::kept(addr, ctx.workers.max(1)),
             })
         })
         .collect();
@@ -90,8 +117,6 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>,
         upstreams,
         next: AtomicUsize::new(0),
         inflight: AtomicUsize::new(0),
-        max_concurrent_rejects: AtomicU64::new(0),
-        healthcheck_broken: AtomicU64::new(0),
         checker: Mutex::new(None),
         stopped: Arc::new(AtomicBool::new(false)),
     }))
@@ -155,7 +180,7 @@ impl Forward {
         }
         if tried == 0 {
             // Everything is down: try one anyway (unless told to fail fast).
-            self.healthcheck_broken.fetch_add(1, Ordering::Relaxed);
+            HEALTHCHECK_BROKEN.fetch_add(1, Ordering::Relaxed);
             if self.opts.failfast_all_unhealthy {
                 return None;
             }
@@ -231,7 +256,12 @@ impl Forward {
         let slot = rcode
             .and_then(|r| RCODE_SLOTS.iter().position(|x| *x == r))
             .unwrap_or(RCODE_SLOTS.len());
-        if let Some(h) = self.upstreams[upstream].durations.get(worker).and_then(|w| w.get(slot)) {
+        if let Some(h) = self.upstreams[upstream]
+            .stats
+            .durations
+            .get(worker)
+            .and_then(|w| w.get(slot))
+        {
             h.observe(elapsed.as_secs_f64());
         }
     }
@@ -282,7 +312,7 @@ impl Plugin for Forward {
         if let Some(max) = self.opts.max_concurrent {
             if before >= max {
                 self.done();
-                self.max_concurrent_rejects.fetch_add(1, Ordering::Relaxed);
+                MAX_CONCURRENT_REJECTS.fetch_add(1, Ordering::Relaxed);
                 return Step::Fail(
                     Rcode::REFUSED,
                     Some(ChainError::Plugin("forward", "max_concurrent reached".into())),
@@ -315,7 +345,7 @@ impl Plugin for Forward {
                 // The worker's table of exchanges is full: refuse at once (as for
                 // max_concurrent) rather than queue, and blame no upstream.
                 self.done();
-                self.max_concurrent_rejects.fetch_add(1, Ordering::Relaxed);
+                MAX_CONCURRENT_REJECTS.fetch_add(1, Ordering::Relaxed);
                 return Step::Fail(
                     Rcode::REFUSED,
                     Some(ChainError::Plugin(
@@ -396,30 +426,37 @@ impl Plugin for Forward {
     }
 
     fn metrics(&self, out: &mut Families) {
-        out.counter(
-            "coredns_forward_healthcheck_broken_total",
-            "Counter of the number of complete failures of the healthchecks.",
-            &[],
-            self.healthcheck_broken.load(Ordering::Relaxed) as f64,
-        );
-        out.counter(
-            "coredns_forward_max_concurrent_rejects_total",
-            "Counter of the number of queries rejected because the concurrent queries were at maximum.",
-            &[],
-            self.max_concurrent_rejects.load(Ordering::Relaxed) as f64,
-        );
+        // Process-wide: written once per scrape, whatever the number of instances.
+        if out.first_from(&HEALTHCHECK_BROKEN) {
+            out.counter(
+                "coredns_forward_healthcheck_broken_total",
+                "Counter of the number of complete failures of the healthchecks.",
+                &[],
+                HEALTHCHECK_BROKEN.load(Ordering::Relaxed) as f64,
+            );
+            out.counter(
+                "coredns_forward_max_concurrent_rejects_total",
+                "Counter of the number of queries rejected because the concurrent queries were at maximum.",
+                &[],
+                MAX_CONCURRENT_REJECTS.load(Ordering::Relaxed) as f64,
+            );
+        }
         for u in &self.upstreams {
+            // Instances that send to the same address share its stats.
+            if !out.first_from(Arc::as_ptr(&u.stats)) {
+                continue;
+            }
             let to = u.addr.to_string();
             out.counter(
                 "coredns_proxy_healthcheck_failures_total",
                 "Counter of the number of failed healthchecks.",
                 &[("proxy_name", "forward"), ("to", &to)],
-                u.health_failures.load(Ordering::Relaxed) as f64,
+                u.stats.health_failures.load(Ordering::Relaxed) as f64,
             );
             for slot in 0..=RCODE_SLOTS.len() {
                 let mut counts = vec![0u64; DURATION_BUCKETS.len() + 1];
                 let mut sum = 0.0;
-                for w in &u.durations {
+                for w in &u.stats.durations {
                     w[slot].add_to(&mut counts, &mut sum);
                 }
                 if counts.iter().all(|c| *c == 0) {
@@ -441,9 +478,9 @@ impl Plugin for Forward {
     }
 }
 
-/// Counts a health check failure (the checker thread's only write).
+/// Counts a health check failure.
 fn health_failed(u: &Upstream) {
-    bump(&u.health_failures, 1);
+    u.stats.health_failures.fetch_add(1, Ordering::Relaxed);
 }
 
 /// `max_fails`, `health_check` and friends, for the checker.

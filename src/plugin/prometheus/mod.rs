@@ -3,10 +3,11 @@
 //! README.md beside this file lists the metrics.
 //!
 //! ```text
-//!   setup ──▶ Prometheus ──attach(routes)──▶ counters[worker][route] (allocated once)
+//!   setup ──▶ Prometheus ──attach(routes)──▶ counters[route][worker] (allocated once per
+//!                                            server/zone labels: a reload keeps them)
 //!
 //!   query path (worker k):  chain ─▶ … ─▶ answering plugin
-//!                                    ◀── on_response: counters[k][route].record   (no lock,
+//!                                    ◀── on_response: counters[route][k].record   (no lock,
 //!                                                        one writer, no allocation)
 //!   scrape (http thread):   collect(server) ─▶ every plugin's metrics()  (prometheus: sum
 //!                                         ─▶ process-wide metrics         over workers)
@@ -98,8 +99,9 @@ struct Attached {
     routes: Vec<Arc<RouteTag>>,
     /// [`RouteTag::slot`] → index in `routes`; `usize::MAX` for other blocks' slots.
     by_slot: Vec<usize>,
-    /// `[worker][route]`: each worker's counters are one allocation of its own.
-    counters: Vec<Box<[RouteCounters]>>,
+    /// `[route][worker]`, kept for the life of the process by route labels
+    /// ([`route_counters`]), so that a reload does not reset them.
+    counters: Vec<Arc<[RouteCounters]>>,
 }
 
 impl Prometheus {
@@ -123,7 +125,7 @@ impl Prometheus {
     fn counters_for(&self, worker: usize, route: &RouteTag) -> Option<&RouteCounters> {
         let a = self.attached.get()?;
         let r = *a.by_slot.get(route.slot)?;
-        a.counters.get(worker)?.get(r)
+        a.counters.get(r)?.get(worker)
     }
 }
 
@@ -179,8 +181,9 @@ impl Plugin for Prometheus {
                 }
             };
         }
-        let counters = (0..self.workers)
-            .map(|_| labelled.iter().map(|_| RouteCounters::default()).collect())
+        let counters = labelled
+            .iter()
+            .map(|r| route_counters(&r.server, &r.zone, self.workers))
             .collect();
         let attached = Attached {
             routes: labelled,
@@ -200,9 +203,7 @@ impl Plugin for Prometheus {
         let names = self.plugin_names.lock().clone();
         for (i, route) in a.routes.iter().enumerate() {
             let mut totals = Totals::default();
-            for worker in &a.counters {
-                totals.add(&worker[i]);
-            }
+            a.counters[i].iter().for_each(|c| totals.add(c));
             totals.write(out, &route.server, &route.zone);
             for name in &names {
                 out.gauge(
@@ -219,6 +220,12 @@ impl Plugin for Prometheus {
             }
         }
     }
+}
+
+/// The per-worker counters of the `server`/`zone` labels, the same ones for every
+/// configuration of the process (zone `dropped` holds what no block took).
+pub fn route_counters(server: &str, zone: &str, workers: usize) -> Arc<[RouteCounters]> {
+    crate::metrics::kept_per_worker(&format!("{NAME}|{server}|{zone}"), workers)
 }
 
 /// The live plugins, so that [`collect`], which sees them as `dyn Plugin`, can give
@@ -263,6 +270,11 @@ pub fn collect(server: &crate::server::Server, out: &mut Families) {
     // Queries turned away before any chain (no zone for the name, a class other than
     // IN): CoreDNS counts them under the zone `dropped`.
     for l in &server.listeners {
+        // The IPv4 and IPv6 listeners of one unbound address share their label, and so
+        // their counters.
+        if !out.first_from(Arc::as_ptr(&l.dropped)) {
+            continue;
+        }
         let mut totals = Totals::default();
         l.dropped.iter().for_each(|c| totals.add(c));
         totals.write(out, &l.label, "dropped");

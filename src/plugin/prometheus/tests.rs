@@ -530,3 +530,27 @@ cluster.local:1053 {
         assert!(samples > 20, "{samples} samples");
     }
 }
+
+#[test]
+fn a_new_configuration_with_the_same_labels_counts_on() {
+    let mut worker = WorkerCtx::new(0);
+    let mut resp = Response::new();
+    let old = Prometheus::new(1);
+    let a = tag(0, "example.org.");
+    old.attach(std::slice::from_ref(&a));
+    respond(&old, &a, &Q::a(0, "127.0.0.1:1"), &mut worker, &mut resp);
+    // The reloaded configuration: new instances, the same labels, another zone beside.
+    let new = Prometheus::new(1);
+    let (a2, b) = (tag(0, "example.org."), tag(1, "other.net."));
+    new.attach(&[a2.clone(), b.clone()]);
+    respond(&new, &a2, &Q::a(0, "127.0.0.1:1"), &mut worker, &mut resp);
+    respond(&new, &b, &Q::a(0, "127.0.0.1:1"), &mut worker, &mut resp);
+    let text = render(&new);
+    let requests = |zone: &str| {
+        format!(
+            r#"coredns_dns_requests_total{{server="dns://:53",zone="{zone}",view="",proto="udp",family="1",type="A"}}"#
+        )
+    };
+    assert!(text.contains(&format!("{} 2\n", requests("example.org."))), "{text}");
+    assert!(text.contains(&format!("{} 1\n", requests("other.net."))), "{text}");
+}
