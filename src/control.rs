@@ -31,6 +31,8 @@ use crate::server::worker::{WorkerStats, millis_since_epoch};
 /// What the HTTP endpoints share with the controller.
 struct State {
     shared: Arc<ArcSwap<Server>>,
+    /// The workers' own counters (they live as long as the process).
+    workers: Vec<Arc<WorkerStats>>,
     /// Shutdown has begun: `/ready` answers 503.
     stopping: AtomicBool,
     /// `monitor until-ready`: readiness reported once stays reported (reset on reload).
@@ -63,6 +65,7 @@ impl State {
             "/metrics" if p.metrics.iter().any(|a| on_this(*a)) => {
                 let mut f = Families::default();
                 crate::plugin::prometheus::collect(&server, &mut f);
+                crate::server::worker::metrics(&self.workers, &mut f);
                 http::Response {
                     status: 200,
                     content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -100,6 +103,7 @@ impl Controller {
         let running = Running::start(server, &opts)?;
         let state = Arc::new(State {
             shared: running.shared(),
+            workers: running.stats(),
             stopping: AtomicBool::new(false),
             latched: AtomicBool::new(false),
         });

@@ -73,6 +73,46 @@ pub struct WorkerStats {
     pub heartbeat: AtomicU64,
 }
 
+/// What the workers count of their sockets, by worker, as `clusterdns_*` metrics (CoreDNS
+/// has no equivalent: Go's runtime hides them).
+pub fn metrics(workers: &[Arc<WorkerStats>], out: &mut crate::metrics::Families) {
+    for (i, w) in workers.iter().enumerate() {
+        let id = i.to_string();
+        let labels = [("worker", id.as_str())];
+        let counters: [(&str, &'static str, &AtomicU64); 4] = [
+            (
+                "clusterdns_tcp_connections_total",
+                "TCP connections accepted, by worker.",
+                &w.tcp_connections,
+            ),
+            (
+                "clusterdns_tcp_rejected_total",
+                "TCP connections closed at once because the worker had its maximum open, by worker.",
+                &w.tcp_rejected,
+            ),
+            (
+                "clusterdns_udp_replies_dropped_total",
+                "UDP replies the kernel would not send (socket buffer full), by worker.",
+                &w.dropped_replies,
+            ),
+            (
+                "clusterdns_udp_queries_total",
+                "UDP datagrams received, by worker (how evenly SO_REUSEPORT spreads the load).",
+                &w.udp_queries,
+            ),
+        ];
+        for (name, help, c) in counters {
+            out.counter(name, help, &labels, c.load(Ordering::Relaxed) as f64);
+        }
+        out.gauge(
+            "clusterdns_upstream_pending",
+            "Upstream exchanges in flight (forward, cache refreshes, ExternalName chases), by worker.",
+            &labels,
+            w.upstream_pending.load(Ordering::Relaxed) as f64,
+        );
+    }
+}
+
 /// The reference point of [`WorkerStats::heartbeat`].
 pub fn epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();

@@ -1226,6 +1226,49 @@ fn query_counters_carry_on_across_a_reload() {
     assert_eq!(value(&ms, "coredns_dns_responses_total", &responses), 8.0);
 }
 
+/// The workers' socket counters: TCP accepted and turned away at the cap, UDP received.
+#[test]
+fn worker_socket_counters_show_tcp_rejections_and_udp_spread() {
+    let [m] = ports::<1>();
+    let text = fill(
+        "example.org:{port} {\n    bind 127.0.0.1\n    prometheus 127.0.0.1:{M}\n    hosts {\n        10.0.0.1 a.example.org\n    }\n}\n",
+        &[("M", &m.to_string())],
+    );
+    let s = Launch::new(&text)
+        .arg("-workers")
+        .arg("1")
+        .arg("-tcp.max-connections")
+        .arg("4")
+        .up();
+    for i in 0..7 {
+        udp_exchange(s.addr(), &query_bytes(NAME, Rtype::A, Some(1232), i));
+    }
+    // Four connections held open (each answered once, so each is accepted), then three
+    // more: the worker is at its cap and closes them at once.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut c = std::net::TcpStream::connect(s.addr()).unwrap();
+        write_frame(&mut c, &query_bytes(NAME, Rtype::A, None, 1));
+        assert!(read_frame(&mut c).is_some());
+        held.push(c);
+    }
+    for _ in 0..3 {
+        let mut c = std::net::TcpStream::connect(s.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1];
+        assert!(matches!(std::io::Read::read(&mut c, &mut buf), Ok(0) | Err(_)));
+    }
+    let ms = parse_metrics(&scrape(m));
+    let w0 = [("worker", "0")];
+    assert_eq!(value(&ms, "clusterdns_tcp_connections_total", &w0), 4.0);
+    assert_eq!(value(&ms, "clusterdns_tcp_rejected_total", &w0), 3.0);
+    // The seven queries, and the SOA probes `up` sent while waiting for the start.
+    assert!(value(&ms, "clusterdns_udp_queries_total", &w0) >= 7.0);
+    assert_eq!(value(&ms, "clusterdns_udp_replies_dropped_total", &w0), 0.0);
+    assert_eq!(value(&ms, "clusterdns_upstream_pending", &w0), 0.0);
+    drop(held);
+}
+
 // ------------------------------------------------------------------------------------
 // 7. Readiness with kubernetes
 
