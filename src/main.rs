@@ -49,6 +49,10 @@ fn main() -> ExitCode {
     }
     init_logging();
     limit_malloc_arenas();
+    if let Err(e) = clusterdns::dns::cookie::secret_from_env() {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
     // A panic is logged on one line, without a backtrace: the worker that caught it
     // carries on, and symbolising a backtrace per query would let a query of death
     // stall it. RUST_BACKTRACE=1 brings the backtrace back for debugging.

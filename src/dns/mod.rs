@@ -2,6 +2,7 @@
 //! RFC 1035 with EDNS (RFC 6891). Only this module knows the wire layout; plugins
 //! see [`Request`] and push [`Record`]s into a [`Response`].
 
+pub mod cookie;
 pub mod request;
 pub mod response;
 pub mod wire;

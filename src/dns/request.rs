@@ -5,6 +5,8 @@
 
 use std::net::SocketAddr;
 
+use super::cookie::{self, Cookie};
+
 use super::wire::{self, MAX_NAME_LEN, MIN_UDP_PAYLOAD, QNAME_OFFSET, flag, opcode, rtype};
 
 /// How a query arrived.
@@ -186,6 +188,8 @@ pub struct Request<'a> {
     /// The question name, lower-cased: the key every lookup uses.
     pub qname: NameKey,
     pub edns: Option<Edns>,
+    /// The query's DNS cookie, read (RFC 7873): what the reply carries back.
+    pub cookie: Option<Cookie>,
     pub transport: Transport,
     pub client: SocketAddr,
     /// The address the query was received on (the listener's, or the packet's
@@ -273,7 +277,7 @@ impl<'a> Request<'a> {
                 options: (opts as u16, rdlen),
             });
         }
-        Ok(Request {
+        let mut req = Request {
             raw,
             id,
             flags,
@@ -282,10 +286,24 @@ impl<'a> Request<'a> {
             qclass,
             qname,
             edns,
+            cookie: None,
             transport,
             client,
             local,
-        })
+        };
+        // The first COOKIE option counts; a malformed one is FORMERR (RFC 7873 5.2.2).
+        let found = req.edns_options().find(|(code, _)| *code == cookie::OPTION);
+        if let Some((_, data)) = found {
+            req.cookie = Some(cookie::read(data, client.ip(), cookie::now()).map_err(|_| with_question)?);
+        }
+        Ok(req)
+    }
+
+    /// Whether the query carried a server cookie of ours, made for its client and
+    /// current: its source address is not spoofed.
+    #[inline]
+    pub fn cookie_valid(&self) -> bool {
+        self.cookie.is_some_and(|c| c.valid)
     }
 
     /// The same request with another name as its lookup key (the raw message is
@@ -300,6 +318,7 @@ impl<'a> Request<'a> {
             qclass: self.qclass,
             qname,
             edns: self.edns,
+            cookie: self.cookie,
             transport: self.transport,
             client: self.client,
             local: self.local,

@@ -14,6 +14,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::Rcode;
+use super::cookie;
 use super::request::Request;
 use super::wire::{
     self, ADVERTISED_UDP_PAYLOAD, HEADER_LEN, MAX_NAME_LEN, OPT_RR_LEN, QNAME_OFFSET, class, flag, rtype,
@@ -169,6 +170,8 @@ pub struct Response {
     truncated: bool,
     /// OPT to append at `finish`: (DO bit, extended rcode high bits written later).
     edns: Option<bool>,
+    /// The COOKIE option the OPT carries (client and server cookie), if the query had one.
+    cookie: Option<[u8; cookie::REPLY_LEN]>,
     rcode: Rcode,
     records: Vec<RecordPos>,
     /// Offsets of label starts that later names may point to.
@@ -195,6 +198,7 @@ impl Response {
             section: Section::Answer,
             truncated: false,
             edns: None,
+            cookie: None,
             rcode: Rcode::NOERROR,
             records: Vec::with_capacity(64),
             compress: [0; MAX_COMPRESS],
@@ -210,6 +214,7 @@ impl Response {
         self.section = Section::Answer;
         self.truncated = false;
         self.edns = None;
+        self.cookie = None;
         self.rcode = Rcode::NOERROR;
         self.records.clear();
         self.ncompress = 0;
@@ -238,7 +243,8 @@ impl Response {
         self.buf.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
         self.buf.extend_from_slice(req.question());
         self.edns = req.edns.map(|e| e.dnssec_ok);
-        self.limit = req.max_size() - if self.edns.is_some() { OPT_RR_LEN } else { 0 };
+        self.cookie = req.cookie.map(|c| c.reply);
+        self.limit = req.max_size() - self.opt_len();
         self.set_rcode(rcode);
         // The question's labels are the first compression targets.
         let mut at = QNAME_OFFSET;
@@ -562,6 +568,15 @@ impl Response {
         Ok(())
     }
 
+    /// The size of the OPT record `finish` appends (none without EDNS).
+    fn opt_len(&self) -> usize {
+        match (self.edns, &self.cookie) {
+            (None, _) => 0,
+            (Some(_), None) => OPT_RR_LEN,
+            (Some(_), Some(c)) => OPT_RR_LEN + 4 + c.len(),
+        }
+    }
+
     /// Completes the message: patches the counts, sets TC if records were left out,
     /// and appends an OPT record when the query had one (RFC 6891 6.1.1: advertising our
     /// payload size, echoing DO, carrying the extended rcode bits).
@@ -581,7 +596,15 @@ impl Response {
                 self.buf.extend_from_slice(&rtype::OPT.to_be_bytes());
                 self.buf.extend_from_slice(&ADVERTISED_UDP_PAYLOAD.to_be_bytes());
                 self.buf.extend_from_slice(&ttl.to_be_bytes());
-                self.buf.extend_from_slice(&0u16.to_be_bytes());
+                match &self.cookie {
+                    Some(c) => {
+                        self.buf.extend_from_slice(&((4 + c.len()) as u16).to_be_bytes());
+                        self.buf.extend_from_slice(&cookie::OPTION.to_be_bytes());
+                        self.buf.extend_from_slice(&(c.len() as u16).to_be_bytes());
+                        self.buf.extend_from_slice(c);
+                    }
+                    None => self.buf.extend_from_slice(&0u16.to_be_bytes()),
+                }
                 let ar = self.counts[2] + 1;
                 self.buf[10..12].copy_from_slice(&ar.to_be_bytes());
             }

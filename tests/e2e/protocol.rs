@@ -353,3 +353,123 @@ fn many_concurrent_udp_clients_are_all_answered() {
     }
     assert!(start.elapsed() < Duration::from_secs(30));
 }
+
+// ------------------------------------------------------------------------------------
+// DNS cookies (RFC 7873, server cookies as RFC 9018)
+
+/// The COOKIE option data of a reply, if its OPT has one.
+fn reply_cookie(r: &Message<Vec<u8>>) -> Option<Vec<u8>> {
+    use domain::base::opt::UnknownOptData;
+    let opt = r.opt()?;
+    opt.opt()
+        .iter::<UnknownOptData<&[u8]>>()
+        .filter_map(Result::ok)
+        .find(|o| o.code().to_int() == 10)
+        .map(|o| o.as_slice().to_vec())
+}
+
+/// A query for www.example.org with EDNS and a COOKIE option holding `cookie`.
+fn cookie_query(id: u16, cookie: &[u8]) -> Vec<u8> {
+    let mut m = header(id, 0x0100, 1, 0, 0, 1);
+    m.extend(question(WWW, 1, 1));
+    let mut o = vec![0, 10];
+    o.extend_from_slice(&(cookie.len() as u16).to_be_bytes());
+    o.extend_from_slice(cookie);
+    m.extend(opt(1232, 0, &o));
+    m
+}
+
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32
+}
+
+#[test]
+fn a_client_cookie_gets_a_server_cookie_back() {
+    let s = server();
+    let cc = [1, 2, 3, 4, 5, 6, 7, 8];
+    let r = parse(s.raw_udp(&cookie_query(1, &cc), Duration::from_secs(2)).expect("reply"));
+    assert_eq!(rcode(&r), Rcode::NOERROR);
+    assert_eq!(section(&r, "answer").len(), 1);
+    let c = reply_cookie(&r).expect("a COOKIE option in the reply");
+    // Client cookie, then version 1, three reserved zeros, the time, an 8-byte hash.
+    assert_eq!(c.len(), 24, "{c:02x?}");
+    assert_eq!(&c[..8], &cc);
+    assert_eq!(&c[8..12], &[1, 0, 0, 0]);
+    let stamp = u32::from_be_bytes(c[12..16].try_into().unwrap());
+    assert!(stamp.abs_diff(unix_now()) <= 5, "timestamp {stamp}");
+
+    // The client sends it back, over UDP and over TCP: answered, with a cookie for the
+    // same client cookie.
+    let r = parse(s.raw_udp(&cookie_query(2, &c), Duration::from_secs(2)).expect("reply"));
+    assert_eq!(section(&r, "answer").len(), 1);
+    assert_eq!(&reply_cookie(&r).expect("cookie")[..8], &cc);
+    let r = tcp_exchange(s.addr(), &cookie_query(3, &c));
+    assert_eq!(section(&r, "answer").len(), 1);
+    assert_eq!(&reply_cookie(&r).expect("cookie over TCP")[..8], &cc);
+    // A server cookie that is not ours (another server's, or tampered) is no error:
+    // answered, with a fresh cookie of ours.
+    let mut forged = c.clone();
+    forged[20] ^= 0xff;
+    let r = parse(
+        s.raw_udp(&cookie_query(4, &forged), Duration::from_secs(2))
+            .expect("reply"),
+    );
+    assert_eq!(rcode(&r), Rcode::NOERROR);
+    let fresh = reply_cookie(&r).expect("cookie");
+    assert_eq!(fresh[..12], c[..12]);
+    assert_ne!(fresh[16..], forged[16..]);
+
+    // No cookie asked, none given.
+    let r = udp_exchange(s.addr(), &query_bytes("www.example.org", Rtype::A, Some(1232), 5));
+    assert!(reply_cookie(&r).is_none());
+}
+
+#[test]
+fn a_malformed_cookie_option_is_formerr() {
+    let s = server();
+    // 8 bytes alone, or 16 to 40 with a server cookie; anything else is malformed.
+    for len in [0usize, 1, 7, 9, 15, 41] {
+        let r = parse(
+            s.raw_udp(&cookie_query(6, &vec![7; len]), Duration::from_secs(2))
+                .expect("reply"),
+        );
+        assert_eq!(rcode(&r), Rcode::FORMERR, "cookie of {len} bytes");
+    }
+    for len in [8usize, 16, 40] {
+        let r = parse(
+            s.raw_udp(&cookie_query(7, &vec![7; len]), Duration::from_secs(2))
+                .expect("reply"),
+        );
+        assert_eq!(rcode(&r), Rcode::NOERROR, "cookie of {len} bytes");
+    }
+}
+
+#[test]
+fn dig_finds_its_cookie_good() {
+    if !have_dig() {
+        eprintln!("dig is not installed: skipped");
+        return;
+    }
+    let s = server();
+    let port = s.port.to_string();
+    let out = dig(&["@127.0.0.1", "-p", &port, "+cookie", "+norec", "www.example.org", "A"]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("COOKIE:"))
+        .unwrap_or_else(|| panic!("no COOKIE in dig's output:\n{out}"));
+    assert!(line.contains("(good)"), "{line}");
+    // Sent back as dig would on its next query.
+    let cookie = line.split_whitespace().nth(2).unwrap();
+    let out = dig(&[
+        "@127.0.0.1",
+        "-p",
+        &port,
+        &format!("+cookie={cookie}"),
+        "www.example.org",
+        "A",
+    ]);
+    assert!(out.contains("10.0.0.1") && out.contains("(good)"), "{out}");
+}

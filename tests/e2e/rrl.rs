@@ -41,6 +41,13 @@ impl Burst {
 /// thread reads the replies (a burst of replies would overflow an unread socket's
 /// buffer), until 300 ms pass without one.
 fn burst(server: SocketAddr, source: &str, n: u16) -> Burst {
+    burst_of(server, source, n, |id| {
+        query_bytes("www.example.org", Rtype::A, Some(1232), id)
+    })
+}
+
+/// [`burst`] with the queries `query(id)` makes.
+fn burst_of(server: SocketAddr, source: &str, n: u16, query: impl Fn(u16) -> Vec<u8>) -> Burst {
     let sock = UdpSocket::bind((source, 0)).expect("bind the source address");
     // Room for every reply, whoever gets the CPU first: the sender or the reader.
     let size: libc::c_int = 1 << 20;
@@ -74,8 +81,7 @@ fn burst(server: SocketAddr, source: &str, n: u16) -> Burst {
         b
     });
     for id in 0..n {
-        sock.send_to(&query_bytes("www.example.org", Rtype::A, Some(1232), id), server)
-            .unwrap();
+        sock.send_to(&query(id), server).unwrap();
     }
     replies.join().unwrap()
 }
@@ -185,4 +191,92 @@ fn without_rrl_nothing_is_limited() {
     s.wait_answering("www.example.org");
     let flood = burst(s.addr(), "127.0.0.1", 300);
     assert_eq!(flood.full, 300, "{flood:?}");
+}
+
+/// `www.example.org` A with EDNS and a COOKIE option holding `cookie`.
+fn with_cookie(id: u16, cookie: &[u8]) -> Vec<u8> {
+    let mut q = query_bytes("www.example.org", Rtype::A, Some(1232), id);
+    // The OPT record is last and has no options: its rdata length is the last field.
+    q.truncate(q.len() - 2);
+    q.extend_from_slice(&((4 + cookie.len()) as u16).to_be_bytes());
+    q.extend_from_slice(&[0, 10]);
+    q.extend_from_slice(&(cookie.len() as u16).to_be_bytes());
+    q.extend_from_slice(cookie);
+    q
+}
+
+/// The client and server cookie `server` gives `source` for client cookie `cc`: the
+/// last 28 bytes of the reply are the COOKIE option (code, length, 24 bytes of data).
+fn learn_cookie(server: SocketAddr, source: &str, cc: [u8; 8]) -> Vec<u8> {
+    let sock = UdpSocket::bind((source, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.send_to(&with_cookie(1, &cc), server).unwrap();
+    let mut buf = [0u8; 2048];
+    let (len, _) = sock.recv_from(&mut buf).expect("a reply");
+    let tail = &buf[len - 28..len];
+    assert_eq!(&tail[..4], &[0, 10, 0, 24], "no COOKIE option at the end of the reply");
+    assert_eq!(&tail[4..12], &cc);
+    tail[4..].to_vec()
+}
+
+#[test]
+fn a_client_with_a_valid_server_cookie_is_not_limited() {
+    let secret = "000102030405060708090a0b0c0d0e0f";
+    let corefile = |metrics: u16| {
+        format!(
+            "example.org:{{port}} {{\n  rrl {{\n    responses-per-second 2\n    window 5\n  }}\n  prometheus 127.0.0.1:{metrics}\n  hosts {{\n    192.0.2.1 www.example.org\n  }}\n}}\n"
+        )
+    };
+    let start = |secret: Option<&str>| {
+        let metrics = free_port();
+        let text = corefile(metrics);
+        let mut launch = Launch::new(&text).no_wait();
+        if let Some(secret) = secret {
+            launch = launch.env("CLUSTERDNS_COOKIE_SECRET", secret);
+        }
+        let s = launch.start();
+        s.wait_answering("www.example.org");
+        (s, metrics)
+    };
+    let (s, metrics) = start(Some(secret));
+    let cc = [9, 8, 7, 6, 5, 4, 3, 2];
+    let cookie = learn_cookie(s.addr(), "127.0.0.1", cc);
+
+    // Its own valid cookie: a source proven not spoofed gets every answer.
+    let proven = burst_of(s.addr(), "127.0.0.1", 200, |id| with_cookie(id, &cookie));
+    assert_eq!((proven.full, proven.replies()), (200, 200), "{proven:?}");
+    // Only a client cookie (as at first contact), or none: limited as before.
+    let first = burst_of(s.addr(), "127.0.0.1", 200, |id| with_cookie(id, &cc));
+    assert!(first.full <= 10, "{first:?}");
+    assert_eq!(
+        counters(metrics).get("responses_exceeded_total").copied(),
+        Some((200 - first.full) as f64)
+    );
+    // The cookie is bound to the address it was given to: another source presenting
+    // it (an attacker who saw it) is limited.
+    let stolen = burst_of(s.addr(), "127.0.1.1", 200, |id| with_cookie(id, &cookie));
+    assert!(stolen.full <= 10, "{stolen:?}");
+
+    // A replica with the same secret accepts the cookie; one with its own does not.
+    let (twin, _) = start(Some(secret));
+    let shared = burst_of(twin.addr(), "127.0.0.1", 200, |id| with_cookie(id, &cookie));
+    assert_eq!(shared.full, 200, "{shared:?}");
+    let (stranger, _) = start(None);
+    let other = burst_of(stranger.addr(), "127.0.0.1", 200, |id| with_cookie(id, &cookie));
+    assert!(other.full <= 10, "{other:?}");
+}
+
+#[test]
+fn a_malformed_cookie_secret_stops_the_start() {
+    let out = std::process::Command::new(binary())
+        .args(["-conf", "/nonexistent/Corefile"])
+        .env("CLUSTERDNS_COOKIE_SECRET", "not-hex")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CLUSTERDNS_COOKIE_SECRET: want 32 hexadecimal digits"),
+        "{err}"
+    );
 }

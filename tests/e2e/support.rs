@@ -344,6 +344,8 @@ pub fn raw_udp(to: SocketAddr, q: &[u8], wait: Duration) -> Option<Vec<u8>> {
                 return Some(buf);
             }
             Ok(_) => {}
+            // Not restarted after a signal or a stop/continue of the test process.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return None,
         }
         if Instant::now() > end {

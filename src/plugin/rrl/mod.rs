@@ -283,7 +283,9 @@ impl Plugin for Rrl {
     }
 
     fn on_response(&self, q: &mut Query<'_, '_>) {
-        if q.resp.is_withheld() || !self.applies(q.req) {
+        // A valid server cookie proves the source address (RFC 7873): its answers
+        // cannot be aimed at a spoofed victim, so they are not limited.
+        if q.resp.is_withheld() || !self.applies(q.req) || q.req.cookie_valid() {
             return;
         }
         let category = Category::of(
