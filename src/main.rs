@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }
+    clusterdns::dns::cookie::init();
     // A panic is logged on one line, without a backtrace: the worker that caught it
     // carries on, and symbolising a backtrace per query would let a query of death
     // stall it. RUST_BACKTRACE=1 brings the backtrace back for debugging.

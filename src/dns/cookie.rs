@@ -66,17 +66,32 @@ pub fn secret_from_env() -> Result<(), String> {
     Ok(())
 }
 
+/// Makes the secret now, unless set or made already: the binary calls it at start-up,
+/// so that no worker ever waits for the kernel's random numbers.
+pub fn init() {
+    let _ = secret();
+}
+
 fn secret() -> &'static [u8; 16] {
     SECRET.get_or_init(|| {
         let mut s = [0u8; 16];
-        // SAFETY: getrandom(2) writes at most `s.len()` bytes into `s`.
-        let n = unsafe { libc::getrandom(s.as_mut_ptr().cast(), s.len(), 0) };
-        if n != s.len() as isize {
-            // No entropy to be had (a kernel without getrandom): cookies are still
-            // unforgeable to an off-path attacker who does not know the start time.
-            let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-            s[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
-            s[8..].copy_from_slice(&u64::from(std::process::id()).to_le_bytes());
+        loop {
+            // SAFETY: getrandom(2) writes at most `s.len()` bytes into `s`.
+            let n = unsafe { libc::getrandom(s.as_mut_ptr().cast(), s.len(), 0) };
+            if n == s.len() as isize {
+                return s;
+            }
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        // No getrandom(2): std's hash keys, which it seeds from the system's entropy.
+        use std::hash::{BuildHasher, Hasher};
+        for (i, half) in s.chunks_exact_mut(8).enumerate() {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(i);
+            half.copy_from_slice(&h.finish().to_le_bytes());
         }
         s
     })

@@ -299,6 +299,29 @@ impl<'a> Request<'a> {
         Ok(req)
     }
 
+    /// Appends the query as received to `out`, minus any COOKIE option: a cookie is
+    /// between the client and this server (it holds a hash of the client's address
+    /// under our secret), and an upstream would only find a server cookie that is not
+    /// its own in it (RFC 7873 6: a forwarder is a client with cookies of its own).
+    pub fn copy_for_upstream(&self, out: &mut Vec<u8>) {
+        let (Some(_), Some(e)) = (self.cookie, self.edns) else {
+            out.extend_from_slice(self.raw);
+            return;
+        };
+        let (start, len) = (e.options.0 as usize, e.options.1 as usize);
+        out.extend_from_slice(&self.raw[..start]);
+        let rdlen_at = out.len() - 2;
+        let mut kept = 0usize;
+        for (code, data) in self.edns_options().filter(|(code, _)| *code != cookie::OPTION) {
+            out.extend_from_slice(&code.to_be_bytes());
+            out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            out.extend_from_slice(data);
+            kept += 4 + data.len();
+        }
+        out[rdlen_at..rdlen_at + 2].copy_from_slice(&(kept as u16).to_be_bytes());
+        out.extend_from_slice(&self.raw[start + len..]);
+    }
+
     /// Whether the query carried a server cookie of ours, made for its client and
     /// current: its source address is not spoofed.
     #[inline]
@@ -430,6 +453,32 @@ mod tests {
         let e = r.edns.unwrap();
         assert_eq!((e.udp_size, e.version, e.dnssec_ok), (4096, 0, true));
         assert_eq!(r.max_size(), 4096);
+    }
+
+    #[test]
+    fn the_cookie_stays_here_and_other_options_go_upstream() {
+        // OPT with: option 65001 (2 bytes), a COOKIE (8 bytes), option 65002 (0 bytes).
+        let mut opt = vec![0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 22];
+        opt.extend_from_slice(&[0xFD, 0xE9, 0, 2, 0xAA, 0xBB]);
+        opt.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+        opt.extend_from_slice(&[0xFD, 0xEA, 0, 0]);
+        let q = query(b"\x03www\x07example\x00", rtype::A, &opt, 1);
+        let r = Request::parse(&q, Transport::Udp, addr(), addr()).ok().unwrap();
+        assert!(r.cookie.is_some());
+        let mut up = Vec::new();
+        r.copy_for_upstream(&mut up);
+        assert_eq!(up.len(), q.len() - 12);
+        let u = Request::parse(&up, Transport::Udp, addr(), addr()).ok().unwrap();
+        assert!(u.cookie.is_none());
+        assert_eq!((u.qname.wire(), u.edns.unwrap().udp_size), (r.qname.wire(), 1232));
+        let kept: Vec<(u16, Vec<u8>)> = u.edns_options().map(|(c, d)| (c, d.to_vec())).collect();
+        assert_eq!(kept, [(0xFDE9, vec![0xAA, 0xBB]), (0xFDEA, vec![])]);
+        // Without a cookie, the query goes as it came.
+        let plain = query(b"\x03www\x07example\x00", rtype::A, OPT, 1);
+        let p = Request::parse(&plain, Transport::Udp, addr(), addr()).ok().unwrap();
+        let mut up = Vec::new();
+        p.copy_for_upstream(&mut up);
+        assert_eq!(up, plain);
     }
 
     #[test]

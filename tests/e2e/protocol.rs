@@ -428,6 +428,21 @@ fn a_client_cookie_gets_a_server_cookie_back() {
 }
 
 #[test]
+fn the_cookie_counts_against_the_udp_size() {
+    let s = server();
+    // big.example.org: 100 A records of 16 bytes; the OPT with a cookie takes 11 + 28.
+    let mut m = header(8, 0x0100, 1, 0, 0, 1);
+    m.extend(question(b"\x03big\x07example\x03org\x00", 1, 1));
+    m.extend(opt(1232, 0, &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]));
+    let raw = s.raw_udp(&m, Duration::from_secs(2)).expect("reply");
+    assert!(raw.len() <= 1232, "{} bytes", raw.len());
+    let r = parse(raw);
+    assert!(r.header().tc());
+    assert_eq!(counts(&r).1 as usize, (1232 - 33 - 39) / 16);
+    assert_eq!(&reply_cookie(&r).expect("cookie")[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
+}
+
+#[test]
 fn a_malformed_cookie_option_is_formerr() {
     let s = server();
     // 8 bytes alone, or 16 to 40 with a server cookie; anything else is malformed.

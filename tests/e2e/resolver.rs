@@ -233,6 +233,25 @@ fn forward_relays_udp_answers_with_the_client_id_and_question_case() {
 }
 
 #[test]
+fn a_client_cookie_is_answered_here_and_not_forwarded() {
+    let up = FakeUpstream::start();
+    let s = serve(&format!("forward . {}", up.spec()), &[]);
+    // The client's OPT: a COOKIE (client cookie only) and a local-use option.
+    let mut q = query("www.example.org", Rtype::A, 7, false, false);
+    q.truncate(q.len() - 2);
+    q.extend_from_slice(&[0, 18, 0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0xFD, 0xE9, 0, 2, 0xAA, 0xBB]);
+    let (r, _) = timed_udp(&s, &q, ms(3000));
+    let r = r.expect("reply");
+    assert_eq!(section(&r, "answer"), ["www.example.org. 60 IN A 192.0.2.1"]);
+    // The cookie is between the client and this server: the upstream saw the other
+    // option only, and the client got its cookie back with our server cookie.
+    let seen = &up.seen()[0];
+    assert_eq!(seen.options, [0xFDE9], "{seen:?}");
+    let tail = &r.as_slice()[r.as_slice().len() - 28..];
+    assert_eq!(&tail[..12], &[0, 10, 0, 24, 1, 2, 3, 4, 5, 6, 7, 8]);
+}
+
+#[test]
 fn forward_sends_tcp_queries_over_tcp_and_reuses_the_connection_until_expire() {
     let up = FakeUpstream::start();
     // One worker: the pool of TCP connections is per worker.

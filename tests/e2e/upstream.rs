@@ -92,6 +92,8 @@ pub struct Seen {
     /// The query's EDNS UDP size, if it had an OPT record.
     pub edns: Option<u16>,
     pub dnssec_ok: bool,
+    /// The codes of the EDNS options it carried.
+    pub options: Vec<u16>,
     /// For TCP: the number of the connection it came on (from 1).
     pub conn: Option<usize>,
     pub at: Instant,
@@ -479,6 +481,13 @@ impl Shared {
         let opt = req.opt();
         let edns = opt.as_ref().map(|o| o.udp_payload_size());
         let dnssec_ok = opt.as_ref().is_some_and(|o| o.dnssec_ok());
+        let options: Vec<u16> = opt.as_ref().map_or(Vec::new(), |o| {
+            o.opt()
+                .iter::<domain::base::opt::UnknownOptData<&[u8]>>()
+                .filter_map(Result::ok)
+                .map(|d| d.code().to_int())
+                .collect()
+        });
         let (mode, ttl, soa_ttl, tag, genuine_after) = {
             let mut st = self.state.lock().unwrap();
             st.seen.push(Seen {
@@ -491,6 +500,7 @@ impl Shared {
                 cd: req.header().cd(),
                 edns,
                 dnssec_ok,
+                options,
                 conn,
                 at: Instant::now(),
             });

@@ -193,9 +193,9 @@ impl Forward {
     fn send(&self, q: &mut Query<'_, '_>, a: Attempt) -> Step {
         let msg = &mut q.worker.upstream_msg;
         msg.clear();
-        msg.extend_from_slice(q.req.raw);
+        q.req.copy_for_upstream(msg);
         // The query goes out with our own (random, set by the worker) ID; the flags
-        // the client set (RD, CD) and its EDNS go with it.
+        // the client set (RD, CD) and its EDNS go with it, its cookie does not.
         let mut key = FxHasher::default();
         key.write_usize(self as *const Forward as usize);
         key.write(q.req.qname.wire());

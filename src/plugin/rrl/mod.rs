@@ -150,6 +150,13 @@ pub struct Rrl {
     /// on purpose.
     seed: u64,
     epoch: Instant,
+    /// Kept across reloads under the `zones` label (see `metrics::kept`).
+    counters: Arc<Counters>,
+}
+
+/// What the plugin counts, for `coredns_rrl_*`.
+#[derive(Default)]
+struct Counters {
     requests_exceeded: AtomicU64,
     responses_exceeded: AtomicU64,
     slipped: AtomicU64,
@@ -168,13 +175,14 @@ impl Rrl {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(Shard::with_capacity_and_hasher(per_shard.min(1024), Default::default())))
                 .collect(),
-            opts,
             seed: Rng::secure_u64(),
             epoch: Instant::now(),
-            requests_exceeded: AtomicU64::new(0),
-            responses_exceeded: AtomicU64::new(0),
-            slipped: AtomicU64::new(0),
-            untracked: AtomicU64::new(0),
+            counters: crate::metrics::kept(
+                &format!("{NAME}|{}", opts.zones_label),
+                |_: &Arc<Counters>| true,
+                || Arc::new(Counters::default()),
+            ),
+            opts,
         }
     }
 
@@ -222,7 +230,7 @@ impl Rrl {
             let idle = u64::from(self.opts.window) * 1000;
             shard.retain(|_, a| ms.saturating_sub(a.at) <= idle);
             if shard.len() >= cap {
-                self.untracked.fetch_add(1, Ordering::Relaxed);
+                self.counters.untracked.fetch_add(1, Ordering::Relaxed);
                 return Verdict::Send;
             }
         }
@@ -269,7 +277,7 @@ impl Plugin for Rrl {
         if self.debit(key, rate, q.worker.now) == Verdict::Send {
             return Step::Next;
         }
-        self.requests_exceeded.fetch_add(1, Ordering::Relaxed);
+        self.counters.requests_exceeded.fetch_add(1, Ordering::Relaxed);
         if self.opts.report_only {
             return Step::Next;
         }
@@ -307,7 +315,7 @@ impl Plugin for Rrl {
         if verdict == Verdict::Send {
             return;
         }
-        self.responses_exceeded.fetch_add(1, Ordering::Relaxed);
+        self.counters.responses_exceeded.fetch_add(1, Ordering::Relaxed);
         if self.opts.report_only {
             return;
         }
@@ -315,7 +323,7 @@ impl Plugin for Rrl {
             Verdict::Send => {}
             Verdict::Drop => q.resp.withhold(),
             Verdict::Slip => {
-                self.slipped.fetch_add(1, Ordering::Relaxed);
+                self.counters.slipped.fetch_add(1, Ordering::Relaxed);
                 let rcode = q.resp.rcode();
                 q.resp.start(q.req, rcode);
                 q.resp.set_flag(flag::TC, true);
@@ -325,27 +333,32 @@ impl Plugin for Rrl {
     }
 
     fn metrics(&self, out: &mut Families) {
+        // Two instances with the same zones count into the same counters: shown once.
+        if !out.first_from(Arc::as_ptr(&self.counters)) {
+            return;
+        }
+        let c = &self.counters;
         let labels: &[(&str, &str)] = &[("zones", &self.opts.zones_label)];
         let counters: [(&str, &'static str, &AtomicU64); 4] = [
             (
                 "coredns_rrl_requests_exceeded_total",
                 "Counter of requests exceeding the requests-per-second limit.",
-                &self.requests_exceeded,
+                &c.requests_exceeded,
             ),
             (
                 "coredns_rrl_responses_exceeded_total",
                 "Counter of responses exceeding their per-second allowance.",
-                &self.responses_exceeded,
+                &c.responses_exceeded,
             ),
             (
                 "coredns_rrl_responses_slipped_total",
                 "Counter of responses over the limit sent truncated instead of dropped.",
-                &self.slipped,
+                &c.slipped,
             ),
             (
                 "coredns_rrl_untracked_responses_total",
                 "Counter of responses not limited because the table was full.",
-                &self.untracked,
+                &c.untracked,
             ),
         ];
         for (name, help, value) in counters {
@@ -567,11 +580,11 @@ mod tests {
         assert_eq!(sources, 256);
         let tracked: usize = p.shards.iter().map(|s| s.lock().len()).sum();
         assert!(tracked <= 64, "{tracked}");
-        assert!(p.untracked.load(Ordering::Relaxed) >= 256 - 64);
+        assert!(p.counters.untracked.load(Ordering::Relaxed) >= 256 - 64);
         // Two seconds later, every account is idle past the window: new ones fit.
         let later = t0 + Duration::from_secs(2);
-        let before = p.untracked.load(Ordering::Relaxed);
+        let before = p.counters.untracked.load(Ordering::Relaxed);
         debits(&p, "172.16.0.1", 1, later, 1);
-        assert_eq!(p.untracked.load(Ordering::Relaxed), before);
+        assert_eq!(p.counters.untracked.load(Ordering::Relaxed), before);
     }
 }
