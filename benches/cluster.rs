@@ -650,8 +650,18 @@ fn relist(api: &FakeApi, server: &Server, probes: &[(String, Vec<Ipv4Addr>)]) ->
         (0..3).all(|r| api.lists_done(r).len() > lists_before[r] && api.watches(r).len() > watches_before[r])
     });
     let relisted = (0..3).filter_map(|r| api.lists_done(r).last().copied()).max().unwrap();
+    let mut churn = settled(api, server, &lists_before, max_rss);
+    churn.secs = (relisted - expired).as_secs_f64();
+    (churn.served_ok, churn.served) = (served_ok, served);
+    churn
+}
+
+/// Once a relist or Corefile reload is over: waits for the server to go idle (and a
+/// little more, for a relist loop to show if there were one), then takes its memory
+/// and the lists made since `lists_before`.
+fn settled(api: &FakeApi, server: &Server, lists_before: &[usize], max_rss: u64) -> Churn {
+    let pid = server.pid();
     procs::wait_quiet(pid, QUIET, Duration::from_secs(30));
-    // Time for a relist loop, if there were one, to show in the counts.
     std::thread::sleep(Duration::from_millis(300));
     let mut lists = [0; 3];
     for (r, l) in lists.iter_mut().enumerate() {
@@ -660,10 +670,8 @@ fn relist(api: &FakeApi, server: &Server, probes: &[(String, Vec<Ipv4Addr>)]) ->
     Churn {
         peak_kb: procs::hwm_kb(pid).max(max_rss) as f64,
         after_kb: procs::rss_kb(pid) as f64,
-        secs: (relisted - expired).as_secs_f64(),
-        served_ok,
-        served,
         lists,
+        ..Churn::default()
     }
 }
 
@@ -760,20 +768,10 @@ fn corefile_reload(api: &FakeApi, server: &Server, probes: &[(String, Vec<Ipv4Ad
         server.log_lines("Running configuration").len() > reloads_before
     });
     let secs = sent.elapsed().as_secs_f64();
-    procs::wait_quiet(pid, QUIET, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(300));
-    let mut lists = [0; 3];
-    for (r, l) in lists.iter_mut().enumerate() {
-        *l = api.lists_done(r).len() - lists_before[r];
-    }
-    Churn {
-        peak_kb: procs::hwm_kb(pid).max(max_rss) as f64,
-        after_kb: procs::rss_kb(pid) as f64,
-        secs,
-        served_ok,
-        served,
-        lists,
-    }
+    let mut churn = settled(api, server, &lists_before, max_rss);
+    churn.secs = secs;
+    (churn.served_ok, churn.served) = (served_ok, served);
+    churn
 }
 
 fn memory_file(world: &World, dir: &Path) -> MemRun {
