@@ -55,16 +55,51 @@ impl Drop for Scratch {
     }
 }
 
-/// A port free for both UDP and TCP on 127.0.0.1 (racy by nature, good enough for tests).
+/// A port free for both UDP and TCP on 127.0.0.1 for a server a test is about to start.
+///
+/// Taken from outside the kernel's ephemeral range when there is room: a port from
+/// inside it, checked free and released, can be handed to any client socket of a test
+/// running alongside (the hardening floods open thousands) before the server binds it,
+/// and the server then fails with "address in use" (seen in CI). Ports outside the range
+/// are only ever taken by an explicit bind; calls in this process walk through them one
+/// after the other, from a start that depends on the process ID.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let free =
+        |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+    if let Some((low, span)) = outside_ephemeral() {
+        let start = std::process::id().wrapping_mul(7919);
+        for _ in 0..span {
+            let port = low + (start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span);
+            if free(port as u16) {
+                return port as u16;
+            }
+        }
+    }
     for _ in 0..100 {
         let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
         let port = tcp.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        drop(tcp);
+        if free(port) {
             return port;
         }
     }
     panic!("no free port");
+}
+
+/// Ports (first, count) that the kernel never hands out on its own: below the
+/// ephemeral range (`net.ipv4.ip_local_port_range`) and above 10000, or above it.
+fn outside_ephemeral() -> Option<(u32, u32)> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = range.split_whitespace().map(|v| v.parse::<u32>().ok());
+    let (low, high) = (it.next()??, it.next()??);
+    if low >= 12_000 {
+        Some((10_000, low - 10_000))
+    } else if high <= 63_000 {
+        Some((high + 1, 65_535 - high))
+    } else {
+        None
+    }
 }
 
 /// A running server process, stopped (SIGTERM, then SIGKILL) on drop.
