@@ -247,6 +247,7 @@ impl<'a> Request<'a> {
             at = wire::skip_record(raw, at).ok_or(with_question)?;
         }
         let mut edns = None;
+        let mut cookie_at = None;
         for _ in 0..ar {
             let start = at;
             at = wire::skip_record(raw, at).ok_or(with_question)?;
@@ -261,10 +262,14 @@ impl<'a> Request<'a> {
             let ttl = wire::get_u32(raw, name_end + 4).ok_or(with_question)?;
             let rdlen = wire::get_u16(raw, name_end + 8).ok_or(with_question)?;
             let opts = name_end + 10;
-            // Options are type-length-value triples filling the rdata exactly.
+            // Options are type-length-value triples filling the rdata exactly. The first
+            // COOKIE option counts (RFC 7873 5.2); it is read below.
             let mut o = opts;
             while o < opts + rdlen as usize {
                 let olen = wire::get_u16(raw, o + 2).ok_or(with_question)? as usize;
+                if cookie_at.is_none() && wire::get_u16(raw, o) == Some(cookie::OPTION) {
+                    cookie_at = Some((o + 4, olen));
+                }
                 o += 4 + olen;
             }
             if o != opts + rdlen as usize {
@@ -277,7 +282,14 @@ impl<'a> Request<'a> {
                 options: (opts as u16, rdlen),
             });
         }
-        let mut req = Request {
+        // A malformed COOKIE is FORMERR (RFC 7873 5.2.2).
+        let cookie = match cookie_at {
+            Some((at, len)) if at + len <= raw.len() => {
+                Some(cookie::read(&raw[at..at + len], client.ip(), cookie::now()).map_err(|_| with_question)?)
+            }
+            _ => None,
+        };
+        Ok(Request {
             raw,
             id,
             flags,
@@ -286,17 +298,11 @@ impl<'a> Request<'a> {
             qclass,
             qname,
             edns,
-            cookie: None,
+            cookie,
             transport,
             client,
             local,
-        };
-        // The first COOKIE option counts; a malformed one is FORMERR (RFC 7873 5.2.2).
-        let found = req.edns_options().find(|(code, _)| *code == cookie::OPTION);
-        if let Some((_, data)) = found {
-            req.cookie = Some(cookie::read(data, client.ip(), cookie::now()).map_err(|_| with_question)?);
-        }
-        Ok(req)
+        })
     }
 
     /// Appends the query as received to `out`, minus any COOKIE option: a cookie is
