@@ -11,18 +11,18 @@
 //!   cargo bench --bench load                  # 3 rounds of 5 s per server
 //!   cargo bench --bench load -- --rounds 5 --seconds 10 --servers clusterdns,knot,echo
 
+#[path = "support/procs.rs"]
+mod procs;
+#[path = "support/wire.rs"]
+mod wire;
+
 use std::io::Write;
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SERVER_CPU: usize = 1;
-const CLIENT_CPU: usize = 0;
-const SOCKETS: usize = 8;
-const IN_FLIGHT_PER_SOCKET: usize = 16;
-const BATCH: usize = 32;
+use procs::{LoadResult, SERVER_CPU, Scratch, cpu_ns, echo_server, free_port, load, median, rss_kb, scratch};
+use wire::encode_query;
 
 struct Args {
     rounds: usize,
@@ -63,62 +63,6 @@ fn parse_args() -> Args {
     a
 }
 
-fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it for cpu < 1024.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-fn free_port() -> u16 {
-    let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    s.local_addr().unwrap().port()
-}
-
-/// Total CPU time (user + system) of all threads of `pid`, from schedstat.
-fn cpu_ns(pid: u32) -> u64 {
-    let mut total = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                total += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-    }
-    total
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-fn encode_query(name: &str, qtype: u16, id: u16) -> Vec<u8> {
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1]);
-    for label in name.trim_end_matches('.').split('.') {
-        m.push(label.len() as u8);
-        m.extend_from_slice(label.as_bytes());
-    }
-    m.push(0);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&1u16.to_be_bytes());
-    m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
-    m
-}
-
 /// A server process under test, killed on drop.
 struct Running {
     child: Child,
@@ -140,21 +84,6 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(tag: &str) -> Scratch {
-    let d = std::env::temp_dir().join(format!("clusterdns-bench-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Scratch(d)
 }
 
 fn names(n: usize) -> Vec<(String, String)> {
@@ -260,146 +189,6 @@ fn start(kind: &str, data: &[(String, String)]) -> Option<Running> {
 }
 
 /// Closed-loop load for `seconds`; returns (answered, lost).
-fn load(port: u16, queries: &[Vec<u8>], seconds: f64) -> (u64, u64) {
-    pin_to(CLIENT_CPU);
-    let to: SocketAddr = ([127, 0, 0, 1], port).into();
-    let socks: Vec<UdpSocket> = (0..SOCKETS)
-        .map(|_| {
-            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-            s.connect(to).unwrap();
-            s.set_nonblocking(true).unwrap();
-            s
-        })
-        .collect();
-    let mut next = 0usize;
-    let mut answered = 0u64;
-    let mut lost = 0u64;
-    let mut in_flight = [0usize; SOCKETS];
-    let mut last_reply = [Instant::now(); SOCKETS];
-    let mut rx = vec![[0u8; 1500]; BATCH];
-    let send = |s: &UdpSocket, n: usize, next: &mut usize| -> usize {
-        let mut iov: Vec<libc::iovec> = Vec::with_capacity(n);
-        for _ in 0..n {
-            let q = &queries[*next % queries.len()];
-            *next += 1;
-            iov.push(libc::iovec {
-                iov_base: q.as_ptr() as *mut libc::c_void,
-                iov_len: q.len(),
-            });
-        }
-        // SAFETY: zeroed mmsghdrs are valid; each points at one live iovec.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
-        for (h, v) in hdrs.iter_mut().zip(iov.iter_mut()) {
-            h.msg_hdr.msg_iov = v;
-            h.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: the headers and buffers outlive the call.
-        let r = unsafe { libc::sendmmsg(s.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, 0) };
-        r.max(0) as usize
-    };
-    for (i, s) in socks.iter().enumerate() {
-        in_flight[i] = send(s, IN_FLIGHT_PER_SOCKET, &mut next);
-    }
-    let start = Instant::now();
-    let end = start + Duration::from_secs_f64(seconds);
-    let mut pfds: Vec<libc::pollfd> = socks
-        .iter()
-        .map(|s| libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    while Instant::now() < end {
-        // SAFETY: pfds is a valid array of pollfd.
-        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as u64, 10) };
-        for (i, s) in socks.iter().enumerate() {
-            let mut iov: Vec<libc::iovec> = rx
-                .iter_mut()
-                .map(|b| libc::iovec {
-                    iov_base: b.as_mut_ptr().cast(),
-                    iov_len: b.len(),
-                })
-                .collect();
-            // SAFETY: as above.
-            let mut hdrs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-            for (h, v) in hdrs.iter_mut().zip(iov.iter_mut()) {
-                h.msg_hdr.msg_iov = v;
-                h.msg_hdr.msg_iovlen = 1;
-            }
-            // SAFETY: the headers and buffers outlive the call.
-            let got = unsafe {
-                libc::recvmmsg(
-                    s.as_raw_fd(),
-                    hdrs.as_mut_ptr(),
-                    BATCH as u32,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            let got = got.max(0) as usize;
-            if got > 0 {
-                answered += got as u64;
-                in_flight[i] -= got.min(in_flight[i]);
-                last_reply[i] = Instant::now();
-            } else if last_reply[i].elapsed() > Duration::from_millis(200) && in_flight[i] > 0 {
-                // Presumed lost: top the socket up again.
-                lost += in_flight[i] as u64;
-                in_flight[i] = 0;
-                last_reply[i] = Instant::now();
-            }
-            let want = IN_FLIGHT_PER_SOCKET - in_flight[i];
-            if want > 0 {
-                in_flight[i] += send(s, want, &mut next);
-            }
-        }
-    }
-    (answered, lost)
-}
-
-fn echo_server(port: u16) -> ! {
-    let s = UdpSocket::bind(("127.0.0.1", port)).unwrap();
-    let fd = s.as_raw_fd();
-    let mut bufs = vec![[0u8; 1500]; 64];
-    let mut addrs: Vec<libc::sockaddr_storage> = (0..64).map(|_| unsafe { std::mem::zeroed() }).collect();
-    loop {
-        let mut iov: Vec<libc::iovec> = bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: 1500,
-            })
-            .collect();
-        // SAFETY: zeroed headers, then pointed at live buffers.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..64).map(|_| unsafe { std::mem::zeroed() }).collect();
-        for ((h, v), a) in hdrs.iter_mut().zip(iov.iter_mut()).zip(addrs.iter_mut()) {
-            h.msg_hdr.msg_iov = v;
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_name = (a as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-        }
-        // SAFETY: as above; blocking wait for at least one datagram.
-        let n = unsafe { libc::recvmmsg(fd, hdrs.as_mut_ptr(), 64, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
-        if n <= 0 {
-            continue;
-        }
-        for (h, v) in hdrs.iter_mut().zip(iov.iter_mut()).take(n as usize) {
-            v.iov_len = h.msg_len as usize;
-        }
-        for h in hdrs.iter_mut().take(n as usize) {
-            // SAFETY: each header's iovec points into `bufs`; set QR like a reply.
-            unsafe { *((*h.msg_hdr.msg_iov).iov_base as *mut u8).add(2) |= 0x80 };
-        }
-        // SAFETY: as above.
-        unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as u32, 0) };
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() {
     let mut argv = std::env::args().skip(1);
     if argv.next().as_deref() == Some("--echo-server") {
@@ -425,7 +214,7 @@ fn main() {
             load(server.port, &queries, 0.5);
             let c0 = cpu_ns(pid);
             let t0 = Instant::now();
-            let (answered, lost) = load(server.port, &queries, args.seconds);
+            let LoadResult { answered, lost, .. } = load(server.port, &queries, args.seconds);
             let wall = t0.elapsed().as_secs_f64();
             let cpu = (cpu_ns(pid) - c0) as f64;
             let qps = answered as f64 / wall;

@@ -79,7 +79,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fake_upstream::FakeUpstream;
-use procs::{CLIENT_CPU, LoadResult, SERVER_CPU, Server, median};
+use procs::{CLIENT_CPU, LoadResult, SERVER_CPU, Server, free_port, median};
 use wire::{Probe, Reply};
 use world::{Rng, Shape, World};
 
@@ -287,17 +287,6 @@ fn echo(port: u16) -> Server {
     let args = ["--echo-server".to_string(), port.to_string()];
     let exe = std::env::current_exe().unwrap();
     spawn("echo", &exe, &args, &SERVER_CPU.to_string(), port, &[], None)
-}
-
-/// A port free on 127.0.0.1 for both UDP and TCP, just now.
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// Spawns a server on a free port and waits until `ready`; on failure, again on another

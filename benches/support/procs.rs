@@ -1,10 +1,7 @@
-//! Processes for the cluster bench: servers started pinned to one CPU and stopped by
-//! PID (SIGTERM, then SIGKILL), their CPU time and memory from /proc, a closed-loop UDP
-//! load generator and a bare UDP echo responder (the loopback floor).
-//!
-//! Duplicated from `benches/load.rs` (left as it is): `pin_to`, `free_port`, the
-//! schedstat CPU reading, the load loop (same sockets, in-flight window and batch size;
-//! here with buffers allocated once and rcodes counted) and the echo server.
+//! Processes for the socket benches (load, cluster, resolver): servers started pinned
+//! to one CPU and stopped by PID (SIGTERM, then SIGKILL), their CPU time and memory from
+//! /proc, a closed-loop UDP load generator and a bare UDP echo responder (the loopback
+//! floor).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -31,8 +28,13 @@ pub fn pin_to(cpu: usize) {
 }
 
 pub fn free_port() -> u16 {
-    let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    s.local_addr().unwrap().port()
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Total CPU time (user + system) of all threads of `pid`, in nanoseconds.
@@ -103,7 +105,7 @@ impl Drop for Scratch {
 }
 
 pub fn scratch(tag: &str) -> Scratch {
-    let d = std::env::temp_dir().join(format!("clusterdns-bench-cluster-{}-{tag}", std::process::id()));
+    let d = std::env::temp_dir().join(format!("clusterdns-bench-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     Scratch(d)
@@ -197,6 +199,8 @@ pub struct LoadResult {
     pub nxdomain: u64,
     /// Replies with an rcode other than NOERROR and NXDOMAIN.
     pub other_rcode: u64,
+    /// Queries presumed lost (a socket silent for 200 ms with queries outstanding).
+    pub lost: u64,
 }
 
 struct Batch {
@@ -316,6 +320,7 @@ pub fn load(port: u16, queries: &[Vec<u8>], seconds: f64) -> LoadResult {
                 last_reply[i] = Instant::now();
             } else if last_reply[i].elapsed() > Duration::from_millis(200) && in_flight[i] > 0 {
                 // Presumed lost: top the socket up again.
+                res.lost += in_flight[i] as u64;
                 in_flight[i] = 0;
                 last_reply[i] = Instant::now();
             }
