@@ -467,6 +467,39 @@ fn failover_rcodes_move_to_the_next_upstream_and_other_rcodes_are_relayed() {
 }
 
 #[test]
+fn round_robin_alternates_upstreams_and_random_uses_both() {
+    let a = FakeUpstream::tagged(1);
+    let b = FakeUpstream::tagged(2);
+    let rr = serve(
+        &format!("forward . {} {} {{\n    policy round_robin\n}}", a.spec(), b.spec()),
+        &[],
+    );
+    // One worker's queries one after the other: strictly alternating upstreams.
+    let order: Vec<String> = (0..6)
+        .map(|i| addrs(&ask(&rr, &format!("rr{i}.example.org"), Rtype::A)).join(","))
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] != w[1]),
+        "round_robin did not alternate: {order:?}"
+    );
+    let asked = |up: &FakeUpstream, prefix: &str| up.seen().iter().filter(|q| q.name.starts_with(prefix)).count();
+    assert_eq!((asked(&a, "rr"), asked(&b, "rr")), (3, 3));
+
+    // The default policy, random: 40 names spread over both (all on one: 2^-39).
+    let (a2, b2) = (FakeUpstream::tagged(1), FakeUpstream::tagged(2));
+    let random = serve(&format!("forward . {} {}", a2.spec(), b2.spec()), &[]);
+    for i in 0..40 {
+        assert_eq!(
+            rcode(&ask(&random, &format!("rnd{i}.example.org"), Rtype::A)),
+            Rcode::NOERROR
+        );
+    }
+    let (na, nb) = (asked(&a2, "rnd"), asked(&b2, "rnd"));
+    assert_eq!(na + nb, 40);
+    assert!(na > 0 && nb > 0, "random used one upstream only: {na}/{nb}");
+}
+
+#[test]
 fn every_upstream_silent_gives_servfail_after_trying_each() {
     let a = FakeUpstream::start();
     let b = FakeUpstream::start();
