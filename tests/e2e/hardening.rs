@@ -37,11 +37,12 @@ use crate::support::*;
 // The suite
 
 /// A case's report line (what was tried, what was measured), or why it failed.
-type Outcome = Result<String, String>;
+pub(crate) type Outcome = Result<String, String>;
 
-struct Case {
-    name: &'static str,
-    run: fn() -> Outcome,
+/// One fault case: a name to select it by, and the run that reports its figures.
+pub(crate) struct Case {
+    pub(crate) name: &'static str,
+    pub(crate) run: fn() -> Outcome,
 }
 
 const CASES: &[Case] = &[
@@ -99,6 +100,15 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// Every case of the suite: this file's, then those of the `hardening_*` files (issue 16).
+fn suite() -> impl Iterator<Item = &'static Case> {
+    CASES
+        .iter()
+        .chain(crate::hardening_probes::CASES)
+        .chain(crate::hardening_answers::CASES)
+        .chain(crate::hardening_inputs::CASES)
+}
+
 #[test]
 fn fault_suite() {
     let only: Vec<String> = std::env::var("CLUSTERDNS_FAULT_CASES")
@@ -112,7 +122,7 @@ fn fault_suite() {
     let began = Instant::now();
     let (mut passed, mut failed) = (0, 0);
     let mut failures = Vec::new();
-    for case in CASES {
+    for case in suite() {
         if !only.is_empty() && !only.iter().any(|w| case.name.contains(w.as_str())) {
             continue;
         }
@@ -145,7 +155,8 @@ fn fault_suite() {
     assert!(failed == 0, "fault cases failed: {failures:?}");
 }
 
-/// Returns `Err(message)` from the case unless `cond` holds.
+/// Returns `Err(message)` from the case unless `cond` holds (the `hardening_*` files
+/// use it too: `mod hardening` is `#[macro_use]`).
 macro_rules! check {
     ($cond:expr, $($fmt:tt)+) => {
         let holds: bool = $cond;
@@ -158,7 +169,7 @@ macro_rules! check {
 // ------------------------------------------------------------------------------------
 // The process under test, seen from /proc
 
-fn rss_kb(pid: u32) -> u64 {
+pub(crate) fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -170,12 +181,12 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn fd_count(pid: u32) -> usize {
+pub(crate) fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 /// Whether the process exists and is not a zombie.
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
 }
@@ -213,13 +224,13 @@ fn tcp_unread(pid: u32, port: u16) -> (usize, u64) {
     (n, unread)
 }
 
-fn mib(kb: u64) -> f64 {
+pub(crate) fn mib(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
 /// Waits until the server's descriptor count is back to `base` (or below); returns how
 /// long that took, or the count it was stuck at.
-fn fds_back(pid: u32, base: usize, timeout: Duration) -> Result<Duration, usize> {
+pub(crate) fn fds_back(pid: u32, base: usize, timeout: Duration) -> Result<Duration, usize> {
     let t = Instant::now();
     loop {
         let n = fd_count(pid);
@@ -234,7 +245,7 @@ fn fds_back(pid: u32, base: usize, timeout: Duration) -> Result<Duration, usize>
 }
 
 /// The descriptor count once it has not changed for 300 ms.
-fn settled_fds(pid: u32) -> usize {
+pub(crate) fn settled_fds(pid: u32) -> usize {
     let mut last = fd_count(pid);
     let end = Instant::now() + Duration::from_secs(3);
     while Instant::now() < end {

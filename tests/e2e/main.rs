@@ -7,7 +7,11 @@ mod conformance;
 mod corefile;
 mod docs;
 mod fakeapi;
+#[macro_use]
 mod hardening;
+mod hardening_answers;
+mod hardening_inputs;
+mod hardening_probes;
 mod kubernetes;
 mod operations;
 mod protocol;
