@@ -2037,32 +2037,31 @@ mod tests {
 
     #[test]
     fn a_conformance_world_loads_with_its_versions() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/conformance/kubernetes.json"
-        ))
-        .expect("conformance file");
-        let spec: Value = serde_json::from_str(&text).unwrap();
-        let api = FakeApi::from_world(&spec["worlds"]["handler"], Config::default());
+        let world = |name: &str| -> Value {
+            let path = format!(
+                "{}/tests/data/kubernetes/worlds/{name}.json",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("world file")).unwrap()
+        };
+        let handler = world("handler");
+        let api = FakeApi::from_world(&handler, Config::default());
         let (_, list) = get(&api, "/apis/discovery.k8s.io/v1/endpointslices");
         assert_eq!(list["kind"], "EndpointSliceList");
         assert!(!list["items"].as_array().unwrap().is_empty());
         let (_, ns) = get(&api, "/api/v1/namespaces");
-        let max = [
-            &spec["worlds"]["handler"]["namespaces"],
-            &spec["worlds"]["handler"]["services"],
-        ]
-        .iter()
-        .flat_map(|a| a.as_array().unwrap())
-        .map(|o| {
-            o["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        })
-        .max()
-        .unwrap();
+        let max = [&handler["namespaces"], &handler["services"]]
+            .iter()
+            .flat_map(|a| a.as_array().unwrap())
+            .map(|o| {
+                o["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .max()
+            .unwrap();
         assert!(
             ns["metadata"]["resourceVersion"]
                 .as_str()
@@ -2071,7 +2070,7 @@ mod tests {
                 .unwrap()
                 >= max
         );
-        let down = FakeApi::from_world(&spec["worlds"]["unsynced"], Config::default());
+        let down = FakeApi::from_world(&world("unsynced"), Config::default());
         assert_eq!(get(&down, "/api/v1/namespaces").0, 503);
     }
 }
