@@ -11,8 +11,11 @@
 //! quoted scalars), with no YAML crate; when Python's `yaml` module is installed
 //! (`python3-yaml`), a test checks that PyYAML reads every document the same way. The
 //! units go through `systemd-analyze verify` and `security --offline=yes` when
-//! systemd-analyze exists (skipped, with a note, otherwise). The package itself is
-//! tested under a real systemd by `.ci/package-test`.
+//! systemd-analyze exists (skipped, with a note, otherwise). kubectl proxy's filters
+//! are Go regexps, matched here with the `regex` crate (RE2 syntax) against tables of
+//! methods and paths, the way kubectl matches them. `clusterdns-kubeconfig` runs
+//! against a stand-in kubectl. The package itself is tested under a real systemd by
+//! `.ci/package-test`, with the real kubectl proxy.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -21,7 +24,9 @@ use std::process::{Command, Stdio};
 
 use clusterdns::config::{self, Directive, ServerKey};
 use clusterdns::kubernetes::model::Resource;
-use clusterdns::plugin::{health, prometheus, ready};
+use clusterdns::plugin::kubernetes::backend::WatchKey;
+use clusterdns::plugin::kubernetes::setup as kubernetes_setup;
+use clusterdns::plugin::{SetupCtx, health, prometheus, ready};
 use serde_json::{Map, Value};
 
 // ---------------------------------------------------------------------------------
@@ -437,6 +442,41 @@ fn group_and_resource(path: &str) -> (String, String) {
     }
 }
 
+/// A Corefile's text, parsed.
+fn parse_corefile(text: &str) -> config::Corefile {
+    config::parse_str(text, "Corefile", Path::new(".")).unwrap()
+}
+
+/// The collection paths the watcher lists and watches for the `kubernetes` directive
+/// of `corefile`'s first block: what `WatchKey::of` decides (namespaces and services
+/// always, endpointslices unless `noendpoints`, pods only for `pods verified`). The
+/// key keeps its list private, so it is read from the key's Debug form.
+fn watched_paths(corefile: &config::Corefile) -> BTreeSet<String> {
+    let block = &corefile.blocks[0];
+    let zones = [".".to_string()];
+    let ctx = SetupCtx {
+        zones: &zones,
+        config_dir: PathBuf::from("."),
+        workers: 1,
+        binds: None,
+    };
+    let opts = kubernetes_setup::parse(directives(block, "kubernetes")[0], &ctx).unwrap();
+    let key = format!("{:?}", WatchKey::of(&opts));
+    let list = key
+        .split("resources: [")
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .unwrap_or_else(|| panic!("no resources in {key}"));
+    let names: BTreeSet<&str> = list.split(", ").collect();
+    let paths: BTreeSet<String> = watched_resources()
+        .into_iter()
+        .filter(|r| names.contains(format!("{r:?}").as_str()))
+        .map(|r| r.path().to_string())
+        .collect();
+    assert_eq!(paths.len(), names.len(), "unknown resources in {key}");
+    paths
+}
+
 /// The strings a kubectl-proxy filter (`^a(b|c)$,^d$`) matches. Its regexes here use
 /// only literals, `[.]` and one level of `(x|y)`, so the set is finite.
 fn regex_language(filter: &str) -> BTreeSet<String> {
@@ -514,6 +554,7 @@ fn every_manifest_document_parses_with_the_expected_kinds() {
             "ClusterRole" | "ClusterRoleBinding" => "rbac.authorization.k8s.io/v1",
             "Deployment" => "apps/v1",
             "PodDisruptionBudget" => "policy/v1",
+            "NetworkPolicy" => "networking.k8s.io/v1",
             other => panic!("{file}: unexpected kind {other}"),
         };
         assert_eq!(api, want_api, "{file}: {kind}");
@@ -531,6 +572,7 @@ fn every_manifest_document_parses_with_the_expected_kinds() {
         "Deployment",
         "PodDisruptionBudget",
         "Service",
+        "NetworkPolicy",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -547,11 +589,11 @@ fn pyyaml_reads_the_manifests_the_same_way() {
         return;
     }
     let script = "import json, sys, yaml\nprint(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))";
-    for entry in std::fs::read_dir(root().join("packaging/kubernetes"))
-        .unwrap()
-        .flatten()
-    {
-        let path = entry.path();
+    let mut paths = Vec::new();
+    for dir in ["packaging/kubernetes", "packaging/kubernetes/pods-verified"] {
+        paths.extend(std::fs::read_dir(root().join(dir)).unwrap().flatten().map(|e| e.path()));
+    }
+    for path in paths {
         if path.extension().is_none_or(|x| x != "yaml") {
             continue;
         }
@@ -577,10 +619,10 @@ fn pyyaml_reads_the_manifests_the_same_way() {
     }
 }
 
-#[test]
-fn rbac_is_exactly_list_and_watch_on_what_the_watcher_reads() {
-    let role = object("ClusterRole");
-    let mut granted = BTreeSet::new();
+/// What a ClusterRole grants, as (API group, resource) pairs; every rule must be
+/// exactly `list` and `watch`, on whole resources.
+fn granted(role: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
     for rule in array(&role["rules"], "rules") {
         assert_eq!(
             strings(&rule["verbs"], "verbs"),
@@ -590,32 +632,72 @@ fn rbac_is_exactly_list_and_watch_on_what_the_watcher_reads() {
         assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none());
         for group in strings(&rule["apiGroups"], "apiGroups") {
             for resource in strings(&rule["resources"], "resources") {
-                assert!(granted.insert((group.clone(), resource)), "granted twice in {rule}");
+                assert!(out.insert((group.clone(), resource)), "granted twice in {rule}");
             }
         }
     }
-    let used: BTreeSet<(String, String)> = watched_resources()
-        .into_iter()
-        .map(|r| group_and_resource(r.path()))
-        .collect();
-    assert_eq!(
-        granted, used,
-        "the ClusterRole must grant exactly what the watcher lists and watches"
-    );
+    out
+}
 
-    let binding = object("ClusterRoleBinding");
+fn pairs(paths: &BTreeSet<String>) -> BTreeSet<(String, String)> {
+    paths.iter().map(|p| group_and_resource(p)).collect()
+}
+
+/// The documents of a YAML file, by kind (one of each).
+fn documents(rel: &str) -> std::collections::BTreeMap<String, Value> {
+    let mut out = std::collections::BTreeMap::new();
+    for doc in read_yaml(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}")) {
+        let kind = str_of(&doc["kind"], "kind").to_string();
+        assert!(out.insert(kind.clone(), doc).is_none(), "{rel}: a second {kind}");
+    }
+    out
+}
+
+/// A binding's subject is exactly the one ServiceAccount `account` names.
+fn binds_to(binding: &Value, role: &Value, account: &Value) {
+    assert_eq!(binding["roleRef"]["apiGroup"], "rbac.authorization.k8s.io");
     assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
-    let account = object("ServiceAccount");
     let subjects = array(&binding["subjects"], "subjects");
     assert_eq!(subjects.len(), 1);
     assert_eq!(subjects[0]["kind"], "ServiceAccount");
     assert_eq!(subjects[0]["name"], account["metadata"]["name"]);
     assert_eq!(subjects[0]["namespace"], account["metadata"]["namespace"]);
+}
+
+#[test]
+fn rbac_is_exactly_list_and_watch_on_what_the_watcher_reads() {
+    let (text, corefile) = configmap_corefile();
+    let role = object("ClusterRole");
+    assert_eq!(
+        granted(&role),
+        pairs(&watched_paths(&corefile)),
+        "the ClusterRole must grant exactly what the watcher lists and watches with the shipped Corefile"
+    );
+    assert!(
+        !granted(&role).contains(&(String::new(), "pods".to_string())),
+        "`pods insecure` needs no pods"
+    );
+    let account = object("ServiceAccount");
+    binds_to(&object("ClusterRoleBinding"), &role, &account);
     assert_eq!(
         object("Deployment")["spec"]["template"]["spec"]["serviceAccountName"],
         account["metadata"]["name"]
     );
+
+    // `pods verified`: pods-verified/rbac-pods.yaml adds pods, and only pods, for the
+    // same ServiceAccount.
+    let extra = documents("packaging/kubernetes/pods-verified/rbac-pods.yaml");
+    assert_eq!(
+        extra.keys().cloned().collect::<Vec<_>>(),
+        ["ClusterRole", "ClusterRoleBinding"]
+    );
+    let pods_role = &extra["ClusterRole"];
+    assert_eq!(granted(pods_role), [(String::new(), "pods".to_string())].into());
+    binds_to(&extra["ClusterRoleBinding"], pods_role, &account);
+    let mut both = granted(&role);
+    both.extend(granted(pods_role));
+    assert_eq!(both, pairs(&watched_paths(&parse_corefile(&pods_verified(&text)))));
 }
 
 #[test]
@@ -756,6 +838,9 @@ fn probes_are_health_and_ready_where_the_corefile_serves_them() {
     let readiness = &server["readinessProbe"]["httpGet"];
     assert_eq!(readiness["path"], "/ready");
     assert_eq!(readiness["port"].as_i64(), Some(ready.addr.port() as i64));
+    // The kubelet probes the pod IP from the node. The wildcard serves it; binding
+    // `{$POD_IP}:8080` would only drop the pod's loopback (and break on an IPv6 pod
+    // IP). Who else reaches these ports is the NetworkPolicy's business (below).
     assert!(
         health.addr.ip().is_unspecified() && ready.addr.ip().is_unspecified(),
         "the kubelet probes the pod IP"
@@ -767,6 +852,69 @@ fn probes_are_health_and_ready_where_the_corefile_serves_them() {
         grace > health.lameduck.as_secs() + 5,
         "the grace period must outlast the lameduck"
     );
+}
+
+/// The NetworkPolicy lets anyone in on DNS and metrics, exactly the Service's ports,
+/// and on nothing else: the probe ports stay reachable from the pod's own node only
+/// (NetworkPolicy always allows the node, where the kubelet probes from), not from
+/// other pods.
+#[test]
+fn network_policy_admits_dns_and_metrics_and_leaves_the_probes_to_the_node() {
+    let policy = object("NetworkPolicy");
+    let spec = &policy["spec"];
+    let pod_labels = object("Deployment")["spec"]["template"]["metadata"]["labels"].clone();
+    let selector = spec["podSelector"]["matchLabels"].as_object().unwrap();
+    assert!(!selector.is_empty());
+    assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+    assert_eq!(
+        strings(&spec["policyTypes"], "policyTypes"),
+        ["Ingress".to_string()].into()
+    );
+    let rules = array(&spec["ingress"], "ingress");
+    assert_eq!(rules.len(), 1);
+    assert!(rules[0].get("from").is_none(), "DNS and metrics are for every client");
+    let allowed: BTreeSet<(i64, String)> = array(&rules[0]["ports"], "ports")
+        .iter()
+        .map(|p| {
+            (
+                p["port"].as_i64().expect("numeric port"),
+                str_of(&p["protocol"], "protocol").to_string(),
+            )
+        })
+        .collect();
+
+    let server = container("clusterdns");
+    let container_port = |name: &str| -> i64 {
+        array(&server["ports"], "ports")
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no port {name}"))["containerPort"]
+            .as_i64()
+            .unwrap()
+    };
+    let service: BTreeSet<(i64, String)> = array(&object("Service")["spec"]["ports"], "ports")
+        .iter()
+        .map(|p| {
+            let target = match &p["targetPort"] {
+                Value::String(name) => container_port(name),
+                other => other.as_i64().unwrap(),
+            };
+            (target, str_of(&p["protocol"], "protocol").to_string())
+        })
+        .collect();
+    assert_eq!(allowed, service, "exactly the Service's ports");
+
+    let (_, corefile) = configmap_corefile();
+    let block = &corefile.blocks[0];
+    for probe in [
+        health::parse(&directives(block, "health")).unwrap().addr.port(),
+        ready::parse(&directives(block, "ready")).unwrap().addr.port(),
+    ] {
+        assert!(
+            !allowed.iter().any(|(port, _)| *port == i64::from(probe)),
+            "probe port {probe} must not be open to other pods"
+        );
+    }
 }
 
 #[test]
@@ -871,32 +1019,390 @@ fn mebibytes(q: &str) -> u64 {
     }
 }
 
-/// The proxy's filters pass exactly GET on the watched collections: in the pod's
-/// sidecar and in the host's companion unit alike.
-#[test]
-fn kubectl_proxy_filters_pass_exactly_the_watched_paths() {
-    let watched: BTreeSet<String> = watched_resources().into_iter().map(|r| r.path().to_string()).collect();
-    let sidecar: Vec<String> = array(&container("apiproxy")["command"], "command")
+// ---------------------------------------------------------------------------------
+// kubectl proxy's request filter, in the pod's sidecar and in the host's unit.
+
+/// kubectl proxy's own default for `--reject-paths` (we leave it in place).
+const KUBECTL_DEFAULT_REJECT_PATHS: &str = "^/api/.*/pods/.*/exec,^/api/.*/pods/.*/attach";
+
+/// kubectl proxy's request filter (`FilterServer.accept` in kubectl's
+/// pkg/proxy/proxy_server.go) with Go's semantics:
+/// - each flag is split at every comma into regexps (so no regexp may hold a comma),
+///   each compiled by Go's `regexp`: RE2 syntax, which the regex crate shares for
+///   everything used here (`(?s)`, `(?:)`, classes, `^`, `$`);
+/// - each is tried with `MatchString`, an unanchored search: only `^` and `$` anchor,
+///   and `$` (no `m` flag) is the end of the text in both engines, never before a
+///   trailing newline as in Perl or Python;
+/// - the method is `req.Method`, exactly as sent: net/http keeps its case;
+/// - the path is `req.URL.Path`: percent-decoded, without the query.
+///
+/// A request passes if no reject-paths regexp matches its path, no reject-methods one
+/// its method, and an accept-paths one matches its path. (The host check,
+/// `--accept-hosts`, keeps kubectl's default and is not modelled.)
+struct ProxyFilter {
+    reject_methods: Vec<regex::Regex>,
+    accept_paths: Vec<regex::bytes::Regex>,
+    reject_paths: Vec<regex::bytes::Regex>,
+}
+
+impl ProxyFilter {
+    fn new(args: &[String]) -> ProxyFilter {
+        let bytes = |list: &str| -> Vec<regex::bytes::Regex> {
+            list.split(',')
+                .map(|r| regex::bytes::Regex::new(r).unwrap_or_else(|e| panic!("{r:?}: {e}")))
+                .collect()
+        };
+        assert!(
+            !args.iter().any(|a| a.starts_with("--reject-paths=")),
+            "kubectl's default --reject-paths is assumed"
+        );
+        ProxyFilter {
+            reject_methods: flag_value(args, "reject-methods")
+                .split(',')
+                .map(|r| regex::Regex::new(r).unwrap_or_else(|e| panic!("{r:?}: {e}")))
+                .collect(),
+            accept_paths: bytes(flag_value(args, "accept-paths")),
+            reject_paths: bytes(KUBECTL_DEFAULT_REJECT_PATHS),
+        }
+    }
+
+    fn method_passes(&self, method: &str) -> bool {
+        !self.reject_methods.iter().any(|r| r.is_match(method))
+    }
+
+    /// Whether `GET target` reaches the API. `None`: net/http answers 400 first.
+    fn path_passes(&self, target: &str) -> Option<bool> {
+        let path = url_path(target)?;
+        Some(
+            !self.reject_paths.iter().any(|r| r.is_match(&path)) && self.accept_paths.iter().any(|r| r.is_match(&path)),
+        )
+    }
+}
+
+/// `req.URL.Path` of a request target as Go's net/url computes it: the part before
+/// `?`, percent-decoded (`None` for a malformed escape, which net/http refuses).
+fn url_path(target: &str) -> Option<Vec<u8>> {
+    let raw = target.split('?').next().unwrap().as_bytes();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            let hex = raw.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// The arguments of a unit's `ExecStart=` value, `$$` unescaped.
+fn exec_args(value: &str) -> Vec<String> {
+    value.replace("$$", "$").split_whitespace().map(String::from).collect()
+}
+
+fn command_of(container: &Value) -> Vec<String> {
+    array(&container["command"], "command")
         .iter()
         .map(|a| str_of(a, "command").to_string())
+        .collect()
+}
+
+/// The shipped Corefile `text` switched to `pods verified`.
+fn pods_verified(text: &str) -> String {
+    assert_eq!(text.matches("pods insecure").count(), 1, "one `pods insecure`");
+    text.replace("pods insecure", "pods verified")
+}
+
+/// One kubectl proxy we ship: where, its arguments, and the Corefile it serves.
+struct ShippedProxy {
+    who: &'static str,
+    args: Vec<String>,
+    corefile: String,
+}
+
+/// The sidecar and the unit as shipped, and each with its `pods verified` variant
+/// (pods-verified/apiproxy-patch.yaml, systemd/clusterdns-apiproxy-pods.conf).
+fn shipped_proxies() -> Vec<ShippedProxy> {
+    let patch = read_yaml(&read("packaging/kubernetes/pods-verified/apiproxy-patch.yaml")).unwrap();
+    assert_eq!(patch.len(), 1);
+    let patched = array(&patch[0]["spec"]["template"]["spec"]["containers"], "containers");
+    assert_eq!(patched.len(), 1, "the patch touches the sidecar only");
+    assert_eq!(patched[0]["name"], "apiproxy");
+    assert_eq!(
+        patched[0].as_object().unwrap().len(),
+        2,
+        "the patch changes the sidecar's command only"
+    );
+    let dropin = read("packaging/systemd/clusterdns-apiproxy-pods.conf");
+    let dropin_exec = unit_values(&dropin, "ExecStart");
+    assert_eq!(dropin_exec.len(), 2, "ExecStart= (reset), then the command");
+    assert_eq!(dropin_exec[0], "", "the drop-in must reset ExecStart first");
+    let configmap = configmap_corefile().0;
+    let host = read("packaging/etc/Corefile");
+    vec![
+        ShippedProxy {
+            who: "sidecar",
+            args: command_of(&container("apiproxy")),
+            corefile: configmap.clone(),
+        },
+        ShippedProxy {
+            who: "sidecar + pods-verified/apiproxy-patch.yaml",
+            args: command_of(&patched[0]),
+            corefile: pods_verified(&configmap),
+        },
+        ShippedProxy {
+            who: "unit",
+            args: exec_args(&unit_value(
+                &read("packaging/systemd/clusterdns-apiproxy.service"),
+                "ExecStart",
+            )),
+            corefile: host.clone(),
+        },
+        ShippedProxy {
+            who: "unit + apiproxy-pods.conf",
+            args: exec_args(&dropin_exec[1]),
+            corefile: pods_verified(&host),
+        },
+    ]
+}
+
+/// Methods as a client may send them, case and all (net/http passes the token on as
+/// it came; the empty method it refuses itself, but the filter must too).
+const METHODS: &[&str] = &[
+    "GET",
+    "get",
+    "Get",
+    "gET",
+    "GEt",
+    "GeT",
+    "HEAD",
+    "head",
+    "POST",
+    "post",
+    "Post",
+    "PUT",
+    "put",
+    "PATCH",
+    "patch",
+    "DELETE",
+    "delete",
+    "Delete",
+    "OPTIONS",
+    "options",
+    "TRACE",
+    "trace",
+    "CONNECT",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "SEARCH",
+    "PRI",
+    "QUERY",
+    "",
+    "G",
+    "GE",
+    "GETS",
+    "GET_",
+    "GETGET",
+    "XGET",
+    "_GET",
+    "GET ",
+    " GET",
+    "GET\n",
+    "\nGET",
+    "G\nET",
+];
+
+/// Paths that must never reach the API, whatever the Corefile: other resources,
+/// subresources, single objects, namespaced lists, traversal, encodings, near misses.
+const FORBIDDEN_PATHS: &[&str] = &[
+    "",
+    "/",
+    "/api",
+    "/api/v1",
+    "/apis",
+    "/version",
+    "/api/v1/secrets",
+    "/api/v1/secrets?watch=1",
+    "/api/v1/configmaps",
+    "/api/v1/nodes",
+    "/api/v1/endpoints",
+    "/api/v1/serviceaccounts",
+    "/api/v1/namespaces/kube-system/secrets",
+    "/api/v1/namespaces/kube-system/services",
+    "/api/v1/namespaces/default",
+    "/api/v1/namespaces/x/pods/y",
+    "/api/v1/namespaces/x/pods/y/exec",
+    "/api/v1/namespaces/x/pods/y/exec?command=sh&stdin=true",
+    "/api/v1/namespaces/x/pods/y/attach",
+    "/api/v1/namespaces/x/pods/y/portforward",
+    "/api/v1/namespaces/x/pods/y/log",
+    "/api/v1/namespaces/x/pods/y/proxy/",
+    "/api/v1/namespaces/x/services/y/proxy/",
+    "/api/v1/nodes/n/proxy/",
+    "/api/v1/services/x",
+    "/api/v1/services/",
+    "/api/v1/services/x/proxy",
+    "/api/v1/servicesx",
+    "/api/v1/services.json",
+    "/api/v1/pods/../secrets",
+    "/api/v1/services/../secrets",
+    "/api/v1/services/../../api/v1/secrets",
+    "/api/v1/services/%2e%2e/secrets",
+    "/api/v1/services%2F..%2Fsecrets",
+    "/api/v1/services%2fx",
+    "/api/v1/%73ecrets",
+    "/api/v1/services%0A",
+    "/api/v1/services%0a",
+    "/api/v1/services%00",
+    "/api/v1/services%20",
+    "/api/v1/services%3Fwatch=1",
+    "/api/v1/services/%0A",
+    "//api/v1/services",
+    "/./api/v1/services",
+    "/x/api/v1/services",
+    "/api//v1/services",
+    "/API/v1/services",
+    "/api/V1/services",
+    "/api/v1/Services",
+    "/api/v2/services",
+    "/apis/discovery.k8s.io/v1/endpointslices/x",
+    "/apis/discovery.k8s.io/v1/namespaces/x/endpointslices",
+    "/apis/discovery.k8s.io/v1beta1/endpointslices",
+    "/apis/discoveryXk8s.io/v1/endpointslices",
+    "/apis/discovery.k8sXio/v1/endpointslices",
+    "/apis/discovery.k8s.io/v1/endpointslices/../../../../api/v1/secrets",
+    "/apis/apps/v1/deployments",
+    "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+    "/api/v1/pods/x",
+    "/api/v1/podsx",
+];
+
+/// kubectl proxy passes GET and nothing else, on exactly the collections the
+/// Corefile behind it watches, with any query: checked for every shipped proxy
+/// against tables of methods and paths, with Go's matching rules (see
+/// [`ProxyFilter`]).
+#[test]
+fn kubectl_proxy_passes_only_get_on_the_watched_collections() {
+    let methods: BTreeSet<String> = shipped_proxies()
+        .iter()
+        .map(|p| flag_value(&p.args, "reject-methods").to_string())
         .collect();
-    let unit = read("packaging/systemd/clusterdns-apiproxy.service");
-    let exec = unit_value(&unit, "ExecStart").replace("$$", "$");
-    let unit_args: Vec<String> = exec.split_whitespace().map(String::from).collect();
-    assert_eq!(&unit_args[..2], ["/usr/bin/kubectl", "proxy"]);
-    for (who, args) in [("sidecar", &sidecar), ("unit", &unit_args)] {
+    assert_eq!(methods.len(), 1, "one method filter everywhere: {methods:?}");
+    for proxy in shipped_proxies() {
+        let who = proxy.who;
+        let args = &proxy.args;
+        assert_eq!(&args[1], "proxy", "{who}");
+        assert_eq!(flag_value(args, "address"), "127.0.0.1", "{who}");
+        assert_eq!(flag_value(args, "port"), "8001", "{who}");
+        let filter = ProxyFilter::new(args);
+
+        for &m in METHODS {
+            assert_eq!(
+                filter.method_passes(m),
+                m == "GET",
+                "{who}: method {m:?} (only exactly GET may pass)"
+            );
+        }
+
+        let watched = watched_paths(&parse_corefile(&proxy.corefile));
+        // The accepted language is finite and exactly the watched collections.
         assert_eq!(
             regex_language(flag_value(args, "accept-paths")),
             watched,
             "{who}: --accept-paths"
         );
-        let rejected = regex_language(flag_value(args, "reject-methods"));
-        for m in ["POST", "PUT", "PATCH", "DELETE"] {
-            assert!(rejected.contains(m), "{who}: {m} must be rejected");
+        for path in watched_resources().into_iter().map(|r| r.path()) {
+            let want = watched.contains(path);
+            // The watcher's list and watch requests, and any other query: the filter
+            // never sees the query string.
+            for query in [
+                "",
+                "?limit=500",
+                "?limit=500&continue=abc",
+                "?watch=1&resourceVersion=12345&allowWatchBookmarks=true&timeoutSeconds=300",
+                "?labelSelector=a%3Db&watch=1",
+                "?watch=1&resourceVersion=1/../../secrets",
+            ] {
+                let target = format!("{path}{query}");
+                assert_eq!(filter.path_passes(&target), Some(want), "{who}: GET {target}");
+            }
+            // A percent-encoded letter decodes to the same collection: kubectl
+            // forwards it as sent and the API server decodes it alike.
+            let last = path.rfind('/').unwrap() + 1;
+            let encoded = format!("{}%{:02X}{}", &path[..last], path.as_bytes()[last], &path[last + 1..]);
+            assert_eq!(filter.path_passes(&encoded), Some(want), "{who}: GET {encoded}");
+            for suffix in ["/", "/x", "x", "%2F", "%0A", "/..", "/../secrets", "/x/status"] {
+                let target = format!("{path}{suffix}");
+                assert_eq!(filter.path_passes(&target), Some(false), "{who}: GET {target}");
+            }
         }
-        assert!(!rejected.contains("GET"), "{who}: GET must pass");
-        assert_eq!(flag_value(args, "address"), "127.0.0.1", "{who}");
-        assert_eq!(flag_value(args, "port"), "8001", "{who}");
+        for &target in FORBIDDEN_PATHS {
+            assert_ne!(
+                filter.path_passes(target),
+                Some(true),
+                "{who}: GET {target} must not pass"
+            );
+        }
+        // Pods: only behind `pods verified`.
+        let pods = watched.contains(Resource::Pods.path());
+        assert_eq!(
+            pods,
+            who.contains("pods"),
+            "{who}: pods are watched only with `pods verified`"
+        );
+        assert_eq!(filter.path_passes("/api/v1/pods?watch=1"), Some(pods), "{who}: pods");
+    }
+    // The tables mean something: an unanchored filter, or `.` for `[.]`, would let
+    // some of them through.
+    let loose: Vec<String> = [
+        "kubectl",
+        "proxy",
+        "--reject-methods=POST|PUT|PATCH|DELETE",
+        "--accept-paths=/api/v1/(namespaces|services)$,^/apis/discovery.k8s.io/v1/endpointslices",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let loose = ProxyFilter::new(&loose);
+    assert!(
+        ["get", "post", "HEAD", "PROPFIND", ""]
+            .iter()
+            .all(|m| loose.method_passes(m))
+    );
+    for target in [
+        "/x/api/v1/services",
+        "/apis/discoveryXk8s.io/v1/endpointslices",
+        "/apis/discovery.k8s.io/v1/endpointslices/x",
+    ] {
+        assert_eq!(loose.path_passes(target), Some(true), "{target}");
+    }
+}
+
+/// The `pods verified` variants differ from what they replace in --accept-paths only.
+#[test]
+fn pods_verified_variants_change_only_the_accepted_paths() {
+    let proxies = shipped_proxies();
+    for (base, variant) in [(&proxies[0], &proxies[1]), (&proxies[2], &proxies[3])] {
+        let strip = |args: &[String]| -> Vec<String> {
+            args.iter()
+                .filter(|a| !a.starts_with("--accept-paths="))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(strip(&base.args), strip(&variant.args), "{}", variant.who);
+        let added: BTreeSet<String> = regex_language(flag_value(&variant.args, "accept-paths"))
+            .difference(&regex_language(flag_value(&base.args, "accept-paths")))
+            .cloned()
+            .collect();
+        assert_eq!(added, [Resource::Pods.path().to_string()].into(), "{}", variant.who);
     }
 }
 
@@ -920,6 +1426,16 @@ fn packaged_corefile_is_valid_binds_loopback_and_reads_the_local_proxy() {
     let endpoint = k8s.options().iter().find(|o| o.name.as_str() == "endpoint").unwrap();
     assert_eq!(endpoint.args[0].as_str(), "http://127.0.0.1:8001");
     assert!(text.contains("kubectl proxy --port 8001") && text.contains("clusterdns-apiproxy"));
+    assert!(text.contains("clusterdns-kubeconfig"), "the Corefile names the helper");
+    // The HTTP endpoints stay on loopback too: on a host, a wildcard is every address
+    // of the node, open to every pod of the cluster, and nothing remote probes them.
+    let health = health::parse(&directives(block, "health")).unwrap();
+    let ready = ready::parse(&directives(block, "ready")).unwrap();
+    let metrics = prometheus::address(directives(block, "prometheus")[0]).unwrap();
+    for (name, addr) in [("health", health.addr), ("ready", ready.addr), ("prometheus", metrics)] {
+        assert!(addr.ip().is_loopback(), "{name} listens on {addr}: want 127.0.0.1");
+    }
+    assert!(!health.lameduck.is_zero());
     // The same plugins as the ConfigMap's (the kubeadm shape), plus bind.
     let (_, cm) = configmap_corefile();
     let names = |b: &config::ServerBlock| -> Vec<String> {
@@ -968,21 +1484,15 @@ fn clusterdns_unit_has_the_promised_settings() {
         "AF_INET AF_INET6 AF_UNIX AF_NETLINK"
     );
 
-    let proxy = read("packaging/systemd/clusterdns-apiproxy.service");
-    assert_eq!(unit_value(&proxy, "Before"), "clusterdns.service");
-    assert_eq!(unit_value(&proxy, "EnvironmentFile"), "/etc/default/clusterdns");
-    assert!(
-        read("packaging/debian/default")
-            .lines()
-            .any(|l| l.starts_with("KUBECONFIG="))
-    );
-
-    // The package installs what the units name.
+    // Package installs what the units name.
     let cargo = read("Cargo.toml");
     for needle in [
         r#"["packaging/etc/Corefile", "etc/clusterdns/Corefile", "644"]"#,
         r#"["packaging/debian/default", "etc/default/clusterdns", "644"]"#,
         r#"["target/release/clusterdns", "usr/bin/", "755"]"#,
+        r#"["packaging/clusterdns-kubeconfig", "usr/sbin/clusterdns-kubeconfig", "755"]"#,
+        r#"["packaging/clusterdns-kubeconfig.8", "usr/share/man/man8/clusterdns-kubeconfig.8", "644"]"#,
+        r#"["packaging/systemd/clusterdns-apiproxy-pods.conf", "usr/share/clusterdns/apiproxy-pods.conf", "644"]"#,
         r#"conf-files = ["/etc/clusterdns/Corefile", "/etc/default/clusterdns"]"#,
         r#"unit-name = "clusterdns", enable = true, start = true"#,
         r#"unit-name = "clusterdns-apiproxy", enable = false, start = false"#,
@@ -992,6 +1502,70 @@ fn clusterdns_unit_has_the_promised_settings() {
             "Cargo.toml [package.metadata.deb] lacks {needle}"
         );
     }
+}
+
+/// The kubeconfig clusterdns-kubeconfig writes by default.
+const PROXY_KUBECONFIG: &str = "/etc/clusterdns/apiproxy.kubeconfig";
+
+/// The proxy unit runs as a dynamic user with no capabilities, gets the list/watch
+/// kubeconfig as a systemd credential, and never falls back to another kubeconfig.
+#[test]
+fn apiproxy_unit_reads_only_the_list_watch_kubeconfig_as_a_dynamic_user() {
+    let proxy = read("packaging/systemd/clusterdns-apiproxy.service");
+    assert_eq!(unit_value(&proxy, "Before"), "clusterdns.service");
+    assert_eq!(unit_value(&proxy, "WantedBy"), "clusterdns.service");
+    assert_eq!(unit_value(&proxy, "DynamicUser"), "yes");
+    assert_eq!(unit_value(&proxy, "CapabilityBoundingSet"), "");
+    assert!(unit_values(&proxy, "AmbientCapabilities").is_empty());
+    assert!(unit_values(&proxy, "User").is_empty());
+    for (key, want) in [
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("PrivateTmp", "yes"),
+    ] {
+        assert_eq!(unit_value(&proxy, key), want, "{key}");
+    }
+    assert_eq!(
+        unit_value(&proxy, "LoadCredential"),
+        format!("kubeconfig:{PROXY_KUBECONFIG}")
+    );
+    let args = exec_args(&unit_value(&proxy, "ExecStart"));
+    assert_eq!(
+        flag_value(&args, "kubeconfig"),
+        "%d/kubeconfig",
+        "the credential, nothing from the environment"
+    );
+    // Missing, the credential fails the start once (243/CREDENTIALS), and the stop
+    // command says why.
+    assert_eq!(unit_value(&proxy, "RestartPreventExitStatus"), "243");
+    let explain = unit_value(&proxy, "ExecStopPost");
+    assert!(
+        explain.starts_with("/bin/sh -c ")
+            && explain.contains(&format!("test -e {PROXY_KUBECONFIG} ||"))
+            && explain.contains("run clusterdns-kubeconfig"),
+        "{explain}"
+    );
+    // The environment file is optional and sets no kubeconfig.
+    assert_eq!(unit_value(&proxy, "EnvironmentFile"), "-/etc/default/clusterdns");
+    let default = read("packaging/debian/default");
+    for line in default.lines().filter(|l| significant(l)) {
+        assert!(!line.contains("KUBECONFIG"), "/etc/default/clusterdns: {line}");
+    }
+    assert!(default.contains(PROXY_KUBECONFIG) && default.contains("clusterdns-kubeconfig"));
+    // admin.conf appears only as what the proxy never falls back to.
+    for line in proxy.lines().filter(|l| significant(l)) {
+        assert!(
+            !line.contains("admin.conf") || line.contains("never falls back to admin.conf"),
+            "{line}"
+        );
+    }
+    // The helper writes where the unit reads, and the purge removes it.
+    let helper = read("packaging/clusterdns-kubeconfig");
+    assert!(helper.contains(&format!("\nout={PROXY_KUBECONFIG}\n")));
+    assert!(helper.contains("\nadmin=/etc/kubernetes/admin.conf\n"));
+    let postrm = read("packaging/debian/postrm");
+    assert!(postrm.contains("#DEBHELPER#") && postrm.contains(&format!("rm -f {PROXY_KUBECONFIG}")));
 }
 
 #[test]
@@ -1019,13 +1593,422 @@ fn man_page_documents_every_flag_and_plugin() {
     }
 }
 
+/// clusterdns-kubeconfig(8) documents every option of the script's usage, its
+/// environment and its files; clusterdns(8) points to it.
+#[test]
+fn helper_man_page_documents_its_options_and_files() {
+    let man = read("packaging/clusterdns-kubeconfig.8");
+    let helper = read("packaging/clusterdns-kubeconfig");
+    let usage = helper
+        .lines()
+        .find(|l| l.starts_with("usage: $me "))
+        .expect("a usage line");
+    let mut options: Vec<&str> = usage
+        .split(|c: char| c == '[' || c == ']' || c.is_whitespace())
+        .filter(|w| w.starts_with("--"))
+        .collect();
+    options.push("--help");
+    assert!(options.contains(&"--pods") && options.contains(&"--output"), "{usage}");
+    for option in options {
+        let roff = option.replace('-', "\\-");
+        assert!(man.contains(&roff), "clusterdns-kubeconfig.8 lacks {option}");
+    }
+    for needle in [
+        "KUBECTL",
+        "/etc/clusterdns/apiproxy.kubeconfig",
+        "/etc/kubernetes/admin.conf",
+        "/usr/share/clusterdns/apiproxy\\-pods.conf",
+        "kube\\-system/clusterdns\\-host",
+        "kube\\-system/clusterdns\\-host\\-token",
+        "system:clusterdns",
+    ] {
+        assert!(man.contains(needle), "clusterdns-kubeconfig.8 lacks {needle}");
+    }
+    let main = read("packaging/clusterdns.8");
+    assert!(
+        main.contains("clusterdns\\-kubeconfig"),
+        "clusterdns.8 must name the helper"
+    );
+    assert!(
+        !main.contains("admin.conf > /etc/default"),
+        "no admin.conf for the proxy"
+    );
+}
+
+/// The text of the here-document `<<'TAG'` in the helper.
+fn helper_heredoc(tag: &str) -> String {
+    let helper = read("packaging/clusterdns-kubeconfig");
+    let open = format!("<<'{tag}'");
+    let start = helper
+        .lines()
+        .position(|l| l.contains(&open))
+        .unwrap_or_else(|| panic!("no {open} in the helper"));
+    helper
+        .lines()
+        .skip(start + 1)
+        .take_while(|l| *l != tag)
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// A scratch directory with a stand-in kubectl for clusterdns-kubeconfig: it records
+/// each call and what `apply -f -` reads, and answers the few requests the script
+/// makes (`config view` with the `STUB_SERVER`/`STUB_CA` values, the Secret's token
+/// `STUB_TOKEN`, base64, after `STUB_EMPTY_READS` empty reads, and `get --raw` with
+/// success unless `STUB_VERIFY=fail`).
+struct HelperRig {
+    dir: PathBuf,
+}
+
+impl HelperRig {
+    fn new(tag: &str) -> HelperRig {
+        let dir = std::env::temp_dir().join(format!("clusterdns-helper-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(
+            dir.join("admin.conf"),
+            "# an admin kubeconfig (the stub never reads it)\n",
+        )
+        .unwrap();
+        let stub = r#"#!/bin/sh
+d=$STUB_DIR
+printf '%s\n' "$*" >>"$d/calls"
+case "$*" in
+    *" apply -f -")
+        n=$(cat "$d/applies" 2>/dev/null || echo 0)
+        cat >"$d/applied.$n"
+        echo $((n + 1)) >"$d/applies"
+        echo "applied" ;;
+    *" delete clusterrolebinding "*) echo "deleted" ;;
+    *" get secret "*)
+        r=$(cat "$d/reads" 2>/dev/null || echo 0)
+        echo $((r + 1)) >"$d/reads"
+        [ "$r" -lt "${STUB_EMPTY_READS:-0}" ] || printf '%s' "$STUB_TOKEN" | base64 -w0 ;;
+    *"cluster.server}"*) printf '%s' "$STUB_SERVER" ;;
+    *"cluster.certificate-authority-data}"*) printf '%s' "$STUB_CA" ;;
+    "--kubeconfig "*" get --raw /api/v1/namespaces?limit=1")
+        cp "$2" "$d/verified"
+        [ "${STUB_VERIFY:-ok}" = ok ] || { echo "error: Unauthorized" >&2; exit 1; }
+        echo '{"kind":"NamespaceList","items":[]}' ;;
+    *) echo "stub kubectl: unexpected call: $*" >&2; exit 2 ;;
+esac
+"#;
+        std::fs::write(dir.join("kubectl"), stub).unwrap();
+        Command::new("chmod")
+            .arg("755")
+            .arg(dir.join("kubectl"))
+            .status()
+            .unwrap();
+        HelperRig { dir }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.join("etc/apiproxy.kubeconfig")
+    }
+
+    /// Runs the helper with `args` (after `--output OUT`) and `env`: (exit code,
+    /// stdout + stderr).
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+        for f in ["calls", "applies", "reads", "verified"] {
+            let _ = std::fs::remove_file(self.dir.join(f));
+        }
+        let mut cmd = Command::new("sh");
+        cmd.arg(root().join("packaging/clusterdns-kubeconfig"))
+            .arg("--output")
+            .arg(self.out())
+            .args(args)
+            .env("KUBECTL", self.dir.join("kubectl"))
+            .env("STUB_DIR", &self.dir)
+            .env("STUB_SERVER", "https://192.0.2.1:6443")
+            .env("STUB_CA", CA_DATA)
+            .env("STUB_TOKEN", TOKEN);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.dir.join("calls")).unwrap_or_default()
+    }
+
+    /// The documents applied by the call numbered `n`, by kind and name.
+    fn applied(&self, n: usize) -> Vec<Value> {
+        read_yaml(&std::fs::read_to_string(self.dir.join(format!("applied.{n}"))).unwrap()).unwrap()
+    }
+}
+
+impl Drop for HelperRig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// base64 of a PEM certificate's first line, as `certificate-authority-data` holds it.
+const CA_DATA: &str = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJmYWtlCi0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K";
+/// A token of JWT shape.
+const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQifQ.c2lnbmF0dXJl-_";
+
+/// The one document of `kind` and `name` in `docs`.
+fn find_doc<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let found: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(found.len(), 1, "want one {kind} {name}");
+    found[0]
+}
+
+/// clusterdns-kubeconfig applies exactly the shipped ClusterRole, a ServiceAccount of
+/// its own bound to it and a long-lived token Secret, and writes a 0600 kubeconfig
+/// with the admin kubeconfig's server and CA and that token, checked before it is
+/// moved into place; a second run changes nothing.
+#[test]
+fn kubeconfig_helper_writes_a_list_watch_kubeconfig_idempotently() {
+    let rig = HelperRig::new("ok");
+    let admin = rig.dir.join("admin.conf");
+    let (code, out) = rig.run(&[admin.to_str().unwrap()], &[("STUB_EMPTY_READS", "1")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("systemctl enable --now clusterdns-apiproxy"), "{out}");
+
+    // What it applied: the shipped ClusterRole, the identity, the Secret.
+    let docs = rig.applied(0);
+    assert_eq!(docs.len(), 4, "{docs:?}");
+    let shipped = object("ClusterRole");
+    let role = find_doc(&docs, "ClusterRole", str_of(&shipped["metadata"]["name"], "name"));
+    assert_eq!(role, &shipped, "the helper's ClusterRole must be rbac.yaml's");
+    assert_eq!(
+        Value::Array(docs.clone()),
+        Value::Array(read_yaml(&helper_heredoc("RBAC")).unwrap())
+    );
+    let account = find_doc(&docs, "ServiceAccount", "clusterdns-host");
+    assert_eq!(account["metadata"]["namespace"], "kube-system");
+    assert_ne!(
+        account["metadata"]["name"],
+        object("ServiceAccount")["metadata"]["name"],
+        "an identity of its own, not the in-cluster Deployment's"
+    );
+    binds_to(
+        find_doc(&docs, "ClusterRoleBinding", "system:clusterdns-host"),
+        role,
+        account,
+    );
+    let secret = find_doc(&docs, "Secret", "clusterdns-host-token");
+    assert_eq!(secret["type"], "kubernetes.io/service-account-token");
+    assert_eq!(secret["metadata"]["namespace"], "kube-system");
+    assert_eq!(
+        secret["metadata"]["annotations"]["kubernetes.io/service-account.name"],
+        "clusterdns-host"
+    );
+    let calls = rig.calls();
+    assert!(
+        calls.contains("delete clusterrolebinding system:clusterdns-host:pods --ignore-not-found"),
+        "without --pods, a pods grant left from before goes: {calls}"
+    );
+    assert_eq!(
+        calls.matches(" get secret ").count(),
+        2,
+        "waited for the token: {calls}"
+    );
+    assert!(!calls.contains(TOKEN), "the token never goes on a command line");
+    for line in calls.lines() {
+        assert!(
+            line.starts_with(&format!("--kubeconfig {} ", admin.display()))
+                || line.ends_with(" get --raw /api/v1/namespaces?limit=1"),
+            "every cluster call uses the admin kubeconfig given: {line}"
+        );
+    }
+
+    // The kubeconfig.
+    let path = rig.out();
+    let text = std::fs::read_to_string(&path).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600, "mode of {}", path.display());
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    }
+    assert_eq!(
+        std::fs::read_to_string(rig.dir.join("verified")).unwrap(),
+        text,
+        "checked with one list request before it replaced the file"
+    );
+    let config = &read_yaml(&text).unwrap()[0];
+    assert_eq!(config["kind"], "Config");
+    let cluster = &config["clusters"][0];
+    assert_eq!(cluster["cluster"]["server"], "https://192.0.2.1:6443");
+    assert_eq!(cluster["cluster"]["certificate-authority-data"], CA_DATA);
+    let user = &config["users"][0];
+    assert_eq!(user["name"], "clusterdns-host");
+    assert_eq!(user["user"]["token"], TOKEN);
+    assert_eq!(user["user"].as_object().unwrap().len(), 1, "a token and nothing else");
+    let context = &config["contexts"][0];
+    assert_eq!(config["current-context"], context["name"]);
+    assert_eq!(context["context"]["cluster"], cluster["name"]);
+    assert_eq!(context["context"]["user"], user["name"]);
+    let leftovers: Vec<_> = std::fs::read_dir(rig.dir.join("etc")).unwrap().flatten().collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file left: {leftovers:?}");
+
+    // Again: the same documents, the same file.
+    let (code, out) = rig.run(&[admin.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(rig.applied(0), docs);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}
+
+/// With --pods the helper also grants pods, with pods-verified/rbac-pods.yaml's
+/// ClusterRole bound to its own ServiceAccount.
+#[test]
+fn kubeconfig_helper_grants_pods_only_with_the_pods_option() {
+    let rig = HelperRig::new("pods");
+    let admin = rig.dir.join("admin.conf");
+    let (code, out) = rig.run(&["--pods", admin.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("pods on"), "{out}");
+    let docs = rig.applied(1);
+    assert_eq!(
+        Value::Array(docs.clone()),
+        Value::Array(read_yaml(&helper_heredoc("PODS")).unwrap())
+    );
+    let shipped = documents("packaging/kubernetes/pods-verified/rbac-pods.yaml");
+    let role = find_doc(&docs, "ClusterRole", "system:clusterdns:pods");
+    assert_eq!(
+        role, &shipped["ClusterRole"],
+        "the helper's pods role must be rbac-pods.yaml's"
+    );
+    let account = find_doc(&rig.applied(0), "ServiceAccount", "clusterdns-host").clone();
+    binds_to(
+        find_doc(&docs, "ClusterRoleBinding", "system:clusterdns-host:pods"),
+        role,
+        &account,
+    );
+    assert!(!rig.calls().contains(" delete "), "{}", rig.calls());
+}
+
+/// Every refusal exits 1 with a message and leaves the old kubeconfig as it was.
+#[test]
+fn kubeconfig_helper_refuses_bad_input_and_keeps_the_old_file() {
+    let rig = HelperRig::new("refuse");
+    let admin = rig.dir.join("admin.conf");
+    let admin = admin.to_str().unwrap();
+    let missing = rig.dir.join("no-such.conf");
+    std::fs::write(rig.out(), "old\n").unwrap();
+    /// One bad input: what it is, the arguments and stub settings, the message.
+    struct Refusal<'a> {
+        what: &'a str,
+        args: Vec<&'a str>,
+        env: Vec<(&'a str, &'a str)>,
+        message: &'a str,
+    }
+    let case = |what, args, env, message| Refusal {
+        what,
+        args,
+        env,
+        message,
+    };
+    let cases = [
+        case(
+            "no admin kubeconfig",
+            vec![missing.to_str().unwrap()],
+            vec![],
+            "cannot read the admin kubeconfig",
+        ),
+        case("unknown option", vec!["--bogus"], vec![], "unknown option"),
+        case(
+            "two kubeconfigs",
+            vec![admin, admin],
+            vec![],
+            "one admin kubeconfig only",
+        ),
+        case(
+            "https without a CA",
+            vec![admin],
+            vec![("STUB_CA", "")],
+            "refusing a kubeconfig that does not verify",
+        ),
+        case(
+            "a CA that is not PEM",
+            vec![admin],
+            vec![("STUB_CA", "bm90IGEgY2VydA==")],
+            "not a PEM certificate",
+        ),
+        case(
+            "a CA with other characters",
+            vec![admin],
+            vec![("STUB_CA", "abc\"def")],
+            "not base64",
+        ),
+        case(
+            "a server that is no URL",
+            vec![admin],
+            vec![("STUB_SERVER", "192.0.2.1:6443")],
+            "names no http(s) server",
+        ),
+        case(
+            "a server with a quote",
+            vec![admin],
+            vec![("STUB_SERVER", "https://x\"y:6443")],
+            "unexpected characters",
+        ),
+        case(
+            "a server with a space",
+            vec![admin],
+            vec![("STUB_SERVER", "https://x y:6443")],
+            "unexpected characters",
+        ),
+        case(
+            "a token with a quote",
+            vec![admin],
+            vec![("STUB_TOKEN", "abc\"def")],
+            "not a JWT",
+        ),
+        case(
+            "a token with a newline",
+            vec![admin],
+            vec![("STUB_TOKEN", "abc\ndef")],
+            "not a JWT",
+        ),
+        case(
+            "a kubeconfig that cannot list",
+            vec![admin],
+            vec![("STUB_VERIFY", "fail")],
+            "cannot list namespaces",
+        ),
+    ];
+    for Refusal {
+        what,
+        args,
+        env,
+        message,
+    } in cases
+    {
+        let (code, out) = rig.run(&args, &env);
+        assert_eq!(code, 1, "{what}: {out}");
+        assert!(out.contains(message), "{what}: want {message:?} in {out}");
+        assert_eq!(std::fs::read_to_string(rig.out()).unwrap(), "old\n", "{what}");
+        let leftovers = std::fs::read_dir(rig.dir.join("etc")).unwrap().count();
+        assert_eq!(leftovers, 1, "{what}: a temporary file left behind");
+    }
+    let (code, out) = rig.run(&["--help"], &[]);
+    assert_eq!(
+        (code, out.starts_with("usage: clusterdns-kubeconfig")),
+        (0, true),
+        "{out}"
+    );
+    assert_eq!(rig.calls(), "", "--help calls nothing");
+}
+
 /// A unit with its programs pointed at files that exist here (systemd-analyze verify
 /// insists on executables), in a scratch directory.
 fn units_for_verification(tag: &str) -> (PathBuf, Vec<PathBuf>) {
     let dir = std::env::temp_dir().join(format!("clusterdns-packaging-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("man/man8")).unwrap();
-    std::fs::copy(root().join("packaging/clusterdns.8"), dir.join("man/man8/clusterdns.8")).unwrap();
+    for page in ["clusterdns.8", "clusterdns-kubeconfig.8"] {
+        std::fs::copy(root().join("packaging").join(page), dir.join("man/man8").join(page)).unwrap();
+    }
     let kubectl = if Path::new("/usr/bin/kubectl").exists() {
         "/usr/bin/kubectl"
     } else {
