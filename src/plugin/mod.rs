@@ -129,6 +129,7 @@ const OWN_PLUGINS: &[(&str, &str)] = &[("rrl", "acl")];
 const TEST_PLUGINS: &[(&str, SetupFn)] = &[
     ("testupstream", testing::setup_upstream),
     ("testpanic", testing::setup_panic),
+    ("teststall", testing::setup_stall),
 ];
 
 /// The environment variable that enables the test plugins.

@@ -6,6 +6,9 @@
 //!   before `forward` exists.
 //! * `testpanic` panics on names whose first label is `panic`, to prove a panic in
 //!   one query is contained.
+//! * `teststall [DURATION]` holds the worker (sleeps, default 1h) on names whose first
+//!   label is `stall`, to prove that a wedged worker fails `/health` and cannot keep
+//!   SIGTERM from ending the process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -102,6 +105,40 @@ impl Plugin for TestPanic {
     fn serve(&self, q: &mut Query<'_, '_>) -> Step {
         if q.req.qname.label_count() > 0 && q.req.qname.label(0) == b"panic" {
             panic!("testpanic: asked to panic by {}", q.req.qname);
+        }
+        Step::Next
+    }
+}
+
+/// Wedges the worker that serves a `stall.*` name: the query does not return for the
+/// configured duration, so the worker does not come round its loop.
+pub struct TestStall {
+    hold: Duration,
+}
+
+pub fn setup_stall(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+    let d = once("teststall", dirs)?;
+    d.expect_args("teststall", 0, 1)?;
+    let hold = match d.args.first() {
+        Some(t) => parse_duration(t.as_str()).ok_or_else(|| d.err("teststall", "bad duration"))?,
+        None => Duration::from_secs(3600),
+    };
+    Ok(Arc::new(TestStall { hold }))
+}
+
+impl Plugin for TestStall {
+    fn name(&self) -> &'static str {
+        "teststall"
+    }
+
+    fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        if q.req.qname.label_count() > 0 && q.req.qname.label(0) == b"stall" {
+            // Sleeping, not spinning: the worker is as stuck either way, and a test
+            // machine's cores stay free for the rest of the test.
+            log::warn!("teststall: holding this worker for {:?} ({})", self.hold, q.req.qname);
+            std::thread::sleep(self.hold);
+            q.resp.start(q.req, Rcode::SERVFAIL);
+            return Step::Answered;
         }
         Step::Next
     }
