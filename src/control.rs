@@ -6,10 +6,11 @@
 //!  signals ──▶ main loop ──reload()──▶ parse, build, Running::reload (swap) ─▶ RELOADING=1 … READY=1
 //!  reload timer ─┘   │
 //!                    └──shutdown()──▶ STOPPING=1, /ready 503, lameduck pause, stop workers
-//!  http threads: /health /ready /metrics read the current Server (ArcSwap) and atomics
+//!                                     (at most 2 s more: a stuck worker is left behind)
+//!  http thread: /health (the workers' heartbeats), /ready, /metrics read the current
+//!               Server (ArcSwap) and atomics
 //! ```
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::notify;
 use crate::plugin::ready::Monitor;
 use crate::runtime::{self, Options, Running, Source};
 use crate::server::Server;
-use crate::server::worker::{WorkerStats, millis_since_epoch};
+use crate::server::worker::{self, STALL_BOUND, WorkerStats};
 
 /// What the HTTP endpoints share with the controller.
 struct State {
@@ -37,6 +38,10 @@ struct State {
     stopping: AtomicBool,
     /// `monitor until-ready`: readiness reported once stays reported (reset on reload).
     latched: AtomicBool,
+    /// `/health` last answered 503 (a worker was stuck): logged when it changes.
+    unhealthy: AtomicBool,
+    /// The endpoint thread's counters.
+    http: Arc<http::Stats>,
 }
 
 impl State {
@@ -45,7 +50,7 @@ impl State {
         let p = &server.process;
         let on_this = |a: SocketAddr| a == local;
         match req.path {
-            "/health" if p.health.is_some_and(|h| on_this(h.addr)) => http::Response::text(200, "OK"),
+            "/health" if p.health.is_some_and(|h| on_this(h.addr)) => self.health(),
             "/ready" if p.ready.is_some_and(|r| on_this(r.addr)) => {
                 if self.stopping.load(Ordering::Acquire) {
                     return http::Response::text(503, "Shutting down");
@@ -66,6 +71,7 @@ impl State {
                 let mut f = Families::default();
                 crate::plugin::prometheus::collect(&server, &mut f);
                 crate::server::worker::metrics(&self.workers, &mut f);
+                self.http.metrics(&mut f);
                 http::Response {
                     status: 200,
                     content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -75,6 +81,32 @@ impl State {
             _ => http::Response::text(404, "404 page not found\n"),
         }
     }
+
+    /// `/health`: 200 while every worker comes round its loop; 503 naming the ones that
+    /// have not for [`STALL_BOUND`] (what the systemd watchdog goes by too).
+    fn health(&self) -> http::Response {
+        let stalled = worker::stalled(&self.workers, STALL_BOUND);
+        if stalled.is_empty() {
+            if self.unhealthy.swap(false, Ordering::AcqRel) {
+                log::info!(target: "plugin/health", "every worker comes round its loop again: /health answers 200");
+            }
+            return http::Response::text(200, "OK");
+        }
+        let why = stalled_text(&stalled);
+        if !self.unhealthy.swap(true, Ordering::AcqRel) {
+            log::error!(target: "plugin/health", "{why}: /health answers 503");
+        }
+        http::Response::text(503, format!("{why}\n"))
+    }
+}
+
+/// `worker 1 has not come round its loop for 3.2s; ...`
+fn stalled_text(stalled: &[(usize, Duration)]) -> String {
+    stalled
+        .iter()
+        .map(|(i, age)| format!("worker {i} has not come round its loop for {:.1}s", age.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The running process.
@@ -88,7 +120,9 @@ pub struct Controller {
     /// SHA-512 of the last Corefile text that failed to load, reported once.
     failed: Option<String>,
     state: Arc<State>,
-    http: HashMap<SocketAddr, http::Server>,
+    /// The endpoint thread, and the addresses it listens on.
+    http: http::Server,
+    listening: Vec<SocketAddr>,
 }
 
 /// The SHA-512 of a parsed Corefile (comments and whitespace do not count).
@@ -106,7 +140,20 @@ impl Controller {
             workers: running.stats(),
             stopping: AtomicBool::new(false),
             latched: AtomicBool::new(false),
+            unhealthy: AtomicBool::new(false),
+            http: Arc::default(),
         });
+        let handler: http::Handler = {
+            let state = state.clone();
+            Arc::new(move |endpoint, req| state.handle(endpoint, req))
+        };
+        let http = match http::Server::start(handler, state.http.clone()) {
+            Ok(h) => h,
+            Err(e) => {
+                running.stop(Duration::ZERO);
+                return Err(runtime::StartError(format!("http endpoints: {e}")));
+            }
+        };
         let mut c = Controller {
             running,
             opts,
@@ -114,7 +161,8 @@ impl Controller {
             digest,
             failed: None,
             state,
-            http: HashMap::new(),
+            http,
+            listening: Vec::new(),
         };
         if let Err(e) = c.reconcile_http() {
             c.running_stop(Duration::ZERO);
@@ -126,7 +174,7 @@ impl Controller {
     }
 
     fn running_stop(self, drain: Duration) {
-        self.running.stop(drain);
+        let _ = self.running.stop(drain);
     }
 
     /// Opens the HTTP endpoints the configuration names that are not open yet, and
@@ -139,16 +187,18 @@ impl Controller {
         want.extend(p.ready.map(|r| r.addr));
         want.sort();
         want.dedup();
-        self.http.retain(|addr, _| want.contains(addr));
+        for addr in self.listening.iter().filter(|a| !want.contains(a)) {
+            self.http.close(*addr);
+        }
+        self.listening.retain(|a| want.contains(a));
         for addr in want {
-            if self.http.contains_key(&addr) {
+            if self.listening.contains(&addr) {
                 continue;
             }
-            let state = self.state.clone();
-            let handler: http::Handler = Arc::new(move |req| state.handle(addr, req));
-            let srv = http::Server::start(addr, "endpoints", handler)
+            self.http
+                .listen(addr)
                 .map_err(|e| runtime::StartError(format!("listen tcp {addr}: {e}")))?;
-            self.http.insert(addr, srv);
+            self.listening.push(addr);
         }
         Ok(())
     }
@@ -222,8 +272,10 @@ impl Controller {
 
     /// Stops as CoreDNS does: `/ready` goes down first, DNS and `/health` keep serving
     /// for the lameduck duration, then the listeners close (after answering what is in
-    /// flight) and the endpoints with them.
-    pub fn shutdown(self) {
+    /// flight, for up to 1 s) and the endpoints with them. A worker that has not stopped
+    /// [`STOP_BOUND`] after the lameduck (stuck in one query) is left behind: the
+    /// returned list names such workers, and the process exits without them.
+    pub fn shutdown(self) -> Vec<usize> {
         notify::stopping();
         self.state.stopping.store(true, Ordering::Release);
         let lameduck = self
@@ -237,37 +289,40 @@ impl Controller {
             std::thread::sleep(lameduck);
         }
         let Controller { running, http, .. } = self;
-        running.stop(Duration::from_secs(1));
+        let stuck = running.stop(STOP_DRAIN);
         drop(http);
+        stuck
     }
 }
+
+/// How long stopping workers may take to answer what is in flight.
+const STOP_DRAIN: Duration = Duration::from_secs(1);
+
+/// How long after the lameduck pause the process takes to end at most: the drain, and
+/// the grace a worker gets beyond it ([`runtime::STOP_GRACE`]).
+pub const STOP_BOUND: Duration = STOP_DRAIN.saturating_add(runtime::STOP_GRACE);
 
 fn set_reload_hash(d: &str) {
     *crate::metrics::RELOAD_HASH.lock() = d.to_string();
 }
 
 /// Pings systemd's watchdog at the interval it asked for, as long as every worker has
-/// come round its loop recently (a wedged worker stops the pings, and systemd restarts
-/// the service).
+/// come round its loop within [`STALL_BOUND`] (the bound `/health` goes by: a wedged
+/// worker stops the pings, and systemd restarts the service once `WatchdogSec` passes
+/// without one).
 pub fn spawn_watchdog(stats: Vec<Arc<WorkerStats>>, stop: Arc<AtomicBool>) {
     let Some(every) = notify::watchdog_interval() else {
         return;
     };
     let _ = std::thread::Builder::new().name("watchdog".into()).spawn(move || {
-        let stale_after = (every * 4).max(Duration::from_secs(2)).as_millis() as u64;
         let mut next = Instant::now();
         while !stop.load(Ordering::Acquire) {
             if Instant::now() >= next {
-                let now = millis_since_epoch();
-                let alive = stats
-                    .iter()
-                    .all(|s| now.saturating_sub(s.heartbeat.load(Ordering::Relaxed)) < stale_after);
-                if alive {
+                let stalled = worker::stalled(&stats, STALL_BOUND);
+                if stalled.is_empty() {
                     notify::watchdog();
                 } else {
-                    log::error!(
-                        "a worker has not come round its loop for {stale_after} ms: withholding the watchdog ping"
-                    );
+                    log::error!("{}: withholding the watchdog ping", stalled_text(&stalled));
                 }
                 next += every;
             }

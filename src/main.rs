@@ -107,7 +107,7 @@ fn main() -> ExitCode {
     if let Some(path) = &flags.pidfile {
         if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
             eprintln!("could not write pidfile {path}: {e}");
-            controller.shutdown();
+            let _ = controller.shutdown();
             return ExitCode::FAILURE;
         }
     }
@@ -157,7 +157,7 @@ fn control_loop(controller: Controller, mut signals: Signals) -> ExitCode {
     let schedule = Arc::new(Mutex::new(controller.reload_schedule()));
     let (tick_tx, tick_rx) = crossbeam_channel::unbounded();
     control::spawn_reload_timer(schedule.clone(), tick_tx);
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<ExitCode>(1);
     let mut controller = Some(controller);
     loop {
         crossbeam_channel::select! {
@@ -168,8 +168,12 @@ fn control_loop(controller: Controller, mut signals: Signals) -> ExitCode {
                         stop.store(true, Ordering::Release);
                         let done = done_tx.clone();
                         std::thread::spawn(move || {
-                            c.shutdown();
-                            let _ = done.send(());
+                            // A worker stuck in a query is left behind (logged): the
+                            // process still ends, with status 1, so that systemd shows
+                            // the stop as failed and Restart=on-failure restarts it if
+                            // the stop was not asked for.
+                            let code = if c.shutdown().is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+                            let _ = done.send(code);
                         });
                     }
                     None if sig == Ok(SIGINT) => {
@@ -197,12 +201,13 @@ fn control_loop(controller: Controller, mut signals: Signals) -> ExitCode {
                     *schedule.lock() = c.reload_schedule();
                 }
             },
-            recv(done_rx) -> _ => break,
+            recv(done_rx) -> code => {
+                handle.close();
+                let _ = forward.join();
+                return code.unwrap_or(ExitCode::FAILURE);
+            }
         }
     }
-    handle.close();
-    let _ = forward.join();
-    ExitCode::SUCCESS
 }
 
 /// One malloc arena for the whole process. The API watcher threads decode objects and

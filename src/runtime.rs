@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::Sender;
@@ -150,6 +150,10 @@ impl Running {
         for id in 0..opts.workers {
             let (tx, rx) = crossbeam_channel::unbounded();
             let stats = Arc::new(WorkerStats::default());
+            // Alive from the start: /health must not fail before its first loop turn.
+            stats
+                .heartbeat
+                .store(worker::millis_since_epoch(), std::sync::atomic::Ordering::Relaxed);
             let (w, waker) = Worker::new(id, shared.clone(), rx, opts.tcp, stats.clone())
                 .map_err(|e| StartError(format!("worker {id}: {e}")))?;
             let thread = std::thread::Builder::new()
@@ -241,19 +245,41 @@ impl Running {
     }
 
     /// Stops accepting queries, lets in-flight ones finish for up to `drain`, joins
-    /// the workers and stops the plugins.
-    pub fn stop(mut self, drain: Duration) {
+    /// the workers and stops the plugins. A worker that has not stopped [`STOP_GRACE`]
+    /// after the drain is stuck in one query and may never return: it is logged and left
+    /// behind (the process exits without it). Returns the indices of such workers.
+    pub fn stop(mut self, drain: Duration) -> Vec<usize> {
         for w in &self.workers {
             w.send(Command::Stop { drain });
         }
-        for w in &mut self.workers {
-            if let Some(t) = w.thread.take() {
+        let limit = drain + STOP_GRACE;
+        let deadline = Instant::now() + limit;
+        let mut stuck = Vec::new();
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            let Some(t) = w.thread.take() else { continue };
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
                 let _ = t.join();
+            } else {
+                let last = worker::millis_since_epoch()
+                    .saturating_sub(w.stats.heartbeat.load(std::sync::atomic::Ordering::Relaxed));
+                log::error!(
+                    "worker {i} did not stop within {limit:?} (it last came round its loop {:.1}s ago): exiting without it",
+                    last as f64 / 1000.0
+                );
+                stuck.push(i);
+                // Dropping the handle detaches the thread; the process exit ends it.
             }
         }
         self.shared.load().stop();
+        stuck
     }
 }
+
+/// How long a worker may take to stop beyond the drain it was given.
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// (requested address, bound address, one socket pair per worker).
 type BoundSockets = Vec<(

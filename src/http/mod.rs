@@ -1,27 +1,57 @@
-//! A small HTTP/1.1 server for `/health`, `/ready` and `/metrics`: one accepting
-//! thread per address, one short-lived thread per connection (at most
-//! [`MAX_CONNECTIONS`] at once), bounded request size and timeouts. It never touches a
-//! worker: handlers read atomics and snapshots.
+//! The HTTP/1.1 server of `/health`, `/ready` and `/metrics`: one thread with its own
+//! mio `Poll` serves every endpoint address, with non-blocking connections. It never
+//! touches a worker: handlers read atomics and snapshots.
+//!
+//! ```text
+//!  control thread ──listen(addr) / close(addr)──▶ commands ──▶ ┐
+//!                                                              ▼
+//!  listeners ──accept──▶ connection ──read head──▶ handler ──▶ write response ──▶ FIN, linger ──▶ close
+//!                         │ at most MAX_CONNECTIONS:  │ whole head within          │ whole response within
+//!                         │ the oldest is evicted     │ REQUEST_DEADLINE of accept │ WRITE_DEADLINE
+//! ```
+//!
+//! What keeps a probe answered whatever other clients do: the deadline is for the whole
+//! request head, not for each read, so a client trickling bytes cannot hold a connection
+//! longer than [`REQUEST_DEADLINE`]; when [`MAX_CONNECTIONS`] are open, a new connection
+//! closes the oldest one (finished ones first, then those still sending their head,
+//! then those being written to), so idle and slow connections cost descriptors but
+//! never turn a probe away; nothing blocks, so one slow client delays no other.
+//! Every connection closed without a normal answer is counted by reason ([`Stats`],
+//! `clusterdns_http_failures_total`) and logged, at most once per reason every 10 s.
+
+mod request;
+
+pub use request::{HeadError, MAX_HEAD, Parsed, Request, head_end, parse, parse_head};
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Connections served at once; more are closed without an answer.
-pub const MAX_CONNECTIONS: usize = 32;
-/// The largest request head accepted.
-const MAX_REQUEST: usize = 8 * 1024;
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream as MioStream};
+use mio::{Events, Interest, Poll, Token, Waker};
 
-/// A request: what the handlers look at.
-pub struct Request<'a> {
-    pub method: &'a str,
-    /// The path without the query string.
-    pub path: &'a str,
-}
+use crate::metrics::Families;
+
+/// Connections open at once over all endpoints; a new one beyond it closes the oldest.
+pub const MAX_CONNECTIONS: usize = 256;
+/// From accepting a connection to having its whole request head.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// From having the response ready to the client having taken all of it.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+/// After the response, how long the client may take to close its side; what it sends
+/// meanwhile is read and dropped, so that closing never resets a response it has not
+/// read yet.
+const LINGER: Duration = Duration::from_secs(1);
+/// At most one log line per failure reason in this time.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+/// The listen backlog: connections the kernel completes before the loop accepts them.
+const BACKLOG: i32 = 1024;
 
 /// A response.
 pub struct Response {
@@ -38,127 +68,662 @@ impl Response {
             body: body.into(),
         }
     }
+
+    /// The whole response as sent: status line, headers, and the body unless `head_only`.
+    fn bytes(&self, head_only: bool) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type,
+            self.body.len()
+        )
+        .into_bytes();
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
 }
 
-/// What answers requests on one address.
-pub type Handler = Arc<dyn Fn(&Request<'_>) -> Response + Send + Sync>;
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
 
-/// A listening HTTP server; stopped (listener closed, thread joined) on drop.
+/// What answers requests: given the endpoint address (as passed to [`Server::listen`])
+/// the request came in on.
+pub type Handler = Arc<dyn Fn(SocketAddr, &Request<'_>) -> Response + Send + Sync>;
+
+/// Why a connection was closed without a normal answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// No whole request head within [`REQUEST_DEADLINE`] (answered 408 if it sent any).
+    Timeout,
+    /// The response not taken within [`WRITE_DEADLINE`].
+    WriteTimeout,
+    /// Closed to make room: [`MAX_CONNECTIONS`] were open.
+    Evicted,
+    /// Not an HTTP/1.x request (400, 505).
+    Malformed,
+    /// A request head over [`MAX_HEAD`] bytes (431).
+    TooLarge,
+    /// The handler panicked (500).
+    Handler,
+    /// `accept` failed (out of descriptors, ...).
+    Accept,
+    /// A read or write failed (a reset by the client, ...).
+    Io,
+}
+
+impl Failure {
+    const ALL: [Failure; 8] = [
+        Failure::Timeout,
+        Failure::WriteTimeout,
+        Failure::Evicted,
+        Failure::Malformed,
+        Failure::TooLarge,
+        Failure::Handler,
+        Failure::Accept,
+        Failure::Io,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::WriteTimeout => "write_timeout",
+            Failure::Evicted => "evicted",
+            Failure::Malformed => "malformed",
+            Failure::TooLarge => "too_large",
+            Failure::Handler => "handler",
+            Failure::Accept => "accept",
+            Failure::Io => "io",
+        }
+    }
+}
+
+/// What the endpoint thread counts; read at scrape time.
+#[derive(Default)]
+pub struct Stats {
+    accepted: AtomicU64,
+    open: AtomicU64,
+    failures: [AtomicU64; Failure::ALL.len()],
+}
+
+impl Stats {
+    /// Connections closed for `why` so far.
+    pub fn failures(&self, why: Failure) -> u64 {
+        self.failures[why as usize].load(Ordering::Relaxed)
+    }
+
+    /// Adds the `clusterdns_http_*` metrics to a scrape.
+    pub fn metrics(&self, out: &mut Families) {
+        out.counter(
+            "clusterdns_http_connections_total",
+            "Connections accepted on the health, ready and metrics endpoints.",
+            &[],
+            self.accepted.load(Ordering::Relaxed) as f64,
+        );
+        out.gauge(
+            "clusterdns_http_connections_open",
+            "Connections open on the health, ready and metrics endpoints.",
+            &[],
+            self.open.load(Ordering::Relaxed) as f64,
+        );
+        for f in Failure::ALL {
+            out.counter(
+                "clusterdns_http_failures_total",
+                "Connections to the health, ready and metrics endpoints closed without a normal answer, by reason.",
+                &[("reason", f.label())],
+                self.failures(f) as f64,
+            );
+        }
+    }
+}
+
+enum Command {
+    Listen(SocketAddr, TcpListener),
+    Close(SocketAddr),
+    Stop,
+}
+
+/// The endpoint thread; stopped (listeners closed, thread joined) on drop.
 pub struct Server {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    stats: Arc<Stats>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Server {
-    /// Binds `addr` and serves it with `handler` on a thread of its own.
-    pub fn start(addr: SocketAddr, name: &str, handler: Handler) -> io::Result<Server> {
-        let listener = TcpListener::bind(addr)?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let active = Arc::new(AtomicUsize::new(0));
-        let stopping = stop.clone();
+    /// Starts the thread, listening nowhere yet, counting in `stats`.
+    pub fn start(handler: Handler, stats: Arc<Stats>) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let endpoints = Endpoints {
+            poll,
+            commands: rx,
+            handler,
+            stats: stats.clone(),
+            listeners: Vec::new(),
+            conns: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            next_seq: 0,
+            retry_accept: false,
+            log: Limiter::default(),
+        };
         let thread = std::thread::Builder::new()
-            .name(format!("http-{name}"))
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if stopping.load(Ordering::Acquire) {
-                        return;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    if active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
-                        continue; // dropped: closes the connection
-                    }
-                    active.fetch_add(1, Ordering::AcqRel);
-                    let (handler, done) = (handler.clone(), active.clone());
-                    let spawned = std::thread::Builder::new().name("http-conn".into()).spawn(move || {
-                        let _ = serve(conn, &handler);
-                        done.fetch_sub(1, Ordering::AcqRel);
-                    });
-                    if spawned.is_err() {
-                        active.fetch_sub(1, Ordering::AcqRel);
-                    }
-                }
-            })?;
+            .name("http-endpoints".into())
+            .spawn(move || endpoints.run())?;
         Ok(Server {
-            addr,
-            stop,
+            commands: tx,
+            waker,
+            stats,
             thread: Some(thread),
         })
     }
 
-    /// The address it listens on (with the real port when 0 was asked).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Listens on `addr` (bound here, so that an error is the caller's) and serves it;
+    /// returns the address bound (the real port when 0 was asked).
+    pub fn listen(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        let std = std::net::TcpListener::bind(addr)?;
+        // A longer queue than std's 128, for connections completed while the loop is busy.
+        // SAFETY: listen(2) on a socket we own, already listening: it only resizes the queue.
+        unsafe {
+            libc::listen(std.as_raw_fd(), BACKLOG);
+        }
+        std.set_nonblocking(true)?;
+        let bound = std.local_addr()?;
+        self.send(Command::Listen(addr, TcpListener::from_std(std)));
+        Ok(bound)
+    }
+
+    /// Stops listening on `addr` (connections already accepted there are finished).
+    pub fn close(&self, addr: SocketAddr) {
+        self.send(Command::Close(addr));
+    }
+
+    /// The thread's counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    fn send(&self, cmd: Command) {
+        if self.commands.send(cmd).is_ok() {
+            let _ = self.waker.wake();
+        }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the blocked accept; it sees the flag and returns, closing the listener.
-        let wake = match self.addr {
-            SocketAddr::V4(a) if a.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], a.port())),
-            SocketAddr::V6(a) if a.ip().is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port())),
-            a => a,
-        };
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        self.send(Command::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-/// Reads one request, answers it, closes.
-fn serve(mut conn: TcpStream, handler: &Handler) -> io::Result<()> {
-    conn.set_read_timeout(Some(IO_TIMEOUT))?;
-    conn.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut buf = vec![0u8; MAX_REQUEST];
-    let mut len = 0;
-    let head_end = loop {
-        if len == buf.len() {
-            return respond(&mut conn, &Response::text(431, "request header too large\n"), false);
-        }
-        let n = conn.read(&mut buf[len..])?;
-        if n == 0 {
-            return Ok(());
-        }
-        len += n;
-        if let Some(i) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]);
-    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return respond(&mut conn, &Response::text(400, "bad request\n"), false);
-    };
-    let path = target.split('?').next().unwrap_or("");
-    let resp = handler(&Request { method, path });
-    respond(&mut conn, &resp, method == "HEAD")
+const WAKER: Token = Token(0);
+/// Listener `i` is `Token(LISTENER + i)`, connection `i` is `Token(CONN + i)`.
+const LISTENER: usize = 1;
+const CONN: usize = 1 << 20;
+
+struct Listener {
+    /// The endpoint address as configured (what the handler is told).
+    addr: SocketAddr,
+    sock: TcpListener,
 }
 
-fn respond(conn: &mut TcpStream, r: &Response, head_only: bool) -> io::Result<()> {
-    let reason = match r.status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "",
-    };
-    let head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        r.status,
-        r.content_type,
-        r.body.len()
-    );
-    conn.write_all(head.as_bytes())?;
-    if !head_only {
-        conn.write_all(&r.body)?;
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Answered; waiting for the client to close (listed first: evicted first).
+    Lingering,
+    /// Reading the request head.
+    Reading,
+    /// Writing the response.
+    Writing,
+}
+
+struct Conn {
+    stream: MioStream,
+    peer: SocketAddr,
+    /// The endpoint address it came in on.
+    endpoint: SocketAddr,
+    /// Accept order: lower is older.
+    seq: u64,
+    phase: Phase,
+    deadline: Instant,
+    opened: Instant,
+    /// The head read so far (at most [`MAX_HEAD`] bytes), then the response to write.
+    buf: Vec<u8>,
+    /// How much of `buf` was searched for the end of the head, or has been written.
+    pos: usize,
+}
+
+/// One log line per reason per [`LOG_EVERY`], saying how many were not logged.
+#[derive(Default)]
+struct Limiter {
+    last: [Option<Instant>; Failure::ALL.len()],
+    unlogged: [u64; Failure::ALL.len()],
+}
+
+impl Limiter {
+    fn log(&mut self, why: Failure, now: Instant, line: impl FnOnce() -> String) {
+        let i = why as usize;
+        if self.last[i].is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+            self.unlogged[i] += 1;
+            return;
+        }
+        let more = std::mem::take(&mut self.unlogged[i]);
+        self.last[i] = Some(now);
+        let line = line();
+        if more > 0 {
+            log::warn!("{line} (and {more} more for this reason since the last report)");
+        } else {
+            log::warn!("{line}");
+        }
     }
-    conn.flush()
+}
+
+struct Endpoints {
+    poll: Poll,
+    commands: Receiver<Command>,
+    handler: Handler,
+    stats: Arc<Stats>,
+    listeners: Vec<Option<Listener>>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    live: usize,
+    next_seq: u64,
+    /// An accept failed for want of resources: try again on the next turn.
+    retry_accept: bool,
+    log: Limiter,
+}
+
+impl Endpoints {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self.next_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("http endpoints: poll failed: {e}");
+                return;
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {
+                        if !self.commands() {
+                            return;
+                        }
+                    }
+                    Token(t) if t >= CONN => self.ready(t - CONN),
+                    Token(t) => self.accept(t - LISTENER),
+                }
+            }
+            if std::mem::take(&mut self.retry_accept) {
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
+                }
+            }
+            self.expire();
+            self.stats.open.store(self.live as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Until the nearest deadline; 100 ms while an accept waits to be retried.
+    fn next_timeout(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut t = self
+            .conns
+            .iter()
+            .flatten()
+            .map(|c| c.deadline.saturating_duration_since(now))
+            .min();
+        if self.retry_accept {
+            t = Some(t.map_or(Duration::from_millis(100), |t| t.min(Duration::from_millis(100))));
+        }
+        t
+    }
+
+    /// Applies the control thread's commands; false once told to stop.
+    fn commands(&mut self) -> bool {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::Listen(addr, mut sock) => {
+                    let i = self.listeners.iter().position(Option::is_none).unwrap_or_else(|| {
+                        self.listeners.push(None);
+                        self.listeners.len() - 1
+                    });
+                    match self
+                        .poll
+                        .registry()
+                        .register(&mut sock, Token(LISTENER + i), Interest::READABLE)
+                    {
+                        Ok(()) => {
+                            self.listeners[i] = Some(Listener { addr, sock });
+                            // Connections may have queued before registration.
+                            self.accept(i);
+                        }
+                        Err(e) => log::error!("http {addr}: cannot watch the listener: {e}"),
+                    }
+                }
+                Command::Close(addr) => {
+                    for slot in self.listeners.iter_mut() {
+                        if slot.as_ref().is_some_and(|l| l.addr == addr) {
+                            if let Some(mut l) = slot.take() {
+                                let _ = self.poll.registry().deregister(&mut l.sock);
+                            }
+                        }
+                    }
+                }
+                Command::Stop => return false,
+            }
+        }
+        true
+    }
+
+    fn accept(&mut self, i: usize) {
+        loop {
+            let Some(Some(l)) = self.listeners.get(i) else {
+                return;
+            };
+            let endpoint = l.addr;
+            match l.sock.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, endpoint),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                Err(e) => {
+                    // Out of descriptors or memory: a connection of ours going makes room
+                    // for the one waiting (edge-triggered polling would not report it
+                    // again), and the next turn tries again.
+                    self.failed(Failure::Accept, Instant::now(), || {
+                        format!("http {endpoint}: accept failed: {e}")
+                    });
+                    if let Some(victim) = self.oldest() {
+                        self.evict(victim);
+                    }
+                    self.retry_accept = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes a new connection, closing the oldest one first if the budget is spent.
+    fn admit(&mut self, mut stream: MioStream, peer: SocketAddr, endpoint: SocketAddr) {
+        if self.live >= MAX_CONNECTIONS {
+            if let Some(victim) = self.oldest() {
+                self.evict(victim);
+            }
+        }
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream, Token(CONN + slot), Interest::READABLE | Interest::WRITABLE)
+        {
+            self.free.push(slot);
+            self.failed(Failure::Accept, Instant::now(), || {
+                format!("http {endpoint}: cannot watch a connection: {e}")
+            });
+            return;
+        }
+        let now = Instant::now();
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        self.next_seq += 1;
+        self.conns[slot] = Some(Conn {
+            stream,
+            peer,
+            endpoint,
+            seq: self.next_seq,
+            phase: Phase::Reading,
+            deadline: now + REQUEST_DEADLINE,
+            opened: now,
+            buf: Vec::new(),
+            pos: 0,
+        });
+        self.live += 1;
+        // A probe's request is usually there already: answer it now.
+        self.ready(slot);
+    }
+
+    /// The connection to close to make room: lingering ones first, then the oldest
+    /// still reading its head, then the oldest being written to.
+    fn oldest(&self) -> Option<usize> {
+        self.conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| ((c.phase, c.seq), i)))
+            .min()
+            .map(|(_, i)| i)
+    }
+
+    fn evict(&mut self, slot: usize) {
+        let Some(c) = self.conns.get(slot).and_then(Option::as_ref) else {
+            return;
+        };
+        if c.phase != Phase::Lingering {
+            let (endpoint, peer, age) = (c.endpoint, c.peer, c.opened.elapsed());
+            self.failed(Failure::Evicted, Instant::now(), || {
+                format!(
+                    "http {endpoint}: {MAX_CONNECTIONS} connections open: evicted the oldest, from {peer} ({:.1}s old)",
+                    age.as_secs_f64()
+                )
+            });
+        }
+        self.close(slot);
+    }
+
+    fn failed(&mut self, why: Failure, now: Instant, line: impl FnOnce() -> String) {
+        self.stats.failures[why as usize].fetch_add(1, Ordering::Relaxed);
+        self.log.log(why, now, line);
+    }
+
+    fn close(&mut self, slot: usize) {
+        if let Some(mut c) = self.conns.get_mut(slot).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.free.push(slot);
+            self.live -= 1;
+        }
+    }
+
+    /// Moves a connection on as far as its socket allows.
+    fn ready(&mut self, slot: usize) {
+        let Some(c) = self.conns.get(slot).and_then(Option::as_ref) else {
+            return;
+        };
+        match c.phase {
+            Phase::Reading => self.read_head(slot),
+            Phase::Writing => self.write(slot),
+            Phase::Lingering => self.drain(slot),
+        }
+    }
+
+    fn read_head(&mut self, slot: usize) {
+        let (handler, stats) = (self.handler.clone(), self.stats.clone());
+        let mut chunk = [0u8; 4096];
+        loop {
+            let Some(Some(c)) = self.conns.get_mut(slot) else {
+                return;
+            };
+            let room = (MAX_HEAD - c.buf.len()).min(chunk.len());
+            match c.stream.read(&mut chunk[..room]) {
+                Ok(0) => {
+                    // The client gave up (or half-closed without a whole head).
+                    self.close(slot);
+                    return;
+                }
+                Ok(n) => {
+                    c.buf.extend_from_slice(&chunk[..n]);
+                    let searched = std::mem::replace(&mut c.pos, c.buf.len());
+                    let (endpoint, peer) = (c.endpoint, c.peer);
+                    let response = match parse(&c.buf, searched) {
+                        Ok(Parsed::Partial) => continue,
+                        Ok(Parsed::Complete(req, _)) => answer(&handler, &stats, endpoint, &req),
+                        Err(e) => {
+                            let why = if e == HeadError::TooLarge {
+                                Failure::TooLarge
+                            } else {
+                                Failure::Malformed
+                            };
+                            self.failed(why, Instant::now(), || {
+                                format!("http {endpoint}: bad request from {peer}: {e}")
+                            });
+                            Response::text(e.status(), format!("{e}\n")).bytes(false)
+                        }
+                    };
+                    self.respond(slot, response);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let (endpoint, peer) = (c.endpoint, c.peer);
+                    self.failed(Failure::Io, Instant::now(), || {
+                        format!("http {endpoint}: reading from {peer}: {e}")
+                    });
+                    self.close(slot);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Starts writing `response` on a connection.
+    fn respond(&mut self, slot: usize, response: Vec<u8>) {
+        let Some(Some(c)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        c.buf = response;
+        c.pos = 0;
+        c.phase = Phase::Writing;
+        c.deadline = Instant::now() + WRITE_DEADLINE;
+        self.write(slot);
+    }
+
+    fn write(&mut self, slot: usize) {
+        let Some(Some(c)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        while c.pos < c.buf.len() {
+            match c.stream.write(&c.buf[c.pos..]) {
+                Ok(0) => break,
+                Ok(n) => c.pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let (endpoint, peer) = (c.endpoint, c.peer);
+                    self.failed(Failure::Io, Instant::now(), || {
+                        format!("http {endpoint}: writing to {peer}: {e}")
+                    });
+                    self.close(slot);
+                    return;
+                }
+            }
+        }
+        // All written: say so (FIN), and wait for the client to close its side.
+        let _ = c.stream.shutdown(Shutdown::Write);
+        c.buf = Vec::new();
+        c.phase = Phase::Lingering;
+        c.deadline = Instant::now() + LINGER;
+        self.drain(slot);
+    }
+
+    /// Reads and drops what a client sends after its answer, until it closes.
+    fn drain(&mut self, slot: usize) {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let Some(Some(c)) = self.conns.get_mut(slot) else {
+                return;
+            };
+            match c.stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.close(slot);
+    }
+
+    /// Ends the connections past their deadline.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        for slot in 0..self.conns.len() {
+            let Some(c) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            if c.deadline > now {
+                continue;
+            }
+            let (endpoint, peer) = (c.endpoint, c.peer);
+            match c.phase {
+                Phase::Reading => {
+                    let sent = c.buf.len();
+                    self.failed(Failure::Timeout, now, || {
+                        format!(
+                            "http {endpoint}: closed the connection from {peer}: no whole request head within the {}s deadline ({sent} bytes)",
+                            REQUEST_DEADLINE.as_secs()
+                        )
+                    });
+                    if sent > 0 {
+                        // It sent something: tell it why (what fits in its socket at
+                        // once), then close as after any answer.
+                        let r = Response::text(408, "no whole request head within the deadline\n");
+                        self.respond(slot, r.bytes(false));
+                        match self.conns[slot].as_mut() {
+                            Some(c) if c.phase == Phase::Writing => {}
+                            _ => continue,
+                        }
+                    }
+                }
+                Phase::Writing => {
+                    let left = c.buf.len() - c.pos;
+                    self.failed(Failure::WriteTimeout, now, || {
+                        format!(
+                            "http {endpoint}: closed the connection from {peer}: {left} bytes of the response not taken within the {}s deadline",
+                            WRITE_DEADLINE.as_secs()
+                        )
+                    });
+                }
+                Phase::Lingering => {}
+            }
+            self.close(slot);
+        }
+    }
+}
+
+/// The handler's response, as bytes; a panic in it is a 500, not the end of the thread.
+fn answer(handler: &Handler, stats: &Stats, endpoint: SocketAddr, req: &Request<'_>) -> Vec<u8> {
+    match catch_unwind(AssertUnwindSafe(|| handler(endpoint, req))) {
+        Ok(r) => r.bytes(req.head_only()),
+        Err(_) => {
+            stats.failures[Failure::Handler as usize].fetch_add(1, Ordering::Relaxed);
+            log::error!("http {endpoint}: the handler of {} panicked", req.path);
+            Response::text(500, "internal error\n").bytes(false)
+        }
+    }
 }
 
 /// `GET path` on `addr`: whether it answered 200 within `timeout`.
@@ -198,28 +763,107 @@ pub fn parse_listen(s: &str) -> Option<SocketAddr> {
 mod tests {
     use super::*;
 
-    fn get(addr: SocketAddr, path: &str) -> String {
+    fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
         let mut c = TcpStream::connect(addr).unwrap();
-        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(raw).unwrap();
         let mut out = String::new();
         c.read_to_string(&mut out).unwrap();
         out
     }
 
-    #[test]
-    fn serves_and_stops() {
-        let handler: Handler = Arc::new(|r: &Request<'_>| match r.path {
+    fn get(addr: SocketAddr, path: &str) -> String {
+        exchange(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    }
+
+    fn server() -> (Server, SocketAddr) {
+        let handler: Handler = Arc::new(|_, r: &Request<'_>| match r.path {
             "/health" => Response::text(200, "OK"),
+            "/big" => Response::text(200, vec![b'x'; 4 << 20]),
+            "/panic" => panic!("handler panics"),
             _ => Response::text(404, "404 page not found\n"),
         });
-        let s = Server::start("127.0.0.1:0".parse().unwrap(), "test", handler).unwrap();
-        let addr = s.addr();
+        let s = Server::start(handler, Arc::default()).unwrap();
+        let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        (s, addr)
+    }
+
+    #[test]
+    fn serves_and_stops() {
+        let (s, addr) = server();
         let r = get(addr, "/health?x=1");
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert!(r.ends_with("\r\n\r\nOK"), "{r}");
         assert!(get(addr, "/nope").starts_with("HTTP/1.1 404"));
+        let head = exchange(addr, b"HEAD /health HTTP/1.1\r\n\r\n");
+        assert!(
+            head.ends_with("Content-Length: 2\r\nConnection: close\r\n\r\n"),
+            "{head}"
+        );
         drop(s);
         assert!(TcpStream::connect(addr).is_err(), "listener closed on drop");
+    }
+
+    #[test]
+    fn bare_lf_garbage_and_oversize_heads() {
+        let (_s, addr) = server();
+        assert!(exchange(addr, b"GET /health HTTP/1.1\nHost: x\n\n").starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(exchange(addr, b"\x16\x03\x01 not http\n\n").starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(exchange(addr, b"GET / HTTP/2.0\r\n\r\n").starts_with("HTTP/1.1 505 "));
+        let mut big = b"GET /health HTTP/1.1\r\nX: ".to_vec();
+        big.resize(MAX_HEAD + 100, b'a');
+        assert!(exchange(addr, &big).starts_with("HTTP/1.1 431 "));
+        assert!(exchange(addr, b"GET /panic HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 500 "));
+        // Still serving after all that.
+        assert!(get(addr, "/health").starts_with("HTTP/1.1 200 OK\r\n"));
+    }
+
+    #[test]
+    fn a_large_response_is_written_whole_to_a_slow_reader() {
+        let (_s, addr) = server();
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /big HTTP/1.1\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).unwrap();
+        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert!(out.ends_with(&[b'x'; 1000]));
+        let body = out.len() - out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() - 4;
+        assert_eq!(body, 4 << 20);
+    }
+
+    #[test]
+    fn a_full_budget_evicts_the_oldest_and_answers_the_newest() {
+        let (s, addr) = server();
+        let held: Vec<TcpStream> = (0..MAX_CONNECTIONS + 20)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let t = Instant::now();
+        assert!(get(addr, "/health").starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(t.elapsed() < Duration::from_secs(1));
+        // The oldest were closed; the newest are still open.
+        let open = |c: &TcpStream| {
+            c.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 1];
+            matches!(c.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        };
+        assert!(!open(&held[0]));
+        assert!(open(&held[held.len() - 1]));
+        assert!(s.stats().failures(Failure::Evicted) >= 21);
+    }
+
+    #[test]
+    fn closing_an_address_stops_listening_there_only() {
+        let (s, a) = server();
+        let b = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        s.close("127.0.0.1:0".parse().unwrap());
+        let end = Instant::now() + Duration::from_secs(2);
+        while TcpStream::connect(a).is_ok() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Both were listened on as "127.0.0.1:0": both close.
+        assert!(TcpStream::connect(a).is_err());
+        assert!(TcpStream::connect(b).is_err());
     }
 
     #[test]

@@ -113,6 +113,28 @@ pub fn metrics(workers: &[Arc<WorkerStats>], out: &mut crate::metrics::Families)
     }
 }
 
+/// How long a worker may go without coming round its loop before it counts as stuck:
+/// `/health` answers 503 and the systemd watchdog is not pinged. An idle worker comes
+/// round twice a second; a busy one after each batch of events, which no query should
+/// make last more than milliseconds. 3 s is six idle turns: no scheduling hiccup reaches
+/// it, and a client (5 s timeout by default) has not yet given up on the queries queued
+/// behind the stuck one.
+pub const STALL_BOUND: Duration = Duration::from_secs(3);
+
+/// The workers that have not come round their loop within `bound`: (index, time since
+/// their last turn).
+pub fn stalled(workers: &[Arc<WorkerStats>], bound: Duration) -> Vec<(usize, Duration)> {
+    let now = millis_since_epoch();
+    workers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let age = Duration::from_millis(now.saturating_sub(w.heartbeat.load(Ordering::Relaxed)));
+            (age >= bound).then_some((i, age))
+        })
+        .collect()
+}
+
 /// The reference point of [`WorkerStats::heartbeat`].
 pub fn epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();

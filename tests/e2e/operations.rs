@@ -1192,6 +1192,10 @@ fn refused_queries_without_a_zone_are_counted_as_dropped() {
 /// CoreDNS's counters belong to the process: a reload does not reset them.
 #[test]
 fn query_counters_carry_on_across_a_reload() {
+    if !have_prometheus_parser() {
+        println!("SKIPPED: python3 with prometheus_client is not installed (Debian: python3-prometheus-client)");
+        return;
+    }
     let [m] = ports::<1>();
     let m_text = m.to_string();
     let template = "example.org:{port} {\n    bind 127.0.0.1\n    prometheus 127.0.0.1:{M}\n    hosts {\n        {ip} a.example.org\n    }\n}\n";
@@ -1229,6 +1233,10 @@ fn query_counters_carry_on_across_a_reload() {
 /// The workers' socket counters: TCP accepted and turned away at the cap, UDP received.
 #[test]
 fn worker_socket_counters_show_tcp_rejections_and_udp_spread() {
+    if !have_prometheus_parser() {
+        println!("SKIPPED: python3 with prometheus_client is not installed (Debian: python3-prometheus-client)");
+        return;
+    }
     let [m] = ports::<1>();
     let text = fill(
         "example.org:{port} {\n    bind 127.0.0.1\n    prometheus 127.0.0.1:{M}\n    hosts {\n        10.0.0.1 a.example.org\n    }\n}\n",
