@@ -4,7 +4,8 @@ anywhere; the files are committed, so this runs again only to change them).
 
 packet: client queries. corefile: Corefiles. kubernetes_json: API lists, objects and
 watch streams. forward_reply: [selector][query length][query][upstream reply], see
-clusterdns::fuzzing::forward_reply."""
+clusterdns::fuzzing::forward_reply. http_request: what clients send to /health, /ready
+and /metrics."""
 
 import json
 import os
@@ -304,11 +305,31 @@ def forward_reply():
                                                                rr(name("edge.example.net"), A, bytes(4))]))
 
 
+def http_request():
+    t = "http_request"
+    write(t, "kubelet-probe", b"GET /health HTTP/1.1\r\nHost: 10.244.1.5:8080\r\nUser-Agent: kube-probe/1.30\r\n"
+                              b"Accept: */*\r\nConnection: close\r\n\r\n")
+    write(t, "prometheus-scrape", b"GET /metrics HTTP/1.1\r\nHost: 10.244.1.5:9153\r\nUser-Agent: Prometheus/2.53.0\r\n"
+                                  b"Accept: application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.2\r\n"
+                                  b"Accept-Encoding: gzip\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n")
+    write(t, "bare-lf", b"GET /ready HTTP/1.0\n\n")
+    write(t, "mixed-endings", b"GET /health?verbose=1 HTTP/1.1\r\nHost: x\n\r\nbody after the head")
+    write(t, "absolute-form", b"HEAD http://127.0.0.1:8181/ready#frag HTTP/1.1\r\n\r\n")
+    write(t, "asterisk", b"\r\nOPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+    write(t, "folded-header", b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n")
+    write(t, "bare-cr", b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n")
+    write(t, "http2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    write(t, "tls-hello", bytes.fromhex("16030100a5010000a10303") + bytes(32) + b"\n\n")
+    write(t, "partial", b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    write(t, "oversize", b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 8200 + b"\r\n\r\n")
+
+
 if __name__ == "__main__":
     shutil.rmtree(SEEDS, ignore_errors=True)
     packet()
     corefile()
     kubernetes_json()
     forward_reply()
+    http_request()
     for target in sorted(os.listdir(SEEDS)):
         print(target, len(os.listdir(os.path.join(SEEDS, target))))

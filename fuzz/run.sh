@@ -5,6 +5,7 @@
 # which `cargo test --test fuzz_regressions` replays from then on.
 #
 #   fuzz/run.sh TARGET|all SECONDS      targets: packet corefile kubernetes_json forward_reply
+#                                       http_request
 #   fuzz/run.sh tmin TARGET FILE        minimize a failing input (written next to FILE)
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`) and a C++ compiler (libfuzzer-sys builds
@@ -24,7 +25,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
-targets=(packet corefile kubernetes_json forward_reply)
+targets=(packet corefile kubernetes_json forward_reply http_request)
 sanitizer="${SANITIZER:-address}"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
 if [ "$sanitizer" != none ]; then
@@ -100,7 +101,7 @@ case "${1:-}" in
             exit 1
         fi
         ;;
-    packet | corefile | kubernetes_json | forward_reply)
+    packet | corefile | kubernetes_json | forward_reply | http_request)
         [ $# -eq 2 ] || usage
         build "$1"
         run "$1" "$2"

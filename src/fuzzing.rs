@@ -11,6 +11,7 @@
 //! | [`corefile`] | Corefile text | the parser and every plugin's setup: what `-check` does |
 //! | [`kubernetes_json`] | API JSON: a list, watch lines | the decoders, the watch line reader, the store, then answers from the snapshot built |
 //! | [`forward_reply`] | selector, query, upstream reply | forward's (or the kubernetes ExternalName chase's) resume with that reply, then the cache |
+//! | [`http_request`] | bytes sent to `/health`, `/ready` or `/metrics` | the request head parser, on the whole input and as read in pieces |
 
 use std::io::{self, BufReader, Read};
 use std::net::SocketAddr;
@@ -742,5 +743,60 @@ pub fn forward_reply(data: &[u8]) {
     let l = listener(&server, 53);
     for _ in 0..2 {
         exchange(l, query, transport, upstream, strict, ctx, resp);
+    }
+}
+
+/// Target `http_request`: `data` is what a client sends to an HTTP endpoint. It is
+/// parsed whole and as the endpoint loop reads it, in pieces (of 1 to 8 bytes, sizes
+/// taken from the input itself); both must agree, and what they find must hold:
+/// a complete head ends in an empty line at the first place one occurs, fits in
+/// [`http::MAX_HEAD`], and its path is a piece of it that starts with `/` (or is `*`,
+/// or `/` for an absolute-form target without a path).
+pub fn http_request(data: &[u8]) {
+    use crate::http::{self, HeadError, Parsed};
+    let whole = http::parse(data, 0);
+    // In pieces, as `read` hands them over: stop at the first answer.
+    let step = usize::from(data.first().copied().unwrap_or(0) % 8) + 1;
+    let (mut n, mut searched) = (0, 0);
+    // (Compared with a search from 0 only at the end: at every piece it would make the
+    // target itself quadratic in the input.)
+    let pieces = loop {
+        n = (n + step).min(data.len());
+        let got = http::parse(&data[..n], searched);
+        searched = n;
+        if got != Ok(Parsed::Partial) || n == data.len() {
+            assert_eq!(got, http::parse(&data[..n], 0), "{n} bytes, in pieces of {step}");
+            break got;
+        }
+    };
+    match whole {
+        Ok(Parsed::Complete(req, end)) => {
+            assert_eq!(pieces, Ok(Parsed::Complete(req, end)));
+            assert!(end <= http::MAX_HEAD.min(data.len()));
+            assert!(data[..end].ends_with(b"\n\n") || data[..end].ends_with(b"\n\r\n"));
+            assert_eq!(http::head_end(&data[..end - 1], 0), None, "an earlier end of head");
+            assert_eq!(http::parse_head(&data[..end]), Ok(req));
+            let inside = |s: &str| {
+                let (p, h) = (s.as_ptr() as usize, data.as_ptr() as usize);
+                p >= h && p + s.len() <= h + end
+            };
+            // An absolute-form target with no path (`http://host`) has the path `/`.
+            assert!(inside(req.method) && (inside(req.path) || req.path == "/"));
+            assert!(req.path.starts_with('/') || req.path == "*", "{:?}", req.path);
+            assert!(!req.method.is_empty() && !req.path.contains(['?', '#', ' ']));
+        }
+        Ok(Parsed::Partial) => {
+            assert_eq!(pieces, whole);
+            assert!(data.len() < http::MAX_HEAD && http::head_end(data, 0).is_none());
+        }
+        Err(HeadError::TooLarge) => {
+            // Only a prefix is ever read: the pieces stop at MAX_HEAD bytes too.
+            assert_eq!(pieces, whole);
+            assert!(data.len() >= http::MAX_HEAD && http::head_end(&data[..http::MAX_HEAD], 0).is_none());
+        }
+        Err(e) => {
+            assert_eq!(pieces, Err(e));
+            assert!(matches!(e.status(), 400 | 505));
+        }
     }
 }

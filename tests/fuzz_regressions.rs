@@ -55,3 +55,8 @@ fn kubernetes_json() {
 fn forward_reply() {
     replay("forward_reply", clusterdns::fuzzing::forward_reply);
 }
+
+#[test]
+fn http_request() {
+    replay("http_request", clusterdns::fuzzing::http_request);
+}
