@@ -12,6 +12,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -151,9 +152,7 @@ impl Running {
             let (tx, rx) = crossbeam_channel::unbounded();
             let stats = Arc::new(WorkerStats::default());
             // Alive from the start: /health must not fail before its first loop turn.
-            stats
-                .heartbeat
-                .store(worker::millis_since_epoch(), std::sync::atomic::Ordering::Relaxed);
+            stats.heartbeat.store(worker::millis_since_epoch(), Ordering::Relaxed);
             let (w, waker) = Worker::new(id, shared.clone(), rx, opts.tcp, stats.clone())
                 .map_err(|e| StartError(format!("worker {id}: {e}")))?;
             let thread = std::thread::Builder::new()
@@ -263,10 +262,12 @@ impl Running {
             if t.is_finished() {
                 let _ = t.join();
             } else {
-                let last = worker::millis_since_epoch()
-                    .saturating_sub(w.stats.heartbeat.load(std::sync::atomic::Ordering::Relaxed));
+                let last = worker::millis_since_epoch().saturating_sub(w.stats.heartbeat.load(Ordering::Relaxed));
+                // Stuck in one query (its last sign of life is old), or kept busy: a
+                // flood that never lets its socket run dry keeps it from reading the
+                // stop command (its last sign of life is recent).
                 log::error!(
-                    "worker {i} did not stop within {limit:?} (it last came round its loop {:.1}s ago): exiting without it",
+                    "worker {i} did not stop within {limit:?} (last sign of life {:.1}s ago): exiting without it",
                     last as f64 / 1000.0
                 );
                 stuck.push(i);

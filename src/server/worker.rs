@@ -68,8 +68,9 @@ pub struct WorkerStats {
     pub tcp_connections: AtomicU64,
     pub tcp_rejected: AtomicU64,
     pub upstream_pending: AtomicU64,
-    /// Milliseconds since [`epoch`] when the worker last went round its loop (for the
-    /// systemd watchdog: a stuck worker stops it).
+    /// Milliseconds since [`epoch`] when the worker last went round its loop or
+    /// finished a batch of datagrams (for `/health` and the systemd watchdog: a worker
+    /// stuck in one query stops it; one busy with a flood does not).
     pub heartbeat: AtomicU64,
 }
 
@@ -113,10 +114,10 @@ pub fn metrics(workers: &[Arc<WorkerStats>], out: &mut crate::metrics::Families)
     }
 }
 
-/// How long a worker may go without coming round its loop before it counts as stuck:
-/// `/health` answers 503 and the systemd watchdog is not pinged. An idle worker comes
-/// round twice a second; a busy one after each batch of events, which no query should
-/// make last more than milliseconds. 3 s is six idle turns: no scheduling hiccup reaches
+/// How long a worker may go without coming round its loop (or finishing a batch of
+/// datagrams) before it counts as stuck: `/health` answers 503 and the systemd watchdog
+/// is not pinged. An idle worker comes round twice a second; a busy one after each
+/// batch, which no query should make last more than milliseconds. 3 s is six idle turns: no scheduling hiccup reaches
 /// it, and a client (5 s timeout by default) has not yet given up on the queries queued
 /// behind the stuck one.
 pub const STALL_BOUND: Duration = Duration::from_secs(3);
@@ -559,6 +560,9 @@ impl Worker {
                 self.run_refresh(job, &query, peer, local);
             }
             self.refreshes = jobs;
+            // A flood keeps this loop from returning to poll (the socket never runs
+            // dry), yet the worker is answering: each batch done shows it alive.
+            self.stats.heartbeat.store(millis_since_epoch(), Ordering::Relaxed);
             if n < BATCH {
                 return;
             }
