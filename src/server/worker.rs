@@ -258,7 +258,23 @@ pub struct Worker {
     refreshes: Vec<(Refresh, Vec<u8>, SocketAddr, SocketAddr)>,
     /// Queries of the current UDP batch that wait on an upstream (kept for its capacity).
     to_suspend: Vec<(Suspended, Vec<u8>, Client, SocketAddr, SocketAddr)>,
+    /// UDP sockets left with datagrams queued after their turn ([`UDP_BATCHES_PER_TURN`]):
+    /// edge-triggered polling will not report them again, so the next turn serves them
+    /// without waiting.
+    udp_backlog: Vec<usize>,
 }
+
+/// Batches of datagrams ([`BATCH`] each) one UDP socket is served in a row before the
+/// worker goes back to its loop: under a flood, TCP connections, upstream replies,
+/// timers, commands (stop, reload) and the worker's other sockets still get their turn
+/// every 512 datagrams, a fraction of a millisecond of work.
+const UDP_BATCHES_PER_TURN: usize = 16;
+
+/// How long closing a UDP socket (a reload that drops an address, or a stop) keeps
+/// answering what is queued on it: its receive queue empties well within this at any
+/// rate the worker can answer, and a flood that never lets it empty does not hold the
+/// worker.
+const UDP_CLOSE_DRAIN: Duration = Duration::from_millis(250);
 
 // SAFETY: `generation` is only compared, never dereferenced; it identifies which
 // server generation the listener indices were computed for.
@@ -297,6 +313,7 @@ impl Worker {
             to_suspend: Vec::new(),
             reply_buf: vec![0u8; 65535],
             refreshes: Vec::new(),
+            udp_backlog: Vec::new(),
         };
         Ok((w, waker))
     }
@@ -315,11 +332,21 @@ impl Worker {
             }
             self.ctx.now = Instant::now();
             self.stats.heartbeat.store(millis_since_epoch(), Ordering::Relaxed);
+            // Sockets whose turn ended with datagrams still queued go first (before a
+            // command can renumber the sockets).
+            let mut carried = std::mem::take(&mut self.udp_backlog);
+            for idx in carried.drain(..) {
+                self.serve_udp(idx);
+            }
+            if self.udp_backlog.is_empty() {
+                // Keep the allocation for the next turn.
+                self.udp_backlog = carried;
+            }
             for ev in events.iter() {
                 let (kind, idx) = split(ev.token());
                 match kind {
                     0 => self.commands(),
-                    UDP => self.udp_readable(idx),
+                    UDP => self.serve_udp(idx),
                     TCP_LISTEN => self.accept(idx),
                     CONN => self.conn_ready(idx, ev.is_readable() || ev.is_read_closed(), ev.is_writable()),
                     UPSTREAM => self.upstream_ready(idx),
@@ -343,6 +370,9 @@ impl Worker {
 
     fn poll_timeout(&self) -> Option<Duration> {
         let now = Instant::now();
+        if !self.udp_backlog.is_empty() {
+            return Some(Duration::ZERO);
+        }
         // Even an idle worker comes round twice a second, so its heartbeat shows it alive.
         let mut t: Option<Duration> = Some(Duration::from_millis(500));
         if let Some(d) = self.upstreams.next_deadline() {
@@ -433,7 +463,7 @@ impl Worker {
         // Queries and connections may have queued before registration: edge-triggered
         // polling would not report them.
         for idx in first_udp..self.udp.len() {
-            self.udp_readable(idx);
+            self.serve_udp(idx);
         }
         for idx in first_tcp..self.tcp_listeners.len() {
             self.accept(idx);
@@ -442,11 +472,15 @@ impl Worker {
 
     fn remove(&mut self, addrs: &[SocketAddr]) {
         // Answer what already waits in the sockets' queues, then close them.
+        let until = Instant::now() + UDP_CLOSE_DRAIN;
         for i in 0..self.udp.len() {
             if addrs.contains(&self.udp[i].addr) {
-                self.udp_readable(i);
+                while !self.udp_readable(i) && Instant::now() < until {}
             }
         }
+        // Indices are about to shift: every survivor gets a turn next time round
+        // (one empty read at worst).
+        self.udp_backlog.clear();
         let registry = self.poll.registry();
         self.udp.retain_mut(|u| {
             let keep = !addrs.contains(&u.addr);
@@ -465,6 +499,7 @@ impl Worker {
         // Indices shifted: re-register the survivors under their new tokens.
         for (i, u) in self.udp.iter_mut().enumerate() {
             let _ = registry.reregister(&mut u.sock, token(UDP, i), Interest::READABLE);
+            self.udp_backlog.push(i);
         }
         for (i, t) in self.tcp_listeners.iter_mut().enumerate() {
             let _ = registry.reregister(&mut t.sock, token(TCP_LISTEN, i), Interest::READABLE);
@@ -479,17 +514,27 @@ impl Worker {
         drop(self.refresh());
     }
 
-    fn udp_readable(&mut self, idx: usize) {
-        let Some(u) = self.udp.get(idx) else { return };
+    /// Serves UDP socket `idx` for one turn; if datagrams are left queued, it goes on
+    /// the backlog for the next turn.
+    fn serve_udp(&mut self, idx: usize) {
+        if !self.udp_readable(idx) && !self.udp_backlog.contains(&idx) {
+            self.udp_backlog.push(idx);
+        }
+    }
+
+    /// Answers up to [`UDP_BATCHES_PER_TURN`] batches from UDP socket `idx`; whether
+    /// its queue ran dry (false: more may wait).
+    fn udp_readable(&mut self, idx: usize) -> bool {
+        let Some(u) = self.udp.get(idx) else { return true };
         let fd = u.sock.as_raw_fd();
         let bound = u.addr;
-        loop {
+        for _ in 0..UDP_BATCHES_PER_TURN {
             let n = match self.batch.recv(fd) {
-                Ok(0) => return,
+                Ok(0) => return true,
                 Ok(n) => n,
                 Err(e) => {
                     log::warn!("worker {}: udp receive on {bound}: {e}", self.id);
-                    return;
+                    return true;
                 }
             };
             self.stats.udp_queries.fetch_add(n as u64, Ordering::Relaxed);
@@ -560,13 +605,13 @@ impl Worker {
                 self.run_refresh(job, &query, peer, local);
             }
             self.refreshes = jobs;
-            // A flood keeps this loop from returning to poll (the socket never runs
-            // dry), yet the worker is answering: each batch done shows it alive.
+            // Each batch done shows the worker alive, also within a long turn.
             self.stats.heartbeat.store(millis_since_epoch(), Ordering::Relaxed);
             if n < BATCH {
-                return;
+                return true;
             }
         }
+        false
     }
 
     /// Sends a suspended query's message upstream and remembers where the reply goes.

@@ -98,6 +98,10 @@ const CASES: &[Case] = &[
         name: "udp overload",
         run: udp_overload,
     },
+    Case {
+        name: "udp flood then sigterm",
+        run: udp_flood_sigterm,
+    },
 ];
 
 /// Every case of the suite: this file's, then those of the `hardening_*` files (issue 16).
@@ -967,6 +971,22 @@ fn framed(q: &[u8]) -> Vec<u8> {
     f
 }
 
+/// `name` A over a new TCP connection: the time to an answer, or why there was none
+/// within 1 s.
+fn tcp_probe(to: SocketAddr, id: u16, name: &str) -> Result<Duration, String> {
+    let t = Instant::now();
+    let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(1)).map_err(|e| format!("connect: {e}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(1)))
+        .map_err(|e| e.to_string())?;
+    c.write_all(&framed(&wire_query(id, name, 1)))
+        .map_err(|e| format!("write: {e}"))?;
+    let reply = read_frame(&mut c).ok_or("no reply within 1 s")?;
+    match reply_header(&reply) {
+        Some((rid, 0, an)) if rid == id && an > 0 => Ok(t.elapsed()),
+        other => Err(format!("reply (id, rcode, answers) {other:?}")),
+    }
+}
+
 // ------------------------------------------------------------------------------------
 // TCP abuse
 
@@ -1560,8 +1580,8 @@ fn udp_overload() -> Outcome {
     let handle = std::thread::spawn(move || run_load(&flood, &flag));
     let mut rss = Rss::new();
     let mut problems = Vec::new();
-    let (mut health_max, mut metrics_max) = (Duration::ZERO, Duration::ZERO);
-    let (mut health_n, mut metrics_n) = (0, 0);
+    let (mut health_max, mut metrics_max, mut tcp_max) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut health_n, mut metrics_n, mut tcp_n) = (0, 0, 0);
     let mut tick = 0u64;
     while !handle.is_finished() {
         std::thread::sleep(Duration::from_millis(250));
@@ -1579,6 +1599,16 @@ fn udp_overload() -> Outcome {
                 other => problems.push(format!("/health at {:?}: {other:?}", rss.span())),
             }
             health_max = health_max.max(t.elapsed());
+        }
+        if tick % 4 == 2 {
+            // The flooded worker is the only one: TCP is served between its UDP turns.
+            match tcp_probe(s.addr(), tick as u16, ANCHORS[0].0) {
+                Ok(took) => {
+                    tcp_n += 1;
+                    tcp_max = tcp_max.max(took);
+                }
+                Err(e) => problems.push(format!("TCP query at {:?}: {e}", rss.span())),
+            }
         }
         if tick % 12 == 6 {
             let t = Instant::now();
@@ -1671,7 +1701,7 @@ fn udp_overload() -> Outcome {
         cap.replies + st.replies
     );
     Ok(format!(
-        "capacity {capacity:.0}/s closed-loop (1 worker); 30s at {offered:.0}/s offered ({} sent, {drops} dropped by the kernel): answered {answered_rate:.0}/s ({:.0}% of capacity, slowest second {min_sec}), 0 wrong; RSS {:.1} -> peak {:.1} MiB ({:+.1} MiB over the last 10s); /health {health_n}/{health_n} max {:.0}ms, /metrics {metrics_n}/{metrics_n} max {:.0}ms; first answer {:.1}ms after the flood, then {}",
+        "capacity {capacity:.0}/s closed-loop (1 worker); 30s at {offered:.0}/s offered ({} sent, {drops} dropped by the kernel): answered {answered_rate:.0}/s ({:.0}% of capacity, slowest second {min_sec}), 0 wrong; RSS {:.1} -> peak {:.1} MiB ({:+.1} MiB over the last 10s); /health {health_n}/{health_n} max {:.0}ms, /metrics {metrics_n}/{metrics_n} max {:.0}ms, TCP queries {tcp_n}/{tcp_n} max {:.0}ms; first answer {:.1}ms after the flood, then {}",
         st.sent,
         100.0 * answered_rate / capacity,
         mib(rss0),
@@ -1679,8 +1709,64 @@ fn udp_overload() -> Outcome {
         (late as f64 - early as f64) / 1024.0,
         ms(health_max),
         ms(metrics_max),
+        ms(tcp_max),
         ms(recovered),
         after.summary()
+    ))
+}
+
+/// SIGTERM in the middle of a UDP flood on a single worker: the flooded worker still
+/// takes the stop command between its UDP turns, drains what is queued and stops, so the
+/// process exits on its own, status 0, within the drain (not by leaving a stuck worker
+/// behind after the grace period, status 1).
+fn udp_flood_sigterm() -> Outcome {
+    let api = FakeApi::with_objects(super::kubernetes::base());
+    let mut k = kube_server(&api.url(), &["-workers", "1"])?;
+    let names: Arc<Vec<Vec<u8>>> = Arc::new(ANCHORS.iter().map(|(n, _)| wire_query(0, n, 1)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = Load {
+        to: k.server.addr(),
+        threads: 2,
+        duration: Duration::from_secs(6),
+        rate: Some(400_000.0),
+        window: 96,
+        names: Names::Cycle(names),
+        grace: Duration::ZERO,
+    };
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || run_load(&flood, &flag));
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = tcp_probe(k.server.addr(), 7, ANCHORS[0].0);
+    let t = Instant::now();
+    k.server.signal(libc::SIGTERM);
+    let status = k.server.wait_exit(Duration::from_secs(8));
+    let took = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let st = handle.join().unwrap();
+    let status = status.ok_or("still running 8 s after SIGTERM")?;
+    let out = k.server.output();
+    check!(
+        status == 0 && !out.contains("did not stop"),
+        "exit status {status} {:.2}s after SIGTERM under the flood; log: {}",
+        took.as_secs_f64(),
+        out.lines()
+            .filter(|l| l.contains("did not stop"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    // No lameduck here: 1 s to answer what is in flight, and some slack.
+    check!(
+        took <= Duration::from_millis(1700),
+        "exited {:.2}s after SIGTERM, want within the 1 s drain",
+        took.as_secs_f64()
+    );
+    let during = during.map_err(|e| format!("TCP query during the flood: {e}"))?;
+    Ok(format!(
+        "flood of {} queries, {} answered; a TCP query during it answered in {:.1}ms; exit status 0 {:.2}s after SIGTERM",
+        st.sent,
+        st.replies,
+        ms(during),
+        took.as_secs_f64()
     ))
 }
 
