@@ -8,7 +8,6 @@
 //!                                          (own Poll, own sockets)
 //! ```
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,10 +38,10 @@ pub struct Source {
 pub fn load_corefile(conf: Option<&str>, port: u16) -> Result<Source, ConfigError> {
     match conf {
         Some("stdin") => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
+            // Bounded like a Corefile file: an endless pipe fails at the cap.
+            let bytes = config::read::read_capped(std::io::stdin().lock(), config::read::MAX_FILE_BYTES, 0)
                 .map_err(|e| ConfigError::global(format!("stdin: {e}")))?;
+            let text = String::from_utf8(bytes).map_err(|_| ConfigError::global("stdin: not valid UTF-8 text"))?;
             let dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
             Ok(Source {
                 corefile: config::parse_str(&text, "stdin", &dir)?,

@@ -13,6 +13,7 @@ pub mod digest;
 pub mod keys;
 mod lexer;
 mod parser;
+pub mod read;
 
 pub use keys::{ServerKey, reverse_zones_for_cidr};
 pub use parser::{parse_file, parse_str};

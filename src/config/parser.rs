@@ -17,6 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::lexer::{Kind, LexToken, lex};
+use super::read::{self, MAX_FILE_BYTES, MAX_TOTAL_BYTES, ReadError, human_bytes};
 use super::{ConfigError, Corefile, Directive, Loc, ServerBlock, Token};
 
 /// Imports nested deeper than this are refused (a cycle through files that
@@ -27,10 +28,16 @@ const MAX_IMPORT_DEPTH: usize = 100;
 const MAX_IMPORTS: usize = 1000;
 /// Nested `{ }` levels: bounds the parser's recursion.
 const MAX_NESTING: usize = 100;
+/// Files one glob may import: a `conf.d/*` holds a handful; a directory with more than
+/// this is not a configuration directory (and each file counts as an import).
+const MAX_GLOB_MATCHES: usize = MAX_IMPORTS;
 
 /// Reads and parses the Corefile at `path`, resolving imports relative to its directory.
+/// The Corefile must be a regular file of at most [`MAX_FILE_BYTES`] (`-conf stdin`
+/// reads a pipe).
 pub fn parse_file(path: &Path) -> Result<Corefile, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::global(format!("{}: {e}", path.display())))?;
+    let text = read::read_regular_text(path, MAX_FILE_BYTES)
+        .map_err(|e| ConfigError::global(format!("{}: {e}", path.display())))?;
     let base_dir = path.parent().unwrap_or(Path::new(""));
     // Known by its canonical path, the Corefile importing itself is caught as a cycle.
     let origin = Origin::File(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
@@ -44,6 +51,12 @@ pub fn parse_str(text: &str, file_name: &str, base_dir: &Path) -> Result<Corefil
 }
 
 fn parse_source(text: &str, file_name: &str, base_dir: &Path, origin: Origin) -> Result<Corefile, ConfigError> {
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(ConfigError::global(format!(
+            "{file_name}: {}",
+            ReadError::TooLarge(MAX_FILE_BYTES)
+        )));
+    }
     let file: Arc<str> = Arc::from(file_name);
     let tokens = lex(text, &file)?;
     let mut parser = Parser {
@@ -56,6 +69,7 @@ fn parse_source(text: &str, file_name: &str, base_dir: &Path, origin: Origin) ->
         root_file: file,
         base_dir: base_dir.to_path_buf(),
         imports: 0,
+        budget: MAX_TOTAL_BYTES - text.len() as u64,
         last_loc: None,
     };
     Ok(Corefile {
@@ -92,12 +106,21 @@ struct Parser {
     /// frame whose last line is an `import` is still on the stack, as an importer,
     /// while the import is checked for cycles.
     frames: Vec<Frame>,
-    snippets: HashMap<String, Rc<[LexToken]>>,
+    snippets: HashMap<String, Snippet>,
     root_file: Arc<str>,
     base_dir: PathBuf,
     imports: usize,
+    /// Bytes the expansions may still add (see [`MAX_TOTAL_BYTES`]).
+    budget: u64,
     /// The last token read, where an unexpected end of input is reported.
     last_loc: Option<Loc>,
+}
+
+/// A snippet's body, and what one expansion of it costs against the budget.
+struct Snippet {
+    body: Rc<[LexToken]>,
+    /// The bytes of its tokens (each with one separator): about its size as text.
+    cost: u64,
 }
 
 fn parse_err(loc: &Loc, msg: impl std::fmt::Display) -> ConfigError {
@@ -276,7 +299,14 @@ impl Parser {
         if let Some(first) = body.first_mut() {
             first.line_start = true;
         }
-        self.snippets.insert(name, body.into());
+        let cost = body.iter().map(|t| t.token.text.len() as u64 + 1).sum();
+        self.snippets.insert(
+            name,
+            Snippet {
+                body: body.into(),
+                cost,
+            },
+        );
         Ok(())
     }
 
@@ -357,9 +387,11 @@ impl Parser {
             ));
         }
 
-        if let Some(body) = self.snippets.get(&pattern.text) {
+        if let Some(snippet) = self.snippets.get(&pattern.text) {
+            let (body, cost) = (snippet.body.clone(), snippet.cost);
+            self.spend(cost, &import.loc)?;
             let frame = Frame {
-                tokens: body.clone(),
+                tokens: body,
                 pos: 0,
                 origin: Origin::Snippet(pattern.text.clone()),
             };
@@ -370,9 +402,24 @@ impl Parser {
 
         let dir = self.dir_of(&import.loc.file);
         let mut frames = Vec::new();
-        for path in resolve_import(&dir, &pattern.text, &import.loc)? {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| parse_err(&import.loc, format!("Could not import {}: {e}", path.display())))?;
+        let paths = resolve_import(&dir, &pattern.text, &import.loc)?;
+        // Every file of a glob is an import of its own.
+        self.imports += paths.len().saturating_sub(1);
+        if self.imports > MAX_IMPORTS {
+            return Err(parse_err(
+                &import.loc,
+                format!("more than {MAX_IMPORTS} imports expanded"),
+            ));
+        }
+        for path in paths {
+            // Only a regular file, and no more than the budget left: `import /dev/zero`
+            // (or a FIFO, a directory, a file still growing) fails here, at once.
+            let cap = MAX_FILE_BYTES.min(self.budget);
+            let text = read::read_regular_text(&path, cap).map_err(|e| match e {
+                ReadError::TooLarge(_) if cap < MAX_FILE_BYTES => self.over_budget(&import.loc),
+                e => parse_err(&import.loc, format!("Could not import {}: {e}", path.display())),
+            })?;
+            self.spend(text.len() as u64, &import.loc)?;
             let tokens = lex(&text, &Arc::from(path.to_string_lossy()))?;
             let origin = Origin::File(std::fs::canonicalize(&path).unwrap_or(path));
             self.check_cycle(&origin, &import.loc, &pattern.text)?;
@@ -385,6 +432,27 @@ impl Parser {
         // The first file must end up on top.
         self.frames.extend(frames.into_iter().rev());
         Ok(())
+    }
+
+    /// Takes `cost` bytes from the budget of the whole parse.
+    fn spend(&mut self, cost: u64, loc: &Loc) -> Result<(), ConfigError> {
+        match self.budget.checked_sub(cost) {
+            Some(left) => {
+                self.budget = left;
+                Ok(())
+            }
+            None => Err(self.over_budget(loc)),
+        }
+    }
+
+    fn over_budget(&self, loc: &Loc) -> ConfigError {
+        parse_err(
+            loc,
+            format!(
+                "the Corefile and what it imports exceed {} in total (each import counts every time it is expanded)",
+                human_bytes(MAX_TOTAL_BYTES)
+            ),
+        )
     }
 
     /// Reads PATTERN, which must be the only word after `import` on its line. It is
@@ -486,6 +554,12 @@ fn resolve_import(dir: &Path, pattern: &str, loc: &Loc) -> Result<Vec<PathBuf>, 
         // A name that is not UTF-8 cannot match a pattern written in the Corefile.
         let name = entry.file_name();
         if name.to_str().is_some_and(|name| wildcard_match(name_pattern, name)) {
+            if matches.len() == MAX_GLOB_MATCHES {
+                return Err(parse_err(
+                    loc,
+                    format!("more than {MAX_GLOB_MATCHES} files match import glob pattern: {pattern}"),
+                ));
+            }
             matches.push(parent.join(name));
         }
     }
@@ -1020,6 +1094,103 @@ mod tests {
                 "{}:1 - Error during parsing: File to import not found: plugins.conf",
                 dir.name("sub/inner.conf")
             )
+        );
+    }
+
+    #[test]
+    fn imports_take_only_regular_files() {
+        let dir = TempDir::new("kinds");
+        let err = |text: &str| dir.parse(text).unwrap_err().to_string();
+        let t = std::time::Instant::now();
+        assert_eq!(
+            err(". {\n  log\n  import /dev/zero\n}"),
+            format!(
+                "{}:3 - Error during parsing: Could not import /dev/zero: not a regular file (a character device)",
+                dir.name("Corefile")
+            )
+        );
+        std::fs::create_dir_all(dir.0.join("sub")).unwrap();
+        assert_eq!(
+            err(". {\n  import sub\n}"),
+            format!(
+                "{}:2 - Error during parsing: Could not import {}: not a regular file (a directory)",
+                dir.name("Corefile"),
+                dir.name("sub")
+            )
+        );
+        let fifo = dir.0.join("fifo.conf");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(err(". {\n  import fifo.conf\n}").ends_with("not a regular file (a FIFO)"));
+        // A glob that matches a FIFO fails the same way, and never blocks on it.
+        assert!(err(". {\n  import fifo*\n}").ends_with("not a regular file (a FIFO)"));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        // The Corefile itself too (`-conf stdin` reads pipes).
+        assert_eq!(
+            parse_file(&fifo).unwrap_err().to_string(),
+            format!("{}: not a regular file (a FIFO)", fifo.display())
+        );
+    }
+
+    #[test]
+    fn file_and_total_sizes_are_capped() {
+        let dir = TempDir::new("sizes");
+        let line = "# padding padding padding padding padding padding padding padding\n";
+        let big = line.repeat((MAX_FILE_BYTES as usize / line.len()) + 1);
+        dir.write("big.conf", &big);
+        assert_eq!(
+            dir.parse(". {\n  import big.conf\n}").unwrap_err().to_string(),
+            format!(
+                "{}:2 - Error during parsing: Could not import {}: larger than 1 MiB",
+                dir.name("Corefile"),
+                dir.name("big.conf")
+            )
+        );
+        assert_eq!(
+            dir.parse(&big).unwrap_err().to_string(),
+            format!("{}: larger than 1 MiB", dir.name("Corefile"))
+        );
+        assert_eq!(parse(&big).unwrap_err().to_string(), "Corefile: larger than 1 MiB");
+        // Files under the per-file cap, imported often enough to pass the total.
+        let half = line.repeat(MAX_FILE_BYTES as usize / 2 / line.len());
+        dir.write("half.conf", &format!("{half}log\n"));
+        let imports = ". {\n".to_string() + &"  import half.conf\n".repeat(9) + "}\n";
+        assert_eq!(
+            dir.parse(&imports).unwrap_err().to_string(),
+            format!(
+                "{}:10 - Error during parsing: the Corefile and what it imports exceed 4 MiB in total (each import counts every time it is expanded)",
+                dir.name("Corefile")
+            )
+        );
+        let fine = ". {\n".to_string() + &"  import half.conf\n".repeat(8) + "}\n";
+        assert_eq!(dir.parse(&fine).unwrap().blocks[0].directives.len(), 8);
+        // A snippet counts every time it is expanded too.
+        let body = "  log a-rather-long-argument-to-make-the-snippet-large\n".repeat(15_000);
+        let snippets = format!("(s) {{\n{body}}}\n. {{\n{}}}\n", "  import s\n".repeat(5));
+        assert!(parse(&snippets).unwrap_err().msg.contains("exceed 4 MiB in total"));
+    }
+
+    #[test]
+    fn glob_matches_are_capped() {
+        let dir = TempDir::new("manyglob");
+        for i in 0..=MAX_GLOB_MATCHES {
+            dir.write(&format!("d/{i}.conf"), "");
+        }
+        assert_eq!(
+            dir.parse(". {\n  import d/*.conf\n}").unwrap_err().to_string(),
+            format!(
+                "{}:2 - Error during parsing: more than 1000 files match import glob pattern: d/*.conf",
+                dir.name("Corefile")
+            )
+        );
+        std::fs::remove_file(dir.0.join("d/0.conf")).unwrap();
+        assert!(dir.parse(". {\n  import d/*.conf\n}").is_ok());
+        // Each file counts as an import.
+        assert!(
+            dir.parse(". {\n  import d/*.conf\n  import d/1.conf\n}")
+                .unwrap_err()
+                .msg
+                .contains("more than 1000 imports expanded")
         );
     }
 
