@@ -87,9 +87,10 @@ fn upstreams(arg: &str, ctx: &SetupCtx<'_>) -> Result<Vec<SocketAddr>, String> {
     if arg.starts_with("dns://") || a.contains(':') && !a.contains('/') {
         return Err(format!("not a valid upstream address: '{arg}'"));
     }
-    // A file of nameserver lines (/etc/resolv.conf), relative to the Corefile.
+    // A file of nameserver lines (/etc/resolv.conf), relative to the Corefile: a regular
+    // file, no larger than the Corefile may be (`forward . /dev/zero` fails at once).
     let path = ctx.config_dir.join(a);
-    match std::fs::read_to_string(&path) {
+    match crate::config::read::read_regular_text(&path, crate::config::read::MAX_FILE_BYTES) {
         Ok(text) => {
             let found = super::nameservers(&text);
             if found.is_empty() {
@@ -261,4 +262,43 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
     }
     o.max_tries = max_connect_attempts.unwrap_or(2 * o.to.len()).max(1);
     Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn ctx() -> SetupCtx<'static> {
+        SetupCtx {
+            zones: &[],
+            config_dir: PathBuf::from("/nonexistent"),
+            workers: 1,
+            binds: None,
+        }
+    }
+
+    #[test]
+    fn a_resolv_conf_must_be_a_small_regular_file() {
+        let t = std::time::Instant::now();
+        assert_eq!(
+            upstreams("/dev/zero", &ctx()).unwrap_err(),
+            "/dev/zero: not a regular file (a character device)"
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        let dir = std::env::temp_dir().join(format!("clusterdns-forward-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("resolv.conf");
+        std::fs::write(&big, "nameserver 10.0.0.1\n".repeat(60_000)).unwrap();
+        assert_eq!(
+            upstreams(&big.display().to_string(), &ctx()).unwrap_err(),
+            format!("{}: larger than 1 MiB", big.display())
+        );
+        std::fs::write(&big, "nameserver 10.0.0.1\n").unwrap();
+        assert_eq!(
+            upstreams(&big.display().to_string(), &ctx()).unwrap(),
+            ["10.0.0.1:53".parse::<SocketAddr>().unwrap()]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
