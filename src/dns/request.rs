@@ -242,16 +242,19 @@ impl<'a> Request<'a> {
             rcode: super::Rcode::FORMERR,
             question_end: Some(qname_end + 4),
         };
+        // Every name of every record is followed through its pointers: a pointer loop,
+        // a pointer forward or into its own name is FORMERR (miekg/dns fails to unpack
+        // such a message, and its server answers FORMERR), wherever the record is.
         let mut at = qname_end + 4;
         for _ in 0..(an + ns) {
-            at = wire::skip_record(raw, at).ok_or(with_question)?;
+            at = wire::check_record(raw, at).ok_or(with_question)?;
         }
         let mut edns = None;
         let mut cookie_at = None;
         for _ in 0..ar {
             let start = at;
-            at = wire::skip_record(raw, at).ok_or(with_question)?;
-            let name_end = wire::skip_name(raw, start).ok_or(with_question)?;
+            at = wire::check_record(raw, at).ok_or(with_question)?;
+            let name_end = wire::check_name(raw, start).ok_or(with_question)?;
             if wire::get_u16(raw, name_end) != Some(rtype::OPT) {
                 continue;
             }
@@ -533,5 +536,55 @@ mod tests {
         let bad_opt = [0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 4, 0, 10, 0, 8];
         let q4 = query(b"\x00", rtype::A, &bad_opt, 1);
         assert!(Request::parse(&q4, Transport::Udp, addr(), addr()).is_err());
+    }
+
+    /// A query for `a.` (at 12) whose answer, authority or additional section holds
+    /// `record` (the first record starts at 19).
+    fn with_record(section: usize, record: &[u8]) -> Vec<u8> {
+        let mut q = query(b"\x01a\x00", rtype::A, record, 0);
+        q[6 + 2 * section..8 + 2 * section].copy_from_slice(&[0, 1]);
+        q
+    }
+
+    fn record(owner: &[u8], rtype: u16, rdata: &[u8]) -> Vec<u8> {
+        let mut r = owner.to_vec();
+        r.extend_from_slice(&rtype.to_be_bytes());
+        r.extend_from_slice(&[0, 1, 0, 0, 0, 60]);
+        r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        r.extend_from_slice(rdata);
+        r
+    }
+
+    #[test]
+    fn pointer_loops_in_any_section_are_formerr() {
+        let formerr = |q: &[u8]| {
+            matches!(
+                Request::parse(q, Transport::Udp, addr(), addr()).err(),
+                Some(Reject::Error {
+                    rcode: Rcode::FORMERR,
+                    question_end: Some(19),
+                })
+            )
+        };
+        for section in 0..3 {
+            // A pointer to the question is fine.
+            let sound = with_record(section, &record(&[0xC0, 12], rtype::A, &[10, 0, 0, 1]));
+            assert!(Request::parse(&sound, Transport::Udp, addr(), addr()).is_ok());
+            for owner in [
+                &[0xC0, 19][..],          // to itself
+                &[0xC0, 40][..],          // forward
+                &[1, b'x', 0xC0, 19][..], // into its own name
+                &[0xC0, 0xFF][..],        // past the end
+            ] {
+                let q = with_record(section, &record(owner, rtype::A, &[10, 0, 0, 1]));
+                assert!(formerr(&q), "section {section}, owner {owner:?}");
+            }
+            // A loop in a CNAME's target.
+            let q = with_record(section, &record(&[0xC0, 12], rtype::CNAME, &[0xC0, 31]));
+            assert!(formerr(&q), "section {section}, rdata");
+        }
+        // The OPT record's owner must be the root itself, never a pointer to one.
+        let q = query(b"\x01a\x00", rtype::A, &record(&[0xC0, 14], rtype::OPT, &[]), 1);
+        assert!(formerr(&q));
     }
 }

@@ -243,14 +243,25 @@ pub fn skip_record(buf: &[u8], at: usize) -> Option<usize> {
     Some(end)
 }
 
+/// Most compression pointers one name may take: no name needs more pointers than it
+/// has labels (127 at most), and the bound keeps a chain of pointers to pointers from
+/// costing more than the name it spells (miekg/dns, which CoreDNS uses, stops at 126).
+pub const MAX_POINTERS: usize = 127;
+
 /// Reads a possibly compressed name at `at` into `out` as uncompressed wire bytes
-/// (root label included), following pointers strictly backwards. Returns the offset
-/// after the name as it appears at `at`, and the length written to `out`.
+/// (root label included), following pointers strictly backwards: the first before the
+/// name's own start, each next one before the previous target (RFC 1035 4.1.4: a
+/// pointer refers to a prior occurrence). So a pointer loop, a pointer to itself, into
+/// its own name or forward, one past the message, a reserved label type (`01`, `10`),
+/// a name over 255 bytes or over [`MAX_POINTERS`] jumps are all `None`, found in
+/// time linear in the name. Returns the offset after the name as it appears at `at`,
+/// and the length written to `out`.
 pub fn read_name(buf: &[u8], at: usize, out: &mut [u8; MAX_NAME_LEN]) -> Option<(usize, usize)> {
     let mut pos = at;
     let mut end = None;
     let mut written = 0usize;
     let mut limit = at; // pointers must point strictly before the last jump
+    let mut jumps = 0usize;
     loop {
         let len = *buf.get(pos)? as usize;
         match len & 0xC0 {
@@ -271,7 +282,8 @@ pub fn read_name(buf: &[u8], at: usize, out: &mut [u8; MAX_NAME_LEN]) -> Option<
                 if end.is_none() {
                     end = Some(pos + 2);
                 }
-                if target >= limit {
+                jumps += 1;
+                if target >= limit || jumps > MAX_POINTERS {
                     return None;
                 }
                 limit = target;
@@ -280,6 +292,87 @@ pub fn read_name(buf: &[u8], at: usize, out: &mut [u8; MAX_NAME_LEN]) -> Option<
             _ => return None,
         }
     }
+}
+
+/// Checks the possibly compressed name at `at` as [`read_name`] reads it (every
+/// pointer followed, with the same rules), without keeping it; returns the offset after
+/// the name as it appears at `at`.
+pub fn check_name(buf: &[u8], at: usize) -> Option<usize> {
+    let mut scratch = [0u8; MAX_NAME_LEN];
+    read_name(buf, at, &mut scratch).map(|(end, _)| end)
+}
+
+/// Where the names lie in the rdata of a type whose rdata holds compressible names (RFC
+/// 3597 section 4, and the later types other implementations compress anyway): bytes
+/// before the first name, and how many names follow. `None` for other types, whose
+/// rdata is opaque here.
+pub fn rdata_names(rtype: u16) -> Option<(usize, usize)> {
+    match rtype {
+        // NS MD MF CNAME MB MG MR PTR DNAME
+        2 | 3 | 4 | 5 | 7 | 8 | 9 | 12 | 39 => Some((0, 1)),
+        // SOA MINFO RP
+        6 | 14 | 17 => Some((0, 2)),
+        // MX AFSDB RT KX
+        15 | 18 | 21 | 36 => Some((2, 1)),
+        // PX
+        26 => Some((2, 2)),
+        // SRV
+        33 => Some((6, 1)),
+        _ => None,
+    }
+}
+
+/// Checks the resource record at `at`: its owner and the names in its rdata (see
+/// [`rdata_names`]) followed through every pointer, each rdata name inside the rdata,
+/// the rdata inside the message. Returns the offset after the record.
+pub fn check_record(buf: &[u8], at: usize) -> Option<usize> {
+    let after_name = check_name(buf, at)?;
+    let rtype = get_u16(buf, after_name)?;
+    let rdlen = get_u16(buf, after_name + 8)? as usize;
+    let start = after_name + 10;
+    let end = start + rdlen;
+    if end > buf.len() {
+        return None;
+    }
+    if let Some((fixed, names)) = rdata_names(rtype) {
+        let mut name_at = start + fixed;
+        for _ in 0..names {
+            if name_at >= end {
+                return None;
+            }
+            name_at = check_name(buf, name_at)?;
+            if name_at > end {
+                return None;
+            }
+        }
+    }
+    Some(end)
+}
+
+/// Checks a whole message as far as anything here will read it: the header, every
+/// question, every record of the answer, authority and additional sections (the OPT
+/// record too) with every name followed through its pointers. Bytes after the last
+/// record are tolerated, as miekg/dns does. What passes can be walked with
+/// [`skip_name`] and [`skip_record`] and copied name by name without surprise.
+pub fn check_message(msg: &[u8]) -> bool {
+    if msg.len() < HEADER_LEN {
+        return false;
+    }
+    let count = |i: usize| usize::from(u16::from_be_bytes([msg[4 + 2 * i], msg[5 + 2 * i]]));
+    let mut at = HEADER_LEN;
+    for _ in 0..count(0) {
+        match check_name(msg, at) {
+            Some(end) if end + 4 <= msg.len() => at = end + 4,
+            _ => return false,
+        }
+    }
+    for _ in 0..count(1) + count(2) + count(3) {
+        match check_record(msg, at) {
+            Some(end) => at = end,
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Formats uncompressed wire-format name bytes in presentation form (`www.example.`),
@@ -427,6 +520,106 @@ mod tests {
         let n = name_from_str("a.Cluster.local").unwrap();
         assert_eq!(zone_suffix_at(&n, &z), Some(2));
         assert_eq!(zone_suffix_at(&z, &[0]), Some(z.len() - 1));
+    }
+
+    /// A message of one question (`a.` at 12) and `records` appended, with the counts.
+    fn message(an: u16, ns: u16, ar: u16, records: &[u8]) -> Vec<u8> {
+        let mut m = vec![0, 1, 0x81, 0x80, 0, 1];
+        for c in [an, ns, ar] {
+            m.extend_from_slice(&c.to_be_bytes());
+        }
+        m.extend_from_slice(&[1, b'a', 0, 0, 1, 0, 1]);
+        m.extend_from_slice(records);
+        m
+    }
+
+    /// A record with `owner` (raw bytes), type A or the given type, and `rdata`.
+    fn rr(owner: &[u8], rtype: u16, rdata: &[u8]) -> Vec<u8> {
+        let mut r = owner.to_vec();
+        r.extend_from_slice(&rtype.to_be_bytes());
+        r.extend_from_slice(&[0, 1, 0, 0, 0, 60]);
+        r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        r.extend_from_slice(rdata);
+        r
+    }
+
+    #[test]
+    fn messages_with_sound_pointers_pass() {
+        // Owner: a pointer to the question; CNAME target `b` + pointer to the question.
+        let mut recs = rr(&[0xC0, 12], rtype::CNAME, &[1, b'b', 0xC0, 12]);
+        recs.extend(rr(&[0], rtype::OPT, &[]));
+        let m = message(1, 0, 1, &recs);
+        assert!(check_message(&m));
+        assert_eq!(check_record(&m, 19), Some(19 + 2 + 10 + 4));
+        // Trailing bytes after the counted records are tolerated.
+        let mut m = m;
+        m.push(0xff);
+        assert!(check_message(&m));
+    }
+
+    #[test]
+    fn pointer_loops_in_any_section_are_found() {
+        // Bad owners for a record that starts at `at`.
+        let bad = |at: u8| {
+            [
+                rr(&[0xC0, at], rtype::A, &[10, 0, 0, 1]),          // a pointer to itself
+                rr(&[0xC0, at + 30], rtype::A, &[10, 0, 0, 1]),     // a pointer ahead
+                rr(&[1, b'x', 0xC0, at], rtype::A, &[10, 0, 0, 1]), // into its own name
+            ]
+        };
+        // The first record starts at 19.
+        for bad in bad(19) {
+            for (an, ns, ar) in [(1, 0, 0), (0, 1, 0), (0, 0, 1)] {
+                assert!(!check_message(&message(an, ns, ar, &bad)), "{an} {ns} {ar}: {bad:?}");
+            }
+        }
+        // After a sound record (16 bytes), in the additional section.
+        for bad in bad(35) {
+            let mut two = rr(&[0xC0, 12], rtype::A, &[10, 0, 0, 1]);
+            two.extend_from_slice(&bad);
+            assert!(check_message(&message(1, 0, 0, &two)));
+            assert!(!check_message(&message(1, 0, 1, &two)));
+        }
+        // A loop inside rdata: the CNAME target points to itself.
+        let m = message(1, 0, 0, &rr(&[0xC0, 12], rtype::CNAME, &[0xC0, 31]));
+        assert!(!check_message(&m));
+        // A rdata name running past its rdata.
+        let m = message(1, 0, 0, &rr(&[0xC0, 12], rtype::CNAME, &[1]));
+        assert!(!check_message(&m));
+        // Two pointers pointing at each other, behind the records' back.
+        let mut m = message(0, 0, 1, &[]);
+        let at = m.len();
+        m.extend_from_slice(&rr(&[0xC0, (at + 2) as u8, 0xC0, at as u8], rtype::A, &[1, 2, 3, 4]));
+        assert!(!check_message(&m));
+        // A reserved label type (0x40).
+        assert!(!check_message(&message(
+            1,
+            0,
+            0,
+            &rr(&[0x40, 0], rtype::A, &[1, 2, 3, 4])
+        )));
+        // Cut short.
+        let m = message(1, 0, 0, &rr(&[0xC0, 12], rtype::A, &[10, 0, 0, 1]));
+        assert!(!check_message(&m[..m.len() - 1]));
+        assert!(!check_message(&m[..11]));
+    }
+
+    #[test]
+    fn pointer_chains_are_bounded() {
+        // 200 pointers, each to the one before it, ending at the question's name: every
+        // pointer points backwards, but no name needs that many.
+        let mut m = message(0, 0, 0, &[]);
+        let first = m.len();
+        m.extend_from_slice(&[0xC0, 12]);
+        for i in 1..200 {
+            let prev = first + 2 * (i - 1);
+            m.extend_from_slice(&[0xC0 | (prev >> 8) as u8, prev as u8]);
+        }
+        let last = m.len() - 2;
+        let mut out = [0u8; MAX_NAME_LEN];
+        assert_eq!(read_name(&m, first + 2 * 100, &mut out), Some((first + 202, 3)));
+        assert_eq!(read_name(&m, last, &mut out), None);
+        assert_eq!(check_name(&m, last), None);
     }
 
     #[test]

@@ -284,6 +284,8 @@ fn same_question(raw: &[u8], reply: &[u8]) -> bool {
 
 /// Copies an upstream reply into the response: its rcode (extended bits included),
 /// AA/RA/AD flags and every record but the OPT; the response's own size limit applies.
+/// The reply has passed [`wire::check_message`], so only the size limit can stop the
+/// copy (and then TC is set).
 fn relay(q: &mut Query<'_, '_>, reply: &[u8]) {
     let flags = u16::from_be_bytes([reply[2], reply[3]]);
     q.resp.start(q.req, wire::message_rcode(reply));
@@ -365,6 +367,14 @@ impl Plugin for Forward {
                 return self.retry(q, a, why);
             }
         };
+        // A reply that does not read in full (a compression pointer that loops, points
+        // forward, into its own name or past the end, in any section, the OPT record's
+        // included) is no answer: CoreDNS's client fails to unpack it, and forward tries
+        // the next upstream, then answers SERVFAIL. Relaying it would drop the records
+        // from the broken one on and answer NOERROR with what is left.
+        if !wire::check_message(msg) {
+            return self.retry(q, a, "malformed reply from upstream");
+        }
         let rcode = Rcode(u16::from(msg[3] & 0xF));
         self.record(q.worker.id, up, Some(rcode), elapsed);
         // An answer of any kind proves the upstream alive.
