@@ -4,14 +4,17 @@
 //!
 //! ```text
 //!   setup ──parse inline lines──▶ Table (fixed for the server's life)
-//!   start ──read file──▶ ArcSwap<HostsData> ◀──store── reload thread: every `reload`,
-//!                          │ load                     stat the file, re-parse it when
-//!                          ▼                          its mtime or size changed
-//!   serve: file table, then inline table ──▶ answer / NODATA / next / SERVFAIL
+//!   setup ──read file──▶ ArcSwap<HostsData> ◀──store── reload thread: every `reload`,
+//!                          │ load                     stat the file, stream it into a
+//!                          ▼                          new table when its mtime or size
+//!   serve: file table, then inline table              changed (within the limits)
+//!            ──▶ answer / NODATA / next / SERVFAIL
 //! ```
 //!
 //! Everything a query needs is prepared when a table is built (wire-format keys,
-//! addresses, PTR targets), so answering allocates nothing.
+//! addresses, PTR targets), so answering allocates nothing. A read of the file is
+//! bounded ([`MAX_FILE_BYTES`], [`MAX_ENTRIES`], lines of [`table::MAX_LINE`]) and is
+//! all or nothing: a file over a limit leaves the previous table serving.
 
 mod table;
 
@@ -28,7 +31,7 @@ use crate::config::{ConfigError, Directive, ServerKey, parse_duration};
 use crate::dns::{Name, NameKey, Rcode, Rdata, Record, rtype, wire};
 use crate::plugin::{SetupCtx, once};
 
-use table::{ParseOptions, Table, parse_addr, reverse_address};
+use table::{Limits, ParseOptions, Table, parse_addr, reverse_address};
 
 /// The directive name, and the prefix of its errors.
 const NAME: &str = "hosts";
@@ -38,6 +41,20 @@ const DEFAULT_PATH: &str = "/etc/hosts";
 const DEFAULT_TTL: u32 = 3600;
 /// CoreDNS's default interval between checks of the file.
 const DEFAULT_RELOAD: Duration = Duration::from_secs(5);
+/// Largest hosts file read: 128 MiB. CoreDNS reads any size; the largest hosts files
+/// in use are ad-blocking lists, from a few hundred thousand lines (a few to a few
+/// tens of MiB) to merged lists of about a million, which fit with room to spare.
+pub const MAX_FILE_BYTES: u64 = 128 << 20;
+/// Most name/address entries read from one file: 1,000,000, what bounds memory. The
+/// table costs about 40 to 60 bytes an entry (the names' own length most of it), so
+/// a full file takes some 50 MiB, and a re-read briefly twice that (the old table
+/// keeps serving while the new one is built).
+pub const MAX_ENTRIES: usize = 1_000_000;
+/// The limits every read of the file obeys.
+const LIMITS: Limits = Limits {
+    bytes: MAX_FILE_BYTES,
+    entries: MAX_ENTRIES,
+};
 
 /// The plugin: its options, the inline entries and the current read of the file.
 pub struct Hosts {
@@ -59,19 +76,38 @@ pub struct Hosts {
     reloader: Mutex<Option<Reloader>>,
 }
 
-/// What one read of the hosts file produced: the unit the reload thread publishes.
+/// Modification time and size: what tells one version of the file from another.
+type Stamp = (SystemTime, u64);
+
+/// What the reads of the hosts file produced: the unit the reload thread publishes.
 struct HostsData {
-    table: Table,
-    /// Modification time and size of the file when it was read; `None` until the
-    /// first successful read.
-    stamp: Option<(SystemTime, u64)>,
+    /// The table served: the last file read whole within the limits.
+    table: Arc<Table>,
+    /// The stamp of the file `table` was read from; `None` until the first read.
+    stamp: Option<Stamp>,
+    /// The version last refused (over a limit, or not a regular file): it is not read
+    /// again, nor reported again, until the file changes.
+    refused: Option<Stamp>,
 }
 
 /// The hosts file, how to parse it, and the snapshot of its latest read.
 struct HostsFile {
     path: PathBuf,
     opts: ParseOptions,
+    limits: Limits,
     data: ArcSwap<HostsData>,
+}
+
+/// What looking at the file found.
+enum FileRead {
+    /// The same version as served (or as last refused).
+    Unchanged,
+    /// No file (yet), or a directory: CoreDNS only warns at setup; nothing changes.
+    Absent,
+    /// A new version, read whole.
+    Loaded(Box<Table>, Stamp),
+    /// A new version that is not served, and why.
+    Refused(String, Stamp),
 }
 
 /// The handle on a running reload thread: dropping `stop` ends it.
@@ -94,9 +130,13 @@ struct Config {
 }
 
 /// `hosts [FILE [ZONES...]] { INLINE | ttl | no_reverse | reload | fallthrough ... }`.
+/// The file is read here, at setup: one over a limit, or a FIFO or device, is a
+/// configuration error (`-check` reports it, a reload with it keeps the old server).
 pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
     let d = once(NAME, dirs)?;
-    Ok(Arc::new(Hosts::new(parse_config(d, ctx)?)))
+    let hosts = Hosts::new(parse_config(d, ctx)?);
+    hosts.file.first_read().map_err(|why| d.err(NAME, why))?;
+    Ok(Arc::new(hosts))
 }
 
 fn parse_config(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Config, ConfigError> {
@@ -262,8 +302,9 @@ impl Hosts {
         };
         let inline = Table::parse(cfg.inline.join("\n").as_bytes(), &opts);
         let empty = HostsData {
-            table: Table::default(),
+            table: Arc::new(Table::default()),
             stamp: None,
+            refused: None,
         };
         Hosts {
             zones: cfg.zones,
@@ -275,6 +316,7 @@ impl Hosts {
             file: Arc::new(HostsFile {
                 path: cfg.path,
                 opts,
+                limits: LIMITS,
                 data: ArcSwap::from_pointee(empty),
             }),
             reloader: Mutex::new(None),
@@ -304,29 +346,92 @@ impl Hosts {
 }
 
 impl HostsFile {
-    /// Re-reads the file if its modification time or size changed since the last
-    /// read, as CoreDNS's `readHosts` does. A file that cannot be opened keeps the
-    /// previous entries (CoreDNS warned about it at setup already).
-    fn refresh(&self) {
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return;
+    /// Looks at the file and reads it when its modification time or size changed since
+    /// the version served (or last refused), as CoreDNS's `readHosts` does, but only a
+    /// regular file, streamed line by line, and only within the limits.
+    fn read(&self, data: &HostsData) -> FileRead {
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(meta) if meta.is_dir() => return FileRead::Absent,
+            Ok(meta) => meta,
+            Err(_) => return FileRead::Absent,
         };
-        let Ok(meta) = file.metadata() else { return };
         let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
-        if self.data.load().stamp == Some(stamp) {
-            return;
+        if data.stamp == Some(stamp) || data.refused == Some(stamp) {
+            return FileRead::Unchanged;
         }
-        let mut text = Vec::with_capacity(meta.len() as usize);
-        // CoreDNS logs a read error and keeps what it parsed before it (a directory
-        // reads as nothing).
-        if let Err(e) = std::io::Read::read_to_end(&mut file, &mut text) {
-            log::error!(target: "plugin/hosts", "Failed to parse hosts file {:?}: {e}", self.path.display().to_string());
+        // Never blocks (a FIFO), never reads a device.
+        let file = match crate::config::read::open_regular(&self.path) {
+            Ok((file, _)) => file,
+            Err(e) => return FileRead::Refused(format!("it is {e}"), stamp),
+        };
+        if meta.len() > self.limits.bytes {
+            return FileRead::Refused(table::ReadError::TooLarge(self.limits.bytes).to_string(), stamp);
         }
-        let table = Table::parse(&text, &self.opts);
-        log::debug!(target: "plugin/hosts", "Parsed hosts file into {} entries", table.entries());
+        let reader = std::io::BufReader::with_capacity(64 << 10, file);
+        match Table::read(reader, &self.opts, self.limits) {
+            Ok(table) => FileRead::Loaded(Box::new(table), stamp),
+            Err(e) => FileRead::Refused(e.to_string(), stamp),
+        }
+    }
+
+    /// The read at setup: a file refused is an error for the configuration.
+    fn first_read(&self) -> Result<(), String> {
+        match self.read(&self.data.load()) {
+            FileRead::Unchanged | FileRead::Absent => Ok(()),
+            FileRead::Loaded(table, stamp) => {
+                self.serve(table, stamp);
+                Ok(())
+            }
+            FileRead::Refused(why, _) => Err(format!("hosts file '{}' refused: {why}", self.path.display())),
+        }
+    }
+
+    /// Re-reads the file if it changed. A file that disappears keeps the entries read
+    /// before (as in CoreDNS); one over a limit, or that is no longer a regular file,
+    /// is refused whole: the previous table keeps serving and the refusal is logged
+    /// once per version of the file.
+    fn refresh(&self) {
+        let data = self.data.load_full();
+        match self.read(&data) {
+            FileRead::Unchanged | FileRead::Absent => {}
+            FileRead::Loaded(table, stamp) => self.serve(table, stamp),
+            FileRead::Refused(why, stamp) => {
+                log::error!(
+                    target: "plugin/hosts",
+                    "hosts file {:?} refused: {why}; still serving the {} entries read before",
+                    self.path.display().to_string(),
+                    data.table.entries()
+                );
+                self.data.store(Arc::new(HostsData {
+                    table: data.table.clone(),
+                    stamp: data.stamp,
+                    refused: Some(stamp),
+                }));
+            }
+        }
+    }
+
+    /// Publishes a new table; the old one is freed once no query holds it.
+    fn serve(&self, table: Box<Table>, stamp: Stamp) {
+        if table.long_lines() > 0 {
+            log::warn!(
+                target: "plugin/hosts",
+                "hosts file {:?}: skipped {} line(s) longer than {} bytes",
+                self.path.display().to_string(),
+                table.long_lines(),
+                table::MAX_LINE
+            );
+        }
+        log::debug!(
+            target: "plugin/hosts",
+            "Parsed hosts file into {} entries ({} KiB)",
+            table.entries(),
+            table.heap_bytes() >> 10
+        );
         self.data.store(Arc::new(HostsData {
-            table,
+            table: Arc::from(table),
             stamp: Some(stamp),
+            refused: None,
         }));
     }
 }
@@ -354,7 +459,7 @@ impl Plugin for Hosts {
             let Some(addr) = reverse_address(name) else {
                 return Step::Next;
             };
-            if tables.iter().all(|t| t.names_of(addr).is_empty()) {
+            if !tables.iter().any(|t| t.has_reverse(addr)) {
                 return Step::Next;
             }
             start_authoritative(q);
@@ -560,6 +665,10 @@ mod tests {
 
     /// Asks `h` for `name`/`qtype`; the reply bytes when it answered.
     fn ask(h: &Hosts, name: &str, qtype: u16) -> (Step, Option<Vec<u8>>) {
+        ask_plugin(h, name, qtype)
+    }
+
+    fn ask_plugin(h: &dyn Plugin, name: &str, qtype: u16) -> (Step, Option<Vec<u8>>) {
         let mut raw = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
         raw.extend_from_slice(&wire_as_spelled(name));
         raw.extend_from_slice(&qtype.to_be_bytes());
@@ -606,7 +715,11 @@ mod tests {
     }
 
     fn answered(h: &Hosts, name: &str, qtype: u16) -> Vec<String> {
-        match ask(h, name, qtype) {
+        answered_by(h, name, qtype)
+    }
+
+    fn answered_by(h: &dyn Plugin, name: &str, qtype: u16) -> Vec<String> {
+        match ask_plugin(h, name, qtype) {
             (Step::Answered, Some(reply)) => answers(&reply),
             (step, _) => panic!("{name} {qtype}: {step:?}"),
         }
@@ -873,25 +986,104 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_read_until_start() {
+    fn the_file_is_read_at_setup_and_start_does_not_read_it_again() {
         let dir = TempDir::new();
         std::fs::write(dir.join("hosts"), FILE).unwrap();
-        let (cfg, _) = setup_in(
-            "example.org {\n hosts hosts {\n  10.0.0.4 inline.example.org\n }\n}\n",
-            &dir,
-        )
-        .unwrap();
+        let corefile = "example.org {\n hosts hosts {\n  10.0.0.4 inline.example.org\n  reload 0\n }\n}\n";
+        // The plugin setup makes answers from the file before it is started.
+        let (cfg, plugin) = setup_in(corefile, &dir).unwrap();
+        assert_eq!(answered_by(&*plugin, "inline.example.org", rtype::A).len(), 1);
+        assert_eq!(answered_by(&*plugin, "example.org", rtype::A).len(), 1);
+        // As setup does it: Hosts::new reads nothing, first_read reads.
         let h = Hosts::new(cfg);
-        assert_eq!(answered(&h, "inline.example.org", rtype::A).len(), 1);
-        assert!(matches!(ask(&h, "example.org", rtype::A).0, Step::Fail(..)));
-        assert!(h.reload_timestamp().is_none() && h.reloader.lock().is_none());
-        // With `reload 0` start reads the file once and starts no thread.
-        let (cfg, _) = setup_in("example.org {\n hosts hosts {\n  reload 0\n }\n}\n", &dir).unwrap();
-        let h = Hosts::new(cfg);
+        assert!(h.reload_timestamp().is_none());
+        h.file.first_read().unwrap();
+        let read = Arc::as_ptr(&h.file.data.load().table);
         h.start();
         assert!(h.reloader.lock().is_none());
-        assert_eq!(answered(&h, "example.org", rtype::A).len(), 1);
+        assert_eq!(Arc::as_ptr(&h.file.data.load().table), read, "read again");
         h.stop();
+    }
+
+    /// A plugin reading `dir/hosts` with these limits, read once.
+    fn limited(dir: &Path, limits: Limits) -> Hosts {
+        let (cfg, _) = setup_in("example.org {\n hosts hosts {\n  reload 0\n }\n}\n", dir).unwrap();
+        let mut h = Hosts::new(cfg);
+        let file = Arc::get_mut(&mut h.file).unwrap();
+        file.limits = limits;
+        h
+    }
+
+    #[test]
+    fn a_file_over_a_limit_is_refused_at_setup_and_kept_out_on_reread() {
+        let dir = TempDir::new();
+        let path = dir.join("hosts");
+        std::fs::write(&path, "10.0.0.1 a.example.org\n").unwrap();
+        let limits = Limits {
+            bytes: 1000,
+            entries: 2,
+        };
+        let h = limited(&dir, limits);
+        h.file.first_read().unwrap();
+        assert_eq!(
+            answered(&h, "a.example.org", rtype::A),
+            ["a.example.org. 3600 IN A 10.0.0.1"]
+        );
+        // Three entries: refused, the old table stays, and the refusal is remembered.
+        std::fs::write(&path, "10.0.0.2 a.example.org b.example.org c.example.org\n").unwrap();
+        h.file.refresh();
+        assert_eq!(
+            answered(&h, "a.example.org", rtype::A),
+            ["a.example.org. 3600 IN A 10.0.0.1"]
+        );
+        let refused = h.file.data.load().refused;
+        assert!(refused.is_some());
+        // Too many bytes, likewise.
+        std::fs::write(&path, format!("10.0.0.3 a.example.org\n#{}\n", "x".repeat(1000))).unwrap();
+        h.file.refresh();
+        assert_eq!(
+            answered(&h, "a.example.org", rtype::A),
+            ["a.example.org. 3600 IN A 10.0.0.1"]
+        );
+        assert_ne!(h.file.data.load().refused, refused);
+        // Back within the limits: served.
+        std::fs::write(&path, "10.0.0.4 a.example.org b.example.org\n").unwrap();
+        h.file.refresh();
+        assert_eq!(
+            answered(&h, "b.example.org", rtype::A),
+            ["b.example.org. 3600 IN A 10.0.0.4"]
+        );
+        assert!(h.file.data.load().refused.is_none());
+        // At setup, a refusal is an error for the configuration.
+        std::fs::write(&path, "10.0.0.2 a.example.org b.example.org c.example.org\n").unwrap();
+        let h = limited(&dir, limits);
+        assert_eq!(
+            h.file.first_read().unwrap_err(),
+            format!(
+                "hosts file '{}' refused: it has more than 2 name/address entries",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn devices_and_fifos_are_configuration_errors() {
+        let t = std::time::Instant::now();
+        let err = error("example.org {\n hosts /dev/zero\n}\n");
+        assert_eq!(
+            err,
+            "Corefile:2 - hosts: hosts file '/dev/zero' refused: it is not a regular file (a character device)"
+        );
+        let dir = TempDir::new();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = setup_in("example.org {\n hosts fifo\n}\n", &dir)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.ends_with("it is not a regular file (a FIFO)"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! Lines without an address and names outside the plugin's zones are skipped
 //! silently. An IPv4-mapped IPv6 address counts as IPv4, as Go's `To4` makes it.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::io::{self, BufRead};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::dns::NameKey;
@@ -18,6 +19,11 @@ use crate::dns::wire::{self, MAX_NAME_LEN};
 const IN_ADDR_ARPA: &[u8] = b"\x07in-addr\x04arpa\x00";
 /// `ip6.arpa.` in wire form.
 const IP6_ARPA: &[u8] = b"\x03ip6\x04arpa\x00";
+
+/// Longest line read: 64 KiB, the most CoreDNS's reader (Go's `bufio.Scanner`) takes in
+/// one line. CoreDNS stops reading the file at such a line, silently; a longer line is
+/// skipped here, counted, and the lines after it are read.
+pub const MAX_LINE: usize = 64 << 10;
 
 /// What shapes a parse besides the text: the zones names must lie in and whether
 /// addresses get reverse (PTR) entries.
@@ -29,96 +35,297 @@ pub struct ParseOptions {
     pub auto_reverse: bool,
 }
 
-/// The addresses of one owner name, in file order.
+/// How much one read may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Bytes of the file.
+    pub bytes: u64,
+    /// Name/address pairs kept (each wildcard pair included).
+    pub entries: usize,
+}
+
+/// Why a read produced no table.
+#[derive(Debug)]
+pub enum ReadError {
+    /// More bytes than [`Limits::bytes`].
+    TooLarge(u64),
+    /// More name/address pairs than [`Limits::entries`].
+    TooManyEntries(usize),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::TooLarge(cap) => write!(f, "it is larger than {}", crate::config::read::human_bytes(*cap)),
+            ReadError::TooManyEntries(cap) => write!(f, "it has more than {cap} name/address entries"),
+            ReadError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Names and the addresses each has, in file order, packed for size: every name once,
+/// lower-cased wire bytes back to back in one arena; per name a range of the IPv4 and of
+/// the IPv6 address arrays; an open-addressing index of `u32` slots. About 40 bytes a
+/// name with one address, where a map of boxed names and vectors took over 300.
 #[derive(Debug, Default)]
-struct Addrs {
+struct AddrMap {
+    /// The names, back to back; name `i` is `arena[name_at[i]..name_at[i + 1]]`.
+    arena: Vec<u8>,
+    /// Arena offsets, one per name plus the end.
+    name_at: Vec<u32>,
+    /// Name `i`'s IPv4 addresses are `v4[v4_at[i]..v4_at[i + 1]]` (one more than names).
+    v4_at: Vec<u32>,
     v4: Vec<Ipv4Addr>,
+    v6_at: Vec<u32>,
     v6: Vec<Ipv6Addr>,
+    /// Linear probing: a slot holds a name's index plus one, 0 is free. A power of two
+    /// long, at most three quarters full.
+    slots: Vec<u32>,
+    hasher: RandomState,
+}
+
+impl AddrMap {
+    fn name(&self, i: usize) -> &[u8] {
+        &self.arena[self.name_at[i] as usize..self.name_at[i + 1] as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.name_at.len().saturating_sub(1)
+    }
+
+    fn slot_of(&self, name: &[u8]) -> usize {
+        self.hasher.hash_one(name) as usize & (self.slots.len() - 1)
+    }
+
+    /// The index of `name`, if present.
+    fn find(&self, name: &[u8]) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = self.slot_of(name);
+        loop {
+            match self.slots[at] {
+                0 => return None,
+                s if self.name(s as usize - 1) == name => return Some(s as usize - 1),
+                _ => at = (at + 1) & mask,
+            }
+        }
+    }
+
+    /// The index of `name`, added if new.
+    fn intern(&mut self, name: &[u8]) -> u32 {
+        if let Some(i) = self.find(name) {
+            return i as u32;
+        }
+        if self.name_at.is_empty() {
+            self.name_at.push(0);
+        }
+        if (self.len() + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let i = self.len() as u32;
+        self.arena.extend_from_slice(name);
+        self.name_at.push(self.arena.len() as u32);
+        let mask = self.slots.len() - 1;
+        let mut at = self.slot_of(name);
+        while self.slots[at] != 0 {
+            at = (at + 1) & mask;
+        }
+        self.slots[at] = i + 1;
+        i
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.slots, vec![0; size]);
+        let mask = size - 1;
+        for s in old.into_iter().filter(|&s| s != 0) {
+            let mut at = self.slot_of(self.name(s as usize - 1));
+            while self.slots[at] != 0 {
+                at = (at + 1) & mask;
+            }
+            self.slots[at] = s;
+        }
+    }
+
+    /// Lays the addresses out by name, in file order (a counting sort: stable, linear),
+    /// and trims every array to its size.
+    fn finish(&mut self, v4: &[(u32, Ipv4Addr)], v6: &[(u32, Ipv6Addr)]) {
+        let n = self.len();
+        (self.v4_at, self.v4) = group(n, v4);
+        (self.v6_at, self.v6) = group(n, v6);
+        self.arena.shrink_to_fit();
+        self.name_at.shrink_to_fit();
+    }
+
+    fn addrs<'a, T>(at: &[u32], all: &'a [T], i: usize) -> &'a [T] {
+        match (at.get(i), at.get(i + 1)) {
+            (Some(&a), Some(&b)) => &all[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+
+    fn v4_of(&self, i: usize) -> &[Ipv4Addr] {
+        Self::addrs(&self.v4_at, &self.v4, i)
+    }
+
+    fn v6_of(&self, i: usize) -> &[Ipv6Addr] {
+        Self::addrs(&self.v6_at, &self.v6, i)
+    }
+
+    fn bytes(&self) -> usize {
+        self.arena.capacity()
+            + 4 * (self.name_at.capacity() + self.v4_at.capacity() + self.v6_at.capacity() + self.slots.capacity())
+            + 4 * self.v4.capacity()
+            + 16 * self.v6.capacity()
+    }
+}
+
+/// `pairs` (name index, address) grouped by name, keeping their order within a name:
+/// the start of each name's run (one more than `names`), and the addresses.
+fn group<T: Copy>(names: usize, pairs: &[(u32, T)]) -> (Vec<u32>, Vec<T>) {
+    if pairs.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let mut at = vec![0u32; names + 1];
+    for &(i, _) in pairs {
+        at[i as usize + 1] += 1;
+    }
+    for i in 0..names {
+        at[i + 1] += at[i];
+    }
+    let mut next = at.clone();
+    let mut out = vec![pairs[0].1; pairs.len()];
+    for &(i, a) in pairs {
+        let slot = &mut next[i as usize];
+        out[*slot as usize] = a;
+        *slot += 1;
+    }
+    (at, out)
 }
 
 /// Lookup tables for one source of entries (the file, or the inline lines).
 #[derive(Debug, Default)]
 pub struct Table {
     /// Exact owner names (lower-cased wire) → addresses.
-    names: HashMap<Box<[u8]>, Addrs>,
+    names: AddrMap,
     /// `*.parent` entries, keyed by `parent` (lower-cased wire): they match exactly one
     /// label below it, as in current CoreDNS; the parent itself does not match.
-    wildcards: HashMap<Box<[u8]>, Addrs>,
-    /// Address → the names that carry it, for PTR answers.
-    reverse: HashMap<IpAddr, Vec<Box<[u8]>>>,
+    wildcards: AddrMap,
+    /// Address → the names (indexes into `names`) that carry it, for PTR answers:
+    /// sorted by address, each address's names in file order.
+    reverse_v4: Vec<(Ipv4Addr, u32)>,
+    reverse_v6: Vec<(Ipv6Addr, u32)>,
     /// CoreDNS's entry count: every name/address pair, counted once per table it is in.
     entries: usize,
+    /// Lines over [`MAX_LINE`], skipped.
+    long_lines: usize,
+}
+
+/// What a read collects before the tables are laid out.
+#[derive(Default)]
+struct Builder {
+    table: Table,
+    /// (name index, address) in file order, for `names` and `wildcards`.
+    v4: Vec<(u32, Ipv4Addr)>,
+    v6: Vec<(u32, Ipv6Addr)>,
+    wild_v4: Vec<(u32, Ipv4Addr)>,
+    wild_v6: Vec<(u32, Ipv6Addr)>,
+    /// Forward pairs kept, for the entry limit.
+    pairs: usize,
 }
 
 impl Table {
     /// Parses hosts-file text (bytes, since a hosts file need not be UTF-8).
     pub fn parse(text: &[u8], opts: &ParseOptions) -> Table {
-        let mut table = Table::default();
-        for line in text.split(|&b| b == b'\n') {
-            let line = line.split(|&b| b == b'#').next().unwrap_or_default();
-            let mut fields = line.split(|&b| is_space(b)).filter(|f| !f.is_empty());
-            let Some(addr) = fields
-                .next()
-                .and_then(|f| std::str::from_utf8(f).ok())
-                .and_then(parse_addr)
-            else {
-                continue;
-            };
-            for field in fields {
-                // A field that is not UTF-8 or not a valid name can never match a
-                // query; CoreDNS keeps it under a key nothing looks up, we drop it.
-                if let Some(name) = std::str::from_utf8(field).ok().and_then(wire::name_from_str) {
-                    table.add(addr, name, opts);
-                }
-            }
-        }
-        table
+        let unlimited = Limits {
+            bytes: u64::MAX,
+            entries: usize::MAX,
+        };
+        Table::read(text, opts, unlimited).unwrap_or_default()
     }
 
-    fn add(&mut self, addr: IpAddr, name: Vec<u8>, opts: &ParseOptions) {
-        if !opts.zones.iter().any(|z| wire::zone_suffix_at(&name, z).is_some()) {
-            return;
+    /// Reads a hosts file line by line (one line in memory at a time) into a new table,
+    /// refusing it whole when it passes a limit: what is served is always one whole
+    /// file, never the first part of one.
+    pub fn read(mut reader: impl BufRead, opts: &ParseOptions, limits: Limits) -> Result<Table, ReadError> {
+        let mut b = Builder::default();
+        let mut line = Vec::new();
+        let mut total = 0u64;
+        loop {
+            line.clear();
+            let n = io::Read::take(&mut reader, MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(ReadError::Io)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if n > MAX_LINE && line.last() != Some(&b'\n') {
+                // Skipped in the reader's pieces, and no further than the byte limit:
+                // an endless line (`/dev/zero`) ends the read there.
+                let left = limits.bytes.saturating_sub(total);
+                total += skip_line(&mut reader, left).map_err(ReadError::Io)?;
+                b.table.long_lines += 1;
+            } else {
+                b.line(&line, opts);
+            }
+            if total > limits.bytes {
+                return Err(ReadError::TooLarge(limits.bytes));
+            }
+            if b.pairs > limits.entries {
+                return Err(ReadError::TooManyEntries(limits.entries));
+            }
         }
-        // A leading `*` label makes a wildcard entry, which never gets a PTR record.
-        if let Some(parent) = name.strip_prefix(b"\x01*") {
-            push_addr(self.wildcards.entry(parent.into()).or_default(), addr);
-            self.entries += 1;
-            return;
-        }
-        let name = name.into_boxed_slice();
-        if opts.auto_reverse {
-            self.reverse.entry(addr).or_default().push(name.clone());
-            self.entries += 1;
-        }
-        push_addr(self.names.entry(name).or_default(), addr);
-        self.entries += 1;
+        Ok(b.finish())
     }
 
     /// The IPv4 addresses of `name`: its own, or else those of a wildcard one label up.
     pub fn v4(&self, name: &NameKey) -> &[Ipv4Addr] {
-        self.lookup(name, |a| &a.v4)
+        self.lookup(name, AddrMap::v4_of)
     }
 
     /// The IPv6 addresses of `name`, like [`Table::v4`].
     pub fn v6(&self, name: &NameKey) -> &[Ipv6Addr] {
-        self.lookup(name, |a| &a.v6)
+        self.lookup(name, AddrMap::v6_of)
     }
 
     /// CoreDNS looks a name up per address family: the exact name first, then the
     /// wildcard made by replacing its first label with `*`.
-    fn lookup<'t, T>(&'t self, name: &NameKey, family: impl Fn(&'t Addrs) -> &'t [T]) -> &'t [T] {
-        if let Some(found) = self.names.get(name.wire()).map(&family).filter(|a| !a.is_empty()) {
+    fn lookup<'t, T>(&'t self, name: &NameKey, family: impl Fn(&'t AddrMap, usize) -> &'t [T]) -> &'t [T] {
+        if let Some(found) = self
+            .names
+            .find(name.wire())
+            .map(|i| family(&self.names, i))
+            .filter(|a| !a.is_empty())
+        {
             return found;
         }
         if name.label_count() == 0 {
             return &[];
         }
-        self.wildcards.get(name.suffix(1)).map_or(&[], family)
+        self.wildcards
+            .find(name.suffix(1))
+            .map_or(&[], |i| family(&self.wildcards, i))
     }
 
-    /// The names (lower-cased wire) that carry `addr`, for PTR answers.
-    pub fn names_of(&self, addr: IpAddr) -> &[Box<[u8]>] {
-        self.reverse.get(&addr).map_or(&[], Vec::as_slice)
+    /// The names (lower-cased wire) that carry `addr`, for PTR answers, in file order.
+    pub fn names_of(&self, addr: IpAddr) -> impl Iterator<Item = &[u8]> + '_ {
+        let (v4, v6) = match addr {
+            IpAddr::V4(a) => (same_address(&self.reverse_v4, a), &[][..]),
+            IpAddr::V6(a) => (&[][..], same_address(&self.reverse_v6, a)),
+        };
+        v4.iter()
+            .map(|p| p.1)
+            .chain(v6.iter().map(|p| p.1))
+            .map(|i| self.names.name(i as usize))
+    }
+
+    /// Whether any name carries `addr`.
+    pub fn has_reverse(&self, addr: IpAddr) -> bool {
+        self.names_of(addr).next().is_some()
     }
 
     /// The number of entries, as CoreDNS's `coredns_hosts_entries` counts them: one per
@@ -126,13 +333,111 @@ impl Table {
     pub fn entries(&self) -> usize {
         self.entries
     }
+
+    /// Lines longer than [`MAX_LINE`] that were skipped.
+    pub fn long_lines(&self) -> usize {
+        self.long_lines
+    }
+
+    /// The heap the table holds, in bytes (the hash seeds and the struct aside).
+    pub fn heap_bytes(&self) -> usize {
+        self.names.bytes() + self.wildcards.bytes() + 8 * self.reverse_v4.capacity() + 20 * self.reverse_v6.capacity()
+    }
 }
 
-fn push_addr(addrs: &mut Addrs, addr: IpAddr) {
-    match addr {
-        IpAddr::V4(ip) => addrs.v4.push(ip),
-        IpAddr::V6(ip) => addrs.v6.push(ip),
+/// The run of `pairs` (sorted by address) for address `a`.
+fn same_address<A: Ord + Copy>(pairs: &[(A, u32)], a: A) -> &[(A, u32)] {
+    let from = pairs.partition_point(|p| p.0 < a);
+    let to = from + pairs[from..].partition_point(|p| p.0 <= a);
+    &pairs[from..to]
+}
+
+impl Builder {
+    fn line(&mut self, line: &[u8], opts: &ParseOptions) {
+        let line = line.split(|&b| b == b'#').next().unwrap_or_default();
+        let mut fields = line.split(|&b| is_space(b)).filter(|f| !f.is_empty());
+        let Some(addr) = fields
+            .next()
+            .and_then(|f| std::str::from_utf8(f).ok())
+            .and_then(parse_addr)
+        else {
+            return;
+        };
+        for field in fields {
+            // A field that is not UTF-8 or not a valid name can never match a
+            // query; CoreDNS keeps it under a key nothing looks up, we drop it.
+            if let Some(name) = std::str::from_utf8(field).ok().and_then(wire::name_from_str) {
+                self.add(addr, &name, opts);
+            }
+        }
     }
+
+    fn add(&mut self, addr: IpAddr, name: &[u8], opts: &ParseOptions) {
+        if !opts.zones.iter().any(|z| wire::zone_suffix_at(name, z).is_some()) {
+            return;
+        }
+        self.pairs += 1;
+        let t = &mut self.table;
+        // A leading `*` label makes a wildcard entry, which never gets a PTR record.
+        if let Some(parent) = name.strip_prefix(b"\x01*") {
+            let i = t.wildcards.intern(parent);
+            match addr {
+                IpAddr::V4(a) => self.wild_v4.push((i, a)),
+                IpAddr::V6(a) => self.wild_v6.push((i, a)),
+            }
+            t.entries += 1;
+            return;
+        }
+        let i = t.names.intern(name);
+        match addr {
+            IpAddr::V4(a) => self.v4.push((i, a)),
+            IpAddr::V6(a) => self.v6.push((i, a)),
+        }
+        t.entries += 1;
+        if opts.auto_reverse {
+            match addr {
+                IpAddr::V4(a) => t.reverse_v4.push((a, i)),
+                IpAddr::V6(a) => t.reverse_v6.push((a, i)),
+            }
+            t.entries += 1;
+        }
+    }
+
+    fn finish(mut self) -> Table {
+        let t = &mut self.table;
+        t.names.finish(&self.v4, &self.v6);
+        t.wildcards.finish(&self.wild_v4, &self.wild_v6);
+        // Stable: an address's names stay in file order.
+        t.reverse_v4.sort_by_key(|p| p.0);
+        t.reverse_v6.sort_by_key(|p| p.0);
+        t.reverse_v4.shrink_to_fit();
+        t.reverse_v6.shrink_to_fit();
+        self.table
+    }
+}
+
+/// Reads to the end of the current line without keeping it, or until more than `most`
+/// bytes were read; returns the bytes read.
+fn skip_line(reader: &mut impl BufRead, most: u64) -> io::Result<u64> {
+    let mut skipped = 0u64;
+    while skipped <= most {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(skipped);
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok(skipped + i as u64 + 1);
+            }
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+                skipped += n as u64;
+            }
+        }
+    }
+    Ok(skipped)
 }
 
 /// The field separators of CoreDNS's hosts parser: ASCII white space, vertical tab
@@ -221,10 +526,7 @@ mod tests {
     }
 
     fn names(t: &Table, addr: &str) -> Vec<String> {
-        t.names_of(addr.parse().unwrap())
-            .iter()
-            .map(|n| wire::name_to_string(n))
-            .collect()
+        t.names_of(addr.parse().unwrap()).map(wire::name_to_string).collect()
     }
 
     const HOSTS: &str = "\
@@ -306,6 +608,77 @@ bogus line here
         assert!(t.v4(&key("deep.apps.example.com")).is_empty());
         assert!(names(&t, "192.168.1.10").is_empty());
         assert_eq!(t.entries(), 1 + 2 + 2);
+    }
+
+    fn limits(bytes: u64, entries: usize) -> Limits {
+        Limits { bytes, entries }
+    }
+
+    #[test]
+    fn a_file_over_a_limit_is_refused_whole() {
+        let text = b"10.0.0.1 a.org b.org\n10.0.0.2 c.org\n";
+        let o = opts(&["."], true);
+        assert_eq!(Table::read(&text[..], &o, limits(100, 3)).unwrap().entries(), 6);
+        assert!(matches!(
+            Table::read(&text[..], &o, limits(100, 2)),
+            Err(ReadError::TooManyEntries(2))
+        ));
+        assert!(matches!(
+            Table::read(&text[..], &o, limits(30, 10)),
+            Err(ReadError::TooLarge(30))
+        ));
+        // Names outside the zones cost nothing.
+        let o = opts(&["c.org."], true);
+        assert_eq!(Table::read(&text[..], &o, limits(100, 1)).unwrap().entries(), 2);
+        assert_eq!(
+            ReadError::TooManyEntries(1_000_000).to_string(),
+            "it has more than 1000000 name/address entries"
+        );
+    }
+
+    #[test]
+    fn an_endless_stream_stops_at_the_byte_limit() {
+        // /dev/zero is one endless line: it is skipped in pieces, never held.
+        let zero = std::io::BufReader::new(std::fs::File::open("/dev/zero").unwrap());
+        assert!(matches!(
+            Table::read(zero, &opts(&["."], true), limits(1 << 20, 10)),
+            Err(ReadError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn over_long_lines_are_skipped_and_counted() {
+        let mut text = b"10.0.0.1 before.org\n10.0.0.2 ".to_vec();
+        text.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        text.extend_from_slice(b" long.org\n10.0.0.3 after.org\n");
+        // Read in small pieces, as from a file.
+        let reader = std::io::BufReader::with_capacity(1000, &text[..]);
+        let t = Table::read(reader, &opts(&["."], false), limits(u64::MAX, 10)).unwrap();
+        assert_eq!(t.long_lines(), 1);
+        assert_eq!(t.v4(&key("before.org")).len(), 1);
+        assert!(t.v4(&key("long.org")).is_empty());
+        assert_eq!(t.v4(&key("after.org")).len(), 1);
+    }
+
+    #[test]
+    fn the_table_is_compact() {
+        // 100,000 lines of one name and one address each, as a blocklist has them.
+        let mut text = String::new();
+        for i in 0..100_000u32 {
+            let ip = Ipv4Addr::from(i);
+            text.push_str(&format!("{ip} ads-{i}.tracker-{}.example.com\n", i % 97));
+        }
+        let t = Table::parse(text.as_bytes(), &opts(&["."], true));
+        assert_eq!(t.entries(), 200_000);
+        assert_eq!(
+            t.v4(&key("ads-77.tracker-77.example.com")),
+            ["0.0.0.77".parse::<Ipv4Addr>().unwrap()]
+        );
+        assert_eq!(names(&t, "0.0.1.44"), ["ads-300.tracker-9.example.com."]);
+        let per_line = t.heap_bytes() / 100_000;
+        eprintln!("hosts table: {per_line} bytes a line (names of 30 bytes, with PTR)");
+        // The names are 31 bytes of wire each: the rest must stay small.
+        assert!(per_line < 80, "{per_line} bytes a line");
     }
 
     #[test]
