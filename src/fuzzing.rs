@@ -529,7 +529,7 @@ pub fn kubernetes_json(data: &[u8]) {
             decode::WatchEvent::Upsert { object, .. } => {
                 store.upsert(object.clone());
             }
-            decode::WatchEvent::Delete { key, .. } => {
+            decode::WatchEvent::Delete { key, .. } | decode::WatchEvent::Rejected { key, .. } => {
                 store.delete(*r, key);
             }
             decode::WatchEvent::Bookmark { .. } | decode::WatchEvent::Error(_) => {}

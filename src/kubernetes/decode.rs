@@ -7,16 +7,28 @@
 //! [`Leaf`] and [`Maybe`]): a field of the wrong JSON type rejects its own object, with the
 //! field named in the error, while the rest of the list or watch stream keeps decoding.
 //! Only broken JSON syntax ends a stream.
+//!
+//! The API's own limits ([`limits`](super::limits)) are applied while reading: an array
+//! is built up to its cap (1,000 endpoints in a slice) and the rest of it only counted,
+//! so an object far over a cap costs the cap, not the object; names and other fields
+//! are checked against Kubernetes' validation rules, and an object that breaks one is
+//! rejected whole (never cut down to fit).
 
+use std::cell::Cell;
 use std::fmt;
-use std::io;
+use std::io::{self, BufReader, Read};
 use std::marker::PhantomData;
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::limits::{
+    MAX_ADDRESSES, MAX_CLUSTER_IPS, MAX_ENDPOINTS, MAX_OBJECT_BYTES, MAX_POD_IP, MAX_RESOURCE_VERSION,
+    MAX_SERVICE_PORTS, MAX_SLICE_PORTS, Rule,
+};
 use super::model::{Endpoint, EndpointSlice, Namespace, Object, ObjectKey, Pod, Port, Resource, Service, ServiceKind};
 
 /// Why an object, a list or a watch event could not be decoded.
@@ -38,6 +50,79 @@ pub enum DecodeError {
     WrongKind { expected: &'static str, found: Box<str> },
     /// A watch event type the API does not define.
     UnknownEventType(Box<str>),
+    /// A value the API's validation refuses; `rule` says what it must be. `value` is
+    /// the start of it (it may be megabytes long), `len` its length in bytes.
+    Invalid {
+        field: &'static str,
+        rule: Rule,
+        value: Box<str>,
+        len: usize,
+    },
+    /// An array with more elements than the API allows.
+    TooMany {
+        field: &'static str,
+        max: usize,
+        found: usize,
+    },
+    /// An object (a watch event line, a list item) of more bytes than this.
+    TooLarge(u64),
+    /// The reader of a list stopped it, for this reason (a bound of the caller's).
+    Stopped(&'static str),
+}
+
+impl DecodeError {
+    /// The `reason` label under which a rejected object is counted.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge(_) => "too_large",
+            DecodeError::TooMany { field, .. } => match *field {
+                "endpoints" => "too_many_endpoints",
+                "endpoints[].addresses" => "too_many_addresses",
+                "spec.clusterIPs" => "too_many_cluster_ips",
+                _ => "too_many_ports",
+            },
+            DecodeError::Invalid { field, .. } if matches!(*field, "metadata.name" | "metadata.namespace") => {
+                "invalid_name"
+            }
+            DecodeError::Invalid { .. } => "invalid_value",
+            _ => "malformed",
+        }
+    }
+}
+
+/// Every `reason` label [`DecodeError::reason`] gives.
+pub const REASONS: [&str; 8] = [
+    "too_large",
+    "too_many_endpoints",
+    "too_many_addresses",
+    "too_many_cluster_ips",
+    "too_many_ports",
+    "invalid_name",
+    "invalid_value",
+    "malformed",
+];
+
+/// Fails with [`DecodeError::Invalid`] unless `value` passes `rule`.
+fn check(field: &'static str, value: &str, rule: Rule) -> Result<(), DecodeError> {
+    if rule.allows(value) {
+        return Ok(());
+    }
+    const SHOWN: usize = 40;
+    let mut cut = value.len().min(SHOWN);
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let shown = if cut < value.len() {
+        format!("{}…", &value[..cut])
+    } else {
+        value.to_owned()
+    };
+    Err(DecodeError::Invalid {
+        field,
+        rule,
+        value: shown.into(),
+        len: value.len(),
+    })
 }
 
 impl fmt::Display for DecodeError {
@@ -51,7 +136,27 @@ impl fmt::Display for DecodeError {
             DecodeError::OutOfRange { field, value } => write!(f, "{field}: {value} is out of range"),
             DecodeError::WrongKind { expected, found } => write!(f, "expected a {expected}, found a {found}"),
             DecodeError::UnknownEventType(t) => write!(f, "unknown watch event type {t:?}"),
+            DecodeError::Invalid {
+                field,
+                rule,
+                value,
+                len,
+            } => {
+                write!(f, "{field}: {value:?} ({len} bytes) must be {rule}")
+            }
+            DecodeError::TooMany { field, max, found } => {
+                write!(f, "{field}: {found} elements, more than the API allows ({max})")
+            }
+            DecodeError::TooLarge(max) => write!(f, "an object larger than {}", crate::config::read::human_bytes(*max)),
+            DecodeError::Stopped(why) => f.write_str(why),
         }
+    }
+}
+
+/// Errors are equal when they read the same (a JSON error has no other equality).
+impl PartialEq for DecodeError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
     }
 }
 
@@ -74,7 +179,7 @@ impl From<serde_json::Error> for DecodeError {
 pub fn decode(resource: Resource, json: &[u8]) -> Result<Object, DecodeError> {
     let raw: Maybe<RawObject> = serde_json::from_slice(json)?;
     let raw = raw.object("the object")?.ok_or(DecodeError::Missing("the object"))?;
-    Ok(convert(resource, raw)?.object)
+    Ok(convert(resource, raw).map_err(|r| r.error)?.object)
 }
 
 /// A list's own metadata, returned after its items have all been handed over.
@@ -92,19 +197,54 @@ pub struct ListMeta {
 ///
 /// An item's own `kind` picks its resource, and items of kinds clusterdns does not use are
 /// skipped; an item without a `kind` (the API leaves it out of typed lists) is of
-/// `resource`, or else of the list's kind (`ServiceList` holds Services). A malformed item
-/// is passed on as an error and the list goes on; the returned error is for the list
-/// itself (broken JSON, a malformed `metadata`).
+/// `resource`, or else of the list's kind (`ServiceList` holds Services). A malformed item,
+/// or one that breaks an API rule, is passed on as an error and the list goes on; the
+/// returned error is for the list itself (broken JSON, a malformed `metadata`, an item
+/// over [`MAX_OBJECT_BYTES`]).
 pub fn decode_list<R: io::Read>(
     reader: R,
     resource: Option<Resource>,
     mut on_item: impl FnMut(Result<Object, DecodeError>),
 ) -> Result<ListMeta, DecodeError> {
-    read_list(
-        &mut serde_json::Deserializer::from_reader(reader),
+    decode_list_bounded(reader, resource, MAX_OBJECT_BYTES, |item| {
+        on_item(item);
+        ControlFlow::Continue(())
+    })
+}
+
+/// [`decode_list`] with the bound on an item's size given (`max_item` bytes read since
+/// the previous item, counted in the reader's 64 KiB pieces) and a callback that may stop
+/// the list: past either, reading stops and the list fails, [`DecodeError::TooLarge`] or
+/// [`DecodeError::Stopped`]. No item's JSON is ever held whole: the reader streams it.
+pub fn decode_list_bounded<R: io::Read>(
+    reader: R,
+    resource: Option<Resource>,
+    max_item: u64,
+    mut on_item: impl FnMut(Result<Object, DecodeError>) -> ControlFlow<&'static str>,
+) -> Result<ListMeta, DecodeError> {
+    let bound = ItemBound {
+        since_item: Cell::new(0),
+        max_item,
+        stop: Cell::new(None),
+    };
+    let guarded = BufReader::with_capacity(
+        64 << 10,
+        BoundedReader {
+            inner: reader,
+            bound: &bound,
+        },
+    );
+    let result = read_list(
+        &mut serde_json::Deserializer::from_reader(guarded),
         resource,
         &mut on_item,
-    )
+        Some(&bound),
+    );
+    match (result, bound.stop.get()) {
+        (Err(_), Some(Stop::TooLarge)) => Err(DecodeError::TooLarge(max_item)),
+        (Err(_), Some(Stop::Caller(why))) => Err(DecodeError::Stopped(why)),
+        (result, _) => result,
+    }
 }
 
 /// [`decode_list`] for a list already in memory (faster than through a reader).
@@ -113,15 +253,74 @@ pub fn decode_list_slice(
     resource: Option<Resource>,
     mut on_item: impl FnMut(Result<Object, DecodeError>),
 ) -> Result<ListMeta, DecodeError> {
-    read_list(&mut serde_json::Deserializer::from_slice(json), resource, &mut on_item)
+    read_list(
+        &mut serde_json::Deserializer::from_slice(json),
+        resource,
+        &mut |item| {
+            on_item(item);
+            ControlFlow::Continue(())
+        },
+        None,
+    )
 }
+
+/// Why a bounded list stopped reading.
+#[derive(Clone, Copy)]
+enum Stop {
+    TooLarge,
+    Caller(&'static str),
+}
+
+/// What the reader of a bounded list and its item visitor share: bytes read since the
+/// last item ended, and why reading must stop.
+struct ItemBound {
+    since_item: Cell<u64>,
+    max_item: u64,
+    stop: Cell<Option<Stop>>,
+}
+
+impl ItemBound {
+    /// An item ended (whatever it was, skipped kinds too).
+    fn item_done(&self) {
+        self.since_item.set(0);
+    }
+}
+
+/// The bytes of a list, failing once [`ItemBound`] says stop.
+struct BoundedReader<'a, R> {
+    inner: R,
+    bound: &'a ItemBound,
+}
+
+impl<R: Read> Read for BoundedReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.bound.stop.get().is_some() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "list reading stopped"));
+        }
+        let n = self.inner.read(buf)?;
+        let since = self.bound.since_item.get() + n as u64;
+        self.bound.since_item.set(since);
+        if since > self.bound.max_item {
+            self.bound.stop.set(Some(Stop::TooLarge));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "a list item over the limit"));
+        }
+        Ok(n)
+    }
+}
+
+type OnItem<'a> = dyn FnMut(Result<Object, DecodeError>) -> ControlFlow<&'static str> + 'a;
 
 fn read_list<'de, R: serde_json::de::Read<'de>>(
     de: &mut serde_json::Deserializer<R>,
     resource: Option<Resource>,
-    on_item: &mut dyn FnMut(Result<Object, DecodeError>),
+    on_item: &mut OnItem<'_>,
+    bound: Option<&ItemBound>,
 ) -> Result<ListMeta, DecodeError> {
-    let meta = (&mut *de).deserialize_map(ListVisitor { resource, on_item })?;
+    let meta = (&mut *de).deserialize_map(ListVisitor {
+        resource,
+        on_item,
+        bound,
+    })?;
     de.end()?;
     let meta = meta.object("metadata")?.unwrap_or_default();
     let continue_token = meta
@@ -148,6 +347,15 @@ pub enum WatchEvent {
     Bookmark { resource_version: Box<str> },
     /// `ERROR`: the Status the API ended the watch with (code 410: resourceVersion too old).
     Error(ApiStatus),
+    /// `ADDED` or `MODIFIED` with an object that is not taken (it breaks an API rule or a
+    /// cap, or is malformed), or any event over [`MAX_OBJECT_BYTES`], whose name and
+    /// namespace are valid: the object under `key` is no longer what the API has, so a
+    /// version of it stored before must go.
+    Rejected {
+        key: ObjectKey,
+        resource_version: Box<str>,
+        error: DecodeError,
+    },
 }
 
 /// A Kubernetes `Status`: the body of API errors and the object of watch `ERROR` events.
@@ -173,16 +381,26 @@ pub fn decode_event(resource: Resource, line: &[u8]) -> Result<WatchEvent, Decod
     let kind = event.kind.string("type")?.ok_or(DecodeError::Missing("type"))?;
     let mut object = event.object.object("object")?.ok_or(DecodeError::Missing("object"))?;
     match &*kind {
-        "ADDED" | "MODIFIED" => {
-            let Decoded {
+        "ADDED" | "MODIFIED" => match convert(resource, object) {
+            Ok(Decoded {
                 object,
                 resource_version,
-            } = convert(resource, object)?;
-            Ok(WatchEvent::Upsert {
+            }) => Ok(WatchEvent::Upsert {
                 object,
                 resource_version,
-            })
-        }
+            }),
+            Err(Rejection {
+                key: Some(key),
+                resource_version,
+                error,
+            }) => Ok(WatchEvent::Rejected {
+                key,
+                resource_version,
+                error,
+            }),
+            // Without a valid name, nothing was ever stored under it.
+            Err(Rejection { error, .. }) => Err(error),
+        },
         "DELETED" => {
             check_kind(resource, std::mem::take(&mut object.kind))?;
             let id = identity(resource, &mut object.metadata.object("metadata")?.unwrap_or_default())?;
@@ -205,6 +423,123 @@ pub fn decode_event(resource: Resource, line: &[u8]) -> Result<WatchEvent, Decod
         }
         "ERROR" => Ok(WatchEvent::Error(status_of(object))),
         _ => Err(DecodeError::UnknownEventType(kind)),
+    }
+}
+
+/// What the first `prefix.len()` bytes of a watch line over [`MAX_OBJECT_BYTES`] say:
+/// when they hold the event's `type` (ADDED, MODIFIED or DELETED) and the object's whole
+/// `metadata` with a valid name (the API server writes `type` first, and an object's
+/// `kind`, `apiVersion` and `metadata` before the rest), the key of the object, as
+/// [`WatchEvent::Rejected`] with [`DecodeError::TooLarge`]`(max)`: the object is gone
+/// from what clusterdns can serve. The prefix is parsed, the fields after the metadata
+/// skipped without being built; `None` when it does not tell.
+pub fn probe_event(resource: Resource, prefix: &[u8], max: u64) -> Option<WatchEvent> {
+    let mut found = Probed::default();
+    // The prefix ends mid-JSON: the error is expected, what was read before it counts.
+    let _ = serde_json::Deserializer::from_slice(prefix).deserialize_map(EventProbe(&mut found));
+    let kind = found.kind?;
+    if !matches!(&*kind, "ADDED" | "MODIFIED" | "DELETED") {
+        return None;
+    }
+    check_kind(resource, found.object_kind).ok()?;
+    let id = identity(resource, &mut found.meta?).ok()?;
+    Some(WatchEvent::Rejected {
+        key: ObjectKey {
+            namespace: id.namespace,
+            name: id.name,
+        },
+        resource_version: id.resource_version,
+        error: DecodeError::TooLarge(max),
+    })
+}
+
+/// What [`probe_event`] found.
+#[derive(Default)]
+struct Probed {
+    kind: Option<Box<str>>,
+    object_kind: Leaf,
+    meta: Option<RawMeta>,
+}
+
+/// The fields of a watch event the probe looks at.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum EventField {
+    Type,
+    Object,
+    #[serde(other)]
+    Other,
+}
+
+/// The fields of an object the probe looks at.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum ProbedField {
+    Kind,
+    Metadata,
+    #[serde(other)]
+    Other,
+}
+
+struct EventProbe<'a>(&'a mut Probed);
+
+impl<'de> Visitor<'de> for EventProbe<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a watch event")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(field) = map.next_key()? {
+            match field {
+                EventField::Type => {
+                    if let Leaf::Str(kind) = map.next_value()? {
+                        self.0.kind = Some(kind);
+                    }
+                }
+                EventField::Object => map.next_value_seed(ObjectProbe(&mut *self.0))?,
+                EventField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ObjectProbe<'a>(&'a mut Probed);
+
+impl<'de> DeserializeSeed<'de> for ObjectProbe<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectProbe<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(field) = map.next_key()? {
+            match field {
+                ProbedField::Kind => self.0.object_kind = map.next_value()?,
+                ProbedField::Metadata => {
+                    if let Maybe::Present(meta) = map.next_value::<Maybe<RawMeta>>()? {
+                        self.0.meta = Some(meta);
+                    }
+                }
+                ProbedField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -375,12 +710,18 @@ impl<T> Maybe<T> {
     }
 }
 
-impl<E> Maybe<Vec<E>> {
-    /// The array's elements, none when absent (Go encodes a nil slice as `null`).
+impl<E, const N: usize> Maybe<Capped<E, N>> {
+    /// The array's elements, none when absent (Go encodes a nil slice as `null`); more
+    /// than `N` is [`DecodeError::TooMany`].
     fn items(self, field: &'static str) -> Result<Vec<E>, DecodeError> {
         match self {
             Maybe::Absent => Ok(Vec::new()),
-            Maybe::Present(v) => Ok(v),
+            Maybe::Present(c) if c.len > N => Err(DecodeError::TooMany {
+                field,
+                max: N,
+                found: c.len,
+            }),
+            Maybe::Present(c) => Ok(c.items),
             Maybe::Mistyped(found) => Err(DecodeError::WrongType {
                 field,
                 expected: "an array",
@@ -452,15 +793,34 @@ impl<'de, T: Shape<'de>> Visitor<'de> for MaybeVisitor<T> {
     }
 }
 
-/// Arrays hold lenient elements ([`Leaf`] or [`Maybe`]), so one bad element is reported
-/// by the object that owns it.
-impl<'de, E: Deserialize<'de>> Shape<'de> for Vec<E> {
+/// An array read up to `N` elements, the most the API allows there: further elements
+/// are parsed past without being built, and only counted, so that an array far over
+/// its cap costs the cap. Elements are lenient ([`Leaf`] or [`Maybe`]), so one bad
+/// element is reported by the object that owns it.
+#[derive(Debug)]
+struct Capped<E, const N: usize> {
+    items: Vec<E>,
+    /// Elements in the JSON array, built or not.
+    len: usize,
+}
+
+impl<'de, E: Deserialize<'de>, const N: usize> Shape<'de> for Capped<E, N> {
     fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Maybe<Self>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(N).min(64));
+        while items.len() < N {
+            match seq.next_element()? {
+                Some(item) => items.push(item),
+                None => {
+                    let len = items.len();
+                    return Ok(Maybe::Present(Capped { items, len }));
+                }
+            }
         }
-        Ok(Maybe::Present(items))
+        let mut len = items.len();
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            len += 1;
+        }
+        Ok(Maybe::Present(Capped { items, len }))
     }
 }
 
@@ -575,9 +935,9 @@ struct RawObject {
     /// An object for Pods; a string (`Failure`) for a Status.
     status: Maybe<Picked<PodIp>>,
     /// EndpointSlice `endpoints`.
-    endpoints: Maybe<Vec<Maybe<RawEndpoint>>>,
+    endpoints: Maybe<Capped<Maybe<RawEndpoint>, MAX_ENDPOINTS>>,
     /// EndpointSlice `ports`.
-    ports: Maybe<Vec<Maybe<RawPort>>>,
+    ports: Maybe<Capped<Maybe<RawPort>, MAX_SLICE_PORTS>>,
     /// Status `code`, `reason`, `message`.
     code: Leaf,
     reason: Leaf,
@@ -607,10 +967,10 @@ struct RawSpec {
     #[serde(rename = "clusterIP")]
     cluster_ip: Leaf,
     #[serde(rename = "clusterIPs")]
-    cluster_ips: Maybe<Vec<Leaf>>,
+    cluster_ips: Maybe<Capped<Leaf, MAX_CLUSTER_IPS>>,
     #[serde(rename = "externalName")]
     external_name: Leaf,
-    ports: Maybe<Vec<Maybe<RawPort>>>,
+    ports: Maybe<Capped<Maybe<RawPort>, MAX_SERVICE_PORTS>>,
 }
 
 /// A Service port or an EndpointSlice port.
@@ -626,7 +986,7 @@ struct RawPort {
 #[derive(Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct RawEndpoint {
-    addresses: Maybe<Vec<Leaf>>,
+    addresses: Maybe<Capped<Leaf, MAX_ADDRESSES>>,
     conditions: Maybe<RawConditions>,
     hostname: Leaf,
     node_name: Leaf,
@@ -667,12 +1027,13 @@ enum ListField {
 }
 
 /// Reads a list's fields, streaming `items` to the callback.
-struct ListVisitor<'a> {
+struct ListVisitor<'a, 'b> {
     resource: Option<Resource>,
-    on_item: &'a mut dyn FnMut(Result<Object, DecodeError>),
+    on_item: &'a mut OnItem<'b>,
+    bound: Option<&'a ItemBound>,
 }
 
-impl<'de> Visitor<'de> for ListVisitor<'_> {
+impl<'de> Visitor<'de> for ListVisitor<'_, '_> {
     type Value = Maybe<RawMeta>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -695,6 +1056,7 @@ impl<'de> Visitor<'de> for ListVisitor<'_> {
                     map.next_value_seed(Items {
                         default,
                         on_item: &mut *self.on_item,
+                        bound: self.bound,
                     })?;
                 }
                 ListField::Other => {
@@ -707,12 +1069,13 @@ impl<'de> Visitor<'de> for ListVisitor<'_> {
 }
 
 /// The `items` array of a list: each item is decoded and handed over on its own.
-struct Items<'a> {
+struct Items<'a, 'b> {
     default: Option<Resource>,
-    on_item: &'a mut dyn FnMut(Result<Object, DecodeError>),
+    on_item: &'a mut OnItem<'b>,
+    bound: Option<&'a ItemBound>,
 }
 
-impl<'de> DeserializeSeed<'de> for Items<'_> {
+impl<'de> DeserializeSeed<'de> for Items<'_, '_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -720,7 +1083,7 @@ impl<'de> DeserializeSeed<'de> for Items<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Items<'_> {
+impl<'de> Visitor<'de> for Items<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -733,8 +1096,16 @@ impl<'de> Visitor<'de> for Items<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(item) = seq.next_element::<Maybe<RawObject>>()? {
+            if let Some(bound) = self.bound {
+                bound.item_done();
+            }
             if let Some(decoded) = list_item(self.default, item) {
-                (self.on_item)(decoded);
+                if let ControlFlow::Break(why) = (self.on_item)(decoded) {
+                    if let Some(bound) = self.bound {
+                        bound.stop.set(Some(Stop::Caller(why)));
+                    }
+                    return Err(serde::de::Error::custom(why));
+                }
             }
         }
         Ok(())
@@ -757,7 +1128,7 @@ fn list_item(default: Option<Resource>, item: Maybe<RawObject>) -> Option<Result
         },
         other => return Some(Err(other.wrong("kind", "a string"))),
     };
-    Some(convert(resource, raw).map(|d| d.object))
+    Some(convert(resource, raw).map(|d| d.object).map_err(|r| r.error))
 }
 
 fn resource_of_kind(kind: &str) -> Option<Resource> {
@@ -779,6 +1150,24 @@ struct Decoded {
     resource_version: Box<str>,
 }
 
+/// Why an object was not taken, with its key when its name and namespace are valid (so
+/// that a version stored before can be removed).
+struct Rejection {
+    key: Option<ObjectKey>,
+    resource_version: Box<str>,
+    error: DecodeError,
+}
+
+impl From<DecodeError> for Rejection {
+    fn from(error: DecodeError) -> Self {
+        Rejection {
+            key: None,
+            resource_version: "".into(),
+            error,
+        }
+    }
+}
+
 /// An object's name, namespace and resourceVersion.
 struct Identity {
     namespace: Box<str>,
@@ -797,12 +1186,22 @@ fn check_kind(resource: Resource, kind: Leaf) -> Result<(), DecodeError> {
 }
 
 /// Names are lower-cased so that every key and DNS label is compared in one case (DNS
-/// names are case-insensitive; the API already requires lower-case object names).
+/// names are case-insensitive; the API already requires lower-case object names), and
+/// must be what the API allows: Namespace and Service names are DNS-1123 labels
+/// (`ValidateNamespaceName`; `ValidateServiceName` is the stricter DNS-1035 label, or a
+/// DNS-1123 label with `RelaxedServiceNameValidation`, which is what is taken here),
+/// EndpointSlice and Pod names DNS-1123 subdomains (`ValidateEndpointSliceName`,
+/// `ValidatePodName`), `metadata.namespace` a DNS-1123 label.
 fn identity(resource: Resource, meta: &mut RawMeta) -> Result<Identity, DecodeError> {
     let name = std::mem::take(&mut meta.name)
         .string("metadata.name")?
         .filter(|n| !n.is_empty());
     let name = lower(name.ok_or(DecodeError::Missing("metadata.name"))?);
+    let name_rule = match resource {
+        Resource::Namespaces | Resource::Services => Rule::Label,
+        Resource::EndpointSlices | Resource::Pods => Rule::Subdomain,
+    };
+    check("metadata.name", &name, name_rule)?;
     let namespace = std::mem::take(&mut meta.namespace).string("metadata.namespace")?;
     let namespace = match resource {
         // Namespaces are cluster-scoped: their key has no namespace.
@@ -813,7 +1212,13 @@ fn identity(resource: Resource, meta: &mut RawMeta) -> Result<Identity, DecodeEr
                 .ok_or(DecodeError::Missing("metadata.namespace"))?,
         ),
     };
+    if resource != Resource::Namespaces {
+        check("metadata.namespace", &namespace, Rule::Label)?;
+    }
     let resource_version = std::mem::take(&mut meta.resource_version).string("metadata.resourceVersion")?;
+    if let Some(rv) = &resource_version {
+        check("metadata.resourceVersion", rv, Rule::MaxLen(MAX_RESOURCE_VERSION))?;
+    }
     Ok(Identity {
         namespace,
         name,
@@ -821,21 +1226,38 @@ fn identity(resource: Resource, meta: &mut RawMeta) -> Result<Identity, DecodeEr
     })
 }
 
-fn convert(resource: Resource, raw: RawObject) -> Result<Decoded, DecodeError> {
+/// The object of `resource` in `raw`, or why it is not taken (with its key when the
+/// object got as far as a valid name).
+fn convert(resource: Resource, raw: RawObject) -> Result<Decoded, Rejection> {
     check_kind(resource, raw.kind)?;
     let mut meta = raw.metadata.object("metadata")?.unwrap_or_default();
     let id = identity(resource, &mut meta)?;
+    let key = ObjectKey {
+        namespace: id.namespace.clone(),
+        name: id.name.clone(),
+    };
     let resource_version = id.resource_version.clone();
     let object = match resource {
-        Resource::Namespaces => Object::Namespace(Namespace { name: id.name }),
-        Resource::Services => Object::Service(service(id, raw.spec.object("spec")?.unwrap_or_default())?),
-        Resource::EndpointSlices => Object::EndpointSlice(endpoint_slice(id, meta, raw.endpoints, raw.ports)?),
-        Resource::Pods => Object::Pod(pod(id, meta, raw.status)?),
+        Resource::Namespaces => Ok(Object::Namespace(Namespace { name: id.name })),
+        Resource::Services => raw
+            .spec
+            .object("spec")
+            .and_then(|spec| service(id, spec.unwrap_or_default()))
+            .map(Object::Service),
+        Resource::EndpointSlices => endpoint_slice(id, meta, raw.endpoints, raw.ports).map(Object::EndpointSlice),
+        Resource::Pods => pod(id, meta, raw.status).map(Object::Pod),
     };
-    Ok(Decoded {
-        object,
-        resource_version,
-    })
+    match object {
+        Ok(object) => Ok(Decoded {
+            object,
+            resource_version,
+        }),
+        Err(error) => Err(Rejection {
+            key: Some(key),
+            resource_version,
+            error,
+        }),
+    }
 }
 
 /// A Service as CoreDNS's `object.ToService` keeps it.
@@ -858,6 +1280,13 @@ fn service(id: Identity, spec: RawSpec) -> Result<Service, DecodeError> {
         ServiceKind::ClusterIp
     };
     let external_name = spec.external_name.string("spec.externalName")?;
+    if let (ServiceKind::ExternalName, Some(target)) = (&kind, &external_name) {
+        // `ValidateService`: a DNS-1123 subdomain, which may end with a dot.
+        let target = target.strip_suffix('.').unwrap_or(target);
+        if !target.is_empty() {
+            check("spec.externalName", target, Rule::Subdomain)?;
+        }
+    }
     let (cluster_ips, external_name) = match kind {
         // Text that is not an address (an unassigned "" or a stray "None") answers nothing.
         ServiceKind::ClusterIp => (ips.iter().filter_map(|ip| ip.parse().ok()).collect(), "".into()),
@@ -902,7 +1331,10 @@ const SLICE_PORTS: PortFields = PortFields {
 
 /// Ports of a Service or an EndpointSlice. No ports becomes CoreDNS's sentinel port -1
 /// (`object/service.go`, `object/endpoint.go`), so the names still answer A queries.
-fn ports(raw: Maybe<Vec<Maybe<RawPort>>>, fields: &PortFields) -> Result<Vec<Port>, DecodeError> {
+/// A port's name is a DNS-1123 label (`validateServicePort`, the discovery API's
+/// `validatePorts`: it becomes the `_name` label of SRV names), its protocol TCP, UDP
+/// or SCTP.
+fn ports<const N: usize>(raw: Maybe<Capped<Maybe<RawPort>, N>>, fields: &PortFields) -> Result<Vec<Port>, DecodeError> {
     let mut ports = Vec::new();
     for port in raw.items(fields.list)? {
         let port = port.object(fields.item)?.unwrap_or_default();
@@ -917,10 +1349,16 @@ fn ports(raw: Maybe<Vec<Maybe<RawPort>>>, fields: &PortFields) -> Result<Vec<Por
                 });
             }
         };
+        let name = lower(port.name.string(fields.name)?.unwrap_or_default());
+        if !name.is_empty() {
+            check(fields.name, &name, Rule::Label)?;
+        }
+        // TCP is the API's default protocol.
+        let protocol = lower(port.protocol.string(fields.protocol)?.unwrap_or_else(|| "tcp".into()));
+        check(fields.protocol, &protocol, Rule::Protocol)?;
         ports.push(Port {
-            name: lower(port.name.string(fields.name)?.unwrap_or_default()),
-            // TCP is the API's default protocol.
-            protocol: lower(port.protocol.string(fields.protocol)?.unwrap_or_else(|| "tcp".into())),
+            name,
+            protocol,
             port: number,
         });
     }
@@ -935,16 +1373,22 @@ fn ports(raw: Maybe<Vec<Maybe<RawPort>>>, fields: &PortFields) -> Result<Vec<Por
 }
 
 /// An EndpointSlice as CoreDNS's `object.EndpointSliceToEndpoints` keeps it.
+/// Limits (the discovery API's validation): at most 1,000 endpoints, 100 addresses an
+/// endpoint, 20,000 ports; a `hostname` is a DNS-1123 label, a `nodeName` a DNS-1123
+/// subdomain, the service-name label a label value.
 fn endpoint_slice(
     id: Identity,
     meta: RawMeta,
-    endpoints: Maybe<Vec<Maybe<RawEndpoint>>>,
-    raw_ports: Maybe<Vec<Maybe<RawPort>>>,
+    endpoints: Maybe<Capped<Maybe<RawEndpoint>, MAX_ENDPOINTS>>,
+    raw_ports: Maybe<Capped<Maybe<RawPort>, MAX_SLICE_PORTS>>,
 ) -> Result<EndpointSlice, DecodeError> {
     let service = meta
         .labels
         .entry("metadata.labels")?
         .string("metadata.labels[kubernetes.io/service-name]")?;
+    if let Some(service) = &service {
+        check("metadata.labels[kubernetes.io/service-name]", service, Rule::LabelValue)?;
+    }
     // Only a metric depends on the trigger time: a malformed one is dropped, not fatal.
     let trigger = meta.annotations.entry("metadata.annotations")?;
     let last_change_trigger = match trigger {
@@ -978,6 +1422,9 @@ fn endpoint_slice(
             .string("endpoints[].hostname")?
             .filter(|h| !h.is_empty())
             .map(lower);
+        if let Some(hostname) = &hostname {
+            check("endpoints[].hostname", hostname, Rule::Label)?;
+        }
         let target = endpoint.target_ref.object("endpoints[].targetRef")?.unwrap_or_default();
         let target_kind = target.kind.string("endpoints[].targetRef.kind")?;
         let target_name = target.name.string("endpoints[].targetRef.name")?;
@@ -986,6 +1433,9 @@ fn endpoint_slice(
             .filter(|n| target_kind.as_deref() == Some("Pod") && !n.is_empty() && n.len() < 64)
             .map(lower);
         let node_name = endpoint.node_name.string("endpoints[].nodeName")?;
+        if let Some(node) = node_name.as_deref().filter(|n| !n.is_empty()) {
+            check("endpoints[].nodeName", node, Rule::Subdomain)?;
+        }
         if !addresses.is_empty() {
             ready.push(Endpoint {
                 addresses,
@@ -1009,6 +1459,9 @@ fn endpoint_slice(
 /// A Pod as CoreDNS's `object.ToPod` keeps it.
 fn pod(id: Identity, meta: RawMeta, status: Maybe<Picked<PodIp>>) -> Result<Pod, DecodeError> {
     let pod_ip = status.entry("status")?.string("status.podIP")?;
+    if let Some(ip) = &pod_ip {
+        check("status.podIP", ip, Rule::MaxLen(MAX_POD_IP))?;
+    }
     let terminating = meta
         .deletion_timestamp
         .string("metadata.deletionTimestamp")?
@@ -1202,10 +1655,18 @@ mod tests {
         // Invalid addresses are skipped, the valid ones kept; `clusterIPs` wins over `clusterIP`.
         let s = service(
             r#"{"metadata":{"name":"a","namespace":"ns"},
-                "spec":{"clusterIP":"10.0.0.9","clusterIPs":["10.0.0.300","fd00::1",""]}}"#,
+                "spec":{"clusterIP":"10.0.0.9","clusterIPs":["10.0.0.300","fd00::1"]}}"#,
         );
         assert_eq!(s.kind, ServiceKind::ClusterIp);
         assert_eq!(s.cluster_ips, ["fd00::1".parse::<IpAddr>().unwrap()]);
+        // More than two (one per family) is not a Service the API holds.
+        assert_eq!(
+            error(
+                Resource::Services,
+                r#"{"metadata":{"name":"a","namespace":"ns"},"spec":{"clusterIPs":["10.0.0.1","fd00::1",""]}}"#
+            ),
+            "spec.clusterIPs: 3 elements, more than the API allows (2)"
+        );
         // No IP at all (not yet allocated) is still a ClusterIP service, with nothing to answer.
         let s = service(r#"{"metadata":{"name":"a","namespace":"ns"},"spec":{}}"#);
         assert_eq!((s.kind, s.cluster_ips.len()), (ServiceKind::ClusterIp, 0));
@@ -1502,6 +1963,317 @@ mod tests {
             assert!(matches!(e, DecodeError::Json(_)), "{broken}: {e}");
             assert!(e.to_string().starts_with("invalid JSON: "), "{e}");
         }
+    }
+
+    /// A Service named `name` in `ns`, with `spec`.
+    fn svc_json(ns: &str, name: &str, spec: &str) -> String {
+        format!(r#"{{"metadata":{{"name":"{name}","namespace":"{ns}","resourceVersion":"3"}},"spec":{spec}}}"#)
+    }
+
+    #[test]
+    fn names_follow_the_kubernetes_rules_and_are_never_cut() {
+        use Resource::*;
+        let label63 = "a".repeat(63);
+        assert_eq!(&*service(&svc_json("ns", &label63, "{}")).name, label63);
+        // 64 characters, and 10 MB: rejected whole, never cut to 63.
+        for name in [format!("{label63}b"), "b".repeat(10 << 20)] {
+            let e = decode(Services, svc_json("ns", &name, "{}").as_bytes()).unwrap_err();
+            assert_eq!(e.reason(), "invalid_name");
+            let text = e.to_string();
+            assert!(text.starts_with("metadata.name: \""), "{text}");
+            assert!(
+                text.contains(&format!("({} bytes) must be a DNS-1123 label", name.len())),
+                "{text}"
+            );
+            assert!(text.len() < 300, "the message shows the start of the value only");
+        }
+        let cases: &[(Resource, String, &str)] = &[
+            (Services, svc_json("ns", "under_score", "{}"), "metadata.name"),
+            (Services, svc_json("ns", "-a", "{}"), "metadata.name"),
+            (Services, svc_json("n.s", "a", "{}"), "metadata.namespace"),
+            (Services, svc_json(&"n".repeat(64), "a", "{}"), "metadata.namespace"),
+            (
+                Namespaces,
+                format!(r#"{{"metadata":{{"name":"{}"}}}}"#, "n".repeat(64)),
+                "metadata.name",
+            ),
+            (
+                EndpointSlices,
+                format!(r#"{{"metadata":{{"name":"{}","namespace":"ns"}}}}"#, "s".repeat(254)),
+                "metadata.name",
+            ),
+            (
+                Pods,
+                r#"{"metadata":{"name":"a..b","namespace":"ns"}}"#.to_string(),
+                "metadata.name",
+            ),
+        ];
+        for (resource, json, field) in cases {
+            match decode(*resource, json.as_bytes()) {
+                Err(DecodeError::Invalid { field: f, .. }) => assert_eq!(f, *field, "{json}"),
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+        // Subdomains may be longer than a label, and hold dots.
+        let name = format!("{}.x", "s".repeat(250));
+        let json = format!(r#"{{"metadata":{{"name":"{name}","namespace":"ns"}}}}"#);
+        assert_eq!(&*slice(&json).name, name);
+        assert_eq!(&*pod(r#"{"metadata":{"name":"web.0","namespace":"ns"}}"#).name, "web.0");
+        // Upper case is lower-cased, as before (DNS ignores case).
+        assert_eq!(&*service(&svc_json("NS", "Web", "{}")).name, "web");
+    }
+
+    #[test]
+    fn fields_follow_the_kubernetes_rules() {
+        use Resource::*;
+        let slice_with = |endpoint: &str, ports: &str| {
+            format!(
+                r#"{{"metadata":{{"name":"s","namespace":"ns","labels":{{"kubernetes.io/service-name":"web"}}}},"endpoints":[{endpoint}],"ports":{ports}}}"#
+            )
+        };
+        let long = "x".repeat(64);
+        let cases: Vec<(Resource, String, &str)> = vec![
+            (
+                Services,
+                svc_json("ns", "a", &format!(r#"{{"ports":[{{"name":"{long}","port":80}}]}}"#)),
+                "spec.ports[].name",
+            ),
+            (
+                Services,
+                svc_json("ns", "a", r#"{"ports":[{"name":"http","port":80,"protocol":"ICMP"}]}"#),
+                "spec.ports[].protocol",
+            ),
+            (
+                Services,
+                svc_json(
+                    "ns",
+                    "a",
+                    &format!(r#"{{"type":"ExternalName","externalName":"{}.com"}}"#, "a.".repeat(126)),
+                ),
+                "spec.externalName",
+            ),
+            (
+                Services,
+                svc_json("ns", "a", r#"{"type":"ExternalName","externalName":"a b.com"}"#),
+                "spec.externalName",
+            ),
+            (
+                EndpointSlices,
+                slice_with(&format!(r#"{{"addresses":["10.0.0.1"],"hostname":"{long}"}}"#), "[]"),
+                "endpoints[].hostname",
+            ),
+            (
+                EndpointSlices,
+                slice_with(r#"{"addresses":["10.0.0.1"],"nodeName":"a_b"}"#, "[]"),
+                "endpoints[].nodeName",
+            ),
+            (
+                EndpointSlices,
+                slice_with(
+                    r#"{"addresses":["10.0.0.1"]}"#,
+                    &format!(r#"[{{"name":"{long}","port":1}}]"#),
+                ),
+                "ports[].name",
+            ),
+            (
+                EndpointSlices,
+                r#"{"metadata":{"name":"s","namespace":"ns","labels":{"kubernetes.io/service-name":"a b"}}}"#
+                    .to_string(),
+                "metadata.labels[kubernetes.io/service-name]",
+            ),
+            (
+                Pods,
+                format!(
+                    r#"{{"metadata":{{"name":"p","namespace":"ns"}},"status":{{"podIP":"{}"}}}}"#,
+                    "1".repeat(65)
+                ),
+                "status.podIP",
+            ),
+            (
+                Services,
+                format!(
+                    r#"{{"metadata":{{"name":"a","namespace":"ns","resourceVersion":"{}"}}}}"#,
+                    "9".repeat(129)
+                ),
+                "metadata.resourceVersion",
+            ),
+        ];
+        for (resource, json, field) in &cases {
+            match decode(*resource, json.as_bytes()) {
+                Err(e @ DecodeError::Invalid { .. }) => {
+                    assert!(e.to_string().starts_with(&format!("{field}: ")), "{e}");
+                    assert_eq!(e.reason(), "invalid_value", "{e}");
+                }
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+        // An ExternalName may end with a dot; its case is kept.
+        let s = service(&svc_json(
+            "ns",
+            "a",
+            r#"{"type":"ExternalName","externalName":"Example.COM."}"#,
+        ));
+        assert_eq!(&*s.external_name, "Example.COM.");
+    }
+
+    #[test]
+    fn arrays_over_the_api_caps_are_rejected_without_being_built() {
+        use Resource::*;
+        let endpoints = |n: usize| vec![r#"{"addresses":["10.0.0.1"]}"#; n].join(",");
+        let json = |n: usize| {
+            format!(
+                r#"{{"metadata":{{"name":"s","namespace":"ns"}},"endpoints":[{}]}}"#,
+                endpoints(n)
+            )
+        };
+        assert_eq!(slice(&json(1000)).endpoints.len(), 1000);
+        let e = decode(EndpointSlices, json(1001).as_bytes()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "endpoints: 1001 elements, more than the API allows (1000)"
+        );
+        assert_eq!(e.reason(), "too_many_endpoints");
+        let addresses = vec![r#""10.0.0.1""#; 101].join(",");
+        let e = decode(
+            EndpointSlices,
+            format!(r#"{{"metadata":{{"name":"s","namespace":"ns"}},"endpoints":[{{"addresses":[{addresses}]}}]}}"#)
+                .as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(e.reason(), "too_many_addresses");
+        let ports = (0..20_001)
+            .map(|i| format!(r#"{{"port":{}}}"#, i % 65536))
+            .collect::<Vec<_>>()
+            .join(",");
+        let e = decode(
+            EndpointSlices,
+            format!(r#"{{"metadata":{{"name":"s","namespace":"ns"}},"ports":[{ports}]}}"#).as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(e.reason(), "too_many_ports");
+        let e = decode(
+            Services,
+            svc_json("ns", "a", &format!(r#"{{"ports":[{ports}]}}"#)).as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(e.reason(), "too_many_ports");
+        // Elements past the cap are parsed past, not built: the array keeps N at most.
+        let raw: Maybe<Capped<Leaf, 3>> = serde_json::from_str(r#"["a","b","c","d",{"e":[1,2]},null]"#).unwrap();
+        match raw {
+            Maybe::Present(c) => assert_eq!((c.items.len(), c.len), (3, 6)),
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn a_modified_object_that_breaks_a_rule_is_rejected_with_its_key() {
+        let bad_port = svc_json("ns", "web", r#"{"ports":[{"name":"-bad-","port":80}]}"#);
+        match decode_event(Resource::Services, event_line("MODIFIED", &bad_port).as_bytes()).unwrap() {
+            WatchEvent::Rejected {
+                key,
+                resource_version,
+                error,
+            } => {
+                assert_eq!((&*key.namespace, &*key.name, &*resource_version), ("ns", "web", "3"));
+                assert_eq!(error.reason(), "invalid_value");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A malformed field of an object with a valid name: rejected with its key too.
+        let mistyped = svc_json("ns", "web", r#"{"ports":"80"}"#);
+        assert!(matches!(
+            decode_event(Resource::Services, event_line("ADDED", &mistyped).as_bytes()),
+            Ok(WatchEvent::Rejected { .. })
+        ));
+        // An invalid name was never stored: an error, no key.
+        let long = svc_json("ns", &"w".repeat(64), "{}");
+        for kind in ["ADDED", "MODIFIED", "DELETED"] {
+            let e = decode_event(Resource::Services, event_line(kind, &long).as_bytes()).unwrap_err();
+            assert_eq!(e.reason(), "invalid_name");
+        }
+    }
+
+    fn event_line(kind: &str, object: &str) -> String {
+        format!(r#"{{"type":"{kind}","object":{object}}}"#)
+    }
+
+    #[test]
+    fn the_start_of_an_over_long_event_names_its_object() {
+        let full = event_line(
+            "MODIFIED",
+            &format!(
+                r#"{{"kind":"EndpointSlice","apiVersion":"discovery.k8s.io/v1","metadata":{{"name":"web-x","namespace":"ns","resourceVersion":"9"}},"endpoints":[{}]}}"#,
+                vec![r#"{"addresses":["10.0.0.1"]}"#; 100].join(",")
+            ),
+        );
+        let cut = &full.as_bytes()[..500];
+        match probe_event(Resource::EndpointSlices, cut, 500) {
+            Some(WatchEvent::Rejected {
+                key,
+                resource_version,
+                error,
+            }) => {
+                assert_eq!((&*key.namespace, &*key.name, &*resource_version), ("ns", "web-x", "9"));
+                assert_eq!(error.reason(), "too_large");
+                assert_eq!(error.to_string(), "an object larger than 500 bytes");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Cut inside the metadata, of another kind, an invalid name, a bookmark: unknown.
+        assert!(probe_event(Resource::EndpointSlices, &full.as_bytes()[..80], 80).is_none());
+        assert!(probe_event(Resource::Services, cut, 500).is_none());
+        let long = event_line(
+            "ADDED",
+            &format!(r#"{{"metadata":{{"name":"{}","namespace":"ns"}}}}"#, "n".repeat(300)),
+        );
+        assert!(probe_event(Resource::EndpointSlices, long.as_bytes(), 400).is_none());
+        let bookmark = event_line("BOOKMARK", r#"{"metadata":{"resourceVersion":"5"},"x":"yyyyyyy"#);
+        assert!(probe_event(Resource::Services, bookmark.as_bytes(), 60).is_none());
+    }
+
+    #[test]
+    fn a_bounded_list_stops_at_a_huge_item_or_when_told() {
+        let item = |name: &str, pad: usize| {
+            format!(
+                r#"{{"kind":"Deployment","metadata":{{"name":"{name}","namespace":"ns","annotations":{{"x":"{}"}}}}}}"#,
+                "x".repeat(pad)
+            )
+        };
+        // Many items of other kinds, each under the bound, far over it together.
+        let many: Vec<String> = (0..100).map(|i| item(&format!("d{i}"), 100_000)).collect();
+        let list = format!(r#"{{"kind":"List","metadata":{{}},"items":[{}]}}"#, many.join(","));
+        let mut n = 0;
+        let meta = decode_list_bounded(list.as_bytes(), None, 400_000, |_| {
+            n += 1;
+            ControlFlow::Continue(())
+        });
+        assert!(meta.is_ok(), "{meta:?}");
+        assert_eq!(n, 0, "no item of a kind clusterdns reads");
+        // One item over the bound.
+        let list = format!(
+            r#"{{"kind":"ServiceList","metadata":{{}},"items":[{},{}]}}"#,
+            svc_json("ns", "a", "{}"),
+            item("huge", 1_000_000)
+        );
+        let mut seen = Vec::new();
+        let e = decode_list_bounded(list.as_bytes(), None, 400_000, |i| {
+            seen.push(i.is_ok());
+            ControlFlow::Continue(())
+        })
+        .unwrap_err();
+        assert_eq!(
+            (e.to_string(), seen),
+            ("an object larger than 400000 bytes".to_string(), vec![true])
+        );
+        assert_eq!(e.reason(), "too_large");
+        // The callback stops it.
+        let list = format!(
+            r#"{{"kind":"ServiceList","metadata":{{}},"items":[{},{}]}}"#,
+            svc_json("ns", "a", "{}"),
+            svc_json("ns", "b", "{}")
+        );
+        let e = decode_list_bounded(list.as_bytes(), None, 400_000, |_| ControlFlow::Break("enough")).unwrap_err();
+        assert_eq!(e, DecodeError::Stopped("enough"));
     }
 
     #[test]

@@ -6,9 +6,13 @@
 //! Each successful read is sent as a full list per resource (`ListStart`, `Upsert`s,
 //! `ListDone`), so objects removed from the file disappear from DNS. A file that cannot be
 //! read or parsed changes nothing: the last good contents keep serving.
+//!
+//! The bounds of the API apply: the file must be a regular file (a FIFO is refused, not
+//! waited on), an item may not exceed [`MAX_OBJECT_BYTES`](super::limits::MAX_OBJECT_BYTES)
+//! (the file is streamed, never held whole), and an object that breaks an API rule
+//! (a name over 63 characters, 1,001 endpoints...) is skipped, as the watch skips it.
 
 use std::fs;
-use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::thread::{self, JoinHandle};
@@ -206,18 +210,20 @@ fn with_content_version(mut object: Object) -> Object {
 }
 
 /// Streams the objects of `resources` in the file to `send` (or just counts them);
-/// malformed items are skipped and counted in a warning, a file that is not a list is an
+/// malformed items, and those that break an API rule, are skipped and counted in a
+/// warning; a file that is not a list, or holds an item over the size bound, is an
 /// error. Returns the count per resource.
 fn scan(
     path: &Path,
     resources: &[Resource],
     mut send: Option<&mut dyn FnMut(Object)>,
 ) -> Result<Vec<(Resource, usize)>, String> {
-    let file = fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let (file, _) =
+        crate::config::read::open_regular(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut counts: Vec<(Resource, usize)> = resources.iter().map(|&r| (r, 0)).collect();
     let mut skipped = 0;
     let mut first_error = None;
-    decode::decode_list(io::BufReader::with_capacity(64 * 1024, file), None, |item| match item {
+    decode::decode_list(file, None, |item| match item {
         Ok(object) => {
             let r = object.resource();
             if let Some(c) = counts.iter_mut().find(|(x, _)| *x == r) {
@@ -234,7 +240,11 @@ fn scan(
     })
     .map_err(|e| format!("cannot parse {} as a Kubernetes List: {e}", path.display()))?;
     if let (Some(e), None) = (first_error, &send) {
-        log::warn!(target: LOG_TARGET, "{}: skipped {skipped} malformed object(s), the first: {e}", path.display());
+        log::warn!(
+            target: LOG_TARGET,
+            "{}: skipped {skipped} object(s) malformed or breaking an API rule, the first: {e}",
+            path.display()
+        );
     }
     Ok(counts)
 }
@@ -422,6 +432,35 @@ mod tests {
         let started = Instant::now();
         source.stop();
         assert!(started.elapsed() < Duration::from_millis(500));
+    }
+
+    #[test]
+    fn objects_over_the_api_bounds_are_skipped_or_fail_the_file() {
+        let file = TempFile::new("bounds");
+        let long = "l".repeat(64);
+        file.write(&format!(
+            r#"{{"kind":"ServiceList","apiVersion":"v1","metadata":{{}},"items":[
+                {{"metadata":{{"name":"a","namespace":"x"}},"spec":{{"clusterIP":"10.0.0.1"}}}},
+                {{"metadata":{{"name":"{long}","namespace":"x"}},"spec":{{"clusterIP":"10.0.0.2"}}}}]}}"#
+        ));
+        assert_eq!(
+            scan(&file.0, &[Resource::Services], None).unwrap(),
+            [(Resource::Services, 1)]
+        );
+        // An item over 4 MiB: the whole file is refused (the last good contents stay).
+        file.write(&format!(
+            r#"{{"kind":"ServiceList","apiVersion":"v1","metadata":{{}},"items":[
+                {{"metadata":{{"name":"a","namespace":"x","annotations":{{"x":"{}"}}}}}}]}}"#,
+            "x".repeat(5 << 20)
+        ));
+        let e = scan(&file.0, &[Resource::Services], None).unwrap_err();
+        assert!(e.ends_with("an object larger than 4 MiB"), "{e}");
+        // A FIFO is refused at once.
+        let fifo = file.0.with_extension("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = scan(&fifo, &[Resource::Services], None).unwrap_err();
+        assert!(e.ends_with("not a regular file (a FIFO)"), "{e}");
     }
 
     #[test]

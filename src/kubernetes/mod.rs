@@ -13,6 +13,7 @@
 pub mod builder;
 pub mod decode;
 pub mod file;
+pub mod limits;
 pub mod model;
 pub mod snapshot;
 pub mod watch;

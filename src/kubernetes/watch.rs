@@ -19,12 +19,12 @@
 //! of changes" in the Kubernetes API concepts): list with `limit`/`continue`, watch with
 //! `allowWatchBookmarks`, relist only when the resourceVersion has expired.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
@@ -33,7 +33,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySen
 use parking_lot::Mutex;
 
 use super::decode::{self, ApiStatus, DecodeError, WatchEvent};
-use super::model::{Event, Resource};
+use super::limits::MAX_OBJECT_BYTES;
+use super::model::{Event, ObjectKey, Resource};
 
 /// Where and what to watch, and how patiently.
 #[derive(Clone, Debug)]
@@ -127,7 +128,7 @@ impl Watchers {
                     backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
                     expired_without_progress: false,
                     rng: Jitter::new(),
-                    skipped: SkipLog::default(),
+                    rejected: RejectLog::default(),
                 };
                 let spawned = thread::Builder::new()
                     .name(format!("watch-{}", resource.name()))
@@ -184,40 +185,16 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// client-go's reflector treats a watch that ends within a second without an event as an
 /// error ("very short watch"), so a server that closes at once is not hammered.
 const MIN_WATCH_DURATION: Duration = Duration::from_secs(1);
-/// Longest watch event line accepted, far above the largest object (an EndpointSlice of
-/// 1000 endpoints is well under 1 MiB), so a broken stream cannot exhaust memory.
-const MAX_EVENT_LINE: u64 = 16 << 20;
+/// How many times its cap an over-long watch line is read (and dropped) to find its
+/// end: past that (256 MiB) the stream is not a watch stream, and it fails (a new watch
+/// follows, after a backoff).
+const SKIP_FACTOR: u64 = 64;
 
 /// The most objects one list may bring, every page together: ten times the largest
 /// clusters Kubernetes supports (150,000 pods). An API that sends more is broken or
 /// hostile, and the list fails rather than grow the store without end.
 const MAX_LIST_OBJECTS: u64 = 1_500_000;
 
-/// The body of a list response, read through a bound: reading fails once the bytes
-/// since the last item delivered pass [`MAX_EVENT_LINE`] (a huge object costs that
-/// much, not all of it), or once the decoder's callback has set `over`.
-struct ListGuard<'a, R> {
-    inner: R,
-    since_item: &'a Cell<u64>,
-    over: &'a Cell<Option<&'static str>>,
-}
-
-impl<R: Read> Read for ListGuard<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(why) = self.over.get() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, why));
-        }
-        let n = self.inner.read(buf)?;
-        let since = self.since_item.get() + n as u64;
-        self.since_item.set(since);
-        if since > MAX_EVENT_LINE {
-            let why = "a list item larger than 16 MiB";
-            self.over.set(Some(why));
-            return Err(io::Error::new(io::ErrorKind::InvalidData, why));
-        }
-        Ok(n)
-    }
-}
 /// Read buffer for list bodies and watch streams.
 const READ_BUFFER: usize = 64 << 10;
 /// Most of an error response body read for its Status message.
@@ -242,7 +219,7 @@ struct Watcher {
     /// Set by a 410 relist, cleared when a watch makes progress.
     expired_without_progress: bool,
     rng: Jitter,
-    skipped: SkipLog,
+    rejected: RejectLog,
 }
 
 /// How a watch ended, when it did not fail.
@@ -340,15 +317,9 @@ impl Watcher {
                 started = true;
             }
             // The API's answer is bounded like a watch stream: no item over
-            // MAX_EVENT_LINE bytes, no page over its limit, no list over
-            // MAX_LIST_OBJECTS; past a bound the body stops being read and the list fails.
-            let (since_item, over) = (Cell::new(0u64), Cell::new(None));
-            let guarded = ListGuard {
-                inner: response.into_body().into_reader(),
-                since_item: &since_item,
-                over: &over,
-            };
-            let reader = BufReader::with_capacity(READ_BUFFER, guarded);
+            // MAX_OBJECT_BYTES (the decoder counts the bytes since the last item), no
+            // page over its limit, no list over MAX_LIST_OBJECTS; past a bound the body
+            // stops being read and the list fails.
             let resource = self.resource;
             // The API honours `limit` for the lists clusterdns asks for (never at
             // resourceVersion=0); a page ten times over it is not a page.
@@ -357,22 +328,22 @@ impl Watcher {
                 n => (n as u64 * 10).max(10_000),
             };
             let mut page_items = 0u64;
-            let (events, stop, skipped) = (&self.events, &self.stop, &mut self.skipped);
+            let (events, stop, rejected, stats) = (&self.events, &self.stop, &mut self.rejected, &self.stats);
             let listed = &mut listed_objects;
             let mut receiver_gone = false;
             // Each item goes to the builder as soon as it is decoded: the page is never
-            // held whole, so a relist costs one copy of the cluster, not two.
-            let meta = decode::decode_list(reader, Some(resource), |item| {
-                since_item.set(0);
+            // held whole, so a relist costs one copy of the cluster, not two. An item
+            // that breaks an API rule is not sent: the list's end then removes any
+            // version of it stored before.
+            let body = response.into_body().into_reader();
+            let meta = decode::decode_list_bounded(body, Some(resource), MAX_OBJECT_BYTES, |item| {
                 page_items += 1;
                 *listed += 1;
                 if page_items > page_limit {
-                    over.set(Some("a page ten times over its limit"));
-                    return;
+                    return ControlFlow::Break("a page ten times over its limit");
                 }
                 if *listed > MAX_LIST_OBJECTS {
-                    over.set(Some("more objects in a list than clusterdns takes"));
-                    return;
+                    return ControlFlow::Break("more objects in a list than clusterdns takes");
                 }
                 match item {
                     Ok(object) if object.resource() == resource => {
@@ -380,19 +351,21 @@ impl Watcher {
                     }
                     Ok(object) => {
                         let found = object.resource().kind().into();
-                        skipped.skip(
-                            resource,
-                            &DecodeError::WrongKind {
-                                expected: resource.kind(),
-                                found,
-                            },
-                        );
+                        let error = DecodeError::WrongKind {
+                            expected: resource.kind(),
+                            found,
+                        };
+                        rejected.reject(stats, resource, &error, None);
                     }
-                    Err(e) => skipped.skip(resource, &e),
+                    Err(e) => rejected.reject(stats, resource, &e, None),
                 }
+                ControlFlow::Continue(())
             });
             if receiver_gone {
                 return Err(Failure::Stopped);
+            }
+            if let Err(e @ DecodeError::TooLarge(_)) = &meta {
+                self.rejected.reject(&self.stats, resource, e, None);
             }
             let meta = meta.map_err(|error| match error {
                 // A read error surfaces through the JSON parser; report it as one.
@@ -432,7 +405,7 @@ impl Watcher {
         let mut line = Vec::new();
         let mut delivered = false;
         loop {
-            let next = next_line(&mut stream, &mut line, MAX_EVENT_LINE, self.resource);
+            let next = next_line(&mut stream, &mut line, MAX_OBJECT_BYTES, self.resource);
             let event = match next.map_err(|error| Failure::Read {
                 url: without_query(&url),
                 error,
@@ -446,10 +419,17 @@ impl Watcher {
                     self.mark_progress();
                     return Ok(WatchEnd::Closed);
                 }
+                // Read past, not kept; which object it was is not known (its metadata
+                // was not within the first MAX_OBJECT_BYTES), so whatever version of it
+                // is stored stays until the next list.
                 NextLine::TooLong => {
-                    return Err(Failure::LineTooLong {
-                        url: without_query(&url),
-                    });
+                    self.rejected.reject(
+                        &self.stats,
+                        self.resource,
+                        &DecodeError::TooLarge(MAX_OBJECT_BYTES),
+                        None,
+                    );
+                    continue;
                 }
                 NextLine::Blank => continue,
                 NextLine::Event(event) => event,
@@ -470,6 +450,18 @@ impl Watcher {
                     self.send(Event::Delete(self.resource, key))?;
                 }
                 Ok(WatchEvent::Bookmark { resource_version: rv }) => advance(resource_version, rv),
+                // An object the API may not hold (over a cap, an invalid name or field,
+                // malformed): counted, logged, and any version of it stored before
+                // removed, since the API no longer has that version either.
+                Ok(WatchEvent::Rejected {
+                    key,
+                    resource_version: rv,
+                    error,
+                }) => {
+                    advance(resource_version, rv);
+                    self.rejected.reject(&self.stats, self.resource, &error, Some(&key));
+                    self.send(Event::Delete(self.resource, key))?;
+                }
                 Ok(WatchEvent::Error(status)) if status.code == 410 => return Ok(WatchEnd::Gone),
                 Ok(WatchEvent::Error(status)) => {
                     return Err(Failure::WatchError {
@@ -478,7 +470,7 @@ impl Watcher {
                     });
                 }
                 Err(e) => {
-                    self.skipped.skip(self.resource, &e);
+                    self.rejected.reject(&self.stats, self.resource, &e, None);
                     continue;
                 }
             }
@@ -645,30 +637,67 @@ impl Watcher {
 pub enum NextLine {
     /// The stream ended.
     End,
-    /// A line of `max` bytes or more: the stream cannot be followed.
+    /// A line of `max` bytes or more, read past (in the reader's pieces, never held
+    /// whole) without telling which object it was.
     TooLong,
     /// An empty line (a keep-alive).
     Blank,
-    /// An event, or why the line is not one.
+    /// An event, or why the line is not one. A line over `max` whose first `max` bytes
+    /// name its object is [`WatchEvent::Rejected`].
     Event(Result<WatchEvent, DecodeError>),
 }
 
-/// Reads and decodes the next line of a watch stream of `resource` into `line`. Public
-/// (hidden) so that the fuzz targets can feed it any byte stream (`clusterdns::fuzzing`).
+/// Reads and decodes the next line of a watch stream of `resource` into `line`. At most
+/// `max` bytes of a line are kept; the rest of a longer one is read and dropped, and
+/// only its start is looked at ([`decode::probe_event`]). Public (hidden) so that the
+/// fuzz targets can feed it any byte stream (`clusterdns::fuzzing`).
 #[doc(hidden)]
 pub fn next_line(stream: &mut impl BufRead, line: &mut Vec<u8>, max: u64, resource: Resource) -> io::Result<NextLine> {
     line.clear();
-    let read = stream.take(max).read_until(b'\n', line)?;
+    let read = io::Read::take(&mut *stream, max).read_until(b'\n', line)?;
     if read == 0 {
         return Ok(NextLine::End);
     }
-    if read as u64 == max && line.last() != Some(&b'\n') {
-        return Ok(NextLine::TooLong);
+    let next = if read as u64 == max && line.last() != Some(&b'\n') {
+        skip_line(stream, max.saturating_mul(SKIP_FACTOR))?;
+        match decode::probe_event(resource, line, max) {
+            Some(event) => NextLine::Event(Ok(event)),
+            None => NextLine::TooLong,
+        }
+    } else if line.trim_ascii().is_empty() {
+        NextLine::Blank
+    } else {
+        NextLine::Event(decode::decode_event(resource, line))
+    };
+    // A huge line's buffer is not kept for the small lines that follow.
+    if line.capacity() > 4 * READ_BUFFER {
+        *line = Vec::new();
     }
-    if line.trim_ascii().is_empty() {
-        return Ok(NextLine::Blank);
+    Ok(next)
+}
+
+/// Reads to the end of the line without keeping it; fails after `most` bytes.
+fn skip_line(stream: &mut impl BufRead, most: u64) -> io::Result<()> {
+    let mut skipped = 0u64;
+    loop {
+        let buf = stream.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            stream.consume(i + 1);
+            return Ok(());
+        }
+        let n = buf.len();
+        stream.consume(n);
+        skipped += n as u64;
+        if skipped > most {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a watch line longer than {}", crate::config::read::human_bytes(most)),
+            ));
+        }
     }
-    Ok(NextLine::Event(decode::decode_event(resource, line)))
 }
 
 /// Sends `event` to the builder; false once stopped, or when the builder is gone. A
@@ -729,8 +758,6 @@ enum Failure {
     WatchError { url: Box<str>, status: ApiStatus },
     /// The watch ended at once without delivering anything.
     ShortWatch { url: Box<str> },
-    /// A watch line longer than [`MAX_EVENT_LINE`].
-    LineTooLong { url: Box<str> },
     /// Not a failure: the watchers are stopping (or the builder is gone).
     Stopped,
 }
@@ -747,7 +774,6 @@ impl fmt::Display for Failure {
             Failure::Decode { url, error } => write!(f, "GET {url}: malformed list: {error}"),
             Failure::WatchError { url, status } => write!(f, "GET {url}: watch ended with an error: {status}"),
             Failure::ShortWatch { url } => write!(f, "GET {url}: the watch closed at once without any event"),
-            Failure::LineTooLong { url } => write!(f, "GET {url}: a watch event is longer than {MAX_EVENT_LINE} bytes"),
             Failure::Stopped => f.write_str("stopped"),
         }
     }
@@ -816,23 +842,34 @@ impl Jitter {
     }
 }
 
-/// Logs skipped malformed objects: the first at once, then at most one line a minute with
-/// the count, so that a stream of bad objects cannot flood the log.
+/// Logs rejected objects (malformed, over a cap, breaking an API rule): the first at
+/// once, then at most one line a minute with the count, so that a stream of bad objects
+/// cannot flood the log; every one is counted in [`ApiStats`] by reason.
 #[derive(Default)]
-struct SkipLog {
+struct RejectLog {
     unreported: u64,
     last_logged: Option<Instant>,
 }
 
-/// Least time between two "skipped malformed objects" lines.
-const SKIP_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Least time between two "rejected objects" lines.
+const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
-impl SkipLog {
-    fn skip(&mut self, resource: Resource, error: &DecodeError) {
+impl RejectLog {
+    fn reject(&mut self, stats: &ApiStats, resource: Resource, error: &DecodeError, key: Option<&ObjectKey>) {
+        stats.count_rejected(resource, error.reason());
         self.unreported += 1;
-        if self.last_logged.is_none_or(|at| at.elapsed() >= SKIP_LOG_INTERVAL) {
+        if self.last_logged.is_none_or(|at| at.elapsed() >= REJECT_LOG_INTERVAL) {
             let (count, name) = (self.unreported, resource.name());
-            log::warn!(target: LOG_TARGET, "skipped {count} malformed {name} object(s) from the API (latest: {error})");
+            let which = match key {
+                Some(k) if k.namespace.is_empty() => format!("{}: ", k.name),
+                Some(k) => format!("{}/{}: ", k.namespace, k.name),
+                None => String::new(),
+            };
+            log::warn!(
+                target: LOG_TARGET,
+                "rejected {count} {name} object(s) from the API (latest: {which}{error}; reason {})",
+                error.reason()
+            );
             self.unreported = 0;
             self.last_logged = Some(Instant::now());
         }
@@ -875,6 +912,8 @@ struct StatsInner {
     /// By (status code or `<error>`, host).
     requests: BTreeMap<(Box<str>, Box<str>), u64>,
     durations: BTreeMap<(Verb, Box<str>), DurationHistogram>,
+    /// Objects rejected, by resource and reason.
+    rejected: BTreeMap<(Resource, &'static str), u64>,
 }
 
 /// A copy of the counters at one moment.
@@ -884,6 +923,9 @@ pub struct ApiStatsSnapshot {
     pub requests: Vec<RequestCount>,
     /// Request durations by verb and host.
     pub durations: Vec<(Verb, Box<str>, DurationHistogram)>,
+    /// Objects rejected, by resource and reason
+    /// ([`DecodeError::reason`](super::decode::DecodeError::reason)).
+    pub rejected: Vec<(Resource, &'static str, u64)>,
 }
 
 /// Requests by method, result and host.
@@ -930,7 +972,12 @@ impl ApiStats {
                 .iter()
                 .map(|((verb, host), h)| (*verb, host.clone(), h.clone()))
                 .collect(),
+            rejected: inner.rejected.iter().map(|(&(r, why), &n)| (r, why, n)).collect(),
         }
+    }
+
+    fn count_rejected(&self, resource: Resource, reason: &'static str) {
+        *self.inner.lock().rejected.entry((resource, reason)).or_default() += 1;
     }
 
     fn count(&self, code: &str, host: &str) {
@@ -959,7 +1006,7 @@ impl ApiStats {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -1690,6 +1737,97 @@ mod tests {
             ]
         );
         watchers.stop();
+    }
+
+    #[test]
+    fn rejected_objects_are_counted_and_removed() {
+        let long = "x".repeat(64);
+        let (list_long, watch_long) = (long.clone(), long.clone());
+        let api = FakeApi::start(move |req, mut conn| {
+            if !req.is_watch() {
+                let bad = format!(r#"{{"metadata":{{"name":"{list_long}","namespace":"ns"}},"spec":{{}}}}"#);
+                return conn.json(200, &list_page(&[svc("a", 1), bad, svc("b", 2)], 10, ""));
+            }
+            conn.stream();
+            // `a` modified into a Service with an invalid port name: it goes.
+            conn.event(&event(
+                "MODIFIED",
+                r#"{"metadata":{"name":"a","namespace":"ns","resourceVersion":"11"},"spec":{"ports":[{"name":"-x-","port":1}]}}"#,
+            ));
+            // A name over 63 characters: not stored, nothing to remove.
+            conn.event(&event(
+                "ADDED",
+                &format!(r#"{{"metadata":{{"name":"{watch_long}","namespace":"ns","resourceVersion":"12"}}}}"#),
+            ));
+            conn.event(&event("ADDED", &svc("c", 13)));
+            conn.hold();
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let watchers = Watchers::start(config(vec![api.url.clone()]), tx);
+        assert_eq!(
+            take(&rx, 6),
+            [
+                "ListStart services",
+                "Upsert ns/a",
+                "Upsert ns/b",
+                "ListDone services",
+                "Delete ns/a",
+                "Upsert ns/c"
+            ]
+        );
+        let rejected = watchers.stats().snapshot().rejected;
+        assert_eq!(
+            rejected,
+            [
+                (Resource::Services, "invalid_name", 2),
+                (Resource::Services, "invalid_value", 1)
+            ]
+        );
+        watchers.stop();
+    }
+
+    #[test]
+    fn an_over_long_line_is_skipped_in_pieces_and_named_when_its_start_tells() {
+        let max = 200u64;
+        let pad = "x".repeat(1000);
+        let text = format!(
+            "{}\n{}\n{}\n{}\n",
+            // The object's metadata within the first 200 bytes: its key is known.
+            event(
+                "MODIFIED",
+                &format!(
+                    r#"{{"kind":"Service","metadata":{{"name":"big","namespace":"ns","resourceVersion":"5"}},"spec":{{"x":"{pad}"}}}}"#
+                )
+            ),
+            // The metadata itself too long: nothing is known.
+            event(
+                "ADDED",
+                &format!(r#"{{"metadata":{{"name":"big","annotations":{{"x":"{pad}"}}}}}}"#)
+            ),
+            event("ADDED", &svc("after", 6)),
+            "y".repeat(64 * 200 + 500),
+        );
+        let mut stream = BufReader::with_capacity(64, text.as_bytes());
+        let mut line = Vec::new();
+        let mut next = || next_line(&mut stream, &mut line, max, Resource::Services);
+        match next().unwrap() {
+            NextLine::Event(Ok(WatchEvent::Rejected {
+                key,
+                resource_version,
+                error,
+            })) => {
+                assert_eq!((&*key.namespace, &*key.name, &*resource_version), ("ns", "big", "5"));
+                assert_eq!(error, DecodeError::TooLarge(200));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(next().unwrap(), NextLine::TooLong));
+        assert!(matches!(
+            next().unwrap(),
+            NextLine::Event(Ok(WatchEvent::Upsert { .. }))
+        ));
+        // A line without end (64 times the cap and more) is no watch stream.
+        assert_eq!(next().unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]
