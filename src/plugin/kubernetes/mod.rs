@@ -276,6 +276,14 @@ impl Plugin for Kubernetes {
                 r.count as f64,
             );
         }
+        for (resource, reason, n) in api.iter().flat_map(|a| &a.rejected) {
+            out.counter(
+                "clusterdns_kubernetes_rejected_objects_total",
+                "Objects from the Kubernetes API not taken (malformed, over a cap of the API, or breaking one of its name rules), by resource and reason.",
+                &[("resource", resource.name()), ("reason", reason)],
+                *n as f64,
+            );
+        }
         for (verb, host, h) in api.iter().flat_map(|a| &a.durations) {
             out.histogram(
                 "coredns_kubernetes_rest_client_request_duration_seconds",
