@@ -46,9 +46,9 @@ const DEFAULT_RELOAD: Duration = Duration::from_secs(5);
 /// tens of MiB) to merged lists of about a million, which fit with room to spare.
 pub const MAX_FILE_BYTES: u64 = 128 << 20;
 /// Most name/address entries read from one file: 1,000,000, what bounds memory. The
-/// table costs about 40 to 60 bytes an entry (the names' own length most of it), so
-/// a full file takes some 50 MiB, and a re-read briefly twice that (the old table
-/// keeps serving while the new one is built).
+/// table costs about 40 to 70 bytes an entry (the names' own length much of it), so a
+/// full file takes some 50 MiB, and a re-read a quarter of that more (see
+/// [`FILE_SHARDS`]).
 pub const MAX_ENTRIES: usize = 1_000_000;
 /// The limits every read of the file obeys.
 const LIMITS: Limits = Limits {
@@ -98,14 +98,23 @@ struct HostsFile {
     data: ArcSwap<HostsData>,
 }
 
+/// Shards of the file's table. A re-read rebuilds them one at a time, each from its own
+/// pass over the file, and swaps each in as it is built: the re-read holds a quarter of
+/// a table more than serving does, where building the whole new table next to the old
+/// one would hold two. It reads the file four times instead of once (a million lines
+/// take well under a second a pass); only a change of the file costs that.
+pub const FILE_SHARDS: usize = 4;
+
+const _: () = assert!(FILE_SHARDS <= table::MAX_SHARDS);
+
 /// What looking at the file found.
-enum FileRead {
+enum FileCheck {
     /// The same version as served (or as last refused).
     Unchanged,
     /// No file (yet), or a directory: CoreDNS only warns at setup; nothing changes.
     Absent,
-    /// A new version, read whole.
-    Loaded(Box<Table>, Stamp),
+    /// A new version, opened.
+    Changed(std::fs::File, Stamp),
     /// A new version that is not served, and why.
     Refused(String, Stamp),
 }
@@ -346,93 +355,150 @@ impl Hosts {
 }
 
 impl HostsFile {
-    /// Looks at the file and reads it when its modification time or size changed since
-    /// the version served (or last refused), as CoreDNS's `readHosts` does, but only a
-    /// regular file, streamed line by line, and only within the limits.
-    fn read(&self, data: &HostsData) -> FileRead {
+    /// Looks at the file: a new version (its modification time or size changed since
+    /// the version served or last refused, as CoreDNS's `readHosts` compares) is opened
+    /// if it is a regular file within the byte limit.
+    fn check(&self, data: &HostsData) -> FileCheck {
         let meta = match std::fs::metadata(&self.path) {
-            Ok(meta) if meta.is_dir() => return FileRead::Absent,
+            Ok(meta) if meta.is_dir() => return FileCheck::Absent,
             Ok(meta) => meta,
-            Err(_) => return FileRead::Absent,
+            Err(_) => return FileCheck::Absent,
         };
         let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
         if data.stamp == Some(stamp) || data.refused == Some(stamp) {
-            return FileRead::Unchanged;
+            return FileCheck::Unchanged;
         }
         // Never blocks (a FIFO), never reads a device.
-        let file = match crate::config::read::open_regular(&self.path) {
-            Ok((file, _)) => file,
-            Err(e) => return FileRead::Refused(format!("it is {e}"), stamp),
-        };
-        if meta.len() > self.limits.bytes {
-            return FileRead::Refused(table::ReadError::TooLarge(self.limits.bytes).to_string(), stamp);
-        }
-        let reader = std::io::BufReader::with_capacity(64 << 10, file);
-        match Table::read(reader, &self.opts, self.limits) {
-            Ok(table) => FileRead::Loaded(Box::new(table), stamp),
-            Err(e) => FileRead::Refused(e.to_string(), stamp),
+        match crate::config::read::open_regular(&self.path) {
+            Ok(_) if meta.len() > self.limits.bytes => {
+                FileCheck::Refused(table::ReadError::TooLarge(self.limits.bytes).to_string(), stamp)
+            }
+            Ok((file, _)) => FileCheck::Changed(file, stamp),
+            Err(e) => FileCheck::Refused(format!("it is {e}"), stamp),
         }
     }
 
-    /// The read at setup: a file refused is an error for the configuration.
+    fn reader(file: std::fs::File) -> std::io::BufReader<std::fs::File> {
+        std::io::BufReader::with_capacity(64 << 10, file)
+    }
+
+    /// The read at setup (one pass, every shard at once: nothing is served yet): a file
+    /// refused is an error for the configuration.
     fn first_read(&self) -> Result<(), String> {
-        match self.read(&self.data.load()) {
-            FileRead::Unchanged | FileRead::Absent => Ok(()),
-            FileRead::Loaded(table, stamp) => {
-                self.serve(table, stamp);
+        let refused = |why: String| format!("hosts file '{}' refused: {why}", self.path.display());
+        match self.check(&self.data.load()) {
+            FileCheck::Unchanged | FileCheck::Absent => Ok(()),
+            FileCheck::Refused(why, _) => Err(refused(why)),
+            FileCheck::Changed(file, stamp) => {
+                let table = Table::read(Self::reader(file), &self.opts, self.limits, FILE_SHARDS)
+                    .map_err(|e| refused(e.to_string()))?;
+                self.publish(Arc::new(table), Some(stamp), None);
+                self.loaded();
                 Ok(())
             }
-            FileRead::Refused(why, _) => Err(format!("hosts file '{}' refused: {why}", self.path.display())),
         }
     }
 
     /// Re-reads the file if it changed. A file that disappears keeps the entries read
     /// before (as in CoreDNS); one over a limit, or that is no longer a regular file,
     /// is refused whole: the previous table keeps serving and the refusal is logged
-    /// once per version of the file.
+    /// once per version of the file. A file within the limits is read shard by shard
+    /// (see [`FILE_SHARDS`]); the first pass checks the limits on the whole file before
+    /// anything is swapped in.
     fn refresh(&self) {
         let data = self.data.load_full();
-        match self.read(&data) {
-            FileRead::Unchanged | FileRead::Absent => {}
-            FileRead::Loaded(table, stamp) => self.serve(table, stamp),
-            FileRead::Refused(why, stamp) => {
-                log::error!(
-                    target: "plugin/hosts",
-                    "hosts file {:?} refused: {why}; still serving the {} entries read before",
-                    self.path.display().to_string(),
-                    data.table.entries()
-                );
-                self.data.store(Arc::new(HostsData {
-                    table: data.table.clone(),
-                    stamp: data.stamp,
-                    refused: Some(stamp),
-                }));
-            }
+        let (file, stamp) = match self.check(&data) {
+            FileCheck::Unchanged | FileCheck::Absent => return,
+            FileCheck::Refused(why, stamp) => return self.refuse(&data, &why, stamp),
+            FileCheck::Changed(file, stamp) => (file, stamp),
+        };
+        if data.stamp.is_none() {
+            // Nothing from the file is served: one pass builds it all.
+            return match Table::read(Self::reader(file), &self.opts, self.limits, FILE_SHARDS) {
+                Ok(table) => {
+                    self.publish(Arc::new(table), Some(stamp), None);
+                    self.loaded();
+                }
+                Err(e) => self.refuse(&data, &e.to_string(), stamp),
+            };
         }
+        let served = data.stamp;
+        let mut table = data.table.clone();
+        // Not held while the shards are rebuilt: each old shard must be free to go once
+        // its successor is published.
+        drop(data);
+        let mut first: Option<table::Pass> = None;
+        let mut file = Some(file);
+        for k in 0..table.shard_count() {
+            let file = match file.take() {
+                Some(f) => f,
+                None => match crate::config::read::open_regular(&self.path) {
+                    Ok((f, _)) => f,
+                    Err(_) => return self.changed_while_read(),
+                },
+            };
+            let (next, pass) = match table.read_shard(Self::reader(file), &self.opts, self.limits, k) {
+                Ok(built) => built,
+                // Over a limit in the first pass: nothing was swapped in yet.
+                Err(e) if first.is_none() => return self.refuse(&self.data.load_full(), &e.to_string(), stamp),
+                Err(_) => return self.changed_while_read(),
+            };
+            if first.is_some_and(|p| p != pass) {
+                return self.changed_while_read();
+            }
+            first = Some(pass);
+            table = Arc::new(next);
+            let done = k + 1 == table.shard_count();
+            self.publish(table.clone(), if done { Some(stamp) } else { served }, None);
+        }
+        self.loaded();
     }
 
-    /// Publishes a new table; the old one is freed once no query holds it.
-    fn serve(&self, table: Box<Table>, stamp: Stamp) {
-        if table.long_lines() > 0 {
+    /// The file changed between two passes of a re-read: some shards hold the new
+    /// version, some the one before. The stamp served is still the old one, so the next
+    /// check reads the file again, whole.
+    fn changed_while_read(&self) {
+        log::warn!(
+            target: "plugin/hosts",
+            "hosts file {:?} changed while it was read; reading it again at the next check",
+            self.path.display().to_string()
+        );
+    }
+
+    /// Keeps what is served, and remembers the refused version so as not to read it (or
+    /// report it) again.
+    fn refuse(&self, data: &HostsData, why: &str, stamp: Stamp) {
+        log::error!(
+            target: "plugin/hosts",
+            "hosts file {:?} refused: {why}; still serving the {} entries read before",
+            self.path.display().to_string(),
+            data.table.entries()
+        );
+        self.publish(data.table.clone(), data.stamp, Some(stamp));
+    }
+
+    fn publish(&self, table: Arc<Table>, stamp: Option<Stamp>, refused: Option<Stamp>) {
+        self.data.store(Arc::new(HostsData { table, stamp, refused }));
+    }
+
+    /// Logs what the read that completed found.
+    fn loaded(&self) {
+        let data = self.data.load();
+        if data.table.long_lines() > 0 {
             log::warn!(
                 target: "plugin/hosts",
                 "hosts file {:?}: skipped {} line(s) longer than {} bytes",
                 self.path.display().to_string(),
-                table.long_lines(),
+                data.table.long_lines(),
                 table::MAX_LINE
             );
         }
         log::debug!(
             target: "plugin/hosts",
             "Parsed hosts file into {} entries ({} KiB)",
-            table.entries(),
-            table.heap_bytes() >> 10
+            data.table.entries(),
+            data.table.heap_bytes() >> 10
         );
-        self.data.store(Arc::new(HostsData {
-            table: Arc::from(table),
-            stamp: Some(stamp),
-            refused: None,
-        }));
     }
 }
 
@@ -1063,6 +1129,34 @@ mod tests {
                 "hosts file '{}' refused: it has more than 2 name/address entries",
                 path.display()
             )
+        );
+    }
+
+    #[test]
+    fn a_reread_rebuilds_every_shard() {
+        let dir = TempDir::new();
+        let path = dir.join("hosts");
+        let file = |third: u8| {
+            (0..100)
+                .map(|i| format!("10.0.{third}.{i} n{i}.example.org\n"))
+                .collect::<String>()
+        };
+        std::fs::write(&path, file(1)).unwrap();
+        let h = limited(&dir, LIMITS);
+        h.file.first_read().unwrap();
+        assert_eq!(h.file.data.load().table.shard_count(), FILE_SHARDS);
+        std::fs::write(&path, file(2) + "10.0.3.1 extra.example.org\n").unwrap();
+        h.file.refresh();
+        for i in [0, 33, 99] {
+            assert_eq!(
+                answered(&h, &format!("n{i}.example.org"), rtype::A),
+                [format!("n{i}.example.org. 3600 IN A 10.0.2.{i}")]
+            );
+        }
+        assert_eq!(h.entries(), 2 * 101);
+        assert_eq!(
+            h.reload_timestamp(),
+            Some(std::fs::metadata(&path).unwrap().modified().unwrap())
         );
     }
 

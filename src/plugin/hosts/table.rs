@@ -8,9 +8,12 @@
 //! Lines without an address and names outside the plugin's zones are skipped
 //! silently. An IPv4-mapped IPv6 address counts as IPv4, as Go's `To4` makes it.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io::{self, BufRead};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use crate::kubernetes::snapshot::FxHasher;
 
 use crate::dns::NameKey;
 use crate::dns::wire::{self, MAX_NAME_LEN};
@@ -206,80 +209,128 @@ fn group<T: Copy>(names: usize, pairs: &[(u32, T)]) -> (Vec<u32>, Vec<T>) {
     (at, out)
 }
 
-/// Lookup tables for one source of entries (the file, or the inline lines).
+/// One shard of a source's entries: the names that hash to it (exact and wildcard),
+/// and the PTR side of those names.
 #[derive(Debug, Default)]
-pub struct Table {
+struct Shard {
     /// Exact owner names (lower-cased wire) → addresses.
     names: AddrMap,
     /// `*.parent` entries, keyed by `parent` (lower-cased wire): they match exactly one
     /// label below it, as in current CoreDNS; the parent itself does not match.
     wildcards: AddrMap,
-    /// Address → the names (indexes into `names`) that carry it, for PTR answers:
-    /// sorted by address, each address's names in file order.
-    reverse_v4: Vec<(Ipv4Addr, u32)>,
-    reverse_v6: Vec<(Ipv6Addr, u32)>,
+    /// Address → the names (indexes into `names`) that carry it, for PTR answers, with
+    /// the pair's place in the file: sorted by address, then place.
+    reverse_v4: Vec<(Ipv4Addr, u32, u32)>,
+    reverse_v6: Vec<(Ipv6Addr, u32, u32)>,
     /// CoreDNS's entry count: every name/address pair, counted once per table it is in.
     entries: usize,
-    /// Lines over [`MAX_LINE`], skipped.
+}
+
+impl Shard {
+    fn heap_bytes(&self) -> usize {
+        self.names.bytes() + self.wildcards.bytes() + 12 * self.reverse_v4.capacity() + 24 * self.reverse_v6.capacity()
+    }
+}
+
+/// The shard a name (lower-cased wire) belongs in, of `shards`: a fixed hash, the same
+/// for every read, so that a lookup finds the shard a name was put in.
+fn shard_of(name: &[u8], shards: usize) -> usize {
+    if shards == 1 {
+        return 0;
+    }
+    let mut h = FxHasher::default();
+    h.write(name);
+    (h.finish() >> 32) as usize % shards
+}
+
+/// Lookup tables for one source of entries (the file, or the inline lines), in shards
+/// that can be rebuilt one at a time: a re-read of the file builds one shard while the
+/// others serve, so it costs a fraction of a table, not a second one.
+#[derive(Debug)]
+pub struct Table {
+    shards: Vec<Arc<Shard>>,
+    /// Lines over [`MAX_LINE`], skipped by the read that built the table.
     long_lines: usize,
 }
 
-/// What a read collects before the tables are laid out.
+impl Default for Table {
+    fn default() -> Self {
+        Table::empty(1)
+    }
+}
+
+/// What one pass over a file saw, whatever shards it built: to tell a file from another
+/// version of it, and to check the limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pass {
+    /// A hash of every byte read.
+    pub hash: u64,
+    /// Lines over [`MAX_LINE`], skipped.
+    pub long_lines: usize,
+}
+
+/// What a pass collects for one shard before its tables are laid out.
 #[derive(Default)]
 struct Builder {
-    table: Table,
+    shard: Shard,
     /// (name index, address) in file order, for `names` and `wildcards`.
     v4: Vec<(u32, Ipv4Addr)>,
     v6: Vec<(u32, Ipv6Addr)>,
     wild_v4: Vec<(u32, Ipv4Addr)>,
     wild_v6: Vec<(u32, Ipv6Addr)>,
-    /// Forward pairs kept, for the entry limit.
-    pairs: usize,
 }
 
 impl Table {
-    /// Parses hosts-file text (bytes, since a hosts file need not be UTF-8).
+    /// A table of `shards` empty shards.
+    pub fn empty(shards: usize) -> Table {
+        Table {
+            shards: (0..shards.max(1)).map(|_| Arc::new(Shard::default())).collect(),
+            long_lines: 0,
+        }
+    }
+
+    /// Parses hosts-file text (bytes, since a hosts file need not be UTF-8), in one shard.
     pub fn parse(text: &[u8], opts: &ParseOptions) -> Table {
         let unlimited = Limits {
             bytes: u64::MAX,
             entries: usize::MAX,
         };
-        Table::read(text, opts, unlimited).unwrap_or_default()
+        Table::read(text, opts, unlimited, 1).unwrap_or_default()
     }
 
-    /// Reads a hosts file line by line (one line in memory at a time) into a new table,
-    /// refusing it whole when it passes a limit: what is served is always one whole
-    /// file, never the first part of one.
-    pub fn read(mut reader: impl BufRead, opts: &ParseOptions, limits: Limits) -> Result<Table, ReadError> {
-        let mut b = Builder::default();
-        let mut line = Vec::new();
-        let mut total = 0u64;
-        loop {
-            line.clear();
-            let n = io::Read::take(&mut reader, MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut line)
-                .map_err(ReadError::Io)?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            if n > MAX_LINE && line.last() != Some(&b'\n') {
-                // Skipped in the reader's pieces, and no further than the byte limit:
-                // an endless line (`/dev/zero`) ends the read there.
-                let left = limits.bytes.saturating_sub(total);
-                total += skip_line(&mut reader, left).map_err(ReadError::Io)?;
-                b.table.long_lines += 1;
-            } else {
-                b.line(&line, opts);
-            }
-            if total > limits.bytes {
-                return Err(ReadError::TooLarge(limits.bytes));
-            }
-            if b.pairs > limits.entries {
-                return Err(ReadError::TooManyEntries(limits.entries));
-            }
-        }
-        Ok(b.finish())
+    /// Reads a hosts file line by line (one line in memory at a time) into a new table
+    /// of `shards` shards, refusing it whole when it passes a limit: what is served is
+    /// always one whole file, never the first part of one.
+    pub fn read(reader: impl BufRead, opts: &ParseOptions, limits: Limits, shards: usize) -> Result<Table, ReadError> {
+        let shards = shards.max(1);
+        let (built, pass) = read_pass(reader, opts, limits, shards, 0..shards)?;
+        Ok(Table {
+            shards: built.into_iter().map(Arc::new).collect(),
+            long_lines: pass.long_lines,
+        })
+    }
+
+    /// Reads the file again, building shard `k` only (every line is still read, hashed
+    /// and counted against the limits).
+    pub fn read_shard(
+        &self,
+        reader: impl BufRead,
+        opts: &ParseOptions,
+        limits: Limits,
+        k: usize,
+    ) -> Result<(Table, Pass), ReadError> {
+        let (mut built, pass) = read_pass(reader, opts, limits, self.shards.len(), k..k + 1)?;
+        let mut next = Table {
+            shards: self.shards.clone(),
+            long_lines: pass.long_lines,
+        };
+        next.shards[k] = Arc::new(built.pop().unwrap_or_default());
+        Ok((next, pass))
+    }
+
+    /// How many shards the table has.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 
     /// The IPv4 addresses of `name`: its own, or else those of a wildcard one label up.
@@ -295,10 +346,11 @@ impl Table {
     /// CoreDNS looks a name up per address family: the exact name first, then the
     /// wildcard made by replacing its first label with `*`.
     fn lookup<'t, T>(&'t self, name: &NameKey, family: impl Fn(&'t AddrMap, usize) -> &'t [T]) -> &'t [T] {
-        if let Some(found) = self
-            .names
+        let n = self.shards.len();
+        let exact = &self.shards[shard_of(name.wire(), n)].names;
+        if let Some(found) = exact
             .find(name.wire())
-            .map(|i| family(&self.names, i))
+            .map(|i| family(exact, i))
             .filter(|a| !a.is_empty())
         {
             return found;
@@ -306,21 +358,32 @@ impl Table {
         if name.label_count() == 0 {
             return &[];
         }
-        self.wildcards
-            .find(name.suffix(1))
-            .map_or(&[], |i| family(&self.wildcards, i))
+        let parent = name.suffix(1);
+        let wild = &self.shards[shard_of(parent, n)].wildcards;
+        wild.find(parent).map_or(&[], |i| family(wild, i))
     }
 
-    /// The names (lower-cased wire) that carry `addr`, for PTR answers, in file order.
+    /// The names (lower-cased wire) that carry `addr`, for PTR answers, in file order
+    /// (the shards' runs merged by place; nothing is allocated).
     pub fn names_of(&self, addr: IpAddr) -> impl Iterator<Item = &[u8]> + '_ {
-        let (v4, v6) = match addr {
-            IpAddr::V4(a) => (same_address(&self.reverse_v4, a), &[][..]),
-            IpAddr::V6(a) => (&[][..], same_address(&self.reverse_v6, a)),
-        };
-        v4.iter()
-            .map(|p| p.1)
-            .chain(v6.iter().map(|p| p.1))
-            .map(|i| self.names.name(i as usize))
+        let mut runs = [Run::V4(&[]); MAX_SHARDS];
+        let mut owners: [&Shard; MAX_SHARDS] = [&EMPTY_SHARD; MAX_SHARDS];
+        for (k, shard) in self.shards.iter().enumerate().take(MAX_SHARDS) {
+            owners[k] = shard;
+            runs[k] = match addr {
+                IpAddr::V4(a) => Run::V4(same_address(&shard.reverse_v4, a)),
+                IpAddr::V6(a) => Run::V6(same_address(&shard.reverse_v6, a)),
+            };
+        }
+        std::iter::from_fn(move || {
+            let (k, id, _) = runs
+                .iter()
+                .enumerate()
+                .filter_map(|(k, run)| run.head().map(|(id, place)| (k, id, place)))
+                .min_by_key(|&(_, _, place)| place)?;
+            runs[k].advance();
+            Some(owners[k].names.name(id as usize))
+        })
     }
 
     /// Whether any name carries `addr`.
@@ -331,7 +394,7 @@ impl Table {
     /// The number of entries, as CoreDNS's `coredns_hosts_entries` counts them: one per
     /// name/address pair in the forward tables plus one per pair in the reverse table.
     pub fn entries(&self) -> usize {
-        self.entries
+        self.shards.iter().map(|s| s.entries).sum()
     }
 
     /// Lines longer than [`MAX_LINE`] that were skipped.
@@ -339,45 +402,130 @@ impl Table {
         self.long_lines
     }
 
-    /// The heap the table holds, in bytes (the hash seeds and the struct aside).
+    /// The heap the table holds, in bytes (the hash seeds and the structs aside).
     pub fn heap_bytes(&self) -> usize {
-        self.names.bytes() + self.wildcards.bytes() + 8 * self.reverse_v4.capacity() + 20 * self.reverse_v6.capacity()
+        self.shards.iter().map(|s| s.heap_bytes()).sum()
     }
 }
 
+/// Most shards a table has (the file's table has [`FILE_SHARDS`](super::FILE_SHARDS)).
+pub const MAX_SHARDS: usize = 8;
+
+static EMPTY_SHARD: std::sync::LazyLock<Shard> = std::sync::LazyLock::new(Shard::default);
+
+/// Reads every line of `reader`, building the shards in `build` (of `shards`), checking
+/// the limits on every line whatever it builds.
+fn read_pass(
+    mut reader: impl BufRead,
+    opts: &ParseOptions,
+    limits: Limits,
+    shards: usize,
+    build: std::ops::Range<usize>,
+) -> Result<(Vec<Shard>, Pass), ReadError> {
+    let mut builders: Vec<Builder> = build.clone().map(|_| Builder::default()).collect();
+    let mut line = Vec::new();
+    let mut total = 0u64;
+    let mut pairs = 0usize;
+    let mut hash = FxHasher::default();
+    let mut long_lines = 0;
+    loop {
+        line.clear();
+        let n = io::Read::take(&mut reader, MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(ReadError::Io)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hash.write(&line);
+        if n > MAX_LINE && line.last() != Some(&b'\n') {
+            // Skipped in the reader's pieces, and no further than the byte limit:
+            // an endless line (`/dev/zero`) ends the read there.
+            let left = limits.bytes.saturating_sub(total);
+            total += skip_line(&mut reader, left).map_err(ReadError::Io)?;
+            long_lines += 1;
+        } else {
+            for_each_pair(&line, opts, |addr, name| {
+                let k = shard_of(name.strip_prefix(b"\x01*").unwrap_or(name), shards);
+                if build.contains(&k) {
+                    builders[k - build.start].add(addr, name, pairs as u32, opts);
+                }
+                pairs += 1;
+            });
+        }
+        if total > limits.bytes {
+            return Err(ReadError::TooLarge(limits.bytes));
+        }
+        if pairs > limits.entries {
+            return Err(ReadError::TooManyEntries(limits.entries));
+        }
+    }
+    let pass = Pass {
+        hash: hash.finish(),
+        long_lines,
+    };
+    Ok((builders.into_iter().map(Builder::finish).collect(), pass))
+}
+
 /// The run of `pairs` (sorted by address) for address `a`.
-fn same_address<A: Ord + Copy>(pairs: &[(A, u32)], a: A) -> &[(A, u32)] {
+fn same_address<A: Ord + Copy>(pairs: &[(A, u32, u32)], a: A) -> &[(A, u32, u32)] {
     let from = pairs.partition_point(|p| p.0 < a);
     let to = from + pairs[from..].partition_point(|p| p.0 <= a);
     &pairs[from..to]
 }
 
-impl Builder {
-    fn line(&mut self, line: &[u8], opts: &ParseOptions) {
-        let line = line.split(|&b| b == b'#').next().unwrap_or_default();
-        let mut fields = line.split(|&b| is_space(b)).filter(|f| !f.is_empty());
-        let Some(addr) = fields
-            .next()
-            .and_then(|f| std::str::from_utf8(f).ok())
-            .and_then(parse_addr)
-        else {
-            return;
-        };
-        for field in fields {
-            // A field that is not UTF-8 or not a valid name can never match a
-            // query; CoreDNS keeps it under a key nothing looks up, we drop it.
-            if let Some(name) = std::str::from_utf8(field).ok().and_then(wire::name_from_str) {
-                self.add(addr, &name, opts);
-            }
+/// One shard's reverse entries for one address: (address, name index, place).
+#[derive(Clone, Copy)]
+enum Run<'a> {
+    V4(&'a [(Ipv4Addr, u32, u32)]),
+    V6(&'a [(Ipv6Addr, u32, u32)]),
+}
+
+impl Run<'_> {
+    /// The first entry's (name index, place).
+    fn head(&self) -> Option<(u32, u32)> {
+        match self {
+            Run::V4(r) => r.first().map(|p| (p.1, p.2)),
+            Run::V6(r) => r.first().map(|p| (p.1, p.2)),
         }
     }
 
-    fn add(&mut self, addr: IpAddr, name: &[u8], opts: &ParseOptions) {
-        if !opts.zones.iter().any(|z| wire::zone_suffix_at(name, z).is_some()) {
-            return;
+    fn advance(&mut self) {
+        match self {
+            Run::V4(r) => *r = &r[1..],
+            Run::V6(r) => *r = &r[1..],
         }
-        self.pairs += 1;
-        let t = &mut self.table;
+    }
+}
+
+/// Calls `f` with each (address, name) pair a line holds, names lower-cased wire and in
+/// the zones.
+fn for_each_pair(line: &[u8], opts: &ParseOptions, mut f: impl FnMut(IpAddr, &[u8])) {
+    let line = line.split(|&b| b == b'#').next().unwrap_or_default();
+    let mut fields = line.split(|&b| is_space(b)).filter(|f| !f.is_empty());
+    let Some(addr) = fields
+        .next()
+        .and_then(|f| std::str::from_utf8(f).ok())
+        .and_then(parse_addr)
+    else {
+        return;
+    };
+    for field in fields {
+        // A field that is not UTF-8 or not a valid name can never match a
+        // query; CoreDNS keeps it under a key nothing looks up, we drop it.
+        let Some(name) = std::str::from_utf8(field).ok().and_then(wire::name_from_str) else {
+            continue;
+        };
+        if opts.zones.iter().any(|z| wire::zone_suffix_at(&name, z).is_some()) {
+            f(addr, &name);
+        }
+    }
+}
+
+impl Builder {
+    /// Adds the pair that is the `place`-th of the file.
+    fn add(&mut self, addr: IpAddr, name: &[u8], place: u32, opts: &ParseOptions) {
+        let t = &mut self.shard;
         // A leading `*` label makes a wildcard entry, which never gets a PTR record.
         if let Some(parent) = name.strip_prefix(b"\x01*") {
             let i = t.wildcards.intern(parent);
@@ -396,23 +544,23 @@ impl Builder {
         t.entries += 1;
         if opts.auto_reverse {
             match addr {
-                IpAddr::V4(a) => t.reverse_v4.push((a, i)),
-                IpAddr::V6(a) => t.reverse_v6.push((a, i)),
+                IpAddr::V4(a) => t.reverse_v4.push((a, i, place)),
+                IpAddr::V6(a) => t.reverse_v6.push((a, i, place)),
             }
             t.entries += 1;
         }
     }
 
-    fn finish(mut self) -> Table {
-        let t = &mut self.table;
+    fn finish(mut self) -> Shard {
+        let t = &mut self.shard;
         t.names.finish(&self.v4, &self.v6);
         t.wildcards.finish(&self.wild_v4, &self.wild_v6);
-        // Stable: an address's names stay in file order.
-        t.reverse_v4.sort_by_key(|p| p.0);
-        t.reverse_v6.sort_by_key(|p| p.0);
+        // Places are unique and pushed in order: an address's names end in file order.
+        t.reverse_v4.sort_unstable_by_key(|p| (p.0, p.2));
+        t.reverse_v6.sort_unstable_by_key(|p| (p.0, p.2));
         t.reverse_v4.shrink_to_fit();
         t.reverse_v6.shrink_to_fit();
-        self.table
+        self.shard
     }
 }
 
@@ -618,18 +766,18 @@ bogus line here
     fn a_file_over_a_limit_is_refused_whole() {
         let text = b"10.0.0.1 a.org b.org\n10.0.0.2 c.org\n";
         let o = opts(&["."], true);
-        assert_eq!(Table::read(&text[..], &o, limits(100, 3)).unwrap().entries(), 6);
+        assert_eq!(Table::read(&text[..], &o, limits(100, 3), 4).unwrap().entries(), 6);
         assert!(matches!(
-            Table::read(&text[..], &o, limits(100, 2)),
+            Table::read(&text[..], &o, limits(100, 2), 4),
             Err(ReadError::TooManyEntries(2))
         ));
         assert!(matches!(
-            Table::read(&text[..], &o, limits(30, 10)),
+            Table::read(&text[..], &o, limits(30, 10), 4),
             Err(ReadError::TooLarge(30))
         ));
         // Names outside the zones cost nothing.
         let o = opts(&["c.org."], true);
-        assert_eq!(Table::read(&text[..], &o, limits(100, 1)).unwrap().entries(), 2);
+        assert_eq!(Table::read(&text[..], &o, limits(100, 1), 4).unwrap().entries(), 2);
         assert_eq!(
             ReadError::TooManyEntries(1_000_000).to_string(),
             "it has more than 1000000 name/address entries"
@@ -641,7 +789,7 @@ bogus line here
         // /dev/zero is one endless line: it is skipped in pieces, never held.
         let zero = std::io::BufReader::new(std::fs::File::open("/dev/zero").unwrap());
         assert!(matches!(
-            Table::read(zero, &opts(&["."], true), limits(1 << 20, 10)),
+            Table::read(zero, &opts(&["."], true), limits(1 << 20, 10), 4),
             Err(ReadError::TooLarge(_))
         ));
     }
@@ -653,7 +801,7 @@ bogus line here
         text.extend_from_slice(b" long.org\n10.0.0.3 after.org\n");
         // Read in small pieces, as from a file.
         let reader = std::io::BufReader::with_capacity(1000, &text[..]);
-        let t = Table::read(reader, &opts(&["."], false), limits(u64::MAX, 10)).unwrap();
+        let t = Table::read(reader, &opts(&["."], false), limits(u64::MAX, 10), 4).unwrap();
         assert_eq!(t.long_lines(), 1);
         assert_eq!(t.v4(&key("before.org")).len(), 1);
         assert!(t.v4(&key("long.org")).is_empty());
@@ -679,6 +827,60 @@ bogus line here
         eprintln!("hosts table: {per_line} bytes a line (names of 30 bytes, with PTR)");
         // The names are 31 bytes of wire each: the rest must stay small.
         assert!(per_line < 80, "{per_line} bytes a line");
+    }
+
+    #[test]
+    fn shards_answer_as_one_table_and_rebuild_one_at_a_time() {
+        // Names spread over the shards; one address carried by names in several of them.
+        let mut text = String::new();
+        for i in 0..200 {
+            text.push_str(&format!(
+                "10.0.0.1 n{i}.org\n10.0.{}.{} n{i}.org *.w{i}.org\n",
+                i / 250,
+                i % 250 + 2
+            ));
+        }
+        let o = opts(&["."], true);
+        let one = Table::read(text.as_bytes(), &o, limits(u64::MAX, 10_000), 1).unwrap();
+        let four = Table::read(text.as_bytes(), &o, limits(u64::MAX, 10_000), 4).unwrap();
+        assert!(four.shards.iter().all(|s| s.entries > 0), "every shard holds some");
+        assert_eq!(one.entries(), four.entries());
+        for i in [0, 77, 199] {
+            for t in [&one, &four] {
+                assert_eq!(t.v4(&key(&format!("n{i}.org"))).len(), 2);
+                assert_eq!(t.v4(&key(&format!("x.w{i}.org"))).len(), 1);
+            }
+        }
+        // The names of 10.0.0.1 come in file order across the shards.
+        let want: Vec<String> = (0..200).map(|i| format!("n{i}.org.")).collect();
+        assert_eq!(names(&four, "10.0.0.1"), want);
+        assert_eq!(names(&one, "10.0.0.1"), want);
+        // A re-read of shard 2 from a changed file changes only that shard.
+        let changed = text.replace("10.0.0.1 ", "10.9.9.9 ");
+        let (next, pass) = four
+            .read_shard(changed.as_bytes(), &o, limits(u64::MAX, 10_000), 2)
+            .unwrap();
+        assert_eq!(pass.long_lines, 0);
+        for k in [0, 1, 3] {
+            assert!(Arc::ptr_eq(&four.shards[k], &next.shards[k]));
+        }
+        assert!(!Arc::ptr_eq(&four.shards[2], &next.shards[2]));
+        let moved = names(&next, "10.9.9.9");
+        assert!(!moved.is_empty() && moved.len() < 200, "{}", moved.len());
+        // Every pass checks the whole file against the limits.
+        assert!(matches!(
+            four.read_shard(changed.as_bytes(), &o, limits(u64::MAX, 100), 3),
+            Err(ReadError::TooManyEntries(100))
+        ));
+        // The pass's hash tells two versions apart.
+        let (_, again) = four
+            .read_shard(changed.as_bytes(), &o, limits(u64::MAX, 10_000), 0)
+            .unwrap();
+        let (_, before) = four
+            .read_shard(text.as_bytes(), &o, limits(u64::MAX, 10_000), 0)
+            .unwrap();
+        assert_eq!(again, pass);
+        assert_ne!(before, pass);
     }
 
     #[test]
