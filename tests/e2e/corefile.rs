@@ -396,6 +396,37 @@ fn import_errors_name_file_and_line() {
     );
 }
 
+#[test]
+fn imports_and_the_corefile_are_bounded() {
+    // A device, a directory: refused before a byte is read.
+    assert_rejected(
+        "example.org {\n    bind 127.0.0.1\n    whoami\n    import /dev/zero\n}\n",
+        &[],
+        "Corefile:4 - Error during parsing: Could not import /dev/zero: not a regular file (a character device)",
+    );
+    assert_rejected(
+        "example.org {\n    bind 127.0.0.1\n    import /\n}\n",
+        &[],
+        "Corefile:3 - Error during parsing: Could not import /: not a regular file (a directory)",
+    );
+    // `-conf stdin` reads through the same 1 MiB cap as a file.
+    let dir = Scratch::new("stdin-cap");
+    // Just over (the writer must not outlive the reader by more than a pipe's worth).
+    let big = format!("example.org {{\n    whoami\n}}\n{}", "# padding\n".repeat(104_860));
+    assert!(big.len() > 1 << 20 && big.len() < (1 << 20) + 1000);
+    let (code, out, err) = run(&["-check", "-conf", "stdin"], &dir.0, Some(&big));
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (1, "", "stdin: larger than 1 MiB\n")
+    );
+    // The Corefile itself must be a regular file.
+    let (code, _, err) = run(&["-check", "-conf", "/dev/zero"], &dir.0, None);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "/dev/zero: not a regular file (a character device)\n")
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // Errors
 
