@@ -47,7 +47,7 @@ const DEFAULT_RELOAD: Duration = Duration::from_secs(5);
 pub const MAX_FILE_BYTES: u64 = 128 << 20;
 /// Most name/address entries read from one file: 1,000,000, what bounds memory. The
 /// table costs about 40 to 70 bytes an entry (the names' own length much of it), so a
-/// full file takes some 50 MiB, and a re-read a quarter of that more (see
+/// full file takes some 50 MiB, and a re-read half of that more at most (see
 /// [`FILE_SHARDS`]).
 pub const MAX_ENTRIES: usize = 1_000_000;
 /// The limits every read of the file obeys.
@@ -99,9 +99,9 @@ struct HostsFile {
 }
 
 /// Shards of the file's table. A re-read rebuilds them one at a time, each from its own
-/// pass over the file, and swaps each in as it is built: the re-read holds a quarter of
-/// a table more than serving does, where building the whole new table next to the old
-/// one would hold two. It reads the file four times instead of once (a million lines
+/// pass over the file, and swaps each in as it is built: the re-read holds one shard
+/// more than serving does (with its build's scratch, a third to a half of a table),
+/// where building the whole new table next to the old one would hold two. It reads the file four times instead of once (a million lines
 /// take well under a second a pass); only a change of the file costs that.
 pub const FILE_SHARDS: usize = 4;
 
