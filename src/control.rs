@@ -226,7 +226,11 @@ impl Controller {
             log::warn!(target: "plugin/reload", "the Corefile came from stdin or is the built-in default: nothing to reload");
             return;
         };
-        let text_digest = std::fs::read(&path).map(|t| sha512_hex(&t)).unwrap_or_default();
+        // Read like the Corefile itself (a regular file, bounded): a FIFO or a device
+        // put in its place must not block or grow the control thread.
+        let text_digest = crate::config::read::read_regular(&path, crate::config::read::MAX_FILE_BYTES)
+            .map(|t| sha512_hex(&t))
+            .unwrap_or_default();
         let source = match runtime::load_corefile(Some(&path.to_string_lossy()), self.opts.port) {
             Ok(s) => s,
             Err(e) => return self.failed(&text_digest, &e.to_string()),

@@ -868,6 +868,31 @@ fn a_broken_corefile_on_reload_keeps_the_old_one_serving_and_is_counted() {
     );
 }
 
+/// A FIFO put where the Corefile was: the reload fails at once with the file named
+/// (it is not a regular file) instead of blocking the control thread on the FIFO's
+/// open, the old configuration keeps serving, and the next good Corefile reloads.
+#[test]
+fn a_fifo_in_place_of_the_corefile_fails_the_reload_without_blocking() {
+    let good = "example.org:{port} {\n    bind 127.0.0.1\n    hosts {\n        {ip} a.example.org\n    }\n}\n";
+    let s = Launch::new(&fill(good, &[("ip", OLD_IP)])).up();
+    std::fs::remove_file(&s.corefile).unwrap();
+    let path = std::ffi::CString::new(s.corefile.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    usr1(&s, 1);
+    wait_lines(&s, RELOAD_FAILED, 1, Duration::from_secs(3));
+    let out = s.output();
+    let line = out.lines().find(|l| l.contains(RELOAD_FAILED)).unwrap();
+    assert!(line.contains("not a regular file"), "{line}");
+    assert!(answer_is(&udp_answer(&s), OLD_IP));
+    // The control thread is free: a good Corefile in its place reloads.
+    std::fs::remove_file(&s.corefile).unwrap();
+    rewrite(&s, &fill(good, &[("ip", NEW_IP)]));
+    usr1(&s, 2);
+    wait_lines(&s, SHA_LINE, 2, Duration::from_secs(3));
+    assert!(answer_is(&udp_answer(&s), NEW_IP));
+}
+
 // ------------------------------------------------------------------------------------
 // 5. A reload that changes the listen addresses
 
