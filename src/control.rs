@@ -347,13 +347,7 @@ pub fn spawn_health_probe(shared: Arc<ArcSwap<Server>>, stop: StopFlag) {
             let Some(h) = shared.load().process.health else {
                 continue;
             };
-            let addr = match h.addr {
-                SocketAddr::V4(a) if a.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], a.port())),
-                SocketAddr::V6(a) if a.ip().is_unspecified() => {
-                    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-                }
-                a => a,
-            };
+            let addr = http::local_target(h.addr);
             let t = Instant::now();
             let ok = http::get_ok(addr, "/health", Duration::from_secs(3));
             let took = t.elapsed();

@@ -240,7 +240,7 @@ impl Server {
     /// Listens on `addr` (bound here, so that an error is the caller's) and serves it;
     /// returns the address bound (the real port when 0 was asked).
     pub fn listen(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
-        let std = std::net::TcpListener::bind(addr)?;
+        let std = bind_listener(addr)?;
         // A longer queue than std's 128, for connections completed while the loop is busy.
         // SAFETY: listen(2) on a socket we own, already listening: it only resizes the queue.
         unsafe {
@@ -753,11 +753,88 @@ pub fn get_ok(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
     head[..n].starts_with(b"HTTP/1.1 200") || head[..n].starts_with(b"HTTP/1.0 200")
 }
 
+/// `[::]:port`: what an address-less `:port` stands for. Go, and so CoreDNS, listens on
+/// every address of both families there; [`Server::listen`] does too (IPv4 through
+/// IPv4-mapped addresses), and on a host without IPv6 on every IPv4 address.
+pub fn every_address(port: u16) -> SocketAddr {
+    SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))
+}
+
+/// Where this host reaches an endpoint listening on `addr`: loopback for a wildcard
+/// (IPv4's, which a dual-stack or IPv4-only wildcard both accept).
+pub fn local_target(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
+/// A listening socket on `addr`; `[::]` takes both families (IPV6_V6ONLY off, whatever
+/// the host's default), or IPv4 alone on a host without IPv6.
+fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    if !(addr.is_ipv6() && addr.ip().is_unspecified()) {
+        return std::net::TcpListener::bind(addr);
+    }
+    match dual_stack_listener(addr) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)) => {
+            std::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], addr.port())))
+        }
+        other => other,
+    }
+}
+
+fn dual_stack_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let check = |r: libc::c_int| if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) };
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    let fd = unsafe {
+        OwnedFd::from_raw_fd(check(libc::socket(
+            libc::AF_INET6,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?)
+    };
+    let raw = fd.as_raw_fd();
+    for (level, opt, value) in [
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR, 1),
+        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0),
+    ] {
+        let v: libc::c_int = value;
+        // SAFETY: `v` lives across the call and its size is passed.
+        check(unsafe {
+            libc::setsockopt(
+                raw,
+                level,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })?;
+    }
+    // SAFETY: a zeroed sockaddr_in6 is valid; family and port are set, the address is ::.
+    let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    sin6.sin6_port = addr.port().to_be();
+    // SAFETY: `sin6` is a valid sockaddr_in6 of the length passed.
+    check(unsafe {
+        libc::bind(
+            raw,
+            (&sin6 as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: listen(2) on the socket just bound.
+    check(unsafe { libc::listen(raw, BACKLOG) })?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
 /// Parses a CoreDNS-style listen address: `:8080`, `127.0.0.1:8181`, `[::1]:9153`,
-/// `localhost:9153` (localhost means 127.0.0.1).
+/// `localhost:9153` (localhost means 127.0.0.1). A port alone means every address of
+/// both families ([`every_address`]).
 pub fn parse_listen(s: &str) -> Option<SocketAddr> {
     if let Some(port) = s.strip_prefix(':') {
-        return Some(SocketAddr::from(([0, 0, 0, 0], port.parse().ok()?)));
+        return Some(every_address(port.parse().ok()?));
     }
     if let Some(port) = s.strip_prefix("localhost:") {
         return Some(SocketAddr::from(([127, 0, 0, 1], port.parse().ok()?)));
@@ -872,9 +949,24 @@ mod tests {
         assert!(get(b, "/health").starts_with("HTTP/1.1 200 OK\r\n"));
     }
 
+    /// An address-less `:PORT` listens on both families, as CoreDNS's Go listener
+    /// does: an IPv6-only cluster's probes reach it (and so do IPv4 ones).
+    #[test]
+    fn an_address_less_port_listens_on_both_families() {
+        let (s, _) = server();
+        let bound = s.listen(every_address(0)).unwrap();
+        assert!(bound.ip().is_unspecified(), "{bound}");
+        for ip in ["127.0.0.1", "::1"] {
+            let to = SocketAddr::new(ip.parse().unwrap(), bound.port());
+            assert!(get(to, "/health").starts_with("HTTP/1.1 200 OK\r\n"), "{to}");
+        }
+        assert_eq!(local_target(bound).to_string(), format!("127.0.0.1:{}", bound.port()));
+    }
+
     #[test]
     fn listen_addresses() {
-        assert_eq!(parse_listen(":8080"), Some("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(parse_listen(":8080"), Some("[::]:8080".parse().unwrap()));
+        assert_eq!(parse_listen("0.0.0.0:8080"), Some("0.0.0.0:8080".parse().unwrap()));
         assert_eq!(parse_listen("localhost:9153"), Some("127.0.0.1:9153".parse().unwrap()));
         assert_eq!(parse_listen("[::1]:8181"), Some("[::1]:8181".parse().unwrap()));
         assert_eq!(parse_listen("nonsense"), None);

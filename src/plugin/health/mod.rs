@@ -22,7 +22,7 @@ pub fn parse(dirs: &[&Directive]) -> Result<Health, ConfigError> {
     let addr = match d.args.first() {
         Some(a) => crate::http::parse_listen(a.as_str())
             .ok_or_else(|| ConfigError::at(&a.loc, format!("health: invalid address '{}'", a.as_str())))?,
-        None => SocketAddr::from(([0, 0, 0, 0], 8080)),
+        None => crate::http::every_address(8080),
     };
     let mut lameduck = Duration::ZERO;
     for opt in d.options() {

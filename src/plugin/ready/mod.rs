@@ -29,7 +29,7 @@ pub fn parse(dirs: &[&Directive]) -> Result<Ready, ConfigError> {
     let addr = match d.args.first() {
         Some(a) => crate::http::parse_listen(a.as_str())
             .ok_or_else(|| ConfigError::at(&a.loc, format!("ready: invalid address '{}'", a.as_str())))?,
-        None => SocketAddr::from(([0, 0, 0, 0], 8181)),
+        None => crate::http::every_address(8181),
     };
     let mut monitor = Monitor::UntilReady;
     for opt in d.options() {
