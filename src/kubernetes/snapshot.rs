@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -322,6 +323,28 @@ impl Ep {
 /// Writes an address with `.` or `:` turned into `-` (and a `0` after a trailing `-`);
 /// returns the length.
 fn write_dashed(addr: IpAddr, out: &mut [u8]) -> usize {
+    if let (IpAddr::V4(a), true) = (addr, out.len() >= 15) {
+        // The common case without the formatter: answers write this label for every
+        // endpoint named after its address.
+        let mut n = 0;
+        for (i, o) in a.octets().into_iter().enumerate() {
+            if i > 0 {
+                out[n] = b'-';
+                n += 1;
+            }
+            if o >= 100 {
+                out[n] = b'0' + o / 100;
+                n += 1;
+            }
+            if o >= 10 {
+                out[n] = b'0' + (o / 10) % 10;
+                n += 1;
+            }
+            out[n] = b'0' + o % 10;
+            n += 1;
+        }
+        return n;
+    }
     struct W<'a>(&'a mut [u8], usize);
     impl std::fmt::Write for W<'_> {
         fn write_str(&mut self, s: &str) -> std::fmt::Result {
@@ -358,22 +381,93 @@ pub struct SliceData {
     pub eps: Box<[Ep]>,
     /// The endpoints' own name labels, one after the other (see [`Ep`]).
     names: Box<[u8]>,
+    /// Endpoints by name label, so that `<endpoint>.<service>...` finds its endpoints
+    /// without looking at the others (see [`SliceData::named`]); empty for small slices.
+    index: Box<[u16]>,
     pub last_change_trigger: Option<f64>,
+}
+
+/// Slices with more endpoints than this get a name index; smaller ones are scanned.
+const INDEX_MIN: usize = 16;
+
+/// The hash of an endpoint label (without its length byte) that [`SliceData::named`]
+/// takes: computed once per query, used for every slice.
+pub fn label_hash(label: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(label);
+    h.finish()
+}
+
+/// Endpoint `i`'s label (length byte first), from a slice's parts.
+fn label_of<'b>(eps: &[Ep], names: &'b [u8], i: usize, buf: &'b mut LabelBuf) -> &'b [u8] {
+    let ep = &eps[i];
+    if ep.name != NO_NAME {
+        let at = ep.name as usize;
+        let len = names[at] as usize;
+        return &names[at..at + 1 + len];
+    }
+    let n = write_dashed(ep.addr(), &mut buf[1..]);
+    buf[0] = n as u8;
+    &buf[..1 + n]
+}
+
+/// The slot a hash starts probing from in a table of `len` (a power of two) slots: the
+/// hash's top bits, the best mixed by FxHash's multiply.
+fn home(hash: u64, len: usize) -> usize {
+    (hash >> (64 - len.trailing_zeros())) as usize
+}
+
+/// An open-addressing table of `endpoint + 1` (0: empty) at twice the endpoint count,
+/// probed linearly from the label's [`home`]. Endpoints are inserted in order, so those
+/// with equal labels lie along one probe run in endpoint order. Empty when the slice
+/// is small (or too large for `u16`, which the API's 1,000 endpoints per slice never is).
+fn name_index(eps: &[Ep], names: &[u8]) -> Box<[u16]> {
+    if eps.len() <= INDEX_MIN || eps.len() >= u16::MAX as usize {
+        return Box::default();
+    }
+    let len = (eps.len() * 2).next_power_of_two();
+    let mut table = vec![0u16; len];
+    for i in 0..eps.len() {
+        let mut buf = [0u8; 64];
+        let mut at = home(label_hash(&label_of(eps, names, i, &mut buf)[1..]), len);
+        while table[at] != 0 {
+            at = (at + 1) & (len - 1);
+        }
+        table[at] = i as u16 + 1;
+    }
+    table.into_boxed_slice()
 }
 
 impl SliceData {
     /// Endpoint `i`'s name as one wire label (length byte first): hostname, pod name,
     /// or the address with dashes (CoreDNS `endpointHostname`).
     pub fn label<'b>(&'b self, i: usize, buf: &'b mut LabelBuf) -> &'b [u8] {
-        let ep = &self.eps[i];
-        if ep.name != NO_NAME {
-            let at = ep.name as usize;
-            let len = self.names[at] as usize;
-            return &self.names[at..at + 1 + len];
-        }
-        let n = write_dashed(ep.addr(), &mut buf[1..]);
-        buf[0] = n as u8;
-        &buf[..1 + n]
+        label_of(&self.eps, &self.names, i, buf)
+    }
+
+    /// The endpoints that may be labelled with a label of hash `hash` (see
+    /// [`label_hash`]), in endpoint order: those along its probe run in the name index,
+    /// or every endpoint of a small slice. The caller compares the labels; each item
+    /// is one step of work.
+    pub fn named(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
+        let indexed = !self.index.is_empty();
+        let len = self.index.len();
+        let mut at = if indexed { home(hash, len) } else { 0 };
+        let mut scanned = 0;
+        std::iter::from_fn(move || {
+            if !indexed {
+                scanned += 1;
+                return (scanned <= self.eps.len()).then_some(scanned - 1);
+            }
+            let v = self.index[at];
+            at = (at + 1) & (len - 1);
+            (v != 0).then(|| v as usize - 1)
+        })
+    }
+
+    /// Whether some endpoint has a name of its own (not its address with dashes).
+    pub fn has_names(&self) -> bool {
+        !self.names.is_empty()
     }
 
     pub fn namespace(&self) -> &[u8] {
@@ -393,7 +487,8 @@ impl Keyed for SliceData {
 }
 
 /// What a name `<svc>.<ns>.svc.<zone>` resolves from: the service and its slices, with
-/// a headless service's plain A/AAAA answers prepared.
+/// what a headless service's answers need prepared, so that answering one costs in
+/// proportion to the records it writes.
 #[derive(Debug)]
 pub struct ServiceEntry {
     pub svc: Arc<ServiceData>,
@@ -404,6 +499,14 @@ pub struct ServiceEntry {
     v6: Box<[Ipv6Addr]>,
     /// Ready addresses over all slices (for `ignore empty_service`).
     pub ready_addresses: u32,
+    /// Headless only: the distinct port lists of the slices (a slice holding one, and
+    /// the endpoints over all slices with it), so that the SRV weight, which counts
+    /// every (endpoint, port) candidate, is known without enumerating them.
+    groups: Box<[(u32, u32)]>,
+    /// Headless only: no two endpoints share a name or an address, and no port list
+    /// repeats a port number; then no (target, port) or (target, address) pair can
+    /// repeat, and answers need no duplicate check.
+    pub distinct: bool,
 }
 
 impl Keyed for ServiceEntry {
@@ -412,31 +515,61 @@ impl Keyed for ServiceEntry {
     }
 }
 
+/// Whether no two ports of a list have the same number (small lists: compared
+/// pairwise; the API allows 100 ports per slice, and this runs when a snapshot is
+/// built, not per query).
+fn port_numbers_distinct(ports: &[Port]) -> bool {
+    if ports.len() <= 16 {
+        return ports
+            .iter()
+            .enumerate()
+            .all(|(i, p)| ports[..i].iter().all(|q| q.port != p.port));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ports.len());
+    ports.iter().all(|p| seen.insert(p.port))
+}
+
 impl ServiceEntry {
     fn new(svc: Arc<ServiceData>, slices: Box<[Arc<SliceData>]>) -> ServiceEntry {
         let ready = slices.iter().map(|s| s.eps.len()).sum::<usize>();
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        let mut groups: Vec<(u32, u32)> = Vec::new();
+        let mut distinct = false;
         if svc.kind == ServiceKind::Headless {
-            if ready < 64 {
-                for e in slices.iter().flat_map(|s| s.eps.iter()) {
+            // Dedup with a set, keeping first-seen order (a small service compares
+            // with what it kept, cheaper than hashing).
+            let mut seen = std::collections::HashSet::with_capacity(if ready < 64 { 0 } else { ready });
+            for e in slices.iter().flat_map(|s| s.eps.iter()) {
+                let new = if ready < 64 {
                     match e.addr() {
-                        IpAddr::V4(a) if !v4.contains(&a) => v4.push(a),
-                        IpAddr::V6(a) if !v6.contains(&a) => v6.push(a),
-                        _ => {}
+                        IpAddr::V4(a) => !v4.contains(&a),
+                        IpAddr::V6(a) => !v6.contains(&a),
                     }
-                }
-            } else {
-                // Many addresses: dedup with a set, keeping first-seen order.
-                let mut seen = std::collections::HashSet::with_capacity(ready);
-                for e in slices.iter().flat_map(|s| s.eps.iter()) {
-                    if seen.insert(e.addr()) {
-                        match e.addr() {
-                            IpAddr::V4(a) => v4.push(a),
-                            IpAddr::V6(a) => v6.push(a),
-                        }
+                } else {
+                    seen.insert(e.addr())
+                };
+                if new {
+                    match e.addr() {
+                        IpAddr::V4(a) => v4.push(a),
+                        IpAddr::V6(a) => v6.push(a),
                     }
                 }
             }
+            // Slices of one service nearly always share one port list (lists are
+            // interned): a short list of groups.
+            let mut by_list: FxMap<*const Port, usize> = FxMap::default();
+            for (i, s) in slices.iter().enumerate() {
+                let at = *by_list.entry(s.ports.as_ptr()).or_insert_with(|| {
+                    groups.push((i as u32, 0));
+                    groups.len() - 1
+                });
+                groups[at].1 += s.eps.len() as u32;
+            }
+            distinct = v4.len() + v6.len() == ready
+                && slices.iter().all(|s| !s.has_names())
+                && groups
+                    .iter()
+                    .all(|&(i, _)| port_numbers_distinct(&slices[i as usize].ports));
         }
         ServiceEntry {
             svc,
@@ -444,33 +577,43 @@ impl ServiceEntry {
             v4: v4.into_boxed_slice(),
             v6: v6.into_boxed_slice(),
             ready_addresses: ready as u32,
+            groups: groups.into_boxed_slice(),
+            distinct,
         }
     }
 
-    /// The addresses of a plain A (`v4`) or AAAA query, each once; returns how many.
-    pub fn addresses(&self, v4: bool, mut f: impl FnMut(IpAddr)) -> usize {
-        match self.svc.kind {
-            ServiceKind::Headless if v4 => {
-                self.v4.iter().for_each(|a| f(IpAddr::V4(*a)));
-                self.v4.len()
-            }
-            ServiceKind::Headless => {
-                self.v6.iter().for_each(|a| f(IpAddr::V6(*a)));
-                self.v6.len()
-            }
-            ServiceKind::ClusterIp => {
-                let ips = &self.svc.cluster_ips;
-                let mut n = 0;
-                for (i, ip) in ips.iter().enumerate() {
-                    if ip.is_ipv4() == v4 && !ips[..i].contains(ip) {
-                        f(*ip);
-                        n += 1;
-                    }
-                }
-                n
-            }
-            ServiceKind::ExternalName => 0,
-        }
+    /// The port lists of a headless service's slices, each with the number of endpoints
+    /// over all slices that have it.
+    pub fn port_groups(&self) -> impl Iterator<Item = (&[Port], u32)> + '_ {
+        self.groups.iter().map(|&(i, n)| (&*self.slices[i as usize].ports, n))
+    }
+
+    /// Calls `f` with the addresses of a plain A (`v4`) or AAAA query, each once, in
+    /// order, until it breaks; returns whether there was any.
+    pub fn addresses(&self, v4: bool, mut f: impl FnMut(IpAddr) -> ControlFlow<()>) -> bool {
+        let mut any = false;
+        let _ = match self.svc.kind {
+            ServiceKind::Headless if v4 => self.v4.iter().try_for_each(|a| {
+                any = true;
+                f(IpAddr::V4(*a))
+            }),
+            ServiceKind::Headless => self.v6.iter().try_for_each(|a| {
+                any = true;
+                f(IpAddr::V6(*a))
+            }),
+            // Cluster IPs are deduplicated when the service is stored.
+            ServiceKind::ClusterIp => self
+                .svc
+                .cluster_ips
+                .iter()
+                .filter(|ip| ip.is_ipv4() == v4)
+                .try_for_each(|ip| {
+                    any = true;
+                    f(*ip)
+                }),
+            ServiceKind::ExternalName => ControlFlow::Continue(()),
+        };
+        any
     }
 }
 
@@ -493,7 +636,10 @@ impl Owner {
     }
 }
 
-/// The owners of one address, kept inline when there is one (the usual case).
+/// The owners of one address, kept inline when there is one (the usual case). Cluster
+/// IPs come first, then endpoints, each in the order they were added: a PTR answer
+/// takes the first cluster IP owner or else every endpoint, and finds the former
+/// without walking past the latter.
 #[derive(Debug, Clone)]
 pub enum Owners {
     One(Owner),
@@ -508,11 +654,22 @@ impl Owners {
         }
     }
 
-    fn with(cur: Option<&Owners>, o: Owner) -> Owners {
-        match cur {
-            None => Owners::One(o),
-            Some(c) => Owners::Many(c.as_slice().iter().cloned().chain(std::iter::once(o)).collect()),
+    /// `cur` with `added` (a batch: one copy of the list, however many are added).
+    fn with(cur: Option<&Owners>, added: Vec<Owner>) -> Owners {
+        let old = cur.map_or(&[][..], Owners::as_slice);
+        if old.is_empty() && added.len() == 1 {
+            return Owners::One(added.into_iter().next().expect("one"));
         }
+        let is_cluster = |o: &&Owner| matches!(o, Owner::Cluster(_));
+        let all: Arc<[Owner]> = old
+            .iter()
+            .filter(is_cluster)
+            .chain(added.iter().filter(is_cluster))
+            .chain(old.iter().filter(|o| !is_cluster(o)))
+            .chain(added.iter().filter(|o| !is_cluster(o)))
+            .cloned()
+            .collect();
+        Owners::Many(all)
     }
 
     fn without(&self, gone: impl Fn(&Owner) -> bool) -> Option<Owners> {
@@ -829,12 +986,19 @@ impl Store {
             .then(|| external_target(&s.external_name))
             .flatten();
         let ports = self.intern_ports(s.ports);
+        // Each cluster IP once (the API allows one per family; a repeated one would
+        // only repeat the answers).
+        let mut cluster_ips = s.cluster_ips;
+        if cluster_ips.len() > 1 {
+            let mut seen = std::collections::HashSet::with_capacity(cluster_ips.len());
+            cluster_ips.retain(|ip| seen.insert(*ip));
+        }
         if let Some(o) = &old {
             // A new version that changes nothing served (labels, annotations, status, a
             // relist after which every object has a new resourceVersion): keep the
             // entry. Replacing it would copy the shards that index it, for nothing.
             let o = &o.svc;
-            if o.kind == s.kind && *o.cluster_ips == *s.cluster_ips && o.external == external && o.ports == ports {
+            if o.kind == s.kind && *o.cluster_ips == *cluster_ips && o.external == external && o.ports == ports {
                 o.version.store(version, Ordering::Relaxed);
                 return false;
             }
@@ -844,7 +1008,7 @@ impl Store {
             version: AtomicU64::new(version),
             seen: AtomicU32::new(generation_now),
             kind: s.kind,
-            cluster_ips: s.cluster_ips.into_boxed_slice(),
+            cluster_ips: cluster_ips.into_boxed_slice(),
             external,
             ports,
         });
@@ -920,6 +1084,7 @@ impl Store {
                 return false;
             }
         }
+        let index = name_index(&eps, &names);
         let data = Arc::new(SliceData {
             key,
             rel,
@@ -928,6 +1093,7 @@ impl Store {
             ports,
             eps: eps.into_boxed_slice(),
             names: names.into_boxed_slice(),
+            index,
             last_change_trigger: e.last_change_trigger,
         });
         let bump = old
@@ -1058,27 +1224,29 @@ impl Store {
         }
     }
 
-    fn add_owner(&mut self, ip: IpAddr, o: Owner) {
+    /// Adds owners of `ip` (a batch costs one copy of its list).
+    fn add_owners(&mut self, ip: IpAddr, added: Vec<Owner>) {
         match ip {
             IpAddr::V4(a) => {
                 let k = u32::from(a);
-                let v = Owners::with(self.snap.reverse4.get(&k), o);
+                let v = Owners::with(self.snap.reverse4.get(&k), added);
                 self.snap.reverse4.insert(k, v);
             }
             IpAddr::V6(a) => {
                 let k = u128::from(a);
-                let v = Owners::with(self.snap.reverse6.get(&k), o);
+                let v = Owners::with(self.snap.reverse6.get(&k), added);
                 self.snap.reverse6.insert(k, v);
             }
         }
     }
 
-    fn remove_owner(&mut self, ip: IpAddr, gone: &Owner) {
+    /// Removes the owners of `ip` that `gone` picks (one copy of its list).
+    fn remove_owners(&mut self, ip: IpAddr, gone: impl Fn(&Owner) -> bool) {
         match ip {
             IpAddr::V4(a) => {
                 let k = u32::from(a);
                 let Some(cur) = self.snap.reverse4.get(&k) else { return };
-                match cur.without(|o| o.is(gone)) {
+                match cur.without(gone) {
                     Some(v) => self.snap.reverse4.insert(k, v),
                     None => self.snap.reverse4.remove(&k),
                 };
@@ -1086,7 +1254,7 @@ impl Store {
             IpAddr::V6(a) => {
                 let k = u128::from(a);
                 let Some(cur) = self.snap.reverse6.get(&k) else { return };
-                match cur.without(|o| o.is(gone)) {
+                match cur.without(gone) {
                     Some(v) => self.snap.reverse6.insert(k, v),
                     None => self.snap.reverse6.remove(&k),
                 };
@@ -1096,26 +1264,46 @@ impl Store {
 
     fn index_cluster_ips(&mut self, svc: &Arc<ServiceData>) {
         for ip in svc.cluster_ips.iter() {
-            self.add_owner(*ip, Owner::Cluster(svc.clone()));
+            self.add_owners(*ip, vec![Owner::Cluster(svc.clone())]);
         }
     }
 
     fn unindex_cluster_ips(&mut self, svc: &Arc<ServiceData>) {
         let me = Owner::Cluster(svc.clone());
         for ip in svc.cluster_ips.iter() {
-            self.remove_owner(*ip, &me);
+            self.remove_owners(*ip, |o| o.is(&me));
         }
     }
 
+    /// A slice's endpoints by address, in endpoint order within each address: a slice
+    /// whose endpoints share an address updates that address's owners once, not once
+    /// per endpoint (which copied a growing list each time: quadratic).
+    fn by_address(slice: &SliceData) -> Vec<(IpAddr, u32)> {
+        let mut all: Vec<(IpAddr, u32)> = slice
+            .eps
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.addr(), i as u32))
+            .collect();
+        all.sort_by_key(|&(ip, i)| (ip, i));
+        all
+    }
+
     fn index_endpoints(&mut self, slice: &Arc<SliceData>) {
-        for (i, ep) in slice.eps.iter().enumerate() {
-            self.add_owner(ep.addr(), Owner::Endpoint(slice.clone(), i as u32));
+        let all = Self::by_address(slice);
+        for run in all.chunk_by(|a, b| a.0 == b.0) {
+            let added = run.iter().map(|&(_, i)| Owner::Endpoint(slice.clone(), i)).collect();
+            self.add_owners(run[0].0, added);
         }
     }
 
     fn unindex_endpoints(&mut self, slice: &Arc<SliceData>) {
-        for (i, ep) in slice.eps.iter().enumerate() {
-            self.remove_owner(ep.addr(), &Owner::Endpoint(slice.clone(), i as u32));
+        let all = Self::by_address(slice);
+        for run in all.chunk_by(|a, b| a.0 == b.0) {
+            self.remove_owners(
+                run[0].0,
+                |o| matches!(o, Owner::Endpoint(s, _) if Arc::ptr_eq(s, slice)),
+            );
         }
     }
 }
@@ -1199,7 +1387,10 @@ mod tests {
         let key = service_key("ns", "a");
         let addrs = |e: &ServiceEntry| {
             let mut v = Vec::new();
-            e.addresses(true, |ip| v.push(ip));
+            e.addresses(true, |ip| {
+                v.push(ip);
+                ControlFlow::Continue(())
+            });
             v
         };
         assert_eq!(
@@ -1302,6 +1493,75 @@ mod tests {
     }
 
     #[test]
+    fn owners_keep_cluster_ips_first_and_endpoints_in_order() {
+        let mut st = Store::new(StoreOptions::default(), vec![]);
+        // 3,000 endpoints of one address in one slice: one update of its owner list
+        // (a copy per endpoint was quadratic).
+        let many: Vec<String> = (0..3000).map(|_| "10.5.0.1".to_string()).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        st.upsert(slice("ns", "a-1", "a", "1", &refs));
+        st.upsert(slice("ns", "b-1", "b", "1", &["10.5.0.1"]));
+        st.upsert(svc("ns", "vip", "1", &["10.5.0.1", "10.5.0.1"]));
+        let snap = st.snapshot();
+        let owners = snap.owners(&"10.5.0.1".parse().unwrap());
+        assert_eq!(owners.len(), 3002, "the repeated cluster IP is kept once");
+        assert!(matches!(&owners[0], Owner::Cluster(s) if s.name() == b"vip"));
+        for (i, o) in owners[1..3001].iter().enumerate() {
+            assert!(matches!(o, Owner::Endpoint(s, e) if s.key() == b"\x03a-1\x02ns" && *e as usize == i));
+        }
+        assert!(matches!(&owners[3001], Owner::Endpoint(s, 0) if s.key() == b"\x03b-1\x02ns"));
+        // Replacing the big slice takes all its endpoints out in one update.
+        st.upsert(slice("ns", "a-1", "a", "2", &["10.5.0.2"]));
+        assert_eq!(st.snapshot().owners(&"10.5.0.1".parse().unwrap()).len(), 2);
+    }
+
+    #[test]
+    fn a_large_slice_finds_endpoints_by_name_through_its_index() {
+        let mut st = Store::new(StoreOptions::default(), vec![]);
+        let addrs: Vec<String> = (0..200).map(|i| format!("10.6.0.{i}")).collect();
+        let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        st.upsert(slice("ns", "h-1", "h", "1", &refs));
+        let snap = st.snapshot();
+        let Owner::Endpoint(sl, _) = &snap.owners(&"10.6.0.1".parse().unwrap())[0] else {
+            panic!()
+        };
+        assert!(!sl.index.is_empty());
+        for i in [0usize, 77, 199] {
+            let want = format!("10-6-0-{i}");
+            let hits: Vec<usize> = sl
+                .named(label_hash(want.as_bytes()))
+                .filter(|&e| {
+                    let mut b = [0u8; 64];
+                    sl.label(e, &mut b)[1..] == *want.as_bytes()
+                })
+                .collect();
+            assert_eq!(hits, [i]);
+            // A probe run, not the slice.
+            assert!(sl.named(label_hash(want.as_bytes())).count() < 20);
+        }
+    }
+
+    #[test]
+    fn headless_entries_know_their_port_lists_and_whether_answers_can_repeat() {
+        let mut st = Store::new(StoreOptions::default(), vec![]);
+        let mut h = svc("ns", "h", "1", &[]);
+        if let Object::Service(s) = &mut h {
+            s.kind = ServiceKind::Headless;
+        }
+        st.upsert(h);
+        st.upsert(slice("ns", "h-1", "h", "1", &["10.7.0.1", "10.7.0.2"]));
+        st.upsert(slice("ns", "h-2", "h", "1", &["10.7.0.3"]));
+        let snap = st.snapshot();
+        let e = snap.service(&service_key("ns", "h")).unwrap();
+        assert!(e.distinct);
+        let groups: Vec<u32> = e.port_groups().map(|(_, n)| n).collect();
+        assert_eq!(groups, [3], "one shared (empty) port list over three endpoints");
+        // The same address twice: answers must check for repeats.
+        st.upsert(slice("ns", "h-3", "h", "1", &["10.7.0.1"]));
+        assert!(!st.snapshot().service(&service_key("ns", "h")).unwrap().distinct);
+    }
+
+    #[test]
     fn dashed_names() {
         let dashed = |s: &str| {
             let mut out = [0u8; 64];
@@ -1309,6 +1569,7 @@ mod tests {
             String::from_utf8(out[..n].to_vec()).unwrap()
         };
         assert_eq!(dashed("10.0.0.1"), "10-0-0-1");
+        assert_eq!(dashed("255.100.9.0"), "255-100-9-0");
         assert_eq!(dashed("2001:db8::"), "2001-db8--0");
         assert_eq!(dashed("5678:abcd::1"), "5678-abcd--1");
         // A name is stored only when it differs from the canonical dashed address.

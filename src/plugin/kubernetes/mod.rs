@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::chain::{Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
+use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Rcode, Section, flag};
 use crate::kubernetes::builder::BuilderStats;
@@ -23,6 +23,7 @@ use crate::plugin::{SetupCtx, once};
 
 mod answer;
 pub mod backend;
+mod seen;
 pub mod setup;
 
 use answer::{Answer, Ctx, Zoned};
@@ -103,6 +104,7 @@ impl Kubernetes {
             snap: &snap,
             req: q.req,
             z,
+            budget: &q.worker.budget,
         };
         q.resp.start(q.req, Rcode::NOERROR);
         q.resp.set_aa(true);
@@ -125,6 +127,8 @@ impl Kubernetes {
                 Step::Answered
             }
             Answer::Refused => Step::Fail(Rcode::REFUSED, None),
+            // The chain counts and logs it, and answers SERVFAIL.
+            Answer::OverBudget => Step::Fail(Rcode::SERVFAIL, Some(ChainError::OverBudget("kubernetes"))),
             Answer::Chase(target) => match chased {
                 Some(UpstreamReply::Message(reply)) => {
                     append_answers(q, reply);
