@@ -301,6 +301,12 @@ fn process_wide(out: &mut Families) {
         crate::server::handler::PANICS.load(Ordering::Relaxed) as f64,
     );
     out.counter(
+        "clusterdns_query_budget_exceeded_total",
+        "Queries answered SERVFAIL because answering them would have visited more records than the per-query work budget allows.",
+        &[],
+        crate::chain::BUDGET_EXCEEDED.load(Ordering::Relaxed) as f64,
+    );
+    out.counter(
         "coredns_reload_failed_total",
         "Counter of the number of failed reload attempts.",
         &[],

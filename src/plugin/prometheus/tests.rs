@@ -514,6 +514,7 @@ cluster.local:1053 {
         "clusterdns_kubernetes_synced 0".to_string(),
         "# TYPE coredns_health_request_duration_seconds histogram".to_string(),
         "# TYPE coredns_panics_total counter".to_string(),
+        "# TYPE clusterdns_query_budget_exceeded_total counter".to_string(),
         "# TYPE coredns_reload_failed_total counter".to_string(),
     ] {
         assert!(text.lines().any(|l| l == want), "missing {want}\nin\n{text}");
