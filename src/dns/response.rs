@@ -176,6 +176,12 @@ pub struct Response {
     records: Vec<RecordPos>,
     /// Offsets of label starts that later names may point to.
     compress: [u16; MAX_COMPRESS],
+    /// The [`name_hash`] of the name at each of those offsets: a name is compared byte
+    /// by byte only with the targets whose hash is its own.
+    compress_hash: [u32; MAX_COMPRESS],
+    /// One bit per fingerprint seen (its low 8 bits): most names of a large answer have
+    /// a first label nothing written has, and this says so without the scan.
+    compress_bloom: [u64; 4],
     ncompress: usize,
     finished: bool,
     /// A plugin decided that nothing is sent (rate limiting).
@@ -202,6 +208,8 @@ impl Response {
             rcode: Rcode::NOERROR,
             records: Vec::with_capacity(64),
             compress: [0; MAX_COMPRESS],
+            compress_hash: [0; MAX_COMPRESS],
+            compress_bloom: [0; 4],
             ncompress: 0,
             finished: false,
             withheld: false,
@@ -218,6 +226,7 @@ impl Response {
         self.rcode = Rcode::NOERROR;
         self.records.clear();
         self.ncompress = 0;
+        self.compress_bloom = [0; 4];
         self.finished = false;
         self.withheld = false;
     }
@@ -250,7 +259,9 @@ impl Response {
         let mut at = QNAME_OFFSET;
         while self.buf[at] != 0 && self.ncompress < MAX_COMPRESS {
             self.compress[self.ncompress] = at as u16;
-            self.ncompress += 1;
+            let first = &self.buf[at..at + 1 + self.buf[at] as usize];
+            let fp = fingerprint(first, self.qname_len() - (at - QNAME_OFFSET));
+            self.remember(at, fp);
             at += 1 + self.buf[at] as usize;
         }
     }
@@ -696,7 +707,7 @@ impl Response {
             {
                 return Err(PushError::Malformed);
             }
-            self.write_labels(name.head)?;
+            self.write_labels(name.head, Tail::Question(off))?;
             self.buf.extend_from_slice(&(0xC000 | off as u16).to_be_bytes());
             return Ok(());
         }
@@ -731,26 +742,38 @@ impl Response {
         if !compress {
             // Written in full (RFC 2782 for SRV targets), but later names may point into it.
             let end = full.len() - 1;
-            self.write_labels(&full[..end])?;
+            self.write_labels(&full[..end], Tail::Root)?;
             self.buf.push(0);
             return Ok(());
         }
+        // The longest suffix already written.
         let mut at = 0;
         while full[at] != 0 {
             if let Some(ptr) = self.find_suffix(&full[at..]) {
-                self.write_labels(&full[..at])?;
+                self.write_labels(&full[..at], Tail::Wire(&full[at..]))?;
                 self.buf.extend_from_slice(&(0xC000 | ptr).to_be_bytes());
                 return Ok(());
             }
             at += 1 + full[at] as usize;
         }
-        self.write_labels(&full[..at])?;
+        self.write_labels(&full[..at], Tail::Root)?;
         self.buf.push(0);
         Ok(())
     }
 
-    /// Writes labels (no root) and remembers each as a compression target.
-    fn write_labels(&mut self, labels: &[u8]) -> Result<(), PushError> {
+    /// Writes labels (no root) and remembers each as a compression target (while the
+    /// table has room), with the [`fingerprint`] of the name it starts: its labels, then
+    /// `tail` (the rest of the name, as written after them).
+    fn write_labels(&mut self, labels: &[u8], tail: Tail<'_>) -> Result<(), PushError> {
+        let tail_len = if self.ncompress < MAX_COMPRESS {
+            match tail {
+                Tail::Root => 1,
+                Tail::Wire(w) => w.len(),
+                Tail::Question(off) => self.qname_len() - off.saturating_sub(QNAME_OFFSET),
+            }
+        } else {
+            0
+        };
         let mut at = 0;
         while at < labels.len() {
             let l = labels[at] as usize;
@@ -759,8 +782,7 @@ impl Response {
             }
             let pos = self.buf.len();
             if pos < 0x3FFF && self.ncompress < MAX_COMPRESS {
-                self.compress[self.ncompress] = pos as u16;
-                self.ncompress += 1;
+                self.remember(pos, fingerprint(&labels[at..at + 1 + l], labels.len() - at + tail_len));
             }
             self.buf.extend_from_slice(&labels[at..at + 1 + l]);
             at += 1 + l;
@@ -768,13 +790,49 @@ impl Response {
         Ok(())
     }
 
-    /// A written position whose name equals `suffix` exactly (case-sensitive).
+    /// Adds a compression target (the caller checked there is room).
+    fn remember(&mut self, pos: usize, fp: u32) {
+        self.compress[self.ncompress] = pos as u16;
+        self.compress_hash[self.ncompress] = fp;
+        self.compress_bloom[(fp as usize >> 6) & 3] |= 1 << (fp & 63);
+        self.ncompress += 1;
+    }
+
+    /// The length of the question name (wire form, root included).
+    fn qname_len(&self) -> usize {
+        self.question_wire().len()
+    }
+
+    /// A written position whose name equals `suffix` (uncompressed, root included)
+    /// exactly (case-sensitive). Only the targets with the suffix's fingerprint are read.
     fn find_suffix(&self, suffix: &[u8]) -> Option<u16> {
-        self.compress[..self.ncompress]
-            .iter()
-            .copied()
+        let first = &suffix[..1 + suffix[0] as usize];
+        let fp = fingerprint(first, suffix.len());
+        if self.compress_bloom[(fp as usize >> 6) & 3] & (1 << (fp & 63)) == 0 {
+            return None;
+        }
+        (0..self.ncompress)
+            .filter(|&i| self.compress_hash[i] == fp)
+            .map(|i| self.compress[i])
             .find(|&pos| name_at_equals(&self.buf, pos as usize, suffix))
     }
+}
+
+/// What rules a compression target in or out before its bytes are compared: the hash
+/// of a name's first label (length byte included, case-sensitive like the comparison)
+/// and its total length. Equal names have equal fingerprints; the first label is what
+/// tells the names of one answer apart (`h-1.svc...`, `h-2.svc...`).
+fn fingerprint(first_label: &[u8], name_len: usize) -> u32 {
+    const K: u32 = 0x2722_0A95;
+    let mut h = (name_len as u32).wrapping_mul(0x9E37_79B9);
+    let mut chunks = first_label.chunks_exact(4);
+    for c in &mut chunks {
+        h = (h.rotate_left(5) ^ u32::from_le_bytes([c[0], c[1], c[2], c[3]])).wrapping_mul(K);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(5) ^ u32::from(b)).wrapping_mul(K);
+    }
+    h
 }
 
 /// What kind of reply a message is, as CoreDNS classifies it (`plugin/pkg/response`
@@ -1117,6 +1175,47 @@ mod tests {
         // The additional owner is a single pointer to the SOA's mname.
         let rec = resp.records()[1];
         assert_eq!(rec.ttl_at - rec.start, 2 + 4);
+    }
+
+    #[test]
+    fn compression_finds_written_suffixes_by_hash_and_case() {
+        let raw = q(b"\x01x\x05Local\x00", Some(4096));
+        let r = req(&raw);
+        let mut resp = Response::new();
+        resp.start(&r, Rcode::NOERROR);
+        let mut want = Vec::new();
+        for i in 0..40 {
+            // Alternate the spelling of a shared suffix: only an exact match may be
+            // pointed to.
+            let zone: &[u8] = if i % 2 == 0 {
+                b"\x03svc\x05local\x00"
+            } else {
+                b"\x03SVC\x05local\x00"
+            };
+            let head = format!("h{i}");
+            let mut name = vec![head.len() as u8];
+            name.extend_from_slice(head.as_bytes());
+            let target = Name {
+                head: &name,
+                mid: b"\x02ns",
+                tail: Tail::Wire(zone),
+            };
+            resp.answer(Record::at_question(rtype::PTR, 5, Rdata::Name(target)));
+            want.push(format!("h{i}.ns.{}.local.", if i % 2 == 0 { "svc" } else { "SVC" }));
+        }
+        let out = resp.finish().to_vec();
+        let msg = domain::base::Message::from_octets(out.as_slice()).unwrap();
+        let got: Vec<String> = msg
+            .answer()
+            .unwrap()
+            .limit_to::<domain::rdata::Ptr<_>>()
+            .map(|r| r.unwrap().data().ptrdname().to_string() + ".")
+            .collect();
+        assert_eq!(got, want);
+        // Each name after the first two of its spelling is its own label and a pointer:
+        // 12 (owner pointer, type, class, TTL, length) + 4 + 2.
+        let last = resp.records()[39];
+        assert_eq!(last.end - last.start, 12 + 4 + 2);
     }
 
     #[test]
