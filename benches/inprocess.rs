@@ -2,6 +2,12 @@
 //! nanoseconds and heap allocations per query for a few kinds of answer.
 //!
 //! `cargo bench --bench inprocess` (add `-- --quick` for a short run).
+//!
+//! A second table answers the largest queries of issue 16 from a snapshot built in
+//! memory (a headless service of 100,000 endpoints in 100 slices, one of 1,000
+//! endpoints x 4 ports, 10,000 endpoints sharing one address): the kubernetes plugin's
+//! chain alone, over UDP (EDNS 1232) and TCP (64 KiB), so the figures are the answer's
+//! own cost, without the syscalls `benches/answers.rs` includes.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
@@ -9,9 +15,15 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use clusterdns::chain::WorkerCtx;
+use std::sync::Arc;
+
+use clusterdns::chain::{Chain, Outcome, Plugin, Query, RouteTag, WorkerCtx};
 use clusterdns::config;
-use clusterdns::dns::{Response, Transport};
+use clusterdns::dns::{Request, Response, Section, Transport};
+use clusterdns::kubernetes::model::{Endpoint, EndpointSlice, Namespace, Object, Port, Service, ServiceKind};
+use clusterdns::kubernetes::snapshot::{Store, StoreOptions};
+use clusterdns::plugin::SetupCtx;
+use clusterdns::plugin::kubernetes::{Kubernetes, setup};
 use clusterdns::server::handler::{self, Handled};
 use clusterdns::server::{BuildOptions, Server};
 
@@ -179,5 +191,168 @@ fn main() {
         let ns = t0.elapsed().as_nanos() as f64 / iters as f64;
         let allocs = (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / iters as f64;
         println!("{name:<28} {ns:>10.1} {allocs:>14.3}  {rcode} {answers} answers");
+    }
+    large_answers(quick);
+}
+
+fn port(name: &str, number: i32) -> Port {
+    Port {
+        name: name.into(),
+        protocol: "tcp".into(),
+        port: number,
+    }
+}
+
+fn headless(name: &str, ports: Vec<Port>) -> Object {
+    Object::Service(Service {
+        namespace: "bench".into(),
+        name: name.into(),
+        resource_version: "1".into(),
+        kind: ServiceKind::Headless,
+        cluster_ips: Vec::new(),
+        external_name: "".into(),
+        ports,
+    })
+}
+
+/// A slice of `service`: endpoints as (address, hostname).
+fn slice(service: &str, n: usize, eps: Vec<(std::net::IpAddr, Option<String>)>, ports: Vec<Port>) -> Object {
+    Object::EndpointSlice(EndpointSlice {
+        namespace: "bench".into(),
+        name: format!("{service}-{n:04}").into(),
+        resource_version: "1".into(),
+        service: service.into(),
+        endpoints: eps
+            .into_iter()
+            .map(|(ip, host)| Endpoint {
+                addresses: vec![(ip, ip.to_string().into())],
+                hostname: host.map(Into::into),
+                pod_name: None,
+                node_name: None,
+            })
+            .collect(),
+        ports,
+        last_change_trigger: None,
+    })
+}
+
+/// The cluster of `benches/answers.rs`, built in memory.
+fn large_cluster() -> Store {
+    let ip = |base: u32, i: usize| std::net::IpAddr::V4((base + i as u32).into());
+    let mut st = Store::new(StoreOptions::default(), vec![]);
+    st.upsert(Object::Namespace(Namespace { name: "bench".into() }));
+    st.upsert(headless("big", vec![port("http", 80)]));
+    for s in 0..100 {
+        let eps = (s * 1000..(s + 1) * 1000)
+            .map(|i| (ip(0x0A00_0000, i), (i % 2 == 0).then(|| format!("big-{i}"))))
+            .collect();
+        st.upsert(slice("big", s, eps, vec![port("http", 80)]));
+    }
+    let quad = vec![port("a", 80), port("b", 443), port("c", 8080), port("d", 9090)];
+    st.upsert(headless("quad", quad.clone()));
+    st.upsert(slice(
+        "quad",
+        0,
+        (0..1000).map(|i| (ip(0x0A03_0000, i), None)).collect(),
+        quad,
+    ));
+    st.upsert(headless("shared", vec![port("http", 80)]));
+    for s in 0..10 {
+        let eps = (s * 1000..(s + 1) * 1000)
+            .map(|i| (ip(0x0A09_0001, 0), Some(format!("h-{i}"))))
+            .collect();
+        st.upsert(slice("shared", s, eps, vec![port("http", 80)]));
+    }
+    st
+}
+
+fn large_answers(quick: bool) {
+    let iters: u64 = if quick { 200 } else { 2000 };
+    let corefile = config::parse_str(
+        "cluster.local {\n kubernetes cluster.local in-addr.arpa\n}\n",
+        "bench",
+        Path::new("."),
+    )
+    .expect("parses");
+    let zones = ["cluster.local.".to_owned()];
+    let ctx = SetupCtx {
+        zones: &zones,
+        config_dir: ".".into(),
+        workers: 1,
+        binds: None,
+    };
+    let opts = setup::parse(&corefile.blocks[0].directives[0], &ctx).expect("kubernetes options");
+    let plugin = Arc::new(Kubernetes::new(opts));
+    let t = Instant::now();
+    plugin.publish(large_cluster().snapshot());
+    println!(
+        "\nlarge answers (the kubernetes chain alone; snapshot of 111,000 endpoints built in {:.2} s)",
+        t.elapsed().as_secs_f64()
+    );
+    let chain = Chain::new(vec![plugin.clone() as Arc<dyn Plugin>]);
+    let tag = RouteTag {
+        slot: 0,
+        server: "dns://:53".into(),
+        zone: "cluster.local.".into(),
+    };
+    let mut worker = WorkerCtx::new(0);
+    let mut resp = Response::new();
+    let a: SocketAddr = "127.0.0.1:53".parse().unwrap();
+    let cases: [(&str, &str, u16); 8] = [
+        ("100k SRV", "_http._tcp.big.bench.svc.cluster.local", 33),
+        ("100k SRV (any port)", "big.bench.svc.cluster.local", 33),
+        ("100k A", "big.bench.svc.cluster.local", 1),
+        ("100k A (by port)", "_http._tcp.big.bench.svc.cluster.local", 1),
+        ("100k endpoint A", "big-4242.big.bench.svc.cluster.local", 1),
+        ("100k missing endpoint A", "nobody.big.bench.svc.cluster.local", 1),
+        ("1000x4 SRV", "quad.bench.svc.cluster.local", 33),
+        ("PTR shared (10,000 owners)", "1.0.9.10.in-addr.arpa", 12),
+    ];
+    println!(
+        "{:<28} {:<4} {:>10} {:>14}  reply",
+        "case", "", "ns/query", "allocs/query"
+    );
+    for (name, qname, qtype) in cases {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let raw = query(qname, qtype, true);
+            let Ok(req) = Request::parse(&raw, transport, a, a) else {
+                panic!("{name}: not a valid query")
+            };
+            let ask = |resp: &mut Response, worker: &mut WorkerCtx| {
+                let mut q = Query {
+                    req: &req,
+                    resp,
+                    worker,
+                    route: &tag,
+                    answered_by: "",
+                    error: None,
+                    refresh: false,
+                    coalesce: true,
+                };
+                let Outcome::Reply { at } = chain.run(&mut q, 0) else {
+                    panic!("{name}: no reply")
+                };
+                chain.complete(&mut q, at);
+            };
+            for _ in 0..10 {
+                ask(&mut resp, &mut worker);
+            }
+            let a0 = ALLOCS.load(Ordering::Relaxed);
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                ask(&mut resp, &mut worker);
+                std::hint::black_box(resp.bytes());
+            }
+            let ns = t0.elapsed().as_nanos() as f64 / iters as f64;
+            let allocs = (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / iters as f64;
+            let tc = if resp.truncated() { ", TC" } else { "" };
+            println!(
+                "{name:<28} {:<4} {ns:>10.0} {allocs:>14.3}  {} {} answers, {} bytes{tc}",
+                if transport == Transport::Udp { "UDP" } else { "TCP" },
+                resp.rcode().name(),
+                resp.count(Section::Answer),
+                resp.bytes().len(),
+            );
+        }
     }
 }
