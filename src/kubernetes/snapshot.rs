@@ -499,10 +499,6 @@ pub struct ServiceEntry {
     v6: Box<[Ipv6Addr]>,
     /// Ready addresses over all slices (for `ignore empty_service`).
     pub ready_addresses: u32,
-    /// Headless only: the distinct port lists of the slices (a slice holding one, and
-    /// the endpoints over all slices with it), so that the SRV weight, which counts
-    /// every (endpoint, port) candidate, is known without enumerating them.
-    groups: Box<[(u32, u32)]>,
     /// Headless only: no two endpoints share a name or an address, and no port list
     /// repeats a port number; then no (target, port) or (target, address) pair can
     /// repeat, and answers need no duplicate check.
@@ -533,7 +529,6 @@ impl ServiceEntry {
     fn new(svc: Arc<ServiceData>, slices: Box<[Arc<SliceData>]>) -> ServiceEntry {
         let ready = slices.iter().map(|s| s.eps.len()).sum::<usize>();
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        let mut groups: Vec<(u32, u32)> = Vec::new();
         let mut distinct = false;
         if svc.kind == ServiceKind::Headless {
             // Dedup with a set, keeping first-seen order (a small service compares
@@ -556,20 +551,14 @@ impl ServiceEntry {
                 }
             }
             // Slices of one service nearly always share one port list (lists are
-            // interned): a short list of groups.
-            let mut by_list: FxMap<*const Port, usize> = FxMap::default();
-            for (i, s) in slices.iter().enumerate() {
-                let at = *by_list.entry(s.ports.as_ptr()).or_insert_with(|| {
-                    groups.push((i as u32, 0));
-                    groups.len() - 1
-                });
-                groups[at].1 += s.eps.len() as u32;
-            }
+            // interned): each distinct list is checked once.
+            let mut lists: FxSet<*const Port> = FxSet::default();
             distinct = v4.len() + v6.len() == ready
                 && slices.iter().all(|s| !s.has_names())
-                && groups
+                && slices
                     .iter()
-                    .all(|&(i, _)| port_numbers_distinct(&slices[i as usize].ports));
+                    .filter(|s| lists.insert(s.ports.as_ptr()))
+                    .all(|s| port_numbers_distinct(&s.ports));
         }
         ServiceEntry {
             svc,
@@ -577,15 +566,8 @@ impl ServiceEntry {
             v4: v4.into_boxed_slice(),
             v6: v6.into_boxed_slice(),
             ready_addresses: ready as u32,
-            groups: groups.into_boxed_slice(),
             distinct,
         }
-    }
-
-    /// The port lists of a headless service's slices, each with the number of endpoints
-    /// over all slices that have it.
-    pub fn port_groups(&self) -> impl Iterator<Item = (&[Port], u32)> + '_ {
-        self.groups.iter().map(|&(i, n)| (&*self.slices[i as usize].ports, n))
     }
 
     /// Calls `f` with the addresses of a plain A (`v4`) or AAAA query, each once, in
@@ -1542,7 +1524,7 @@ mod tests {
     }
 
     #[test]
-    fn headless_entries_know_their_port_lists_and_whether_answers_can_repeat() {
+    fn headless_entries_know_whether_answers_can_repeat() {
         let mut st = Store::new(StoreOptions::default(), vec![]);
         let mut h = svc("ns", "h", "1", &[]);
         if let Object::Service(s) = &mut h {
@@ -1554,8 +1536,10 @@ mod tests {
         let snap = st.snapshot();
         let e = snap.service(&service_key("ns", "h")).unwrap();
         assert!(e.distinct);
-        let groups: Vec<u32> = e.port_groups().map(|(_, n)| n).collect();
-        assert_eq!(groups, [3], "one shared (empty) port list over three endpoints");
+        assert!(
+            Arc::ptr_eq(&e.slices[0].ports, &e.slices[1].ports),
+            "one shared port list"
+        );
         // The same address twice: answers must check for repeats.
         st.upsert(slice("ns", "h-3", "h", "1", &["10.7.0.1"]));
         assert!(!st.snapshot().service(&service_key("ns", "h")).unwrap().distinct);

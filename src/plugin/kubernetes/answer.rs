@@ -21,7 +21,7 @@
 //! ([`crate::chain::Budget`]): past it, the query fails. Answering allocates nothing
 //! once the per-thread buffers have grown.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::seen::{Seen, hash_words};
@@ -175,11 +175,16 @@ impl<'n> Sel<'n> {
     }
 }
 
-/// The ports of one list that a query selects. The first 128 are kept as a bit mask
-/// (the API allows 100 per slice); any beyond are checked again where they are used.
+/// The ports of one list that a query selects: a bit mask of the 128 ports from the
+/// first that matches (a query names one port, or none and takes them all); matches
+/// further on, if any, are found again where they are used.
 #[derive(Clone, Copy, Debug, Default)]
 struct Matched {
+    /// The index of the first matching port; bit `k` of `mask` is port `first + k`.
+    first: u32,
     mask: u128,
+    /// Whether a port past `first + 127` matches.
+    beyond: bool,
     /// How many ports match (the SRV weight counts them).
     count: u32,
     /// Whether some matching port has a number (not CoreDNS's `-1` for "no ports"):
@@ -244,7 +249,13 @@ pub struct Ctx<'a, 'r, 's, 'z> {
     pub z: Zoned<'z>,
     /// The query's work budget (the worker's, reset for each run of the chain).
     pub budget: &'a Budget,
+    /// The port lists matched so far in this query (see [`Ctx::matched`]).
+    matched: Cell<[(usize, Matched); MATCHED_KEPT]>,
 }
+
+/// Port lists whose matches a query keeps: the slices of a service share one list
+/// (lists are interned), two or three while its ports change.
+const MATCHED_KEPT: usize = 4;
 
 /// A hash of byte strings and numbers, for [`Seen`].
 fn hash_parts(parts: &[&[u8]], numbers: &[u64]) -> u64 {
@@ -340,6 +351,17 @@ fn pod_ip_text(label: &[u8], out: &mut [u8; 64]) -> Option<usize> {
 }
 
 impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
+    pub fn new(opts: &'a Options, snap: &'s Snapshot, req: &'r Request<'r>, z: Zoned<'z>, budget: &'a Budget) -> Self {
+        Ctx {
+            opts,
+            snap,
+            req,
+            z,
+            budget,
+            matched: Cell::new([(0, Matched::default()); MATCHED_KEPT]),
+        }
+    }
+
     fn name(&self) -> &NameKey {
         &self.req.qname
     }
@@ -422,6 +444,21 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         let found = if Self::from_cluster_ips(entry, &sel) {
             // A ClusterIP service exists for any matching port, even without an address.
             self.matched(&svc.ports, &sel).map(|m| m.count > 0)
+        } else if sel.endpoint.is_none() && sel.port.is_none() && sel.protocol.is_none() {
+            // Every port matches: a slice with endpoints and ports (every decoded slice
+            // has one, at least CoreDNS's -1), found without reading them.
+            let mut any = Ok(false);
+            for slice in entry.slices.iter() {
+                if let Err(h) = self.charge(1) {
+                    any = Err(h);
+                    break;
+                }
+                if !slice.eps.is_empty() && !slice.ports.is_empty() {
+                    any = Ok(true);
+                    break;
+                }
+            }
+            any
         } else if sel.endpoint.is_none() {
             self.candidate_count(entry, &sel).map(|n| n > 0)
         } else {
@@ -444,19 +481,52 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         entry.svc.kind == ServiceKind::ClusterIp && sel.endpoint.is_none()
     }
 
-    /// The ports of `ports` that `sel` selects (one step per port).
+    /// The ports of `ports` that `sel` selects. Without a port in the query, all of
+    /// them, known without reading them (but whether one has a number, usually the
+    /// first); with one, one step per port, once per query for each port list (the
+    /// query's `sel` is the same throughout).
     fn matched(&self, ports: &[Port], sel: &Sel<'_>) -> Result<Matched, Halt> {
-        self.charge(ports.len() as u32)?;
+        let key = ports.as_ptr() as usize;
+        let mut kept = self.matched.get();
+        if let Some((_, m)) = kept.iter().find(|(k, _)| *k == key) {
+            return Ok(*m);
+        }
         let mut m = Matched::default();
-        for (i, port) in ports.iter().enumerate() {
-            if sel.port_ok(port) {
-                if i < 128 {
-                    m.mask |= 1 << i;
+        if sel.port.is_none() && sel.protocol.is_none() {
+            self.charge(1)?;
+            m.count = ports.len() as u32;
+            m.beyond = ports.len() > 128;
+            m.mask = if ports.len() >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << ports.len()) - 1
+            };
+            for port in ports {
+                if port.port != -1 {
+                    m.numbered = true;
+                    break;
                 }
-                m.count += 1;
-                m.numbered |= port.port != -1;
+                self.charge(1)?;
+            }
+        } else {
+            self.charge(ports.len() as u32)?;
+            for (i, port) in ports.iter().enumerate() {
+                if sel.port_ok(port) {
+                    if m.count == 0 {
+                        m.first = i as u32;
+                    }
+                    match i - m.first as usize {
+                        k if k < 128 => m.mask |= 1 << k,
+                        _ => m.beyond = true,
+                    }
+                    m.count += 1;
+                    m.numbered |= port.port != -1;
+                }
             }
         }
+        kept.rotate_right(1);
+        kept[0] = (key, m);
+        self.matched.set(kept);
         Ok(m)
     }
 
@@ -468,15 +538,18 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         sel: &Sel<'_>,
         mut f: impl FnMut(usize) -> Result<(), Halt>,
     ) -> Result<(), Halt> {
+        let first = m.first as usize;
         let mut bits = m.mask;
         while bits != 0 {
-            f(bits.trailing_zeros() as usize)?;
+            f(first + bits.trailing_zeros() as usize)?;
             bits &= bits - 1;
         }
-        for (i, port) in ports.iter().enumerate().skip(128) {
-            self.charge(1)?;
-            if sel.port_ok(port) {
-                f(i)?;
+        if m.beyond {
+            for (i, port) in ports.iter().enumerate().skip(first + 128) {
+                self.charge(1)?;
+                if sel.port_ok(port) {
+                    f(i)?;
+                }
             }
         }
         Ok(())
@@ -491,10 +564,10 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         }
         let mut n = 0u64;
         if sel.endpoint.is_none() {
-            // Per port list, without looking at the endpoints.
-            for (ports, endpoints) in entry.port_groups() {
+            // Per slice, without looking at the endpoints (each port list once).
+            for slice in entry.slices.iter() {
                 self.charge(1)?;
-                n += u64::from(self.matched(ports, sel)?.count) * u64::from(endpoints);
+                n += u64::from(self.matched(&slice.ports, sel)?.count) * slice.eps.len() as u64;
             }
             return Ok(n);
         }
@@ -783,18 +856,18 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             };
             // Records of the target, judged on the target's name.
             let renamed = self.req.with_qname(key);
-            let sub = Ctx {
-                opts: self.opts,
-                snap: self.snap,
-                req: &renamed,
-                z: Zoned {
+            let sub = Ctx::new(
+                self.opts,
+                self.snap,
+                &renamed,
+                Zoned {
                     zone: self.z.zone,
                     before,
                     zone_off: self.z.zone_off,
                     zone_lower: self.z.zone_lower,
                 },
-                budget: self.budget,
-            };
+                self.budget,
+            );
             let found = match sub.records(&p) {
                 Ok(f) => f,
                 Err(Miss::Name) => return Answer::NoData,
@@ -1546,13 +1619,7 @@ mod tests {
         let a = "127.0.0.1:1".parse().unwrap();
         let t = if tcp { Transport::Tcp } else { Transport::Udp };
         let req = Request::parse(&raw, t, a, a).ok().unwrap();
-        let ctx = Ctx {
-            opts,
-            snap,
-            req: &req,
-            z: Zoned::find(opts, &req).expect("in a zone"),
-            budget,
-        };
+        let ctx = Ctx::new(opts, snap, &req, Zoned::find(opts, &req).expect("in a zone"), budget);
         let mut resp = Response::new();
         resp.start(&req, crate::dns::Rcode::NOERROR);
         let answer = match ctx.answer(&mut resp) {
@@ -1922,6 +1989,67 @@ mod tests {
         let (a, msg) = ask(&opts, &snap, "big.ns.svc.cluster.local", rtype::A, true, &budget);
         assert_eq!(a, Answer::Records);
         assert!(tc(&msg));
+    }
+
+    #[test]
+    fn a_port_list_is_read_once_per_query() {
+        let opts = options();
+        let budget = Budget::new();
+        // A port-range service (media servers have such): 2,000 ports on 30 slices of
+        // 100 endpoints that share the list; and one with the API's 20,000.
+        let range: Vec<Port> = (0..2000).map(|i| port(&format!("p{i}"), "udp", 10_000 + i)).collect();
+        let mut st = big_headless(3000, 100, range, |_| None);
+        let huge: Vec<Port> = (0..20_000).map(|i| port(&format!("p{i}"), "udp", 20_000 + i)).collect();
+        st.upsert(service(
+            "huge",
+            ServiceKind::Headless,
+            &[],
+            vec![port("http", "tcp", 80)],
+        ));
+        st.upsert(slice("huge", "huge-1", &[("10.8.0.1".into(), None)], huge));
+        let snap = st.snapshot();
+        let (a, msg) = ask(
+            &opts,
+            &snap,
+            "_p1999._udp.big.ns.svc.cluster.local",
+            rtype::SRV,
+            true,
+            &budget,
+        );
+        let spent = budget.spent();
+        budget.reset();
+        assert_eq!(a, Answer::Records);
+        // 3,000 candidates (one port each): what fits, with TC.
+        assert!(tc(&msg) && records(&msg, false).len() > 1000);
+        assert!(
+            records(&msg, false)[0].contains(" SRV 0 1 11999 "),
+            "{:?}",
+            records(&msg, false)[0]
+        );
+        // 2,000 ports read once, then about one step per endpoint and record.
+        assert!(spent < 2000 + 4 * 3000, "{spent} steps");
+        for (name, qtype) in [
+            ("huge.ns.svc.cluster.local", rtype::A),
+            ("huge.ns.svc.cluster.local", rtype::SRV),
+            ("10-8-0-1.huge.ns.svc.cluster.local", rtype::SRV),
+        ] {
+            let (a, msg) = ask(&opts, &snap, name, qtype, true, &budget);
+            let spent = budget.spent();
+            budget.reset();
+            assert_eq!(a, Answer::Records, "{name} {qtype}");
+            assert!(tc(&msg) || qtype == rtype::A, "{name} {qtype}");
+            assert!(spent < 5000, "{name} {qtype}: {spent} steps");
+        }
+        // A port asked for by name means reading the 20,000: more than the budget.
+        let (a, _) = ask(
+            &opts,
+            &snap,
+            "_p7._udp.huge.ns.svc.cluster.local",
+            rtype::SRV,
+            true,
+            &budget,
+        );
+        assert_eq!(a, Answer::OverBudget);
     }
 
     #[test]

@@ -99,13 +99,7 @@ impl Kubernetes {
             return Step::Next;
         };
         let snap = self.snapshot.load();
-        let ctx = Ctx {
-            opts: &self.opts,
-            snap: &snap,
-            req: q.req,
-            z,
-            budget: &q.worker.budget,
-        };
+        let ctx = Ctx::new(&self.opts, &snap, q.req, z, &q.worker.budget);
         q.resp.start(q.req, Rcode::NOERROR);
         q.resp.set_aa(true);
         match ctx.answer(q.resp) {
