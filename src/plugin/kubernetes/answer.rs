@@ -15,9 +15,10 @@
 //! size, with TC, or 64 KiB over TCP), find an endpoint by name through its slice's
 //! index, and write each (target, port) or (target, address) pair once with a per-thread
 //! set ([`seen`](super::seen)) instead of comparing each candidate with the earlier
-//! ones. The SRV weight, which counts every candidate, is computed from the per
-//! port-list endpoint counts the snapshot prepared. What is left unbounded by the output
-//! (duplicates, slices that do not match) is charged to the query's work budget
+//! ones. The SRV weight, which counts every candidate, is computed per slice (its
+//! endpoints times its matching ports; each port list is matched once per query). What
+//! is left unbounded by the output (duplicates, slices that do not match, slices
+//! counted) is charged to the query's work budget
 //! ([`crate::chain::Budget`]): past it, the query fails. Answering allocates nothing
 //! once the per-thread buffers have grown.
 
