@@ -183,6 +183,8 @@ pub struct Response {
     /// a first label nothing written has, and this says so without the scan.
     compress_bloom: [u64; 4],
     ncompress: usize,
+    /// The length of the question name (wire form, root included; 0 without one).
+    qname_len: usize,
     finished: bool,
     /// A plugin decided that nothing is sent (rate limiting).
     withheld: bool,
@@ -211,6 +213,7 @@ impl Response {
             compress_hash: [0; MAX_COMPRESS],
             compress_bloom: [0; 4],
             ncompress: 0,
+            qname_len: 0,
             finished: false,
             withheld: false,
         }
@@ -227,6 +230,7 @@ impl Response {
         self.records.clear();
         self.ncompress = 0;
         self.compress_bloom = [0; 4];
+        self.qname_len = 0;
         self.finished = false;
         self.withheld = false;
     }
@@ -255,12 +259,12 @@ impl Response {
         self.cookie = req.cookie.map(|c| c.reply);
         self.limit = req.max_size() - self.opt_len();
         self.set_rcode(rcode);
+        self.qname_len = req.qname_end - QNAME_OFFSET;
         // The question's labels are the first compression targets.
         let mut at = QNAME_OFFSET;
         while self.buf[at] != 0 && self.ncompress < MAX_COMPRESS {
-            self.compress[self.ncompress] = at as u16;
             let first = &self.buf[at..at + 1 + self.buf[at] as usize];
-            let fp = fingerprint(first, self.qname_len() - (at - QNAME_OFFSET));
+            let fp = fingerprint(first, self.qname_len - (at - QNAME_OFFSET));
             self.remember(at, fp);
             at += 1 + self.buf[at] as usize;
         }
@@ -279,6 +283,7 @@ impl Response {
         self.buf.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
         if let Some(end) = question_end {
             self.buf.extend_from_slice(&raw[HEADER_LEN..end]);
+            self.qname_len = self.question_wire().len();
         }
         self.limit = wire::MIN_UDP_PAYLOAD as usize;
         self.set_rcode(rcode);
@@ -765,14 +770,10 @@ impl Response {
     /// table has room), with the [`fingerprint`] of the name it starts: its labels, then
     /// `tail` (the rest of the name, as written after them).
     fn write_labels(&mut self, labels: &[u8], tail: Tail<'_>) -> Result<(), PushError> {
-        let tail_len = if self.ncompress < MAX_COMPRESS {
-            match tail {
-                Tail::Root => 1,
-                Tail::Wire(w) => w.len(),
-                Tail::Question(off) => self.qname_len() - off.saturating_sub(QNAME_OFFSET),
-            }
-        } else {
-            0
+        let tail_len = match tail {
+            Tail::Root => 1,
+            Tail::Wire(w) => w.len(),
+            Tail::Question(off) => self.qname_len.saturating_sub(off.saturating_sub(QNAME_OFFSET)),
         };
         let mut at = 0;
         while at < labels.len() {
@@ -796,11 +797,6 @@ impl Response {
         self.compress_hash[self.ncompress] = fp;
         self.compress_bloom[(fp as usize >> 6) & 3] |= 1 << (fp & 63);
         self.ncompress += 1;
-    }
-
-    /// The length of the question name (wire form, root included).
-    fn qname_len(&self) -> usize {
-        self.question_wire().len()
     }
 
     /// A written position whose name equals `suffix` (uncompressed, root included)
