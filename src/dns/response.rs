@@ -176,11 +176,16 @@ pub struct Response {
     records: Vec<RecordPos>,
     /// Offsets of label starts that later names may point to.
     compress: [u16; MAX_COMPRESS],
-    /// The [`name_hash`] of the name at each of those offsets: a name is compared byte
-    /// by byte only with the targets whose hash is its own.
+    /// The length of the (uncompressed) name at each of those offsets.
+    compress_len: [u8; MAX_COMPRESS],
+    /// The [`fingerprint`] of the name at each of those offsets, for the first
+    /// `fingerprinted` ones: a name is compared byte by byte only with the targets
+    /// whose fingerprint is its own. Computed when a name is first searched for (most
+    /// small replies write only names in front of the question, and never search).
     compress_hash: [u32; MAX_COMPRESS],
-    /// One bit per fingerprint seen (its low 8 bits): most names of a large answer have
-    /// a first label nothing written has, and this says so without the scan.
+    fingerprinted: usize,
+    /// One bit per fingerprint (its low 8 bits): most names of a large answer have a
+    /// first label nothing written has, and this says so without the scan.
     compress_bloom: [u64; 4],
     ncompress: usize,
     /// The length of the question name (wire form, root included; 0 without one).
@@ -210,7 +215,9 @@ impl Response {
             rcode: Rcode::NOERROR,
             records: Vec::with_capacity(64),
             compress: [0; MAX_COMPRESS],
+            compress_len: [0; MAX_COMPRESS],
             compress_hash: [0; MAX_COMPRESS],
+            fingerprinted: 0,
             compress_bloom: [0; 4],
             ncompress: 0,
             qname_len: 0,
@@ -230,6 +237,7 @@ impl Response {
         self.records.clear();
         self.ncompress = 0;
         self.compress_bloom = [0; 4];
+        self.fingerprinted = 0;
         self.qname_len = 0;
         self.finished = false;
         self.withheld = false;
@@ -263,9 +271,7 @@ impl Response {
         // The question's labels are the first compression targets.
         let mut at = QNAME_OFFSET;
         while self.buf[at] != 0 && self.ncompress < MAX_COMPRESS {
-            let first = &self.buf[at..at + 1 + self.buf[at] as usize];
-            let fp = fingerprint(first, self.qname_len - (at - QNAME_OFFSET));
-            self.remember(at, fp);
+            self.remember(at, self.qname_len - (at - QNAME_OFFSET));
             at += 1 + self.buf[at] as usize;
         }
     }
@@ -366,6 +372,7 @@ impl Response {
         if written.is_err() || self.buf.len() > self.limit {
             self.buf.truncate(start);
             self.ncompress = saved_compress;
+            self.fingerprinted = self.fingerprinted.min(saved_compress);
             if written == Err(PushError::Malformed) {
                 return Err(PushError::Malformed);
             }
@@ -464,6 +471,7 @@ impl Response {
         if result.is_err() || self.buf.len() > self.limit {
             self.buf.truncate(start);
             self.ncompress = saved;
+            self.fingerprinted = self.fingerprinted.min(saved);
             if let Err(PushError::Malformed) = result {
                 return Err(PushError::Malformed);
             }
@@ -783,7 +791,7 @@ impl Response {
             }
             let pos = self.buf.len();
             if pos < 0x3FFF && self.ncompress < MAX_COMPRESS {
-                self.remember(pos, fingerprint(&labels[at..at + 1 + l], labels.len() - at + tail_len));
+                self.remember(pos, labels.len() - at + tail_len);
             }
             self.buf.extend_from_slice(&labels[at..at + 1 + l]);
             at += 1 + l;
@@ -791,17 +799,28 @@ impl Response {
         Ok(())
     }
 
-    /// Adds a compression target (the caller checked there is room).
-    fn remember(&mut self, pos: usize, fp: u32) {
+    /// Adds a compression target (the caller checked there is room): the offset of a
+    /// label and the length of the name from there.
+    fn remember(&mut self, pos: usize, name_len: usize) {
         self.compress[self.ncompress] = pos as u16;
-        self.compress_hash[self.ncompress] = fp;
-        self.compress_bloom[(fp as usize >> 6) & 3] |= 1 << (fp & 63);
+        self.compress_len[self.ncompress] = name_len.min(MAX_NAME_LEN) as u8;
         self.ncompress += 1;
     }
 
     /// A written position whose name equals `suffix` (uncompressed, root included)
     /// exactly (case-sensitive). Only the targets with the suffix's fingerprint are read.
-    fn find_suffix(&self, suffix: &[u8]) -> Option<u16> {
+    fn find_suffix(&mut self, suffix: &[u8]) -> Option<u16> {
+        // Targets added since the last search (a record that did not fit takes its
+        // own back, and `fingerprinted` with them): their first labels are in the buffer.
+        while self.fingerprinted < self.ncompress {
+            let i = self.fingerprinted;
+            let pos = self.compress[i] as usize;
+            let first = &self.buf[pos..pos + 1 + self.buf[pos] as usize];
+            let fp = fingerprint(first, self.compress_len[i] as usize);
+            self.compress_hash[i] = fp;
+            self.compress_bloom[(fp as usize >> 6) & 3] |= 1 << (fp & 63);
+            self.fingerprinted += 1;
+        }
         let first = &suffix[..1 + suffix[0] as usize];
         let fp = fingerprint(first, suffix.len());
         if self.compress_bloom[(fp as usize >> 6) & 3] & (1 << (fp & 63)) == 0 {

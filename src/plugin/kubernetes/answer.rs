@@ -250,8 +250,11 @@ pub struct Ctx<'a, 'r, 's, 'z> {
     pub z: Zoned<'z>,
     /// The query's work budget (the worker's, reset for each run of the chain).
     pub budget: &'a Budget,
-    /// The port lists matched so far in this query (see [`Ctx::matched`]).
-    matched: Cell<[(usize, Matched); MATCHED_KEPT]>,
+    /// The port lists matched so far in this query (see [`Ctx::matched`]): the
+    /// lists' addresses, what matched in each, and the slot to use next.
+    matched_lists: [Cell<usize>; MATCHED_KEPT],
+    matched: [Cell<Matched>; MATCHED_KEPT],
+    matched_next: Cell<usize>,
 }
 
 /// Port lists whose matches a query keeps: the slices of a service share one list
@@ -359,7 +362,9 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             req,
             z,
             budget,
-            matched: Cell::new([(0, Matched::default()); MATCHED_KEPT]),
+            matched_lists: Default::default(),
+            matched: Default::default(),
+            matched_next: Cell::new(0),
         }
     }
 
@@ -488,9 +493,8 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
     /// query's `sel` is the same throughout).
     fn matched(&self, ports: &[Port], sel: &Sel<'_>) -> Result<Matched, Halt> {
         let key = ports.as_ptr() as usize;
-        let mut kept = self.matched.get();
-        if let Some((_, m)) = kept.iter().find(|(k, _)| *k == key) {
-            return Ok(*m);
+        if let Some(i) = self.matched_lists.iter().position(|k| k.get() == key) {
+            return Ok(self.matched[i].get());
         }
         let mut m = Matched::default();
         if sel.port.is_none() && sel.protocol.is_none() {
@@ -525,9 +529,10 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                 }
             }
         }
-        kept.rotate_right(1);
-        kept[0] = (key, m);
-        self.matched.set(kept);
+        let slot = self.matched_next.get();
+        self.matched_lists[slot].set(key);
+        self.matched[slot].set(m);
+        self.matched_next.set((slot + 1) % MATCHED_KEPT);
         Ok(m)
     }
 
