@@ -49,7 +49,7 @@ fn setup_takes_an_address_and_coredns_options() {
     );
     assert_eq!(
         addr_of("example.org {\n prometheus :9153\n}"),
-        "0.0.0.0:9153".parse().unwrap()
+        "[::]:9153".parse().unwrap() // every address of both families, as CoreDNS's Go listener
     );
     assert_eq!(
         addr_of("example.org {\n prometheus [::1]:9154\n}"),
