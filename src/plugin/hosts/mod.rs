@@ -26,7 +26,7 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use crate::chain::{Plugin, Query, Step};
+use crate::chain::{ChainError, Plugin, Query, Step};
 use crate::config::{ConfigError, Directive, ServerKey, parse_duration};
 use crate::dns::{Name, NameKey, Rcode, Rdata, Record, rtype, wire};
 use crate::plugin::{SetupCtx, once};
@@ -502,6 +502,11 @@ impl HostsFile {
     }
 }
 
+/// A query that visited more records than a query may (the chain counts and logs it).
+fn over_budget() -> Step {
+    Step::Fail(Rcode::SERVFAIL, Some(ChainError::OverBudget(NAME)))
+}
+
 impl Plugin for Hosts {
     fn name(&self) -> &'static str {
         NAME
@@ -529,9 +534,16 @@ impl Plugin for Hosts {
                 return Step::Next;
             }
             start_authoritative(q);
+            // Stops at the first record that does not fit: the cost is the answer's.
             for target in tables.iter().flat_map(|t| t.names_of(addr)) {
+                if q.worker.budget.charge(1).is_err() {
+                    return over_budget();
+                }
                 q.resp
                     .answer(Record::at_question(rtype::PTR, ttl, Rdata::Name(Name::wire(target))));
+                if q.resp.truncated() {
+                    break;
+                }
             }
             return Step::Answered;
         }
@@ -547,14 +559,31 @@ impl Plugin for Hosts {
             return Step::Next;
         }
         start_authoritative(q);
-        for t in tables {
+        // As for PTR, the loops end with the first record that does not fit.
+        'tables: for t in tables {
             match qtype {
-                rtype::A => t.v4(name).iter().for_each(|&ip| {
-                    q.resp.answer(Record::at_question(rtype::A, ttl, Rdata::A(ip)));
-                }),
-                rtype::AAAA => t.v6(name).iter().for_each(|&ip| {
-                    q.resp.answer(Record::at_question(rtype::AAAA, ttl, Rdata::Aaaa(ip)));
-                }),
+                rtype::A => {
+                    for &ip in t.v4(name) {
+                        if q.worker.budget.charge(1).is_err() {
+                            return over_budget();
+                        }
+                        q.resp.answer(Record::at_question(rtype::A, ttl, Rdata::A(ip)));
+                        if q.resp.truncated() {
+                            break 'tables;
+                        }
+                    }
+                }
+                rtype::AAAA => {
+                    for &ip in t.v6(name) {
+                        if q.worker.budget.charge(1).is_err() {
+                            return over_budget();
+                        }
+                        q.resp.answer(Record::at_question(rtype::AAAA, ttl, Rdata::Aaaa(ip)));
+                        if q.resp.truncated() {
+                            break 'tables;
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -735,6 +764,12 @@ mod tests {
     }
 
     fn ask_plugin(h: &dyn Plugin, name: &str, qtype: u16) -> (Step, Option<Vec<u8>>) {
+        let (step, reply, _) = ask_counting(h, name, qtype);
+        (step, reply)
+    }
+
+    /// Like [`ask_plugin`], with the records the query visited (its work budget spent).
+    fn ask_counting(h: &dyn Plugin, name: &str, qtype: u16) -> (Step, Option<Vec<u8>>, u32) {
         let mut raw = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
         raw.extend_from_slice(&wire_as_spelled(name));
         raw.extend_from_slice(&qtype.to_be_bytes());
@@ -759,7 +794,8 @@ mod tests {
         };
         let step = h.serve(&mut q);
         let reply = matches!(step, Step::Answered).then(|| q.resp.finish().to_vec());
-        (step, reply)
+        let spent = q.worker.budget.spent();
+        (step, reply, spent)
     }
 
     /// The answer records of a reply, one `owner ttl class type data` line each, and
@@ -1225,6 +1261,33 @@ mod tests {
             examples += 1;
         }
         assert_eq!(examples, 4);
+    }
+
+    /// A name with 50,000 addresses, and an address with 50,000 names: an answer stops
+    /// at the first record that does not fit (512 bytes here), so the query visits
+    /// about as many entries as it writes, not the whole list.
+    #[test]
+    fn an_answer_costs_what_it_writes_not_what_the_file_holds() {
+        use std::fmt::Write as _;
+        let mut file = String::new();
+        for i in 0..50_000u32 {
+            let _ = writeln!(file, "10.{}.{}.{} many.example.org", i >> 16, (i >> 8) & 255, i & 255);
+            let _ = writeln!(file, "192.0.2.1 n{i}.example.org");
+        }
+        let h = plugin("hosts hosts", &file);
+        for (name, qtype) in [("many.example.org", rtype::A), ("1.2.0.192.in-addr.arpa", rtype::PTR)] {
+            let (step, reply, spent) = ask_counting(&*h, name, qtype);
+            assert!(matches!(step, Step::Answered), "{name}: {step:?}");
+            let reply = reply.unwrap();
+            let msg = Message::from_octets(&reply[..]).unwrap();
+            assert!(msg.header().tc(), "{name}: TC");
+            let written = u32::from(msg.header_counts().ancount());
+            assert!(written > 5, "{name}: {written} records");
+            assert!(
+                spent <= written + 1,
+                "{name}: {spent} entries visited for {written} records"
+            );
+        }
     }
 
     #[test]
