@@ -127,10 +127,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Sharded<K, V> {
     }
 }
 
-/// Wire-format labels (length-prefixed, no root) for `labels` joined in order.
+/// Wire-format labels (length-prefixed, no root) for `labels` joined in order. Every
+/// label is a DNS label the decoder has checked (at most 63 bytes): the cut below only
+/// keeps the wire form valid, it must never make two names one.
 pub fn wire_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> Box<[u8]> {
     let mut out = Vec::new();
     for l in labels {
+        debug_assert!(l.len() <= 63, "label over 63 bytes reached the snapshot: {l:?}");
         let l = &l.as_bytes()[..l.len().min(63)];
         out.push(l.len() as u8);
         out.extend_from_slice(l);
@@ -913,7 +916,7 @@ impl Store {
         match r {
             Resource::Namespaces => self.delete_namespace(&key.name),
             Resource::Services => self.delete_service(&wire_labels([&*key.name, &*key.namespace])),
-            Resource::EndpointSlices => self.delete_slice(&wire_labels([&*key.name, &*key.namespace])),
+            Resource::EndpointSlices => self.delete_slice(&slice_key(&key.namespace, &key.name)),
             Resource::Pods => {
                 let Some((ip, _)) = self.pods.remove(key) else {
                     return false;
@@ -1032,7 +1035,7 @@ impl Store {
 
     fn upsert_slice(&mut self, e: EndpointSlice) -> bool {
         let generation_now = self.current_gen(Resource::EndpointSlices);
-        let key = wire_labels([&*e.name, &*e.namespace]);
+        let key = slice_key(&e.namespace, &e.name);
         let version = version_hash(&e.resource_version);
         let old = self.slices.get(&key[..]).map(|b| b.0.clone());
         if let Some(o) = &old {
@@ -1295,6 +1298,15 @@ pub fn service_key(ns: &str, name: &str) -> Box<[u8]> {
     wire_labels([name, ns])
 }
 
+/// The slices map key: the namespace as one wire label, then the slice's whole name.
+/// Not wire labels throughout: a slice's name is a DNS subdomain of up to 253
+/// characters, and cutting it to a label's 63 would give two slices one key.
+fn slice_key(ns: &str, name: &str) -> Box<[u8]> {
+    let mut k = wire_labels([ns]).into_vec();
+    k.extend_from_slice(name.as_bytes());
+    k.into_boxed_slice()
+}
+
 fn pod_key(ns: &str, ip: &str) -> Box<[u8]> {
     let mut k = wire_labels([ns]).into_vec();
     k.extend_from_slice(ip.as_bytes());
@@ -1474,6 +1486,36 @@ mod tests {
         assert!(st.snapshot().owners(&"10.1.0.1".parse().unwrap()).is_empty());
     }
 
+    /// Slice names are DNS subdomains of up to 253 characters: two that share their
+    /// first 63 are two slices (their key was cut to a label's length, so the second
+    /// replaced the first, and deleting either took both away).
+    #[test]
+    fn long_slice_names_that_share_a_prefix_are_two_slices() {
+        let mut st = Store::new(StoreOptions::default(), vec![]);
+        let mut h = svc("ns", "h", "1", &[]);
+        if let Object::Service(s) = &mut h {
+            s.kind = ServiceKind::Headless;
+        }
+        st.upsert(h);
+        let prefix = "h-".repeat(40);
+        let (one, two) = (format!("{prefix}one"), format!("{prefix}two"));
+        st.upsert(slice("ns", &one, "h", "2", &["10.1.0.1"]));
+        st.upsert(slice("ns", &two, "h", "3", &["10.1.0.2"]));
+        assert_eq!(st.snapshot().service(&service_key("ns", "h")).unwrap().v4.len(), 2);
+        st.delete(
+            Resource::EndpointSlices,
+            &ObjectKey {
+                namespace: "ns".into(),
+                name: one.into(),
+            },
+        );
+        let snap = st.snapshot();
+        let e = snap.service(&service_key("ns", "h")).unwrap();
+        assert_eq!(e.v4.len(), 1);
+        assert!(snap.owners(&"10.1.0.1".parse().unwrap()).is_empty());
+        assert!(!snap.owners(&"10.1.0.2".parse().unwrap()).is_empty());
+    }
+
     #[test]
     fn owners_keep_cluster_ips_first_and_endpoints_in_order() {
         let mut st = Store::new(StoreOptions::default(), vec![]);
@@ -1489,9 +1531,9 @@ mod tests {
         assert_eq!(owners.len(), 3002, "the repeated cluster IP is kept once");
         assert!(matches!(&owners[0], Owner::Cluster(s) if s.name() == b"vip"));
         for (i, o) in owners[1..3001].iter().enumerate() {
-            assert!(matches!(o, Owner::Endpoint(s, e) if s.key() == b"\x03a-1\x02ns" && *e as usize == i));
+            assert!(matches!(o, Owner::Endpoint(s, e) if s.key() == &*slice_key("ns", "a-1") && *e as usize == i));
         }
-        assert!(matches!(&owners[3001], Owner::Endpoint(s, 0) if s.key() == b"\x03b-1\x02ns"));
+        assert!(matches!(&owners[3001], Owner::Endpoint(s, 0) if s.key() == &*slice_key("ns", "b-1")));
         // Replacing the big slice takes all its endpoints out in one update.
         st.upsert(slice("ns", "a-1", "a", "2", &["10.5.0.2"]));
         assert_eq!(st.snapshot().owners(&"10.5.0.1".parse().unwrap()).len(), 2);
