@@ -13,9 +13,11 @@
 //! What keeps a probe answered whatever other clients do: the deadline is for the whole
 //! request head, not for each read, so a client trickling bytes cannot hold a connection
 //! longer than [`REQUEST_DEADLINE`]; when [`MAX_CONNECTIONS`] are open, a new connection
-//! closes the oldest one (finished ones first, then those still sending their head,
-//! then those being written to), so idle and slow connections cost descriptors but
-//! never turn a probe away; nothing blocks, so one slow client delays no other.
+//! closes the oldest one (finished ones first, then by age alone, whether it is still
+//! sending its head or not taking its response), so idle and slow connections cost
+//! descriptors but never turn a newer probe away; a listener takes at most
+//! `ACCEPTS_PER_TURN` connections in a row; nothing blocks, so one slow client delays
+//! no other.
 //! Every connection closed without a normal answer is counted by reason ([`Stats`],
 //! `clusterdns_http_failures_total`) and logged, at most once per reason every 10 s.
 
@@ -52,6 +54,10 @@ const LINGER: Duration = Duration::from_secs(1);
 const LOG_EVERY: Duration = Duration::from_secs(10);
 /// The listen backlog: connections the kernel completes before the loop accepts them.
 const BACKLOG: i32 = 1024;
+/// Connections one listener takes in a row before the thread serves the rest: a flood
+/// of connections on one endpoint address cannot keep the others', or the requests of
+/// connections already open, waiting.
+const ACCEPTS_PER_TURN: usize = 64;
 
 /// A response.
 pub struct Response {
@@ -210,6 +216,12 @@ pub struct Server {
 impl Server {
     /// Starts the thread, listening nowhere yet, counting in `stats`.
     pub fn start(handler: Handler, stats: Arc<Stats>) -> io::Result<Server> {
+        Server::with_budget(handler, stats, MAX_CONNECTIONS)
+    }
+
+    /// Like [`Server::start`] with at most `budget` connections open (tests use a small
+    /// one).
+    fn with_budget(handler: Handler, stats: Arc<Stats>, budget: usize) -> io::Result<Server> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -222,8 +234,10 @@ impl Server {
             conns: Vec::new(),
             free: Vec::new(),
             live: 0,
+            budget,
             next_seq: 0,
             retry_accept: false,
+            accept_pending: false,
             log: Limiter::default(),
         };
         let thread = std::thread::Builder::new()
@@ -293,9 +307,9 @@ struct Listener {
     sock: TcpListener,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    /// Answered; waiting for the client to close (listed first: evicted first).
+    /// Answered; waiting for the client to close (evicted first).
     Lingering,
     /// Reading the request head.
     Reading,
@@ -353,9 +367,13 @@ struct Endpoints {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     live: usize,
+    /// Connections open at most ([`MAX_CONNECTIONS`]).
+    budget: usize,
     next_seq: u64,
     /// An accept failed for want of resources: try again on the next turn.
     retry_accept: bool,
+    /// A listener had more connections waiting after its turn: accept again at once.
+    accept_pending: bool,
     log: Limiter,
 }
 
@@ -371,6 +389,9 @@ impl Endpoints {
                 log::error!("http endpoints: poll failed: {e}");
                 return;
             }
+            // Listeners whose turn ended with connections still queued go first (edge-
+            // triggered polling will not report them again).
+            let pending = std::mem::take(&mut self.accept_pending);
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {
@@ -382,7 +403,7 @@ impl Endpoints {
                     Token(t) => self.accept(t - LISTENER),
                 }
             }
-            if std::mem::take(&mut self.retry_accept) {
+            if std::mem::take(&mut self.retry_accept) || pending {
                 for i in 0..self.listeners.len() {
                     self.accept(i);
                 }
@@ -401,6 +422,9 @@ impl Endpoints {
             .flatten()
             .map(|c| c.deadline.saturating_duration_since(now))
             .min();
+        if self.accept_pending {
+            return Some(Duration::ZERO);
+        }
         if self.retry_accept {
             t = Some(t.map_or(Duration::from_millis(100), |t| t.min(Duration::from_millis(100))));
         }
@@ -446,7 +470,7 @@ impl Endpoints {
     }
 
     fn accept(&mut self, i: usize) {
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             let Some(Some(l)) = self.listeners.get(i) else {
                 return;
             };
@@ -470,11 +494,12 @@ impl Endpoints {
                 }
             }
         }
+        self.accept_pending = true;
     }
 
     /// Takes a new connection, closing the oldest one first if the budget is spent.
     fn admit(&mut self, mut stream: MioStream, peer: SocketAddr, endpoint: SocketAddr) {
-        if self.live >= MAX_CONNECTIONS {
+        if self.live >= self.budget {
             if let Some(victim) = self.oldest() {
                 self.evict(victim);
             }
@@ -513,13 +538,15 @@ impl Endpoints {
         self.ready(slot);
     }
 
-    /// The connection to close to make room: lingering ones first, then the oldest
-    /// still reading its head, then the oldest being written to.
+    /// The connection to close to make room: one already answered (lingering) if there
+    /// is one, else the oldest, whatever it is doing. Age alone decides among the
+    /// others: ranking writers after readers would let old connections that never take
+    /// their response (a stalled `/metrics` reader) outlive a probe accepted a moment ago.
     fn oldest(&self) -> Option<usize> {
         self.conns
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| c.as_ref().map(|c| ((c.phase, c.seq), i)))
+            .filter_map(|(i, c)| c.as_ref().map(|c| ((c.phase != Phase::Lingering, c.seq), i)))
             .min()
             .map(|(_, i)| i)
     }
@@ -529,10 +556,10 @@ impl Endpoints {
             return;
         };
         if c.phase != Phase::Lingering {
-            let (endpoint, peer, age) = (c.endpoint, c.peer, c.opened.elapsed());
+            let (endpoint, peer, age, budget) = (c.endpoint, c.peer, c.opened.elapsed(), self.budget);
             self.failed(Failure::Evicted, Instant::now(), || {
                 format!(
-                    "http {endpoint}: {MAX_CONNECTIONS} connections open: evicted the oldest, from {peer} ({:.1}s old)",
+                    "http {endpoint}: {budget} connections open: evicted the oldest, from {peer} ({:.1}s old)",
                     age.as_secs_f64()
                 )
             });
@@ -632,8 +659,13 @@ impl Endpoints {
             return;
         };
         while c.pos < c.buf.len() {
-            match c.stream.write(&c.buf[c.pos..]) {
-                Ok(0) => break,
+            // A stream that takes nothing and reports no error cannot take the rest:
+            // a failure like any other.
+            let written = match c.stream.write(&c.buf[c.pos..]) {
+                Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
+                other => other,
+            };
+            match written {
                 Ok(n) => c.pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -935,6 +967,48 @@ mod tests {
         assert!(s.stats().failures(Failure::Evicted) >= 21);
     }
 
+    /// Old connections that never take their response (stalled `/metrics` readers)
+    /// are closed before a probe accepted after them: age decides, not what a
+    /// connection is doing.
+    #[test]
+    fn stalled_writers_are_evicted_before_a_newer_probe() {
+        let handler: Handler = Arc::new(|_, r: &Request<'_>| match r.path {
+            "/health" => Response::text(200, "OK"),
+            _ => Response::text(200, vec![b'x'; 16 << 20]),
+        });
+        let s = Server::with_budget(handler, Arc::default(), 4).unwrap();
+        let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        // Four connections whose 16 MiB responses stay unread: the budget is full of
+        // writers.
+        let writers: Vec<TcpStream> = (0..4)
+            .map(|_| {
+                let mut c = TcpStream::connect(addr).unwrap();
+                c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+                c
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        // A probe connects (a writer makes room), then one more connection comes before
+        // the probe has sent its request.
+        let mut probe = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let _next = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        probe.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let answered = probe.write_all(b"GET /health HTTP/1.1\r\n\r\n").ok().and_then(|_| {
+            let mut out = String::new();
+            probe.read_to_string(&mut out).ok().map(|_| out)
+        });
+        assert!(
+            answered
+                .as_deref()
+                .is_some_and(|a| a.starts_with("HTTP/1.1 200 OK\r\n")),
+            "the probe was closed: {answered:?}"
+        );
+        assert_eq!(s.stats().failures(Failure::Evicted), 2, "two writers made room");
+        drop(writers);
+    }
+
     #[test]
     fn closing_an_address_stops_listening_there_only_and_frees_it_at_once() {
         let (s, a) = server();
@@ -956,7 +1030,13 @@ mod tests {
         let (s, _) = server();
         let bound = s.listen(every_address(0)).unwrap();
         assert!(bound.ip().is_unspecified(), "{bound}");
-        for ip in ["127.0.0.1", "::1"] {
+        // On a host without IPv6 the listener falls back to IPv4 alone.
+        let families: &[&str] = if bound.is_ipv6() {
+            &["127.0.0.1", "::1"]
+        } else {
+            &["127.0.0.1"]
+        };
+        for ip in families {
             let to = SocketAddr::new(ip.parse().unwrap(), bound.port());
             assert!(get(to, "/health").starts_with("HTTP/1.1 200 OK\r\n"), "{to}");
         }
