@@ -23,6 +23,7 @@ pub mod dns;
 pub mod fuzzing;
 pub mod http;
 pub mod kubernetes;
+pub mod lines;
 pub mod metrics;
 pub mod notify;
 pub mod plugin;

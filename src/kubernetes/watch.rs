@@ -678,25 +678,12 @@ pub fn next_line(stream: &mut impl BufRead, line: &mut Vec<u8>, max: u64, resour
 
 /// Reads to the end of the line without keeping it; fails after `most` bytes.
 fn skip_line(stream: &mut impl BufRead, most: u64) -> io::Result<()> {
-    let mut skipped = 0u64;
-    loop {
-        let buf = stream.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(());
-        }
-        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
-            stream.consume(i + 1);
-            return Ok(());
-        }
-        let n = buf.len();
-        stream.consume(n);
-        skipped += n as u64;
-        if skipped > most {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("a watch line longer than {}", crate::config::read::human_bytes(most)),
-            ));
-        }
+    match crate::lines::skip_line(stream, most)? {
+        Some(_) => Ok(()),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a watch line longer than {}", crate::config::read::human_bytes(most)),
+        )),
     }
 }
 

@@ -442,7 +442,10 @@ fn read_pass(
             // Skipped in the reader's pieces, and no further than the byte limit:
             // an endless line (`/dev/zero`) ends the read there.
             let left = limits.bytes.saturating_sub(total);
-            total += skip_line(&mut reader, left).map_err(ReadError::Io)?;
+            match crate::lines::skip_line(&mut reader, left).map_err(ReadError::Io)? {
+                Some(skipped) => total += skipped,
+                None => return Err(ReadError::TooLarge(limits.bytes)),
+            }
             long_lines += 1;
         } else {
             for_each_pair(&line, opts, |addr, name| {
@@ -562,30 +565,6 @@ impl Builder {
         t.reverse_v6.shrink_to_fit();
         self.shard
     }
-}
-
-/// Reads to the end of the current line without keeping it, or until more than `most`
-/// bytes were read; returns the bytes read.
-fn skip_line(reader: &mut impl BufRead, most: u64) -> io::Result<u64> {
-    let mut skipped = 0u64;
-    while skipped <= most {
-        let buf = reader.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(skipped);
-        }
-        match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                reader.consume(i + 1);
-                return Ok(skipped + i as u64 + 1);
-            }
-            None => {
-                let n = buf.len();
-                reader.consume(n);
-                skipped += n as u64;
-            }
-        }
-    }
-    Ok(skipped)
 }
 
 /// The field separators of CoreDNS's hosts parser: ASCII white space, vertical tab
