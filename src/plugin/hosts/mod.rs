@@ -518,13 +518,16 @@ impl Plugin for Hosts {
     /// which without a SOA CoreDNS turns into SERVFAIL unless `fallthrough` covers it;
     /// an existing name without the asked type gets an empty authoritative answer.
     fn serve(&self, q: &mut Query<'_, '_>) -> Step {
-        let name = &q.req.qname;
-        let qtype = q.req.qtype;
+        // The request outlives `q`'s borrow: the lookups below hold on to its name while
+        // the answer is written.
+        let req = q.req;
+        let name = &req.qname;
+        let qtype = req.qtype;
         if qtype != rtype::PTR && !self.zones.iter().any(|z| name.labels_before(z).is_some()) {
             return Step::Next;
         }
         let file = self.file.data.load();
-        let tables = [&file.table, &self.inline];
+        let tables = [&*file.table, &self.inline];
         let ttl = self.ttl;
         if qtype == rtype::PTR {
             let Some(addr) = reverse_address(name) else {
@@ -534,18 +537,8 @@ impl Plugin for Hosts {
                 return Step::Next;
             }
             start_authoritative(q);
-            // Stops at the first record that does not fit: the cost is the answer's.
-            for target in tables.iter().flat_map(|t| t.names_of(addr)) {
-                if q.worker.budget.charge(1).is_err() {
-                    return over_budget();
-                }
-                q.resp
-                    .answer(Record::at_question(rtype::PTR, ttl, Rdata::Name(Name::wire(target))));
-                if q.resp.truncated() {
-                    break;
-                }
-            }
-            return Step::Answered;
+            let targets = tables.iter().flat_map(|t| t.names_of(addr));
+            return answer_each(q, rtype::PTR, ttl, targets, |target| Rdata::Name(Name::wire(target)));
         }
         let has = |t: &&Table| !t.v4(name).is_empty() || !t.v6(name).is_empty();
         if !tables.iter().any(has) {
@@ -559,35 +552,18 @@ impl Plugin for Hosts {
             return Step::Next;
         }
         start_authoritative(q);
-        // As for PTR, the loops end with the first record that does not fit.
-        'tables: for t in tables {
-            match qtype {
-                rtype::A => {
-                    for &ip in t.v4(name) {
-                        if q.worker.budget.charge(1).is_err() {
-                            return over_budget();
-                        }
-                        q.resp.answer(Record::at_question(rtype::A, ttl, Rdata::A(ip)));
-                        if q.resp.truncated() {
-                            break 'tables;
-                        }
-                    }
-                }
-                rtype::AAAA => {
-                    for &ip in t.v6(name) {
-                        if q.worker.budget.charge(1).is_err() {
-                            return over_budget();
-                        }
-                        q.resp.answer(Record::at_question(rtype::AAAA, ttl, Rdata::Aaaa(ip)));
-                        if q.resp.truncated() {
-                            break 'tables;
-                        }
-                    }
-                }
-                _ => {}
+        match qtype {
+            rtype::A => {
+                let addrs = tables.iter().flat_map(|t| t.v4(name));
+                answer_each(q, qtype, ttl, addrs, |&ip| Rdata::A(ip))
             }
+            rtype::AAAA => {
+                let addrs = tables.iter().flat_map(|t| t.v6(name));
+                answer_each(q, qtype, ttl, addrs, |&ip| Rdata::Aaaa(ip))
+            }
+            // NODATA.
+            _ => Step::Answered,
         }
-        Step::Answered
     }
 
     /// Reads the file once (CoreDNS's start-up read), then, unless `reload 0`, starts
@@ -644,6 +620,28 @@ impl Plugin for Hosts {
             stamp,
         );
     }
+}
+
+/// Answers with one `rtype` record per item, in order, charging the query's budget
+/// for each, and stops at the first record that does not fit (the reply is then
+/// truncated): a query costs what its answer holds, not what the tables hold.
+fn answer_each<'a, T>(
+    q: &mut Query<'_, '_>,
+    rtype: u16,
+    ttl: u32,
+    items: impl Iterator<Item = T>,
+    rdata: impl Fn(T) -> Rdata<'a>,
+) -> Step {
+    for item in items {
+        if q.worker.budget.charge(1).is_err() {
+            return over_budget();
+        }
+        q.resp.answer(Record::at_question(rtype, ttl, rdata(item)));
+        if q.resp.truncated() {
+            break;
+        }
+    }
+    Step::Answered
 }
 
 fn start_authoritative(q: &mut Query<'_, '_>) {
