@@ -14,12 +14,17 @@
 //! Everything a query needs is prepared when a table is built (wire-format keys,
 //! addresses, PTR targets), so answering allocates nothing. A read of the file is
 //! bounded ([`MAX_FILE_BYTES`], [`MAX_ENTRIES`], lines of [`table::MAX_LINE`]) and is
-//! all or nothing: a file over a limit leaves the previous table serving.
+//! all or nothing: a file over a limit leaves the previous table serving. A re-read
+//! swaps the table in a shard at a time ([`FILE_SHARDS`]); if the file changes
+//! between its passes it starts again ([`REREAD_RETRIES`]), and a table left holding
+//! two versions is read again at the next check whatever the file's stamp. A stop
+//! abandons a read within a few thousand lines, so it never waits for the file.
 
 mod table;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -31,7 +36,7 @@ use crate::config::{ConfigError, Directive, ServerKey, parse_duration};
 use crate::dns::{Name, NameKey, Rcode, Rdata, Record, rtype, wire};
 use crate::plugin::{SetupCtx, once};
 
-use table::{Limits, ParseOptions, Table, parse_addr, reverse_address};
+use table::{Limits, ParseOptions, ReadError, Table, parse_addr, reverse_address};
 
 /// The directive name, and the prefix of its errors.
 const NAME: &str = "hosts";
@@ -86,8 +91,14 @@ struct HostsData {
     /// The stamp of the file `table` was read from; `None` until the first read.
     stamp: Option<Stamp>,
     /// The version last refused (over a limit, or not a regular file): it is not read
-    /// again, nor reported again, until the file changes.
+    /// again, nor reported again, until the file changes (unless `mixed`).
     refused: Option<Stamp>,
+    /// Whether `table` may hold shards of two versions of the file: a re-read is under
+    /// way, or one ended before its last shard (the file kept changing between its
+    /// passes, its new version was refused, or the plugin stopped). `stamp` then still
+    /// names the version before, and the next check reads the file again whole, even
+    /// if its stamp is the one served or refused: a mix is never kept for good.
+    mixed: bool,
 }
 
 /// The hosts file, how to parse it, and the snapshot of its latest read.
@@ -96,14 +107,43 @@ struct HostsFile {
     opts: ParseOptions,
     limits: Limits,
     data: ArcSwap<HostsData>,
+    /// Raised by [`Hosts::stop`]: a read under way gives up at its next look (between
+    /// passes, and every few thousand lines within one), keeping what is served.
+    stopping: AtomicBool,
+    /// Called before each pass of a re-read with the shard it builds: lets a test change
+    /// the file between passes, or stop the plugin during one.
+    #[cfg(test)]
+    before_pass: Mutex<Option<PassHook>>,
 }
+
+/// See [`HostsFile::before_pass`].
+#[cfg(test)]
+type PassHook = Box<dyn FnMut(usize) + Send>;
 
 /// Shards of the file's table. A re-read rebuilds them one at a time, each from its own
 /// pass over the file, and swaps each in as it is built: the re-read holds one shard
 /// more than serving does (with its build's scratch, a third to a half of a table),
-/// where building the whole new table next to the old one would hold two. It reads the file four times instead of once (a million lines
-/// take well under a second a pass); only a change of the file costs that.
+/// where building the whole new table next to the old one would hold two. It reads the
+/// file four times instead of once (a million lines take well under a second a pass);
+/// only a change of the file costs that.
 pub const FILE_SHARDS: usize = 4;
+
+/// How many times a re-read starts again from its first pass when the file changed
+/// between two of its passes (an updater writing it in place). Past that, the re-read
+/// gives up with the table marked [`HostsData::mixed`], and the next check reads again.
+const REREAD_RETRIES: usize = 3;
+
+/// How one attempt at a sharded re-read ended.
+enum Reread {
+    /// Every shard was rebuilt from the same version, and the table published whole.
+    Done,
+    /// Two passes saw different files (or the file could not be opened again).
+    Changed,
+    /// The version read is over a limit, or could not be read: why.
+    Refused(String),
+    /// The plugin is stopping.
+    Stopped,
+}
 
 const _: () = assert!(FILE_SHARDS <= table::MAX_SHARDS);
 
@@ -119,7 +159,8 @@ enum FileCheck {
     Refused(String, Stamp),
 }
 
-/// The handle on a running reload thread: dropping `stop` ends it.
+/// The handle on a running reload thread: dropping `stop` ends it (with
+/// [`HostsFile::stopping`] raised, so that a re-read under way ends too).
 struct Reloader {
     stop: Sender<()>,
     thread: std::thread::JoinHandle<()>,
@@ -314,6 +355,7 @@ impl Hosts {
             table: Arc::new(Table::default()),
             stamp: None,
             refused: None,
+            mixed: false,
         };
         Hosts {
             zones: cfg.zones,
@@ -327,6 +369,9 @@ impl Hosts {
                 opts,
                 limits: LIMITS,
                 data: ArcSwap::from_pointee(empty),
+                stopping: AtomicBool::new(false),
+                #[cfg(test)]
+                before_pass: Mutex::new(None),
             }),
             reloader: Mutex::new(None),
         }
@@ -356,8 +401,9 @@ impl Hosts {
 
 impl HostsFile {
     /// Looks at the file: a new version (its modification time or size changed since
-    /// the version served or last refused, as CoreDNS's `readHosts` compares) is opened
-    /// if it is a regular file within the byte limit.
+    /// the version served or last refused, as CoreDNS's `readHosts` compares; any
+    /// version while the table is [`HostsData::mixed`]) is opened if it is a regular
+    /// file within the byte limit.
     fn check(&self, data: &HostsData) -> FileCheck {
         let meta = match std::fs::metadata(&self.path) {
             Ok(meta) if meta.is_dir() => return FileCheck::Absent,
@@ -365,7 +411,7 @@ impl HostsFile {
             Err(_) => return FileCheck::Absent,
         };
         let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
-        if data.stamp == Some(stamp) || data.refused == Some(stamp) {
+        if !data.mixed && (data.stamp == Some(stamp) || data.refused == Some(stamp)) {
             return FileCheck::Unchanged;
         }
         // Never blocks (a FIFO), never reads a device.
@@ -390,9 +436,9 @@ impl HostsFile {
             FileCheck::Unchanged | FileCheck::Absent => Ok(()),
             FileCheck::Refused(why, _) => Err(refused(why)),
             FileCheck::Changed(file, stamp) => {
-                let table = Table::read(Self::reader(file), &self.opts, self.limits, FILE_SHARDS)
+                let table = Table::read(Self::reader(file), &self.opts, self.limits, FILE_SHARDS, &self.stopping)
                     .map_err(|e| refused(e.to_string()))?;
-                self.publish(Arc::new(table), Some(stamp), None);
+                self.publish(Arc::new(table), Some(stamp), None, false);
                 self.loaded();
                 Ok(())
             }
@@ -404,7 +450,9 @@ impl HostsFile {
     /// is refused whole: the previous table keeps serving and the refusal is logged
     /// once per version of the file. A file within the limits is read shard by shard
     /// (see [`FILE_SHARDS`]); the first pass checks the limits on the whole file before
-    /// anything is swapped in.
+    /// anything is swapped in. If the file changes between two passes, the re-read
+    /// starts again from the first pass, up to [`REREAD_RETRIES`] times. A raised
+    /// [`HostsFile::stopping`] abandons the read.
     fn refresh(&self) {
         let data = self.data.load_full();
         let (file, stamp) = match self.check(&data) {
@@ -412,73 +460,145 @@ impl HostsFile {
             FileCheck::Refused(why, stamp) => return self.refuse(&data, &why, stamp),
             FileCheck::Changed(file, stamp) => (file, stamp),
         };
+        self.read(data, file, stamp);
+    }
+
+    /// Reads version `stamp` of the file, opened as `file`, for [`HostsFile::refresh`].
+    fn read(&self, data: Arc<HostsData>, file: std::fs::File, stamp: Stamp) {
         if data.stamp.is_none() {
             // Nothing from the file is served: one pass builds it all.
-            return match Table::read(Self::reader(file), &self.opts, self.limits, FILE_SHARDS) {
+            return match Table::read(Self::reader(file), &self.opts, self.limits, FILE_SHARDS, &self.stopping) {
                 Ok(table) => {
-                    self.publish(Arc::new(table), Some(stamp), None);
+                    self.publish(Arc::new(table), Some(stamp), None, false);
                     self.loaded();
                 }
+                Err(ReadError::Stopped) => self.stopped(),
                 Err(e) => self.refuse(&data, &e.to_string(), stamp),
             };
         }
-        let served = data.stamp;
-        let mut table = data.table.clone();
         // Not held while the shards are rebuilt: each old shard must be free to go once
         // its successor is published.
+        drop(data);
+        let mut opened = Some((file, stamp));
+        for _ in 0..=REREAD_RETRIES {
+            let (file, stamp) = match opened.take() {
+                Some(opened) => opened,
+                // Again from the first pass, with the version there is now.
+                None => {
+                    let data = self.data.load_full();
+                    match self.check(&data) {
+                        FileCheck::Changed(file, stamp) => (file, stamp),
+                        FileCheck::Refused(why, stamp) => return self.refuse(&data, &why, stamp),
+                        // Gone: what is served stays, marked mixed; it is read when back.
+                        FileCheck::Unchanged | FileCheck::Absent => return self.changed_while_read("went away"),
+                    }
+                }
+            };
+            match self.reread(file, stamp) {
+                Reread::Done => return self.loaded(),
+                Reread::Changed => continue,
+                Reread::Refused(why) => return self.refuse(&self.data.load_full(), &why, stamp),
+                Reread::Stopped => return self.stopped(),
+            }
+        }
+        self.changed_while_read(&format!("changed during each of {} reads", REREAD_RETRIES + 1));
+    }
+
+    /// One attempt at a sharded re-read of `file` (version `stamp`): a pass per shard,
+    /// each swapped in as it is built; the stamp served changes with the last one.
+    fn reread(&self, file: std::fs::File, stamp: Stamp) -> Reread {
+        let data = self.data.load_full();
+        let (mut table, served) = (data.table.clone(), data.stamp);
         drop(data);
         let mut first: Option<table::Pass> = None;
         let mut file = Some(file);
         for k in 0..table.shard_count() {
+            self.before_pass(k);
+            if self.stopping.load(Ordering::Relaxed) {
+                return Reread::Stopped;
+            }
             let file = match file.take() {
                 Some(f) => f,
                 None => match crate::config::read::open_regular(&self.path) {
                     Ok((f, _)) => f,
-                    Err(_) => return self.changed_while_read(),
+                    Err(_) => return Reread::Changed,
                 },
             };
-            let (next, pass) = match table.read_shard(Self::reader(file), &self.opts, self.limits, k) {
+            let (next, pass) = match table.read_shard(Self::reader(file), &self.opts, self.limits, k, &self.stopping) {
                 Ok(built) => built,
-                // Over a limit in the first pass: nothing was swapped in yet.
-                Err(e) if first.is_none() => return self.refuse(&self.data.load_full(), &e.to_string(), stamp),
-                Err(_) => return self.changed_while_read(),
+                Err(ReadError::Stopped) => return Reread::Stopped,
+                // Over a limit in the first pass: nothing of this version was swapped in.
+                Err(e) if first.is_none() => return Reread::Refused(e.to_string()),
+                // The first pass found it within the limits: it changed since.
+                Err(_) => return Reread::Changed,
             };
             if first.is_some_and(|p| p != pass) {
-                return self.changed_while_read();
+                return Reread::Changed;
             }
             first = Some(pass);
             table = Arc::new(next);
             let done = k + 1 == table.shard_count();
-            self.publish(table.clone(), if done { Some(stamp) } else { served }, None);
+            self.publish(table.clone(), if done { Some(stamp) } else { served }, None, !done);
         }
-        self.loaded();
+        Reread::Done
     }
 
-    /// The file changed between two passes of a re-read: some shards hold the new
-    /// version, some the one before. The stamp served is still the old one, so the next
-    /// check reads the file again, whole.
-    fn changed_while_read(&self) {
+    #[cfg(test)]
+    fn before_pass(&self, k: usize) {
+        if let Some(hook) = self.before_pass.lock().as_mut() {
+            hook(k);
+        }
+    }
+
+    #[cfg(not(test))]
+    fn before_pass(&self, _: usize) {}
+
+    /// The file kept changing between the passes of a re-read (or went away during
+    /// one): some shards hold one version, some another. The table stays marked mixed,
+    /// so the next check reads the file again, whole, whatever its stamp.
+    fn changed_while_read(&self, what: &str) {
         log::warn!(
             target: "plugin/hosts",
-            "hosts file {:?} changed while it was read; reading it again at the next check",
+            "hosts file {:?} {what}; serving a mix of its versions until the next check reads it again",
             self.path.display().to_string()
         );
     }
 
-    /// Keeps what is served, and remembers the refused version so as not to read it (or
-    /// report it) again.
-    fn refuse(&self, data: &HostsData, why: &str, stamp: Stamp) {
-        log::error!(
+    /// The plugin is stopping: the read under way was abandoned.
+    fn stopped(&self) {
+        log::debug!(
             target: "plugin/hosts",
-            "hosts file {:?} refused: {why}; still serving the {} entries read before",
-            self.path.display().to_string(),
-            data.table.entries()
+            "hosts file {:?}: read abandoned, the plugin is stopping",
+            self.path.display().to_string()
         );
-        self.publish(data.table.clone(), data.stamp, Some(stamp));
     }
 
-    fn publish(&self, table: Arc<Table>, stamp: Option<Stamp>, refused: Option<Stamp>) {
-        self.data.store(Arc::new(HostsData { table, stamp, refused }));
+    /// Keeps what is served, and remembers the refused version so as not to report it
+    /// again (nor read it again, unless the table served is a mix).
+    fn refuse(&self, data: &HostsData, why: &str, stamp: Stamp) {
+        if data.refused != Some(stamp) {
+            let mixed = if data.mixed {
+                ", partly from a version that changed while it was read (the file is read again at every check)"
+            } else {
+                ""
+            };
+            log::error!(
+                target: "plugin/hosts",
+                "hosts file {:?} refused: {why}; still serving the {} entries read before{mixed}",
+                self.path.display().to_string(),
+                data.table.entries()
+            );
+        }
+        self.publish(data.table.clone(), data.stamp, Some(stamp), data.mixed);
+    }
+
+    fn publish(&self, table: Arc<Table>, stamp: Option<Stamp>, refused: Option<Stamp>, mixed: bool) {
+        self.data.store(Arc::new(HostsData {
+            table,
+            stamp,
+            refused,
+            mixed,
+        }));
     }
 
     /// Logs what the read that completed found.
@@ -573,6 +693,7 @@ impl Plugin for Hosts {
         if reloader.is_some() {
             return;
         }
+        self.file.stopping.store(false, Ordering::Relaxed);
         self.file.refresh();
         if self.reload.is_zero() {
             return;
@@ -592,8 +713,12 @@ impl Plugin for Hosts {
         }
     }
 
-    /// Ends the reload thread: dropping the sender wakes it at once.
+    /// Ends the reload thread: dropping the sender wakes it at once, and a re-read under
+    /// way gives up within a few thousand lines (what is served stays), so a stop never
+    /// waits for a read of the whole file.
     fn stop(&self) {
+        // Raised before the lock: `start`'s own read holds it.
+        self.file.stopping.store(true, Ordering::Relaxed);
         if let Some(Reloader { stop, thread }) = self.reloader.lock().take() {
             drop(stop);
             let _ = thread.join();
@@ -1192,6 +1317,173 @@ mod tests {
             h.reload_timestamp(),
             Some(std::fs::metadata(&path).unwrap().modified().unwrap())
         );
+    }
+
+    /// 100 lines `10.0.V.i ni.example.org`: version `V` of a file, all versions of one
+    /// size while `V` has as many digits.
+    fn version(v: u8) -> String {
+        (0..100).map(|i| format!("10.0.{v}.{i} n{i}.example.org\n")).collect()
+    }
+
+    /// Whether every name of [`version`] answers from version `v`.
+    fn serves_version(h: &Hosts, v: u8) -> bool {
+        (0..100).all(|i| {
+            answered(h, &format!("n{i}.example.org"), rtype::A) == [format!("n{i}.example.org. 3600 IN A 10.0.{v}.{i}")]
+        })
+    }
+
+    /// Gives `path` the modification time `mtime` (so that two versions of one size
+    /// have one stamp, as on a file system with coarse times).
+    fn set_mtime(path: &Path, mtime: SystemTime) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(mtime).unwrap();
+    }
+
+    fn mtime(path: &Path) -> SystemTime {
+        std::fs::metadata(path).unwrap().modified().unwrap()
+    }
+
+    #[test]
+    fn a_file_that_changes_between_passes_is_read_again_from_the_first_pass() {
+        let dir = TempDir::new();
+        let path = dir.join("hosts");
+        std::fs::write(&path, version(1)).unwrap();
+        let h = limited(&dir, LIMITS);
+        h.file.first_read().unwrap();
+        std::fs::write(&path, version(2)).unwrap();
+        // Shards 0 and 1 are built from version 2, then version 3 replaces it.
+        let (p, mut passes) = (path.clone(), 0);
+        *h.file.before_pass.lock() = Some(Box::new(move |_| {
+            passes += 1;
+            if passes == 3 {
+                std::fs::write(&p, version(3)).unwrap();
+            }
+        }));
+        h.file.refresh();
+        // One version served whole, and named by its stamp.
+        assert!(serves_version(&h, 3), "a mix of versions is served");
+        assert!(!h.file.data.load().mixed);
+        assert_eq!(h.reload_timestamp(), Some(mtime(&path)));
+    }
+
+    #[test]
+    fn a_mix_is_read_again_at_the_next_check_even_when_its_new_version_was_refused() {
+        let dir = TempDir::new();
+        let path = dir.join("hosts");
+        std::fs::write(&path, version(1)).unwrap();
+        // 100 lines of one name: 100 name/address pairs.
+        let h = limited(
+            &dir,
+            Limits {
+                bytes: 1 << 20,
+                entries: 150,
+            },
+        );
+        h.file.first_read().unwrap();
+        std::fs::write(&path, version(2)).unwrap();
+        // Version 3 has two names a line (200 pairs): over the limit.
+        let over = version(3).replace(".example.org\n", ".example.org m.example.org\n");
+        let (p, mut passes) = (path.clone(), 0);
+        *h.file.before_pass.lock() = Some(Box::new(move |_| {
+            passes += 1;
+            if passes == 2 {
+                std::fs::write(&p, &over).unwrap();
+            }
+        }));
+        // Shard 0 from version 2, then version 3 is refused: a mix is served.
+        h.file.refresh();
+        h.file.refresh();
+        assert!(!serves_version(&h, 1) && !serves_version(&h, 2), "no mix");
+        let refused = h.file.data.load().refused;
+        assert_eq!(refused, Some((mtime(&path), std::fs::metadata(&path).unwrap().len())));
+        // Version 4 is within the limits and has version 3's stamp (one size; the same
+        // mtime, as a coarse clock gives two writes within its tick).
+        let refused_mtime = mtime(&path);
+        std::fs::write(
+            &path,
+            version(4).replace(".example.org\n", ".example.org #.example.org\n"),
+        )
+        .unwrap();
+        set_mtime(&path, refused_mtime);
+        assert_eq!(Some((mtime(&path), std::fs::metadata(&path).unwrap().len())), refused);
+        h.file.refresh();
+        assert!(serves_version(&h, 4), "the mix is still served");
+        let data = h.file.data.load();
+        assert!(!data.mixed && data.refused.is_none());
+    }
+
+    #[test]
+    fn a_file_that_never_holds_still_is_given_up_on_and_read_at_the_next_check() {
+        let dir = TempDir::new();
+        let path = dir.join("hosts");
+        std::fs::write(&path, version(1)).unwrap();
+        let served_mtime = mtime(&path);
+        let h = limited(&dir, LIMITS);
+        h.file.first_read().unwrap();
+        std::fs::write(&path, version(2)).unwrap();
+        // Before every pass but the first of an attempt, a new version.
+        let (p, writes) = (path.clone(), Arc::new(AtomicUsize::new(0)));
+        let w = writes.clone();
+        *h.file.before_pass.lock() = Some(Box::new(move |k| {
+            if k > 0 {
+                let n = w.fetch_add(1, Ordering::Relaxed);
+                std::fs::write(&p, version(3 + (n % 2) as u8)).unwrap();
+            }
+        }));
+        h.file.refresh();
+        // The first attempt and every retry each got as far as their second pass.
+        assert_eq!(writes.load(Ordering::Relaxed), REREAD_RETRIES + 1);
+        assert!(h.file.data.load().mixed);
+        *h.file.before_pass.lock() = None;
+        // Version 5 comes back with the stamp still served (version 1's): read anyway.
+        std::fs::write(&path, version(5)).unwrap();
+        set_mtime(&path, served_mtime);
+        assert_eq!(h.reload_timestamp(), Some(served_mtime));
+        h.file.refresh();
+        assert!(serves_version(&h, 5), "the mix is still served");
+        assert!(!h.file.data.load().mixed);
+    }
+
+    /// A re-read of a file of a million lines is under way when the plugin stops: the
+    /// stop does not wait for it (four passes over the file), and what was served stays.
+    #[test]
+    fn stop_does_not_wait_for_a_reread() {
+        use std::fmt::Write as _;
+        let dir = TempDir::new();
+        let path = dir.join("hosts");
+        std::fs::write(&path, "10.0.0.1 old.example.org\n").unwrap();
+        let corefile = "example.org {\n hosts hosts {\n  reload 10ms\n  no_reverse\n }\n}\n";
+        let (cfg, _) = setup_in(corefile, &dir).unwrap();
+        let h = Hosts::new(cfg);
+        h.start();
+        let stamp = h.file.data.load().stamp;
+        let mut big = String::with_capacity(30 << 20);
+        for i in 0..1_000_000u32 {
+            let _ = writeln!(big, "10.{}.{}.{} n{i}.example.org", i >> 16, (i >> 8) & 255, i & 255);
+        }
+        let (began, reading) = crossbeam_channel::bounded(1);
+        *h.file.before_pass.lock() = Some(Box::new(move |k| {
+            if k == 0 {
+                let _ = began.try_send(());
+            }
+        }));
+        let tmp = dir.join("hosts.tmp");
+        std::fs::write(&tmp, big).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        reading.recv_timeout(Duration::from_secs(10)).expect("no re-read began");
+        // Well into the first pass.
+        std::thread::sleep(Duration::from_millis(50));
+        let stopping = std::time::Instant::now();
+        h.stop();
+        let took = stopping.elapsed();
+        eprintln!("hosts: stop during a re-read of 1,000,000 lines took {took:?}");
+        assert!(took < Duration::from_millis(200), "stop took {took:?}");
+        assert_eq!(
+            answered(&h, "old.example.org", rtype::A),
+            ["old.example.org. 3600 IN A 10.0.0.1"]
+        );
+        let data = h.file.data.load();
+        assert_eq!((data.stamp, data.mixed, data.table.entries()), (stamp, false, 1));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io::{self, BufRead};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::kubernetes::snapshot::FxHasher;
 
@@ -27,6 +28,12 @@ const IP6_ARPA: &[u8] = b"\x03ip6\x04arpa\x00";
 /// one line. CoreDNS stops reading the file at such a line, silently; a longer line is
 /// skipped here, counted, and the lines after it are read.
 pub const MAX_LINE: usize = 64 << 10;
+
+/// A pass looks at its stop flag every this many lines, or [`STOP_CHECK_BYTES`] read,
+/// whichever comes first: a stop waits for a few milliseconds of reading, not a pass.
+const STOP_CHECK_LINES: usize = 4096;
+/// See [`STOP_CHECK_LINES`]: 1 MiB, for files of long lines.
+const STOP_CHECK_BYTES: u64 = 1 << 20;
 
 /// What shapes a parse besides the text: the zones names must lie in and whether
 /// addresses get reverse (PTR) entries.
@@ -55,6 +62,8 @@ pub enum ReadError {
     /// More name/address pairs than [`Limits::entries`].
     TooManyEntries(usize),
     Io(io::Error),
+    /// The stop flag was raised during the read (the plugin is stopping).
+    Stopped,
 }
 
 impl std::fmt::Display for ReadError {
@@ -63,6 +72,7 @@ impl std::fmt::Display for ReadError {
             ReadError::TooLarge(cap) => write!(f, "it is larger than {}", crate::config::read::human_bytes(*cap)),
             ReadError::TooManyEntries(cap) => write!(f, "it has more than {cap} name/address entries"),
             ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::Stopped => write!(f, "the read was stopped"),
         }
     }
 }
@@ -295,15 +305,22 @@ impl Table {
             bytes: u64::MAX,
             entries: usize::MAX,
         };
-        Table::read(text, opts, unlimited, 1).unwrap_or_default()
+        Table::read(text, opts, unlimited, 1, &AtomicBool::new(false)).unwrap_or_default()
     }
 
     /// Reads a hosts file line by line (one line in memory at a time) into a new table
     /// of `shards` shards, refusing it whole when it passes a limit: what is served is
-    /// always one whole file, never the first part of one.
-    pub fn read(reader: impl BufRead, opts: &ParseOptions, limits: Limits, shards: usize) -> Result<Table, ReadError> {
+    /// always one whole file, never the first part of one. Raising `stop` ends the read
+    /// early ([`ReadError::Stopped`]).
+    pub fn read(
+        reader: impl BufRead,
+        opts: &ParseOptions,
+        limits: Limits,
+        shards: usize,
+        stop: &AtomicBool,
+    ) -> Result<Table, ReadError> {
         let shards = shards.max(1);
-        let (built, pass) = read_pass(reader, opts, limits, shards, 0..shards)?;
+        let (built, pass) = read_pass(reader, opts, limits, shards, 0..shards, stop)?;
         Ok(Table {
             shards: built.into_iter().map(Arc::new).collect(),
             long_lines: pass.long_lines,
@@ -311,15 +328,16 @@ impl Table {
     }
 
     /// Reads the file again, building shard `k` only (every line is still read, hashed
-    /// and counted against the limits).
+    /// and counted against the limits); `stop` as for [`Table::read`].
     pub fn read_shard(
         &self,
         reader: impl BufRead,
         opts: &ParseOptions,
         limits: Limits,
         k: usize,
+        stop: &AtomicBool,
     ) -> Result<(Table, Pass), ReadError> {
-        let (mut built, pass) = read_pass(reader, opts, limits, self.shards.len(), k..k + 1)?;
+        let (mut built, pass) = read_pass(reader, opts, limits, self.shards.len(), k..k + 1, stop)?;
         let mut next = Table {
             shards: self.shards.clone(),
             long_lines: pass.long_lines,
@@ -414,13 +432,14 @@ pub const MAX_SHARDS: usize = 8;
 static EMPTY_SHARD: std::sync::LazyLock<Shard> = std::sync::LazyLock::new(Shard::default);
 
 /// Reads every line of `reader`, building the shards in `build` (of `shards`), checking
-/// the limits on every line whatever it builds.
+/// the limits on every line whatever it builds, and `stop` every few thousand lines.
 fn read_pass(
     mut reader: impl BufRead,
     opts: &ParseOptions,
     limits: Limits,
     shards: usize,
     build: std::ops::Range<usize>,
+    stop: &AtomicBool,
 ) -> Result<(Vec<Shard>, Pass), ReadError> {
     let mut builders: Vec<Builder> = build.clone().map(|_| Builder::default()).collect();
     let mut line = Vec::new();
@@ -428,7 +447,15 @@ fn read_pass(
     let mut pairs = 0usize;
     let mut hash = FxHasher::default();
     let mut long_lines = 0;
+    let (mut lines, mut checked_at) = (0usize, 0u64);
     loop {
+        lines += 1;
+        if lines % STOP_CHECK_LINES == 0 || total - checked_at >= STOP_CHECK_BYTES {
+            if stop.load(Ordering::Relaxed) {
+                return Err(ReadError::Stopped);
+            }
+            checked_at = total;
+        }
         line.clear();
         let n = io::Read::take(&mut reader, MAX_LINE as u64 + 1)
             .read_until(b'\n', &mut line)
@@ -638,6 +665,9 @@ pub fn reverse_address(name: &NameKey) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
+    /// A stop flag never raised.
+    static NO_STOP: AtomicBool = AtomicBool::new(false);
+
     fn opts(zones: &[&str], auto_reverse: bool) -> ParseOptions {
         ParseOptions {
             zones: zones
@@ -745,18 +775,28 @@ bogus line here
     fn a_file_over_a_limit_is_refused_whole() {
         let text = b"10.0.0.1 a.org b.org\n10.0.0.2 c.org\n";
         let o = opts(&["."], true);
-        assert_eq!(Table::read(&text[..], &o, limits(100, 3), 4).unwrap().entries(), 6);
+        assert_eq!(
+            Table::read(&text[..], &o, limits(100, 3), 4, &NO_STOP)
+                .unwrap()
+                .entries(),
+            6
+        );
         assert!(matches!(
-            Table::read(&text[..], &o, limits(100, 2), 4),
+            Table::read(&text[..], &o, limits(100, 2), 4, &NO_STOP),
             Err(ReadError::TooManyEntries(2))
         ));
         assert!(matches!(
-            Table::read(&text[..], &o, limits(30, 10), 4),
+            Table::read(&text[..], &o, limits(30, 10), 4, &NO_STOP),
             Err(ReadError::TooLarge(30))
         ));
         // Names outside the zones cost nothing.
         let o = opts(&["c.org."], true);
-        assert_eq!(Table::read(&text[..], &o, limits(100, 1), 4).unwrap().entries(), 2);
+        assert_eq!(
+            Table::read(&text[..], &o, limits(100, 1), 4, &NO_STOP)
+                .unwrap()
+                .entries(),
+            2
+        );
         assert_eq!(
             ReadError::TooManyEntries(1_000_000).to_string(),
             "it has more than 1000000 name/address entries"
@@ -768,9 +808,59 @@ bogus line here
         // /dev/zero is one endless line: it is skipped in pieces, never held.
         let zero = std::io::BufReader::new(std::fs::File::open("/dev/zero").unwrap());
         assert!(matches!(
-            Table::read(zero, &opts(&["."], true), limits(1 << 20, 10), 4),
+            Table::read(zero, &opts(&["."], true), limits(1 << 20, 10), 4, &NO_STOP),
             Err(ReadError::TooLarge(_))
         ));
+    }
+
+    /// `line` over and over without end, counting the bytes handed out.
+    struct Endless {
+        line: Vec<u8>,
+        at: usize,
+        bytes: u64,
+    }
+
+    impl io::Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            for b in buf.iter_mut() {
+                *b = self.line[self.at];
+                self.at = (self.at + 1) % self.line.len();
+            }
+            self.bytes += buf.len() as u64;
+            Ok(buf.len())
+        }
+    }
+
+    #[test]
+    fn a_raised_stop_flag_ends_a_pass_within_a_few_thousand_lines_or_a_mib() {
+        let stop = AtomicBool::new(true);
+        let o = opts(&["."], true);
+        let unlimited = limits(u64::MAX, usize::MAX);
+        let short = b"10.0.0.1 a.example.org\n".to_vec();
+        let mut long = b"10.0.0.1 ".to_vec();
+        long.extend(std::iter::repeat_n(b'x', MAX_LINE + 1000));
+        long.push(b'\n');
+        for (line, most) in [
+            (short.clone(), STOP_CHECK_LINES as u64 * short.len() as u64),
+            (long.clone(), STOP_CHECK_BYTES + long.len() as u64),
+        ] {
+            let mut endless = Endless { line, at: 0, bytes: 0 };
+            let read = Table::read(io::BufReader::new(&mut endless), &o, unlimited, 4, &stop);
+            assert!(matches!(read, Err(ReadError::Stopped)), "{read:?}");
+            // Give or take the reader's buffer (8 KiB).
+            assert!(endless.bytes <= most + (8 << 10), "{} bytes read", endless.bytes);
+            let (four, mut endless) = (
+                Table::empty(4),
+                Endless {
+                    at: 0,
+                    bytes: 0,
+                    ..endless
+                },
+            );
+            let read = four.read_shard(io::BufReader::new(&mut endless), &o, unlimited, 1, &stop);
+            assert!(matches!(read, Err(ReadError::Stopped)));
+            assert!(endless.bytes <= most + (8 << 10), "{} bytes read", endless.bytes);
+        }
     }
 
     #[test]
@@ -780,7 +870,7 @@ bogus line here
         text.extend_from_slice(b" long.org\n10.0.0.3 after.org\n");
         // Read in small pieces, as from a file.
         let reader = std::io::BufReader::with_capacity(1000, &text[..]);
-        let t = Table::read(reader, &opts(&["."], false), limits(u64::MAX, 10), 4).unwrap();
+        let t = Table::read(reader, &opts(&["."], false), limits(u64::MAX, 10), 4, &NO_STOP).unwrap();
         assert_eq!(t.long_lines(), 1);
         assert_eq!(t.v4(&key("before.org")).len(), 1);
         assert!(t.v4(&key("long.org")).is_empty());
@@ -820,8 +910,8 @@ bogus line here
             ));
         }
         let o = opts(&["."], true);
-        let one = Table::read(text.as_bytes(), &o, limits(u64::MAX, 10_000), 1).unwrap();
-        let four = Table::read(text.as_bytes(), &o, limits(u64::MAX, 10_000), 4).unwrap();
+        let one = Table::read(text.as_bytes(), &o, limits(u64::MAX, 10_000), 1, &NO_STOP).unwrap();
+        let four = Table::read(text.as_bytes(), &o, limits(u64::MAX, 10_000), 4, &NO_STOP).unwrap();
         assert!(four.shards.iter().all(|s| s.entries > 0), "every shard holds some");
         assert_eq!(one.entries(), four.entries());
         for i in [0, 77, 199] {
@@ -837,7 +927,7 @@ bogus line here
         // A re-read of shard 2 from a changed file changes only that shard.
         let changed = text.replace("10.0.0.1 ", "10.9.9.9 ");
         let (next, pass) = four
-            .read_shard(changed.as_bytes(), &o, limits(u64::MAX, 10_000), 2)
+            .read_shard(changed.as_bytes(), &o, limits(u64::MAX, 10_000), 2, &NO_STOP)
             .unwrap();
         assert_eq!(pass.long_lines, 0);
         for k in [0, 1, 3] {
@@ -848,15 +938,15 @@ bogus line here
         assert!(!moved.is_empty() && moved.len() < 200, "{}", moved.len());
         // Every pass checks the whole file against the limits.
         assert!(matches!(
-            four.read_shard(changed.as_bytes(), &o, limits(u64::MAX, 100), 3),
+            four.read_shard(changed.as_bytes(), &o, limits(u64::MAX, 100), 3, &NO_STOP),
             Err(ReadError::TooManyEntries(100))
         ));
         // The pass's hash tells two versions apart.
         let (_, again) = four
-            .read_shard(changed.as_bytes(), &o, limits(u64::MAX, 10_000), 0)
+            .read_shard(changed.as_bytes(), &o, limits(u64::MAX, 10_000), 0, &NO_STOP)
             .unwrap();
         let (_, before) = four
-            .read_shard(text.as_bytes(), &o, limits(u64::MAX, 10_000), 0)
+            .read_shard(text.as_bytes(), &o, limits(u64::MAX, 10_000), 0, &NO_STOP)
             .unwrap();
         assert_eq!(again, pass);
         assert_ne!(before, pass);
