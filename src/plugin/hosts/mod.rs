@@ -51,9 +51,10 @@ const DEFAULT_RELOAD: Duration = Duration::from_secs(5);
 /// tens of MiB) to merged lists of about a million, which fit with room to spare.
 pub const MAX_FILE_BYTES: u64 = 128 << 20;
 /// Most name/address entries read from one file: 1,000,000, what bounds memory. The
-/// table costs about 40 to 70 bytes an entry (the names' own length much of it), so a
-/// full file takes some 50 MiB, and a re-read half of that more at most (see
-/// [`FILE_SHARDS`]).
+/// table costs 41 bytes an entry without PTR records and 53 with them, for names like
+/// `n123456.example.org` (a longer name adds its extra length), so a full file takes
+/// some 55 MiB, a re-read about 1.5 times that at its peak (see [`FILE_SHARDS`]), and a
+/// reload of the Corefile twice that (README.md, Limits, says how this was measured).
 pub const MAX_ENTRIES: usize = 1_000_000;
 /// The limits every read of the file obeys.
 const LIMITS: Limits = Limits {
@@ -122,10 +123,10 @@ type PassHook = Box<dyn FnMut(usize) + Send>;
 
 /// Shards of the file's table. A re-read rebuilds them one at a time, each from its own
 /// pass over the file, and swaps each in as it is built: the re-read holds one shard
-/// more than serving does (with its build's scratch, a third to a half of a table),
-/// where building the whole new table next to the old one would hold two. It reads the
-/// file four times instead of once (a million lines take well under a second a pass);
-/// only a change of the file costs that.
+/// more than serving does (with its build's scratch, about half a table), where
+/// building the whole new table next to the old one would hold two. It reads the file
+/// four times instead of once (a pass over a million lines took 1 to 2 s on a busy
+/// 2-core machine); only a change of the file costs that.
 pub const FILE_SHARDS: usize = 4;
 
 /// How many times a re-read starts again from its first pass when the file changed
