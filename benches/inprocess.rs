@@ -22,10 +22,10 @@ use clusterdns::config;
 use clusterdns::dns::{Request, Response, Section, Transport};
 use clusterdns::kubernetes::model::{Endpoint, EndpointSlice, Namespace, Object, Port, Resource, Service, ServiceKind};
 use clusterdns::kubernetes::snapshot::{Store, StoreOptions};
-use clusterdns::plugin::SetupCtx;
 use clusterdns::plugin::kubernetes::{Kubernetes, setup};
 use clusterdns::server::handler::{self, Handled};
 use clusterdns::server::{BuildOptions, Server};
+use clusterdns::setup::SetupCtx;
 
 /// Counts allocations so the bench can show the query path makes none.
 struct Counting;
@@ -94,6 +94,7 @@ fn main() {
             default_port: 53,
             workers: 1,
             config_dir: Path::new("."),
+            plugins: clusterdns::plugin::PLUGINS,
         },
     )
     .unwrap_or_else(|e| panic!("{e:?}"));

@@ -40,4 +40,11 @@ echo "readelf: no INTERP, no NEEDED"
 
 # It must also run: -version exercises start-up without binding anything.
 "$bin" -version >/dev/null || fail "does not run (-version)"
+# Test-only plugins are compiled out of release builds: even with the variable that
+# enables them in a debug build, a Corefile naming one is refused.
+out=$(printf '.:1053 {\n    testpanic\n}\n' | CLUSTERDNS_TEST_PLUGINS=1 "$bin" -conf stdin -check 2>&1 || true)
+case $out in
+    *"Unknown directive 'testpanic'"*) echo "plugins: no test plugin compiled in" ;;
+    *) fail "a test plugin is compiled in (-check said: $out)" ;;
+esac
 echo "check-static: OK: $bin is static ($(stat -c %s "$bin") bytes)"

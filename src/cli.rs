@@ -75,6 +75,18 @@ pub const USAGE: &str = "Usage of clusterdns:
         Open DNS-over-TCP connections per worker; more are closed at once (default 1024)
 ";
 
+/// What `-plugins` prints, in CoreDNS's layout (its server type, its Corefile loaders,
+/// then every plugin as `dns.NAME`), for `plugins`, the names from the plugin table.
+pub fn plugins_listing(plugins: &[&str]) -> String {
+    let mut out = String::from("Server types:\n  dns\n\nCaddyfile loaders:\n  flag\n  default\n\nOther plugins:\n");
+    for p in plugins {
+        out.push_str("  dns.");
+        out.push_str(p);
+        out.push('\n');
+    }
+    out
+}
+
 impl Flags {
     /// Parses the arguments after the program name.
     pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, FlagError> {

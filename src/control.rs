@@ -24,10 +24,10 @@ use crate::config::digest::sha512_hex;
 use crate::http;
 use crate::metrics::Families;
 use crate::notify;
-use crate::plugin::ready::Monitor;
 use crate::runtime::{self, Options, Running, Source};
 use crate::server::Server;
 use crate::server::worker::{self, STALL_BOUND, WorkerStats};
+use crate::settings::{Monitor, Reload};
 
 /// What the HTTP endpoints share with the controller.
 struct State {
@@ -204,7 +204,7 @@ impl Controller {
     }
 
     /// The current reload schedule, if the Corefile has `reload`.
-    pub fn reload_schedule(&self) -> Option<crate::plugin::reload::Reload> {
+    pub fn reload_schedule(&self) -> Option<Reload> {
         self.running.server().process.reload
     }
 
@@ -363,10 +363,7 @@ pub fn spawn_health_probe(shared: Arc<ArcSwap<Server>>, stop: StopFlag) {
 }
 
 /// Re-reads the Corefile on the `reload` schedule: sends a tick when a check is due.
-pub fn spawn_reload_timer(
-    schedule: Arc<Mutex<Option<crate::plugin::reload::Reload>>>,
-    tick: crossbeam_channel::Sender<()>,
-) {
+pub fn spawn_reload_timer(schedule: Arc<Mutex<Option<Reload>>>, tick: crossbeam_channel::Sender<()>) {
     let _ = std::thread::Builder::new().name("reload-timer".into()).spawn(move || {
         let mut rng = crate::chain::Rng::seeded();
         loop {

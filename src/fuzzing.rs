@@ -30,10 +30,10 @@ use crate::kubernetes::decode;
 use crate::kubernetes::model::{Object, Resource};
 use crate::kubernetes::snapshot::{Store, StoreOptions};
 use crate::kubernetes::watch::{self, NextLine};
-use crate::plugin::SetupCtx;
 use crate::plugin::kubernetes::{self as k8s_plugin, Kubernetes};
 use crate::server::handler::{self, Handled, PANICS};
 use crate::server::{BuildOptions, Server};
+use crate::setup::SetupCtx;
 
 /// Upstream rounds one query may take before it counts as stuck (forward tries at most
 /// a few upstreams; an ExternalName chase stops at depth 8).
@@ -124,6 +124,7 @@ fn build(text: &str) -> Server {
             default_port: 53,
             workers: 1,
             config_dir: dir,
+            plugins: crate::plugin::PLUGINS,
         },
     )
     .unwrap_or_else(|e| panic!("fuzz Corefile: {e:?}"))
@@ -392,6 +393,7 @@ pub fn corefile(data: &[u8]) {
         default_port: 53,
         workers: 2,
         config_dir: dir,
+        plugins: crate::plugin::PLUGINS,
     };
     match Server::build(&parsed, &opts) {
         Ok(server) => {

@@ -29,6 +29,8 @@ pub mod notify;
 pub mod plugin;
 pub mod runtime;
 pub mod server;
+pub mod settings;
+pub mod setup;
 
 /// The release version, as `-version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

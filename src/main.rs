@@ -41,10 +41,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if flags.plugins {
-        println!("Server types:\n  dns\n\nCaddyfile loaders:\n  flag\n  default\n\nOther plugins:");
-        for p in plugin::implemented() {
-            println!("  dns.{p}");
-        }
+        print!("{}", clusterdns::cli::plugins_listing(&plugin::implemented()));
         return ExitCode::SUCCESS;
     }
     init_logging();

@@ -93,6 +93,7 @@ impl Options {
             default_port: self.port,
             workers: self.workers,
             config_dir: dir,
+            plugins: crate::plugin::PLUGINS,
         }
     }
 }

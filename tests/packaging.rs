@@ -26,7 +26,8 @@ use clusterdns::config::{self, Directive, ServerKey};
 use clusterdns::kubernetes::model::Resource;
 use clusterdns::plugin::kubernetes::backend::WatchKey;
 use clusterdns::plugin::kubernetes::setup as kubernetes_setup;
-use clusterdns::plugin::{SetupCtx, health, prometheus, ready};
+use clusterdns::plugin::{health, prometheus, ready};
+use clusterdns::setup::SetupCtx;
 use serde_json::{Map, Value};
 
 // ---------------------------------------------------------------------------------

@@ -1,14 +1,18 @@
-//! The plugin registry: every directive CoreDNS knows, in CoreDNS's execution order
-//! (its `plugin.cfg`), with the setup function of those clusterdns implements.
+//! The plugins, and the plugin table: one row per directive, in execution order.
+//!
+//! The table is CoreDNS's `plugin.cfg` (v1.14), row for row, with clusterdns's own
+//! plugins in the place where they run, then the names CoreDNS users may write that
+//! never run here (plugins CoreDNS removed, plugins from outside CoreDNS's tree). Every
+//! list of plugins derives from it: the execution order (a row's index), `-plugins`
+//! ([`implemented`]), `-check`'s errors and the server build (`server::build` reads the
+//! rows through `BuildOptions`). Adding a plugin is one folder here and one row below;
+//! CONTRIBUTING.md walks through it with `whoami`.
 //!
 //! A directive that CoreDNS has but clusterdns does not is an error at start-up, never
 //! silently ignored: a Corefile that relies on it would otherwise answer differently.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use crate::chain::Plugin;
 use crate::config::{ConfigError, Directive};
+use crate::setup::Spec;
 
 pub mod bind;
 pub mod cache;
@@ -24,183 +28,139 @@ pub mod prometheus;
 pub mod ready;
 pub mod reload;
 pub mod rrl;
+#[cfg(debug_assertions)]
 pub mod testing;
 pub mod timeouts;
 pub mod whoami;
 
-/// What a plugin's setup knows about the server block it is in.
-pub struct SetupCtx<'a> {
-    /// The block's zones, lower-cased and fully qualified (`cluster.local.`).
-    pub zones: &'a [String],
-    /// The directory relative paths are taken from (the Corefile's).
-    pub config_dir: PathBuf,
-    /// How many worker threads will run the chain (for per-worker state).
-    pub workers: usize,
-    /// The block's `bind` addresses, if it has a `bind` directive.
-    pub binds: Option<&'a [std::net::IpAddr]>,
-}
-
-/// Builds a plugin from every directive of its name in one server block (most plugins
-/// accept only one; see [`once`]).
-pub type SetupFn = fn(&[&Directive], &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError>;
-
-/// How clusterdns handles a directive.
-#[derive(Clone, Copy)]
-pub enum Kind {
-    /// A plugin in the chain.
-    Chain(SetupFn),
-    /// Handled by the server itself, not part of the chain (`bind`, `timeouts`).
-    Server,
-    /// Process-wide, run by the runtime (`health`, `ready`, `reload`).
-    Process,
-    /// CoreDNS has it; clusterdns does not.
-    Unsupported,
-}
-
-/// CoreDNS's plugin order (plugin.cfg, v1.14): the first runs first.
-pub const COREDNS_ORDER: &[&str] = &[
-    "root",
-    "metadata",
-    "geoip",
-    "cancel",
-    "proxyproto",
-    "quic",
-    "grpc_server",
-    "https",
-    "https3",
-    "timeouts",
-    "multisocket",
-    "reload",
-    "nsid",
-    "bufsize",
-    "bind",
-    "debug",
-    "trace",
-    "ready",
-    "health",
-    "pprof",
-    "shed",
-    "prometheus",
-    "errors",
-    "log",
-    "dnstap",
-    "local",
-    "dns64",
-    "any",
-    "chaos",
-    "loadbalance",
-    "tsig",
-    "rewrite",
-    "autopath",
-    "acl",
-    "cache",
-    "header",
-    "dnssec",
-    "tls",
-    "minimal",
-    "template",
-    "transfer",
-    "hosts",
-    "route53",
-    "azure",
-    "clouddns",
-    "k8s_external",
-    "kubernetes",
-    "file",
-    "auto",
-    "secondary",
-    "etcd",
-    "loop",
-    "forward",
-    "grpc",
-    "erratic",
-    "whoami",
-    "on",
-    "sign",
+/// Every directive clusterdns knows, in execution order: the first runs first.
+///
+/// * The rows up to `nomad` are CoreDNS's `plugin.cfg` (v1.14) in its order; those
+///   clusterdns does not have are [`Spec::unsupported`].
+/// * `rrl`: not in CoreDNS's tree (its external plugin of that name is usually compiled
+///   in after `acl`); before `cache`, so that it sees every reply, cached ones included.
+/// * The test plugins, just before `forward`, exist only in debug builds (see
+///   `plugin::testing`).
+/// * Then the names that never run: plugins CoreDNS removed (with what replaces them)
+///   and CoreDNS's external plugins (coredns.io/explugins, January 2026).
+pub static PLUGINS: &[Spec] = &[
+    Spec::unsupported("root"),
+    Spec::unsupported("metadata"),
+    Spec::unsupported("geoip"),
+    Spec::unsupported("cancel"),
+    Spec::unsupported("proxyproto"),
+    Spec::unsupported("quic"),
+    Spec::unsupported("grpc_server"),
+    Spec::unsupported("https"),
+    Spec::unsupported("https3"),
+    Spec::server("timeouts", timeouts::configure),
+    Spec::unsupported("multisocket"),
+    Spec::process("reload", reload::configure),
+    Spec::unsupported("nsid"),
+    Spec::unsupported("bufsize"),
+    Spec::server("bind", bind::configure),
+    Spec::unsupported("debug"),
+    Spec::unsupported("trace"),
+    Spec::process("ready", ready::configure),
+    Spec::process("health", health::configure),
+    Spec::unsupported("pprof"),
+    Spec::unsupported("shed"),
+    Spec::chain_and_process("prometheus", prometheus::setup, prometheus::configure),
+    Spec::chain("errors", errors::setup),
+    Spec::chain("log", log::setup),
+    Spec::unsupported("dnstap"),
+    Spec::unsupported("local"),
+    Spec::unsupported("dns64"),
+    Spec::unsupported("any"),
+    Spec::unsupported("chaos"),
+    Spec::chain("loadbalance", loadbalance::setup),
+    Spec::unsupported("tsig"),
+    Spec::unsupported("rewrite"),
+    Spec::unsupported("autopath"),
+    Spec::unsupported("acl"),
+    Spec::chain("rrl", rrl::setup),
+    Spec::chain("cache", cache::setup),
+    Spec::unsupported("header"),
+    Spec::unsupported("dnssec"),
+    Spec::unsupported("tls"),
+    Spec::unsupported("minimal"),
+    Spec::unsupported("template"),
+    Spec::unsupported("transfer"),
+    Spec::chain("hosts", hosts::setup),
+    Spec::unsupported("route53"),
+    Spec::unsupported("azure"),
+    Spec::unsupported("clouddns"),
+    Spec::unsupported("k8s_external"),
+    Spec::chain("kubernetes", kubernetes::setup),
+    Spec::unsupported("file"),
+    Spec::unsupported("auto"),
+    Spec::unsupported("secondary"),
+    Spec::unsupported("etcd"),
+    Spec::chain("loop", loop_detect::setup),
+    #[cfg(debug_assertions)]
+    Spec::test("testupstream", testing::setup_upstream),
+    #[cfg(debug_assertions)]
+    Spec::test("testpanic", testing::setup_panic),
+    #[cfg(debug_assertions)]
+    Spec::test("teststall", testing::setup_stall),
+    Spec::chain("forward", forward::setup),
+    Spec::unsupported("grpc"),
+    Spec::unsupported("erratic"),
+    Spec::chain("whoami", whoami::setup),
+    Spec::unsupported("on"),
+    Spec::unsupported("sign"),
+    Spec::unsupported("view"),
+    Spec::unsupported("nomad"),
+    // Never run: removed from CoreDNS.
+    Spec::removed("proxy", "removed from CoreDNS in 1.5.0; use 'forward'"),
+    Spec::removed("federation", "removed from CoreDNS in 1.7.0"),
+    Spec::removed("reverse", "removed from CoreDNS in 1.2.0"),
+    Spec::removed("startup", "removed from CoreDNS in 1.1.0, replaced by 'on'"),
+    Spec::removed("shutdown", "removed from CoreDNS in 1.1.0, replaced by 'on'"),
+    // Never run: CoreDNS's external plugins.
+    Spec::external("alias"),
+    Spec::external("alternate"),
+    Spec::external("amazondns"),
+    Spec::external("dump"),
+    Spec::external("ebpf"),
+    Spec::external("ens"),
+    Spec::external("fanout"),
+    Spec::external("finalize"),
+    Spec::external("gathersrv"),
+    Spec::external("git"),
+    Spec::external("gravwell"),
+    Spec::external("gslb"),
+    Spec::external("idetcd"),
+    Spec::external("ipecho"),
+    Spec::external("ipin"),
+    Spec::external("json"),
+    Spec::external("k8s_cache"),
+    Spec::external("k8s_dns_chaos"),
+    Spec::external("k8s_event"),
+    Spec::external("k8s_gateway"),
+    Spec::external("kubeforward"),
+    Spec::external("kubenodes"),
+    Spec::external("kubernetai"),
+    Spec::external("lighthouse"),
+    Spec::external("mdns"),
+    Spec::external("meship"),
+    Spec::external("meshname"),
+    Spec::external("multicluster"),
+    Spec::external("mysql"),
+    Spec::external("netbox"),
+    Spec::external("pdsql"),
+    Spec::external("records"),
+    Spec::external("recursor"),
+    Spec::external("redis"),
+    Spec::external("redisc"),
+    Spec::external("unbound"),
+    Spec::external("warnlist"),
+    Spec::external("wgsd"),
 ];
 
-/// Plugins CoreDNS does not ship, and the plugin each runs just after.
-/// * `rrl`: CoreDNS's external plugin of that name is usually compiled in after `acl`;
-///   before `cache`, so that it sees every reply, cached ones included.
-const OWN_PLUGINS: &[(&str, &str)] = &[("rrl", "acl")];
-
-/// Test-only plugins, registered when `CLUSTERDNS_TEST_PLUGINS=1` is set in the
-/// environment, and their position in the order (just before `forward`).
-const TEST_PLUGINS: &[(&str, SetupFn)] = &[
-    ("testupstream", testing::setup_upstream),
-    ("testpanic", testing::setup_panic),
-    ("teststall", testing::setup_stall),
-];
-
-/// The environment variable that enables the test plugins.
-pub const TEST_PLUGINS_ENV: &str = "CLUSTERDNS_TEST_PLUGINS";
-
-fn kind_of(name: &str) -> Option<Kind> {
-    let k = match name {
-        "bind" | "timeouts" => Kind::Server,
-        "health" | "ready" | "reload" => Kind::Process,
-        "cache" => Kind::Chain(cache::setup),
-        "errors" => Kind::Chain(errors::setup),
-        "forward" => Kind::Chain(forward::setup),
-        "hosts" => Kind::Chain(hosts::setup),
-        "kubernetes" => Kind::Chain(kubernetes::setup),
-        "loadbalance" => Kind::Chain(loadbalance::setup),
-        "log" => Kind::Chain(log::setup),
-        "loop" => Kind::Chain(loop_detect::setup),
-        "prometheus" => Kind::Chain(prometheus::setup),
-        "rrl" => Kind::Chain(rrl::setup),
-        "whoami" => Kind::Chain(whoami::setup),
-        _ if COREDNS_ORDER.contains(&name) => Kind::Unsupported,
-        _ => return test_plugin(name).map(|(_, f)| Kind::Chain(f)),
-    };
-    Some(k)
-}
-
-fn test_plugin(name: &str) -> Option<(usize, SetupFn)> {
-    if std::env::var(TEST_PLUGINS_ENV).as_deref() != Ok("1") {
-        return None;
-    }
-    let forward = 2 * COREDNS_ORDER
-        .iter()
-        .position(|&n| n == "forward")
-        .unwrap_or(COREDNS_ORDER.len())
-        - 1;
-    TEST_PLUGINS
-        .iter()
-        .position(|(n, _)| *n == name)
-        .map(|i| (forward, TEST_PLUGINS[i].1))
-}
-
-/// Looks a directive up: its position in the execution order and how it is handled.
-/// `None` for a name CoreDNS does not know either.
-pub fn lookup(name: &str) -> Option<(usize, Kind)> {
-    let kind = kind_of(name)?;
-    // CoreDNS's plugins at even positions, so that others fit between them.
-    let order = COREDNS_ORDER
-        .iter()
-        .position(|&n| n == name)
-        .map(|i| 2 * i)
-        .or_else(|| own_position(name))
-        .or_else(|| test_plugin(name).map(|(pos, _)| pos))?;
-    Some((order, kind))
-}
-
-/// Where a plugin of [`OWN_PLUGINS`] runs: just after the one it follows.
-fn own_position(name: &str) -> Option<usize> {
-    let (_, after) = OWN_PLUGINS.iter().find(|(n, _)| *n == name)?;
-    COREDNS_ORDER.iter().position(|n| n == after).map(|i| 2 * i + 1)
-}
-
-/// The plugins clusterdns implements, as `-plugins` lists them.
+/// The plugins clusterdns implements, sorted by name: what `-plugins` lists.
 pub fn implemented() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = COREDNS_ORDER
-        .iter()
-        .copied()
-        .chain(OWN_PLUGINS.iter().map(|(n, _)| *n))
-        .filter(|n| !matches!(kind_of(n), Some(Kind::Unsupported) | None))
-        .collect();
-    v.sort_unstable();
-    v
+    crate::setup::implemented(PLUGINS)
 }
 
 /// A zone in presentation form and as lower-cased wire bytes.
@@ -230,5 +190,268 @@ pub fn once<'d>(name: &str, dirs: &[&'d Directive]) -> Result<&'d Directive, Con
         [d] => Ok(d),
         [_, second, ..] => Err(second.err(name, "this plugin can only be used once per Server Block")),
         [] => unreachable!("setup is only called for directives that are present"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::setup::{self, Kind};
+
+    /// CoreDNS's `plugin.cfg` at v1.14.7, its directive names in order: the spec the
+    /// table follows.
+    const COREDNS_V1_14: [&str; 60] = [
+        "root",
+        "metadata",
+        "geoip",
+        "cancel",
+        "proxyproto",
+        "quic",
+        "grpc_server",
+        "https",
+        "https3",
+        "timeouts",
+        "multisocket",
+        "reload",
+        "nsid",
+        "bufsize",
+        "bind",
+        "debug",
+        "trace",
+        "ready",
+        "health",
+        "pprof",
+        "shed",
+        "prometheus",
+        "errors",
+        "log",
+        "dnstap",
+        "local",
+        "dns64",
+        "any",
+        "chaos",
+        "loadbalance",
+        "tsig",
+        "rewrite",
+        "autopath",
+        "acl",
+        "cache",
+        "header",
+        "dnssec",
+        "tls",
+        "minimal",
+        "template",
+        "transfer",
+        "hosts",
+        "route53",
+        "azure",
+        "clouddns",
+        "k8s_external",
+        "kubernetes",
+        "file",
+        "auto",
+        "secondary",
+        "etcd",
+        "loop",
+        "forward",
+        "grpc",
+        "erratic",
+        "whoami",
+        "on",
+        "sign",
+        "view",
+        "nomad",
+    ];
+
+    fn position(name: &str) -> usize {
+        PLUGINS
+            .iter()
+            .position(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} is not in the table"))
+    }
+
+    #[test]
+    fn every_name_is_in_the_table_once() {
+        let mut names: Vec<&str> = PLUGINS.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "a name has two rows");
+        for name in COREDNS_V1_14 {
+            position(name);
+        }
+    }
+
+    #[test]
+    fn the_order_is_coredns_plugin_cfg() {
+        let ours: Vec<&str> = PLUGINS
+            .iter()
+            .map(|s| s.name)
+            .filter(|n| COREDNS_V1_14.contains(n))
+            .collect();
+        assert_eq!(ours, COREDNS_V1_14);
+        // clusterdns's own plugins run where their rows say: rrl after acl, before cache.
+        assert_eq!(position("rrl"), position("acl") + 1);
+        assert_eq!(position("cache"), position("rrl") + 1);
+        // Rows that never run come after every row that does.
+        let last_run = PLUGINS
+            .iter()
+            .rposition(|s| !matches!(s.kind, Kind::Removed(_) | Kind::External))
+            .unwrap();
+        assert!(
+            PLUGINS[..last_run]
+                .iter()
+                .all(|s| !matches!(s.kind, Kind::Removed(_) | Kind::External))
+        );
+    }
+
+    #[test]
+    fn plugins_lists_what_is_implemented() {
+        // What `-plugins` printed before the table existed: it must not change.
+        assert_eq!(
+            implemented(),
+            [
+                "bind",
+                "cache",
+                "errors",
+                "forward",
+                "health",
+                "hosts",
+                "kubernetes",
+                "loadbalance",
+                "log",
+                "loop",
+                "prometheus",
+                "ready",
+                "reload",
+                "rrl",
+                "timeouts",
+                "whoami"
+            ]
+        );
+        // Byte for byte what the binary printed then.
+        assert_eq!(
+            crate::cli::plugins_listing(&implemented()),
+            concat!(
+                "Server types:\n",
+                "  dns\n",
+                "\n",
+                "Caddyfile loaders:\n",
+                "  flag\n",
+                "  default\n",
+                "\n",
+                "Other plugins:\n",
+                "  dns.bind\n",
+                "  dns.cache\n",
+                "  dns.errors\n",
+                "  dns.forward\n",
+                "  dns.health\n",
+                "  dns.hosts\n",
+                "  dns.kubernetes\n",
+                "  dns.loadbalance\n",
+                "  dns.log\n",
+                "  dns.loop\n",
+                "  dns.prometheus\n",
+                "  dns.ready\n",
+                "  dns.reload\n",
+                "  dns.rrl\n",
+                "  dns.timeouts\n",
+                "  dns.whoami\n",
+            )
+        );
+        // Derived from the rows: every implemented row, and nothing else.
+        for s in PLUGINS {
+            assert_eq!(implemented().contains(&s.name), s.is_implemented(), "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn test_plugins_exist_only_in_debug_builds() {
+        let test_rows: Vec<&str> = PLUGINS
+            .iter()
+            .filter(|s| matches!(s.kind, Kind::Test(_)))
+            .map(|s| s.name)
+            .collect();
+        if cfg!(debug_assertions) {
+            assert_eq!(test_rows, ["testupstream", "testpanic", "teststall"]);
+            // Just before forward, as before the table existed.
+            assert_eq!(position("teststall") + 1, position("forward"));
+        } else {
+            assert!(test_rows.is_empty(), "{test_rows:?} in a release build");
+        }
+        // Never listed, even where compiled in.
+        assert!(implemented().iter().all(|n| !n.starts_with("test")));
+    }
+
+    #[test]
+    fn test_plugins_need_the_environment_variable() {
+        // Unit tests do not set it; e2e tests set it for the binary they start.
+        if std::env::var(setup::TEST_PLUGINS_ENV).is_err() {
+            assert!(setup::lookup(PLUGINS, "testpanic").is_none());
+        }
+        assert!(setup::lookup(PLUGINS, "whoami").is_some());
+        assert!(setup::lookup(PLUGINS, "frobnicate").is_none());
+    }
+
+    /// The error `-check` prints for a one-directive block.
+    fn check(directive: &str) -> String {
+        let text = format!("example.org {{\n    whoami\n    {directive}\n}}\n");
+        let corefile = crate::config::parse_str(&text, "Corefile", std::path::Path::new(".")).unwrap();
+        let opts = crate::server::BuildOptions {
+            default_port: 53,
+            workers: 1,
+            config_dir: std::path::Path::new("."),
+            plugins: PLUGINS,
+        };
+        match crate::server::Server::build(&corefile, &opts) {
+            Ok(_) => panic!("{directive}: accepted"),
+            Err(errors) => errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"),
+        }
+    }
+
+    #[test]
+    fn directives_clusterdns_cannot_run_are_start_up_errors() {
+        let cases = [
+            (
+                "frobnicate",
+                "Corefile:3 - Error during parsing: Unknown directive 'frobnicate'",
+            ),
+            (
+                "rewrite name a.example.org b.example.org",
+                "Corefile:3 - Error during parsing: plugin 'rewrite' is not supported by clusterdns",
+            ),
+            (
+                "nomad",
+                "Corefile:3 - Error during parsing: plugin 'nomad' is not supported by clusterdns",
+            ),
+            (
+                "proxy . 8.8.8.8",
+                "Corefile:3 - Error during parsing: Unknown directive 'proxy': removed from CoreDNS in 1.5.0; use 'forward'",
+            ),
+            (
+                "federation cluster.local { prod prod.feddomain.com }",
+                "Corefile:3 - Error during parsing: Unknown directive 'federation': removed from CoreDNS in 1.7.0",
+            ),
+            (
+                "alternate original NXDOMAIN . 8.8.8.8",
+                "Corefile:3 - Error during parsing: Unknown directive 'alternate': an external CoreDNS plugin, not built into clusterdns",
+            ),
+            (
+                "k8s_gateway example.org",
+                "Corefile:3 - Error during parsing: Unknown directive 'k8s_gateway': an external CoreDNS plugin, not built into clusterdns",
+            ),
+            (
+                "netbox { url http://127.0.0.1 }",
+                "Corefile:3 - Error during parsing: Unknown directive 'netbox': an external CoreDNS plugin, not built into clusterdns",
+            ),
+        ];
+        for (directive, want) in cases {
+            assert_eq!(check(directive), want);
+        }
+        // Each row that cannot run says so; each that can, does not.
+        for s in PLUGINS {
+            let runs = s.is_implemented() || matches!(s.kind, Kind::Test(_));
+            assert_eq!(s.refusal().is_none(), runs, "{}", s.name);
+        }
     }
 }

@@ -12,8 +12,8 @@ use crate::chain::{Chain, Plugin, RouteTag};
 use crate::config::{ConfigError, Corefile, Directive, ServerKey};
 use crate::dns::wire;
 use crate::plugin::prometheus::counters::RouteCounters;
-use crate::plugin::timeouts::Timeouts;
-use crate::plugin::{self, Kind, SetupCtx};
+use crate::settings::{BlockSettings, ProcessSettings, Timeouts};
+use crate::setup::{self, Kind, SetupCtx, Spec};
 
 /// One server block, built: its zones and its chain.
 pub struct Block {
@@ -72,7 +72,7 @@ pub struct Server {
     /// The start-up lines CoreDNS prints (`.:53`, `example.org.:53 on 127.0.0.1`).
     pub banner: Vec<String>,
     /// Health, readiness, reload and metrics endpoints.
-    pub process: ProcessConfig,
+    pub process: ProcessSettings,
 }
 
 /// How to build: the defaults the command line sets.
@@ -83,6 +83,8 @@ pub struct BuildOptions<'a> {
     pub workers: usize,
     /// Directory relative paths in the Corefile are taken from.
     pub config_dir: &'a Path,
+    /// The plugin table (`plugin::PLUGINS`): what each directive is and where it runs.
+    pub plugins: &'static [Spec],
 }
 
 impl Server {
@@ -91,7 +93,7 @@ impl Server {
     pub fn build(corefile: &Corefile, opts: &BuildOptions<'_>) -> Result<Server, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut blocks = Vec::new();
-        let mut process = ProcessConfig::default();
+        let mut process = ProcessSettings::default();
         // (listen address, zone) must be unique; listen address -> routes.
         let mut routes: BTreeMap<SocketAddr, (Vec<Route>, bool, Option<Timeouts>)> = BTreeMap::new();
         let mut seen: HashSet<(SocketAddr, String)> = HashSet::new();
@@ -109,8 +111,7 @@ impl Server {
             // zones count when later blocks are checked for duplicates.
             let BlockParts {
                 chain,
-                binds,
-                timeouts,
+                settings: BlockSettings { binds, timeouts },
                 process: block_process,
             } = build_chain(&sb.directives, &zones, opts, &mut errors);
             let ready = block_process.ready.is_some();
@@ -269,38 +270,12 @@ impl Server {
 /// A block's chain and what its server-level and process-level directives say.
 struct BlockParts {
     chain: Chain,
-    binds: Option<Vec<IpAddr>>,
-    timeouts: Option<Timeouts>,
-    process: ProcessConfig,
+    settings: BlockSettings,
+    process: ProcessSettings,
 }
 
-/// The process-wide settings of a Corefile: gathered from every block.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProcessConfig {
-    pub health: Option<plugin::health::Health>,
-    pub ready: Option<plugin::ready::Ready>,
-    pub reload: Option<plugin::reload::Reload>,
-    /// Addresses of `/metrics` endpoints (`prometheus`).
-    pub metrics: Vec<SocketAddr>,
-}
-
-impl ProcessConfig {
-    /// Folds one block's settings in: the first block that sets health, ready or
-    /// reload wins, as the process has one of each; metrics endpoints add up.
-    fn merge(&mut self, other: ProcessConfig) {
-        self.health = self.health.or(other.health);
-        self.ready = self.ready.or(other.ready);
-        self.reload = self.reload.or(other.reload);
-        for m in other.metrics {
-            if !self.metrics.contains(&m) {
-                self.metrics.push(m);
-            }
-        }
-    }
-}
-
-/// Sets up the plugins of one block in CoreDNS's order; every error found is added to
-/// `errors` and the rest is built anyway.
+/// Sets up the plugins of one block in the table's order; every error found is added
+/// to `errors` and the rest is built anyway.
 fn build_chain(
     directives: &[Directive],
     zones: &[String],
@@ -308,43 +283,28 @@ fn build_chain(
     errors: &mut Vec<ConfigError>,
 ) -> BlockParts {
     // Group the directives by name, keeping the order of first appearance for errors.
-    let mut by_name: Vec<(usize, Kind, Vec<&Directive>)> = Vec::new();
+    let mut by_name: Vec<(usize, &Spec, Vec<&Directive>)> = Vec::new();
     for d in directives {
         let name = d.name.as_str();
-        let Some((order, kind)) = plugin::lookup(name) else {
-            errors.push(ConfigError::at(
-                d.loc(),
-                format!("Error during parsing: Unknown directive '{name}'"),
-            ));
+        let Some((order, spec)) = setup::lookup(opts.plugins, name) else {
+            errors.push(ConfigError::at(d.loc(), setup::unknown(name)));
             continue;
         };
-        if let Kind::Unsupported = kind {
-            errors.push(ConfigError::at(
-                d.loc(),
-                format!("Error during parsing: plugin '{name}' is not supported by clusterdns"),
-            ));
+        if let Some(refusal) = spec.refusal() {
+            errors.push(ConfigError::at(d.loc(), refusal));
             continue;
         }
-        match by_name.iter_mut().find(|(_, _, ds)| ds[0].name.as_str() == name) {
+        match by_name.iter_mut().find(|(_, s, _)| s.name == name) {
             Some((_, _, ds)) => ds.push(d),
-            None => by_name.push((order, kind, vec![d])),
+            None => by_name.push((order, spec, vec![d])),
         }
     }
     // Server-level directives first: plugins may depend on them (kubernetes on `bind`).
-    let mut binds = None;
-    let mut timeouts = None;
-    for (_, kind, ds) in &by_name {
-        if let Kind::Server = kind {
-            if ds[0].name.as_str() == "timeouts" {
-                match plugin::timeouts::parse(ds) {
-                    Ok(t) => timeouts = Some(t),
-                    Err(e) => errors.push(e),
-                }
-            } else {
-                match plugin::bind::addresses(ds) {
-                    Ok(b) => binds = Some(b),
-                    Err(e) => errors.push(e),
-                }
+    let mut settings = BlockSettings::default();
+    for (_, spec, ds) in &by_name {
+        if let Kind::Server(configure) = spec.kind {
+            if let Err(e) = configure(ds, &mut settings) {
+                errors.push(e);
             }
         }
     }
@@ -352,35 +312,29 @@ fn build_chain(
         zones,
         config_dir: opts.config_dir.to_path_buf(),
         workers: opts.workers,
-        binds: binds.as_deref(),
+        binds: settings.binds.as_deref(),
     };
     let mut plugins: Vec<(usize, Arc<dyn Plugin>)> = Vec::new();
-    for (order, kind, ds) in &by_name {
-        if let Kind::Chain(setup) = kind {
+    for (order, spec, ds) in &by_name {
+        if let Kind::Chain(setup) | Kind::ChainAndProcess(setup, _) | Kind::Test(setup) = spec.kind {
             match setup(ds, &ctx) {
                 Ok(p) => plugins.push((*order, p)),
                 Err(e) => errors.push(e),
             }
         }
     }
-    let mut process = ProcessConfig::default();
-    for (_, kind, ds) in &by_name {
-        let parsed = match (kind, ds[0].name.as_str()) {
-            (Kind::Process, "health") => plugin::health::parse(ds).map(|h| process.health = Some(h)),
-            (Kind::Process, "ready") => plugin::ready::parse(ds).map(|r| process.ready = Some(r)),
-            (Kind::Process, "reload") => plugin::reload::parse(ds).map(|r| process.reload = Some(r)),
-            (Kind::Chain(_), "prometheus") => plugin::prometheus::address(ds[0]).map(|a| process.metrics.push(a)),
-            _ => Ok(()),
-        };
-        if let Err(e) = parsed {
-            errors.push(e);
+    let mut process = ProcessSettings::default();
+    for (_, spec, ds) in &by_name {
+        if let Kind::Process(configure) | Kind::ChainAndProcess(_, configure) = spec.kind {
+            if let Err(e) = configure(ds, &mut process) {
+                errors.push(e);
+            }
         }
     }
     plugins.sort_by_key(|(order, _)| *order);
     BlockParts {
         chain: Chain::new(plugins.into_iter().map(|(_, p)| p).collect()),
-        binds,
-        timeouts,
+        settings,
         process,
     }
 }

@@ -21,7 +21,7 @@ use super::socket::{self, BATCH, UdpBatch};
 use super::upstream::{Outcome, Upstreams};
 use crate::chain::{UpstreamReply, WorkerCtx};
 use crate::dns::{Rcode, Response, Transport};
-use crate::plugin::timeouts::Timeouts;
+use crate::settings::Timeouts;
 
 /// Resource limits of a worker's TCP service (RFC 7766 section 6.2 asks for bounded
 /// resources; the timeouts come per listener from the `timeouts` directive).

@@ -449,6 +449,22 @@ fn coredns_plugin_that_clusterdns_lacks_is_an_error() {
 }
 
 #[test]
+fn removed_and_external_coredns_plugins_say_why_at_start_up() {
+    // What a CoreDNS user migrating a Corefile meets: the plugin's fate, not only
+    // "Unknown directive".
+    assert_rejected(
+        "example.org {\n    bind 127.0.0.1\n    proxy . 127.0.0.1:53\n}\n",
+        &[],
+        "Corefile:3 - Error during parsing: Unknown directive 'proxy': removed from CoreDNS in 1.5.0; use 'forward'",
+    );
+    assert_rejected(
+        "example.org {\n    bind 127.0.0.1\n    whoami\n    k8s_gateway example.org\n}\n",
+        &[],
+        "Corefile:4 - Error during parsing: Unknown directive 'k8s_gateway': an external CoreDNS plugin, not built into clusterdns",
+    );
+}
+
+#[test]
 fn plugin_used_twice_is_an_error() {
     assert_rejected(
         "example.org {\n    bind 127.0.0.1\n    whoami\n    log\n    whoami\n}\n",

@@ -4,6 +4,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::{ConfigError, Directive};
+use crate::settings::BlockSettings;
+
+/// The table's entry: the block's listen addresses.
+pub fn configure(dirs: &[&Directive], block: &mut BlockSettings) -> Result<(), ConfigError> {
+    block.binds = Some(addresses(dirs)?);
+    Ok(())
+}
 
 /// Parses every `bind` directive of a block into the addresses to listen on:
 /// `bind ADDRESS|INTERFACE... [{ except ADDRESS|INTERFACE... }]`. Interfaces stand for

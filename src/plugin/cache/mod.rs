@@ -37,7 +37,8 @@ use crate::chain::{Plugin, Query, Rng, RouteTag, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Rcode, Request, Response, ResponseType, Section, flag, rtype, wire};
 use crate::metrics::{Families, bump};
-use crate::plugin::{SetupCtx, once};
+use crate::plugin::once;
+use crate::setup::SetupCtx;
 
 use setup::{NAME, Options, Stale, StaleMode};
 use store::{Entry, Key, Kind, Store};

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::config::{ConfigError, Directive, Token, parse_duration};
 use crate::dns::wire;
-use crate::plugin::{SetupCtx, zone_args};
+use crate::plugin::zone_args;
+use crate::setup::SetupCtx;
 
 /// The directive name, and the prefix of its errors.
 pub const NAME: &str = "cache";

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use crate::chain::{Plugin, Query, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::rtype;
-use crate::plugin::{SetupCtx, once};
+use crate::plugin::once;
+use crate::setup::SetupCtx;
 
 /// The plugin. `stacktrace` is accepted for compatibility: a caught panic is always
 /// logged with its message, and Rust backtraces come from `RUST_BACKTRACE`.

@@ -16,7 +16,8 @@ use crate::config::{ConfigError, Directive};
 use crate::dns::{Rcode, Section, Transport, flag, wire};
 use crate::kubernetes::snapshot::FxHasher;
 use crate::metrics::{Families, Histogram};
-use crate::plugin::{SetupCtx, once};
+use crate::plugin::once;
+use crate::setup::SetupCtx;
 
 mod health;
 pub mod setup;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::HealthOptions;
 use crate::config::{ConfigError, Directive, parse_duration};
 use crate::dns::{Rcode, wire};
-use crate::plugin::SetupCtx;
+use crate::setup::SetupCtx;
 
 const NAME: &str = "forward";
 /// CoreDNS accepts at most this many upstreams.

@@ -1,18 +1,16 @@
 //! `health`: the `/health` liveness endpoint, and the lameduck pause at shutdown
 //! (README.md beside this file). Process-wide: the server runs it, not the chain.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::{ConfigError, Directive, parse_duration};
 use crate::plugin::once;
+use crate::settings::{Health, ProcessSettings};
 
-/// `health [ADDRESS] { lameduck DURATION }`, validated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Health {
-    pub addr: SocketAddr,
-    /// How long DNS and `/health` keep serving after SIGTERM before the listeners close.
-    pub lameduck: Duration,
+/// The table's entry: the process's `/health` endpoint.
+pub fn configure(dirs: &[&Directive], process: &mut ProcessSettings) -> Result<(), ConfigError> {
+    process.health = Some(parse(dirs)?);
+    Ok(())
 }
 
 /// Parses the block's `health` directive (default address `:8080`).

@@ -34,7 +34,8 @@ use parking_lot::Mutex;
 use crate::chain::{ChainError, Plugin, Query, Step};
 use crate::config::{ConfigError, Directive, ServerKey, parse_duration};
 use crate::dns::{Name, NameKey, Rcode, Rdata, Record, rtype, wire};
-use crate::plugin::{SetupCtx, once};
+use crate::plugin::once;
+use crate::setup::SetupCtx;
 
 use table::{Limits, ParseOptions, ReadError, Table, parse_addr, reverse_address};
 

@@ -1538,7 +1538,7 @@ mod tests {
         )
         .unwrap();
         let zones = ["cluster.local.".to_owned()];
-        let ctx = crate::plugin::SetupCtx {
+        let ctx = crate::setup::SetupCtx {
             zones: &zones,
             config_dir: "/".into(),
             workers: 1,

@@ -19,7 +19,8 @@ use crate::kubernetes::builder::BuilderStats;
 use crate::kubernetes::snapshot::Snapshot;
 use crate::kubernetes::watch::DurationHistogram;
 use crate::metrics::Families;
-use crate::plugin::{SetupCtx, once};
+use crate::plugin::once;
+use crate::setup::SetupCtx;
 
 mod answer;
 pub mod backend;

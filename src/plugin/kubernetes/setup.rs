@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::{ConfigError, Directive, parse_duration, reverse_zones_for_cidr};
 use crate::dns::wire;
-use crate::plugin::SetupCtx;
+use crate::setup::SetupCtx;
 
 /// How pod names (`<ip-with-dashes>.<ns>.pod.<zone>`) are answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::chain::{Plugin, Query, Rng, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Rcode, RecordPos, Section, rtype};
-use crate::plugin::SetupCtx;
+use crate::setup::SetupCtx;
 
 /// The directive name, and the prefix of its errors.
 const NAME: &str = "loadbalance";

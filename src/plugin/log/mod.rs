@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::chain::{Plugin, Query, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{ResponseType, class, flag, opcode, rtype, wire};
-use crate::plugin::SetupCtx;
+use crate::setup::SetupCtx;
 
 /// CoreDNS's `{common}` format, the default.
 pub const COMMON_FORMAT: &str = "{remote}:{port} - {>id} \"{type} {class} {name} {proto} {size} {>do} {>bufsize}\" {rcode} {>rflags} {rsize} {duration}";

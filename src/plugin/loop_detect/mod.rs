@@ -26,7 +26,8 @@ use parking_lot::Mutex;
 use crate::chain::{Plugin, Query, Rng, RouteTag, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Request, class, rtype, wire};
-use crate::plugin::{SetupCtx, once};
+use crate::plugin::once;
+use crate::setup::SetupCtx;
 
 /// The directive name, and the prefix of its errors.
 const NAME: &str = "loop";

@@ -31,7 +31,9 @@ use crate::chain::{Plugin, Query, RouteTag, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::Transport;
 use crate::metrics::{Families, Histogram};
-use crate::plugin::{SetupCtx, once};
+use crate::plugin::once;
+use crate::settings::ProcessSettings;
+use crate::setup::SetupCtx;
 
 use counters::{RouteCounters, Sample, Totals};
 
@@ -57,6 +59,13 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>,
     let plugin = Arc::new(Prometheus::new(ctx.workers));
     register(&plugin);
     Ok(plugin)
+}
+
+/// The table's process half: the block's `/metrics` endpoint (the chain half, [`setup`],
+/// checks that there is one directive).
+pub fn configure(dirs: &[&Directive], process: &mut ProcessSettings) -> Result<(), ConfigError> {
+    process.metrics.push(address(dirs[0])?);
+    Ok(())
 }
 
 /// The listen address of one `prometheus` directive, its options validated: what the

@@ -484,6 +484,7 @@ cluster.local:1053 {
         default_port: 53,
         workers: 2,
         config_dir: Path::new("/nonexistent"),
+        plugins: crate::plugin::PLUGINS,
     };
     let server = crate::server::Server::build(&parsed, &opts).unwrap_or_else(|e| panic!("{e:?}"));
     let prom = server.blocks[0]

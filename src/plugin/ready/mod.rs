@@ -1,25 +1,14 @@
 //! `ready`: the `/ready` readiness endpoint (README.md beside this file). Process-wide:
 //! the server runs it, not the chain.
 
-use std::net::SocketAddr;
-
 use crate::config::{ConfigError, Directive};
 use crate::plugin::once;
+use crate::settings::{Monitor, ProcessSettings, Ready};
 
-/// Whether a plugin, once ready, is asked again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Monitor {
-    /// Once ready, always ready (CoreDNS's default).
-    UntilReady,
-    /// Asked on every request.
-    Continuously,
-}
-
-/// `ready [ADDRESS] { monitor until-ready|continuously }`, validated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ready {
-    pub addr: SocketAddr,
-    pub monitor: Monitor,
+/// The table's entry: the process's `/ready` endpoint.
+pub fn configure(dirs: &[&Directive], process: &mut ProcessSettings) -> Result<(), ConfigError> {
+    process.ready = Some(parse(dirs)?);
+    Ok(())
 }
 
 /// Parses the block's `ready` directive (default address `:8181`).

@@ -4,13 +4,12 @@
 use std::time::Duration;
 
 use crate::config::{ConfigError, Directive, parse_duration};
+use crate::settings::{ProcessSettings, Reload};
 
-/// When to check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Reload {
-    pub interval: Duration,
-    /// Each period is `interval` plus a random offset in `[-jitter/2, jitter/2)`.
-    pub jitter: Duration,
+/// The table's entry: the process's reload schedule.
+pub fn configure(dirs: &[&Directive], process: &mut ProcessSettings) -> Result<(), ConfigError> {
+    process.reload = Some(parse(dirs)?);
+    Ok(())
 }
 
 /// Parses `reload [INTERVAL [JITTER]]`: defaults 30s and 15s; INTERVAL at least 2s;

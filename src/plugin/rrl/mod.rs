@@ -44,7 +44,8 @@ use crate::config::{ConfigError, Directive, Token};
 use crate::dns::{Rcode, Request, ResponseType, Transport, flag, wire};
 use crate::kubernetes::snapshot::FxHasher;
 use crate::metrics::Families;
-use crate::plugin::{SetupCtx, once, zone_args};
+use crate::plugin::{once, zone_args};
+use crate::setup::SetupCtx;
 
 /// The directive name, and the prefix of its errors.
 const NAME: &str = "rrl";

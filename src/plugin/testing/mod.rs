@@ -17,7 +17,8 @@ use std::time::Duration;
 use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive, parse_duration};
 use crate::dns::{Rcode, Section};
-use crate::plugin::{SetupCtx, once};
+use crate::plugin::once;
+use crate::setup::SetupCtx;
 
 /// Relays queries to one upstream.
 pub struct TestUpstream {

@@ -1,28 +1,17 @@
 //! `timeouts`: the TCP read, write and idle timeouts of a server block's listeners
-//! (README.md beside this file). Like `bind`, it configures the server, not the chain.
+//! (README.md beside this file). Like `bind`, it configures the server, not the chain:
+//! it only parses, into [`Timeouts`] (which the server's workers apply).
 
 use std::time::Duration;
 
 use crate::config::{ConfigError, Directive, parse_duration};
 use crate::plugin::once;
+use crate::settings::{BlockSettings, Timeouts};
 
-/// The three timeouts, CoreDNS's defaults where not given.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeouts {
-    pub read: Duration,
-    pub write: Duration,
-    pub idle: Duration,
-}
-
-impl Default for Timeouts {
-    /// CoreDNS's server defaults: read 3s, write 5s, idle 10s.
-    fn default() -> Self {
-        Timeouts {
-            read: Duration::from_secs(3),
-            write: Duration::from_secs(5),
-            idle: Duration::from_secs(10),
-        }
-    }
+/// The table's entry: the block's timeouts.
+pub fn configure(dirs: &[&Directive], block: &mut BlockSettings) -> Result<(), ConfigError> {
+    block.timeouts = Some(parse(dirs)?);
+    Ok(())
 }
 
 /// Parses `timeouts { read D; write D; idle D }`; each between 1 second and 24 hours,

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::chain::{Plugin, Query, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Name, Rcode, Rdata, Record, Section, rtype};
-use crate::plugin::{SetupCtx, once};
+use crate::plugin::once;
+use crate::setup::SetupCtx;
 
 /// The plugin; it has no options.
 pub struct Whoami;

@@ -1,0 +1,202 @@
+//! The plugin table's types and the setup contract: what a row says about a directive
+//! ([`Spec`], [`Kind`]) and what a plugin's setup is given ([`SetupCtx`]).
+//!
+//! ```text
+//!   plugin::PLUGINS: one Spec per directive, in execution order (CoreDNS's plugin.cfg)
+//!        │
+//!        ▼  server::build, for each directive of a server block
+//!   Kind::Server  ── configure ──▶ BlockSettings     (bind, timeouts: first, the chain may read them)
+//!   Kind::Chain   ── setup ──────▶ the plugin, placed in the chain by its row's position
+//!   Kind::Process ── configure ──▶ ProcessSettings   (health, ready, reload)
+//!   Kind::ChainAndProcess          both (prometheus: counts queries, opens /metrics)
+//!   Kind::Unsupported / Removed / External ──▶ `FILE:LINE - Error during parsing: ...`
+//! ```
+//!
+//! The rows themselves live in `plugin/mod.rs`; the server gets them through
+//! [`crate::server::BuildOptions`], so that it knows no plugin by name (or at all).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::chain::Plugin;
+use crate::config::{ConfigError, Directive};
+use crate::settings::{BlockSettings, ProcessSettings};
+
+/// One row of the plugin table: a directive and how clusterdns handles it.
+#[derive(Clone, Copy)]
+pub struct Spec {
+    /// The directive name, as written in a Corefile.
+    pub name: &'static str,
+    pub kind: Kind,
+}
+
+/// How clusterdns handles a directive.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    /// A plugin in the query chain.
+    Chain(SetupFn),
+    /// Configures the block's listeners, not the chain (`bind`, `timeouts`). Runs before
+    /// the chain's setups, which may read what it set ([`SetupCtx::binds`]).
+    Server(ServerFn),
+    /// Process-wide, run by the controller (`health`, `ready`, `reload`).
+    Process(ProcessFn),
+    /// In the chain and process-wide: `prometheus` counts its block's queries and opens
+    /// a `/metrics` endpoint.
+    ChainAndProcess(SetupFn, ProcessFn),
+    /// A chain plugin that tests the server itself. Its rows exist only in debug builds
+    /// (what the end-to-end tests run), and even there only with
+    /// [`TEST_PLUGINS_ENV`]`=1`: a production Corefile can never name one.
+    Test(SetupFn),
+    /// CoreDNS has it; clusterdns does not (yet). An error, never silently ignored: a
+    /// Corefile that relies on it would otherwise answer differently.
+    Unsupported,
+    /// CoreDNS had it and removed it; the text says since when and what replaces it.
+    Removed(&'static str),
+    /// A CoreDNS plugin that lives outside CoreDNS's tree (compiled in by those who want
+    /// it): never part of clusterdns.
+    External,
+}
+
+/// Builds a plugin from every directive of its name in one server block (most plugins
+/// accept only one: see `plugin::once`).
+pub type SetupFn = fn(&[&Directive], &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError>;
+
+/// Parses a server-level directive (every one of its name in the block) into the
+/// block's settings.
+pub type ServerFn = fn(&[&Directive], &mut BlockSettings) -> Result<(), ConfigError>;
+
+/// Parses a process-level directive (every one of its name in the block) into the
+/// block's share of the process settings.
+pub type ProcessFn = fn(&[&Directive], &mut ProcessSettings) -> Result<(), ConfigError>;
+
+/// The environment variable that enables the test plugins ([`Kind::Test`]).
+pub const TEST_PLUGINS_ENV: &str = "CLUSTERDNS_TEST_PLUGINS";
+
+impl Spec {
+    /// A plugin in the chain.
+    pub const fn chain(name: &'static str, setup: SetupFn) -> Spec {
+        Spec {
+            name,
+            kind: Kind::Chain(setup),
+        }
+    }
+
+    /// A directive that configures the block's listeners.
+    pub const fn server(name: &'static str, configure: ServerFn) -> Spec {
+        Spec {
+            name,
+            kind: Kind::Server(configure),
+        }
+    }
+
+    /// A process-wide directive.
+    pub const fn process(name: &'static str, configure: ProcessFn) -> Spec {
+        Spec {
+            name,
+            kind: Kind::Process(configure),
+        }
+    }
+
+    /// A chain plugin that is process-wide too.
+    pub const fn chain_and_process(name: &'static str, setup: SetupFn, configure: ProcessFn) -> Spec {
+        Spec {
+            name,
+            kind: Kind::ChainAndProcess(setup, configure),
+        }
+    }
+
+    /// A plugin for the server's own tests.
+    pub const fn test(name: &'static str, setup: SetupFn) -> Spec {
+        Spec {
+            name,
+            kind: Kind::Test(setup),
+        }
+    }
+
+    /// A CoreDNS plugin clusterdns does not have.
+    pub const fn unsupported(name: &'static str) -> Spec {
+        Spec {
+            name,
+            kind: Kind::Unsupported,
+        }
+    }
+
+    /// A plugin CoreDNS removed: `hint` says when, and what to use instead.
+    pub const fn removed(name: &'static str, hint: &'static str) -> Spec {
+        Spec {
+            name,
+            kind: Kind::Removed(hint),
+        }
+    }
+
+    /// A CoreDNS plugin from outside CoreDNS's tree.
+    pub const fn external(name: &'static str) -> Spec {
+        Spec {
+            name,
+            kind: Kind::External,
+        }
+    }
+
+    /// Whether clusterdns runs this directive (what `-plugins` lists). Test plugins do
+    /// not count: they are not part of the product.
+    pub fn is_implemented(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Chain(_) | Kind::Server(_) | Kind::Process(_) | Kind::ChainAndProcess(..)
+        )
+    }
+
+    /// The start-up error for a directive that names this row but that clusterdns cannot
+    /// run, in CoreDNS's words where CoreDNS has some (`Unknown directive '...'`), with
+    /// what a CoreDNS user needs to know added.
+    pub fn refusal(&self) -> Option<String> {
+        let name = self.name;
+        match self.kind {
+            Kind::Unsupported => Some(format!(
+                "Error during parsing: plugin '{name}' is not supported by clusterdns"
+            )),
+            Kind::Removed(hint) => Some(format!("{}: {hint}", unknown(name))),
+            Kind::External => Some(format!(
+                "{}: an external CoreDNS plugin, not built into clusterdns",
+                unknown(name)
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// CoreDNS's error for a directive it does not know.
+pub fn unknown(name: &str) -> String {
+    format!("Error during parsing: Unknown directive '{name}'")
+}
+
+/// Finds a directive's row: its position in the execution order (its index in
+/// `table`) and the row. `None` for a name the table does not have, and for a test
+/// plugin unless [`TEST_PLUGINS_ENV`] is `1`.
+pub fn lookup(table: &'static [Spec], name: &str) -> Option<(usize, &'static Spec)> {
+    let (i, spec) = table.iter().enumerate().find(|(_, s)| s.name == name)?;
+    if matches!(spec.kind, Kind::Test(_)) && std::env::var(TEST_PLUGINS_ENV).as_deref() != Ok("1") {
+        return None;
+    }
+    Some((i, spec))
+}
+
+/// The directives clusterdns runs, sorted by name: what `-plugins` lists.
+pub fn implemented(table: &[Spec]) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = table.iter().filter(|s| s.is_implemented()).map(|s| s.name).collect();
+    names.sort_unstable();
+    names
+}
+
+/// What a plugin's setup knows about the server block it is in.
+pub struct SetupCtx<'a> {
+    /// The block's zones, lower-cased and fully qualified (`cluster.local.`).
+    pub zones: &'a [String],
+    /// The directory relative paths are taken from (the Corefile's).
+    pub config_dir: PathBuf,
+    /// How many worker threads will run the chain (for per-worker state).
+    pub workers: usize,
+    /// The block's `bind` addresses, if it has a `bind` directive.
+    pub binds: Option<&'a [IpAddr]>,
+}
