@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use std::sync::Arc;
 
-use clusterdns::chain::{Chain, Outcome, Plugin, Query, RouteTag, WorkerCtx};
+use clusterdns::chain::{Chain, Handler, Outcome, Query, RouteTag, WorkerCtx};
 use clusterdns::config;
 use clusterdns::dns::{Request, Response, Section, Transport};
 use clusterdns::kubernetes::model::{Endpoint, EndpointSlice, Namespace, Object, Port, Resource, Service, ServiceKind};
@@ -293,7 +293,7 @@ fn large_answers(quick: bool) {
         "\nlarge answers (the kubernetes chain alone; snapshot of 111,000 endpoints built in {:.2} s)",
         t.elapsed().as_secs_f64()
     );
-    let chain = Chain::new(vec![plugin.clone() as Arc<dyn Plugin>]);
+    let chain = Chain::new(vec![plugin.clone() as Arc<dyn Handler>]);
     let tag = RouteTag {
         slot: 0,
         server: "dns://:53".into(),

@@ -40,7 +40,7 @@ pub enum Step {
     /// the `errors` plugin logs.
     Fail(Rcode, Option<ChainError>),
     /// The worker must send `worker.upstream_msg` to this upstream and call the
-    /// plugin's [`Plugin::resume`] with what comes back.
+    /// plugin's [`Handler::resume`] with what comes back.
     Upstream(UpstreamRequest),
 }
 
@@ -303,7 +303,7 @@ pub struct Query<'r, 'a> {
     pub error: Option<ChainError>,
     /// Set by a plugin that answered from stored data and wants it refreshed: after the
     /// reply is sent, the worker runs the rest of the chain for the same question in
-    /// the background and hands the result to that plugin's [`Plugin::on_refresh`]
+    /// the background and hands the result to that plugin's [`Handler::on_refresh`]
     /// (cache prefetch and serve-stale).
     pub refresh: bool,
     /// Whether an upstream exchange for this query may be shared with an identical one
@@ -312,9 +312,13 @@ pub struct Query<'r, 'a> {
     pub coalesce: bool,
 }
 
-/// A handler in the chain. Implementations are shared by every worker (`Sync`); state
-/// that changes per query lives per worker (indexed by [`WorkerCtx::id`]) or in atomics.
-pub trait Plugin: Send + Sync {
+/// The per-query half of the plugin contract: what the chain calls while a query is
+/// handled. A plugin implements only what it uses; the defaults do nothing. (The other
+/// half, [`crate::setup::Lifecycle`], is what the server calls around the queries:
+/// start, stop, readiness, metrics.) Implementations are shared by every worker
+/// (`Sync`); state that changes per query lives per worker (indexed by
+/// [`WorkerCtx::id`]) or in atomics.
+pub trait Handler: Send + Sync {
     /// The directive name (`hosts`, `kubernetes`).
     fn name(&self) -> &'static str;
 
@@ -328,7 +332,8 @@ pub trait Plugin: Send + Sync {
         Step::Fail(Rcode::SERVFAIL, None)
     }
 
-    /// Whether [`Plugin::on_response`] must be called; checked once when the chain is built.
+    /// Whether [`Handler::on_response`] must be called; checked once when the chain is
+    /// built.
     fn wants_response(&self) -> bool {
         false
     }
@@ -339,44 +344,22 @@ pub trait Plugin: Send + Sync {
         let _ = q;
     }
 
-    /// Whether this plugin answers queries of class `class` other than IN (CHAOS).
-    fn handles_class(&self, class: u16) -> bool {
-        let _ = class;
-        false
-    }
-
-    /// Readiness for `/ready`: `None` if the plugin does not report readiness.
-    fn ready(&self) -> Option<bool> {
-        None
-    }
-
     /// Receives the reply of a background refresh this plugin asked for (see
     /// [`Query::refresh`]); no client sees it.
     fn on_refresh(&self, q: &mut Query<'_, '_>) {
         let _ = q;
     }
 
-    /// Told, once the server is built, every route its block serves (for per-route
-    /// state such as metrics).
-    fn attach(&self, routes: &[Arc<RouteTag>]) {
-        let _ = routes;
+    /// Whether this plugin answers queries of class `class` other than IN (CHAOS).
+    fn handles_class(&self, class: u16) -> bool {
+        let _ = class;
+        false
     }
-
-    /// Adds the plugin's metrics to a scrape.
-    fn metrics(&self, out: &mut crate::metrics::Families) {
-        let _ = out;
-    }
-
-    /// Starts background work (file watchers, API watches) once the server is built.
-    fn start(&self) {}
-
-    /// Stops background work; called when the server is shut down or replaced.
-    fn stop(&self) {}
 }
 
-/// The plugins of one server block, in execution order.
+/// The handlers of one server block, in execution order.
 pub struct Chain {
-    plugins: Vec<Arc<dyn Plugin>>,
+    plugins: Vec<Arc<dyn Handler>>,
     /// Whether each plugin wants `on_response`, cached from `wants_response`.
     hooks: Vec<bool>,
 }
@@ -392,12 +375,12 @@ pub enum Outcome {
 
 impl Chain {
     /// A chain of `plugins`, already in execution order.
-    pub fn new(plugins: Vec<Arc<dyn Plugin>>) -> Chain {
+    pub fn new(plugins: Vec<Arc<dyn Handler>>) -> Chain {
         let hooks = plugins.iter().map(|p| p.wants_response()).collect();
         Chain { plugins, hooks }
     }
 
-    pub fn plugins(&self) -> &[Arc<dyn Plugin>] {
+    pub fn handlers(&self) -> &[Arc<dyn Handler>] {
         &self.plugins
     }
 
@@ -486,7 +469,7 @@ mod tests {
     use crate::dns::{Transport, rtype};
 
     struct Answer;
-    impl Plugin for Answer {
+    impl Handler for Answer {
         fn name(&self) -> &'static str {
             "answer"
         }
@@ -497,7 +480,7 @@ mod tests {
     }
 
     struct Pass(&'static str, std::sync::atomic::AtomicUsize);
-    impl Plugin for Pass {
+    impl Handler for Pass {
         fn name(&self) -> &'static str {
             self.0
         }
@@ -556,7 +539,7 @@ mod tests {
 
     /// Charges `n` visits, failing as a plugin does when the budget runs out.
     struct Greedy(u32);
-    impl Plugin for Greedy {
+    impl Handler for Greedy {
         fn name(&self) -> &'static str {
             "greedy"
         }

@@ -23,7 +23,7 @@ use domain::base::iana::Rtype;
 use domain::base::{Message, ParsedName};
 use domain::rdata::AllRecordData;
 
-use crate::chain::{Chain, Outcome, Plugin, Query, RouteTag, UpstreamProto, UpstreamReply, WorkerCtx};
+use crate::chain::{Chain, Handler, Outcome, Query, RouteTag, UpstreamProto, UpstreamReply, WorkerCtx};
 use crate::config;
 use crate::dns::{Request, Response, Transport};
 use crate::kubernetes::decode;
@@ -650,7 +650,7 @@ fn questions(objects: &[Object], events: &[(Resource, decode::WatchEvent)]) -> V
 /// Asks each question of a chain holding only `plugin`, with and without EDNS, and
 /// checks each reply.
 fn answer_all(plugin: &Arc<Kubernetes>, questions: &[(Vec<u8>, u16)], worker: &mut Worker) {
-    let chain = Chain::new(vec![plugin.clone() as Arc<dyn Plugin>]);
+    let chain = Chain::new(vec![plugin.clone() as Arc<dyn Handler>]);
     let tag = RouteTag {
         slot: 0,
         server: "dns://:53".into(),

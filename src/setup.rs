@@ -1,5 +1,7 @@
 //! The plugin table's types and the setup contract: what a row says about a directive
-//! ([`Spec`], [`Kind`]) and what a plugin's setup is given ([`SetupCtx`]).
+//! ([`Spec`], [`Kind`]), what a plugin's setup is given ([`SetupCtx`]) and what it
+//! returns ([`Plugin`]: a query [`Handler`] for the chain, a [`Lifecycle`] for the
+//! server, or both), and the lifecycle half of the plugin contract.
 //!
 //! ```text
 //!   plugin::PLUGINS: one Spec per directive, in execution order (CoreDNS's plugin.cfg)
@@ -19,8 +21,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::chain::Plugin;
+use crate::chain::{Handler, RouteTag};
 use crate::config::{ConfigError, Directive};
+use crate::metrics::Families;
 use crate::settings::{BlockSettings, ProcessSettings};
 
 /// One row of the plugin table: a directive and how clusterdns handles it.
@@ -60,7 +63,7 @@ pub enum Kind {
 
 /// Builds a plugin from every directive of its name in one server block (most plugins
 /// accept only one: see `plugin::once`).
-pub type SetupFn = fn(&[&Directive], &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError>;
+pub type SetupFn = fn(&[&Directive], &SetupCtx<'_>) -> Result<Plugin, ConfigError>;
 
 /// Parses a server-level directive (every one of its name in the block) into the
 /// block's settings.
@@ -199,4 +202,74 @@ pub struct SetupCtx<'a> {
     pub workers: usize,
     /// The block's `bind` addresses, if it has a `bind` directive.
     pub binds: Option<&'a [IpAddr]>,
+}
+
+/// What a setup returns: the plugin's part in the query chain, in the server's
+/// lifecycle, or both (most plugins that do both are one object: [`Plugin::both`]).
+pub struct Plugin {
+    /// Runs per query, in the block's chain.
+    pub handler: Option<Arc<dyn Handler>>,
+    /// Started, stopped, asked for readiness and metrics by the server.
+    pub lifecycle: Option<Arc<dyn Lifecycle>>,
+}
+
+impl Plugin {
+    /// A plugin that only handles queries.
+    pub fn handler(handler: impl Handler + 'static) -> Plugin {
+        Plugin {
+            handler: Some(Arc::new(handler)),
+            lifecycle: None,
+        }
+    }
+
+    /// A plugin that handles queries and has a lifecycle, as one object.
+    pub fn both<T: Handler + Lifecycle + 'static>(plugin: Arc<T>) -> Plugin {
+        Plugin {
+            handler: Some(plugin.clone()),
+            lifecycle: Some(plugin),
+        }
+    }
+}
+
+/// The lifecycle half of the plugin contract: what the server calls around the
+/// queries, never on the query path. A plugin implements only what it uses; the
+/// defaults do nothing. (The per-query half is [`Handler`].)
+pub trait Lifecycle: Send + Sync {
+    /// Told, once the server is built, every route its block serves and the names of the
+    /// block's chain (for per-route state such as metrics).
+    fn attach(&self, block: &AttachCtx<'_>) {
+        let _ = block;
+    }
+
+    /// Starts background work (file watchers, API watches) once the server is built,
+    /// before it serves.
+    fn start(&self) {}
+
+    /// Stops background work; called when the server is shut down or replaced.
+    fn stop(&self) {}
+
+    /// Readiness for `/ready`: `None` if the plugin does not report readiness.
+    fn ready(&self) -> Option<bool> {
+        None
+    }
+
+    /// Adds the plugin's metrics to a scrape.
+    fn metrics(&self, out: &mut Families) {
+        let _ = out;
+    }
+}
+
+/// What [`Lifecycle::attach`] is told about the plugin's server block.
+pub struct AttachCtx<'a> {
+    /// Every (listen address, zone) route the block serves.
+    pub routes: &'a [Arc<RouteTag>],
+    /// The names of the block's chain, in execution order.
+    pub chain: &'a [&'static str],
+}
+
+impl<'a> AttachCtx<'a> {
+    /// A block with these routes and no chain names (what tests attach a plugin to).
+    pub fn routes(routes: &'a [Arc<RouteTag>]) -> AttachCtx<'a> {
+        AttachCtx { routes, chain: &[] }
+    }
 }

@@ -8,18 +8,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::chain::{Chain, Plugin, RouteTag};
+use crate::chain::{Chain, Handler, RouteTag};
 use crate::config::{ConfigError, Corefile, Directive, ServerKey};
 use crate::dns::wire;
 use crate::plugin::prometheus::counters::RouteCounters;
 use crate::settings::{BlockSettings, ProcessSettings, Timeouts};
-use crate::setup::{self, Kind, SetupCtx, Spec};
+use crate::setup::{self, AttachCtx, Kind, Lifecycle, SetupCtx, Spec};
 
-/// One server block, built: its zones and its chain.
+/// One server block, built: its zones, its chain and its plugins' lifecycles.
 pub struct Block {
     /// The zones of the block's keys, presentation form (`cluster.local.`).
     pub zones: Vec<String>,
     pub chain: Chain,
+    /// The plugins with a lifecycle, by directive name, in execution order.
+    pub lifecycles: Vec<(&'static str, Arc<dyn Lifecycle>)>,
     /// The block has `ready`: its plugins' readiness counts for `/ready`.
     pub ready: bool,
 }
@@ -111,12 +113,18 @@ impl Server {
             // zones count when later blocks are checked for duplicates.
             let BlockParts {
                 chain,
+                lifecycles,
                 settings: BlockSettings { binds, timeouts },
                 process: block_process,
             } = build_chain(&sb.directives, &zones, opts, &mut errors);
             let ready = block_process.ready.is_some();
             process.merge(block_process);
-            let block = Arc::new(Block { zones, chain, ready });
+            let block = Arc::new(Block {
+                zones,
+                chain,
+                lifecycles,
+                ready,
+            });
             blocks.push(block.clone());
             for key in &keys {
                 let addrs: Vec<(IpAddr, bool)> = match &binds {
@@ -219,8 +227,13 @@ impl Server {
                 .filter(|r| Arc::ptr_eq(&r.block, b))
                 .map(|r| r.tag.clone())
                 .collect();
-            for p in b.chain.plugins() {
-                p.attach(&tags);
+            let chain: Vec<&'static str> = b.chain.handlers().iter().map(|h| h.name()).collect();
+            let ctx = AttachCtx {
+                routes: &tags,
+                chain: &chain,
+            };
+            for (_, l) in &b.lifecycles {
+                l.attach(&ctx);
             }
         }
         Ok(Server {
@@ -231,22 +244,22 @@ impl Server {
         })
     }
 
-    /// Every plugin of every block, once.
-    pub fn plugins(&self) -> impl Iterator<Item = &Arc<dyn Plugin>> {
-        self.blocks.iter().flat_map(|b| b.chain.plugins().iter())
+    /// The lifecycle of every plugin of every block that has one.
+    pub fn lifecycles(&self) -> impl Iterator<Item = &Arc<dyn Lifecycle>> {
+        self.blocks.iter().flat_map(|b| b.lifecycles.iter().map(|(_, l)| l))
     }
 
     /// Starts the plugins' background work.
     pub fn start(&self) {
-        for p in self.plugins() {
-            p.start();
+        for l in self.lifecycles() {
+            l.start();
         }
     }
 
     /// Stops the plugins' background work.
     pub fn stop(&self) {
-        for p in self.plugins() {
-            p.stop();
+        for l in self.lifecycles() {
+            l.stop();
         }
     }
 
@@ -257,9 +270,9 @@ impl Server {
             .blocks
             .iter()
             .filter(|b| b.ready)
-            .flat_map(|b| b.chain.plugins().iter())
-            .filter(|p| p.ready() == Some(false))
-            .map(|p| p.name())
+            .flat_map(|b| b.lifecycles.iter())
+            .filter(|(_, l)| l.ready() == Some(false))
+            .map(|(name, _)| *name)
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -270,6 +283,7 @@ impl Server {
 /// A block's chain and what its server-level and process-level directives say.
 struct BlockParts {
     chain: Chain,
+    lifecycles: Vec<(&'static str, Arc<dyn Lifecycle>)>,
     settings: BlockSettings,
     process: ProcessSettings,
 }
@@ -314,11 +328,11 @@ fn build_chain(
         workers: opts.workers,
         binds: settings.binds.as_deref(),
     };
-    let mut plugins: Vec<(usize, Arc<dyn Plugin>)> = Vec::new();
+    let mut plugins: Vec<(usize, &'static str, setup::Plugin)> = Vec::new();
     for (order, spec, ds) in &by_name {
         if let Kind::Chain(setup) | Kind::ChainAndProcess(setup, _) | Kind::Test(setup) = spec.kind {
             match setup(ds, &ctx) {
-                Ok(p) => plugins.push((*order, p)),
+                Ok(p) => plugins.push((*order, spec.name, p)),
                 Err(e) => errors.push(e),
             }
         }
@@ -331,9 +345,16 @@ fn build_chain(
             }
         }
     }
-    plugins.sort_by_key(|(order, _)| *order);
+    plugins.sort_by_key(|(order, _, _)| *order);
+    let mut handlers: Vec<Arc<dyn Handler>> = Vec::new();
+    let mut lifecycles = Vec::new();
+    for (_, name, p) in plugins {
+        handlers.extend(p.handler);
+        lifecycles.extend(p.lifecycle.map(|l| (name, l)));
+    }
     BlockParts {
-        chain: Chain::new(plugins.into_iter().map(|(_, p)| p).collect()),
+        chain: Chain::new(handlers),
+        lifecycles,
         settings,
         process,
     }

@@ -90,7 +90,7 @@ pub fn handle(
         refresh: false,
         coalesce: true,
     };
-    let all = block.chain.plugins().len();
+    let all = block.chain.handlers().len();
     let outcome = contained(&mut q, all, |q| block.chain.run(q, 0));
     let refresh = match outcome {
         Outcome::Reply { at } if q.refresh => Some(Refresh {
@@ -162,7 +162,7 @@ fn settle_refresh(
     match outcome {
         Outcome::Reply { .. } => {
             q.resp.finish();
-            let p = &block.chain.plugins()[owner];
+            let p = &block.chain.handlers()[owner];
             let _ = catch_unwind(AssertUnwindSafe(|| p.on_refresh(q)));
             None
         }
@@ -221,7 +221,7 @@ pub fn resume(
         refresh: false,
         coalesce: true,
     };
-    let all = s.block.chain.plugins().len();
+    let all = s.block.chain.handlers().len();
     let outcome = contained(&mut q, all, |q| s.block.chain.resume(q, s.at, reply, s.request.cookie));
     let next = match s.refresh_for {
         Some(owner) => settle_refresh(&s.block, owner, &mut q, outcome),

@@ -33,12 +33,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::chain::{Plugin, Query, Rng, RouteTag, Step};
+use crate::chain::{Handler, Query, Rng, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Rcode, Request, Response, ResponseType, Section, flag, rtype, wire};
 use crate::metrics::{Families, bump};
 use crate::plugin::once;
-use crate::setup::SetupCtx;
+use crate::setup::{AttachCtx, Lifecycle, Plugin, SetupCtx};
 
 use setup::{NAME, Options, Stale, StaleMode};
 use store::{Entry, Key, Kind, Store};
@@ -50,11 +50,11 @@ pub const PER_WORKER_ENV: &str = "CLUSTERDNS_CACHE_PER_WORKER";
 const MAX_CHAIN: usize = 16;
 
 /// Parses `cache [TTL] [ZONES...] { ... }`, once per server block.
-pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let d = once(NAME, dirs)?;
     let opts = setup::parse(d, ctx)?;
     let per_worker = per_worker_knob(std::env::var(PER_WORKER_ENV).ok().as_deref());
-    Ok(Arc::new(Cache::new(opts, ctx.workers, per_worker)))
+    Ok(Plugin::both(Arc::new(Cache::new(opts, ctx.workers, per_worker))))
 }
 
 /// Whether the value of [`PER_WORKER_ENV`] asks for one store per worker.
@@ -388,7 +388,7 @@ fn reaches_type(resp: &Response, req: &Request<'_>) -> bool {
     false
 }
 
-impl Plugin for Cache {
+impl Handler for Cache {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -501,8 +501,11 @@ impl Plugin for Cache {
         }
         self.refresh_failed(q, &key);
     }
+}
 
-    fn attach(&self, routes: &[Arc<RouteTag>]) {
+impl Lifecycle for Cache {
+    fn attach(&self, block: &AttachCtx<'_>) {
+        let routes = block.routes;
         let slots = routes.iter().map(|r| r.slot + 1).max().unwrap_or(0);
         let mut by_slot = vec![usize::MAX; slots];
         let mut servers: Vec<Arc<str>> = Vec::new();

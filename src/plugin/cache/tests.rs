@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::setup::{Options, Policy, Prefetch, Stale, StaleMode};
 use super::store::{Key, per_shard};
 use super::*;
-use crate::chain::WorkerCtx;
+use crate::chain::{RouteTag, WorkerCtx};
 use crate::dns::{Name, Rdata, Record, Transport};
 use crate::metrics::Families;
 
@@ -446,7 +446,10 @@ fn refresh(c: &Cache, clock: &mut Clock, a: &Ask, backend: Backend<'_>) {
 
 fn cache_with(lines: &str, workers: usize, per_worker: bool) -> Cache {
     let c = Cache::new(options(lines), workers, per_worker);
-    c.attach(&[route()]);
+    c.attach(&AttachCtx {
+        routes: &[route()],
+        chain: &[],
+    });
     c
 }
 

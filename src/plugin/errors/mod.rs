@@ -1,19 +1,17 @@
 //! `errors`: logs the error behind every failed query (README.md beside this file).
 
-use std::sync::Arc;
-
-use crate::chain::{Plugin, Query, Step};
+use crate::chain::{Handler, Query, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::rtype;
 use crate::plugin::once;
-use crate::setup::SetupCtx;
+use crate::setup::{Plugin, SetupCtx};
 
 /// The plugin. `stacktrace` is accepted for compatibility: a caught panic is always
 /// logged with its message, and Rust backtraces come from `RUST_BACKTRACE`.
 pub struct Errors;
 
 /// `errors [{ stacktrace }]`.
-pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let d = once("errors", dirs)?;
     d.expect_args("errors", 0, 0)?;
     for opt in d.options() {
@@ -25,10 +23,10 @@ pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, C
             other => return Err(opt.err("errors", format!("unknown property '{other}'"))),
         }
     }
-    Ok(Arc::new(Errors))
+    Ok(Plugin::handler(Errors))
 }
 
-impl Plugin for Errors {
+impl Handler for Errors {
     fn name(&self) -> &'static str {
         "errors"
     }

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
+use crate::chain::{ChainError, Handler, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Rcode, Section, Transport, flag, wire};
 use crate::kubernetes::snapshot::FxHasher;
 use crate::metrics::{Families, Histogram};
 use crate::plugin::once;
-use crate::setup::SetupCtx;
+use crate::setup::{Lifecycle, Plugin, SetupCtx};
 
 mod health;
 pub mod setup;
@@ -99,7 +99,7 @@ pub struct Forward {
 }
 
 /// Parses `forward FROM TO... { ... }`.
-pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let d = once("forward", dirs)?;
     let opts = setup::parse(d, ctx)?;
     let upstreams = opts
@@ -113,14 +113,14 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>,
             })
         })
         .collect();
-    Ok(Arc::new(Forward {
+    Ok(Plugin::both(Arc::new(Forward {
         opts,
         upstreams,
         next: AtomicUsize::new(0),
         inflight: AtomicUsize::new(0),
         checker: Mutex::new(None),
         stopped: Arc::new(AtomicBool::new(false)),
-    }))
+    })))
 }
 
 /// What a forwarded query carries from try to try (in the upstream request's cookie).
@@ -301,7 +301,7 @@ fn relay(q: &mut Query<'_, '_>, reply: &[u8]) {
         .copy_sections(reply, &[Section::Answer, Section::Authority, Section::Additional]);
 }
 
-impl Plugin for Forward {
+impl Handler for Forward {
     fn name(&self) -> &'static str {
         "forward"
     }
@@ -415,7 +415,9 @@ impl Plugin for Forward {
         self.done();
         Step::Answered
     }
+}
 
+impl Lifecycle for Forward {
     fn start(&self) {
         if self.opts.max_fails == 0 {
             return;

@@ -31,11 +31,11 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use crate::chain::{ChainError, Plugin, Query, Step};
+use crate::chain::{ChainError, Handler, Query, Step};
 use crate::config::{ConfigError, Directive, ServerKey, parse_duration};
 use crate::dns::{Name, NameKey, Rcode, Rdata, Record, rtype, wire};
 use crate::plugin::once;
-use crate::setup::SetupCtx;
+use crate::setup::{Lifecycle, Plugin, SetupCtx};
 
 use table::{Limits, ParseOptions, ReadError, Table, parse_addr, reverse_address};
 
@@ -184,11 +184,11 @@ struct Config {
 /// `hosts [FILE [ZONES...]] { INLINE | ttl | no_reverse | reload | fallthrough ... }`.
 /// The file is read here, at setup: one over a limit, or a FIFO or device, is a
 /// configuration error (`-check` reports it, a reload with it keeps the old server).
-pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let d = once(NAME, dirs)?;
     let hosts = Hosts::new(parse_config(d, ctx)?);
     hosts.file.first_read().map_err(|why| d.err(NAME, why))?;
-    Ok(Arc::new(hosts))
+    Ok(Plugin::both(Arc::new(hosts)))
 }
 
 fn parse_config(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Config, ConfigError> {
@@ -644,7 +644,7 @@ fn over_budget() -> Step {
     Step::Fail(Rcode::SERVFAIL, Some(ChainError::OverBudget(NAME)))
 }
 
-impl Plugin for Hosts {
+impl Handler for Hosts {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -702,7 +702,9 @@ impl Plugin for Hosts {
             _ => Step::Answered,
         }
     }
+}
 
+impl Lifecycle for Hosts {
     /// Reads the file once (CoreDNS's start-up read), then, unless `reload 0`, starts
     /// the thread that checks it every `reload`.
     fn start(&self) {
@@ -846,7 +848,7 @@ mod tests {
 
     /// Runs `hosts` setup on the `hosts` lines of `corefile`'s first block, with the
     /// block's zones fixed to `example.org.` and relative paths taken from `dir`.
-    fn setup_in(corefile: &str, dir: &Path) -> Result<(Config, Arc<dyn Plugin>), ConfigError> {
+    fn setup_in(corefile: &str, dir: &Path) -> Result<(Config, Arc<dyn Handler>), ConfigError> {
         let parsed = crate::config::parse_str(corefile, "Corefile", dir)?;
         let dirs: Vec<&Directive> = parsed.blocks[0]
             .directives
@@ -860,7 +862,7 @@ mod tests {
             workers: 1,
             binds: None,
         };
-        let plugin = setup(&dirs, &ctx)?;
+        let plugin = setup(&dirs, &ctx)?.handler.expect("hosts handles queries");
         Ok((parse_config(dirs[0], &ctx)?, plugin))
     }
 
@@ -903,13 +905,13 @@ mod tests {
         ask_plugin(h, name, qtype)
     }
 
-    fn ask_plugin(h: &dyn Plugin, name: &str, qtype: u16) -> (Step, Option<Vec<u8>>) {
+    fn ask_plugin(h: &dyn Handler, name: &str, qtype: u16) -> (Step, Option<Vec<u8>>) {
         let (step, reply, _) = ask_counting(h, name, qtype);
         (step, reply)
     }
 
     /// Like [`ask_plugin`], with the records the query visited (its work budget spent).
-    fn ask_counting(h: &dyn Plugin, name: &str, qtype: u16) -> (Step, Option<Vec<u8>>, u32) {
+    fn ask_counting(h: &dyn Handler, name: &str, qtype: u16) -> (Step, Option<Vec<u8>>, u32) {
         let mut raw = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
         raw.extend_from_slice(&wire_as_spelled(name));
         raw.extend_from_slice(&qtype.to_be_bytes());
@@ -960,7 +962,7 @@ mod tests {
         answered_by(h, name, qtype)
     }
 
-    fn answered_by(h: &dyn Plugin, name: &str, qtype: u16) -> Vec<String> {
+    fn answered_by(h: &dyn Handler, name: &str, qtype: u16) -> Vec<String> {
         match ask_plugin(h, name, qtype) {
             (Step::Answered, Some(reply)) => answers(&reply),
             (step, _) => panic!("{name} {qtype}: {step:?}"),

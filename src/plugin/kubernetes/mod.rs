@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
+use crate::chain::{ChainError, Handler, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Rcode, Section, flag};
 use crate::kubernetes::builder::BuilderStats;
@@ -20,7 +20,7 @@ use crate::kubernetes::snapshot::Snapshot;
 use crate::kubernetes::watch::DurationHistogram;
 use crate::metrics::Families;
 use crate::plugin::once;
-use crate::setup::SetupCtx;
+use crate::setup::{Lifecycle, Plugin, SetupCtx};
 
 mod answer;
 pub mod backend;
@@ -49,11 +49,11 @@ pub struct Kubernetes {
 }
 
 /// Parses `kubernetes [ZONES...] { ... }`.
-pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let d = once("kubernetes", dirs)?;
     let opts = setup::parse(d, ctx)?;
     let backend = Backend::shared(WatchKey::of(&opts));
-    Ok(Arc::new(Kubernetes::with_backend(opts, backend)))
+    Ok(Plugin::both(Arc::new(Kubernetes::with_backend(opts, backend))))
 }
 
 impl Kubernetes {
@@ -199,7 +199,7 @@ fn append_answers(q: &mut Query<'_, '_>, reply: &[u8]) {
     let _ = q.resp.copy_sections(reply, &[Section::Answer]);
 }
 
-impl Plugin for Kubernetes {
+impl Handler for Kubernetes {
     fn name(&self) -> &'static str {
         "kubernetes"
     }
@@ -213,7 +213,9 @@ impl Plugin for Kubernetes {
         // what the server answered for its out-of-zone target.
         self.handle(q, Some(reply))
     }
+}
 
+impl Lifecycle for Kubernetes {
     fn ready(&self) -> Option<bool> {
         Some(self.snapshot.load().synced)
     }

@@ -18,12 +18,11 @@
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
 
-use crate::chain::{Plugin, Query, Rng, Step};
+use crate::chain::{Handler, Query, Rng, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Rcode, RecordPos, Section, rtype};
-use crate::setup::SetupCtx;
+use crate::setup::{Plugin, SetupCtx};
 
 /// The directive name, and the prefix of its errors.
 const NAME: &str = "loadbalance";
@@ -85,8 +84,8 @@ impl Subnet {
 
 /// `loadbalance [round_robin] { prefer CIDR... }`. As in CoreDNS every `loadbalance`
 /// line of the block counts, and their `prefer` lists add up.
-pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
-    Ok(Arc::new(LoadBalance::from_directives(dirs)?))
+pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
+    Ok(Plugin::handler(LoadBalance::from_directives(dirs)?))
 }
 
 impl LoadBalance {
@@ -172,7 +171,7 @@ impl Group {
     }
 }
 
-impl Plugin for LoadBalance {
+impl Handler for LoadBalance {
     fn name(&self) -> &'static str {
         NAME
     }

@@ -4,12 +4,11 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use crate::chain::{Plugin, Query, Step};
+use crate::chain::{Handler, Query, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{ResponseType, class, flag, opcode, rtype, wire};
-use crate::setup::SetupCtx;
+use crate::setup::{Plugin, SetupCtx};
 
 /// CoreDNS's `{common}` format, the default.
 pub const COMMON_FORMAT: &str = "{remote}:{port} - {>id} \"{type} {class} {name} {proto} {size} {>do} {>bufsize}\" {rcode} {>rflags} {rsize} {duration}";
@@ -81,7 +80,7 @@ pub struct Log {
 /// Parses every `log` directive of a block, as CoreDNS does: no argument logs every
 /// name, one argument is a name scope, more arguments are names followed by an
 /// optional format (recognised by a `{`).
-pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let mut rules = Vec::new();
     for d in dirs {
         let mut args = d.arg_strs();
@@ -133,7 +132,7 @@ pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, C
             });
         }
     }
-    Ok(Arc::new(Log { rules }))
+    Ok(Plugin::handler(Log { rules }))
 }
 
 fn parse_format(f: &str) -> Vec<Part> {
@@ -262,7 +261,7 @@ thread_local! {
     static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
 }
 
-impl Plugin for Log {
+impl Handler for Log {
     fn name(&self) -> &'static str {
         "log"
     }

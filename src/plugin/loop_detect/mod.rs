@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use parking_lot::Mutex;
 
-use crate::chain::{Plugin, Query, Rng, RouteTag, Step};
+use crate::chain::{Handler, Query, Rng, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Request, class, rtype, wire};
 use crate::plugin::once;
-use crate::setup::SetupCtx;
+use crate::setup::{AttachCtx, Lifecycle, Plugin, SetupCtx};
 
 /// The directive name, and the prefix of its errors.
 const NAME: &str = "loop";
@@ -105,13 +105,13 @@ struct Prober {
 }
 
 /// `loop`: no arguments, no options, once per server block.
-pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let d = once(NAME, dirs)?;
     d.expect_args(NAME, 0, 0)?;
     d.expect_no_block(NAME)?;
     let zone = ctx.zones.first().map_or(".", String::as_str);
     let bind = ctx.binds.and_then(|b| b.first().copied());
-    Ok(Arc::new(Loop::new(zone, bind, Timing::COREDNS)))
+    Ok(Plugin::both(Arc::new(Loop::new(zone, bind, Timing::COREDNS))))
 }
 
 impl Probe {
@@ -232,7 +232,7 @@ fn die(message: &str) -> ! {
     }
 }
 
-impl Plugin for Loop {
+impl Handler for Loop {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -245,10 +245,13 @@ impl Plugin for Loop {
         }
         Step::Next
     }
+}
 
+impl Lifecycle for Loop {
     /// Learns the block's port (the route of the block's first zone, else the first
     /// route): the server-block config CoreDNS reads it from is not in [`SetupCtx`].
-    fn attach(&self, routes: &[Arc<RouteTag>]) {
+    fn attach(&self, block: &AttachCtx<'_>) {
+        let routes = block.routes;
         let route = routes.iter().find(|r| *r.zone == *self.zone).or(routes.first());
         if let Some(listen) = route.and_then(|r| Listen::from_route(&r.server, self.bind)) {
             let _ = self.listen.set(listen);
@@ -372,9 +375,10 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::chain::RouteTag;
     use crate::dns::Transport;
 
-    fn setup_in(corefile: &str, binds: Option<&[IpAddr]>) -> Result<Arc<dyn Plugin>, ConfigError> {
+    fn setup_in(corefile: &str, binds: Option<&[IpAddr]>) -> Result<Plugin, ConfigError> {
         let parsed = crate::config::parse_str(corefile, "Corefile", Path::new("/nonexistent"))?;
         let dirs: Vec<&Directive> = parsed.blocks[0]
             .directives
@@ -476,14 +480,14 @@ mod tests {
                 zone: zone.into(),
             })
         };
-        plugin.attach(&[
+        plugin.attach(&AttachCtx::routes(&[
             tag("dns://[::1]:53", "other.org."),
             tag("dns://[::1]:5300", "example.org."),
-        ]);
+        ]));
         assert_eq!(plugin.target(), Some("[::1]:5300".parse().unwrap()));
         let plugin = Loop::new("example.org.", None, Timing::COREDNS);
         assert_eq!(plugin.target(), None);
-        plugin.attach(&[tag("dns://:1053", "other.org.")]);
+        plugin.attach(&AttachCtx::routes(&[tag("dns://:1053", "other.org.")]));
         assert_eq!(plugin.target(), Some("127.0.0.1:1053".parse().unwrap()));
     }
 
@@ -510,11 +514,11 @@ mod tests {
     fn attached(zone: &str) -> Loop {
         let mut plugin = Loop::new(zone, None, Timing::COREDNS);
         plugin.probe = Probe::under(zone, 4547991504243258144, 3688648895315093531);
-        plugin.attach(&[Arc::new(RouteTag {
+        plugin.attach(&AttachCtx::routes(&[Arc::new(RouteTag {
             slot: 0,
             server: "dns://:1053".into(),
             zone: zone.into(),
-        })]);
+        })]));
         plugin
     }
 
@@ -585,11 +589,11 @@ mod tests {
     /// A plugin whose block listens on `port` of 127.0.0.1.
     fn on_port(port: u16) -> Loop {
         let plugin = Loop::new("example.org.", None, QUICK);
-        plugin.attach(&[Arc::new(RouteTag {
+        plugin.attach(&AttachCtx::routes(&[Arc::new(RouteTag {
             slot: 0,
             server: format!("dns://:{port}").into(),
             zone: "example.org.".into(),
-        })]);
+        })]));
         plugin
     }
 

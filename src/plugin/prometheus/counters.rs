@@ -152,7 +152,7 @@ impl RouteCounters {
     }
 
     /// The slot of an answering plugin's name, taking a free one for a new name. Names
-    /// are `&'static str` from `Plugin::name`, so the pointer comparison almost always
+    /// are `&'static str` from `Handler::name`, so the pointer comparison almost always
     /// decides; the text comparison covers equal names from different literals.
     fn plugin_slot(&self, name: &'static str) -> usize {
         for (i, slot) in self.plugins.iter().enumerate() {

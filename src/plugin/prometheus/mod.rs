@@ -22,18 +22,18 @@ pub mod process;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock, Weak};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::chain::{Plugin, Query, RouteTag, Step};
+use crate::chain::{Handler, Query, RouteTag, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::Transport;
 use crate::metrics::{Families, Histogram};
 use crate::plugin::once;
 use crate::settings::ProcessSettings;
-use crate::setup::SetupCtx;
+use crate::setup::{AttachCtx, Lifecycle, Plugin, SetupCtx};
 
 use counters::{RouteCounters, Sample, Totals};
 
@@ -53,12 +53,10 @@ pub static HEALTH_DURATION: LazyLock<Histogram> = LazyLock::new(|| Histogram::ne
 pub static HEALTH_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// `prometheus [ADDRESS] { runtime_metrics }`, once per server block.
-pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let d = once(NAME, dirs)?;
     address(d)?;
-    let plugin = Arc::new(Prometheus::new(ctx.workers));
-    register(&plugin);
-    Ok(plugin)
+    Ok(Plugin::both(Arc::new(Prometheus::new(ctx.workers))))
 }
 
 /// The table's process half: the block's `/metrics` endpoint (the chain half, [`setup`],
@@ -94,7 +92,7 @@ pub fn address(d: &Directive) -> Result<SocketAddr, ConfigError> {
 /// The plugin of one server block: per-worker, per-route query counters.
 pub struct Prometheus {
     workers: usize,
-    /// Set once by [`Plugin::attach`]; until then queries are not counted.
+    /// Set once by [`Lifecycle::attach`]; until then queries are not counted.
     attached: OnceLock<Attached>,
     /// The names of the block's chain, for `coredns_plugin_enabled`.
     plugin_names: Mutex<Vec<&'static str>>,
@@ -124,8 +122,7 @@ impl Prometheus {
     }
 
     /// Sets the names of the plugins of the block's chain, reported as
-    /// `coredns_plugin_enabled`. [`collect`] does it from the chain at every scrape, so
-    /// only code that renders [`Plugin::metrics`] on its own needs to call it.
+    /// `coredns_plugin_enabled` ([`Lifecycle::attach`] sets them from the chain).
     pub fn set_plugin_names(&self, names: Vec<&'static str>) {
         *self.plugin_names.lock() = names;
     }
@@ -138,7 +135,7 @@ impl Prometheus {
     }
 }
 
-impl Plugin for Prometheus {
+impl Handler for Prometheus {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -174,9 +171,14 @@ impl Plugin for Prometheus {
             plugin: q.answered_by,
         });
     }
+}
 
-    /// Allocates every counter a query of this block can touch.
-    fn attach(&self, routes: &[Arc<RouteTag>]) {
+impl Lifecycle for Prometheus {
+    /// Allocates every counter a query of this block can touch, and takes the names of
+    /// the block's chain for `coredns_plugin_enabled`.
+    fn attach(&self, block: &AttachCtx<'_>) {
+        self.set_plugin_names(block.chain.to_vec());
+        let routes = block.routes;
         let slots = routes.iter().map(|r| r.slot + 1).max().unwrap_or(0);
         let mut by_slot = vec![usize::MAX; slots];
         let mut labelled: Vec<Arc<RouteTag>> = Vec::new();
@@ -237,43 +239,13 @@ pub fn route_counters(server: &str, zone: &str, workers: usize) -> Arc<[RouteCou
     crate::metrics::kept_per_worker(&format!("{NAME}|{server}|{zone}"), workers)
 }
 
-/// The live plugins, so that [`collect`], which sees them as `dyn Plugin`, can give
-/// each its block's plugin names. Weak: a replaced configuration's plugins go away.
-static INSTANCES: Mutex<Vec<Weak<Prometheus>>> = Mutex::new(Vec::new());
-
-fn register(p: &Arc<Prometheus>) {
-    let mut all = INSTANCES.lock();
-    all.retain(|w| w.strong_count() > 0);
-    all.push(Arc::downgrade(p));
-}
-
-/// The [`Prometheus`] behind a chain entry, found by address. A registered `Weak`
-/// keeps its allocation, so no other object can have that address meanwhile.
-fn instance(p: &Arc<dyn Plugin>) -> Option<Arc<Prometheus>> {
-    if p.name() != NAME {
-        return None;
-    }
-    let addr = Arc::as_ptr(p).cast::<()>();
-    INSTANCES
-        .lock()
-        .iter()
-        .find(|w| std::ptr::eq(w.as_ptr().cast::<()>(), addr))
-        .and_then(Weak::upgrade)
-}
-
 /// Everything one scrape shows: the metrics of every plugin of every block (each
 /// plugin once) and the process-wide ones.
 pub fn collect(server: &crate::server::Server, out: &mut Families) {
     let mut seen: HashSet<*const ()> = HashSet::new();
-    for block in &server.blocks {
-        let plugins = block.chain.plugins();
-        for p in plugins {
-            if let Some(prom) = instance(p) {
-                prom.set_plugin_names(plugins.iter().map(|p| p.name()).collect());
-            }
-            if seen.insert(Arc::as_ptr(p).cast::<()>()) {
-                p.metrics(out);
-            }
+    for l in server.lifecycles() {
+        if seen.insert(Arc::as_ptr(l).cast::<()>()) {
+            l.metrics(out);
         }
     }
     // Queries turned away before any chain (no zone for the name, a class other than

@@ -8,7 +8,7 @@ use crate::chain::WorkerCtx;
 use crate::dns::{Rcode, Request, Response, rtype};
 
 /// Runs `prometheus` setup on the first block of `corefile`.
-fn setup_from(corefile: &str) -> Result<(SocketAddr, Arc<dyn Plugin>), ConfigError> {
+fn setup_from(corefile: &str) -> Result<(SocketAddr, Plugin), ConfigError> {
     let parsed = crate::config::parse_str(corefile, "Corefile", Path::new("/nonexistent"))?;
     let dirs: Vec<&Directive> = parsed.blocks[0]
         .directives
@@ -133,7 +133,7 @@ fn raw_query(qtype: u16, dnssec_ok: bool) -> Vec<u8> {
 }
 
 /// Calls `on_response` for `q` on `route`; the query arrived 5ms ago.
-fn respond(p: &dyn Plugin, route: &RouteTag, q: &Q, worker: &mut WorkerCtx, resp: &mut Response) {
+fn respond(p: &dyn Handler, route: &RouteTag, q: &Q, worker: &mut WorkerCtx, resp: &mut Response) {
     let raw = raw_query(q.qtype, q.dnssec_ok);
     let client: SocketAddr = q.client.parse().unwrap();
     let transport = if q.tcp { Transport::Tcp } else { Transport::Udp };
@@ -163,7 +163,7 @@ fn tag(slot: usize, zone: &str) -> Arc<RouteTag> {
     })
 }
 
-fn render(p: &dyn Plugin) -> String {
+fn render(p: &dyn Lifecycle) -> String {
     let mut f = Families::default();
     p.metrics(&mut f);
     f.render()
@@ -175,8 +175,10 @@ fn queries_are_counted_per_route_and_summed_over_workers() {
     let (a, b) = (tag(3, "example.org."), tag(5, "."));
     // The IPv6 twin of `a`'s listener: same labels, another slot.
     let a6 = tag(6, "example.org.");
-    p.attach(&[a.clone(), b.clone(), a6.clone()]);
-    p.set_plugin_names(vec!["prometheus", "whoami"]);
+    p.attach(&AttachCtx {
+        routes: &[a.clone(), b.clone(), a6.clone()],
+        chain: &["prometheus", "whoami"],
+    });
     assert!(p.wants_response());
     let mut worker = WorkerCtx::new(0);
     let mut resp = Response::new();
@@ -312,7 +314,7 @@ fn nothing_is_counted_or_shown_before_attach() {
 fn extended_rcodes_past_the_table_are_other() {
     let p = Prometheus::new(1);
     let a = tag(0, ".");
-    p.attach(std::slice::from_ref(&a));
+    p.attach(&AttachCtx::routes(std::slice::from_ref(&a)));
     let mut worker = WorkerCtx::new(0);
     let mut resp = Response::new();
     for rcode in [Rcode::BADVERS, Rcode::BADCOOKIE, Rcode(24), Rcode(4000), Rcode(12)] {
@@ -388,7 +390,7 @@ static COUNTING: CountingAlloc = CountingAlloc;
 fn recording_a_query_does_not_allocate() {
     let p = Prometheus::new(1);
     let a = tag(0, "example.org.");
-    p.attach(std::slice::from_ref(&a));
+    p.attach(&AttachCtx::routes(std::slice::from_ref(&a)));
     let raw = raw_query(rtype::A, true);
     let client: SocketAddr = "127.0.0.1:5353".parse().unwrap();
     let req = Request::parse(&raw, Transport::Udp, client, client).ok().unwrap();
@@ -489,15 +491,22 @@ cluster.local:1053 {
     let server = crate::server::Server::build(&parsed, &opts).unwrap_or_else(|e| panic!("{e:?}"));
     let prom = server.blocks[0]
         .chain
-        .plugins()
+        .handlers()
         .iter()
-        .find_map(instance)
-        .expect("the prometheus instance is found from the chain");
-    let route = prom.attached.get().unwrap().routes[0].clone();
+        .find(|h| h.name() == NAME)
+        .expect("prometheus is in the chain");
+    let qname = crate::dns::wire::name_from_str("a.example.org.").unwrap();
+    let route = server
+        .listeners
+        .iter()
+        .find_map(|l| l.router.route(&qname, false))
+        .expect("a route for example.org.")
+        .tag
+        .clone();
     let mut worker = WorkerCtx::new(0);
     let mut resp = Response::new();
     for w in [0, 1, 1] {
-        respond(&*prom, &route, &Q::a(w, "127.0.0.1:1"), &mut worker, &mut resp);
+        respond(&**prom, &route, &Q::a(w, "127.0.0.1:1"), &mut worker, &mut resp);
     }
     HEALTH_DURATION.observe(0.001);
 
@@ -539,12 +548,12 @@ fn a_new_configuration_with_the_same_labels_counts_on() {
     let mut resp = Response::new();
     let old = Prometheus::new(1);
     let a = tag(0, "example.org.");
-    old.attach(std::slice::from_ref(&a));
+    old.attach(&AttachCtx::routes(std::slice::from_ref(&a)));
     respond(&old, &a, &Q::a(0, "127.0.0.1:1"), &mut worker, &mut resp);
     // The reloaded configuration: new instances, the same labels, another zone beside.
     let new = Prometheus::new(1);
     let (a2, b) = (tag(0, "example.org."), tag(1, "other.net."));
-    new.attach(&[a2.clone(), b.clone()]);
+    new.attach(&AttachCtx::routes(&[a2.clone(), b.clone()]));
     respond(&new, &a2, &Q::a(0, "127.0.0.1:1"), &mut worker, &mut resp);
     respond(&new, &b, &Q::a(0, "127.0.0.1:1"), &mut worker, &mut resp);
     let text = render(&new);

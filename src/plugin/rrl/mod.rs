@@ -39,13 +39,13 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::chain::{Plugin, Query, Rng, Step};
+use crate::chain::{Handler, Query, Rng, Step};
 use crate::config::{ConfigError, Directive, Token};
 use crate::dns::{Rcode, Request, ResponseType, Transport, flag, wire};
 use crate::kubernetes::snapshot::FxHasher;
 use crate::metrics::Families;
 use crate::plugin::{once, zone_args};
-use crate::setup::SetupCtx;
+use crate::setup::{Lifecycle, Plugin, SetupCtx};
 
 /// The directive name, and the prefix of its errors.
 const NAME: &str = "rrl";
@@ -164,9 +164,9 @@ struct Counters {
     untracked: AtomicU64,
 }
 
-pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let d = once(NAME, dirs)?;
-    Ok(Arc::new(Rrl::new(parse(d, ctx)?)))
+    Ok(Plugin::both(Arc::new(Rrl::new(parse(d, ctx)?))))
 }
 
 impl Rrl {
@@ -263,7 +263,7 @@ fn mask128(len: u8) -> u128 {
     u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
 }
 
-impl Plugin for Rrl {
+impl Handler for Rrl {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -332,7 +332,9 @@ impl Plugin for Rrl {
             }
         }
     }
+}
 
+impl Lifecycle for Rrl {
     fn metrics(&self, out: &mut Families) {
         // Two instances with the same zones count into the same counters: shown once.
         if !out.first_from(Arc::as_ptr(&self.counters)) {

@@ -11,14 +11,13 @@
 //!   SIGTERM from ending the process.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
+use crate::chain::{ChainError, Handler, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive, parse_duration};
 use crate::dns::{Rcode, Section};
 use crate::plugin::once;
-use crate::setup::SetupCtx;
+use crate::setup::{Plugin, SetupCtx};
 
 /// Relays queries to one upstream.
 pub struct TestUpstream {
@@ -26,7 +25,7 @@ pub struct TestUpstream {
     timeout: Duration,
 }
 
-pub fn setup_upstream(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup_upstream(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let d = once("testupstream", dirs)?;
     d.expect_args("testupstream", 1, 2)?;
     let to = d.args[0]
@@ -37,10 +36,10 @@ pub fn setup_upstream(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn P
         Some(t) => parse_duration(t.as_str()).ok_or_else(|| d.err("testupstream", "bad timeout"))?,
         None => Duration::from_secs(2),
     };
-    Ok(Arc::new(TestUpstream { to, timeout }))
+    Ok(Plugin::handler(TestUpstream { to, timeout }))
 }
 
-impl Plugin for TestUpstream {
+impl Handler for TestUpstream {
     fn name(&self) -> &'static str {
         "testupstream"
     }
@@ -93,12 +92,12 @@ impl Plugin for TestUpstream {
 /// Panics on demand.
 pub struct TestPanic;
 
-pub fn setup_panic(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup_panic(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     once("testpanic", dirs)?.expect_args("testpanic", 0, 0)?;
-    Ok(Arc::new(TestPanic))
+    Ok(Plugin::handler(TestPanic))
 }
 
-impl Plugin for TestPanic {
+impl Handler for TestPanic {
     fn name(&self) -> &'static str {
         "testpanic"
     }
@@ -117,17 +116,17 @@ pub struct TestStall {
     hold: Duration,
 }
 
-pub fn setup_stall(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup_stall(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let d = once("teststall", dirs)?;
     d.expect_args("teststall", 0, 1)?;
     let hold = match d.args.first() {
         Some(t) => parse_duration(t.as_str()).ok_or_else(|| d.err("teststall", "bad duration"))?,
         None => Duration::from_secs(3600),
     };
-    Ok(Arc::new(TestStall { hold }))
+    Ok(Plugin::handler(TestStall { hold }))
 }
 
-impl Plugin for TestStall {
+impl Handler for TestStall {
     fn name(&self) -> &'static str {
         "teststall"
     }

@@ -2,26 +2,25 @@
 //! plugin of that name does (README.md beside this file).
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
-use crate::chain::{Plugin, Query, Step};
+use crate::chain::{Handler, Query, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Name, Rcode, Rdata, Record, Section, rtype};
 use crate::plugin::once;
-use crate::setup::SetupCtx;
+use crate::setup::{Plugin, SetupCtx};
 
 /// The plugin; it has no options.
 pub struct Whoami;
 
 /// `whoami` takes no arguments and no block.
-pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let d = once("whoami", dirs)?;
     d.expect_args("whoami", 0, 0)?;
     d.expect_no_block("whoami")?;
-    Ok(Arc::new(Whoami))
+    Ok(Plugin::handler(Whoami))
 }
 
-impl Plugin for Whoami {
+impl Handler for Whoami {
     fn name(&self) -> &'static str {
         "whoami"
     }
