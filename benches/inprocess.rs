@@ -95,6 +95,7 @@ fn main() {
             workers: 1,
             config_dir: Path::new("."),
             plugins: clusterdns::plugin::PLUGINS,
+            process: &clusterdns::process::ProcessState::new(),
         },
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
@@ -284,6 +285,7 @@ fn large_answers(quick: bool) {
         config_dir: ".".into(),
         workers: 1,
         binds: None,
+        process: &clusterdns::process::ProcessState::new(),
     };
     let opts = setup::parse(&corefile.blocks[0].directives[0], &ctx).expect("kubernetes options");
     let plugin = Arc::new(Kubernetes::new(opts));

@@ -23,10 +23,11 @@ use std::cell::Cell;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::dns::{Rcode, Request, Response};
+use crate::process::ProcessState;
 
 /// What a plugin decided about a query.
 #[derive(Debug)]
@@ -176,32 +177,12 @@ impl Budget {
     }
 }
 
-/// Queries failed because they ran out of [`Budget`], process-wide
-/// (`clusterdns_query_budget_exceeded_total`). Bumped only on that failure, never on the
-/// hot path.
-pub static BUDGET_EXCEEDED: AtomicU64 = AtomicU64::new(0);
-
-/// When an over-budget query was last logged (seconds since the Unix epoch), and how many
-/// were not logged since: one line per second at most, whatever the rate of such queries.
-static BUDGET_LOGGED_AT: AtomicU64 = AtomicU64::new(0);
-static BUDGET_UNLOGGED: AtomicU64 = AtomicU64::new(0);
-
 /// Counts an over-budget query and logs it, unless one was logged less than a second ago.
-fn over_budget(req: &Request<'_>, plugin: &str) {
-    BUDGET_EXCEEDED.fetch_add(1, Ordering::Relaxed);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let last = BUDGET_LOGGED_AT.load(Ordering::Relaxed);
-    if now <= last
-        || BUDGET_LOGGED_AT
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-    {
-        BUDGET_UNLOGGED.fetch_add(1, Ordering::Relaxed);
+fn over_budget(process: &ProcessState, req: &Request<'_>, plugin: &str) {
+    process.budget_exceeded.fetch_add(1, Ordering::Relaxed);
+    let Some(unlogged) = process.budget_log.allow() else {
         return;
-    }
-    let unlogged = BUDGET_UNLOGGED.swap(0, Ordering::Relaxed);
+    };
     log::warn!(
         "plugin/{plugin}: SERVFAIL for {} {}: answering would visit more than {} records \
          (the per-query work budget); {unlogged} more such queries since the last line",
@@ -224,17 +205,27 @@ pub struct WorkerCtx {
     /// What the current run of the chain may still visit (reset by [`Chain::run`] and
     /// [`Chain::resume`]).
     pub budget: Budget,
+    /// The process's state, for what queries count that outlives a configuration
+    /// (panics, queries over budget); touched only when such a thing happens.
+    pub process: Arc<ProcessState>,
 }
 
 impl WorkerCtx {
-    pub fn new(id: usize) -> WorkerCtx {
+    /// A worker's context counting into `process`.
+    pub fn for_process(id: usize, process: Arc<ProcessState>) -> WorkerCtx {
         WorkerCtx {
             id,
             now: Instant::now(),
             rng: Rng::seeded(),
             upstream_msg: Vec::with_capacity(512),
             budget: Budget::new(),
+            process,
         }
+    }
+
+    /// A context with a process state of its own (tests, benches, fuzz targets).
+    pub fn new(id: usize) -> WorkerCtx {
+        WorkerCtx::for_process(id, Arc::default())
     }
 }
 
@@ -442,7 +433,7 @@ impl Chain {
             // Counted and logged here, at a bounded rate; not handed on to `errors`,
             // which logs every failure (pathological queries come in floods).
             Some(ChainError::OverBudget(plugin)) => {
-                over_budget(q.req, plugin);
+                over_budget(&q.worker.process, q.req, plugin);
                 None
             }
             other => other,
@@ -575,7 +566,6 @@ mod tests {
                 assert_eq!(q.resp.rcode(), Rcode::NOERROR);
             });
         }
-        let before = BUDGET_EXCEEDED.load(Ordering::Relaxed);
         let chain = Chain::new(vec![Arc::new(Greedy(Budget::RECORDS + 1))]);
         with_query(|q| {
             let Outcome::Reply { at } = chain.run(q, 0) else {
@@ -585,13 +575,13 @@ mod tests {
             assert_eq!(q.resp.rcode(), Rcode::SERVFAIL);
             // Logged by the chain at a bounded rate, not once per query by `errors`.
             assert_eq!(q.error, None);
+            // Counted in the worker's process state (this test's own).
+            assert_eq!(q.worker.process.budget_exceeded.load(Ordering::Relaxed), 1);
         });
         assert_eq!(
             ChainError::OverBudget("greedy").to_string(),
             "plugin/greedy: query work budget exceeded (more than 16384 records visited)"
         );
-        // Other tests in this process may fail their own queries meanwhile.
-        assert!(BUDGET_EXCEEDED.load(Ordering::Relaxed) > before);
     }
 
     #[test]

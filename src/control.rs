@@ -24,6 +24,7 @@ use crate::config::digest::sha512_hex;
 use crate::http;
 use crate::metrics::Families;
 use crate::notify;
+use crate::process::ProcessState;
 use crate::runtime::{self, Options, Running, Source};
 use crate::server::Server;
 use crate::server::worker::{self, STALL_BOUND, WorkerStats};
@@ -32,6 +33,8 @@ use crate::settings::{Monitor, Reload};
 /// What the HTTP endpoints share with the controller.
 struct State {
     shared: Arc<ArcSwap<Server>>,
+    /// What outlives a configuration (process-wide metrics among it).
+    process: Arc<ProcessState>,
     /// The workers' own counters (they live as long as the process).
     workers: Vec<Arc<WorkerStats>>,
     /// Shutdown has begun: `/ready` answers 503.
@@ -69,7 +72,7 @@ impl State {
             }
             "/metrics" if p.metrics.iter().any(|a| on_this(*a)) => {
                 let mut f = Families::default();
-                crate::plugin::prometheus::collect(&server, &mut f);
+                crate::plugin::prometheus::collect(&server, &self.process, &mut f);
                 crate::server::worker::metrics(&self.workers, &mut f);
                 self.http.metrics(&mut f);
                 http::Response {
@@ -131,12 +134,19 @@ pub fn digest(source: &Source) -> String {
 }
 
 impl Controller {
-    /// Starts the workers on `server` and the HTTP endpoints it asks for.
-    pub fn start(server: Server, source: &Source, opts: Options) -> Result<Controller, runtime::StartError> {
+    /// Starts the workers on `server` (built with `process`) and the HTTP endpoints it
+    /// asks for.
+    pub fn start(
+        server: Server,
+        source: &Source,
+        opts: Options,
+        process: Arc<ProcessState>,
+    ) -> Result<Controller, runtime::StartError> {
         let digest = digest(source);
-        let running = Running::start(server, &opts)?;
+        let running = Running::start(server, &opts, &process)?;
         let state = Arc::new(State {
             shared: running.shared(),
+            process,
             workers: running.stats(),
             stopping: AtomicBool::new(false),
             latched: AtomicBool::new(false),
@@ -168,7 +178,7 @@ impl Controller {
             c.running_stop(Duration::ZERO);
             return Err(e);
         }
-        set_reload_hash(&c.digest);
+        c.state.process.set_reload_hash(&c.digest);
         log::info!(target: "plugin/reload", "Running configuration SHA512 = {}", c.digest);
         Ok(c)
     }
@@ -213,6 +223,11 @@ impl Controller {
         self.running.shared()
     }
 
+    /// What outlives a configuration.
+    pub fn process(&self) -> Arc<ProcessState> {
+        self.state.process.clone()
+    }
+
     /// Per-worker counters (the watchdog reads the heartbeats).
     pub fn worker_stats(&self) -> Vec<Arc<WorkerStats>> {
         self.running.stats()
@@ -240,7 +255,10 @@ impl Controller {
             return;
         }
         notify::reloading();
-        let server = match Server::build(&source.corefile, &self.opts.build_options(&source.dir)) {
+        let server = match Server::build(
+            &source.corefile,
+            &self.opts.build_options(&source.dir, &self.state.process),
+        ) {
             Ok(s) => s,
             Err(errors) => {
                 let msg = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
@@ -260,7 +278,7 @@ impl Controller {
         }
         self.digest = digest;
         self.failed = None;
-        set_reload_hash(&self.digest);
+        self.state.process.set_reload_hash(&self.digest);
         log::info!(target: "plugin/reload", "Running configuration SHA512 = {}", self.digest);
         notify::notify("READY=1");
     }
@@ -270,7 +288,7 @@ impl Controller {
             return;
         }
         self.failed = Some(text_digest.to_string());
-        crate::metrics::RELOAD_FAILED.fetch_add(1, Ordering::Relaxed);
+        self.state.process.reload_failed.fetch_add(1, Ordering::Relaxed);
         log::error!(target: "plugin/reload", "Corefile changed but reload failed: {msg}");
     }
 
@@ -306,10 +324,6 @@ const STOP_DRAIN: Duration = Duration::from_secs(1);
 /// the grace a worker gets beyond it ([`runtime::STOP_GRACE`]).
 pub const STOP_BOUND: Duration = STOP_DRAIN.saturating_add(runtime::STOP_GRACE);
 
-fn set_reload_hash(d: &str) {
-    *crate::metrics::RELOAD_HASH.lock() = d.to_string();
-}
-
 /// Pings systemd's watchdog at the interval it asked for, as long as every worker has
 /// come round its loop within [`STALL_BOUND`] (the bound `/health` goes by: a wedged
 /// worker stops the pings, and systemd restarts the service once `WatchdogSec` passes
@@ -340,7 +354,7 @@ pub type StopFlag = Arc<AtomicBool>;
 
 /// Probes the health endpoint every second, as CoreDNS's health plugin does, recording
 /// `coredns_health_request_duration_seconds` and failures.
-pub fn spawn_health_probe(shared: Arc<ArcSwap<Server>>, stop: StopFlag) {
+pub fn spawn_health_probe(shared: Arc<ArcSwap<Server>>, process: Arc<ProcessState>, stop: StopFlag) {
     let _ = std::thread::Builder::new().name("health-probe".into()).spawn(move || {
         while !stop.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_secs(1));
@@ -351,9 +365,9 @@ pub fn spawn_health_probe(shared: Arc<ArcSwap<Server>>, stop: StopFlag) {
             let t = Instant::now();
             let ok = http::get_ok(addr, "/health", Duration::from_secs(3));
             let took = t.elapsed();
-            crate::plugin::prometheus::HEALTH_DURATION.observe(took.as_secs_f64());
+            process.health_duration.observe(took.as_secs_f64());
             if !ok {
-                crate::plugin::prometheus::HEALTH_FAILURES.fetch_add(1, Ordering::Relaxed);
+                process.health_failures.fetch_add(1, Ordering::Relaxed);
             }
             if took > Duration::from_secs(1) {
                 log::warn!(target: "plugin/health", "Local health request to {addr} took more than 1s: {took:?}");

@@ -31,7 +31,8 @@ use crate::kubernetes::model::{Object, Resource};
 use crate::kubernetes::snapshot::{Store, StoreOptions};
 use crate::kubernetes::watch::{self, NextLine};
 use crate::plugin::kubernetes::{self as k8s_plugin, Kubernetes};
-use crate::server::handler::{self, Handled, PANICS};
+use crate::process::ProcessState;
+use crate::server::handler::{self, Handled};
 use crate::server::{BuildOptions, Server};
 use crate::setup::SetupCtx;
 
@@ -125,6 +126,7 @@ fn build(text: &str) -> Server {
             workers: 1,
             config_dir: dir,
             plugins: crate::plugin::PLUGINS,
+            process: &ProcessState::new(),
         },
     )
     .unwrap_or_else(|e| panic!("fuzz Corefile: {e:?}"))
@@ -227,9 +229,9 @@ fn addrs(transport: Transport, port: u16) -> (SocketAddr, SocketAddr) {
 
 /// Panics if a plugin panicked since `before` (the handler contains panics: the reply is
 /// a SERVFAIL and the server goes on, but it is a bug all the same).
-fn no_panic(before: u64) {
+fn no_panic(ctx: &WorkerCtx, before: u64) {
     assert_eq!(
-        PANICS.load(Ordering::Relaxed),
+        ctx.process.panics.load(Ordering::Relaxed),
         before,
         "a plugin panicked while handling the query (the panic message is above)"
     );
@@ -252,7 +254,7 @@ fn exchange(
     resp: &mut Response,
 ) {
     let (client, local) = addrs(transport, listener.addr.port());
-    let before = PANICS.load(Ordering::Relaxed);
+    let before = ctx.process.panics.load(Ordering::Relaxed);
     ctx.now = std::time::Instant::now();
     let mut handled = handler::handle(listener, raw, transport, client, local, ctx, resp);
     let mut rounds = 0;
@@ -281,7 +283,7 @@ fn exchange(
             }
         }
     }
-    no_panic(before);
+    no_panic(ctx, before);
 }
 
 /// Checks a reply to `query`: a DNS response with its ID, whose sections all parse;
@@ -394,6 +396,7 @@ pub fn corefile(data: &[u8]) {
         workers: 2,
         config_dir: dir,
         plugins: crate::plugin::PLUGINS,
+        process: &ProcessState::new(),
     };
     match Server::build(&parsed, &opts) {
         Ok(server) => {
@@ -436,6 +439,7 @@ fn k8s_plugins() -> &'static [(Arc<Kubernetes>, StoreOptions); 2] {
                 config_dir: PathBuf::from("/nonexistent"),
                 workers: 1,
                 binds: None,
+                process: &ProcessState::new(),
             };
             let opts = k8s_plugin::setup::parse(&corefile.blocks[0].directives[0], &ctx).expect("valid options");
             let store = StoreOptions {

@@ -27,6 +27,7 @@ pub mod lines;
 pub mod metrics;
 pub mod notify;
 pub mod plugin;
+pub mod process;
 pub mod runtime;
 pub mod server;
 pub mod settings;

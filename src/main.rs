@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use clusterdns::cli::{Flags, USAGE};
 use clusterdns::control::{self, Controller};
 use clusterdns::notify;
+use clusterdns::process::ProcessState;
 use clusterdns::runtime::{self, Options};
 use clusterdns::server::Server;
 use clusterdns::server::worker::TcpLimits;
@@ -73,7 +74,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = match Server::build(&source.corefile, &opts.build_options(&source.dir)) {
+    // What outlives every configuration of this process (counters across reloads, the
+    // shared Kubernetes watch): the controller owns it from here on.
+    let process = Arc::new(ProcessState::new());
+    let server = match Server::build(&source.corefile, &opts.build_options(&source.dir, &process)) {
         Ok(s) => s,
         Err(errors) => {
             for e in &errors {
@@ -94,7 +98,7 @@ fn main() -> ExitCode {
         }
     };
     let banner = server.banner.clone();
-    let controller = match Controller::start(server, &source, opts) {
+    let controller = match Controller::start(server, &source, opts, process) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -150,7 +154,7 @@ fn control_loop(controller: Controller, mut signals: Signals) -> ExitCode {
     });
     let stop = Arc::new(AtomicBool::new(false));
     control::spawn_watchdog(controller.worker_stats(), stop.clone());
-    control::spawn_health_probe(controller.shared(), stop.clone());
+    control::spawn_health_probe(controller.shared(), controller.process(), stop.clone());
     let schedule = Arc::new(Mutex::new(controller.reload_schedule()));
     let (tick_tx, tick_rx) = crossbeam_channel::unbounded();
     control::spawn_reload_timer(schedule.clone(), tick_tx);

@@ -5,55 +5,9 @@
 //! Nothing here is on the query path: workers count in their own atomics
 //! ([`Histogram`] and plain counters), and a scrape reads and sums them.
 
-use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Reloads that failed (`coredns_reload_failed_total`).
-pub static RELOAD_FAILED: AtomicU64 = AtomicU64::new(0);
-/// The SHA-512 of the running configuration (`coredns_reload_version_info`).
-pub static RELOAD_HASH: parking_lot::Mutex<String> = parking_lot::Mutex::new(String::new());
-
-/// Counters that outlive the configuration that made them, by key.
-static KEPT: parking_lot::Mutex<Vec<(String, Box<dyn Any + Send + Sync>)>> = parking_lot::Mutex::new(Vec::new());
-
-/// The counters kept under `key`, made by `make` the first time. CoreDNS's metric
-/// vectors belong to the process, so a reload does not reset them; here counters
-/// belong to plugin instances, which a reload replaces, so an instance takes its
-/// counters from here under a key made of the labels they are exported with (and the
-/// plugin's name), and the next configuration's instance gets the same ones back.
-/// `T` is a shared handle (`Arc<...>`); a key made with another type, or for another
-/// number of workers (`fits`), is made anew. The list only grows with label sets ever
-/// configured.
-pub fn kept<T: Any + Clone + Send + Sync>(key: &str, fits: impl Fn(&T) -> bool, make: impl FnOnce() -> T) -> T {
-    // Unit tests run side by side in one process, each on a thread of its own: there
-    // each test keeps its own counters (and a test that reloads still shares its own).
-    #[cfg(test)]
-    let key = &format!("{key}|{:?}", std::thread::current().id());
-    let mut all = KEPT.lock();
-    if let Some(t) = all
-        .iter()
-        .filter(|(k, _)| k == key)
-        .find_map(|(_, v)| v.downcast_ref::<T>().filter(|t| fits(t)))
-    {
-        return t.clone();
-    }
-    let t = make();
-    all.retain(|(k, v)| k != key || !v.is::<T>());
-    all.push((key.to_string(), Box::new(t.clone())));
-    t
-}
-
-/// Per-worker counters kept under `key` (see [`kept`]): one `T` per worker.
-pub fn kept_per_worker<T: Default + Send + Sync + 'static>(key: &str, workers: usize) -> Arc<[T]> {
-    kept(
-        key,
-        |t: &Arc<[T]>| t.len() == workers,
-        || (0..workers).map(|_| T::default()).collect(),
-    )
-}
 
 /// The metric families of one scrape.
 #[derive(Default)]

@@ -30,7 +30,9 @@ pub fn notify(state: &str) {
     }
 }
 
-/// Whether `STOPPING=1` went out; guarded so that a watchdog ping cannot follow it.
+/// Whether `STOPPING=1` went out; guarded so that a watchdog ping cannot follow it. A
+/// static because it describes the one process systemd watches (set once, at the end
+/// of its life), like the `NOTIFY_SOCKET` it is about, not a configuration.
 static STOPPED: parking_lot::Mutex<bool> = parking_lot::Mutex::new(false);
 
 /// `STOPPING=1`: after it, no more watchdog pings.

@@ -20,6 +20,7 @@ use crossbeam_channel::Sender;
 use mio::Waker;
 
 use crate::config::{self, ConfigError, Corefile};
+use crate::process::ProcessState;
 use crate::server::worker::{self, Command, TcpLimits, Worker, WorkerSockets, WorkerStats};
 use crate::server::{BuildOptions, Server};
 
@@ -87,13 +88,15 @@ pub struct Options {
 }
 
 impl Options {
-    /// The build options for a Corefile in `dir`.
-    pub fn build_options<'a>(&self, dir: &'a Path) -> BuildOptions<'a> {
+    /// The build options for a Corefile in `dir`, with the plugin table and the
+    /// process's state.
+    pub fn build_options<'a>(&self, dir: &'a Path, process: &'a ProcessState) -> BuildOptions<'a> {
         BuildOptions {
             default_port: self.port,
             workers: self.workers,
             config_dir: dir,
             plugins: crate::plugin::PLUGINS,
+            process,
         }
     }
 }
@@ -141,7 +144,7 @@ impl std::fmt::Display for StartError {
 impl Running {
     /// Binds every listener of `server` once per worker, starts the plugins and the
     /// worker threads. Nothing is left running if binding fails.
-    pub fn start(server: Server, opts: &Options) -> Result<Running, StartError> {
+    pub fn start(server: Server, opts: &Options, process: &Arc<ProcessState>) -> Result<Running, StartError> {
         let requested: Vec<SocketAddr> = server.listeners.iter().map(|l| l.addr).collect();
         let sockets = bind(&requested, opts.workers)?;
         let bound = sockets.iter().map(|(_, b, _)| *b).collect();
@@ -153,7 +156,7 @@ impl Running {
             let stats = Arc::new(WorkerStats::default());
             // Alive from the start: /health must not fail before its first loop turn.
             stats.heartbeat.store(worker::millis_since_epoch(), Ordering::Relaxed);
-            let (w, waker) = Worker::new(id, shared.clone(), rx, opts.tcp, stats.clone())
+            let (w, waker) = Worker::new(id, shared.clone(), rx, opts.tcp, stats.clone(), process.clone())
                 .map_err(|e| StartError(format!("worker {id}: {e}")))?;
             let thread = std::thread::Builder::new()
                 .name(format!("worker-{id}"))

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use crate::chain::{Handler, RouteTag};
 use crate::config::{ConfigError, Directive};
 use crate::metrics::Families;
+use crate::process::ProcessState;
 use crate::settings::{BlockSettings, ProcessSettings};
 
 /// One row of the plugin table: a directive and how clusterdns handles it.
@@ -202,6 +203,9 @@ pub struct SetupCtx<'a> {
     pub workers: usize,
     /// The block's `bind` addresses, if it has a `bind` directive.
     pub binds: Option<&'a [IpAddr]>,
+    /// What outlives this configuration: counters kept across reloads, objects shared
+    /// by instances (see [`ProcessState`]).
+    pub process: &'a ProcessState,
 }
 
 /// What a setup returns: the plugin's part in the query chain, in the server's
@@ -265,11 +269,17 @@ pub struct AttachCtx<'a> {
     pub routes: &'a [Arc<RouteTag>],
     /// The names of the block's chain, in execution order.
     pub chain: &'a [&'static str],
+    /// Where per-route counters that outlive the configuration are kept.
+    pub process: &'a ProcessState,
 }
 
 impl<'a> AttachCtx<'a> {
     /// A block with these routes and no chain names (what tests attach a plugin to).
-    pub fn routes(routes: &'a [Arc<RouteTag>]) -> AttachCtx<'a> {
-        AttachCtx { routes, chain: &[] }
+    pub fn routes(routes: &'a [Arc<RouteTag>], process: &'a ProcessState) -> AttachCtx<'a> {
+        AttachCtx {
+            routes,
+            chain: &[],
+            process,
+        }
     }
 }

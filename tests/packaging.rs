@@ -460,6 +460,7 @@ fn watched_paths(corefile: &config::Corefile) -> BTreeSet<String> {
         config_dir: PathBuf::from("."),
         workers: 1,
         binds: None,
+        process: &clusterdns::process::ProcessState::new(),
     };
     let opts = kubernetes_setup::parse(directives(block, "kubernetes")[0], &ctx).unwrap();
     let key = format!("{:?}", WatchKey::of(&opts));

@@ -402,6 +402,7 @@ mod tests {
             workers: 1,
             config_dir: std::path::Path::new("."),
             plugins: PLUGINS,
+            process: &crate::process::ProcessState::new(),
         };
         match crate::server::Server::build(&corefile, &opts) {
             Ok(_) => panic!("{directive}: accepted"),

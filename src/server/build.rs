@@ -12,6 +12,7 @@ use crate::chain::{Chain, Handler, RouteTag};
 use crate::config::{ConfigError, Corefile, Directive, ServerKey};
 use crate::dns::wire;
 use crate::plugin::prometheus::counters::RouteCounters;
+use crate::process::ProcessState;
 use crate::settings::{BlockSettings, ProcessSettings, Timeouts};
 use crate::setup::{self, AttachCtx, Kind, Lifecycle, SetupCtx, Spec};
 
@@ -87,6 +88,8 @@ pub struct BuildOptions<'a> {
     pub config_dir: &'a Path,
     /// The plugin table (`plugin::PLUGINS`): what each directive is and where it runs.
     pub plugins: &'static [Spec],
+    /// What outlives the configuration (counters kept across reloads, shared watches).
+    pub process: &'a ProcessState,
 }
 
 impl Server {
@@ -209,7 +212,8 @@ impl Server {
                     });
                     slot += 1;
                 }
-                let dropped = crate::plugin::prometheus::route_counters(&label, "dropped", opts.workers.max(1));
+                let dropped =
+                    crate::plugin::prometheus::route_counters(opts.process, &label, "dropped", opts.workers.max(1));
                 Listener {
                     addr,
                     router: Router { routes },
@@ -231,6 +235,7 @@ impl Server {
             let ctx = AttachCtx {
                 routes: &tags,
                 chain: &chain,
+                process: opts.process,
             };
             for (_, l) in &b.lifecycles {
                 l.attach(&ctx);
@@ -327,6 +332,7 @@ fn build_chain(
         config_dir: opts.config_dir.to_path_buf(),
         workers: opts.workers,
         binds: settings.binds.as_deref(),
+        process: opts.process,
     };
     let mut plugins: Vec<(usize, &'static str, setup::Plugin)> = Vec::new();
     for (order, spec, ds) in &by_name {

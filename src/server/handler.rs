@@ -5,15 +5,12 @@
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::build::{Block, Listener};
 use crate::chain::{ChainError, Outcome, Query, RouteTag, UpstreamReply, UpstreamRequest, WorkerCtx};
 use crate::dns::{Rcode, Reject, Request, Response, Transport, class, rtype};
 use crate::plugin::prometheus::counters::Sample;
-
-/// Panics caught while handling queries, process-wide (`coredns_panics_total`).
-pub static PANICS: AtomicU64 = AtomicU64::new(0);
 
 /// What to do after handling a message.
 pub enum Handled {
@@ -264,7 +261,7 @@ fn contained(q: &mut Query<'_, '_>, hooks_to: usize, f: impl FnOnce(&mut Query<'
     match catch_unwind(AssertUnwindSafe(|| f(q))) {
         Ok(o) => o,
         Err(payload) => {
-            PANICS.fetch_add(1, Ordering::Relaxed);
+            q.worker.process.panics.fetch_add(1, Ordering::Relaxed);
             let msg = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())

@@ -21,6 +21,7 @@ use super::socket::{self, BATCH, UdpBatch};
 use super::upstream::{Outcome, Upstreams};
 use crate::chain::{UpstreamReply, WorkerCtx};
 use crate::dns::{Rcode, Response, Transport};
+use crate::process::ProcessState;
 use crate::settings::Timeouts;
 
 /// Resource limits of a worker's TCP service (RFC 7766 section 6.2 asks for bounded
@@ -136,7 +137,8 @@ pub fn stalled(workers: &[Arc<WorkerStats>], bound: Duration) -> Vec<(usize, Dur
         .collect()
 }
 
-/// The reference point of [`WorkerStats::heartbeat`].
+/// The reference point of [`WorkerStats::heartbeat`]. A static because it is a constant
+/// once set (the first call), not state: every heartbeat of the process counts from it.
 pub fn epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
@@ -288,6 +290,7 @@ impl Worker {
         commands: Receiver<Command>,
         limits: TcpLimits,
         stats: Arc<WorkerStats>,
+        process: Arc<ProcessState>,
     ) -> io::Result<(Worker, Arc<Waker>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -305,7 +308,7 @@ impl Worker {
             batch: UdpBatch::new(),
             replies: (0..BATCH).map(|_| Response::new()).collect(),
             resp: Response::new(),
-            ctx: WorkerCtx::new(id),
+            ctx: WorkerCtx::for_process(id, process),
             limits,
             stats,
             stopping: None,

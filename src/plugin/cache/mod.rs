@@ -521,7 +521,11 @@ impl Lifecycle for Cache {
         let zones = &self.opts.zones_label;
         let counters = servers
             .iter()
-            .map(|server| crate::metrics::kept_per_worker(&format!("cache|{server}|{zones}"), self.workers))
+            .map(|server| {
+                block
+                    .process
+                    .kept_per_worker(&format!("cache|{server}|{zones}"), self.workers)
+            })
             .collect();
         let attached = Attached {
             servers,

@@ -30,6 +30,7 @@ fn parse_block(corefile: &str) -> Result<Options, ConfigError> {
         config_dir: "/nonexistent".into(),
         workers: 1,
         binds: None,
+        process: &crate::process::ProcessState::new(),
     };
     setup(&dirs, &ctx)?;
     setup::parse(dirs[0], &ctx)
@@ -445,11 +446,14 @@ fn refresh(c: &Cache, clock: &mut Clock, a: &Ask, backend: Backend<'_>) {
 }
 
 fn cache_with(lines: &str, workers: usize, per_worker: bool) -> Cache {
+    cache_in(&crate::process::ProcessState::new(), lines, workers, per_worker)
+}
+
+/// A cache of a configuration of `process` (two of them with the same labels share
+/// their counters, as across a reload).
+fn cache_in(process: &crate::process::ProcessState, lines: &str, workers: usize, per_worker: bool) -> Cache {
     let c = Cache::new(options(lines), workers, per_worker);
-    c.attach(&AttachCtx {
-        routes: &[route()],
-        chain: &[],
-    });
+    c.attach(&AttachCtx::routes(&[route()], process));
     c
 }
 
@@ -1207,13 +1211,14 @@ fn serve_stale_verify_recheck_answers_stale_without_asking() {
 #[test]
 fn shared_and_per_worker_stores() {
     let q = ask("w.example.org");
-    let shared = cache_with("cache", 2, false);
+    let process = crate::process::ProcessState::new();
+    let shared = cache_in(&process, "cache", 2, false);
     assert!(!shared.per_worker());
     let (mut w0, mut w1) = (Clock::new(0), Clock::new(1));
     query(&shared, &mut w0, &q, &a_record(60, 1));
     assert!(query(&shared, &mut w1, &q, &never).hit);
 
-    let own = cache_with("cache", 2, true);
+    let own = cache_in(&process, "cache", 2, true);
     assert!(own.per_worker());
     let (mut w0, mut w1) = (Clock::new(0), Clock::new(1));
     query(&own, &mut w0, &q, &a_record(60, 1));
@@ -1246,6 +1251,7 @@ fn the_environment_knob_selects_per_worker_stores() {
         config_dir: "/".into(),
         workers: 3,
         binds: None,
+        process: &crate::process::ProcessState::new(),
     };
     let parsed = crate::config::parse_str("example.org {\ncache\n}\n", "Corefile", Path::new("/")).unwrap();
     let dirs: Vec<&Directive> = parsed.blocks[0].directives.iter().collect();

@@ -17,6 +17,7 @@ use crate::dns::{Rcode, Section, Transport, flag, wire};
 use crate::kubernetes::snapshot::FxHasher;
 use crate::metrics::{Families, Histogram};
 use crate::plugin::once;
+use crate::process::ProcessState;
 use crate::setup::{Lifecycle, Plugin, SetupCtx};
 
 mod health;
@@ -55,8 +56,8 @@ pub struct UpstreamStats {
 
 impl UpstreamStats {
     /// The stats of `addr` for `workers` workers.
-    fn kept(addr: SocketAddr, workers: usize) -> Arc<UpstreamStats> {
-        crate::metrics::kept(
+    fn kept(process: &ProcessState, addr: SocketAddr, workers: usize) -> Arc<UpstreamStats> {
+        process.kept(
             &format!("forward|{addr}"),
             |s: &Arc<UpstreamStats>| s.durations.len() == workers,
             || {
@@ -75,10 +76,23 @@ impl UpstreamStats {
     }
 }
 
-/// `coredns_forward_healthcheck_broken_total`: process-wide, as in CoreDNS.
-static HEALTHCHECK_BROKEN: AtomicU64 = AtomicU64::new(0);
-/// `coredns_forward_max_concurrent_rejects_total`: process-wide, as in CoreDNS.
-static MAX_CONCURRENT_REJECTS: AtomicU64 = AtomicU64::new(0);
+/// The counters CoreDNS keeps process-wide, without labels: one set for every *forward*
+/// of every configuration (kept in the process state under [`Totals::KEY`]).
+#[derive(Default)]
+struct Totals {
+    /// `coredns_forward_healthcheck_broken_total`.
+    healthcheck_broken: AtomicU64,
+    /// `coredns_forward_max_concurrent_rejects_total`.
+    max_concurrent_rejects: AtomicU64,
+}
+
+impl Totals {
+    const KEY: &'static str = "forward";
+
+    fn kept(process: &ProcessState) -> Arc<Totals> {
+        process.kept(Totals::KEY, |_: &Arc<Totals>| true, Arc::default)
+    }
+}
 
 impl Upstream {
     fn down(&self, max_fails: u32) -> bool {
@@ -96,6 +110,8 @@ pub struct Forward {
     inflight: AtomicUsize,
     checker: Mutex<Option<health::Checker>>,
     stopped: Arc<AtomicBool>,
+    /// The process-wide counters.
+    totals: Arc<Totals>,
 }
 
 /// Parses `forward FROM TO... { ... }`.
@@ -109,7 +125,7 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
             Arc::new(Upstream {
                 addr,
                 fails: AtomicU32::new(0),
-                stats: UpstreamStats::kept(addr, ctx.workers.max(1)),
+                stats: UpstreamStats::kept(ctx.process, addr, ctx.workers.max(1)),
             })
         })
         .collect();
@@ -120,6 +136,7 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
         inflight: AtomicUsize::new(0),
         checker: Mutex::new(None),
         stopped: Arc::new(AtomicBool::new(false)),
+        totals: Totals::kept(ctx.process),
     })))
 }
 
@@ -181,7 +198,7 @@ impl Forward {
         }
         if tried == 0 {
             // Everything is down: try one anyway (unless told to fail fast).
-            HEALTHCHECK_BROKEN.fetch_add(1, Ordering::Relaxed);
+            self.totals.healthcheck_broken.fetch_add(1, Ordering::Relaxed);
             if self.opts.failfast_all_unhealthy {
                 return None;
             }
@@ -315,7 +332,7 @@ impl Handler for Forward {
         if let Some(max) = self.opts.max_concurrent {
             if before >= max {
                 self.done();
-                MAX_CONCURRENT_REJECTS.fetch_add(1, Ordering::Relaxed);
+                self.totals.max_concurrent_rejects.fetch_add(1, Ordering::Relaxed);
                 return Step::Fail(
                     Rcode::REFUSED,
                     Some(ChainError::Plugin("forward", "max_concurrent reached".into())),
@@ -348,7 +365,7 @@ impl Handler for Forward {
                 // The worker's table of exchanges is full: refuse at once (as for
                 // max_concurrent) rather than queue, and blame no upstream.
                 self.done();
-                MAX_CONCURRENT_REJECTS.fetch_add(1, Ordering::Relaxed);
+                self.totals.max_concurrent_rejects.fetch_add(1, Ordering::Relaxed);
                 return Step::Fail(
                     Rcode::REFUSED,
                     Some(ChainError::Plugin(
@@ -440,18 +457,18 @@ impl Lifecycle for Forward {
 
     fn metrics(&self, out: &mut Families) {
         // Process-wide: written once per scrape, whatever the number of instances.
-        if out.first_from(&HEALTHCHECK_BROKEN) {
+        if out.first_from(Arc::as_ptr(&self.totals)) {
             out.counter(
                 "coredns_forward_healthcheck_broken_total",
                 "Counter of the number of complete failures of the healthchecks.",
                 &[],
-                HEALTHCHECK_BROKEN.load(Ordering::Relaxed) as f64,
+                self.totals.healthcheck_broken.load(Ordering::Relaxed) as f64,
             );
             out.counter(
                 "coredns_forward_max_concurrent_rejects_total",
                 "Counter of the number of queries rejected because the concurrent queries were at maximum.",
                 &[],
-                MAX_CONCURRENT_REJECTS.load(Ordering::Relaxed) as f64,
+                self.totals.max_concurrent_rejects.load(Ordering::Relaxed) as f64,
             );
         }
         for u in &self.upstreams {

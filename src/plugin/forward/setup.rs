@@ -269,12 +269,13 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    fn ctx() -> SetupCtx<'static> {
+    fn ctx(process: &crate::process::ProcessState) -> SetupCtx<'_> {
         SetupCtx {
             zones: &[],
             config_dir: PathBuf::from("/nonexistent"),
             workers: 1,
             binds: None,
+            process,
         }
     }
 
@@ -282,7 +283,7 @@ mod tests {
     fn a_resolv_conf_must_be_a_small_regular_file() {
         let t = std::time::Instant::now();
         assert_eq!(
-            upstreams("/dev/zero", &ctx()).unwrap_err(),
+            upstreams("/dev/zero", &ctx(&crate::process::ProcessState::new())).unwrap_err(),
             "/dev/zero: not a regular file (a character device)"
         );
         assert!(t.elapsed() < std::time::Duration::from_secs(1));
@@ -291,12 +292,12 @@ mod tests {
         let big = dir.join("resolv.conf");
         std::fs::write(&big, "nameserver 10.0.0.1\n".repeat(60_000)).unwrap();
         assert_eq!(
-            upstreams(&big.display().to_string(), &ctx()).unwrap_err(),
+            upstreams(&big.display().to_string(), &ctx(&crate::process::ProcessState::new())).unwrap_err(),
             format!("{}: larger than 1 MiB", big.display())
         );
         std::fs::write(&big, "nameserver 10.0.0.1\n").unwrap();
         assert_eq!(
-            upstreams(&big.display().to_string(), &ctx()).unwrap(),
+            upstreams(&big.display().to_string(), &ctx(&crate::process::ProcessState::new())).unwrap(),
             ["10.0.0.1:53".parse::<SocketAddr>().unwrap()]
         );
         let _ = std::fs::remove_dir_all(&dir);

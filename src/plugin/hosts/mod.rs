@@ -861,6 +861,7 @@ mod tests {
             config_dir: dir.to_path_buf(),
             workers: 1,
             binds: None,
+            process: &crate::process::ProcessState::new(),
         };
         let plugin = setup(&dirs, &ctx)?.handler.expect("hosts handles queries");
         Ok((parse_config(dirs[0], &ctx)?, plugin))

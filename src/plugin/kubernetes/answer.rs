@@ -1543,6 +1543,7 @@ mod tests {
             config_dir: "/".into(),
             workers: 1,
             binds: None,
+            process: &crate::process::ProcessState::new(),
         };
         let mut o = super::super::setup::parse(&parsed.blocks[0].directives[0], &ctx).unwrap();
         o.local_ips = Vec::new();

@@ -17,10 +17,12 @@
 //!
 //! The work runs while at least one started plugin holds the backend: the reload
 //! starts the new configuration before it stops the old one, so the count never drops
-//! to zero in between. A backend that did stop is forgotten, so a later configuration
-//! starts a fresh one instead of adopting a stale snapshot.
+//! to zero in between. A backend that did stop is retired, so a later configuration
+//! starts a fresh one instead of adopting a stale snapshot. The backends on offer are
+//! in the process state ([`ProcessState::shared`]), which outlives configurations.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -32,6 +34,7 @@ use crate::kubernetes::file::FileSource;
 use crate::kubernetes::model::Resource;
 use crate::kubernetes::snapshot::{Snapshot, Store, StoreOptions};
 use crate::kubernetes::watch::{ApiStats, WatchConfig, Watchers};
+use crate::process::ProcessState;
 
 /// Objects per LIST page.
 const PAGE_SIZE: usize = 500;
@@ -103,10 +106,9 @@ pub struct Backend {
     /// so that a scrape still shows what was counted.
     api_stats: Mutex<Option<Arc<ApiStats>>>,
     state: Mutex<State>,
+    /// Its last holder stopped it: never adopted again.
+    retired: AtomicBool,
 }
-
-/// The backends that may be adopted: alive and not stopped.
-static SHARED: Mutex<Vec<Weak<Backend>>> = Mutex::new(Vec::new());
 
 impl Backend {
     /// A backend of its own, never shared (tests and fuzz targets that publish their
@@ -118,20 +120,17 @@ impl Backend {
             builder_stats: Arc::new(BuilderStats::default()),
             api_stats: Mutex::new(None),
             state: Mutex::new(State::default()),
+            retired: AtomicBool::new(false),
         })
     }
 
-    /// The live backend with this key, or a new one that later instances with the same
-    /// key will share.
-    pub fn shared(key: WatchKey) -> Arc<Backend> {
-        let mut all = SHARED.lock();
-        all.retain(|w| w.strong_count() > 0);
-        if let Some(b) = all.iter().filter_map(Weak::upgrade).find(|b| b.key == key) {
-            return b;
-        }
-        let b = Backend::private(key);
-        all.push(Arc::downgrade(&b));
-        b
+    /// The live, unretired backend of `process` with this key, or a new one that later
+    /// instances with the same key will share.
+    pub fn shared(key: WatchKey, process: &ProcessState) -> Arc<Backend> {
+        process.shared(
+            |b: &Backend| b.key == key && !b.retired.load(Ordering::Acquire),
+            || Backend::private(key.clone()),
+        )
     }
 
     /// The watchers' request counters, if they ever started.
@@ -156,7 +155,7 @@ impl Backend {
         if state.holders > 0 {
             return;
         }
-        SHARED.lock().retain(|w| !std::ptr::eq(w.as_ptr(), Arc::as_ptr(self)));
+        self.retired.store(true, Ordering::Release);
         let Some(mut r) = state.running.take() else {
             return;
         };
@@ -236,13 +235,16 @@ mod tests {
     fn equal_keys_share_until_the_last_holder_stops() {
         // A file that does not exist: the source starts, finds nothing, and retries.
         let k = key("file:///nonexistent/clusterdns-backend-share.json");
-        let a = Backend::shared(k.clone());
-        let b = Backend::shared(k.clone());
+        let process = ProcessState::new();
+        let a = Backend::shared(k.clone(), &process);
+        let b = Backend::shared(k.clone(), &process);
         assert!(Arc::ptr_eq(&a, &b), "same settings, same backend");
         assert!(!Arc::ptr_eq(
             &a,
-            &Backend::shared(key("file:///nonexistent/other.json"))
+            &Backend::shared(key("file:///nonexistent/other.json"), &process)
         ));
+        // Another process state (another test) shares nothing with this one.
+        assert!(!Arc::ptr_eq(&a, &Backend::shared(k.clone(), &ProcessState::new())));
         assert!(!Arc::ptr_eq(&a, &Backend::private(k.clone())));
 
         a.acquire();
@@ -251,10 +253,10 @@ mod tests {
         // The old configuration stops: the new one keeps it running.
         a.release();
         assert!(b.state.lock().running.is_some());
-        assert!(Arc::ptr_eq(&b, &Backend::shared(k.clone())));
+        assert!(Arc::ptr_eq(&b, &Backend::shared(k.clone(), &process)));
         // The last holder stops it, and it is no longer handed out.
         b.release();
         assert!(b.state.lock().running.is_none());
-        assert!(!Arc::ptr_eq(&b, &Backend::shared(k)));
+        assert!(!Arc::ptr_eq(&b, &Backend::shared(k, &process)));
     }
 }

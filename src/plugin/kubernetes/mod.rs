@@ -52,7 +52,7 @@ pub struct Kubernetes {
 pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let d = once("kubernetes", dirs)?;
     let opts = setup::parse(d, ctx)?;
-    let backend = Backend::shared(WatchKey::of(&opts));
+    let backend = Backend::shared(WatchKey::of(&opts), ctx.process);
     Ok(Plugin::both(Arc::new(Kubernetes::with_backend(opts, backend))))
 }
 
@@ -341,6 +341,7 @@ mod tests {
             config_dir: "/".into(),
             workers: 1,
             binds: None,
+            process: &crate::process::ProcessState::new(),
         };
         Kubernetes::new(setup::parse(&parsed.blocks[0].directives[0], &ctx).unwrap())
     }

@@ -312,6 +312,7 @@ mod tests {
             config_dir: "/nonexistent".into(),
             workers: 1,
             binds: None,
+            process: &crate::process::ProcessState::new(),
         };
         setup(&dirs, &ctx)?;
         LoadBalance::from_directives(&dirs)

@@ -391,6 +391,7 @@ mod tests {
             config_dir: "/nonexistent".into(),
             workers: 1,
             binds,
+            process: &crate::process::ProcessState::new(),
         };
         setup(&dirs, &ctx)
     }
@@ -480,14 +481,20 @@ mod tests {
                 zone: zone.into(),
             })
         };
-        plugin.attach(&AttachCtx::routes(&[
-            tag("dns://[::1]:53", "other.org."),
-            tag("dns://[::1]:5300", "example.org."),
-        ]));
+        plugin.attach(&AttachCtx::routes(
+            &[
+                tag("dns://[::1]:53", "other.org."),
+                tag("dns://[::1]:5300", "example.org."),
+            ],
+            &crate::process::ProcessState::new(),
+        ));
         assert_eq!(plugin.target(), Some("[::1]:5300".parse().unwrap()));
         let plugin = Loop::new("example.org.", None, Timing::COREDNS);
         assert_eq!(plugin.target(), None);
-        plugin.attach(&AttachCtx::routes(&[tag("dns://:1053", "other.org.")]));
+        plugin.attach(&AttachCtx::routes(
+            &[tag("dns://:1053", "other.org.")],
+            &crate::process::ProcessState::new(),
+        ));
         assert_eq!(plugin.target(), Some("127.0.0.1:1053".parse().unwrap()));
     }
 
@@ -514,11 +521,14 @@ mod tests {
     fn attached(zone: &str) -> Loop {
         let mut plugin = Loop::new(zone, None, Timing::COREDNS);
         plugin.probe = Probe::under(zone, 4547991504243258144, 3688648895315093531);
-        plugin.attach(&AttachCtx::routes(&[Arc::new(RouteTag {
-            slot: 0,
-            server: "dns://:1053".into(),
-            zone: zone.into(),
-        })]));
+        plugin.attach(&AttachCtx::routes(
+            &[Arc::new(RouteTag {
+                slot: 0,
+                server: "dns://:1053".into(),
+                zone: zone.into(),
+            })],
+            &crate::process::ProcessState::new(),
+        ));
         plugin
     }
 
@@ -589,11 +599,14 @@ mod tests {
     /// A plugin whose block listens on `port` of 127.0.0.1.
     fn on_port(port: u16) -> Loop {
         let plugin = Loop::new("example.org.", None, QUICK);
-        plugin.attach(&AttachCtx::routes(&[Arc::new(RouteTag {
-            slot: 0,
-            server: format!("dns://:{port}").into(),
-            zone: "example.org.".into(),
-        })]));
+        plugin.attach(&AttachCtx::routes(
+            &[Arc::new(RouteTag {
+                slot: 0,
+                server: format!("dns://:{port}").into(),
+                zone: "example.org.".into(),
+            })],
+            &crate::process::ProcessState::new(),
+        ));
         plugin
     }
 

@@ -21,8 +21,8 @@ pub mod process;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -30,8 +30,9 @@ use parking_lot::Mutex;
 use crate::chain::{Handler, Query, RouteTag, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::Transport;
-use crate::metrics::{Families, Histogram};
+use crate::metrics::Families;
 use crate::plugin::once;
+use crate::process::{HEALTH_BUCKETS, ProcessState};
 use crate::settings::ProcessSettings;
 use crate::setup::{AttachCtx, Lifecycle, Plugin, SetupCtx};
 
@@ -41,16 +42,6 @@ use counters::{RouteCounters, Sample, Totals};
 const NAME: &str = "prometheus";
 /// CoreDNS's default: `localhost:9153`.
 const DEFAULT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9153);
-
-/// `coredns_health_request_duration_seconds` buckets, CoreDNS's health plugin's.
-pub static HEALTH_BUCKETS: [f64; 5] = [0.00025, 0.0025, 0.025, 0.25, 2.5];
-
-/// Durations of the health plugin's probes of its own `/health`. One writer: the
-/// probing thread.
-pub static HEALTH_DURATION: LazyLock<Histogram> = LazyLock::new(|| Histogram::new(&HEALTH_BUCKETS));
-
-/// Failed health probes (`coredns_health_request_failures_total`).
-pub static HEALTH_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// `prometheus [ADDRESS] { runtime_metrics }`, once per server block.
 pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
@@ -194,7 +185,7 @@ impl Lifecycle for Prometheus {
         }
         let counters = labelled
             .iter()
-            .map(|r| route_counters(&r.server, &r.zone, self.workers))
+            .map(|r| route_counters(block.process, &r.server, &r.zone, self.workers))
             .collect();
         let attached = Attached {
             routes: labelled,
@@ -235,13 +226,13 @@ impl Lifecycle for Prometheus {
 
 /// The per-worker counters of the `server`/`zone` labels, the same ones for every
 /// configuration of the process (zone `dropped` holds what no block took).
-pub fn route_counters(server: &str, zone: &str, workers: usize) -> Arc<[RouteCounters]> {
-    crate::metrics::kept_per_worker(&format!("{NAME}|{server}|{zone}"), workers)
+pub fn route_counters(process: &ProcessState, server: &str, zone: &str, workers: usize) -> Arc<[RouteCounters]> {
+    process.kept_per_worker(&format!("{NAME}|{server}|{zone}"), workers)
 }
 
 /// Everything one scrape shows: the metrics of every plugin of every block (each
 /// plugin once) and the process-wide ones.
-pub fn collect(server: &crate::server::Server, out: &mut Families) {
+pub fn collect(server: &crate::server::Server, process: &ProcessState, out: &mut Families) {
     let mut seen: HashSet<*const ()> = HashSet::new();
     for l in server.lifecycles() {
         if seen.insert(Arc::as_ptr(l).cast::<()>()) {
@@ -260,11 +251,11 @@ pub fn collect(server: &crate::server::Server, out: &mut Families) {
         l.dropped.iter().for_each(|c| totals.add(c));
         totals.write(out, &l.label, "dropped");
     }
-    process_wide(out);
+    process_wide(process, out);
 }
 
 /// The metrics that belong to the process, not to a plugin instance.
-fn process_wide(out: &mut Families) {
+fn process_wide(p: &ProcessState, out: &mut Families) {
     out.gauge(
         "coredns_build_info",
         "A metric with a constant '1' value labeled by version, revision and goversion (here: the Rust compiler).",
@@ -279,21 +270,21 @@ fn process_wide(out: &mut Families) {
         "coredns_panics_total",
         "A metric that counts the number of panics.",
         &[],
-        crate::server::handler::PANICS.load(Ordering::Relaxed) as f64,
+        p.panics.load(Ordering::Relaxed) as f64,
     );
     out.counter(
         "clusterdns_query_budget_exceeded_total",
         "Queries answered SERVFAIL because answering them would have visited more records than the per-query work budget allows.",
         &[],
-        crate::chain::BUDGET_EXCEEDED.load(Ordering::Relaxed) as f64,
+        p.budget_exceeded.load(Ordering::Relaxed) as f64,
     );
     out.counter(
         "coredns_reload_failed_total",
         "Counter of the number of failed reload attempts.",
         &[],
-        crate::metrics::RELOAD_FAILED.load(Ordering::Relaxed) as f64,
+        p.reload_failed.load(Ordering::Relaxed) as f64,
     );
-    let hash = crate::metrics::RELOAD_HASH.lock().clone();
+    let hash = p.reload_hash();
     if !hash.is_empty() {
         out.gauge(
             "coredns_reload_version_info",
@@ -304,7 +295,7 @@ fn process_wide(out: &mut Families) {
     }
     let mut counts = [0u64; HEALTH_BUCKETS.len() + 1];
     let mut sum = 0.0;
-    HEALTH_DURATION.add_to(&mut counts, &mut sum);
+    p.health_duration.add_to(&mut counts, &mut sum);
     out.histogram(
         "coredns_health_request_duration_seconds",
         "Histogram of the time (in seconds) each health probe took.",
@@ -317,7 +308,7 @@ fn process_wide(out: &mut Families) {
         "coredns_health_request_failures_total",
         "The number of times the health probe failed.",
         &[],
-        HEALTH_FAILURES.load(Ordering::Relaxed) as f64,
+        p.health_failures.load(Ordering::Relaxed) as f64,
     );
     process::write(out);
 }

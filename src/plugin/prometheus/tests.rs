@@ -21,6 +21,7 @@ fn setup_from(corefile: &str) -> Result<(SocketAddr, Plugin), ConfigError> {
         config_dir: "/nonexistent".into(),
         workers: 2,
         binds: None,
+        process: &crate::process::ProcessState::new(),
     };
     let plugin = setup(&dirs, &ctx)?;
     Ok((address(dirs[0])?, plugin))
@@ -178,6 +179,7 @@ fn queries_are_counted_per_route_and_summed_over_workers() {
     p.attach(&AttachCtx {
         routes: &[a.clone(), b.clone(), a6.clone()],
         chain: &["prometheus", "whoami"],
+        process: &ProcessState::new(),
     });
     assert!(p.wants_response());
     let mut worker = WorkerCtx::new(0);
@@ -314,7 +316,7 @@ fn nothing_is_counted_or_shown_before_attach() {
 fn extended_rcodes_past_the_table_are_other() {
     let p = Prometheus::new(1);
     let a = tag(0, ".");
-    p.attach(&AttachCtx::routes(std::slice::from_ref(&a)));
+    p.attach(&AttachCtx::routes(std::slice::from_ref(&a), &ProcessState::new()));
     let mut worker = WorkerCtx::new(0);
     let mut resp = Response::new();
     for rcode in [Rcode::BADVERS, Rcode::BADCOOKIE, Rcode(24), Rcode(4000), Rcode(12)] {
@@ -390,7 +392,7 @@ static COUNTING: CountingAlloc = CountingAlloc;
 fn recording_a_query_does_not_allocate() {
     let p = Prometheus::new(1);
     let a = tag(0, "example.org.");
-    p.attach(&AttachCtx::routes(std::slice::from_ref(&a)));
+    p.attach(&AttachCtx::routes(std::slice::from_ref(&a), &ProcessState::new()));
     let raw = raw_query(rtype::A, true);
     let client: SocketAddr = "127.0.0.1:5353".parse().unwrap();
     let req = Request::parse(&raw, Transport::Udp, client, client).ok().unwrap();
@@ -482,11 +484,13 @@ cluster.local:1053 {
 }
 ";
     let parsed = crate::config::parse_str(corefile, "Corefile", Path::new("/nonexistent")).unwrap();
+    let process = ProcessState::new();
     let opts = crate::server::BuildOptions {
         default_port: 53,
         workers: 2,
         config_dir: Path::new("/nonexistent"),
         plugins: crate::plugin::PLUGINS,
+        process: &process,
     };
     let server = crate::server::Server::build(&parsed, &opts).unwrap_or_else(|e| panic!("{e:?}"));
     let prom = server.blocks[0]
@@ -508,10 +512,10 @@ cluster.local:1053 {
     for w in [0, 1, 1] {
         respond(&**prom, &route, &Q::a(w, "127.0.0.1:1"), &mut worker, &mut resp);
     }
-    HEALTH_DURATION.observe(0.001);
+    process.health_duration.observe(0.001);
 
     let mut f = Families::default();
-    collect(&server, &mut f);
+    collect(&server, &process, &mut f);
     let text = f.render();
     let z = format!(r#"server="dns://:1053",zone="{}",view="""#, route.zone);
     for want in [
@@ -546,14 +550,16 @@ cluster.local:1053 {
 fn a_new_configuration_with_the_same_labels_counts_on() {
     let mut worker = WorkerCtx::new(0);
     let mut resp = Response::new();
+    // One process, two configurations.
+    let process = ProcessState::new();
     let old = Prometheus::new(1);
     let a = tag(0, "example.org.");
-    old.attach(&AttachCtx::routes(std::slice::from_ref(&a)));
+    old.attach(&AttachCtx::routes(std::slice::from_ref(&a), &process));
     respond(&old, &a, &Q::a(0, "127.0.0.1:1"), &mut worker, &mut resp);
     // The reloaded configuration: new instances, the same labels, another zone beside.
     let new = Prometheus::new(1);
     let (a2, b) = (tag(0, "example.org."), tag(1, "other.net."));
-    new.attach(&AttachCtx::routes(&[a2.clone(), b.clone()]));
+    new.attach(&AttachCtx::routes(&[a2.clone(), b.clone()], &process));
     respond(&new, &a2, &Q::a(0, "127.0.0.1:1"), &mut worker, &mut resp);
     respond(&new, &b, &Q::a(0, "127.0.0.1:1"), &mut worker, &mut resp);
     let text = render(&new);

@@ -45,6 +45,7 @@ use crate::dns::{Rcode, Request, ResponseType, Transport, flag, wire};
 use crate::kubernetes::snapshot::FxHasher;
 use crate::metrics::Families;
 use crate::plugin::{once, zone_args};
+use crate::process::ProcessState;
 use crate::setup::{Lifecycle, Plugin, SetupCtx};
 
 /// The directive name, and the prefix of its errors.
@@ -151,7 +152,7 @@ pub struct Rrl {
     /// on purpose.
     seed: u64,
     epoch: Instant,
-    /// Kept across reloads under the `zones` label (see `metrics::kept`).
+    /// Kept across reloads under the `zones` label (see `ProcessState::kept`).
     counters: Arc<Counters>,
 }
 
@@ -166,11 +167,11 @@ struct Counters {
 
 pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let d = once(NAME, dirs)?;
-    Ok(Plugin::both(Arc::new(Rrl::new(parse(d, ctx)?))))
+    Ok(Plugin::both(Arc::new(Rrl::new(parse(d, ctx)?, ctx.process))))
 }
 
 impl Rrl {
-    fn new(opts: Options) -> Rrl {
+    fn new(opts: Options, process: &ProcessState) -> Rrl {
         let per_shard = opts.max_table.div_ceil(SHARDS);
         Rrl {
             shards: (0..SHARDS)
@@ -178,7 +179,7 @@ impl Rrl {
                 .collect(),
             seed: Rng::secure_u64(),
             epoch: Instant::now(),
-            counters: crate::metrics::kept(
+            counters: process.kept(
                 &format!("{NAME}|{}", opts.zones_label),
                 |_: &Arc<Counters>| true,
                 || Arc::new(Counters::default()),
@@ -470,6 +471,7 @@ mod tests {
             config_dir: ".".into(),
             workers: 1,
             binds: None,
+            process: &crate::process::ProcessState::new(),
         };
         parse(d, &ctx).map_err(|e| e.to_string())
     }
@@ -510,7 +512,7 @@ mod tests {
     }
 
     fn plugin(text: &str) -> Rrl {
-        Rrl::new(options(text).unwrap())
+        Rrl::new(options(text).unwrap(), &ProcessState::new())
     }
 
     /// Debits the response account of `client` `n` times at `now`; the verdicts.
