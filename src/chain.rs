@@ -305,7 +305,7 @@ pub struct Query<'r, 'a> {
 
 /// The per-query half of the plugin contract: what the chain calls while a query is
 /// handled. A plugin implements only what it uses; the defaults do nothing. (The other
-/// half, [`crate::setup::Lifecycle`], is what the server calls around the queries:
+/// half, `setup::Lifecycle`, is what the server calls around the queries:
 /// start, stop, readiness, metrics.) Implementations are shared by every worker
 /// (`Sync`); state that changes per query lives per worker (indexed by
 /// [`WorkerCtx::id`]) or in atomics.

@@ -72,7 +72,8 @@ impl State {
             }
             "/metrics" if p.metrics.iter().any(|a| on_this(*a)) => {
                 let mut f = Families::default();
-                crate::plugin::prometheus::collect(&server, &self.process, &mut f);
+                server.metrics(&mut f);
+                self.process.metrics(&mut f);
                 crate::server::worker::metrics(&self.workers, &mut f);
                 self.http.metrics(&mut f);
                 http::Response {

@@ -21,7 +21,8 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use crate::metrics::Histogram;
+use crate::metrics::route::RouteCounters;
+use crate::metrics::{Families, Histogram};
 
 /// `coredns_health_request_duration_seconds` buckets, CoreDNS's health plugin's.
 pub static HEALTH_BUCKETS: [f64; 5] = [0.00025, 0.0025, 0.025, 0.25, 2.5];
@@ -139,6 +140,75 @@ impl ProcessState {
     /// The hash of the running configuration ("" before the first).
     pub fn reload_hash(&self) -> String {
         self.reload_hash.lock().clone()
+    }
+
+    /// The per-worker query counters of the `server`/`zone` labels (CoreDNS's
+    /// `coredns_dns_*`), the same ones for every configuration of the process: the
+    /// `prometheus` plugin's routes, and the queries no block took (zone `dropped`).
+    pub fn route_counters(&self, server: &str, zone: &str, workers: usize) -> Arc<[RouteCounters]> {
+        self.kept_per_worker(&format!("route|{server}|{zone}"), workers)
+    }
+
+    /// The metrics that belong to the process, not to a plugin instance: build
+    /// information, panics, queries over budget, reloads, health probes, and the
+    /// standard `process_*` ones.
+    pub fn metrics(&self, out: &mut Families) {
+        let p = self;
+        out.gauge(
+            "coredns_build_info",
+            "A metric with a constant '1' value labeled by version, revision and goversion (here: the Rust compiler).",
+            &[
+                ("version", crate::VERSION),
+                ("revision", env!("CLUSTERDNS_COMMIT")),
+                ("goversion", env!("CLUSTERDNS_RUSTC")),
+            ],
+            1.0,
+        );
+        out.counter(
+            "coredns_panics_total",
+            "A metric that counts the number of panics.",
+            &[],
+            p.panics.load(Ordering::Relaxed) as f64,
+        );
+        out.counter(
+            "clusterdns_query_budget_exceeded_total",
+            "Queries answered SERVFAIL because answering them would have visited more records than the per-query work budget allows.",
+            &[],
+            p.budget_exceeded.load(Ordering::Relaxed) as f64,
+        );
+        out.counter(
+            "coredns_reload_failed_total",
+            "Counter of the number of failed reload attempts.",
+            &[],
+            p.reload_failed.load(Ordering::Relaxed) as f64,
+        );
+        let hash = p.reload_hash();
+        if !hash.is_empty() {
+            out.gauge(
+                "coredns_reload_version_info",
+                "A metric with a constant '1' value labeled by hash, and value which type of hash generated.",
+                &[("hash", "sha512"), ("value", &hash)],
+                1.0,
+            );
+        }
+        let mut counts = [0u64; HEALTH_BUCKETS.len() + 1];
+        let mut sum = 0.0;
+        p.health_duration.add_to(&mut counts, &mut sum);
+        out.histogram(
+            "coredns_health_request_duration_seconds",
+            "Histogram of the time (in seconds) each health probe took.",
+            &[],
+            &HEALTH_BUCKETS,
+            &counts,
+            sum,
+        );
+        out.counter(
+            "coredns_health_request_failures_total",
+            "The number of times the health probe failed.",
+            &[],
+            p.health_failures.load(Ordering::Relaxed) as f64,
+        );
+        crate::metrics::procfs::write(out);
     }
 }
 

@@ -1,7 +1,7 @@
 //! What the Corefile's server-level and process-level directives set. Their plugins
 //! (`bind`, `timeouts`, `health`, `ready`, `reload`, `prometheus`'s endpoint) only parse
-//! into these types; the server ([`crate::server`]) and the controller
-//! ([`crate::control`]) use them, without knowing any plugin.
+//! into these types; the server and the controller use them, without knowing any
+//! plugin.
 //!
 //! ```text
 //!   bind, timeouts ──────────────▶ BlockSettings   (per server block: its listeners)

@@ -15,7 +15,7 @@
 //! ```
 //!
 //! The rows themselves live in `plugin/mod.rs`; the server gets them through
-//! [`crate::server::BuildOptions`], so that it knows no plugin by name (or at all).
+//! `server::BuildOptions`, so that it knows no plugin by name (or at all).
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use crate::chain::{Chain, Handler, RouteTag};
 use crate::config::{ConfigError, Corefile, Directive, ServerKey};
 use crate::dns::wire;
-use crate::plugin::prometheus::counters::RouteCounters;
+use crate::metrics::Families;
+use crate::metrics::route::{RouteCounters, Totals};
 use crate::process::ProcessState;
 use crate::settings::{BlockSettings, ProcessSettings, Timeouts};
 use crate::setup::{self, AttachCtx, Kind, Lifecycle, SetupCtx, Spec};
@@ -212,8 +213,7 @@ impl Server {
                     });
                     slot += 1;
                 }
-                let dropped =
-                    crate::plugin::prometheus::route_counters(opts.process, &label, "dropped", opts.workers.max(1));
+                let dropped = opts.process.route_counters(&label, "dropped", opts.workers.max(1));
                 Listener {
                     addr,
                     router: Router { routes },
@@ -265,6 +265,28 @@ impl Server {
     pub fn stop(&self) {
         for l in self.lifecycles() {
             l.stop();
+        }
+    }
+
+    /// The metrics of every plugin of every block (each once), and the queries turned
+    /// away before any chain (no zone for the name, a class other than IN), which CoreDNS
+    /// counts under the zone `dropped`.
+    pub fn metrics(&self, out: &mut Families) {
+        let mut seen: HashSet<*const ()> = HashSet::new();
+        for l in self.lifecycles() {
+            if seen.insert(Arc::as_ptr(l).cast::<()>()) {
+                l.metrics(out);
+            }
+        }
+        for l in &self.listeners {
+            // The IPv4 and IPv6 listeners of one unbound address share their label, and
+            // so their counters.
+            if !out.first_from(Arc::as_ptr(&l.dropped)) {
+                continue;
+            }
+            let mut totals = Totals::default();
+            l.dropped.iter().for_each(|c| totals.add(c));
+            totals.write(out, &l.label, "dropped");
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use super::build::{Block, Listener};
 use crate::chain::{ChainError, Outcome, Query, RouteTag, UpstreamReply, UpstreamRequest, WorkerCtx};
 use crate::dns::{Rcode, Reject, Request, Response, Transport, class, rtype};
-use crate::plugin::prometheus::counters::Sample;
+use crate::metrics::route::Sample;
 
 /// What to do after handling a message.
 pub enum Handled {

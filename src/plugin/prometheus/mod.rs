@@ -1,27 +1,22 @@
 //! `prometheus`: counts the queries of its server block with CoreDNS's metric names,
-//! labels and buckets, and renders everything a `/metrics` scrape shows ([`collect`]);
-//! README.md beside this file lists the metrics.
+//! labels and buckets, and asks for a `/metrics` endpoint; README.md beside this file
+//! lists the metrics.
 //!
 //! ```text
-//!   setup ──▶ Prometheus ──attach(routes)──▶ counters[route][worker] (allocated once per
-//!                                            server/zone labels: a reload keeps them)
+//!   setup ──▶ Prometheus ──attach(routes)──▶ counters[route][worker] (the process state's,
+//!                                            per server/zone labels: a reload keeps them)
 //!
 //!   query path (worker k):  chain ─▶ … ─▶ answering plugin
 //!                                    ◀── on_response: counters[route][k].record   (no lock,
 //!                                                        one writer, no allocation)
-//!   scrape (http thread):   collect(server) ─▶ every plugin's metrics()  (prometheus: sum
-//!                                         ─▶ process-wide metrics         over workers)
+//!   scrape (http thread):   Server::metrics ─▶ every plugin's metrics()  (prometheus: sum
+//!                           ProcessState::metrics ─▶ process-wide ones    over workers)
 //! ```
 //!
-//! The HTTP endpoint itself belongs to the runtime: it opens one listener per distinct
-//! [`address`] and answers `/metrics` with [`collect`].
+//! The HTTP endpoint itself belongs to the controller: it opens one listener per
+//! distinct [`address`] and answers `/metrics` from the server and the process state.
 
-pub mod counters;
-pub mod process;
-
-use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -31,12 +26,10 @@ use crate::chain::{Handler, Query, RouteTag, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::Transport;
 use crate::metrics::Families;
+use crate::metrics::route::{RouteCounters, Sample, Totals};
 use crate::plugin::once;
-use crate::process::{HEALTH_BUCKETS, ProcessState};
 use crate::settings::ProcessSettings;
 use crate::setup::{AttachCtx, Lifecycle, Plugin, SetupCtx};
-
-use counters::{RouteCounters, Sample, Totals};
 
 /// The directive name, and the prefix of its errors.
 const NAME: &str = "prometheus";
@@ -98,7 +91,7 @@ struct Attached {
     /// [`RouteTag::slot`] → index in `routes`; `usize::MAX` for other blocks' slots.
     by_slot: Vec<usize>,
     /// `[route][worker]`, kept for the life of the process by route labels
-    /// ([`route_counters`]), so that a reload does not reset them.
+    /// ([`ProcessState::route_counters`]), so that a reload does not reset them.
     counters: Vec<Arc<[RouteCounters]>>,
 }
 
@@ -185,7 +178,7 @@ impl Lifecycle for Prometheus {
         }
         let counters = labelled
             .iter()
-            .map(|r| route_counters(block.process, &r.server, &r.zone, self.workers))
+            .map(|r| block.process.route_counters(&r.server, &r.zone, self.workers))
             .collect();
         let attached = Attached {
             routes: labelled,
@@ -222,95 +215,6 @@ impl Lifecycle for Prometheus {
             }
         }
     }
-}
-
-/// The per-worker counters of the `server`/`zone` labels, the same ones for every
-/// configuration of the process (zone `dropped` holds what no block took).
-pub fn route_counters(process: &ProcessState, server: &str, zone: &str, workers: usize) -> Arc<[RouteCounters]> {
-    process.kept_per_worker(&format!("{NAME}|{server}|{zone}"), workers)
-}
-
-/// Everything one scrape shows: the metrics of every plugin of every block (each
-/// plugin once) and the process-wide ones.
-pub fn collect(server: &crate::server::Server, process: &ProcessState, out: &mut Families) {
-    let mut seen: HashSet<*const ()> = HashSet::new();
-    for l in server.lifecycles() {
-        if seen.insert(Arc::as_ptr(l).cast::<()>()) {
-            l.metrics(out);
-        }
-    }
-    // Queries turned away before any chain (no zone for the name, a class other than
-    // IN): CoreDNS counts them under the zone `dropped`.
-    for l in &server.listeners {
-        // The IPv4 and IPv6 listeners of one unbound address share their label, and so
-        // their counters.
-        if !out.first_from(Arc::as_ptr(&l.dropped)) {
-            continue;
-        }
-        let mut totals = Totals::default();
-        l.dropped.iter().for_each(|c| totals.add(c));
-        totals.write(out, &l.label, "dropped");
-    }
-    process_wide(process, out);
-}
-
-/// The metrics that belong to the process, not to a plugin instance.
-fn process_wide(p: &ProcessState, out: &mut Families) {
-    out.gauge(
-        "coredns_build_info",
-        "A metric with a constant '1' value labeled by version, revision and goversion (here: the Rust compiler).",
-        &[
-            ("version", crate::VERSION),
-            ("revision", env!("CLUSTERDNS_COMMIT")),
-            ("goversion", env!("CLUSTERDNS_RUSTC")),
-        ],
-        1.0,
-    );
-    out.counter(
-        "coredns_panics_total",
-        "A metric that counts the number of panics.",
-        &[],
-        p.panics.load(Ordering::Relaxed) as f64,
-    );
-    out.counter(
-        "clusterdns_query_budget_exceeded_total",
-        "Queries answered SERVFAIL because answering them would have visited more records than the per-query work budget allows.",
-        &[],
-        p.budget_exceeded.load(Ordering::Relaxed) as f64,
-    );
-    out.counter(
-        "coredns_reload_failed_total",
-        "Counter of the number of failed reload attempts.",
-        &[],
-        p.reload_failed.load(Ordering::Relaxed) as f64,
-    );
-    let hash = p.reload_hash();
-    if !hash.is_empty() {
-        out.gauge(
-            "coredns_reload_version_info",
-            "A metric with a constant '1' value labeled by hash, and value which type of hash generated.",
-            &[("hash", "sha512"), ("value", &hash)],
-            1.0,
-        );
-    }
-    let mut counts = [0u64; HEALTH_BUCKETS.len() + 1];
-    let mut sum = 0.0;
-    p.health_duration.add_to(&mut counts, &mut sum);
-    out.histogram(
-        "coredns_health_request_duration_seconds",
-        "Histogram of the time (in seconds) each health probe took.",
-        &[],
-        &HEALTH_BUCKETS,
-        &counts,
-        sum,
-    );
-    out.counter(
-        "coredns_health_request_failures_total",
-        "The number of times the health probe failed.",
-        &[],
-        p.health_failures.load(Ordering::Relaxed) as f64,
-    );
-    process::write(out);
 }
 
 #[cfg(test)]

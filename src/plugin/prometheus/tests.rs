@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::chain::WorkerCtx;
 use crate::dns::{Rcode, Request, Response, rtype};
+use crate::process::ProcessState;
 
 /// Runs `prometheus` setup on the first block of `corefile`.
 fn setup_from(corefile: &str) -> Result<(SocketAddr, Plugin), ConfigError> {
@@ -515,7 +516,8 @@ cluster.local:1053 {
     process.health_duration.observe(0.001);
 
     let mut f = Families::default();
-    collect(&server, &process, &mut f);
+    server.metrics(&mut f);
+    process.metrics(&mut f);
     let text = f.render();
     let z = format!(r#"server="dns://:1053",zone="{}",view="""#, route.zone);
     for want in [

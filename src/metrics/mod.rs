@@ -3,7 +3,11 @@
 //! places (each server block's plugins); they are grouped under one HELP and TYPE.
 //!
 //! Nothing here is on the query path: workers count in their own atomics
-//! ([`Histogram`] and plain counters), and a scrape reads and sums them.
+//! ([`Histogram`] and plain counters, [`route::RouteCounters`] per route), and a scrape
+//! reads and sums them. [`procfs`] reads the standard `process_*` metrics.
+
+pub mod procfs;
+pub mod route;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
