@@ -297,7 +297,7 @@ type BoundSockets = Vec<(
 fn bind(addrs: &[SocketAddr], workers: usize) -> Result<BoundSockets, StartError> {
     let mut out = Vec::new();
     for &addr in addrs {
-        match worker::bind_all(addr, workers) {
+        match crate::server::socket::bind_all(addr, workers) {
             Ok(socks) => {
                 let real = socks.first().and_then(|(u, _)| u.local_addr().ok()).unwrap_or(addr);
                 out.push((addr, real, socks));

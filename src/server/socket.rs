@@ -397,3 +397,19 @@ fn write_pktinfo(buf: &mut [u8; CMSG_SPACE], src: IpAddr) -> usize {
         }
     }
 }
+
+/// Binds one UDP socket and one TCP listener per worker for `addr`.
+pub fn bind_all(addr: SocketAddr, workers: usize) -> io::Result<Vec<(std::net::UdpSocket, std::net::TcpListener)>> {
+    let mut out = Vec::with_capacity(workers);
+    let mut addr = addr;
+    for _ in 0..workers {
+        let udp = udp_listener(addr)?;
+        // With port 0 the first socket picks the port; the rest join it.
+        if addr.port() == 0 {
+            addr = local_addr(udp.as_raw_fd())?;
+        }
+        let tcp = tcp_listener(addr)?;
+        out.push((udp, tcp));
+    }
+    Ok(out)
+}
