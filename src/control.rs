@@ -3,7 +3,7 @@
 //! watchdog. The main thread drives it from signals and timers; workers never wait on it.
 //!
 //! ```text
-//!  signals ──▶ main loop ──reload()──▶ parse, build, Running::reload (swap) ─▶ RELOADING=1 … READY=1
+//!  signals ──▶ main loop ──reload()──▶ parse, build, Workers::reload (swap) ─▶ RELOADING=1 … READY=1
 //!  reload timer ─┘   │
 //!                    └──shutdown()──▶ STOPPING=1, /ready 503, lameduck pause, stop workers
 //!                                     (at most 2 s more: a stuck worker is left behind)
@@ -25,7 +25,7 @@ use crate::http;
 use crate::metrics::Families;
 use crate::notify;
 use crate::process::ProcessState;
-use crate::runtime::{self, Options, Running, Source};
+use crate::runtime::{self, Options, Source, Workers};
 use crate::server::Server;
 use crate::server::worker::{self, STALL_BOUND, WorkerStats};
 use crate::settings::{Monitor, Reload};
@@ -115,7 +115,7 @@ fn stalled_text(stalled: &[(usize, Duration)]) -> String {
 
 /// The running process.
 pub struct Controller {
-    running: Running,
+    running: Workers,
     opts: Options,
     /// The Corefile to re-read on reload (`None`: stdin or the built-in default).
     path: Option<PathBuf>,
@@ -125,7 +125,7 @@ pub struct Controller {
     failed: Option<String>,
     state: Arc<State>,
     /// The endpoint thread, and the addresses it listens on.
-    http: http::Server,
+    http: http::Endpoints,
     listening: Vec<SocketAddr>,
 }
 
@@ -144,7 +144,7 @@ impl Controller {
         process: Arc<ProcessState>,
     ) -> Result<Controller, runtime::StartError> {
         let digest = digest(source);
-        let running = Running::start(server, &opts, &process)?;
+        let running = Workers::start(server, &opts, &process)?;
         let state = Arc::new(State {
             shared: running.shared(),
             process,
@@ -158,7 +158,7 @@ impl Controller {
             let state = state.clone();
             Arc::new(move |endpoint, req| state.handle(endpoint, req))
         };
-        let http = match http::Server::start(handler, state.http.clone()) {
+        let http = match http::Endpoints::start(handler, state.http.clone()) {
             Ok(h) => h,
             Err(e) => {
                 running.stop(Duration::ZERO);

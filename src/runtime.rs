@@ -122,8 +122,9 @@ impl WorkerHandle {
     }
 }
 
-/// A running server: the workers and the configuration they serve.
-pub struct Running {
+/// The running worker threads, the configuration they serve and the sockets they
+/// were given. (Not the kubernetes backend's running watch: that is its own.)
+pub struct Workers {
     shared: Arc<ArcSwap<Server>>,
     workers: Vec<WorkerHandle>,
     /// Listen addresses as configured, and as bound (the real port when 0 was asked).
@@ -141,10 +142,10 @@ impl std::fmt::Display for StartError {
     }
 }
 
-impl Running {
+impl Workers {
     /// Binds every listener of `server` once per worker, starts the plugins and the
     /// worker threads. Nothing is left running if binding fails.
-    pub fn start(server: Server, opts: &Options, process: &Arc<ProcessState>) -> Result<Running, StartError> {
+    pub fn start(server: Server, opts: &Options, process: &Arc<ProcessState>) -> Result<Workers, StartError> {
         let requested: Vec<SocketAddr> = server.listeners.iter().map(|l| l.addr).collect();
         let sockets = bind(&requested, opts.workers)?;
         let bound = sockets.iter().map(|(_, b, _)| *b).collect();
@@ -169,7 +170,7 @@ impl Running {
                 stats,
             });
         }
-        let running = Running {
+        let running = Workers {
             shared,
             workers,
             requested,

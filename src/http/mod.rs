@@ -107,7 +107,7 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// What answers requests: given the endpoint address (as passed to [`Server::listen`])
+/// What answers requests: given the endpoint address (as passed to [`Endpoints::listen`])
 /// the request came in on.
 pub type Handler = Arc<dyn Fn(SocketAddr, &Request<'_>) -> Response + Send + Sync>;
 
@@ -205,27 +205,29 @@ enum Command {
     Stop,
 }
 
-/// The endpoint thread; stopped (listeners closed, thread joined) on drop.
-pub struct Server {
+/// The HTTP endpoints of the process (`/health`, `/ready`, `/metrics`): the thread that
+/// serves them and the addresses it listens on; stopped (listeners closed, thread
+/// joined) on drop. (The DNS side is `server::Server`.)
+pub struct Endpoints {
     commands: Sender<Command>,
     waker: Arc<Waker>,
     stats: Arc<Stats>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Server {
+impl Endpoints {
     /// Starts the thread, listening nowhere yet, counting in `stats`.
-    pub fn start(handler: Handler, stats: Arc<Stats>) -> io::Result<Server> {
-        Server::with_budget(handler, stats, MAX_CONNECTIONS)
+    pub fn start(handler: Handler, stats: Arc<Stats>) -> io::Result<Endpoints> {
+        Endpoints::with_budget(handler, stats, MAX_CONNECTIONS)
     }
 
-    /// Like [`Server::start`] with at most `budget` connections open (tests use a small
+    /// Like [`Endpoints::start`] with at most `budget` connections open (tests use a small
     /// one).
-    fn with_budget(handler: Handler, stats: Arc<Stats>, budget: usize) -> io::Result<Server> {
+    fn with_budget(handler: Handler, stats: Arc<Stats>, budget: usize) -> io::Result<Endpoints> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
-        let endpoints = Endpoints {
+        let endpoints = EndpointLoop {
             poll,
             commands: rx,
             handler,
@@ -243,7 +245,7 @@ impl Server {
         let thread = std::thread::Builder::new()
             .name("http-endpoints".into())
             .spawn(move || endpoints.run())?;
-        Ok(Server {
+        Ok(Endpoints {
             commands: tx,
             waker,
             stats,
@@ -287,7 +289,7 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+impl Drop for Endpoints {
     fn drop(&mut self) {
         self.send(Command::Stop);
         if let Some(t) = self.thread.take() {
@@ -358,7 +360,8 @@ impl Limiter {
     }
 }
 
-struct Endpoints {
+/// The endpoint thread's own state: its poll loop, listeners and connections.
+struct EndpointLoop {
     poll: Poll,
     commands: Receiver<Command>,
     handler: Handler,
@@ -377,7 +380,7 @@ struct Endpoints {
     log: Limiter,
 }
 
-impl Endpoints {
+impl EndpointLoop {
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
         loop {
@@ -786,7 +789,7 @@ pub fn get_ok(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
 }
 
 /// `[::]:port`: what an address-less `:port` stands for. Go, and so CoreDNS, listens on
-/// every address of both families there; [`Server::listen`] does too (IPv4 through
+/// every address of both families there; [`Endpoints::listen`] does too (IPv4 through
 /// IPv4-mapped addresses), and on a host without IPv6 on every IPv4 address.
 pub fn every_address(port: u16) -> SocketAddr {
     SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))
@@ -891,14 +894,14 @@ mod tests {
         exchange(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
     }
 
-    fn server() -> (Server, SocketAddr) {
+    fn server() -> (Endpoints, SocketAddr) {
         let handler: Handler = Arc::new(|_, r: &Request<'_>| match r.path {
             "/health" => Response::text(200, "OK"),
             "/big" => Response::text(200, vec![b'x'; 4 << 20]),
             "/panic" => panic!("handler panics"),
             _ => Response::text(404, "404 page not found\n"),
         });
-        let s = Server::start(handler, Arc::default()).unwrap();
+        let s = Endpoints::start(handler, Arc::default()).unwrap();
         let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
         (s, addr)
     }
@@ -976,7 +979,7 @@ mod tests {
             "/health" => Response::text(200, "OK"),
             _ => Response::text(200, vec![b'x'; 16 << 20]),
         });
-        let s = Server::with_budget(handler, Arc::default(), 4).unwrap();
+        let s = Endpoints::with_budget(handler, Arc::default(), 4).unwrap();
         let addr = s.listen("127.0.0.1:0".parse().unwrap()).unwrap();
         // Four connections whose 16 MiB responses stay unread: the budget is full of
         // writers.

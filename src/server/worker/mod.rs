@@ -236,8 +236,10 @@ impl Worker {
         t
     }
 
-    /// Recomputes socket → listener indices when the server generation changed.
-    fn refresh(&mut self) -> arc_swap::Guard<Arc<Server>> {
+    /// The current server generation, with the sockets' listener indices recomputed if
+    /// it changed since the last call. (Not to be confused with a plugin's background
+    /// refresh of a cached answer, [`Worker::run_refresh`].)
+    fn current_server(&mut self) -> arc_swap::Guard<Arc<Server>> {
         let server = self.shared.load();
         let ptr = Arc::as_ptr(&*server);
         if ptr != self.generation {
@@ -310,7 +312,7 @@ impl Worker {
         }
         // Map every new socket to its listener before serving anything on it.
         self.generation = std::ptr::null();
-        drop(self.refresh());
+        drop(self.current_server());
         // Queries and connections may have queued before registration: edge-triggered
         // polling would not report them.
         for idx in first_udp..self.udp.len() {
@@ -362,7 +364,7 @@ impl Worker {
             c.from = alive.iter().position(|a| *a == c.local).unwrap_or(usize::MAX);
         }
         self.generation = std::ptr::null();
-        drop(self.refresh());
+        drop(self.current_server());
     }
 
     /// Times out upstream exchanges, and (every 100 ms) closes idle or stuck connections.

@@ -92,7 +92,7 @@ impl Worker {
             }
             let local = stream.local_addr().unwrap_or(l.addr);
             let timeouts = {
-                let server = self.refresh();
+                let server = self.current_server();
                 let l = &self.tcp_listeners[idx];
                 l.listener
                     .map_or_else(Timeouts::default, |i| server.listeners[i].timeouts)
@@ -204,7 +204,7 @@ impl Worker {
 
     /// Handles every complete length-prefixed message in a connection's read buffer.
     pub(super) fn answer_frames(&mut self, slot: usize) {
-        let server = self.refresh();
+        let server = self.current_server();
         let Some(Some(c)) = self.conns.get_mut(slot) else {
             return;
         };

@@ -43,7 +43,7 @@ impl Worker {
                 }
             };
             self.stats.udp_queries.fetch_add(n as u64, Ordering::Relaxed);
-            let server = self.refresh();
+            let server = self.current_server();
             let listener = self.udp[idx].listener.map(|l| &server.listeners[l]);
             let mut dest: [Option<(SocketAddr, Option<IpAddr>)>; BATCH] = [None; BATCH];
             for (i, slot) in dest.iter_mut().enumerate().take(n) {
