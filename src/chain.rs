@@ -1,4 +1,6 @@
-//! The plugin chain: the contract between the worker and the plugins.
+//! The plugin chain: the per-query half of the contract between the worker and the
+//! plugins ([`Handler`]; the other half, what the server calls around the queries, is
+//! `setup::Lifecycle`).
 //!
 //! ```text
 //!   worker ──▶ plugin[0].serve ──Next──▶ plugin[1].serve ──Next──▶ … plugin[i].serve
@@ -16,7 +18,10 @@
 //! A plugin does no I/O: it reads the [`Request`], writes into the [`Response`], or
 //! asks the worker to send a message upstream. This is what lets forward and cache
 //! live in a thread-per-core server without an async runtime (ARCHITECTURE.md rule 2).
-//! Plugins run in CoreDNS's fixed order, not the Corefile's (rule 6).
+//! Plugins run in CoreDNS's fixed order, not the Corefile's (rule 6): the order of the
+//! plugin table's rows (`plugin::PLUGINS`), which the server build sorts the chain by.
+//! What a query counts that outlives the configuration (panics, queries over budget)
+//! goes to the process state the worker carries ([`WorkerCtx::process`]).
 
 use std::borrow::Cow;
 use std::cell::Cell;

@@ -59,3 +59,115 @@ impl Handler for Whoami {
         Step::Answered
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use domain::base::{Message, ParsedName};
+    use domain::rdata::AllRecordData;
+
+    use super::*;
+    use crate::chain::{RouteTag, WorkerCtx};
+    use crate::config::parse_str;
+    use crate::dns::{Request, Response, Transport};
+    use crate::process::ProcessState;
+
+    /// Runs `whoami`'s setup on the first block of `corefile`.
+    fn setup_from(corefile: &str) -> Result<Plugin, ConfigError> {
+        let parsed = parse_str(corefile, "Corefile", std::path::Path::new("."))?;
+        let dirs: Vec<&Directive> = parsed.blocks[0].directives.iter().collect();
+        let ctx = SetupCtx {
+            zones: &[],
+            config_dir: ".".into(),
+            workers: 1,
+            binds: None,
+            process: &ProcessState::new(),
+        };
+        setup(&dirs, &ctx)
+    }
+
+    #[test]
+    fn setup_takes_nothing_and_is_a_handler_only() {
+        let p = setup_from("example.org {\n    whoami\n}\n").unwrap();
+        assert!(p.handler.is_some() && p.lifecycle.is_none());
+        for (corefile, want) in [
+            (
+                "example.org {\n    whoami x\n}\n",
+                "Corefile:2 - whoami: Wrong argument count or unexpected line ending after 'x'",
+            ),
+            (
+                "example.org {\n    whoami\n    whoami\n}\n",
+                "Corefile:3 - whoami: this plugin can only be used once per Server Block",
+            ),
+        ] {
+            let err = setup_from(corefile).err().map(|e| e.to_string());
+            assert_eq!(err.as_deref(), Some(want), "{corefile}");
+        }
+    }
+
+    /// The additional section whoami writes for a query from `client`, one
+    /// `owner ttl class type data` line per record (`domain` shows the SRV target `.` as
+    /// nothing), and whether the reply is authoritative.
+    fn ask(client: &str, transport: Transport) -> (bool, Vec<String>) {
+        let raw = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07Example\x03org\x00\x00\x01\x00\x01";
+        let client = client.parse().unwrap();
+        let req = Request::parse(raw, transport, client, client).ok().unwrap();
+        let mut resp = Response::new();
+        let mut worker = WorkerCtx::new(0);
+        let route = RouteTag {
+            slot: 0,
+            server: "dns://:53".into(),
+            zone: "example.org.".into(),
+        };
+        let mut q = Query {
+            req: &req,
+            resp: &mut resp,
+            worker: &mut worker,
+            route: &route,
+            answered_by: "",
+            error: None,
+            refresh: false,
+            coalesce: true,
+        };
+        assert!(matches!(Whoami.serve(&mut q), Step::Answered));
+        let msg = Message::from_octets(q.resp.finish().to_vec()).unwrap();
+        assert_eq!(msg.header_counts().ancount(), 0, "the answer section is empty");
+        let records = msg
+            .additional()
+            .unwrap()
+            .map(|rr| {
+                let rr = rr
+                    .unwrap()
+                    .into_any_record::<AllRecordData<_, ParsedName<_>>>()
+                    .unwrap();
+                rr.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+            })
+            .collect();
+        (msg.header().aa(), records)
+    }
+
+    #[test]
+    fn the_client_address_port_and_transport_come_back() {
+        assert_eq!(
+            ask("192.0.2.7:40212", Transport::Udp),
+            (
+                true,
+                vec![
+                    "Example.org. 0 IN A 192.0.2.7".to_string(),
+                    "_udp.Example.org. 0 IN SRV 0 0 40212".to_string()
+                ]
+            )
+        );
+        assert_eq!(
+            ask("[2001:db8::7]:53000", Transport::Tcp).1,
+            [
+                "Example.org. 0 IN AAAA 2001:db8::7",
+                "_tcp.Example.org. 0 IN SRV 0 0 53000"
+            ]
+        );
+        // An IPv4 client on a dual-stack socket is an IPv4 client.
+        assert_eq!(
+            ask("[::ffff:192.0.2.7]:5353", Transport::Udp).1[0],
+            "Example.org. 0 IN A 192.0.2.7"
+        );
+    }
+}
