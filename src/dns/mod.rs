@@ -3,10 +3,12 @@
 //! see [`Request`] and push [`Record`]s into a [`Response`].
 
 pub mod cookie;
+pub mod header;
 pub mod request;
 pub mod response;
 pub mod wire;
 
+pub use header::{Flags, Header, HeaderMut};
 pub use request::{Edns, NameKey, Reject, Request, Transport};
 pub use response::{Name, PushError, Rdata, Record, RecordPos, Response, ResponseType, Section, Tail};
 pub use wire::{Rcode, class, flag, opcode, rtype};

@@ -15,6 +15,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::Rcode;
 use super::cookie;
+use super::header::{Flags, Header, HeaderMut};
 use super::request::Request;
 use super::wire::{
     self, ADVERTISED_UDP_PAYLOAD, HEADER_LEN, MAX_NAME_LEN, OPT_RR_LEN, QNAME_OFFSET, class, flag, rtype,
@@ -258,9 +259,8 @@ impl Response {
     /// question copied as received, size limit from the client.
     pub fn start(&mut self, req: &Request<'_>, rcode: Rcode) {
         self.reset();
-        let copied = req.flags & (flag::RD | flag::CD | 0x7800);
         self.buf.extend_from_slice(&req.id.to_be_bytes());
-        self.buf.extend_from_slice(&(flag::QR | copied).to_be_bytes());
+        self.buf.extend_from_slice(&req.flags.reply().0.to_be_bytes());
         self.buf.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
         self.buf.extend_from_slice(req.question());
         self.edns = req.edns.map(|e| e.dnssec_ok);
@@ -280,10 +280,10 @@ impl Response {
     /// the question when it parsed (`question_end`).
     pub fn start_reject(&mut self, raw: &[u8], rcode: Rcode, question_end: Option<usize>) {
         self.reset();
-        let flags = u16::from_be_bytes([raw[2], raw[3]]);
-        self.buf.extend_from_slice(&raw[..2]);
-        self.buf
-            .extend_from_slice(&(flag::QR | (flags & (flag::RD | flag::CD | 0x7800))).to_be_bytes());
+        // (A message shorter than a header is dropped before it gets here.)
+        let (id, flags) = Header::of(raw).map_or((0, Flags::default()), |h| (h.id(), h.flags()));
+        self.buf.extend_from_slice(&id.to_be_bytes());
+        self.buf.extend_from_slice(&flags.reply().0.to_be_bytes());
         let qd = u16::from(question_end.is_some());
         self.buf.extend_from_slice(&qd.to_be_bytes());
         self.buf.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
@@ -298,7 +298,7 @@ impl Response {
     /// Sets the response code (extended codes go into the OPT record at `finish`).
     pub fn set_rcode(&mut self, rcode: Rcode) {
         self.rcode = rcode;
-        self.buf[3] = (self.buf[3] & 0xF0) | (rcode.0 & 0xF) as u8;
+        self.header_mut().set_rcode(rcode);
     }
 
     pub fn rcode(&self) -> Rcode {
@@ -312,18 +312,17 @@ impl Response {
 
     /// Sets or clears a header flag bit.
     pub fn set_flag(&mut self, bit: u16, on: bool) {
-        let mut f = u16::from_be_bytes([self.buf[2], self.buf[3]]);
-        if on {
-            f |= bit;
-        } else {
-            f &= !bit;
-        }
-        self.buf[2..4].copy_from_slice(&f.to_be_bytes());
+        self.header_mut().set_flag(bit, on);
     }
 
     /// The header flag word as it stands.
-    pub fn flags(&self) -> u16 {
-        u16::from_be_bytes([self.buf[2], self.buf[3]])
+    pub fn flags(&self) -> Flags {
+        Header::of(&self.buf).expect("a started reply has a header").flags()
+    }
+
+    /// The header of the reply being written (started: it has one).
+    fn header_mut(&mut self) -> HeaderMut<'_> {
+        HeaderMut::of(&mut self.buf).expect("a started reply has a header")
     }
 
     /// Whether records were left out for size.
@@ -567,19 +566,16 @@ impl Response {
     /// additional), the OPT record excepted, after what is already written; stops at the
     /// first that does not fit (TC) or does not parse.
     pub fn copy_sections(&mut self, reply: &[u8], sections: &[Section]) -> Result<(), PushError> {
-        if reply.len() < HEADER_LEN {
-            return Err(PushError::Malformed);
-        }
-        let count = |i: usize| u16::from_be_bytes([reply[4 + 2 * i], reply[5 + 2 * i]]);
+        let counts = Header::of(reply).ok_or(PushError::Malformed)?.counts();
         let mut at = HEADER_LEN;
-        for _ in 0..count(0) {
+        for _ in 0..counts[0] {
             at = wire::skip_name(reply, at).ok_or(PushError::Malformed)? + 4;
         }
         for (i, section) in [Section::Answer, Section::Authority, Section::Additional]
             .into_iter()
             .enumerate()
         {
-            for _ in 0..count(i + 1) {
+            for _ in 0..counts[i + 1] {
                 let name_end = wire::skip_name(reply, at).ok_or(PushError::Malformed)?;
                 let skip = wire::get_u16(reply, name_end) == Some(rtype::OPT) || !sections.contains(&section);
                 at = if skip {
@@ -606,9 +602,10 @@ impl Response {
     /// payload size, echoing DO, carrying the extended rcode bits).
     pub fn finish(&mut self) -> &[u8] {
         if !self.finished {
-            for (i, c) in self.counts.iter().enumerate() {
-                let at = 6 + 2 * i;
-                self.buf[at..at + 2].copy_from_slice(&c.to_be_bytes());
+            let counts = self.counts;
+            let mut header = self.header_mut();
+            for (section, count) in counts.into_iter().enumerate() {
+                header.set_count(1 + section, count);
             }
             if self.truncated {
                 self.set_flag(flag::TC, true);
@@ -630,7 +627,7 @@ impl Response {
                     None => self.buf.extend_from_slice(&0u16.to_be_bytes()),
                 }
                 let ar = self.counts[2] + 1;
-                self.buf[10..12].copy_from_slice(&ar.to_be_bytes());
+                self.header_mut().set_count(3, ar);
             }
             self.finished = true;
         }

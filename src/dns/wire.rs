@@ -198,11 +198,11 @@ pub fn get_u32(buf: &[u8], at: usize) -> Option<u32> {
 /// A message's full response code: the header's four bits, extended by its OPT record
 /// when it has one (RFC 6891 6.1.3).
 pub fn message_rcode(msg: &[u8]) -> Rcode {
-    let low = msg.get(3).map_or(0, |b| u16::from(b & 0xF));
+    let low = super::Header::of(msg).map_or(Rcode::NOERROR, |h| h.rcode());
     domain::base::Message::from_octets(msg)
         .ok()
         .and_then(|m| m.opt().map(|o| o.rcode(m.header()).to_int()))
-        .map_or(Rcode(low), Rcode)
+        .map_or(low, Rcode)
 }
 
 /// Skips a possibly compressed name starting at `at`, returning the offset after it.
@@ -355,18 +355,18 @@ pub fn check_record(buf: &[u8], at: usize) -> Option<usize> {
 /// record are tolerated, as miekg/dns does. What passes can be walked with
 /// [`skip_name`] and [`skip_record`] and copied name by name without surprise.
 pub fn check_message(msg: &[u8]) -> bool {
-    if msg.len() < HEADER_LEN {
+    let Some(header) = super::Header::of(msg) else {
         return false;
-    }
-    let count = |i: usize| usize::from(u16::from_be_bytes([msg[4 + 2 * i], msg[5 + 2 * i]]));
+    };
+    let [qd, an, ns, ar] = header.counts().map(usize::from);
     let mut at = HEADER_LEN;
-    for _ in 0..count(0) {
+    for _ in 0..qd {
         match check_name(msg, at) {
             Some(end) if end + 4 <= msg.len() => at = end + 4,
             _ => return false,
         }
     }
-    for _ in 0..count(1) + count(2) + count(3) {
+    for _ in 0..an + ns + ar {
         match check_record(msg, at) {
             Some(end) => at = end,
             None => return false,

@@ -22,6 +22,7 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
 
 use crate::chain::{Rng, UpstreamProto, UpstreamRequest};
+use crate::dns::{Header, HeaderMut};
 
 /// Exchanges in flight per worker; beyond it new ones fail at once.
 pub const MAX_EXCHANGES: usize = 4096;
@@ -122,11 +123,11 @@ impl<W> Upstreams<W> {
         if self.live() >= MAX_EXCHANGES {
             return Err((waiter, io::ErrorKind::WouldBlock));
         }
-        if msg.len() < 12 {
+        let Some(mut header) = HeaderMut::of(msg) else {
             return Err((waiter, io::ErrorKind::InvalidInput));
-        }
+        };
         let id = (Rng::secure_u64() & 0xFFFF) as u16;
-        msg[..2].copy_from_slice(&id.to_be_bytes());
+        header.set_id(id);
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.slots.len() - 1
@@ -187,7 +188,7 @@ impl<W> Upstreams<W> {
                 match sock.recv(buf) {
                     // Only a reply with the ID sent counts; anything else is ignored
                     // and the wait goes on (RFC 5452 section 9.1).
-                    Ok(n) if n >= 12 && buf[..2] == id.to_be_bytes() && buf[2] & 0x80 != 0 => {
+                    Ok(n) if Header::of(&buf[..n]).is_some_and(|h| h.answers(id)) => {
                         break Some(Outcome::Reply(n));
                     }
                     Ok(_) => continue,
@@ -335,7 +336,7 @@ fn tcp_progress(t: &mut TcpState, id: u16, buf: &mut [u8]) -> Option<Outcome> {
     }
     let reply = &t.input[2..2 + len];
     // As over UDP: the ID sent, and QR set (a query echoed back is no answer).
-    if len < 12 || reply[..2] != id.to_be_bytes() || reply[2] & 0x80 == 0 || len > buf.len() {
+    if !Header::of(reply).is_some_and(|h| h.answers(id)) || len > buf.len() {
         return Some(Outcome::Failed(io::ErrorKind::InvalidData));
     }
     buf[..len].copy_from_slice(reply);

@@ -20,7 +20,7 @@ use super::handler::{self, Handled, Refresh, Suspended};
 use super::socket::{self, BATCH, UdpBatch};
 use super::upstream::{Outcome, Upstreams};
 use crate::chain::{UpstreamReply, WorkerCtx};
-use crate::dns::{Rcode, Response, Transport};
+use crate::dns::{Header, Rcode, Response, Transport};
 use crate::plugin::timeouts::Timeouts;
 
 /// Resource limits of a worker's TCP service (RFC 7766 section 6.2 asks for bounded
@@ -549,7 +549,7 @@ impl Worker {
                 let resp = &mut self.replies[i];
                 let Some(listener) = listener else { continue };
                 if dg.truncated {
-                    if dg.data.len() >= 12 && dg.data[2] & 0x80 == 0 {
+                    if Header::of(dg.data).is_some_and(|h| !h.qr()) {
                         resp.start_reject(dg.data, Rcode::FORMERR, None);
                         resp.finish();
                         *slot = Some((dg.from, dg.to));

@@ -545,8 +545,8 @@ fn header(reply: &[u8]) -> domain::base::Header {
     domain::base::Message::from_octets(reply).unwrap().header()
 }
 
-fn rcode(reply: &[u8]) -> u8 {
-    reply[3] & 0xF
+fn rcode(reply: &[u8]) -> u16 {
+    crate::dns::Header::of(reply).unwrap().rcode().0
 }
 
 fn render(c: &Cache) -> String {

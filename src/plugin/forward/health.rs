@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::{HealthOptions, Upstream, health_failed};
+use crate::dns::Header;
 
 /// The running checker.
 pub struct Checker {
@@ -33,7 +34,7 @@ fn probe_message(opts: &HealthOptions, id: u16) -> Vec<u8> {
 fn probe(to: SocketAddr, opts: &HealthOptions, tcp: bool) -> bool {
     let id = (crate::chain::Rng::secure_u64() & 0xFFFF) as u16;
     let msg = probe_message(opts, id);
-    let answered = |reply: &[u8]| reply.len() >= 12 && reply[..2] == id.to_be_bytes() && reply[2] & 0x80 != 0;
+    let answered = |reply: &[u8]| Header::of(reply).is_some_and(|h| h.answers(id));
     if tcp {
         let Ok(mut s) = TcpStream::connect_timeout(&to, PROBE_TIMEOUT) else {
             return false;

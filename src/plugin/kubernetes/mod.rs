@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Rcode, Section, flag};
+use crate::dns::{Header, Rcode, Section, flag};
 use crate::kubernetes::builder::BuilderStats;
 use crate::kubernetes::snapshot::Snapshot;
 use crate::kubernetes::watch::DurationHistogram;
@@ -192,7 +192,7 @@ fn write_chase_query(out: &mut Vec<u8>, name: &[u8], qtype: u16, depth: u8) {
 
 /// Appends the answer records of the server's reply after the CNAMEs; its TC carries over.
 fn append_answers(q: &mut Query<'_, '_>, reply: &[u8]) {
-    if reply.len() >= 12 && u16::from_be_bytes([reply[2], reply[3]]) & flag::TC != 0 {
+    if Header::of(reply).is_some_and(|h| h.tc()) {
         q.resp.set_flag(flag::TC, true);
     }
     let _ = q.resp.copy_sections(reply, &[Section::Answer]);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::chain::{Plugin, Query, Step};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{ResponseType, class, flag, opcode, rtype, wire};
+use crate::dns::{ResponseType, class, opcode, rtype, wire};
 use crate::plugin::SetupCtx;
 
 /// CoreDNS's `{common}` format, the default.
@@ -223,30 +223,18 @@ impl Log {
                 Part::Rsize => write!(out, "{}", resp.len()),
                 Part::Duration => write!(out, "{}s", q.worker.now.elapsed().as_secs_f64()),
                 Part::Id => write!(out, "{}", req.id),
-                Part::Opcode => write!(out, "{}", opcode::name(((req.flags >> 11) & 0xF) as u8)),
+                Part::Opcode => write!(out, "{}", opcode::name(req.flags.opcode())),
                 Part::Do => write!(out, "{}", req.dnssec_ok()),
                 Part::Bufsize => write!(out, "{}", req.max_size()),
                 Part::Rflags => {
-                    let names = [
-                        (flag::QR, "qr"),
-                        (flag::AA, "aa"),
-                        (flag::TC, "tc"),
-                        (flag::RD, "rd"),
-                        (flag::RA, "ra"),
-                        (flag::Z, "z"),
-                        (flag::AD, "ad"),
-                        (flag::CD, "cd"),
-                    ];
                     let mut first = true;
-                    for (bit, name) in names {
-                        if rflags & bit != 0 {
-                            if !first {
-                                out.push(',');
-                            }
-                            out.push_str(name);
-                            first = false;
+                    rflags.for_each_name(|name| {
+                        if !first {
+                            out.push(',');
                         }
-                    }
+                        out.push_str(name);
+                        first = false;
+                    });
                     Ok(())
                 }
                 Part::Metadata => {

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 
 use crate::chain::{Plugin, Query, Rng, RouteTag, Step};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Request, class, rtype, wire};
+use crate::dns::{Header, Request, class, rtype, wire};
 use crate::plugin::{SetupCtx, once};
 
 /// The directive name, and the prefix of its errors.
@@ -338,6 +338,7 @@ fn probe(target: SocketAddr, query: &[u8], state: &State, timing: Timing, stoppe
 /// Sends `query` over UDP and waits up to `timeout` for a reply with its ID (the
 /// reply itself is not looked at), checking for `stopped` every 100 ms.
 fn exchange(target: SocketAddr, query: &[u8], timeout: Duration, stopped: &Receiver<()>) -> Result<(), ProbeError> {
+    let id = Header::of(query).map_or(0, |h| h.id());
     let local: SocketAddr = match target {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -358,7 +359,7 @@ fn exchange(target: SocketAddr, query: &[u8], timeout: Duration, stopped: &Recei
             return Err(ProbeError::Timeout);
         }
         match socket.recv(&mut buf) {
-            Ok(n) if n >= wire::HEADER_LEN && buf[..2] == query[..2] && buf[2] & 0x80 != 0 => return Ok(()),
+            Ok(n) if Header::of(&buf[..n]).is_some_and(|h| h.answers(id)) => return Ok(()),
             Ok(_) => {}
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             Err(e) => return Err(ProbeError::Io(e)),
@@ -611,8 +612,9 @@ mod tests {
         // The retry is answered (any reply with the ID will do).
         let (n, from) = server.recv_from(&mut buf).unwrap();
         assert_eq!(buf[..n], first[..]);
-        buf[2] |= 0x80;
-        buf[3] = 3; // NXDOMAIN
+        let mut header = crate::dns::HeaderMut::of(&mut buf[..n]).unwrap();
+        header.set_flag(crate::dns::flag::QR, true);
+        header.set_rcode(crate::dns::Rcode::NXDOMAIN);
         server.send_to(&buf[..n], from).unwrap();
         let answered = Instant::now();
         wait_until("disarming", Duration::from_secs(2), || {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive, parse_duration};
-use crate::dns::{Rcode, Section};
+use crate::dns::{Header, Rcode, Section};
 use crate::plugin::{SetupCtx, once};
 
 /// Relays queries to one upstream.
@@ -81,7 +81,8 @@ impl Plugin for TestUpstream {
         if msg.len() < qend || msg[12..qend] != *q.req.question() {
             return Step::Fail(Rcode::FORMERR, None);
         }
-        q.resp.start(q.req, Rcode(u16::from(msg[3] & 0xF)));
+        q.resp
+            .start(q.req, Header::of(msg).map_or(Rcode::SERVFAIL, |h| h.rcode()));
         let _ = q
             .resp
             .copy_sections(msg, &[Section::Answer, Section::Authority, Section::Additional]);
