@@ -76,6 +76,14 @@ impl NameKey {
         (end == wire.len()).then_some(k)
     }
 
+    /// Builds a key from a name in presentation form (`www.Example.org`, relative
+    /// names taken as fully qualified, `\.` and `\DDD` escapes), without allocating.
+    pub fn from_text(text: &str) -> Option<NameKey> {
+        let mut wire = [0u8; MAX_NAME_LEN];
+        let len = wire::parse_name(text, &mut wire)?;
+        NameKey::from_wire(&wire[..len])
+    }
+
     /// Reads an uncompressed name at `at`, lower-casing it; returns the offset after it.
     fn fill(&mut self, buf: &[u8], mut at: usize) -> Option<usize> {
         let mut len = 0usize;

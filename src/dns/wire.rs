@@ -408,13 +408,27 @@ pub fn name_to_string(wire: &[u8]) -> String {
 /// fully qualified) into lower-cased wire bytes with the root label. Supports the
 /// `\.` and `\DDD` escapes. Returns `None` for empty labels, over-long labels or names.
 pub fn name_from_str(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() + 2);
+    let mut out = [0u8; MAX_NAME_LEN];
+    let len = parse_name(s, &mut out)?;
+    Some(out[..len].to_vec())
+}
+
+/// [`name_from_str`] into a buffer on the caller's stack: the length written, root
+/// label included. Allocates nothing.
+pub fn parse_name(s: &str, out: &mut [u8; MAX_NAME_LEN]) -> Option<usize> {
     if s == "." {
-        out.push(0);
-        return Some(out);
+        out[0] = 0;
+        return Some(1);
     }
     let bytes = s.as_bytes();
-    let mut label: Vec<u8> = Vec::with_capacity(63);
+    // `len_at` holds the current label's length byte, its bytes follow; a write past
+    // the buffer means a name over 255 bytes once the root label is added.
+    let (mut len_at, mut at) = (0usize, 1usize);
+    fn put(out: &mut [u8; MAX_NAME_LEN], at: &mut usize, b: u8) -> Option<()> {
+        *out.get_mut(*at)? = b.to_ascii_lowercase();
+        *at += 1;
+        Some(())
+    }
     let mut i = 0;
     let mut ended_with_dot = false;
     while i < bytes.len() {
@@ -422,12 +436,13 @@ pub fn name_from_str(s: &str) -> Option<Vec<u8>> {
         ended_with_dot = false;
         match c {
             b'.' => {
-                if label.is_empty() || label.len() > 63 {
+                let label = at - len_at - 1;
+                if label == 0 || label > 63 {
                     return None;
                 }
-                out.push(label.len() as u8);
-                out.extend(label.iter().map(|b| b.to_ascii_lowercase()));
-                label.clear();
+                out[len_at] = label as u8;
+                len_at = at;
+                at += 1;
                 ended_with_dot = true;
                 i += 1;
             }
@@ -438,31 +453,31 @@ pub fn name_from_str(s: &str) -> Option<Vec<u8>> {
                     if v > 255 {
                         return None;
                     }
-                    label.push(v as u8);
+                    put(out, &mut at, v as u8)?;
                     i += 4;
                 } else {
-                    label.push(*bytes.get(i + 1)?);
+                    put(out, &mut at, *bytes.get(i + 1)?)?;
                     i += 2;
                 }
             }
             _ => {
-                label.push(c);
+                put(out, &mut at, c)?;
                 i += 1;
             }
         }
     }
-    if !ended_with_dot {
-        if label.is_empty() || label.len() > 63 {
+    if ended_with_dot {
+        // The length byte reserved for a next label is the root label.
+        at -= 1;
+    } else {
+        let label = at - len_at - 1;
+        if label == 0 || label > 63 {
             return None;
         }
-        out.push(label.len() as u8);
-        out.extend(label.iter().map(|b| b.to_ascii_lowercase()));
+        out[len_at] = label as u8;
     }
-    out.push(0);
-    if out.len() > MAX_NAME_LEN {
-        return None;
-    }
-    Some(out)
+    *out.get_mut(at)? = 0;
+    Some(at + 1)
 }
 
 /// Number of labels (root excluded) in uncompressed wire-format name bytes.
@@ -510,6 +525,139 @@ mod tests {
         assert_eq!(name_from_str("a\\.b.c").unwrap(), b"\x03a.b\x01c\x00");
         assert_eq!(name_to_string(b"\x03a.b\x01c\x00"), "a\\.b.c.");
         assert_eq!(name_from_str("\\065.").unwrap(), b"\x01a\x00");
+    }
+
+    /// The parser as it was before it wrote into a fixed buffer (a Vec per label): the
+    /// new one must accept and refuse exactly the same strings.
+    fn name_from_str_before(s: &str) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(s.len() + 2);
+        if s == "." {
+            out.push(0);
+            return Some(out);
+        }
+        let bytes = s.as_bytes();
+        let mut label: Vec<u8> = Vec::with_capacity(63);
+        let mut i = 0;
+        let mut ended_with_dot = false;
+        while i < bytes.len() {
+            let c = bytes[i];
+            ended_with_dot = false;
+            match c {
+                b'.' => {
+                    if label.is_empty() || label.len() > 63 {
+                        return None;
+                    }
+                    out.push(label.len() as u8);
+                    out.extend(label.iter().map(|b| b.to_ascii_lowercase()));
+                    label.clear();
+                    ended_with_dot = true;
+                    i += 1;
+                }
+                b'\\' => {
+                    let d = bytes.get(i + 1..i + 4);
+                    if let Some(d) = d.filter(|d| d.iter().all(u8::is_ascii_digit)) {
+                        let v = (d[0] - b'0') as u16 * 100 + (d[1] - b'0') as u16 * 10 + (d[2] - b'0') as u16;
+                        if v > 255 {
+                            return None;
+                        }
+                        label.push(v as u8);
+                        i += 4;
+                    } else {
+                        label.push(*bytes.get(i + 1)?);
+                        i += 2;
+                    }
+                }
+                _ => {
+                    label.push(c);
+                    i += 1;
+                }
+            }
+        }
+        if !ended_with_dot {
+            if label.is_empty() || label.len() > 63 {
+                return None;
+            }
+            out.push(label.len() as u8);
+            out.extend(label.iter().map(|b| b.to_ascii_lowercase()));
+        }
+        out.push(0);
+        if out.len() > MAX_NAME_LEN {
+            return None;
+        }
+        Some(out)
+    }
+
+    #[test]
+    fn the_stack_parser_accepts_what_the_old_one_did() {
+        let mut cases: Vec<String> = [
+            "",
+            ".",
+            "..",
+            "a",
+            "a.",
+            ".a",
+            "a..b",
+            "A.B.C",
+            "\\",
+            "a\\",
+            "\\.",
+            "a\\.b",
+            "\\065",
+            "\\256",
+            "\\25",
+            "\\0651",
+            "x.\\046.y",
+            "é.example",
+            "a b.c",
+            "*.Wild",
+            "_srv._tcp.x.",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Label and name lengths around the limits, with and without the final dot.
+        for label in [62, 63, 64] {
+            for n in 1..6 {
+                let name = vec!["x".repeat(label); n].join(".");
+                cases.push(name.clone());
+                cases.push(name + ".");
+            }
+        }
+        for total in 250..=258 {
+            // Labels of 9 (10 bytes each) then one that makes up `total` in wire form.
+            let mut labels = vec!["y".repeat(9); (total - 2) / 10];
+            let rest = total - 2 - 10 * labels.len();
+            if rest > 0 {
+                labels.push("z".repeat(rest));
+            }
+            let name = labels.join(".");
+            cases.push(name.clone());
+            cases.push(name + ".");
+            cases.push(format!("\\{:03}", 65) + &".y".repeat(total / 2));
+        }
+        for c in &cases {
+            let mut buf = [0u8; MAX_NAME_LEN];
+            let new = parse_name(c, &mut buf).map(|n| buf[..n].to_vec());
+            assert_eq!(new, name_from_str_before(c), "{c:?}");
+            assert_eq!(name_from_str(c), name_from_str_before(c), "{c:?}");
+        }
+    }
+
+    /// Names that both parse agree with `domain`'s parser (which keeps the case).
+    #[test]
+    fn names_read_as_domain_reads_them() {
+        for text in [
+            "www.example.org",
+            "www.example.org.",
+            ".",
+            "A.b\\.c",
+            "\\065bc.d",
+            "x-y_z.*.q",
+        ] {
+            let ours = name_from_str(text).unwrap();
+            let theirs: domain::base::Name<Vec<u8>> = text.parse().unwrap();
+            assert_eq!(ours, theirs.as_slice().to_ascii_lowercase(), "{text}");
+        }
     }
 
     #[test]

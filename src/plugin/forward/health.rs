@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::{HealthOptions, Upstream, health_failed};
-use crate::dns::Header;
+use crate::dns::{Header, QueryBuilder, rtype};
 
 /// The running checker.
 pub struct Checker {
@@ -21,13 +21,10 @@ pub struct Checker {
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn probe_message(opts: &HealthOptions, id: u16) -> Vec<u8> {
-    let flags: u16 = if opts.no_rec { 0 } else { 0x0100 };
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&flags.to_be_bytes());
-    m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-    m.extend_from_slice(&opts.domain);
-    m.extend_from_slice(&[0, 2, 0, 1]); // NS IN
-    m
+    QueryBuilder::new(&opts.domain, rtype::NS)
+        .id(id)
+        .rd(!opts.no_rec)
+        .to_vec()
 }
 
 /// Whether `to` answers the probe within the timeout.

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Header, Rcode, Section, flag};
+use crate::dns::{Header, QueryBuilder, Rcode, Section, flag};
 use crate::kubernetes::builder::BuilderStats;
 use crate::kubernetes::snapshot::Snapshot;
 use crate::kubernetes::watch::DurationHistogram;
@@ -180,14 +180,10 @@ fn chase_depth(q: &Query<'_, '_>) -> u8 {
 /// A query for `name`/`qtype` through the server itself, with RD, a large EDNS size
 /// and the chase depth.
 fn write_chase_query(out: &mut Vec<u8>, name: &[u8], qtype: u16, depth: u8) {
-    out.clear();
-    out.extend_from_slice(&[0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1]);
-    out.extend_from_slice(name);
-    out.extend_from_slice(&qtype.to_be_bytes());
-    out.extend_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&[0, 0, 41, 0x10, 0x00, 0, 0, 0, 0, 0, 5]);
-    out.extend_from_slice(&CHASE_OPTION.to_be_bytes());
-    out.extend_from_slice(&[0, 1, depth]);
+    QueryBuilder::new(name, qtype)
+        .edns(4096)
+        .options(&[(CHASE_OPTION, &[depth])])
+        .write(out);
 }
 
 /// Appends the answer records of the server's reply after the CNAMEs; its TC carries over.

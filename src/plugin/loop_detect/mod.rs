@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 
 use crate::chain::{Plugin, Query, Rng, RouteTag, Step};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Header, Request, class, rtype, wire};
+use crate::dns::{Header, QueryBuilder, Request, rtype, wire};
 use crate::plugin::{SetupCtx, once};
 
 /// The directive name, and the prefix of its errors.
@@ -135,13 +135,7 @@ impl Probe {
 
     /// The query CoreDNS sends (miekg/dns `SetQuestion`: RD set, one question, no EDNS).
     fn query(&self, id: u16) -> Vec<u8> {
-        let mut m = Vec::with_capacity(12 + self.key.len() + 4);
-        m.extend_from_slice(&id.to_be_bytes());
-        m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-        m.extend_from_slice(&self.key);
-        m.extend_from_slice(&rtype::HINFO.to_be_bytes());
-        m.extend_from_slice(&class::IN.to_be_bytes());
-        m
+        QueryBuilder::new(&self.key, rtype::HINFO).id(id).to_vec()
     }
 }
 
@@ -497,10 +491,7 @@ mod tests {
     }
 
     fn observe(plugin: &Loop, name: &[u8], qtype: u16) -> Sighting {
-        let mut raw = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-        raw.extend_from_slice(name);
-        raw.extend_from_slice(&qtype.to_be_bytes());
-        raw.extend_from_slice(&class::IN.to_be_bytes());
+        let raw = QueryBuilder::new(name, qtype).id(1).to_vec();
         let client = "127.0.0.1:5353".parse().unwrap();
         let local = "127.0.0.1:1053".parse().unwrap();
         let req = Request::parse(&raw, Transport::Udp, client, local).ok().unwrap();

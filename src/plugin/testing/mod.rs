@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive, parse_duration};
-use crate::dns::{Header, Rcode, Section};
+use crate::dns::{Header, QueryBuilder, Rcode, Section};
 use crate::plugin::{SetupCtx, once};
 
 /// Relays queries to one upstream.
@@ -45,10 +45,9 @@ impl Plugin for TestUpstream {
     }
 
     fn serve(&self, q: &mut Query<'_, '_>) -> Step {
-        let m = &mut q.worker.upstream_msg;
-        m.clear();
-        m.extend_from_slice(&[0, 0, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-        m.extend_from_slice(q.req.question());
+        QueryBuilder::new(q.req.qname_raw(), q.req.qtype)
+            .class(q.req.qclass)
+            .write(&mut q.worker.upstream_msg);
         Step::Upstream(UpstreamRequest {
             to: self.to,
             proto: UpstreamProto::Udp,
