@@ -25,7 +25,7 @@ use domain::rdata::AllRecordData;
 
 use crate::chain::{Chain, Outcome, Plugin, Query, RouteTag, UpstreamProto, UpstreamReply, WorkerCtx};
 use crate::config;
-use crate::dns::{Header, Request, Response, Transport};
+use crate::dns::{Header, Request, Response, Transport, Zone};
 use crate::kubernetes::decode;
 use crate::kubernetes::model::{Object, Resource};
 use crate::kubernetes::snapshot::{Store, StoreOptions};
@@ -430,9 +430,7 @@ fn k8s_plugins() -> &'static [(Arc<Kubernetes>, StoreOptions); 2] {
         let parse = |block: &str| {
             let text = format!("cluster.local in-addr.arpa ip6.arpa {{\n kubernetes {{\n{block}\n }}\n}}\n");
             let corefile = config::parse_str(&text, "fuzz", Path::new("/nonexistent")).expect("parses");
-            let zones: Vec<String> = ["cluster.local.", "in-addr.arpa.", "ip6.arpa."]
-                .map(String::from)
-                .to_vec();
+            let zones = ["cluster.local.", "in-addr.arpa.", "ip6.arpa."].map(|z| Zone::new(z).expect("a zone"));
             let ctx = SetupCtx {
                 zones: &zones,
                 config_dir: PathBuf::from("/nonexistent"),

@@ -8,9 +8,11 @@ pub mod query;
 pub mod request;
 pub mod response;
 pub mod wire;
+pub mod zone;
 
 pub use header::{Flags, Header, HeaderMut};
 pub use query::QueryBuilder;
 pub use request::{Edns, NameKey, Reject, Request, Transport};
 pub use response::{Name, PushError, Rdata, Record, RecordPos, Response, ResponseType, Section, Tail};
 pub use wire::{Rcode, class, flag, opcode, rtype};
+pub use zone::Zone;

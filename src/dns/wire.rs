@@ -491,24 +491,6 @@ pub fn label_count(wire: &[u8]) -> usize {
     n
 }
 
-/// Whether uncompressed wire name `name` equals `zone` or lies below it, label-aligned,
-/// comparing ASCII case-insensitively. Returns the offset in `name` where `zone` starts.
-pub fn zone_suffix_at(name: &[u8], zone: &[u8]) -> Option<usize> {
-    if zone.len() > name.len() {
-        return None;
-    }
-    let start = name.len() - zone.len();
-    // The suffix must begin at a label boundary.
-    let mut at = 0;
-    while at < start {
-        at += 1 + name[at] as usize;
-    }
-    if at != start {
-        return None;
-    }
-    name[start..].eq_ignore_ascii_case(zone).then_some(start)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,16 +640,6 @@ mod tests {
             let theirs: domain::base::Name<Vec<u8>> = text.parse().unwrap();
             assert_eq!(ours, theirs.as_slice().to_ascii_lowercase(), "{text}");
         }
-    }
-
-    #[test]
-    fn suffix_is_label_aligned() {
-        let n = name_from_str("xcluster.local").unwrap();
-        let z = name_from_str("cluster.local").unwrap();
-        assert_eq!(zone_suffix_at(&n, &z), None);
-        let n = name_from_str("a.Cluster.local").unwrap();
-        assert_eq!(zone_suffix_at(&n, &z), Some(2));
-        assert_eq!(zone_suffix_at(&z, &[0]), Some(z.len() - 1));
     }
 
     /// A message of one question (`a.` at 12) and `records` appended, with the counts.

@@ -10,15 +10,15 @@ use std::sync::Arc;
 
 use crate::chain::{Chain, Plugin, RouteTag};
 use crate::config::{ConfigError, Corefile, Directive, ServerKey};
-use crate::dns::wire;
+use crate::dns::{NameKey, Zone};
 use crate::plugin::prometheus::counters::RouteCounters;
 use crate::plugin::timeouts::Timeouts;
 use crate::plugin::{self, Kind, SetupCtx};
 
 /// One server block, built: its zones and its chain.
 pub struct Block {
-    /// The zones of the block's keys, presentation form (`cluster.local.`).
-    pub zones: Vec<String>,
+    /// The zones of the block's keys (`cluster.local.`).
+    pub zones: Vec<Zone>,
     pub chain: Chain,
     /// The block has `ready`: its plugins' readiness counts for `/ready`.
     pub ready: bool,
@@ -26,8 +26,7 @@ pub struct Block {
 
 /// A zone → block entry of a router.
 pub struct Route {
-    /// Lower-cased wire form.
-    zone: Vec<u8>,
+    zone: Zone,
     /// Slot, listener and zone names, for metric labels.
     pub tag: Arc<RouteTag>,
     pub block: Arc<Block>,
@@ -40,11 +39,11 @@ pub struct Router {
 }
 
 impl Router {
-    /// The block whose zone is the longest suffix of `qname` (lower-cased wire), and
-    /// that zone's name. DS queries go to the shortest match instead, so that they
-    /// reach the parent side of a zone cut (as CoreDNS does).
-    pub fn route(&self, qname: &[u8], ds: bool) -> Option<&Route> {
-        let matches = |r: &&Route| wire::zone_suffix_at(qname, &r.zone).is_some();
+    /// The block whose zone is the longest suffix of `qname`, and that zone's name. DS
+    /// queries go to the shortest match instead, so that they reach the parent side of
+    /// a zone cut (as CoreDNS does).
+    pub fn route(&self, qname: &NameKey, ds: bool) -> Option<&Route> {
+        let matches = |r: &&Route| r.zone.contains(qname);
         if ds {
             self.routes.iter().rev().find(matches)
         } else {
@@ -94,7 +93,7 @@ impl Server {
         let mut process = ProcessConfig::default();
         // (listen address, zone) must be unique; listen address -> routes.
         let mut routes: BTreeMap<SocketAddr, (Vec<Route>, bool, Option<Timeouts>)> = BTreeMap::new();
-        let mut seen: HashSet<(SocketAddr, String)> = HashSet::new();
+        let mut seen: HashSet<(SocketAddr, Zone)> = HashSet::new();
         let mut banner = Vec::new();
         for sb in &corefile.blocks {
             let mut keys = Vec::new();
@@ -104,7 +103,7 @@ impl Server {
                     Err(e) => errors.push(e),
                 }
             }
-            let zones: Vec<String> = keys.iter().flat_map(|k| k.zones.iter().cloned()).collect();
+            let zones: Vec<Zone> = keys.iter().flat_map(|k| k.zones.iter().cloned()).collect();
             // A block with errors still goes on (with what could be built), so that its
             // zones count when later blocks are checked for duplicates.
             let BlockParts {
@@ -147,16 +146,12 @@ impl Server {
                             ));
                             continue;
                         }
-                        let Some(zone_wire) = wire::name_from_str(zone) else {
-                            errors.push(ConfigError::at(&key.loc, format!("invalid zone '{zone}'")));
-                            continue;
-                        };
                         let entry = routes.entry(addr).or_insert_with(|| (Vec::new(), bound, None));
                         if entry.2.is_none() {
                             entry.2 = timeouts;
                         }
                         entry.0.push(Route {
-                            zone: zone_wire,
+                            zone: zone.clone(),
                             tag: Arc::new(RouteTag {
                                 slot: 0,
                                 server: "".into(),
@@ -178,8 +173,9 @@ impl Server {
             .map(|(addr, (mut routes, bound, timeouts))| {
                 routes.sort_by(|a, b| {
                     b.zone
+                        .wire()
                         .len()
-                        .cmp(&a.zone.len())
+                        .cmp(&a.zone.wire().len())
                         .then_with(|| a.tag.zone.cmp(&b.tag.zone))
                 });
                 let label = if bound {
@@ -303,7 +299,7 @@ impl ProcessConfig {
 /// `errors` and the rest is built anyway.
 fn build_chain(
     directives: &[Directive],
-    zones: &[String],
+    zones: &[Zone],
     opts: &BuildOptions<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> BlockParts {

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use crate::chain::{Plugin, Query, Rng, RouteTag, Step};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Rcode, Request, Response, ResponseType, Section, flag, rtype, wire};
+use crate::dns::{Rcode, Request, Response, ResponseType, Section, Zone, flag, rtype, wire};
 use crate::metrics::{Families, bump};
 use crate::plugin::{SetupCtx, once};
 
@@ -133,7 +133,7 @@ impl Cache {
 
     /// Whether the query's name is under one of the cache's zones.
     fn covers(&self, req: &Request<'_>) -> bool {
-        under_any(req, &self.opts.zones)
+        Zone::any_contains(&self.opts.zones, &req.qname)
     }
 
     fn counters(&self, q: &Query<'_, '_>) -> Option<&Counters> {
@@ -204,7 +204,7 @@ impl Cache {
             Kind::Success => &self.opts.disable_success,
             Kind::Denial => &self.opts.disable_denial,
         };
-        if under_any(q.req, disabled) {
+        if Zone::any_contains(disabled, &q.req.qname) {
             return;
         }
         let now = q.worker.now;
@@ -294,11 +294,6 @@ impl Cache {
             }
         }
     }
-}
-
-/// Whether the query's name is at or below one of `zones`.
-fn under_any(req: &Request<'_>, zones: &[Box<[u8]>]) -> bool {
-    zones.iter().any(|z| req.qname.labels_before(z).is_some())
 }
 
 /// Whether the reply is a real answer to a refresh: written by a plugin (not a failure

@@ -24,7 +24,7 @@ fn parse_block(corefile: &str) -> Result<Options, ConfigError> {
         .iter()
         .filter(|d| d.name.text == NAME)
         .collect();
-    let zones = ["example.org.".to_owned()];
+    let zones = [Zone::new("example.org.").unwrap()];
     let ctx = SetupCtx {
         zones: &zones,
         config_dir: "/nonexistent".into(),
@@ -46,8 +46,8 @@ fn error(cache_lines: &str) -> String {
     }
 }
 
-fn wire_zone(name: &str) -> Box<[u8]> {
-    wire::name_from_str(name).unwrap().into_boxed_slice()
+fn wire_zone(name: &str) -> Zone {
+    Zone::new(name).unwrap()
 }
 
 #[test]
@@ -1237,7 +1237,7 @@ fn the_environment_knob_selects_per_worker_stores() {
     assert!(!per_worker_knob(Some("0")));
     assert!(!per_worker_knob(Some("")));
     assert!(per_worker_knob(Some("1")));
-    let zones = ["example.org.".to_owned()];
+    let zones = [Zone::new("example.org.").unwrap()];
     let ctx = SetupCtx {
         zones: &zones,
         config_dir: "/".into(),

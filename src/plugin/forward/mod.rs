@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Header, Rcode, Section, Transport, flag, wire};
+use crate::dns::{Header, Rcode, Section, Transport, Zone, flag, wire};
 use crate::kubernetes::snapshot::FxHasher;
 use crate::metrics::{Families, Histogram};
 use crate::plugin::{SetupCtx, once};
@@ -156,8 +156,7 @@ impl Forward {
     /// Whether this plugin forwards `q`'s name: at or below FROM and not excepted.
     fn matches(&self, q: &Query<'_, '_>) -> bool {
         let name = &q.req.qname;
-        name.labels_before(&self.opts.from).is_some()
-            && !self.opts.except.iter().any(|e| name.labels_before(e).is_some())
+        self.opts.from.contains(name) && !Zone::any_contains(&self.opts.except, name)
     }
 
     /// The next upstream to try, by policy, among those not tried yet; healthy ones

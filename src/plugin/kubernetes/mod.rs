@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::chain::{ChainError, Plugin, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Header, QueryBuilder, Rcode, Section, flag};
+use crate::dns::{Header, QueryBuilder, Rcode, Section, Zone, flag};
 use crate::kubernetes::builder::BuilderStats;
 use crate::kubernetes::snapshot::Snapshot;
 use crate::kubernetes::watch::DurationHistogram;
@@ -90,7 +90,7 @@ impl Kubernetes {
         self.opts
             .fallthrough
             .as_ref()
-            .is_some_and(|zones| zones.iter().any(|z| name.labels_before(z).is_some()))
+            .is_some_and(|zones| Zone::any_contains(zones, name))
     }
 
     /// Answers into `q.resp`; returns the step.
@@ -328,7 +328,7 @@ mod tests {
             std::path::Path::new("/"),
         )
         .unwrap();
-        let zones = ["cluster.local.".to_owned()];
+        let zones = [Zone::new("cluster.local.").unwrap()];
         let ctx = SetupCtx {
             zones: &zones,
             config_dir: "/".into(),

@@ -307,7 +307,7 @@ mod tests {
             .iter()
             .filter(|d| d.name.text == NAME)
             .collect();
-        let zones = [".".to_owned()];
+        let zones = [crate::dns::Zone::new(".").unwrap()];
         let ctx = SetupCtx {
             zones: &zones,
             config_dir: "/nonexistent".into(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::chain::{Plugin, Query, Step};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{ResponseType, class, opcode, rtype, wire};
+use crate::dns::{ResponseType, Zone, class, opcode, rtype};
 use crate::plugin::SetupCtx;
 
 /// CoreDNS's `{common}` format, the default.
@@ -67,8 +67,8 @@ enum Part {
 /// `log NAME... FORMAT { class ... }` compiled.
 #[derive(Clone, Debug)]
 struct Rule {
-    /// Lower-cased wire name the query must be at or below.
-    scope: Vec<u8>,
+    /// The query's name must be at or below this.
+    scope: Zone,
     format: Vec<Part>,
     classes: Classes,
 }
@@ -125,7 +125,7 @@ pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Arc<dyn Plugin>, C
         }
         let parts = parse_format(format);
         for name in args {
-            let scope = wire::name_from_str(name).ok_or_else(|| d.err("log", format!("invalid name '{name}'")))?;
+            let scope = Zone::new(name).ok_or_else(|| d.err("log", format!("invalid name '{name}'")))?;
             rules.push(Rule {
                 scope,
                 format: parts.clone(),
@@ -264,11 +264,7 @@ impl Plugin for Log {
     }
 
     fn on_response(&self, q: &mut Query<'_, '_>) {
-        let Some(rule) = self
-            .rules
-            .iter()
-            .find(|r| q.req.qname.labels_before(&r.scope).is_some())
-        else {
+        let Some(rule) = self.rules.iter().find(|r| r.scope.contains(&q.req.qname)) else {
             return;
         };
         if !rule.classes.includes(q.resp.response_type(q.req.qtype)) {

@@ -15,7 +15,7 @@ fn setup_from(corefile: &str) -> Result<(SocketAddr, Arc<dyn Plugin>), ConfigErr
         .iter()
         .filter(|d| d.name.as_str() == NAME)
         .collect();
-    let zones = ["example.org.".to_owned()];
+    let zones = [crate::dns::Zone::new("example.org.").unwrap()];
     let ctx = SetupCtx {
         zones: &zones,
         config_dir: "/nonexistent".into(),
