@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::build::Server;
 use super::handler::{self, Handled, Refresh, Suspended};
 use super::socket::{self, BATCH, UdpBatch};
-use super::upstream::{Outcome, Upstreams};
+use super::upstream::{ExchangeOutcome, Upstreams};
 use crate::chain::{UpstreamReply, WorkerCtx};
 use crate::dns::{Header, Rcode, Response, Transport};
 use crate::plugin::timeouts::Timeouts;
@@ -642,9 +642,9 @@ impl Worker {
                 .store(self.upstreams.live() as u64, Ordering::Relaxed);
             for w in waiters {
                 let reply = match outcome {
-                    Outcome::Reply(n) => UpstreamReply::Message(&buf[..n]),
-                    Outcome::Timeout => UpstreamReply::Timeout,
-                    Outcome::Failed(k) => UpstreamReply::Failed(k),
+                    ExchangeOutcome::Reply(n) => UpstreamReply::Message(&buf[..n]),
+                    ExchangeOutcome::Timeout => UpstreamReply::Timeout,
+                    ExchangeOutcome::Failed(k) => UpstreamReply::Failed(k),
                 };
                 self.resumed(w, reply);
             }
