@@ -58,33 +58,9 @@ impl Response {
         if rd_end > msg.len() {
             return Err(PushError::Malformed);
         }
-        if section < self.section {
-            return Err(PushError::OutOfOrder);
-        }
-        self.section = section;
-        if self.truncated {
-            return Err(PushError::Truncated);
-        }
-        let start = self.buf.len();
-        let mark = self.targets.len();
-        let result = self.copy_record(&owner[..olen], rtype, class, ttl, msg, rd_start, rd_end);
-        if result.is_err() || self.buf.len() > self.limit {
-            self.buf.truncate(start);
-            self.targets.truncate(mark);
-            if let Err(PushError::Malformed) = result {
-                return Err(PushError::Malformed);
-            }
-            self.truncated = true;
-            return Err(PushError::Truncated);
-        }
-        self.counts[section as usize] += 1;
-        self.records.push(RecordPos {
-            start: start as u16,
-            ttl_at: result.unwrap_or(0) as u16,
-            end: self.buf.len() as u16,
-            rtype,
-            section,
-        });
+        self.push_with(section, rtype, |r| {
+            r.copy_record(&owner[..olen], rtype, class, ttl, msg, rd_start, rd_end)
+        })?;
         Ok(rd_end)
     }
 

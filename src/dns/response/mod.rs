@@ -215,6 +215,48 @@ impl Response {
         self.finished
     }
 
+    /// Writes one record into `section` with `write` (which returns the offset of the
+    /// record's TTL field), or leaves it out: a section before the current one is
+    /// refused; a record that is malformed, or that does not fit the client's size, is
+    /// taken back whole (its bytes and its compression targets), and one that does not
+    /// fit sets TC and ends the reply's records.
+    #[inline]
+    fn push_with(
+        &mut self,
+        section: Section,
+        rtype: u16,
+        write: impl FnOnce(&mut Response) -> Result<usize, PushError>,
+    ) -> Result<(), PushError> {
+        if section < self.section {
+            return Err(PushError::OutOfOrder);
+        }
+        self.section = section;
+        if self.truncated {
+            return Err(PushError::Truncated);
+        }
+        let start = self.buf.len();
+        let mark = self.targets.len();
+        let written = write(self);
+        if written.is_err() || self.buf.len() > self.limit {
+            self.buf.truncate(start);
+            self.targets.truncate(mark);
+            if written == Err(PushError::Malformed) {
+                return Err(PushError::Malformed);
+            }
+            self.truncated = true;
+            return Err(PushError::Truncated);
+        }
+        self.counts[section as usize] += 1;
+        self.records.push(RecordPos {
+            start: start as u16,
+            ttl_at: written.unwrap_or(0) as u16,
+            end: self.buf.len() as u16,
+            rtype,
+            section,
+        });
+        Ok(())
+    }
+
     /// The size of the OPT record `finish` appends (none without EDNS).
     fn opt_len(&self) -> usize {
         match (self.edns, &self.cookie) {

@@ -148,35 +148,7 @@ pub enum PushError {
 impl Response {
     /// Appends one record to `section`.
     pub fn push(&mut self, section: Section, rr: &Record<'_>) -> Result<(), PushError> {
-        if section < self.section {
-            return Err(PushError::OutOfOrder);
-        }
-        self.section = section;
-        if self.truncated {
-            return Err(PushError::Truncated);
-        }
-        let start = self.buf.len();
-        let mark = self.targets.len();
-        let written = self.write_record(rr);
-        if written.is_err() || self.buf.len() > self.limit {
-            self.buf.truncate(start);
-            self.targets.truncate(mark);
-            if written == Err(PushError::Malformed) {
-                return Err(PushError::Malformed);
-            }
-            self.truncated = true;
-            return Err(PushError::Truncated);
-        }
-        let ttl_at = written.unwrap_or(0);
-        self.counts[section as usize] += 1;
-        self.records.push(RecordPos {
-            start: start as u16,
-            ttl_at: ttl_at as u16,
-            end: self.buf.len() as u16,
-            rtype: rr.rtype,
-            section,
-        });
-        Ok(())
+        self.push_with(section, rr.rtype, |r| r.write_record(rr))
     }
 
     /// Shorthand for [`Self::push`] to the answer section, ignoring truncation (it is
