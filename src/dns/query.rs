@@ -80,6 +80,16 @@ impl<'a> QueryBuilder<'a> {
         }
     }
 
+    /// Authentic data: in a query, that the client understands the AD bit of the
+    /// reply (RFC 6840 5.7).
+    #[must_use]
+    pub fn ad(self, on: bool) -> Self {
+        QueryBuilder {
+            flags: self.flags.with(flag::AD, on),
+            ..self
+        }
+    }
+
     /// Adds an OPT record advertising `udp_size` (RFC 6891 6.2.3).
     #[must_use]
     pub fn edns(self, udp_size: u16) -> Self {
@@ -212,10 +222,11 @@ mod tests {
         let out = QueryBuilder::new(b"\x03WwW\x00", rtype::NS)
             .rd(false)
             .cd(true)
+            .ad(true)
             .class(class::CH)
             .to_vec();
         let m = parse(&out);
-        assert!(!m.header().rd() && m.header().cd());
+        assert!(!m.header().rd() && m.header().cd() && m.header().ad());
         let q = m.sole_question().unwrap();
         assert_eq!(q.qclass(), Class::CH);
         assert_eq!(&out[HEADER_LEN..HEADER_LEN + 5], b"\x03WwW\x00");

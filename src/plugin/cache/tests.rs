@@ -10,7 +10,7 @@ use super::setup::{Options, Policy, Prefetch, Stale, StaleMode};
 use super::store::{Key, per_shard};
 use super::*;
 use crate::chain::WorkerCtx;
-use crate::dns::{Name, Rdata, Record, Transport};
+use crate::dns::{Name, QueryBuilder, Rdata, Record, Transport};
 use crate::metrics::Families;
 
 // --- setup ---------------------------------------------------------------------------
@@ -319,29 +319,18 @@ impl Ask {
     }
 
     fn raw(&self) -> Vec<u8> {
-        let mut flags = flag::RD;
-        if self.cd {
-            flags |= flag::CD;
-        }
-        if self.ad {
-            flags |= flag::AD;
-        }
-        let mut m = vec![0xAB, 0xCD];
-        m.extend_from_slice(&flags.to_be_bytes());
-        m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(self.edns.is_some())]);
+        // The name as spelled: the cache must keep the client's case.
+        let mut name = Vec::new();
         for label in self.name.trim_end_matches('.').split('.') {
-            m.push(label.len() as u8);
-            m.extend_from_slice(label.as_bytes());
+            name.push(label.len() as u8);
+            name.extend_from_slice(label.as_bytes());
         }
-        m.push(0);
-        m.extend_from_slice(&self.qtype.to_be_bytes());
-        m.extend_from_slice(&1u16.to_be_bytes());
-        if let Some(size) = self.edns {
-            m.extend_from_slice(&[0, 0, 41]);
-            m.extend_from_slice(&size.to_be_bytes());
-            m.extend_from_slice(&[0, 0, if self.dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+        name.push(0);
+        let q = QueryBuilder::new(&name, self.qtype).id(0xABCD).cd(self.cd).ad(self.ad);
+        match self.edns {
+            Some(size) => q.edns(size).dnssec_ok(self.dnssec_ok).to_vec(),
+            None => q.to_vec(),
         }
-        m
     }
 }
 

@@ -885,10 +885,9 @@ mod tests {
 
     /// Like [`ask_plugin`], with the records the query visited (its work budget spent).
     fn ask_counting(h: &dyn Plugin, name: &str, qtype: u16) -> (Step, Option<Vec<u8>>, u32) {
-        let mut raw = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        raw.extend_from_slice(&wire_as_spelled(name));
-        raw.extend_from_slice(&qtype.to_be_bytes());
-        raw.extend_from_slice(&1u16.to_be_bytes());
+        let raw = crate::dns::QueryBuilder::new(&wire_as_spelled(name), qtype)
+            .id(0x1234)
+            .to_vec();
         let a = "127.0.0.1:1".parse().unwrap();
         let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
         let mut resp = Response::new();
