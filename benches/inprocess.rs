@@ -279,7 +279,7 @@ fn large_answers(quick: bool) {
         Path::new("."),
     )
     .expect("parses");
-    let zones = ["cluster.local.".to_owned()];
+    let zones = [clusterdns::dns::Zone::new("cluster.local.").unwrap()];
     let ctx = SetupCtx {
         zones: &zones,
         config_dir: ".".into(),

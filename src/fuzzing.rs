@@ -25,7 +25,7 @@ use domain::rdata::AllRecordData;
 
 use crate::chain::{Chain, Handler, Outcome, Query, RouteTag, UpstreamProto, UpstreamReply, WorkerCtx};
 use crate::config;
-use crate::dns::{Request, Response, Transport};
+use crate::dns::{Header, Request, Response, Transport, Zone};
 use crate::kubernetes::decode;
 use crate::kubernetes::model::{Object, Resource};
 use crate::kubernetes::snapshot::{Store, StoreOptions};
@@ -290,8 +290,12 @@ fn exchange(
 /// with `strict`, the data of every record parses too. Over UDP it must fit the size
 /// the client allows.
 fn check_reply(query: &[u8], reply: &[u8], transport: Transport, strict: bool) {
-    assert!(reply.len() >= 12, "a reply shorter than a header: {reply:02x?}");
-    assert_eq!(reply[..2], query[..2], "the reply's ID is not the query's");
+    let header = Header::of(reply).unwrap_or_else(|| panic!("a reply shorter than a header: {reply:02x?}"));
+    assert_eq!(
+        Header::of(query).map(|q| q.id()),
+        Some(header.id()),
+        "the reply's ID is not the query's"
+    );
     if let Err(e) = parse_message(reply, strict) {
         panic!("malformed reply ({e}): {reply:02x?}");
     }
@@ -431,9 +435,7 @@ fn k8s_plugins() -> &'static [(Arc<Kubernetes>, StoreOptions); 2] {
         let parse = |block: &str| {
             let text = format!("cluster.local in-addr.arpa ip6.arpa {{\n kubernetes {{\n{block}\n }}\n}}\n");
             let corefile = config::parse_str(&text, "fuzz", Path::new("/nonexistent")).expect("parses");
-            let zones: Vec<String> = ["cluster.local.", "in-addr.arpa.", "ip6.arpa."]
-                .map(String::from)
-                .to_vec();
+            let zones = ["cluster.local.", "in-addr.arpa.", "ip6.arpa."].map(|z| Zone::new(z).expect("a zone"));
             let ctx = SetupCtx {
                 zones: &zones,
                 config_dir: PathBuf::from("/nonexistent"),
@@ -730,13 +732,9 @@ pub fn forward_reply(data: &[u8]) {
     let strict = parse_message(reply, true).is_ok();
     // The worker passes a reply on only with a header (and over UDP, with QR); a
     // shorter one, or another datagram, leaves the query to time out.
-    let upstream: Upstream<'_> = &|s| {
-        let qr = reply.get(2).is_some_and(|b| b & 0x80 != 0);
-        if reply.len() < 12 || (s.request.proto == UpstreamProto::Udp && !qr) {
-            UpstreamReply::Timeout
-        } else {
-            UpstreamReply::Message(reply)
-        }
+    let upstream: Upstream<'_> = &|s| match Header::of(reply) {
+        Some(h) if h.qr() || s.request.proto != UpstreamProto::Udp => UpstreamReply::Message(reply),
+        _ => UpstreamReply::Timeout,
     };
     let variant = (sel >> 1) & 3;
     if variant == 3 {

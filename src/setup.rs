@@ -195,8 +195,8 @@ pub fn implemented(table: &[Spec]) -> Vec<&'static str> {
 
 /// What a plugin's setup knows about the server block it is in.
 pub struct SetupCtx<'a> {
-    /// The block's zones, lower-cased and fully qualified (`cluster.local.`).
-    pub zones: &'a [String],
+    /// The block's zones (`cluster.local.`), in the order of its keys.
+    pub zones: &'a [crate::dns::Zone],
     /// The directory relative paths are taken from (the Corefile's).
     pub config_dir: PathBuf,
     /// How many worker threads will run the chain (for per-worker state).

@@ -454,7 +454,7 @@ fn parse_corefile(text: &str) -> config::Corefile {
 /// key keeps its list private, so it is read from the key's Debug form.
 fn watched_paths(corefile: &config::Corefile) -> BTreeSet<String> {
     let block = &corefile.blocks[0];
-    let zones = [".".to_string()];
+    let zones = [clusterdns::dns::Zone::new(".").unwrap()];
     let ctx = SetupCtx {
         zones: &zones,
         config_dir: PathBuf::from("."),

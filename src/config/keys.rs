@@ -6,13 +6,14 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use super::{ConfigError, Loc, Token};
+use crate::dns::Zone;
 
 /// One server-block key, parsed: `[dns://]ZONE[:PORT]`, ZONE may be a CIDR.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerKey {
-    /// The zones this key covers, lower-cased, fully qualified, presentation form
-    /// ("cluster.local.", "."); a CIDR key gives one or more reverse zones.
-    pub zones: Vec<String>,
+    /// The zones this key covers ("cluster.local.", "."); a CIDR key gives one or
+    /// more reverse zones.
+    pub zones: Vec<Zone>,
     /// The port to listen on.
     pub port: u16,
     /// Where the key was written.
@@ -65,17 +66,37 @@ impl ServerKey {
             Some(p) => parse_port(p).ok_or_else(|| err(format!("invalid port '{p}' in key '{key}'")))?,
         };
 
-        let zones = if zone.contains('/') {
+        let names = if zone.contains('/') {
             reverse_zones_for_cidr(zone).ok_or_else(|| err(format!("invalid CIDR '{zone}' in key '{key}'")))?
         } else {
             vec![normalize_zone(zone).map_err(|why| err(format!("invalid zone '{zone}' in key '{key}': {why}")))?]
         };
+        // Both forms are valid names by construction (letters, digits, `-_*`, lengths
+        // checked); a failure here would be a bug, reported as a bad key all the same.
+        let zones = names
+            .iter()
+            .map(|z| Zone::new(z).ok_or_else(|| err(format!("invalid zone '{z}' in key '{key}'"))))
+            .collect::<Result<Vec<Zone>, ConfigError>>()?;
         Ok(ServerKey {
             zones,
             port,
             loc: tok.loc.clone(),
         })
     }
+}
+
+/// Zones written as a plugin's arguments (`cache 30 ZONES...`, `hosts FILE ZONES...`,
+/// `fallthrough ZONES...`), normalized like server-block keys: lower-cased, fully
+/// qualified, a CIDR standing for its reverse zones. An argument that is no zone is an
+/// error prefixed with `prefix` (the plugin's name), where CoreDNS would drop it.
+pub fn zone_args(prefix: &str, args: &[Token]) -> Result<Vec<Zone>, ConfigError> {
+    let mut zones = Vec::new();
+    for tok in args {
+        let key = ServerKey::parse(tok, 53)
+            .map_err(|_| ConfigError::at(&tok.loc, format!("{prefix}: invalid zone '{}'", tok.text)))?;
+        zones.extend(key.zones);
+    }
+    Ok(zones)
 }
 
 /// A port number, 1 to 65535, in decimal digits only (no sign).
@@ -188,7 +209,7 @@ mod tests {
 
     fn key(text: &str) -> (Vec<String>, u16) {
         let k = ServerKey::parse(&tok(text), 53).unwrap_or_else(|e| panic!("{e}"));
-        (k.zones, k.port)
+        (k.zones.iter().map(|z| z.as_str().to_owned()).collect(), k.port)
     }
 
     fn key_err(text: &str) -> String {

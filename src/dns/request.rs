@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 
 use super::cookie::{self, Cookie};
 
-use super::wire::{self, MAX_NAME_LEN, MIN_UDP_PAYLOAD, QNAME_OFFSET, flag, opcode, rtype};
+use super::header::{Flags, Header};
+use super::wire::{self, MAX_NAME_LEN, MIN_UDP_PAYLOAD, QNAME_OFFSET, opcode, rtype};
 
 /// How a query arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -73,6 +74,14 @@ impl NameKey {
         let mut k = NameKey::empty();
         let end = k.fill(wire, 0)?;
         (end == wire.len()).then_some(k)
+    }
+
+    /// Builds a key from a name in presentation form (`www.Example.org`, relative
+    /// names taken as fully qualified, `\.` and `\DDD` escapes), without allocating.
+    pub fn from_text(text: &str) -> Option<NameKey> {
+        let mut wire = [0u8; MAX_NAME_LEN];
+        let len = wire::parse_name(text, &mut wire)?;
+        NameKey::from_wire(&wire[..len])
     }
 
     /// Reads an uncompressed name at `at`, lower-casing it; returns the offset after it.
@@ -180,7 +189,7 @@ pub struct Request<'a> {
     pub raw: &'a [u8],
     pub id: u16,
     /// The second header word (QR, opcode, AA, TC, RD, RA, Z, AD, CD, rcode).
-    pub flags: u16,
+    pub flags: Flags,
     /// Offset just past the question's name; the question is `raw[12..qname_end + 4]`.
     pub qname_end: usize,
     pub qtype: u16,
@@ -210,27 +219,22 @@ impl<'a> Request<'a> {
         client: SocketAddr,
         local: SocketAddr,
     ) -> Result<Request<'a>, Reject> {
-        if raw.len() < wire::HEADER_LEN {
-            return Err(Reject::Drop);
-        }
-        let id = u16::from_be_bytes([raw[0], raw[1]]);
-        let flags = u16::from_be_bytes([raw[2], raw[3]]);
-        if flags & flag::QR != 0 {
+        let header = Header::of(raw).ok_or(Reject::Drop)?;
+        let (id, flags) = (header.id(), header.flags());
+        if flags.qr() {
             return Err(Reject::Drop);
         }
         let formerr = Reject::Error {
             rcode: super::Rcode::FORMERR,
             question_end: None,
         };
-        let op = ((flags >> 11) & 0xF) as u8;
-        if op != opcode::QUERY {
+        if flags.opcode() != opcode::QUERY {
             return Err(Reject::Error {
                 rcode: super::Rcode::NOTIMP,
                 question_end: None,
             });
         }
-        let counts = |i: usize| u16::from_be_bytes([raw[4 + 2 * i], raw[5 + 2 * i]]);
-        let (qd, an, ns, ar) = (counts(0), counts(1), counts(2), counts(3));
+        let [qd, an, ns, ar] = header.counts();
         if qd != 1 || an > 1 || ns > 1 || ar > 2 {
             return Err(formerr);
         }
@@ -371,12 +375,12 @@ impl<'a> Request<'a> {
 
     #[inline]
     pub fn rd(&self) -> bool {
-        self.flags & flag::RD != 0
+        self.flags.rd()
     }
 
     #[inline]
     pub fn cd(&self) -> bool {
-        self.flags & flag::CD != 0
+        self.flags.cd()
     }
 
     #[inline]

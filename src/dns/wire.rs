@@ -198,11 +198,11 @@ pub fn get_u32(buf: &[u8], at: usize) -> Option<u32> {
 /// A message's full response code: the header's four bits, extended by its OPT record
 /// when it has one (RFC 6891 6.1.3).
 pub fn message_rcode(msg: &[u8]) -> Rcode {
-    let low = msg.get(3).map_or(0, |b| u16::from(b & 0xF));
+    let low = super::Header::of(msg).map_or(Rcode::NOERROR, |h| h.rcode());
     domain::base::Message::from_octets(msg)
         .ok()
         .and_then(|m| m.opt().map(|o| o.rcode(m.header()).to_int()))
-        .map_or(Rcode(low), Rcode)
+        .map_or(low, Rcode)
 }
 
 /// Skips a possibly compressed name starting at `at`, returning the offset after it.
@@ -355,18 +355,18 @@ pub fn check_record(buf: &[u8], at: usize) -> Option<usize> {
 /// record are tolerated, as miekg/dns does. What passes can be walked with
 /// [`skip_name`] and [`skip_record`] and copied name by name without surprise.
 pub fn check_message(msg: &[u8]) -> bool {
-    if msg.len() < HEADER_LEN {
+    let Some(header) = super::Header::of(msg) else {
         return false;
-    }
-    let count = |i: usize| usize::from(u16::from_be_bytes([msg[4 + 2 * i], msg[5 + 2 * i]]));
+    };
+    let [qd, an, ns, ar] = header.counts().map(usize::from);
     let mut at = HEADER_LEN;
-    for _ in 0..count(0) {
+    for _ in 0..qd {
         match check_name(msg, at) {
             Some(end) if end + 4 <= msg.len() => at = end + 4,
             _ => return false,
         }
     }
-    for _ in 0..count(1) + count(2) + count(3) {
+    for _ in 0..an + ns + ar {
         match check_record(msg, at) {
             Some(end) => at = end,
             None => return false,
@@ -408,13 +408,27 @@ pub fn name_to_string(wire: &[u8]) -> String {
 /// fully qualified) into lower-cased wire bytes with the root label. Supports the
 /// `\.` and `\DDD` escapes. Returns `None` for empty labels, over-long labels or names.
 pub fn name_from_str(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() + 2);
+    let mut out = [0u8; MAX_NAME_LEN];
+    let len = parse_name(s, &mut out)?;
+    Some(out[..len].to_vec())
+}
+
+/// [`name_from_str`] into a buffer on the caller's stack: the length written, root
+/// label included. Allocates nothing.
+pub fn parse_name(s: &str, out: &mut [u8; MAX_NAME_LEN]) -> Option<usize> {
     if s == "." {
-        out.push(0);
-        return Some(out);
+        out[0] = 0;
+        return Some(1);
     }
     let bytes = s.as_bytes();
-    let mut label: Vec<u8> = Vec::with_capacity(63);
+    // `len_at` holds the current label's length byte, its bytes follow; a write past
+    // the buffer means a name over 255 bytes once the root label is added.
+    let (mut len_at, mut at) = (0usize, 1usize);
+    fn put(out: &mut [u8; MAX_NAME_LEN], at: &mut usize, b: u8) -> Option<()> {
+        *out.get_mut(*at)? = b.to_ascii_lowercase();
+        *at += 1;
+        Some(())
+    }
     let mut i = 0;
     let mut ended_with_dot = false;
     while i < bytes.len() {
@@ -422,12 +436,13 @@ pub fn name_from_str(s: &str) -> Option<Vec<u8>> {
         ended_with_dot = false;
         match c {
             b'.' => {
-                if label.is_empty() || label.len() > 63 {
+                let label = at - len_at - 1;
+                if label == 0 || label > 63 {
                     return None;
                 }
-                out.push(label.len() as u8);
-                out.extend(label.iter().map(|b| b.to_ascii_lowercase()));
-                label.clear();
+                out[len_at] = label as u8;
+                len_at = at;
+                at += 1;
                 ended_with_dot = true;
                 i += 1;
             }
@@ -438,31 +453,31 @@ pub fn name_from_str(s: &str) -> Option<Vec<u8>> {
                     if v > 255 {
                         return None;
                     }
-                    label.push(v as u8);
+                    put(out, &mut at, v as u8)?;
                     i += 4;
                 } else {
-                    label.push(*bytes.get(i + 1)?);
+                    put(out, &mut at, *bytes.get(i + 1)?)?;
                     i += 2;
                 }
             }
             _ => {
-                label.push(c);
+                put(out, &mut at, c)?;
                 i += 1;
             }
         }
     }
-    if !ended_with_dot {
-        if label.is_empty() || label.len() > 63 {
+    if ended_with_dot {
+        // The length byte reserved for a next label is the root label.
+        at -= 1;
+    } else {
+        let label = at - len_at - 1;
+        if label == 0 || label > 63 {
             return None;
         }
-        out.push(label.len() as u8);
-        out.extend(label.iter().map(|b| b.to_ascii_lowercase()));
+        out[len_at] = label as u8;
     }
-    out.push(0);
-    if out.len() > MAX_NAME_LEN {
-        return None;
-    }
-    Some(out)
+    *out.get_mut(at)? = 0;
+    Some(at + 1)
 }
 
 /// Number of labels (root excluded) in uncompressed wire-format name bytes.
@@ -474,24 +489,6 @@ pub fn label_count(wire: &[u8]) -> usize {
         at += 1 + wire[at] as usize;
     }
     n
-}
-
-/// Whether uncompressed wire name `name` equals `zone` or lies below it, label-aligned,
-/// comparing ASCII case-insensitively. Returns the offset in `name` where `zone` starts.
-pub fn zone_suffix_at(name: &[u8], zone: &[u8]) -> Option<usize> {
-    if zone.len() > name.len() {
-        return None;
-    }
-    let start = name.len() - zone.len();
-    // The suffix must begin at a label boundary.
-    let mut at = 0;
-    while at < start {
-        at += 1 + name[at] as usize;
-    }
-    if at != start {
-        return None;
-    }
-    name[start..].eq_ignore_ascii_case(zone).then_some(start)
 }
 
 #[cfg(test)]
@@ -512,14 +509,76 @@ mod tests {
         assert_eq!(name_from_str("\\065.").unwrap(), b"\x01a\x00");
     }
 
+    /// What the parser accepts, and the bytes it gives, at every edge: escapes, empty
+    /// labels, labels of 63 and 64 bytes, names of 255 and 256 bytes in wire form.
     #[test]
-    fn suffix_is_label_aligned() {
-        let n = name_from_str("xcluster.local").unwrap();
-        let z = name_from_str("cluster.local").unwrap();
-        assert_eq!(zone_suffix_at(&n, &z), None);
-        let n = name_from_str("a.Cluster.local").unwrap();
-        assert_eq!(zone_suffix_at(&n, &z), Some(2));
-        assert_eq!(zone_suffix_at(&z, &[0]), Some(z.len() - 1));
+    fn parse_name_edges() {
+        let ok = |s: &str, wire: &[u8]| {
+            let mut buf = [0u8; MAX_NAME_LEN];
+            let got = parse_name(s, &mut buf).map(|n| buf[..n].to_vec());
+            assert_eq!(got.as_deref(), Some(wire), "{s:?}");
+            assert_eq!(name_from_str(s).as_deref(), Some(wire), "{s:?}");
+        };
+        let bad = |s: &str| {
+            let mut buf = [0u8; MAX_NAME_LEN];
+            assert_eq!(parse_name(s, &mut buf), None, "{s:?}");
+        };
+        ok(".", b"\x00");
+        ok("a", b"\x01a\x00");
+        ok("a.", b"\x01a\x00");
+        ok("A.B.C", b"\x01a\x01b\x01c\x00");
+        ok("\\.", b"\x01.\x00");
+        ok("a\\.b", b"\x03a.b\x00");
+        ok("\\065", b"\x01a\x00");
+        ok("\\25", b"\x0225\x00");
+        ok("\\0651", b"\x02a1\x00");
+        ok("x.\\046.y", b"\x01x\x01.\x01y\x00");
+        ok("é.example", b"\x02\xc3\xa9\x07example\x00");
+        ok("a b.c", b"\x03a b\x01c\x00");
+        ok("*.Wild", b"\x01*\x04wild\x00");
+        for s in ["", "..", ".a", "a..b", "\\", "a\\", "\\256", "a.\\"] {
+            bad(s);
+        }
+        // Labels: 63 bytes is the most.
+        let l63 = "x".repeat(63);
+        let mut w = vec![63];
+        w.extend_from_slice(l63.as_bytes());
+        w.push(0);
+        ok(&l63, &w);
+        ok(&format!("{l63}."), &w);
+        bad(&"x".repeat(64));
+        bad(&format!("a.{}.b", "x".repeat(64)));
+        // Names: 255 bytes in wire form is the most, with or without the final dot.
+        for (total, fits) in [(254, true), (255, true), (256, false), (257, false)] {
+            // Labels of 9 (10 bytes each), then one that makes up `total` with the root.
+            let mut labels = vec!["y".repeat(9); (total - 2) / 10];
+            let rest = total - 2 - 10 * labels.len();
+            if rest > 0 {
+                labels.push("z".repeat(rest));
+            }
+            for name in [labels.join("."), labels.join(".") + "."] {
+                let mut buf = [0u8; MAX_NAME_LEN];
+                let got = parse_name(&name, &mut buf);
+                assert_eq!(got, fits.then_some(total), "{total}: {name}");
+            }
+        }
+    }
+
+    /// Names that both parse agree with `domain`'s parser (which keeps the case).
+    #[test]
+    fn names_read_as_domain_reads_them() {
+        for text in [
+            "www.example.org",
+            "www.example.org.",
+            ".",
+            "A.b\\.c",
+            "\\065bc.d",
+            "x-y_z.*.q",
+        ] {
+            let ours = name_from_str(text).unwrap();
+            let theirs: domain::base::Name<Vec<u8>> = text.parse().unwrap();
+            assert_eq!(ours, theirs.as_slice().to_ascii_lowercase(), "{text}");
+        }
     }
 
     /// A message of one question (`a.` at 12) and `records` appended, with the counts.

@@ -163,27 +163,6 @@ pub fn implemented() -> Vec<&'static str> {
     crate::setup::implemented(PLUGINS)
 }
 
-/// A zone in presentation form and as lower-cased wire bytes.
-pub type Zone = (String, Box<[u8]>);
-
-/// Zones written as a plugin's arguments, normalized like server-block keys:
-/// lower-cased, fully qualified, a CIDR standing for its reverse zones. Returns each in
-/// presentation form and as lower-cased wire bytes; errors are prefixed with `prefix`.
-pub fn zone_args(prefix: &str, args: &[crate::config::Token]) -> Result<Vec<Zone>, ConfigError> {
-    let mut zones = Vec::new();
-    for tok in args {
-        let invalid = || ConfigError::at(&tok.loc, format!("{prefix}: invalid zone '{}'", tok.text));
-        let key = crate::config::ServerKey::parse(tok, 53).map_err(|_| invalid())?;
-        for z in key.zones {
-            let wire = crate::dns::wire::name_from_str(&z)
-                .ok_or_else(invalid)?
-                .into_boxed_slice();
-            zones.push((z, wire));
-        }
-    }
-    Ok(zones)
-}
-
 /// The setup wrapper for plugins that may appear only once per server block.
 pub fn once<'d>(name: &str, dirs: &[&'d Directive]) -> Result<&'d Directive, ConfigError> {
     match dirs {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::chain::{Chain, Handler, RouteTag};
 use crate::config::{ConfigError, Corefile, Directive, ServerKey};
-use crate::dns::wire;
+use crate::dns::{NameKey, Zone};
 use crate::metrics::Families;
 use crate::metrics::route::{RouteCounters, Totals};
 use crate::process::ProcessState;
@@ -19,8 +19,8 @@ use crate::setup::{self, AttachCtx, Kind, Lifecycle, SetupCtx, Spec};
 
 /// One server block, built: its zones, its chain and its plugins' lifecycles.
 pub struct Block {
-    /// The zones of the block's keys, presentation form (`cluster.local.`).
-    pub zones: Vec<String>,
+    /// The zones of the block's keys (`cluster.local.`).
+    pub zones: Vec<Zone>,
     pub chain: Chain,
     /// The plugins with a lifecycle, by directive name, in execution order.
     pub lifecycles: Vec<(&'static str, Arc<dyn Lifecycle>)>,
@@ -30,8 +30,7 @@ pub struct Block {
 
 /// A zone → block entry of a router.
 pub struct Route {
-    /// Lower-cased wire form.
-    zone: Vec<u8>,
+    zone: Zone,
     /// Slot, listener and zone names, for metric labels.
     pub tag: Arc<RouteTag>,
     pub block: Arc<Block>,
@@ -44,11 +43,11 @@ pub struct Router {
 }
 
 impl Router {
-    /// The block whose zone is the longest suffix of `qname` (lower-cased wire), and
-    /// that zone's name. DS queries go to the shortest match instead, so that they
-    /// reach the parent side of a zone cut (as CoreDNS does).
-    pub fn route(&self, qname: &[u8], ds: bool) -> Option<&Route> {
-        let matches = |r: &&Route| wire::zone_suffix_at(qname, &r.zone).is_some();
+    /// The block whose zone is the longest suffix of `qname`, and that zone's name. DS
+    /// queries go to the shortest match instead, so that they reach the parent side of
+    /// a zone cut (as CoreDNS does).
+    pub fn route(&self, qname: &NameKey, ds: bool) -> Option<&Route> {
+        let matches = |r: &&Route| r.zone.contains(qname);
         if ds {
             self.routes.iter().rev().find(matches)
         } else {
@@ -102,7 +101,7 @@ impl Server {
         let mut process = ProcessSettings::default();
         // (listen address, zone) must be unique; listen address -> routes.
         let mut routes: BTreeMap<SocketAddr, (Vec<Route>, bool, Option<Timeouts>)> = BTreeMap::new();
-        let mut seen: HashSet<(SocketAddr, String)> = HashSet::new();
+        let mut seen: HashSet<(SocketAddr, Zone)> = HashSet::new();
         let mut banner = Vec::new();
         for sb in &corefile.blocks {
             let mut keys = Vec::new();
@@ -112,7 +111,7 @@ impl Server {
                     Err(e) => errors.push(e),
                 }
             }
-            let zones: Vec<String> = keys.iter().flat_map(|k| k.zones.iter().cloned()).collect();
+            let zones: Vec<Zone> = keys.iter().flat_map(|k| k.zones.iter().cloned()).collect();
             // A block with errors still goes on (with what could be built), so that its
             // zones count when later blocks are checked for duplicates.
             let BlockParts {
@@ -160,16 +159,12 @@ impl Server {
                             ));
                             continue;
                         }
-                        let Some(zone_wire) = wire::name_from_str(zone) else {
-                            errors.push(ConfigError::at(&key.loc, format!("invalid zone '{zone}'")));
-                            continue;
-                        };
                         let entry = routes.entry(addr).or_insert_with(|| (Vec::new(), bound, None));
                         if entry.2.is_none() {
                             entry.2 = timeouts;
                         }
                         entry.0.push(Route {
-                            zone: zone_wire,
+                            zone: zone.clone(),
                             tag: Arc::new(RouteTag {
                                 slot: 0,
                                 server: "".into(),
@@ -191,8 +186,9 @@ impl Server {
             .map(|(addr, (mut routes, bound, timeouts))| {
                 routes.sort_by(|a, b| {
                     b.zone
+                        .wire()
                         .len()
-                        .cmp(&a.zone.len())
+                        .cmp(&a.zone.wire().len())
                         .then_with(|| a.tag.zone.cmp(&b.tag.zone))
                 });
                 let label = if bound {
@@ -319,7 +315,7 @@ struct BlockParts {
 /// to `errors` and the rest is built anyway.
 fn build_chain(
     directives: &[Directive],
-    zones: &[String],
+    zones: &[Zone],
     opts: &BuildOptions<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> BlockParts {

@@ -70,7 +70,7 @@ pub fn handle(
         resp.finish();
         return Handled::Reply(None);
     }
-    let Some(route) = listener.router.route(req.qname.wire(), req.qtype == rtype::DS) else {
+    let Some(route) = listener.router.route(&req.qname, req.qtype == rtype::DS) else {
         return dropped(listener, &req, worker, resp);
     };
     let block = &route.block;

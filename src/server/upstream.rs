@@ -22,6 +22,7 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
 
 use crate::chain::{Rng, UpstreamProto, UpstreamRequest};
+use crate::dns::{Header, HeaderMut};
 
 /// Exchanges in flight per worker; beyond it new ones fail at once.
 pub const MAX_EXCHANGES: usize = 4096;
@@ -53,8 +54,8 @@ struct Exchange<W> {
     key: Option<u64>,
 }
 
-/// How an exchange ended.
-pub enum Outcome {
+/// How an exchange ended (a chain run's end is [`crate::chain::Outcome`]).
+pub enum ExchangeOutcome {
     /// A reply with the right ID from the queried address: `len` bytes at the start of
     /// the caller's buffer.
     Reply(usize),
@@ -122,11 +123,11 @@ impl<W> Upstreams<W> {
         if self.live() >= MAX_EXCHANGES {
             return Err((waiter, io::ErrorKind::WouldBlock));
         }
-        if msg.len() < 12 {
+        let Some(mut header) = HeaderMut::of(msg) else {
             return Err((waiter, io::ErrorKind::InvalidInput));
-        }
+        };
         let id = (Rng::secure_u64() & 0xFFFF) as u16;
-        msg[..2].copy_from_slice(&id.to_be_bytes());
+        header.set_id(id);
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.slots.len() - 1
@@ -179,7 +180,7 @@ impl<W> Upstreams<W> {
 
     /// Handles readiness of exchange `slot`. When it ends, returns its waiters and the
     /// outcome (a reply is copied to the start of `buf`).
-    pub fn ready(&mut self, reg: &Registry, slot: usize, buf: &mut [u8]) -> Option<(Vec<W>, Outcome)> {
+    pub fn ready(&mut self, reg: &Registry, slot: usize, buf: &mut [u8]) -> Option<(Vec<W>, ExchangeOutcome)> {
         let x = self.slots.get_mut(slot)?.as_mut()?;
         let id = x.id;
         let result = match &mut x.conn {
@@ -187,12 +188,12 @@ impl<W> Upstreams<W> {
                 match sock.recv(buf) {
                     // Only a reply with the ID sent counts; anything else is ignored
                     // and the wait goes on (RFC 5452 section 9.1).
-                    Ok(n) if n >= 12 && buf[..2] == id.to_be_bytes() && buf[2] & 0x80 != 0 => {
-                        break Some(Outcome::Reply(n));
+                    Ok(n) if Header::of(&buf[..n]).is_some_and(|h| h.answers(id)) => {
+                        break Some(ExchangeOutcome::Reply(n));
                     }
                     Ok(_) => continue,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
-                    Err(e) => break Some(Outcome::Failed(e.kind())),
+                    Err(e) => break Some(ExchangeOutcome::Failed(e.kind())),
                 }
             },
             Conn::Tcp(t) => tcp_progress(t, id, buf),
@@ -200,7 +201,7 @@ impl<W> Upstreams<W> {
         let outcome = match result {
             None => return None,
             // A pooled connection the upstream had closed: once more, on a new one.
-            Some(Outcome::Failed(_)) if matches!(&x.conn, Conn::Tcp(t) if t.reused && t.input.is_empty()) => {
+            Some(ExchangeOutcome::Failed(_)) if matches!(&x.conn, Conn::Tcp(t) if t.reused && t.input.is_empty()) => {
                 let Conn::Tcp(old) = &mut x.conn else { unreachable!() };
                 let _ = reg.deregister(&mut old.stream);
                 let msg = old.out[2..].to_vec();
@@ -211,7 +212,7 @@ impl<W> Upstreams<W> {
                         self.slots[slot].as_mut().expect("live slot").conn = c;
                         return None;
                     }
-                    Err(e) => Outcome::Failed(e.kind()),
+                    Err(e) => ExchangeOutcome::Failed(e.kind()),
                 }
             }
             Some(o) => o,
@@ -221,7 +222,7 @@ impl<W> Upstreams<W> {
 
     /// Ends exchange `slot`: releases its socket (a TCP connection that delivered a
     /// whole reply goes back to the pool) and returns its waiters.
-    fn finish(&mut self, reg: &Registry, slot: usize, outcome: Outcome) -> (Vec<W>, Outcome) {
+    fn finish(&mut self, reg: &Registry, slot: usize, outcome: ExchangeOutcome) -> (Vec<W>, ExchangeOutcome) {
         let x = self.slots[slot].take().expect("live slot");
         self.free.push(slot);
         if let Some(k) = x.key {
@@ -235,7 +236,7 @@ impl<W> Upstreams<W> {
             }
             Conn::Tcp(mut t) => {
                 let _ = reg.deregister(&mut t.stream);
-                if matches!(outcome, Outcome::Reply(_)) {
+                if matches!(outcome, ExchangeOutcome::Reply(_)) {
                     let idle = self.pool.entry(x.to).or_default();
                     if idle.len() < MAX_IDLE_PER_UPSTREAM {
                         idle.push((t.stream, Instant::now()));
@@ -256,7 +257,7 @@ impl<W> Upstreams<W> {
             self.deadlines.pop();
             // The heap entry may be stale: the slot finished, or was reused since.
             if matches!(&self.slots[slot], Some(x) if x.deadline == deadline) {
-                out.push(self.finish(reg, slot, Outcome::Timeout).0);
+                out.push(self.finish(reg, slot, ExchangeOutcome::Timeout).0);
             }
         }
         // Idle pooled connections past any reasonable reuse age are closed.
@@ -303,27 +304,27 @@ fn udp_send(reg: &Registry, token: Token, to: SocketAddr, msg: &[u8]) -> io::Res
 
 /// Moves a TCP exchange along: write what is left, read what arrived; a whole reply
 /// (with the ID sent) ends it.
-fn tcp_progress(t: &mut TcpState, id: u16, buf: &mut [u8]) -> Option<Outcome> {
+fn tcp_progress(t: &mut TcpState, id: u16, buf: &mut [u8]) -> Option<ExchangeOutcome> {
     while t.written < t.out.len() {
         match t.stream.write(&t.out[t.written..]) {
-            Ok(0) => return Some(Outcome::Failed(io::ErrorKind::WriteZero)),
+            Ok(0) => return Some(ExchangeOutcome::Failed(io::ErrorKind::WriteZero)),
             Ok(n) => t.written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return None,
-            Err(e) => return Some(Outcome::Failed(e.kind())),
+            Err(e) => return Some(ExchangeOutcome::Failed(e.kind())),
         }
     }
     let mut chunk = [0u8; 4096];
     loop {
         match t.stream.read(&mut chunk) {
-            Ok(0) => return Some(Outcome::Failed(io::ErrorKind::UnexpectedEof)),
+            Ok(0) => return Some(ExchangeOutcome::Failed(io::ErrorKind::UnexpectedEof)),
             Ok(n) => t.input.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return None,
-            Err(e) => return Some(Outcome::Failed(e.kind())),
+            Err(e) => return Some(ExchangeOutcome::Failed(e.kind())),
         }
         if t.input.len() > 2 + u16::MAX as usize {
-            return Some(Outcome::Failed(io::ErrorKind::InvalidData));
+            return Some(ExchangeOutcome::Failed(io::ErrorKind::InvalidData));
         }
     }
     if t.input.len() < 2 {
@@ -335,9 +336,9 @@ fn tcp_progress(t: &mut TcpState, id: u16, buf: &mut [u8]) -> Option<Outcome> {
     }
     let reply = &t.input[2..2 + len];
     // As over UDP: the ID sent, and QR set (a query echoed back is no answer).
-    if len < 12 || reply[..2] != id.to_be_bytes() || reply[2] & 0x80 == 0 || len > buf.len() {
-        return Some(Outcome::Failed(io::ErrorKind::InvalidData));
+    if !Header::of(reply).is_some_and(|h| h.answers(id)) || len > buf.len() {
+        return Some(ExchangeOutcome::Failed(io::ErrorKind::InvalidData));
     }
     buf[..len].copy_from_slice(reply);
-    Some(Outcome::Reply(len))
+    Some(ExchangeOutcome::Reply(len))
 }

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use crate::chain::{Handler, Query, Rng, Step};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Rcode, Request, Response, ResponseType, Section, flag, rtype, wire};
+use crate::dns::{Rcode, Request, Response, ResponseType, Section, Zone, flag, rtype, wire};
 use crate::metrics::{Families, bump};
 use crate::plugin::once;
 use crate::setup::{AttachCtx, Lifecycle, Plugin, SetupCtx};
@@ -134,7 +134,7 @@ impl Cache {
 
     /// Whether the query's name is under one of the cache's zones.
     fn covers(&self, req: &Request<'_>) -> bool {
-        under_any(req, &self.opts.zones)
+        Zone::any_contains(&self.opts.zones, &req.qname)
     }
 
     fn counters(&self, q: &Query<'_, '_>) -> Option<&Counters> {
@@ -181,7 +181,7 @@ impl Cache {
             // REFUSED, NOTIMP, FORMERR, ...; transfers: rewritten, never stored.
             ResponseType::OtherError | ResponseType::Meta => (None, self.opts.success.clamp(minimal_ttl(resp, mt))),
         };
-        let truncated = resp.flags() & flag::TC != 0;
+        let truncated = resp.flags().tc();
         let storable = !truncated
             && ttl > 0
             && match mt {
@@ -205,7 +205,7 @@ impl Cache {
             Kind::Success => &self.opts.disable_success,
             Kind::Denial => &self.opts.disable_denial,
         };
-        if under_any(q.req, disabled) {
+        if Zone::any_contains(disabled, &q.req.qname) {
             return;
         }
         let now = q.worker.now;
@@ -240,9 +240,9 @@ impl Cache {
         let resp = &mut *q.resp;
         resp.start(q.req, e.rcode);
         resp.set_flag(flag::AA, true);
-        resp.set_flag(flag::RA, e.flags & flag::RA != 0);
-        let ad_wanted = q.req.dnssec_ok() || q.req.flags & flag::AD != 0;
-        resp.set_flag(flag::AD, ad_wanted && e.flags & flag::AD != 0);
+        resp.set_flag(flag::RA, e.flags.ra());
+        let ad_wanted = q.req.dnssec_ok() || q.req.flags.ad();
+        resp.set_flag(flag::AD, ad_wanted && e.flags.ad());
         for (section, records) in e.sections() {
             if !records.is_empty() && resp.push_encoded(section, records).is_err() {
                 // Truncated to the client's size (TC is set at finish).
@@ -297,17 +297,10 @@ impl Cache {
     }
 }
 
-/// Whether the query's name is at or below one of `zones`.
-fn under_any(req: &Request<'_>, zones: &[Box<[u8]>]) -> bool {
-    zones.iter().any(|z| req.qname.labels_before(z).is_some())
-}
-
 /// Whether the reply is a real answer to a refresh: written by a plugin (not a failure
 /// the server writes), NOERROR or NXDOMAIN (RFC 8767 section 4), complete.
 fn refreshed(q: &Query<'_, '_>) -> bool {
-    !q.answered_by.is_empty()
-        && matches!(q.resp.rcode(), Rcode::NOERROR | Rcode::NXDOMAIN)
-        && q.resp.flags() & flag::TC == 0
+    !q.answered_by.is_empty() && matches!(q.resp.rcode(), Rcode::NOERROR | Rcode::NXDOMAIN) && !q.resp.flags().tc()
 }
 
 /// CoreDNS's `dnsutil.MinimalTTL`: the lowest TTL of the records (OPT excluded),
@@ -483,7 +476,7 @@ impl Handler for Cache {
         }
         set_ttls(q.resp, class.ttl);
         // RFC 6840 5.7-5.8: AD only for a client that asked for DNSSEC or set AD.
-        if !q.req.dnssec_ok() && q.req.flags & flag::AD == 0 {
+        if !q.req.dnssec_ok() && !q.req.flags.ad() {
             q.resp.set_flag(flag::AD, false);
         }
     }

@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use crate::config::{ConfigError, Directive, Token, parse_duration};
-use crate::dns::wire;
-use crate::plugin::zone_args;
+use crate::config::{ConfigError, Directive, Token, parse_duration, zone_args};
+use crate::dns::Zone;
 use crate::setup::SetupCtx;
 
 /// The directive name, and the prefix of its errors.
@@ -90,8 +89,8 @@ pub struct Stale {
 /// Every option, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
-    /// Only names at or below these (lower-cased wire) are cached.
-    pub zones: Vec<Box<[u8]>>,
+    /// Only names at or below these are cached.
+    pub zones: Vec<Zone>,
     /// The zones in presentation form joined with `,`: the `zones` metric label.
     pub zones_label: String,
     pub success: Policy,
@@ -101,19 +100,19 @@ pub struct Options {
     pub prefetch: Option<Prefetch>,
     pub stale: Option<Stale>,
     /// Names at or below these are never put in the success cache ...
-    pub disable_success: Vec<Box<[u8]>>,
+    pub disable_success: Vec<Zone>,
     /// ... or the denial cache.
-    pub disable_denial: Vec<Box<[u8]>>,
+    pub disable_denial: Vec<Zone>,
     /// Hits carry the TTL the entry was stored with, not what is left of it.
     pub keepttl: bool,
 }
 
 impl Options {
     /// The defaults of a `cache` line without arguments or options, for `zones`.
-    fn defaults(zones: &[String]) -> Options {
+    fn defaults(zones: &[Zone]) -> Options {
         Options {
-            zones: Vec::new(),
-            zones_label: zones.join(","),
+            zones: zones.to_vec(),
+            zones_label: Zone::join(zones),
             success: Policy {
                 capacity: DEFAULT_CAPACITY,
                 max_ttl: MAX_TTL,
@@ -307,15 +306,9 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
             args = &args[1..];
         }
     }
-    if args.is_empty() {
-        for z in ctx.zones {
-            let wire = wire::name_from_str(z).ok_or_else(|| d.err(NAME, format!("invalid zone '{z}'")))?;
-            o.zones.push(wire.into_boxed_slice());
-        }
-    } else {
-        let zones = zone_args(NAME, args)?;
-        o.zones_label = zones.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(",");
-        o.zones = zones.into_iter().map(|(_, w)| w).collect();
+    if !args.is_empty() {
+        o.zones = zone_args(NAME, args)?;
+        o.zones_label = Zone::join(&o.zones);
     }
     for opt in d.options() {
         match opt.name.as_str() {
@@ -330,7 +323,7 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
                 }
                 opt.expect_no_block(NAME)?;
                 let zones = if opt.args.len() > 1 {
-                    zone_args(NAME, &opt.args[1..])?.into_iter().map(|(_, w)| w).collect()
+                    zone_args(NAME, &opt.args[1..])?
                 } else {
                     o.zones.clone()
                 };

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::chain::Rng;
-use crate::dns::{Rcode, Request, Response, Section};
+use crate::dns::{Flags, Rcode, Request, Response, Section};
 use crate::kubernetes::snapshot::FxHasher;
 
 /// Shards per cache (CoreDNS's `shardSize`).
@@ -89,7 +89,7 @@ pub struct Entry {
     pub orig_ttl: u32,
     pub rcode: Rcode,
     /// The reply's header flags word (RA and AD are replayed from it).
-    pub flags: u16,
+    pub flags: Flags,
     /// Length of the lower-cased question name at the start of `data`.
     name_len: u8,
     /// Where, in the records, the authority and the additional sections start.

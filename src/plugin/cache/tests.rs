@@ -10,7 +10,7 @@ use super::setup::{Options, Policy, Prefetch, Stale, StaleMode};
 use super::store::{Key, per_shard};
 use super::*;
 use crate::chain::{RouteTag, WorkerCtx};
-use crate::dns::{Name, Rdata, Record, Transport};
+use crate::dns::{Name, QueryBuilder, Rdata, Record, Transport};
 use crate::metrics::Families;
 
 // --- setup ---------------------------------------------------------------------------
@@ -24,7 +24,7 @@ fn parse_block(corefile: &str) -> Result<Options, ConfigError> {
         .iter()
         .filter(|d| d.name.text == NAME)
         .collect();
-    let zones = ["example.org.".to_owned()];
+    let zones = [Zone::new("example.org.").unwrap()];
     let ctx = SetupCtx {
         zones: &zones,
         config_dir: "/nonexistent".into(),
@@ -47,8 +47,8 @@ fn error(cache_lines: &str) -> String {
     }
 }
 
-fn wire_zone(name: &str) -> Box<[u8]> {
-    wire::name_from_str(name).unwrap().into_boxed_slice()
+fn wire_zone(name: &str) -> Zone {
+    Zone::new(name).unwrap()
 }
 
 #[test]
@@ -320,29 +320,18 @@ impl Ask {
     }
 
     fn raw(&self) -> Vec<u8> {
-        let mut flags = flag::RD;
-        if self.cd {
-            flags |= flag::CD;
-        }
-        if self.ad {
-            flags |= flag::AD;
-        }
-        let mut m = vec![0xAB, 0xCD];
-        m.extend_from_slice(&flags.to_be_bytes());
-        m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(self.edns.is_some())]);
+        // The name as spelled: the cache must keep the client's case.
+        let mut name = Vec::new();
         for label in self.name.trim_end_matches('.').split('.') {
-            m.push(label.len() as u8);
-            m.extend_from_slice(label.as_bytes());
+            name.push(label.len() as u8);
+            name.extend_from_slice(label.as_bytes());
         }
-        m.push(0);
-        m.extend_from_slice(&self.qtype.to_be_bytes());
-        m.extend_from_slice(&1u16.to_be_bytes());
-        if let Some(size) = self.edns {
-            m.extend_from_slice(&[0, 0, 41]);
-            m.extend_from_slice(&size.to_be_bytes());
-            m.extend_from_slice(&[0, 0, if self.dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+        name.push(0);
+        let q = QueryBuilder::new(&name, self.qtype).id(0xABCD).cd(self.cd).ad(self.ad);
+        match self.edns {
+            Some(size) => q.edns(size).dnssec_ok(self.dnssec_ok).to_vec(),
+            None => q.to_vec(),
         }
-        m
     }
 }
 
@@ -552,8 +541,8 @@ fn header(reply: &[u8]) -> domain::base::Header {
     domain::base::Message::from_octets(reply).unwrap().header()
 }
 
-fn rcode(reply: &[u8]) -> u8 {
-    reply[3] & 0xF
+fn rcode(reply: &[u8]) -> u16 {
+    crate::dns::Header::of(reply).unwrap().rcode().0
 }
 
 fn render(c: &Cache) -> String {
@@ -1245,7 +1234,7 @@ fn the_environment_knob_selects_per_worker_stores() {
     assert!(!per_worker_knob(Some("0")));
     assert!(!per_worker_knob(Some("")));
     assert!(per_worker_knob(Some("1")));
-    let zones = ["example.org.".to_owned()];
+    let zones = [Zone::new("example.org.").unwrap()];
     let ctx = SetupCtx {
         zones: &zones,
         config_dir: "/".into(),

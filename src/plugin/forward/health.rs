@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::{HealthOptions, Upstream, health_failed};
+use crate::dns::{Header, QueryBuilder, rtype};
 
 /// The running checker.
 pub struct Checker {
@@ -20,20 +21,17 @@ pub struct Checker {
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn probe_message(opts: &HealthOptions, id: u16) -> Vec<u8> {
-    let flags: u16 = if opts.no_rec { 0 } else { 0x0100 };
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&flags.to_be_bytes());
-    m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-    m.extend_from_slice(&opts.domain);
-    m.extend_from_slice(&[0, 2, 0, 1]); // NS IN
-    m
+    QueryBuilder::new(&opts.domain, rtype::NS)
+        .id(id)
+        .rd(!opts.no_rec)
+        .to_vec()
 }
 
 /// Whether `to` answers the probe within the timeout.
 fn probe(to: SocketAddr, opts: &HealthOptions, tcp: bool) -> bool {
     let id = (crate::chain::Rng::secure_u64() & 0xFFFF) as u16;
     let msg = probe_message(opts, id);
-    let answered = |reply: &[u8]| reply.len() >= 12 && reply[..2] == id.to_be_bytes() && reply[2] & 0x80 != 0;
+    let answered = |reply: &[u8]| Header::of(reply).is_some_and(|h| h.answers(id));
     if tcp {
         let Ok(mut s) = TcpStream::connect_timeout(&to, PROBE_TIMEOUT) else {
             return false;

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use crate::chain::{ChainError, Handler, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Rcode, Section, Transport, flag, wire};
+use crate::dns::{Header, Rcode, Section, Transport, Zone, flag, wire};
 use crate::kubernetes::snapshot::FxHasher;
 use crate::metrics::{Families, Histogram};
 use crate::plugin::once;
@@ -174,8 +174,7 @@ impl Forward {
     /// Whether this plugin forwards `q`'s name: at or below FROM and not excepted.
     fn matches(&self, q: &Query<'_, '_>) -> bool {
         let name = &q.req.qname;
-        name.labels_before(&self.opts.from).is_some()
-            && !self.opts.except.iter().any(|e| name.labels_before(e).is_some())
+        self.opts.from.contains(name) && !Zone::any_contains(&self.opts.except, name)
     }
 
     /// The next upstream to try, by policy, among those not tried yet; healthy ones
@@ -290,12 +289,14 @@ impl Forward {
 fn same_question(raw: &[u8], reply: &[u8]) -> bool {
     let mut a = [0u8; wire::MAX_NAME_LEN];
     let mut b = [0u8; wire::MAX_NAME_LEN];
-    let (Some((ea, la)), Some((eb, lb))) = (wire::read_name(raw, 12, &mut a), wire::read_name(reply, 12, &mut b))
-    else {
+    let (Some((ea, la)), Some((eb, lb))) = (
+        wire::read_name(raw, wire::QNAME_OFFSET, &mut a),
+        wire::read_name(reply, wire::QNAME_OFFSET, &mut b),
+    ) else {
         return false;
     };
     reply.len() >= eb + 4
-        && u16::from_be_bytes([reply[4], reply[5]]) == 1
+        && Header::of(reply).is_some_and(|h| h.qdcount() == 1)
         && a[..la].eq_ignore_ascii_case(&b[..lb])
         && raw.get(ea..ea + 4) == reply.get(eb..eb + 4)
 }
@@ -303,14 +304,13 @@ fn same_question(raw: &[u8], reply: &[u8]) -> bool {
 /// Copies an upstream reply into the response: its rcode (extended bits included),
 /// AA/RA/AD flags and every record but the OPT; the response's own size limit applies.
 /// The reply has passed [`wire::check_message`], so only the size limit can stop the
-/// copy (and then TC is set).
-fn relay(q: &mut Query<'_, '_>, reply: &[u8]) {
-    let flags = u16::from_be_bytes([reply[2], reply[3]]);
+/// copy (and then TC is set). `header` is the reply's.
+fn relay(q: &mut Query<'_, '_>, reply: &[u8], header: Header<'_>) {
     q.resp.start(q.req, wire::message_rcode(reply));
     for bit in [flag::AA, flag::RA, flag::AD] {
-        q.resp.set_flag(bit, flags & bit != 0);
+        q.resp.set_flag(bit, header.flags().has(bit));
     }
-    if flags & flag::TC != 0 {
+    if header.tc() {
         q.resp.set_flag(flag::TC, true);
     }
     let _ = q
@@ -390,10 +390,10 @@ impl Handler for Forward {
         // included) is no answer: CoreDNS's client fails to unpack it, and forward tries
         // the next upstream, then answers SERVFAIL. Relaying it would drop the records
         // from the broken one on and answer NOERROR with what is left.
-        if !wire::check_message(msg) {
+        let Some(header) = Header::of(msg).filter(|_| wire::check_message(msg)) else {
             return self.retry(q, a, "malformed reply from upstream");
-        }
-        let rcode = Rcode(u16::from(msg[3] & 0xF));
+        };
+        let rcode = header.rcode();
         self.record(q.worker.id, up, Some(rcode), elapsed);
         // An answer of any kind proves the upstream alive.
         self.upstreams[up].fails.store(0, Ordering::Relaxed);
@@ -408,8 +408,7 @@ impl Handler for Forward {
                 )),
             );
         }
-        let truncated = u16::from_be_bytes([msg[2], msg[3]]) & flag::TC != 0;
-        if truncated && !a.tcp && self.opts.prefer_udp && q.worker.now.elapsed() < QUERY_DEADLINE {
+        if header.tc() && !a.tcp && self.opts.prefer_udp && q.worker.now.elapsed() < QUERY_DEADLINE {
             // prefer_udp: a truncated UDP answer is asked again over TCP.
             return self.send(
                 q,
@@ -423,12 +422,12 @@ impl Handler for Forward {
         if self.opts.failover.contains(&rcode) {
             return self.retry(q, a, "failover rcode from every upstream");
         }
-        let nodata = rcode == Rcode::NOERROR && u16::from_be_bytes([msg[6], msg[7]]) == 0;
+        let nodata = rcode == Rcode::NOERROR && header.ancount() == 0;
         if self.opts.next.contains(&rcode) || (self.opts.next_on_nodata && nodata) {
             self.done();
             return Step::Next;
         }
-        relay(q, msg);
+        relay(q, msg, header);
         self.done();
         Step::Answered
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::HealthOptions;
 use crate::config::{ConfigError, Directive, parse_duration};
-use crate::dns::{Rcode, wire};
+use crate::dns::{Rcode, Zone, wire};
 use crate::setup::SetupCtx;
 
 const NAME: &str = "forward";
@@ -23,9 +23,10 @@ pub enum Policy {
 /// Every option, validated.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Names at or below this (lower-cased wire) are forwarded.
-    pub from: Vec<u8>,
-    pub except: Vec<Vec<u8>>,
+    /// Names at or below this are forwarded ...
+    pub from: Zone,
+    /// ... except those at or below one of these.
+    pub except: Vec<Zone>,
     pub to: Vec<SocketAddr>,
     pub force_tcp: bool,
     pub prefer_udp: bool,
@@ -111,7 +112,7 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
         return Err(d.arg_err(NAME));
     }
     let from_arg = d.args[0].as_str();
-    let from = wire::name_from_str(from_arg)
+    let from = Zone::new(from_arg)
         .ok_or_else(|| ConfigError::at(&d.args[0].loc, format!("{NAME}: invalid zone '{from_arg}'")))?;
     let mut to = Vec::new();
     for a in &d.args[1..] {
@@ -171,7 +172,7 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
                 }
                 for a in &opt.args {
                     o.except
-                        .push(wire::name_from_str(a.as_str()).ok_or_else(|| {
+                        .push(Zone::new(a.as_str()).ok_or_else(|| {
                             ConfigError::at(&a.loc, format!("{NAME}: invalid name '{}'", a.as_str()))
                         })?);
                 }

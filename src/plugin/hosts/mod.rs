@@ -32,8 +32,8 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use crate::chain::{ChainError, Handler, Query, Step};
-use crate::config::{ConfigError, Directive, ServerKey, parse_duration};
-use crate::dns::{Name, NameKey, Rcode, Rdata, Record, rtype, wire};
+use crate::config::{ConfigError, Directive, parse_duration, zone_args};
+use crate::dns::{Name, NameKey, Rcode, Rdata, Record, Zone, rtype, wire};
 use crate::plugin::once;
 use crate::setup::{Lifecycle, Plugin, SetupCtx};
 
@@ -65,11 +65,10 @@ const LIMITS: Limits = Limits {
 
 /// The plugin: its options, the inline entries and the current read of the file.
 pub struct Hosts {
-    /// Zones (lower-cased wire) the plugin answers for; PTR queries are looked up
-    /// wherever they are.
-    zones: Vec<Box<[u8]>>,
-    /// `fallthrough` zones (lower-cased wire); empty when it was not given.
-    fall: Vec<Box<[u8]>>,
+    /// Zones the plugin answers for; PTR queries are looked up wherever they are.
+    zones: Vec<Zone>,
+    /// `fallthrough` zones; empty when it was not given.
+    fall: Vec<Zone>,
     /// `fallthrough_unsupported`: other query types on an existing name go on too.
     fall_unsupported: bool,
     ttl: u32,
@@ -171,8 +170,8 @@ struct Reloader {
 /// Everything the Corefile says, validated.
 struct Config {
     path: PathBuf,
-    zones: Vec<Box<[u8]>>,
-    fall: Vec<Box<[u8]>>,
+    zones: Vec<Zone>,
+    fall: Vec<Zone>,
     fall_unsupported: bool,
     ttl: u32,
     reload: Duration,
@@ -205,26 +204,18 @@ fn parse_config(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Config, ConfigError
     if let Some((file, zones)) = d.args.split_first() {
         cfg.path = ctx.config_dir.join(&file.text);
         check_file(d, &cfg.path)?;
-        cfg.zones = zone_list(zones)?;
+        cfg.zones = zone_args(NAME, zones)?;
     }
     if cfg.zones.is_empty() {
-        cfg.zones = ctx
-            .zones
-            .iter()
-            .map(|z| {
-                wire::name_from_str(z)
-                    .map(Vec::into_boxed_slice)
-                    .ok_or_else(|| d.err(NAME, format!("invalid zone '{z}'")))
-            })
-            .collect::<Result<_, _>>()?;
+        cfg.zones = ctx.zones.to_vec();
     }
     let mut fall_unsupported_at = None;
     for opt in d.options() {
         opt.expect_no_block(NAME)?;
         match opt.name.as_str() {
             // A later `fallthrough` replaces an earlier one, as CoreDNS's does.
-            "fallthrough" if opt.args.is_empty() => cfg.fall = vec![Box::from(&[0u8][..])],
-            "fallthrough" => cfg.fall = zone_list(&opt.args)?,
+            "fallthrough" if opt.args.is_empty() => cfg.fall = vec![Zone::root()],
+            "fallthrough" => cfg.fall = zone_args(NAME, &opt.args)?,
             "fallthrough_unsupported" => {
                 opt.expect_args(NAME, 0, 0)?;
                 cfg.fall_unsupported = true;
@@ -265,21 +256,6 @@ fn check_file(d: &Directive, path: &Path) -> Result<(), ConfigError> {
         }
     }
     Ok(())
-}
-
-/// Zones written as arguments (`ZONES`, `fallthrough ZONES`), normalized like server
-/// block keys: lower-cased, fully qualified, a CIDR standing for its reverse zones.
-/// CoreDNS silently drops an argument that is no zone; clusterdns reports it.
-fn zone_list(args: &[crate::config::Token]) -> Result<Vec<Box<[u8]>>, ConfigError> {
-    let mut zones = Vec::new();
-    for tok in args {
-        let invalid = || ConfigError::at(&tok.loc, format!("{NAME}: invalid zone '{}'", tok.text));
-        let key = ServerKey::parse(tok, 53).map_err(|_| invalid())?;
-        for z in key.zones {
-            zones.push(wire::name_from_str(&z).ok_or_else(invalid)?.into_boxed_slice());
-        }
-    }
-    Ok(zones)
 }
 
 /// `ttl SECONDS`: 1 to 65535, with CoreDNS's messages.
@@ -397,7 +373,7 @@ impl Hosts {
 
     /// Whether `fallthrough` covers `name`.
     fn falls_through(&self, name: &NameKey) -> bool {
-        self.fall.iter().any(|z| name.labels_before(z).is_some())
+        Zone::any_contains(&self.fall, name)
     }
 }
 
@@ -660,7 +636,7 @@ impl Handler for Hosts {
         let req = q.req;
         let name = &req.qname;
         let qtype = req.qtype;
-        if qtype != rtype::PTR && !self.zones.iter().any(|z| name.labels_before(z).is_some()) {
+        if qtype != rtype::PTR && !Zone::any_contains(&self.zones, name) {
             return Step::Next;
         }
         let file = self.file.data.load();
@@ -855,7 +831,7 @@ mod tests {
             .iter()
             .filter(|d| d.name.text == NAME)
             .collect();
-        let zones = ["example.org.".to_owned()];
+        let zones = [Zone::new("example.org.").unwrap()];
         let ctx = SetupCtx {
             zones: &zones,
             config_dir: dir.to_path_buf(),
@@ -913,10 +889,9 @@ mod tests {
 
     /// Like [`ask_plugin`], with the records the query visited (its work budget spent).
     fn ask_counting(h: &dyn Handler, name: &str, qtype: u16) -> (Step, Option<Vec<u8>>, u32) {
-        let mut raw = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        raw.extend_from_slice(&wire_as_spelled(name));
-        raw.extend_from_slice(&qtype.to_be_bytes());
-        raw.extend_from_slice(&1u16.to_be_bytes());
+        let raw = crate::dns::QueryBuilder::new(&wire_as_spelled(name), qtype)
+            .id(0x1234)
+            .to_vec();
         let a = "127.0.0.1:1".parse().unwrap();
         let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
         let mut resp = Response::new();
@@ -987,7 +962,7 @@ mod tests {
     fn defaults() {
         let c = config("example.org {\n    hosts\n}\n");
         assert_eq!(c.path, Path::new("/etc/hosts"));
-        assert_eq!(c.zones, [Box::from(&b"\x07example\x03org\x00"[..])]);
+        assert_eq!(c.zones, [Zone::new("example.org.").unwrap()]);
         assert_eq!(
             (c.ttl, c.reload, c.auto_reverse, c.fall_unsupported),
             (3600, Duration::from_secs(5), true, false)
@@ -1011,13 +986,13 @@ mod tests {
 }",
         );
         assert_eq!(c.path, Path::new("/nonexistent/example.hosts"));
-        let zones: Vec<String> = c.zones.iter().map(|z| wire::name_to_string(z)).collect();
+        let zones: Vec<&str> = c.zones.iter().map(Zone::as_str).collect();
         assert_eq!(zones, ["example.org.", "10.in-addr.arpa.", "example.net."]);
         assert_eq!(
             (c.ttl, c.reload, c.auto_reverse),
             (60, Duration::from_millis(100), false)
         );
-        let fall: Vec<String> = c.fall.iter().map(|z| wire::name_to_string(z)).collect();
+        let fall: Vec<&str> = c.fall.iter().map(Zone::as_str).collect();
         assert_eq!(fall, ["sub.example.org.", "1.10.in-addr.arpa."]);
         assert!(c.fall_unsupported);
         assert_eq!(
@@ -1029,7 +1004,7 @@ mod tests {
     #[test]
     fn fallthrough_without_zones_covers_everything_and_last_one_wins() {
         let c = config("example.org {\n hosts {\n  fallthrough example.net\n  fallthrough\n }\n}\n");
-        assert_eq!(c.fall, [Box::from(&[0u8][..])]);
+        assert_eq!(c.fall, [Zone::root()]);
         let c = config("example.org {\n hosts /etc/hosts {\n  reload 0\n }\n}\n");
         assert_eq!(c.reload, Duration::ZERO);
         // Go's ParseDuration takes a sign: -0 is zero, +1s is one second.

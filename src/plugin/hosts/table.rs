@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::kubernetes::snapshot::FxHasher;
 
-use crate::dns::NameKey;
-use crate::dns::wire::{self, MAX_NAME_LEN};
+use crate::dns::wire::MAX_NAME_LEN;
+use crate::dns::{NameKey, Zone};
 
 /// `in-addr.arpa.` in wire form.
 const IN_ADDR_ARPA: &[u8] = b"\x07in-addr\x04arpa\x00";
@@ -39,8 +39,8 @@ const STOP_CHECK_BYTES: u64 = 1 << 20;
 /// addresses get reverse (PTR) entries.
 #[derive(Clone, Debug)]
 pub struct ParseOptions {
-    /// Lower-cased wire zones; a name outside all of them is dropped.
-    pub zones: Vec<Box<[u8]>>,
+    /// A name outside all of these is dropped.
+    pub zones: Vec<Zone>,
     /// Whether to build the address → names table (`no_reverse` clears it).
     pub auto_reverse: bool,
 }
@@ -543,11 +543,11 @@ fn for_each_pair(line: &[u8], opts: &ParseOptions, mut f: impl FnMut(IpAddr, &[u
     for field in fields {
         // A field that is not UTF-8 or not a valid name can never match a
         // query; CoreDNS keeps it under a key nothing looks up, we drop it.
-        let Some(name) = std::str::from_utf8(field).ok().and_then(wire::name_from_str) else {
+        let Some(name) = std::str::from_utf8(field).ok().and_then(NameKey::from_text) else {
             continue;
         };
-        if opts.zones.iter().any(|z| wire::zone_suffix_at(&name, z).is_some()) {
-            f(addr, &name);
+        if Zone::any_contains(&opts.zones, &name) {
+            f(addr, name.wire());
         }
     }
 }
@@ -664,16 +664,14 @@ pub fn reverse_address(name: &NameKey) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::wire;
 
     /// A stop flag never raised.
     static NO_STOP: AtomicBool = AtomicBool::new(false);
 
     fn opts(zones: &[&str], auto_reverse: bool) -> ParseOptions {
         ParseOptions {
-            zones: zones
-                .iter()
-                .map(|z| wire::name_from_str(z).unwrap().into_boxed_slice())
-                .collect(),
+            zones: zones.iter().map(|z| Zone::new(z).unwrap()).collect(),
             auto_reverse,
         }
     }

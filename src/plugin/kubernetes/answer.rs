@@ -26,9 +26,9 @@ use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::seen::{Seen, hash_words};
-use super::setup::{Options, PodMode, Zone};
+use super::setup::{Options, PodMode};
 use crate::chain::Budget;
-use crate::dns::{Name, NameKey, PushError, Rdata, Record, Request, Response, Section, Tail, rtype};
+use crate::dns::{Name, NameKey, PushError, Rdata, Record, Request, Response, Section, Tail, Zone, rtype};
 use crate::kubernetes::model::{Port, ServiceKind};
 use crate::kubernetes::snapshot::{Owner, ServiceEntry, SliceData, Snapshot, label_hash};
 
@@ -74,8 +74,8 @@ pub struct Zoned<'z> {
 impl<'z> Zoned<'z> {
     /// Finds the longest plugin zone containing the query name.
     pub fn find(opts: &'z Options, req: &Request<'_>) -> Option<Zoned<'z>> {
-        let zone = opts.zones.iter().find(|z| req.qname.labels_before(&z.wire).is_some())?;
-        let before = req.qname.labels_before(&zone.wire)?;
+        let zone = opts.zones.iter().find(|z| z.contains(&req.qname))?;
+        let before = zone.labels_before(&req.qname)?;
         let zone_off = req.qname_label_offset(before);
         let spelled = &req.raw[zone_off..req.qname_end];
         Some(Zoned {
@@ -852,7 +852,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             }
             chain[n] = target;
             n += 1;
-            let Some(before) = key.labels_before(&self.z.zone.wire) else {
+            let Some(before) = self.z.zone.labels_before(&key) else {
                 // Out of the zone: the worker resolves it through the server.
                 self.write_chain(resp, &chain[..n]);
                 return Answer::Chase(target);
@@ -978,7 +978,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             };
         };
         let owners = self.snap.owners(&ip);
-        let primary = &self.opts.primary_zone;
+        let primary = self.opts.primary_zone.wire();
         let mut endpoints_from = owners.len();
         for (i, o) in owners.iter().enumerate() {
             if self.charge(1).is_err() {
@@ -1537,7 +1537,7 @@ mod tests {
             std::path::Path::new("/"),
         )
         .unwrap();
-        let zones = ["cluster.local.".to_owned()];
+        let zones = [Zone::new("cluster.local.").unwrap()];
         let ctx = crate::setup::SetupCtx {
             zones: &zones,
             config_dir: "/".into(),

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::chain::{ChainError, Handler, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Rcode, Section, flag};
+use crate::dns::{Header, QueryBuilder, Rcode, Section, Zone, flag};
 use crate::kubernetes::builder::BuilderStats;
 use crate::kubernetes::snapshot::Snapshot;
 use crate::kubernetes::watch::DurationHistogram;
@@ -91,7 +91,7 @@ impl Kubernetes {
         self.opts
             .fallthrough
             .as_ref()
-            .is_some_and(|zones| zones.iter().any(|z| name.labels_before(z).is_some()))
+            .is_some_and(|zones| Zone::any_contains(zones, name))
     }
 
     /// Answers into `q.resp`; returns the step.
@@ -181,19 +181,15 @@ fn chase_depth(q: &Query<'_, '_>) -> u8 {
 /// A query for `name`/`qtype` through the server itself, with RD, a large EDNS size
 /// and the chase depth.
 fn write_chase_query(out: &mut Vec<u8>, name: &[u8], qtype: u16, depth: u8) {
-    out.clear();
-    out.extend_from_slice(&[0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1]);
-    out.extend_from_slice(name);
-    out.extend_from_slice(&qtype.to_be_bytes());
-    out.extend_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&[0, 0, 41, 0x10, 0x00, 0, 0, 0, 0, 0, 5]);
-    out.extend_from_slice(&CHASE_OPTION.to_be_bytes());
-    out.extend_from_slice(&[0, 1, depth]);
+    QueryBuilder::new(name, qtype)
+        .edns(4096)
+        .options(&[(CHASE_OPTION, &[depth])])
+        .write(out);
 }
 
 /// Appends the answer records of the server's reply after the CNAMEs; its TC carries over.
 fn append_answers(q: &mut Query<'_, '_>, reply: &[u8]) {
-    if reply.len() >= 12 && u16::from_be_bytes([reply[2], reply[3]]) & flag::TC != 0 {
+    if Header::of(reply).is_some_and(|h| h.tc()) {
         q.resp.set_flag(flag::TC, true);
     }
     let _ = q.resp.copy_sections(reply, &[Section::Answer]);
@@ -335,7 +331,7 @@ mod tests {
             std::path::Path::new("/"),
         )
         .unwrap();
-        let zones = ["cluster.local.".to_owned()];
+        let zones = [Zone::new("cluster.local.").unwrap()];
         let ctx = SetupCtx {
             zones: &zones,
             config_dir: "/".into(),

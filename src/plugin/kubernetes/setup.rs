@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::config::{ConfigError, Directive, parse_duration, reverse_zones_for_cidr};
-use crate::dns::wire;
+use crate::dns::Zone;
 use crate::setup::SetupCtx;
 
 /// How pod names (`<ip-with-dashes>.<ns>.pod.<zone>`) are answered.
@@ -16,23 +16,14 @@ pub enum PodMode {
     Verified,
 }
 
-/// A zone of the plugin.
-#[derive(Clone, Debug)]
-pub struct Zone {
-    /// Presentation form, lower case, fully qualified.
-    pub name: String,
-    /// Lower-cased wire form.
-    pub wire: Vec<u8>,
-}
-
 /// Every option of the plugin, validated.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Longest first, so the first match is the longest.
     pub zones: Vec<Zone>,
     /// PTR targets use this zone: the first zone not under `.in-addr.arpa.` or
-    /// `.ip6.arpa.` (wire form).
-    pub primary_zone: Vec<u8>,
+    /// `.ip6.arpa.`.
+    pub primary_zone: Zone,
     /// `http://` API base URLs (several: failover) or one `file://` path.
     pub endpoints: Vec<String>,
     pub namespaces: Vec<String>,
@@ -42,8 +33,8 @@ pub struct Options {
     pub endpoint_pod_names: bool,
     pub ttl: u32,
     pub noendpoints: bool,
-    /// `None`: no fallthrough; `Some(zones)`: name errors under these (wire) zones go on.
-    pub fallthrough: Option<Vec<Vec<u8>>>,
+    /// `None`: no fallthrough; `Some(zones)`: name errors under these zones go on.
+    pub fallthrough: Option<Vec<Zone>>,
     pub ignore_empty_service: bool,
     pub startup_timeout: Duration,
     /// Base of the watch's `timeoutSeconds` (jittered up to twice that).
@@ -68,21 +59,20 @@ fn is_reverse(zone: &str) -> bool {
     zone.ends_with("in-addr.arpa.") || zone.ends_with("ip6.arpa.")
 }
 
-fn normalize_zone(arg: &str) -> Option<Vec<String>> {
-    if let Some(zones) = reverse_zones_for_cidr(arg) {
-        return Some(zones);
+/// A zone argument: a name (lower-cased, fully qualified) or a CIDR standing for its
+/// reverse zones.
+fn normalize_zone(arg: &str) -> Option<Vec<Zone>> {
+    match reverse_zones_for_cidr(arg) {
+        Some(zones) => zones.iter().map(|z| Zone::new(z)).collect(),
+        None if arg.ends_with('.') => Some(vec![Zone::new(arg)?]),
+        // Fully qualified the way CoreDNS's `plugin.Host` does it: a final dot added.
+        None => Some(vec![Zone::new(&format!("{arg}."))?]),
     }
-    let mut z = arg.to_ascii_lowercase();
-    if !z.ends_with('.') {
-        z.push('.');
-    }
-    wire::name_from_str(&z)?;
-    Some(vec![z])
 }
 
 /// Parses the plugin's directive.
 pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> {
-    let mut names: Vec<String> = Vec::new();
+    let mut names: Vec<Zone> = Vec::new();
     if d.args.is_empty() {
         names.extend(ctx.zones.iter().cloned());
     }
@@ -92,26 +82,20 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
         names.extend(zones);
     }
     names.dedup();
-    if names.iter().all(|z| is_reverse(z)) {
+    if names.iter().all(|z| is_reverse(z.as_str())) {
         return Err(d.err(NAME, "non-reverse zone name must be used"));
     }
     let primary = names
         .iter()
-        .find(|z| !under_reverse(z))
+        .find(|z| !under_reverse(z.as_str()))
         .cloned()
         .unwrap_or_else(|| names[0].clone());
-    let mut zones: Vec<Zone> = names
-        .iter()
-        .map(|n| Zone {
-            name: n.clone(),
-            wire: wire::name_from_str(n).expect("validated above"),
-        })
-        .collect();
-    zones.sort_by_key(|z| std::cmp::Reverse(z.wire.len()));
+    let mut zones = names;
+    zones.sort_by_key(|z| std::cmp::Reverse(z.wire().len()));
 
     let mut o = Options {
         zones,
-        primary_zone: wire::name_from_str(&primary).expect("validated above"),
+        primary_zone: primary,
         endpoints: vec!["http://127.0.0.1:8001".into()],
         namespaces: Vec::new(),
         labels: None,
@@ -233,14 +217,12 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
             "fallthrough" => {
                 let mut zones = Vec::new();
                 for a in &opt.args {
-                    for z in normalize_zone(a.as_str()).ok_or_else(|| {
+                    zones.extend(normalize_zone(a.as_str()).ok_or_else(|| {
                         ConfigError::at(&a.loc, format!("{NAME}: invalid fallthrough zone '{}'", a.as_str()))
-                    })? {
-                        zones.push(wire::name_from_str(&z).expect("validated"));
-                    }
+                    })?);
                 }
                 if zones.is_empty() {
-                    zones.push(vec![0]);
+                    zones.push(Zone::root());
                 }
                 o.fallthrough = Some(zones);
             }

@@ -306,7 +306,7 @@ mod tests {
             .iter()
             .filter(|d| d.name.text == NAME)
             .collect();
-        let zones = [".".to_owned()];
+        let zones = [crate::dns::Zone::new(".").unwrap()];
         let ctx = SetupCtx {
             zones: &zones,
             config_dir: "/nonexistent".into(),
@@ -431,11 +431,7 @@ mod tests {
     }
 
     fn query(name: &str, qtype: u16) -> Vec<u8> {
-        let mut raw = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        raw.extend_from_slice(&wire(name));
-        raw.extend_from_slice(&qtype.to_be_bytes());
-        raw.extend_from_slice(&1u16.to_be_bytes());
-        raw
+        crate::dns::QueryBuilder::new(&wire(name), qtype).id(0x1234).to_vec()
     }
 
     fn a(last: u8) -> Record<'static> {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::chain::{Handler, Query, Step};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{ResponseType, class, flag, opcode, rtype, wire};
+use crate::dns::{ResponseType, Zone, class, opcode, rtype};
 use crate::setup::{Plugin, SetupCtx};
 
 /// CoreDNS's `{common}` format, the default.
@@ -66,8 +66,8 @@ enum Part {
 /// `log NAME... FORMAT { class ... }` compiled.
 #[derive(Clone, Debug)]
 struct Rule {
-    /// Lower-cased wire name the query must be at or below.
-    scope: Vec<u8>,
+    /// The query's name must be at or below this.
+    scope: Zone,
     format: Vec<Part>,
     classes: Classes,
 }
@@ -124,7 +124,7 @@ pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Plugin, ConfigErro
         }
         let parts = parse_format(format);
         for name in args {
-            let scope = wire::name_from_str(name).ok_or_else(|| d.err("log", format!("invalid name '{name}'")))?;
+            let scope = Zone::new(name).ok_or_else(|| d.err("log", format!("invalid name '{name}'")))?;
             rules.push(Rule {
                 scope,
                 format: parts.clone(),
@@ -222,30 +222,18 @@ impl Log {
                 Part::Rsize => write!(out, "{}", resp.len()),
                 Part::Duration => write!(out, "{}s", q.worker.now.elapsed().as_secs_f64()),
                 Part::Id => write!(out, "{}", req.id),
-                Part::Opcode => write!(out, "{}", opcode::name(((req.flags >> 11) & 0xF) as u8)),
+                Part::Opcode => write!(out, "{}", opcode::name(req.flags.opcode())),
                 Part::Do => write!(out, "{}", req.dnssec_ok()),
                 Part::Bufsize => write!(out, "{}", req.max_size()),
                 Part::Rflags => {
-                    let names = [
-                        (flag::QR, "qr"),
-                        (flag::AA, "aa"),
-                        (flag::TC, "tc"),
-                        (flag::RD, "rd"),
-                        (flag::RA, "ra"),
-                        (flag::Z, "z"),
-                        (flag::AD, "ad"),
-                        (flag::CD, "cd"),
-                    ];
                     let mut first = true;
-                    for (bit, name) in names {
-                        if rflags & bit != 0 {
-                            if !first {
-                                out.push(',');
-                            }
-                            out.push_str(name);
-                            first = false;
+                    rflags.for_each_name(|name| {
+                        if !first {
+                            out.push(',');
                         }
-                    }
+                        out.push_str(name);
+                        first = false;
+                    });
                     Ok(())
                 }
                 Part::Metadata => {
@@ -275,11 +263,7 @@ impl Handler for Log {
     }
 
     fn on_response(&self, q: &mut Query<'_, '_>) {
-        let Some(rule) = self
-            .rules
-            .iter()
-            .find(|r| q.req.qname.labels_before(&r.scope).is_some())
-        else {
+        let Some(rule) = self.rules.iter().find(|r| r.scope.contains(&q.req.qname)) else {
             return;
         };
         if !rule.classes.includes(q.resp.response_type(q.req.qtype)) {

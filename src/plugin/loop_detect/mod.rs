@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 
 use crate::chain::{Handler, Query, Rng, Step};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Request, class, rtype, wire};
+use crate::dns::{Header, QueryBuilder, Request, Zone, rtype, wire};
 use crate::plugin::once;
 use crate::setup::{AttachCtx, Lifecycle, Plugin, SetupCtx};
 
@@ -38,8 +38,8 @@ const SIGHTINGS_ALLOWED: u32 = 2;
 
 /// The plugin: the probe name, where to send it, and what has been seen of it.
 pub struct Loop {
-    /// The block's first zone, presentation form (`.`, `example.org.`).
-    zone: String,
+    /// The block's first zone (`.`, `example.org.`).
+    zone: Zone,
     probe: Probe,
     /// The block's first `bind` address: where the probe goes (127.0.0.1 without one).
     bind: Option<IpAddr>,
@@ -54,7 +54,8 @@ pub struct Loop {
 /// `<random>.<random>.<zone>`, as text for the message and as the lookup key.
 struct Probe {
     text: String,
-    /// Lower-cased wire form, as [`Request::qname`] holds names.
+    /// Lower-cased wire form, as [`Request::qname`] holds names; empty when the zone
+    /// is too long to hold the two labels in front of it (255 bytes at most).
     key: Box<[u8]>,
 }
 
@@ -109,7 +110,7 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
     let d = once(NAME, dirs)?;
     d.expect_args(NAME, 0, 0)?;
     d.expect_no_block(NAME)?;
-    let zone = ctx.zones.first().map_or(".", String::as_str);
+    let zone = ctx.zones.first().cloned().unwrap_or_else(Zone::root);
     let bind = ctx.binds.and_then(|b| b.first().copied());
     Ok(Plugin::both(Arc::new(Loop::new(zone, bind, Timing::COREDNS))))
 }
@@ -117,32 +118,26 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
 impl Probe {
     /// A fresh random name under `zone` (two non-negative 63-bit numbers, as Go's
     /// `rand.Int` gives CoreDNS).
-    fn new(zone: &str) -> Probe {
+    fn new(zone: &Zone) -> Probe {
         let (a, b) = (Rng::secure_u64() >> 1, Rng::secure_u64() >> 1);
         Probe::under(zone, a, b)
     }
 
-    fn under(zone: &str, a: u64, b: u64) -> Probe {
-        let text = match zone {
-            "." | "" => format!("{a}.{b}."),
-            z if z.ends_with('.') => format!("{a}.{b}.{z}"),
-            z => format!("{a}.{b}.{z}."),
+    fn under(zone: &Zone, a: u64, b: u64) -> Probe {
+        let text = if zone.is_root() {
+            format!("{a}.{b}.")
+        } else {
+            format!("{a}.{b}.{zone}")
         };
-        // Digits and a zone that was a valid key: always a valid name; an empty key
-        // would only make the probe never match.
+        // Digits in front of a zone: a valid name unless it grows past 255 bytes; then
+        // the key is empty, never matches, and no probe is sent.
         let key = wire::name_from_str(&text).unwrap_or_default().into_boxed_slice();
         Probe { text, key }
     }
 
     /// The query CoreDNS sends (miekg/dns `SetQuestion`: RD set, one question, no EDNS).
     fn query(&self, id: u16) -> Vec<u8> {
-        let mut m = Vec::with_capacity(12 + self.key.len() + 4);
-        m.extend_from_slice(&id.to_be_bytes());
-        m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-        m.extend_from_slice(&self.key);
-        m.extend_from_slice(&rtype::HINFO.to_be_bytes());
-        m.extend_from_slice(&class::IN.to_be_bytes());
-        m
+        QueryBuilder::new(&self.key, rtype::HINFO).id(id).to_vec()
     }
 }
 
@@ -172,10 +167,10 @@ enum Sighting {
 }
 
 impl Loop {
-    fn new(zone: &str, bind: Option<IpAddr>, timing: Timing) -> Loop {
+    fn new(zone: Zone, bind: Option<IpAddr>, timing: Timing) -> Loop {
         Loop {
-            zone: zone.to_owned(),
-            probe: Probe::new(zone),
+            probe: Probe::new(&zone),
+            zone,
             bind,
             timing,
             state: Arc::default(),
@@ -252,7 +247,10 @@ impl Lifecycle for Loop {
     /// route): the server-block config CoreDNS reads it from is not in [`SetupCtx`].
     fn attach(&self, block: &AttachCtx<'_>) {
         let routes = block.routes;
-        let route = routes.iter().find(|r| *r.zone == *self.zone).or(routes.first());
+        let route = routes
+            .iter()
+            .find(|r| *r.zone == *self.zone.as_str())
+            .or(routes.first());
         if let Some(listen) = route.and_then(|r| Listen::from_route(&r.server, self.bind)) {
             let _ = self.listen.set(listen);
         }
@@ -264,8 +262,9 @@ impl Lifecycle for Loop {
         if prober.is_some() || self.state.off.load(Ordering::Relaxed) {
             return;
         }
-        let Some(target) = self.target() else {
-            // Not attached to a listener: nothing to probe.
+        let Some(target) = self.target().filter(|_| !self.probe.key.is_empty()) else {
+            // Not attached to a listener, or no probe name fits under the zone:
+            // nothing to probe.
             self.state.off.store(true, Ordering::Relaxed);
             return;
         };
@@ -342,6 +341,7 @@ fn probe(target: SocketAddr, query: &[u8], state: &State, timing: Timing, stoppe
 /// Sends `query` over UDP and waits up to `timeout` for a reply with its ID (the
 /// reply itself is not looked at), checking for `stopped` every 100 ms.
 fn exchange(target: SocketAddr, query: &[u8], timeout: Duration, stopped: &Receiver<()>) -> Result<(), ProbeError> {
+    let id = Header::of(query).map_or(0, |h| h.id());
     let local: SocketAddr = match target {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -362,7 +362,7 @@ fn exchange(target: SocketAddr, query: &[u8], timeout: Duration, stopped: &Recei
             return Err(ProbeError::Timeout);
         }
         match socket.recv(&mut buf) {
-            Ok(n) if n >= wire::HEADER_LEN && buf[..2] == query[..2] && buf[2] & 0x80 != 0 => return Ok(()),
+            Ok(n) if Header::of(&buf[..n]).is_some_and(|h| h.answers(id)) => return Ok(()),
             Ok(_) => {}
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             Err(e) => return Err(ProbeError::Io(e)),
@@ -376,6 +376,10 @@ mod tests {
 
     use super::*;
     use crate::chain::RouteTag;
+
+    fn zone_of(text: &str) -> Zone {
+        Zone::new(text).unwrap()
+    }
     use crate::dns::Transport;
 
     fn setup_in(corefile: &str, binds: Option<&[IpAddr]>) -> Result<Plugin, ConfigError> {
@@ -385,7 +389,7 @@ mod tests {
             .iter()
             .filter(|d| d.name.text == NAME)
             .collect();
-        let zones = ["example.org.".to_owned(), "example.net.".to_owned()];
+        let zones = [Zone::new("example.org.").unwrap(), Zone::new("example.net.").unwrap()];
         let ctx = SetupCtx {
             zones: &zones,
             config_dir: "/nonexistent".into(),
@@ -427,16 +431,16 @@ mod tests {
 
     #[test]
     fn the_probe_is_two_random_numbers_under_the_first_zone() {
-        assert_eq!(Probe::under(".", 1, 2).text, "1.2.");
+        assert_eq!(Probe::under(&zone_of("."), 1, 2).text, "1.2.");
         assert_eq!(
-            Probe::under("example.org.", 45, 3688648895315093531).text,
+            Probe::under(&zone_of("example.org."), 45, 3688648895315093531).text,
             "45.3688648895315093531.example.org."
         );
         assert_eq!(
-            &*Probe::under("example.org.", 1, 2).key,
+            &*Probe::under(&zone_of("example.org."), 1, 2).key,
             b"\x011\x012\x07example\x03org\x00"
         );
-        let p = Probe::new("example.org.");
+        let p = Probe::new(&zone_of("example.org."));
         let labels: Vec<&str> = p.text.split('.').collect();
         assert_eq!(labels.len(), 5, "{}", p.text);
         assert!(
@@ -445,15 +449,15 @@ mod tests {
             p.text
         );
         assert_eq!(labels[2..], ["example", "org", ""]);
-        assert_ne!(Probe::new(".").text, Probe::new(".").text);
+        assert_ne!(Probe::new(&zone_of(".")).text, Probe::new(&zone_of(".")).text);
         // The query CoreDNS sends: RD, one question, HINFO IN, nothing else.
-        let q = Probe::under(".", 1, 2).query(0xABCD);
+        let q = Probe::under(&zone_of("."), 1, 2).query(0xABCD);
         assert_eq!(
             q,
             b"\xAB\xCD\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x011\x012\x00\x00\x0d\x00\x01"
         );
         // The block's first zone is used.
-        let plugin = Loop::new("example.org.", None, Timing::COREDNS);
+        let plugin = Loop::new(zone_of("example.org."), None, Timing::COREDNS);
         assert!(plugin.probe.text.ends_with(".example.org."));
     }
 
@@ -473,7 +477,7 @@ mod tests {
         assert_eq!(listen("dns://[::1]:5300", Some(v6)).label, "[::1]:5300");
         assert!(Listen::from_route("dns://:x", None).is_none());
 
-        let plugin = Loop::new("example.org.", Some(v6), Timing::COREDNS);
+        let plugin = Loop::new(zone_of("example.org."), Some(v6), Timing::COREDNS);
         let tag = |server: &str, zone: &str| {
             Arc::new(RouteTag {
                 slot: 0,
@@ -489,7 +493,7 @@ mod tests {
             &crate::process::ProcessState::new(),
         ));
         assert_eq!(plugin.target(), Some("[::1]:5300".parse().unwrap()));
-        let plugin = Loop::new("example.org.", None, Timing::COREDNS);
+        let plugin = Loop::new(zone_of("example.org."), None, Timing::COREDNS);
         assert_eq!(plugin.target(), None);
         plugin.attach(&AttachCtx::routes(
             &[tag("dns://:1053", "other.org.")],
@@ -508,10 +512,7 @@ mod tests {
     }
 
     fn observe(plugin: &Loop, name: &[u8], qtype: u16) -> Sighting {
-        let mut raw = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-        raw.extend_from_slice(name);
-        raw.extend_from_slice(&qtype.to_be_bytes());
-        raw.extend_from_slice(&class::IN.to_be_bytes());
+        let raw = QueryBuilder::new(name, qtype).id(1).to_vec();
         let client = "127.0.0.1:5353".parse().unwrap();
         let local = "127.0.0.1:1053".parse().unwrap();
         let req = Request::parse(&raw, Transport::Udp, client, local).ok().unwrap();
@@ -519,8 +520,8 @@ mod tests {
     }
 
     fn attached(zone: &str) -> Loop {
-        let mut plugin = Loop::new(zone, None, Timing::COREDNS);
-        plugin.probe = Probe::under(zone, 4547991504243258144, 3688648895315093531);
+        let mut plugin = Loop::new(zone_of(zone), None, Timing::COREDNS);
+        plugin.probe = Probe::under(&zone_of(zone), 4547991504243258144, 3688648895315093531);
         plugin.attach(&AttachCtx::routes(
             &[Arc::new(RouteTag {
                 slot: 0,
@@ -598,7 +599,7 @@ mod tests {
 
     /// A plugin whose block listens on `port` of 127.0.0.1.
     fn on_port(port: u16) -> Loop {
-        let plugin = Loop::new("example.org.", None, QUICK);
+        let plugin = Loop::new(zone_of("example.org."), None, QUICK);
         plugin.attach(&AttachCtx::routes(
             &[Arc::new(RouteTag {
                 slot: 0,
@@ -629,8 +630,9 @@ mod tests {
         // The retry is answered (any reply with the ID will do).
         let (n, from) = server.recv_from(&mut buf).unwrap();
         assert_eq!(buf[..n], first[..]);
-        buf[2] |= 0x80;
-        buf[3] = 3; // NXDOMAIN
+        let mut header = crate::dns::HeaderMut::of(&mut buf[..n]).unwrap();
+        header.set_flag(crate::dns::flag::QR, true);
+        header.set_rcode(crate::dns::Rcode::NXDOMAIN);
         server.send_to(&buf[..n], from).unwrap();
         let answered = Instant::now();
         wait_until("disarming", Duration::from_secs(2), || {
@@ -658,7 +660,7 @@ mod tests {
 
     #[test]
     fn a_block_without_a_listener_is_not_probed() {
-        let plugin = Loop::new("example.org.", None, QUICK);
+        let plugin = Loop::new(zone_of("example.org."), None, QUICK);
         plugin.start();
         assert!(plugin.prober.lock().is_none());
         assert!(plugin.state.off.load(Ordering::Relaxed));

@@ -16,7 +16,7 @@ fn setup_from(corefile: &str) -> Result<(SocketAddr, Plugin), ConfigError> {
         .iter()
         .filter(|d| d.name.as_str() == NAME)
         .collect();
-    let zones = ["example.org.".to_owned()];
+    let zones = [crate::dns::Zone::new("example.org.").unwrap()];
     let ctx = SetupCtx {
         zones: &zones,
         config_dir: "/nonexistent".into(),
@@ -501,6 +501,7 @@ cluster.local:1053 {
         .find(|h| h.name() == NAME)
         .expect("prometheus is in the chain");
     let qname = crate::dns::wire::name_from_str("a.example.org.").unwrap();
+    let qname = crate::dns::NameKey::from_wire(&qname).unwrap();
     let route = server
         .listeners
         .iter()

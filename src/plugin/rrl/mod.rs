@@ -40,11 +40,11 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::chain::{Handler, Query, Rng, Step};
-use crate::config::{ConfigError, Directive, Token};
-use crate::dns::{Rcode, Request, ResponseType, Transport, flag, wire};
+use crate::config::{ConfigError, Directive, Token, zone_args};
+use crate::dns::{Rcode, Request, ResponseType, Transport, Zone, flag};
 use crate::kubernetes::snapshot::FxHasher;
 use crate::metrics::Families;
-use crate::plugin::{once, zone_args};
+use crate::plugin::once;
 use crate::process::ProcessState;
 use crate::setup::{Lifecycle, Plugin, SetupCtx};
 
@@ -85,8 +85,8 @@ impl Category {
 /// The configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Options {
-    /// Zones limited (lower-cased wire names).
-    zones: Vec<Box<[u8]>>,
+    /// Zones limited.
+    zones: Vec<Zone>,
     /// The zones in presentation form, joined with `,`: the metrics' `zones` label.
     zones_label: String,
     window: u32,
@@ -190,7 +190,7 @@ impl Rrl {
 
     /// Whether the plugin looks at `req` at all: UDP, under one of the zones.
     fn applies(&self, req: &Request<'_>) -> bool {
-        req.transport == Transport::Udp && self.opts.zones.iter().any(|z| req.qname.labels_before(z).is_some())
+        req.transport == Transport::Udp && Zone::any_contains(&self.opts.zones, &req.qname)
     }
 
     /// The account key of `client`'s prefix, with `extra` hashed in.
@@ -395,18 +395,12 @@ fn number(opt: &Directive, min: u64, max: u64) -> Result<u64, ConfigError> {
 }
 
 fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> {
-    let (zones, zones_label) = if d.args.is_empty() {
-        let mut zones = Vec::new();
-        for z in ctx.zones {
-            let w = wire::name_from_str(z).ok_or_else(|| d.err(NAME, format!("invalid zone '{z}'")))?;
-            zones.push(w.into_boxed_slice());
-        }
-        (zones, ctx.zones.join(","))
+    let zones = if d.args.is_empty() {
+        ctx.zones.to_vec()
     } else {
-        let zones = zone_args(NAME, &d.args)?;
-        let label = zones.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(",");
-        (zones.into_iter().map(|(_, w)| w).collect(), label)
+        zone_args(NAME, &d.args)?
     };
+    let zones_label = Zone::join(&zones);
     let mut o = Options {
         zones,
         zones_label,
@@ -465,7 +459,7 @@ mod tests {
         )
         .map_err(|e| e.to_string())?;
         let d = &corefile.blocks[0].directives[0];
-        let zones = vec!["example.org.".to_string()];
+        let zones = vec![Zone::new("example.org.").unwrap()];
         let ctx = SetupCtx {
             zones: &zones,
             config_dir: ".".into(),

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::chain::{ChainError, Handler, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive, parse_duration};
-use crate::dns::{Rcode, Section};
+use crate::dns::{Header, QueryBuilder, Rcode, Section};
 use crate::plugin::once;
 use crate::setup::{Plugin, SetupCtx};
 
@@ -45,10 +45,9 @@ impl Handler for TestUpstream {
     }
 
     fn serve(&self, q: &mut Query<'_, '_>) -> Step {
-        let m = &mut q.worker.upstream_msg;
-        m.clear();
-        m.extend_from_slice(&[0, 0, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-        m.extend_from_slice(q.req.question());
+        QueryBuilder::new(q.req.qname_raw(), q.req.qtype)
+            .class(q.req.qclass)
+            .write(&mut q.worker.upstream_msg);
         Step::Upstream(UpstreamRequest {
             to: self.to,
             proto: UpstreamProto::Udp,
@@ -81,7 +80,8 @@ impl Handler for TestUpstream {
         if msg.len() < qend || msg[12..qend] != *q.req.question() {
             return Step::Fail(Rcode::FORMERR, None);
         }
-        q.resp.start(q.req, Rcode(u16::from(msg[3] & 0xF)));
+        q.resp
+            .start(q.req, Header::of(msg).map_or(Rcode::SERVFAIL, |h| h.rcode()));
         let _ = q
             .resp
             .copy_sections(msg, &[Section::Answer, Section::Authority, Section::Additional]);

@@ -13,7 +13,7 @@ use super::tcp::frame_into;
 use crate::chain::UpstreamReply;
 use crate::dns::Transport;
 use crate::server::handler::{self, Handled, Refresh, Suspended};
-use crate::server::upstream::Outcome;
+use crate::server::upstream::ExchangeOutcome;
 
 /// Where a suspended query's reply goes.
 #[derive(Clone, Copy)]
@@ -73,9 +73,9 @@ impl Worker {
                 .store(self.upstreams.live() as u64, Ordering::Relaxed);
             for w in waiters {
                 let reply = match outcome {
-                    Outcome::Reply(n) => UpstreamReply::Message(&buf[..n]),
-                    Outcome::Timeout => UpstreamReply::Timeout,
-                    Outcome::Failed(k) => UpstreamReply::Failed(k),
+                    ExchangeOutcome::Reply(n) => UpstreamReply::Message(&buf[..n]),
+                    ExchangeOutcome::Timeout => UpstreamReply::Timeout,
+                    ExchangeOutcome::Failed(k) => UpstreamReply::Failed(k),
                 };
                 self.resumed(w, reply);
             }

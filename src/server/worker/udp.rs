@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use super::exchange::{Client, Waiting};
 use super::{Worker, millis_since_epoch};
-use crate::dns::{Rcode, Transport};
+use crate::dns::{Header, Rcode, Transport};
 use crate::server::handler::{self, Handled};
 use crate::server::socket::BATCH;
 
@@ -54,7 +54,7 @@ impl Worker {
                 let resp = &mut self.replies[i];
                 let Some(listener) = listener else { continue };
                 if dg.truncated {
-                    if dg.data.len() >= 12 && dg.data[2] & 0x80 == 0 {
+                    if Header::of(dg.data).is_some_and(|h| !h.qr()) {
                         resp.start_reject(dg.data, Rcode::FORMERR, None);
                         resp.finish();
                         *slot = Some((dg.from, dg.to));

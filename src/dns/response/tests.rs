@@ -1,0 +1,160 @@
+//! The writer's tests: what it writes, read back through `domain`.
+
+use super::*;
+use std::net::Ipv4Addr;
+
+use crate::dns::request::Transport;
+
+fn q(name: &[u8], udp: Option<u16>) -> Vec<u8> {
+    let mut m = vec![0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(udp.is_some())];
+    m.extend_from_slice(name);
+    m.extend_from_slice(&[0, 1, 0, 1]);
+    if let Some(size) = udp {
+        m.extend_from_slice(&[0, 0, 41]);
+        m.extend_from_slice(&size.to_be_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    }
+    m
+}
+
+fn req(raw: &[u8]) -> Request<'_> {
+    let a = "127.0.0.1:1".parse().unwrap();
+    Request::parse(raw, Transport::Udp, a, a).ok().unwrap()
+}
+
+#[test]
+fn answer_points_at_question_and_adds_opt() {
+    let raw = q(b"\x03Web\x05local\x00", Some(1232));
+    let r = req(&raw);
+    let mut resp = Response::new();
+    resp.start(&r, Rcode::NOERROR);
+    resp.set_aa(true);
+    resp.answer(Record::at_question(rtype::A, 5, Rdata::A(Ipv4Addr::new(10, 0, 0, 1))));
+    let out = resp.finish().to_vec();
+    let msg = domain::base::Message::from_octets(out.as_slice()).unwrap();
+    assert!(msg.header().qr() && msg.header().aa() && msg.header().rd());
+    assert_eq!(msg.header_counts().ancount(), 1);
+    assert_eq!(msg.header_counts().arcount(), 1);
+    assert_eq!(&out[27..29], &[0xC0, 0x0C]);
+    let opt = msg.opt().unwrap();
+    assert_eq!(opt.udp_payload_size(), ADVERTISED_UDP_PAYLOAD);
+}
+
+#[test]
+fn truncation_keeps_whole_records_and_sets_tc() {
+    let raw = q(b"\x01a\x00", None);
+    let r = req(&raw);
+    let mut resp = Response::new();
+    resp.start(&r, Rcode::NOERROR);
+    for i in 0..100u8 {
+        resp.answer(Record::at_question(rtype::A, 5, Rdata::A(Ipv4Addr::new(10, 0, 0, i))));
+    }
+    let out = resp.finish();
+    assert!(out.len() <= 512);
+    let msg = domain::base::Message::from_octets(out).unwrap();
+    assert!(msg.header().tc());
+    // 12 header + 7 question, 16 bytes per record: (512 - 19) / 16 = 30.
+    assert_eq!(msg.header_counts().ancount(), 30);
+    assert_eq!(msg.answer().unwrap().count(), 30);
+}
+
+#[test]
+fn compresses_rdata_names_and_keeps_case() {
+    let raw = q(b"\x03Web\x07Cluster\x05local\x00", Some(4096));
+    let r = req(&raw);
+    let zone_off = r.qname_label_offset(1);
+    let mut resp = Response::new();
+    resp.start(&r, Rcode::NXDOMAIN);
+    resp.authority(Record {
+        owner: Name::under_question(&[], zone_off),
+        rtype: rtype::SOA,
+        ttl: 5,
+        data: Rdata::Soa {
+            mname: Name::under_question(b"\x02ns\x03dns", zone_off),
+            rname: Name::under_question(b"\x0ahostmaster", zone_off),
+            serial: 1,
+            refresh: 7200,
+            retry: 1800,
+            expire: 86400,
+            minimum: 5,
+        },
+    });
+    resp.additional(Record {
+        owner: Name::wire(b"\x02ns\x03dns\x07Cluster\x05local\x00"),
+        rtype: rtype::A,
+        ttl: 5,
+        data: Rdata::A(Ipv4Addr::LOCALHOST),
+    });
+    let out = resp.finish().to_vec();
+    let msg = domain::base::Message::from_octets(out.as_slice()).unwrap();
+    let text = msg.display_dig_style().to_string();
+    assert!(
+        text.contains("Cluster.local. 5 IN SOA ns.dns.Cluster.local. hostmaster.Cluster.local."),
+        "{text}"
+    );
+    assert!(text.contains("ns.dns.Cluster.local. 5 IN A 127.0.0.1"), "{text}");
+    // The additional owner is a single pointer to the SOA's mname.
+    let rec = resp.records()[1];
+    assert_eq!(rec.ttl_at - rec.start, 2 + 4);
+}
+
+#[test]
+fn compression_finds_written_suffixes_by_hash_and_case() {
+    let raw = q(b"\x01x\x05Local\x00", Some(4096));
+    let r = req(&raw);
+    let mut resp = Response::new();
+    resp.start(&r, Rcode::NOERROR);
+    let mut want = Vec::new();
+    for i in 0..40 {
+        // Alternate the spelling of a shared suffix: only an exact match may be
+        // pointed to.
+        let zone: &[u8] = if i % 2 == 0 {
+            b"\x03svc\x05local\x00"
+        } else {
+            b"\x03SVC\x05local\x00"
+        };
+        let head = format!("h{i}");
+        let mut name = vec![head.len() as u8];
+        name.extend_from_slice(head.as_bytes());
+        let target = Name {
+            head: &name,
+            mid: b"\x02ns",
+            tail: Tail::Wire(zone),
+        };
+        resp.answer(Record::at_question(rtype::PTR, 5, Rdata::Name(target)));
+        want.push(format!("h{i}.ns.{}.local.", if i % 2 == 0 { "svc" } else { "SVC" }));
+    }
+    let out = resp.finish().to_vec();
+    let msg = domain::base::Message::from_octets(out.as_slice()).unwrap();
+    let got: Vec<String> = msg
+        .answer()
+        .unwrap()
+        .limit_to::<domain::rdata::Ptr<_>>()
+        .map(|r| r.unwrap().data().ptrdname().to_string() + ".")
+        .collect();
+    assert_eq!(got, want);
+    // Each name after the first two of its spelling is its own label and a pointer:
+    // 12 (owner pointer, type, class, TTL, length) + 4 + 2.
+    let last = resp.records()[39];
+    assert_eq!(last.end - last.start, 12 + 4 + 2);
+}
+
+#[test]
+fn srv_target_is_not_compressed() {
+    let raw = q(b"\x01x\x05local\x00", None);
+    let r = req(&raw);
+    let mut resp = Response::new();
+    resp.start(&r, Rcode::NOERROR);
+    resp.answer(Record::at_question(
+        rtype::SRV,
+        5,
+        Rdata::Srv {
+            priority: 0,
+            weight: 100,
+            port: 80,
+            target: Name::under_question(b"\x01y", r.qname_label_offset(1)),
+        },
+    ));
+    let out = resp.finish();
+    assert!(out.ends_with(b"\x01y\x05local\x00"));
+}
