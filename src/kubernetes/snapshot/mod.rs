@@ -9,7 +9,7 @@
 //! memory, however many snapshots the workers still hold.
 //!
 //! ```text
-//!   Event ──▶ store::Store (builder thread: applies, keeps what the snapshot does not hold)
+//!   Event ──▶ store::ClusterStore (builder thread: applies, keeps what the snapshot does not hold)
 //!               │ snapshot(): clones shard pointers
 //!               ▼
 //!             Snapshot ── namespaces, services (entry::ServiceEntry: service + slices),
@@ -35,7 +35,7 @@ pub use entry::{ServiceData, ServiceEntry, label_at, wire_labels};
 pub use owners::{Owner, Owners};
 pub use shard::{ByKey, FxHasher, Keyed, Sharded, ShardedSet};
 pub use slice::{Ep, LabelBuf, SliceData, label_hash};
-pub use store::{Store, StoreOptions, service_key};
+pub use store::{ClusterStore, StoreOptions, service_key};
 
 /// An immutable view of the cluster, published for the workers.
 #[derive(Clone, Default)]
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn a_published_snapshot_is_unaffected_by_later_changes() {
-        let mut st = Store::new(StoreOptions::default(), vec![Resource::Services]);
+        let mut st = ClusterStore::new(StoreOptions::default(), vec![Resource::Services]);
         st.upsert(svc("ns", "a", "1", &["10.0.0.1"]));
         let before = st.snapshot();
         st.upsert(svc("ns", "a", "2", &["10.0.0.2"]));
@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn a_relist_deletes_what_it_did_not_see_and_keeps_unchanged_entries() {
-        let mut st = Store::new(StoreOptions::default(), vec![Resource::Services]);
+        let mut st = ClusterStore::new(StoreOptions::default(), vec![Resource::Services]);
         st.list_start(Resource::Services);
         st.upsert(svc("ns", "a", "1", &["10.0.0.1"]));
         st.upsert(svc("ns", "b", "2", &["10.0.0.2"]));
@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn a_new_version_that_serves_the_same_keeps_the_entries_and_their_shards() {
-        let mut st = Store::new(StoreOptions::default(), vec![]);
+        let mut st = ClusterStore::new(StoreOptions::default(), vec![]);
         st.upsert(svc("ns", "a", "1", &["10.0.0.1"]));
         st.upsert(slice("ns", "a-1", "a", "1", &["10.1.0.1"]));
         let before = st.snapshot();
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn slices_attach_to_their_service_and_to_the_reverse_index() {
-        let mut st = Store::new(StoreOptions::default(), vec![]);
+        let mut st = ClusterStore::new(StoreOptions::default(), vec![]);
         st.upsert(slice("ns", "h-1", "h", "1", &["10.1.0.1", "10.1.0.2"]));
         // A slice without its service still indexes its addresses (PTR works).
         assert!(st.snapshot().service(&service_key("ns", "h")).is_none());
@@ -259,7 +259,7 @@ mod tests {
     /// replaced the first, and deleting either took both away).
     #[test]
     fn long_slice_names_that_share_a_prefix_are_two_slices() {
-        let mut st = Store::new(StoreOptions::default(), vec![]);
+        let mut st = ClusterStore::new(StoreOptions::default(), vec![]);
         let mut h = svc("ns", "h", "1", &[]);
         if let Object::Service(s) = &mut h {
             s.kind = ServiceKind::Headless;
@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn owners_keep_cluster_ips_first_and_endpoints_in_order() {
-        let mut st = Store::new(StoreOptions::default(), vec![]);
+        let mut st = ClusterStore::new(StoreOptions::default(), vec![]);
         // 3,000 endpoints of one address in one slice: one update of its owner list
         // (a copy per endpoint was quadratic).
         let many: Vec<String> = (0..3000).map(|_| "10.5.0.1".to_string()).collect();
@@ -309,7 +309,7 @@ mod tests {
 
     #[test]
     fn a_large_slice_finds_endpoints_by_name_through_its_index() {
-        let mut st = Store::new(StoreOptions::default(), vec![]);
+        let mut st = ClusterStore::new(StoreOptions::default(), vec![]);
         let addrs: Vec<String> = (0..200).map(|i| format!("10.6.0.{i}")).collect();
         let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
         st.upsert(slice("ns", "h-1", "h", "1", &refs));
@@ -335,7 +335,7 @@ mod tests {
 
     #[test]
     fn headless_entries_know_whether_answers_can_repeat() {
-        let mut st = Store::new(StoreOptions::default(), vec![]);
+        let mut st = ClusterStore::new(StoreOptions::default(), vec![]);
         let mut h = svc("ns", "h", "1", &[]);
         if let Object::Service(s) = &mut h {
             s.kind = ServiceKind::Headless;

@@ -33,7 +33,7 @@ pub struct StoreOptions {
 /// by key, slices whose service does not exist (yet), pods by name, and the list
 /// generations.
 #[derive(Default)]
-pub struct Store {
+pub struct ClusterStore {
     opts: StoreOptions,
     snap: Snapshot,
     slices: FxSet<ByKey<SliceData>>,
@@ -49,7 +49,7 @@ pub struct Store {
     listed: std::collections::HashSet<Resource>,
     /// Resources that must complete a list before the snapshot counts as synced.
     pub required: Vec<Resource>,
-    /// A list completed since [`Store::take_list_completed`] was last asked.
+    /// A list completed since [`ClusterStore::take_list_completed`] was last asked.
     list_completed: bool,
 }
 
@@ -93,12 +93,12 @@ pub(super) fn endpoint_name(ep: &Endpoint, addr: IpAddr, text: &str, pod_names: 
     Some(wire_labels([std::str::from_utf8(&from_text[..n]).unwrap_or("")]))
 }
 
-impl Store {
-    pub fn new(opts: StoreOptions, required: Vec<Resource>) -> Store {
-        Store {
+impl ClusterStore {
+    pub fn new(opts: StoreOptions, required: Vec<Resource>) -> ClusterStore {
+        ClusterStore {
             opts,
             required,
-            ..Store::default()
+            ..ClusterStore::default()
         }
     }
 

@@ -1526,7 +1526,7 @@ mod tests {
     use crate::chain::Budget;
     use crate::dns::Transport;
     use crate::kubernetes::model::{Endpoint, EndpointSlice, Namespace, Object, Port, Service};
-    use crate::kubernetes::snapshot::{Store, StoreOptions};
+    use crate::kubernetes::snapshot::{ClusterStore, StoreOptions};
     use domain::base::Message;
     use domain::rdata::AllRecordData;
 
@@ -1590,8 +1590,8 @@ mod tests {
         })
     }
 
-    fn store(objects: Vec<Object>) -> Store {
-        let mut st = Store::new(StoreOptions::default(), vec![]);
+    fn store(objects: Vec<Object>) -> ClusterStore {
+        let mut st = ClusterStore::new(StoreOptions::default(), vec![]);
         st.upsert(Object::Namespace(Namespace { name: "ns".into() }));
         for o in objects {
             st.upsert(o);
@@ -1756,7 +1756,7 @@ mod tests {
 
     /// A headless service `svc` with repeated names, addresses and port numbers, and a
     /// ClusterIP service `web` over the same slices' shapes.
-    fn random_world(seed: u64) -> Store {
+    fn random_world(seed: u64) -> ClusterStore {
         let mut r = Rand(seed | 1);
         let lists = [
             vec![port("http", "tcp", 80)],
@@ -1884,7 +1884,12 @@ mod tests {
         }
     }
 
-    fn big_headless(n: usize, per_slice: usize, ports: Vec<Port>, host: impl Fn(usize) -> Option<String>) -> Store {
+    fn big_headless(
+        n: usize,
+        per_slice: usize,
+        ports: Vec<Port>,
+        host: impl Fn(usize) -> Option<String>,
+    ) -> ClusterStore {
         let mut objs = vec![service(
             "big",
             ServiceKind::Headless,

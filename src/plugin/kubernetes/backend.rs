@@ -30,7 +30,7 @@ use super::setup::{Options, PodMode};
 use crate::kubernetes::builder::{self, BuilderStats};
 use crate::kubernetes::file::FileSource;
 use crate::kubernetes::model::Resource;
-use crate::kubernetes::snapshot::{Snapshot, Store, StoreOptions};
+use crate::kubernetes::snapshot::{ClusterStore, Snapshot, StoreOptions};
 use crate::kubernetes::watch::{ApiStats, WatchConfig, Watchers};
 
 /// Objects per LIST page.
@@ -173,7 +173,7 @@ impl Backend {
 
     fn start(&self) -> Option<Running> {
         let k = &self.key;
-        let store = Store::new(
+        let store = ClusterStore::new(
             StoreOptions {
                 endpoint_pod_names: k.endpoint_pod_names,
             },
