@@ -19,22 +19,27 @@
 //! of changes" in the Kubernetes API concepts): list with `limit`/`continue`, watch with
 //! `allowWatchBookmarks`, relist only when the resourceVersion has expired.
 
-use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufReader};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
-use parking_lot::Mutex;
 
 use super::decode::{self, ApiStatus, DecodeError, WatchEvent};
 use super::limits::MAX_OBJECT_BYTES;
-use super::model::{Event, ObjectKey, Resource};
+use super::model::{Event, Resource};
+
+mod stats;
+mod stream;
+
+use stats::RejectLog;
+pub use stats::{ApiStats, ApiStatsSnapshot, DURATION_BUCKETS, DurationHistogram, RequestCount, Verb};
+pub use stream::{NextLine, next_line};
 
 /// Where and what to watch, and how patiently.
 #[derive(Clone, Debug)]
@@ -177,7 +182,7 @@ impl Drop for Watchers {
 }
 
 /// Log lines read `plugin/kubernetes: ...`, as CoreDNS's do.
-const LOG_TARGET: &str = "plugin/kubernetes";
+pub(super) const LOG_TARGET: &str = "plugin/kubernetes";
 /// How long a TCP connect to the API may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the API may take to start answering a request (status and headers).
@@ -185,10 +190,6 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// client-go's reflector treats a watch that ends within a second without an event as an
 /// error ("very short watch"), so a server that closes at once is not hammered.
 const MIN_WATCH_DURATION: Duration = Duration::from_secs(1);
-/// How many times its cap an over-long watch line is read (and dropped) to find its
-/// end: past that (256 MiB) the stream is not a watch stream, and it fails (a new watch
-/// follows, after a backoff).
-const SKIP_FACTOR: u64 = 64;
 
 /// The most objects one list may bring, every page together: ten times the largest
 /// clusters Kubernetes supports (150,000 pods). An API that sends more is broken or
@@ -196,7 +197,7 @@ const SKIP_FACTOR: u64 = 64;
 const MAX_LIST_OBJECTS: u64 = 1_500_000;
 
 /// Read buffer for list bodies and watch streams.
-const READ_BUFFER: usize = 64 << 10;
+pub(super) const READ_BUFFER: usize = 64 << 10;
 /// Most of an error response body read for its Status message.
 const MAX_ERROR_BODY: u64 = 64 << 10;
 /// Fields a pod watch filters on, as CoreDNS does: pods that are done keep no IP.
@@ -631,62 +632,6 @@ impl Watcher {
     }
 }
 
-/// What the next line of a watch stream holds.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum NextLine {
-    /// The stream ended.
-    End,
-    /// A line of `max` bytes or more, read past (in the reader's pieces, never held
-    /// whole) without telling which object it was.
-    TooLong,
-    /// An empty line (a keep-alive).
-    Blank,
-    /// An event, or why the line is not one. A line over `max` whose first `max` bytes
-    /// name its object is [`WatchEvent::Rejected`].
-    Event(Result<WatchEvent, DecodeError>),
-}
-
-/// Reads and decodes the next line of a watch stream of `resource` into `line`. At most
-/// `max` bytes of a line are kept; the rest of a longer one is read and dropped, and
-/// only its start is looked at ([`decode::probe_event`]). Public (hidden) so that the
-/// fuzz targets can feed it any byte stream (`clusterdns::fuzzing`).
-#[doc(hidden)]
-pub fn next_line(stream: &mut impl BufRead, line: &mut Vec<u8>, max: u64, resource: Resource) -> io::Result<NextLine> {
-    line.clear();
-    let read = io::Read::take(&mut *stream, max).read_until(b'\n', line)?;
-    if read == 0 {
-        return Ok(NextLine::End);
-    }
-    let next = if read as u64 == max && line.last() != Some(&b'\n') {
-        skip_line(stream, max.saturating_mul(SKIP_FACTOR))?;
-        match decode::probe_event(resource, line, max) {
-            Some(event) => NextLine::Event(Ok(event)),
-            None => NextLine::TooLong,
-        }
-    } else if line.trim_ascii().is_empty() {
-        NextLine::Blank
-    } else {
-        NextLine::Event(decode::decode_event(resource, line))
-    };
-    // A huge line's buffer is not kept for the small lines that follow.
-    if line.capacity() > 4 * READ_BUFFER {
-        *line = Vec::new();
-    }
-    Ok(next)
-}
-
-/// Reads to the end of the line without keeping it; fails after `most` bytes.
-fn skip_line(stream: &mut impl BufRead, most: u64) -> io::Result<()> {
-    match crate::lines::skip_line(stream, most)? {
-        Some(_) => Ok(()),
-        None => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a watch line longer than {}", crate::config::read::human_bytes(most)),
-        )),
-    }
-}
-
 /// Sends `event` to the builder; false once stopped, or when the builder is gone. A
 /// bounded channel that stays full cannot block a stop.
 pub(super) fn send_until_stopped(events: &Sender<Event>, stop: &Receiver<()>, event: Event) -> bool {
@@ -829,173 +774,14 @@ impl Jitter {
     }
 }
 
-/// Logs rejected objects (malformed, over a cap, breaking an API rule): the first at
-/// once, then at most one line a minute with the count, so that a stream of bad objects
-/// cannot flood the log; every one is counted in [`ApiStats`] by reason.
-#[derive(Default)]
-struct RejectLog {
-    unreported: u64,
-    last_logged: Option<Instant>,
-}
-
-/// Least time between two "rejected objects" lines.
-const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(60);
-
-impl RejectLog {
-    fn reject(&mut self, stats: &ApiStats, resource: Resource, error: &DecodeError, key: Option<&ObjectKey>) {
-        stats.count_rejected(resource, error.reason());
-        self.unreported += 1;
-        if self.last_logged.is_none_or(|at| at.elapsed() >= REJECT_LOG_INTERVAL) {
-            let (count, name) = (self.unreported, resource.name());
-            let which = match key {
-                Some(k) if k.namespace.is_empty() => format!("{}: ", k.name),
-                Some(k) => format!("{}/{}: ", k.namespace, k.name),
-                None => String::new(),
-            };
-            log::warn!(
-                target: LOG_TARGET,
-                "rejected {count} {name} object(s) from the API (latest: {which}{error}; reason {})",
-                error.reason()
-            );
-            self.unreported = 0;
-            self.last_logged = Some(Instant::now());
-        }
-    }
-}
-
-/// The API verbs timed in [`ApiStats`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verb {
-    /// One list page, body included.
-    List,
-    /// A watch request, until its response headers.
-    Watch,
-}
-
-impl Verb {
-    /// The `verb` label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Verb::List => "LIST",
-            Verb::Watch => "WATCH",
-        }
-    }
-}
-
-/// Upper bounds of the request duration buckets, in seconds (Prometheus' defaults, as
-/// `coredns_kubernetes_rest_client_request_duration_seconds` uses).
-pub const DURATION_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-
-/// API request counters, for CoreDNS's `coredns_kubernetes_rest_client_requests_total`
-/// and `..._request_duration_seconds`. Written only by the watch threads, a few times a
-/// minute, so a mutex costs nothing.
-#[derive(Default)]
-pub struct ApiStats {
-    inner: Mutex<StatsInner>,
-}
-
-#[derive(Default)]
-struct StatsInner {
-    /// By (status code or `<error>`, host).
-    requests: BTreeMap<(Box<str>, Box<str>), u64>,
-    durations: BTreeMap<(Verb, Box<str>), DurationHistogram>,
-    /// Objects rejected, by resource and reason.
-    rejected: BTreeMap<(Resource, &'static str), u64>,
-}
-
-/// A copy of the counters at one moment.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ApiStatsSnapshot {
-    /// Request counts by result and host.
-    pub requests: Vec<RequestCount>,
-    /// Request durations by verb and host.
-    pub durations: Vec<(Verb, Box<str>, DurationHistogram)>,
-    /// Objects rejected, by resource and reason
-    /// ([`DecodeError::reason`](super::decode::DecodeError::reason)).
-    pub rejected: Vec<(Resource, &'static str, u64)>,
-}
-
-/// Requests by method, result and host.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestCount {
-    /// Always `GET`.
-    pub method: &'static str,
-    /// The HTTP status code, or `<error>` when no response came (client-go's convention).
-    pub code: Box<str>,
-    /// `host:port` of the endpoint.
-    pub host: Box<str>,
-    /// Requests so far.
-    pub count: u64,
-}
-
-/// A request duration histogram over [`DURATION_BUCKETS`].
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct DurationHistogram {
-    /// Cumulative counts: `buckets[i]` requests took at most `DURATION_BUCKETS[i]`.
-    pub buckets: [u64; 11],
-    /// Total time of all requests.
-    pub sum_seconds: f64,
-    /// Requests timed.
-    pub count: u64,
-}
-
-impl ApiStats {
-    /// The counters as they are now.
-    pub fn snapshot(&self) -> ApiStatsSnapshot {
-        let inner = self.inner.lock();
-        ApiStatsSnapshot {
-            requests: inner
-                .requests
-                .iter()
-                .map(|((code, host), &count)| RequestCount {
-                    method: "GET",
-                    code: code.clone(),
-                    host: host.clone(),
-                    count,
-                })
-                .collect(),
-            durations: inner
-                .durations
-                .iter()
-                .map(|((verb, host), h)| (*verb, host.clone(), h.clone()))
-                .collect(),
-            rejected: inner.rejected.iter().map(|(&(r, why), &n)| (r, why, n)).collect(),
-        }
-    }
-
-    fn count_rejected(&self, resource: Resource, reason: &'static str) {
-        *self.inner.lock().rejected.entry((resource, reason)).or_default() += 1;
-    }
-
-    fn count(&self, code: &str, host: &str) {
-        *self
-            .inner
-            .lock()
-            .requests
-            .entry((code.into(), host.into()))
-            .or_default() += 1;
-    }
-
-    fn observe(&self, verb: Verb, host: &str, took: Duration) {
-        let seconds = took.as_secs_f64();
-        let mut inner = self.inner.lock();
-        let histogram = inner.durations.entry((verb, host.into())).or_default();
-        for (count, bound) in histogram.buckets.iter_mut().zip(DURATION_BUCKETS) {
-            if seconds <= bound {
-                *count += 1;
-            }
-        }
-        histogram.sum_seconds += seconds;
-        histogram.count += 1;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use parking_lot::Mutex;
 
     use super::*;
 
