@@ -14,7 +14,7 @@ use crate::kubernetes::model::{ObjectKey, Resource};
 /// once, then at most one line a minute with the count, so that a stream of bad objects
 /// cannot flood the log; every one is counted in [`ApiStats`] by reason.
 #[derive(Default)]
-pub(super) struct RejectLog {
+pub(in crate::kubernetes) struct RejectLog {
     unreported: u64,
     last_logged: Option<Instant>,
 }
@@ -23,7 +23,7 @@ pub(super) struct RejectLog {
 pub(super) const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl RejectLog {
-    pub(super) fn reject(
+    pub(in crate::kubernetes) fn reject(
         &mut self,
         stats: &ApiStats,
         resource: Resource,

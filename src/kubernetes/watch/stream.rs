@@ -67,3 +67,65 @@ fn skip_line(stream: &mut impl BufRead, most: u64) -> io::Result<()> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufReader;
+
+    use super::*;
+
+    fn event(kind: &str, object: &str) -> String {
+        format!(r#"{{"type":"{kind}","object":{object}}}"#)
+    }
+
+    fn svc(name: &str, rv: u32) -> String {
+        format!(
+            r#"{{"metadata":{{"name":"{name}","namespace":"ns","resourceVersion":"{rv}","managedFields":[{{"manager":"x"}}]}},"spec":{{"clusterIP":"10.0.0.{rv}"}}}}"#,
+            rv = rv % 250
+        )
+    }
+
+    #[test]
+    fn an_over_long_line_is_skipped_in_pieces_and_named_when_its_start_tells() {
+        let max = 200u64;
+        let pad = "x".repeat(1000);
+        let text = format!(
+            "{}\n{}\n{}\n{}\n",
+            // The object's metadata within the first 200 bytes: its key is known.
+            event(
+                "MODIFIED",
+                &format!(
+                    r#"{{"kind":"Service","metadata":{{"name":"big","namespace":"ns","resourceVersion":"5"}},"spec":{{"x":"{pad}"}}}}"#
+                )
+            ),
+            // The metadata itself too long: nothing is known.
+            event(
+                "ADDED",
+                &format!(r#"{{"metadata":{{"name":"big","annotations":{{"x":"{pad}"}}}}}}"#)
+            ),
+            event("ADDED", &svc("after", 6)),
+            "y".repeat(64 * 200 + 500),
+        );
+        let mut stream = BufReader::with_capacity(64, text.as_bytes());
+        let mut line = Vec::new();
+        let mut next = || next_line(&mut stream, &mut line, max, Resource::Services);
+        match next().unwrap() {
+            NextLine::Event(Ok(WatchEvent::Rejected {
+                key,
+                resource_version,
+                error,
+            })) => {
+                assert_eq!((&*key.namespace, &*key.name, &*resource_version), ("ns", "big", "5"));
+                assert_eq!(error, DecodeError::TooLarge(200));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(next().unwrap(), NextLine::TooLong));
+        assert!(matches!(
+            next().unwrap(),
+            NextLine::Event(Ok(WatchEvent::Upsert { .. }))
+        ));
+        // A line without end (64 times the cap and more) is no watch stream.
+        assert_eq!(next().unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+}
