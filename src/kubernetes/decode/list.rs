@@ -41,7 +41,7 @@ pub fn decode_list<R: io::Read>(
     resource: Option<Resource>,
     mut on_item: impl FnMut(Result<Object, DecodeError>),
 ) -> Result<ListMeta, DecodeError> {
-    decode_list_bounded(reader, resource, MAX_OBJECT_BYTES, |item| {
+    decode_list_bounded(reader, resource, MAX_OBJECT_BYTES, |(_, item)| {
         on_item(item);
         ControlFlow::Continue(())
     })
@@ -51,11 +51,13 @@ pub fn decode_list<R: io::Read>(
 /// the previous item, counted in the reader's 64 KiB pieces) and a callback that may stop
 /// the list: past either, reading stops and the list fails, [`DecodeError::TooLarge`] or
 /// [`DecodeError::Stopped`]. No item's JSON is ever held whole: the reader streams it.
+/// Each item comes with the resource it is of ([`ListItem`]), so that a mixed list's
+/// rejected items can be counted by resource.
 pub fn decode_list_bounded<R: io::Read>(
     reader: R,
     resource: Option<Resource>,
     max_item: u64,
-    mut on_item: impl FnMut(Result<Object, DecodeError>) -> ControlFlow<&'static str>,
+    mut on_item: impl FnMut(ListItem) -> ControlFlow<&'static str>,
 ) -> Result<ListMeta, DecodeError> {
     let bound = ItemBound {
         since_item: Cell::new(0),
@@ -91,7 +93,7 @@ pub fn decode_list_slice(
     read_list(
         &mut serde_json::Deserializer::from_slice(json),
         resource,
-        &mut |item| {
+        &mut |(_, item)| {
             on_item(item);
             ControlFlow::Continue(())
         },
@@ -143,7 +145,11 @@ impl<R: Read> Read for BoundedReader<'_, R> {
     }
 }
 
-pub(super) type OnItem<'a> = dyn FnMut(Result<Object, DecodeError>) -> ControlFlow<&'static str> + 'a;
+/// A list item as it is handed over: the resource it is of (its `kind`, else the list's;
+/// `None` when neither tells) and the object, or why it is not taken.
+pub type ListItem = (Option<Resource>, Result<Object, DecodeError>);
+
+pub(super) type OnItem<'a> = dyn FnMut(ListItem) -> ControlFlow<&'static str> + 'a;
 
 pub(super) fn read_list<'de, R: serde_json::de::Read<'de>>(
     de: &mut serde_json::Deserializer<R>,
@@ -270,21 +276,24 @@ impl<'de> Visitor<'de> for Items<'_, '_> {
 
 /// One list item: `None` for a kind clusterdns does not use (a `kubectl get all` dump
 /// holds Deployments, ConfigMaps...).
-pub(super) fn list_item(default: Option<Resource>, item: Maybe<RawObject>) -> Option<Result<Object, DecodeError>> {
+pub(super) fn list_item(default: Option<Resource>, item: Maybe<RawObject>) -> Option<ListItem> {
     let raw = match item.object("items[]") {
         Ok(Some(raw)) => raw,
-        Ok(None) => return Some(Err(DecodeError::Missing("items[]"))),
-        Err(e) => return Some(Err(e)),
+        Ok(None) => return Some((default, Err(DecodeError::Missing("items[]")))),
+        Err(e) => return Some((default, Err(e))),
     };
     let resource = match &raw.kind {
         Leaf::Str(kind) => resource_of_kind(kind)?,
         Leaf::Absent => match default {
             Some(resource) => resource,
-            None => return Some(Err(DecodeError::Missing("kind"))),
+            None => return Some((None, Err(DecodeError::Missing("kind")))),
         },
-        other => return Some(Err(other.wrong("kind", "a string"))),
+        other => return Some((default, Err(other.wrong("kind", "a string")))),
     };
-    Some(convert(resource, raw).map(|d| d.object).map_err(|r| r.error))
+    Some((
+        Some(resource),
+        convert(resource, raw).map(|d| d.object).map_err(|r| r.error),
+    ))
 }
 
 pub(super) fn resource_of_kind(kind: &str) -> Option<Resource> {

@@ -35,7 +35,7 @@ mod shapes;
 
 pub use event::{ApiStatus, WatchEvent, decode_event, decode_status, probe_event};
 use lenient::Maybe;
-pub use list::{ListMeta, decode_list, decode_list_bounded, decode_list_slice};
+pub use list::{ListItem, ListMeta, decode_list, decode_list_bounded, decode_list_slice};
 use objects::convert;
 use shapes::RawObject;
 
@@ -910,7 +910,7 @@ mod tests {
             item("huge", 1_000_000)
         );
         let mut seen = Vec::new();
-        let e = decode_list_bounded(list.as_bytes(), None, 400_000, |i| {
+        let e = decode_list_bounded(list.as_bytes(), None, 400_000, |(_, i)| {
             seen.push(i.is_ok());
             ControlFlow::Continue(())
         })
@@ -928,6 +928,50 @@ mod tests {
         );
         let e = decode_list_bounded(list.as_bytes(), None, 400_000, |_| ControlFlow::Break("enough")).unwrap_err();
         assert_eq!(e, DecodeError::Stopped("enough"));
+    }
+
+    #[test]
+    fn list_items_come_with_their_resource() {
+        // The second is rejected (a name over 63 characters), but by its kind a Service.
+        let long = "x".repeat(64);
+        let list = format!(
+            r#"{{"kind":"List","metadata":{{}},"items":[{},{},{},{},null,{{"kind":7}}]}}"#,
+            r#"{"kind":"Service","metadata":{"name":"a","namespace":"ns"}}"#,
+            format_args!(r#"{{"kind":"Service","metadata":{{"name":"{long}","namespace":"ns"}}}}"#),
+            r#"{"kind":"Namespace","metadata":{"name":"-bad-"}}"#,
+            r#"{"metadata":{"name":"kindless"}}"#,
+        );
+        let mut items = Vec::new();
+        decode_list_bounded(list.as_bytes(), None, 400_000, |(resource, item)| {
+            items.push((resource, item.map_err(|e| e.reason())));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        let resources: Vec<_> = items.iter().map(|(r, item)| (*r, item.is_ok())).collect();
+        assert_eq!(
+            resources,
+            [
+                (Some(Resource::Services), true),
+                (Some(Resource::Services), false),
+                (Some(Resource::Namespaces), false),
+                // Neither the item nor the list tells.
+                (None, false),
+                (None, false),
+                (None, false),
+            ]
+        );
+        // In a list of one kind, an item that does not say is of that kind.
+        let typed = format!(
+            r#"{{"kind":"ServiceList","metadata":{{}},"items":[null,{}]}}"#,
+            r#"{"kind":7}"#
+        );
+        let mut resources = Vec::new();
+        decode_list_bounded(typed.as_bytes(), None, 400_000, |(resource, _)| {
+            resources.push(resource);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(resources, [Some(Resource::Services), Some(Resource::Services)]);
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl Runner {
         } = self;
         let mut gone = false;
         let body = response.into_body().into_reader();
-        let meta = decode::decode_list_bounded(body, Some(*resource), MAX_OBJECT_BYTES, |item| {
+        let meta = decode::decode_list_bounded(body, Some(*resource), MAX_OBJECT_BYTES, |(_, item)| {
             let mut action = reflector.next(Input::Item(item), Instant::now());
             loop {
                 match action {

@@ -74,8 +74,10 @@ impl Verb {
 pub const DURATION_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// API request counters, for CoreDNS's `coredns_kubernetes_rest_client_requests_total`
-/// and `..._request_duration_seconds`. Written only by the watch threads, a few times a
-/// minute, so a mutex costs nothing.
+/// and `..._request_duration_seconds`, and the objects a source did not take, for
+/// `clusterdns_kubernetes_rejected_objects_total` (the API's or a `file://` dump's).
+/// Written only by the watch threads (or the file source), a few times a minute, so a
+/// mutex costs nothing.
 #[derive(Default)]
 pub struct ApiStats {
     inner: Mutex<StatsInner>,
@@ -150,7 +152,7 @@ impl ApiStats {
         }
     }
 
-    pub(super) fn count_rejected(&self, resource: Resource, reason: &'static str) {
+    pub(in crate::kubernetes) fn count_rejected(&self, resource: Resource, reason: &'static str) {
         *self.inner.lock().rejected.entry((resource, reason)).or_default() += 1;
     }
 

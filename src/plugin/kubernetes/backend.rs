@@ -99,8 +99,9 @@ pub struct Backend {
     key: WatchKey,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub builder_stats: Arc<BuilderStats>,
-    /// The API request counters of the watchers, once started; kept after the stop,
-    /// so that a scrape still shows what was counted.
+    /// The source's counters (the watchers' API requests, the objects the watchers or
+    /// the file source did not take), once started; kept after the stop, so that a
+    /// scrape still shows what was counted.
     api_stats: Mutex<Option<Arc<ApiStats>>>,
     state: Mutex<State>,
 }
@@ -134,7 +135,7 @@ impl Backend {
         b
     }
 
-    /// The watchers' request counters, if they ever started.
+    /// The source's counters, if it ever started.
     pub fn api_stats(&self) -> Option<Arc<ApiStats>> {
         self.api_stats.lock().clone()
     }
@@ -188,7 +189,11 @@ impl Backend {
             }
         };
         let source = match k.endpoints[0].strip_prefix("file://") {
-            Some(path) => Source::File(FileSource::start(path.into(), k.resources.clone(), tx, FILE_POLL)),
+            Some(path) => {
+                let file = FileSource::start(path.into(), k.resources.clone(), tx, FILE_POLL);
+                *self.api_stats.lock() = Some(file.stats());
+                Source::File(file)
+            }
             None => {
                 let watchers = Watchers::start(
                     WatchConfig {
@@ -230,6 +235,32 @@ mod tests {
             idle_timeout: Duration::from_secs(120),
             backoff: (Duration::from_millis(100), Duration::from_secs(5)),
         }
+    }
+
+    #[test]
+    fn a_file_source_counts_the_objects_it_rejects() {
+        let dir = std::env::temp_dir().join(format!("clusterdns-backend-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rejects.json");
+        let long = "l".repeat(64);
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"kind":"List","metadata":{{}},"items":[{{"kind":"Namespace","metadata":{{"name":"x"}}}},
+                {{"kind":"Service","metadata":{{"name":"{long}","namespace":"x"}}}}]}}"#
+            ),
+        )
+        .unwrap();
+        let b = Backend::private(key(&format!("file://{}", path.display())));
+        b.acquire();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !b.snapshot.load().synced && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let rejected = b.api_stats().map(|s| s.snapshot().rejected);
+        b.release();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(rejected, Some(vec![(Resource::Services, "invalid_name", 1)]));
     }
 
     #[test]
