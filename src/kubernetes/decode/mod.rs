@@ -4,7 +4,7 @@
 //! Only the fields DNS uses are read (the ones CoreDNS keeps in `plugin/kubernetes/object`);
 //! everything else, `managedFields` and the other annotations included, is skipped by the
 //! parser without building a JSON tree. Each field that is read is read leniently (see
-//! [`Leaf`](lenient::Leaf) and [`Maybe`]): a field of the wrong JSON type rejects its own object, with the
+//! `Leaf` and `Maybe`): a field of the wrong JSON type rejects its own object, with the
 //! field named in the error, while the rest of the list or watch stream keeps decoding.
 //! Only broken JSON syntax ends a stream.
 //!
@@ -14,12 +14,12 @@
 //! are checked against Kubernetes' validation rules, and an object that breaks one is
 //! rejected whole (never cut down to fit).
 //!
-//! - [`list`]: a list's framing: its metadata, its items handed over one by one, the
+//! - `list`: a list's framing: its metadata, its items handed over one by one, the
 //!   bound on an item's size;
-//! - [`event`]: one line of a watch stream, the probe of an over-long one, an API Status;
-//! - [`lenient`]: JSON fields read without committing to their type;
-//! - [`shapes`]: the API's JSON shapes, only the fields DNS reads;
-//! - [`objects`]: each resource's conversion from its shape to the model, with the
+//! - `event`: one line of a watch stream, the probe of an over-long one, an API Status;
+//! - `lenient`: JSON fields read without committing to their type;
+//! - `shapes`: the API's JSON shapes, only the fields DNS reads;
+//! - `objects`: each resource's conversion from its shape to the model, with the
 //!   API's rules.
 
 use std::fmt;

@@ -16,11 +16,11 @@
 //!                         reverse index (owners::Owners), pods ──▶ the workers' answers
 //! ```
 //!
-//! - [`shard`]: the copy-on-write sharded maps and sets, and the hasher they use;
-//! - [`entry`]: a service as answers need it ([`ServiceData`], [`ServiceEntry`]);
-//! - [`slice`]: an EndpointSlice's ready addresses and their names ([`SliceData`]);
-//! - [`owners`]: who owns an address, for PTR and NS answers;
-//! - [`store`]: the builder's side, which applies events and publishes.
+//! - `shard`: the copy-on-write sharded maps and sets, and the hasher they use;
+//! - `entry`: a service as answers need it ([`ServiceData`], [`ServiceEntry`]);
+//! - `slice`: an EndpointSlice's ready addresses and their names ([`SliceData`]);
+//! - `owners`: who owns an address, for PTR and NS answers;
+//! - `store`: the builder's side, which applies events and publishes.
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -19,19 +19,18 @@
 //! of changes" in the Kubernetes API concepts): list with `limit`/`continue`, watch with
 //! `allowWatchBookmarks`, relist only when the resourceVersion has expired.
 //!
-//! Decisions and I/O are apart (ARCHITECTURE.md rule 10): the [`reflector`] decides
+//! Decisions and I/O are apart (ARCHITECTURE.md rule 10): the `reflector` decides
 //! (what to request, what a response or an event means, when to relist, how long to
-//! back off, which endpoint is next) without doing any I/O, and the [`runner`] performs
+//! back off, which endpoint is next) without doing any I/O, and the `runner` performs
 //! what it decides with ureq, one thread per resource:
 //!
 //! ```text
-//!   runner ──Action (Get, ReadPage, ReadLine, Emit, Reject, Wait…)──▶ ureq, the builder's channel, sleep
-//!     ▲                                                                    │
-//!     └────────── Input (Response, Item, PageEnd, Line, Failed…) ◀─────────┘
-//!               reflector.next(input, now) -> action
+//!   reflector ──Action (Get, ReadPage, ReadLine, Emit, Reject, Wait…)──▶ runner ──▶ ureq, the
+//!       ▲          reflector.next(input, now) -> action                    │      builder's channel,
+//!       └──────────── Input (Response, Item, PageEnd, Line, Failed…) ◀─────┘      sleep
 //! ```
 //!
-//! [`stream`] reads a watch stream one bounded line at a time, and [`stats`] holds the
+//! `stream` reads a watch stream one bounded line at a time, and `stats` holds the
 //! request metrics and the counts of rejected objects.
 
 use std::sync::Arc;

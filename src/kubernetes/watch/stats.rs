@@ -100,7 +100,7 @@ pub struct ApiStatsSnapshot {
     /// Request durations by verb and host.
     pub durations: Vec<(Verb, Box<str>, DurationHistogram)>,
     /// Objects rejected, by resource and reason
-    /// ([`DecodeError::reason`](super::decode::DecodeError::reason)).
+    /// ([`DecodeError::reason`](crate::kubernetes::decode::DecodeError::reason)).
     pub rejected: Vec<(Resource, &'static str, u64)>,
 }
 
