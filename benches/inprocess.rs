@@ -21,7 +21,7 @@ use clusterdns::chain::{Chain, Handler, Outcome, Query, RouteTag, WorkerCtx};
 use clusterdns::config;
 use clusterdns::dns::{Request, Response, Section, Transport};
 use clusterdns::kubernetes::model::{Endpoint, EndpointSlice, Namespace, Object, Port, Resource, Service, ServiceKind};
-use clusterdns::kubernetes::snapshot::{Store, StoreOptions};
+use clusterdns::kubernetes::snapshot::{ClusterStore, StoreOptions};
 use clusterdns::plugin::kubernetes::{Kubernetes, setup};
 use clusterdns::server::handler::{self, Handled};
 use clusterdns::server::{BuildOptions, Server};
@@ -239,9 +239,9 @@ fn slice(service: &str, n: usize, eps: Vec<(std::net::IpAddr, Option<String>)>, 
 }
 
 /// The cluster of `benches/answers.rs`, built in memory.
-fn large_cluster() -> Store {
+fn large_cluster() -> ClusterStore {
     let ip = |base: u32, i: usize| std::net::IpAddr::V4((base + i as u32).into());
-    let mut st = Store::new(StoreOptions::default(), vec![]);
+    let mut st = ClusterStore::new(StoreOptions::default(), vec![]);
     // A completed list: the snapshot counts as synced (a missing name is NXDOMAIN).
     st.list_start(Resource::Namespaces);
     st.upsert(Object::Namespace(Namespace { name: "bench".into() }));

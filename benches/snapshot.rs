@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use clusterdns::kubernetes::model::{Endpoint, EndpointSlice, Namespace, Object, Port, Resource, Service, ServiceKind};
-use clusterdns::kubernetes::snapshot::{Store, StoreOptions};
+use clusterdns::kubernetes::snapshot::{ClusterStore, StoreOptions};
 
 /// Tracks live heap bytes and their peak.
 struct Tracking;
@@ -121,7 +121,7 @@ fn cluster(services: usize, rv: u64, mut out: impl FnMut(Object)) {
     }
 }
 
-fn list(store: &mut Store, services: usize) {
+fn list(store: &mut ClusterStore, services: usize) {
     for r in [Resource::Namespaces, Resource::Services, Resource::EndpointSlices] {
         store.list_start(r);
     }
@@ -142,7 +142,7 @@ fn run(services: usize) {
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let t = Instant::now();
-    let mut store = Store::new(
+    let mut store = ClusterStore::new(
         StoreOptions::default(),
         vec![Resource::Namespaces, Resource::Services, Resource::EndpointSlices],
     );

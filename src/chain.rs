@@ -243,6 +243,11 @@ impl Rng {
         Rng(Rng::secure_u64() | 1)
     }
 
+    /// A generator from a fixed seed: the same sequence every time (tests).
+    pub fn with_seed(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;

@@ -28,7 +28,7 @@ use crate::config;
 use crate::dns::{Header, Request, Response, Transport, Zone};
 use crate::kubernetes::decode;
 use crate::kubernetes::model::{Object, Resource};
-use crate::kubernetes::snapshot::{Store, StoreOptions};
+use crate::kubernetes::snapshot::{ClusterStore, StoreOptions};
 use crate::kubernetes::watch::{self, NextLine};
 use crate::plugin::kubernetes::{self as k8s_plugin, Kubernetes};
 use crate::process::ProcessState;
@@ -521,7 +521,7 @@ pub fn kubernetes_json(data: &[u8]) {
     }
     let questions = questions(&objects, &events);
     let (plugin, store_opts) = &k8s_plugins()[data.len() % 2];
-    let mut store = Store::new(*store_opts, RESOURCES.to_vec());
+    let mut store = ClusterStore::new(*store_opts, RESOURCES.to_vec());
     // The list, then the watch events, then a relist of each resource.
     for r in RESOURCES {
         store.list_start(r);

@@ -1,4 +1,4 @@
-//! The builder thread: applies watcher events to the [`Store`] and publishes snapshots.
+//! The builder thread: applies watcher events to the [`ClusterStore`] and publishes snapshots.
 //!
 //! A burst of events (a list, a rollout touching many slices) is applied as a whole and
 //! published once: the thread blocks for the first event, drains whatever else is
@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::model::{Event, Object, Resource, ServiceKind};
-use super::snapshot::{Snapshot, Store, service_key};
+use super::snapshot::{ClusterStore, Snapshot, service_key};
 use crate::metrics::Histogram;
 
 /// How often snapshots are published while a list is in progress.
@@ -58,7 +58,7 @@ impl Default for BuilderStats {
 
 /// Runs the builder until every event sender is gone.
 pub fn spawn(
-    mut store: Store,
+    mut store: ClusterStore,
     events: Receiver<Event>,
     out: Arc<ArcSwap<Snapshot>>,
     stats: Arc<BuilderStats>,
@@ -128,7 +128,7 @@ pub fn spawn(
 /// (the kubernetes plugin's `startup_timeout`, 5 s by default): publishing earlier
 /// would only make each publish copy every shard the list has touched since the last,
 /// which at 100,000 services was the start-up's memory peak (+17 MiB over steady).
-fn publish_interval(store: &Store) -> Duration {
+fn publish_interval(store: &ClusterStore) -> Duration {
     if store.synced() {
         LIST_PUBLISH_INTERVAL
     } else {
@@ -140,7 +140,7 @@ fn publish_interval(store: &Store) -> Duration {
 pub const UNSYNCED_PUBLISH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Whether a list completed since the last call (a relist frees many objects at once).
-fn listed_since_trim(store: &mut Store) -> bool {
+fn listed_since_trim(store: &mut ClusterStore) -> bool {
     store.take_list_completed()
 }
 
@@ -154,7 +154,7 @@ fn release_free_memory() {
     }
 }
 
-fn apply(store: &mut Store, e: Event, listing: &mut Vec<Resource>, triggers: &mut Vec<f64>) {
+fn apply(store: &mut ClusterStore, e: Event, listing: &mut Vec<Resource>, triggers: &mut Vec<f64>) {
     match e {
         Event::ListStart(r) => {
             store.list_start(r);
@@ -200,7 +200,7 @@ fn apply(store: &mut Store, e: Event, listing: &mut Vec<Resource>, triggers: &mu
 }
 
 fn publish(
-    store: &Store,
+    store: &ClusterStore,
     out: &ArcSwap<Snapshot>,
     stats: &BuilderStats,
     started: Instant,
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn programming_latency_is_measured_for_changed_headless_slices_after_the_sync() {
-        let mut store = Store::new(Default::default(), vec![Resource::Services, Resource::EndpointSlices]);
+        let mut store = ClusterStore::new(Default::default(), vec![Resource::Services, Resource::EndpointSlices]);
         let (mut listing, mut triggers) = (Vec::new(), Vec::new());
         let now = unix_now();
         let events = [

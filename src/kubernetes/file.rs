@@ -8,21 +8,26 @@
 //! read or parsed changes nothing: the last good contents keep serving.
 //!
 //! The bounds of the API apply: the file must be a regular file (a FIFO is refused, not
-//! waited on), an item may not exceed [`MAX_OBJECT_BYTES`](super::limits::MAX_OBJECT_BYTES)
-//! (the file is streamed, never held whole), and an object that breaks an API rule
-//! (a name over 63 characters, 1,001 endpoints...) is skipped, as the watch skips it.
+//! waited on), an item may not exceed [`MAX_OBJECT_BYTES`] (the file is streamed, never
+//! held whole), and an object that breaks an API rule (a name over 63 characters, 1,001
+//! endpoints...) is skipped, as the watch skips it, and counted by resource and reason in
+//! the same [`ApiStats`] (`clusterdns_kubernetes_rejected_objects_total`), once per read
+//! of the file.
 
 use std::fs;
+use std::ops::ControlFlow;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::decode;
+use super::limits::MAX_OBJECT_BYTES;
 use super::model::{Event, Object, Resource};
-use super::watch::send_until_stopped;
+use super::watch::{ApiStats, send_until_stopped};
 
 /// Log lines read `plugin/kubernetes: ...`, as CoreDNS's do.
 const LOG_TARGET: &str = "plugin/kubernetes";
@@ -32,6 +37,7 @@ pub struct FileSource {
     thread: Option<JoinHandle<()>>,
     /// Dropped to stop: wakes the poll sleep at once.
     stop: Option<Sender<()>>,
+    stats: Arc<ApiStats>,
 }
 
 impl FileSource {
@@ -41,11 +47,13 @@ impl FileSource {
     /// `resources` are sent.
     pub fn start(path: PathBuf, resources: Vec<Resource>, events: Sender<Event>, poll: Duration) -> FileSource {
         let (stop, stopped) = crossbeam_channel::bounded(0);
+        let stats = Arc::new(ApiStats::default());
         let watcher = FileWatcher {
             path,
             resources,
             events,
             stop: stopped,
+            stats: Arc::clone(&stats),
             last_error: None,
         };
         let thread = thread::Builder::new()
@@ -61,7 +69,13 @@ impl FileSource {
         FileSource {
             thread,
             stop: Some(stop),
+            stats,
         }
+    }
+
+    /// The counts of objects not taken (no requests are counted: there are none).
+    pub fn stats(&self) -> Arc<ApiStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Stops the thread and waits for it.
@@ -96,6 +110,7 @@ struct FileWatcher {
     resources: Vec<Resource>,
     events: Sender<Event>,
     stop: Receiver<()>,
+    stats: Arc<ApiStats>,
     /// The last failure logged, so that a file that stays broken is reported once.
     last_error: Option<String>,
 }
@@ -139,7 +154,7 @@ impl FileWatcher {
     /// the objects one by one as it decodes them. Neither the file nor the cluster is
     /// ever held in memory twice, which is what keeps a reload of a large dump cheap.
     fn load(&mut self) -> bool {
-        let counts = match scan(&self.path, &self.resources, None) {
+        let counts = match scan(&self.path, &self.resources, None, &self.stats) {
             Ok(counts) => counts,
             Err(message) => {
                 self.failed(message);
@@ -163,6 +178,7 @@ impl FileWatcher {
             Some(&mut |object| {
                 open = open && send_until_stopped(&self.events, &self.stop, Event::Upsert(object));
             }),
+            &self.stats,
         );
         if !open {
             return false;
@@ -211,32 +227,42 @@ fn with_content_version(mut object: Object) -> Object {
 
 /// Streams the objects of `resources` in the file to `send` (or just counts them);
 /// malformed items, and those that break an API rule, are skipped and counted in a
-/// warning; a file that is not a list, or holds an item over the size bound, is an
-/// error. Returns the count per resource.
+/// warning, and, when sending, in `stats` by resource (when their kind or the list's
+/// tells it) and reason; a file that is not a list, or holds an item over the size
+/// bound, is an error. Returns the count per resource.
 fn scan(
     path: &Path,
     resources: &[Resource],
     mut send: Option<&mut dyn FnMut(Object)>,
+    stats: &ApiStats,
 ) -> Result<Vec<(Resource, usize)>, String> {
     let (file, _) =
         crate::config::read::open_regular(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut counts: Vec<(Resource, usize)> = resources.iter().map(|&r| (r, 0)).collect();
     let mut skipped = 0;
     let mut first_error = None;
-    decode::decode_list(file, None, |item| match item {
-        Ok(object) => {
-            let r = object.resource();
-            if let Some(c) = counts.iter_mut().find(|(x, _)| *x == r) {
-                c.1 += 1;
-                if let Some(send) = send.as_mut() {
-                    send(with_content_version(object));
+    decode::decode_list_bounded(file, None, MAX_OBJECT_BYTES, |(resource, item)| {
+        match item {
+            Ok(object) => {
+                let r = object.resource();
+                if let Some(c) = counts.iter_mut().find(|(x, _)| *x == r) {
+                    c.1 += 1;
+                    if let Some(send) = send.as_mut() {
+                        send(with_content_version(object));
+                    }
                 }
             }
+            Err(e) => {
+                // Counted once per read of the file (in the pass that sends), under a
+                // resource the source reads.
+                if let Some(r) = resource.filter(|r| send.is_some() && resources.contains(r)) {
+                    stats.count_rejected(r, e.reason());
+                }
+                skipped += 1;
+                first_error.get_or_insert(e);
+            }
         }
-        Err(e) => {
-            skipped += 1;
-            first_error.get_or_insert(e);
-        }
+        ControlFlow::Continue(())
     })
     .map_err(|e| format!("cannot parse {} as a Kubernetes List: {e}", path.display()))?;
     if let (Some(e), None) = (first_error, &send) {
@@ -435,6 +461,49 @@ mod tests {
     }
 
     #[test]
+    fn rejected_objects_are_counted_once_per_read() {
+        let file = TempFile::new("rejected");
+        let dump = |extra: &str| {
+            format!(
+                r#"{{"kind":"List","apiVersion":"v1","metadata":{{}},"items":[
+                {{"kind":"Service","metadata":{{"name":"a","namespace":"x"}},"spec":{{"clusterIP":"10.0.0.1"}}}},
+                {{"kind":"Service","metadata":{{"name":"{}","namespace":"x"}}}},
+                {{"kind":"Service","metadata":{{"name":"b","namespace":"x"}},"spec":{{"ports":"bad"}}}},
+                {{"kind":"Pod","metadata":{{"name":"p","namespace":"x"}},"status":7}},
+                {{"metadata":{{"name":"kindless"}}}}{extra}]}}"#,
+                "l".repeat(64)
+            )
+        };
+        file.write(&dump(""));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let source = FileSource::start(file.0.clone(), vec![Resource::Services], tx, Duration::from_millis(20));
+        assert_eq!(
+            take(&rx, 3),
+            ["ListStart services", "Upsert services x/a", "ListDone services"]
+        );
+        // Under the resource their kind names, when the source reads it (not the Pod,
+        // not the item without a kind); the pass that only checks the file counts
+        // nothing.
+        let want = |n| {
+            vec![
+                (Resource::Services, "invalid_name", n),
+                (Resource::Services, "malformed", n),
+            ]
+        };
+        assert_eq!(source.stats().snapshot().rejected, want(1));
+        // Read again after a change: counted again.
+        std::thread::sleep(Duration::from_millis(10));
+        file.write(&dump(r#",{"kind":"Namespace","metadata":{"name":"new"}}"#));
+        assert_eq!(
+            take(&rx, 3),
+            ["ListStart services", "Upsert services x/a", "ListDone services"]
+        );
+        assert_eq!(source.stats().snapshot().rejected, want(2));
+        assert!(source.stats().snapshot().requests.is_empty());
+        source.stop();
+    }
+
+    #[test]
     fn objects_over_the_api_bounds_are_skipped_or_fail_the_file() {
         let file = TempFile::new("bounds");
         let long = "l".repeat(64);
@@ -444,7 +513,7 @@ mod tests {
                 {{"metadata":{{"name":"{long}","namespace":"x"}},"spec":{{"clusterIP":"10.0.0.2"}}}}]}}"#
         ));
         assert_eq!(
-            scan(&file.0, &[Resource::Services], None).unwrap(),
+            scan(&file.0, &[Resource::Services], None, &ApiStats::default()).unwrap(),
             [(Resource::Services, 1)]
         );
         // An item over 4 MiB: the whole file is refused (the last good contents stay).
@@ -453,13 +522,13 @@ mod tests {
                 {{"metadata":{{"name":"a","namespace":"x","annotations":{{"x":"{}"}}}}}}]}}"#,
             "x".repeat(5 << 20)
         ));
-        let e = scan(&file.0, &[Resource::Services], None).unwrap_err();
+        let e = scan(&file.0, &[Resource::Services], None, &ApiStats::default()).unwrap_err();
         assert!(e.ends_with("an object larger than 4 MiB"), "{e}");
         // A FIFO is refused at once.
         let fifo = file.0.with_extension("fifo");
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let e = scan(&fifo, &[Resource::Services], None).unwrap_err();
+        let e = scan(&fifo, &[Resource::Services], None, &ApiStats::default()).unwrap_err();
         assert!(e.ends_with("not a regular file (a FIFO)"), "{e}");
     }
 
@@ -472,6 +541,7 @@ mod tests {
             resources: vec![],
             events: tx,
             stop: stopped,
+            stats: Arc::default(),
             last_error: None,
         };
         assert_eq!(watcher.first_report("cannot read x".into()), Some("cannot read x"));

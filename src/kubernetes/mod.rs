@@ -3,12 +3,21 @@
 //! into an immutable, query-ready [`snapshot::Snapshot`].
 //!
 //! ```text
-//!  API (http://) ──list/watch──▶ watch thread per resource ─┐
-//!  file://       ──poll──────▶ file thread ──────────────────┼─Event─▶ builder ──store──▶ ArcSwap<Snapshot>
-//!                                                            ┘  (crossbeam)    coalesces      │ load
-//!                                                                                            ▼
-//!                                                                              kubernetes plugin (workers)
+//!  API (http://) ◀─GET── watch::runner ◀─Action── watch::reflector (decisions, no I/O:
+//!        │              (a thread per resource) ─Input─▶  list/continue/watch/410/backoff)
+//!        └─JSON─▶ decode ─▶ model::Object ─┐
+//!  file:// ──poll──▶ file thread ─decode───┼─Event─▶ builder ──▶ snapshot::ClusterStore ──store──▶ ArcSwap<Snapshot>
+//!                                          ┘  (crossbeam)  coalesces   applies in place,            │ load
+//!                                                          a burst     copy-on-write shards         ▼
+//!                                                                                kubernetes plugin (workers)
 //! ```
+//!
+//! - [`watch`]: the API client: the reflector's sans-I/O decisions, the runner
+//!   that performs them, the request and rejection counters;
+//! - [`file`](mod@file): the `file://` source;
+//! - [`decode`]: API JSON to [`model`] objects, with the API's [`limits`];
+//! - [`builder`]: the thread that applies events and publishes snapshots;
+//! - [`snapshot`]: the read side the workers answer from, and the builder's store.
 
 pub mod builder;
 pub mod decode;

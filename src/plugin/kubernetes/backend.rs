@@ -32,7 +32,7 @@ use super::setup::{Options, PodMode};
 use crate::kubernetes::builder::{self, BuilderStats};
 use crate::kubernetes::file::FileSource;
 use crate::kubernetes::model::Resource;
-use crate::kubernetes::snapshot::{Snapshot, Store, StoreOptions};
+use crate::kubernetes::snapshot::{ClusterStore, Snapshot, StoreOptions};
 use crate::kubernetes::watch::{ApiStats, WatchConfig, Watchers};
 use crate::process::ProcessState;
 
@@ -102,8 +102,9 @@ pub struct Backend {
     key: WatchKey,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub builder_stats: Arc<BuilderStats>,
-    /// The API request counters of the watchers, once started; kept after the stop,
-    /// so that a scrape still shows what was counted.
+    /// The source's counters (the watchers' API requests, the objects the watchers or
+    /// the file source did not take), once started; kept after the stop, so that a
+    /// scrape still shows what was counted.
     api_stats: Mutex<Option<Arc<ApiStats>>>,
     state: Mutex<State>,
     /// Its last holder stopped it: never adopted again.
@@ -133,7 +134,7 @@ impl Backend {
         )
     }
 
-    /// The watchers' request counters, if they ever started.
+    /// The source's counters, if it ever started.
     pub fn api_stats(&self) -> Option<Arc<ApiStats>> {
         self.api_stats.lock().clone()
     }
@@ -172,7 +173,7 @@ impl Backend {
 
     fn start(&self) -> Option<Running> {
         let k = &self.key;
-        let store = Store::new(
+        let store = ClusterStore::new(
             StoreOptions {
                 endpoint_pod_names: k.endpoint_pod_names,
             },
@@ -187,7 +188,11 @@ impl Backend {
             }
         };
         let source = match k.endpoints[0].strip_prefix("file://") {
-            Some(path) => Source::File(FileSource::start(path.into(), k.resources.clone(), tx, FILE_POLL)),
+            Some(path) => {
+                let file = FileSource::start(path.into(), k.resources.clone(), tx, FILE_POLL);
+                *self.api_stats.lock() = Some(file.stats());
+                Source::File(file)
+            }
             None => {
                 let watchers = Watchers::start(
                     WatchConfig {
@@ -229,6 +234,32 @@ mod tests {
             idle_timeout: Duration::from_secs(120),
             backoff: (Duration::from_millis(100), Duration::from_secs(5)),
         }
+    }
+
+    #[test]
+    fn a_file_source_counts_the_objects_it_rejects() {
+        let dir = std::env::temp_dir().join(format!("clusterdns-backend-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rejects.json");
+        let long = "l".repeat(64);
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"kind":"List","metadata":{{}},"items":[{{"kind":"Namespace","metadata":{{"name":"x"}}}},
+                {{"kind":"Service","metadata":{{"name":"{long}","namespace":"x"}}}}]}}"#
+            ),
+        )
+        .unwrap();
+        let b = Backend::private(key(&format!("file://{}", path.display())));
+        b.acquire();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !b.snapshot.load().synced && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let rejected = b.api_stats().map(|s| s.snapshot().rejected);
+        b.release();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(rejected, Some(vec![(Resource::Services, "invalid_name", 1)]));
     }
 
     #[test]

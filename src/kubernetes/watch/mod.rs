@@ -18,23 +18,52 @@
 //! The API conventions followed are those of client-go's reflector ("Efficient detection
 //! of changes" in the Kubernetes API concepts): list with `limit`/`continue`, watch with
 //! `allowWatchBookmarks`, relist only when the resourceVersion has expired.
+//!
+//! Decisions and I/O are apart (ARCHITECTURE.md rule 10): the `reflector` decides
+//! (what to request, what a response or an event means, when to relist, how long to
+//! back off, which endpoint is next) without doing any I/O, and the `runner` performs
+//! what it decides with ureq, one thread per resource:
+//!
+//! ```text
+//!   reflector ──Action (Get, ReadPage, ReadLine, Emit, Reject, Wait…)──▶ runner ──▶ ureq, the
+//!       ▲          reflector.next(input, now) -> action                    │      builder's channel,
+//!       └──────────── Input (Response, Item, PageEnd, Line, Failed…) ◀─────┘      sleep
+//! ```
+//!
+//! `stream` reads a watch stream one bounded line at a time, and `stats` holds the
+//! request metrics and the counts of rejected objects.
 
-use std::collections::BTreeMap;
-use std::collections::hash_map::RandomState;
-use std::fmt;
-use std::hash::{BuildHasher, Hasher};
-use std::io::{self, BufRead, BufReader};
-use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
-use parking_lot::Mutex;
+use crossbeam_channel::Sender;
 
-use super::decode::{self, ApiStatus, DecodeError, WatchEvent};
-use super::limits::MAX_OBJECT_BYTES;
-use super::model::{Event, ObjectKey, Resource};
+use super::model::{Event, Resource};
+use crate::chain::Rng;
+
+mod reflector;
+mod runner;
+mod stats;
+mod stream;
+
+use reflector::Reflector;
+use runner::Runner;
+pub(super) use runner::send_until_stopped;
+pub(super) use stats::RejectLog;
+pub use stats::{ApiStats, ApiStatsSnapshot, DURATION_BUCKETS, DurationHistogram, RequestCount, Verb};
+pub use stream::{NextLine, next_line};
+
+/// Log lines read `plugin/kubernetes: ...`, as CoreDNS's do.
+const LOG_TARGET: &str = "plugin/kubernetes";
+/// How long a TCP connect to the API may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the API may take to start answering a request (status and headers).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Read buffer for list bodies and watch streams.
+const READ_BUFFER: usize = 64 << 10;
+/// Most of an error response body read for its Status message.
+const MAX_ERROR_BODY: u64 = 64 << 10;
 
 /// Where and what to watch, and how patiently.
 #[derive(Clone, Debug)]
@@ -116,23 +145,18 @@ impl Watchers {
         } else {
             let cfg = Arc::new(cfg);
             for &resource in &cfg.resources {
-                let watcher = Watcher {
+                let runner = Runner {
                     resource,
-                    cfg: Arc::clone(&cfg),
+                    reflector: Reflector::new(resource, Arc::clone(&cfg), Rng::seeded()),
                     agent: agent.clone(),
                     events: events.clone(),
                     stop: stopped.clone(),
                     stats: Arc::clone(&stats),
-                    endpoint: 0,
-                    healthy: true,
-                    backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
-                    expired_without_progress: false,
-                    rng: Jitter::new(),
                     rejected: RejectLog::default(),
                 };
                 let spawned = thread::Builder::new()
                     .name(format!("watch-{}", resource.name()))
-                    .spawn(|| watcher.run());
+                    .spawn(|| runner.run());
                 match spawned {
                     Ok(handle) => threads.push(handle),
                     Err(e) => log::error!(target: LOG_TARGET, "cannot start the {} watcher: {e}", resource.name()),
@@ -176,827 +200,18 @@ impl Drop for Watchers {
     }
 }
 
-/// Log lines read `plugin/kubernetes: ...`, as CoreDNS's do.
-const LOG_TARGET: &str = "plugin/kubernetes";
-/// How long a TCP connect to the API may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the API may take to start answering a request (status and headers).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
-/// client-go's reflector treats a watch that ends within a second without an event as an
-/// error ("very short watch"), so a server that closes at once is not hammered.
-const MIN_WATCH_DURATION: Duration = Duration::from_secs(1);
-/// How many times its cap an over-long watch line is read (and dropped) to find its
-/// end: past that (256 MiB) the stream is not a watch stream, and it fails (a new watch
-/// follows, after a backoff).
-const SKIP_FACTOR: u64 = 64;
-
-/// The most objects one list may bring, every page together: ten times the largest
-/// clusters Kubernetes supports (150,000 pods). An API that sends more is broken or
-/// hostile, and the list fails rather than grow the store without end.
-const MAX_LIST_OBJECTS: u64 = 1_500_000;
-
-/// Read buffer for list bodies and watch streams.
-const READ_BUFFER: usize = 64 << 10;
-/// Most of an error response body read for its Status message.
-const MAX_ERROR_BODY: u64 = 64 << 10;
-/// Fields a pod watch filters on, as CoreDNS does: pods that are done keep no IP.
-const POD_FIELD_SELECTOR: &str = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown";
-
-/// One resource's list-and-watch loop.
-struct Watcher {
-    resource: Resource,
-    cfg: Arc<WatchConfig>,
-    agent: ureq::Agent,
-    events: Sender<Event>,
-    stop: Receiver<()>,
-    stats: Arc<ApiStats>,
-    /// Index in `cfg.endpoints` of the endpoint in use.
-    endpoint: usize,
-    /// Whether the API is taken to be reachable (true at start, so that the first failure
-    /// is reported as an outage).
-    healthy: bool,
-    backoff: Backoff,
-    /// Set by a 410 relist, cleared when a watch makes progress.
-    expired_without_progress: bool,
-    rng: Jitter,
-    rejected: RejectLog,
-}
-
-/// How a watch ended, when it did not fail.
-enum WatchEnd {
-    /// The server closed the stream (its `timeoutSeconds`): watch again from the last RV.
-    Closed,
-    /// 410 Gone: the resourceVersion has been compacted away: list again.
-    Gone,
-}
-
-impl Watcher {
-    fn run(mut self) {
-        // None: the next step is a list; Some: watch from this resourceVersion.
-        let mut resource_version = None;
-        while !self.stopped() {
-            match self.step(&mut resource_version) {
-                Ok(()) => {}
-                Err(Failure::Stopped) => return,
-                // After a stop, errors are the cancelled requests: not worth a word.
-                Err(_) if self.stopped() => return,
-                Err(failure) => {
-                    self.failed(&failure);
-                    let delay = self.backoff.next(&mut self.rng);
-                    if self.sleep(delay) {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Lists, or watches from `resource_version`; a failed step is retried as it was (a
-    /// failed watch resumes from the same resourceVersion: the API replays what was
-    /// missed, or answers 410 if that is no longer possible).
-    fn step(&mut self, resource_version: &mut Option<Box<str>>) -> Result<(), Failure> {
-        let Some(rv) = resource_version else {
-            *resource_version = Some(self.list()?);
-            self.mark_healthy();
-            return Ok(());
-        };
-        match self.watch(rv)? {
-            WatchEnd::Closed => Ok(()),
-            WatchEnd::Gone => {
-                let name = self.resource.name();
-                log::info!(
-                    target: LOG_TARGET,
-                    "watch of {name} expired (resourceVersion {rv} is too old): listing again"
-                );
-                *resource_version = None;
-                // A relist whose watch expires again before delivering anything (an API
-                // server lagging behind the one that answered the list) backs off, so
-                // that it cannot become a relist loop.
-                if std::mem::replace(&mut self.expired_without_progress, true) {
-                    let delay = self.backoff.next(&mut self.rng);
-                    if self.sleep(delay) {
-                        return Err(Failure::Stopped);
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Lists the resource page by page, streaming `ListStart`, the `Upsert`s and
-    /// `ListDone`; returns the list's resourceVersion.
-    fn list(&mut self) -> Result<Box<str>, Failure> {
-        let mut continue_token: Option<Box<str>> = None;
-        let mut started = false;
-        let mut restarted = false;
-        let mut listed_objects = 0u64;
-        loop {
-            let url = self.list_url(continue_token.as_deref());
-            let begun = Instant::now();
-            let response = self.get(&url)?;
-            let status = response.status().as_u16();
-            // The continue token expired (a paged list reads one etcd revision, which
-            // compaction removes after about five minutes): start over right away, once; a
-            // second expiry in a row is a failure, retried after a backoff. The next
-            // ListStart tells the builder to drop the unfinished list.
-            if status == 410 && continue_token.is_some() && !std::mem::replace(&mut restarted, true) {
-                log::info!(target: LOG_TARGET, "list of {} expired while paging: listing again", self.resource.name());
-                continue_token = None;
-                started = false;
-                listed_objects = 0;
-                if self.stopped() {
-                    return Err(Failure::Stopped);
-                }
-                continue;
-            }
-            if status != 200 {
-                return Err(self.http_failure(&url, response));
-            }
-            if !started {
-                self.send(Event::ListStart(self.resource))?;
-                started = true;
-            }
-            // The API's answer is bounded like a watch stream: no item over
-            // MAX_OBJECT_BYTES (the decoder counts the bytes since the last item), no
-            // page over its limit, no list over MAX_LIST_OBJECTS; past a bound the body
-            // stops being read and the list fails.
-            let resource = self.resource;
-            // The API honours `limit` for the lists clusterdns asks for (never at
-            // resourceVersion=0); a page ten times over it is not a page.
-            let page_limit = match self.cfg.page_size {
-                0 => u64::MAX,
-                n => (n as u64 * 10).max(10_000),
-            };
-            let mut page_items = 0u64;
-            let (events, stop, rejected, stats) = (&self.events, &self.stop, &mut self.rejected, &self.stats);
-            let listed = &mut listed_objects;
-            let mut receiver_gone = false;
-            // Each item goes to the builder as soon as it is decoded: the page is never
-            // held whole, so a relist costs one copy of the cluster, not two. An item
-            // that breaks an API rule is not sent: the list's end then removes any
-            // version of it stored before.
-            let body = response.into_body().into_reader();
-            let meta = decode::decode_list_bounded(body, Some(resource), MAX_OBJECT_BYTES, |item| {
-                page_items += 1;
-                *listed += 1;
-                if page_items > page_limit {
-                    return ControlFlow::Break("a page ten times over its limit");
-                }
-                if *listed > MAX_LIST_OBJECTS {
-                    return ControlFlow::Break("more objects in a list than clusterdns takes");
-                }
-                match item {
-                    Ok(object) if object.resource() == resource => {
-                        receiver_gone |= !send_until_stopped(events, stop, Event::Upsert(object));
-                    }
-                    Ok(object) => {
-                        let found = object.resource().kind().into();
-                        let error = DecodeError::WrongKind {
-                            expected: resource.kind(),
-                            found,
-                        };
-                        rejected.reject(stats, resource, &error, None);
-                    }
-                    Err(e) => rejected.reject(stats, resource, &e, None),
-                }
-                ControlFlow::Continue(())
-            });
-            if receiver_gone {
-                return Err(Failure::Stopped);
-            }
-            if let Err(e @ DecodeError::TooLarge(_)) = &meta {
-                self.rejected.reject(&self.stats, resource, e, None);
-            }
-            let meta = meta.map_err(|error| match error {
-                // A read error surfaces through the JSON parser; report it as one.
-                DecodeError::Json(e) if e.is_io() => Failure::Read {
-                    url: without_query(&url),
-                    error: io::Error::from(e),
-                },
-                error => Failure::Decode {
-                    url: without_query(&url),
-                    error,
-                },
-            })?;
-            self.stats.observe(Verb::List, self.host(), begun.elapsed());
-            match meta.continue_token {
-                Some(token) => continue_token = Some(token),
-                None => {
-                    self.send(Event::ListDone(self.resource))?;
-                    return Ok(meta.resource_version);
-                }
-            }
-        }
-    }
-
-    /// Watches from `resource_version`, sending the changes and keeping
-    /// `resource_version` at the last one seen (bookmarks included).
-    fn watch(&mut self, resource_version: &mut Box<str>) -> Result<WatchEnd, Failure> {
-        let url = self.watch_url(resource_version);
-        let begun = Instant::now();
-        let response = self.get(&url)?;
-        self.stats.observe(Verb::Watch, self.host(), begun.elapsed());
-        match response.status().as_u16() {
-            200 => {}
-            410 => return Ok(WatchEnd::Gone),
-            _ => return Err(self.http_failure(&url, response)),
-        }
-        let mut stream = BufReader::with_capacity(READ_BUFFER, response.into_body().into_reader());
-        let mut line = Vec::new();
-        let mut delivered = false;
-        loop {
-            let next = next_line(&mut stream, &mut line, MAX_OBJECT_BYTES, self.resource);
-            let event = match next.map_err(|error| Failure::Read {
-                url: without_query(&url),
-                error,
-            })? {
-                NextLine::End => {
-                    if !delivered && begun.elapsed() < MIN_WATCH_DURATION {
-                        return Err(Failure::ShortWatch {
-                            url: without_query(&url),
-                        });
-                    }
-                    self.mark_progress();
-                    return Ok(WatchEnd::Closed);
-                }
-                // Read past, not kept; which object it was is not known (its metadata
-                // was not within the first MAX_OBJECT_BYTES), so whatever version of it
-                // is stored stays until the next list.
-                NextLine::TooLong => {
-                    self.rejected.reject(
-                        &self.stats,
-                        self.resource,
-                        &DecodeError::TooLarge(MAX_OBJECT_BYTES),
-                        None,
-                    );
-                    continue;
-                }
-                NextLine::Blank => continue,
-                NextLine::Event(event) => event,
-            };
-            match event {
-                Ok(WatchEvent::Upsert {
-                    object,
-                    resource_version: rv,
-                }) => {
-                    advance(resource_version, rv);
-                    self.send(Event::Upsert(object))?;
-                }
-                Ok(WatchEvent::Delete {
-                    key,
-                    resource_version: rv,
-                }) => {
-                    advance(resource_version, rv);
-                    self.send(Event::Delete(self.resource, key))?;
-                }
-                Ok(WatchEvent::Bookmark { resource_version: rv }) => advance(resource_version, rv),
-                // An object the API may not hold (over a cap, an invalid name or field,
-                // malformed): counted, logged, and any version of it stored before
-                // removed, since the API no longer has that version either.
-                Ok(WatchEvent::Rejected {
-                    key,
-                    resource_version: rv,
-                    error,
-                }) => {
-                    advance(resource_version, rv);
-                    self.rejected.reject(&self.stats, self.resource, &error, Some(&key));
-                    self.send(Event::Delete(self.resource, key))?;
-                }
-                Ok(WatchEvent::Error(status)) if status.code == 410 => return Ok(WatchEnd::Gone),
-                Ok(WatchEvent::Error(status)) => {
-                    return Err(Failure::WatchError {
-                        url: without_query(&url),
-                        status,
-                    });
-                }
-                Err(e) => {
-                    self.rejected.reject(&self.stats, self.resource, &e, None);
-                    continue;
-                }
-            }
-            if !delivered {
-                delivered = true;
-                self.mark_progress();
-            }
-        }
-    }
-
-    fn get(&self, url: &str) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        let result = self.agent.get(url).call();
-        let status = result.as_ref().ok().map(|response| response.status());
-        self.stats
-            .count(status.as_ref().map_or("<error>", |s| s.as_str()), self.host());
-        result.map_err(|error| Failure::Transport {
-            url: without_query(url),
-            error,
-        })
-    }
-
-    /// A non-success answer, explained with the Status message the API put in the body.
-    fn http_failure(&self, url: &str, response: ureq::http::Response<ureq::Body>) -> Failure {
-        let status = response.status();
-        let body = response
-            .into_body()
-            .into_with_config()
-            .limit(MAX_ERROR_BODY)
-            .read_to_vec()
-            .unwrap_or_default();
-        let mut message = decode::decode_status(&body)
-            .map(|s| s.message)
-            .filter(|m| !m.is_empty())
-            .map_or_else(|| status.canonical_reason().unwrap_or("").to_owned(), String::from);
-        if status.as_u16() == 403 {
-            // The usual cause after an upgrade is RBAC (CoreDNS 1.8 and EndpointSlices):
-            // name exactly what to grant.
-            let (group, resource) = match self.resource {
-                Resource::EndpointSlices => ("discovery.k8s.io", "endpointslices"),
-                other => ("\"\" (core)", other.name()),
-            };
-            message.push_str(&format!(
-                " (clusterdns needs the verbs list and watch on resource {resource} in API group {group})"
-            ));
-        }
-        Failure::Status {
-            url: without_query(url),
-            code: status.as_u16(),
-            message,
-        }
-    }
-
-    fn list_url(&self, continue_token: Option<&str>) -> String {
-        let mut url = format!("{}{}?", self.endpoint(), self.resource.path());
-        if self.cfg.page_size > 0 {
-            url.push_str(&format!("limit={}&", self.cfg.page_size));
-        }
-        self.push_selectors(&mut url);
-        if let Some(token) = continue_token {
-            url.push_str("continue=");
-            push_encoded(&mut url, token);
-        }
-        trim_query(url)
-    }
-
-    fn watch_url(&mut self, resource_version: &str) -> String {
-        let base = self.cfg.watch_timeout.as_secs().max(1);
-        let timeout = base + self.rng.below(base);
-        let mut url = format!("{}{}?watch=1&resourceVersion=", self.endpoint(), self.resource.path());
-        push_encoded(&mut url, resource_version);
-        url.push_str(&format!("&allowWatchBookmarks=true&timeoutSeconds={timeout}&"));
-        self.push_selectors(&mut url);
-        trim_query(url)
-    }
-
-    /// Appends `labelSelector=..&` and `fieldSelector=..&` as the resource uses them
-    /// (CoreDNS: `labels` for services, endpointslices and pods; `namespace_labels` for
-    /// namespaces; a phase filter for pods).
-    fn push_selectors(&self, url: &mut String) {
-        let labels = match self.resource {
-            Resource::Namespaces => &self.cfg.namespace_label_selector,
-            _ => &self.cfg.label_selector,
-        };
-        if let Some(selector) = labels.as_deref().filter(|s| !s.is_empty()) {
-            url.push_str("labelSelector=");
-            push_encoded(url, selector);
-            url.push('&');
-        }
-        if self.resource == Resource::Pods {
-            url.push_str("fieldSelector=");
-            push_encoded(url, POD_FIELD_SELECTOR);
-            url.push('&');
-        }
-    }
-
-    fn endpoint(&self) -> &str {
-        self.cfg.endpoints[self.endpoint].trim_end_matches('/')
-    }
-
-    /// `host:port` of the endpoint in use, the `host` label of the request metrics.
-    fn host(&self) -> &str {
-        let endpoint = self.endpoint();
-        let authority = endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest);
-        authority.split('/').next().unwrap_or(authority)
-    }
-
-    fn send(&self, event: Event) -> Result<(), Failure> {
-        if send_until_stopped(&self.events, &self.stop, event) {
-            Ok(())
-        } else {
-            Err(Failure::Stopped)
-        }
-    }
-
-    /// A list completed: the API answers again.
-    fn mark_healthy(&mut self) {
-        if !self.healthy {
-            self.healthy = true;
-            log::info!(target: LOG_TARGET, "API reachable again for {} at {}", self.resource.name(), self.endpoint());
-            let _ = self.send(Event::Health {
-                resource: self.resource,
-                healthy: true,
-            });
-        }
-    }
-
-    /// A watch delivered events or ran its course: the failure streak is over.
-    fn mark_progress(&mut self) {
-        self.backoff.reset();
-        self.expired_without_progress = false;
-        self.mark_healthy();
-    }
-
-    /// Logs an outage once, when it starts (never per retry), and moves to the next
-    /// endpoint.
-    fn failed(&mut self, failure: &Failure) {
-        if self.healthy {
-            self.healthy = false;
-            let name = self.resource.name();
-            log::warn!(target: LOG_TARGET, "API unreachable for {name}: {failure}; serving the last data and retrying");
-            let _ = self.send(Event::Health {
-                resource: self.resource,
-                healthy: false,
-            });
-        } else {
-            log::debug!(target: LOG_TARGET, "{} still failing: {failure}", self.resource.name());
-        }
-        self.endpoint = (self.endpoint + 1) % self.cfg.endpoints.len();
-    }
-
-    fn stopped(&self) -> bool {
-        matches!(self.stop.try_recv(), Err(TryRecvError::Disconnected))
-    }
-
-    /// Sleeps for `duration` unless stopped first; true when stopped.
-    fn sleep(&self, duration: Duration) -> bool {
-        !matches!(self.stop.recv_timeout(duration), Err(RecvTimeoutError::Timeout))
-    }
-}
-
-/// What the next line of a watch stream holds.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum NextLine {
-    /// The stream ended.
-    End,
-    /// A line of `max` bytes or more, read past (in the reader's pieces, never held
-    /// whole) without telling which object it was.
-    TooLong,
-    /// An empty line (a keep-alive).
-    Blank,
-    /// An event, or why the line is not one. A line over `max` whose first `max` bytes
-    /// name its object is [`WatchEvent::Rejected`].
-    Event(Result<WatchEvent, DecodeError>),
-}
-
-/// Reads and decodes the next line of a watch stream of `resource` into `line`. At most
-/// `max` bytes of a line are kept; the rest of a longer one is read and dropped, and
-/// only its start is looked at ([`decode::probe_event`]). Public (hidden) so that the
-/// fuzz targets can feed it any byte stream (`clusterdns::fuzzing`).
-#[doc(hidden)]
-pub fn next_line(stream: &mut impl BufRead, line: &mut Vec<u8>, max: u64, resource: Resource) -> io::Result<NextLine> {
-    line.clear();
-    let read = io::Read::take(&mut *stream, max).read_until(b'\n', line)?;
-    if read == 0 {
-        return Ok(NextLine::End);
-    }
-    let next = if read as u64 == max && line.last() != Some(&b'\n') {
-        skip_line(stream, max.saturating_mul(SKIP_FACTOR))?;
-        match decode::probe_event(resource, line, max) {
-            Some(event) => NextLine::Event(Ok(event)),
-            None => NextLine::TooLong,
-        }
-    } else if line.trim_ascii().is_empty() {
-        NextLine::Blank
-    } else {
-        NextLine::Event(decode::decode_event(resource, line))
-    };
-    // A huge line's buffer is not kept for the small lines that follow.
-    if line.capacity() > 4 * READ_BUFFER {
-        *line = Vec::new();
-    }
-    Ok(next)
-}
-
-/// Reads to the end of the line without keeping it; fails after `most` bytes.
-fn skip_line(stream: &mut impl BufRead, most: u64) -> io::Result<()> {
-    match crate::lines::skip_line(stream, most)? {
-        Some(_) => Ok(()),
-        None => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a watch line longer than {}", crate::config::read::human_bytes(most)),
-        )),
-    }
-}
-
-/// Sends `event` to the builder; false once stopped, or when the builder is gone. A
-/// bounded channel that stays full cannot block a stop.
-pub(super) fn send_until_stopped(events: &Sender<Event>, stop: &Receiver<()>, event: Event) -> bool {
-    match events.try_send(event) {
-        Ok(()) => true,
-        Err(TrySendError::Disconnected(_)) => false,
-        Err(TrySendError::Full(event)) => crossbeam_channel::select! {
-            send(events, event) -> sent => sent.is_ok(),
-            recv(stop) -> _ => false,
-        },
-    }
-}
-
-/// Moves the resourceVersion forward; an event without one leaves it as it was.
-fn advance(current: &mut Box<str>, seen: Box<str>) {
-    if !seen.is_empty() {
-        *current = seen;
-    }
-}
-
-/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
-fn push_encoded(url: &mut String, value: &str) {
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            url.push(char::from(byte));
-        } else {
-            url.push_str(&format!("%{byte:02X}"));
-        }
-    }
-}
-
-fn trim_query(mut url: String) -> String {
-    while url.ends_with(['&', '?']) {
-        url.pop();
-    }
-    url
-}
-
-/// The URL without its query, for messages (continue tokens are long and opaque).
-fn without_query(url: &str) -> Box<str> {
-    url.split('?').next().unwrap_or(url).into()
-}
-
-/// Why a request failed; displayed in the outage log line.
-#[derive(Debug)]
-enum Failure {
-    /// No answer: connection refused or reset, no response within the timeout.
-    Transport { url: Box<str>, error: ureq::Error },
-    /// An answer other than 200 (with 410 handled before).
-    Status { url: Box<str>, code: u16, message: String },
-    /// The body stopped: connection lost, or silent beyond the idle timeout.
-    Read { url: Box<str>, error: io::Error },
-    /// The list body is not a list.
-    Decode { url: Box<str>, error: DecodeError },
-    /// The watch ended with an ERROR event other than 410.
-    WatchError { url: Box<str>, status: ApiStatus },
-    /// The watch ended at once without delivering anything.
-    ShortWatch { url: Box<str> },
-    /// Not a failure: the watchers are stopping (or the builder is gone).
-    Stopped,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Transport { url, error } => write!(f, "GET {url}: {error}"),
-            Failure::Status { url, code, message } => write!(f, "GET {url}: HTTP {code}: {message}"),
-            Failure::Read { url, error } if is_read_timeout(error) => {
-                write!(f, "GET {url}: no data within the idle timeout (stalled stream)")
-            }
-            Failure::Read { url, error } => write!(f, "GET {url}: reading the response: {error}"),
-            Failure::Decode { url, error } => write!(f, "GET {url}: malformed list: {error}"),
-            Failure::WatchError { url, status } => write!(f, "GET {url}: watch ended with an error: {status}"),
-            Failure::ShortWatch { url } => write!(f, "GET {url}: the watch closed at once without any event"),
-            Failure::Stopped => f.write_str("stopped"),
-        }
-    }
-}
-
-/// Whether a body read failed on ureq's per-read timeout (the idle guard).
-fn is_read_timeout(error: &io::Error) -> bool {
-    error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
-        .is_some_and(|e| matches!(e, ureq::Error::Timeout(ureq::Timeout::PerRead)))
-}
-
-/// Capped exponential backoff with jitter: the n-th failure in a row waits a random time
-/// in `[d/2, d]`, `d = min(initial * 2^n, max)`, so that replicas spread out after an API
-/// restart instead of relisting together.
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    failures: u32,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max,
-            failures: 0,
-        }
-    }
-
-    fn next(&mut self, rng: &mut Jitter) -> Duration {
-        let factor = 1u32 << self.failures.min(20);
-        self.failures = self.failures.saturating_add(1);
-        let full = self.initial.saturating_mul(factor).min(self.max);
-        let half = full / 2;
-        half + Duration::from_nanos(rng.below(u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1)))
-    }
-
-    fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
-
-/// A small xorshift generator for jitter; unpredictability is not needed, only that
-/// replicas and threads differ, which the per-process random hash keys give.
-struct Jitter(u64);
-
-impl Jitter {
-    fn new() -> Jitter {
-        let mut hasher = RandomState::new().build_hasher();
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        hasher.write_u128(now.as_nanos());
-        Jitter(hasher.finish() | 1)
-    }
-
-    /// A value in `[0, bound)`.
-    fn below(&mut self, bound: u64) -> u64 {
-        // xorshift64* (Vigna).
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound.max(1)
-    }
-}
-
-/// Logs rejected objects (malformed, over a cap, breaking an API rule): the first at
-/// once, then at most one line a minute with the count, so that a stream of bad objects
-/// cannot flood the log; every one is counted in [`ApiStats`] by reason.
-#[derive(Default)]
-struct RejectLog {
-    unreported: u64,
-    last_logged: Option<Instant>,
-}
-
-/// Least time between two "rejected objects" lines.
-const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(60);
-
-impl RejectLog {
-    fn reject(&mut self, stats: &ApiStats, resource: Resource, error: &DecodeError, key: Option<&ObjectKey>) {
-        stats.count_rejected(resource, error.reason());
-        self.unreported += 1;
-        if self.last_logged.is_none_or(|at| at.elapsed() >= REJECT_LOG_INTERVAL) {
-            let (count, name) = (self.unreported, resource.name());
-            let which = match key {
-                Some(k) if k.namespace.is_empty() => format!("{}: ", k.name),
-                Some(k) => format!("{}/{}: ", k.namespace, k.name),
-                None => String::new(),
-            };
-            log::warn!(
-                target: LOG_TARGET,
-                "rejected {count} {name} object(s) from the API (latest: {which}{error}; reason {})",
-                error.reason()
-            );
-            self.unreported = 0;
-            self.last_logged = Some(Instant::now());
-        }
-    }
-}
-
-/// The API verbs timed in [`ApiStats`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verb {
-    /// One list page, body included.
-    List,
-    /// A watch request, until its response headers.
-    Watch,
-}
-
-impl Verb {
-    /// The `verb` label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Verb::List => "LIST",
-            Verb::Watch => "WATCH",
-        }
-    }
-}
-
-/// Upper bounds of the request duration buckets, in seconds (Prometheus' defaults, as
-/// `coredns_kubernetes_rest_client_request_duration_seconds` uses).
-pub const DURATION_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-
-/// API request counters, for CoreDNS's `coredns_kubernetes_rest_client_requests_total`
-/// and `..._request_duration_seconds`. Written only by the watch threads, a few times a
-/// minute, so a mutex costs nothing.
-#[derive(Default)]
-pub struct ApiStats {
-    inner: Mutex<StatsInner>,
-}
-
-#[derive(Default)]
-struct StatsInner {
-    /// By (status code or `<error>`, host).
-    requests: BTreeMap<(Box<str>, Box<str>), u64>,
-    durations: BTreeMap<(Verb, Box<str>), DurationHistogram>,
-    /// Objects rejected, by resource and reason.
-    rejected: BTreeMap<(Resource, &'static str), u64>,
-}
-
-/// A copy of the counters at one moment.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ApiStatsSnapshot {
-    /// Request counts by result and host.
-    pub requests: Vec<RequestCount>,
-    /// Request durations by verb and host.
-    pub durations: Vec<(Verb, Box<str>, DurationHistogram)>,
-    /// Objects rejected, by resource and reason
-    /// ([`DecodeError::reason`](super::decode::DecodeError::reason)).
-    pub rejected: Vec<(Resource, &'static str, u64)>,
-}
-
-/// Requests by method, result and host.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestCount {
-    /// Always `GET`.
-    pub method: &'static str,
-    /// The HTTP status code, or `<error>` when no response came (client-go's convention).
-    pub code: Box<str>,
-    /// `host:port` of the endpoint.
-    pub host: Box<str>,
-    /// Requests so far.
-    pub count: u64,
-}
-
-/// A request duration histogram over [`DURATION_BUCKETS`].
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct DurationHistogram {
-    /// Cumulative counts: `buckets[i]` requests took at most `DURATION_BUCKETS[i]`.
-    pub buckets: [u64; 11],
-    /// Total time of all requests.
-    pub sum_seconds: f64,
-    /// Requests timed.
-    pub count: u64,
-}
-
-impl ApiStats {
-    /// The counters as they are now.
-    pub fn snapshot(&self) -> ApiStatsSnapshot {
-        let inner = self.inner.lock();
-        ApiStatsSnapshot {
-            requests: inner
-                .requests
-                .iter()
-                .map(|((code, host), &count)| RequestCount {
-                    method: "GET",
-                    code: code.clone(),
-                    host: host.clone(),
-                    count,
-                })
-                .collect(),
-            durations: inner
-                .durations
-                .iter()
-                .map(|((verb, host), h)| (*verb, host.clone(), h.clone()))
-                .collect(),
-            rejected: inner.rejected.iter().map(|(&(r, why), &n)| (r, why, n)).collect(),
-        }
-    }
-
-    fn count_rejected(&self, resource: Resource, reason: &'static str) {
-        *self.inner.lock().rejected.entry((resource, reason)).or_default() += 1;
-    }
-
-    fn count(&self, code: &str, host: &str) {
-        *self
-            .inner
-            .lock()
-            .requests
-            .entry((code.into(), host.into()))
-            .or_default() += 1;
-    }
-
-    fn observe(&self, verb: Verb, host: &str, took: Duration) {
-        let seconds = took.as_secs_f64();
-        let mut inner = self.inner.lock();
-        let histogram = inner.durations.entry((verb, host.into())).or_default();
-        for (count, bound) in histogram.buckets.iter_mut().zip(DURATION_BUCKETS) {
-            if seconds <= bound {
-                *count += 1;
-            }
-        }
-        histogram.sum_seconds += seconds;
-        histogram.count += 1;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
 
+    use crossbeam_channel::Receiver;
+    use parking_lot::Mutex;
+
+    use super::reflector::POD_FIELD_SELECTOR;
     use super::*;
 
     /// One request the fake API received.
@@ -1774,50 +989,6 @@ mod tests {
     }
 
     #[test]
-    fn an_over_long_line_is_skipped_in_pieces_and_named_when_its_start_tells() {
-        let max = 200u64;
-        let pad = "x".repeat(1000);
-        let text = format!(
-            "{}\n{}\n{}\n{}\n",
-            // The object's metadata within the first 200 bytes: its key is known.
-            event(
-                "MODIFIED",
-                &format!(
-                    r#"{{"kind":"Service","metadata":{{"name":"big","namespace":"ns","resourceVersion":"5"}},"spec":{{"x":"{pad}"}}}}"#
-                )
-            ),
-            // The metadata itself too long: nothing is known.
-            event(
-                "ADDED",
-                &format!(r#"{{"metadata":{{"name":"big","annotations":{{"x":"{pad}"}}}}}}"#)
-            ),
-            event("ADDED", &svc("after", 6)),
-            "y".repeat(64 * 200 + 500),
-        );
-        let mut stream = BufReader::with_capacity(64, text.as_bytes());
-        let mut line = Vec::new();
-        let mut next = || next_line(&mut stream, &mut line, max, Resource::Services);
-        match next().unwrap() {
-            NextLine::Event(Ok(WatchEvent::Rejected {
-                key,
-                resource_version,
-                error,
-            })) => {
-                assert_eq!((&*key.namespace, &*key.name, &*resource_version), ("ns", "big", "5"));
-                assert_eq!(error, DecodeError::TooLarge(200));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(next().unwrap(), NextLine::TooLong));
-        assert!(matches!(
-            next().unwrap(),
-            NextLine::Event(Ok(WatchEvent::Upsert { .. }))
-        ));
-        // A line without end (64 times the cap and more) is no watch stream.
-        assert_eq!(next().unwrap_err().kind(), io::ErrorKind::InvalidData);
-    }
-
-    #[test]
     fn watch_error_other_than_410_rewatches_without_relisting() {
         let watches = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&watches);
@@ -1847,22 +1018,5 @@ mod tests {
         );
         quiet(&rx, Duration::from_millis(100));
         watchers.stop();
-    }
-
-    #[test]
-    fn backoff_is_jittered_and_capped() {
-        let mut rng = Jitter::new();
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let delays: Vec<_> = (0..8).map(|_| backoff.next(&mut rng)).collect();
-        for (n, delay) in delays.iter().enumerate() {
-            let full = Duration::from_millis(100 << n).min(Duration::from_secs(1));
-            assert!(
-                *delay >= full / 2 && *delay <= full,
-                "{n}: {delay:?} not in [{:?}, {full:?}]",
-                full / 2
-            );
-        }
-        backoff.reset();
-        assert!(backoff.next(&mut rng) <= Duration::from_millis(100));
     }
 }

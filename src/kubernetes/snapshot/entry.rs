@@ -1,0 +1,186 @@
+//! A service as answers need it: its data ([`ServiceData`]) and, with its slices, what a
+//! name `<svc>.<ns>.svc.<zone>` resolves from ([`ServiceEntry`]); names as wire labels.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use super::shard::{FxSet, Keyed};
+use super::slice::SliceData;
+use crate::kubernetes::model::{Port, ServiceKind};
+
+/// Wire-format labels (length-prefixed, no root) for `labels` joined in order. Every
+/// label is a DNS label the decoder has checked (at most 63 bytes): the cut below only
+/// keeps the wire form valid, it must never make two names one.
+pub fn wire_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> Box<[u8]> {
+    let mut out = Vec::new();
+    for l in labels {
+        debug_assert!(l.len() <= 63, "label over 63 bytes reached the snapshot: {l:?}");
+        let l = &l.as_bytes()[..l.len().min(63)];
+        out.push(l.len() as u8);
+        out.extend_from_slice(l);
+    }
+    out.into_boxed_slice()
+}
+
+/// Label `i` (without its length byte) of wire labels.
+pub fn label_at(wire: &[u8], i: usize) -> &[u8] {
+    let mut at = 0;
+    for _ in 0..i {
+        at += 1 + wire[at] as usize;
+    }
+    let l = wire[at] as usize;
+    &wire[at + 1..at + 1 + l]
+}
+
+/// A Service as answers need it.
+#[derive(Debug)]
+pub struct ServiceData {
+    /// `<svc>.<ns>.svc` as wire labels (no root): SRV and PTR targets append a zone; the
+    /// first two labels are its key.
+    pub rel: Box<[u8]>,
+    /// A hash of the resourceVersion stored (builder only; updated in place when a new
+    /// version changes nothing DNS serves).
+    pub(super) version: AtomicU64,
+    /// The list generation the service was last seen in (builder only).
+    pub(super) seen: AtomicU32,
+    pub kind: ServiceKind,
+    pub cluster_ips: Box<[IpAddr]>,
+    /// The ExternalName target as wire bytes (fully qualified, case kept); `None` when
+    /// the service is not ExternalName or its target is an IP address (ignored, as
+    /// CoreDNS does) or not a valid name.
+    pub external: Option<Box<[u8]>>,
+    /// Shared between every service and slice with the same list.
+    pub ports: Arc<[Port]>,
+}
+
+impl ServiceData {
+    pub fn name(&self) -> &[u8] {
+        label_at(&self.rel, 0)
+    }
+
+    pub fn namespace(&self) -> &[u8] {
+        label_at(&self.rel, 1)
+    }
+}
+
+impl Keyed for ServiceData {
+    /// `<svc><ns>` wire labels.
+    fn key(&self) -> &[u8] {
+        &self.rel[..self.rel.len() - 4]
+    }
+}
+
+/// What a name `<svc>.<ns>.svc.<zone>` resolves from: the service and its slices, with
+/// what a headless service's answers need prepared, so that answering one costs in
+/// proportion to the records it writes.
+#[derive(Debug)]
+pub struct ServiceEntry {
+    pub svc: Arc<ServiceData>,
+    pub slices: Box<[Arc<SliceData>]>,
+    /// Headless only: every ready address once, in order (a ClusterIP service answers
+    /// from its cluster IPs).
+    pub(super) v4: Box<[Ipv4Addr]>,
+    pub(super) v6: Box<[Ipv6Addr]>,
+    /// Ready addresses over all slices (for `ignore empty_service`).
+    pub ready_addresses: u32,
+    /// Headless only: no two endpoints share a name or an address, and no port list
+    /// repeats a port number; then no (target, port) or (target, address) pair can
+    /// repeat, and answers need no duplicate check.
+    pub distinct: bool,
+}
+
+impl Keyed for ServiceEntry {
+    fn key(&self) -> &[u8] {
+        self.svc.key()
+    }
+}
+
+/// Whether no two ports of a list have the same number (small lists: compared
+/// pairwise; the API allows 100 ports per slice, and this runs when a snapshot is
+/// built, not per query).
+pub(super) fn port_numbers_distinct(ports: &[Port]) -> bool {
+    if ports.len() <= 16 {
+        return ports
+            .iter()
+            .enumerate()
+            .all(|(i, p)| ports[..i].iter().all(|q| q.port != p.port));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ports.len());
+    ports.iter().all(|p| seen.insert(p.port))
+}
+
+impl ServiceEntry {
+    pub(super) fn new(svc: Arc<ServiceData>, slices: Box<[Arc<SliceData>]>) -> ServiceEntry {
+        let ready = slices.iter().map(|s| s.eps.len()).sum::<usize>();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        let mut distinct = false;
+        if svc.kind == ServiceKind::Headless {
+            // Dedup with a set, keeping first-seen order (a small service compares
+            // with what it kept, cheaper than hashing).
+            let mut seen = std::collections::HashSet::with_capacity(if ready < 64 { 0 } else { ready });
+            for e in slices.iter().flat_map(|s| s.eps.iter()) {
+                let new = if ready < 64 {
+                    match e.addr() {
+                        IpAddr::V4(a) => !v4.contains(&a),
+                        IpAddr::V6(a) => !v6.contains(&a),
+                    }
+                } else {
+                    seen.insert(e.addr())
+                };
+                if new {
+                    match e.addr() {
+                        IpAddr::V4(a) => v4.push(a),
+                        IpAddr::V6(a) => v6.push(a),
+                    }
+                }
+            }
+            // Slices of one service nearly always share one port list (lists are
+            // interned): each distinct list is checked once.
+            let mut lists: FxSet<*const Port> = FxSet::default();
+            distinct = v4.len() + v6.len() == ready
+                && slices.iter().all(|s| !s.has_names())
+                && slices
+                    .iter()
+                    .filter(|s| lists.insert(s.ports.as_ptr()))
+                    .all(|s| port_numbers_distinct(&s.ports));
+        }
+        ServiceEntry {
+            svc,
+            slices,
+            v4: v4.into_boxed_slice(),
+            v6: v6.into_boxed_slice(),
+            ready_addresses: ready as u32,
+            distinct,
+        }
+    }
+
+    /// Calls `f` with the addresses of a plain A (`v4`) or AAAA query, each once, in
+    /// order, until it breaks; returns whether there was any.
+    pub fn addresses(&self, v4: bool, mut f: impl FnMut(IpAddr) -> ControlFlow<()>) -> bool {
+        let mut any = false;
+        let _ = match self.svc.kind {
+            ServiceKind::Headless if v4 => self.v4.iter().try_for_each(|a| {
+                any = true;
+                f(IpAddr::V4(*a))
+            }),
+            ServiceKind::Headless => self.v6.iter().try_for_each(|a| {
+                any = true;
+                f(IpAddr::V6(*a))
+            }),
+            // Cluster IPs are deduplicated when the service is stored.
+            ServiceKind::ClusterIp => self
+                .svc
+                .cluster_ips
+                .iter()
+                .filter(|ip| ip.is_ipv4() == v4)
+                .try_for_each(|ip| {
+                    any = true;
+                    f(*ip)
+                }),
+            ServiceKind::ExternalName => ControlFlow::Continue(()),
+        };
+        any
+    }
+}
