@@ -36,6 +36,11 @@ pub fn run_case(name: &str, case: impl FnOnce() -> Outcome) {
     }
 }
 
+/// A duration in milliseconds, for report lines.
+pub fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 /// Whether `CLUSTERDNS_FAULT_TRACE` is set: cases print their samples (RSS, answers per
 /// second) as well.
 pub fn trace() -> bool {

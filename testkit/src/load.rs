@@ -21,7 +21,13 @@ use std::time::{Duration, Instant};
 use domain::base::Message;
 use domain::base::iana::{Rcode, Rtype};
 
+use crate::fault::ms;
 use crate::wire::{query, query_bytes, rcode, reply_header, section};
+
+/// The CPU benches run the server under test on, and the one their own side (load,
+/// fakes, probes) runs on.
+pub const SERVER_CPU: usize = 1;
+pub const CLIENT_CPU: usize = 0;
 
 /// Datagrams per sendmmsg/recvmmsg.
 const BATCH: usize = 32;
@@ -77,6 +83,11 @@ impl Load {
             lost_after: Duration::from_millis(200),
             cpu: None,
         }
+    }
+
+    /// Runs the load to its end (no stop flag).
+    pub fn run_all(&self) -> LoadStats {
+        self.run(&Arc::new(AtomicBool::new(false)))
     }
 
     /// Runs the load (threads of its own) until its duration ends or `stop` is set.
@@ -152,6 +163,17 @@ impl LoadStats {
     pub fn other_rcode(&self) -> u64 {
         self.replies - self.rcodes[0] - self.rcodes[3]
     }
+}
+
+/// The benches' closed loop ([`Load::closed`]) on 127.0.0.1:`port` for `seconds`.
+pub fn closed_loop(port: u16, queries: &Arc<Vec<Vec<u8>>>, seconds: f64) -> LoadStats {
+    Load::closed(SocketAddr::from(([127, 0, 0, 1], port)), queries.clone(), seconds).run_all()
+}
+
+/// Median of a non-empty slice (sorts it).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// The name of an rcode (`NOERROR`), or its number.
@@ -464,10 +486,6 @@ pub struct ProbeStats {
     /// Replies that were not the answer wanted, described.
     pub wrong: Vec<String>,
     pub latencies: Vec<Duration>,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 impl ProbeStats {

@@ -153,6 +153,14 @@ impl Scrape {
     }
 }
 
+/// The sum of the samples named `name` whose labels include every one of `having`, on a
+/// page that must parse (panics with the parser's reason otherwise).
+pub fn sum(page: &str, name: &str, having: &[(&str, &str)]) -> f64 {
+    parse(page)
+        .unwrap_or_else(|e| panic!("the metrics page does not parse: {e}\n--- page:\n{page}"))
+        .sum(name, having)
+}
+
 /// Parses a whole page; see the module documentation for what is checked.
 pub fn parse(text: &str) -> Result<Scrape, ParseError> {
     let mut p = Parser::default();

@@ -441,6 +441,22 @@ pub struct Daemon {
     pub port: u16,
 }
 
+impl Daemon {
+    /// `program args` on `port`, pinned to `cpu` (the benches' servers): stdin closed,
+    /// stderr to ours, stdout kept if `capture` (clusterdns logs there) or dropped.
+    pub fn spawn(name: &str, program: &Path, args: &[String], cpu: usize, port: u16, capture: bool) -> Daemon {
+        let process = Spawn::new(program)
+            .name(name)
+            .args(args)
+            .pin(&[cpu])
+            .stdin(Stdio::null())
+            .stderr(Output::Inherit)
+            .stdout(if capture { Output::Capture } else { Output::Null })
+            .start();
+        Daemon { process, port }
+    }
+}
+
 impl Deref for Daemon {
     type Target = Process;
     fn deref(&self) -> &Process {

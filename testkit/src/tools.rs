@@ -41,3 +41,20 @@ pub fn dig(args: &[&str]) -> String {
     let out = Command::new("dig").args(args).output().expect("run dig");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "this test needs `clusterdns-no-such-tool`")]
+    fn a_missing_tool_fails_the_test() {
+        require("clusterdns-no-such-tool", &["--version"], "nothing");
+    }
+
+    #[test]
+    fn a_present_tool_is_found() {
+        // The cargo that built this test is there, whatever PATH says.
+        require(env!("CARGO"), &["--version"], "the Rust toolchain");
+    }
+}

@@ -594,7 +594,14 @@ fn a_bulk_world_lists_in_key_order_and_tells_when_lists_complete_and_events_are_
     let t = p1["metadata"]["continue"].as_str().unwrap().to_string();
     let (_, p2) = c.get(&format!("/api/v1/services?limit=4&continue={t}"));
     assert_eq!(names(&p2), ["s3", "s4", "s5", "s6"]);
-    let done = api.lists_completed(Resource::Services);
+    // The time is taken when the write returns, which may be just after this client
+    // has read the page: wait for it (briefly).
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut done = api.lists_completed(Resource::Services);
+    while done.is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+        done = api.lists_completed(Resource::Services);
+    }
     assert_eq!(done.len(), 1);
     assert_eq!(api.lists_started(Resource::Services).len(), 1);
     assert!(api.lists_started(Resource::Services)[0] <= done[0]);
