@@ -16,8 +16,7 @@ use domain::base::Message;
 use domain::base::iana::{Rcode, Rtype};
 use serde_json::Value;
 
-use crate::fakeapi::{Config, FakeApi};
-use crate::support::*;
+use testkit::prelude::*;
 
 /// Where the worlds and the case files live.
 fn data_dir() -> PathBuf {
