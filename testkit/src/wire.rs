@@ -64,9 +64,15 @@ pub fn query_bytes(name: &str, qtype: Rtype, edns: Option<u16>, id: u16) -> Vec<
 
 /// [`query_bytes`] with the DO bit of EDNS set as given (EDNS is added when `dnssec_ok`).
 pub fn query_with(name: &str, qtype: Rtype, id: u16, edns: Option<u16>, dnssec_ok: bool) -> Vec<u8> {
+    query_flags(name, qtype, id, edns, dnssec_ok, false)
+}
+
+/// [`query_with`] with the CD (checking disabled) bit as given.
+pub fn query_flags(name: &str, qtype: Rtype, id: u16, edns: Option<u16>, dnssec_ok: bool, cd: bool) -> Vec<u8> {
     let mut b = MessageBuilder::new_vec();
     b.header_mut().set_id(id);
     b.header_mut().set_rd(true);
+    b.header_mut().set_cd(cd);
     let mut q = b.question();
     let n: Name<Vec<u8>> = name.parse().expect("valid name");
     q.push((&n, qtype, Class::IN)).unwrap();

@@ -11,8 +11,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use domain::base::iana::{Class, Rcode, Rtype};
-use domain::base::{Message, MessageBuilder, Name};
+use domain::base::Message;
+use domain::base::iana::{Rcode, Rtype};
 
 use testkit::prelude::*;
 use testkit::upstream::SPOOFED;
@@ -37,21 +37,7 @@ fn serve(body: &str, args: &[&str]) -> Server {
 
 /// A query: one question, RD, EDNS (1232) with or without DO, CD as given.
 fn query(name: &str, qtype: Rtype, id: u16, dnssec_ok: bool, cd: bool) -> Vec<u8> {
-    let mut b = MessageBuilder::new_vec();
-    b.header_mut().set_id(id);
-    b.header_mut().set_rd(true);
-    b.header_mut().set_cd(cd);
-    let mut q = b.question();
-    let n: Name<Vec<u8>> = name.parse().expect("valid name");
-    q.push((&n, qtype, Class::IN)).unwrap();
-    let mut a = q.additional();
-    a.opt(|o| {
-        o.set_udp_payload_size(1232);
-        o.set_dnssec_ok(dnssec_ok);
-        Ok(())
-    })
-    .unwrap();
-    a.finish()
+    testkit::wire::query_flags(name, qtype, id, Some(1232), dnssec_ok, cd)
 }
 
 /// A UDP exchange with the server, timed; None if no reply within `wait`.
