@@ -8,8 +8,8 @@
 //!   cargo bench --bench answers -- --binary PATH        # another build (before a change)
 //! ```
 //!
-//! One cluster, served by one clusterdns (`-workers 1`, pinned to CPU 1) from the bench's
-//! fake Kubernetes API (`support/fake_api.rs`, LIST then WATCH, as the API serves it):
+//! One cluster, served by one clusterdns (`-workers 1`, pinned to CPU 1) from the test
+//! kit's fake Kubernetes API (`testkit/src/api`, LIST then WATCH, as the API serves it):
 //!
 //! * `big`: a headless service of 100,000 ready endpoints in 100 EndpointSlices of 1,000
 //!   (`http/TCP/80`; every other endpoint named by a StatefulSet-like hostname, the
@@ -33,19 +33,17 @@
 //! With `--binary` pointing at a build whose answers are quadratic, a query that takes
 //! longer than 20 s is reported as such, and the server is restarted for the next case.
 
-#[path = "support/fake_api.rs"]
-mod fake_api;
-#[path = "support/procs.rs"]
-mod procs;
-
-use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fake_api::FakeApi;
-use procs::{CLIENT_CPU, SERVER_CPU, Server, cpu_ns, median};
+use serde_json::Value;
+use testkit::api::{Config, FakeApi, RawObject};
+use testkit::load::{CLIENT_CPU, SERVER_CPU, median};
+use testkit::objects::{Endpoint, headless_with, namespace, slice_with};
+use testkit::process::{Daemon as Server, Scratch, free_port};
+use testkit::procfs::{cpu_ns, pin_to, wait_quiet};
+use testkit::wire::{Client, Header, query};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clusterdns");
 const NS: &str = "bench";
@@ -176,111 +174,56 @@ fn parse_args() -> Args {
 // -------------------------------------------------------------------------------------
 // The cluster, as API list items
 
-fn namespace_json(name: &str) -> String {
-    format!(r#"{{"metadata":{{"name":"{name}","resourceVersion":"1"}},"spec":{{}},"status":{{"phase":"Active"}}}}"#)
-}
-
-fn headless_json(name: &str, ports: &[(&str, u16)]) -> String {
-    let ports: Vec<String> = ports
-        .iter()
-        .map(|(n, p)| format!(r#"{{"name":"{n}","protocol":"TCP","port":{p},"targetPort":{p}}}"#))
-        .collect();
-    format!(
-        r#"{{"metadata":{{"name":"{name}","namespace":"{NS}","resourceVersion":"1"}},"spec":{{"clusterIP":"None","clusterIPs":["None"],"type":"ClusterIP","ports":[{}]}},"status":{{}}}}"#,
-        ports.join(",")
-    )
-}
-
-/// An EndpointSlice of `service`: endpoints as (address, hostname).
-fn slice_json(service: &str, n: usize, endpoints: &[(String, Option<String>)], ports: &[(&str, u16)]) -> String {
-    let mut j = String::with_capacity(endpoints.len() * 96 + 512);
-    let _ = write!(
-        j,
-        r#"{{"metadata":{{"name":"{service}-{n:04}","namespace":"{NS}","resourceVersion":"1","labels":{{"kubernetes.io/service-name":"{service}"}}}},"addressType":"IPv4","endpoints":["#
-    );
-    for (k, (ip, host)) in endpoints.iter().enumerate() {
-        if k > 0 {
-            j.push(',');
-        }
-        let _ = write!(j, r#"{{"addresses":["{ip}"],"conditions":{{"ready":true}}"#);
-        if let Some(h) = host {
-            let _ = write!(j, r#","hostname":"{h}""#);
-        }
-        j.push('}');
-    }
-    j.push_str(r#"],"ports":["#);
-    let ports: Vec<String> = ports
-        .iter()
-        .map(|(n, p)| format!(r#"{{"name":"{n}","protocol":"TCP","port":{p}}}"#))
-        .collect();
-    j.push_str(&ports.join(","));
-    j.push_str("]}");
-    j
-}
-
 fn ip(base: u32, i: usize) -> String {
     std::net::Ipv4Addr::from(base + i as u32).to_string()
 }
 
-/// Namespaces, Services, EndpointSlices.
-fn cluster() -> [Vec<String>; 3] {
+/// The objects of the cluster, as the fake API serves them.
+fn cluster() -> Vec<RawObject> {
     let http = [("http", 80)];
     let quad = [("a", 80), ("b", 443), ("c", 8080), ("d", 9090)];
     let mut services = Vec::new();
     let mut slices = Vec::new();
     // 10.0.0.0/15: `big`, 100,000 endpoints, every other one with a hostname.
-    services.push(headless_json("big", &http));
+    services.push(headless_with(NS, "big", &http));
     for s in 0..100 {
-        let eps: Vec<(String, Option<String>)> = (s * 1000..(s + 1) * 1000)
+        let eps: Vec<Endpoint> = (s * 1000..(s + 1) * 1000)
             .map(|i| (ip(0x0A00_0000, i), (i % 2 == 0).then(|| format!("big-{i}"))))
             .collect();
-        slices.push(slice_json("big", s, &eps, &http));
+        slices.push(slice_with(NS, "big", s, &eps, &http));
     }
     // 10.2.0.0/20: `four`.
-    services.push(headless_json("four", &http));
+    services.push(headless_with(NS, "four", &http));
     for s in 0..4 {
-        let eps: Vec<(String, Option<String>)> =
-            (s * 1000..(s + 1) * 1000).map(|i| (ip(0x0A02_0000, i), None)).collect();
-        slices.push(slice_json("four", s, &eps, &http));
+        let eps: Vec<Endpoint> = (s * 1000..(s + 1) * 1000).map(|i| (ip(0x0A02_0000, i), None)).collect();
+        slices.push(slice_with(NS, "four", s, &eps, &http));
     }
     // 10.3.0.0/22: `quad`, 1,000 endpoints x 4 ports in one slice.
-    services.push(headless_json("quad", &quad));
-    let eps: Vec<(String, Option<String>)> = (0..1000).map(|i| (ip(0x0A03_0000, i), None)).collect();
-    slices.push(slice_json("quad", 0, &eps, &quad));
+    services.push(headless_with(NS, "quad", &quad));
+    let eps: Vec<Endpoint> = (0..1000).map(|i| (ip(0x0A03_0000, i), None)).collect();
+    slices.push(slice_with(NS, "quad", 0, &eps, &quad));
     // `shared`: 10,000 endpoints on 10.9.0.1.
-    services.push(headless_json("shared", &http));
+    services.push(headless_with(NS, "shared", &http));
     for s in 0..10 {
-        let eps: Vec<(String, Option<String>)> = (s * 1000..(s + 1) * 1000)
+        let eps: Vec<Endpoint> = (s * 1000..(s + 1) * 1000)
             .map(|i| ("10.9.0.1".to_string(), Some(format!("h-{i}"))))
             .collect();
-        slices.push(slice_json("shared", s, &eps, &http));
+        slices.push(slice_with(NS, "shared", s, &eps, &http));
     }
-    [vec![namespace_json(NS)], services, slices]
+    let objects: Vec<Value> = std::iter::once(namespace(NS)).chain(services).chain(slices).collect();
+    objects.iter().map(RawObject::from_value).collect()
 }
 
 // -------------------------------------------------------------------------------------
 // DNS
 
 fn encode(name: &str, qtype: u16, id: u16, edns: bool) -> Vec<u8> {
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
-    for label in name.trim_end_matches('.').split('.') {
-        m.push(label.len() as u8);
-        m.extend_from_slice(label.as_bytes());
-    }
-    m.push(0);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&1u16.to_be_bytes());
-    if edns {
-        m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
-    }
-    m
+    query(name, qtype, id, edns.then_some(1232))
 }
 
 /// What the bench checks in a reply.
 #[derive(Clone, Copy, Debug)]
 struct Seen {
-    id: u16,
     rcode: u8,
     tc: bool,
     answers: u16,
@@ -288,71 +231,19 @@ struct Seen {
 }
 
 fn look(msg: &[u8]) -> Option<Seen> {
-    (msg.len() >= 12 && msg[2] & 0x80 != 0).then(|| Seen {
-        id: u16::from_be_bytes([msg[0], msg[1]]),
-        rcode: msg[3] & 0x0f,
-        tc: msg[2] & 0x02 != 0,
-        answers: u16::from_be_bytes([msg[6], msg[7]]),
+    Header::of_reply(msg).map(|h| Seen {
+        rcode: h.rcode,
+        tc: h.tc,
+        answers: h.ancount,
         bytes: msg.len(),
     })
-}
-
-/// A client of one server for one case: sends a query, waits for its reply.
-enum Client {
-    Udp(UdpSocket, Vec<u8>),
-    Tcp(TcpStream, Vec<u8>),
-}
-
-impl Client {
-    fn new(port: u16, via: Via) -> Client {
-        let to = SocketAddr::from(([127, 0, 0, 1], port));
-        match via {
-            Via::Tcp => {
-                let s = TcpStream::connect(to).expect("connect over TCP");
-                s.set_nodelay(true).unwrap();
-                s.set_read_timeout(Some(STUCK)).unwrap();
-                Client::Tcp(s, vec![0; 65535])
-            }
-            _ => {
-                let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-                s.connect(to).unwrap();
-                s.set_read_timeout(Some(STUCK)).unwrap();
-                Client::Udp(s, vec![0; 65535])
-            }
-        }
-    }
-
-    fn ask(&mut self, q: &[u8]) -> Option<Seen> {
-        let id = u16::from_be_bytes([q[0], q[1]]);
-        match self {
-            Client::Udp(s, buf) => {
-                s.send(q).ok()?;
-                loop {
-                    let n = s.recv(buf).ok()?;
-                    if let Some(r) = look(&buf[..n]).filter(|r| r.id == id) {
-                        return Some(r);
-                    }
-                }
-            }
-            Client::Tcp(s, buf) => {
-                let mut frame = (q.len() as u16).to_be_bytes().to_vec();
-                frame.extend_from_slice(q);
-                s.write_all(&frame).ok()?;
-                let mut len = [0u8; 2];
-                s.read_exact(&mut len).ok()?;
-                let n = u16::from_be_bytes(len) as usize;
-                s.read_exact(&mut buf[..n]).ok()?;
-                look(&buf[..n])
-            }
-        }
-    }
 }
 
 // -------------------------------------------------------------------------------------
 // Running
 
 fn start_server(dir: &Path, binary: &Path, api: &str) -> Server {
-    let port = procs::free_port();
+    let port = free_port();
     let conf = dir.join(format!("Corefile-{port}"));
     std::fs::write(
         &conf,
@@ -379,7 +270,7 @@ fn start_server(dir: &Path, binary: &Path, api: &str) -> Server {
     for (name, _) in probes {
         let q = encode(&format!("{name}.{NS}.svc.cluster.local"), A, 7, true);
         loop {
-            assert!(server.alive(), "the server exited while loading the cluster");
+            assert!(server.running(), "the server exited while loading the cluster");
             assert!(Instant::now() < end, "the server did not load the cluster in 300 s");
             let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
             sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
@@ -393,13 +284,14 @@ fn start_server(dir: &Path, binary: &Path, api: &str) -> Server {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    procs::wait_quiet(server.pid(), Duration::from_millis(300), Duration::from_secs(30));
+    wait_quiet(server.pid(), Duration::from_millis(300), Duration::from_secs(30));
     server
 }
 
 /// One round of one case: CPU per query in microseconds, or why it failed.
 fn measure(server: &Server, case: &Case, queries: usize) -> Result<(f64, Seen), String> {
-    let mut client = Client::new(server.port, case.via);
+    let to = SocketAddr::from(([127, 0, 0, 1], server.port));
+    let mut client = Client::new(to, case.via == Via::Tcp, STUCK);
     let edns = case.via != Via::UdpNoEdns;
     let packets: Vec<Vec<u8>> = (0..queries.max(3))
         .map(|i| encode(&case.qname, case.qtype, i as u16 + 1, edns))
@@ -418,6 +310,7 @@ fn measure(server: &Server, case: &Case, queries: usize) -> Result<(f64, Seen), 
         let asked = Instant::now();
         let r = client
             .ask(p)
+            .and_then(look)
             .ok_or_else(|| format!("no reply within {} s", STUCK.as_secs()))?;
         let took = asked.elapsed();
         sent += 1;
@@ -438,16 +331,15 @@ fn measure(server: &Server, case: &Case, queries: usize) -> Result<(f64, Seen), 
 
 fn main() {
     let args = parse_args();
-    procs::pin_to(CLIENT_CPU);
+    pin_to(CLIENT_CPU);
     let all = cases();
     let chosen: Vec<&Case> = all
         .iter()
         .filter(|c| args.only.is_empty() || args.only.iter().any(|w| c.name.contains(w.as_str())))
         .collect();
-    let dir = procs::scratch("answers");
+    let dir = Scratch::new("answers");
     let t = Instant::now();
-    let items = cluster();
-    let api = FakeApi::start(items, 10);
+    let api = FakeApi::bulk(Config::long_watches(), cluster());
     let mut server = start_server(&dir.0, &args.binary, &api.url());
     println!(
         "clusterdns {} (-workers 1, pinned to CPU {SERVER_CPU}); cluster loaded through the fake API in {:.1} s",

@@ -42,7 +42,7 @@
 //!
 //! **(b) memory.** The issue's shape: N services, half headless with 5 ready endpoints
 //! each (100,000 services carry 250,000 endpoints), N/100 namespaces; default N = 10,000
-//! and 100,000. Through the API: a fake API (`support/fake_api.rs`) serves the objects by
+//! and 100,000. Through the API: the test kit's fake API (`testkit/src/api`) serves the objects by
 //! LIST in pages of 500 (`limit`/`continue`; items as the API sends them, managedFields
 //! included), then WATCH.
 //!   * start→answer: from spawning the server to the first correct answer for the last
@@ -78,15 +78,6 @@
 //!
 //! The floors of issue 3 are printed next to the figures they judge.
 
-#[path = "support/fake_api.rs"]
-mod fake_api;
-#[path = "support/procs.rs"]
-mod procs;
-#[path = "support/wire.rs"]
-mod wire;
-#[path = "support/world.rs"]
-mod world;
-
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -94,10 +85,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use fake_api::FakeApi;
-use procs::{CLIENT_CPU, SERVER_CPU, Server, median};
-use wire::{Probe, Reply};
-use world::{Service, Shape, World};
+use std::sync::Arc;
+
+use testkit::api::{Config, FakeApi, RawObject, Resource};
+use testkit::load::{CLIENT_CPU, SERVER_CPU, closed_loop, median};
+use testkit::process::{Daemon as Server, Scratch, free_port};
+use testkit::procfs::{self, cpu_ns, hwm_kb, reset_hwm, rss_kb, wait_quiet};
+use testkit::wire::{self, Probe, Reply};
+use testkit::world::{Service, Shape, World};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clusterdns");
 /// Page size of the server's lists (fixed in the plugin).
@@ -181,12 +176,12 @@ fn parse_args() -> Args {
 fn main() {
     let mut argv = std::env::args().skip(1);
     if argv.next().as_deref() == Some("--echo-server") {
-        procs::echo_server(argv.next().and_then(|p| p.parse().ok()).expect("port"));
+        testkit::load::echo_server(argv.next().and_then(|p| p.parse().ok()).expect("port"));
     }
     let args = parse_args();
     println!("{}", machine());
     // Everything the bench runs (load, fake API, probes) stays off the server's CPU.
-    procs::pin_to(CLIENT_CPU);
+    procfs::pin_to(CLIENT_CPU);
     for &mode in &args.modes {
         match mode {
             Mode::Load => run_load(&args),
@@ -292,7 +287,7 @@ fn knot_installed() -> bool {
 
 /// Starts one server of the load comparison and waits until it answers correctly.
 fn start_load_server(kind: &str, world: &World, dir: &Path, files: &LoadFiles, tag: usize) -> Option<Server> {
-    let port = procs::free_port();
+    let port = free_port();
     let server = match kind {
         "clusterdns" => start_clusterdns(dir, port, &format!("file://{}", files.dump.display()), false),
         "knot" => {
@@ -364,7 +359,7 @@ fn run_load(a: &Args) {
     let rounds = a.rounds.unwrap_or(if a.quick { 1 } else { 3 });
     let shape = Shape::mixed(n, a.seed);
     let world = World::generate(&shape);
-    let dir = procs::scratch("load");
+    let dir = Scratch::new("load");
     let files = LoadFiles {
         dump: dir.0.join("cluster.json"),
         forward: dir.0.join("cluster.local.zone"),
@@ -376,11 +371,12 @@ fn run_load(a: &Args) {
     std::fs::write(&files.forward, forward).unwrap();
     std::fs::write(&files.reverse, reverse).unwrap();
     let mix = world.query_mix(100_000, a.seed);
-    let queries: Vec<Vec<u8>> = mix
-        .iter()
-        .enumerate()
-        .map(|(i, (name, t))| wire::encode_query(name, *t, i as u16))
-        .collect();
+    let queries: Arc<Vec<Vec<u8>>> = Arc::new(
+        mix.iter()
+            .enumerate()
+            .map(|(i, (name, t))| wire::query(name, *t, i as u16, Some(1232)))
+            .collect(),
+    );
     let checks = world.check_set(a.seed);
     let mut servers = a.servers.clone();
     let mut notes = Vec::new();
@@ -465,27 +461,27 @@ fn run_load(a: &Args) {
                 continue;
             };
             let pid = server.pid();
-            procs::load(server.port, &queries, 0.5);
-            let c0 = procs::cpu_ns(pid);
+            closed_loop(server.port, &queries, 0.5);
+            let c0 = cpu_ns(pid);
             let t0 = Instant::now();
-            let r = procs::load(server.port, &queries, a.seconds);
+            let r = closed_loop(server.port, &queries, a.seconds);
             let wall = t0.elapsed().as_secs_f64();
-            let cpu = (procs::cpu_ns(pid) - c0) as f64;
+            let cpu = (cpu_ns(pid) - c0) as f64;
             let s = samples.entry(kind.clone()).or_default();
-            let qps = r.answered as f64 / wall;
-            let us = cpu / 1000.0 / r.answered.max(1) as f64;
+            let qps = r.replies as f64 / wall;
+            let us = cpu / 1000.0 / r.replies.max(1) as f64;
             s.qps.push(qps);
             s.us.push(us);
-            s.answered.push(r.answered as f64 / r.sent.max(1) as f64);
-            s.nx.push(r.nxdomain as f64 / r.answered.max(1) as f64);
+            s.answered.push(r.replies as f64 / r.sent.max(1) as f64);
+            s.nx.push(r.nxdomain() as f64 / r.replies.max(1) as f64);
             s.busy.push(cpu / 1e9 / wall);
-            s.rss_kb.push(procs::rss_kb(pid) as f64);
+            s.rss_kb.push(rss_kb(pid) as f64);
             eprintln!(
                 "  round {round}: {kind:<10} {qps:>9.0} q/s {us:>6.2} us CPU/query (server CPU {:.0}%, answered {:.4}, NXDOMAIN {:.1}%, other rcodes {})",
                 cpu / 1e9 / wall * 100.0,
-                r.answered as f64 / r.sent.max(1) as f64,
-                r.nxdomain as f64 * 100.0 / r.answered.max(1) as f64,
-                r.other_rcode
+                r.replies as f64 / r.sent.max(1) as f64,
+                r.nxdomain() as f64 * 100.0 / r.replies.max(1) as f64,
+                r.other_rcode()
             );
             drop(server);
         }
@@ -596,14 +592,19 @@ struct MemRun {
     corefile: Option<Churn>,
 }
 
-fn total_items(items: &[Vec<String>; 3]) -> u64 {
-    items.iter().map(|i| i.len() as u64).sum()
+/// The resources the bench's clusters have, as the tables number them.
+const RESOURCES: [Resource; 3] = [Resource::Namespaces, Resource::Services, Resource::EndpointSlices];
+
+/// Lists of each resource that sent their last page so far.
+fn lists_done(api: &FakeApi) -> Vec<Vec<Instant>> {
+    RESOURCES.iter().map(|r| api.lists_completed(*r)).collect()
 }
 
 /// The time the fake API finished sending the last page of every resource's first list.
 fn first_lists_done(api: &FakeApi) -> Option<Instant> {
-    (0..3)
-        .map(|r| api.lists_done(r).first().copied())
+    lists_done(api)
+        .iter()
+        .map(|l| l.first().copied())
         .collect::<Option<Vec<_>>>()?
         .into_iter()
         .max()
@@ -624,7 +625,7 @@ fn watch_churn(
             Instant::now() < deadline,
             "the relist or reload did not finish within 120 s"
         );
-        max_rss = max_rss.max(procs::rss_kb(server.pid()));
+        max_rss = max_rss.max(rss_kb(server.pid()));
         let (name, want) = &probes[asked % probes.len()];
         asked += 1;
         if let Some(r) = probe.ask(name, wire::A, Duration::from_millis(100)) {
@@ -642,14 +643,16 @@ const QUIET: Duration = Duration::from_millis(250);
 /// Sends ERROR 410 on every watch and follows the relist to its end.
 fn relist(api: &FakeApi, server: &Server, probes: &[(String, Vec<Ipv4Addr>)]) -> Churn {
     let pid = server.pid();
-    let lists_before: Vec<usize> = (0..3).map(|r| api.lists_done(r).len()).collect();
-    let watches_before: Vec<usize> = (0..3).map(|r| api.watches(r).len()).collect();
-    procs::reset_hwm(pid);
-    let expired = api.expire();
+    let lists_before: Vec<usize> = lists_done(api).iter().map(Vec::len).collect();
+    let watches = || RESOURCES.map(|r| api.watches_started(r).len());
+    let watches_before = watches();
+    reset_hwm(pid);
+    let expired = api.expire_watches();
     let (max_rss, served_ok, served) = watch_churn(server, probes, || {
-        (0..3).all(|r| api.lists_done(r).len() > lists_before[r] && api.watches(r).len() > watches_before[r])
+        let (lists, watches) = (lists_done(api), watches());
+        (0..3).all(|r| lists[r].len() > lists_before[r] && watches[r] > watches_before[r])
     });
-    let relisted = (0..3).filter_map(|r| api.lists_done(r).last().copied()).max().unwrap();
+    let relisted = lists_done(api).iter().filter_map(|l| l.last().copied()).max().unwrap();
     let mut churn = settled(api, server, &lists_before, max_rss);
     churn.secs = (relisted - expired).as_secs_f64();
     (churn.served_ok, churn.served) = (served_ok, served);
@@ -661,15 +664,15 @@ fn relist(api: &FakeApi, server: &Server, probes: &[(String, Vec<Ipv4Addr>)]) ->
 /// and the lists made since `lists_before`.
 fn settled(api: &FakeApi, server: &Server, lists_before: &[usize], max_rss: u64) -> Churn {
     let pid = server.pid();
-    procs::wait_quiet(pid, QUIET, Duration::from_secs(30));
+    wait_quiet(pid, QUIET, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(300));
     let mut lists = [0; 3];
-    for (r, l) in lists.iter_mut().enumerate() {
-        *l = api.lists_done(r).len() - lists_before[r];
+    for (r, done) in lists_done(api).iter().enumerate() {
+        lists[r] = done.len() - lists_before[r];
     }
     Churn {
-        peak_kb: procs::hwm_kb(pid).max(max_rss) as f64,
-        after_kb: procs::rss_kb(pid) as f64,
+        peak_kb: hwm_kb(pid).max(max_rss) as f64,
+        after_kb: rss_kb(pid) as f64,
         lists,
         ..Churn::default()
     }
@@ -680,14 +683,14 @@ fn settled(api: &FakeApi, server: &Server, lists_before: &[usize], max_rss: u64)
 fn reload(server: &Server, probes: &[(String, Vec<Ipv4Addr>)], change: impl FnOnce()) -> Churn {
     let pid = server.pid();
     let loads_before = server.log_lines("loaded ").len();
-    procs::reset_hwm(pid);
+    reset_hwm(pid);
     let changed = Instant::now();
     change();
     let (max_rss, served_ok, served) = watch_churn(server, probes, || server.log_lines("loaded ").len() > loads_before);
-    let waited = procs::wait_quiet(pid, QUIET, Duration::from_secs(30));
+    let waited = wait_quiet(pid, QUIET, Duration::from_secs(30));
     Churn {
-        peak_kb: procs::hwm_kb(pid).max(max_rss) as f64,
-        after_kb: procs::rss_kb(pid) as f64,
+        peak_kb: hwm_kb(pid).max(max_rss) as f64,
+        after_kb: rss_kb(pid) as f64,
         secs: changed.elapsed().saturating_sub(QUIET.min(waited)).as_secs_f64(),
         served_ok,
         served,
@@ -698,7 +701,7 @@ fn reload(server: &Server, probes: &[(String, Vec<Ipv4Addr>)], change: impl FnOn
 /// Starts clusterdns on `endpoint` and waits for the sync: (server, time of the first
 /// correct answer).
 fn start_synced(world: &World, dir: &Path, endpoint: &str) -> (Server, Instant) {
-    let port = procs::free_port();
+    let port = free_port();
     let server = start_clusterdns(dir, port, endpoint, true);
     let mut probe = Probe::new(port);
     let answered = wait_answers(
@@ -719,9 +722,7 @@ fn check_still_right(server: &Server, probes: &[(String, Vec<Ipv4Addr>)]) {
 }
 
 fn memory_api(world: &World, dir: &Path) -> MemRun {
-    let items = world.api_items(1000);
-    let rv = 1001 + total_items(&items);
-    let api = FakeApi::start(items, rv);
+    let api = FakeApi::bulk(Config::long_watches(), world.api_objects(1000));
     let (server, answered) = start_synced(world, dir, &api.url());
     let pid = server.pid();
     let probes = world.sync_probes();
@@ -731,16 +732,13 @@ fn memory_api(world: &World, dir: &Path) -> MemRun {
         list_to_answer: answered.saturating_duration_since(listed).as_secs_f64(),
         ..MemRun::default()
     };
-    procs::wait_quiet(pid, QUIET, Duration::from_secs(30));
-    run.steady_kb = procs::rss_kb(pid) as f64;
-    run.sync_peak_kb = procs::hwm_kb(pid) as f64;
+    wait_quiet(pid, QUIET, Duration::from_secs(30));
+    run.steady_kb = rss_kb(pid) as f64;
+    run.sync_peak_kb = hwm_kb(pid) as f64;
 
     run.same = relist(&api, &server, &probes);
     check_still_right(&server, &probes);
-    let base = api.rv() + 1;
-    let items = world.api_items(base);
-    let rv = base + 1 + total_items(&items);
-    api.set_items(items, rv);
+    api.replace_all(world.api_objects(api.rv() + 1));
     run.renewed = relist(&api, &server, &probes);
     check_still_right(&server, &probes);
     run.corefile = Some(corefile_reload(&api, &server, &probes, dir));
@@ -757,13 +755,12 @@ fn memory_api(world: &World, dir: &Path) -> MemRun {
 fn corefile_reload(api: &FakeApi, server: &Server, probes: &[(String, Vec<Ipv4Addr>)], dir: &Path) -> Churn {
     let pid = server.pid();
     let conf = dir.join(format!("Corefile-{}", server.port));
-    let lists_before: Vec<usize> = (0..3).map(|r| api.lists_done(r).len()).collect();
+    let lists_before: Vec<usize> = lists_done(api).iter().map(Vec::len).collect();
     let reloads_before = server.log_lines("Running configuration").len();
     std::fs::write(&conf, corefile_with_ttl(server.port, &api.url(), 7)).unwrap();
-    procs::reset_hwm(pid);
+    reset_hwm(pid);
     let sent = Instant::now();
-    // SAFETY: kill(2) on the server's own pid, which this bench started and still holds.
-    unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
+    server.signal(libc::SIGUSR1);
     let (max_rss, served_ok, served) = watch_churn(server, probes, || {
         server.log_lines("Running configuration").len() > reloads_before
     });
@@ -785,9 +782,9 @@ fn memory_file(world: &World, dir: &Path) -> MemRun {
         list_to_answer: f64::NAN,
         ..MemRun::default()
     };
-    procs::wait_quiet(pid, QUIET, Duration::from_secs(30));
-    run.steady_kb = procs::rss_kb(pid) as f64;
-    run.sync_peak_kb = procs::hwm_kb(pid) as f64;
+    wait_quiet(pid, QUIET, Duration::from_secs(30));
+    run.steady_kb = rss_kb(pid) as f64;
+    run.sync_peak_kb = hwm_kb(pid) as f64;
 
     // touch: same contents, a new modification time.
     run.same = reload(&server, &probes, || {
@@ -813,10 +810,9 @@ fn memory_file(world: &World, dir: &Path) -> MemRun {
 
 /// Warnings and errors the server logged, shown once.
 fn report_log_problems(server: &Server) {
-    let log = server.log.lock().unwrap();
-    let bad: Vec<&String> = log
-        .iter()
-        .map(|(_, l)| l)
+    let log = server.output();
+    let bad: Vec<&str> = log
+        .lines()
         .filter(|l| l.contains("[WARNING]") || l.contains("[ERROR]") || l.contains("[WARN]"))
         .collect();
     if !bad.is_empty() {
@@ -874,8 +870,12 @@ fn run_memory(a: &Args) {
     let mut reloads = String::new();
     for &n in &sizes {
         let world = World::generate(&Shape::half_headless(n, a.seed));
-        let items = world.api_items(1000);
-        let bytes: Vec<usize> = items.iter().map(|i| i.iter().map(|s| s.len()).sum()).collect();
+        let items = world.api_objects(1000);
+        let per = |r: Resource| -> (usize, usize) {
+            let of: Vec<&RawObject> = items.iter().filter(|o| o.resource == r).collect();
+            (of.iter().map(|o| o.json.len()).sum(), of.len())
+        };
+        let (bytes, counts): (Vec<usize>, Vec<usize>) = RESOURCES.iter().map(|r| per(*r)).unzip();
         println!(
             "N = {n}: {} namespaces, {} services ({} headless), {} endpoints; LIST bytes: {:.1} MB services ({:.0} B each), {:.1} MB endpointslices ({:.0} B each)",
             world.namespaces.len(),
@@ -883,15 +883,15 @@ fn run_memory(a: &Args) {
             world.headless_count(),
             world.endpoint_count(),
             bytes[1] as f64 / 1e6,
-            bytes[1] as f64 / items[1].len().max(1) as f64,
+            bytes[1] as f64 / counts[1].max(1) as f64,
             bytes[2] as f64 / 1e6,
-            bytes[2] as f64 / items[2].len().max(1) as f64,
+            bytes[2] as f64 / counts[2].max(1) as f64,
         );
         drop(items);
         for source in ["api", "file"] {
             let mut runs = Vec::new();
             for round in 0..rounds {
-                let dir = procs::scratch(&format!("memory-{source}-{n}-{round}"));
+                let dir = Scratch::new(&format!("memory-{source}-{n}-{round}"));
                 let run = if source == "api" {
                     memory_api(&world, &dir.0)
                 } else {
@@ -1073,25 +1073,23 @@ fn run_latency(a: &Args) {
     let mut floors = String::new();
     for &n in &sizes {
         let world = World::generate(&Shape::half_headless(n, a.seed));
-        let items = world.api_items(1000);
-        let rv = 1001 + total_items(&items);
-        let api = FakeApi::start(items, rv);
-        let dir = procs::scratch(&format!("latency-{n}"));
-        let port = procs::free_port();
+        let api = FakeApi::bulk(Config::long_watches(), world.api_objects(1000));
+        let dir = Scratch::new(&format!("latency-{n}"));
+        let port = free_port();
         let server = start_clusterdns(&dir.0, port, &api.url(), true);
         let probes = world.sync_probes();
         let mut probe = Probe::new(port);
         wait_answers(&mut probe, &probes, Instant::now() + Duration::from_secs(180))
             .expect("clusterdns did not answer correctly within 180 s of its start");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !(0..3).all(|r| api.live(r)) {
+        while !RESOURCES.iter().all(|r| api.live_watches(*r) > 0) {
             assert!(
                 Instant::now() < deadline,
                 "the watches did not start within 30 s of the sync"
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        procs::wait_quiet(server.pid(), Duration::from_millis(250), Duration::from_secs(30));
+        wait_quiet(server.pid(), Duration::from_millis(250), Duration::from_secs(30));
 
         // The polling's resolution: round trips of an unchanged answer.
         let mut rtt: Vec<f64> = (0..200)
@@ -1103,7 +1101,7 @@ fn run_latency(a: &Args) {
             .collect();
         let rtt = median(&mut rtt);
 
-        let lists_before: usize = (0..3).map(|r| api.lists_done(r).len()).sum();
+        let lists_before: usize = lists_done(&api).iter().map(Vec::len).sum();
         let clusterip: Vec<&Service> = world.services.iter().filter(|s| s.cluster_ip.is_some()).collect();
         let mut latencies = Vec::with_capacity(a.changes);
         let mut timeouts = 0;
@@ -1125,12 +1123,12 @@ fn run_latency(a: &Args) {
             };
             let name = world.fqdn(&svc);
             let want = world.addresses(&svc);
-            let event = format!(
-                r#"{{"type":"{kind}","object":{}}}"#,
-                world.service_json(&svc, 2_000_000 + k, api.next_rv(), true, true)
-            );
+            let ns = &world.namespaces[svc.namespace];
+            let rv = api.put_rendered(kind == "ADDED", Resource::Services, ns, &svc.name, |rv| {
+                world.service_json(&svc, 2_000_000 + k, rv, true, true)
+            });
             let written = api
-                .push(fake_api::SERVICES, &event)
+                .written(Resource::Services, rv, Duration::from_secs(2))
                 .expect("the services watch is live");
             loop {
                 if written.elapsed() > Duration::from_secs(2) {
@@ -1146,7 +1144,7 @@ fn run_latency(a: &Args) {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let relists = (0..3).map(|r| api.lists_done(r).len()).sum::<usize>() - lists_before;
+        let relists = lists_done(&api).iter().map(Vec::len).sum::<usize>() - lists_before;
         report_log_problems(&server);
         drop(server);
         drop(api);

@@ -11,18 +11,17 @@
 //!   cargo bench --bench load                  # 3 rounds of 5 s per server
 //!   cargo bench --bench load -- --rounds 5 --seconds 10 --servers clusterdns,knot,echo
 
-#[path = "support/procs.rs"]
-mod procs;
-#[path = "support/wire.rs"]
-mod wire;
-
 use std::io::Write;
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use procs::{LoadResult, SERVER_CPU, Scratch, cpu_ns, echo_server, free_port, load, median, rss_kb, scratch};
-use wire::encode_query;
+use testkit::load::{LoadStats, SERVER_CPU, closed_loop, echo_server, median};
+use testkit::process::{Output, Process, Scratch, Spawn, free_port};
+use testkit::procfs::{cpu_ns, rss_kb};
+use testkit::wire::query;
 
 struct Args {
     rounds: usize,
@@ -63,27 +62,11 @@ fn parse_args() -> Args {
     a
 }
 
-/// A server process under test, killed on drop.
+/// A server process under test (stopped on drop) and its scratch directory.
 struct Running {
-    child: Child,
+    process: Process,
     port: u16,
     _dir: Scratch,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn names(n: usize) -> Vec<(String, String)> {
@@ -99,8 +82,8 @@ fn names(n: usize) -> Vec<(String, String)> {
 
 fn start(kind: &str, data: &[(String, String)]) -> Option<Running> {
     let port = free_port();
-    let dir = scratch(kind);
-    let mut cmd = match kind {
+    let dir = Scratch::new(kind);
+    let (program, args): (PathBuf, Vec<String>) = match kind {
         "clusterdns" => {
             let mut hosts = String::new();
             for (name, ip) in data {
@@ -112,9 +95,9 @@ fn start(kind: &str, data: &[(String, String)]) -> Option<Running> {
                 dir.0.join("hosts").display()
             );
             std::fs::write(dir.0.join("Corefile"), corefile).unwrap();
-            let mut c = Command::new(env!("CARGO_BIN_EXE_clusterdns"));
-            c.args(["-quiet", "-workers", "1", "-conf"]).arg(dir.0.join("Corefile"));
-            c
+            let conf = dir.0.join("Corefile").display().to_string();
+            let args = ["-quiet", "-workers", "1", "-conf", &conf];
+            (env!("CARGO_BIN_EXE_clusterdns").into(), args.map(String::from).to_vec())
         }
         "knot" => {
             if Command::new("knotd").arg("--version").output().is_err() {
@@ -133,38 +116,34 @@ fn start(kind: &str, data: &[(String, String)]) -> Option<Running> {
                 d = dir.0.display()
             );
             std::fs::write(dir.0.join("knot.conf"), conf).unwrap();
-            let mut c = Command::new("knotd");
-            c.arg("-c").arg(dir.0.join("knot.conf"));
-            c
+            let conf = dir.0.join("knot.conf").display().to_string();
+            ("knotd".into(), vec!["-c".into(), conf])
         }
         "echo" => {
             // The floor: this very program, as a one-thread recvmmsg/sendmmsg echo.
-            let mut c = Command::new(std::env::current_exe().unwrap());
-            c.args(["--echo-server", &port.to_string()]);
-            c
+            let args = vec!["--echo-server".into(), port.to_string()];
+            (std::env::current_exe().unwrap(), args)
         }
         other => panic!("unknown server {other}"),
     };
-    cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).stdin(Stdio::null());
     // The server runs on SERVER_CPU only, whatever it spawns.
-    let child = {
-        let mut set_cpu = Command::new("taskset");
-        set_cpu
-            .arg("-c")
-            .arg(SERVER_CPU.to_string())
-            .arg(cmd.get_program())
-            .args(cmd.get_args());
-        set_cpu
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .stdin(Stdio::null());
-        set_cpu.spawn().ok()?
+    let process = Spawn::new(program)
+        .name(kind)
+        .args(args)
+        .pin(&[SERVER_CPU])
+        .stdin(Stdio::null())
+        .stdout(Output::Null)
+        .stderr(Output::Inherit)
+        .start();
+    let running = Running {
+        process,
+        port,
+        _dir: dir,
     };
-    let running = Running { child, port, _dir: dir };
     // Wait until it answers.
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-    let q = encode_query(&data[0].0, 1, 7);
+    let q = query(&data[0].0, 1, 7, Some(1232));
     let end = Instant::now() + Duration::from_secs(20);
     let mut buf = [0u8; 512];
     while Instant::now() < end {
@@ -177,7 +156,7 @@ fn start(kind: &str, data: &[(String, String)]) -> Option<Running> {
                     "-p",
                     "-c",
                     &SERVER_CPU.to_string(),
-                    &running.child.id().to_string(),
+                    &running.process.pid().to_string(),
                 ])
                 .stdout(Stdio::null())
                 .status();
@@ -196,11 +175,12 @@ fn main() {
     }
     let args = parse_args();
     let data = names(args.names);
-    let queries: Vec<Vec<u8>> = data
-        .iter()
-        .enumerate()
-        .map(|(i, (n, _))| encode_query(n, 1, i as u16))
-        .collect();
+    let queries: Arc<Vec<Vec<u8>>> = Arc::new(
+        data.iter()
+            .enumerate()
+            .map(|(i, (n, _))| query(n, 1, i as u16, Some(1232)))
+            .collect(),
+    );
     let mut results: Vec<(String, Vec<f64>, Vec<f64>, u64)> = args
         .servers
         .iter()
@@ -209,12 +189,16 @@ fn main() {
     for round in 0..args.rounds {
         for r in results.iter_mut() {
             let Some(server) = start(&r.0, &data) else { continue };
-            let pid = server.child.id();
+            let pid = server.process.pid();
             // Warm-up, then the measured pass.
-            load(server.port, &queries, 0.5);
+            closed_loop(server.port, &queries, 0.5);
             let c0 = cpu_ns(pid);
             let t0 = Instant::now();
-            let LoadResult { answered, lost, .. } = load(server.port, &queries, args.seconds);
+            let LoadStats {
+                replies: answered,
+                lost,
+                ..
+            } = closed_loop(server.port, &queries, args.seconds);
             let wall = t0.elapsed().as_secs_f64();
             let cpu = (cpu_ns(pid) - c0) as f64;
             let qps = answered as f64 / wall;

@@ -14,9 +14,9 @@
 //!
 //! In (a) and (b) every server runs with one worker (`-workers 1`, Unbound `num-threads:
 //! 1`), pinned to CPU 1 (`taskset`); the bench itself (the closed-loop load generator of
-//! `support/procs.rs`: 8 sockets x 16 queries in flight, sendmmsg/recvmmsg; and the fake
-//! upstream of `support/fake_upstream.rs`: one thread, recvmmsg/sendmmsg, every A question
-//! answered with one A record of TTL 3600, every query counted) runs on CPU 0. The host is
+//! test kit (`testkit/src/load.rs`): 8 sockets x 16 queries in flight, sendmmsg/recvmmsg;
+//! and the kit's fake upstream in its batched mode: one thread, recvmmsg/sendmmsg, every
+//! A question answered with one A record of TTL 3600, every query counted) runs on CPU 0. The host is
 //! shared and noisy: every part repeats `--rounds` times (default 3), the servers of a part
 //! in a rotating order, and prints medians; ratios are of medians of the same run. Each
 //! measurement is 0.5 s of warm-up load then `--seconds` (default 5) of measured load.
@@ -30,13 +30,13 @@
 //!     side (or a neighbour on the host) was the bottleneck that round.
 //!   * upstream: queries the fake upstream received during the measured load.
 //!
-//! **(a) cache.** A generated cluster (`support/world.rs`, default 10,000 services, ~10%
+//! **(a) cache.** A generated cluster (`testkit/src/world.rs`, default 10,000 services, ~10%
 //! headless) and the A names of its ClusterIP services, shuffled; the same query bytes go
 //! to: clusterdns answering from the kubernetes plugin (`endpoint file://` on a
 //! `kubectl get -o json` dump); clusterdns answering every one from `cache` (`cache 3600
 //! { success 65536 }` in front of `forward` to the fake upstream, warmed with every name
 //! before the load, and the upstream must see no query during it: all hits); and the
-//! bare UDP echo of `support/procs.rs` (the loopback floor). Floor of the issue: a cache
+//! bare UDP echo of the kit (the loopback floor). Floor of the issue: a cache
 //! hit costs no more than 1.2x the CPU of a kubernetes answer.
 //!
 //! **(b) forward.** clusterdns `forward . 127.0.0.1:UP` with no cache next to Unbound
@@ -61,27 +61,20 @@
 //!   * hits: then the closed-loop load over the same names (all cached): queries/s, CPU
 //!     per query (both workers), upstream queries during the load (0 expected).
 
-#[path = "support/fake_upstream.rs"]
-mod fake_upstream;
-#[path = "support/procs.rs"]
-mod procs;
-#[path = "support/wire.rs"]
-mod wire;
-#[path = "support/world.rs"]
-mod world;
-
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fake_upstream::FakeUpstream;
-use procs::{CLIENT_CPU, LoadResult, SERVER_CPU, Server, free_port, median};
-use wire::{Probe, Reply};
-use world::{Rng, Shape, World};
+use testkit::load::{CLIENT_CPU, LoadStats, SERVER_CPU, closed_loop, median};
+use testkit::process::{Daemon as Server, Output, Scratch, Spawn, free_port};
+use testkit::procfs::{self, rss_kb, wait_quiet};
+use testkit::upstream::{FakeUpstream, Mode};
+use testkit::wire::{self, Probe, Reply};
+use testkit::world::{self, Rng, Shape, World};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clusterdns");
 /// Queries in flight in a sweep (warm-up and cold passes).
@@ -168,14 +161,14 @@ fn parse_args() -> Args {
 fn main() {
     let mut argv = std::env::args().skip(1);
     if argv.next().as_deref() == Some("--echo-server") {
-        procs::echo_server(argv.next().and_then(|p| p.parse().ok()).expect("port"));
+        testkit::load::echo_server(argv.next().and_then(|p| p.parse().ok()).expect("port"));
     }
     let args = parse_args();
     println!("{}", machine());
     // Everything the bench runs (load, fake upstream, probes) stays off the server's CPU;
     // children inherit this, so every server is started under an explicit taskset.
-    procs::pin_to(CLIENT_CPU);
-    let dir = procs::scratch("resolver");
+    procfs::pin_to(CLIENT_CPU);
+    let dir = Scratch::new("resolver");
     for &part in &args.parts {
         match part {
             Part::Cache => run_cache(&args, &dir.0),
@@ -214,7 +207,7 @@ fn machine() -> String {
 // -------------------------------------------------------------------------------------
 // Servers
 
-/// Starts `program args` under `taskset -c cpus` with `env` set (and the per-worker cache
+/// Starts `program args` on `cpus` (`0,1`) with `env` set (and the per-worker cache
 /// knob removed unless `env` sets it, whatever the caller's environment says); standard
 /// error goes to `stderr` if given (a chatty server), else to ours.
 fn spawn(
@@ -226,24 +219,21 @@ fn spawn(
     env: &[(&str, &str)],
     stderr: Option<&Path>,
 ) -> Server {
-    let mut cmd = Command::new("taskset");
-    cmd.arg("-c").arg(cpus).arg(program).args(args);
-    cmd.env_remove("CLUSTERDNS_CACHE_PER_WORKER");
-    cmd.envs(env.iter().copied());
-    let err = match stderr {
-        Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-        None => Stdio::inherit(),
-    };
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name} with taskset: {e}"));
+    let cpus: Vec<usize> = cpus.split(',').map(|c| c.parse().expect("a CPU number")).collect();
+    let mut spawn = Spawn::new(program)
+        .name(name)
+        .args(args)
+        .pin(&cpus)
+        .env_remove("CLUSTERDNS_CACHE_PER_WORKER")
+        .stdin(Stdio::null())
+        .stdout(Output::Null)
+        .stderr(stderr.map_or(Output::Inherit, |p| Output::File(p.to_path_buf())));
+    for (k, v) in env {
+        spawn = spawn.env(k, v);
+    }
     Server {
-        name: name.into(),
-        child,
+        process: spawn.start(),
         port,
-        started: Instant::now(),
-        log: Arc::new(Mutex::new(Vec::new())),
     }
 }
 
@@ -312,7 +302,7 @@ fn wait_ready(server: &mut Server, name: &str, ok: impl Fn(&Reply) -> bool) -> b
     let mut probe = Probe::new(server.port);
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if !server.alive() {
+        if !server.running() {
             eprintln!("{} exited before it answered", server.name);
             return false;
         }
@@ -444,7 +434,7 @@ fn sweep(port: u16, queries: &[Vec<u8>], sockets: usize) -> Swept {
 
 /// One measured load on a running server.
 struct Measured {
-    r: LoadResult,
+    r: LoadStats,
     wall: f64,
     cpu_ns: f64,
     /// Queries the fake upstream received during the measured load.
@@ -454,15 +444,15 @@ struct Measured {
 
 impl Measured {
     fn qps(&self) -> f64 {
-        self.r.answered as f64 / self.wall
+        self.r.replies as f64 / self.wall
     }
 
     fn us(&self) -> f64 {
-        self.cpu_ns / 1000.0 / self.r.answered.max(1) as f64
+        self.cpu_ns / 1000.0 / self.r.replies.max(1) as f64
     }
 
     fn answered(&self) -> f64 {
-        self.r.answered as f64 / self.r.sent.max(1) as f64
+        self.r.replies as f64 / self.r.sent.max(1) as f64
     }
 
     fn busy(&self) -> f64 {
@@ -473,27 +463,38 @@ impl Measured {
 /// 0.5 s of load over `warm`, then `seconds` measured over `queries`.
 fn measure(
     server: &Server,
-    warm: &[Vec<u8>],
-    queries: &[Vec<u8>],
+    warm: &Arc<Vec<Vec<u8>>>,
+    queries: &Arc<Vec<Vec<u8>>>,
     seconds: f64,
     upstream: Option<&FakeUpstream>,
 ) -> Measured {
     let pid = server.pid();
-    procs::load(server.port, warm, 0.5);
-    let u0 = upstream.map_or(0, FakeUpstream::queries);
-    let c0 = procs::cpu_ns(pid);
+    closed_loop(server.port, warm, 0.5);
+    let u0 = upstream.map_or(0, FakeUpstream::received);
+    let c0 = procfs::cpu_ns(pid);
     let t0 = Instant::now();
-    let r = procs::load(server.port, queries, seconds);
+    let r = closed_loop(server.port, queries, seconds);
     let wall = t0.elapsed().as_secs_f64();
-    let cpu_ns = (procs::cpu_ns(pid) - c0) as f64;
-    let upstream = upstream.map_or(0, FakeUpstream::queries) - u0;
+    let cpu_ns = (procfs::cpu_ns(pid) - c0) as f64;
+    let upstream = upstream.map_or(0, FakeUpstream::received) - u0;
     Measured {
         r,
         wall,
         cpu_ns,
         upstream,
-        rss_kb: procs::rss_kb(pid),
+        rss_kb: rss_kb(pid),
     }
+}
+
+/// The fake upstream of every part: on CPU 0, batched, every A question answered with
+/// one A record of TTL 3600 (nothing cached expires during a bench), counted, not kept.
+fn bench_upstream() -> FakeUpstream {
+    FakeUpstream::builder()
+        .mode(Mode::Hashed)
+        .ttl(3600)
+        .recording(false)
+        .pin(CLIENT_CPU)
+        .start()
 }
 
 /// Per-round figures of one server; medians at the end.
@@ -516,11 +517,11 @@ impl Samples {
         self.qps.push(m.qps());
         self.us.push(m.us());
         self.answered.push(m.answered());
-        self.unanswered.push(m.r.sent.saturating_sub(m.r.answered) as f64);
-        self.other.push(m.r.other_rcode as f64);
+        self.unanswered.push(m.r.sent.saturating_sub(m.r.replies) as f64);
+        self.other.push(m.r.other_rcode() as f64);
         self.busy.push(m.busy());
         self.upstream.push(m.upstream as f64);
-        self.per_answer.push(m.upstream as f64 / m.r.answered.max(1) as f64);
+        self.per_answer.push(m.upstream as f64 / m.r.replies.max(1) as f64);
         self.rss_kb.push(m.rss_kb as f64);
     }
 }
@@ -531,10 +532,10 @@ fn round_line(round: usize, kind: &str, m: &Measured) {
         m.qps(),
         m.us(),
         m.busy() * 100.0,
-        m.r.answered,
+        m.r.replies,
         m.r.sent,
         m.answered(),
-        m.r.other_rcode,
+        m.r.other_rcode(),
         m.upstream
     );
 }
@@ -561,12 +562,14 @@ fn run_cache(a: &Args, dir: &Path) {
     let mut services: Vec<&world::Service> = world.services.iter().filter(|s| s.cluster_ip.is_some()).collect();
     shuffle(&mut services, &mut Rng::new(a.seed ^ 0xA));
     let names: Vec<String> = services.iter().map(|s| world.fqdn(s)).collect();
-    let queries: Vec<Vec<u8>> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| wire::encode_query(n, wire::A, i as u16))
-        .collect();
-    let upstream = FakeUpstream::start(CLIENT_CPU);
+    let queries: Arc<Vec<Vec<u8>>> = Arc::new(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| wire::query(n, wire::A, i as u16, Some(1232)))
+            .collect(),
+    );
+    let upstream = bench_upstream();
 
     println!("\n== (a) cache hit vs kubernetes answer: server CPU per A query, one worker on CPU {SERVER_CPU}");
     println!(
@@ -602,7 +605,7 @@ fn run_cache(a: &Args, dir: &Path) {
                 "cache" => clusterdns(
                     dir,
                     port,
-                    &forward_body(upstream.port, true),
+                    &forward_body(upstream.port(), true),
                     1,
                     &SERVER_CPU.to_string(),
                     &[],
@@ -624,9 +627,9 @@ fn run_cache(a: &Args, dir: &Path) {
             };
             let port = server.port;
             if kind == "cache" {
-                let u0 = upstream.queries();
+                let u0 = upstream.received();
                 let warm = sweep(port, &queries, 1);
-                let misses = upstream.queries() - u0;
+                let misses = upstream.received() - u0;
                 let again = sweep(port, &queries, 1);
                 if round == 0 {
                     notes.push(format!(
@@ -634,7 +637,7 @@ fn run_cache(a: &Args, dir: &Path) {
                         names.len(),
                         warm.with_answer,
                         again.with_answer,
-                        upstream.queries() - u0 - misses
+                        upstream.received() - u0 - misses
                     ));
                 }
             }
@@ -720,13 +723,17 @@ fn run_forward(a: &Args, dir: &Path) {
     let unique = if a.quick { 100_000 } else { 400_000 };
     let warm_count = unique / 8;
     // Unique names: no cache anywhere can answer them; the IDs vary as a client's would.
-    let queries: Vec<Vec<u8>> = (0..unique)
-        .map(|i| wire::encode_query(&format!("q{i}.fwd.bench."), wire::A, i as u16))
-        .collect();
-    let warm: Vec<Vec<u8>> = (0..warm_count)
-        .map(|i| wire::encode_query(&format!("w{i}.fwd.bench."), wire::A, i as u16))
-        .collect();
-    let upstream = FakeUpstream::start(CLIENT_CPU);
+    let queries: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..unique)
+            .map(|i| wire::query(&format!("q{i}.fwd.bench."), wire::A, i as u16, Some(1232)))
+            .collect(),
+    );
+    let warm: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..warm_count)
+            .map(|i| wire::query(&format!("w{i}.fwd.bench."), wire::A, i as u16, Some(1232)))
+            .collect(),
+    );
+    let upstream = bench_upstream();
     let unbound_bin = unbound_binary();
 
     println!(
@@ -759,11 +766,11 @@ fn run_forward(a: &Args, dir: &Path) {
         for k in 0..kinds.len() {
             let kind = kinds[(k + round) % kinds.len()];
             let spawn = |port| match (kind, &unbound_bin) {
-                ("unbound", Some(bin)) => unbound(bin, dir, port, upstream.port),
+                ("unbound", Some(bin)) => unbound(bin, dir, port, upstream.port()),
                 _ => clusterdns(
                     dir,
                     port,
-                    &forward_body(upstream.port, false),
+                    &forward_body(upstream.port(), false),
                     1,
                     &SERVER_CPU.to_string(),
                     &[],
@@ -901,10 +908,12 @@ struct ColdSamples {
 
 fn run_shared(a: &Args, dir: &Path) {
     let names = a.names;
-    let queries: Vec<Vec<u8>> = (0..names)
-        .map(|i| wire::encode_query(&format!("n{i}.shared.bench."), wire::A, i as u16))
-        .collect();
-    let upstream = FakeUpstream::start(CLIENT_CPU);
+    let queries: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..names)
+            .map(|i| wire::query(&format!("n{i}.shared.bench."), wire::A, i as u16, Some(1232)))
+            .collect(),
+    );
+    let upstream = bench_upstream();
     let cpus = format!("{CLIENT_CPU},{SERVER_CPU}");
 
     println!(
@@ -929,7 +938,7 @@ fn run_shared(a: &Args, dir: &Path) {
                 clusterdns(
                     dir,
                     port,
-                    &forward_body(upstream.port, true),
+                    &forward_body(upstream.port(), true),
                     2,
                     &cpus,
                     &env,
@@ -942,14 +951,14 @@ fn run_shared(a: &Args, dir: &Path) {
             };
             let port = server.port;
             // Idle before the first name: what the empty cache costs.
-            procs::wait_quiet(server.pid(), Duration::from_millis(100), Duration::from_secs(2));
-            let rss_before = procs::rss_kb(server.pid());
-            let u0 = upstream.queries();
+            wait_quiet(server.pid(), Duration::from_millis(100), Duration::from_secs(2));
+            let rss_before = rss_kb(server.pid());
+            let u0 = upstream.received();
             let t0 = Instant::now();
             let swept = sweep(port, &queries, COLD_SOCKETS);
             let secs = t0.elapsed().as_secs_f64();
-            let misses = upstream.queries() - u0;
-            let rss_after = procs::rss_kb(server.pid());
+            let misses = upstream.received() - u0;
+            let rss_after = rss_kb(server.pid());
             eprintln!(
                 "  round {round}: {mode:<11} cold pass: {misses} upstream queries for {names} names x {COLD_SOCKETS} sockets ({:.2} per name), answered {}/{}, RSS {:.1} -> {:.1} MiB, {secs:.1} s",
                 misses as f64 / names as f64,

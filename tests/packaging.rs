@@ -8,10 +8,11 @@
 //!
 //! The manifests are read by a small reader for the YAML subset they are written in
 //! (block mappings and sequences, `|` literals, one-line `[a, b]` lists, plain and
-//! quoted scalars), with no YAML crate; when Python's `yaml` module is installed
-//! (`python3-yaml`), a test checks that PyYAML reads every document the same way. The
-//! units go through `systemd-analyze verify` and `security --offline=yes` when
-//! systemd-analyze exists (skipped, with a note, otherwise). kubectl proxy's filters
+//! quoted scalars), with no YAML crate; a test checks that PyYAML reads every document
+//! the same way, and the units go through `systemd-analyze verify` and `security
+//! --offline=yes`: these three need outside tools (`python3-yaml`, `systemd`), so they
+//! are `#[ignore]`d, run by `cargo test --locked -- --ignored` (`.ci/run` installs the
+//! tools first), and fail there if a tool is missing. kubectl proxy's filters
 //! are Go regexps, matched here with the `regex` crate (RE2 syntax) against tables of
 //! methods and paths, the way kubectl matches them. `clusterdns-kubeconfig` runs
 //! against a stand-in kubectl. The package itself is tested under a real systemd by
@@ -20,7 +21,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use clusterdns::config::{self, Directive, ServerKey};
 use clusterdns::kubernetes::model::Resource;
@@ -401,18 +402,8 @@ fn directives<'a>(block: &'a config::ServerBlock, name: &str) -> Vec<&'a Directi
 
 /// `clusterdns -check` on `text`: (exit code, output).
 fn check_corefile(text: &str) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clusterdns"))
-        .args(["-check", "-conf", "stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
+    let (code, out, err) = testkit::process::run(&["-check", "-conf", "stdin"], root(), Some(text));
+    (code, out + &err)
 }
 
 /// Every resource the watcher lists and watches. The match has no wildcard arm, so a
@@ -582,14 +573,11 @@ fn every_manifest_document_parses_with_the_expected_kinds() {
     assert_eq!(kinds, want);
 }
 
-/// PyYAML, when installed, reads every manifest as the subset reader does.
+/// PyYAML reads every manifest as the subset reader does.
 #[test]
+#[ignore = "needs python3 with PyYAML (python3-yaml); .ci/run runs it: cargo test --locked -- --ignored"]
 fn pyyaml_reads_the_manifests_the_same_way() {
-    let probe = Command::new("python3").args(["-c", "import yaml"]).output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("note: python3 with the yaml module not found (apt-get install python3-yaml): cross-check skipped");
-        return;
-    }
+    testkit::tools::require("python3", &["-c", "import yaml"], "python3-yaml (Debian) or PyYAML");
     let script = "import json, sys, yaml\nprint(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))";
     let mut paths = Vec::new();
     for dir in ["packaging/kubernetes", "packaging/kubernetes/pods-verified"] {
@@ -2028,22 +2016,14 @@ fn units_for_verification(tag: &str) -> (PathBuf, Vec<PathBuf>) {
     (dir, units)
 }
 
-fn systemd_analyze() -> bool {
-    let found = Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("note: systemd-analyze not found: unit checks skipped (.ci/package-test runs them under systemd)");
-    }
-    found
+fn require_systemd_analyze() {
+    testkit::tools::require("systemd-analyze", &["--version"], "systemd");
 }
 
 #[test]
+#[ignore = "needs systemd-analyze (systemd); .ci/run runs it: cargo test --locked -- --ignored"]
 fn units_pass_systemd_analyze_verify_with_nothing_on_stderr() {
-    if !systemd_analyze() {
-        return;
-    }
+    require_systemd_analyze();
     let (dir, units) = units_for_verification("verify");
     // Documentation=man:clusterdns(8) is looked up with man(1): point it at the page.
     let man = Command::new("man")
@@ -2068,10 +2048,9 @@ fn units_pass_systemd_analyze_verify_with_nothing_on_stderr() {
 }
 
 #[test]
+#[ignore = "needs systemd-analyze (systemd); .ci/run runs it: cargo test --locked -- --ignored"]
 fn units_have_an_exposure_of_at_most_2() {
-    if !systemd_analyze() {
-        return;
-    }
+    require_systemd_analyze();
     let (dir, units) = units_for_verification("security");
     let mut results = Vec::new();
     for unit in &units {

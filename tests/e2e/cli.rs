@@ -2,89 +2,28 @@
 //! the built-in default), `-dns.port`/`-p`, `-pidfile`, `-quiet`, the signals, and
 //! clusterdns's own `-check` and `-workers`. Always the real binary.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use domain::base::Message;
 use domain::base::iana::{Rcode, Rtype};
-
-use crate::support::*;
+use testkit::prelude::*;
+use testkit::process::{Process, Spawn};
 
 /// A process started by hand (for what [`Launch`] cannot do: no `-conf`, or
 /// `-conf stdin`), its output captured, stopped (SIGTERM, then SIGKILL) on drop.
-struct Proc {
-    child: Child,
-    output: Arc<Mutex<String>>,
+fn spawn(mut cmd: Command) -> Process {
+    cmd.env("RUST_LOG", "info");
+    Spawn::command(cmd).start()
 }
 
-impl Proc {
-    /// Spawns `cmd` with stdout and stderr captured; stdin as `cmd` set it.
-    fn spawn(mut cmd: Command) -> Proc {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.env("RUST_LOG", "info");
-        let mut child = cmd.spawn().expect("spawn clusterdns");
-        let output = Arc::new(Mutex::new(String::new()));
-        let pipes: Vec<Box<dyn Read + Send>> = vec![
-            Box::new(child.stdout.take().expect("stdout")),
-            Box::new(child.stderr.take().expect("stderr")),
-        ];
-        for pipe in pipes {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut o = out.lock().unwrap();
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
-        Proc { child, output }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    fn wait_output(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if pred(&self.output()) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        pred(&self.output())
-    }
-
-    /// Polls `addr` with a query for `name` until it answers (10 s at most).
-    fn wait_answering(&mut self, addr: SocketAddr, name: &str) {
-        if !wait_udp(addr, name, Duration::from_secs(10)) {
-            let status = self.child.try_wait().ok().flatten();
-            panic!("no answer on {addr} (exit status {status:?}):\n{}", self.output());
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: kill(2) on our own child's PID.
-            unsafe {
-                libc::kill(self.child.id() as i32, libc::SIGTERM);
-            }
-            let end = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < end {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+/// Polls `addr` with a query for `name` until it answers (10 s at most).
+fn wait_answering(p: &mut Process, addr: SocketAddr, name: &str) {
+    if !wait_udp(addr, name, Duration::from_secs(10)) {
+        let status = p.child.try_wait().ok().flatten();
+        panic!("no answer on {addr} (exit status {status:?}):\n{}", p.output());
     }
 }
 
@@ -355,13 +294,13 @@ fn conf_stdin_reads_standard_input() {
     let corefile = HOSTS_COREFILE.replace("{port}", &port.to_string());
     let mut cmd = Command::new(binary());
     cmd.args(["-conf", "stdin"]).current_dir(&dir.0).stdin(Stdio::piped());
-    let mut p = Proc::spawn(cmd);
+    let mut p = spawn(cmd);
     {
         let mut stdin = p.child.stdin.take().expect("stdin");
         stdin.write_all(corefile.as_bytes()).unwrap();
         // Dropped: standard input is closed, the Corefile complete.
     }
-    p.wait_answering(local(port), "a.example.org");
+    wait_answering(&mut p, local(port), "a.example.org");
     assert_hosts_answer(&udp_exchange(
         local(port),
         &query_bytes("a.example.org", Rtype::A, Some(1232), 1),
@@ -391,8 +330,8 @@ fn default_corefile_serves_whoami_when_there_is_none() {
     cmd.args(["-dns.port", &port.to_string()])
         .current_dir(&dir.0)
         .stdin(Stdio::null());
-    let mut p = Proc::spawn(cmd);
-    p.wait_answering(local(port), "example.org");
+    let mut p = spawn(cmd);
+    wait_answering(&mut p, local(port), "example.org");
 
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();

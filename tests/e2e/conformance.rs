@@ -6,7 +6,7 @@
 //! case (expected vs got), not only the first.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -16,8 +16,8 @@ use domain::base::Message;
 use domain::base::iana::{Rcode, Rtype};
 use serde_json::Value;
 
-use crate::fakeapi::{Config, FakeApi};
-use crate::support::*;
+use testkit::prelude::*;
+use testkit::wire::framed;
 
 /// Where the worlds and the case files live.
 fn data_dir() -> PathBuf {
@@ -182,14 +182,8 @@ fn exchange(addr: SocketAddr, qname: &str, qtype: Rtype, tcp: bool) -> Result<Me
     let bytes = if tcp {
         let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let mut f = (q.len() as u16).to_be_bytes().to_vec();
-        f.extend_from_slice(&q);
-        s.write_all(&f).map_err(|e| format!("tcp write: {e}"))?;
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).map_err(|e| format!("no TCP reply: {e}"))?;
-        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-        s.read_exact(&mut buf).map_err(|e| format!("short TCP reply: {e}"))?;
-        buf
+        s.write_all(&framed(&q)).map_err(|e| format!("tcp write: {e}"))?;
+        read_frame(&mut s).ok_or("no whole TCP reply within 3s")?
     } else {
         raw_udp(addr, &q, Duration::from_secs(3)).ok_or("no UDP reply within 3s")?
     };

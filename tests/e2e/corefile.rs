@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use domain::base::Message;
 use domain::base::iana::{Rcode, Rtype};
 
-use crate::support::*;
+use testkit::prelude::*;
 
 fn at(ip: [u8; 4], port: u16) -> SocketAddr {
     SocketAddr::from((ip, port))
@@ -877,11 +877,9 @@ fn without_timeouts_an_idle_tcp_connection_stays_open() {
 // A real client
 
 #[test]
+#[ignore = "needs dig (bind9-dnsutils); .ci/run runs it: cargo test --locked -- --ignored"]
 fn dig_sees_the_hosts_answer_over_udp_and_tcp() {
-    if !have_dig() {
-        eprintln!("note: dig is not installed; skipping dig_sees_the_hosts_answer_over_udp_and_tcp");
-        return;
-    }
+    testkit::tools::require_dig();
     let s = Server::start(
         "example.org:{port} {\n    bind 127.0.0.1\n    hosts {\n        10.0.0.1 a.example.org\n    }\n}\n",
     );
@@ -891,7 +889,7 @@ fn dig_sees_the_hosts_answer_over_udp_and_tcp() {
         if tcp {
             args.push("+tcp");
         }
-        let out = dig(&args);
+        let out = testkit::tools::dig(&args);
         assert!(out.contains("status: NOERROR"), "tcp={tcp}:\n{out}");
         assert!(
             out.contains(";; flags: qr aa rd; QUERY: 1, ANSWER: 1, AUTHORITY: 0, ADDITIONAL: 1"),

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use domain::base::iana::{Rcode, Rtype};
 
-use crate::support::*;
+use testkit::prelude::*;
 
 /// The `~~~ corefile` blocks of a Markdown file.
 fn corefile_examples(md: &str) -> Vec<String> {

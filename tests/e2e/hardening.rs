@@ -1,772 +1,109 @@
-//! Hardening (issue 7): the fault suite. The real binary on 127.0.0.1 is driven through
+//! Hardening (issue 7): the fault cases. The real binary on 127.0.0.1 is driven through
 //! overload (UDP well over its capacity; forwarded queries beyond its pending-upstream
 //! table), TCP abuse (idle floods, half-sent length prefixes, slow readers, connection
 //! floods) and a misbehaving Kubernetes API (huge objects, endless streams, malformed
-//! JSON, silence), and each case checks that nothing was lost or crashed: the process is
-//! up, memory and descriptors (`/proc/PID/status`, `/proc/PID/fd`) stay bounded and come
-//! back, and DNS keeps answering correctly.
+//! JSON, silence: the test kit's fake API in its abusive modes), and each case checks
+//! that nothing was lost or crashed: the process is up, memory and descriptors
+//! (`/proc/PID/status`, `/proc/PID/fd`) stay bounded and come back, and DNS keeps
+//! answering correctly.
 //!
-//! One test, `fault_suite`, runs the cases one after another (their load must not mix),
-//! catches a panic per case, prints a report line per case to stderr (`--nocapture` shows
-//! them) and then `fault suite: N passed, N failed`, and fails if any case failed.
-//! `CLUSTERDNS_FAULT_CASES=tcp,api` runs only the cases whose name contains one of the
-//! comma-separated words; `CLUSTERDNS_FAULT_TRACE=1` also prints the RSS samples of the
-//! API cases and the answers per second of the UDP overload.
+//! Each case is a test of its own (`hardening::fault_...`, and the `hardening_*` files'
+//! for issue 16): `cargo test --test e2e hardening` runs them all, one at a time (the
+//! kit's fault lock: their load must not mix), and each prints one report line with its
+//! figures (`-- --nocapture` shows them). `CLUSTERDNS_FAULT_TRACE=1` also prints the RSS
+//! samples of the API cases and the answers per second of the UDP overload.
 //!
 //! Every load loop is bounded in count and time, every process is stopped by its guard
 //! (the server's, the fake API's), and every socket is on loopback.
 
-use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use domain::base::Message;
 use domain::base::iana::{Rcode, Rtype};
-
-use crate::fakeapi::{FakeApi, namespace, service};
-use crate::operations::http_get;
-use crate::support::*;
+use testkit::api::Abuse;
+use testkit::check;
+use testkit::fault::{Outcome, ms, run_case};
+use testkit::load::{Load, Names, ProbeStats, Prober, probe_once, rcode_counts, set_sockopt};
+use testkit::prelude::*;
+use testkit::procfs::{RssTrace, alive, fd_count, fds_back, mib, rss_kb, settled_fds, tcp_unread, udp_drops};
+use testkit::wire::{framed, query as wire_query, reply_header};
 
 // ------------------------------------------------------------------------------------
-// The suite
+// The cases, one test each
 
-/// A case's report line (what was tried, what was measured), or why it failed.
-pub(crate) type Outcome = Result<String, String>;
-
-/// One fault case: a name to select it by, and the run that reports its figures.
-pub(crate) struct Case {
-    pub(crate) name: &'static str,
-    pub(crate) run: fn() -> Outcome,
-}
-
-const CASES: &[Case] = &[
-    Case {
-        name: "tcp idle flood",
-        run: tcp_idle_flood,
-    },
-    Case {
-        name: "tcp half-sent prefixes",
-        run: tcp_half_sent,
-    },
-    Case {
-        name: "tcp slow readers",
-        run: tcp_slow_readers,
-    },
-    Case {
-        name: "tcp backlogged readers",
-        run: tcp_backlogged_readers,
-    },
-    Case {
-        name: "tcp connection flood",
-        run: tcp_connection_flood,
-    },
-    Case {
-        name: "api huge watch line",
-        run: || api_case(Abuse::HugeWatchLine),
-    },
-    Case {
-        name: "api huge list object",
-        run: || api_case(Abuse::HugeListItem),
-    },
-    Case {
-        name: "api endless watch stream",
-        run: || api_case(Abuse::EndlessWatch),
-    },
-    Case {
-        name: "api endless list",
-        run: || api_case(Abuse::EndlessList),
-    },
-    Case {
-        name: "api malformed json",
-        run: || api_case(Abuse::Malformed),
-    },
-    Case {
-        name: "api silent and trickling",
-        run: || api_case(Abuse::Slow),
-    },
-    Case {
-        name: "forward overload",
-        run: forward_overload,
-    },
-    Case {
-        name: "udp overload",
-        run: udp_overload,
-    },
-    Case {
-        name: "udp flood then sigterm",
-        run: udp_flood_sigterm,
-    },
-];
-
-/// Every case of the suite: this file's, then those of the `hardening_*` files (issue 16).
-fn suite() -> impl Iterator<Item = &'static Case> {
-    CASES
-        .iter()
-        .chain(crate::hardening_probes::CASES)
-        .chain(crate::hardening_answers::CASES)
-        .chain(crate::hardening_inputs::CASES)
+#[test]
+fn fault_tcp_idle_flood() {
+    run_case("tcp idle flood", tcp_idle_flood);
 }
 
 #[test]
-fn fault_suite() {
-    let only: Vec<String> = std::env::var("CLUSTERDNS_FAULT_CASES")
-        .map(|v| {
-            v.split(',')
-                .map(|w| w.trim().to_string())
-                .filter(|w| !w.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
-    let began = Instant::now();
-    let (mut passed, mut failed) = (0, 0);
-    let mut failures = Vec::new();
-    for case in suite() {
-        if !only.is_empty() && !only.iter().any(|w| case.name.contains(w.as_str())) {
-            continue;
-        }
-        let t = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(case.run)).unwrap_or_else(|p| {
-            let text = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(format!("panicked: {text}"))
-        });
-        let secs = t.elapsed().as_secs_f64();
-        match outcome {
-            Ok(line) => {
-                passed += 1;
-                eprintln!("fault: {}: {line}: ok ({secs:.1}s)", case.name);
-            }
-            Err(why) => {
-                failed += 1;
-                eprintln!("fault: {}: FAILED: {why} ({secs:.1}s)", case.name);
-                failures.push(case.name);
-            }
-        }
-    }
-    eprintln!(
-        "fault suite: {passed} passed, {failed} failed ({:.0}s)",
-        began.elapsed().as_secs_f64()
-    );
-    assert!(failed == 0, "fault cases failed: {failures:?}");
+fn fault_tcp_half_sent_prefixes() {
+    run_case("tcp half-sent prefixes", tcp_half_sent);
 }
 
-/// Returns `Err(message)` from the case unless `cond` holds (the `hardening_*` files
-/// use it too: `mod hardening` is `#[macro_use]`).
-macro_rules! check {
-    ($cond:expr, $($fmt:tt)+) => {
-        let holds: bool = $cond;
-        if !holds {
-            return Err(format!($($fmt)+));
-        }
-    };
+#[test]
+fn fault_tcp_slow_readers() {
+    run_case("tcp slow readers", tcp_slow_readers);
 }
 
-// ------------------------------------------------------------------------------------
-// The process under test, seen from /proc
-
-pub(crate) fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-        })
-        .unwrap_or(0)
+#[test]
+fn fault_tcp_backlogged_readers() {
+    run_case("tcp backlogged readers", tcp_backlogged_readers);
 }
 
-pub(crate) fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+#[test]
+fn fault_tcp_connection_flood() {
+    run_case("tcp connection flood", tcp_connection_flood);
 }
 
-/// Whether the process exists and is not a zombie.
-pub(crate) fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+#[test]
+fn fault_api_huge_watch_line() {
+    run_case("api huge watch line", || api_case(Abuse::HugeWatchLine));
 }
 
-/// Datagrams the kernel dropped on the UDP sockets bound to `port` (a full receive
-/// queue), from /proc/net/udp.
-fn udp_drops(pid: u32, port: u16) -> u64 {
-    let suffix = format!(":{port:04X}");
-    std::fs::read_to_string(format!("/proc/{pid}/net/udp"))
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter(|l| l.split_whitespace().nth(1).is_some_and(|a| a.ends_with(&suffix)))
-        .filter_map(|l| l.split_whitespace().last().and_then(|d| d.parse::<u64>().ok()))
-        .sum()
+#[test]
+fn fault_api_huge_list_object() {
+    run_case("api huge list object", || api_case(Abuse::HugeListItem));
 }
 
-/// Established TCP connections on the server's `port` (its side of them) and the bytes
-/// waiting unread in their receive queues, from /proc/net/tcp.
-fn tcp_unread(pid: u32, port: u16) -> (usize, u64) {
-    let suffix = format!(":{port:04X}");
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
-    let mut n = 0;
-    let mut unread = 0;
-    for l in text.lines().skip(1) {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() > 4 && f[1].ends_with(&suffix) && f[3] == "01" {
-            n += 1;
-            unread += f[4]
-                .split_once(':')
-                .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
-                .unwrap_or(0);
-        }
-    }
-    (n, unread)
+#[test]
+fn fault_api_endless_watch_stream() {
+    run_case("api endless watch stream", || api_case(Abuse::EndlessWatch));
 }
 
-pub(crate) fn mib(kb: u64) -> f64 {
-    kb as f64 / 1024.0
+#[test]
+fn fault_api_endless_list() {
+    run_case("api endless list", || api_case(Abuse::EndlessList));
 }
 
-/// Waits until the server's descriptor count is back to `base` (or below); returns how
-/// long that took, or the count it was stuck at.
-pub(crate) fn fds_back(pid: u32, base: usize, timeout: Duration) -> Result<Duration, usize> {
-    let t = Instant::now();
-    loop {
-        let n = fd_count(pid);
-        if n <= base {
-            return Ok(t.elapsed());
-        }
-        if t.elapsed() >= timeout {
-            return Err(n);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+#[test]
+fn fault_api_malformed_json() {
+    run_case("api malformed json", || api_case(Abuse::Malformed));
 }
 
-/// The descriptor count once it has not changed for 300 ms.
-pub(crate) fn settled_fds(pid: u32) -> usize {
-    let mut last = fd_count(pid);
-    let end = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(300));
-        let n = fd_count(pid);
-        if n == last {
-            return n;
-        }
-        last = n;
-    }
-    last
+#[test]
+fn fault_api_silent_and_trickling() {
+    run_case("api silent and trickling", || api_case(Abuse::Slow));
 }
 
-/// RSS samples over a case.
-struct Rss {
-    t0: Instant,
-    samples: Vec<(Duration, u64)>,
+#[test]
+fn fault_forward_overload() {
+    run_case("forward overload", forward_overload);
 }
 
-impl Rss {
-    fn new() -> Rss {
-        Rss {
-            t0: Instant::now(),
-            samples: Vec::new(),
-        }
-    }
-
-    fn sample(&mut self, pid: u32) -> u64 {
-        let kb = rss_kb(pid);
-        self.samples.push((self.t0.elapsed(), kb));
-        kb
-    }
-
-    fn peak(&self) -> u64 {
-        self.samples.iter().map(|s| s.1).max().unwrap_or(0)
-    }
-
-    /// The lowest sample in `[from, to)` (transient spikes do not raise it).
-    fn floor(&self, from: Duration, to: Duration) -> u64 {
-        self.samples
-            .iter()
-            .filter(|(t, _)| *t >= from && *t < to)
-            .map(|s| s.1)
-            .min()
-            .unwrap_or(0)
-    }
-
-    fn span(&self) -> Duration {
-        self.samples.last().map_or(Duration::ZERO, |s| s.0)
-    }
+#[test]
+fn fault_udp_overload() {
+    run_case("udp overload", udp_overload);
 }
 
-// ------------------------------------------------------------------------------------
-// HTTP and DNS clients
-
-/// A query in wire form (RD, no EDNS): `name` as dotted labels.
-fn wire_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
-    let mut m = Vec::with_capacity(64);
-    m.extend_from_slice(&id.to_be_bytes());
-    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.trim_end_matches('.').split('.') {
-        m.push(label.len() as u8);
-        m.extend_from_slice(label.as_bytes());
-    }
-    m.push(0);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&1u16.to_be_bytes());
-    m
-}
-
-/// (ID, rcode, answer count) of a reply; None for anything but a response.
-fn reply_header(b: &[u8]) -> Option<(u16, u8, u16)> {
-    if b.len() < 12 || b[2] & 0x80 == 0 {
-        return None;
-    }
-    Some((
-        u16::from_be_bytes([b[0], b[1]]),
-        b[3] & 0x0f,
-        u16::from_be_bytes([b[6], b[7]]),
-    ))
-}
-
-/// One UDP query for `name` A on `sock`: Ok(latency) when the answer holds `want`.
-fn probe_once(
-    sock: &UdpSocket,
-    to: SocketAddr,
-    id: u16,
-    name: &str,
-    want: &str,
-    wait: Duration,
-) -> Result<Duration, String> {
-    let q = query_bytes(name, Rtype::A, Some(1232), id);
-    let t = Instant::now();
-    sock.send_to(&q, to).map_err(|e| format!("send: {e}"))?;
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = wait.saturating_sub(t.elapsed());
-        if left.is_zero() {
-            return Err("lost".into());
-        }
-        sock.set_read_timeout(Some(left)).unwrap();
-        let Ok((n, _)) = sock.recv_from(&mut buf) else {
-            return Err("lost".into());
-        };
-        if n < 2 || u16::from_be_bytes([buf[0], buf[1]]) != id {
-            continue;
-        }
-        let took = t.elapsed();
-        let msg = Message::from_octets(buf[..n].to_vec()).map_err(|e| format!("unparsable reply: {e}"))?;
-        let answers = section(&msg, "answer");
-        let suffix = format!(" A {want}");
-        if rcode(&msg) != Rcode::NOERROR || !answers.iter().any(|a| a.ends_with(&suffix)) {
-            return Err(format!("{name}: {} {answers:?}", rcode(&msg)));
-        }
-        return Ok(took);
-    }
-}
-
-#[derive(Default)]
-struct ProbeStats {
-    sent: usize,
-    lost: usize,
-    wrong: Vec<String>,
-    latencies: Vec<Duration>,
-}
-
-impl ProbeStats {
-    fn pct(&self, p: f64) -> Duration {
-        let mut l = self.latencies.clone();
-        l.sort();
-        if l.is_empty() {
-            return Duration::ZERO;
-        }
-        l[((l.len() - 1) as f64 * p).round() as usize]
-    }
-
-    fn summary(&self) -> String {
-        format!(
-            "UDP {}/{} answered, p50 {:.1}ms p99 {:.1}ms",
-            self.latencies.len(),
-            self.sent,
-            ms(self.pct(0.5)),
-            ms(self.pct(0.99)),
-        )
-    }
-
-    /// No query lost or answered wrong, and p99 under `p99_max`.
-    fn clean(&self, p99_max: Duration) -> Result<(), String> {
-        check!(self.sent > 0, "no probe was sent");
-        check!(
-            self.lost == 0 && self.wrong.is_empty(),
-            "probes: {} lost, {} wrong (first: {:?}) of {}",
-            self.lost,
-            self.wrong.len(),
-            self.wrong.first(),
-            self.sent
-        );
-        check!(
-            self.pct(0.99) <= p99_max,
-            "probes p99 {:.1}ms over {:?} ({})",
-            ms(self.pct(0.99)),
-            p99_max,
-            self.summary()
-        );
-        Ok(())
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Sequential UDP probes in the background: `(name, address wanted)` in turn, one every
-/// `every`, each waiting up to 2 s for its answer.
-struct Prober {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<ProbeStats>>,
-}
-
-impl Prober {
-    fn start(to: SocketAddr, names: &[(&str, &str)], every: Duration) -> Prober {
-        let names: Vec<(String, String)> = names.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-            let mut st = ProbeStats::default();
-            let mut id = 0u16;
-            // Bounded: at most 10 minutes of probes.
-            let end = Instant::now() + Duration::from_secs(600);
-            while !flag.load(Ordering::Relaxed) && Instant::now() < end {
-                let (name, want) = &names[st.sent % names.len()];
-                id = id.wrapping_add(1);
-                st.sent += 1;
-                match probe_once(&sock, to, id, name, want, Duration::from_secs(2)) {
-                    Ok(l) => st.latencies.push(l),
-                    Err(e) if e == "lost" => st.lost += 1,
-                    Err(e) => st.wrong.push(e),
-                }
-                std::thread::sleep(every);
-            }
-            st
-        });
-        Prober {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    fn stop(mut self) -> ProbeStats {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for Prober {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-// ------------------------------------------------------------------------------------
-// The UDP load generator: a few threads, each with a connected non-blocking socket,
-// sendmmsg/recvmmsg in batches; closed loop (a window of queries in flight) or open loop
-// (a fixed offered rate, whatever comes back).
-
-const BATCH: usize = 32;
-
-#[derive(Clone)]
-enum Names {
-    /// These queries in turn (the ID is rewritten).
-    Cycle(Arc<Vec<Vec<u8>>>),
-    /// A new name per query under this zone (so that nothing coalesces or caches).
-    Unique(&'static str),
-}
-
-#[derive(Clone)]
-struct Load {
-    to: SocketAddr,
-    threads: usize,
-    duration: Duration,
-    /// Offered queries per second over all threads; None: closed loop with `window`.
-    rate: Option<f64>,
-    window: usize,
-    names: Names,
-    /// How long to keep reading replies after the last send.
-    grace: Duration,
-}
-
-#[derive(Clone, Default)]
-struct LoadStats {
-    sent: u64,
-    replies: u64,
-    /// NOERROR with at least one answer.
-    ok: u64,
-    rcodes: [u64; 16],
-    /// `ok` replies per second of the run.
-    per_sec_ok: Vec<u64>,
-    /// Replies within 100 ms of their query, by rcode.
-    fast: [u64; 16],
-    /// Replies later than 1 s after their query.
-    late: u64,
-}
-
-impl LoadStats {
-    fn merge(&mut self, o: &LoadStats) {
-        self.sent += o.sent;
-        self.replies += o.replies;
-        self.ok += o.ok;
-        for i in 0..16 {
-            self.rcodes[i] += o.rcodes[i];
-            self.fast[i] += o.fast[i];
-        }
-        self.late += o.late;
-        if self.per_sec_ok.len() < o.per_sec_ok.len() {
-            self.per_sec_ok.resize(o.per_sec_ok.len(), 0);
-        }
-        for (i, n) in o.per_sec_ok.iter().enumerate() {
-            self.per_sec_ok[i] += n;
-        }
-    }
-}
-
-fn rcode_name(rc: usize) -> String {
-    Rcode::checked_from_int(rc as u8).map_or_else(|| rc.to_string(), |r| r.to_string())
-}
-
-fn rcode_counts(c: &[u64; 16]) -> String {
-    let parts: Vec<String> = (0..16)
-        .filter(|i| c[*i] > 0)
-        .map(|i| format!("{} {}", c[i], rcode_name(i)))
-        .collect();
-    if parts.is_empty() {
-        "none".into()
-    } else {
-        parts.join(", ")
-    }
-}
-
-fn run_load(load: &Load, stop: &Arc<AtomicBool>) -> LoadStats {
-    let handles: Vec<JoinHandle<LoadStats>> = (0..load.threads)
-        .map(|t| {
-            let (l, stop) = (load.clone(), stop.clone());
-            std::thread::spawn(move || load_thread(&l, t, &stop))
-        })
-        .collect();
-    let mut total = LoadStats::default();
-    for h in handles {
-        total.merge(&h.join().unwrap());
-    }
-    total
-}
-
-fn set_sockopt(fd: i32, opt: i32, value: i32) {
-    // SAFETY: setsockopt on a socket we own, with a pointer to a live i32.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            (&value as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        );
-    }
-}
-
-fn send_batch(fd: i32, bufs: &[Vec<u8>]) -> usize {
-    let mut iov: Vec<libc::iovec> = bufs
-        .iter()
-        .map(|b| libc::iovec {
-            iov_base: b.as_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
-        })
-        .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = iov
-        .iter_mut()
-        .map(|v| {
-            // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_iov = v;
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect();
-    // SAFETY: the headers point at `iov`, which points at `bufs`; all outlive the call.
-    let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), hdrs.len() as u32, 0) };
-    n.max(0) as usize
-}
-
-/// Receives what is queued (without waiting) into `bufs`; returns the lengths.
-fn recv_batch(fd: i32, bufs: &mut [[u8; 1024]], lens: &mut Vec<usize>) {
-    lens.clear();
-    let mut iov: Vec<libc::iovec> = bufs
-        .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        })
-        .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = iov
-        .iter_mut()
-        .map(|v| {
-            // SAFETY: as in send_batch.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_iov = v;
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect();
-    // SAFETY: the headers point at `iov`, which points at `bufs`; all outlive the call.
-    let n = unsafe {
-        libc::recvmmsg(
-            fd,
-            hdrs.as_mut_ptr(),
-            hdrs.len() as u32,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    for h in hdrs.iter().take(n.max(0) as usize) {
-        lens.push(h.msg_len as usize);
-    }
-}
-
-fn wait_readable(fd: i32, timeout_ms: i32) {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll on one live descriptor.
-    unsafe {
-        libc::poll(&mut p, 1, timeout_ms);
-    }
-}
-
-/// A load thread's receiving side: reads what arrived and counts it.
-struct Rx {
-    fd: i32,
-    start: Instant,
-    inb: Vec<[u8; 1024]>,
-    lens: Vec<usize>,
-    /// When each query ID was last sent.
-    sent_at: Vec<Option<Instant>>,
-}
-
-impl Rx {
-    /// Reads every reply queued; returns how many there were.
-    fn receive(&mut self, st: &mut LoadStats, in_flight: &mut usize, last_reply: &mut Instant) -> usize {
-        let mut got = 0;
-        loop {
-            recv_batch(self.fd, &mut self.inb, &mut self.lens);
-            if self.lens.is_empty() {
-                return got;
-            }
-            let now = Instant::now();
-            *last_reply = now;
-            for (i, n) in self.lens.iter().enumerate() {
-                let Some((id, rc, an)) = reply_header(&self.inb[i][..*n]) else {
-                    continue;
-                };
-                got += 1;
-                *in_flight = in_flight.saturating_sub(1);
-                st.replies += 1;
-                st.rcodes[rc as usize] += 1;
-                if rc == 0 && an > 0 {
-                    st.ok += 1;
-                    let sec = now.duration_since(self.start).as_secs() as usize;
-                    if st.per_sec_ok.len() <= sec {
-                        st.per_sec_ok.resize(sec + 1, 0);
-                    }
-                    st.per_sec_ok[sec] += 1;
-                }
-                if let Some(at) = self.sent_at[id as usize].take() {
-                    let took = now.duration_since(at);
-                    if took < Duration::from_millis(100) {
-                        st.fast[rc as usize] += 1;
-                    } else if took > Duration::from_secs(1) {
-                        st.late += 1;
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn load_thread(l: &Load, t: usize, stop: &AtomicBool) -> LoadStats {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    set_sockopt(sock.as_raw_fd(), libc::SO_RCVBUF, 4 << 20);
-    sock.connect(l.to).unwrap();
-    sock.set_nonblocking(true).unwrap();
-    let fd = sock.as_raw_fd();
-    let mut st = LoadStats::default();
-    let mut out: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
-    let per_thread = l.rate.map(|r| r / l.threads as f64);
-    let mut in_flight = 0usize;
-    let start = Instant::now();
-    let mut last_reply = start;
-    let mut seq: u64 = 0;
-    let mut rx = Rx {
-        fd,
-        start,
-        inb: vec![[0u8; 1024]; BATCH],
-        lens: Vec::with_capacity(BATCH),
-        sent_at: vec![None; 65536],
-    };
-    loop {
-        let now = Instant::now();
-        let elapsed = now.duration_since(start);
-        if stop.load(Ordering::Relaxed) || elapsed >= l.duration {
-            break;
-        }
-        let want = match per_thread {
-            Some(r) => {
-                let due = (elapsed.as_secs_f64() * r) as u64;
-                due.saturating_sub(st.sent).min(BATCH as u64) as usize
-            }
-            None => {
-                // Closed loop: replies lost for 50 ms free their place in the window.
-                if in_flight > 0 && now.duration_since(last_reply) > Duration::from_millis(50) {
-                    in_flight = 0;
-                    last_reply = now;
-                }
-                l.window.saturating_sub(in_flight).min(BATCH)
-            }
-        };
-        if want > 0 {
-            out.clear();
-            for _ in 0..want {
-                let id = (seq & 0xffff) as u16;
-                let mut q = match &l.names {
-                    Names::Cycle(qs) => qs[(seq as usize + t * 7) % qs.len()].clone(),
-                    Names::Unique(zone) => wire_query(0, &format!("q{t}x{seq}.{zone}"), 1),
-                };
-                q[..2].copy_from_slice(&id.to_be_bytes());
-                rx.sent_at[id as usize] = Some(now);
-                out.push(q);
-                seq += 1;
-            }
-            let n = send_batch(fd, &out);
-            st.sent += n as u64;
-            in_flight += n;
-        }
-        let got = rx.receive(&mut st, &mut in_flight, &mut last_reply);
-        if want == 0 && got == 0 {
-            wait_readable(fd, 1);
-        }
-    }
-    let end = Instant::now() + l.grace;
-    while Instant::now() < end {
-        rx.receive(&mut st, &mut in_flight, &mut last_reply);
-        wait_readable(fd, 5);
-    }
-    st
+#[test]
+fn fault_udp_flood_then_sigterm() {
+    run_case("udp flood then sigterm", udp_flood_sigterm);
 }
 
 // ------------------------------------------------------------------------------------
@@ -849,15 +186,6 @@ fn endpoints_up(k: &KubeServer) -> Result<String, String> {
         m.0
     );
     Ok(m.1)
-}
-
-/// The sum of a metric's samples whose line contains every one of `having`.
-fn metric_sum(text: &str, name: &str, having: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| having.iter().all(|h| l.contains(h)))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
 }
 
 /// A hosts-only server for the TCP cases: `a.example.org` is 192.0.2.1, and
@@ -965,12 +293,6 @@ fn is_open(s: &TcpStream) -> bool {
     open
 }
 
-fn framed(q: &[u8]) -> Vec<u8> {
-    let mut f = (q.len() as u16).to_be_bytes().to_vec();
-    f.extend_from_slice(q);
-    f
-}
-
 /// `name` A over a new TCP connection: the time to an answer, or why there was none
 /// within 1 s.
 fn tcp_probe(to: SocketAddr, id: u16, name: &str) -> Result<Duration, String> {
@@ -978,7 +300,7 @@ fn tcp_probe(to: SocketAddr, id: u16, name: &str) -> Result<Duration, String> {
     let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(1)).map_err(|e| format!("connect: {e}"))?;
     c.set_read_timeout(Some(Duration::from_secs(1)))
         .map_err(|e| e.to_string())?;
-    c.write_all(&framed(&wire_query(id, name, 1)))
+    c.write_all(&framed(&wire_query(name, 1, id, None)))
         .map_err(|e| format!("write: {e}"))?;
     let reply = read_frame(&mut c).ok_or("no reply within 1 s")?;
     match reply_header(&reply) {
@@ -1056,7 +378,7 @@ fn tcp_half_sent() -> Outcome {
     let (s, base) = tcp_server("1s", "5s", "10s", 100)?;
     let pid = s.pid();
     let prober = Prober::start(s.addr(), &A_PROBE, Duration::from_millis(10));
-    let query = framed(&wire_query(7, "a.example.org", 1));
+    let query = framed(&wire_query("a.example.org", 1, 7, None));
     let mut conns: Vec<(TcpStream, &str, Instant)> = Vec::new();
     for i in 0..40 {
         let mut c = connect(s.addr()).map_err(|e| format!("connect: {e}"))?;
@@ -1159,7 +481,7 @@ fn tcp_slow_readers() -> Outcome {
     let reply_size = big.as_slice().len();
     let rss0 = rss_kb(pid);
     let prober = Prober::start(s.addr(), &A_PROBE, Duration::from_millis(10));
-    let query = framed(&wire_query(9, "mid.example.org", 1));
+    let query = framed(&wire_query("mid.example.org", 1, 9, None));
     let (never, trickle) = (10usize, 4usize);
     let mut conns = Vec::new();
     for _ in 0..never + trickle {
@@ -1169,7 +491,7 @@ fn tcp_slow_readers() -> Outcome {
     }
     // Pipeline up to 100,000 queries each (3.5 MB), for at most 1.5 s, as far as the
     // server (and the kernel's buffers) take them.
-    let mut rss = Rss::new();
+    let mut rss = RssTrace::new(pid);
     let t = Instant::now();
     while t.elapsed() < Duration::from_millis(1500) {
         let mut progress = false;
@@ -1193,7 +515,7 @@ fn tcp_slow_readers() -> Outcome {
                 }
             }
         }
-        rss.sample(pid);
+        rss.sample();
         if !progress {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -1224,7 +546,7 @@ fn tcp_slow_readers() -> Outcome {
                 }
             }
         }
-        rss.sample(pid);
+        rss.sample();
         let fds = fd_count(pid);
         peak_fds = peak_fds.max(fds);
         if fds <= base && all_closed.is_none() {
@@ -1233,7 +555,7 @@ fn tcp_slow_readers() -> Outcome {
         std::thread::sleep(Duration::from_millis(100));
     }
     let back = loop {
-        rss.sample(pid);
+        rss.sample();
         if all_closed.is_some() {
             break all_closed;
         }
@@ -1313,7 +635,7 @@ fn backlog_run(read_timeout: &str, n: usize, span: Duration) -> Result<Backlog, 
     let pid = s.pid();
     let big = s.query_tcp("big.example.org.", Rtype::A);
     let reply_size = big.as_slice().len() + 2;
-    let query = framed(&wire_query(11, "big.example.org", 1));
+    let query = framed(&wire_query("big.example.org", 1, 11, None));
     let mut conns = Vec::new();
     for _ in 0..n {
         let c = connect(s.addr()).map_err(|e| format!("connect: {e}"))?;
@@ -1321,7 +643,7 @@ fn backlog_run(read_timeout: &str, n: usize, span: Duration) -> Result<Backlog, 
         conns.push((c, 0usize, 0usize));
     }
     let rss0 = rss_kb(pid);
-    let mut rss = Rss::new();
+    let mut rss = RssTrace::new(pid);
     let mut buf = vec![0u8; 32 << 10];
     let mut closed_at = None;
     let t = Instant::now();
@@ -1349,7 +671,7 @@ fn backlog_run(read_timeout: &str, n: usize, span: Duration) -> Result<Backlog, 
                 }
             }
         }
-        rss.sample(pid);
+        rss.sample();
         std::thread::sleep(Duration::from_millis(10));
     }
     let ran = t.elapsed();
@@ -1445,7 +767,7 @@ fn tcp_connection_flood() -> Outcome {
     let handles: Vec<JoinHandle<(usize, usize, usize, usize)>> = (0..4)
         .map(|th| {
             std::thread::spawn(move || {
-                let query = framed(&wire_query(5, "a.example.org", 1));
+                let query = framed(&wire_query("a.example.org", 1, 5, None));
                 let (mut conns, mut errors, mut asked, mut answered) = (0, 0, 0, 0);
                 for i in 0..3000 {
                     if Instant::now() > stop_at {
@@ -1526,7 +848,7 @@ fn tcp_connection_flood() -> Outcome {
 /// /health and /metrics answer, cluster names are answered near capacity, and it
 /// recovers at once.
 fn udp_overload() -> Outcome {
-    let mut objects = super::kubernetes::base();
+    let mut objects = base_cluster();
     objects.push(namespace("load"));
     for i in 0..64 {
         objects.push(service(
@@ -1542,7 +864,7 @@ fn udp_overload() -> Outcome {
     let pid = s.pid();
     let names: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..64)
-            .map(|i| wire_query(0, &format!("svc{i}.load.svc.cluster.local"), 1))
+            .map(|i| wire_query(&format!("svc{i}.load.svc.cluster.local"), 1, 0, None))
             .collect(),
     );
     let stop = Arc::new(AtomicBool::new(false));
@@ -1556,8 +878,11 @@ fn udp_overload() -> Outcome {
         window: 96,
         names: Names::Cycle(names.clone()),
         grace: Duration::from_millis(100),
+        sockets: 1,
+        lost_after: Duration::from_millis(50),
+        cpu: None,
     };
-    let cap = run_load(&closed, &stop);
+    let cap = closed.run(&stop);
     let capacity = cap.ok as f64 / 2.0;
     check!(
         capacity >= 1000.0 && cap.ok == cap.replies,
@@ -1576,16 +901,15 @@ fn udp_overload() -> Outcome {
     };
     let rss0 = rss_kb(pid);
     let drops0 = udp_drops(pid, s.port);
-    let flag = stop.clone();
-    let handle = std::thread::spawn(move || run_load(&flood, &flag));
-    let mut rss = Rss::new();
+    let handle = flood.spawn(&stop);
+    let mut rss = RssTrace::new(pid);
     let mut problems = Vec::new();
     let (mut health_max, mut metrics_max, mut tcp_max) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let (mut health_n, mut metrics_n, mut tcp_n) = (0, 0, 0);
     let mut tick = 0u64;
     while !handle.is_finished() {
         std::thread::sleep(Duration::from_millis(250));
-        rss.sample(pid);
+        rss.sample();
         tick += 1;
         if !alive(pid) {
             problems.push("server died".to_string());
@@ -1649,7 +973,7 @@ fn udp_overload() -> Outcome {
     check!(problems.is_empty(), "during the flood: {problems:?}");
     check!(alive(pid), "server died");
     let per_sec: Vec<u64> = st.per_sec_ok.iter().take(secs as usize).copied().collect();
-    if std::env::var("CLUSTERDNS_FAULT_TRACE").is_ok() {
+    if testkit::fault::trace() {
         eprintln!("answers per second: {per_sec:?}");
     }
     let answered_rate = per_sec.iter().sum::<u64>() as f64 / secs as f64;
@@ -1694,7 +1018,7 @@ fn udp_overload() -> Outcome {
     let recovered = recovered.ok_or("no answer within 2s after the flood stopped")?;
     after.clean(Duration::from_millis(100))?;
     let m = endpoints_up(&k)?;
-    let counted = metric_sum(&m, "coredns_dns_requests_total", &[]);
+    let counted = testkit::metrics::sum(&m, "coredns_dns_requests_total", &[]);
     check!(
         counted >= (cap.replies + st.replies) as f64,
         "metrics count {counted} requests, fewer than the {} answered",
@@ -1720,9 +1044,9 @@ fn udp_overload() -> Outcome {
 /// process exits on its own, status 0, within the drain (not by leaving a stuck worker
 /// behind after the grace period, status 1).
 fn udp_flood_sigterm() -> Outcome {
-    let api = FakeApi::with_objects(super::kubernetes::base());
+    let api = FakeApi::with_objects(base_cluster());
     let mut k = kube_server(&api.url(), &["-workers", "1"])?;
-    let names: Arc<Vec<Vec<u8>>> = Arc::new(ANCHORS.iter().map(|(n, _)| wire_query(0, n, 1)).collect());
+    let names: Arc<Vec<Vec<u8>>> = Arc::new(ANCHORS.iter().map(|(n, _)| wire_query(n, 1, 0, None)).collect());
     let stop = Arc::new(AtomicBool::new(false));
     let flood = Load {
         to: k.server.addr(),
@@ -1732,9 +1056,11 @@ fn udp_flood_sigterm() -> Outcome {
         window: 96,
         names: Names::Cycle(names),
         grace: Duration::ZERO,
+        sockets: 1,
+        lost_after: Duration::from_millis(50),
+        cpu: None,
     };
-    let flag = stop.clone();
-    let handle = std::thread::spawn(move || run_load(&flood, &flag));
+    let handle = flood.spawn(&stop);
     std::thread::sleep(Duration::from_millis(1500));
     let during = tcp_probe(k.server.addr(), 7, ANCHORS[0].0);
     let t = Instant::now();
@@ -1775,11 +1101,11 @@ fn udp_flood_sigterm() -> Outcome {
 /// count shows it), queries beyond it are refused at once, memory stays bounded, local
 /// names keep answering, and every upstream socket is closed afterwards.
 fn forward_overload() -> Outcome {
-    // Bound and never read: a silent upstream.
-    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // A silent upstream: its UDP socket is never read.
+    let silent = FakeUpstream::with_mode(Mode::Deaf);
     let text = format!(
         "example.org:{{port}} {{\n    bind 127.0.0.1\n    hosts {{\n        192.0.2.1 a.example.org\n    }}\n}}\n.:{{port}} {{\n    bind 127.0.0.1\n    forward . {}\n}}\n",
-        silent.local_addr().unwrap()
+        silent.addr()
     );
     let s = Launch::new(&text).arg("-workers").arg("1").start();
     let pid = s.pid();
@@ -1797,14 +1123,16 @@ fn forward_overload() -> Outcome {
         names: Names::Unique("flood.test"),
         // The last pending exchanges time out 2 s (read_timeout) after the flood.
         grace: Duration::from_millis(2500),
+        sockets: 1,
+        lost_after: Duration::from_millis(50),
+        cpu: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let handle = std::thread::spawn(move || run_load(&flood, &flag));
-    let mut rss = Rss::new();
+    let handle = flood.spawn(&stop);
+    let mut rss = RssTrace::new(pid);
     let mut peak_fds = 0;
     while !handle.is_finished() {
-        rss.sample(pid);
+        rss.sample();
         peak_fds = peak_fds.max(fd_count(pid));
         if !alive(pid) {
             stop.store(true, Ordering::Relaxed);
@@ -1862,448 +1190,7 @@ fn forward_overload() -> Outcome {
 }
 
 // ------------------------------------------------------------------------------------
-// API abuse: a proxy in front of the fake API that, when told, answers itself, badly
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Abuse {
-    /// Pass everything to the fake API.
-    None,
-    /// Watches get one 50 MB event line.
-    HugeWatchLine,
-    /// Watches get a 410 (relist); lists get a 50 MB item (an ignored field) and an item
-    /// with a 50 MB name, then the body breaks off.
-    HugeListItem,
-    /// Watches get bookmarks and garbage lines, as fast as they are read, without end.
-    EndlessWatch,
-    /// Watches get a 410; lists get new, valid objects without end.
-    EndlessList,
-    /// Malformed watch lines, broken chunking, HTML, lists with broken or mistyped JSON.
-    Malformed,
-    /// Requests never answered, or watch streams that trickle one byte every 200 ms.
-    Slow,
-}
-
-const HUGE: usize = 50 << 20;
-
-struct BadShared {
-    upstream: SocketAddr,
-    mode: Mutex<(Abuse, u64)>,
-    stop: AtomicBool,
-    conns: Mutex<HashMap<u64, TcpStream>>,
-    next_id: AtomicU64,
-    /// Abusive responses started, and bytes of them written.
-    abusive: AtomicU64,
-    bytes: AtomicU64,
-    /// Objects sent by endless lists.
-    items: AtomicU64,
-    /// The resourceVersion bookmarks carry (the fake API's, so that resuming from it is
-    /// sound).
-    rv: AtomicU64,
-    requests: AtomicU64,
-}
-
-impl BadShared {
-    fn current(&self) -> (Abuse, u64) {
-        *self.mode.lock().unwrap()
-    }
-
-    fn still(&self, generation: u64) -> bool {
-        !self.stop.load(Ordering::Relaxed) && self.current().1 == generation
-    }
-
-    fn track(&self, s: &TcpStream) -> Option<u64> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.conns.lock().unwrap().insert(id, s.try_clone().ok()?);
-        Some(id)
-    }
-
-    fn untrack(&self, id: Option<u64>) {
-        if let Some(id) = id {
-            self.conns.lock().unwrap().remove(&id);
-        }
-    }
-
-    fn wrote(&self, s: &mut TcpStream, data: &[u8]) -> io::Result<()> {
-        s.write_all(data)?;
-        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-struct BadApi {
-    addr: SocketAddr,
-    shared: Arc<BadShared>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl BadApi {
-    fn start(upstream: SocketAddr) -> BadApi {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(BadShared {
-            upstream,
-            mode: Mutex::new((Abuse::None, 0)),
-            stop: AtomicBool::new(false),
-            conns: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
-            abusive: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            items: AtomicU64::new(0),
-            rv: AtomicU64::new(1),
-            requests: AtomicU64::new(0),
-        });
-        let sh = shared.clone();
-        let accept = std::thread::spawn(move || {
-            let mut handlers: Vec<JoinHandle<()>> = Vec::new();
-            while !sh.stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        s.set_nonblocking(false).unwrap();
-                        let sh = sh.clone();
-                        handlers.push(std::thread::spawn(move || serve_bad(&sh, s)));
-                        handlers.retain(|h| !h.is_finished());
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-            for h in handlers {
-                let _ = h.join();
-            }
-        });
-        BadApi {
-            addr,
-            shared,
-            accept: Some(accept),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Switches behaviour and cuts every open connection, so that the client's next
-    /// requests see the new one.
-    fn set(&self, abuse: Abuse, rv: u64) {
-        self.shared.rv.store(rv, Ordering::Relaxed);
-        {
-            let mut m = self.shared.mode.lock().unwrap();
-            *m = (abuse, m.1 + 1);
-        }
-        for s in self.shared.conns.lock().unwrap().values() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-impl Drop for BadApi {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        self.set(Abuse::None, 1);
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-/// Reads a request head; returns it raw with its path and query.
-fn read_head(r: &mut BufReader<TcpStream>) -> Option<(Vec<u8>, String, String)> {
-    let mut head = Vec::new();
-    let mut line = String::new();
-    for _ in 0..100 {
-        line.clear();
-        if r.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        head.extend_from_slice(line.as_bytes());
-        if line == "\r\n" || line == "\n" {
-            let first = String::from_utf8_lossy(&head).lines().next()?.to_string();
-            let target = first.split_whitespace().nth(1)?.to_string();
-            let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-            return Some((head, path.to_string(), query.to_string()));
-        }
-    }
-    None
-}
-
-/// Kind and apiVersion of the collection a path names.
-fn kind_of(path: &str) -> (&'static str, &'static str) {
-    if path.ends_with("/endpointslices") {
-        ("EndpointSlice", "discovery.k8s.io/v1")
-    } else if path.ends_with("/services") {
-        ("Service", "v1")
-    } else if path.ends_with("/pods") {
-        ("Pod", "v1")
-    } else {
-        ("Namespace", "v1")
-    }
-}
-
-/// A valid object of `kind` named `junk-N` (namespace `junk`).
-fn junk(kind: &str, n: u64) -> String {
-    let (a, b) = ((n >> 8) & 0xff, n & 0xff);
-    match kind {
-        "Service" => format!(
-            r#"{{"kind":"Service","apiVersion":"v1","metadata":{{"name":"junk-{n}","namespace":"junk","resourceVersion":"1","uid":"u{n}"}},"spec":{{"type":"ClusterIP","clusterIP":"10.200.{a}.{b}","clusterIPs":["10.200.{a}.{b}"],"ports":[{{"name":"http","port":80,"protocol":"TCP"}}]}}}}"#
-        ),
-        "EndpointSlice" => format!(
-            r#"{{"kind":"EndpointSlice","apiVersion":"discovery.k8s.io/v1","metadata":{{"name":"junk-{n}","namespace":"junk","resourceVersion":"1","labels":{{"kubernetes.io/service-name":"junk-{n}"}}}},"addressType":"IPv4","endpoints":[{{"addresses":["10.201.{a}.{b}"],"conditions":{{"ready":true}}}}],"ports":[{{"name":"http","port":80,"protocol":"TCP"}}]}}"#
-        ),
-        _ => format!(r#"{{"kind":"{kind}","apiVersion":"v1","metadata":{{"name":"junk-{n}","resourceVersion":"1"}}}}"#),
-    }
-}
-
-const CHUNKED_200: &str =
-    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
-const PLAIN_200: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
-
-fn chunk_of(data: &[u8]) -> Vec<u8> {
-    let mut c = format!("{:x}\r\n", data.len()).into_bytes();
-    c.extend_from_slice(data);
-    c.extend_from_slice(b"\r\n");
-    c
-}
-
-fn gone_410() -> Vec<u8> {
-    let body = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version","reason":"Expired","code":410}"#;
-    format!(
-        "HTTP/1.1 410 Gone\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-const GARBAGE: [&str; 9] = [
-    "not json at all",
-    r#"{"type":"ADDED"}"#,
-    r#"{"type":"MODIFIED","object":[]}"#,
-    r#"{"type":"NOPE","object":{}}"#,
-    "{}",
-    "[1,2,3]",
-    r#"{"type":"ADDED","object":{"kind":"Service","metadata":{"name":42}}}"#,
-    r#"{"type":"DELETED","object":{"kind":"Service","metadata":{"namespace":"team-a"}}}"#,
-    r#"{"type":"ADDED","object":{"kind":"Service","metadata":{"name":"x","namespace":"team-a"},"spec":{"clusterIP":"not-an-ip","ports":"80"}}}"#,
-];
-
-/// Writes `len` bytes of `x` in 1 MiB pieces (chunked or not) while the generation lasts.
-fn pad(sh: &BadShared, s: &mut TcpStream, len: usize, chunked: bool, generation: u64) -> io::Result<()> {
-    let piece = vec![b'x'; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        if !sh.still(generation) {
-            return Err(io::Error::other("mode changed"));
-        }
-        let n = left.min(piece.len());
-        if chunked {
-            sh.wrote(s, &chunk_of(&piece[..n]))?;
-        } else {
-            sh.wrote(s, &piece[..n])?;
-        }
-        left -= n;
-    }
-    Ok(())
-}
-
-/// Waits until the mode changes (a held request or stream).
-fn hold(sh: &BadShared, generation: u64, limit: Duration) {
-    let end = Instant::now() + limit;
-    while sh.still(generation) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn serve_bad(sh: &BadShared, client: TcpStream) {
-    let id = sh.track(&client);
-    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut reader = BufReader::new(client.try_clone().unwrap());
-    let mut out = client;
-    if let Some((head, path, query)) = read_head(&mut reader) {
-        let n = sh.requests.fetch_add(1, Ordering::Relaxed);
-        let (mode, generation) = sh.current();
-        let watch = query.split('&').any(|p| p == "watch=1" || p == "watch=true");
-        if mode == Abuse::None {
-            pipe(sh, reader, out, &head);
-        } else {
-            sh.abusive.fetch_add(1, Ordering::Relaxed);
-            let _ = abuse(sh, &mut out, mode, generation, watch, &path, n);
-            let _ = out.shutdown(Shutdown::Both);
-        }
-    }
-    sh.untrack(id);
-}
-
-/// Passes the connection through to the fake API until either side closes it.
-fn pipe(sh: &BadShared, mut reader: BufReader<TcpStream>, mut out: TcpStream, head: &[u8]) {
-    let Ok(mut up) = TcpStream::connect(sh.upstream) else {
-        return;
-    };
-    let up_id = sh.track(&up);
-    let _ = reader.get_ref().set_read_timeout(None);
-    if up.write_all(head).is_ok() {
-        let mut up_read = up.try_clone().unwrap();
-        let back = std::thread::spawn(move || {
-            let _ = io::copy(&mut up_read, &mut out);
-            let _ = out.shutdown(Shutdown::Both);
-        });
-        let _ = io::copy(&mut reader, &mut up);
-        let _ = up.shutdown(Shutdown::Both);
-        let _ = back.join();
-    }
-    sh.untrack(up_id);
-}
-
-fn abuse(
-    sh: &BadShared,
-    s: &mut TcpStream,
-    mode: Abuse,
-    generation: u64,
-    watch: bool,
-    path: &str,
-    n: u64,
-) -> io::Result<()> {
-    let (kind, api_version) = kind_of(path);
-    let rv = sh.rv.load(Ordering::Relaxed);
-    let list_head = format!(
-        r#"{{"kind":"{kind}List","apiVersion":"{api_version}","metadata":{{"resourceVersion":"{rv}"}},"items":["#
-    );
-    let limit = Duration::from_secs(60);
-    match (mode, watch) {
-        (Abuse::None, _) => Ok(()),
-        (Abuse::HugeWatchLine, true) => {
-            sh.wrote(s, CHUNKED_200.as_bytes())?;
-            let start = format!(
-                r#"{{"type":"MODIFIED","object":{{"kind":"{kind}","apiVersion":"{api_version}","metadata":{{"name":"huge","namespace":"default","resourceVersion":"{rv}","annotations":{{"pad":""#
-            );
-            sh.wrote(s, &chunk_of(start.as_bytes()))?;
-            pad(sh, s, HUGE, true, generation)?;
-            sh.wrote(s, &chunk_of(b"\"}}}}\n"))?;
-            sh.wrote(s, b"0\r\n\r\n")
-        }
-        (Abuse::HugeListItem | Abuse::EndlessList, true) => sh.wrote(s, &gone_410()),
-        (Abuse::HugeListItem, false) => {
-            sh.wrote(s, PLAIN_200.as_bytes())?;
-            sh.wrote(s, list_head.as_bytes())?;
-            // An item with a huge field the decoder reads (the name)...
-            sh.wrote(
-                s,
-                format!(r#"{{"kind":"{kind}","apiVersion":"{api_version}","metadata":{{"name":""#).as_bytes(),
-            )?;
-            pad(sh, s, HUGE, false, generation)?;
-            sh.wrote(s, br#"","namespace":"default"}},"#)?;
-            // ...and one with a huge field it skips.
-            let ignored = format!(
-                r#"{{"kind":"{kind}","apiVersion":"{api_version}","metadata":{{"name":"huge-a","namespace":"default","annotations":{{"pad":""#
-            );
-            sh.wrote(s, ignored.as_bytes())?;
-            pad(sh, s, HUGE, false, generation)?;
-            sh.wrote(s, b"\"}}}")
-            // The body breaks off here: the list never completes.
-        }
-        (Abuse::EndlessWatch, true) => {
-            sh.wrote(s, CHUNKED_200.as_bytes())?;
-            let bookmark = format!(
-                r#"{{"type":"BOOKMARK","object":{{"kind":"{kind}","apiVersion":"{api_version}","metadata":{{"resourceVersion":"{rv}"}}}}}}"#
-            );
-            let mut block = String::new();
-            while block.len() < 64 << 10 {
-                block.push_str(&bookmark);
-                block.push('\n');
-                for g in GARBAGE {
-                    block.push_str(g);
-                    block.push('\n');
-                }
-                block.push('\n');
-            }
-            let c = chunk_of(block.as_bytes());
-            let end = Instant::now() + limit;
-            while sh.still(generation) && Instant::now() < end {
-                sh.wrote(s, &c)?;
-            }
-            Ok(())
-        }
-        (Abuse::EndlessList, false) => {
-            sh.wrote(s, CHUNKED_200.as_bytes())?;
-            sh.wrote(s, &chunk_of(list_head.as_bytes()))?;
-            let end = Instant::now() + limit;
-            let mut i = 0u64;
-            while sh.still(generation) && Instant::now() < end {
-                let mut block = String::new();
-                for _ in 0..64 {
-                    if i > 0 {
-                        block.push(',');
-                    }
-                    block.push_str(&junk(kind, i));
-                    i += 1;
-                }
-                sh.wrote(s, &chunk_of(block.as_bytes()))?;
-                sh.items.fetch_add(64, Ordering::Relaxed);
-            }
-            Ok(())
-        }
-        (Abuse::Malformed, true) => match n % 4 {
-            // Garbage lines, then a clean end after more than a second.
-            0 | 3 => {
-                sh.wrote(s, CHUNKED_200.as_bytes())?;
-                for _ in 0..20 {
-                    for g in GARBAGE {
-                        sh.wrote(s, &chunk_of(format!("{g}\n").as_bytes()))?;
-                    }
-                }
-                hold(sh, generation, Duration::from_millis(1200));
-                sh.wrote(s, b"0\r\n\r\n")
-            }
-            // A 410 ERROR event: the client lists (and gets a broken list).
-            1 => {
-                sh.wrote(s, CHUNKED_200.as_bytes())?;
-                let e = r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","status":"Failure","message":"too old","reason":"Expired","code":410}}"#;
-                sh.wrote(s, &chunk_of(format!("{e}\n").as_bytes()))?;
-                sh.wrote(s, b"0\r\n\r\n")
-            }
-            // Broken chunked framing.
-            _ => {
-                sh.wrote(s, CHUNKED_200.as_bytes())?;
-                sh.wrote(s, b"zz\r\n{\"type\":\"ADDED\"}\n\r\n")
-            }
-        },
-        (Abuse::Malformed, false) => match n % 3 {
-            0 => {
-                sh.wrote(s, PLAIN_200.as_bytes())?;
-                sh.wrote(s, list_head.as_bytes())?;
-                sh.wrote(s, br#"{"metadata":{"name":"x""#)
-            }
-            1 => {
-                sh.wrote(s, PLAIN_200.as_bytes())?;
-                sh.wrote(
-                    s,
-                    format!(r#"{{"kind":"{kind}List","metadata":"nope","items":{{"a":1}}}}"#).as_bytes(),
-                )
-            }
-            _ => {
-                sh.wrote(s, PLAIN_200.as_bytes())?;
-                sh.wrote(s, b"<html><body>502 Bad Gateway</body></html>")
-            }
-        },
-        (Abuse::Slow, true) if n.is_multiple_of(2) => {
-            sh.wrote(s, CHUNKED_200.as_bytes())?;
-            let line = format!(r#"{{"type":"BOOKMARK","object":{{"metadata":{{"resourceVersion":"{rv}"}}}}}}"#);
-            let end = Instant::now() + limit;
-            let mut i = 0;
-            while sh.still(generation) && Instant::now() < end {
-                let b = line.as_bytes()[i % line.len()];
-                sh.wrote(s, &chunk_of(&[b]))?;
-                i += 1;
-                hold(sh, generation, Duration::from_millis(200));
-            }
-            Ok(())
-        }
-        (Abuse::Slow, _) => {
-            hold(sh, generation, limit);
-            Ok(())
-        }
-        // Lists while watches are abused: pass through would need the connection; refuse.
-        (Abuse::HugeWatchLine | Abuse::EndlessWatch, false) => sh.wrote(s, &gone_410()),
-    }
-}
+// API abuse: the fake API, when told, answers badly
 
 /// The API requests the server counted, by status code: `200 x9, 410 x3`.
 fn api_codes(metrics: &str) -> String {
@@ -2330,13 +1217,11 @@ fn api_codes(metrics: &str) -> String {
         .join(", ")
 }
 
-/// One API abuse: sync from the fake API through the proxy, turn the proxy bad for a
-/// while, and check the server keeps answering its last snapshot with bounded memory,
+/// One API abuse: sync from the fake API, turn it bad for a while, and check the server keeps answering its last snapshot with bounded memory,
 /// stays healthy and ready, then heals once the API does.
 fn api_case(abuse: Abuse) -> Outcome {
-    let api = FakeApi::with_objects(super::kubernetes::base());
-    let bad = BadApi::start(api.addr());
-    let k = kube_server(&bad.url(), &[])?;
+    let api = FakeApi::with_objects(base_cluster());
+    let k = kube_server(&api.url(), &[])?;
     let s = &k.server;
     let pid = s.pid();
     endpoints_up(&k)?;
@@ -2348,12 +1233,12 @@ fn api_case(abuse: Abuse) -> Outcome {
         Abuse::HugeListItem | Abuse::EndlessList => 6,
         _ => 3,
     });
-    bad.set(abuse, api.rv());
-    let mut rss = Rss::new();
+    api.abuse(abuse);
+    let mut rss = RssTrace::new(pid);
     let t = Instant::now();
     let mut problems: Vec<String> = Vec::new();
     while t.elapsed() < span {
-        let kb = rss.sample(pid);
+        let kb = rss.sample();
         if !alive(pid) {
             problems.push(format!("server died:\n{}", s.output()));
             break;
@@ -2369,12 +1254,13 @@ fn api_case(abuse: Abuse) -> Outcome {
         std::thread::sleep(Duration::from_millis(50));
     }
     let abused = t.elapsed();
-    let items = bad.shared.items.load(Ordering::Relaxed);
+    let items = api.abuse_counts().2;
     let during = endpoints_up(&k);
-    let snapshot_services = |m: &str| metric_sum(m, "clusterdns_kubernetes_objects", &["\"services\""]);
+    let snapshot_services =
+        |m: &str| testkit::metrics::sum(m, "clusterdns_kubernetes_objects", &[("kind", "services")]);
     let services_during = during.as_ref().map_or(0.0, |m| snapshot_services(m));
     let namespaces_during = during.as_ref().map_or(0.0, |m| {
-        metric_sum(m, "clusterdns_kubernetes_objects", &["\"namespaces\""])
+        testkit::metrics::sum(m, "clusterdns_kubernetes_objects", &[("kind", "namespaces")])
     });
     if let Err(e) = &during {
         problems.push(format!("while the API was bad: {e}"));
@@ -2406,16 +1292,11 @@ fn api_case(abuse: Abuse) -> Outcome {
             mib(late)
         ));
     }
-    if std::env::var("CLUSTERDNS_FAULT_TRACE").is_ok() {
-        let trace: Vec<String> = rss
-            .samples
-            .iter()
-            .map(|(t, kb)| format!("{:.1}:{:.0}", t.as_secs_f64(), mib(*kb)))
-            .collect();
-        eprintln!("rss trace: {}", trace.join(" "));
+    if testkit::fault::trace() {
+        eprintln!("rss trace: {}", rss.trace());
     }
     // The API heals.
-    bad.set(Abuse::None, api.rv());
+    api.abuse(Abuse::None);
     let healed = Instant::now();
     api.add(service("default", "recovered", "10.96.7.7", &[("http", 80, "TCP")]));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -2432,8 +1313,7 @@ fn api_case(abuse: Abuse) -> Outcome {
         std::thread::sleep(Duration::from_millis(50));
     };
     let probes = prober.stop();
-    let abusive = bad.shared.abusive.load(Ordering::Relaxed);
-    let bytes = bad.shared.bytes.load(Ordering::Relaxed);
+    let (abusive, bytes, _) = api.abuse_counts();
     if !alive(pid) {
         problems.push(format!("server died:\n{}", s.output()));
     }

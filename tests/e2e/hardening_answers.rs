@@ -1,6 +1,7 @@
 //! Hardening II (issue 16), fault-suite cases: answers whose cost must stay linear in
 //! what they return (large headless services, SRV, PTR), and the per-query work budget.
-//! The cases run inside `hardening::fault_suite`, one after another.
+//! Each case is a test (`hardening_answers::fault_...`), run one at a time with the
+//! other fault cases (see `hardening.rs`).
 //!
 //! Each case serves one cluster from the fake API to the real (debug) binary with one
 //! worker, so that a query that holds the worker also holds every other name, and
@@ -10,41 +11,38 @@
 //! endpoints in release), so a case that finds no reply within 10 s fails with that.
 //! `cargo bench --bench answers` gives the release figures.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use domain::base::Message;
 use domain::base::iana::{Rcode, Rtype};
-use serde_json::{Value, json};
+use serde_json::Value;
+use testkit::check;
+use testkit::fault::{Outcome, ms, run_case};
+use testkit::load::Prober;
+use testkit::objects::{Endpoint, endpoints, headless_with, slices};
+use testkit::prelude::*;
+use testkit::procfs::{alive, cpu_time as cpu, rss_kb};
+use testkit::wire::{Client, udp_exchange_within};
 
-use crate::fakeapi::{FakeApi, headless, namespace};
-use crate::hardening::{Case, Outcome, alive, rss_kb};
-use crate::operations::http_get;
-use crate::support::*;
+#[test]
+fn fault_answers_srv_4000_endpoints() {
+    run_case("answers srv 4000 endpoints", srv_4000);
+}
 
-/// This file's cases, in the order the suite runs them.
-pub(crate) const CASES: &[Case] = &[
-    Case {
-        name: "answers srv 4000 endpoints",
-        run: srv_4000,
-    },
-    Case {
-        name: "answers srv 1000x4 ports udp",
-        run: srv_1000x4,
-    },
-    Case {
-        name: "answers 100000 endpoints",
-        run: endpoints_100k,
-    },
-    Case {
-        name: "answers work budget",
-        run: work_budget,
-    },
-];
+#[test]
+fn fault_answers_srv_1000x4_ports_udp() {
+    run_case("answers srv 1000x4 ports udp", srv_1000x4);
+}
+
+#[test]
+fn fault_answers_100000_endpoints() {
+    run_case("answers 100000 endpoints", endpoints_100k);
+}
+
+#[test]
+fn fault_answers_work_budget() {
+    run_case("answers work budget", work_budget);
+}
 
 /// Longest wait for one reply: far above a linear answer in a debug build, far below
 /// what the quadratic ones took.
@@ -62,83 +60,16 @@ const ANCHOR: (&str, &str) = ("kubernetes.default.svc.cluster.local.", "10.96.0.
 // ------------------------------------------------------------------------------------
 // The cluster
 
-/// An EndpointSlice of `service` in `bench`: endpoints as (address, hostname), ports as
-/// (name, number).
-fn slice_of(service: &str, n: usize, endpoints: &[(String, Option<String>)], ports: &[(&str, u16)]) -> Value {
-    let eps: Vec<Value> = endpoints
-        .iter()
-        .map(|(ip, host)| {
-            let mut e = json!({"addresses": [ip], "conditions": {"ready": true}});
-            if let Some(h) = host {
-                e["hostname"] = json!(h);
-            }
-            e
-        })
-        .collect();
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(name, p)| json!({"name": name, "protocol": "TCP", "port": p}))
-        .collect();
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": format!("{service}-{n:04}"),
-            "namespace": "bench",
-            "resourceVersion": "1",
-            "labels": {"kubernetes.io/service-name": service}
-        },
-        "addressType": "IPv4",
-        "endpoints": eps,
-        "ports": ports
-    })
-}
-
-/// A headless service in `bench` with these ports.
-fn headless_with(name: &str, ports: &[(&str, u16)]) -> Value {
-    let mut s = headless("bench", name);
-    s["spec"]["ports"] = Value::Array(
-        ports
-            .iter()
-            .map(|(n, p)| json!({"name": n, "protocol": "TCP", "port": p, "targetPort": p}))
-            .collect(),
-    );
-    s
-}
-
-/// `count` endpoints from 10.`net`.0.0 on in slices of 1,000, named by `host`.
-fn endpoints(net: usize, count: usize, host: impl Fn(usize) -> Option<String>) -> Vec<Vec<(String, Option<String>)>> {
-    (0..count.div_ceil(1000))
-        .map(|s| {
-            (s * 1000..((s + 1) * 1000).min(count))
-                .map(|i| {
-                    (
-                        format!("10.{}.{}.{}", net + i / 65536, (i / 256) % 256, i % 256),
-                        host(i),
-                    )
-                })
-                .collect()
-        })
-        .collect()
-}
-
 /// The base world (namespaces, `kubernetes.default`, ...), the namespace `bench`, and
 /// these services with their slices.
 fn world(services: Vec<(Value, Vec<Value>)>) -> Vec<Value> {
-    let mut objs = crate::kubernetes::base();
+    let mut objs = base_cluster();
     objs.push(namespace("bench"));
     for (svc, slices) in services {
         objs.push(svc);
         objs.extend(slices);
     }
     objs
-}
-
-fn slices(service: &str, eps: &[Vec<(String, Option<String>)>], ports: &[(&str, u16)]) -> Vec<Value> {
-    eps.iter()
-        .enumerate()
-        .map(|(n, e)| slice_of(service, n, e, ports))
-        .collect()
 }
 
 // ------------------------------------------------------------------------------------
@@ -188,76 +119,6 @@ fn serve(objects: Vec<Value>, synced: (&str, &str)) -> Result<Served, String> {
     })
 }
 
-/// CPU time (user + system, all threads) of a process so far.
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    // After the command: state is field 3, utime 14 and stime 15 (proc(5)).
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_nanos(ticks * 1_000_000_000 / hz)
-}
-
-fn udp_exchange_within(to: SocketAddr, q: &[u8], wait: Duration) -> Option<Message<Vec<u8>>> {
-    raw_udp(to, q, wait).and_then(|r| Message::from_octets(r).ok())
-}
-
-/// One connection to the server over UDP or TCP.
-enum Conn {
-    Udp(UdpSocket),
-    Tcp(TcpStream),
-}
-
-impl Conn {
-    fn open(to: SocketAddr, tcp: bool) -> Conn {
-        if tcp {
-            let s = TcpStream::connect(to).expect("connect");
-            s.set_read_timeout(Some(REPLY_WAIT)).unwrap();
-            Conn::Tcp(s)
-        } else {
-            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-            s.connect(to).unwrap();
-            s.set_read_timeout(Some(REPLY_WAIT)).unwrap();
-            Conn::Udp(s)
-        }
-    }
-
-    /// Sends `q`, returns its reply (matched by ID), or None after [`REPLY_WAIT`].
-    fn ask(&mut self, q: &[u8]) -> Option<Vec<u8>> {
-        match self {
-            Conn::Udp(s) => {
-                s.send(q).ok()?;
-                let mut buf = vec![0u8; 65535];
-                let end = Instant::now() + REPLY_WAIT;
-                while Instant::now() < end {
-                    let n = s.recv(&mut buf).ok()?;
-                    if n >= 2 && buf[..2] == q[..2] {
-                        buf.truncate(n);
-                        return Some(buf);
-                    }
-                }
-                None
-            }
-            Conn::Tcp(s) => {
-                let mut frame = (q.len() as u16).to_be_bytes().to_vec();
-                frame.extend_from_slice(q);
-                s.write_all(&frame).ok()?;
-                let mut len = [0u8; 2];
-                s.read_exact(&mut len).ok()?;
-                let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-                s.read_exact(&mut buf).ok()?;
-                Some(buf)
-            }
-        }
-    }
-}
-
 /// What a query costs and what it got: CPU per query over `n` queries, the last reply.
 struct Cost {
     per_query: Duration,
@@ -268,12 +129,12 @@ struct Cost {
 /// Asks `q` at least `n` times in a row, for at least a second, and measures the
 /// server's CPU over them.
 fn cost(s: &Server, q: &[u8], tcp: bool, n: usize) -> Result<Cost, String> {
-    let mut conn = Conn::open(s.addr(), tcp);
+    let mut conn = Client::new(s.addr(), tcp, REPLY_WAIT);
     let mut q = q.to_vec();
     // Warm: the first answers grow the worker's buffers.
     q[..2].copy_from_slice(&0xFFFFu16.to_be_bytes());
     let t = Instant::now();
-    conn.ask(&q).ok_or_else(|| {
+    conn.ask(&q).map(<[u8]>::to_vec).ok_or_else(|| {
         format!(
             "no reply within {}s (the worker is busy with the answer)",
             REPLY_WAIT.as_secs()
@@ -288,7 +149,7 @@ fn cost(s: &Server, q: &[u8], tcp: bool, n: usize) -> Result<Cost, String> {
     while i < n || (t.elapsed() < Duration::from_secs(1) && i < 50 * n) {
         i += 1;
         q[..2].copy_from_slice(&(i as u16).to_be_bytes());
-        reply = conn.ask(&q).ok_or_else(|| {
+        reply = conn.ask(&q).map(<[u8]>::to_vec).ok_or_else(|| {
             format!(
                 "query {i}: no reply within {}s (the first took {:.1}s)",
                 REPLY_WAIT.as_secs(),
@@ -319,77 +180,6 @@ fn well_formed(reply: &[u8], limit: usize, min: usize, tc: bool) -> Result<(usiz
         "header counts {an}/{ar} against {answers}/{additional} records"
     );
     Ok((answers, additional))
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Queries for the anchor name every 10 ms in the background: how long each waited.
-struct Neighbour {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<(usize, Vec<Duration>)>>,
-}
-
-impl Neighbour {
-    fn start(to: SocketAddr) -> Neighbour {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-            sock.connect(to).unwrap();
-            let (mut lost, mut waits) = (0, Vec::new());
-            let end = Instant::now() + Duration::from_secs(300);
-            let mut id = 0u16;
-            while !flag.load(Ordering::Relaxed) && Instant::now() < end {
-                id = id.wrapping_add(1);
-                let q = query_bytes(ANCHOR.0, Rtype::A, Some(1232), id);
-                let t = Instant::now();
-                let _ = sock.send(&q);
-                sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                let mut buf = [0u8; 1500];
-                let got = loop {
-                    match sock.recv(&mut buf) {
-                        Ok(n) if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id => break true,
-                        Ok(_) => continue,
-                        Err(_) => break false,
-                    }
-                };
-                if got {
-                    waits.push(t.elapsed());
-                } else {
-                    lost += 1;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            (lost, waits)
-        });
-        Neighbour {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops; (lost, p99, max) of the waits.
-    fn stop(mut self) -> (usize, Duration, Duration, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        let (lost, mut waits) = self.handle.take().unwrap().join().unwrap();
-        waits.sort();
-        let p99 = waits
-            .get(((waits.len().max(1) - 1) as f64 * 0.99) as usize)
-            .copied()
-            .unwrap_or_default();
-        (lost, p99, waits.last().copied().unwrap_or_default(), waits.len())
-    }
-}
-
-impl Drop for Neighbour {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
 }
 
 /// One measured query: its cost under the bound, its reply well-formed, the report.
@@ -442,11 +232,14 @@ fn srv_4000() -> Outcome {
     let eps = endpoints(40, 4000, |_| None);
     let http = [("http", 80)];
     let s = serve(
-        world(vec![(headless_with("four", &http), slices("four", &eps, &http))]),
+        world(vec![(
+            headless_with("bench", "four", &http),
+            slices("bench", "four", &eps, &http),
+        )]),
         ("10-40-15-159.four.bench.svc.cluster.local.", "10.40.15.159"),
     )?;
     let srv = "_http._tcp.four.bench.svc.cluster.local.";
-    let neighbour = Neighbour::start(s.server.addr());
+    let neighbour = Prober::start(s.server.addr(), &[ANCHOR], Duration::from_millis(10));
     let mut report = vec![ask(
         &s.server,
         &Ask {
@@ -483,7 +276,10 @@ fn srv_1000x4() -> Outcome {
     let eps = endpoints(41, 1000, |_| None);
     let ports = [("a", 80), ("b", 443), ("c", 8080), ("d", 9090)];
     let s = serve(
-        world(vec![(headless_with("quad", &ports), slices("quad", &eps, &ports))]),
+        world(vec![(
+            headless_with("bench", "quad", &ports),
+            slices("bench", "quad", &eps, &ports),
+        )]),
         ("10-41-3-231.quad.bench.svc.cluster.local.", "10.41.3.231"),
     )?;
     let name = "quad.bench.svc.cluster.local.";
@@ -491,7 +287,7 @@ fn srv_1000x4() -> Outcome {
         query_bytes(name, Rtype::SRV, None, 1).len() == 46,
         "the query is not the issue's 46 bytes"
     );
-    let neighbour = Neighbour::start(s.server.addr());
+    let neighbour = Prober::start(s.server.addr(), &[ANCHOR], Duration::from_millis(10));
     let udp = ask(
         &s.server,
         &Ask {
@@ -528,7 +324,7 @@ fn srv_1000x4() -> Outcome {
 fn endpoints_100k() -> Outcome {
     let http = [("http", 80)];
     let big = endpoints(50, 100_000, |i| (i % 2 == 0).then(|| format!("big-{i}")));
-    let shared: Vec<Vec<(String, Option<String>)>> = (0..10)
+    let shared: Vec<Vec<Endpoint>> = (0..10)
         .map(|s| {
             (s * 1000..(s + 1) * 1000)
                 .map(|i| ("10.60.0.1".to_string(), Some(format!("h-{i}"))))
@@ -538,14 +334,20 @@ fn endpoints_100k() -> Outcome {
     let t = Instant::now();
     let s = serve(
         world(vec![
-            (headless_with("big", &http), slices("big", &big, &http)),
-            (headless_with("shared", &http), slices("shared", &shared, &http)),
+            (
+                headless_with("bench", "big", &http),
+                slices("bench", "big", &big, &http),
+            ),
+            (
+                headless_with("bench", "shared", &http),
+                slices("bench", "shared", &shared, &http),
+            ),
         ]),
         ("10-51-134-159.big.bench.svc.cluster.local.", "10.51.134.159"),
     )?;
     let loaded = t.elapsed();
     let rss = rss_kb(s.server.pid());
-    let neighbour = Neighbour::start(s.server.addr());
+    let neighbour = Prober::start(s.server.addr(), &[ANCHOR], Duration::from_millis(10));
     let big_srv = "_http._tcp.big.bench.svc.cluster.local.";
     let big_a = "big.bench.svc.cluster.local.";
     let ptr = "1.0.60.10.in-addr.arpa.";
@@ -600,10 +402,13 @@ fn work_budget() -> Outcome {
     let http = [("http", 80)];
     let eps = endpoints(70, 20_000, |_| Some("same".to_string()));
     let s = serve(
-        world(vec![(headless_with("dup", &http), slices("dup", &eps, &http))]),
+        world(vec![(
+            headless_with("bench", "dup", &http),
+            slices("bench", "dup", &eps, &http),
+        )]),
         ("same.dup.bench.svc.cluster.local.", "10.70.0.0"),
     )?;
-    let neighbour = Neighbour::start(s.server.addr());
+    let neighbour = Prober::start(s.server.addr(), &[ANCHOR], Duration::from_millis(10));
     let q = query_bytes("_http._tcp.dup.bench.svc.cluster.local.", Rtype::SRV, Some(1232), 1);
     let n = 20;
     let c = cost(&s.server, &q, false, n)?;
@@ -664,9 +469,19 @@ fn work_budget() -> Outcome {
     ))
 }
 
-/// The anchor name, asked all along on the same worker, was answered promptly.
-fn prompt(neighbour: Neighbour) -> Result<String, String> {
-    let (lost, p99, max, answered) = neighbour.stop();
+/// The anchor name, asked all along on the same worker (every 10 ms, each waiting up to
+/// 2 s), was answered, right and promptly.
+fn prompt(neighbour: Prober) -> Result<String, String> {
+    let st = neighbour.stop();
+    check!(st.wrong.is_empty(), "{ANCHOR:?} answered wrong: {:?}", st.wrong.first());
+    let (lost, answered) = (st.lost, st.latencies.len());
+    let mut waits = st.latencies;
+    waits.sort();
+    let p99 = waits
+        .get(((waits.len().max(1) - 1) as f64 * 0.99) as usize)
+        .copied()
+        .unwrap_or_default();
+    let max = waits.last().copied().unwrap_or_default();
     check!(answered > 0, "the neighbour name was never answered");
     check!(
         lost == 0 && max < Duration::from_secs(1),

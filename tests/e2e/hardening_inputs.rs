@@ -1,111 +1,70 @@
 //! Hardening II (issue 16), fault-suite cases: bounded inputs: Corefile imports, hosts files, oversized or invalid API objects, compression loops.
-//! The cases run inside `hardening::fault_suite`, one after another.
+//! Each case is a test (`hardening_inputs::fault_...`), run one at a time with the
+//! other fault cases (see `hardening.rs`).
 //!
 //! Each case reports its figures (times, RSS in MiB from `/proc/PID/status`, counts from
 //! `/metrics`) and fails with them when a bound does not hold. Processes that run away
 //! (an endless read of `/dev/zero`) are killed by their PID as soon as the bound is
 //! passed, so a failing case costs the machine little.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use domain::base::Message;
 use domain::base::iana::{Rcode, Rtype};
 use serde_json::Value;
+use testkit::api::chunk;
+use testkit::check;
+use testkit::fault::{Outcome, run_case};
+use testkit::prelude::*;
+use testkit::process::run_bounded;
+use testkit::procfs::{RssTrace, alive, mib, rss_kb};
+use testkit::wire::addresses;
 
-use crate::fakeapi::{FakeApi, headless, service, slice};
-use crate::hardening::{Case, Outcome, alive, mib, rss_kb};
-use crate::operations::http_get;
-use crate::support::*;
+#[test]
+fn fault_inputs_import_dev_zero_check() {
+    run_case("inputs import dev zero check", import_check);
+}
 
-/// This file's cases, in the order the suite runs them.
-pub(crate) const CASES: &[Case] = &[
-    Case {
-        name: "inputs import dev zero check",
-        run: import_check,
-    },
-    Case {
-        name: "inputs import dev zero reload",
-        run: import_reload,
-    },
-    Case {
-        name: "inputs hosts over the entry cap",
-        run: hosts_over_cap,
-    },
-    Case {
-        name: "inputs hosts re-read",
-        run: hosts_reread,
-    },
-    Case {
-        name: "inputs api huge endpointslice",
-        run: api_huge_slice,
-    },
-    Case {
-        name: "inputs api names not cut",
-        run: api_names,
-    },
-    Case {
-        name: "inputs compression loops",
-        run: compression_loops,
-    },
-];
+#[test]
+fn fault_inputs_import_dev_zero_reload() {
+    run_case("inputs import dev zero reload", import_reload);
+}
+
+#[test]
+fn fault_inputs_hosts_over_the_entry_cap() {
+    run_case("inputs hosts over the entry cap", hosts_over_cap);
+}
+
+#[test]
+fn fault_inputs_hosts_reread() {
+    run_case("inputs hosts re-read", hosts_reread);
+}
+
+#[test]
+fn fault_inputs_api_huge_endpointslice() {
+    run_case("inputs api huge endpointslice", api_huge_slice);
+}
+
+#[test]
+fn fault_inputs_api_names_not_cut() {
+    run_case("inputs api names not cut", api_names);
+}
+
+#[test]
+fn fault_inputs_compression_loops() {
+    run_case("inputs compression loops", compression_loops);
+}
 
 // ------------------------------------------------------------------------------------
 // Helpers
-
-/// RSS samples of one process over time.
-struct Rss {
-    pid: u32,
-    start: u64,
-    peak: u64,
-}
-
-impl Rss {
-    fn new(pid: u32) -> Rss {
-        let start = rss_kb(pid);
-        Rss {
-            pid,
-            start,
-            peak: start,
-        }
-    }
-
-    fn sample(&mut self) -> u64 {
-        let kb = rss_kb(self.pid);
-        self.peak = self.peak.max(kb);
-        kb
-    }
-
-    fn growth(&self) -> u64 {
-        self.peak.saturating_sub(self.start)
-    }
-}
-
-/// The sum of a metric's samples whose line holds every one of `having`.
-fn metric(text: &str, name: &str, having: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| having.iter().all(|h| l.contains(h)))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
-}
 
 /// `rcode` and sorted A/AAAA data of a UDP query, or why there was none.
 fn ask(to: SocketAddr, name: &str, qtype: Rtype, wait: Duration) -> Result<(Rcode, Vec<String>), String> {
     let reply = raw_udp(to, &query_bytes(name, qtype, Some(1232), 0x5151), wait).ok_or("no reply")?;
     let msg = Message::from_octets(reply).map_err(|e| format!("unparsable reply: {e}"))?;
-    let mut data: Vec<String> = section(&msg, "answer")
-        .iter()
-        .filter(|r| r.contains(" IN A ") || r.contains(" IN AAAA "))
-        .filter_map(|r| r.split_whitespace().last().map(str::to_string))
-        .collect();
-    data.sort();
-    Ok((rcode(&msg), data))
+    Ok((rcode(&msg), addresses(&msg)))
 }
 
 /// Polls `name` A until its data is `want` (or `timeout`); returns how long it took.
@@ -122,53 +81,6 @@ fn wait_a(to: SocketAddr, name: &str, want: &[&str], timeout: Duration) -> Resul
         std::thread::sleep(Duration::from_millis(20));
     }
     Err(format!("{name}: wanted {want:?} within {timeout:?}, last {last:?}"))
-}
-
-/// Kills a server now (SIGKILL), for a case that failed with the server running away.
-fn kill_now(s: &mut Server) {
-    let _ = s.child.kill();
-    let _ = s.child.wait();
-}
-
-/// Runs `clusterdns ARGS` in `dir` until it exits, at most `limit`, killing it if it runs
-/// longer or its RSS passes `max_kb`. Returns (exit code or None if killed, elapsed,
-/// stderr, peak RSS in KiB).
-fn run_bounded(
-    args: &[&str],
-    dir: &std::path::Path,
-    limit: Duration,
-    max_kb: u64,
-) -> (Option<i32>, Duration, String, u64) {
-    let mut child = Command::new(binary())
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn clusterdns");
-    let stderr = child.stderr.take().unwrap();
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = BufReader::new(stderr).read_to_string(&mut s);
-        s
-    });
-    let t = Instant::now();
-    let mut peak = 0;
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        peak = peak.max(rss_kb(child.id()));
-        if t.elapsed() > limit || peak > max_kb {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let elapsed = t.elapsed();
-    (code, elapsed, err.join().unwrap_or_default(), peak)
 }
 
 fn mkfifo(path: &std::path::Path) {
@@ -193,12 +105,13 @@ fn import_check() -> Outcome {
         ("a 2 MiB file", "import big.conf"),
     ] {
         dir.write("Corefile", &format!(". {{\n    whoami\n    {line}\n}}\n"));
-        let (code, took, err, peak) = run_bounded(
+        let b = run_bounded(
             &["-check", "-conf", "Corefile"],
             &dir.0,
             Duration::from_secs(3),
             300 << 10,
         );
+        let (code, took, err, peak) = (b.code, b.elapsed, b.stderr, b.peak_kb);
         let figure = format!(
             "{what}: exit {} after {:.0} ms, peak RSS {:.1} MiB",
             code.map_or("none (killed)".to_string(), |c| c.to_string()),
@@ -220,7 +133,7 @@ fn import_reload() -> Outcome {
     let corefile = ".:{port} {\n    bind 127.0.0.1\n    hosts {\n        10.9.9.9 old.example.org\n    }\n}\n";
     let mut s = Launch::new(corefile).start();
     wait_a(s.addr(), "old.example.org.", &["10.9.9.9"], Duration::from_secs(5))?;
-    let mut rss = Rss::new(s.pid());
+    let mut rss = RssTrace::starting(s.pid());
     let broken = ".:{port} {\n    bind 127.0.0.1\n    hosts {\n        10.9.9.9 old.example.org\n    }\n    import /dev/zero\n}\n"
         .replace("{port}", &s.port.to_string());
     std::fs::write(&s.corefile, broken).unwrap();
@@ -240,11 +153,11 @@ fn import_reload() -> Outcome {
     let figure = format!(
         "reload failed after {}, RSS {:.1} -> peak {:.1} MiB",
         failed_at.map_or("never".to_string(), |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)),
-        mib(rss.start),
-        mib(rss.peak)
+        mib(rss.start()),
+        mib(rss.peak())
     );
     if failed_at.is_none_or(|d| d >= Duration::from_secs(1)) || rss.growth() > 20 << 10 {
-        kill_now(&mut s);
+        s.kill_now();
         return Err(format!("{figure}: the reload must fail within 1 s and RSS stay flat"));
     }
     let out = s.output();
@@ -295,7 +208,7 @@ fn hosts_over_cap() -> Outcome {
     let s = Launch::new(HOSTS_COREFILE).no_wait().start();
     std::fs::write(s.scratch.path("hosts"), "10.0.0.1 old.example.org\n").unwrap();
     wait_a(s.addr(), "old.example.org.", &["10.0.0.1"], Duration::from_secs(10))?;
-    let mut rss = Rss::new(s.pid());
+    let mut rss = RssTrace::starting(s.pid());
     let big = hosts_text(1_000_001, 1, "10.0.0.2 old.example.org\n");
     let bytes = big.len();
     let tmp = s.scratch.path("hosts.tmp");
@@ -327,8 +240,8 @@ fn hosts_over_cap() -> Outcome {
         "{:.1} MiB file of 1,000,001 entries: refused after {}, RSS {:.1} -> peak {:.1} MiB",
         bytes as f64 / 1048576.0,
         refused.map_or("never".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),
-        mib(rss.start),
-        mib(rss.peak)
+        mib(rss.start()),
+        mib(rss.peak())
     );
     check!(refused.is_some(), "{figure}: no refusal logged:\n{}", s.output());
     check!(
@@ -345,12 +258,13 @@ fn hosts_over_cap() -> Outcome {
         .replace("{port}", "53")
         .replace("{dir}", &s.scratch.0.display().to_string());
     std::fs::write(s.scratch.path("Corefile.check"), text).unwrap();
-    let (code, took, err, _) = run_bounded(
+    let b = run_bounded(
         &["-check", "-conf", "Corefile.check"],
         &s.scratch.0,
         Duration::from_secs(60),
         1 << 20,
     );
+    let (code, took, err) = (b.code, b.elapsed, b.stderr);
     check!(
         code.is_some_and(|c| c != 0) && err.contains("Corefile.check:3 - hosts: ") && err.contains("more than 1000000"),
         "{figure}; -check with that file: exit {code:?}: {err:?}"
@@ -377,8 +291,8 @@ fn hosts_reread() -> Outcome {
     std::fs::rename(&tmp, &path).unwrap();
     let first = wait_a(s.addr(), "n77.example.org.", &["10.1.0.77"], Duration::from_secs(60))?;
     std::thread::sleep(Duration::from_millis(1000));
-    let mut rss = Rss::new(s.pid());
-    let steady = rss.start;
+    let mut rss = RssTrace::starting(s.pid());
+    let steady = rss.start();
     std::fs::write(&tmp, hosts_text(N, 2, "")).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     let t = Instant::now();
@@ -399,13 +313,13 @@ fn hosts_reread() -> Outcome {
     }
     let table = steady.saturating_sub(base);
     let per_entry = table as f64 * 1024.0 / N as f64;
-    let ratio = rss.peak as f64 / steady as f64;
+    let ratio = rss.peak() as f64 / steady as f64;
     let figure = format!(
         "{N} entries: RSS {:.1} MiB without the file, {:.1} MiB serving it ({per_entry:.0} bytes an entry, read in {:.1} s), peak {:.1} MiB during a re-read ({ratio:.2}x; {:.1} s)",
         mib(base),
         mib(steady),
         first.as_secs_f64(),
-        mib(rss.peak),
+        mib(rss.peak()),
         reread.as_secs_f64()
     );
     check!(reread < Duration::from_secs(60), "{figure}: the new file never served");
@@ -413,7 +327,7 @@ fn hosts_reread() -> Outcome {
     // The re-read rebuilds the table a shard (a quarter) at a time: it may cost about
     // half a table on top of what serving costs, never a second table.
     check!(
-        rss.peak.saturating_sub(steady) < table / 2 + (4 << 10),
+        rss.peak().saturating_sub(steady) < table / 2 + (4 << 10),
         "{figure}: the re-read cost more than half a table"
     );
     check!(
@@ -424,138 +338,12 @@ fn hosts_reread() -> Outcome {
 }
 
 // ------------------------------------------------------------------------------------
-// The Kubernetes API: an injecting proxy in front of the fake API
-
-/// One injection: the lines a watch of EndpointSlices gets instead of the fake API's
-/// stream, written by a function (so that a 15 MB line is never held whole here).
-type Inject = Box<dyn FnOnce(&mut TcpStream) -> std::io::Result<()> + Send>;
-
-/// A proxy that passes every request to the fake API, except the next watch of
-/// EndpointSlices once an injection is armed: that one gets the injected lines, then
-/// the end of the stream.
-struct Injector {
-    addr: SocketAddr,
-    armed: Arc<Mutex<Option<Inject>>>,
-    injected: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl Injector {
-    fn start(upstream: SocketAddr) -> Injector {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let armed: Arc<Mutex<Option<Inject>>> = Arc::new(Mutex::new(None));
-        let injected = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, i, st) = (armed.clone(), injected.clone(), stop.clone());
-        let accept = std::thread::spawn(move || {
-            let mut conns: Vec<(TcpStream, JoinHandle<()>)> = Vec::new();
-            while !st.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((c, _)) => {
-                        c.set_nonblocking(false).unwrap();
-                        let keep = c.try_clone().unwrap();
-                        let (a, i) = (a.clone(), i.clone());
-                        conns.push((keep, std::thread::spawn(move || serve(c, upstream, &a, &i))));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-                conns.retain(|(_, h)| !h.is_finished());
-            }
-            for (c, h) in conns {
-                let _ = c.shutdown(Shutdown::Both);
-                let _ = h.join();
-            }
-        });
-        Injector {
-            addr,
-            armed,
-            injected,
-            stop,
-            accept: Some(accept),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn arm(&self, inject: Inject) {
-        *self.armed.lock().unwrap() = Some(inject);
-    }
-}
-
-impl Drop for Injector {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-fn serve(client: TcpStream, upstream: SocketAddr, armed: &Mutex<Option<Inject>>, injected: &AtomicBool) {
-    let mut reader = BufReader::new(client.try_clone().unwrap());
-    let mut head = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        head.extend_from_slice(line.as_bytes());
-        if line == "\r\n" || line == "\n" {
-            break;
-        }
-    }
-    let first = String::from_utf8_lossy(&head)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let slice_watch = first.contains("/endpointslices") && (first.contains("watch=1") || first.contains("watch=true"));
-    if slice_watch {
-        if let Some(inject) = armed.lock().unwrap().take() {
-            let mut out = client;
-            let _ = out.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
-            );
-            let _ = inject(&mut out);
-            let _ = out.write_all(b"0\r\n\r\n");
-            injected.store(true, Ordering::Relaxed);
-            let _ = out.shutdown(Shutdown::Both);
-            return;
-        }
-    }
-    let Ok(mut up) = TcpStream::connect(upstream) else {
-        return;
-    };
-    if up.write_all(&head).is_err() {
-        return;
-    }
-    let mut up_read = up.try_clone().unwrap();
-    let mut out = client.try_clone().unwrap();
-    let back = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut up_read, &mut out);
-        let _ = out.shutdown(Shutdown::Both);
-    });
-    let _ = std::io::copy(&mut reader, &mut up);
-    let _ = up.shutdown(Shutdown::Both);
-    let _ = back.join();
-}
-
-/// Writes `data` as one HTTP chunk.
-fn chunk(out: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
-    out.write_all(format!("{:x}\r\n", data.len()).as_bytes())?;
-    out.write_all(data)?;
-    out.write_all(b"\r\n")
-}
+// The Kubernetes API: a watch stream written here
 
 /// Writes a MODIFIED/ADDED event of an EndpointSlice `name` of service `big` in team-a
 /// with `n` ready endpoints, metadata first (as the API server writes it), in pieces of
 /// about 1 MiB; returns its length.
-fn slice_event(out: &mut TcpStream, kind: &str, name: &str, rv: u64, n: usize) -> std::io::Result<usize> {
+fn slice_event(out: &mut std::net::TcpStream, kind: &str, name: &str, rv: u64, n: usize) -> std::io::Result<usize> {
     let head = format!(
         r#"{{"type":"{kind}","object":{{"kind":"EndpointSlice","apiVersion":"discovery.k8s.io/v1","metadata":{{"name":"{name}","namespace":"team-a","resourceVersion":"{rv}","labels":{{"kubernetes.io/service-name":"big"}}}},"addressType":"IPv4","endpoints":["#
     );
@@ -589,7 +377,7 @@ fn slice_event(out: &mut TcpStream, kind: &str, name: &str, rv: u64, n: usize) -
 /// The objects of the API cases: the base cluster, and a headless service `big` in
 /// team-a with two endpoints in slice `big-1`.
 fn big_cluster() -> Vec<Value> {
-    let mut objects = crate::kubernetes::base();
+    let mut objects = base_cluster();
     objects.push(headless("team-a", "big"));
     objects.push(slice("team-a", "big-1", "big", &["10.5.0.1", "10.5.0.2"]));
     objects
@@ -635,8 +423,7 @@ fn metrics(port: u16) -> String {
 /// are gone, the good one serves, and RSS grows by less than 20 MiB throughout.
 fn api_huge_slice() -> Outcome {
     let api = FakeApi::with_objects(big_cluster());
-    let injector = Injector::start(api.addr());
-    let (mut s, m) = kube_server(&injector.url())?;
+    let (mut s, m) = kube_server(&api.url())?;
     wait_a(
         s.addr(),
         "big.team-a.svc.cluster.local.",
@@ -644,20 +431,23 @@ fn api_huge_slice() -> Outcome {
         Duration::from_secs(10),
     )?;
     std::thread::sleep(Duration::from_millis(500));
-    let mut rss = Rss::new(s.pid());
+    let mut rss = RssTrace::starting(s.pid());
     let rv = api.rv();
     let sizes = Arc::new(Mutex::new(Vec::new()));
     let written = sizes.clone();
-    injector.arm(Box::new(move |out| {
-        let sizes = vec![
-            slice_event(out, "MODIFIED", "big-1", rv, 470_000)?,
-            slice_event(out, "ADDED", "big-2", rv, 60_000)?,
-            slice_event(out, "ADDED", "big-3", rv, 1001)?,
-            slice_event(out, "ADDED", "big-4", rv, 1)?,
-        ];
-        *written.lock().unwrap() = sizes;
-        Ok(())
-    }));
+    api.inject_next_watch(
+        Resource::EndpointSlices,
+        Box::new(move |out| {
+            let sizes = vec![
+                slice_event(out, "MODIFIED", "big-1", rv, 470_000)?,
+                slice_event(out, "ADDED", "big-2", rv, 60_000)?,
+                slice_event(out, "ADDED", "big-3", rv, 1001)?,
+                slice_event(out, "ADDED", "big-4", rv, 1)?,
+            ];
+            *written.lock().unwrap() = sizes;
+            Ok(())
+        }),
+    );
     // The next watch of slices gets the injection.
     api.close_watches();
     let t = Instant::now();
@@ -665,8 +455,8 @@ fn api_huge_slice() -> Outcome {
     while t.elapsed() < Duration::from_secs(60) {
         rss.sample();
         if rss.growth() > 300 << 10 {
-            kill_now(&mut s);
-            return Err(format!("RSS passed +300 MiB ({:.1} MiB): cut short", mib(rss.peak)));
+            s.kill_now();
+            return Err(format!("RSS passed +300 MiB ({:.1} MiB): cut short", mib(rss.peak())));
         }
         if let Ok((Rcode::NOERROR, data)) = ask(
             s.addr(),
@@ -687,10 +477,10 @@ fn api_huge_slice() -> Outcome {
     }
     let text = metrics(m);
     let rejected = |reason: &str| {
-        metric(
+        testkit::metrics::sum(
             &text,
             "clusterdns_kubernetes_rejected_objects_total",
-            &["resource=\"endpointslices\"", &format!("reason=\"{reason}\"")],
+            &[("resource", "endpointslices"), ("reason", reason)],
         )
     };
     let sizes: Vec<String> = sizes
@@ -705,15 +495,11 @@ fn api_huge_slice() -> Outcome {
     let figure = format!(
         "slices of {} injected ({}): rejected too_large {}, too_many_endpoints {}; RSS {:.1} -> peak {:.1} MiB (+{:.1}); the good one served after {}",
         sizes.join(", "),
-        if injector.injected.load(Ordering::Relaxed) {
-            "delivered"
-        } else {
-            "not delivered"
-        },
+        if api.injected() { "delivered" } else { "not delivered" },
         rejected("too_large"),
         rejected("too_many_endpoints"),
-        mib(rss.start),
-        mib(rss.peak),
+        mib(rss.start()),
+        mib(rss.peak()),
         mib(rss.growth()),
         served.map_or("never".to_string(), |d| format!("{:.1} s", d.as_secs_f64()))
     );
@@ -747,7 +533,7 @@ fn api_huge_slice() -> Outcome {
 fn api_names() -> Outcome {
     let a63 = "a".repeat(63);
     let c63 = "c".repeat(63);
-    let mut objects = crate::kubernetes::base();
+    let mut objects = base_cluster();
     objects.push(service("team-a", &a63, "10.96.50.1", &[("http", 80, "TCP")]));
     objects.push(service(
         "team-a",
@@ -794,10 +580,10 @@ fn api_names() -> Outcome {
     )?;
     let text = metrics(m);
     let rejected = |reason: &str| {
-        metric(
+        testkit::metrics::sum(
             &text,
             "clusterdns_kubernetes_rejected_objects_total",
-            &["resource=\"services\"", &format!("reason=\"{reason}\"")],
+            &[("resource", "services"), ("reason", reason)],
         )
     };
     let figure = format!(
@@ -863,65 +649,52 @@ fn ptr(at: usize) -> [u8; 2] {
     [0xC0 | (at >> 8) as u8, at as u8]
 }
 
-/// A fake upstream on UDP that answers a query for `loop-answer.` with a pointer loop in
-/// the answer section, `loop-additional.` with a sound answer and a loop in the
-/// additional section, anything else with one sound A record.
-fn looping_upstream(stop: Arc<AtomicBool>) -> (SocketAddr, JoinHandle<()>) {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let addr = sock.local_addr().unwrap();
-    let handle = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while !stop.load(Ordering::Relaxed) {
-            let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                continue;
-            };
-            let q = &buf[..n];
-            if n < 17 {
-                continue;
-            }
-            // The question, as asked (name, type, class).
-            let mut end = 12;
-            while end < n && q[end] != 0 {
-                end += 1 + q[end] as usize;
-            }
-            let question = &q[12..end + 5];
-            let first = 12 + question.len();
-            let a = record(&ptr(12), 1, &[192, 0, 2, 1]);
-            let (counts, records) = if question.starts_with(b"\x0bloop-answer") {
-                // A sound record, then one whose owner points to itself.
-                let second = first + a.len();
-                (
-                    [1, 2, 0, 0],
-                    [a.clone(), record(&ptr(second), 1, &[192, 0, 2, 2])].concat(),
-                )
-            } else if question.starts_with(b"\x0floop-additional") {
-                // The answer, then glue whose name points into its own first label.
-                let glue = first + a.len();
-                let mut owner = b"\x02ns".to_vec();
-                owner.extend_from_slice(&ptr(glue));
-                ([1, 1, 0, 1], [a.clone(), record(&owner, 1, &[192, 0, 2, 3])].concat())
-            } else {
-                ([1, 1, 0, 0], a.clone())
-            };
-            let reply = message(
-                u16::from_be_bytes([q[0], q[1]]),
-                0x8180,
-                counts,
-                &[question, &records].concat(),
-            );
-            let _ = sock.send_to(&reply, from);
-        }
-    });
-    (addr, handle)
+/// The fake upstream's reply (see [`Mode::Raw`]) to a query for `loop-answer.`: a
+/// pointer loop in the answer section; for `loop-additional.`: a sound answer and a loop
+/// in the additional section; for anything else: one sound A record.
+fn looping_reply(q: &[u8]) -> Option<Vec<u8>> {
+    let n = q.len();
+    if n < 17 {
+        return None;
+    }
+    // The question, as asked (name, type, class).
+    let mut end = 12;
+    while end < n && q[end] != 0 {
+        end += 1 + q[end] as usize;
+    }
+    let question = q.get(12..end + 5)?;
+    let first = 12 + question.len();
+    let a = record(&ptr(12), 1, &[192, 0, 2, 1]);
+    let (counts, records) = if question.starts_with(b"\x0bloop-answer") {
+        // A sound record, then one whose owner points to itself.
+        let second = first + a.len();
+        (
+            [1, 2, 0, 0],
+            [a.clone(), record(&ptr(second), 1, &[192, 0, 2, 2])].concat(),
+        )
+    } else if question.starts_with(b"\x0floop-additional") {
+        // The answer, then glue whose name points into its own first label.
+        let glue = first + a.len();
+        let mut owner = b"\x02ns".to_vec();
+        owner.extend_from_slice(&ptr(glue));
+        ([1, 1, 0, 1], [a.clone(), record(&owner, 1, &[192, 0, 2, 3])].concat())
+    } else {
+        ([1, 1, 0, 0], a.clone())
+    };
+    Some(message(
+        u16::from_be_bytes([q[0], q[1]]),
+        0x8180,
+        counts,
+        &[question, &records].concat(),
+    ))
 }
 
 /// Requests with pointer loops in the answer, authority and additional sections get
 /// FORMERR; upstream replies with loops in the answer or additional section get
 /// SERVFAIL; all within a second, and sound ones still answer.
 fn compression_loops() -> Outcome {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (up, handle) = looping_upstream(stop.clone());
+    let upstream = FakeUpstream::with_mode(Mode::Raw(looping_reply));
+    let up = upstream.addr();
     let corefile = format!(
         ".:{{port}} {{\n    bind 127.0.0.1\n    whoami\n}}\nupstream.test:{{port}} {{\n    bind 127.0.0.1\n    forward . {up}\n}}\n"
     );
@@ -986,8 +759,7 @@ fn compression_loops() -> Outcome {
             problems.push(format!("reply for {name}: want {want} within 1 s"));
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let _ = handle.join();
+    drop(upstream);
     let figure = report.join("; ");
     check!(alive(s.pid()), "{figure}: the server died");
     check!(problems.is_empty(), "{}: {figure}", problems.join("; "));

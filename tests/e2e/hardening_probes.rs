@@ -1,8 +1,8 @@
 //! Hardening II (issue 16), fault-suite cases: the probe ports (`/health`, `/ready`,
 //! `/metrics`) under idle, slow and trickling connections and parallel scrapers, a
 //! stuck worker (the `teststall` test plugin), SIGTERM while a worker is busy.
-//! The cases run inside `hardening::fault_suite`, one after another
-//! (`CLUSTERDNS_FAULT_CASES=probes` selects them).
+//! Each case is a test (`hardening_probes::fault_...`), run one at a time with the
+//! other fault cases (see `hardening.rs`).
 //!
 //! The bounds they hold the server to (src/http, src/control.rs, src/runtime.rs):
 //! a request head must arrive within 5 s of the connection ([`REQUEST_DEADLINE`]); a
@@ -18,33 +18,36 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use domain::base::iana::Rtype;
+use testkit::check;
+use testkit::fault::{Outcome, ms, run_case};
+use testkit::http::{request as get, trim};
+use testkit::prelude::*;
+use testkit::procfs::{alive, fd_count};
 
-use crate::hardening::{Case, Outcome, alive, fd_count};
-use crate::support::*;
+#[test]
+fn fault_probes_under_idle_and_slow_connections() {
+    run_case("probes under idle and slow connections", probes_under_idle_and_slow);
+}
 
-/// This file's cases, in the order the suite runs them.
-pub(crate) const CASES: &[Case] = &[
-    Case {
-        name: "probes under idle and slow connections",
-        run: probes_under_idle_and_slow,
-    },
-    Case {
-        name: "probes parallel metrics scrapers",
-        run: metrics_scrapers,
-    },
-    Case {
-        name: "probes bare LF and trickled requests",
-        run: bare_lf_and_trickle,
-    },
-    Case {
-        name: "probes wedged worker fails health",
-        run: wedged_worker_fails_health,
-    },
-    Case {
-        name: "probes sigterm with a wedged worker",
-        run: sigterm_with_a_wedged_worker,
-    },
-];
+#[test]
+fn fault_probes_parallel_metrics_scrapers() {
+    run_case("probes parallel metrics scrapers", metrics_scrapers);
+}
+
+#[test]
+fn fault_probes_bare_lf_and_trickled_requests() {
+    run_case("probes bare LF and trickled requests", bare_lf_and_trickle);
+}
+
+#[test]
+fn fault_probes_wedged_worker_fails_health() {
+    run_case("probes wedged worker fails health", wedged_worker_fails_health);
+}
+
+#[test]
+fn fault_probes_sigterm_with_a_wedged_worker() {
+    run_case("probes sigterm with a wedged worker", sigterm_with_a_wedged_worker);
+}
 
 /// Time from accepting a connection to its whole request head.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
@@ -122,85 +125,8 @@ fn start(lameduck: &str, stall: &str) -> Result<Probed, String> {
 // ------------------------------------------------------------------------------------
 // HTTP client
 
-#[derive(Debug)]
-struct Got {
-    status: u16,
-    body: String,
-    took: Duration,
-}
-
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// `GET path` on 127.0.0.1:`port` (or the raw `request` when given), all of it (connect,
-/// write, read to the end) within `limit`; the response must be complete (its
-/// Content-Length met).
-fn get(port: u16, path: &str, limit: Duration, request: &[u8]) -> Result<Got, String> {
-    let t = Instant::now();
-    let left = |t: Instant| {
-        limit
-            .checked_sub(t.elapsed())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| format!("{path}: no complete answer within {limit:?}"))
-    };
-    let mut c = TcpStream::connect_timeout(&addr(port), limit).map_err(|e| format!("connect: {e}"))?;
-    c.set_write_timeout(Some(left(t)?)).unwrap();
-    let req;
-    let request = if request.is_empty() {
-        req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-        req.as_bytes()
-    } else {
-        request
-    };
-    c.write_all(request).map_err(|e| format!("write: {e}"))?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16384];
-    loop {
-        c.set_read_timeout(Some(left(t)?)).unwrap();
-        match c.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                return Err(format!(
-                    "{path}: no complete answer within {limit:?} ({} bytes)",
-                    raw.len()
-                ));
-            }
-            Err(e) => return Err(format!("{path}: read: {e} after {} bytes", raw.len())),
-        }
-    }
-    let took = t.elapsed();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{path}: no end of head in {} bytes: {:?}", raw.len(), trim(&text)))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{path}: bad status line in {head:?}"))?;
-    let len = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().to_string())
-        })
-        .ok_or_else(|| format!("{path}: no content-length in {head:?}"))?;
-    if len.parse::<usize>().ok() != Some(body.len()) {
-        return Err(format!("{path}: content-length {len}, body {} bytes", body.len()));
-    }
-    Ok(Got {
-        status,
-        body: body.to_string(),
-        took,
-    })
-}
-
-fn trim(s: &str) -> &str {
-    &s[..s.len().min(200)]
 }
 
 /// Whether the server still holds the connection as it was: nothing to read yet. Data
@@ -211,19 +137,6 @@ fn held(s: &TcpStream) -> bool {
     let held = matches!(s.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
     let _ = s.set_nonblocking(false);
     held
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// The sum of a metric's samples whose line holds every one of `having`.
-fn metric(text: &str, name: &str, having: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| having.iter().all(|h| l.contains(h)))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
 }
 
 // ------------------------------------------------------------------------------------
@@ -366,8 +279,8 @@ fn probes_under_idle_and_slow() -> Outcome {
     }
     check!(alive(pid), "server died");
     let m = get(p.metrics, "/metrics", Duration::from_secs(3), &[])?.body;
-    let evicted = metric(&m, "clusterdns_http_failures_total", &["reason=\"evicted\""]);
-    let timeouts = metric(&m, "clusterdns_http_failures_total", &["reason=\"timeout\""]);
+    let evicted = testkit::metrics::sum(&m, "clusterdns_http_failures_total", &[("reason", "evicted")]);
+    let timeouts = testkit::metrics::sum(&m, "clusterdns_http_failures_total", &[("reason", "timeout")]);
     // More connections than the budget: the new ones evict the oldest (the idle ones
     // rarely live the 5 s to their deadline).
     check!(
@@ -544,7 +457,7 @@ fn bare_lf_and_trickle() -> Outcome {
         trim(&said)
     );
     let m = get(p.metrics, "/metrics", Duration::from_secs(3), &[])?.body;
-    let timeouts = metric(&m, "clusterdns_http_failures_total", &["reason=\"timeout\""]);
+    let timeouts = testkit::metrics::sum(&m, "clusterdns_http_failures_total", &[("reason", "timeout")]);
     check!(timeouts >= 1.0, "the timeout was not counted ({timeouts})");
     let out = p.s.output();
     check!(

@@ -1,19 +1,20 @@
 //! The kubernetes plugin's watch path and lifecycle, end to end: the real binary
-//! against the fake API (`fakeapi.rs`), which speaks the real list/watch protocol.
+//! against the test kit's fake API, which speaks the real list/watch protocol.
 //!
 //! Besides the CoreDNS options, these tests use three clusterdns tuning options of the
 //! kubernetes block to keep timings short: `watch_timeout DURATION` (the server-side
 //! `timeoutSeconds` base), `idle_timeout DURATION` (a stream silent for longer is dead)
 //! and `backoff INITIAL MAX` (retry backoff).
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use domain::base::iana::{Rcode, Rtype};
 use serde_json::{Value, json};
 
-use crate::fakeapi::*;
-use crate::support::*;
+use testkit::objects::{kubectl_dump, set_cluster_ip};
+use testkit::prelude::*;
+use testkit::process::closed_port;
+use testkit::wire::addresses;
 
 const ZONES: &str = "cluster.local in-addr.arpa ip6.arpa";
 /// Fast retries, so outages and 410s heal within a test's patience.
@@ -34,25 +35,6 @@ fn start(api: &FakeApi, options: &[&str]) -> Server {
     Server::start(&corefile(&api.url(), options))
 }
 
-/// A small cluster: namespaces default, kube-system and team-a; the `kubernetes`
-/// service (10.96.0.1) that tests wait on to know the server has synced; a web service
-/// in team-a.
-pub fn base() -> Vec<Value> {
-    vec![
-        namespace("default"),
-        namespace("kube-system"),
-        namespace("team-a"),
-        service("default", "kubernetes", "10.96.0.1", &[("https", 443, "TCP")]),
-        service(
-            "kube-system",
-            "kube-dns",
-            "10.96.0.10",
-            &[("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")],
-        ),
-        service("team-a", "web", "10.96.1.1", &[("http", 80, "TCP")]),
-    ]
-}
-
 const ANCHOR: &str = "kubernetes.default.svc.cluster.local.";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,13 +53,7 @@ fn addrs(list: &[&str]) -> Want {
 /// The rcode and the sorted address data of an A (or AAAA) query.
 fn look(s: &Server, name: &str, qtype: Rtype) -> (Rcode, Vec<String>) {
     let r = s.query(name, qtype);
-    let mut a: Vec<String> = section(&r, "answer")
-        .iter()
-        .filter(|r| r.contains(" IN A ") || r.contains(" IN AAAA "))
-        .filter_map(|r| r.split_whitespace().last().map(str::to_string))
-        .collect();
-    a.sort();
-    (rcode(&r), a)
+    (rcode(&r), addresses(&r))
 }
 
 fn matches(got: &(Rcode, Vec<String>), want: &Want) -> bool {
@@ -139,17 +115,6 @@ fn steady(s: &Server, name: &str, want: &Want, span: Duration) {
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while t.elapsed() < timeout {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(f(), "timed out after {timeout:?} waiting for: {what}");
-}
-
 fn counts(api: &FakeApi, f: impl Fn(&FakeApi, Resource) -> usize) -> Vec<usize> {
     WATCHED.iter().map(|r| f(api, *r)).collect()
 }
@@ -158,25 +123,16 @@ fn rv_param(query: &str) -> Option<u64> {
     param(query, "resourceVersion").and_then(|v| v.parse().ok())
 }
 
-fn set_cluster_ip(svc: &mut Value, ip: &str) {
-    svc["spec"]["clusterIP"] = json!(ip);
-    svc["spec"]["clusterIPs"] = json!([ip]);
-}
-
 /// What the plugin logs, once per resource, when the API becomes unreachable and when
 /// it is back (`[WARN] plugin/kubernetes: API unreachable for services: ...`).
 const UNREACHABLE: &str = "API unreachable";
 const REACHABLE_AGAIN: &str = "API reachable again";
 
-fn count_lines(s: &Server, needle: &str) -> usize {
-    s.output().lines().filter(|l| l.contains(needle)).count()
-}
-
 // ------------------------------------------------------------------------------------
 
 #[test]
 fn a_service_added_modified_and_deleted_is_followed_through_the_watch() {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     let s = start(&api, &[FAST]);
     synced(&s, &api);
     let name = "api.team-a.svc.cluster.local.";
@@ -216,13 +172,13 @@ fn a_service_added_modified_and_deleted_is_followed_through_the_watch() {
 
 #[test]
 fn headless_answers_follow_endpoint_readiness() {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     let s = start(&api, &[FAST]);
     synced(&s, &api);
     let name = "db.team-a.svc.cluster.local.";
     api.add(headless("team-a", "db"));
     // A headless service without ready endpoints is NXDOMAIN.
-    wait_for("headless service known", Duration::from_secs(5), || {
+    wait_until("headless service known", Duration::from_secs(5), || {
         look(&s, "_http._tcp.db.team-a.svc.cluster.local.", Rtype::SRV).0 != Rcode::SERVFAIL
     });
     assert_eq!(look(&s, name, Rtype::A).0, Rcode::NXDOMAIN);
@@ -264,7 +220,7 @@ fn headless_answers_follow_endpoint_readiness() {
 
 #[test]
 fn a_deleted_namespace_hides_its_services_until_it_returns() {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     let s = start(&api, &[FAST]);
     synced(&s, &api);
     let web = "web.team-a.svc.cluster.local.";
@@ -285,10 +241,10 @@ fn a_deleted_namespace_hides_its_services_until_it_returns() {
 
 #[test]
 fn a_closed_watch_is_resumed_from_the_last_version_without_a_relist() {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     let s = start(&api, &[FAST]);
     synced(&s, &api);
-    wait_for("every resource watched", Duration::from_secs(5), || {
+    wait_until("every resource watched", Duration::from_secs(5), || {
         WATCHED.iter().all(|r| api.live_watches(*r) == 1)
     });
     let lists = counts(&api, FakeApi::lists);
@@ -307,7 +263,7 @@ fn a_closed_watch_is_resumed_from_the_last_version_without_a_relist() {
         let name = format!("late{round}.team-a.svc.cluster.local.");
         let ip = format!("10.96.3.{}", round + 1);
         api.add(service("team-a", &format!("late{round}"), &ip, &[]));
-        wait_for("every resource watched again", Duration::from_secs(5), || {
+        wait_until("every resource watched again", Duration::from_secs(5), || {
             WATCHED
                 .iter()
                 .zip(&watches)
@@ -328,11 +284,11 @@ fn a_closed_watch_is_resumed_from_the_last_version_without_a_relist() {
 }
 
 fn expired_watch_relists_once(how: ExpiredAs) {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     api.set_expired_as(how);
     let s = start(&api, &[FAST]);
     synced(&s, &api);
-    wait_for("every resource watched", Duration::from_secs(5), || {
+    wait_until("every resource watched", Duration::from_secs(5), || {
         WATCHED.iter().all(|r| api.live_watches(*r) == 1)
     });
     let before = counts(&api, FakeApi::lists);
@@ -341,11 +297,13 @@ fn expired_watch_relists_once(how: ExpiredAs) {
     //    HTTP 410, they are closed and the re-watch is refused. Either way each
     //    resource lists again, once.
     match how {
-        ExpiredAs::ErrorEvent => api.expire_watches(),
+        ExpiredAs::ErrorEvent => {
+            api.expire_watches();
+        }
         ExpiredAs::Http410 => api.compact_and_close(),
     }
     let want: Vec<usize> = before.iter().map(|n| n + 1).collect();
-    wait_for("one relist per resource", Duration::from_secs(5), || {
+    wait_until("one relist per resource", Duration::from_secs(5), || {
         counts(&api, FakeApi::lists) == want
     });
     std::thread::sleep(Duration::from_secs(2));
@@ -368,7 +326,7 @@ fn expired_watch_relists_once(how: ExpiredAs) {
     //    the history compacted; when the API returns, the relist drops the service.
     api.set_fault(Fault::Unavailable);
     api.close_watches();
-    wait_for("the streams closed", Duration::from_secs(2), || {
+    wait_until("the streams closed", Duration::from_secs(2), || {
         WATCHED.iter().all(|r| api.live_watches(*r) == 0)
     });
     api.delete("Service", "team-a", "web");
@@ -412,7 +370,7 @@ fn a_bookmark_moves_the_point_a_watch_resumes_from() {
             bookmark_interval: Duration::from_secs(3600),
             ..Config::default()
         },
-        base(),
+        base_cluster(),
     );
     let s = start(&api, &[FAST]);
     synced(&s, &api);
@@ -438,13 +396,13 @@ fn a_bookmark_moves_the_point_a_watch_resumes_from() {
     let rv = api.rv();
     assert!(rv > service_rv);
     api.send_bookmarks();
-    wait_for("bookmarks sent", Duration::from_secs(2), || {
+    wait_until("bookmarks sent", Duration::from_secs(2), || {
         api.last_bookmark(Resource::Services) == Some(rv) && api.last_bookmark(Resource::EndpointSlices) == Some(rv)
     });
     std::thread::sleep(Duration::from_millis(300)); // let the client read them
     let watches = (api.watches(Resource::Services), api.watches(Resource::EndpointSlices));
     api.close_watches();
-    wait_for("services and slices re-watched", Duration::from_secs(5), || {
+    wait_until("services and slices re-watched", Duration::from_secs(5), || {
         api.watches(Resource::Services) > watches.0 && api.watches(Resource::EndpointSlices) > watches.1
     });
     for r in [Resource::Services, Resource::EndpointSlices] {
@@ -456,19 +414,19 @@ fn a_bookmark_moves_the_point_a_watch_resumes_from() {
 
 #[test]
 fn an_api_outage_keeps_the_last_data_serving_and_heals_without_restart() {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     let s = start(&api, &[FAST]);
     synced(&s, &api);
     let web = "web.team-a.svc.cluster.local.";
     wait_answer(&s, &api, web, addrs(&["10.96.1.1"]), Duration::from_secs(2));
-    wait_for("every resource watched", Duration::from_secs(5), || {
+    wait_until("every resource watched", Duration::from_secs(5), || {
         WATCHED.iter().all(|r| api.live_watches(*r) == 1)
     });
     let lists = counts(&api, FakeApi::lists);
 
     api.set_fault(Fault::Unavailable);
     api.close_watches();
-    wait_for("the streams closed", Duration::from_secs(2), || {
+    wait_until("the streams closed", Duration::from_secs(2), || {
         WATCHED.iter().all(|r| api.live_watches(*r) == 0)
     });
     // Changes while the API is away (the fake keeps them in its history).
@@ -483,7 +441,7 @@ fn an_api_outage_keeps_the_last_data_serving_and_heals_without_restart() {
         api.request_log()
     );
     assert_eq!(
-        count_lines(&s, UNREACHABLE),
+        s.count_lines(UNREACHABLE),
         WATCHED.len(),
         "the outage is logged once per resource, not per retry:\n{}",
         s.output()
@@ -506,8 +464,8 @@ fn an_api_outage_keeps_the_last_data_serving_and_heals_without_restart() {
         s.output()
     );
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(count_lines(&s, REACHABLE_AGAIN), WATCHED.len(), "{}", s.output());
-    assert_eq!(count_lines(&s, UNREACHABLE), WATCHED.len(), "{}", s.output());
+    assert_eq!(s.count_lines(REACHABLE_AGAIN), WATCHED.len(), "{}", s.output());
+    assert_eq!(s.count_lines(UNREACHABLE), WATCHED.len(), "{}", s.output());
     let after = counts(&api, FakeApi::lists);
     for ((r, a), b) in WATCHED.iter().zip(&after).zip(&lists) {
         assert!(
@@ -520,7 +478,7 @@ fn an_api_outage_keeps_the_last_data_serving_and_heals_without_restart() {
 
 #[test]
 fn server_errors_are_retried_with_backoff_not_in_a_loop() {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     let s = start(&api, &["backoff 100ms 400ms"]);
     synced(&s, &api);
     let before = counts(&api, |a, r| a.watch_attempts(r) + a.list_attempts(r));
@@ -560,11 +518,11 @@ fn a_silent_stream_is_declared_dead_after_the_idle_timeout() {
             bookmark_interval: Duration::from_millis(200),
             ..Config::default()
         },
-        base(),
+        base_cluster(),
     );
     let s = start(&api, &[FAST, "idle_timeout 1s"]);
     synced(&s, &api);
-    wait_for("every resource watched", Duration::from_secs(5), || {
+    wait_until("every resource watched", Duration::from_secs(5), || {
         WATCHED.iter().all(|r| api.live_watches(*r) == 1)
     });
     // Healthy streams (bookmarks every 200 ms) are kept.
@@ -574,7 +532,7 @@ fn a_silent_stream_is_declared_dead_after_the_idle_timeout() {
     // The API goes silent with the TCP connections open.
     api.set_fault(Fault::Stall);
     let t = Instant::now();
-    wait_for("a new watch after the idle timeout", Duration::from_secs(4), || {
+    wait_until("a new watch after the idle timeout", Duration::from_secs(4), || {
         counts(&api, FakeApi::watch_attempts)
             .iter()
             .zip(&watches)
@@ -601,7 +559,7 @@ fn a_silent_stream_is_declared_dead_after_the_idle_timeout() {
 
 #[test]
 fn an_unsynced_start_answers_servfail_with_the_soa_then_resolves() {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     api.set_fault(Fault::Unavailable);
     let t = Instant::now();
     let s = Launch::new(&corefile(&api.url(), &[FAST, "startup_timeout 1s"]))
@@ -703,7 +661,7 @@ fn label_selectors_are_sent_to_the_api_and_applied() {
     assert_eq!(sel(Resource::EndpointSlices).as_deref(), Some("app=web"));
     assert_eq!(sel(Resource::Namespaces).as_deref(), Some("team=a"));
     let wsel = |r: Resource| param(&api.last_watch_query(r).unwrap(), "labelSelector").map(|v| v.replace(' ', ""));
-    wait_for("watching", Duration::from_secs(5), || {
+    wait_until("watching", Duration::from_secs(5), || {
         api.last_watch_query(Resource::Services).is_some()
     });
     assert_eq!(wsel(Resource::Services).as_deref(), Some("app=web"));
@@ -747,11 +705,8 @@ fn label_selectors_are_sent_to_the_api_and_applied() {
 
 #[test]
 fn a_dead_endpoint_fails_over_to_the_next() {
-    let dead = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let api = FakeApi::with_objects(base());
+    let dead = closed_port();
+    let api = FakeApi::with_objects(base_cluster());
     let endpoints = format!("http://127.0.0.1:{dead} {}", api.url());
     let s = Server::start(&corefile(&endpoints, &[FAST]));
     synced(&s, &api);
@@ -767,7 +722,7 @@ fn a_dead_endpoint_fails_over_to_the_next() {
 
 #[test]
 fn a_malformed_object_is_skipped_and_the_rest_served() {
-    let mut objects = base();
+    let mut objects = base_cluster();
     let mut bad = service("team-a", "bad", "10.96.10.1", &[]);
     bad["spec"]["ports"] = json!("eighty");
     objects.push(bad);
@@ -813,23 +768,13 @@ fn a_malformed_object_is_skipped_and_the_rest_served() {
     steady(&s, ANCHOR, &addrs(&["10.96.0.1"]), Duration::from_millis(300));
 }
 
-fn dump(items: &[Value]) -> String {
-    serde_json::to_string_pretty(&json!({
-        "apiVersion": "v1",
-        "kind": "List",
-        "metadata": {"resourceVersion": ""},
-        "items": items,
-    }))
-    .unwrap()
-}
-
 #[test]
 fn a_file_endpoint_serves_a_kubectl_dump_and_follows_its_changes() {
     let dir = Scratch::new("k8sfile");
     let path = dir.path("cluster.json");
     let write = |items: &[Value]| {
         let tmp = dir.path("cluster.json.tmp");
-        std::fs::write(&tmp, dump(items)).unwrap();
+        std::fs::write(&tmp, kubectl_dump(items)).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
     };
     let mut items = vec![
@@ -897,10 +842,10 @@ fn a_file_endpoint_serves_a_kubectl_dump_and_follows_its_changes() {
 
 #[test]
 fn sigterm_with_open_watches_exits_promptly() {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     let mut s = start(&api, &[FAST, "watch_timeout 60s"]);
     synced(&s, &api);
-    wait_for("every resource watched", Duration::from_secs(5), || {
+    wait_until("every resource watched", Duration::from_secs(5), || {
         WATCHED.iter().all(|r| api.live_watches(*r) == 1)
     });
     let t = Instant::now();
@@ -918,11 +863,11 @@ fn sigterm_with_open_watches_exits_promptly() {
 
 #[test]
 fn the_watch_timeout_option_sets_the_server_side_timeout() {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     api.set_max_watch(Duration::from_secs(3600));
     let s = start(&api, &[FAST, "watch_timeout 2s"]);
     synced(&s, &api);
-    wait_for("watching", Duration::from_secs(5), || {
+    wait_until("watching", Duration::from_secs(5), || {
         api.last_watch_query(Resource::Services).is_some()
     });
     let q = api.last_watch_query(Resource::Services).unwrap();
@@ -945,7 +890,7 @@ fn the_watch_timeout_option_sets_the_server_side_timeout() {
 
 #[test]
 fn a_slow_api_still_syncs() {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     api.set_fault(Fault::Slow(Duration::from_millis(400)));
     let s = start(&api, &[FAST]);
     synced(&s, &api);
@@ -961,7 +906,7 @@ fn a_slow_api_still_syncs() {
 
 #[test]
 fn pods_verified_watches_running_pods_only() {
-    let mut objects = base();
+    let mut objects = base_cluster();
     objects.push(namespace("podns"));
     objects.push(pod("podns", "runner", "10.244.5.1", "Running"));
     objects.push(pod("podns", "finished", "10.244.5.2", "Succeeded"));
@@ -1004,7 +949,7 @@ fn pods_verified_watches_running_pods_only() {
 
 #[test]
 fn the_ttl_option_sets_answer_and_soa_ttls() {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     let s = start(&api, &[FAST, "ttl 600"]);
     synced(&s, &api);
     let r = s.query(ANCHOR, Rtype::A);
@@ -1031,7 +976,7 @@ fn the_ttl_option_sets_answer_and_soa_ttls() {
 
 #[test]
 fn endpoint_pod_names_names_endpoints_after_their_pods() {
-    let mut objects = base();
+    let mut objects = base_cluster();
     objects.push(headless("team-a", "db"));
     objects.push(slice("team-a", "db-1", "db", &["10.244.4.1", "10.244.4.2"]));
     let api = FakeApi::with_objects(objects);
@@ -1077,7 +1022,7 @@ fn endpoint_pod_names_names_endpoints_after_their_pods() {
 
 #[test]
 fn noendpoints_does_not_read_endpoint_slices() {
-    let mut objects = base();
+    let mut objects = base_cluster();
     objects.push(headless("team-a", "db"));
     objects.push(slice("team-a", "db-1", "db", &["10.244.4.1"]));
     let api = FakeApi::with_objects(objects);
@@ -1106,10 +1051,8 @@ fn noendpoints_does_not_read_endpoint_slices() {
 /// waits for the new configuration to be running (its `Running configuration` line).
 fn reload_with(s: &Server, corefile: &str) {
     const RUNNING: &str = "Running configuration SHA512 = ";
-    let before = count_lines(s, RUNNING);
-    let tmp = s.corefile.with_extension("next");
-    std::fs::write(&tmp, corefile.replace("{port}", &s.port.to_string())).unwrap();
-    std::fs::rename(&tmp, &s.corefile).unwrap();
+    let before = s.count_lines(RUNNING);
+    s.rewrite_corefile(corefile);
     s.signal(libc::SIGUSR1);
     let ok = s.wait_output(Duration::from_secs(10), |o| {
         o.lines().filter(|l| l.contains(RUNNING)).count() > before
@@ -1129,7 +1072,7 @@ fn answer_ttl(s: &Server, name: &str) -> u32 {
 
 #[test]
 fn a_reload_that_keeps_the_watch_settings_takes_over_the_running_watch() {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     let s = start(&api, &[FAST, "ttl 30"]);
     synced(&s, &api);
     let lists = counts(&api, FakeApi::lists);
@@ -1165,11 +1108,11 @@ fn a_reload_that_keeps_the_watch_settings_takes_over_the_running_watch() {
 
 #[test]
 fn a_reload_that_changes_the_watch_settings_lists_anew_and_closes_the_old_watch() {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     let s = start(&api, &[FAST]);
     synced(&s, &api);
     let other = FakeApi::with_objects({
-        let mut o = base();
+        let mut o = base_cluster();
         o.retain(|v| v["metadata"]["name"] != "web");
         o.push(service("team-a", "web", "10.96.2.2", &[("http", 80, "TCP")]));
         o
@@ -1183,7 +1126,7 @@ fn a_reload_that_changes_the_watch_settings_lists_anew_and_closes_the_old_watch(
         s.output()
     );
     assert_eq!(counts(&other, FakeApi::lists), [1, 1, 1], "{}", other.request_log());
-    wait_for("the old API's watches to close", Duration::from_secs(5), || {
+    wait_until("the old API's watches to close", Duration::from_secs(5), || {
         counts(&api, FakeApi::live_watches) == [0, 0, 0]
     });
     // Nothing watches the old API any more.
@@ -1195,7 +1138,7 @@ fn a_reload_that_changes_the_watch_settings_lists_anew_and_closes_the_old_watch(
 
 #[test]
 fn blocks_with_the_same_watch_settings_share_one_watch() {
-    let api = FakeApi::with_objects(base());
+    let api = FakeApi::with_objects(base_cluster());
     // The plugin needs a forward zone for its PTR targets, so the reverse block names
     // cluster.local too (its queries only ever reach it for in-addr.arpa).
     let block = |block: &str, zones: &str| {

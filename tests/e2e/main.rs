@@ -1,13 +1,11 @@
 //! End-to-end tests: the real `clusterdns` binary on 127.0.0.1, driven over real
-//! sockets (and through `dig` where a real client matters), with a fake Kubernetes API
-//! that speaks the real list/watch protocol.
+//! sockets (and through `dig` where a real client matters), with the test kit's fake
+//! Kubernetes API (the real list/watch protocol) and fake upstream (`testkit/`).
 
 mod cli;
 mod conformance;
 mod corefile;
 mod docs;
-mod fakeapi;
-#[macro_use]
 mod hardening;
 mod hardening_answers;
 mod hardening_inputs;
@@ -18,5 +16,11 @@ mod protocol;
 mod resolver;
 mod rrl;
 mod serving;
-mod support;
-mod upstream;
+
+/// The kit finds the binary cargo built for these tests.
+#[test]
+fn the_kit_runs_the_binary_cargo_built() {
+    let kit = std::fs::canonicalize(testkit::process::binary()).unwrap();
+    let cargo = std::fs::canonicalize(env!("CARGO_BIN_EXE_clusterdns")).unwrap();
+    assert_eq!(kit, cargo);
+}

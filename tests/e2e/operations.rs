@@ -1,27 +1,25 @@
-//! Operations, end to end: `/health` with lameduck, `/ready`, `/metrics` (read with a
-//! real Prometheus text parser), reload by SIGUSR1 and by the `reload` plugin, the
+//! Operations, end to end: `/health` with lameduck, `/ready`, `/metrics` (read with the
+//! test kit's strict Prometheus text parser), reload by SIGUSR1 and by the `reload` plugin, the
 //! signals, and systemd's notifications, against the real binary on 127.0.0.1 while the
 //! tests send a steady stream of queries (bounded in count and time).
 //!
 //! Every Corefile binds DNS to 127.0.0.1 and every HTTP endpoint to 127.0.0.1 on a
 //! port from `free_port()`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use domain::base::iana::{Class, Rcode, Rtype};
-use domain::base::{Message, MessageBuilder, Name};
-use serde_json::Value;
-
-use crate::fakeapi::*;
-use crate::support::*;
+use domain::base::Message;
+use domain::base::iana::{Rcode, Rtype};
+use testkit::metrics::{self, Kind, Scrape};
+use testkit::prelude::*;
+use testkit::process::free_ports;
+use testkit::wire::query_with;
 
 // ------------------------------------------------------------------------------------
 // Corefiles
@@ -66,43 +64,6 @@ fn fill(template: &str, vars: &[(&str, &str)]) -> String {
     s
 }
 
-/// `N` free ports for HTTP endpoints, distinct from each other.
-fn ports<const N: usize>() -> [u16; N] {
-    let mut out = [0u16; N];
-    let mut i = 0;
-    while i < N {
-        let p = free_port();
-        if !out[..i].contains(&p) {
-            out[i] = p;
-            i += 1;
-        }
-    }
-    out
-}
-
-/// Replaces the server's Corefile at once (write aside, rename), `{port}` filled with
-/// its DNS port, so a reload never reads a half-written file.
-fn rewrite(s: &Server, text: &str) {
-    let text = text.replace("{port}", &s.port.to_string());
-    let tmp = s.corefile.with_extension("next");
-    std::fs::write(&tmp, text).expect("write Corefile");
-    std::fs::rename(&tmp, &s.corefile).expect("replace Corefile");
-}
-
-fn count_lines(s: &Server, needle: &str) -> usize {
-    s.output().lines().filter(|l| l.contains(needle)).count()
-}
-
-/// Waits until `needle` was printed at least `n` times.
-fn wait_lines(s: &Server, needle: &str, n: usize, timeout: Duration) {
-    let ok = s.wait_output(timeout, |o| o.lines().filter(|l| l.contains(needle)).count() >= n);
-    assert!(
-        ok,
-        "wanted {n} lines with {needle:?} within {timeout:?}:\n{}",
-        s.output()
-    );
-}
-
 const SHA_LINE: &str = "Running configuration SHA512 = ";
 const USR1_LINE: &str = "SIGUSR1 received: reloading";
 const RELOAD_FAILED: &str = "Corefile changed but reload failed: ";
@@ -119,7 +80,7 @@ fn sha_lines(s: &Server) -> Vec<String> {
 /// that signals sent one after the other are not merged into one.
 fn usr1(s: &Server, n: usize) {
     s.signal(libc::SIGUSR1);
-    wait_lines(s, USR1_LINE, n, Duration::from_secs(3));
+    s.wait_lines(USR1_LINE, n, Duration::from_secs(3));
 }
 
 /// Starting a server: DNS answering (what `Launch::start` waits for) comes before the
@@ -131,49 +92,13 @@ trait Up {
 impl Up for Launch<'_> {
     fn up(self) -> Server {
         let s = self.start();
-        wait_lines(&s, SHA_LINE, 1, Duration::from_secs(10));
+        s.wait_lines(SHA_LINE, 1, Duration::from_secs(10));
         s
     }
 }
 
 // ------------------------------------------------------------------------------------
 // HTTP
-
-/// One `GET` on 127.0.0.1:`port`: (status, body), or why there was no answer.
-pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("write {addr}{path}: {e}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| format!("read {addr}{path}: {e}"))?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{addr}{path}: no end of head in {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{addr}{path}: bad status line in {head:?}"))?;
-    if let Some(len) = head.lines().find_map(|l| {
-        l.to_ascii_lowercase()
-            .strip_prefix("content-length:")
-            .map(|v| v.trim().to_string())
-    }) {
-        let len: usize = len.parse().map_err(|_| format!("bad content-length {len:?}"))?;
-        if len != body.len() {
-            return Err(format!("{addr}{path}: content-length {len}, body {} bytes", body.len()));
-        }
-    }
-    Ok((status, body.to_string()))
-}
 
 fn ok_text(body: &str) -> Result<(u16, String), String> {
     Ok((200, body.to_string()))
@@ -392,85 +317,21 @@ fn assert_switched(samples: &[Sample], changed: Instant, within: Duration, out: 
 }
 
 // ------------------------------------------------------------------------------------
-// Prometheus text, through a real parser
+// Prometheus text, through a strict parser
 
-const PARSER: &str = r#"
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-out = []
-for fam in text_string_to_metric_families(sys.stdin.read()):
-    for s in fam.samples:
-        out.append({"type": fam.type, "name": s.name, "labels": s.labels, "value": s.value})
-print(json.dumps(out))
-"#;
-
-fn have_prometheus_parser() -> bool {
-    Command::new("python3")
-        .args(["-c", "import prometheus_client"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// Parses a metrics page with the kit's strict parser; panics if it does not parse.
+fn parse_metrics(text: &str) -> Scrape {
+    testkit::metrics::parse(text)
+        .unwrap_or_else(|e| panic!("the Prometheus parser rejected the page: {e}\n--- page:\n{text}"))
 }
 
-/// One sample of a scrape.
-#[derive(Clone, Debug)]
-struct Metric {
-    kind: String,
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// Parses a metrics page with `prometheus_client`'s parser; panics if it does not parse.
-fn parse_metrics(text: &str) -> Vec<Metric> {
-    let mut child = Command::new("python3")
-        .args(["-c", PARSER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the Prometheus parser rejected the page: {}\n--- page:\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("parser output is JSON");
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|m| Metric {
-            kind: m["type"].as_str().unwrap().to_string(),
-            name: m["name"].as_str().unwrap().to_string(),
-            labels: m["labels"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-                .collect(),
-            value: m["value"].as_f64().unwrap(),
-        })
-        .collect()
-}
-
-fn samples_named<'a>(ms: &'a [Metric], name: &str) -> Vec<&'a Metric> {
-    ms.iter().filter(|m| m.name == name).collect()
+fn samples_named<'a>(ms: &'a Scrape, name: &str) -> Vec<&'a metrics::Sample> {
+    ms.named(name)
 }
 
 /// The value of the one sample with exactly these labels.
-fn value(ms: &[Metric], name: &str, labels: &[(&str, &str)]) -> f64 {
-    let want: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let found: Vec<&Metric> = ms.iter().filter(|m| m.name == name && m.labels == want).collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "{name}{want:?}: wanted one sample, have {:#?}",
-        samples_named(ms, name)
-    );
-    found[0].value
+fn value(ms: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    ms.value(name, labels)
 }
 
 fn scrape(port: u16) -> String {
@@ -481,20 +342,7 @@ fn scrape(port: u16) -> String {
 
 /// A query with EDNS and the DO bit.
 fn do_query(name: &str, id: u16) -> Vec<u8> {
-    let mut b = MessageBuilder::new_vec();
-    b.header_mut().set_id(id);
-    b.header_mut().set_rd(true);
-    let mut q = b.question();
-    let n: Name<Vec<u8>> = name.parse().unwrap();
-    q.push((&n, Rtype::A, Class::IN)).unwrap();
-    let mut a = q.additional();
-    a.opt(|o| {
-        o.set_udp_payload_size(1232);
-        o.set_dnssec_ok(true);
-        Ok(())
-    })
-    .unwrap();
-    a.finish()
+    query_with(name, Rtype::A, id, Some(1232), true)
 }
 
 // ------------------------------------------------------------------------------------
@@ -606,7 +454,7 @@ fn monotonic_usec() -> u64 {
 
 #[test]
 fn sigterm_lameduck_takes_ready_down_keeps_answering_and_loses_no_query() {
-    let [h, r, m] = ports::<3>();
+    let [h, r, m] = free_ports::<3>();
     let text = fill(
         ENDPOINTS_COREFILE,
         &[
@@ -737,8 +585,7 @@ fn sigusr1_reload_applies_a_change_without_losing_a_query_and_ignores_whitespace
     std::thread::sleep(Duration::from_millis(500));
 
     // Comments, blank lines and other spacing are not a change.
-    rewrite(
-        &s,
+    s.rewrite_corefile(
         "# the same configuration, spelt differently\n\nexample.org:{port}   {\n  bind   127.0.0.1 # here\n\n\n\thosts {\n  10.0.0.1    a.example.org   # a\n  }\n}\n# end\n",
     );
     usr1(&s, 1);
@@ -746,10 +593,10 @@ fn sigusr1_reload_applies_a_change_without_losing_a_query_and_ignores_whitespace
     assert_eq!(sha_lines(&s), first, "a whitespace-only edit reloaded:\n{}", s.output());
 
     // A real change.
-    rewrite(&s, &fill(HOSTS_COREFILE, &[("ip", NEW_IP)]));
+    s.rewrite_corefile(&fill(HOSTS_COREFILE, &[("ip", NEW_IP)]));
     let changed = Instant::now();
     usr1(&s, 2);
-    wait_lines(&s, SHA_LINE, 2, Duration::from_secs(3));
+    s.wait_lines(SHA_LINE, 2, Duration::from_secs(3));
     std::thread::sleep(Duration::from_millis(1500));
     let samples = stream.finish();
     let out = s.output();
@@ -777,7 +624,7 @@ fn the_reload_plugin_applies_a_change_without_a_signal_and_loses_no_query() {
         .up();
     let stream = Stream::start(s.addr(), NAME);
     std::thread::sleep(Duration::from_millis(300));
-    rewrite(&s, &fill(template, &[("ip", NEW_IP)]));
+    s.rewrite_corefile(&fill(template, &[("ip", NEW_IP)]));
     let changed = Instant::now();
     wait_until("the new answer", Duration::from_secs(5), || {
         answer_is(&udp_answer(&s), NEW_IP)
@@ -799,7 +646,7 @@ fn the_reload_plugin_applies_a_change_without_a_signal_and_loses_no_query() {
 
 #[test]
 fn a_broken_corefile_on_reload_keeps_the_old_one_serving_and_is_counted() {
-    let [m] = ports::<1>();
+    let [m] = free_ports::<1>();
     let good = "example.org:{port} {\n    bind 127.0.0.1\n    prometheus 127.0.0.1:{M}\n    hosts {\n        {ip} a.example.org\n    }\n}\n";
     let m_text = m.to_string();
     let s = Launch::new(&fill(good, &[("M", &m_text), ("ip", OLD_IP)]))
@@ -818,9 +665,9 @@ fn a_broken_corefile_on_reload_keeps_the_old_one_serving_and_is_counted() {
 
     // An unknown directive on line 3.
     let broken = "example.org:{port} {\n    bind 127.0.0.1\n    no_such_directive\n    prometheus 127.0.0.1:{M}\n    hosts {\n        10.0.0.9 a.example.org\n    }\n}\n";
-    rewrite(&s, &fill(broken, &[("M", &m_text)]));
+    s.rewrite_corefile(&fill(broken, &[("M", &m_text)]));
     usr1(&s, 1);
-    wait_lines(&s, RELOAD_FAILED, 1, Duration::from_secs(3));
+    s.wait_lines(RELOAD_FAILED, 1, Duration::from_secs(3));
     let out = s.output();
     let line = out.lines().find(|l| l.contains(RELOAD_FAILED)).unwrap();
     assert!(line.contains("Corefile:3 - "), "{line}");
@@ -832,13 +679,13 @@ fn a_broken_corefile_on_reload_keeps_the_old_one_serving_and_is_counted() {
     usr1(&s, 2);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(failed_total(), "1");
-    assert_eq!(count_lines(&s, RELOAD_FAILED), 1, "{}", s.output());
+    assert_eq!(s.count_lines(RELOAD_FAILED), 1, "{}", s.output());
 
     // A different failure, found when setting up (reload's minimum interval), on line 7.
     let bad_setup = "example.org:{port} {\n    bind 127.0.0.1\n    prometheus 127.0.0.1:{M}\n    hosts {\n        10.0.0.9 a.example.org\n    }\n    reload 1s\n}\n";
-    rewrite(&s, &fill(bad_setup, &[("M", &m_text)]));
+    s.rewrite_corefile(&fill(bad_setup, &[("M", &m_text)]));
     usr1(&s, 3);
-    wait_lines(&s, RELOAD_FAILED, 2, Duration::from_secs(3));
+    s.wait_lines(RELOAD_FAILED, 2, Duration::from_secs(3));
     let out = s.output();
     let line = out.lines().filter(|l| l.contains(RELOAD_FAILED)).nth(1).unwrap();
     assert!(line.contains("Corefile:7 - "), "{line}");
@@ -846,16 +693,16 @@ fn a_broken_corefile_on_reload_keeps_the_old_one_serving_and_is_counted() {
     assert!(answer_is(&udp_answer(&s), OLD_IP));
 
     // Fixed: reloads as usual.
-    rewrite(&s, &fill(good, &[("M", &m_text), ("ip", NEW_IP)]));
+    s.rewrite_corefile(&fill(good, &[("M", &m_text), ("ip", NEW_IP)]));
     let changed = Instant::now();
     usr1(&s, 4);
-    wait_lines(&s, SHA_LINE, 2, Duration::from_secs(3));
+    s.wait_lines(SHA_LINE, 2, Duration::from_secs(3));
     std::thread::sleep(Duration::from_millis(500));
     let samples = stream.finish();
     let out = s.output();
     assert_switched(&samples, changed, Duration::from_secs(2), &out);
     assert_eq!(failed_total(), "2");
-    assert_eq!(count_lines(&s, RELOAD_FAILED), 2, "{out}");
+    assert_eq!(s.count_lines(RELOAD_FAILED), 2, "{out}");
     // The version metric follows the running configuration.
     let hashes = sha_lines(&s);
     assert!(
@@ -880,16 +727,16 @@ fn a_fifo_in_place_of_the_corefile_fails_the_reload_without_blocking() {
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
     usr1(&s, 1);
-    wait_lines(&s, RELOAD_FAILED, 1, Duration::from_secs(3));
+    s.wait_lines(RELOAD_FAILED, 1, Duration::from_secs(3));
     let out = s.output();
     let line = out.lines().find(|l| l.contains(RELOAD_FAILED)).unwrap();
     assert!(line.contains("not a regular file"), "{line}");
     assert!(answer_is(&udp_answer(&s), OLD_IP));
     // The control thread is free: a good Corefile in its place reloads.
     std::fs::remove_file(&s.corefile).unwrap();
-    rewrite(&s, &fill(good, &[("ip", NEW_IP)]));
+    s.rewrite_corefile(&fill(good, &[("ip", NEW_IP)]));
     usr1(&s, 2);
-    wait_lines(&s, SHA_LINE, 2, Duration::from_secs(3));
+    s.wait_lines(SHA_LINE, 2, Duration::from_secs(3));
     assert!(answer_is(&udp_answer(&s), NEW_IP));
 }
 
@@ -921,7 +768,7 @@ fn a_reload_binds_new_addresses_keeps_the_unchanged_ones_and_closes_removed_ones
 
     let stream = Stream::start(s.addr(), NAME);
     std::thread::sleep(Duration::from_millis(300));
-    rewrite(&s, &two);
+    s.rewrite_corefile(&two);
     usr1(&s, 1);
     let took = wait_until("the new listener answers", Duration::from_secs(2), || {
         b_answer(q) == Some(vec!["b.example.net. 3600 IN A 10.0.0.9".into()])
@@ -931,9 +778,9 @@ fn a_reload_binds_new_addresses_keeps_the_unchanged_ones_and_closes_removed_ones
     std::thread::sleep(Duration::from_millis(300));
 
     // Back to one block: the other address stops answering, the first goes on.
-    rewrite(&s, &one);
+    s.rewrite_corefile(&one);
     usr1(&s, 2);
-    wait_lines(&s, SHA_LINE, 3, Duration::from_secs(3));
+    s.wait_lines(SHA_LINE, 3, Duration::from_secs(3));
     wait_until("the removed listener closes", Duration::from_secs(2), || {
         b_answer(q).is_none()
     });
@@ -960,11 +807,7 @@ fn a_reload_binds_new_addresses_keeps_the_unchanged_ones_and_closes_removed_ones
 
 #[test]
 fn metrics_parse_with_a_prometheus_parser_and_count_exactly_the_queries_sent() {
-    if !have_prometheus_parser() {
-        println!("SKIPPED: python3 with prometheus_client is not installed (Debian: python3-prometheus-client)");
-        return;
-    }
-    let [h, m] = ports::<2>();
+    let [h, m] = free_ports::<2>();
     let text = fill(
         "example.org:{port} {\n    bind 127.0.0.1\n    errors\n    health 127.0.0.1:{H}\n    prometheus 127.0.0.1:{M}\n    hosts {\n        10.0.0.1 a.example.org\n    }\n}\n",
         &[("H", &h.to_string()), ("M", &m.to_string())],
@@ -1075,7 +918,7 @@ fn metrics_parse_with_a_prometheus_parser_and_count_exactly_the_queries_sent() {
     let name = "coredns_dns_request_duration_seconds";
     assert_eq!(value(&ms, &format!("{name}_count"), &route), f64::from(total));
     assert!(value(&ms, &format!("{name}_sum"), &route) > 0.0);
-    let buckets: Vec<&Metric> = samples_named(&ms, &format!("{name}_bucket"));
+    let buckets: Vec<&metrics::Sample> = samples_named(&ms, &format!("{name}_bucket"));
     let les: Vec<String> = buckets.iter().map(|b| b.labels["le"].clone()).collect();
     // 0.00025 * 2^k, k = 0..15 (scaling by a power of two is exact in f64).
     let mut want: Vec<f64> = (0..16).map(|k| 0.00025 * f64::from(1u32 << k)).collect();
@@ -1087,7 +930,7 @@ fn metrics_parse_with_a_prometheus_parser_and_count_exactly_the_queries_sent() {
         "cumulative buckets"
     );
     assert_eq!(buckets.last().unwrap().value, f64::from(total));
-    assert!(buckets.iter().all(|b| b.kind == "histogram"));
+    assert!(buckets.iter().all(|b| b.kind == Kind::Histogram));
 
     for size in ["coredns_dns_request_size_bytes", "coredns_dns_response_size_bytes"] {
         let count = |proto| value(&ms, &format!("{size}_count"), &with(&[("proto", proto)]));
@@ -1174,7 +1017,7 @@ fn metrics_parse_with_a_prometheus_parser_and_count_exactly_the_queries_sent() {
         ("coredns_reload_failed_total", "counter"),
     ] {
         assert!(
-            samples_named(&ms, n).iter().all(|m| m.kind == kind),
+            samples_named(&ms, n).iter().all(|m| m.kind.as_str() == kind),
             "{n} should be a {kind}: {:?}",
             samples_named(&ms, n).first()
         );
@@ -1186,7 +1029,7 @@ fn metrics_parse_with_a_prometheus_parser_and_count_exactly_the_queries_sent() {
 #[test]
 
 fn refused_queries_without_a_zone_are_counted_as_dropped() {
-    let [m] = ports::<1>();
+    let [m] = free_ports::<1>();
     let text = fill(
         "example.org:{port} {\n    bind 127.0.0.1\n    prometheus 127.0.0.1:{M}\n    hosts {\n        10.0.0.1 a.example.org\n    }\n}\n",
         &[("M", &m.to_string())],
@@ -1217,11 +1060,7 @@ fn refused_queries_without_a_zone_are_counted_as_dropped() {
 /// CoreDNS's counters belong to the process: a reload does not reset them.
 #[test]
 fn query_counters_carry_on_across_a_reload() {
-    if !have_prometheus_parser() {
-        println!("SKIPPED: python3 with prometheus_client is not installed (Debian: python3-prometheus-client)");
-        return;
-    }
-    let [m] = ports::<1>();
+    let [m] = free_ports::<1>();
     let m_text = m.to_string();
     let template = "example.org:{port} {\n    bind 127.0.0.1\n    prometheus 127.0.0.1:{M}\n    hosts {\n        {ip} a.example.org\n    }\n}\n";
     let s = Launch::new(&fill(template, &[("M", &m_text), ("ip", OLD_IP)]))
@@ -1235,9 +1074,9 @@ fn query_counters_carry_on_across_a_reload() {
         }
     };
     ask(OLD_IP, 5);
-    rewrite(&s, &fill(template, &[("M", &m_text), ("ip", NEW_IP)]));
+    s.rewrite_corefile(&fill(template, &[("M", &m_text), ("ip", NEW_IP)]));
     usr1(&s, 1);
-    wait_lines(&s, SHA_LINE, 2, Duration::from_secs(5));
+    s.wait_lines(SHA_LINE, 2, Duration::from_secs(5));
     ask(NEW_IP, 3);
     let ms = parse_metrics(&scrape(m));
     let server = format!("dns://127.0.0.1:{}", s.port);
@@ -1258,11 +1097,7 @@ fn query_counters_carry_on_across_a_reload() {
 /// The workers' socket counters: TCP accepted and turned away at the cap, UDP received.
 #[test]
 fn worker_socket_counters_show_tcp_rejections_and_udp_spread() {
-    if !have_prometheus_parser() {
-        println!("SKIPPED: python3 with prometheus_client is not installed (Debian: python3-prometheus-client)");
-        return;
-    }
-    let [m] = ports::<1>();
+    let [m] = free_ports::<1>();
     let text = fill(
         "example.org:{port} {\n    bind 127.0.0.1\n    prometheus 127.0.0.1:{M}\n    hosts {\n        10.0.0.1 a.example.org\n    }\n}\n",
         &[("M", &m.to_string())],
@@ -1312,7 +1147,7 @@ fn ready_waits_for_the_kubernetes_sync_and_health_stays_up() {
         service("default", "kubernetes", "10.96.0.1", &[("https", 443, "TCP")]),
     ]);
     api.set_fault(Fault::Unavailable);
-    let [h, r] = ports::<2>();
+    let [h, r] = free_ports::<2>();
     let text = fill(
         ".:{port} {\n    bind 127.0.0.1\n    health 127.0.0.1:{H}\n    ready 127.0.0.1:{R}\n    kubernetes cluster.local in-addr.arpa ip6.arpa {\n        endpoint {URL}\n        backoff 50ms 500ms\n        startup_timeout 1s\n    }\n}\n",
         &[("H", &h.to_string()), ("R", &r.to_string()), ("URL", &api.url())],
@@ -1421,15 +1256,14 @@ fn notify_socket_gets_ready_watchdog_reloading_and_stopping_in_order() {
     assert_eq!(notify.states(), ["READY=1"]);
 
     // A whitespace-only edit is no reload: no RELOADING=1.
-    rewrite(
-        &s,
+    s.rewrite_corefile(
         "# comment\nexample.org:{port} {\n  bind 127.0.0.1\n  hosts {\n    10.0.0.1 a.example.org\n  }\n}\n",
     );
     usr1(&s, 1);
     // (Let that check finish before the file changes again.)
     std::thread::sleep(Duration::from_millis(300));
     // A real change: RELOADING=1 (with the monotonic time) then READY=1.
-    rewrite(&s, &fill(HOSTS_COREFILE, &[("ip", NEW_IP)]));
+    s.rewrite_corefile(&fill(HOSTS_COREFILE, &[("ip", NEW_IP)]));
     let before = monotonic_usec();
     usr1(&s, 2);
     notify.wait("READY=1 after the reload", Duration::from_secs(3), |_| {
@@ -1492,11 +1326,11 @@ fn notify_socket_in_the_abstract_namespace_gets_ready() {
 
 #[test]
 fn sighup_neither_stops_nor_reloads() {
-    let [r] = ports::<1>();
+    let [r] = free_ports::<1>();
     let template = "example.org:{port} {\n    bind 127.0.0.1\n    ready 127.0.0.1:{R}\n    hosts {\n        {ip} a.example.org\n    }\n}\n";
     let r_text = r.to_string();
     let mut s = Launch::new(&fill(template, &[("R", &r_text), ("ip", OLD_IP)])).up();
-    rewrite(&s, &fill(template, &[("R", &r_text), ("ip", NEW_IP)]));
+    s.rewrite_corefile(&fill(template, &[("R", &r_text), ("ip", NEW_IP)]));
     for _ in 0..2 {
         s.signal(libc::SIGHUP);
         std::thread::sleep(Duration::from_millis(300));
@@ -1515,7 +1349,7 @@ fn sighup_neither_stops_nor_reloads() {
 
 #[test]
 fn sigint_is_graceful_and_a_second_sigint_exits_at_once_with_status_2() {
-    let [h1, r1, m1, h2, r2, m2] = ports::<6>();
+    let [h1, r1, m1, h2, r2, m2] = free_ports::<6>();
     let corefile = |h: u16, r: u16, m: u16, lameduck: &str| {
         fill(
             ENDPOINTS_COREFILE,
@@ -1541,7 +1375,7 @@ fn sigint_is_graceful_and_a_second_sigint_exits_at_once_with_status_2() {
         });
         assert!(answer_is(&udp_answer(s), OLD_IP), "answering during the lameduck");
     }
-    wait_lines(&twice, "SIGINT received", 1, Duration::from_secs(1));
+    twice.wait_lines("SIGINT received", 1, Duration::from_secs(1));
     std::thread::sleep(Duration::from_millis(200));
     // The second SIGINT: out at once, status 2, long before the 10 s lameduck ends.
     let again = Instant::now();
@@ -1566,7 +1400,7 @@ fn sigint_is_graceful_and_a_second_sigint_exits_at_once_with_status_2() {
 
 #[test]
 fn sigquit_exits_at_once_with_status_0_even_during_a_lameduck() {
-    let [h1, r1, m1, h2, r2, m2] = ports::<6>();
+    let [h1, r1, m1, h2, r2, m2] = free_ports::<6>();
     let corefile = |h: u16, r: u16, m: u16| {
         fill(
             ENDPOINTS_COREFILE,
@@ -1619,7 +1453,7 @@ fn sigquit_exits_at_once_with_status_0_even_during_a_lameduck() {
 
 #[test]
 fn http_endpoints_keep_answering_through_reloads() {
-    let [h, r, m, m2] = ports::<4>();
+    let [h, r, m, m2] = free_ports::<4>();
     let vars = |ip: &'static str, m: u16| -> String {
         fill(
             ENDPOINTS_COREFILE,
@@ -1636,9 +1470,9 @@ fn http_endpoints_keep_answering_through_reloads() {
     let poller = HttpPoller::start(vec![(h, "/health"), (r, "/ready"), (m, "/metrics")]);
     std::thread::sleep(Duration::from_millis(200));
     for (i, ip) in [NEW_IP, OLD_IP, NEW_IP].into_iter().enumerate() {
-        rewrite(&s, &vars(ip, m));
+        s.rewrite_corefile(&vars(ip, m));
         usr1(&s, i + 1);
-        wait_lines(&s, SHA_LINE, i + 2, Duration::from_secs(3));
+        s.wait_lines(SHA_LINE, i + 2, Duration::from_secs(3));
         wait_until("the new answer", Duration::from_secs(2), || {
             answer_is(&udp_answer(&s), ip)
         });
@@ -1658,9 +1492,9 @@ fn http_endpoints_keep_answering_through_reloads() {
 
     // Moving the metrics endpoint: the new address opens, the old one closes, the
     // others stay.
-    rewrite(&s, &vars(NEW_IP, m2));
+    s.rewrite_corefile(&vars(NEW_IP, m2));
     usr1(&s, 4);
-    wait_lines(&s, SHA_LINE, 5, Duration::from_secs(3));
+    s.wait_lines(SHA_LINE, 5, Duration::from_secs(3));
     wait_until("metrics on the new port", Duration::from_secs(2), || {
         matches!(http_get(m2, "/metrics"), Ok((200, _)))
     });

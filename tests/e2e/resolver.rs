@@ -1,8 +1,8 @@
 //! The resolver path, end to end: *forward* (UDP, TCP, truncation, failover and its
 //! timing, health checks, `max_concurrent`, coalescing, spoofing resistance), *cache*
 //! (every rule visible from outside), *loop* and *loadbalance*, and the whole standard
-//! Kubernetes Corefile, with the real binary on 127.0.0.1 against the fake upstream of
-//! `upstream.rs` (and the fake API of `fakeapi.rs`).
+//! Kubernetes Corefile, with the real binary on 127.0.0.1 against the test kit's fake
+//! upstream (`testkit/src/upstream.rs`) and fake API (`testkit/src/api`).
 //!
 //! Most servers get a second block, `up.probe.test`, answered by *whoami*: the harness
 //! waits on it, so that no query reaches the fake upstream before the test sends one.
@@ -11,12 +11,11 @@ use std::collections::{BTreeSet, HashSet};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use domain::base::iana::{Class, Rcode, Rtype};
-use domain::base::{Message, MessageBuilder, Name};
+use domain::base::Message;
+use domain::base::iana::{Rcode, Rtype};
 
-use crate::fakeapi::*;
-use crate::support::*;
-use crate::upstream::{FakeUpstream, Mode, Proto, SPOOFED};
+use testkit::prelude::*;
+use testkit::upstream::SPOOFED;
 
 // ------------------------------------------------------------------------------------
 // Helpers
@@ -38,21 +37,7 @@ fn serve(body: &str, args: &[&str]) -> Server {
 
 /// A query: one question, RD, EDNS (1232) with or without DO, CD as given.
 fn query(name: &str, qtype: Rtype, id: u16, dnssec_ok: bool, cd: bool) -> Vec<u8> {
-    let mut b = MessageBuilder::new_vec();
-    b.header_mut().set_id(id);
-    b.header_mut().set_rd(true);
-    b.header_mut().set_cd(cd);
-    let mut q = b.question();
-    let n: Name<Vec<u8>> = name.parse().expect("valid name");
-    q.push((&n, qtype, Class::IN)).unwrap();
-    let mut a = q.additional();
-    a.opt(|o| {
-        o.set_udp_payload_size(1232);
-        o.set_dnssec_ok(dnssec_ok);
-        Ok(())
-    })
-    .unwrap();
-    a.finish()
+    testkit::wire::query_flags(name, qtype, id, Some(1232), dnssec_ok, cd)
 }
 
 /// A UDP exchange with the server, timed; None if no reply within `wait`.
@@ -110,14 +95,9 @@ fn qname(m: &Message<Vec<u8>>) -> String {
     m.sole_question().unwrap().qname().to_string()
 }
 
-/// One `GET` on 127.0.0.1:`port`: (status, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    super::operations::http_get(port, path).ok()
-}
-
 fn scrape(port: u16) -> String {
     match http_get(port, "/metrics") {
-        Some((200, body)) => body,
+        Ok((200, body)) => body,
         other => panic!("/metrics: {other:?}"),
     }
 }
@@ -1407,10 +1387,10 @@ fn the_standard_kubernetes_corefile_end_to_end() {
     );
     let s = Launch::new(&text).start();
     wait_until("/ready 200", Duration::from_secs(10), || {
-        matches!(http_get(r, "/ready"), Some((200, _)))
+        matches!(http_get(r, "/ready"), Ok((200, _)))
     });
-    assert_eq!(http_get(r, "/ready"), Some((200, "OK".into())));
-    assert_eq!(http_get(h, "/health"), Some((200, "OK".into())));
+    assert_eq!(http_get(r, "/ready"), Ok((200, "OK".into())));
+    assert_eq!(http_get(h, "/health"), Ok((200, "OK".into())));
     let cluster_queries_upstream = || {
         up.seen()
             .into_iter()

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use domain::base::{Message, Rtype};
 
-use super::operations::http_get;
-use super::support::*;
+use testkit::prelude::*;
 
 /// A server for `www.example.org` (an answer) with `rrl OPTIONS` and metrics on a port
 /// of its own; returns it and the metrics port.
@@ -136,17 +135,15 @@ fn a_flood_from_one_prefix_is_limited_and_slipped_while_another_is_served() {
 }
 
 #[test]
+#[ignore = "needs dig (bind9-dnsutils); .ci/run runs it: cargo test --locked -- --ignored"]
 fn dig_gets_its_answer_over_tcp_after_a_slip() {
-    if !have_dig() {
-        eprintln!("dig is not installed: skipped");
-        return;
-    }
+    testkit::tools::require_dig();
     // slip-ratio 1: every response over the limit is slipped, none dropped.
     let (s, _) = limited("    responses-per-second 1\n    slip-ratio 1\n    window 60");
     let flood = burst(s.addr(), "127.0.0.1", 50);
     assert!(flood.truncated >= 45, "{flood:?}");
     let port = s.port.to_string();
-    let out = dig(&[
+    let out = testkit::tools::dig(&[
         "@127.0.0.1",
         "-p",
         &port,

@@ -8,24 +8,24 @@ use std::time::{Duration, Instant};
 
 use domain::base::iana::{Rcode, Rtype};
 
-use crate::support::*;
+use testkit::prelude::*;
 
 fn relay(upstream: &FakeUpstream, timeout: &str) -> Server {
     Server::start(&format!(
         ".:{{port}} {{\n    bind 127.0.0.1\n    errors\n    log\n    testupstream {} {timeout}\n}}\n",
-        upstream.addr
+        upstream.addr()
     ))
 }
 
 #[test]
 fn a_plugin_can_hand_a_query_upstream_and_answer_from_the_reply() {
-    let up = FakeUpstream::start(UpstreamMode::Answer);
+    let up = FakeUpstream::start();
     let s = relay(&up, "2s");
-    let before = up.count();
+    let before = up.received() as usize;
     let r = s.query("Mixed.Example.com", Rtype::A);
     assert_eq!(rcode(&r), Rcode::NOERROR);
     assert_eq!(section(&r, "answer"), vec!["Mixed.Example.com. 60 IN A 192.0.2.1"]);
-    assert_eq!(up.count(), before + 1);
+    assert_eq!(up.received() as usize, before + 1);
     // Over TCP the same path answers too.
     let r = s.query_tcp("tcp.example.com", Rtype::A);
     assert_eq!(section(&r, "answer"), vec!["tcp.example.com. 60 IN A 192.0.2.1"]);
@@ -35,7 +35,7 @@ fn a_plugin_can_hand_a_query_upstream_and_answer_from_the_reply() {
 
 #[test]
 fn an_upstream_timeout_resumes_the_plugin_which_fails_the_query() {
-    let up = FakeUpstream::start(UpstreamMode::Silent);
+    let up = FakeUpstream::with_mode(Mode::Silent);
     let s = relay(&up, "300ms");
     let t = Instant::now();
     let r = s.query("slow.example.com", Rtype::A);
@@ -52,7 +52,9 @@ fn an_upstream_timeout_resumes_the_plugin_which_fails_the_query() {
 
 #[test]
 fn replies_with_the_wrong_id_are_ignored() {
-    let up = FakeUpstream::start(UpstreamMode::WrongIdFirst);
+    // First a spoofed reply with another ID, then the genuine one.
+    let up = FakeUpstream::with_mode(Mode::WrongId);
+    up.genuine_after(Some(Duration::from_millis(20)));
     let s = relay(&up, "2s");
     let r = s.query("spoof.example.com", Rtype::A);
     assert_eq!(rcode(&r), Rcode::NOERROR);
@@ -61,7 +63,7 @@ fn replies_with_the_wrong_id_are_ignored() {
 
 #[test]
 fn a_reply_to_another_question_is_not_passed_on() {
-    let up = FakeUpstream::start(UpstreamMode::WrongQuestion);
+    let up = FakeUpstream::with_mode(Mode::WrongQuestion);
     let s = relay(&up, "2s");
     let r = s.query("asked.example.com", Rtype::A);
     assert_eq!(rcode(&r), Rcode::FORMERR);
@@ -70,7 +72,7 @@ fn a_reply_to_another_question_is_not_passed_on() {
 
 #[test]
 fn many_queries_in_flight_upstream_at_once_all_complete() {
-    let up = FakeUpstream::start(UpstreamMode::Answer);
+    let up = FakeUpstream::start();
     let s = relay(&up, "2s");
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();

@@ -424,48 +424,13 @@ fn recording_a_query_does_not_allocate() {
 
 // --- a whole scrape ----------------------------------------------------------------
 
-/// Parses a scrape with Python's `prometheus_client` (the reference parser), failing on
-/// a parse error or a series that appears twice; returns the number of samples, or
-/// `None` when Python or the module is not installed.
-fn python_parse(text: &str) -> Option<usize> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let has_module = Command::new("python3")
-        .args(["-c", "import prometheus_client"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_module {
-        eprintln!("python3 with prometheus_client not found: scrape not checked with a real parser");
-        return None;
-    }
-    let script = r#"
-import sys
-from prometheus_client.parser import text_string_to_metric_families
-seen = set()
-for family in text_string_to_metric_families(sys.stdin.read()):
-    for s in family.samples:
-        key = (s.name, tuple(sorted(s.labels.items())))
-        if key in seen:
-            sys.exit("duplicate series %r" % (key,))
-        seen.add(key)
-print(len(seen))
-"#;
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "prometheus_client rejects the scrape: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap())
+/// Parses a scrape with the test kit's strict Prometheus text parser (the format's
+/// rules, a series at most once, histograms whole), failing on any error; returns the
+/// number of samples.
+fn strict_parse(text: &str) -> usize {
+    let page = testkit::metrics::parse(text)
+        .unwrap_or_else(|e| panic!("the scrape is not valid exposition text: {e}\n{text}"));
+    page.samples().count()
 }
 
 #[test]
@@ -544,9 +509,8 @@ cluster.local:1053 {
     if Path::new("/proc/self/stat").exists() {
         assert!(text.contains("\nprocess_open_fds "), "{text}");
     }
-    if let Some(samples) = python_parse(&text) {
-        assert!(samples > 20, "{samples} samples");
-    }
+    let samples = strict_parse(&text);
+    assert!(samples > 20, "{samples} samples");
 }
 
 #[test]

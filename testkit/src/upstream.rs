@@ -1,9 +1,12 @@
-//! A fake upstream DNS server for the resolver tests: UDP and TCP (two-byte length
-//! framing, several queries per connection) on 127.0.0.1, std only, one thread per
-//! socket and per TCP connection, all stopped and joined on drop.
+//! The fake upstream DNS server: UDP and TCP (two-byte length framing, several queries
+//! per connection) on 127.0.0.1, std only, one thread per socket and per TCP
+//! connection, all stopped and joined on drop. UDP is read and answered in batches
+//! (recvmmsg/sendmmsg), so that in [`Mode::Hashed`] one core answers far faster than
+//! any forwarder can send (the resolver bench's upstream).
 //!
 //! How it answers is a [`Mode`], for every name or per name, switchable while it runs.
-//! It records every query it gets ([`Seen`]: name as received, type, transport, ID,
+//! It counts every message it gets ([`FakeUpstream::received`]) and, unless told not to
+//! (a bench), records each query ([`Seen`]: name as received, type, transport, ID,
 //! source address, DO bit) so that tests can count what reached it.
 //!
 //! Answers: `A 192.0.2.TAG`, `AAAA 2001:db8::TAG`, `PTR host-TAG.upstream.test.`,
@@ -13,13 +16,12 @@
 //! with its own TTL (default 60; also its MINIMUM). Over UDP a reply larger than the
 //! query allows (512 bytes, or its EDNS size) is sent truncated (TC, no records), as a
 //! real server does.
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -33,8 +35,11 @@ use domain::rdata::{A, Aaaa, Cname, Ns, Ptr, Soa};
 /// The TAG of spoofed replies: their A record is `192.0.2.66`.
 pub const SPOOFED: u8 = 66;
 
+/// A reply written by a test from the raw query (None: no reply).
+pub type RawReply = fn(&[u8]) -> Option<Vec<u8>>;
+
 /// How the fake answers a query.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum Mode {
     /// NOERROR with one record of the asked type (see the module doc), or NODATA.
     Answer,
@@ -69,6 +74,15 @@ pub enum Mode {
         target: &'static str,
         resolved: bool,
     },
+    /// The benches' answer, written without parsing: every A question gets one A record
+    /// (with the configured TTL, AA set) of an address in 198.18.0.0/15 drawn from the
+    /// name (so the same name always gets the same address, whoever forwards it), any
+    /// other question an empty NOERROR; an OPT (1232) if the query had one.
+    Hashed,
+    /// Whatever the function makes of the raw query (a reply no honest server sends).
+    Raw(RawReply),
+    /// UDP is not read at all (the kernel's queue fills and drops); TCP is answered.
+    Deaf,
 }
 
 /// The transport a query came over.
@@ -100,6 +114,7 @@ pub struct Seen {
 }
 
 struct State {
+    recording: bool,
     default: Mode,
     per_name: HashMap<String, Mode>,
     ttl: u32,
@@ -140,6 +155,8 @@ struct Delayed {
 struct Shared {
     state: Mutex<State>,
     stop: AtomicBool,
+    /// Messages received (UDP datagrams and TCP frames), parsable or not.
+    received: AtomicU64,
     connections: AtomicUsize,
     conn_threads: Mutex<Vec<JoinHandle<()>>>,
     delay: Mutex<mpsc::Sender<Delayed>>,
@@ -172,37 +189,124 @@ fn shown(name: &ParsedName<&[u8]>) -> String {
     }
 }
 
+/// How to start a [`FakeUpstream`].
+pub struct Builder {
+    port: u16,
+    mode: Mode,
+    tag: u8,
+    ttl: u32,
+    recording: bool,
+    cpu: Option<usize>,
+}
+
+impl Builder {
+    /// On this port of 127.0.0.1 (0, the default: a free one, the same for UDP and TCP).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The last byte of its addresses (`192.0.2.TAG`, default 1).
+    pub fn tag(mut self, tag: u8) -> Self {
+        self.tag = tag;
+        self
+    }
+
+    /// The TTL of answer records (default 60).
+    pub fn ttl(mut self, ttl: u32) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Whether each query is kept for [`FakeUpstream::seen`] (default yes; a bench
+    /// sending millions says no, and only counts).
+    pub fn recording(mut self, on: bool) -> Self {
+        self.recording = on;
+        self
+    }
+
+    /// Runs its threads on this CPU only.
+    pub fn pin(mut self, cpu: usize) -> Self {
+        self.cpu = Some(cpu);
+        self
+    }
+
+    pub fn start(self) -> FakeUpstream {
+        FakeUpstream::launch(self)
+    }
+}
+
 impl FakeUpstream {
     /// A fake on a free port of 127.0.0.1, answering everything ([`Mode::Answer`]).
     pub fn start() -> FakeUpstream {
-        FakeUpstream::start_on(0)
+        FakeUpstream::builder().start()
     }
 
     /// A fake with this TAG (the last byte of its addresses).
     pub fn tagged(tag: u8) -> FakeUpstream {
-        let f = FakeUpstream::start();
-        f.set_tag(tag);
-        f
+        FakeUpstream::builder().tag(tag).start()
+    }
+
+    /// A fake in this mode.
+    pub fn with_mode(mode: Mode) -> FakeUpstream {
+        FakeUpstream::builder().mode(mode).start()
     }
 
     /// A fake on `port` of 127.0.0.1 (0: a free one, the same for UDP and TCP).
     pub fn start_on(port: u16) -> FakeUpstream {
-        let (udp, tcp) = bind_pair(port);
+        FakeUpstream::builder().port(port).start()
+    }
+
+    pub fn builder() -> Builder {
+        Builder {
+            port: 0,
+            mode: Mode::Answer,
+            tag: 1,
+            ttl: 60,
+            recording: true,
+            cpu: None,
+        }
+    }
+
+    fn launch(b: Builder) -> FakeUpstream {
+        let (udp, tcp) = bind_pair(b.port);
         let addr = udp.local_addr().unwrap();
+        // Wakes up now and then to see whether it should stop.
         udp.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        // A deep queue: a burst of forwarded queries must not be dropped here, or the
+        // forwarder's timeouts would be measured instead of its work. The kernel caps it
+        // at net.core.rmem_max.
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: setsockopt on our own socket with a c_int option value.
+        unsafe {
+            libc::setsockopt(
+                udp.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
+        }
         tcp.set_nonblocking(true).unwrap();
         let (tx, rx) = mpsc::channel::<Delayed>();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                default: Mode::Answer,
+                recording: b.recording,
+                default: b.mode,
                 per_name: HashMap::new(),
-                ttl: 60,
+                ttl: b.ttl,
                 soa_ttl: 60,
-                tag: 1,
+                tag: b.tag,
                 genuine_after: None,
                 seen: Vec::new(),
             }),
             stop: AtomicBool::new(false),
+            received: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             conn_threads: Mutex::new(Vec::new()),
             delay: Mutex::new(tx),
@@ -210,21 +314,22 @@ impl FakeUpstream {
         });
         let udp = Arc::new(udp);
         let mut threads = Vec::new();
+        let cpu = b.cpu;
+        let pin = move || {
+            if let Some(c) = cpu {
+                crate::procfs::pin_to(c);
+            }
+        };
 
         let s = shared.clone();
         threads.push(std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65535];
-            while !s.stop.load(Ordering::Relaxed) {
-                let Ok((n, from)) = udp.recv_from(&mut buf) else {
-                    continue;
-                };
-                let msg = buf[..n].to_vec();
-                s.handle(&msg, Proto::Udp, from, None, || Out::Udp(udp.clone(), from));
-            }
+            pin();
+            s.serve_udp(&udp);
         }));
 
         let s = shared.clone();
         threads.push(std::thread::spawn(move || {
+            pin();
             while !s.stop.load(Ordering::Relaxed) {
                 match tcp.accept() {
                     Ok((stream, from)) => {
@@ -240,6 +345,7 @@ impl FakeUpstream {
 
         let s = shared.clone();
         threads.push(std::thread::spawn(move || {
+            pin();
             let mut pending: Vec<Delayed> = Vec::new();
             while !s.stop.load(Ordering::Relaxed) {
                 let now = Instant::now();
@@ -321,6 +427,11 @@ impl FakeUpstream {
     /// Every query received so far, in order.
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.state.lock().unwrap().seen.clone()
+    }
+
+    /// Messages received so far (UDP datagrams and TCP frames, parsable or not).
+    pub fn received(&self) -> u64 {
+        self.shared.received.load(Ordering::Relaxed)
     }
 
     /// Forgets the queries received so far (not the TCP connection count).
@@ -443,7 +554,162 @@ struct Spec<'a> {
     tag: u8,
 }
 
+/// Datagrams read (and replies sent) per system call.
+const BATCH: usize = 64;
+/// The largest datagram read whole.
+const DATAGRAM: usize = 4096;
+
+/// Buffers and message headers for one batch each way, allocated once; the headers
+/// point into the vectors' heap storage, which never moves.
+struct Buffers {
+    rx: Vec<[u8; DATAGRAM]>,
+    tx: Vec<[u8; 1500]>,
+    addrs: Vec<libc::sockaddr_storage>,
+    rx_iov: Vec<libc::iovec>,
+    tx_iov: Vec<libc::iovec>,
+    rx_hdrs: Vec<libc::mmsghdr>,
+    tx_hdrs: Vec<libc::mmsghdr>,
+}
+
+impl Buffers {
+    fn new() -> Box<Buffers> {
+        // SAFETY (all zeroed values below): sockaddr_storage and mmsghdr are plain C
+        // structs for which all-zero bytes are valid.
+        let mut b = Box::new(Buffers {
+            rx: vec![[0u8; DATAGRAM]; BATCH],
+            tx: vec![[0u8; 1500]; BATCH],
+            addrs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            rx_iov: Vec::with_capacity(BATCH),
+            tx_iov: Vec::with_capacity(BATCH),
+            rx_hdrs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            tx_hdrs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
+        });
+        let Buffers {
+            rx,
+            tx,
+            rx_iov,
+            tx_iov,
+            rx_hdrs,
+            ..
+        } = &mut *b;
+        for (r, t) in rx.iter_mut().zip(tx.iter_mut()) {
+            rx_iov.push(libc::iovec {
+                iov_base: r.as_mut_ptr().cast(),
+                iov_len: r.len(),
+            });
+            tx_iov.push(libc::iovec {
+                iov_base: t.as_mut_ptr().cast(),
+                iov_len: 0,
+            });
+        }
+        for (h, v) in rx_hdrs.iter_mut().zip(rx_iov.iter_mut()) {
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        b
+    }
+}
+
+/// The address a datagram came from.
+fn source(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match a.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
+            let v4 = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)),
+                u16::from_be(v4.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 for AF_INET6.
+            let v6 = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(v6.sin6_addr.s6_addr),
+                u16::from_be(v6.sin6_port),
+                v6.sin6_flowinfo,
+                v6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
 impl Shared {
+    /// The UDP socket: batches in, each datagram answered as its mode says; in
+    /// [`Mode::Hashed`] (for every name) the replies go out in batches too.
+    fn serve_udp(&self, udp: &Arc<UdpSocket>) {
+        let fd = udp.as_raw_fd();
+        let mut b = Buffers::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            let (deaf, fast, ttl) = {
+                let st = self.state.lock().unwrap();
+                let hashed = matches!(st.default, Mode::Hashed) && st.per_name.is_empty();
+                (matches!(st.default, Mode::Deaf), hashed && !st.recording, st.ttl)
+            };
+            if deaf {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            for (h, a) in b.rx_hdrs.iter_mut().zip(b.addrs.iter_mut()) {
+                h.msg_hdr.msg_name = (a as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+                h.msg_len = 0;
+            }
+            // SAFETY: the headers point at live buffers and address slots of `b`. Blocks
+            // for the first datagram (up to the read timeout), then takes what is queued.
+            let n = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    b.rx_hdrs.as_mut_ptr(),
+                    BATCH as u32,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n <= 0 {
+                continue;
+            }
+            let n = n as usize;
+            self.received.fetch_add(n as u64, Ordering::Relaxed);
+            if !fast {
+                for i in 0..n {
+                    let len = (b.rx_hdrs[i].msg_len as usize).min(DATAGRAM);
+                    let Some(from) = source(&b.addrs[i]) else { continue };
+                    self.handle(&b.rx[i][..len], Proto::Udp, from, None, || Out::Udp(udp.clone(), from));
+                }
+                continue;
+            }
+            let mut k = 0;
+            for i in 0..n {
+                let len = (b.rx_hdrs[i].msg_len as usize).min(DATAGRAM);
+                let reply_len = hashed_reply(&b.rx[i][..len], &mut b.tx[k], ttl);
+                if reply_len == 0 {
+                    continue;
+                }
+                b.tx_iov[k].iov_base = b.tx[k].as_mut_ptr().cast();
+                b.tx_iov[k].iov_len = reply_len;
+                let h = &mut b.tx_hdrs[k];
+                h.msg_hdr.msg_iov = &mut b.tx_iov[k];
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = b.rx_hdrs[i].msg_hdr.msg_namelen;
+                k += 1;
+            }
+            let mut sent = 0;
+            while sent < k {
+                // SAFETY: the first k headers point at live replies and source addresses.
+                let r = unsafe { libc::sendmmsg(fd, b.tx_hdrs[sent..].as_mut_ptr(), (k - sent) as u32, 0) };
+                if r <= 0 {
+                    // The one at the head failed (its sender gone): skip it, send the rest.
+                    sent += 1;
+                } else {
+                    sent += r as usize;
+                }
+            }
+        }
+    }
+
     fn serve_tcp(&self, stream: TcpStream, from: SocketAddr, conn: usize) {
         stream.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let writer = Arc::new(Mutex::new(stream.try_clone().unwrap()));
@@ -463,6 +729,7 @@ impl Shared {
                     break;
                 }
                 let msg: Vec<u8> = input.drain(..2 + len).skip(2).collect();
+                self.received.fetch_add(1, Ordering::Relaxed);
                 self.handle(&msg, Proto::Tcp, from, Some(conn), || Out::Tcp(writer.clone()));
             }
         }
@@ -473,6 +740,7 @@ impl Shared {
         let Ok(req) = Message::from_octets(raw.to_vec()) else {
             return;
         };
+        let recording = self.state.lock().unwrap().recording;
         let Ok(q) = req.sole_question() else {
             return;
         };
@@ -490,20 +758,22 @@ impl Shared {
         });
         let (mode, ttl, soa_ttl, tag, genuine_after) = {
             let mut st = self.state.lock().unwrap();
-            st.seen.push(Seen {
-                name: name.clone(),
-                qtype,
-                proto,
-                id: req.header().id(),
-                from,
-                rd: req.header().rd(),
-                cd: req.header().cd(),
-                edns,
-                dnssec_ok,
-                options,
-                conn,
-                at: Instant::now(),
-            });
+            if recording {
+                st.seen.push(Seen {
+                    name: name.clone(),
+                    qtype,
+                    proto,
+                    id: req.header().id(),
+                    from,
+                    rd: req.header().rd(),
+                    cd: req.header().cd(),
+                    edns,
+                    dnssec_ok,
+                    options,
+                    conn,
+                    at: Instant::now(),
+                });
+            }
             let mode = st.per_name.get(&key(&name)).copied().unwrap_or(st.default);
             (mode, st.ttl, st.soa_ttl, st.tag, st.genuine_after)
         };
@@ -574,6 +844,20 @@ impl Shared {
                 }
             }
             Mode::BigAnswer(n) => now(reply(spec(Rcode::NOERROR, Content::Many(n)))),
+            Mode::Hashed => {
+                let mut buf = [0u8; 1500];
+                let n = hashed_reply(raw, &mut buf, ttl);
+                if n > 0 {
+                    now(buf[..n].to_vec());
+                }
+            }
+            Mode::Raw(f) => {
+                if let Some(msg) = f(raw) {
+                    now(msg);
+                }
+            }
+            // Over TCP (UDP is never read): the usual answer.
+            Mode::Deaf => now(reply(spec(Rcode::NOERROR, Content::Normal))),
             Mode::Cname { target, resolved } => now(reply(spec(Rcode::NOERROR, Content::Cname { target, resolved }))),
         }
     }
@@ -715,13 +999,71 @@ fn finish(
     add.finish().into_target()
 }
 
+fn u16_at(m: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([m[at], m[at + 1]])
+}
+
+/// Writes the [`Mode::Hashed`] reply to query `q` into `out`; its length, or 0 for
+/// anything that is not a one-question query (dropped).
+fn hashed_reply(q: &[u8], out: &mut [u8; 1500], ttl: u32) -> usize {
+    if q.len() < 12 || q[2] & 0x80 != 0 || u16_at(q, 4) != 1 {
+        return 0;
+    }
+    // The question name: plain labels (a query's first name is never compressed).
+    let mut at = 12;
+    let mut hash: u32 = 0x811c_9dc5;
+    loop {
+        let Some(&len) = q.get(at) else { return 0 };
+        let len = len as usize;
+        if len == 0 {
+            at += 1;
+            break;
+        }
+        if len & 0xc0 != 0 || at + 1 + len > q.len() {
+            return 0;
+        }
+        for &c in &q[at + 1..at + 1 + len] {
+            hash = (hash ^ c.to_ascii_lowercase() as u32).wrapping_mul(0x0100_0193);
+        }
+        at += 1 + len;
+    }
+    if at + 4 > q.len() || at + 4 + 16 + 11 > out.len() {
+        return 0;
+    }
+    let qtype = u16_at(q, at);
+    at += 4;
+    out[..at].copy_from_slice(&q[..at]);
+    // QR, AA, the query's RD; RA, NOERROR.
+    out[2] = 0x80 | 0x04 | (q[2] & 0x01);
+    out[3] = 0x80;
+    let answers: u16 = if qtype == 1 { 1 } else { 0 };
+    let opt = u16_at(q, 10) > 0;
+    out[6..8].copy_from_slice(&answers.to_be_bytes());
+    out[8..10].copy_from_slice(&0u16.to_be_bytes());
+    out[10..12].copy_from_slice(&u16::from(opt).to_be_bytes());
+    if answers == 1 {
+        let ip = u32::from(Ipv4Addr::new(198, 18, 0, 0)) + (hash & 0x1_ffff);
+        // Owner: a pointer to the question name; A IN TTL, 4 bytes of address.
+        out[at..at + 12].copy_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4]);
+        out[at + 6..at + 10].copy_from_slice(&ttl.to_be_bytes());
+        out[at + 12..at + 16].copy_from_slice(&ip.to_be_bytes());
+        at += 16;
+    }
+    if opt {
+        // The query's OPT stands in for EDNS support: answer with one, 1232 bytes.
+        out[at..at + 11].copy_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+        at += 11;
+    }
+    at
+}
+
 // ------------------------------------------------------------------------------------
 // The fake's own tests.
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::support::{query_bytes, raw_udp, read_frame, section, write_frame};
+    use crate::wire::{query_bytes, raw_udp, read_frame, section, write_frame};
 
     fn udp(f: &FakeUpstream, name: &str, qtype: Rtype, id: u16) -> Option<Message<Vec<u8>>> {
         raw_udp(
@@ -805,5 +1147,67 @@ mod tests {
         let r = udp(&f, ".", Rtype::NS, 9).unwrap();
         assert_eq!(section(&r, "answer"), [". 60 IN NS ns7.upstream.test."]);
         assert_eq!(f.probes(), 1);
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::load::Load;
+    use crate::wire::{Header, parse_reply, query, raw_udp};
+
+    /// The benches' mode: one A record from the name's hash, batched; counted, not kept.
+    #[test]
+    fn hashed_answers_are_the_same_for_a_name_and_only_counted() {
+        let up = FakeUpstream::builder()
+            .mode(Mode::Hashed)
+            .ttl(3600)
+            .recording(false)
+            .start();
+        let ask = |name: &str, qtype: u16| {
+            let r = raw_udp(up.addr(), &query(name, qtype, 9, Some(1232)), Duration::from_secs(2)).unwrap();
+            parse_reply(&r).unwrap()
+        };
+        let a = ask("Svc.Example.org", 1);
+        assert_eq!(a.answers.len(), 1);
+        assert!(a.answers[0].starts_with("svc.example.org. 3600 A 198.1"), "{a:?}");
+        assert_eq!(ask("svc.example.ORG", 1).answers, a.answers);
+        assert!(ask("svc.example.org", 28).answers.is_empty());
+        let stop = Arc::new(AtomicBool::new(false));
+        let queries = Arc::new(
+            (0..100u16)
+                .map(|i| query(&format!("n{i}.bench"), 1, i, Some(1232)))
+                .collect(),
+        );
+        let st = Load::closed(up.addr(), queries, 0.3).run(&stop);
+        assert!(st.ok > 100 && st.ok == st.replies && st.lost == 0, "{st:?}");
+        // The last ones may still be on their way.
+        crate::process::wait_until("every query received", Duration::from_secs(2), || {
+            up.received() == st.sent + 3
+        });
+        assert!(up.seen().is_empty());
+    }
+
+    fn loop_reply(q: &[u8]) -> Option<Vec<u8>> {
+        let mut r = q.to_vec();
+        r[2] |= 0x80;
+        r[3] = 0x02;
+        Some(r)
+    }
+
+    #[test]
+    fn raw_replies_and_a_deaf_socket() {
+        let up = FakeUpstream::with_mode(Mode::Raw(loop_reply));
+        let r = raw_udp(up.addr(), &query("x.example", 1, 5, None), Duration::from_secs(2)).unwrap();
+        let h = Header::of_reply(&r).unwrap();
+        assert_eq!((h.id, h.rcode), (5, 2));
+        up.set_mode(Mode::Deaf);
+        std::thread::sleep(Duration::from_millis(50));
+        let before = up.received();
+        assert!(raw_udp(up.addr(), &query("x.example", 1, 6, None), Duration::from_millis(300)).is_none());
+        assert_eq!(up.received(), before, "not even read");
     }
 }

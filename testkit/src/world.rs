@@ -3,7 +3,7 @@
 //! `kubectl get -o json` dump), the same records as RFC 1035 zone files for Knot DNS, and
 //! a query mix.
 //!
-//! The shape mirrors `../shared/bench/gen_zone.py` (the reference data set): service
+//! The shape mirrors the reference harness's `gen_zone.py` (the reference data set): service
 //! names built from two word lists, about N/100 namespaces, `kubernetes.default`
 //! (10.96.0.1) and `kube-dns.kube-system` (10.96.0.10) first, ClusterIPs drawn at random
 //! from 10.96.0.0/12, pod addresses handed out in order from 10.244.0.2 (skipping the .0,
@@ -23,11 +23,11 @@
 //!                                                           over the candidates of the port asked)
 //!   reverse     D.C.B.10.in-addr.arpa.                  PTR  the service, or EP.NAME... for endpoints
 //! ```
-#![allow(dead_code)]
-
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+
+use crate::api::{RawObject, Resource};
 
 pub const ZONE: &str = "cluster.local.";
 pub const TTL: u32 = 5;
@@ -113,7 +113,7 @@ impl Rng {
         Rng(seed ^ 0x5DEE_CE66_D1CE_5EED)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -123,12 +123,12 @@ impl Rng {
 
     /// Uniform in `0..n`.
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 
     pub fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
@@ -461,8 +461,8 @@ impl World {
         }
         let _ = write!(
             j,
-            r#""metadata":{{"name":"{name}-{:05x}","generateName":"{name}-","namespace":"{ns}","uid":"{}","resourceVersion":"{rv}","creationTimestamp":"{CREATED}","labels":{{"endpointslice.kubernetes.io/managed-by":"endpointslice-controller.k8s.io","kubernetes.io/service-name":"{name}"}},"ownerReferences":[{{"apiVersion":"v1","kind":"Service","name":"{name}","uid":"{}","controller":true,"blockOwnerDeletion":true}}]"#,
-            n & 0xfffff,
+            r#""metadata":{{"name":"{}","generateName":"{name}-","namespace":"{ns}","uid":"{}","resourceVersion":"{rv}","creationTimestamp":"{CREATED}","labels":{{"endpointslice.kubernetes.io/managed-by":"endpointslice-controller.k8s.io","kubernetes.io/service-name":"{name}"}},"ownerReferences":[{{"apiVersion":"v1","kind":"Service","name":"{name}","uid":"{}","controller":true,"blockOwnerDeletion":true}}]"#,
+            slice_name(s, n),
             uid(3, n),
             uid(2, n)
         );
@@ -510,26 +510,44 @@ impl World {
         j
     }
 
-    /// List items per resource (Namespaces, Services, EndpointSlices), as the API's
-    /// LIST pages carry them (no `kind`, with `managedFields`).
-    pub fn api_items(&self, first_rv: u64) -> [Vec<String>; 3] {
+    /// The objects as the API's LIST pages carry them (no `kind`, with
+    /// `managedFields`), namespaces first, then each service and its slice; their
+    /// resourceVersions count up from `first_rv`.
+    pub fn api_objects(&self, first_rv: u64) -> Vec<RawObject> {
         let mut rv = first_rv;
-        let mut next = || {
+        let mut out = Vec::with_capacity(self.namespaces.len() + self.services.len() * 2);
+        for (i, name) in self.namespaces.iter().enumerate() {
             rv += 1;
-            rv
-        };
-        let namespaces = (0..self.namespaces.len())
-            .map(|i| self.namespace_json(i, next(), false))
-            .collect();
-        let mut services = Vec::with_capacity(self.services.len());
-        let mut slices = Vec::new();
+            out.push(RawObject {
+                resource: Resource::Namespaces,
+                namespace: String::new(),
+                name: name.clone(),
+                rv,
+                json: self.namespace_json(i, rv, false),
+            });
+        }
         for (n, s) in self.services.iter().enumerate() {
-            services.push(self.service_json(s, n, next(), false, true));
+            let ns = &self.namespaces[s.namespace];
+            rv += 1;
+            out.push(RawObject {
+                resource: Resource::Services,
+                namespace: ns.clone(),
+                name: s.name.clone(),
+                rv,
+                json: self.service_json(s, n, rv, false, true),
+            });
             if !s.endpoints.is_empty() {
-                slices.push(self.slice_json(s, n, next(), false, true));
+                rv += 1;
+                out.push(RawObject {
+                    resource: Resource::EndpointSlices,
+                    namespace: ns.clone(),
+                    name: slice_name(s, n),
+                    rv,
+                    json: self.slice_json(s, n, rv, false, true),
+                });
             }
         }
-        [namespaces, services, slices]
+        out
     }
 
     /// A `kubectl get namespaces,services,endpointslices -A -o json` dump, the objects'
@@ -735,16 +753,33 @@ impl World {
         out
     }
 
-    /// Names whose answers prove a full sync: the last service listed and the service of
-    /// the last EndpointSlice listed, with their addresses.
+    /// Names whose answers prove a full sync: the last service the API lists and the
+    /// service of the last EndpointSlice it lists (lists come in key order: namespace,
+    /// then name), with their addresses.
     pub fn sync_probes(&self) -> Vec<(String, Vec<Ipv4Addr>)> {
-        let last = self.services.last().unwrap();
+        let last = self
+            .services
+            .iter()
+            .max_by_key(|s| (self.namespaces[s.namespace].as_str(), s.name.as_str()))
+            .unwrap();
         let mut probes = vec![(self.fqdn(last), self.addresses(last))];
-        if let Some(s) = self.services.iter().rev().find(|s| !s.endpoints.is_empty()) {
+        let last_slice = self
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.endpoints.is_empty())
+            .max_by_key(|(n, s)| (self.namespaces[s.namespace].as_str(), slice_name(s, *n)))
+            .map(|(_, s)| s);
+        if let Some(s) = last_slice {
             if !std::ptr::eq(s, last) {
                 probes.push((self.fqdn(s), self.addresses(s)));
             }
         }
         probes
     }
+}
+
+/// The name of the EndpointSlice of the `n`th service: `NAME-XXXXX`.
+fn slice_name(s: &Service, n: usize) -> String {
+    format!("{}-{:05x}", s.name, n & 0xfffff)
 }
