@@ -303,20 +303,22 @@ impl Spawn {
         .into_iter()
         .flatten()
         .collect();
+        let mut readers = Vec::new();
         for pipe in pipes {
             let log = log.clone();
             // Ends when the process closes the pipe (it exits).
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     lock(&log).push((Instant::now(), line));
                 }
-            });
+            }));
         }
         Process {
             name,
             child,
             started,
             log,
+            readers,
         }
     }
 }
@@ -332,6 +334,9 @@ pub struct Process {
     /// When it was spawned.
     pub started: Instant,
     log: Arc<Mutex<Vec<(Instant, String)>>>,
+    /// The threads reading its stdout and stderr: done once it has exited and they
+    /// have read the pipes to the end.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Process {
@@ -358,6 +363,12 @@ impl Process {
         let end = Instant::now() + timeout;
         while Instant::now() < end {
             if let Ok(Some(status)) = self.child.try_wait() {
+                // What it printed last may still be in the pipes: read it before the
+                // caller looks at the output (bounded: a grandchild could hold a pipe).
+                let drained = Instant::now() + Duration::from_secs(2);
+                while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < drained {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -269,7 +269,14 @@ fn environment_substitution_in_keys_and_args() {
         "{}",
         s.output()
     );
-    assert!(s.output().contains(&format!("example.net.:{} on 127.0.0.1", s.port)));
+    // The banner is printed once the workers run, so it can come after the first
+    // answers (and their log lines): wait for it too.
+    let banner = format!("example.net.:{} on 127.0.0.1", s.port);
+    assert!(
+        s.wait_output(Duration::from_secs(3), |o| o.contains(&banner)),
+        "{}",
+        s.output()
+    );
 }
 
 #[test]
