@@ -990,13 +990,25 @@ mod tests {
                 c
             })
             .collect();
+        // Each step waits for the endpoint thread to have taken the connection (not for
+        // a fixed time: on a loaded host the thread may be late, and the order matters).
+        let stats = s.stats();
+        let taken = |n: u64| {
+            let end = std::time::Instant::now() + Duration::from_secs(10);
+            while stats.accepted.load(Ordering::Relaxed) < n && std::time::Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(stats.accepted.load(Ordering::Relaxed), n, "connections accepted");
+        };
+        taken(4);
+        // The four have sent their requests and are writing.
         std::thread::sleep(Duration::from_millis(200));
         // A probe connects (a writer makes room), then one more connection comes before
         // the probe has sent its request.
         let mut probe = TcpStream::connect(addr).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        taken(5);
         let _next = TcpStream::connect(addr).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        taken(6);
         probe.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let answered = probe.write_all(b"GET /health HTTP/1.1\r\n\r\n").ok().and_then(|_| {
             let mut out = String::new();
