@@ -1,8 +1,8 @@
 //! A and AAAA (CoreDNS `plugin.A`/`AAAA` over `Services`): a service's prepared
 //! addresses, or its endpoints' each once, a pod's address, and `ns.dns`.
 
-use super::parse::{Sel, parse};
-use super::{Answer, Ctx, Found, Halt, Miss, SEEN, ip_words};
+use super::parse::Sel;
+use super::{Answer, Ctx, Found, Halt, SEEN, ip_words};
 use crate::dns::{Name, Response, rtype};
 use crate::kubernetes::snapshot::ServiceEntry;
 use crate::plugin::kubernetes::seen::hash_words;
@@ -17,13 +17,9 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         if self.is_default_ns() {
             return self.ns_addresses(resp, v4);
         }
-        let Ok(p) = parse(self.name(), self.z.before) else {
-            return Answer::NameError;
-        };
-        let found = match self.records(&p) {
-            Ok(f) => f,
-            Err(Miss::Name) => return Answer::NameError,
-            Err(Miss::OverBudget) => return Answer::OverBudget,
+        let (p, found) = match self.lookup() {
+            Ok(pf) => pf,
+            Err(answer) => return answer,
         };
         match found {
             Found::Nothing => Answer::NoData,

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use super::parse::{Kind, NameError, Parsed, Sel, pod_ip_text};
 use super::reverse::is_reverse;
-use super::{Ctx, Found, Halt, Miss};
+use super::{Answer, Ctx, Found, Halt, Miss};
 use crate::kubernetes::model::{Port, ServiceKind};
 use crate::kubernetes::snapshot::{ServiceEntry, label_hash};
 use crate::plugin::kubernetes::setup::PodMode;
@@ -44,6 +44,18 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
     /// Only the `namespaces` option (PTR answers use this alone).
     pub(super) fn listed(&self, ns: &[u8]) -> bool {
         self.opts.namespaces.is_empty() || self.opts.namespaces.iter().any(|n| n.as_bytes() == ns)
+    }
+
+    /// The query name parsed and looked up, or the answer that ends the query there
+    /// (NXDOMAIN for a name that cannot exist or is not found, SERVFAIL over budget):
+    /// the first step of the A, AAAA and SRV answers.
+    pub(super) fn lookup(&self) -> Result<(Parsed, Found<'s>), Answer<'s>> {
+        let p = super::parse::parse(self.name(), self.z.before).map_err(|_| Answer::NameError)?;
+        match self.records(&p) {
+            Ok(found) => Ok((p, found)),
+            Err(Miss::Name) => Err(Answer::NameError),
+            Err(Miss::OverBudget) => Err(Answer::OverBudget),
+        }
     }
 
     /// CoreDNS `Records`: parse the name and find what it stands for.

@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
-use super::parse::{Sel, parse};
-use super::{Answer, Ctx, Found, Halt, Miss, SEEN, hash_parts, ip_words, push};
+use super::parse::Sel;
+use super::{Answer, Ctx, Found, Halt, SEEN, hash_parts, ip_words, push};
 use crate::dns::{Name, Rdata, Record, Response, Section, Tail, rtype};
 use crate::kubernetes::snapshot::ServiceEntry;
 use crate::plugin::kubernetes::seen::hash_words;
@@ -16,13 +16,9 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         if self.is_default_ns() || self.z.before == 0 {
             return Answer::NoData;
         }
-        let Ok(p) = parse(self.name(), self.z.before) else {
-            return Answer::NameError;
-        };
-        let found = match self.records(&p) {
-            Ok(f) => f,
-            Err(Miss::Name) => return Answer::NameError,
-            Err(Miss::OverBudget) => return Answer::OverBudget,
+        let (p, found) = match self.lookup() {
+            Ok(pf) => pf,
+            Err(answer) => return answer,
         };
         match found {
             Found::Nothing | Found::External(_) => Answer::NoData,
