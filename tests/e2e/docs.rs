@@ -147,3 +147,34 @@ fn the_readme_demo_serves_what_the_readme_shows() {
         assert!(words.len() >= 5, "{line}");
     }
 }
+
+/// CONTRIBUTING.md: "The server imports no plugin" (plugins reach the server through
+/// the table and the Handler/Lifecycle contract, never the other way round: that is
+/// what removed the prometheus <-> server import cycle). Every file under src/server/
+/// is read; a `plugin::` path in code (not in a comment) names the file and line.
+#[test]
+fn the_server_imports_no_plugin() {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/server"), &mut files);
+    assert!(files.len() >= 5, "src/server/ holds the server: {files:?}");
+    let mut found = Vec::new();
+    for f in &files {
+        for (i, line) in std::fs::read_to_string(f).unwrap().lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("plugin::") {
+                found.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "the server names a plugin:\n{}", found.join("\n"));
+}
