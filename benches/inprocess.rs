@@ -202,6 +202,7 @@ fn headless(name: &str, ports: Vec<Port>) -> Object {
         kind: ServiceKind::Headless,
         cluster_ips: Vec::new(),
         external_name: "".into(),
+        external_ips: Vec::new(),
         ports,
     })
 }

@@ -111,6 +111,7 @@ mod tests {
             kind: ServiceKind::ClusterIp,
             cluster_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
             external_name: "".into(),
+            external_ips: Vec::new(),
             ports: vec![Port {
                 name: "http".into(),
                 protocol: "tcp".into(),

@@ -394,6 +394,7 @@ mod tests {
             kind,
             cluster_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
             external_name: "".into(),
+            external_ips: Vec::new(),
             ports,
         })
     }
