@@ -439,6 +439,91 @@ pub trait Handler: Send + Sync {
     fn metadata_zones(&self) -> Option<&[Zone]> {
         None
     }
+
+    /// The search-path half of autopath (CoreDNS's `autopath.AutoPather`): a plugin
+    /// that knows a client's search path returns itself here.
+    fn autopather(&self) -> Option<&dyn AutoPather> {
+        None
+    }
+
+    /// Called once when the block's chain is built, with the whole chain in execution
+    /// order: a plugin that works with another plugin of its block (autopath with
+    /// kubernetes) finds it here. An error fails the build (`-check`, start, reload).
+    fn link(&self, chain: &[Arc<dyn Handler>]) -> Result<(), crate::config::ConfigError> {
+        let _ = chain;
+        Ok(())
+    }
+}
+
+/// A plugin that gives autopath a client's search path (`autopath @NAME`), and says
+/// for names of its own zones whether they exist, so that autopath decides without
+/// running the chain once per search-path element.
+pub trait AutoPather: Send + Sync {
+    /// The search path of the client that sent `req`, most specific first, written
+    /// into `out` (cleared first); the last element must be the root (the name as
+    /// asked, CoreDNS's `""` sentinel). `false`: no search-path completion for this
+    /// query (CoreDNS's `nil`).
+    fn search_path(&self, req: &Request<'_>, out: &mut SearchPath) -> bool;
+
+    /// Whether `req`'s name exists as an A or AAAA query would find it (NXDOMAIN or
+    /// not: the same for both types, so that they can never be completed differently),
+    /// `None` when the name is not in this plugin's zones. `Err` when finding out
+    /// would take more than the query's work budget.
+    fn name_exists(&self, req: &Request<'_>, budget: &Budget) -> Result<Option<bool>, OverBudget>;
+}
+
+/// A search path: up to [`SearchPath::MAX`] domain names in wire form (lower case,
+/// root label included). Kept per worker and reused, so filling it allocates nothing
+/// once it has grown.
+#[derive(Default)]
+pub struct SearchPath {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl SearchPath {
+    /// Elements kept: glibc reads 6 search domains, musl and newer glibc 32; with
+    /// the three a cluster adds and the sentinel, 40 is more than any resolver tries.
+    pub const MAX: usize = 40;
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// Appends a name given as its labels then a suffix in wire form (`[ns, b"svc"]`
+    /// and `cluster.local.`). `false` (nothing added) when the name would be over 255
+    /// bytes or the path is full.
+    pub fn push(&mut self, labels: &[&[u8]], suffix: &[u8]) -> bool {
+        let len: usize = labels.iter().map(|l| l.len() + 1).sum::<usize>() + suffix.len();
+        if self.ends.len() >= SearchPath::MAX
+            || len > crate::dns::wire::MAX_NAME_LEN
+            || labels.iter().any(|l| l.is_empty() || l.len() > 63)
+        {
+            return false;
+        }
+        for l in labels {
+            self.bytes.push(l.len() as u8);
+            self.bytes.extend(l.iter().map(u8::to_ascii_lowercase));
+        }
+        self.bytes.extend(suffix.iter().map(u8::to_ascii_lowercase));
+        self.ends.push(self.bytes.len());
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Element `i`, wire form.
+    pub fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
 }
 
 /// The handlers of one server block, in execution order.

@@ -153,6 +153,9 @@ pub struct Pod {
     pub pod_ip: Box<str>,
     /// Set when the pod is terminating (`metadata.deletionTimestamp`).
     pub terminating: bool,
+    /// `spec.hostNetwork`: the pod shares its node's address (which is then its
+    /// `podIP`), so an address does not tell which such pod a query came from.
+    pub host_network: bool,
 }
 
 /// A decoded object of any watched resource.

@@ -534,9 +534,13 @@ mod tests {
                 name: "web-0".into(),
                 resource_version: "55".into(),
                 pod_ip: "10.244.1.5".into(),
-                terminating: false
+                terminating: false,
+                host_network: false,
             }
         );
+        let p = pod(r#"{"metadata":{"name":"n","namespace":"kube-system"},
+                        "spec":{"hostNetwork":true},"status":{"podIP":"192.168.1.10"}}"#);
+        assert!(p.host_network);
         let p = pod(
             r#"{"metadata":{"name":"p","namespace":"ns","deletionTimestamp":"2024-05-01T10:00:00Z"},
                         "status":{"phase":"Running","podIP":"10.0.0.1"}}"#,

@@ -113,7 +113,11 @@ pub(super) fn convert(resource: Resource, raw: RawObject) -> Result<Decoded, Rej
             .and_then(|spec| service(id, spec.unwrap_or_default(), raw.status))
             .map(Object::Service),
         Resource::EndpointSlices => endpoint_slice(id, meta, raw.endpoints, raw.ports).map(Object::EndpointSlice),
-        Resource::Pods => pod(id, meta, raw.status).map(Object::Pod),
+        Resource::Pods => raw
+            .spec
+            .object("spec")
+            .and_then(|spec| pod(id, meta, spec.unwrap_or_default(), raw.status))
+            .map(Object::Pod),
     };
     match object {
         Ok(object) => Ok(Decoded {
@@ -376,7 +380,7 @@ pub(super) fn endpoint_slice(
 }
 
 /// A Pod as CoreDNS's `object.ToPod` keeps it.
-pub(super) fn pod(id: Identity, meta: RawMeta, status: Maybe<RawStatus>) -> Result<Pod, DecodeError> {
+pub(super) fn pod(id: Identity, meta: RawMeta, spec: RawSpec, status: Maybe<RawStatus>) -> Result<Pod, DecodeError> {
     let pod_ip = status.object("status")?.map_or(Leaf::Absent, |s| s.pod_ip).string("status.podIP")?;
     if let Some(ip) = &pod_ip {
         check("status.podIP", ip, Rule::MaxLen(MAX_POD_IP))?;
@@ -391,6 +395,7 @@ pub(super) fn pod(id: Identity, meta: RawMeta, status: Maybe<RawStatus>) -> Resu
         resource_version: id.resource_version,
         pod_ip: pod_ip.unwrap_or_default(),
         terminating,
+        host_network: spec.host_network.boolean("spec.hostNetwork")?.unwrap_or(false),
     })
 }
 

@@ -100,6 +100,9 @@ pub(super) struct RawSpec {
     /// Addresses the cluster routes to the Service (for `k8s_external`).
     #[serde(rename = "externalIPs")]
     pub(super) external_ips: Maybe<Capped<Leaf, MAX_EXTERNAL_ADDRESSES>>,
+    /// A Pod's `spec.hostNetwork` (for autopath and the client metadata).
+    #[serde(rename = "hostNetwork")]
+    pub(super) host_network: Leaf,
 }
 
 /// `status` of a Pod (`podIP`) or a Service (`loadBalancer`).

@@ -40,6 +40,7 @@ use crate::kubernetes::snapshot::{ServiceEntry, Snapshot};
 mod address;
 mod external;
 mod lookup;
+pub mod metadata;
 mod ns;
 mod parse;
 mod reverse;
