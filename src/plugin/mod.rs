@@ -27,6 +27,7 @@ pub mod loop_detect;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
+pub mod rewrite;
 pub mod rrl;
 #[cfg(debug_assertions)]
 pub mod testing;
@@ -75,7 +76,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("chaos"),
     Spec::chain("loadbalance", loadbalance::setup),
     Spec::unsupported("tsig"),
-    Spec::unsupported("rewrite"),
+    Spec::chain("rewrite", rewrite::setup),
     Spec::unsupported("autopath"),
     Spec::unsupported("acl"),
     Spec::chain("rrl", rrl::setup),
