@@ -48,6 +48,12 @@ pub enum Step {
     /// The worker must send `worker.upstream_msg` to this upstream and call the
     /// plugin's [`Handler::resume`] with what comes back.
     Upstream(UpstreamRequest),
+    /// The plugin wrote a new query into [`WorkerCtx::rewritten`]: the plugins after it
+    /// see that query instead of the client's (`rewrite`). Their reply goes through
+    /// their response hooks with the new query, then through this plugin's and the
+    /// earlier ones' with the client's, so this plugin can put the question back.
+    /// Only a plugin whose [`Handler::rewrites`] is true may return it.
+    Rewritten,
 }
 
 /// An error a plugin reports alongside a failure rcode, for the `errors` plugin.
@@ -210,6 +216,12 @@ pub struct WorkerCtx {
     /// What the current run of the chain may still visit (reset by [`Chain::run`] and
     /// [`Chain::resume`]).
     pub budget: Budget,
+    /// Where a plugin writes the query the plugins after it must see instead of the
+    /// client's ([`Step::Rewritten`]); reused from query to query.
+    pub rewritten: Vec<u8>,
+    /// A buffer a response hook may use to rebuild a reply (`rewrite`'s answer
+    /// rewriting); it grows once to the largest reply and is reused.
+    pub scratch: Vec<u8>,
     /// The process's state, for what queries count that outlives a configuration
     /// (panics, queries over budget); touched only when such a thing happens.
     pub process: Arc<ProcessState>,
@@ -224,6 +236,8 @@ impl WorkerCtx {
             rng: Rng::seeded(),
             upstream_msg: Vec::with_capacity(512),
             budget: Budget::new(),
+            rewritten: Vec::with_capacity(512),
+            scratch: Vec::new(),
             process,
         }
     }
@@ -417,6 +431,14 @@ pub trait Handler: Send + Sync {
         false
     }
 
+    /// Whether this plugin may return [`Step::Rewritten`]; checked once when the chain
+    /// is built. Its `serve` must then depend on the request alone (no state that
+    /// changes between calls): after an upstream exchange of a later plugin the chain
+    /// calls it again to see the same rewritten query.
+    fn rewrites(&self) -> bool {
+        false
+    }
+
     /// Whether this plugin is a metadata provider (CoreDNS's `metadata.Provider`):
     /// checked once when the chain is built, so that only providers are asked.
     fn provides_metadata(&self) -> bool {
@@ -535,6 +557,8 @@ pub struct Chain {
     meta_zones: Option<Vec<Zone>>,
     /// The metadata providers, in execution order (empty without `metadata`).
     providers: Vec<Arc<dyn Handler>>,
+    /// Whether each plugin may rewrite the query, cached from `rewrites`.
+    rewriters: Vec<bool>,
 }
 
 /// Where a run of the chain ended.
@@ -550,6 +574,7 @@ impl Chain {
     /// A chain of `plugins`, already in execution order.
     pub fn new(plugins: Vec<Arc<dyn Handler>>) -> Chain {
         let hooks = plugins.iter().map(|p| p.wants_response()).collect();
+        let rewriters = plugins.iter().map(|p| p.rewrites()).collect();
         let meta_zones = plugins.iter().find_map(|p| p.metadata_zones()).map(<[Zone]>::to_vec);
         let providers = match meta_zones {
             Some(_) => plugins.iter().filter(|p| p.provides_metadata()).cloned().collect(),
@@ -558,6 +583,7 @@ impl Chain {
         Chain {
             plugins,
             hooks,
+            rewriters,
             meta_zones,
             providers,
         }
@@ -607,12 +633,95 @@ impl Chain {
                 Step::Next => i += 1,
                 Step::Fail(rcode, err) => return self.fail(q, i, rcode, err),
                 Step::Upstream(request) => return Outcome::Upstream { at: i, request },
+                Step::Rewritten => return self.with_rewritten(q, i, |q| self.run(q, i + 1)),
             }
         }
     }
 
+    /// Runs `rest` (the chain after plugin `at`) with the query plugin `at` wrote into
+    /// [`WorkerCtx::rewritten`] as the request, and the response hooks of the plugins
+    /// between `at` and the one that replied with it too; what is left (plugin `at`'s hook
+    /// and the earlier ones') runs with the client's query, through `complete`.
+    ///
+    /// The buffer is taken out of the worker for the run and put back after: no
+    /// allocation once it has reached the size of the largest query.
+    fn with_rewritten(
+        &self,
+        q: &mut Query<'_, '_>,
+        at: usize,
+        rest: impl FnOnce(&mut Query<'_, '_>) -> Outcome,
+    ) -> Outcome {
+        if !self.rewriters[at] {
+            let name = self.plugins[at].name();
+            let err = ChainError::Plugin(name, "rewrote the query without saying it would".into());
+            return self.fail(q, at, Rcode::SERVFAIL, Some(err));
+        }
+        let buf = std::mem::take(&mut q.worker.rewritten);
+        let outcome = match Request::parse(&buf, q.req.transport, q.req.client, q.req.local) {
+            Ok(req) => {
+                let mut inner = Query {
+                    req: &req,
+                    resp: &mut *q.resp,
+                    worker: &mut *q.worker,
+                    route: q.route,
+                    answered_by: "",
+                    error: None,
+                    // A refresh re-runs the chain with the client's query from its
+                    // owner on: one after a rewrite would skip it. None is asked there.
+                    refresh: false,
+                    coalesce: q.coalesce,
+                    meta: q.meta,
+                };
+                let outcome = rest(&mut inner);
+                let outcome = match outcome {
+                    Outcome::Reply { at: by } => {
+                        inner.resp.finish();
+                        for i in (at + 1..by.min(self.plugins.len())).rev() {
+                            if self.hooks[i] {
+                                self.plugins[i].on_response(&mut inner);
+                            }
+                        }
+                        // The rest of the hooks (`at`'s and before) run from `complete`.
+                        Outcome::Reply { at: at + 1 }
+                    }
+                    upstream => upstream,
+                };
+                q.answered_by = inner.answered_by;
+                q.error = inner.error.take();
+                q.coalesce = inner.coalesce;
+                outcome
+            }
+            Err(_) => {
+                let name = self.plugins[at].name();
+                let err = ChainError::Plugin(name, "the rewritten query is not a valid message".into());
+                self.fail(q, at, Rcode::SERVFAIL, Some(err))
+            }
+        };
+        q.worker.rewritten = buf;
+        outcome
+    }
+
     /// Continues at plugin `at` with an upstream reply; then like [`Chain::run`].
+    /// A plugin before `at` that rewrites the query is asked again, so plugin `at` and
+    /// the ones after it see the query they saw before the exchange.
     pub fn resume(&self, q: &mut Query<'_, '_>, at: usize, reply: UpstreamReply<'_>, cookie: u64) -> Outcome {
+        self.resume_from(q, 0, at, reply, cookie)
+    }
+
+    fn resume_from(
+        &self,
+        q: &mut Query<'_, '_>,
+        from: usize,
+        at: usize,
+        reply: UpstreamReply<'_>,
+        cookie: u64,
+    ) -> Outcome {
+        if let Some(r) = (from..at).find(|&r| self.rewriters[r]) {
+            if let Step::Rewritten = self.plugins[r].serve(q) {
+                return self.with_rewritten(q, r, |q| self.resume_from(q, r + 1, at, reply, cookie));
+            }
+            return self.resume_from(q, r + 1, at, reply, cookie);
+        }
         q.worker.budget.reset();
         let p = &self.plugins[at];
         match p.resume(q, reply, cookie) {
@@ -623,6 +732,7 @@ impl Chain {
             Step::Next => self.run(q, at + 1),
             Step::Fail(rcode, err) => self.fail(q, at, rcode, err),
             Step::Upstream(request) => Outcome::Upstream { at, request },
+            Step::Rewritten => self.with_rewritten(q, at, |q| self.run(q, at + 1)),
         }
     }
 

@@ -29,6 +29,7 @@ pub mod metadata;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
+pub mod rewrite;
 pub mod rrl;
 #[cfg(debug_assertions)]
 pub mod testing;
@@ -77,7 +78,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("chaos"),
     Spec::chain("loadbalance", loadbalance::setup),
     Spec::unsupported("tsig"),
-    Spec::unsupported("rewrite"),
+    Spec::chain("rewrite", rewrite::setup),
     Spec::unsupported("autopath"),
     Spec::unsupported("acl"),
     Spec::chain("rrl", rrl::setup),
