@@ -492,6 +492,12 @@ pub trait AutoPather: Send + Sync {
     /// `None` when the name is not in this plugin's zones. `Err` when finding out
     /// would take more than the query's work budget.
     fn name_exists(&self, req: &Request<'_>, budget: &Budget) -> Result<Option<bool>, OverBudget>;
+
+    /// Why this plugin can give no search path at all as configured (kubernetes
+    /// without `pods verified`), for a warning at start-up; `None` when it can.
+    fn unavailable(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A search path: up to [`SearchPath::MAX`] domain names in wire form (lower case,

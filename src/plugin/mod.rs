@@ -15,6 +15,7 @@ use crate::config::{ConfigError, Directive, reverse_zones_for_cidr};
 use crate::dns::Zone;
 use crate::setup::{SetupCtx, Spec};
 
+pub mod autopath;
 pub mod bind;
 pub mod cache;
 pub mod errors;
@@ -79,7 +80,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::chain("loadbalance", loadbalance::setup),
     Spec::unsupported("tsig"),
     Spec::chain("rewrite", rewrite::setup),
-    Spec::unsupported("autopath"),
+    Spec::chain("autopath", autopath::setup),
     Spec::unsupported("acl"),
     Spec::chain("rrl", rrl::setup),
     Spec::chain("cache", cache::setup),
@@ -317,6 +318,7 @@ mod tests {
         assert_eq!(
             implemented(),
             [
+                "autopath",
                 "bind",
                 "cache",
                 "errors",
@@ -331,6 +333,7 @@ mod tests {
                 "prometheus",
                 "ready",
                 "reload",
+                "rewrite",
                 "rrl",
                 "timeouts",
                 "whoami"
@@ -348,6 +351,7 @@ mod tests {
                 "  default\n",
                 "\n",
                 "Other plugins:\n",
+                "  dns.autopath\n",
                 "  dns.bind\n",
                 "  dns.cache\n",
                 "  dns.errors\n",
@@ -362,6 +366,7 @@ mod tests {
                 "  dns.prometheus\n",
                 "  dns.ready\n",
                 "  dns.reload\n",
+                "  dns.rewrite\n",
                 "  dns.rrl\n",
                 "  dns.timeouts\n",
                 "  dns.whoami\n",

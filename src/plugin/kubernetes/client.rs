@@ -74,6 +74,12 @@ impl AutoPather for Kubernetes {
         })
     }
 
+    fn unavailable(&self) -> Option<&'static str> {
+        // CoreDNS's AutoPath returns nil without the pod cache ("pods must be set to
+        // verified for this to function properly").
+        (self.opts.pods != PodMode::Verified).then_some("the kubernetes plugin needs 'pods verified' to know a client's namespace")
+    }
+
     fn name_exists(&self, req: &Request<'_>, budget: &Budget) -> Result<Option<bool>, OverBudget> {
         let Some(z) = Zoned::find(&self.opts, req) else {
             return Ok(None);
