@@ -178,10 +178,13 @@ mod tests {
         assert!(index.upsert(&mut owners, &pod("b", "api", "10.0.0.1", false), 1));
         assert_eq!(verdict(&owners, "10.0.0.1"), "Ambiguous");
         // The old pod is deleted: the new one alone.
-        assert!(index.remove(&mut owners, &ObjectKey {
-            namespace: "a".into(),
-            name: "web".into()
-        }));
+        assert!(index.remove(
+            &mut owners,
+            &ObjectKey {
+                namespace: "a".into(),
+                name: "web".into()
+            }
+        ));
         assert_eq!(verdict(&owners, "10.0.0.1"), "b/api");
         // The same pod again: nothing changes; a new address moves it.
         assert!(!index.upsert(&mut owners, &pod("b", "api", "10.0.0.1", false), 1));

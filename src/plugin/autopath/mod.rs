@@ -100,7 +100,9 @@ fn parse(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Autopath, ConfigErro
     };
     let source = match last.as_str().strip_prefix('@') {
         Some(name) => Source::Plugin(name.to_string()),
-        None => Source::File(read_search(last.as_str(), ctx).map_err(|e| ConfigError::at(&last.loc, format!("{NAME}: {e}")))?),
+        None => Source::File(
+            read_search(last.as_str(), ctx).map_err(|e| ConfigError::at(&last.loc, format!("{NAME}: {e}")))?,
+        ),
     };
     let zone_dir = Directive {
         args: zone_args.to_vec(),
@@ -358,7 +360,9 @@ impl Handler for Autopath {
                     let _ = q.resp.push(Section::Answer, &cname);
                 }
             }
-            let _ = q.resp.copy_sections(copy, &[Section::Answer, Section::Authority, Section::Additional]);
+            let _ = q
+                .resp
+                .copy_sections(copy, &[Section::Answer, Section::Authority, Section::Additional]);
             q.resp.finish();
             if rcode != Rcode::NXDOMAIN {
                 self.count(q);

@@ -32,7 +32,9 @@ fn loc() -> Loc {
 }
 
 fn path_of(p: &SearchPath) -> Vec<String> {
-    (0..p.len()).map(|i| crate::dns::wire::name_to_string(p.get(i))).collect()
+    (0..p.len())
+        .map(|i| crate::dns::wire::name_to_string(p.get(i)))
+        .collect()
 }
 
 #[test]
@@ -58,7 +60,10 @@ fn setup_table_of_coredns() {
     assert_eq!(path_of(p), ["bar.com.", "baz.com.", "."]);
 
     for (corefile, want) in [
-        ("cluster.local {\n autopath\n}\n", "Corefile:2 - autopath: no resolv-conf specified"),
+        (
+            "cluster.local {\n autopath\n}\n",
+            "Corefile:2 - autopath: no resolv-conf specified",
+        ),
         (
             "cluster.local {\n autopath kubernetes\n}\n",
             "Corefile:2 - autopath: failed to parse \"kubernetes\": open kubernetes:",
@@ -91,7 +96,8 @@ struct Names {
 
 impl Names {
     fn has(&self, name: &NameKey, list: &[&str]) -> bool {
-        list.iter().any(|n| NameKey::from_text(n).unwrap().wire() == name.wire())
+        list.iter()
+            .any(|n| NameKey::from_text(n).unwrap().wire() == name.wire())
     }
 }
 
@@ -102,14 +108,23 @@ impl Handler for Names {
     fn serve(&self, q: &mut Query<'_, '_>) -> Step {
         let name = &q.req.qname;
         let exists = self.has(name, &self.a) || self.has(name, &self.aaaa);
-        q.resp.start(q.req, if exists { Rcode::NOERROR } else { Rcode::NXDOMAIN });
+        q.resp
+            .start(q.req, if exists { Rcode::NOERROR } else { Rcode::NXDOMAIN });
         let v4 = q.req.qtype == rtype::A && self.has(name, &self.a);
         let v6 = q.req.qtype == rtype::AAAA && self.has(name, &self.aaaa);
         if v4 {
-            q.resp.answer(Record::at_question(rtype::A, 3600, Rdata::A("127.0.0.53".parse().unwrap())));
+            q.resp.answer(Record::at_question(
+                rtype::A,
+                3600,
+                Rdata::A("127.0.0.53".parse().unwrap()),
+            ));
         }
         if v6 {
-            q.resp.answer(Record::at_question(rtype::AAAA, 3600, Rdata::Aaaa("::53".parse().unwrap())));
+            q.resp.answer(Record::at_question(
+                rtype::AAAA,
+                3600,
+                Rdata::Aaaa("::53".parse().unwrap()),
+            ));
         }
         Step::Answered
     }
@@ -257,7 +272,12 @@ fn undecidable_elements_leave_the_query_as_asked() {
 fn first_in_search_path() {
     // autopath_test.go TestInSearchPath: under the first element or not.
     let chain = chain_with(
-        file(&["default.svc.cluster.local.", "svc.cluster.local.", "cluster.local.", "."]),
+        file(&[
+            "default.svc.cluster.local.",
+            "svc.cluster.local.",
+            "cluster.local.",
+            ".",
+        ]),
         Names {
             zone: Zone::root(),
             a: vec!["a.svc.cluster.local.", "google.com.", "a.b.svc.cluster.local."],
@@ -267,7 +287,10 @@ fn first_in_search_path() {
         },
     );
     // Not under the first element: as asked.
-    assert_eq!(ask(&chain, "google.com.", rtype::A).2, ["google.com. 3600 IN A 127.0.0.53"]);
+    assert_eq!(
+        ask(&chain, "google.com.", rtype::A).2,
+        ["google.com. 3600 IN A 127.0.0.53"]
+    );
     assert_eq!(
         ask(&chain, "a.b.svc.cluster.local.", rtype::A).2,
         ["a.b.svc.cluster.local. 3600 IN A 127.0.0.53"]
@@ -304,12 +327,20 @@ fn the_search_path_comes_from_the_named_plugin() {
     let at_names = || Source::Plugin("names".into());
     let chain = chain_with(
         at_names(),
-        names(Some(vec!["ns.svc.cluster.local.", "svc.cluster.local.", "cluster.local.", "."])),
+        names(Some(vec![
+            "ns.svc.cluster.local.",
+            "svc.cluster.local.",
+            "cluster.local.",
+            ".",
+        ])),
     );
     for qtype in [rtype::A, rtype::AAAA] {
         let (rcode, _, answer) = ask(&chain, "web.ns.svc.cluster.local.", qtype);
         assert_eq!(rcode, "NOERROR");
-        assert_eq!(answer[0], "web.ns.svc.cluster.local. 3600 IN CNAME web.svc.cluster.local.");
+        assert_eq!(
+            answer[0],
+            "web.ns.svc.cluster.local. 3600 IN CNAME web.svc.cluster.local."
+        );
     }
     // The plugin gives no search path for this client (no single pod has its
     // address): no completion (coredns#2842).
@@ -322,7 +353,10 @@ fn a_named_plugin_that_is_no_autopather_is_an_error_and_a_missing_one_is_not() {
     let ap = Autopath::new(vec![Zone::root()], Source::Plugin("whoami".into()), loc(), 1);
     let whoami: Vec<Arc<dyn Handler>> = vec![Arc::new(crate::plugin::whoami::Whoami)];
     let err = ap.link(&whoami).unwrap_err().to_string();
-    assert!(err.ends_with("autopath: whoami does not implement the AutoPather interface"), "{err}");
+    assert!(
+        err.ends_with("autopath: whoami does not implement the AutoPather interface"),
+        "{err}"
+    );
     // setup.go: no such plugin in the block is no error (and no completion).
     assert!(ap.link(&[]).is_ok());
 }

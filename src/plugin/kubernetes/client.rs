@@ -77,7 +77,8 @@ impl AutoPather for Kubernetes {
     fn unavailable(&self) -> Option<&'static str> {
         // CoreDNS's AutoPath returns nil without the pod cache ("pods must be set to
         // verified for this to function properly").
-        (self.opts.pods != PodMode::Verified).then_some("the kubernetes plugin needs 'pods verified' to know a client's namespace")
+        (self.opts.pods != PodMode::Verified)
+            .then_some("the kubernetes plugin needs 'pods verified' to know a client's namespace")
     }
 
     fn name_exists(&self, req: &Request<'_>, budget: &Budget) -> Result<Option<bool>, OverBudget> {
@@ -93,7 +94,9 @@ impl AutoPather for Kubernetes {
         if !snap.synced {
             return Ok(None);
         }
-        Ctx::new(&self.opts, &snap, req, z, budget).address_name_exists().map(Some)
+        Ctx::new(&self.opts, &snap, req, z, budget)
+            .address_name_exists()
+            .map(Some)
     }
 }
 
@@ -135,7 +138,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("resolv.conf");
         // CoreDNS's autopath setup_test.go resolv.conf: `search bar.com baz.com`.
-        std::fs::write(&f, "nameserver 1.2.3.4\ndomain foo.com\nsearch bar.com baz.com\noptions ndots:5\n").unwrap();
+        std::fs::write(
+            &f,
+            "nameserver 1.2.3.4\ndomain foo.com\nsearch bar.com baz.com\noptions ndots:5\n",
+        )
+        .unwrap();
         let got: Vec<String> = resolv_search(&f).iter().map(|z| z.to_string()).collect();
         assert_eq!(got, ["bar.com.", "baz.com."]);
         std::fs::write(&f, "nameserver 1.2.3.4\n").unwrap();
