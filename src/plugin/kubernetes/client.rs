@@ -131,6 +131,222 @@ pub fn resolv_search(path: &std::path::Path) -> Vec<Zone> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::{Metadata, RouteTag, WorkerCtx};
+    use crate::dns::{NameKey, QueryBuilder, Response, Transport, rtype};
+    use crate::kubernetes::model::{Object, Pod, Resource};
+    use crate::kubernetes::snapshot::{ClusterStore, StoreOptions};
+
+    /// A plugin for `cluster.local` with `pods` in `mode`, serving a synced snapshot with
+    /// these pods (namespace, name, address, host network).
+    fn plugin(mode: &str, pods: &[(&str, &str, &str, bool)]) -> Kubernetes {
+        let corefile = format!("cluster.local {{\n kubernetes {{\n  pods {mode}\n }}\n}}\n");
+        let parsed = crate::config::parse_str(&corefile, "Corefile", std::path::Path::new("/")).unwrap();
+        let zones = [Zone::new("cluster.local.").unwrap()];
+        let ctx = crate::setup::SetupCtx {
+            zones: &zones,
+            config_dir: "/".into(),
+            workers: 1,
+            binds: None,
+            process: &crate::process::ProcessState::new(),
+        };
+        let k = Kubernetes::new(super::super::setup::parse(&parsed.blocks[0].directives[0], &ctx).unwrap());
+        let all = [
+            Resource::Namespaces,
+            Resource::Services,
+            Resource::EndpointSlices,
+            Resource::Pods,
+        ];
+        let mut store = ClusterStore::new(StoreOptions::default(), all.to_vec());
+        for r in all {
+            store.list_start(r);
+            if r == Resource::Pods {
+                for (ns, name, ip, host_network) in pods {
+                    store.upsert(Object::Pod(Pod {
+                        namespace: (*ns).into(),
+                        name: (*name).into(),
+                        resource_version: "1".into(),
+                        pod_ip: (*ip).into(),
+                        terminating: false,
+                        host_network: *host_network,
+                    }));
+                }
+            }
+            store.list_done(r);
+        }
+        k.publish(store.snapshot());
+        k
+    }
+
+    /// The labels `k` sets for `qname` asked from `client`, as `label=value`, in the
+    /// order of `LABELS`.
+    fn labels(k: &Kubernetes, qname: &str, client: &str) -> Vec<String> {
+        const LABELS: [&str; 9] = [
+            "client-namespace",
+            "client-pod-name",
+            "endpoint",
+            "kind",
+            "namespace",
+            "port-name",
+            "protocol",
+            "service",
+            "parse-error",
+        ];
+        let name = NameKey::from_text(qname).unwrap();
+        let raw = QueryBuilder::new(name.wire(), rtype::A).to_vec();
+        let client = format!("{client}:5353").parse().unwrap();
+        let req = Request::parse(&raw, Transport::Udp, client, client).ok().unwrap();
+        let mut resp = Response::new();
+        let mut w = WorkerCtx::new(0);
+        let tag = RouteTag {
+            slot: 0,
+            server: "dns://:53".into(),
+            zone: ".".into(),
+        };
+        let q = Query {
+            req: &req,
+            resp: &mut resp,
+            worker: &mut w,
+            route: &tag,
+            answered_by: "",
+            error: None,
+            refresh: false,
+            coalesce: true,
+            meta: Metadata::NONE,
+        };
+        let mut out = String::new();
+        let mut set = Vec::new();
+        for l in LABELS {
+            out.clear();
+            if k.metadata_value(&q, &format!("kubernetes/{l}"), &mut out) {
+                set.push(format!("{l}={out}"));
+            }
+        }
+        assert!(!k.metadata_value(&q, "other/kind", &mut out), "only kubernetes/ labels");
+        set
+    }
+
+    #[test]
+    fn metadata_labels_of_coredns_metadata_test() {
+        let k = plugin("verified", &[("podns", "foo", "10.10.10.10", false)]);
+        let none = "192.0.2.1";
+        // metadata_test.go metadataCases, in order (multicluster's case left out).
+        assert_eq!(
+            labels(&k, "foo.bar.notapod.cluster.local.", none),
+            ["parse-error=invalid query name"]
+        );
+        assert_eq!(
+            labels(&k, "10-240-0-1.podns.pod.cluster.local.", none),
+            [
+                "endpoint=",
+                "kind=pod",
+                "namespace=podns",
+                "port-name=",
+                "protocol=",
+                "service=10-240-0-1"
+            ]
+        );
+        let s_ns = [
+            "endpoint=",
+            "kind=svc",
+            "namespace=ns",
+            "port-name=",
+            "protocol=",
+            "service=s",
+        ];
+        assert_eq!(labels(&k, "s.ns.svc.cluster.local.", none), s_ns);
+        assert_eq!(
+            labels(&k, "_http._tcp.s.ns.svc.cluster.local.", none),
+            [
+                "endpoint=",
+                "kind=svc",
+                "namespace=ns",
+                "port-name=http",
+                "protocol=tcp",
+                "service=s"
+            ]
+        );
+        assert_eq!(
+            labels(&k, "ep.s.ns.svc.cluster.local.", none),
+            [
+                "endpoint=ep",
+                "kind=svc",
+                "namespace=ns",
+                "port-name=",
+                "protocol=",
+                "service=s"
+            ]
+        );
+        assert!(labels(&k, "example.com.", none).is_empty());
+        // parse.go: the zone itself and `svc.<zone>` set every label, empty.
+        assert_eq!(
+            labels(&k, "svc.cluster.local.", none),
+            [
+                "endpoint=",
+                "kind=",
+                "namespace=",
+                "port-name=",
+                "protocol=",
+                "service="
+            ]
+        );
+        // TestMetadataPodsVerified: the client's pod (its labels are not kept here).
+        assert_eq!(
+            labels(&k, "example.com.", "10.10.10.10"),
+            ["client-namespace=podns", "client-pod-name=foo"]
+        );
+    }
+
+    #[test]
+    fn the_client_pod_needs_pods_verified_and_one_owner() {
+        // podWithIP: nothing unless `pods verified`.
+        let k = plugin("insecure", &[("podns", "foo", "10.10.10.10", false)]);
+        assert!(labels(&k, "example.com.", "10.10.10.10").is_empty());
+        // Two pods with the address (coredns#2842), or a host-network pod: nobody.
+        let k = plugin(
+            "verified",
+            &[
+                ("a", "old", "10.0.0.1", false),
+                ("b", "new", "10.0.0.1", false),
+                ("kube-system", "agent", "10.0.0.2", true),
+            ],
+        );
+        assert!(labels(&k, "example.com.", "10.0.0.1").is_empty());
+        assert!(labels(&k, "example.com.", "10.0.0.2").is_empty());
+    }
+
+    #[test]
+    fn the_search_path_of_a_client_pod() {
+        let k = plugin(
+            "verified",
+            &[
+                ("team-a", "web-0", "10.0.0.5", false),
+                ("kube-system", "agent", "10.0.0.2", true),
+            ],
+        );
+        let search = |client: &str, qname: &str| -> Option<Vec<String>> {
+            let name = NameKey::from_text(qname).unwrap();
+            let raw = QueryBuilder::new(name.wire(), rtype::A).to_vec();
+            let client = format!("{client}:5353").parse().unwrap();
+            let req = Request::parse(&raw, Transport::Udp, client, client).ok().unwrap();
+            let mut p = SearchPath::default();
+            k.search_path(&req, &mut p).then(|| {
+                (0..p.len())
+                    .map(|i| crate::dns::wire::name_to_string(p.get(i)))
+                    .collect()
+            })
+        };
+        // autopath.go: ns.svc.zone, svc.zone, zone, (the host's), then the name as asked.
+        assert_eq!(
+            search("10.0.0.5", "x.team-a.svc.cluster.local.").unwrap(),
+            ["team-a.svc.cluster.local.", "svc.cluster.local.", "cluster.local.", "."]
+        );
+        // Outside the zones, from an unknown or a host-network address: none.
+        assert_eq!(search("10.0.0.5", "example.com."), None);
+        assert_eq!(search("10.0.0.9", "x.team-a.svc.cluster.local."), None);
+        assert_eq!(search("10.0.0.2", "x.kube-system.svc.cluster.local."), None);
+        assert_eq!(k.unavailable(), None);
+        assert!(plugin("insecure", &[]).unavailable().is_some());
+    }
 
     #[test]
     fn the_search_list_of_a_resolv_conf() {
