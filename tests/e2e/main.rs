@@ -14,6 +14,7 @@ mod kubernetes;
 mod operations;
 mod protocol;
 mod resolver;
+mod rewrite;
 mod rrl;
 mod serving;
 
