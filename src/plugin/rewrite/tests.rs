@@ -778,7 +778,7 @@ fn setup_errors() {
             "rewrite name regex (a) b answer auto answer name x y",
             "rewrite: auto name answer rule cannot be combined with explicit name anwer rules",
         ),
-        ("rewrite edns0 local", "rewrite: invalid action: \"\""),
+        ("rewrite edns0 local", "rewrite: too few arguments for an EDNS0 rule"),
         ("rewrite edns0 local foo 1 2", "rewrite: invalid action: \"foo\""),
         (
             "rewrite edns0 local set 0xffee",
