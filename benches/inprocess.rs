@@ -74,7 +74,11 @@ fn main() {
     let text = format!(
         "example.org:53 {{\n    hosts {{\n{hosts}        fallthrough\n    }}\n    whoami\n}}\n\
          cluster.local:53 in-addr.arpa:53 {{\n    kubernetes {{\n        endpoint file://{dump}\n    }}\n}}\n\
-         cached.test:53 {{\n    cache 3600\n    hosts {{\n        10.9.9.9 www.cached.test\n    }}\n}}\n"
+         cached.test:53 {{\n    cache 3600\n    hosts {{\n        10.9.9.9 www.cached.test\n    }}\n}}\n\
+         team-a.example:53 {{\n    rewrite name suffix .team-a.example. .team-a.svc.cluster.local. answer auto\n    \
+         kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n}}\n\
+         exact.example:53 {{\n    rewrite name exact web.exact.example. web.team-a.svc.cluster.local.\n    \
+         kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n}}\n"
     );
     let corefile = config::parse_str(&text, "bench", Path::new(".")).expect("parses");
     let server = Server::build(
@@ -121,6 +125,9 @@ fn main() {
         ),
         ("whoami (fallthrough)", vec![query("nothere.example.org", 1, true)]),
         ("k8s A ClusterIP", vec![query("web.team-a.svc.cluster.local", 1, true)]),
+        // The same Service through a rewrite rule (issue 12: at most 1.15x the line above).
+        ("rewrite suffix -> k8s A", vec![query("web.team-a.example", 1, true)]),
+        ("rewrite exact -> k8s A", vec![query("web.exact.example", 1, true)]),
         (
             "k8s A headless (3)",
             vec![query("db.team-a.svc.cluster.local", 1, true)],

@@ -645,9 +645,12 @@ impl Chain {
     }
 
     /// Runs `rest` (the chain after plugin `at`) with the query plugin `at` wrote into
-    /// [`WorkerCtx::rewritten`] as the request, and the response hooks of the plugins
-    /// between `at` and the one that replied with it too; what is left (plugin `at`'s hook
-    /// and the earlier ones') runs with the client's query, through `complete`.
+    /// [`WorkerCtx::rewritten`] as the request. The reply then goes through the response
+    /// hooks of the plugins from the one that wrote it back to `at + 1` with that query,
+    /// and through plugin `at`'s own hook with the client's query (which puts the
+    /// question back): whoever takes the reply next, the client's response hooks
+    /// (`complete`, from `at - 1` down) or a refresh's owner, gets it as for the client's
+    /// query.
     ///
     /// The buffer is taken out of the worker for the run and put back after: no
     /// allocation once it has reached the size of the largest query.
@@ -673,25 +676,20 @@ impl Chain {
                     answered_by: "",
                     error: None,
                     // A refresh re-runs the chain with the client's query from its
-                    // owner on: one after a rewrite would skip it. None is asked there.
+                    // owner on: one owned by a plugin after a rewrite would skip it.
                     refresh: false,
                     coalesce: q.coalesce,
                     meta: q.meta,
                 };
                 let outcome = rest(&mut inner);
-                let outcome = match outcome {
-                    Outcome::Reply { at: by } => {
-                        inner.resp.finish();
-                        for i in (at + 1..by.min(self.plugins.len())).rev() {
-                            if self.hooks[i] {
-                                self.plugins[i].on_response(&mut inner);
-                            }
+                if let Outcome::Reply { at: by } = outcome {
+                    inner.resp.finish();
+                    for i in (at + 1..by.min(self.plugins.len())).rev() {
+                        if self.hooks[i] {
+                            self.plugins[i].on_response(&mut inner);
                         }
-                        // The rest of the hooks (`at`'s and before) run from `complete`.
-                        Outcome::Reply { at: at + 1 }
                     }
-                    upstream => upstream,
-                };
+                }
                 q.answered_by = inner.answered_by;
                 q.error = inner.error.take();
                 q.coalesce = inner.coalesce;
@@ -700,11 +698,21 @@ impl Chain {
             Err(_) => {
                 let name = self.plugins[at].name();
                 let err = ChainError::Plugin(name, "the rewritten query is not a valid message".into());
-                self.fail(q, at, Rcode::SERVFAIL, Some(err))
+                q.worker.rewritten = buf;
+                return self.fail(q, at, Rcode::SERVFAIL, Some(err));
             }
         };
         q.worker.rewritten = buf;
-        outcome
+        match outcome {
+            Outcome::Reply { .. } => {
+                if self.hooks[at] {
+                    self.plugins[at].on_response(q);
+                }
+                // The hooks before `at` are `complete`'s.
+                Outcome::Reply { at }
+            }
+            upstream => upstream,
+        }
     }
 
     /// Continues at plugin `at` with an upstream reply; then like [`Chain::run`].

@@ -16,6 +16,7 @@ mod metadata;
 mod operations;
 mod protocol;
 mod resolver;
+mod rewrite;
 mod rrl;
 mod serving;
 

@@ -175,7 +175,11 @@ pub fn rebuild(rw: &Rewrite, plan: &Plan, arena: &[u8], req: &Request<'_>, resp:
     };
     let (flags, counts) = (h.flags(), h.counts());
     let rcode = resp.rcode();
+    let withheld = resp.is_withheld();
     resp.start(req, rcode);
+    if withheld {
+        resp.withhold();
+    }
     if let Some(mut hm) = HeaderMut::of(resp.bytes_mut()) {
         hm.set_flags(flags);
     }

@@ -176,6 +176,15 @@ impl Handler for Rewrite {
         true
     }
 
+    /// A class a `class` rule rewrites from is taken (CoreDNS's TestRewrite: `rewrite
+    /// class CH IN` makes a CH query an IN one); the server refuses classes no plugin
+    /// of the block takes.
+    fn handles_class(&self, class: u16) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.kind, Kind::Class { from, .. } if from == class))
+    }
+
     fn wants_response(&self) -> bool {
         true
     }
