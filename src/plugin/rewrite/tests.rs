@@ -183,6 +183,7 @@ fn exchange(rw: Rewrite, backend: Arc<Backend>, raw: &[u8]) -> Got {
         error: None,
         refresh: false,
         coalesce: true,
+        meta: crate::chain::Metadata::NONE,
     };
     let at = match chain.run(&mut q, 0) {
         Outcome::Reply { at } => at,
