@@ -431,8 +431,8 @@ mod tests {
                 "Corefile:3 - Error during parsing: Unknown directive 'frobnicate'",
             ),
             (
-                "rewrite name a.example.org b.example.org",
-                "Corefile:3 - Error during parsing: plugin 'rewrite' is not supported by clusterdns",
+                "dnssec example.org",
+                "Corefile:3 - Error during parsing: plugin 'dnssec' is not supported by clusterdns",
             ),
             (
                 "nomad",
