@@ -348,7 +348,19 @@ impl Handler for Autopath {
             q.resp.set_flag(flag::RA, flags.ra());
             q.resp.set_flag(flag::AD, flags.ad());
             q.resp.set_flag(flag::TC, flags.tc());
-            if let Some((ttl, target)) = first_answer(copy) {
+            // The CNAME goes in front of the first answer record, to its owner, with its
+            // TTL (CoreDNS's cnamer). A NODATA reply for the name found gets it too, to
+            // that name, with the negative TTL of its SOA: without it the reply would say
+            // that the asked name exists (CoreDNS's shape there), and the A and AAAA
+            // queries of a name with addresses of one family would disagree on it.
+            let target = match first_record(copy, 1) {
+                Some(t) => Some(t),
+                None if rcode == Rcode::NOERROR => {
+                    Some((first_record(copy, 2).map_or(0, |(ttl, _)| ttl), QNAME_OFFSET))
+                }
+                None => None,
+            };
+            if let Some((ttl, target)) = target {
                 let mut owner = [0u8; MAX_NAME_LEN];
                 if let Some((_, n)) = wire::read_name(copy, target, &mut owner) {
                     let cname = Record {
@@ -395,15 +407,21 @@ impl Handler for Autopath {
     }
 }
 
-/// The TTL and the owner's offset of the first answer record of `msg`.
-fn first_answer(msg: &[u8]) -> Option<(u32, usize)> {
+/// The TTL and the owner's offset of the first record of section `section` (1 answer,
+/// 2 authority) of `msg`.
+fn first_record(msg: &[u8], section: usize) -> Option<(u32, usize)> {
     let counts = Header::of(msg)?.counts();
-    if counts[1] == 0 {
+    if counts[section] == 0 {
         return None;
     }
     let mut at = HEADER_LEN;
     for _ in 0..counts[0] {
         at = wire::skip_name(msg, at)? + 4;
+    }
+    for skipped in &counts[1..section] {
+        for _ in 0..*skipped {
+            at = wire::skip_record(msg, at)?;
+        }
     }
     let name_end = wire::skip_name(msg, at)?;
     Some((wire::get_u32(msg, name_end + 4)?, at))
