@@ -191,6 +191,79 @@ fn main() {
         println!("{name:<28} {ns:>10.1} {allocs:>14.3}  {rcode} {answers} answers");
     }
     large_answers(quick);
+    autopath_and_metadata(quick);
+}
+
+/// Autopath's completion and a log line reading kubernetes metadata, next to the
+/// plain answer, from a dump with the client's pod (127.0.0.1 in team-a).
+fn autopath_and_metadata(quick: bool) {
+    use testkit::objects::{base_cluster, kubectl_dump, pod};
+    let iters: u64 = if quick { 200_000 } else { 2_000_000 };
+    let mut items = base_cluster();
+    items.push(pod("team-a", "client", "127.0.0.1", "Running"));
+    let dump = std::env::temp_dir().join(format!("clusterdns-bench-autopath-{}.json", std::process::id()));
+    std::fs::write(&dump, kubectl_dump(&items)).unwrap();
+    let k8s = format!(
+        "    kubernetes {{\n        endpoint file://{}\n        pods verified\n    }}\n",
+        dump.display()
+    );
+    let blocks = [
+        ("plain", String::new()),
+        ("autopath", "    autopath @kubernetes\n".to_string()),
+        (
+            "metadata+log",
+            "    metadata\n    log . \"{/kubernetes/client-namespace} {/kubernetes/service}\"\n".to_string(),
+        ),
+    ];
+    let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let local: SocketAddr = "127.0.0.1:53".parse().unwrap();
+    let mut ctx = WorkerCtx::new(0);
+    let mut resp = Response::new();
+    println!("\nautopath and metadata (a pod at the client's address)");
+    println!("{:<44} {:>10} {:>14}  reply", "case", "ns/query", "allocs/query");
+    for (block, extra) in blocks {
+        let text = format!("cluster.local:53 {{\n{extra}{k8s}}}\n");
+        let corefile = config::parse_str(&text, "bench", Path::new(".")).expect("parses");
+        let server = Server::build(
+            &corefile,
+            &BuildOptions {
+                default_port: 53,
+                workers: 1,
+                config_dir: Path::new("."),
+                plugins: clusterdns::plugin::PLUGINS,
+                process: &clusterdns::process::ProcessState::new(),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        server.start();
+        let listener = &server.listeners[0];
+        for (what, qname) in [
+            ("own service", "web.team-a.svc.cluster.local"),
+            ("other namespace's", "kubernetes.default.team-a.svc.cluster.local"),
+        ] {
+            let p = query(qname, 1, true);
+            for _ in 0..100 {
+                let _ = handler::handle(listener, &p, Transport::Udp, client, local, &mut ctx, &mut resp);
+            }
+            let (rcode, answers) = (resp.rcode().name(), resp.count(Section::Answer));
+            let a0 = ALLOCS.load(Ordering::Relaxed);
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                match handler::handle(listener, &p, Transport::Udp, client, local, &mut ctx, &mut resp) {
+                    Handled::Reply(_) => {
+                        std::hint::black_box(resp.bytes());
+                    }
+                    _ => panic!("{block} {what}: expected a reply"),
+                }
+            }
+            let ns = t0.elapsed().as_nanos() as f64 / iters as f64;
+            let allocs = (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / iters as f64;
+            let name = format!("{block}: {what} A");
+            println!("{name:<44} {ns:>10.1} {allocs:>14.3}  {rcode} {answers} answers");
+        }
+        server.stop();
+    }
+    let _ = std::fs::remove_file(&dump);
 }
 
 fn port(name: &str, number: i32) -> Port {
