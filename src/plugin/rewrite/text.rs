@@ -28,9 +28,20 @@ impl Text {
         }
     }
 
-    /// The text; only ASCII is ever written, so it is always valid UTF-8.
+    /// The text.
+    #[inline]
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+        // SAFETY: the buffer up to `len` holds only whole `&str`s (`push`, which
+        // refuses a string it cannot take whole) and ASCII bytes (`set_wire`), so it is
+        // valid UTF-8; checking it again on every read would cost more than the match.
+        unsafe { std::str::from_utf8_unchecked(&self.buf[..self.len]) }
+    }
+
+    /// Replaces the text with a copy of `other` (only the bytes in use are copied).
+    #[inline]
+    pub fn copy_from(&mut self, other: &Text) {
+        self.buf[..other.len].copy_from_slice(&other.buf[..other.len]);
+        self.len = other.len;
     }
 
     pub fn clear(&mut self) {
@@ -65,7 +76,20 @@ impl Text {
             if l == 0 {
                 break;
             }
-            for &b in wire.get(at + 1..at + 1 + l).unwrap_or(&[]) {
+            let label = wire.get(at + 1..at + 1 + l).unwrap_or(&[]);
+            // Most labels need no escape: copied whole.
+            if self.len + label.len() < TEXT_CAP && label.iter().all(|&b| plain(b)) {
+                let dst = &mut self.buf[self.len..self.len + label.len()];
+                dst.copy_from_slice(label);
+                if lower {
+                    dst.make_ascii_lowercase();
+                }
+                self.len += label.len();
+                self.byte(b'.');
+                at += 1 + l;
+                continue;
+            }
+            for &b in label {
                 let b = if lower { b.to_ascii_lowercase() } else { b };
                 match b {
                     b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$' | b' ' => {
@@ -103,6 +127,12 @@ impl Text {
     pub fn to_wire(&self, out: &mut [u8; MAX_NAME_LEN]) -> Option<usize> {
         crate::dns::wire::parse_name(self.as_str(), out)
     }
+}
+
+/// A byte written as it is in presentation form (no escape).
+#[inline]
+fn plain(b: u8) -> bool {
+    matches!(b, 0x21..=0x7E) && !matches!(b, b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$')
 }
 
 /// CoreDNS's `plugin.Name(s).Normalize()`: lower-cased, fully qualified.
