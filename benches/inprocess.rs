@@ -59,6 +59,10 @@ fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Words that are not flags pick the cases whose names contain one of them
+    // (`cargo bench --bench inprocess -- --quick rewrite`); the large answers run only
+    // when nothing is picked.
+    let picked: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let iters: u64 = if quick { 200_000 } else { 2_000_000 };
     let mut hosts = String::new();
     for i in 0..1000 {
@@ -159,6 +163,9 @@ fn main() {
     ];
     println!("{:<28} {:>10} {:>14}  reply", "case", "ns/query", "allocs/query");
     for (name, packets) in &cases {
+        if !picked.is_empty() && !picked.iter().any(|p| name.contains(p.as_str())) {
+            continue;
+        }
         // Warm up (first-use allocations: thread-locals, buffers reaching size).
         for p in packets.iter().take(100) {
             let _ = handler::handle(listener, p, Transport::Udp, client, local, &mut ctx, &mut resp);
@@ -190,8 +197,10 @@ fn main() {
         let allocs = (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / iters as f64;
         println!("{name:<28} {ns:>10.1} {allocs:>14.3}  {rcode} {answers} answers");
     }
-    large_answers(quick);
-    autopath_and_metadata(quick);
+    if picked.is_empty() {
+        large_answers(quick);
+        autopath_and_metadata(quick);
+    }
 }
 
 /// Autopath's completion and a log line reading kubernetes metadata, next to the

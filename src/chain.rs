@@ -909,6 +909,88 @@ mod tests {
         );
     }
 
+    /// Rewrites every query to `b.` (type A) when `honest` says it will.
+    struct Renamer {
+        honest: bool,
+        seen: std::sync::Mutex<Vec<Vec<u8>>>,
+    }
+    impl Handler for Renamer {
+        fn name(&self) -> &'static str {
+            "renamer"
+        }
+        fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+            crate::dns::QueryBuilder::new(b"\x01b\x00", rtype::A)
+                .id(q.req.id)
+                .write(&mut q.worker.rewritten);
+            Step::Rewritten
+        }
+        fn rewrites(&self) -> bool {
+            self.honest
+        }
+        fn wants_response(&self) -> bool {
+            true
+        }
+        fn on_response(&self, q: &mut Query<'_, '_>) {
+            self.seen.lock().unwrap().push(q.req.qname.wire().to_vec());
+        }
+    }
+
+    /// Notes the name of the request its hook sees.
+    struct Witness(std::sync::Mutex<Vec<Vec<u8>>>);
+    impl Handler for Witness {
+        fn name(&self) -> &'static str {
+            "witness"
+        }
+        fn serve(&self, _: &mut Query<'_, '_>) -> Step {
+            Step::Next
+        }
+        fn wants_response(&self) -> bool {
+            true
+        }
+        fn on_response(&self, q: &mut Query<'_, '_>) {
+            self.0.lock().unwrap().push(q.req.qname.wire().to_vec());
+        }
+    }
+
+    #[test]
+    fn a_rewritten_query_is_seen_after_the_rewriter_and_the_clients_before() {
+        let before = Arc::new(Witness(Default::default()));
+        let after = Arc::new(Witness(Default::default()));
+        let renamer = Arc::new(Renamer {
+            honest: true,
+            seen: Default::default(),
+        });
+        let chain = Chain::new(vec![before.clone(), renamer.clone(), after.clone(), Arc::new(Answer)]);
+        with_query(|q| {
+            let Outcome::Reply { at } = chain.run(q, 0) else {
+                panic!()
+            };
+            // The rewriter's hook has run; complete() runs the ones before it.
+            assert_eq!(at, 1);
+            chain.complete(q, at);
+            assert_eq!(q.answered_by, "answer");
+            assert_eq!(q.resp.rcode(), Rcode::NOERROR);
+        });
+        assert_eq!(*after.0.lock().unwrap(), [b"\x01b\x00".to_vec()]);
+        assert_eq!(*renamer.seen.lock().unwrap(), [b"\x00".to_vec()]);
+        assert_eq!(*before.0.lock().unwrap(), [b"\x00".to_vec()]);
+        // A plugin that did not declare it rewrites gets SERVFAIL for trying.
+        let chain = Chain::new(vec![
+            Arc::new(Renamer {
+                honest: false,
+                seen: Default::default(),
+            }),
+            Arc::new(Answer),
+        ]);
+        with_query(|q| {
+            let Outcome::Reply { at } = chain.run(q, 0) else {
+                panic!()
+            };
+            chain.complete(q, at);
+            assert_eq!(q.resp.rcode(), Rcode::SERVFAIL);
+        });
+    }
+
     #[test]
     fn running_off_the_end_is_servfail_with_an_error() {
         let log = Arc::new(Pass("log", 0.into()));

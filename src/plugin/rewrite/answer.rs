@@ -68,7 +68,7 @@ fn revert_one(rule: &NameRule, remap: Option<(&str, &str)>, place: Place, name: 
             _ => continue,
         };
         if super::rules::replace(r, name.as_str(), tmp) {
-            std::mem::swap(name, tmp);
+            name.copy_from(tmp);
             changed = true;
         }
     }
@@ -101,7 +101,7 @@ fn revert_one(rule: &NameRule, remap: Option<(&str, &str)>, place: Place, name: 
         _ => false,
     };
     if done {
-        std::mem::swap(name, tmp);
+        name.copy_from(tmp);
         changed = true;
     }
     changed
@@ -165,9 +165,17 @@ fn value_type(t: u16) -> bool {
     )
 }
 
+/// The buffers a rebuild works in: the per-worker copy of the reply, and two names.
+pub struct Scratch<'s> {
+    pub copy: &'s mut Vec<u8>,
+    pub name: &'s mut Text,
+    pub tmp: &'s mut Text,
+}
+
 /// Rebuilds the finished reply in `resp` for the client's `req` (see the module
-/// comment); `copy` is the per-worker buffer.
-pub fn rebuild(rw: &Rewrite, plan: &Plan, arena: &[u8], req: &Request<'_>, resp: &mut Response, copy: &mut Vec<u8>) {
+/// comment).
+pub fn rebuild(rw: &Rewrite, plan: &Plan, arena: &[u8], req: &Request<'_>, resp: &mut Response, s: Scratch<'_>) {
+    let Scratch { copy, name, tmp } = s;
     copy.clear();
     copy.extend_from_slice(resp.bytes());
     let Some(h) = Header::of(copy) else {
@@ -190,7 +198,6 @@ pub fn rebuild(rw: &Rewrite, plan: &Plan, arena: &[u8], req: &Request<'_>, resp:
             None => return,
         }
     }
-    let (mut name, mut tmp) = (Text::new(), Text::new());
     let mut records = 0usize;
     let end_of_message = copy.len();
     'sections: for (s, section) in [Section::Answer, Section::Authority, Section::Additional]
@@ -223,7 +230,7 @@ pub fn rebuild(rw: &Rewrite, plan: &Plan, arena: &[u8], req: &Request<'_>, resp:
             // The owner.
             name.set_wire(&owner[..olen], false);
             let mut wire_name = [0u8; MAX_NAME_LEN];
-            match revert_name(rw, plan, arena, Place::Owner, &mut name, &mut tmp)
+            match revert_name(rw, plan, arena, Place::Owner, name, tmp)
                 .then(|| name.to_wire(&mut wire_name))
                 .flatten()
             {
@@ -254,7 +261,7 @@ pub fn rebuild(rw: &Rewrite, plan: &Plan, arena: &[u8], req: &Request<'_>, resp:
                         let mut written = false;
                         if n == 0 && value_type(t) {
                             name.set_wire(&v[..vlen], false);
-                            if revert_name(rw, plan, arena, Place::Value, &mut name, &mut tmp) {
+                            if revert_name(rw, plan, arena, Place::Value, name, tmp) {
                                 if let Some(len) = name.to_wire(&mut wire_name) {
                                     copy.extend_from_slice(&wire_name[..len]);
                                     written = true;

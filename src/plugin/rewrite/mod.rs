@@ -198,7 +198,12 @@ impl Handler for Rewrite {
         plan.changed = w.changed;
         if applied.is_ok() && plan.matched != 0 && (plan.changed || plan.effects) {
             let mut copy = std::mem::take(&mut q.worker.scratch);
-            answer::rebuild(self, &plan, &arena, q.req, q.resp, &mut copy);
+            let scratch = answer::Scratch {
+                copy: &mut copy,
+                name: &mut w.name,
+                tmp: &mut w.next,
+            };
+            answer::rebuild(self, &plan, &arena, q.req, q.resp, scratch);
             q.worker.scratch = copy;
         }
         q.worker.rewritten = arena;

@@ -652,14 +652,16 @@ impl<'a> Options<'a> {
 /// options, and whether anything changed.
 pub struct Work<'a> {
     pub name: Text,
+    /// Scratch for a rule's new name (and, after the rules, for the reply's names).
+    pub next: Text,
     pub qtype: u16,
     pub qclass: u16,
-    pub options: Option<Options<'a>>,
+    /// Boxed: only `edns0` rules need it (one allocation for a query they change), and
+    /// a `Work` without it stays small enough to build on every query.
+    pub options: Option<Box<Options<'a>>>,
     /// The name, type, class or options changed: the later plugins get a new query.
     pub changed: bool,
     name_changed: bool,
-    /// Scratch for a rule's new name.
-    next: Text,
 }
 
 impl<'a> Work<'a> {
@@ -726,7 +728,7 @@ impl Rule {
                         None => return Applied::Ignored,
                     },
                 };
-                std::mem::swap(&mut w.name, &mut w.next);
+                w.name.copy_from(&w.next);
                 w.changed = true;
                 w.name_changed = true;
                 let mut wire = [0u8; crate::dns::wire::MAX_NAME_LEN];
@@ -841,7 +843,7 @@ impl Rule {
             _ => None,
         };
         if w.options.is_none() {
-            w.options = Options::of(req);
+            w.options = Options::of(req).map(Box::new);
         }
         let Some(opts) = w.options.as_mut() else {
             return Applied::Ignored; // more options than MAX_OPTIONS

@@ -478,8 +478,9 @@ fn answer_value_and_auto_values() {
     assert_eq!(
         got.answer,
         [
-            "web.example.org. 5 IN SRV 0 100 80 pod-1.web.example.org.",
-            "web.example.org. 5 IN SRV 0 100 80 other.default.svc.cluster.local.",
+            // (`domain` prints an SRV target without its final dot.)
+            "web.example.org. 5 IN SRV 0 100 80 pod-1.web.example.org",
+            "web.example.org. 5 IN SRV 0 100 80 other.default.svc.cluster.local",
         ]
     );
     assert_eq!(got.additional, ["pod-1.web.example.org. 5 IN A 10.1.0.1"]);
