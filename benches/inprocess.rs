@@ -59,6 +59,10 @@ fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Words that are not flags pick the cases whose names contain one of them
+    // (`cargo bench --bench inprocess -- --quick rewrite`); the large answers run only
+    // when nothing is picked.
+    let picked: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let iters: u64 = if quick { 200_000 } else { 2_000_000 };
     let mut hosts = String::new();
     for i in 0..1000 {
@@ -74,7 +78,11 @@ fn main() {
     let text = format!(
         "example.org:53 {{\n    hosts {{\n{hosts}        fallthrough\n    }}\n    whoami\n}}\n\
          cluster.local:53 in-addr.arpa:53 {{\n    kubernetes {{\n        endpoint file://{dump}\n    }}\n}}\n\
-         cached.test:53 {{\n    cache 3600\n    hosts {{\n        10.9.9.9 www.cached.test\n    }}\n}}\n"
+         cached.test:53 {{\n    cache 3600\n    hosts {{\n        10.9.9.9 www.cached.test\n    }}\n}}\n\
+         team-a.example:53 {{\n    rewrite name suffix .team-a.example. .team-a.svc.cluster.local. answer auto\n    \
+         kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n}}\n\
+         exact.example:53 {{\n    rewrite name exact web.exact.example. web.team-a.svc.cluster.local.\n    \
+         kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n}}\n"
     );
     let corefile = config::parse_str(&text, "bench", Path::new(".")).expect("parses");
     let server = Server::build(
@@ -121,6 +129,9 @@ fn main() {
         ),
         ("whoami (fallthrough)", vec![query("nothere.example.org", 1, true)]),
         ("k8s A ClusterIP", vec![query("web.team-a.svc.cluster.local", 1, true)]),
+        // The same Service through a rewrite rule (issue 12: at most 1.15x the line above).
+        ("rewrite suffix -> k8s A", vec![query("web.team-a.example", 1, true)]),
+        ("rewrite exact -> k8s A", vec![query("web.exact.example", 1, true)]),
         (
             "k8s A headless (3)",
             vec![query("db.team-a.svc.cluster.local", 1, true)],
@@ -152,6 +163,9 @@ fn main() {
     ];
     println!("{:<28} {:>10} {:>14}  reply", "case", "ns/query", "allocs/query");
     for (name, packets) in &cases {
+        if !picked.is_empty() && !picked.iter().any(|p| name.contains(p.as_str())) {
+            continue;
+        }
         // Warm up (first-use allocations: thread-locals, buffers reaching size).
         for p in packets.iter().take(100) {
             let _ = handler::handle(listener, p, Transport::Udp, client, local, &mut ctx, &mut resp);
@@ -183,7 +197,82 @@ fn main() {
         let allocs = (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / iters as f64;
         println!("{name:<28} {ns:>10.1} {allocs:>14.3}  {rcode} {answers} answers");
     }
-    large_answers(quick);
+    if picked.is_empty() {
+        large_answers(quick);
+        autopath_and_metadata(quick);
+    }
+}
+
+/// Autopath's completion and a log line reading kubernetes metadata, next to the
+/// plain answer, from a dump with the client's pod (127.0.0.1 in team-a).
+fn autopath_and_metadata(quick: bool) {
+    use testkit::objects::{base_cluster, kubectl_dump, pod};
+    let iters: u64 = if quick { 200_000 } else { 2_000_000 };
+    let mut items = base_cluster();
+    items.push(pod("team-a", "client", "127.0.0.1", "Running"));
+    let dump = std::env::temp_dir().join(format!("clusterdns-bench-autopath-{}.json", std::process::id()));
+    std::fs::write(&dump, kubectl_dump(&items)).unwrap();
+    let k8s = format!(
+        "    kubernetes {{\n        endpoint file://{}\n        pods verified\n    }}\n",
+        dump.display()
+    );
+    let blocks = [
+        ("plain", String::new()),
+        ("autopath", "    autopath @kubernetes\n".to_string()),
+        (
+            "metadata+log",
+            "    metadata\n    log . \"{/kubernetes/client-namespace} {/kubernetes/service}\"\n".to_string(),
+        ),
+    ];
+    let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let local: SocketAddr = "127.0.0.1:53".parse().unwrap();
+    let mut ctx = WorkerCtx::new(0);
+    let mut resp = Response::new();
+    println!("\nautopath and metadata (a pod at the client's address)");
+    println!("{:<44} {:>10} {:>14}  reply", "case", "ns/query", "allocs/query");
+    for (block, extra) in blocks {
+        let text = format!("cluster.local:53 {{\n{extra}{k8s}}}\n");
+        let corefile = config::parse_str(&text, "bench", Path::new(".")).expect("parses");
+        let server = Server::build(
+            &corefile,
+            &BuildOptions {
+                default_port: 53,
+                workers: 1,
+                config_dir: Path::new("."),
+                plugins: clusterdns::plugin::PLUGINS,
+                process: &clusterdns::process::ProcessState::new(),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        server.start();
+        let listener = &server.listeners[0];
+        for (what, qname) in [
+            ("own service", "web.team-a.svc.cluster.local"),
+            ("other namespace's", "kubernetes.default.team-a.svc.cluster.local"),
+        ] {
+            let p = query(qname, 1, true);
+            for _ in 0..100 {
+                let _ = handler::handle(listener, &p, Transport::Udp, client, local, &mut ctx, &mut resp);
+            }
+            let (rcode, answers) = (resp.rcode().name(), resp.count(Section::Answer));
+            let a0 = ALLOCS.load(Ordering::Relaxed);
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                match handler::handle(listener, &p, Transport::Udp, client, local, &mut ctx, &mut resp) {
+                    Handled::Reply(_) => {
+                        std::hint::black_box(resp.bytes());
+                    }
+                    _ => panic!("{block} {what}: expected a reply"),
+                }
+            }
+            let ns = t0.elapsed().as_nanos() as f64 / iters as f64;
+            let allocs = (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / iters as f64;
+            let name = format!("{block}: {what} A");
+            println!("{name:<44} {ns:>10.1} {allocs:>14.3}  {rcode} {answers} answers");
+        }
+        server.stop();
+    }
+    let _ = std::fs::remove_file(&dump);
 }
 
 fn port(name: &str, number: i32) -> Port {
@@ -202,6 +291,7 @@ fn headless(name: &str, ports: Vec<Port>) -> Object {
         kind: ServiceKind::Headless,
         cluster_ips: Vec::new(),
         external_name: "".into(),
+        external_ips: Vec::new(),
         ports,
     })
 }
@@ -323,6 +413,7 @@ fn large_answers(quick: bool) {
                     error: None,
                     refresh: false,
                     coalesce: true,
+                    meta: clusterdns::chain::Metadata::NONE,
                 };
                 let Outcome::Reply { at } = chain.run(&mut q, 0) else {
                     panic!("{name}: no reply")

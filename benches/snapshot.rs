@@ -93,6 +93,7 @@ fn cluster(services: usize, rv: u64, mut out: impl FnMut(Object)) {
                 vec![ip4(0x0a60_0000 + i as u32)]
             },
             external_name: "".into(),
+            external_ips: Vec::new(),
             ports: vec![port()],
         }));
         if headless {
@@ -172,6 +173,7 @@ fn run(services: usize) {
             kind: ServiceKind::ClusterIp,
             cluster_ips: vec![ip4(0x0b00_0000 + k as u32)],
             external_name: "".into(),
+            external_ips: Vec::new(),
             ports: vec![Port {
                 name: "http".into(),
                 protocol: "tcp".into(),

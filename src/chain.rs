@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::dns::{Rcode, Request, Response};
+use crate::dns::{Rcode, Request, Response, Zone};
 use crate::process::ProcessState;
 
 /// What a plugin decided about a query.
@@ -48,6 +48,12 @@ pub enum Step {
     /// The worker must send `worker.upstream_msg` to this upstream and call the
     /// plugin's [`Handler::resume`] with what comes back.
     Upstream(UpstreamRequest),
+    /// The plugin wrote a new query into [`WorkerCtx::rewritten`]: the plugins after it
+    /// see that query instead of the client's (`rewrite`). Their reply goes through
+    /// their response hooks with the new query, then through this plugin's and the
+    /// earlier ones' with the client's, so this plugin can put the question back.
+    /// Only a plugin whose [`Handler::rewrites`] is true may return it.
+    Rewritten,
 }
 
 /// An error a plugin reports alongside a failure rcode, for the `errors` plugin.
@@ -210,6 +216,12 @@ pub struct WorkerCtx {
     /// What the current run of the chain may still visit (reset by [`Chain::run`] and
     /// [`Chain::resume`]).
     pub budget: Budget,
+    /// Where a plugin writes the query the plugins after it must see instead of the
+    /// client's ([`Step::Rewritten`]); reused from query to query.
+    pub rewritten: Vec<u8>,
+    /// A buffer a response hook may use to rebuild a reply (`rewrite`'s answer
+    /// rewriting); it grows once to the largest reply and is reused.
+    pub scratch: Vec<u8>,
     /// The process's state, for what queries count that outlives a configuration
     /// (panics, queries over budget); touched only when such a thing happens.
     pub process: Arc<ProcessState>,
@@ -224,6 +236,8 @@ impl WorkerCtx {
             rng: Rng::seeded(),
             upstream_msg: Vec::with_capacity(512),
             budget: Budget::new(),
+            rewritten: Vec::with_capacity(512),
+            scratch: Vec::new(),
             process,
         }
     }
@@ -311,6 +325,66 @@ pub struct Query<'r, 'a> {
     /// already in flight. `loop` clears it for its probe, which must really go out
     /// each time it comes back for the loop to be seen.
     pub coalesce: bool,
+    /// The block's metadata providers, reached through [`Query::metadata`]
+    /// ([`Metadata::NONE`] unless the block has `metadata`).
+    pub meta: Metadata<'r>,
+}
+
+impl Query<'_, '_> {
+    /// The value of metadata `label` (`kubernetes/client-namespace`) for this query,
+    /// written into `out` (cleared first): CoreDNS's `metadata.ValueFunc(ctx, label)()`.
+    /// `false` when the label is not set: the block has no `metadata`, the query is
+    /// outside its zones, or no provider knows the label for this query. A label can be
+    /// set and empty (CoreDNS: "the empty string signals no metadata"; `log` prints
+    /// it as is, where an unset label prints `-`).
+    ///
+    /// Values are computed when asked, not for every query (CoreDNS collects a closure
+    /// per label per query when `metadata` is on); the request they see is `self.req`.
+    /// Allocates nothing once `out` has grown to the value's size.
+    pub fn metadata(&self, label: &str, out: &mut String) -> bool {
+        out.clear();
+        let Some(zones) = self.meta.zones else {
+            return false;
+        };
+        if !Zone::any_contains(zones, &self.req.qname) {
+            return false;
+        }
+        // In CoreDNS a provider later in the chain overwrites a label an earlier one
+        // set, so the last provider that knows it wins.
+        for p in self.meta.providers.iter().rev() {
+            if p.metadata(self, label, out) {
+                return true;
+            }
+            out.clear();
+        }
+        false
+    }
+}
+
+/// What a query's [`Query::metadata`] reads: the zones of the block's `metadata`
+/// directive and the block's providers (handlers whose [`Handler::provides_metadata`]
+/// is true), borrowed from the [`Chain`]. A block without `metadata` has
+/// [`Metadata::NONE`], so asking costs one branch and nothing is ever computed.
+#[derive(Clone, Copy)]
+pub struct Metadata<'r> {
+    /// `Some` when the block has `metadata`: the zones it collects for.
+    zones: Option<&'r [Zone]>,
+    providers: &'r [Arc<dyn Handler>],
+}
+
+impl Metadata<'static> {
+    /// No metadata: the block has no `metadata` directive (and tests, benches).
+    pub const NONE: Metadata<'static> = Metadata {
+        zones: None,
+        providers: &[],
+    };
+}
+
+impl Metadata<'_> {
+    /// Whether the block collects metadata at all.
+    pub fn is_on(&self) -> bool {
+        self.zones.is_some()
+    }
 }
 
 /// The per-query half of the plugin contract: what the chain calls while a query is
@@ -356,6 +430,128 @@ pub trait Handler: Send + Sync {
         let _ = class;
         false
     }
+
+    /// Whether this plugin may return [`Step::Rewritten`]; checked once when the chain
+    /// is built. Its `serve` must then depend on the request alone (no state that
+    /// changes between calls): after an upstream exchange of a later plugin the chain
+    /// calls it again to see the same rewritten query.
+    fn rewrites(&self) -> bool {
+        false
+    }
+
+    /// Whether this plugin is a metadata provider (CoreDNS's `metadata.Provider`):
+    /// checked once when the chain is built, so that only providers are asked.
+    fn provides_metadata(&self) -> bool {
+        false
+    }
+
+    /// The provider half of metadata: writes the value of `label` for this query into
+    /// `out` (empty on entry) and returns `true` when this plugin sets that label for
+    /// it, `false` when it does not (not its label, or nothing to say about this
+    /// query: CoreDNS's provider not calling `SetValueFunc`). Called lazily, only when
+    /// a consumer asks ([`Query::metadata`]), so it may look things up, but must stay
+    /// as cheap as answering: no I/O, no lock, no allocation beyond `out`.
+    fn metadata(&self, q: &Query<'_, '_>, label: &str, out: &mut String) -> bool {
+        let _ = (q, label, out);
+        false
+    }
+
+    /// The `metadata` plugin only: the zones metadata is collected for. A block with a
+    /// handler returning `Some` here turns metadata on for its queries in those zones.
+    fn metadata_zones(&self) -> Option<&[Zone]> {
+        None
+    }
+
+    /// The search-path half of autopath (CoreDNS's `autopath.AutoPather`): a plugin
+    /// that knows a client's search path returns itself here.
+    fn autopather(&self) -> Option<&dyn AutoPather> {
+        None
+    }
+
+    /// Called once when the block's chain is built, with the whole chain in execution
+    /// order: a plugin that works with another plugin of its block (autopath with
+    /// kubernetes) finds it here. An error fails the build (`-check`, start, reload).
+    fn link(&self, chain: &[Arc<dyn Handler>]) -> Result<(), crate::config::ConfigError> {
+        let _ = chain;
+        Ok(())
+    }
+}
+
+/// A plugin that gives autopath a client's search path (`autopath @NAME`), and says
+/// for names of its own zones whether they exist, so that autopath decides without
+/// running the chain once per search-path element.
+pub trait AutoPather: Send + Sync {
+    /// The search path of the client that sent `req`, most specific first, written
+    /// into `out` (cleared first); the last element must be the root (the name as
+    /// asked, CoreDNS's `""` sentinel). `false`: no search-path completion for this
+    /// query (CoreDNS's `nil`).
+    fn search_path(&self, req: &Request<'_>, out: &mut SearchPath) -> bool;
+
+    /// Whether `req`'s name exists as an A or AAAA query would find it (NXDOMAIN or
+    /// not: the same for both types, so that they can never be completed differently),
+    /// `None` when the name is not in this plugin's zones. `Err` when finding out
+    /// would take more than the query's work budget.
+    fn name_exists(&self, req: &Request<'_>, budget: &Budget) -> Result<Option<bool>, OverBudget>;
+
+    /// Why this plugin can give no search path at all as configured (kubernetes
+    /// without `pods verified`), for a warning at start-up; `None` when it can.
+    fn unavailable(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// A search path: up to [`SearchPath::MAX`] domain names in wire form (lower case,
+/// root label included). Kept per worker and reused, so filling it allocates nothing
+/// once it has grown.
+#[derive(Default)]
+pub struct SearchPath {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl SearchPath {
+    /// Elements kept: glibc reads 6 search domains, musl and newer glibc 32; with
+    /// the three a cluster adds and the sentinel, 40 is more than any resolver tries.
+    pub const MAX: usize = 40;
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// Appends a name given as its labels then a suffix in wire form (`[ns, b"svc"]`
+    /// and `cluster.local.`). `false` (nothing added) when the name would be over 255
+    /// bytes or the path is full.
+    pub fn push(&mut self, labels: &[&[u8]], suffix: &[u8]) -> bool {
+        let len: usize = labels.iter().map(|l| l.len() + 1).sum::<usize>() + suffix.len();
+        if self.ends.len() >= SearchPath::MAX
+            || len > crate::dns::wire::MAX_NAME_LEN
+            || labels.iter().any(|l| l.is_empty() || l.len() > 63)
+        {
+            return false;
+        }
+        for l in labels {
+            self.bytes.push(l.len() as u8);
+            self.bytes.extend(l.iter().map(u8::to_ascii_lowercase));
+        }
+        self.bytes.extend(suffix.iter().map(u8::to_ascii_lowercase));
+        self.ends.push(self.bytes.len());
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Element `i`, wire form.
+    pub fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
 }
 
 /// The handlers of one server block, in execution order.
@@ -363,6 +559,12 @@ pub struct Chain {
     plugins: Vec<Arc<dyn Handler>>,
     /// Whether each plugin wants `on_response`, cached from `wants_response`.
     hooks: Vec<bool>,
+    /// The `metadata` plugin's zones, if the block has it.
+    meta_zones: Option<Vec<Zone>>,
+    /// The metadata providers, in execution order (empty without `metadata`).
+    providers: Vec<Arc<dyn Handler>>,
+    /// Whether each plugin may rewrite the query, cached from `rewrites`.
+    rewriters: Vec<bool>,
 }
 
 /// Where a run of the chain ended.
@@ -378,7 +580,27 @@ impl Chain {
     /// A chain of `plugins`, already in execution order.
     pub fn new(plugins: Vec<Arc<dyn Handler>>) -> Chain {
         let hooks = plugins.iter().map(|p| p.wants_response()).collect();
-        Chain { plugins, hooks }
+        let rewriters = plugins.iter().map(|p| p.rewrites()).collect();
+        let meta_zones = plugins.iter().find_map(|p| p.metadata_zones()).map(<[Zone]>::to_vec);
+        let providers = match meta_zones {
+            Some(_) => plugins.iter().filter(|p| p.provides_metadata()).cloned().collect(),
+            None => Vec::new(),
+        };
+        Chain {
+            plugins,
+            hooks,
+            rewriters,
+            meta_zones,
+            providers,
+        }
+    }
+
+    /// What [`Query::meta`] holds for this block's queries.
+    pub fn metadata(&self) -> Metadata<'_> {
+        Metadata {
+            zones: self.meta_zones.as_deref(),
+            providers: &self.providers,
+        }
     }
 
     pub fn handlers(&self) -> &[Arc<dyn Handler>] {
@@ -417,12 +639,103 @@ impl Chain {
                 Step::Next => i += 1,
                 Step::Fail(rcode, err) => return self.fail(q, i, rcode, err),
                 Step::Upstream(request) => return Outcome::Upstream { at: i, request },
+                Step::Rewritten => return self.with_rewritten(q, i, |q| self.run(q, i + 1)),
             }
         }
     }
 
+    /// Runs `rest` (the chain after plugin `at`) with the query plugin `at` wrote into
+    /// [`WorkerCtx::rewritten`] as the request. The reply then goes through the response
+    /// hooks of the plugins from the one that wrote it back to `at + 1` with that query,
+    /// and through plugin `at`'s own hook with the client's query (which puts the
+    /// question back): whoever takes the reply next, the client's response hooks
+    /// (`complete`, from `at - 1` down) or a refresh's owner, gets it as for the client's
+    /// query.
+    ///
+    /// The buffer is taken out of the worker for the run and put back after: no
+    /// allocation once it has reached the size of the largest query.
+    fn with_rewritten(
+        &self,
+        q: &mut Query<'_, '_>,
+        at: usize,
+        rest: impl FnOnce(&mut Query<'_, '_>) -> Outcome,
+    ) -> Outcome {
+        if !self.rewriters[at] {
+            let name = self.plugins[at].name();
+            let err = ChainError::Plugin(name, "rewrote the query without saying it would".into());
+            return self.fail(q, at, Rcode::SERVFAIL, Some(err));
+        }
+        let buf = std::mem::take(&mut q.worker.rewritten);
+        let outcome = match Request::parse(&buf, q.req.transport, q.req.client, q.req.local) {
+            Ok(req) => {
+                let mut inner = Query {
+                    req: &req,
+                    resp: &mut *q.resp,
+                    worker: &mut *q.worker,
+                    route: q.route,
+                    answered_by: "",
+                    error: None,
+                    // A refresh re-runs the chain with the client's query from its
+                    // owner on: one owned by a plugin after a rewrite would skip it.
+                    refresh: false,
+                    coalesce: q.coalesce,
+                    meta: q.meta,
+                };
+                let outcome = rest(&mut inner);
+                if let Outcome::Reply { at: by } = outcome {
+                    inner.resp.finish();
+                    for i in (at + 1..by.min(self.plugins.len())).rev() {
+                        if self.hooks[i] {
+                            self.plugins[i].on_response(&mut inner);
+                        }
+                    }
+                }
+                q.answered_by = inner.answered_by;
+                q.error = inner.error.take();
+                q.coalesce = inner.coalesce;
+                outcome
+            }
+            Err(_) => {
+                let name = self.plugins[at].name();
+                let err = ChainError::Plugin(name, "the rewritten query is not a valid message".into());
+                q.worker.rewritten = buf;
+                return self.fail(q, at, Rcode::SERVFAIL, Some(err));
+            }
+        };
+        q.worker.rewritten = buf;
+        match outcome {
+            Outcome::Reply { .. } => {
+                if self.hooks[at] {
+                    self.plugins[at].on_response(q);
+                }
+                // The hooks before `at` are `complete`'s.
+                Outcome::Reply { at }
+            }
+            upstream => upstream,
+        }
+    }
+
     /// Continues at plugin `at` with an upstream reply; then like [`Chain::run`].
+    /// A plugin before `at` that rewrites the query is asked again, so plugin `at` and
+    /// the ones after it see the query they saw before the exchange.
     pub fn resume(&self, q: &mut Query<'_, '_>, at: usize, reply: UpstreamReply<'_>, cookie: u64) -> Outcome {
+        self.resume_from(q, 0, at, reply, cookie)
+    }
+
+    fn resume_from(
+        &self,
+        q: &mut Query<'_, '_>,
+        from: usize,
+        at: usize,
+        reply: UpstreamReply<'_>,
+        cookie: u64,
+    ) -> Outcome {
+        if let Some(r) = (from..at).find(|&r| self.rewriters[r]) {
+            if let Step::Rewritten = self.plugins[r].serve(q) {
+                return self.with_rewritten(q, r, |q| self.resume_from(q, r + 1, at, reply, cookie));
+            }
+            return self.resume_from(q, r + 1, at, reply, cookie);
+        }
         q.worker.budget.reset();
         let p = &self.plugins[at];
         match p.resume(q, reply, cookie) {
@@ -433,6 +746,7 @@ impl Chain {
             Step::Next => self.run(q, at + 1),
             Step::Fail(rcode, err) => self.fail(q, at, rcode, err),
             Step::Upstream(request) => Outcome::Upstream { at, request },
+            Step::Rewritten => self.with_rewritten(q, at, |q| self.run(q, at + 1)),
         }
     }
 
@@ -517,6 +831,7 @@ mod tests {
             error: None,
             refresh: false,
             coalesce: true,
+            meta: crate::chain::Metadata::NONE,
         };
         f(&mut q);
     }
@@ -592,6 +907,88 @@ mod tests {
             ChainError::OverBudget("greedy").to_string(),
             "plugin/greedy: query work budget exceeded (more than 16384 records visited)"
         );
+    }
+
+    /// Rewrites every query to `b.` (type A) when `honest` says it will.
+    struct Renamer {
+        honest: bool,
+        seen: std::sync::Mutex<Vec<Vec<u8>>>,
+    }
+    impl Handler for Renamer {
+        fn name(&self) -> &'static str {
+            "renamer"
+        }
+        fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+            crate::dns::QueryBuilder::new(b"\x01b\x00", rtype::A)
+                .id(q.req.id)
+                .write(&mut q.worker.rewritten);
+            Step::Rewritten
+        }
+        fn rewrites(&self) -> bool {
+            self.honest
+        }
+        fn wants_response(&self) -> bool {
+            true
+        }
+        fn on_response(&self, q: &mut Query<'_, '_>) {
+            self.seen.lock().unwrap().push(q.req.qname.wire().to_vec());
+        }
+    }
+
+    /// Notes the name of the request its hook sees.
+    struct Witness(std::sync::Mutex<Vec<Vec<u8>>>);
+    impl Handler for Witness {
+        fn name(&self) -> &'static str {
+            "witness"
+        }
+        fn serve(&self, _: &mut Query<'_, '_>) -> Step {
+            Step::Next
+        }
+        fn wants_response(&self) -> bool {
+            true
+        }
+        fn on_response(&self, q: &mut Query<'_, '_>) {
+            self.0.lock().unwrap().push(q.req.qname.wire().to_vec());
+        }
+    }
+
+    #[test]
+    fn a_rewritten_query_is_seen_after_the_rewriter_and_the_clients_before() {
+        let before = Arc::new(Witness(Default::default()));
+        let after = Arc::new(Witness(Default::default()));
+        let renamer = Arc::new(Renamer {
+            honest: true,
+            seen: Default::default(),
+        });
+        let chain = Chain::new(vec![before.clone(), renamer.clone(), after.clone(), Arc::new(Answer)]);
+        with_query(|q| {
+            let Outcome::Reply { at } = chain.run(q, 0) else {
+                panic!()
+            };
+            // The rewriter's hook has run; complete() runs the ones before it.
+            assert_eq!(at, 1);
+            chain.complete(q, at);
+            assert_eq!(q.answered_by, "answer");
+            assert_eq!(q.resp.rcode(), Rcode::NOERROR);
+        });
+        assert_eq!(*after.0.lock().unwrap(), [b"\x01b\x00".to_vec()]);
+        assert_eq!(*renamer.seen.lock().unwrap(), [b"\x00".to_vec()]);
+        assert_eq!(*before.0.lock().unwrap(), [b"\x00".to_vec()]);
+        // A plugin that did not declare it rewrites gets SERVFAIL for trying.
+        let chain = Chain::new(vec![
+            Arc::new(Renamer {
+                honest: false,
+                seen: Default::default(),
+            }),
+            Arc::new(Answer),
+        ]);
+        with_query(|q| {
+            let Outcome::Reply { at } = chain.run(q, 0) else {
+                panic!()
+            };
+            chain.complete(q, at);
+            assert_eq!(q.resp.rcode(), Rcode::SERVFAIL);
+        });
     }
 
     #[test]

@@ -247,6 +247,7 @@ mod tests {
             kind,
             cluster_ips,
             external_name: "".into(),
+            external_ips: Vec::new(),
             ports: Vec::new(),
         }))
     }

@@ -384,6 +384,7 @@ mod tests {
                 kind: crate::kubernetes::model::ServiceKind::ClusterIp,
                 cluster_ips: vec![ip.parse().unwrap()],
                 external_name: "".into(),
+                external_ips: Vec::new(),
                 ports: vec![],
             })
         };

@@ -35,6 +35,13 @@ pub const MAX_SERVICE_PORTS: usize = MAX_SLICE_PORTS;
 /// `spec.clusterIPs`: at most two, one per IP family (dual-stack validation).
 pub const MAX_CLUSTER_IPS: usize = 2;
 
+/// `spec.externalIPs`, and `status.loadBalancer.ingress`, each: the API sets no number
+/// (only the object's size), so this is clusterdns's own bound: 256 addresses of one
+/// family already take 4 KiB of A records, more than most clients' UDP answers
+/// hold, and a Service with more is no real load balancer. Over it, the Service is
+/// rejected whole (`too_many_addresses`), never cut.
+pub const MAX_EXTERNAL_ADDRESSES: usize = 256;
+
 /// A DNS-1123 label (RFC 1123): Service and Namespace names, `metadata.namespace`, an
 /// endpoint's `hostname`, Service and EndpointSlice port names, label values.
 pub const MAX_LABEL: usize = 63;

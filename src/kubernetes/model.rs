@@ -96,6 +96,19 @@ pub struct Service {
     /// `spec.ports`; an empty list in the API becomes one port `("", "tcp", -1)`, as
     /// CoreDNS does, so that the service still answers A queries.
     pub ports: Vec<Port>,
+    /// Where the Service is reached from outside the cluster, in CoreDNS's order
+    /// (`object.ToService` `ExternalIPs`): `spec.externalIPs`, then each
+    /// `status.loadBalancer.ingress[]` point (its `ip`, else its `hostname`). What
+    /// `k8s_external` answers; empty for most services.
+    pub external_ips: Vec<ExternalIp>,
+}
+
+/// One address of [`Service::external_ips`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ExternalIp {
+    Addr(IpAddr),
+    /// A load balancer known by name (AWS ELB): lower-cased, no final dot.
+    Host(Box<str>),
 }
 
 /// One endpoint of an EndpointSlice that is ready (`conditions.ready` true or absent).
@@ -140,6 +153,9 @@ pub struct Pod {
     pub pod_ip: Box<str>,
     /// Set when the pod is terminating (`metadata.deletionTimestamp`).
     pub terminating: bool,
+    /// `spec.hostNetwork`: the pod shares its node's address (which is then its
+    /// `podIP`), so an address does not tell which such pod a query came from.
+    pub host_network: bool,
 }
 
 /// A decoded object of any watched resource.

@@ -11,9 +11,11 @@
 //! A directive that CoreDNS has but clusterdns does not is an error at start-up, never
 //! silently ignored: a Corefile that relies on it would otherwise answer differently.
 
-use crate::config::{ConfigError, Directive};
-use crate::setup::Spec;
+use crate::config::{ConfigError, Directive, reverse_zones_for_cidr};
+use crate::dns::Zone;
+use crate::setup::{SetupCtx, Spec};
 
+pub mod autopath;
 pub mod bind;
 pub mod cache;
 pub mod errors;
@@ -24,9 +26,11 @@ pub mod kubernetes;
 pub mod loadbalance;
 pub mod log;
 pub mod loop_detect;
+pub mod metadata;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
+pub mod rewrite;
 pub mod rrl;
 #[cfg(debug_assertions)]
 pub mod testing;
@@ -45,7 +49,7 @@ pub mod whoami;
 ///   and CoreDNS's external plugins (coredns.io/explugins, January 2026).
 pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("root"),
-    Spec::unsupported("metadata"),
+    Spec::chain("metadata", metadata::setup),
     Spec::unsupported("geoip"),
     Spec::unsupported("cancel"),
     Spec::unsupported("proxyproto"),
@@ -75,8 +79,8 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("chaos"),
     Spec::chain("loadbalance", loadbalance::setup),
     Spec::unsupported("tsig"),
-    Spec::unsupported("rewrite"),
-    Spec::unsupported("autopath"),
+    Spec::chain("rewrite", rewrite::setup),
+    Spec::chain("autopath", autopath::setup),
     Spec::unsupported("acl"),
     Spec::chain("rrl", rrl::setup),
     Spec::chain("cache", cache::setup),
@@ -170,6 +174,30 @@ pub fn once<'d>(name: &str, dirs: &[&'d Directive]) -> Result<&'d Directive, Con
         [_, second, ..] => Err(second.err(name, "this plugin can only be used once per Server Block")),
         [] => unreachable!("setup is only called for directives that are present"),
     }
+}
+
+/// The zones a plugin covers: its arguments, or the server block's zones when it has
+/// none (CoreDNS's `plugin.OriginsFromArgsOrServerBlock`): fully qualified, lower-cased,
+/// a CIDR standing for its reverse zones, duplicates dropped.
+pub fn origins(name: &str, d: &Directive, ctx: &SetupCtx<'_>) -> Result<Vec<Zone>, ConfigError> {
+    if d.args.is_empty() {
+        return Ok(ctx.zones.to_vec());
+    }
+    let mut zones: Vec<Zone> = Vec::new();
+    for a in &d.args {
+        let text = a.as_str();
+        let parsed: Option<Vec<Zone>> = match reverse_zones_for_cidr(text) {
+            Some(rev) => rev.iter().map(|z| Zone::new(z)).collect(),
+            None => Zone::new(text).map(|z| vec![z]),
+        };
+        let parsed = parsed.ok_or_else(|| ConfigError::at(&a.loc, format!("{name}: invalid zone '{text}'")))?;
+        for z in parsed {
+            if !zones.contains(&z) {
+                zones.push(z);
+            }
+        }
+    }
+    Ok(zones)
 }
 
 #[cfg(test)]
@@ -290,6 +318,7 @@ mod tests {
         assert_eq!(
             implemented(),
             [
+                "autopath",
                 "bind",
                 "cache",
                 "errors",
@@ -300,9 +329,11 @@ mod tests {
                 "loadbalance",
                 "log",
                 "loop",
+                "metadata",
                 "prometheus",
                 "ready",
                 "reload",
+                "rewrite",
                 "rrl",
                 "timeouts",
                 "whoami"
@@ -320,6 +351,7 @@ mod tests {
                 "  default\n",
                 "\n",
                 "Other plugins:\n",
+                "  dns.autopath\n",
                 "  dns.bind\n",
                 "  dns.cache\n",
                 "  dns.errors\n",
@@ -330,9 +362,11 @@ mod tests {
                 "  dns.loadbalance\n",
                 "  dns.log\n",
                 "  dns.loop\n",
+                "  dns.metadata\n",
                 "  dns.prometheus\n",
                 "  dns.ready\n",
                 "  dns.reload\n",
+                "  dns.rewrite\n",
                 "  dns.rrl\n",
                 "  dns.timeouts\n",
                 "  dns.whoami\n",
@@ -397,8 +431,8 @@ mod tests {
                 "Corefile:3 - Error during parsing: Unknown directive 'frobnicate'",
             ),
             (
-                "rewrite name a.example.org b.example.org",
-                "Corefile:3 - Error during parsing: plugin 'rewrite' is not supported by clusterdns",
+                "dnssec example.org",
+                "Corefile:3 - Error during parsing: plugin 'dnssec' is not supported by clusterdns",
             ),
             (
                 "nomad",

@@ -376,6 +376,12 @@ fn build_chain(
         handlers.extend(p.handler);
         lifecycles.extend(p.lifecycle.map(|l| (name, l)));
     }
+    // Plugins that work with another of the block find it now (autopath @kubernetes).
+    for h in &handlers {
+        if let Err(e) = h.link(&handlers) {
+            errors.push(e);
+        }
+    }
     BlockParts {
         chain: Chain::new(handlers),
         lifecycles,

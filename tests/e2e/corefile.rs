@@ -449,9 +449,9 @@ fn unknown_directive_is_an_error() {
 #[test]
 fn coredns_plugin_that_clusterdns_lacks_is_an_error() {
     assert_rejected(
-        "example.org {\n    bind 127.0.0.1\n    whoami\n\n    rewrite name a.example.org b.example.org\n}\n",
+        "example.org {\n    bind 127.0.0.1\n    whoami\n\n    dnssec\n}\n",
         &[],
-        "Corefile:5 - Error during parsing: plugin 'rewrite' is not supported by clusterdns",
+        "Corefile:5 - Error during parsing: plugin 'dnssec' is not supported by clusterdns",
     );
 }
 

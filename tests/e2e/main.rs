@@ -2,6 +2,7 @@
 //! sockets (and through `dig` where a real client matters), with the test kit's fake
 //! Kubernetes API (the real list/watch protocol) and fake upstream (`testkit/`).
 
+mod autopath;
 mod cli;
 mod conformance;
 mod corefile;
@@ -11,9 +12,11 @@ mod hardening_answers;
 mod hardening_inputs;
 mod hardening_probes;
 mod kubernetes;
+mod metadata;
 mod operations;
 mod protocol;
 mod resolver;
+mod rewrite;
 mod rrl;
 mod serving;
 

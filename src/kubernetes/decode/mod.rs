@@ -85,7 +85,7 @@ impl DecodeError {
             DecodeError::TooLarge(_) => "too_large",
             DecodeError::TooMany { field, .. } => match *field {
                 "endpoints" => "too_many_endpoints",
-                "endpoints[].addresses" => "too_many_addresses",
+                "endpoints[].addresses" | "spec.externalIPs" | "status.loadBalancer.ingress" => "too_many_addresses",
                 "spec.clusterIPs" => "too_many_cluster_ips",
                 _ => "too_many_ports",
             },
@@ -272,6 +272,61 @@ mod tests {
         },
         "status": {"loadBalancer": {}}
     }"#;
+
+    /// CoreDNS `object.ToService`: `ExternalIPs` is `spec.externalIPs` then each
+    /// load-balancer ingress point, its `ip` else its `hostname`.
+    #[test]
+    fn service_keeps_external_and_load_balancer_addresses_in_coredns_order() {
+        use crate::kubernetes::model::ExternalIp;
+        let s = service(
+            r#"{"metadata":{"name":"lb","namespace":"ns"},
+                "spec":{"type":"LoadBalancer","clusterIP":"10.0.0.1","externalIPs":["192.0.2.1","bad","192.0.2.1"]},
+                "status":{"loadBalancer":{"ingress":[
+                    {"ip":"198.51.100.7","hostname":"ignored.example","ipMode":"VIP"},
+                    {"hostname":"LB-1.Example.com."},
+                    {"ip":"2001:db8::7"},
+                    {"hostname":"not a name"},
+                    {}
+                ]}}}"#,
+        );
+        assert_eq!(
+            s.external_ips,
+            [
+                ExternalIp::Addr("192.0.2.1".parse().unwrap()),
+                ExternalIp::Addr("198.51.100.7".parse().unwrap()),
+                ExternalIp::Host("lb-1.example.com".into()),
+                ExternalIp::Addr("2001:db8::7".parse().unwrap()),
+            ]
+        );
+        // Most services have none: nothing is kept.
+        assert!(service(KUBE_DNS).external_ips.is_empty());
+        // Bounded: a list over the cap rejects the Service whole.
+        let many = vec![r#""192.0.2.1""#; 257].join(",");
+        let e = decode(
+            Resource::Services,
+            format!(r#"{{"metadata":{{"name":"a","namespace":"ns"}},"spec":{{"externalIPs":[{many}]}}}}"#).as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(e.reason(), "too_many_addresses");
+        let many = vec![r#"{"ip":"192.0.2.1"}"#; 257].join(",");
+        let e = decode(
+            Resource::Services,
+            format!(
+                r#"{{"metadata":{{"name":"a","namespace":"ns"}},"status":{{"loadBalancer":{{"ingress":[{many}]}}}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(e.reason(), "too_many_addresses");
+        // Wrong types are errors, as for every other field.
+        assert_eq!(
+            error(
+                Resource::Services,
+                r#"{"metadata":{"name":"a","namespace":"ns"},"spec":{"externalIPs":"192.0.2.1"}}"#
+            ),
+            "spec.externalIPs: expected an array, found a string"
+        );
+    }
 
     #[test]
     fn service_keeps_what_dns_needs() {
@@ -481,9 +536,13 @@ mod tests {
                 name: "web-0".into(),
                 resource_version: "55".into(),
                 pod_ip: "10.244.1.5".into(),
-                terminating: false
+                terminating: false,
+                host_network: false,
             }
         );
+        let p = pod(r#"{"metadata":{"name":"n","namespace":"kube-system"},
+                        "spec":{"hostNetwork":true},"status":{"podIP":"192.168.1.10"}}"#);
+        assert!(p.host_network);
         let p = pod(
             r#"{"metadata":{"name":"p","namespace":"ns","deletionTimestamp":"2024-05-01T10:00:00Z"},
                         "status":{"phase":"Running","podIP":"10.0.0.1"}}"#,

@@ -4,12 +4,12 @@
 
 use std::net::IpAddr;
 
-use super::lenient::{Capped, Leaf, Maybe, Picked};
-use super::shapes::{PodIp, RawEndpoint, RawMeta, RawObject, RawPort, RawSpec};
+use super::lenient::{Capped, Leaf, Maybe};
+use super::shapes::{RawEndpoint, RawMeta, RawObject, RawPort, RawSpec, RawStatus};
 use super::{DecodeError, check};
 use crate::kubernetes::limits::{MAX_ENDPOINTS, MAX_POD_IP, MAX_RESOURCE_VERSION, MAX_SLICE_PORTS, Rule};
 use crate::kubernetes::model::{
-    Endpoint, EndpointSlice, Namespace, Object, ObjectKey, Pod, Port, Resource, Service, ServiceKind,
+    Endpoint, EndpointSlice, ExternalIp, Namespace, Object, ObjectKey, Pod, Port, Resource, Service, ServiceKind,
 };
 
 /// An object with the resourceVersion it had (which Namespaces do not keep).
@@ -110,10 +110,14 @@ pub(super) fn convert(resource: Resource, raw: RawObject) -> Result<Decoded, Rej
         Resource::Services => raw
             .spec
             .object("spec")
-            .and_then(|spec| service(id, spec.unwrap_or_default()))
+            .and_then(|spec| service(id, spec.unwrap_or_default(), raw.status))
             .map(Object::Service),
         Resource::EndpointSlices => endpoint_slice(id, meta, raw.endpoints, raw.ports).map(Object::EndpointSlice),
-        Resource::Pods => pod(id, meta, raw.status).map(Object::Pod),
+        Resource::Pods => raw
+            .spec
+            .object("spec")
+            .and_then(|spec| pod(id, meta, spec.unwrap_or_default(), raw.status))
+            .map(Object::Pod),
     };
     match object {
         Ok(object) => Ok(Decoded {
@@ -129,7 +133,7 @@ pub(super) fn convert(resource: Resource, raw: RawObject) -> Result<Decoded, Rej
 }
 
 /// A Service as CoreDNS's `object.ToService` keeps it.
-pub(super) fn service(id: Identity, spec: RawSpec) -> Result<Service, DecodeError> {
+pub(super) fn service(id: Identity, spec: RawSpec, status: Maybe<RawStatus>) -> Result<Service, DecodeError> {
     let service_type = spec.kind.string("spec.type")?;
     let mut ips = Vec::new();
     for ip in spec.cluster_ips.items("spec.clusterIPs")? {
@@ -169,7 +173,55 @@ pub(super) fn service(id: Identity, spec: RawSpec) -> Result<Service, DecodeErro
         cluster_ips,
         external_name,
         ports: ports(spec.ports, &SERVICE_PORTS)?,
+        external_ips: external_ips(spec.external_ips, status)?,
     })
+}
+
+/// CoreDNS's `ExternalIPs` of a Service: `spec.externalIPs`, then the
+/// `status.loadBalancer.ingress[]` points, an `ip` before a `hostname`, each at most
+/// [`MAX_EXTERNAL_ADDRESSES`](crate::kubernetes::limits::MAX_EXTERNAL_ADDRESSES) per
+/// list. Text that is not an address is skipped (it could not be answered), as is an
+/// ingress host name that is not a DNS-1123 subdomain; a repeated entry is kept once.
+fn external_ips(
+    spec: Maybe<Capped<Leaf, { crate::kubernetes::limits::MAX_EXTERNAL_ADDRESSES }>>,
+    status: Maybe<RawStatus>,
+) -> Result<Vec<ExternalIp>, DecodeError> {
+    let mut out: Vec<ExternalIp> = Vec::new();
+    let mut push = |e: ExternalIp| {
+        // At most 2 x 256 entries: a linear check keeps this simple and bounded.
+        if !out.contains(&e) {
+            out.push(e);
+        }
+    };
+    for ip in spec.items("spec.externalIPs")? {
+        if let Some(ip) = ip.string("spec.externalIPs[]")?.and_then(|t| t.parse().ok()) {
+            push(ExternalIp::Addr(ip));
+        }
+    }
+    let Some(status) = status.object("status")? else {
+        return Ok(out);
+    };
+    let lb = status.load_balancer.object("status.loadBalancer")?.unwrap_or_default();
+    for point in lb.ingress.items("status.loadBalancer.ingress")? {
+        let point = point.object("status.loadBalancer.ingress[]")?.unwrap_or_default();
+        let ip = point.ip.string("status.loadBalancer.ingress[].ip")?.unwrap_or_default();
+        let host = point
+            .hostname
+            .string("status.loadBalancer.ingress[].hostname")?
+            .unwrap_or_default();
+        if !ip.is_empty() {
+            if let Ok(ip) = ip.parse() {
+                push(ExternalIp::Addr(ip));
+            }
+            continue;
+        }
+        let host = lower(host);
+        let host = host.strip_suffix('.').unwrap_or(&host);
+        if Rule::Subdomain.allows(host) {
+            push(ExternalIp::Host(host.into()));
+        }
+    }
+    Ok(out)
 }
 
 /// Field names of a port list, for errors.
@@ -328,8 +380,11 @@ pub(super) fn endpoint_slice(
 }
 
 /// A Pod as CoreDNS's `object.ToPod` keeps it.
-pub(super) fn pod(id: Identity, meta: RawMeta, status: Maybe<Picked<PodIp>>) -> Result<Pod, DecodeError> {
-    let pod_ip = status.entry("status")?.string("status.podIP")?;
+pub(super) fn pod(id: Identity, meta: RawMeta, spec: RawSpec, status: Maybe<RawStatus>) -> Result<Pod, DecodeError> {
+    let pod_ip = status
+        .object("status")?
+        .map_or(Leaf::Absent, |s| s.pod_ip)
+        .string("status.podIP")?;
     if let Some(ip) = &pod_ip {
         check("status.podIP", ip, Rule::MaxLen(MAX_POD_IP))?;
     }
@@ -343,6 +398,7 @@ pub(super) fn pod(id: Identity, meta: RawMeta, status: Maybe<Picked<PodIp>>) -> 
         resource_version: id.resource_version,
         pod_ip: pod_ip.unwrap_or_default(),
         terminating,
+        host_network: spec.host_network.boolean("spec.hostNetwork")?.unwrap_or(false),
     })
 }
 

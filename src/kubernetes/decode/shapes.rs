@@ -5,7 +5,9 @@ use serde::de::MapAccess;
 use serde::de::value::MapAccessDeserializer;
 
 use super::lenient::{Capped, Leaf, Maybe, PickKey, Picked, Shape};
-use crate::kubernetes::limits::{MAX_ADDRESSES, MAX_CLUSTER_IPS, MAX_ENDPOINTS, MAX_SERVICE_PORTS, MAX_SLICE_PORTS};
+use crate::kubernetes::limits::{
+    MAX_ADDRESSES, MAX_CLUSTER_IPS, MAX_ENDPOINTS, MAX_EXTERNAL_ADDRESSES, MAX_SERVICE_PORTS, MAX_SLICE_PORTS,
+};
 
 /// The object types, read through their derived `Deserialize` (whose fields are all
 /// lenient, so it only fails on broken JSON).
@@ -26,7 +28,10 @@ object_shape!(
     RawPort,
     RawEndpoint,
     RawConditions,
-    RawTargetRef
+    RawTargetRef,
+    RawStatus,
+    RawLoadBalancer,
+    RawIngress
 );
 
 /// `kubernetes.io/service-name`: the Service an EndpointSlice belongs to.
@@ -44,13 +49,6 @@ impl PickKey for TriggerTimeAnnotation {
     const KEY: &'static str = "endpoints.kubernetes.io/last-change-trigger-time";
 }
 
-/// `status.podIP` of a Pod.
-pub(super) enum PodIp {}
-
-impl PickKey for PodIp {
-    const KEY: &'static str = "podIP";
-}
-
 /// Any object of the watched kinds, or a Status: the union of the fields read from each.
 /// One type for all kinds lets a mixed-kind list (`kubectl get ... -o json`) be read in
 /// one pass, whatever order the fields come in.
@@ -60,8 +58,8 @@ pub(super) struct RawObject {
     pub(super) kind: Leaf,
     pub(super) metadata: Maybe<RawMeta>,
     pub(super) spec: Maybe<RawSpec>,
-    /// An object for Pods; a string (`Failure`) for a Status.
-    pub(super) status: Maybe<Picked<PodIp>>,
+    /// An object for Pods and Services; a string (`Failure`) for a Status.
+    pub(super) status: Maybe<RawStatus>,
     /// EndpointSlice `endpoints`.
     pub(super) endpoints: Maybe<Capped<Maybe<RawEndpoint>, MAX_ENDPOINTS>>,
     /// EndpointSlice `ports`.
@@ -99,6 +97,36 @@ pub(super) struct RawSpec {
     #[serde(rename = "externalName")]
     pub(super) external_name: Leaf,
     pub(super) ports: Maybe<Capped<Maybe<RawPort>, MAX_SERVICE_PORTS>>,
+    /// Addresses the cluster routes to the Service (for `k8s_external`).
+    #[serde(rename = "externalIPs")]
+    pub(super) external_ips: Maybe<Capped<Leaf, MAX_EXTERNAL_ADDRESSES>>,
+    /// A Pod's `spec.hostNetwork` (for autopath and the client metadata).
+    #[serde(rename = "hostNetwork")]
+    pub(super) host_network: Leaf,
+}
+
+/// `status` of a Pod (`podIP`) or a Service (`loadBalancer`).
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(super) struct RawStatus {
+    #[serde(rename = "podIP")]
+    pub(super) pod_ip: Leaf,
+    pub(super) load_balancer: Maybe<RawLoadBalancer>,
+}
+
+/// Service `status.loadBalancer`.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawLoadBalancer {
+    pub(super) ingress: Maybe<Capped<Maybe<RawIngress>, MAX_EXTERNAL_ADDRESSES>>,
+}
+
+/// One `status.loadBalancer.ingress[]` point: an address or a host name.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawIngress {
+    pub(super) ip: Leaf,
+    pub(super) hostname: Leaf,
 }
 
 /// A Service port or an EndpointSlice port.

@@ -27,12 +27,14 @@ use std::sync::Arc;
 
 mod entry;
 mod owners;
+mod pods;
 mod shard;
 mod slice;
 mod store;
 
 pub use entry::{ServiceData, ServiceEntry, label_at, wire_labels};
 pub use owners::{Owner, Owners};
+pub use pods::{ClientPod, PodRef};
 pub use shard::{ByKey, FxHasher, Keyed, Sharded, ShardedSet};
 pub use slice::{Ep, LabelBuf, SliceData, label_hash};
 pub use store::{ClusterStore, StoreOptions, service_key};
@@ -51,6 +53,8 @@ pub struct Snapshot {
     reverse6: Sharded<u128, Owners>,
     /// `<ns label><pod IP text>` → number of live pods with that IP there.
     pods: Sharded<Box<[u8]>, u32>,
+    /// Pod address → every pod that has it (`pods verified` only).
+    pod_owners: pods::PodOwners,
 }
 
 impl Snapshot {
@@ -84,6 +88,12 @@ impl Snapshot {
         self.pods.get(&key[..ns_label.len() + ip.len()]).is_some()
     }
 
+    /// What the address `ip` says about the pod a query from it came from (see
+    /// [`ClientPod`]). Pods are known only with `pods verified`.
+    pub fn client_pod(&self, ip: IpAddr) -> ClientPod<'_> {
+        ClientPod::of(self.pod_owners.get(&ip.to_canonical()).map_or(&[][..], |l| &l[..]))
+    }
+
     /// (namespaces, services, addresses), for logs and metrics.
     pub fn counts(&self) -> (usize, usize, usize) {
         (
@@ -111,6 +121,7 @@ mod tests {
             kind: ServiceKind::ClusterIp,
             cluster_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
             external_name: "".into(),
+            external_ips: Vec::new(),
             ports: vec![Port {
                 name: "http".into(),
                 protocol: "tcp".into(),

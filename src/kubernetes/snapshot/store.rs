@@ -40,6 +40,8 @@ pub struct ClusterStore {
     /// Service key → slices naming a service that does not exist.
     orphans: FxMap<Box<[u8]>, Vec<Arc<SliceData>>>,
     pods: FxMap<ObjectKey, (Box<str>, u32)>,
+    /// Where each pod is in the address index (terminating pods included).
+    pod_index: super::pods::PodIndex,
     namespaces: FxMap<Box<str>, u32>,
     /// Port lists, shared by every service and slice that has the same one.
     ports: FxSet<Arc<[Port]>>,
@@ -190,6 +192,7 @@ impl ClusterStore {
                 for k in gone {
                     self.delete(Resource::Pods, &k);
                 }
+                self.pod_index.sweep(&mut self.snap.pod_owners, generation_now);
             }
         }
         // Port lists nobody uses any more.
@@ -216,8 +219,9 @@ impl ClusterStore {
             Resource::Services => self.delete_service(&wire_labels([&*key.name, &*key.namespace])),
             Resource::EndpointSlices => self.delete_slice(&slice_key(&key.namespace, &key.name)),
             Resource::Pods => {
+                let indexed = self.pod_index.remove(&mut self.snap.pod_owners, key);
                 let Some((ip, _)) = self.pods.remove(key) else {
-                    return false;
+                    return indexed;
                 };
                 self.unindex_pod(&key.namespace, &ip);
                 self.bump_serial();
@@ -464,20 +468,22 @@ impl ClusterStore {
             name: p.name.clone(),
         };
         let generation_now = self.current_gen(Resource::Pods);
+        // The address index keeps terminating pods: they may hold the address still.
+        let indexed = self.pod_index.upsert(&mut self.snap.pod_owners, &p, generation_now);
         if let Some((_, g)) = self.pods.get_mut(&key) {
             *g = generation_now;
         }
         // A terminating pod is not added or updated; an entry already there stays until
         // the delete event, as CoreDNS's pod informer does.
         if p.terminating {
-            return false;
+            return indexed;
         }
         let old = self
             .pods
             .insert(key, (p.pod_ip.clone(), generation_now))
             .map(|(ip, _)| ip);
         if old.as_deref() == Some(&*p.pod_ip) {
-            return false;
+            return indexed;
         }
         if let Some(ip) = old {
             self.unindex_pod(&p.namespace, &ip);

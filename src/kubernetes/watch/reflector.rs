@@ -800,6 +800,7 @@ mod tests {
             kind: ServiceKind::ClusterIp,
             cluster_ips: Vec::new(),
             external_name: "".into(),
+            external_ips: Vec::new(),
             ports: Vec::new(),
         })
     }

@@ -24,6 +24,7 @@ use crate::setup::{Lifecycle, Plugin, SetupCtx};
 
 mod answer;
 pub mod backend;
+mod client;
 mod seen;
 pub mod setup;
 
@@ -46,6 +47,8 @@ pub struct Kubernetes {
     /// Whether this instance holds its backend (between `start` and `stop`).
     holding: AtomicBool,
     pub builder_stats: Arc<BuilderStats>,
+    /// The host's search domains (its `/etc/resolv.conf`), for autopath.
+    host_search: Vec<Zone>,
 }
 
 /// Parses `kubernetes [ZONES...] { ... }`.
@@ -53,7 +56,9 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
     let d = once("kubernetes", dirs)?;
     let opts = setup::parse(d, ctx)?;
     let backend = Backend::shared(WatchKey::of(&opts), ctx.process);
-    Ok(Plugin::both(Arc::new(Kubernetes::with_backend(opts, backend))))
+    let mut k = Kubernetes::with_backend(opts, backend);
+    k.host_search = client::resolv_search(std::path::Path::new("/etc/resolv.conf"));
+    Ok(Plugin::both(Arc::new(k)))
 }
 
 impl Kubernetes {
@@ -70,6 +75,7 @@ impl Kubernetes {
             builder_stats: backend.builder_stats.clone(),
             backend,
             holding: AtomicBool::new(false),
+            host_search: Vec::new(),
         }
     }
 
@@ -208,6 +214,18 @@ impl Handler for Kubernetes {
         // Answer again (the snapshot may have moved on), then complete the chain with
         // what the server answered for its out-of-zone target.
         self.handle(q, Some(reply))
+    }
+
+    fn provides_metadata(&self) -> bool {
+        true
+    }
+
+    fn metadata(&self, q: &Query<'_, '_>, label: &str, out: &mut String) -> bool {
+        self.metadata_value(q, label, out)
+    }
+
+    fn autopather(&self) -> Option<&dyn crate::chain::AutoPather> {
+        Some(self)
     }
 }
 

@@ -59,8 +59,9 @@ enum Part {
     Do,
     Bufsize,
     Rflags,
-    /// `{/label}` metadata: clusterdns has no metadata plugin, so always `-`.
-    Metadata,
+    /// `{/label}`: the metadata label's value; `-` when it is not set (no `metadata`
+    /// in the block, or no provider sets it for the query), as CoreDNS's replacer.
+    Metadata(String),
 }
 
 /// `log NAME... FORMAT { class ... }` compiled.
@@ -161,7 +162,7 @@ fn parse_format(f: &str) -> Vec<Part> {
             ">do" => Part::Do,
             ">bufsize" => Part::Bufsize,
             ">rflags" => Part::Rflags,
-            k if k.starts_with('/') => Part::Metadata,
+            k if k.starts_with('/') => Part::Metadata(k[1..].to_string()),
             _ => {
                 text.push_str(&rest[..open + close + 1]);
                 rest = &rest[open + close + 1..];
@@ -236,8 +237,15 @@ impl Log {
                     });
                     Ok(())
                 }
-                Part::Metadata => {
-                    out.push('-');
+                Part::Metadata(label) => {
+                    META.with(|v| {
+                        let mut v = v.borrow_mut();
+                        if q.metadata(label, &mut v) {
+                            out.push_str(&v);
+                        } else {
+                            out.push('-');
+                        }
+                    });
                     Ok(())
                 }
             };
@@ -247,6 +255,8 @@ impl Log {
 
 thread_local! {
     static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
+    /// A metadata value being read (`{/label}`).
+    static META: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(64));
 }
 
 impl Handler for Log {
@@ -294,7 +304,7 @@ mod tests {
                 Part::Text(" - ".into()),
                 Part::Id,
                 Part::Text(" {unknown} ".into()),
-                Part::Metadata,
+                Part::Metadata("meta".into()),
                 Part::Text(" x".into()),
             ]
         );

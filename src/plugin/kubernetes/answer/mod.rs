@@ -40,6 +40,7 @@ use crate::kubernetes::snapshot::{ServiceEntry, Snapshot};
 mod address;
 mod external;
 mod lookup;
+pub mod metadata;
 mod ns;
 mod parse;
 mod reverse;
@@ -394,6 +395,7 @@ mod tests {
             kind,
             cluster_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
             external_name: "".into(),
+            external_ips: Vec::new(),
             ports,
         })
     }

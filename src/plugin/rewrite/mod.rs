@@ -1,0 +1,214 @@
+//! `rewrite`: changes the query the later plugins see (its name, type, class, EDNS
+//! options) and the reply the client gets back (the question put back, names, values,
+//! TTLs and rcodes rewritten), as CoreDNS's plugin of that name does (README.md beside
+//! this file).
+//!
+//! ```text
+//!   client query ─▶ serve: rules in line order ──(changed)──▶ new query in the worker's
+//!                   (continue / stop)                         `rewritten` buffer: the
+//!                                                             later plugins see it
+//!   client reply ◀─ on_response: the rules applied again to the client's query (they
+//!                   depend on it alone), then the reply rebuilt: the client's
+//!                   question, the response rules of the applied rules, last first
+//! ```
+//!
+//! Nothing is kept between the two halves: the worker may hold many queries at once
+//! (upstream exchanges), and applying the rules again costs less than storing their
+//! results per query. An `exact` or `suffix` rule allocates nothing on either side.
+
+mod answer;
+mod rules;
+mod text;
+
+use crate::chain::{ChainError, Handler, Query, Step};
+use crate::config::{ConfigError, Directive};
+use crate::dns::wire::MAX_NAME_LEN;
+use crate::dns::{QueryBuilder, Rcode, Request};
+use crate::setup::{Plugin, SetupCtx};
+
+use answer::Plan;
+use rules::{Applied, Kind, MAX_OPTIONS, MAX_RULES, Rule, Work};
+
+/// The plugin: the rules of one server block, in line order.
+pub struct Rewrite {
+    rules: Vec<Rule>,
+}
+
+/// Every `rewrite` line of the block is one rule; a line with fewer than two words and
+/// a block takes the block's words as the rest of the rule (CoreDNS's `rewriteParse`:
+/// `rewrite stop { name regex ... answer name ... }` is one rule).
+pub fn setup(dirs: &[&Directive], _: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
+    Ok(Plugin::handler(parse(dirs)?))
+}
+
+fn parse(dirs: &[&Directive]) -> Result<Rewrite, ConfigError> {
+    let mut out = Vec::new();
+    for d in dirs {
+        let mut words: Vec<&str> = d.args.iter().map(|t| t.as_str()).collect();
+        if words.len() < 2 {
+            for line in d.options() {
+                words.push(line.name.as_str());
+                words.extend(line.args.iter().map(|t| t.as_str()));
+            }
+        } else if let Some(first) = d.options().first() {
+            return Err(ConfigError::at(
+                first.loc(),
+                format!("rewrite: unexpected block after '{}'", words.join(" ")),
+            ));
+        }
+        let rule = rules::parse(&words).map_err(|e| d.err("rewrite", e))?;
+        if out.len() == MAX_RULES {
+            return Err(d.err("rewrite", format!("more than {MAX_RULES} rules in one server block")));
+        }
+        out.push(rule);
+    }
+    Ok(Rewrite { rules: out })
+}
+
+impl Rewrite {
+    /// Applies the rules to `req` in line order (CoreDNS's ServeDNS loop): a rule that
+    /// applies stops the rest unless it is `continue`. With a plan, records which
+    /// applied (and for name rules the names before and after, in `arena`).
+    fn apply<'a>(
+        &'a self,
+        req: &Request<'a>,
+        w: &mut Work<'a>,
+        mut plan: Option<(&mut Plan, &mut Vec<u8>)>,
+    ) -> Result<(), ()> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            let before = plan.as_mut().map(|(_, arena)| {
+                let start = arena.len() as u32;
+                arena.extend_from_slice(w.name.as_str().as_bytes());
+                (start, arena.len() as u32)
+            });
+            match rule.apply(req, w) {
+                Applied::Ignored => {
+                    if let (Some((_, arena)), Some((start, _))) = (plan.as_mut(), before) {
+                        arena.truncate(start as usize);
+                    }
+                    continue;
+                }
+                Applied::Invalid => return Err(()),
+                Applied::Done => {}
+            }
+            if let (Some((p, arena)), Some((b0, b1))) = (plan.as_mut(), before) {
+                p.matched |= 1u64 << i;
+                let a0 = arena.len() as u32;
+                arena.extend_from_slice(w.name.as_str().as_bytes());
+                p.names[i] = (b0, b1, a0, arena.len() as u32);
+                p.effects |= match &rule.kind {
+                    Kind::Name(r) => r.auto || !r.answers.is_empty(),
+                    Kind::Ttl { .. } | Kind::Rcode { .. } => true,
+                    _ => false,
+                };
+            }
+            if rule.stops() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the query the later plugins see into `out`.
+    fn write(req: &Request<'_>, w: &Work<'_>, out: &mut Vec<u8>) -> bool {
+        let mut qname = [0u8; MAX_NAME_LEN];
+        let Some(len) = w.name.to_wire(&mut qname) else {
+            return false;
+        };
+        let mut b = QueryBuilder::new(&qname[..len], w.qtype)
+            .id(req.id)
+            .class(w.qclass)
+            .rd(req.rd())
+            .cd(req.cd())
+            .ad(req.flags.ad());
+        let mut opts: [(u16, &[u8]); MAX_OPTIONS] = [(0, &[]); MAX_OPTIONS];
+        let n = match (&w.options, req.edns) {
+            (Some(o), edns) => {
+                // CoreDNS adds an OPT advertising 4096 bytes to a query without one.
+                let (size, dnssec_ok) = edns.map_or((4096, false), |e| (e.udp_size, e.dnssec_ok));
+                b = b.edns(size).dnssec_ok(dnssec_ok);
+                o.resolved(&mut opts)
+            }
+            (None, Some(e)) => {
+                b = b.edns(e.udp_size).dnssec_ok(e.dnssec_ok);
+                let mut n = 0;
+                for (code, data) in req.edns_options() {
+                    if n == MAX_OPTIONS {
+                        return false;
+                    }
+                    opts[n] = (code, data);
+                    n += 1;
+                }
+                n
+            }
+            (None, None) => 0,
+        };
+        if n > 0 {
+            b = b.options(&opts[..n]);
+        }
+        b.write(out);
+        true
+    }
+}
+
+impl Handler for Rewrite {
+    fn name(&self) -> &'static str {
+        "rewrite"
+    }
+
+    fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        let mut w = Work::of(q.req);
+        if self.apply(q.req, &mut w, None).is_err() {
+            let msg = format!("invalid name after rewrite: {}", w.name.as_str());
+            return Step::Fail(Rcode::SERVFAIL, Some(ChainError::Plugin("rewrite", msg.into())));
+        }
+        if !w.changed {
+            return Step::Next;
+        }
+        if !Rewrite::write(q.req, &w, &mut q.worker.rewritten) {
+            let msg = format!("more than {MAX_OPTIONS} EDNS options in a rewritten query");
+            return Step::Fail(Rcode::SERVFAIL, Some(ChainError::Plugin("rewrite", msg.into())));
+        }
+        Step::Rewritten
+    }
+
+    fn rewrites(&self) -> bool {
+        true
+    }
+
+    /// A class a `class` rule rewrites from is taken (CoreDNS's TestRewrite: `rewrite
+    /// class CH IN` makes a CH query an IN one); the server refuses classes no plugin
+    /// of the block takes.
+    fn handles_class(&self, class: u16) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.kind, Kind::Class { from, .. } if from == class))
+    }
+
+    fn wants_response(&self) -> bool {
+        true
+    }
+
+    fn on_response(&self, q: &mut Query<'_, '_>) {
+        let mut arena = std::mem::take(&mut q.worker.rewritten);
+        arena.clear();
+        let mut plan = Plan::new();
+        let mut w = Work::of(q.req);
+        let applied = self.apply(q.req, &mut w, Some((&mut plan, &mut arena)));
+        plan.changed = w.changed;
+        if applied.is_ok() && plan.matched != 0 && (plan.changed || plan.effects) {
+            let mut copy = std::mem::take(&mut q.worker.scratch);
+            let scratch = answer::Scratch {
+                copy: &mut copy,
+                name: &mut w.name,
+                tmp: &mut w.next,
+            };
+            answer::rebuild(self, &plan, &arena, q.req, q.resp, scratch);
+            q.worker.scratch = copy;
+        }
+        q.worker.rewritten = arena;
+    }
+}
+
+#[cfg(test)]
+mod tests;
