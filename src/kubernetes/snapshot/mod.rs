@@ -31,7 +31,7 @@ mod shard;
 mod slice;
 mod store;
 
-pub use entry::{ServiceData, ServiceEntry, label_at, wire_labels};
+pub use entry::{Outside, ServiceData, ServiceEntry, label_at, wire_labels};
 pub use owners::{Owner, Owners};
 pub use shard::{ByKey, FxHasher, Keyed, Sharded, ShardedSet};
 pub use slice::{Ep, LabelBuf, SliceData, label_hash};
@@ -44,6 +44,9 @@ pub struct Snapshot {
     pub synced: bool,
     /// Unix time of the last change the SOA serial counts (0 before any).
     pub serial: u32,
+    /// Unix time of the last change to what `k8s_external` serves (CoreDNS's
+    /// `ModifiedExternal`): a service with external addresses added, changed or gone.
+    pub external_serial: u32,
     namespaces: Sharded<Box<[u8]>, ()>,
     /// Keyed by the wire labels `<svc><ns>` (what a query holds contiguously).
     services: ShardedSet<ServiceEntry>,
