@@ -20,6 +20,7 @@ pub mod errors;
 pub mod forward;
 pub mod health;
 pub mod hosts;
+pub mod k8s_external;
 pub mod kubernetes;
 pub mod loadbalance;
 pub mod log;
@@ -90,7 +91,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("route53"),
     Spec::unsupported("azure"),
     Spec::unsupported("clouddns"),
-    Spec::unsupported("k8s_external"),
+    Spec::chain("k8s_external", k8s_external::setup),
     Spec::chain("kubernetes", kubernetes::setup),
     Spec::unsupported("file"),
     Spec::unsupported("auto"),
@@ -296,6 +297,7 @@ mod tests {
                 "forward",
                 "health",
                 "hosts",
+                "k8s_external",
                 "kubernetes",
                 "loadbalance",
                 "log",

@@ -211,7 +211,22 @@ impl Handler for Kubernetes {
     }
 }
 
+/// What the plugin lends the other plugins of its block ([`Lifecycle::export`]):
+/// `k8s_external` answers from the same snapshot, with the same options (namespaces,
+/// the server's local addresses).
+pub struct Exported {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub opts: Options,
+}
+
 impl Lifecycle for Kubernetes {
+    fn export(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        Some(Arc::new(Exported {
+            snapshot: self.snapshot.clone(),
+            opts: self.opts.clone(),
+        }))
+    }
+
     fn ready(&self) -> Option<bool> {
         Some(self.snapshot.load().synced)
     }

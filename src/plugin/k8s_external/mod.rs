@@ -1,0 +1,126 @@
+//! `k8s_external`: a zone outside the cluster's own in which Services answer with the
+//! addresses they are reached at from outside: `spec.externalIPs` and their load
+//! balancers' ingress points, and headless services' endpoints with `headless`
+//! (README.md beside this file; reference: CoreDNS `plugin/k8s_external` and
+//! `plugin/kubernetes/external.go`).
+//!
+//! ```text
+//!   kubernetes (same block) ──export: snapshot cell, options──▶ k8s_external (link)
+//!   query <svc>.<ns>.<zone> ──▶ answer::answer ──▶ records from the snapshot
+//!   query <zone>, <apex>.<zone>, ns1.<apex>.<zone> ──▶ SOA, NS, the NS addresses
+//! ```
+//!
+//! The plugin keeps no data of its own: it reads the kubernetes plugin's snapshot, as
+//! CoreDNS's reads the kubernetes plugin's informers through its `Externaler` interface,
+//! so it needs a `kubernetes` directive in the same server block (checked at start-up
+//! with CoreDNS's error). Zone transfers of its records (CoreDNS's `transfer.go`) come
+//! with the `transfer` plugin.
+
+use std::sync::{Arc, OnceLock};
+
+use crate::chain::{ChainError, Handler, Query, Step};
+use crate::config::{ConfigError, Directive};
+use crate::dns::{Rcode, Zone};
+use crate::plugin::kubernetes::Exported;
+use crate::setup::{Lifecycle, Peers, Plugin, SetupCtx};
+
+mod answer;
+pub mod setup;
+#[cfg(test)]
+mod tests;
+
+use answer::{Answer, Ctx};
+pub use setup::Options;
+
+/// The plugin.
+pub struct External {
+    pub opts: Options,
+    /// The kubernetes plugin of the block, found when the block is linked.
+    kubernetes: OnceLock<Arc<Exported>>,
+}
+
+/// Parses `k8s_external [ZONES...] { ... }`.
+pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
+    let opts = setup::parse(dirs, ctx)?;
+    Ok(Plugin::both(Arc::new(External::new(opts))))
+}
+
+impl External {
+    pub fn new(opts: Options) -> External {
+        External {
+            opts,
+            kubernetes: OnceLock::new(),
+        }
+    }
+
+    /// Answers from `kubernetes`' snapshot and options (what linking gives; tests call
+    /// it directly).
+    pub fn with_kubernetes(self, k: Arc<Exported>) -> External {
+        let _ = self.kubernetes.set(k);
+        self
+    }
+
+    /// Whether a name error for this name goes to the next plugin.
+    fn falls_through(&self, name: &crate::dns::NameKey) -> bool {
+        self.opts
+            .fallthrough
+            .as_ref()
+            .is_some_and(|zones| Zone::any_contains(zones, name))
+    }
+}
+
+impl Handler for External {
+    fn name(&self) -> &'static str {
+        "k8s_external"
+    }
+
+    fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        let Some(zone) = self.opts.zones.iter().find(|z| z.contains(&q.req.qname)) else {
+            return Step::Next;
+        };
+        let Some(k) = self.kubernetes.get() else {
+            // Not linked: the build refuses a block without kubernetes, so only a
+            // plugin made by hand gets here.
+            return Step::Next;
+        };
+        let snap = k.snapshot.load();
+        let ctx = Ctx::new(&self.opts, &k.opts, &snap, q.req, zone, &q.worker.budget);
+        q.resp.start(q.req, Rcode::NOERROR);
+        q.resp.set_aa(true);
+        match ctx.answer(q.resp) {
+            Answer::Records => Step::Answered,
+            Answer::NoData => {
+                ctx.soa(q.resp);
+                Step::Answered
+            }
+            Answer::NameError { apex } => {
+                // CoreDNS falls through only for names of services (`External`'s
+                // NXDOMAIN), never for names under the apex.
+                if !apex && self.falls_through(&q.req.qname) {
+                    return Step::Next;
+                }
+                // Until the first sync, "does not exist" may be wrong: SERVFAIL, as the
+                // kubernetes plugin answers (resolvers do not cache it).
+                let rcode = if snap.synced || apex { Rcode::NXDOMAIN } else { Rcode::SERVFAIL };
+                q.resp.start(q.req, rcode);
+                q.resp.set_aa(true);
+                ctx.soa(q.resp);
+                Step::Answered
+            }
+            Answer::OverBudget => Step::Fail(Rcode::SERVFAIL, Some(ChainError::OverBudget("k8s_external"))),
+        }
+    }
+}
+
+impl Lifecycle for External {
+    /// CoreDNS's `OnStartup`: the block's kubernetes plugin, or the start fails.
+    fn link(&self, peers: &Peers<'_>) -> Result<(), String> {
+        match peers.get::<Exported>("kubernetes") {
+            Some(k) => {
+                let _ = self.kubernetes.set(k);
+                Ok(())
+            }
+            None => Err("plugin/k8s_external: kubernetes plugin not loaded".into()),
+        }
+    }
+}
