@@ -1,1 +1,628 @@
+//! Behaviour tables: each expected answer is CoreDNS's, traced to the test or README
+//! that pins it (`plugin/k8s_external/external_test.go` `tests`, `apex_test.go`
+//! `testsApex`, `setup_test.go`), over the same cluster as those tests: namespace
+//! `testns`; `svc1` (externalIPs 1.2.3.4), `svc6` (1:2::5), `svc11` (a load balancer
+//! at 2.3.4.5), `svc12` (a load balancer known as `dummy.hostname`), each with port
+//! `http/tcp/80`; `svc-headless` with endpoints `endpoint-svc-0` (1.2.3.4) and
+//! `endpoint-svc-1` (1.2.3.5).
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use domain::base::Message;
+use domain::rdata::AllRecordData;
+
+use super::*;
+use crate::chain::{RouteTag, WorkerCtx};
+use crate::dns::{Request, Response, Transport};
+use crate::kubernetes::model::{
+    Endpoint, EndpointSlice, ExternalIp, Namespace, Object, Port, Service, ServiceKind,
+};
+use crate::kubernetes::snapshot::{ClusterStore, StoreOptions};
+use crate::plugin::kubernetes::Exported;
+
+fn ctx_for(zones: &[Zone]) -> SetupCtx<'static> {
+    SetupCtx {
+        zones: Box::leak(zones.to_vec().into_boxed_slice()),
+        config_dir: "/".into(),
+        workers: 1,
+        binds: None,
+        process: Box::leak(Box::new(crate::process::ProcessState::new())),
+    }
+}
+
+/// Parses `text` (one server block) and sets up its `k8s_external` lines.
+fn parse(text: &str) -> Result<Options, String> {
+    let parsed = crate::config::parse_str(text, "Corefile", std::path::Path::new("/")).map_err(|e| format!("{e:?}"))?;
+    let b = &parsed.blocks[0];
+    let dirs: Vec<&Directive> = b.directives.iter().filter(|d| d.name.as_str() == "k8s_external").collect();
+    let ctx = ctx_for(&[Zone::new("example.org.").unwrap()]);
+    setup::parse(&dirs, &ctx).map_err(|e| e.to_string())
+}
+
+/// `setup_test.go` `TestSetup`, and the errors of `setup.go` `parse`.
+#[test]
+fn setup_table() {
+    let o = parse("example.org {\n k8s_external\n}\n").unwrap();
+    assert_eq!(o.zones[0].as_str(), "example.org.", "the block's zones by default");
+    assert_eq!(&*o.apex, b"\x03dns");
+    assert_eq!(o.ttl, 5, "README: the default is 5 (seconds)");
+    assert!(!o.headless && o.fallthrough.is_none());
+    let o = parse(". {\n k8s_external example.org {\n apex testdns\n }\n}\n").unwrap();
+    assert_eq!((o.zones[0].as_str(), &*o.apex), ("example.org.", &b"\x07testdns"[..]));
+    assert!(parse(". {\n k8s_external example.org {\n headless\n }\n}\n").unwrap().headless);
+    let o = parse(". {\n k8s_external example.org {\n fallthrough\n }\n}\n").unwrap();
+    assert_eq!(o.fallthrough.unwrap()[0].as_str(), ".");
+    let o = parse(". {\n k8s_external example.org {\n fallthrough ip6.arpa inaddr.arpa foo.com\n }\n}\n").unwrap();
+    let ft: Vec<&str> = o.fallthrough.as_ref().unwrap().iter().map(|z| z.as_str()).collect();
+    assert_eq!(ft, ["ip6.arpa.", "inaddr.arpa.", "foo.com."]);
+    assert_eq!(parse(". {\n k8s_external a.org {\n ttl 3600\n }\n}\n").unwrap().ttl, 3600);
+    // A CIDR stands for its reverse zones, as zone arguments everywhere.
+    let o = parse(". {\n k8s_external example.org 10.0.0.0/8\n}\n").unwrap();
+    assert!(o.zones.iter().any(|z| z.as_str() == "10.in-addr.arpa."));
+    for (text, want) in [
+        (
+            ". {\n k8s_external a.org {\n ttl 3601\n }\n}\n",
+            "Corefile:3 - k8s_external: ttl must be in range [0, 3600]: 3601",
+        ),
+        (
+            ". {\n k8s_external a.org {\n ttl -1\n }\n}\n",
+            "Corefile:3 - k8s_external: ttl must be in range [0, 3600]: -1",
+        ),
+        (
+            ". {\n k8s_external a.org {\n ttl five\n }\n}\n",
+            "Corefile:3 - k8s_external: strconv.Atoi: parsing \"five\": invalid syntax",
+        ),
+        (
+            ". {\n k8s_external a.org {\n ttl\n }\n}\n",
+            "Corefile:3 - k8s_external: Wrong argument count or unexpected line ending after 'ttl'",
+        ),
+        (
+            ". {\n k8s_external a.org {\n apex\n }\n}\n",
+            "Corefile:3 - k8s_external: Wrong argument count or unexpected line ending after 'apex'",
+        ),
+        (
+            ". {\n k8s_external a.org {\n bogus\n }\n}\n",
+            "Corefile:3 - k8s_external: unknown property 'bogus'",
+        ),
+        (
+            ". {\n k8s_external a..org\n}\n",
+            "Corefile:2 - k8s_external: invalid zone 'a..org'",
+        ),
+    ] {
+        assert_eq!(parse(text).unwrap_err(), want, "{text}");
+    }
+}
+
+fn http() -> Vec<Port> {
+    vec![Port {
+        name: "http".into(),
+        protocol: "tcp".into(),
+        port: 80,
+    }]
+}
+
+fn svc(name: &str, kind: ServiceKind, cluster: &[&str], external: Vec<ExternalIp>) -> Object {
+    Object::Service(Service {
+        namespace: "testns".into(),
+        name: name.into(),
+        resource_version: "1".into(),
+        kind,
+        cluster_ips: cluster.iter().map(|i| i.parse().unwrap()).collect(),
+        external_name: "".into(),
+        external_ips: external,
+        ports: http(),
+    })
+}
+
+fn ip(s: &str) -> ExternalIp {
+    ExternalIp::Addr(s.parse().unwrap())
+}
+
+/// The cluster of CoreDNS's `external_test.go` (`svcIndexExternal`, `epIndexExternal`).
+fn coredns_cluster() -> ClusterStore {
+    let mut st = ClusterStore::new(StoreOptions::default(), vec![]);
+    st.upsert(Object::Namespace(Namespace { name: "testns".into() }));
+    st.upsert(svc("svc1", ServiceKind::ClusterIp, &["10.0.0.1"], vec![ip("1.2.3.4")]));
+    st.upsert(svc("svc6", ServiceKind::ClusterIp, &["10.0.0.3"], vec![ip("1:2::5")]));
+    st.upsert(svc("svc11", ServiceKind::ClusterIp, &["10.0.0.3"], vec![ip("2.3.4.5")]));
+    st.upsert(svc(
+        "svc12",
+        ServiceKind::ClusterIp,
+        &["10.0.0.3"],
+        vec![ExternalIp::Host("dummy.hostname".into())],
+    ));
+    st.upsert(svc("svc-headless", ServiceKind::Headless, &[], vec![]));
+    let ep = |a: &str, h: &str| Endpoint {
+        addresses: vec![(a.parse().unwrap(), a.into())],
+        hostname: Some(h.into()),
+        pod_name: None,
+        node_name: None,
+    };
+    st.upsert(Object::EndpointSlice(EndpointSlice {
+        namespace: "testns".into(),
+        name: "svc-headless-1".into(),
+        resource_version: "1".into(),
+        service: "svc-headless".into(),
+        endpoints: vec![ep("1.2.3.4", "endpoint-svc-0"), ep("1.2.3.5", "endpoint-svc-1")],
+        ports: http(),
+        last_change_trigger: None,
+    }));
+    st
+}
+
+fn kube(store: &ClusterStore, local: &[&str]) -> Arc<Exported> {
+    let parsed = crate::config::parse_str(
+        "cluster.local {\n kubernetes\n}\n",
+        "Corefile",
+        std::path::Path::new("/"),
+    )
+    .unwrap();
+    let ctx = ctx_for(&[Zone::new("cluster.local.").unwrap()]);
+    let mut opts = crate::plugin::kubernetes::setup::parse(&parsed.blocks[0].directives[0], &ctx).unwrap();
+    opts.local_ips = local.iter().map(|a| a.parse().unwrap()).collect();
+    let mut snap = store.snapshot();
+    snap.synced = true;
+    Arc::new(Exported {
+        snapshot: Arc::new(ArcSwap::from_pointee(snap)),
+        opts,
+    })
+}
+
+fn plugin(corefile: &str, store: &ClusterStore, local: &[&str]) -> External {
+    External::new(parse(corefile).unwrap()).with_kubernetes(kube(store, local))
+}
+
+/// What one query got: rcode, AA, and each section as sorted `owner TTL TYPE rdata`
+/// lines (CoreDNS's `test.SortAndCheck` compares sections sorted), or `next` when the
+/// query went on to the next plugin.
+#[derive(Debug, PartialEq)]
+struct Got {
+    rcode: String,
+    answer: Vec<String>,
+    ns: Vec<String>,
+    extra: Vec<String>,
+}
+
+fn ask(p: &External, name: &str, qtype: u16) -> Option<Got> {
+    let raw = crate::dns::QueryBuilder::new(&crate::dns::wire::name_from_str(name).unwrap(), qtype).to_vec();
+    let a = "127.0.0.1:1".parse().unwrap();
+    let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
+    let mut resp = Response::new();
+    let mut w = WorkerCtx::new(0);
+    let tag = RouteTag {
+        slot: 0,
+        server: "dns://:53".into(),
+        zone: ".".into(),
+    };
+    let mut q = Query {
+        req: &req,
+        resp: &mut resp,
+        worker: &mut w,
+        route: &tag,
+        answered_by: "",
+        error: None,
+        refresh: false,
+        coalesce: true,
+    };
+    match p.serve(&mut q) {
+        Step::Answered => {}
+        Step::Next => return None,
+        other => panic!("{name}: {other:?}"),
+    }
+    let msg = resp.finish().to_vec();
+    let m = Message::from_octets(msg).unwrap();
+    assert!(m.header().aa(), "{name}: authoritative");
+    let lines = |sec: domain::base::message::RecordSection<'_, Vec<u8>>| {
+        let mut v: Vec<String> = sec
+            .limit_to::<AllRecordData<_, _>>()
+            .map(|r| {
+                let r = r.unwrap();
+                format!("{} {} {} {}", r.owner(), r.ttl().as_secs(), r.rtype(), r.data())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    Some(Got {
+        rcode: m.header().rcode().to_string(),
+        answer: lines(m.answer().unwrap()),
+        ns: lines(m.authority().unwrap()),
+        extra: lines(m.additional().unwrap()),
+    })
+}
+
+fn got(rcode: &str, answer: &[&str], ns: &[&str], extra: &[&str]) -> Option<Got> {
+    let v = |s: &[&str]| {
+        let mut v: Vec<String> = s.iter().map(|x| x.to_string()).collect();
+        v.sort();
+        v
+    };
+    Some(Got {
+        rcode: rcode.into(),
+        answer: v(answer),
+        ns: v(ns),
+        extra: v(extra),
+    })
+}
+
+/// The zone's SOA as this cluster has it: the serial is the Unix time of the last
+/// change to a service with external addresses (CoreDNS `ExternalSerial`).
+fn soa(p: &External, zone: &str) -> String {
+    let serial = p.kubernetes.get().unwrap().snapshot.load().external_serial;
+    format!("{zone} 5 SOA ns1.dns.{zone} hostmaster.dns.{zone} {serial} 7200 1800 86400 5")
+}
+
+/// `external_test.go` `tests`, case by case (its PTR cases apart: see the README).
+#[test]
+fn coredns_external_table() {
+    use crate::dns::rtype::{A, AAAA, PTR, SOA, SRV};
+    let st = coredns_cluster();
+    let p = plugin(". {\n k8s_external example.com {\n headless\n }\n}\n", &st, &["127.0.0.1"]);
+    let z = "example.com.";
+    let soa = soa(&p, z);
+    let s = soa.as_str();
+    let cases: Vec<(&str, u16, Option<Got>)> = vec![
+        // "Bad PTR reverse lookup using existing service name": NODATA.
+        ("svc1.testns.example.com.", PTR, got("NOERROR", &[], &[s], &[])),
+        // "... non-existing service name": NXDOMAIN.
+        ("not-existing.testns.example.com.", PTR, got("NXDOMAIN", &[], &[s], &[])),
+        // "A Service".
+        (
+            "svc1.testns.example.com.",
+            A,
+            got("NOERROR", &["svc1.testns.example.com. 5 A 1.2.3.4"], &[], &[]),
+        ),
+        (
+            "svc1.testns.example.com.",
+            SRV,
+            got(
+                "NOERROR",
+                &["svc1.testns.example.com. 5 SRV 0 100 80 svc1.testns.example.com."],
+                &[],
+                &["svc1.testns.example.com. 5 A 1.2.3.4"],
+            ),
+        ),
+        // "SRV Service Not udp/tcp": no wildcard, no match: NXDOMAIN.
+        (
+            "*._not-udp-or-tcp.svc1.testns.example.com.",
+            SRV,
+            got("NXDOMAIN", &[], &[s], &[]),
+        ),
+        // "SRV Service".
+        (
+            "_http._tcp.svc1.testns.example.com.",
+            SRV,
+            got(
+                "NOERROR",
+                &["_http._tcp.svc1.testns.example.com. 5 SRV 0 100 80 svc1.testns.example.com."],
+                &[],
+                &["svc1.testns.example.com. 5 A 1.2.3.4"],
+            ),
+        ),
+        // "AAAA Service (with an existing A record, but no AAAA record)": NODATA.
+        ("svc1.testns.example.com.", AAAA, got("NOERROR", &[], &[s], &[])),
+        // "AAAA/A Service (non-existing service)", "(non-existing namespace)".
+        ("svc0.testns.example.com.", AAAA, got("NXDOMAIN", &[], &[s], &[])),
+        ("svc0.testns.example.com.", A, got("NXDOMAIN", &[], &[s], &[])),
+        ("svc0.svc-nons.example.com.", A, got("NXDOMAIN", &[], &[s], &[])),
+        // "AAAA Service", and its SRVs.
+        (
+            "svc6.testns.example.com.",
+            AAAA,
+            got("NOERROR", &["svc6.testns.example.com. 5 AAAA 1:2::5"], &[], &[]),
+        ),
+        (
+            "_http._tcp.svc6.testns.example.com.",
+            SRV,
+            got(
+                "NOERROR",
+                &["_http._tcp.svc6.testns.example.com. 5 SRV 0 100 80 svc6.testns.example.com."],
+                &[],
+                &["svc6.testns.example.com. 5 AAAA 1:2::5"],
+            ),
+        ),
+        (
+            "svc6.testns.example.com.",
+            SRV,
+            got(
+                "NOERROR",
+                &["svc6.testns.example.com. 5 SRV 0 100 80 svc6.testns.example.com."],
+                &[],
+                &["svc6.testns.example.com. 5 AAAA 1:2::5"],
+            ),
+        ),
+        // The namespace alone: NODATA, for A and SOA alike.
+        ("testns.example.com.", A, got("NOERROR", &[], &[s], &[])),
+        ("testns.example.com.", SOA, got("NOERROR", &[], &[s], &[])),
+        // "svc11": a load balancer's address.
+        (
+            "svc11.testns.example.com.",
+            A,
+            got("NOERROR", &["svc11.testns.example.com. 5 A 2.3.4.5"], &[], &[]),
+        ),
+        (
+            "_http._tcp.svc11.testns.example.com.",
+            SRV,
+            got(
+                "NOERROR",
+                &["_http._tcp.svc11.testns.example.com. 5 SRV 0 100 80 svc11.testns.example.com."],
+                &[],
+                &["svc11.testns.example.com. 5 A 2.3.4.5"],
+            ),
+        ),
+        // "svc12": a load balancer's host name: a CNAME; the SRV targets it.
+        (
+            "svc12.testns.example.com.",
+            A,
+            got("NOERROR", &["svc12.testns.example.com. 5 CNAME dummy.hostname."], &[], &[]),
+        ),
+        (
+            "_http._tcp.svc12.testns.example.com.",
+            SRV,
+            got(
+                "NOERROR",
+                &["_http._tcp.svc12.testns.example.com. 5 SRV 0 100 80 dummy.hostname."],
+                &[],
+                &[],
+            ),
+        ),
+        (
+            "svc12.testns.example.com.",
+            SRV,
+            got(
+                "NOERROR",
+                &["svc12.testns.example.com. 5 SRV 0 100 80 dummy.hostname."],
+                &[],
+                &[],
+            ),
+        ),
+        // "headless service": its endpoints, named by their host names.
+        (
+            "svc-headless.testns.example.com.",
+            A,
+            got(
+                "NOERROR",
+                &[
+                    "svc-headless.testns.example.com. 5 A 1.2.3.4",
+                    "svc-headless.testns.example.com. 5 A 1.2.3.5",
+                ],
+                &[],
+                &[],
+            ),
+        ),
+        (
+            "svc-headless.testns.example.com.",
+            SRV,
+            got(
+                "NOERROR",
+                &[
+                    "svc-headless.testns.example.com. 5 SRV 0 50 80 endpoint-svc-0.svc-headless.testns.example.com.",
+                    "svc-headless.testns.example.com. 5 SRV 0 50 80 endpoint-svc-1.svc-headless.testns.example.com.",
+                ],
+                &[],
+                &[
+                    "endpoint-svc-0.svc-headless.testns.example.com. 5 A 1.2.3.4",
+                    "endpoint-svc-1.svc-headless.testns.example.com. 5 A 1.2.3.5",
+                ],
+            ),
+        ),
+        (
+            "_http._tcp.svc-headless.testns.example.com.",
+            SRV,
+            got(
+                "NOERROR",
+                &[
+                    "_http._tcp.svc-headless.testns.example.com. 5 SRV 0 50 80 endpoint-svc-0.svc-headless.testns.example.com.",
+                    "_http._tcp.svc-headless.testns.example.com. 5 SRV 0 50 80 endpoint-svc-1.svc-headless.testns.example.com.",
+                ],
+                &[],
+                &[
+                    "endpoint-svc-0.svc-headless.testns.example.com. 5 A 1.2.3.4",
+                    "endpoint-svc-1.svc-headless.testns.example.com. 5 A 1.2.3.5",
+                ],
+            ),
+        ),
+        (
+            "endpoint-svc-0.svc-headless.testns.example.com.",
+            SRV,
+            got(
+                "NOERROR",
+                &["endpoint-svc-0.svc-headless.testns.example.com. 5 SRV 0 100 80 endpoint-svc-0.svc-headless.testns.example.com."],
+                &[],
+                &["endpoint-svc-0.svc-headless.testns.example.com. 5 A 1.2.3.4"],
+            ),
+        ),
+        (
+            "endpoint-svc-1.svc-headless.testns.example.com.",
+            A,
+            got(
+                "NOERROR",
+                &["endpoint-svc-1.svc-headless.testns.example.com. 5 A 1.2.3.5"],
+                &[],
+                &[],
+            ),
+        ),
+    ];
+    for (name, qtype, want) in cases {
+        assert_eq!(ask(&p, name, qtype), want, "{name} {qtype}");
+    }
+}
+
+/// `apex_test.go` `testsApex`: SOA and NS at the apex, the `dns` label an empty
+/// non-terminal, `ns1.dns` with the NS addresses (here the server's local address:
+/// no endpoint holds it).
+#[test]
+fn coredns_apex_table() {
+    use crate::dns::rtype::{A, AAAA, NS, SOA, SRV};
+    let st = coredns_cluster();
+    let p = plugin(". {\n k8s_external example.com {\n headless\n }\n}\n", &st, &["127.0.0.1"]);
+    let soa = soa(&p, "example.com.");
+    let s = soa.as_str();
+    let cases: Vec<(&str, u16, Option<Got>)> = vec![
+        ("example.com.", SOA, got("NOERROR", &[s], &[], &[])),
+        (
+            "example.com.",
+            NS,
+            got(
+                "NOERROR",
+                &["example.com. 5 NS ns1.dns.example.com."],
+                &[],
+                &["ns1.dns.example.com. 5 A 127.0.0.1"],
+            ),
+        ),
+        ("example.com.", SRV, got("NOERROR", &[], &[s], &[])),
+        ("dns.example.com.", SRV, got("NOERROR", &[], &[s], &[])),
+        ("dns.example.com.", NS, got("NOERROR", &[], &[s], &[])),
+        ("ns1.dns.example.com.", SRV, got("NOERROR", &[], &[s], &[])),
+        ("ns1.dns.example.com.", NS, got("NOERROR", &[], &[s], &[])),
+        ("ns1.dns.example.com.", AAAA, got("NOERROR", &[], &[s], &[])),
+        (
+            "ns1.dns.example.com.",
+            A,
+            got("NOERROR", &["ns1.dns.example.com. 5 A 127.0.0.1"], &[], &[]),
+        ),
+        // `serveSubApex`: any other name under the apex label does not exist.
+        ("ns2.dns.example.com.", A, got("NXDOMAIN", &[], &[s], &[])),
+        ("x.ns1.dns.example.com.", A, got("NXDOMAIN", &[], &[s], &[])),
+    ];
+    for (name, qtype, want) in cases {
+        assert_eq!(ask(&p, name, qtype), want, "{name} {qtype}");
+    }
+    // `apex` names the label; `ttl` sets every TTL and the SOA's minimum.
+    let p = plugin(
+        ". {\n k8s_external example.com {\n apex ext\n ttl 30\n }\n}\n",
+        &st,
+        &["127.0.0.1"],
+    );
+    let serial = p.kubernetes.get().unwrap().snapshot.load().external_serial;
+    assert_eq!(
+        ask(&p, "example.com.", SOA).unwrap().answer,
+        [format!(
+            "example.com. 30 SOA ns1.ext.example.com. hostmaster.ext.example.com. {serial} 7200 1800 86400 30"
+        )]
+    );
+    assert_eq!(
+        ask(&p, "ns1.ext.example.com.", A).unwrap().answer,
+        ["ns1.ext.example.com. 30 A 127.0.0.1"]
+    );
+    assert_eq!(
+        ask(&p, "svc1.testns.example.com.", A).unwrap().answer,
+        ["svc1.testns.example.com. 30 A 1.2.3.4"]
+    );
+    // The old apex label is now a service name like any other.
+    assert_eq!(ask(&p, "ns1.dns.example.com.", A).unwrap().rcode, "NXDOMAIN");
+}
+
+/// The NS addresses when the server runs in the cluster (`nsAddrs(external: true)`):
+/// the external addresses of the service whose endpoint holds the local address.
+#[test]
+fn ns_addresses_are_the_dns_service_external_ones() {
+    use crate::dns::rtype::{A, NS};
+    let mut st = coredns_cluster();
+    st.upsert(svc("dns", ServiceKind::ClusterIp, &["10.96.0.10"], vec![ip("192.0.2.53")]));
+    st.upsert(Object::EndpointSlice(EndpointSlice {
+        namespace: "testns".into(),
+        name: "dns-1".into(),
+        resource_version: "1".into(),
+        service: "dns".into(),
+        endpoints: vec![Endpoint {
+            addresses: vec![("10.244.0.5".parse().unwrap(), "10.244.0.5".into())],
+            hostname: None,
+            pod_name: None,
+            node_name: None,
+        }],
+        ports: http(),
+        last_change_trigger: None,
+    }));
+    let p = plugin(". {\n k8s_external example.com\n}\n", &st, &["10.244.0.5"]);
+    assert_eq!(
+        ask(&p, "example.com.", NS).unwrap().extra,
+        ["ns1.dns.example.com. 5 A 192.0.2.53"]
+    );
+    assert_eq!(
+        ask(&p, "ns1.dns.example.com.", A).unwrap().answer,
+        ["ns1.dns.example.com. 5 A 192.0.2.53"]
+    );
+}
+
+/// Without `headless`, a headless service (and an endpoint name) has no records here;
+/// an endpoint label in front of a service with external addresses is not looked at
+/// (CoreDNS `External`: the external addresses answer whatever the label).
+#[test]
+fn headless_only_when_asked() {
+    use crate::dns::rtype::A;
+    let st = coredns_cluster();
+    let p = plugin(". {\n k8s_external example.com\n}\n", &st, &[]);
+    assert_eq!(ask(&p, "svc-headless.testns.example.com.", A).unwrap().rcode, "NXDOMAIN");
+    assert_eq!(
+        ask(&p, "endpoint-svc-0.svc-headless.testns.example.com.", A).unwrap().rcode,
+        "NXDOMAIN"
+    );
+    assert_eq!(
+        ask(&p, "anything.svc1.testns.example.com.", A).unwrap().answer,
+        ["anything.svc1.testns.example.com. 5 A 1.2.3.4"]
+    );
+    // A service with only cluster IPs has nothing outside.
+    let mut st = coredns_cluster();
+    st.upsert(svc("internal", ServiceKind::ClusterIp, &["10.0.0.9"], vec![]));
+    let p = plugin(". {\n k8s_external example.com\n}\n", &st, &[]);
+    assert_eq!(ask(&p, "internal.testns.example.com.", A).unwrap().rcode, "NXDOMAIN");
+    // Too many labels: NXDOMAIN.
+    assert_eq!(ask(&p, "a.b.c.svc1.testns.example.com.", A).unwrap().rcode, "NXDOMAIN");
+}
+
+/// README "fallthrough": a name that does not exist goes on to the next plugin; the
+/// apex's names never do; names outside the zones are not this plugin's.
+#[test]
+fn fallthrough_and_other_zones() {
+    use crate::dns::rtype::A;
+    let st = coredns_cluster();
+    let p = plugin(". {\n k8s_external example.com {\n fallthrough\n }\n}\n", &st, &[]);
+    assert_eq!(ask(&p, "svc0.testns.example.com.", A), None);
+    assert_eq!(ask(&p, "svc1.testns.example.com.", A).unwrap().rcode, "NOERROR");
+    assert_eq!(ask(&p, "ns2.dns.example.com.", A).unwrap().rcode, "NXDOMAIN");
+    assert_eq!(ask(&p, "svc1.testns.example.org.", A), None);
+    // Fallthrough limited to other zones does not apply here.
+    let p = plugin(
+        ". {\n k8s_external example.com {\n fallthrough other.org\n }\n}\n",
+        &st,
+        &[],
+    );
+    assert_eq!(ask(&p, "svc0.testns.example.com.", A).unwrap().rcode, "NXDOMAIN");
+}
+
+/// The kubernetes plugin's `namespaces` limits what is exposed here too.
+#[test]
+fn namespaces_limit_what_is_exposed() {
+    use crate::dns::rtype::A;
+    let st = coredns_cluster();
+    let k = kube(&st, &[]);
+    let mut opts = k.opts.clone();
+    opts.namespaces = vec!["other".into()];
+    let k = Arc::new(Exported {
+        snapshot: k.snapshot.clone(),
+        opts,
+    });
+    let p = External::new(parse(". {\n k8s_external example.com\n}\n").unwrap()).with_kubernetes(k);
+    assert_eq!(ask(&p, "svc1.testns.example.com.", A).unwrap().rcode, "NXDOMAIN");
+}
+
+/// A block without the kubernetes plugin does not start: CoreDNS's `OnStartup` error.
+#[test]
+fn needs_kubernetes_in_its_block() {
+    let p = External::new(parse(". {\n k8s_external example.com\n}\n").unwrap());
+    let none = Peers { exports: &[] };
+    assert_eq!(
+        p.link(&none).unwrap_err(),
+        "plugin/k8s_external: kubernetes plugin not loaded"
+    );
+    let st = coredns_cluster();
+    let k: Arc<dyn std::any::Any + Send + Sync> = kube(&st, &[]);
+    let exports = [("kubernetes", k)];
+    assert!(p.link(&Peers { exports: &exports }).is_ok());
+    assert_eq!(
+        ask(&p, "svc1.testns.example.com.", crate::dns::rtype::A).unwrap().answer,
+        ["svc1.testns.example.com. 5 A 1.2.3.4"]
+    );
+}
