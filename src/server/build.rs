@@ -384,7 +384,10 @@ fn build_chain(
     let peers = setup::Peers { exports: &exports };
     for (name, l) in &lifecycles {
         if let Err(msg) = l.link(&peers) {
-            let loc = by_name.iter().find(|(_, s, _)| s.name == *name).map(|(_, _, ds)| ds[0].loc());
+            let loc = by_name
+                .iter()
+                .find(|(_, s, _)| s.name == *name)
+                .map(|(_, _, ds)| ds[0].loc());
             errors.push(match loc {
                 Some(loc) => ConfigError::at(loc, msg),
                 None => ConfigError::global(msg),

@@ -10,6 +10,7 @@ mod hardening;
 mod hardening_answers;
 mod hardening_inputs;
 mod hardening_probes;
+mod k8s_external;
 mod kubernetes;
 mod operations;
 mod protocol;

@@ -311,8 +311,10 @@ mod tests {
         let many = vec![r#"{"ip":"192.0.2.1"}"#; 257].join(",");
         let e = decode(
             Resource::Services,
-            format!(r#"{{"metadata":{{"name":"a","namespace":"ns"}},"status":{{"loadBalancer":{{"ingress":[{many}]}}}}}}"#)
-                .as_bytes(),
+            format!(
+                r#"{{"metadata":{{"name":"a","namespace":"ns"}},"status":{{"loadBalancer":{{"ingress":[{many}]}}}}}}"#
+            )
+            .as_bytes(),
         )
         .unwrap_err();
         assert_eq!(e.reason(), "too_many_addresses");

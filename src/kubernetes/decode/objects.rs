@@ -377,7 +377,10 @@ pub(super) fn endpoint_slice(
 
 /// A Pod as CoreDNS's `object.ToPod` keeps it.
 pub(super) fn pod(id: Identity, meta: RawMeta, status: Maybe<RawStatus>) -> Result<Pod, DecodeError> {
-    let pod_ip = status.object("status")?.map_or(Leaf::Absent, |s| s.pod_ip).string("status.podIP")?;
+    let pod_ip = status
+        .object("status")?
+        .map_or(Leaf::Absent, |s| s.pod_ip)
+        .string("status.podIP")?;
     if let Some(ip) = &pod_ip {
         check("status.podIP", ip, Rule::MaxLen(MAX_POD_IP))?;
     }

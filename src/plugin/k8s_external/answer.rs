@@ -254,7 +254,8 @@ impl<'a, 'r> Ctx<'a, 'r> {
             }
             any = true;
             let (t, data) = Rdata::address(ip);
-            resp.push(Section::Answer, &Record::at_question(t, self.opts.ttl, data)).is_ok()
+            resp.push(Section::Answer, &Record::at_question(t, self.opts.ttl, data))
+                .is_ok()
         })?;
         Ok(if any { Answer::Records } else { Answer::NoData })
     }

@@ -101,7 +101,11 @@ impl Handler for External {
                 }
                 // Until the first sync, "does not exist" may be wrong: SERVFAIL, as the
                 // kubernetes plugin answers (resolvers do not cache it).
-                let rcode = if snap.synced || apex { Rcode::NXDOMAIN } else { Rcode::SERVFAIL };
+                let rcode = if snap.synced || apex {
+                    Rcode::NXDOMAIN
+                } else {
+                    Rcode::SERVFAIL
+                };
                 q.resp.start(q.req, rcode);
                 q.resp.set_aa(true);
                 ctx.soa(q.resp);

@@ -15,9 +15,7 @@ use domain::rdata::AllRecordData;
 use super::*;
 use crate::chain::{RouteTag, WorkerCtx};
 use crate::dns::{Request, Response, Transport};
-use crate::kubernetes::model::{
-    Endpoint, EndpointSlice, ExternalIp, Namespace, Object, Port, Service, ServiceKind,
-};
+use crate::kubernetes::model::{Endpoint, EndpointSlice, ExternalIp, Namespace, Object, Port, Service, ServiceKind};
 use crate::kubernetes::snapshot::{ClusterStore, StoreOptions};
 use crate::plugin::kubernetes::Exported;
 
@@ -35,7 +33,11 @@ fn ctx_for(zones: &[Zone]) -> SetupCtx<'static> {
 fn parse(text: &str) -> Result<Options, String> {
     let parsed = crate::config::parse_str(text, "Corefile", std::path::Path::new("/")).map_err(|e| format!("{e:?}"))?;
     let b = &parsed.blocks[0];
-    let dirs: Vec<&Directive> = b.directives.iter().filter(|d| d.name.as_str() == "k8s_external").collect();
+    let dirs: Vec<&Directive> = b
+        .directives
+        .iter()
+        .filter(|d| d.name.as_str() == "k8s_external")
+        .collect();
     let ctx = ctx_for(&[Zone::new("example.org.").unwrap()]);
     setup::parse(&dirs, &ctx).map_err(|e| e.to_string())
 }
@@ -50,13 +52,20 @@ fn setup_table() {
     assert!(!o.headless && o.fallthrough.is_none());
     let o = parse(". {\n k8s_external example.org {\n apex testdns\n }\n}\n").unwrap();
     assert_eq!((o.zones[0].as_str(), &*o.apex), ("example.org.", &b"\x07testdns"[..]));
-    assert!(parse(". {\n k8s_external example.org {\n headless\n }\n}\n").unwrap().headless);
+    assert!(
+        parse(". {\n k8s_external example.org {\n headless\n }\n}\n")
+            .unwrap()
+            .headless
+    );
     let o = parse(". {\n k8s_external example.org {\n fallthrough\n }\n}\n").unwrap();
     assert_eq!(o.fallthrough.unwrap()[0].as_str(), ".");
     let o = parse(". {\n k8s_external example.org {\n fallthrough ip6.arpa inaddr.arpa foo.com\n }\n}\n").unwrap();
     let ft: Vec<&str> = o.fallthrough.as_ref().unwrap().iter().map(|z| z.as_str()).collect();
     assert_eq!(ft, ["ip6.arpa.", "inaddr.arpa.", "foo.com."]);
-    assert_eq!(parse(". {\n k8s_external a.org {\n ttl 3600\n }\n}\n").unwrap().ttl, 3600);
+    assert_eq!(
+        parse(". {\n k8s_external a.org {\n ttl 3600\n }\n}\n").unwrap().ttl,
+        3600
+    );
     // A CIDR stands for its reverse zones, as zone arguments everywhere.
     let o = parse(". {\n k8s_external example.org 10.0.0.0/8\n}\n").unwrap();
     assert!(o.zones.iter().any(|z| z.as_str() == "10.in-addr.arpa."));
@@ -258,7 +267,11 @@ fn soa(p: &External, zone: &str) -> String {
 fn coredns_external_table() {
     use crate::dns::rtype::{A, AAAA, PTR, SOA, SRV};
     let st = coredns_cluster();
-    let p = plugin(". {\n k8s_external example.com {\n headless\n }\n}\n", &st, &["127.0.0.1"]);
+    let p = plugin(
+        ". {\n k8s_external example.com {\n headless\n }\n}\n",
+        &st,
+        &["127.0.0.1"],
+    );
     let z = "example.com.";
     let soa = soa(&p, z);
     let s = soa.as_str();
@@ -355,7 +368,12 @@ fn coredns_external_table() {
         (
             "svc12.testns.example.com.",
             A,
-            got("NOERROR", &["svc12.testns.example.com. 5 CNAME dummy.hostname."], &[], &[]),
+            got(
+                "NOERROR",
+                &["svc12.testns.example.com. 5 CNAME dummy.hostname."],
+                &[],
+                &[],
+            ),
         ),
         (
             "_http._tcp.svc12.testns.example.com.",
@@ -428,7 +446,9 @@ fn coredns_external_table() {
             SRV,
             got(
                 "NOERROR",
-                &["endpoint-svc-0.svc-headless.testns.example.com. 5 SRV 0 100 80 endpoint-svc-0.svc-headless.testns.example.com."],
+                &[
+                    "endpoint-svc-0.svc-headless.testns.example.com. 5 SRV 0 100 80 endpoint-svc-0.svc-headless.testns.example.com.",
+                ],
                 &[],
                 &["endpoint-svc-0.svc-headless.testns.example.com. 5 A 1.2.3.4"],
             ),
@@ -456,7 +476,11 @@ fn coredns_external_table() {
 fn coredns_apex_table() {
     use crate::dns::rtype::{A, AAAA, NS, SOA, SRV};
     let st = coredns_cluster();
-    let p = plugin(". {\n k8s_external example.com {\n headless\n }\n}\n", &st, &["127.0.0.1"]);
+    let p = plugin(
+        ". {\n k8s_external example.com {\n headless\n }\n}\n",
+        &st,
+        &["127.0.0.1"],
+    );
     let soa = soa(&p, "example.com.");
     let s = soa.as_str();
     let cases: Vec<(&str, u16, Option<Got>)> = vec![
@@ -520,7 +544,12 @@ fn coredns_apex_table() {
 fn ns_addresses_are_the_dns_service_external_ones() {
     use crate::dns::rtype::{A, NS};
     let mut st = coredns_cluster();
-    st.upsert(svc("dns", ServiceKind::ClusterIp, &["10.96.0.10"], vec![ip("192.0.2.53")]));
+    st.upsert(svc(
+        "dns",
+        ServiceKind::ClusterIp,
+        &["10.96.0.10"],
+        vec![ip("192.0.2.53")],
+    ));
     st.upsert(Object::EndpointSlice(EndpointSlice {
         namespace: "testns".into(),
         name: "dns-1".into(),
@@ -554,9 +583,14 @@ fn headless_only_when_asked() {
     use crate::dns::rtype::A;
     let st = coredns_cluster();
     let p = plugin(". {\n k8s_external example.com\n}\n", &st, &[]);
-    assert_eq!(ask(&p, "svc-headless.testns.example.com.", A).unwrap().rcode, "NXDOMAIN");
     assert_eq!(
-        ask(&p, "endpoint-svc-0.svc-headless.testns.example.com.", A).unwrap().rcode,
+        ask(&p, "svc-headless.testns.example.com.", A).unwrap().rcode,
+        "NXDOMAIN"
+    );
+    assert_eq!(
+        ask(&p, "endpoint-svc-0.svc-headless.testns.example.com.", A)
+            .unwrap()
+            .rcode,
         "NXDOMAIN"
     );
     assert_eq!(
@@ -622,7 +656,9 @@ fn needs_kubernetes_in_its_block() {
     let exports = [("kubernetes", k)];
     assert!(p.link(&Peers { exports: &exports }).is_ok());
     assert_eq!(
-        ask(&p, "svc1.testns.example.com.", crate::dns::rtype::A).unwrap().answer,
+        ask(&p, "svc1.testns.example.com.", crate::dns::rtype::A)
+            .unwrap()
+            .answer,
         ["svc1.testns.example.com. 5 A 1.2.3.4"]
     );
 }
