@@ -54,6 +54,8 @@ pub struct Snapshot {
     reverse6: Sharded<u128, Owners>,
     /// `<ns label><pod IP text>` → number of live pods with that IP there.
     pods: Sharded<Box<[u8]>, u32>,
+    /// External address → the services that have it (`k8s_external`'s PTR).
+    external: Sharded<IpAddr, Arc<[Arc<ServiceData>]>>,
 }
 
 impl Snapshot {
@@ -74,6 +76,11 @@ impl Snapshot {
             IpAddr::V6(a) => self.reverse6.get(&u128::from(*a)),
         };
         o.map_or(&[], |o| o.as_slice())
+    }
+
+    /// The services with `ip` among their external addresses, in the order they came.
+    pub fn external_owners(&self, ip: &IpAddr) -> &[Arc<ServiceData>] {
+        self.external.get(ip).map_or(&[], |o| o)
     }
 
     /// Whether a live pod in namespace `ns` (wire label) has `status.podIP` == `ip` (text).

@@ -313,8 +313,10 @@ impl ClusterStore {
         }
         if let Some(o) = &old {
             self.unindex_cluster_ips(&o.svc);
+            self.unindex_external(&o.svc);
         }
         self.index_cluster_ips(&data);
+        self.index_external(&data);
         let slices = match old {
             Some(o) => o.slices.clone(),
             None => self
@@ -335,6 +337,7 @@ impl ClusterStore {
             return false;
         };
         self.unindex_cluster_ips(&old.svc);
+        self.unindex_external(&old.svc);
         if old.svc.has_external() {
             self.snap.external_serial = now_unix();
         }
@@ -569,6 +572,30 @@ impl ClusterStore {
         let me = Owner::Cluster(svc.clone());
         for ip in svc.cluster_ips.iter() {
             self.remove_owners(*ip, |o| o.is(&me));
+        }
+    }
+
+    fn index_external(&mut self, svc: &Arc<ServiceData>) {
+        for ip in svc.external_ips() {
+            let list: Arc<[Arc<ServiceData>]> = match self.snap.external.get(ip) {
+                Some(cur) => cur.iter().cloned().chain([svc.clone()]).collect(),
+                None => Arc::new([svc.clone()]),
+            };
+            self.snap.external.insert(*ip, list);
+        }
+    }
+
+    fn unindex_external(&mut self, svc: &Arc<ServiceData>) {
+        for ip in svc.external_ips() {
+            let Some(cur) = self.snap.external.get(ip) else {
+                continue;
+            };
+            let left: Arc<[Arc<ServiceData>]> = cur.iter().filter(|s| !Arc::ptr_eq(s, svc)).cloned().collect();
+            if left.is_empty() {
+                self.snap.external.remove(ip);
+            } else {
+                self.snap.external.insert(*ip, left);
+            }
         }
     }
 

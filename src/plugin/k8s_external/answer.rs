@@ -22,8 +22,9 @@ use super::setup::Options;
 use crate::chain::Budget;
 use crate::dns::{Name, PushError, Rdata, Record, Request, Response, Section, Tail, Zone, rtype};
 use crate::kubernetes::model::{Port, ServiceKind};
+use crate::kubernetes::snapshot::Keyed;
 use crate::kubernetes::snapshot::{FxHasher, LabelBuf, Owner, ServiceEntry, SliceData, Snapshot, label_hash};
-use crate::plugin::kubernetes::Options as KubeOptions;
+use crate::plugin::kubernetes::{Options as KubeOptions, reverse_address};
 
 /// A record written once: (target label or host index, port or address, what it is).
 type Key = (LabelBuf, u128, u8);
@@ -193,7 +194,42 @@ impl<'a, 'r> Ctx<'a, 'r> {
                 return self.sub_apex(resp, sub);
             }
         }
+        if self.req.qtype == rtype::PTR {
+            if let Some(ip) = reverse_address(name) {
+                return Ok(self.ptr(resp, ip));
+            }
+        }
         self.service_name(resp)
+    }
+
+    /// PTR of an external address (CoreDNS `ExternalReverse`): each service that has it
+    /// (in an exposed namespace, when `namespaces` is set), named
+    /// `<service>.<namespace>.<first zone>`; none: NXDOMAIN.
+    fn ptr(&self, resp: &mut Response, ip: IpAddr) -> Answer {
+        let mut any = false;
+        for svc in self.snap.external_owners(&ip) {
+            if self.charge(1).is_err() {
+                return Answer::OverBudget;
+            }
+            if !self.kube.namespaces.is_empty() && !self.namespace_exposed(svc.namespace()) {
+                continue;
+            }
+            any = true;
+            let target = Name {
+                head: svc.key(),
+                mid: &[],
+                tail: Tail::Wire(self.opts.first_zone.wire()),
+            };
+            let rr = Record::at_question(rtype::PTR, self.opts.ttl, Rdata::Name(target));
+            if resp.push(Section::Answer, &rr) == Err(PushError::Truncated) {
+                break;
+            }
+        }
+        if any {
+            Answer::Records
+        } else {
+            Answer::NameError { apex: false }
+        }
     }
 
     /// The zone's apex: SOA, NS (with the NS addresses), NODATA for the rest

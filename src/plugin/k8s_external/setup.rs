@@ -13,6 +13,9 @@ pub struct Options {
     /// Longest first: the first that contains a name is its zone (CoreDNS
     /// `plugin.Zones.Matches`).
     pub zones: Vec<Zone>,
+    /// The first zone as written: PTR answers name services under it (CoreDNS
+    /// `e.Zones[0]`).
+    pub first_zone: Zone,
     /// The apex label(s) (`dns`), as wire labels without the root, lower-cased.
     pub apex: Box<[u8]>,
     /// TTL of every record, and the SOA's minimum (default 5, at most 3600).
@@ -38,6 +41,7 @@ fn zones_of(arg: &str) -> Option<Vec<Zone>> {
 pub fn parse(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> {
     let mut o = Options {
         zones: Vec::new(),
+        first_zone: Zone::root(),
         apex: b"\x03dns".to_vec().into_boxed_slice(),
         ttl: 5,
         headless: false,
@@ -55,6 +59,7 @@ pub fn parse(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Options, ConfigE
             );
         }
         zones.dedup();
+        o.first_zone = zones.first().cloned().unwrap_or_else(Zone::root);
         zones.sort_by_key(|z| std::cmp::Reverse(z.wire().len()));
         o.zones = zones;
         for opt in d.options() {

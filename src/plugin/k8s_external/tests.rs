@@ -262,20 +262,40 @@ fn soa(p: &External, zone: &str) -> String {
     format!("{zone} 5 SOA ns1.dns.{zone} hostmaster.dns.{zone} {serial} 7200 1800 86400 5")
 }
 
-/// `external_test.go` `tests`, case by case (its PTR cases apart: see the README).
+/// `external_test.go` `tests`, case by case, with its zones (`example.com.`,
+/// `in-addr.arpa.`) and `headless`.
 #[test]
 fn coredns_external_table() {
     use crate::dns::rtype::{A, AAAA, PTR, SOA, SRV};
     let st = coredns_cluster();
     let p = plugin(
-        ". {\n k8s_external example.com {\n headless\n }\n}\n",
+        ". {\n k8s_external example.com in-addr.arpa {\n headless\n }\n}\n",
         &st,
         &["127.0.0.1"],
     );
     let z = "example.com.";
     let soa = soa(&p, z);
     let s = soa.as_str();
+    let rsoa = self::soa(&p, "in-addr.arpa.");
     let cases: Vec<(&str, u16, Option<Got>)> = vec![
+        // "PTR reverse lookup": the service with that external address, named under
+        // the first zone.
+        (
+            "4.3.2.1.in-addr.arpa.",
+            PTR,
+            got(
+                "NOERROR",
+                &["4.3.2.1.in-addr.arpa. 5 PTR svc1.testns.example.com."],
+                &[],
+                &[],
+            ),
+        ),
+        // An address no service has outside: NXDOMAIN.
+        (
+            "9.9.9.9.in-addr.arpa.",
+            PTR,
+            got("NXDOMAIN", &[], &[rsoa.as_str()], &[]),
+        ),
         // "Bad PTR reverse lookup using existing service name": NODATA.
         ("svc1.testns.example.com.", PTR, got("NOERROR", &[], &[s], &[])),
         // "... non-existing service name": NXDOMAIN.
@@ -661,4 +681,56 @@ fn needs_kubernetes_in_its_block() {
             .answer,
         ["svc1.testns.example.com. 5 A 1.2.3.4"]
     );
+}
+
+/// The external-address index follows the services: a changed address moves its PTR,
+/// a deleted service takes its own away, another service with the same address keeps
+/// its own; the external serial moves only with services that have external addresses.
+#[test]
+fn reverse_index_follows_changes() {
+    use crate::dns::rtype::PTR;
+    use crate::kubernetes::model::{ObjectKey, Resource};
+    let mut st = coredns_cluster();
+    let corefile = ". {\n k8s_external example.com in-addr.arpa\n}\n";
+    let ptr = |st: &ClusterStore, name: &str| {
+        let p = plugin(corefile, st, &[]);
+        let g = ask(&p, name, PTR).unwrap();
+        (g.rcode, g.answer)
+    };
+    st.upsert(svc("twin", ServiceKind::ClusterIp, &["10.0.0.7"], vec![ip("1.2.3.4")]));
+    assert_eq!(
+        ptr(&st, "4.3.2.1.in-addr.arpa.").1,
+        [
+            "4.3.2.1.in-addr.arpa. 5 PTR svc1.testns.example.com.",
+            "4.3.2.1.in-addr.arpa. 5 PTR twin.testns.example.com.",
+        ]
+    );
+    let Object::Service(mut moved) = svc("svc1", ServiceKind::ClusterIp, &["10.0.0.1"], vec![ip("1.2.3.9")]) else {
+        unreachable!()
+    };
+    moved.resource_version = "2".into();
+    st.upsert(Object::Service(moved));
+    assert_eq!(
+        ptr(&st, "4.3.2.1.in-addr.arpa.").1,
+        ["4.3.2.1.in-addr.arpa. 5 PTR twin.testns.example.com."]
+    );
+    assert_eq!(
+        ptr(&st, "9.3.2.1.in-addr.arpa.").1,
+        ["9.3.2.1.in-addr.arpa. 5 PTR svc1.testns.example.com."]
+    );
+    st.delete(
+        Resource::Services,
+        &ObjectKey {
+            namespace: "testns".into(),
+            name: "twin".into(),
+        },
+    );
+    assert_eq!(ptr(&st, "4.3.2.1.in-addr.arpa.").0, "NXDOMAIN");
+    // A service without external addresses leaves the external serial alone.
+    let before = st.snapshot().external_serial;
+    assert_ne!(before, 0);
+    let mut fresh = ClusterStore::new(StoreOptions::default(), vec![]);
+    fresh.upsert(svc("internal", ServiceKind::ClusterIp, &["10.0.0.9"], vec![]));
+    assert_eq!(fresh.snapshot().external_serial, 0);
+    assert_ne!(fresh.snapshot().serial, 0);
 }

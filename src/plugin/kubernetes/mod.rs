@@ -27,6 +27,7 @@ pub mod backend;
 mod seen;
 pub mod setup;
 
+pub use answer::reverse_address;
 use answer::{Answer, Ctx, Zoned};
 use backend::{Backend, WatchKey};
 pub use setup::{Options, PodMode};
