@@ -64,9 +64,12 @@ fn host_key(host: usize, value: u128) -> Key {
 
 /// How a query ended.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Answer {
+pub(super) enum Answer<'a> {
     /// Records were written.
     Records,
+    /// Records were written, among them a CNAME to this load balancer's host name
+    /// (wire form), whose own addresses CoreDNS appends (its `upstream.Lookup`).
+    Chase(&'a [u8]),
     /// The name exists without data of the type: NOERROR, the SOA in authority.
     NoData,
     /// The name does not exist; `apex`: under the apex label (never falls through).
@@ -173,14 +176,14 @@ impl<'a, 'r> Ctx<'a, 'r> {
     }
 
     /// Answers into `resp` (started, AA set).
-    pub(super) fn answer(&self, resp: &mut Response) -> Answer {
+    pub(super) fn answer(&self, resp: &mut Response) -> Answer<'a> {
         match self.dispatch(resp) {
             Ok(a) => a,
             Err(Over) => Answer::OverBudget,
         }
     }
 
-    fn dispatch(&self, resp: &mut Response) -> Result<Answer, Over> {
+    fn dispatch(&self, resp: &mut Response) -> Result<Answer<'a>, Over> {
         if self.before == 0 {
             return self.apex(resp);
         }
@@ -205,7 +208,7 @@ impl<'a, 'r> Ctx<'a, 'r> {
     /// PTR of an external address (CoreDNS `ExternalReverse`): each service that has it
     /// (in an exposed namespace, when `namespaces` is set), named
     /// `<service>.<namespace>.<first zone>`; none: NXDOMAIN.
-    fn ptr(&self, resp: &mut Response, ip: IpAddr) -> Answer {
+    fn ptr(&self, resp: &mut Response, ip: IpAddr) -> Answer<'a> {
         let mut any = false;
         for svc in self.snap.external_owners(&ip) {
             if self.charge(1).is_err() {
@@ -234,7 +237,7 @@ impl<'a, 'r> Ctx<'a, 'r> {
 
     /// The zone's apex: SOA, NS (with the NS addresses), NODATA for the rest
     /// (`serveApex`).
-    fn apex(&self, resp: &mut Response) -> Result<Answer, Over> {
+    fn apex(&self, resp: &mut Response) -> Result<Answer<'a>, Over> {
         match self.req.qtype {
             rtype::SOA => {
                 resp.answer(self.soa_record());
@@ -271,7 +274,7 @@ impl<'a, 'r> Ctx<'a, 'r> {
 
     /// Names under `<apex>.<zone>` (`serveSubApex`): the apex label itself is an empty
     /// non-terminal (NODATA), `ns1` has the NS addresses, anything else does not exist.
-    fn sub_apex(&self, resp: &mut Response, sub: usize) -> Result<Answer, Over> {
+    fn sub_apex(&self, resp: &mut Response, sub: usize) -> Result<Answer<'a>, Over> {
         if sub == 0 {
             return Ok(Answer::NoData);
         }
@@ -353,7 +356,7 @@ impl<'a, 'r> Ctx<'a, 'r> {
     }
 
     /// A name below the zone that is not under the apex label.
-    fn service_name(&self, resp: &mut Response) -> Result<Answer, Over> {
+    fn service_name(&self, resp: &mut Response) -> Result<Answer<'a>, Over> {
         let name = &self.req.qname;
         let before = self.before;
         if !self.namespace_exposed(name.label(before - 1)) {
@@ -400,8 +403,10 @@ impl<'a, 'r> Ctx<'a, 'r> {
             return Ok(Answer::NameError { apex: false });
         }
         let wrote = match self.req.qtype {
-            rtype::A => cands.addresses(resp, true)?,
-            rtype::AAAA => cands.addresses(resp, false)?,
+            rtype::A | rtype::AAAA => match cands.addresses(resp, self.req.qtype == rtype::A)? {
+                (_, Some(host)) => return Ok(Answer::Chase(&entry.svc.external_hosts()[host])),
+                (wrote, None) => wrote,
+            },
             rtype::SRV => cands.srv(resp, count)?,
             _ => false,
         };
@@ -512,14 +517,16 @@ impl<'c, 'a, 'r> Candidates<'c, 'a, 'r> {
     }
 
     /// A or AAAA (`msg_to_dns.go` `a`, `aaaa`): each address of the family once; a
-    /// load balancer's host name as a CNAME (once each).
-    fn addresses(&self, resp: &mut Response, v4: bool) -> Result<bool, Over> {
+    /// load balancer's host name as a CNAME (once each). Returns whether anything was
+    /// written, and the first host name's index.
+    fn addresses(&self, resp: &mut Response, v4: bool) -> Result<(bool, Option<usize>), Over> {
         let ttl = self.ctx.opts.ttl;
         SEEN.with(|seen| {
             let mut seen = seen.borrow_mut();
             let seen = &mut seen.0;
             seen.clear();
             let mut wrote = false;
+            let mut host = None;
             self.walk(|ip, _, target| {
                 let rr = match (ip, target) {
                     (Some(ip), _) if ip.is_ipv4() == v4 => {
@@ -533,6 +540,7 @@ impl<'c, 'a, 'r> Candidates<'c, 'a, 'r> {
                         if !seen.insert(host_key(i, 0)) {
                             return true;
                         }
+                        host = host.or(Some(i));
                         Record::at_question(rtype::CNAME, ttl, Rdata::Name(Name::wire(h)))
                     }
                     _ => return true,
@@ -540,7 +548,7 @@ impl<'c, 'a, 'r> Candidates<'c, 'a, 'r> {
                 wrote = true;
                 resp.push(Section::Answer, &rr) != Err(PushError::Truncated)
             })?;
-            Ok(wrote)
+            Ok((wrote, host))
         })
     }
 

@@ -18,10 +18,16 @@
 
 use std::sync::{Arc, OnceLock};
 
-use crate::chain::{ChainError, Handler, Query, Step};
+use std::time::Duration;
+
+use crate::chain::{ChainError, Handler, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Rcode, Zone};
-use crate::plugin::kubernetes::Exported;
+use crate::dns::{Header, QueryBuilder, Rcode, Section, Zone, flag};
+use crate::plugin::kubernetes::{CHASE_OPTION, Exported};
+
+/// Host names followed through the server before giving up (the kubernetes plugin's
+/// bound for ExternalName chains).
+const MAX_CHASE_DEPTH: u8 = 8;
 use crate::setup::{Lifecycle, Peers, Plugin, SetupCtx};
 
 mod answer;
@@ -75,6 +81,20 @@ impl Handler for External {
     }
 
     fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        self.handle(q, None)
+    }
+
+    fn resume(&self, q: &mut Query<'_, '_>, reply: UpstreamReply<'_>, _cookie: u64) -> Step {
+        // Answer again (the snapshot may have moved on), then add what the server
+        // answered for the load balancer's host name.
+        self.handle(q, Some(reply))
+    }
+}
+
+impl External {
+    /// Answers into `q.resp`; `chased` is the server's reply for a host name this
+    /// query asked it about.
+    fn handle(&self, q: &mut Query<'_, '_>, chased: Option<UpstreamReply<'_>>) -> Step {
         let Some(zone) = self.opts.zones.iter().find(|z| z.contains(&q.req.qname)) else {
             return Step::Next;
         };
@@ -89,6 +109,43 @@ impl Handler for External {
         q.resp.set_aa(true);
         match ctx.answer(q.resp) {
             Answer::Records => Step::Answered,
+            Answer::Chase(host) => match chased {
+                Some(UpstreamReply::Message(reply)) => {
+                    if Header::of(reply).is_some_and(|h| h.tc()) {
+                        q.resp.set_flag(flag::TC, true);
+                    }
+                    let _ = q.resp.copy_sections(reply, &[Section::Answer]);
+                    Step::Answered
+                }
+                // No answer from the server: the CNAME alone, as CoreDNS gives when its
+                // lookup fails.
+                Some(_) => Step::Answered,
+                None => {
+                    // The kubernetes plugin's chase depth, shared: a chain that leaves
+                    // and re-enters the cluster's zones ends.
+                    let depth = q
+                        .req
+                        .edns_options()
+                        .find(|(code, _)| *code == CHASE_OPTION)
+                        .and_then(|(_, d)| d.first().copied())
+                        .unwrap_or(0);
+                    if depth >= MAX_CHASE_DEPTH {
+                        return Step::Answered;
+                    }
+                    QueryBuilder::new(host, q.req.qtype)
+                        .edns(4096)
+                        .options(&[(CHASE_OPTION, &[depth + 1])])
+                        .write(&mut q.worker.upstream_msg);
+                    Step::Upstream(UpstreamRequest {
+                        to: q.req.local,
+                        proto: UpstreamProto::Udp,
+                        timeout: Duration::from_secs(2),
+                        cookie: 0,
+                        coalesce: None,
+                        expire: Duration::from_secs(10),
+                    })
+                }
+            },
             Answer::NoData => {
                 ctx.soa(q.resp);
                 Step::Answered

@@ -217,6 +217,14 @@ fn ask(p: &External, name: &str, qtype: u16) -> Option<Got> {
     match p.serve(&mut q) {
         Step::Answered => {}
         Step::Next => return None,
+        // A load balancer's host name is looked up through the server; here the
+        // lookup fails, as in CoreDNS's tests: the CNAME alone.
+        Step::Upstream(_) => {
+            assert!(matches!(
+                p.resume(&mut q, crate::chain::UpstreamReply::Timeout, 0),
+                Step::Answered
+            ));
+        }
         other => panic!("{name}: {other:?}"),
     }
     let msg = resp.finish().to_vec();
@@ -733,4 +741,76 @@ fn reverse_index_follows_changes() {
     fresh.upsert(svc("internal", ServiceKind::ClusterIp, &["10.0.0.9"], vec![]));
     assert_eq!(fresh.snapshot().external_serial, 0);
     assert_ne!(fresh.snapshot().serial, 0);
+}
+
+/// A load balancer's host name: the CNAME, then what the server answers for the name
+/// (CoreDNS `msg_to_dns.go` `a`: `upstream.Lookup`), asked of the server itself with
+/// the chase depth the kubernetes plugin uses.
+#[test]
+fn host_names_are_looked_up_through_the_server() {
+    use crate::dns::rtype::A;
+    let st = coredns_cluster();
+    let p = plugin(". {\n k8s_external example.com\n}\n", &st, &[]);
+    let raw = crate::dns::QueryBuilder::new(
+        &crate::dns::wire::name_from_str("svc12.testns.example.com.").unwrap(),
+        A,
+    )
+    .to_vec();
+    let a = "127.0.0.1:1".parse().unwrap();
+    let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
+    let mut resp = Response::new();
+    let mut w = WorkerCtx::new(0);
+    let tag = RouteTag {
+        slot: 0,
+        server: "dns://:53".into(),
+        zone: ".".into(),
+    };
+    let mut q = Query {
+        req: &req,
+        resp: &mut resp,
+        worker: &mut w,
+        route: &tag,
+        answered_by: "",
+        error: None,
+        refresh: false,
+        coalesce: true,
+    };
+    let Step::Upstream(up) = p.serve(&mut q) else {
+        panic!("no lookup")
+    };
+    assert_eq!(up.to, a);
+    let sent = Message::from_octets(q.worker.upstream_msg.clone()).unwrap();
+    let question = sent.sole_question().unwrap();
+    assert_eq!(question.qname().to_string(), "dummy.hostname");
+    assert_eq!(u16::from(question.qtype()), A);
+    // The server's reply: one A record for the host name.
+    let mut r = Response::new();
+    let host = crate::dns::wire::name_from_str("dummy.hostname.").unwrap();
+    let hreq_raw = crate::dns::QueryBuilder::new(&host, A).to_vec();
+    let hreq = Request::parse(&hreq_raw, Transport::Udp, a, a).ok().unwrap();
+    r.start(&hreq, Rcode::NOERROR);
+    r.answer(crate::dns::Record::at_question(
+        A,
+        60,
+        crate::dns::Rdata::A("192.0.2.1".parse().unwrap()),
+    ));
+    let reply = r.finish().to_vec();
+    assert!(matches!(
+        p.resume(&mut q, crate::chain::UpstreamReply::Message(&reply), 0),
+        Step::Answered
+    ));
+    let m = Message::from_octets(resp.finish().to_vec()).unwrap();
+    let answer: Vec<String> = m
+        .answer()
+        .unwrap()
+        .limit_to::<AllRecordData<_, _>>()
+        .map(|r| r.unwrap().to_string())
+        .collect();
+    assert_eq!(
+        answer,
+        [
+            "svc12.testns.example.com. 5 IN CNAME dummy.hostname.",
+            "dummy.hostname. 60 IN A 192.0.2.1",
+        ]
+    );
 }
