@@ -366,15 +366,18 @@ impl<'a, 'r> Ctx<'a, 'r> {
         if before == 1 {
             return Ok(Answer::NoData);
         }
+        // CoreDNS compares with "": a label that is empty once stripped (`_`) asks for
+        // nothing in particular.
+        let part = |i: usize| Some(strip(name.label(i))).filter(|l| !l.is_empty());
         let sel = match before {
             2 => Sel::default(),
             3 => Sel {
-                endpoint: Some(strip(name.label(0))),
+                endpoint: part(0),
                 ..Sel::default()
             },
             4 => Sel {
-                port: Some(strip(name.label(0))),
-                protocol: Some(strip(name.label(1))),
+                port: part(0),
+                protocol: part(1),
                 ..Sel::default()
             },
             _ => return Ok(Answer::NameError { apex: false }),

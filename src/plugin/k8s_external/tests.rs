@@ -630,6 +630,19 @@ fn headless_only_when_asked() {
     st.upsert(svc("internal", ServiceKind::ClusterIp, &["10.0.0.9"], vec![]));
     let p = plugin(". {\n k8s_external example.com\n}\n", &st, &[]);
     assert_eq!(ask(&p, "internal.testns.example.com.", A).unwrap().rcode, "NXDOMAIN");
+    // `_` asks for any port or protocol (CoreDNS `matchPortAndProtocol` with "").
+    assert_eq!(
+        ask(&p, "_._tcp.svc1.testns.example.com.", crate::dns::rtype::SRV)
+            .unwrap()
+            .answer,
+        ["_._tcp.svc1.testns.example.com. 5 SRV 0 100 80 svc1.testns.example.com."]
+    );
+    assert_eq!(
+        ask(&p, "_http._udp.svc1.testns.example.com.", crate::dns::rtype::SRV)
+            .unwrap()
+            .rcode,
+        "NXDOMAIN"
+    );
     // Too many labels: NXDOMAIN.
     assert_eq!(ask(&p, "a.b.c.svc1.testns.example.com.", A).unwrap().rcode, "NXDOMAIN");
 }
