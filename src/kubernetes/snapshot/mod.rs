@@ -401,6 +401,16 @@ mod tests {
         );
     }
 
+    /// What few services have (an ExternalName target, external addresses) costs the
+    /// others one pointer: 72 bytes, 8 fewer than the ExternalName target alone took.
+    #[test]
+    fn a_service_without_external_addresses_pays_one_pointer_for_them() {
+        assert_eq!(std::mem::size_of::<ServiceData>(), 72);
+        let mut st = ClusterStore::new(StoreOptions::default(), vec![]);
+        st.upsert(svc("ns", "a", "1", &["10.0.0.1"]));
+        assert!(st.snapshot().service(&service_key("ns", "a")).unwrap().svc.outside.is_none());
+    }
+
     #[test]
     fn external_targets() {
         assert_eq!(
