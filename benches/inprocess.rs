@@ -141,7 +141,10 @@ fn main() {
         ),
         // k8s_external over the same snapshot (the demo's services have no external
         // addresses: `headless` answers the headless one from its endpoints).
-        ("k8s_external A headless (3)", vec![query("db.team-a.ext.test", 1, true)]),
+        (
+            "k8s_external A headless (3)",
+            vec![query("db.team-a.ext.test", 1, true)],
+        ),
         (
             "k8s_external SRV headless",
             vec![query("_postgres._tcp.db.team-a.ext.test", 33, true)],

@@ -356,6 +356,21 @@ pub trait Handler: Send + Sync {
         let _ = class;
         false
     }
+
+    /// What `k8s_external` answers from (CoreDNS's `external.Externaler`): the
+    /// kubernetes plugin returns its snapshot cell and options. `Any`, so that the
+    /// chain names no plugin.
+    fn externaler(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        None
+    }
+
+    /// Called once when the block's chain is built, with the whole chain in execution
+    /// order: a plugin that works with another plugin of its block (autopath with
+    /// kubernetes) finds it here. An error fails the build (`-check`, start, reload).
+    fn link(&self, chain: &[Arc<dyn Handler>]) -> Result<(), crate::config::ConfigError> {
+        let _ = chain;
+        Ok(())
+    }
 }
 
 /// The handlers of one server block, in execution order.

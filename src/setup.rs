@@ -17,7 +17,6 @@
 //! The rows themselves live in `plugin/mod.rs`; the server gets them through
 //! `server::BuildOptions`, so that it knows no plugin by name (or at all).
 
-use std::any::Any;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -261,37 +260,6 @@ pub trait Lifecycle: Send + Sync {
     /// Adds the plugin's metrics to a scrape.
     fn metrics(&self, out: &mut Families) {
         let _ = out;
-    }
-
-    /// What this plugin offers the other plugins of its block, which they find by its
-    /// name in [`Lifecycle::link`] (the kubernetes plugin: its snapshot, for
-    /// `k8s_external`).
-    fn export(&self) -> Option<Arc<dyn Any + Send + Sync>> {
-        None
-    }
-
-    /// Called once every plugin of the block is set up (whatever their order in the
-    /// Corefile), with what the others export: where a plugin finds one it works with,
-    /// as CoreDNS's plugins do at `OnStartup` (`dnsserver.GetConfig(c).Handler(name)`).
-    /// An error stops the build, at the plugin's line (`-check` reports it too).
-    fn link(&self, peers: &Peers<'_>) -> Result<(), String> {
-        let _ = peers;
-        Ok(())
-    }
-}
-
-/// What the plugins of one block export (see [`Lifecycle::export`]), by name.
-pub struct Peers<'a> {
-    pub exports: &'a [(&'static str, Arc<dyn Any + Send + Sync>)],
-}
-
-impl Peers<'_> {
-    /// What plugin `name` of the block exports, if it is there and exports a `T`.
-    pub fn get<T: Any + Send + Sync>(&self, name: &str) -> Option<Arc<T>> {
-        self.exports
-            .iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, e)| e.clone().downcast::<T>().ok())
     }
 }
 

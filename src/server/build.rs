@@ -376,22 +376,10 @@ fn build_chain(
         handlers.extend(p.handler);
         lifecycles.extend(p.lifecycle.map(|l| (name, l)));
     }
-    // Plugins that work with another of their block find it now that all are set up.
-    let exports: Vec<(&'static str, Arc<dyn std::any::Any + Send + Sync>)> = lifecycles
-        .iter()
-        .filter_map(|(name, l): &(&'static str, Arc<dyn Lifecycle>)| l.export().map(|e| (*name, e)))
-        .collect();
-    let peers = setup::Peers { exports: &exports };
-    for (name, l) in &lifecycles {
-        if let Err(msg) = l.link(&peers) {
-            let loc = by_name
-                .iter()
-                .find(|(_, s, _)| s.name == *name)
-                .map(|(_, _, ds)| ds[0].loc());
-            errors.push(match loc {
-                Some(loc) => ConfigError::at(loc, msg),
-                None => ConfigError::global(msg),
-            });
+    // Plugins that work with another of the block find it now (autopath @kubernetes).
+    for h in &handlers {
+        if let Err(e) = h.link(&handlers) {
+            errors.push(e);
         }
     }
     BlockParts {

@@ -408,7 +408,14 @@ mod tests {
         assert_eq!(std::mem::size_of::<ServiceData>(), 72);
         let mut st = ClusterStore::new(StoreOptions::default(), vec![]);
         st.upsert(svc("ns", "a", "1", &["10.0.0.1"]));
-        assert!(st.snapshot().service(&service_key("ns", "a")).unwrap().svc.outside.is_none());
+        assert!(
+            st.snapshot()
+                .service(&service_key("ns", "a"))
+                .unwrap()
+                .svc
+                .outside
+                .is_none()
+        );
     }
 
     #[test]

@@ -21,14 +21,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::chain::{ChainError, Handler, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
-use crate::config::{ConfigError, Directive};
+use crate::config::{ConfigError, Directive, Loc};
 use crate::dns::{Header, QueryBuilder, Rcode, Section, Zone, flag};
 use crate::plugin::kubernetes::{CHASE_OPTION, Exported};
 
 /// Host names followed through the server before giving up (the kubernetes plugin's
 /// bound for ExternalName chains).
 const MAX_CHASE_DEPTH: u8 = 8;
-use crate::setup::{Lifecycle, Peers, Plugin, SetupCtx};
+use crate::setup::{Plugin, SetupCtx};
 
 mod answer;
 pub mod setup;
@@ -43,12 +43,16 @@ pub struct External {
     pub opts: Options,
     /// The kubernetes plugin of the block, found when the block is linked.
     kubernetes: OnceLock<Arc<Exported>>,
+    /// Where the directive is, for the start-up error.
+    loc: Option<Loc>,
 }
 
 /// Parses `k8s_external [ZONES...] { ... }`.
 pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
     let opts = setup::parse(dirs, ctx)?;
-    Ok(Plugin::both(Arc::new(External::new(opts))))
+    let mut e = External::new(opts);
+    e.loc = Some(dirs[0].loc().clone());
+    Ok(Plugin::handler(e))
 }
 
 impl External {
@@ -56,6 +60,7 @@ impl External {
         External {
             opts,
             kubernetes: OnceLock::new(),
+            loc: None,
         }
     }
 
@@ -88,6 +93,27 @@ impl Handler for External {
         // Answer again (the snapshot may have moved on), then add what the server
         // answered for the load balancer's host name.
         self.handle(q, Some(reply))
+    }
+
+    /// CoreDNS's `OnStartup`: the block's kubernetes plugin, or the start fails, with
+    /// CoreDNS's errors.
+    fn link(&self, chain: &[Arc<dyn Handler>]) -> Result<(), ConfigError> {
+        let err = |msg: &str| {
+            let msg = format!("plugin/k8s_external: {msg}");
+            match &self.loc {
+                Some(loc) => ConfigError::at(loc, msg),
+                None => ConfigError::global(msg),
+            }
+        };
+        let Some(k) = chain.iter().find(|h| h.name() == "kubernetes") else {
+            return Err(err("kubernetes plugin not loaded"));
+        };
+        let exported = k.externaler().and_then(|e| e.downcast::<Exported>().ok());
+        let Some(exported) = exported else {
+            return Err(err("kubernetes plugin does not implement the Externaler interface"));
+        };
+        let _ = self.kubernetes.set(exported);
+        Ok(())
     }
 }
 
@@ -169,19 +195,6 @@ impl External {
                 Step::Answered
             }
             Answer::OverBudget => Step::Fail(Rcode::SERVFAIL, Some(ChainError::OverBudget("k8s_external"))),
-        }
-    }
-}
-
-impl Lifecycle for External {
-    /// CoreDNS's `OnStartup`: the block's kubernetes plugin, or the start fails.
-    fn link(&self, peers: &Peers<'_>) -> Result<(), String> {
-        match peers.get::<Exported>("kubernetes") {
-            Some(k) => {
-                let _ = self.kubernetes.set(k);
-                Ok(())
-            }
-            None => Err("plugin/k8s_external: kubernetes plugin not loaded".into()),
         }
     }
 }

@@ -683,19 +683,35 @@ fn namespaces_limit_what_is_exposed() {
     assert_eq!(ask(&p, "svc1.testns.example.com.", A).unwrap().rcode, "NXDOMAIN");
 }
 
-/// A block without the kubernetes plugin does not start: CoreDNS's `OnStartup` error.
+/// A block without the kubernetes plugin does not start: CoreDNS's `OnStartup` errors.
 #[test]
 fn needs_kubernetes_in_its_block() {
+    struct Named(&'static str, Option<Arc<Exported>>);
+    impl Handler for Named {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn serve(&self, _: &mut Query<'_, '_>) -> Step {
+            Step::Next
+        }
+        fn externaler(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+            self.1.clone().map(|e| e as Arc<dyn std::any::Any + Send + Sync>)
+        }
+    }
     let p = External::new(parse(". {\n k8s_external example.com\n}\n").unwrap());
-    let none = Peers { exports: &[] };
+    let others: Vec<Arc<dyn Handler>> = vec![Arc::new(Named("hosts", None))];
     assert_eq!(
-        p.link(&none).unwrap_err(),
+        p.link(&others).unwrap_err().to_string(),
         "plugin/k8s_external: kubernetes plugin not loaded"
     );
+    let imposter: Vec<Arc<dyn Handler>> = vec![Arc::new(Named("kubernetes", None))];
+    assert_eq!(
+        p.link(&imposter).unwrap_err().to_string(),
+        "plugin/k8s_external: kubernetes plugin does not implement the Externaler interface"
+    );
     let st = coredns_cluster();
-    let k: Arc<dyn std::any::Any + Send + Sync> = kube(&st, &[]);
-    let exports = [("kubernetes", k)];
-    assert!(p.link(&Peers { exports: &exports }).is_ok());
+    let chain: Vec<Arc<dyn Handler>> = vec![Arc::new(Named("kubernetes", Some(kube(&st, &[]))))];
+    assert!(p.link(&chain).is_ok());
     assert_eq!(
         ask(&p, "svc1.testns.example.com.", crate::dns::rtype::A)
             .unwrap()

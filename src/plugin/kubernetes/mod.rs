@@ -47,6 +47,8 @@ pub struct Kubernetes {
     /// Whether this instance holds its backend (between `start` and `stop`).
     holding: AtomicBool,
     pub builder_stats: Arc<BuilderStats>,
+    /// The snapshot cell and options, as `k8s_external` reads them.
+    exported: Arc<Exported>,
 }
 
 /// Parses `kubernetes [ZONES...] { ... }`.
@@ -65,10 +67,15 @@ impl Kubernetes {
     }
 
     fn with_backend(opts: Options, backend: Arc<Backend>) -> Kubernetes {
+        let exported = Arc::new(Exported {
+            snapshot: backend.snapshot.clone(),
+            opts: opts.clone(),
+        });
         Kubernetes {
             opts,
             snapshot: backend.snapshot.clone(),
             builder_stats: backend.builder_stats.clone(),
+            exported,
             backend,
             holding: AtomicBool::new(false),
         }
@@ -210,9 +217,13 @@ impl Handler for Kubernetes {
         // what the server answered for its out-of-zone target.
         self.handle(q, Some(reply))
     }
+
+    fn externaler(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        Some(self.exported.clone())
+    }
 }
 
-/// What the plugin lends the other plugins of its block ([`Lifecycle::export`]):
+/// What the plugin lends the other plugins of its block ([`Handler::externaler`]):
 /// `k8s_external` answers from the same snapshot, with the same options (namespaces,
 /// the server's local addresses).
 pub struct Exported {
@@ -221,13 +232,6 @@ pub struct Exported {
 }
 
 impl Lifecycle for Kubernetes {
-    fn export(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        Some(Arc::new(Exported {
-            snapshot: self.snapshot.clone(),
-            opts: self.opts.clone(),
-        }))
-    }
-
     fn ready(&self) -> Option<bool> {
         Some(self.snapshot.load().synced)
     }
