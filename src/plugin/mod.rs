@@ -328,6 +328,7 @@ mod tests {
                 "  dns.forward\n",
                 "  dns.health\n",
                 "  dns.hosts\n",
+                "  dns.k8s_external\n",
                 "  dns.kubernetes\n",
                 "  dns.loadbalance\n",
                 "  dns.log\n",

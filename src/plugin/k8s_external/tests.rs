@@ -235,7 +235,12 @@ fn ask(p: &External, name: &str, qtype: u16) -> Option<Got> {
             .limit_to::<AllRecordData<_, _>>()
             .map(|r| {
                 let r = r.unwrap();
-                format!("{} {} {} {}", r.owner(), r.ttl().as_secs(), r.rtype(), r.data())
+                // Owners and SRV targets as `domain` prints them lack the final dot.
+                let mut data = r.data().to_string();
+                if r.rtype() == domain::base::iana::Rtype::SRV && !data.ends_with('.') {
+                    data.push('.');
+                }
+                format!("{}. {} {} {data}", r.owner(), r.ttl().as_secs(), r.rtype())
             })
             .collect();
         v.sort();
