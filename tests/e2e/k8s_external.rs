@@ -167,7 +167,7 @@ fn the_corpus_corefile_serves_load_balancers_external_ips_and_headless_services(
         let m = q("_https._tcp.storefront.shop.apps.example.test", Rtype::SRV);
         assert_eq!(
             answer(&m),
-            ["_https._tcp.storefront.shop.apps.example.test. 10 IN SRV 0 50 443 storefront.shop.apps.example.test."],
+            ["_https._tcp.storefront.shop.apps.example.test. 10 IN SRV 0 50 443 storefront.shop.apps.example.test"],
             "{via}"
         );
         assert_eq!(
