@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 
 use super::setup::Options;
 use crate::chain::Budget;
@@ -504,8 +505,27 @@ impl<'c, 'a, 'r> Candidates<'c, 'a, 'r> {
         Ok(())
     }
 
-    /// How many candidates there are (CoreDNS's SRV weight counts them all).
+    /// How many candidates there are (CoreDNS's SRV weight counts them all), counted
+    /// per port list, not per candidate: a service's addresses times its matching
+    /// ports, each slice's endpoints times its matching ports; only an endpoint name
+    /// walks its (few) endpoints.
     fn count(&self) -> Result<usize, Over> {
+        let ctx = self.ctx;
+        let matching = |ports: &[Port]| -> Result<usize, Over> {
+            ctx.charge(1 + ports.len() as u32 / 8)?;
+            Ok(ports.iter().filter(|p| self.sel.port_matches(p)).count())
+        };
+        if !self.endpoints {
+            let svc = &self.entry.svc;
+            return Ok((svc.external_ips().len() + svc.external_hosts().len()) * matching(&svc.ports)?);
+        }
+        if self.sel.endpoint.is_none() {
+            let mut n = 0;
+            for slice in self.entry.slices.iter() {
+                n += slice.eps.len() * matching(&slice.ports)?;
+            }
+            return Ok(n);
+        }
         let mut n = 0;
         self.walk(|_, _, _| {
             n += 1;
@@ -524,6 +544,26 @@ impl<'c, 'a, 'r> Candidates<'c, 'a, 'r> {
     /// written, and the first host name's index.
     fn addresses(&self, resp: &mut Response, v4: bool) -> Result<(bool, Option<usize>), Over> {
         let ttl = self.ctx.opts.ttl;
+        if self.endpoints && self.sel.endpoint.is_none() && self.sel.port.is_none() && self.sel.protocol.is_none() {
+            // A headless service's name: every endpoint address once, in order, is
+            // what the snapshot keeps ready (every slice has a port, so each endpoint
+            // is a candidate); no need to visit each endpoint's ports.
+            let mut wrote = false;
+            let mut over = false;
+            self.entry.addresses(v4, |ip| {
+                if self.ctx.charge(1).is_err() {
+                    over = true;
+                    return ControlFlow::Break(());
+                }
+                wrote = true;
+                let (t, data) = Rdata::address(ip);
+                match resp.push(Section::Answer, &Record::at_question(t, ttl, data)) {
+                    Err(PushError::Truncated) => ControlFlow::Break(()),
+                    _ => ControlFlow::Continue(()),
+                }
+            });
+            return if over { Err(Over) } else { Ok((wrote, None)) };
+        }
         SEEN.with(|seen| {
             let mut seen = seen.borrow_mut();
             let seen = &mut seen.0;

@@ -848,3 +848,42 @@ fn host_names_are_looked_up_through_the_server() {
         ]
     );
 }
+
+/// A headless service of 20,000 endpoints answers A and SRV (cut to the message,
+/// with TC) within the query's work budget: candidates are counted per slice, and a
+/// plain name's addresses come from the snapshot's prepared list.
+#[test]
+fn a_large_headless_service_answers_within_the_budget() {
+    use crate::dns::rtype::{A, SRV};
+    let mut st = coredns_cluster();
+    st.upsert(svc("big", ServiceKind::Headless, &[], vec![]));
+    for s in 0..20u32 {
+        st.upsert(Object::EndpointSlice(EndpointSlice {
+            namespace: "testns".into(),
+            name: format!("big-{s}").into(),
+            resource_version: "1".into(),
+            service: "big".into(),
+            endpoints: (0..1000u32)
+                .map(|e| {
+                    let a = std::net::Ipv4Addr::from(0x0a00_0000 + s * 1000 + e);
+                    Endpoint {
+                        addresses: vec![(a.into(), a.to_string().into())],
+                        hostname: None,
+                        pod_name: None,
+                        node_name: None,
+                    }
+                })
+                .collect(),
+            ports: http(),
+            last_change_trigger: None,
+        }));
+    }
+    let p = plugin(". {\n k8s_external example.com {\n headless\n }\n}\n", &st, &[]);
+    let g = ask(&p, "big.testns.example.com.", A).unwrap();
+    assert_eq!(g.rcode, "NOERROR");
+    assert!(!g.answer.is_empty());
+    let g = ask(&p, "big.testns.example.com.", SRV).unwrap();
+    assert_eq!(g.rcode, "NOERROR");
+    // 20,000 candidates: CoreDNS's weight floor(100 / 20,000) is 0, raised to 1.
+    assert!(g.answer[0].contains(" SRV 0 1 80 "), "{:?}", g.answer[0]);
+}
