@@ -13,8 +13,14 @@
 //! The plugin keeps no data of its own: it reads the kubernetes plugin's snapshot, as
 //! CoreDNS's reads the kubernetes plugin's informers through its `Externaler` interface,
 //! so it needs a `kubernetes` directive in the same server block (checked at start-up
-//! with CoreDNS's error). Zone transfers of its records (CoreDNS's `transfer.go`) come
-//! with the `transfer` plugin.
+//! with CoreDNS's error).
+//!
+//! Not yet: zone transfers of its records (CoreDNS's `transfer.go`, with the
+//! `transfer` plugin; the next issue). What they need is here: the zone is every
+//! service with external addresses (`ServiceData::has_external`) plus, with
+//! `headless`, headless services' endpoints, each written as the A/AAAA/SRV answers
+//! above write it, between two copies of `Ctx::soa_record`; a transfer may walk the
+//! snapshot's services once (CoreDNS's `ExternalServices` lists them all).
 
 use std::sync::{Arc, OnceLock};
 
