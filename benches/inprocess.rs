@@ -82,7 +82,8 @@ fn main() {
          team-a.example:53 {{\n    rewrite name suffix .team-a.example. .team-a.svc.cluster.local. answer auto\n    \
          kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n}}\n\
          exact.example:53 {{\n    rewrite name exact web.exact.example. web.team-a.svc.cluster.local.\n    \
-         kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n}}\n"
+         kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n}}\n\
+         ext.test:53 {{\n    kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n    k8s_external ext.test {{\n        headless\n    }}\n}}\n"
     );
     let corefile = config::parse_str(&text, "bench", Path::new(".")).expect("parses");
     let server = Server::build(
@@ -149,6 +150,17 @@ fn main() {
             "k8s NODATA (AAAA)",
             vec![query("kube-dns.kube-system.svc.cluster.local", 28, true)],
         ),
+        // k8s_external over the same snapshot (the demo's services have no external
+        // addresses: `headless` answers the headless one from its endpoints).
+        (
+            "k8s_external A headless (3)",
+            vec![query("db.team-a.ext.test", 1, true)],
+        ),
+        (
+            "k8s_external SRV headless",
+            vec![query("_postgres._tcp.db.team-a.ext.test", 33, true)],
+        ),
+        ("k8s_external NXDOMAIN", vec![query("web.team-a.ext.test", 1, true)]),
         // The first query fills the cache from hosts; the rest are hits.
         ("cache hit (A)", vec![query("www.cached.test", 1, true)]),
         ("REFUSED (no zone)", vec![query("www.example.com", 1, true)]),

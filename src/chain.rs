@@ -431,6 +431,13 @@ pub trait Handler: Send + Sync {
         false
     }
 
+    /// What `k8s_external` answers from (CoreDNS's `external.Externaler`): the
+    /// kubernetes plugin returns its snapshot cell and options. `Any`, so that the
+    /// chain names no plugin.
+    fn externaler(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        None
+    }
+
     /// Whether this plugin may return [`Step::Rewritten`]; checked once when the chain
     /// is built. Its `serve` must then depend on the request alone (no state that
     /// changes between calls): after an upstream exchange of a later plugin the chain

@@ -22,6 +22,7 @@ pub mod errors;
 pub mod forward;
 pub mod health;
 pub mod hosts;
+pub mod k8s_external;
 pub mod kubernetes;
 pub mod loadbalance;
 pub mod log;
@@ -94,7 +95,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("route53"),
     Spec::unsupported("azure"),
     Spec::unsupported("clouddns"),
-    Spec::unsupported("k8s_external"),
+    Spec::chain("k8s_external", k8s_external::setup),
     Spec::chain("kubernetes", kubernetes::setup),
     Spec::unsupported("file"),
     Spec::unsupported("auto"),
@@ -325,6 +326,7 @@ mod tests {
                 "forward",
                 "health",
                 "hosts",
+                "k8s_external",
                 "kubernetes",
                 "loadbalance",
                 "log",
@@ -358,6 +360,7 @@ mod tests {
                 "  dns.forward\n",
                 "  dns.health\n",
                 "  dns.hosts\n",
+                "  dns.k8s_external\n",
                 "  dns.kubernetes\n",
                 "  dns.loadbalance\n",
                 "  dns.log\n",

@@ -81,6 +81,28 @@ pub fn headless(ns: &str, name: &str) -> Value {
     s
 }
 
+/// Makes `svc` a LoadBalancer whose ingress points are `ingress` (an address gives
+/// `ip`, anything else `hostname`), as a cloud controller writes `status`.
+pub fn set_load_balancer(svc: &mut Value, ingress: &[&str]) {
+    svc["spec"]["type"] = json!("LoadBalancer");
+    let points: Vec<Value> = ingress
+        .iter()
+        .map(|p| {
+            if p.parse::<std::net::IpAddr>().is_ok() {
+                json!({"ip": p, "ipMode": "VIP"})
+            } else {
+                json!({"hostname": p})
+            }
+        })
+        .collect();
+    svc["status"] = json!({"loadBalancer": {"ingress": points}});
+}
+
+/// Sets `spec.externalIPs`.
+pub fn set_external_ips(svc: &mut Value, ips: &[&str]) {
+    svc["spec"]["externalIPs"] = json!(ips);
+}
+
 pub fn external_name(ns: &str, name: &str, target: &str) -> Value {
     json!({
         "apiVersion": "v1",

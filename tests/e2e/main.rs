@@ -11,6 +11,7 @@ mod hardening;
 mod hardening_answers;
 mod hardening_inputs;
 mod hardening_probes;
+mod k8s_external;
 mod kubernetes;
 mod metadata;
 mod operations;

@@ -47,17 +47,52 @@ pub struct ServiceData {
     pub(super) seen: AtomicU32,
     pub kind: ServiceKind,
     pub cluster_ips: Box<[IpAddr]>,
+    /// What few services have (an ExternalName target, external addresses), behind one
+    /// pointer: `None` for most.
+    pub outside: Option<Box<Outside>>,
+    /// Shared between every service and slice with the same list.
+    pub ports: Arc<[Port]>,
+}
+
+/// What few services have, kept behind one pointer so that a service without any of
+/// it pays 8 bytes for all of it (`cargo bench --bench snapshot`: bytes/service).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outside {
     /// The ExternalName target as wire bytes (fully qualified, case kept); `None` when
     /// the service is not ExternalName or its target is an IP address (ignored, as
     /// CoreDNS does) or not a valid name.
-    pub external: Option<Box<[u8]>>,
-    /// Shared between every service and slice with the same list.
-    pub ports: Arc<[Port]>,
+    pub external_name: Option<Box<[u8]>>,
+    /// The external addresses (`spec.externalIPs`, then load-balancer ingress IPs),
+    /// each once, in CoreDNS's order: what `k8s_external` answers.
+    pub ips: Box<[IpAddr]>,
+    /// Load-balancer ingress host names, as wire names (fully qualified), each once.
+    pub hosts: Box<[Box<[u8]>]>,
 }
 
 impl ServiceData {
     pub fn name(&self) -> &[u8] {
         label_at(&self.rel, 0)
+    }
+
+    /// The ExternalName target (see [`Outside::external_name`]).
+    pub fn external(&self) -> Option<&[u8]> {
+        self.outside.as_ref()?.external_name.as_deref()
+    }
+
+    /// The external addresses (see [`Outside::ips`]).
+    pub fn external_ips(&self) -> &[IpAddr] {
+        self.outside.as_ref().map_or(&[], |o| &o.ips)
+    }
+
+    /// The load-balancer host names (see [`Outside::hosts`]).
+    pub fn external_hosts(&self) -> &[Box<[u8]>] {
+        self.outside.as_ref().map_or(&[], |o| &o.hosts)
+    }
+
+    /// Whether the service has any external address or host name (CoreDNS:
+    /// `len(svc.ExternalIPs) > 0`).
+    pub fn has_external(&self) -> bool {
+        !self.external_ips().is_empty() || !self.external_hosts().is_empty()
     }
 
     pub fn namespace(&self) -> &[u8] {

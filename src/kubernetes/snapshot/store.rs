@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::Snapshot;
-use super::entry::{ServiceData, ServiceEntry, wire_labels};
+use super::entry::{Outside, ServiceData, ServiceEntry, wire_labels};
 use super::owners::{Owner, Owners};
 use super::shard::{ByKey, FxHasher, FxMap, FxSet, Keyed};
 use super::slice::{Ep, NO_NAME, SliceData, name_index, write_dashed};
 use crate::kubernetes::model::{
-    Endpoint, EndpointSlice, Namespace, Object, ObjectKey, Pod, Port, Resource, Service, ServiceKind,
+    Endpoint, EndpointSlice, ExternalIp, Namespace, Object, ObjectKey, Pod, Port, Resource, Service, ServiceKind,
 };
 
 /// resourceVersions are only compared for equality: a hash holds them in 8 bytes.
@@ -269,9 +269,7 @@ impl ClusterStore {
                 return false;
             }
         }
-        let external = (s.kind == ServiceKind::ExternalName)
-            .then(|| external_target(&s.external_name))
-            .flatten();
+        let outside = outside(&s);
         let ports = self.intern_ports(s.ports);
         // Each cluster IP once (the API allows one per family; a repeated one would
         // only repeat the answers).
@@ -285,7 +283,7 @@ impl ClusterStore {
             // relist after which every object has a new resourceVersion): keep the
             // entry. Replacing it would copy the shards that index it, for nothing.
             let o = &o.svc;
-            if o.kind == s.kind && *o.cluster_ips == *cluster_ips && o.external == external && o.ports == ports {
+            if o.kind == s.kind && *o.cluster_ips == *cluster_ips && o.outside == outside && o.ports == ports {
                 o.version.store(version, Ordering::Relaxed);
                 return false;
             }
@@ -296,18 +294,33 @@ impl ClusterStore {
             seen: AtomicU32::new(generation_now),
             kind: s.kind,
             cluster_ips: cluster_ips.into_boxed_slice(),
-            external,
+            outside,
             ports,
         });
         // CoreDNS bumps the serial for a new service or a change of ports or
         // externalName, not for a cluster IP change alone.
         let bump = old
             .as_ref()
-            .is_none_or(|o| o.svc.ports != data.ports || o.svc.external != data.external);
+            .is_none_or(|o| o.svc.ports != data.ports || o.svc.external() != data.external());
+        // And the external zone's for one with external addresses, added or with
+        // those or its ports changed (`serviceModified`).
+        let ext_changed = match &old {
+            None => data.has_external(),
+            Some(o) => {
+                o.svc.external_ips() != data.external_ips()
+                    || o.svc.external_hosts() != data.external_hosts()
+                    || (data.has_external() && o.svc.ports != data.ports)
+            }
+        };
+        if ext_changed {
+            self.snap.external_serial = now_unix();
+        }
         if let Some(o) = &old {
             self.unindex_cluster_ips(&o.svc);
+            self.unindex_external(&o.svc);
         }
         self.index_cluster_ips(&data);
+        self.index_external(&data);
         let slices = match old {
             Some(o) => o.slices.clone(),
             None => self
@@ -328,6 +341,10 @@ impl ClusterStore {
             return false;
         };
         self.unindex_cluster_ips(&old.svc);
+        self.unindex_external(&old.svc);
+        if old.svc.has_external() {
+            self.snap.external_serial = now_unix();
+        }
         if !old.slices.is_empty() {
             self.orphans.insert(key.into(), old.slices.to_vec());
         }
@@ -564,6 +581,30 @@ impl ClusterStore {
         }
     }
 
+    fn index_external(&mut self, svc: &Arc<ServiceData>) {
+        for ip in svc.external_ips() {
+            let list: Arc<[Arc<ServiceData>]> = match self.snap.external.get(ip) {
+                Some(cur) => cur.iter().cloned().chain([svc.clone()]).collect(),
+                None => Arc::new([svc.clone()]),
+            };
+            self.snap.external.insert(*ip, list);
+        }
+    }
+
+    fn unindex_external(&mut self, svc: &Arc<ServiceData>) {
+        for ip in svc.external_ips() {
+            let Some(cur) = self.snap.external.get(ip) else {
+                continue;
+            };
+            let left: Arc<[Arc<ServiceData>]> = cur.iter().filter(|s| !Arc::ptr_eq(s, svc)).cloned().collect();
+            if left.is_empty() {
+                self.snap.external.remove(ip);
+            } else {
+                self.snap.external.insert(*ip, left);
+            }
+        }
+    }
+
     /// A slice's endpoints by address, in endpoint order within each address: a slice
     /// whose endpoints share an address updates that address's owners once, not once
     /// per endpoint (which copied a growing list each time: quadratic).
@@ -615,6 +656,30 @@ pub(super) fn pod_key(ns: &str, ip: &str) -> Box<[u8]> {
     let mut k = wire_labels([ns]).into_vec();
     k.extend_from_slice(ip.as_bytes());
     k.into_boxed_slice()
+}
+
+/// What a service has beyond its cluster IPs and ports, or `None` when it has nothing
+/// of it (most services: they pay one pointer).
+fn outside(s: &Service) -> Option<Box<Outside>> {
+    let external_name = (s.kind == ServiceKind::ExternalName)
+        .then(|| external_target(&s.external_name))
+        .flatten();
+    let mut ips = Vec::new();
+    let mut hosts = Vec::new();
+    for e in &s.external_ips {
+        match e {
+            ExternalIp::Addr(ip) => ips.push(*ip),
+            ExternalIp::Host(h) => hosts.extend(external_target(h)),
+        }
+    }
+    if external_name.is_none() && ips.is_empty() && hosts.is_empty() {
+        return None;
+    }
+    Some(Box::new(Outside {
+        external_name,
+        ips: ips.into_boxed_slice(),
+        hosts: hosts.into_boxed_slice(),
+    }))
 }
 
 /// An ExternalName target as wire bytes, fully qualified, case kept; `None` when it is

@@ -28,6 +28,7 @@ mod client;
 mod seen;
 pub mod setup;
 
+pub use answer::reverse_address;
 use answer::{Answer, Ctx, Zoned};
 use backend::{Backend, WatchKey};
 pub use setup::{Options, PodMode};
@@ -49,6 +50,8 @@ pub struct Kubernetes {
     pub builder_stats: Arc<BuilderStats>,
     /// The host's search domains (its `/etc/resolv.conf`), for autopath.
     host_search: Vec<Zone>,
+    /// The snapshot cell and options, as `k8s_external` reads them.
+    exported: Arc<Exported>,
 }
 
 /// Parses `kubernetes [ZONES...] { ... }`.
@@ -69,10 +72,15 @@ impl Kubernetes {
     }
 
     fn with_backend(opts: Options, backend: Arc<Backend>) -> Kubernetes {
+        let exported = Arc::new(Exported {
+            snapshot: backend.snapshot.clone(),
+            opts: opts.clone(),
+        });
         Kubernetes {
             opts,
             snapshot: backend.snapshot.clone(),
             builder_stats: backend.builder_stats.clone(),
+            exported,
             backend,
             holding: AtomicBool::new(false),
             host_search: Vec::new(),
@@ -227,6 +235,18 @@ impl Handler for Kubernetes {
     fn autopather(&self) -> Option<&dyn crate::chain::AutoPather> {
         Some(self)
     }
+
+    fn externaler(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        Some(self.exported.clone())
+    }
+}
+
+/// What the plugin lends the other plugins of its block ([`Handler::externaler`]):
+/// `k8s_external` answers from the same snapshot, with the same options (namespaces,
+/// the server's local addresses).
+pub struct Exported {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub opts: Options,
 }
 
 impl Lifecycle for Kubernetes {

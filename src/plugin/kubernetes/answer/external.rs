@@ -19,7 +19,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         let mut n = 0;
         let mut cur = first;
         loop {
-            let Some(target) = cur.svc.external.as_deref() else {
+            let Some(target) = cur.svc.external() else {
                 return Answer::NoData;
             };
             let Some(key) = NameKey::from_wire(target) else {
@@ -119,7 +119,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             Err(Miss::Name) => Answer::NameError,
             Err(Miss::OverBudget) => Answer::OverBudget,
             Ok(Found::External(entry)) => {
-                let target = entry.svc.external.as_deref().expect("External has a target");
+                let target = entry.svc.external().expect("External has a target");
                 resp.answer(Record::at_question(
                     rtype::CNAME,
                     self.ttl(),

@@ -111,7 +111,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             return Err(Miss::Name);
         }
         if svc.kind == ServiceKind::ExternalName {
-            if p.endpoint.is_some() || p.port.is_some() || svc.external.is_none() {
+            if p.endpoint.is_some() || p.port.is_some() || svc.external().is_none() {
                 return Err(Miss::Name);
             }
             return Ok(Found::External(entry));

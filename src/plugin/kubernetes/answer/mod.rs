@@ -48,6 +48,7 @@ mod srv;
 
 use lookup::{MATCHED_KEPT, Matched};
 use parse::{NameError, parse};
+pub use reverse::reverse_address;
 
 thread_local! {
     /// The pairs written so far by this thread's current answer.
