@@ -28,6 +28,7 @@ pub mod prometheus;
 pub mod ready;
 pub mod reload;
 pub mod rrl;
+pub mod template;
 #[cfg(debug_assertions)]
 pub mod testing;
 pub mod timeouts;
@@ -84,7 +85,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("dnssec"),
     Spec::unsupported("tls"),
     Spec::unsupported("minimal"),
-    Spec::unsupported("template"),
+    Spec::chain("template", template::setup),
     Spec::unsupported("transfer"),
     Spec::chain("hosts", hosts::setup),
     Spec::unsupported("route53"),
