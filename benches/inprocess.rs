@@ -323,6 +323,7 @@ fn large_answers(quick: bool) {
                     error: None,
                     refresh: false,
                     coalesce: true,
+                    meta: clusterdns::chain::Metadata::NONE,
                 };
                 let Outcome::Reply { at } = chain.run(&mut q, 0) else {
                     panic!("{name}: no reply")

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::dns::{Rcode, Request, Response};
+use crate::dns::{Rcode, Request, Response, Zone};
 use crate::process::ProcessState;
 
 /// What a plugin decided about a query.
@@ -311,6 +311,66 @@ pub struct Query<'r, 'a> {
     /// already in flight. `loop` clears it for its probe, which must really go out
     /// each time it comes back for the loop to be seen.
     pub coalesce: bool,
+    /// The block's metadata providers, reached through [`Query::metadata`]
+    /// ([`Metadata::NONE`] unless the block has `metadata`).
+    pub meta: Metadata<'r>,
+}
+
+impl Query<'_, '_> {
+    /// The value of metadata `label` (`kubernetes/client-namespace`) for this query,
+    /// written into `out` (cleared first): CoreDNS's `metadata.ValueFunc(ctx, label)()`.
+    /// `false` when the label is not set: the block has no `metadata`, the query is
+    /// outside its zones, or no provider knows the label for this query. A label can be
+    /// set and empty (CoreDNS: "the empty string signals no metadata"; `log` prints
+    /// it as is, where an unset label prints `-`).
+    ///
+    /// Values are computed when asked, not for every query (CoreDNS collects a closure
+    /// per label per query when `metadata` is on); the request they see is `self.req`.
+    /// Allocates nothing once `out` has grown to the value's size.
+    pub fn metadata(&self, label: &str, out: &mut String) -> bool {
+        out.clear();
+        let Some(zones) = self.meta.zones else {
+            return false;
+        };
+        if !Zone::any_contains(zones, &self.req.qname) {
+            return false;
+        }
+        // In CoreDNS a provider later in the chain overwrites a label an earlier one
+        // set, so the last provider that knows it wins.
+        for p in self.meta.providers.iter().rev() {
+            if p.metadata(self, label, out) {
+                return true;
+            }
+            out.clear();
+        }
+        false
+    }
+}
+
+/// What a query's [`Query::metadata`] reads: the zones of the block's `metadata`
+/// directive and the block's providers (handlers whose [`Handler::provides_metadata`]
+/// is true), borrowed from the [`Chain`]. A block without `metadata` has
+/// [`Metadata::NONE`], so asking costs one branch and nothing is ever computed.
+#[derive(Clone, Copy)]
+pub struct Metadata<'r> {
+    /// `Some` when the block has `metadata`: the zones it collects for.
+    zones: Option<&'r [Zone]>,
+    providers: &'r [Arc<dyn Handler>],
+}
+
+impl Metadata<'static> {
+    /// No metadata: the block has no `metadata` directive (and tests, benches).
+    pub const NONE: Metadata<'static> = Metadata {
+        zones: None,
+        providers: &[],
+    };
+}
+
+impl Metadata<'_> {
+    /// Whether the block collects metadata at all.
+    pub fn is_on(&self) -> bool {
+        self.zones.is_some()
+    }
 }
 
 /// The per-query half of the plugin contract: what the chain calls while a query is
@@ -356,6 +416,29 @@ pub trait Handler: Send + Sync {
         let _ = class;
         false
     }
+
+    /// Whether this plugin is a metadata provider (CoreDNS's `metadata.Provider`):
+    /// checked once when the chain is built, so that only providers are asked.
+    fn provides_metadata(&self) -> bool {
+        false
+    }
+
+    /// The provider half of metadata: writes the value of `label` for this query into
+    /// `out` (empty on entry) and returns `true` when this plugin sets that label for
+    /// it, `false` when it does not (not its label, or nothing to say about this
+    /// query: CoreDNS's provider not calling `SetValueFunc`). Called lazily, only when
+    /// a consumer asks ([`Query::metadata`]), so it may look things up, but must stay
+    /// as cheap as answering: no I/O, no lock, no allocation beyond `out`.
+    fn metadata(&self, q: &Query<'_, '_>, label: &str, out: &mut String) -> bool {
+        let _ = (q, label, out);
+        false
+    }
+
+    /// The `metadata` plugin only: the zones metadata is collected for. A block with a
+    /// handler returning `Some` here turns metadata on for its queries in those zones.
+    fn metadata_zones(&self) -> Option<&[Zone]> {
+        None
+    }
 }
 
 /// The handlers of one server block, in execution order.
@@ -363,6 +446,10 @@ pub struct Chain {
     plugins: Vec<Arc<dyn Handler>>,
     /// Whether each plugin wants `on_response`, cached from `wants_response`.
     hooks: Vec<bool>,
+    /// The `metadata` plugin's zones, if the block has it.
+    meta_zones: Option<Vec<Zone>>,
+    /// The metadata providers, in execution order (empty without `metadata`).
+    providers: Vec<Arc<dyn Handler>>,
 }
 
 /// Where a run of the chain ended.
@@ -378,7 +465,25 @@ impl Chain {
     /// A chain of `plugins`, already in execution order.
     pub fn new(plugins: Vec<Arc<dyn Handler>>) -> Chain {
         let hooks = plugins.iter().map(|p| p.wants_response()).collect();
-        Chain { plugins, hooks }
+        let meta_zones = plugins.iter().find_map(|p| p.metadata_zones()).map(<[Zone]>::to_vec);
+        let providers = match meta_zones {
+            Some(_) => plugins.iter().filter(|p| p.provides_metadata()).cloned().collect(),
+            None => Vec::new(),
+        };
+        Chain {
+            plugins,
+            hooks,
+            meta_zones,
+            providers,
+        }
+    }
+
+    /// What [`Query::meta`] holds for this block's queries.
+    pub fn metadata(&self) -> Metadata<'_> {
+        Metadata {
+            zones: self.meta_zones.as_deref(),
+            providers: &self.providers,
+        }
     }
 
     pub fn handlers(&self) -> &[Arc<dyn Handler>] {
@@ -517,6 +622,7 @@ mod tests {
             error: None,
             refresh: false,
             coalesce: true,
+            meta: crate::chain::Metadata::NONE,
         };
         f(&mut q);
     }

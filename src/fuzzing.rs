@@ -684,6 +684,7 @@ fn answer_all(plugin: &Arc<Kubernetes>, questions: &[(Vec<u8>, u16)], worker: &m
             error: None,
             refresh: false,
             coalesce: true,
+            meta: crate::chain::Metadata::NONE,
         };
         let mut outcome = chain.run(&mut q, 0);
         let mut rounds = 0;

@@ -11,8 +11,9 @@
 //! A directive that CoreDNS has but clusterdns does not is an error at start-up, never
 //! silently ignored: a Corefile that relies on it would otherwise answer differently.
 
-use crate::config::{ConfigError, Directive};
-use crate::setup::Spec;
+use crate::config::{ConfigError, Directive, reverse_zones_for_cidr};
+use crate::dns::Zone;
+use crate::setup::{SetupCtx, Spec};
 
 pub mod bind;
 pub mod cache;
@@ -24,6 +25,7 @@ pub mod kubernetes;
 pub mod loadbalance;
 pub mod log;
 pub mod loop_detect;
+pub mod metadata;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
@@ -46,7 +48,7 @@ pub mod whoami;
 ///   and CoreDNS's external plugins (coredns.io/explugins, January 2026).
 pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("root"),
-    Spec::unsupported("metadata"),
+    Spec::chain("metadata", metadata::setup),
     Spec::unsupported("geoip"),
     Spec::unsupported("cancel"),
     Spec::unsupported("proxyproto"),
@@ -171,6 +173,30 @@ pub fn once<'d>(name: &str, dirs: &[&'d Directive]) -> Result<&'d Directive, Con
         [_, second, ..] => Err(second.err(name, "this plugin can only be used once per Server Block")),
         [] => unreachable!("setup is only called for directives that are present"),
     }
+}
+
+/// The zones a plugin covers: its arguments, or the server block's zones when it has
+/// none (CoreDNS's `plugin.OriginsFromArgsOrServerBlock`): fully qualified, lower-cased,
+/// a CIDR standing for its reverse zones, duplicates dropped.
+pub fn origins(name: &str, d: &Directive, ctx: &SetupCtx<'_>) -> Result<Vec<Zone>, ConfigError> {
+    if d.args.is_empty() {
+        return Ok(ctx.zones.to_vec());
+    }
+    let mut zones: Vec<Zone> = Vec::new();
+    for a in &d.args {
+        let text = a.as_str();
+        let parsed: Option<Vec<Zone>> = match reverse_zones_for_cidr(text) {
+            Some(rev) => rev.iter().map(|z| Zone::new(z)).collect(),
+            None => Zone::new(text).map(|z| vec![z]),
+        };
+        let parsed = parsed.ok_or_else(|| ConfigError::at(&a.loc, format!("{name}: invalid zone '{text}'")))?;
+        for z in parsed {
+            if !zones.contains(&z) {
+                zones.push(z);
+            }
+        }
+    }
+    Ok(zones)
 }
 
 #[cfg(test)]
@@ -301,6 +327,7 @@ mod tests {
                 "loadbalance",
                 "log",
                 "loop",
+                "metadata",
                 "prometheus",
                 "ready",
                 "reload",
@@ -331,6 +358,7 @@ mod tests {
                 "  dns.loadbalance\n",
                 "  dns.log\n",
                 "  dns.loop\n",
+                "  dns.metadata\n",
                 "  dns.prometheus\n",
                 "  dns.ready\n",
                 "  dns.reload\n",

@@ -86,6 +86,7 @@ pub fn handle(
         error: None,
         refresh: false,
         coalesce: true,
+        meta: block.chain.metadata(),
     };
     let all = block.chain.handlers().len();
     let outcome = contained(&mut q, all, |q| block.chain.run(q, 0));
@@ -135,6 +136,7 @@ pub fn refresh(
         error: None,
         refresh: false,
         coalesce: true,
+        meta: job.block.chain.metadata(),
     };
     let outcome = contained(&mut q, 0, |q| job.block.chain.run(q, job.owner + 1));
     settle_refresh(&job.block, job.owner, &mut q, outcome).map_or(Handled::Drop, |(at, request)| {
@@ -217,6 +219,7 @@ pub fn resume(
         error: None,
         refresh: false,
         coalesce: true,
+        meta: s.block.chain.metadata(),
     };
     let all = s.block.chain.handlers().len();
     let outcome = contained(&mut q, all, |q| s.block.chain.resume(q, s.at, reply, s.request.cookie));

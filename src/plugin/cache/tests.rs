@@ -388,6 +388,7 @@ fn query(c: &Cache, clock: &mut Clock, a: &Ask, backend: Backend<'_>) -> Reply {
         error: None,
         refresh: false,
         coalesce: true,
+        meta: crate::chain::Metadata::NONE,
     };
     let hit = match c.serve(&mut q) {
         Step::Answered => {
@@ -428,6 +429,7 @@ fn refresh(c: &Cache, clock: &mut Clock, a: &Ask, backend: Backend<'_>) {
         error: None,
         refresh: false,
         coalesce: true,
+        meta: crate::chain::Metadata::NONE,
     };
     backend(&mut q);
     q.resp.finish();
@@ -1306,6 +1308,7 @@ fn a_hit_does_not_grow_any_buffer() {
             error: None,
             refresh: false,
             coalesce: true,
+            meta: crate::chain::Metadata::NONE,
         };
         assert!(matches!(c.serve(&mut q), Step::Answered));
         q.resp.finish();

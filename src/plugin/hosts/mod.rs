@@ -909,6 +909,7 @@ mod tests {
             error: None,
             refresh: false,
             coalesce: true,
+            meta: crate::chain::Metadata::NONE,
         };
         let step = h.serve(&mut q);
         let reply = matches!(step, Step::Answered).then(|| q.resp.finish().to_vec());

@@ -523,6 +523,7 @@ mod tests {
                 error: None,
                 refresh: false,
                 coalesce: true,
+                meta: crate::chain::Metadata::NONE,
             };
             lb.on_response(&mut q);
             self.check_positions();

@@ -694,6 +694,7 @@ mod tests {
                     error: None,
                     refresh: false,
                     coalesce: true,
+                    meta: crate::chain::Metadata::NONE,
                 };
                 assert!(matches!(plugin.serve(&mut q), Step::Next));
             }

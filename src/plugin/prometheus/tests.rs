@@ -153,6 +153,7 @@ fn respond(p: &dyn Handler, route: &RouteTag, q: &Q, worker: &mut WorkerCtx, res
         error: None,
         refresh: false,
         coalesce: true,
+        meta: crate::chain::Metadata::NONE,
     };
     p.on_response(&mut query);
 }
@@ -410,6 +411,7 @@ fn recording_a_query_does_not_allocate() {
         error: None,
         refresh: false,
         coalesce: true,
+        meta: crate::chain::Metadata::NONE,
     };
     ALLOCATIONS.with(|c| c.set(Some(0)));
     for i in 0..1000 {

@@ -127,6 +127,7 @@ mod tests {
             error: None,
             refresh: false,
             coalesce: true,
+            meta: crate::chain::Metadata::NONE,
         };
         assert!(matches!(Whoami.serve(&mut q), Step::Answered));
         let msg = Message::from_octets(q.resp.finish().to_vec()).unwrap();
