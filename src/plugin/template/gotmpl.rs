@@ -227,29 +227,6 @@ impl Template {
         nodes(&self.nodes)
     }
 
-    /// Whether the template uses `.Meta`.
-    pub fn uses_meta(&self) -> bool {
-        fn cmd(c: &Cmd) -> bool {
-            match c {
-                Cmd::Meta(_) => true,
-                Cmd::Arg(Arg::Sub(c)) | Cmd::Not(Arg::Sub(c)) | Cmd::Len(Arg::Sub(c)) => cmd(c),
-                Cmd::Eq(a, b) | Cmd::Ne(a, b) => {
-                    matches!(a, Arg::Sub(c) if cmd(c)) || matches!(b, Arg::Sub(c) if cmd(c))
-                }
-                Cmd::ParseInt(a, _, _) | Cmd::Index(a, _) => matches!(a, Arg::Sub(c) if cmd(c)),
-                _ => false,
-            }
-        }
-        fn nodes(n: &[Node]) -> bool {
-            n.iter().any(|n| match n {
-                Node::Text(_) => false,
-                Node::Out(c) => cmd(c),
-                Node::If(arms, other) => arms.iter().any(|(c, b)| cmd(c) || nodes(b)) || nodes(other),
-            })
-        }
-        nodes(&self.nodes)
-    }
-
     /// Renders into `out` (cleared first).
     pub fn render(&self, data: &dyn Data, out: &mut String) -> Result<(), String> {
         out.clear();

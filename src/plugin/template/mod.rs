@@ -318,12 +318,6 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         }
         let t = Template::compile(text, &names)
             .map_err(|e| opt.err(NAME, format!("could not compile template: {}, {e}", opt.name.text)))?;
-        if t.uses_meta() {
-            return Err(opt.err(
-                NAME,
-                "could not compile template: .Meta needs the metadata plugin, which this build of clusterdns does not have",
-            ));
-        }
         rule.captures |= t.uses_captures();
         let body = match t.constant() {
             // Knowable now: a record that does not parse is a setup error (CoreDNS finds
@@ -432,7 +426,13 @@ impl TemplatePlugin {
                     _ => String::new(),
                 }
             };
-            let metadata = |_: &str| String::new();
+            // CoreDNS's `metadata(label)`: "" when the block has no `metadata` or
+            // nobody sets the label.
+            let metadata = |label: &str| {
+                let mut v = String::new();
+                q.metadata(label, &mut v);
+                v
+            };
             vars.clear();
             for prog in &rule.vars {
                 let facts = Facts {
@@ -501,7 +501,11 @@ impl TemplatePlugin {
                 let encoded: &[u8] = match &rr.body {
                     Body::Fixed(w) => w,
                     Body::Dynamic(t) => {
+                        let meta = |key: &str, out: &mut String| {
+                            q.metadata(key, out);
+                        };
                         let data = RenderData {
+                            meta: &meta,
                             name,
                             zone: rule.zones[zi].as_str(),
                             class: class_label,
@@ -574,6 +578,8 @@ fn name_text(wire: &[u8], out: &mut String) {
 }
 
 struct RenderData<'a> {
+    /// `.Meta "label"`: the query's metadata (empty when unset).
+    meta: &'a dyn Fn(&str, &mut String),
     name: &'a str,
     zone: &'a str,
     class: u16,
@@ -620,7 +626,9 @@ impl Data for RenderData<'_> {
         self.matched(i)
     }
 
-    fn meta(&self, _: &str, _: &mut String) {}
+    fn meta(&self, key: &str, out: &mut String) {
+        (self.meta)(key, out);
+    }
 
     fn var(&self, name: &str) -> Option<&Value> {
         let i = self.var_names.iter().rposition(|v| v == name)?;
