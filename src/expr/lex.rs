@@ -61,9 +61,7 @@ pub fn lex(text: &str) -> Result<Vec<Tok>, CompileError> {
             }
             let lit: String = text[start..i].chars().filter(|&c| c != '_').collect();
             if float {
-                let v = lit
-                    .parse()
-                    .map_err(|_| CompileError(format!("invalid number {lit}")))?;
+                let v = lit.parse().map_err(|_| CompileError(format!("invalid number {lit}")))?;
                 out.push(Tok::Float(v));
             } else {
                 let v = lit

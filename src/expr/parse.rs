@@ -216,7 +216,9 @@ impl Parser<'_> {
     fn enter(&mut self) -> Result<(), CompileError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(CompileError(format!("expression nested deeper than {MAX_DEPTH} levels")));
+            return Err(CompileError(format!(
+                "expression nested deeper than {MAX_DEPTH} levels"
+            )));
         }
         Ok(())
     }

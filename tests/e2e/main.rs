@@ -16,6 +16,7 @@ mod protocol;
 mod resolver;
 mod rrl;
 mod serving;
+mod template;
 
 /// The kit finds the binary cargo built for these tests.
 #[test]

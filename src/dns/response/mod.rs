@@ -330,7 +330,8 @@ impl Response {
                 if let Some(code) = self.ede {
                     // RFC 8914 2: option code 15, the info code, then the extra text.
                     self.buf.extend_from_slice(&EDE_OPTION.to_be_bytes());
-                    self.buf.extend_from_slice(&((2 + self.ede_text.len()) as u16).to_be_bytes());
+                    self.buf
+                        .extend_from_slice(&((2 + self.ede_text.len()) as u16).to_be_bytes());
                     self.buf.extend_from_slice(&code.to_be_bytes());
                     self.buf.extend_from_slice(&self.ede_text);
                 }

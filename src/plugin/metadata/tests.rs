@@ -168,11 +168,7 @@ fn labels_are_read_from_providers_only_in_blocks_with_metadata_and_in_its_zones(
         labels: &["test/a", "test/b"],
         seen: Default::default(),
     });
-    let with = Chain::new(vec![
-        metadata_plugin(&["example.org."]),
-        p.clone(),
-        consumer.clone(),
-    ]);
+    let with = Chain::new(vec![metadata_plugin(&["example.org."]), p.clone(), consumer.clone()]);
     assert!(with.metadata().is_on());
     // Set, and unset (no provider knows `test/b`).
     assert_eq!(run(&with, &consumer, "www.example.org."), [Some("one".into()), None]);

@@ -317,9 +317,7 @@ fn eval<'d>(c: &Cmd, data: &'d dyn Data, out: &mut String) -> Result<Val<'d>, St
                         match usize::try_from(i).ok().and_then(|i| data.matched(i)) {
                             Some(m) => Val::Str(Cow::Borrowed(m)),
                             None => {
-                                return Err(format!(
-                                    "error calling index: index out of range: {i}"
-                                ));
+                                return Err(format!("error calling index: index out of range: {i}"));
                             }
                         }
                     }
@@ -475,7 +473,9 @@ impl Parser<'_> {
                 Some("else") if words.get(1).map(String::as_str) == Some("if") => {
                     return Ok((nodes, Some(inner.to_string())));
                 }
-                Some(w @ ("range" | "with" | "define" | "template" | "block" | "break" | "continue" | "else" | "end")) => {
+                Some(
+                    w @ ("range" | "with" | "define" | "template" | "block" | "break" | "continue" | "else" | "end"),
+                ) => {
                     return Err(format!("'{w}' is not in the template subset clusterdns implements"));
                 }
                 None => return Err("missing value for command".into()),
@@ -533,7 +533,11 @@ impl Parser<'_> {
             f if f.starts_with('.') || f.starts_with('"') || f.starts_with('(') => {
                 return Err(format!("can't give argument to non-function {f}"));
             }
-            f => return Err(format!("function \"{f}\" not defined (not in the template subset clusterdns implements)")),
+            f => {
+                return Err(format!(
+                    "function \"{f}\" not defined (not in the template subset clusterdns implements)"
+                ));
+            }
         })
     }
 
@@ -562,10 +566,14 @@ impl Parser<'_> {
             _ => {}
         }
         if w.starts_with('$') {
-            return Err(format!("variables ({w}) are not in the template subset clusterdns implements"));
+            return Err(format!(
+                "variables ({w}) are not in the template subset clusterdns implements"
+            ));
         }
         let Some(path) = w.strip_prefix('.') else {
-            return Err(format!("function \"{w}\" not defined (not in the template subset clusterdns implements)"));
+            return Err(format!(
+                "function \"{w}\" not defined (not in the template subset clusterdns implements)"
+            ));
         };
         let mut parts = path.split('.');
         let head = parts.next().unwrap_or("");
@@ -759,9 +767,21 @@ mod tests {
         ok("{{/* a comment */}}x", "x");
         ok("{{ index .Group \"1\" }}", "7b");
         // Failures at render time: Go's "index out of range" and ParseUint's errors.
-        assert!(render("{{ index .Match 5 }}").unwrap_err().contains("index out of range: 5"));
-        assert!(render("{{ parseInt .Name 16 8 }}").unwrap_err().contains("invalid syntax"));
-        assert!(render("{{ parseInt \"1ff\" 16 8 }}").unwrap_err().contains("value out of range"));
+        assert!(
+            render("{{ index .Match 5 }}")
+                .unwrap_err()
+                .contains("index out of range: 5")
+        );
+        assert!(
+            render("{{ parseInt .Name 16 8 }}")
+                .unwrap_err()
+                .contains("invalid syntax")
+        );
+        assert!(
+            render("{{ parseInt \"1ff\" 16 8 }}")
+                .unwrap_err()
+                .contains("value out of range")
+        );
     }
 
     #[test]

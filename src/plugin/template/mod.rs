@@ -160,8 +160,12 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
     let Some(class_tok) = d.args.first() else {
         return Err(d.arg_err(NAME));
     };
-    let qclass = parse_class(&class_tok.text)
-        .ok_or_else(|| ConfigError::at(&class_tok.loc, format!("{NAME}: invalid query class {}", class_tok.text)))?;
+    let qclass = parse_class(&class_tok.text).ok_or_else(|| {
+        ConfigError::at(
+            &class_tok.loc,
+            format!("{NAME}: invalid query class {}", class_tok.text),
+        )
+    })?;
     let Some(type_tok) = d.args.get(1) else {
         return Err(d.arg_err(NAME));
     };
@@ -205,10 +209,7 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
                 }
                 for re in args {
                     if re.len() > MAX_REGEX_LEN {
-                        return Err(opt.err(
-                            NAME,
-                            format!("regex pattern too long: {} > {MAX_REGEX_LEN}", re.len()),
-                        ));
+                        return Err(opt.err(NAME, format!("regex pattern too long: {} > {MAX_REGEX_LEN}", re.len())));
                     }
                     let compiled = regex::RegexBuilder::new(re)
                         .size_limit(MAX_REGEX_SIZE)
@@ -324,8 +325,7 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
             // it on the first query and answers SERVFAIL every time).
             Some(fixed) => {
                 let mut wire = Vec::new();
-                rr::encode(&fixed, &mut wire)
-                    .map_err(|e| opt.err(NAME, format!("invalid record {fixed:?}: {e}")))?;
+                rr::encode(&fixed, &mut wire).map_err(|e| opt.err(NAME, format!("invalid record {fixed:?}: {e}")))?;
                 Body::Fixed(wire)
             }
             None => Body::Dynamic(t),
@@ -477,7 +477,11 @@ impl TemplatePlugin {
         if let Some((code, text)) = &rule.ede {
             q.resp.set_ede(*code, text);
         }
-        let dynamic = rule.sections.iter().flatten().any(|r| matches!(r.body, Body::Dynamic(_)));
+        let dynamic = rule
+            .sections
+            .iter()
+            .flatten()
+            .any(|r| matches!(r.body, Body::Dynamic(_)));
         if dynamic {
             s.remote.clear();
             let _ = write!(s.remote, "{}", req.client.ip());
@@ -517,11 +521,13 @@ impl TemplatePlugin {
                             var_names: &rule.var_names,
                         };
                         if let Err(e) = t.render(&data, text) {
-                            self.counters.failed(q.route.slot, ri, zi, si, k, class_label, type_label, false);
+                            self.counters
+                                .failed(q.route.slot, ri, zi, si, k, class_label, type_label, false);
                             return fail(format!("{}: {e}", rr.source));
                         }
                         if let Err(e) = rr::encode(text, wire) {
-                            self.counters.failed(q.route.slot, ri, zi, si, k, class_label, type_label, true);
+                            self.counters
+                                .failed(q.route.slot, ri, zi, si, k, class_label, type_label, true);
                             return fail(format!("invalid record {text:?} from {:?}: {e}", rr.source));
                         }
                         wire
@@ -691,7 +697,9 @@ const MATCH_SLOTS: usize = 1024;
 impl Counters {
     fn new() -> Counters {
         Counters {
-            slots: (0..MATCH_SLOTS).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect(),
+            slots: (0..MATCH_SLOTS)
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
             overflow: AtomicU64::new(0),
             failures: Mutex::new(BTreeMap::new()),
             routes: Mutex::new(Vec::new()),
@@ -762,7 +770,11 @@ impl Lifecycle for TemplatePlugin {
             let zone = ((key >> 32) & 0xFF) as usize;
             let c = class::name((key >> 16) as u16);
             let t = rtype::name(key as u16);
-            let zone = self.rules.get(rule).and_then(|r| r.zones.get(zone)).map_or("", |z| z.as_str());
+            let zone = self
+                .rules
+                .get(rule)
+                .and_then(|r| r.zones.get(zone))
+                .map_or("", |z| z.as_str());
             out.counter(
                 "coredns_template_matches_total",
                 "Counter of template regex matches.",
@@ -781,10 +793,7 @@ impl Lifecycle for TemplatePlugin {
             let zone = r.zones.get(zone).map_or("", |z| z.as_str());
             let source = r.sections[section].get(rr).map_or("", |x| x.source.as_str());
             let (name, help) = if parse {
-                (
-                    "coredns_template_rr_failures_total",
-                    "Counter of mis-templated RRs.",
-                )
+                ("coredns_template_rr_failures_total", "Counter of mis-templated RRs.")
             } else {
                 (
                     "coredns_template_template_failures_total",

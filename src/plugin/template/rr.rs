@@ -128,9 +128,7 @@ fn name(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
 }
 
 fn number(t: &str, what: &str) -> Result<u32, String> {
-    t.parse::<u16>()
-        .map(u32::from)
-        .map_err(|_| format!("bad {what} '{t}'"))
+    t.parse::<u16>().map(u32::from).map_err(|_| format!("bad {what} '{t}'"))
 }
 
 /// A TTL: seconds, or BIND's units (`1h30m`, `2d`, `1w`).
@@ -295,9 +293,18 @@ mod tests {
             "example.com.dc1.example.com. 60 IN SOA ns.example.com. hostmaster.example.com. 1 60 60 60 60",
         );
         ok("x.example. 60 IN MX 10 x.example.", "x.example. 60 IN MX 10 x.example.");
-        ok("foogle.com 60 IN CNAME google.com", "foogle.com. 60 IN CNAME google.com.");
-        ok("a.example. 60 IN TXT \"empty=true\"", "a.example. 60 IN TXT \"empty=true\"");
-        ok("a.example. IN 1h AAAA 2001:db8::1", "a.example. 3600 IN AAAA 2001:db8::1");
+        ok(
+            "foogle.com 60 IN CNAME google.com",
+            "foogle.com. 60 IN CNAME google.com.",
+        );
+        ok(
+            "a.example. 60 IN TXT \"empty=true\"",
+            "a.example. 60 IN TXT \"empty=true\"",
+        );
+        ok(
+            "a.example. IN 1h AAAA 2001:db8::1",
+            "a.example. 3600 IN AAAA 2001:db8::1",
+        );
         ok("a.example. A 192.0.2.1", "a.example. 3600 IN A 192.0.2.1");
         ok("_x._tcp.a. 5 IN SRV 1 2 53 t.a.", "_x._tcp.a. 5 IN SRV 1 2 53 t.a.");
         for (bad, why) in [

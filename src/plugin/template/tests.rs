@@ -128,10 +128,12 @@ fn run(body: &str, a: &Ask<'_>) -> Reply {
     let plugin = setup_body(body).unwrap_or_else(|e| panic!("{body}: {e}"));
     let template = plugin.handler.unwrap();
     let metadata = crate::plugin::metadata::setup(
-        &[&crate::config::parse_str(". {\n metadata\n}\n", "Corefile", std::path::Path::new("."))
-            .unwrap()
-            .blocks[0]
-            .directives[0]],
+        &[
+            &crate::config::parse_str(". {\n metadata\n}\n", "Corefile", std::path::Path::new("."))
+                .unwrap()
+                .blocks[0]
+                .directives[0],
+        ],
         &SetupCtx {
             zones: &ctx_zones(),
             config_dir: ".".into(),
@@ -225,7 +227,10 @@ fn rcode(body: &str, a: &Ask<'_>) -> String {
 fn answer(body: &str, a: &Ask<'_>) -> Vec<String> {
     let r = run(body, a);
     assert_eq!(r.rcode, "NOERROR", "{body}");
-    assert!(r.aa, "template replies are authoritative (template.go: msg.Authoritative = true)");
+    assert!(
+        r.aa,
+        "template replies are authoritative (template.go: msg.Authoritative = true)"
+    );
     r.answer
 }
 
@@ -295,11 +300,20 @@ fn readme_examples_answer_as_documented() {
     assert_eq!(rcode(regex_form, &ask_a("www.example.com.")), "next");
 
     // README "Resolve A/PTR for .example" (and the note: a wildcard for subdomains).
-    assert_eq!(answer(IP_A, &ask_a("ip-10-1-2-3.example.")), ["ip-10-1-2-3.example. 60 IN A 10.1.2.3"]);
-    assert_eq!(answer(IP_A, &ask_a("x.ip-10-1-2-3.example.")), ["x.ip-10-1-2-3.example. 60 IN A 10.1.2.3"]);
+    assert_eq!(
+        answer(IP_A, &ask_a("ip-10-1-2-3.example.")),
+        ["ip-10-1-2-3.example. 60 IN A 10.1.2.3"]
+    );
+    assert_eq!(
+        answer(IP_A, &ask_a("x.ip-10-1-2-3.example.")),
+        ["x.ip-10-1-2-3.example. 60 IN A 10.1.2.3"]
+    );
     let mut ptr = ask_a("3.2.1.10.in-addr.arpa.");
     ptr.qtype = rtype::PTR;
-    assert_eq!(answer(IP_A, &ptr), ["3.2.1.10.in-addr.arpa. 60 IN PTR ip-10-1-2-3.example."]);
+    assert_eq!(
+        answer(IP_A, &ptr),
+        ["3.2.1.10.in-addr.arpa. 60 IN PTR ip-10-1-2-3.example."]
+    );
     // An A template does not take AAAA (template.go match: type check): next plugin.
     let mut aaaa = ask_a("ip-10-1-2-3.example.");
     aaaa.qtype = rtype::AAAA;
@@ -312,7 +326,10 @@ fn readme_examples_answer_as_documented() {
   answer "{{ .Name }} 60 IN A 10.{{ parseInt .Group.b 16 8 }}.{{ parseInt .Group.c 16 8 }}.{{ parseInt .Group.d 16 8 }}"
   fallthrough
 }"#;
-    assert_eq!(answer(hex, &ask_a("ip0a5f0c09.example.")), ["ip0a5f0c09.example. 60 IN A 10.95.12.9"]);
+    assert_eq!(
+        answer(hex, &ask_a("ip0a5f0c09.example.")),
+        ["ip0a5f0c09.example. 60 IN A 10.95.12.9"]
+    );
 
     // README "Resolve multiple ip patterns": the first regex that matches wins.
     let multi = r#"template IN A example {
@@ -321,8 +338,14 @@ fn readme_examples_answer_as_documented() {
   answer "{{ .Name }} 60 IN A {{ .Group.a}}.{{ .Group.b }}.{{ .Group.c }}.{{ .Group.d }}"
   fallthrough
 }"#;
-    assert_eq!(answer(multi, &ask_a("ip-10-1-2-3.dc.example.")), ["ip-10-1-2-3.dc.example. 60 IN A 10.1.2.3"]);
-    assert_eq!(answer(multi, &ask_a("1.2.3.4.ext.example.")), ["1.2.3.4.ext.example. 60 IN A 1.2.3.4"]);
+    assert_eq!(
+        answer(multi, &ask_a("ip-10-1-2-3.dc.example.")),
+        ["ip-10-1-2-3.dc.example. 60 IN A 10.1.2.3"]
+    );
+    assert_eq!(
+        answer(multi, &ask_a("1.2.3.4.ext.example.")),
+        ["1.2.3.4.ext.example. 60 IN A 1.2.3.4"]
+    );
 
     // README "Adding authoritative nameservers"; template_test.go "ExampleDomainANSMatch".
     let ns = r#"template IN A example {
@@ -342,8 +365,14 @@ template IN MX example {
 }"#;
     let r = run(ns, &ask_a("ip-10-95-12-8.example."));
     assert_eq!(r.answer, ["ip-10-95-12-8.example. 60 IN A 10.95.12.8"]);
-    assert_eq!(r.authority, ["example. 60 IN NS ns0.example.", "example. 60 IN NS ns1.example."]);
-    assert_eq!(r.additional, ["ns0.example. 60 IN A 203.0.113.8", "ns1.example. 60 IN A 198.51.100.8"]);
+    assert_eq!(
+        r.authority,
+        ["example. 60 IN NS ns0.example.", "example. 60 IN NS ns1.example."]
+    );
+    assert_eq!(
+        r.additional,
+        ["ns0.example. 60 IN A 203.0.113.8", "ns1.example. 60 IN A 198.51.100.8"]
+    );
     let mut mx = ask_a("ip-10-95-12-8.example.");
     mx.qtype = rtype::MX;
     let r = run(ns, &mx);
@@ -353,8 +382,12 @@ template IN MX example {
 
     // README "Fabricate a CNAME"; template_test.go "CNAMEWithoutUpstream" (without an
     // upstream the answer is the CNAME alone).
-    let cname = "template IN ANY foogle.com {\n match \"^foogle\\.com\\.$\"\n answer \"foogle.com 60 IN CNAME google.com\"\n}";
-    assert_eq!(answer(cname, &ask_a("foogle.com.")), ["foogle.com. 60 IN CNAME google.com."]);
+    let cname =
+        "template IN ANY foogle.com {\n match \"^foogle\\.com\\.$\"\n answer \"foogle.com 60 IN CNAME google.com\"\n}";
+    assert_eq!(
+        answer(cname, &ask_a("foogle.com.")),
+        ["foogle.com. 60 IN CNAME google.com."]
+    );
 
     // README "Resolve device addresses for HTTPS on LAN": var, expr with any/incidr.
     let lan = r#"template IN A example.com {
@@ -375,9 +408,15 @@ template IN MX example {
 fn handler_cases_of_coredns_template_test() {
     // template_test.go "ExampleIPMatch": .Remote.
     let remote = "template IN A . {\n answer \"{{ .Name }} 60 IN A {{ .Remote }}\"\n}";
-    assert_eq!(answer(remote, &ask_a("test.example.")), ["test.example. 60 IN A 10.240.0.1"]);
+    assert_eq!(
+        answer(remote, &ask_a("test.example.")),
+        ["test.example. 60 IN A 10.240.0.1"]
+    );
     // "RcodeServFail": rcode SERVFAIL is a bare SERVFAIL.
-    assert_eq!(rcode("template ANY ANY {\n rcode SERVFAIL\n}", &ask_a("test.invalid.")), "SERVFAIL");
+    assert_eq!(
+        rcode("template ANY ANY {\n rcode SERVFAIL\n}", &ask_a("test.invalid.")),
+        "SERVFAIL"
+    );
     // "ExampleDomainNameMismatch": the zone matches, no regex does, no fallthrough: SERVFAIL.
     assert_eq!(
         rcode("template ANY ANY {\n match [.]example[.]$\n}", &ask_a("test.invalid.")),
@@ -438,7 +477,10 @@ fn handler_cases_of_coredns_template_test() {
         "template ANY ANY {\n rcode NXDOMAIN\n ederror 21 \"Blocked due to RFC2606\"\n}",
         &a,
     );
-    assert_eq!((r.rcode.as_str(), r.ede), ("NXDOMAIN", Some((21, "Blocked due to RFC2606".into()))));
+    assert_eq!(
+        (r.rcode.as_str(), r.ede),
+        ("NXDOMAIN", Some((21, "Blocked due to RFC2606".into())))
+    );
 }
 
 #[test]
@@ -447,25 +489,34 @@ fn var_cases_of_coredns_var_test() {
     let tpl = |lines: &str| format!("template IN A example. {{\n{lines}\n}}");
     // var_test.go "Constant", "Chained", "QueryFunctions", "BoolInTemplateCondition".
     assert_eq!(
-        answer(&tpl("var ttl 60\nanswer \"{{ .Name }} {{ .Var.ttl }} IN A 10.0.0.1\""), &a),
+        answer(
+            &tpl("var ttl 60\nanswer \"{{ .Name }} {{ .Var.ttl }} IN A 10.0.0.1\""),
+            &a
+        ),
         ["a.example. 60 IN A 10.0.0.1"]
     );
     assert_eq!(
         answer(
-            &tpl("var a 1\nvar b a + 1\nvar c b * 10\nanswer \"{{ .Name }} 60 IN A 10.{{ .Var.a }}.{{ .Var.b }}.{{ .Var.c }}\""),
+            &tpl(
+                "var a 1\nvar b a + 1\nvar c b * 10\nanswer \"{{ .Name }} 60 IN A 10.{{ .Var.a }}.{{ .Var.b }}.{{ .Var.c }}\""
+            ),
             &a
         ),
         ["a.example. 60 IN A 10.1.2.20"]
     );
     let r = run(
-        &tpl("var n name()\nvar t type()\nvar ip client_ip()\nanswer \"{{ .Var.n }} 60 IN A {{ .Var.ip }}\"\nadditional \"{{ .Var.n }} 60 IN TXT \\\"{{ .Var.t }}\\\"\""),
+        &tpl(
+            "var n name()\nvar t type()\nvar ip client_ip()\nanswer \"{{ .Var.n }} 60 IN A {{ .Var.ip }}\"\nadditional \"{{ .Var.n }} 60 IN TXT \\\"{{ .Var.t }}\\\"\"",
+        ),
         &a,
     );
     assert_eq!(r.answer, ["a.example. 60 IN A 10.240.0.1"]);
     assert_eq!(r.additional, ["a.example. 60 IN TXT \"A\""]);
     assert_eq!(
         answer(
-            &tpl("var local incidr(client_ip(), '10.0.0.0/8')\nanswer \"{{ .Name }} 60 IN A {{ if .Var.local }}10.0.0.1{{ else }}192.0.2.1{{ end }}\""),
+            &tpl(
+                "var local incidr(client_ip(), '10.0.0.0/8')\nanswer \"{{ .Name }} 60 IN A {{ if .Var.local }}10.0.0.1{{ else }}192.0.2.1{{ end }}\""
+            ),
             &a
         ),
         ["a.example. 60 IN A 10.0.0.1"]
@@ -473,7 +524,9 @@ fn var_cases_of_coredns_var_test() {
     // "GroupByNameAndIndex".
     assert_eq!(
         answer(
-            &tpl("match ^(?P<a>[0-9]+)-(?P<b>[0-9]+)[.]example[.]$\nvar a group('a')\nvar b group(2)\nvar whole group(0)\nanswer \"{{ .Var.whole }} 60 IN A 10.0.{{ .Var.a }}.{{ .Var.b }}\""),
+            &tpl(
+                "match ^(?P<a>[0-9]+)-(?P<b>[0-9]+)[.]example[.]$\nvar a group('a')\nvar b group(2)\nvar whole group(0)\nanswer \"{{ .Var.whole }} 60 IN A 10.0.{{ .Var.a }}.{{ .Var.b }}\""
+            ),
             &ask_a("12-34.example.")
         ),
         ["12-34.example. 60 IN A 10.0.12.34"]
@@ -502,11 +555,12 @@ fn var_cases_of_coredns_var_test() {
 #[test]
 fn expr_cases_of_coredns_expr_test() {
     let a = ask_a("a.example.");
-    let tpl = |lines: &str| format!("template IN A example. {{\n{lines}\nanswer \"{{{{ .Name }}}} 60 IN A 10.0.0.1\"\n}}");
+    let tpl =
+        |lines: &str| format!("template IN A example. {{\n{lines}\nanswer \"{{{{ .Name }}}} 60 IN A 10.0.0.1\"\n}}");
     let cases: &[(&str, &str)] = &[
-        ("expr name() == 'a.example.'", "NOERROR"),                          // "True"
-        ("expr name() == 'b.example.'", "SERVFAIL"),                         // "FalseServfail"
-        ("expr name() == 'b.example.'\nfallthrough", "next"),                // "FalseFallthrough"
+        ("expr name() == 'a.example.'", "NOERROR"),           // "True"
+        ("expr name() == 'b.example.'", "SERVFAIL"),          // "FalseServfail"
+        ("expr name() == 'b.example.'\nfallthrough", "next"), // "FalseFallthrough"
         ("expr name() == 'b.example.'\nfallthrough other.example.", "SERVFAIL"), // "FalseFallthroughZoneMismatch"
         (
             "expr name() == 'a.example.'\nexpr type() == 'A'\nexpr incidr(client_ip(), '10.0.0.0/8')",
@@ -516,9 +570,12 @@ fn expr_cases_of_coredns_expr_test() {
             "expr name() == 'a.example.'\nexpr type() == 'A'\nexpr incidr(client_ip(), '192.0.2.0/24')\nfallthrough",
             "next",
         ), // "LastFalse"
-        ("expr 1\nfallthrough", "next"),                                      // "NonBool"
-        ("expr incidr('notanip', '10.0.0.0/8')", "SERVFAIL"),               // "RuntimeError"
-        ("match ^b[.]example[.]$\nexpr incidr('notanip', '10.0.0.0/8')\nfallthrough", "next"), // "NoMatchNoEvaluation"
+        ("expr 1\nfallthrough", "next"),                      // "NonBool"
+        ("expr incidr('notanip', '10.0.0.0/8')", "SERVFAIL"), // "RuntimeError"
+        (
+            "match ^b[.]example[.]$\nexpr incidr('notanip', '10.0.0.0/8')\nfallthrough",
+            "next",
+        ), // "NoMatchNoEvaluation"
     ];
     for (lines, want) in cases {
         assert_eq!(rcode(&tpl(lines), &a), *want, "{lines}");
@@ -540,28 +597,64 @@ fn expr_cases_of_coredns_expr_test() {
 fn setup_errors() {
     let err = |body: &str| setup_body(body).err().map(|e| e.to_string()).unwrap_or_default();
     for (body, want) in [
-        ("template", "template: Wrong argument count or unexpected line ending after 'template'"),
+        (
+            "template",
+            "template: Wrong argument count or unexpected line ending after 'template'",
+        ),
         ("template X", "invalid query class X"),
         ("template ANY", "Wrong argument count"),
         ("template ANY X", "invalid RR class X"),
-        ("template ANY ANY {\n match \"(?P<x>\"\n}", "could not parse regex: (?P<x>"),
-        ("template ANY ANY {\n answer \"{{ notAFunc }}\"\n}", "could not compile template: answer"),
+        (
+            "template ANY ANY {\n match \"(?P<x>\"\n}",
+            "could not parse regex: (?P<x>",
+        ),
+        (
+            "template ANY ANY {\n answer \"{{ notAFunc }}\"\n}",
+            "could not compile template: answer",
+        ),
         ("template ANY ANY {\n rcode FOO\n}", "unknown rcode FOO"),
         ("template ANY ANY {\n rcode\n}", "Wrong argument count"),
-        ("template ANY ANY {\n ederror x\n}", "error parsing extended DNS error code ederror"),
+        (
+            "template ANY ANY {\n ederror x\n}",
+            "error parsing extended DNS error code ederror",
+        ),
         ("template ANY ANY {\n ederror\n}", "Wrong argument count"),
-        ("template ANY ANY {\n unknown\n}", "Wrong argument count or unexpected line ending after 'unknown'"),
+        (
+            "template ANY ANY {\n unknown\n}",
+            "Wrong argument count or unexpected line ending after 'unknown'",
+        ),
         ("template ANY ANY {\n var 1x 1\n}", "invalid variable name \"1x\""),
-        ("template ANY ANY {\n var true 1\n}", "variable name \"true\" is reserved"),
+        (
+            "template ANY ANY {\n var true 1\n}",
+            "variable name \"true\" is reserved",
+        ),
         ("template ANY ANY {\n var len 1\n}", "variable name \"len\" is reserved"),
-        ("template ANY ANY {\n var group 1\n}", "variable name \"group\" is reserved"),
+        (
+            "template ANY ANY {\n var group 1\n}",
+            "variable name \"group\" is reserved",
+        ),
         ("template ANY ANY {\n var x\n}", "Wrong argument count"),
-        ("template ANY ANY {\n var x now()\n}", "could not compile expression: x, the function 'now' is not in the expression subset"),
-        ("template ANY ANY {\n expr y > 1\n}", "could not compile expression: unknown name 'y'"),
+        (
+            "template ANY ANY {\n var x now()\n}",
+            "could not compile expression: x, the function 'now' is not in the expression subset",
+        ),
+        (
+            "template ANY ANY {\n expr y > 1\n}",
+            "could not compile expression: unknown name 'y'",
+        ),
         // Knowable at setup: a record without actions that is no record.
-        ("template ANY ANY {\n answer \"example. 60 IN A 300.0.0.1\"\n}", "invalid record \"example. 60 IN A 300.0.0.1\": bad A address"),
-        ("template ANY ANY {\n answer \"{{ .Var.nope }} 60 IN A 1.2.3.4\"\n}", "no variable 'nope'"),
-        ("template ANY ANY {\n answer \"{{ .Message }}\"\n}", ".Message is not in the template subset"),
+        (
+            "template ANY ANY {\n answer \"example. 60 IN A 300.0.0.1\"\n}",
+            "invalid record \"example. 60 IN A 300.0.0.1\": bad A address",
+        ),
+        (
+            "template ANY ANY {\n answer \"{{ .Var.nope }} 60 IN A 1.2.3.4\"\n}",
+            "no variable 'nope'",
+        ),
+        (
+            "template ANY ANY {\n answer \"{{ .Message }}\"\n}",
+            ".Message is not in the template subset",
+        ),
     ] {
         let got = err(body);
         assert!(got.contains(want), "{body}\n got: {got}\nwant: {want}");
@@ -634,7 +727,9 @@ fn metrics_count_matches_and_failures_with_coredns_labels() {
     l.metrics(&mut fams);
     let text = fams.render();
     assert!(
-        text.contains(r#"coredns_template_matches_total{server="dns://:53",zone="example.",view="",class="IN",type="A"} 2"#),
+        text.contains(
+            r#"coredns_template_matches_total{server="dns://:53",zone="example.",view="",class="IN",type="A"} 2"#
+        ),
         "{text}"
     );
     assert!(
