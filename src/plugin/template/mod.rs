@@ -33,7 +33,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use regex::{CaptureLocations, Regex};
+use regex_automata::Input;
+use regex_automata::meta::{Cache, Regex};
+use regex_automata::util::captures::Captures;
 
 use crate::chain::{ChainError, Handler, Query, RouteTag, Step};
 use crate::config::keys::zone_args;
@@ -75,6 +77,8 @@ struct Rule {
     zones: Vec<Zone>,
     /// Empty: everything matches (CoreDNS's default `.*`).
     regexes: Vec<Regex>,
+    /// Their patterns (`.Regex`).
+    patterns: Vec<String>,
     /// Answer, authority, additional (the order they are written in the reply).
     sections: [Vec<Rr>; 3],
     rcode: Rcode,
@@ -108,8 +112,10 @@ struct Scratch {
     remote: String,
     text: String,
     wire: Vec<u8>,
-    /// Per rule, per regex: where the captures lie.
-    locs: Vec<Vec<CaptureLocations>>,
+    /// Per rule, per regex: the regex's search cache (lazy DFA states) and where the
+    /// captures lie.
+    caches: Vec<Vec<Cache>>,
+    caps: Vec<Vec<Captures>>,
     vars: Vec<Value>,
 }
 
@@ -140,9 +146,13 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
                 remote: String::with_capacity(48),
                 text: String::with_capacity(512),
                 wire: Vec::with_capacity(512),
-                locs: rules
+                caches: rules
                     .iter()
-                    .map(|r| r.regexes.iter().map(Regex::capture_locations).collect())
+                    .map(|r| r.regexes.iter().map(Regex::create_cache).collect())
+                    .collect(),
+                caps: rules
+                    .iter()
+                    .map(|r| r.regexes.iter().map(Regex::create_captures).collect())
                     .collect(),
                 vars: Vec::with_capacity(8),
             })
@@ -187,6 +197,7 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         qtype,
         zones,
         regexes: Vec::new(),
+        patterns: Vec::new(),
         sections: [Vec::new(), Vec::new(), Vec::new()],
         rcode: Rcode::NOERROR,
         ede: None,
@@ -211,11 +222,12 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
                     if re.len() > MAX_REGEX_LEN {
                         return Err(opt.err(NAME, format!("regex pattern too long: {} > {MAX_REGEX_LEN}", re.len())));
                     }
-                    let compiled = regex::RegexBuilder::new(re)
-                        .size_limit(MAX_REGEX_SIZE)
-                        .build()
+                    let compiled = Regex::builder()
+                        .configure(Regex::config().nfa_size_limit(Some(MAX_REGEX_SIZE)))
+                        .build(re)
                         .map_err(|e| opt.err(NAME, format!("could not parse regex: {re}, {e}")))?;
                     rule.regexes.push(compiled);
+                    rule.patterns.push(re.to_string());
                 }
             }
             section @ ("answer" | "authority" | "additional") => {
@@ -395,15 +407,19 @@ impl TemplatePlugin {
         let regex = if rule.regexes.is_empty() {
             usize::MAX
         } else {
-            let name = s.name.as_str();
+            let input = Input::new(s.name.as_str());
+            let caches = &mut s.caches[ri];
             let found = if rule.captures {
-                let locs = &mut s.locs[ri];
+                let caps = &mut s.caps[ri];
+                rule.regexes.iter().zip(caches.iter_mut()).zip(caps.iter_mut()).position(|((re, cache), caps)| {
+                    re.search_captures_with(cache, &input, caps);
+                    caps.is_match()
+                })
+            } else {
                 rule.regexes
                     .iter()
-                    .zip(locs.iter_mut())
-                    .position(|(re, locs)| re.captures_read(locs, name).is_some())
-            } else {
-                rule.regexes.iter().position(|re| re.is_match(name))
+                    .zip(caches.iter_mut())
+                    .position(|(re, cache)| re.search_half_with(cache, &input).is_some())
             };
             match found {
                 Some(i) => i,
@@ -411,20 +427,17 @@ impl TemplatePlugin {
             }
         };
         if !rule.vars.is_empty() || !rule.exprs.is_empty() {
-            let Scratch { name, locs, vars, .. } = s;
-            let locs = locs[ri].get(regex);
-            let re = rule.regexes.get(regex);
+            let Scratch { name, caps, vars, .. } = s;
+            let caps = caps[ri].get(regex);
             let group = |k: GroupKey<'_>| -> String {
-                let idx = match k {
-                    GroupKey::Index(i) => usize::try_from(i).ok(),
-                    GroupKey::Name(n) => re.and_then(|re| re.capture_names().position(|c| c == Some(n))),
-                };
-                match (re, locs, idx) {
-                    (Some(_), Some(l), Some(i)) => l.get(i).map_or(String::new(), |(a, b)| name[a..b].to_string()),
+                let span = match (caps, k) {
+                    (Some(c), GroupKey::Index(i)) => usize::try_from(i).ok().and_then(|i| c.get_group(i)),
+                    (Some(c), GroupKey::Name(n)) => c.get_group_by_name(n),
                     // The default `.*` matches the whole name, capture 0 only.
-                    (None, _, Some(0)) => name.clone(),
-                    _ => String::new(),
-                }
+                    (None, GroupKey::Index(0)) => return name.clone(),
+                    (None, _) => None,
+                };
+                span.map_or(String::new(), |s| name[s.range()].to_string())
             };
             // CoreDNS's `metadata(label)`: "" when the block has no `metadata` or
             // nobody sets the label.
@@ -491,8 +504,9 @@ impl TemplatePlugin {
             remote,
             text,
             wire,
-            locs,
+            caps,
             vars,
+            ..
         } = s;
         for (si, section) in [Section::Answer, Section::Authority, Section::Additional]
             .into_iter()
@@ -515,8 +529,8 @@ impl TemplatePlugin {
                             class: class_label,
                             rtype: type_label,
                             remote,
-                            regex: rule.regexes.get(regex),
-                            locs: locs[ri].get(regex),
+                            pattern: rule.patterns.get(regex).map(String::as_str),
+                            caps: caps[ri].get(regex),
                             vars,
                             var_names: &rule.var_names,
                         };
@@ -591,8 +605,9 @@ struct RenderData<'a> {
     class: u16,
     rtype: u16,
     remote: &'a str,
-    regex: Option<&'a Regex>,
-    locs: Option<&'a CaptureLocations>,
+    /// The pattern that matched (`None`: the default `.*`) and its captures.
+    pattern: Option<&'a str>,
+    caps: Option<&'a Captures>,
     vars: &'a [Value],
     var_names: &'a [String],
 }
@@ -605,7 +620,7 @@ impl Data for RenderData<'_> {
             Field::Class => Val::Str(class::name(self.class)),
             Field::Type => Val::Str(rtype::name(self.rtype)),
             Field::Remote => Val::Str(self.remote.into()),
-            Field::Regex => Val::Str(self.regex.map_or(".*", |r| r.as_str()).into()),
+            Field::Regex => Val::Str(self.pattern.unwrap_or(".*").into()),
             Field::GroupKey(k) => self.group(k).map_or(Val::NoValue, |g| Val::Str(g.into())),
             Field::VarKey(i) => self.vars.get(*i).map_or(Val::NoValue, Val::Value),
             f => Val::Collection(f.clone()),
@@ -613,23 +628,25 @@ impl Data for RenderData<'_> {
     }
 
     fn matched(&self, i: usize) -> Option<&str> {
-        match (self.regex, self.locs) {
-            (Some(_), Some(l)) => l.get(i).map(|(a, b)| &self.name[a..b]),
+        match self.caps {
+            Some(c) => c.get_group(i).map(|s| &self.name[s.range()]),
             // The default `.*` matches the whole name.
-            _ => (i == 0).then_some(self.name),
+            None => (i == 0).then_some(self.name),
         }
     }
 
     fn matches(&self) -> usize {
-        self.locs.map_or(1, CaptureLocations::len)
+        self.caps.map_or(1, Captures::group_len)
     }
 
     fn group(&self, key: &str) -> Option<&str> {
-        let i = match key.parse::<usize>() {
-            Ok(i) => i,
-            Err(_) => self.regex?.capture_names().position(|c| c == Some(key))?,
+        let span = match (self.caps, key.parse::<usize>()) {
+            (None, Ok(0)) => return Some(self.name),
+            (None, _) => return None,
+            (Some(c), Ok(i)) => c.get_group(i),
+            (Some(c), Err(_)) => c.get_group_by_name(key),
         };
-        self.matched(i)
+        span.map(|s| &self.name[s.range()])
     }
 
     fn meta(&self, key: &str, out: &mut String) {
