@@ -168,7 +168,10 @@ fn main() {
             "template NXDOMAIN (AKS junk)",
             vec![query("web.team-a.svc.cluster.local.internal.cloudapp.net", 1, true)],
         ),
-        ("template NXDOMAIN (no regex)", vec![query("x.reddog.microsoft.com", 1, true)]),
+        (
+            "template NXDOMAIN (no regex)",
+            vec![query("x.reddog.microsoft.com", 1, true)],
+        ),
         ("template A (captures)", vec![query("ip-10-1-2-3.synth.test", 1, true)]),
         ("template A (var + expr)", vec![query("ip-10-1-2-3.expr.test", 1, true)]),
         // The first query fills the cache from hosts; the rest are hits.

@@ -22,6 +22,9 @@ pub const MAX_OUTPUT: usize = 65_535;
 /// Deepest nesting of `if` blocks and parentheses.
 const MAX_DEPTH: usize = 32;
 
+/// What [`Template::skeleton`] writes for an action.
+pub const SKELETON_HOLE: char = '\u{1}';
+
 /// A compiled template.
 #[derive(Debug)]
 pub struct Template {
@@ -195,6 +198,20 @@ impl Template {
             match n {
                 Node::Text(t) => s.push_str(t),
                 _ => return None,
+            }
+        }
+        Some(s)
+    }
+
+    /// The text with each action written as [`SKELETON_HOLE`]; `None` when the
+    /// template has an `if` (its text depends on the data).
+    pub fn skeleton(&self) -> Option<String> {
+        let mut s = String::new();
+        for n in &self.nodes {
+            match n {
+                Node::Text(t) => s.push_str(t),
+                Node::Out(_) => s.push(SKELETON_HOLE),
+                Node::If(..) => return None,
             }
         }
         Some(s)

@@ -340,7 +340,15 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
                 rr::encode(&fixed, &mut wire).map_err(|e| opt.err(NAME, format!("invalid record {fixed:?}: {e}")))?;
                 Body::Fixed(wire)
             }
-            None => Body::Dynamic(t),
+            None => {
+                // What is knowable of a record with holes: its type, and the rest when
+                // only the owner is per query ("{{ .Name }} 60 IN A 10.0.0.1").
+                if let Some(skeleton) = t.skeleton() {
+                    rr::check_skeleton(&skeleton, gotmpl::SKELETON_HOLE)
+                        .map_err(|e| opt.err(NAME, format!("invalid record {text:?}: {e}")))?;
+                }
+                Body::Dynamic(t)
+            }
         };
         rule.sections[section].push(Rr {
             body,
@@ -411,10 +419,14 @@ impl TemplatePlugin {
             let caches = &mut s.caches[ri];
             let found = if rule.captures {
                 let caps = &mut s.caps[ri];
-                rule.regexes.iter().zip(caches.iter_mut()).zip(caps.iter_mut()).position(|((re, cache), caps)| {
-                    re.search_captures_with(cache, &input, caps);
-                    caps.is_match()
-                })
+                rule.regexes
+                    .iter()
+                    .zip(caches.iter_mut())
+                    .zip(caps.iter_mut())
+                    .position(|((re, cache), caps)| {
+                        re.search_captures_with(cache, &input, caps);
+                        caps.is_match()
+                    })
             } else {
                 rule.regexes
                     .iter()

@@ -119,6 +119,62 @@ pub fn encode(text: &str, out: &mut Vec<u8>) -> Result<u16, String> {
     Ok(rt)
 }
 
+/// Checks what can be known of a record whose text has holes (`hole`, where a template
+/// writes per query): the type, when every token before it is known, must be one this
+/// module writes; and when the only hole is in the owner, the whole record must
+/// encode. `Ok` when nothing can be known.
+pub fn check_skeleton(text: &str, hole: char) -> Result<(), String> {
+    let mut toks = Tokens { s: text, at: 0 };
+    let Some(owner) = toks.next()? else {
+        return Ok(());
+    };
+    let mut ttl = false;
+    let mut rclass = false;
+    loop {
+        let Some(t) = toks.next()? else {
+            return Ok(());
+        };
+        if t.text.contains(hole) {
+            return Ok(());
+        }
+        if !ttl && t.text.as_bytes()[0].is_ascii_digit() {
+            ttl = true;
+            continue;
+        }
+        if !rclass && parse_class(t.text).is_some() {
+            rclass = true;
+            continue;
+        }
+        let rt = rtype::from_name(t.text).ok_or_else(|| format!("unknown RR type '{}'", t.text))?;
+        if !matches!(
+            rt,
+            rtype::A
+                | rtype::AAAA
+                | rtype::CNAME
+                | rtype::NS
+                | rtype::PTR
+                | 39
+                | rtype::MX
+                | rtype::SRV
+                | rtype::SOA
+                | rtype::TXT
+                | 99
+        ) {
+            return Err(format!(
+                "RR type {} is not one template writes in clusterdns",
+                rtype::name(rt)
+            ));
+        }
+        break;
+    }
+    let rest = &text[owner.text.len() + (owner.text.as_ptr() as usize - text.as_ptr() as usize)..];
+    if owner.text.chars().filter(|&c| c == hole).count() == text.chars().filter(|&c| c == hole).count() {
+        let mut probe = Vec::new();
+        encode(&format!("example.{rest}"), &mut probe)?;
+    }
+    Ok(())
+}
+
 fn name(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
     let mut buf = [0u8; MAX_NAME_LEN];
     let text = if text == "@" { "." } else { text };

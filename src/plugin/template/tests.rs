@@ -655,6 +655,24 @@ fn setup_errors() {
             "template ANY ANY {\n answer \"{{ .Message }}\"\n}",
             ".Message is not in the template subset",
         ),
+        // Knowable with holes: the type after a per-query owner, and the whole record
+        // when only the owner is per query.
+        (
+            "template ANY ANY {\n answer \"{{ .Name }} 60 IN FOO 1.2.3.4\"\n}",
+            "unknown RR type 'FOO'",
+        ),
+        (
+            "template ANY ANY {\n answer \"{{ .Name }} 60 IN HINFO a b\"\n}",
+            "not one template writes",
+        ),
+        (
+            "template ANY ANY {\n answer \"{{ .Name }} 60 IN A 10.0.0.300\"\n}",
+            "bad A address",
+        ),
+        (
+            "template ANY ANY {\n answer \"{{ .Name }} 60 IN MX {{ .Name }}\"\n}",
+            "bad MX preference",
+        ),
     ] {
         let got = err(body);
         assert!(got.contains(want), "{body}\n got: {got}\nwant: {want}");
