@@ -37,7 +37,7 @@ use regex_automata::Input;
 use regex_automata::meta::{Cache, Regex};
 use regex_automata::util::captures::Captures;
 
-use crate::chain::{ChainError, Handler, Query, RouteTag, Step};
+use crate::chain::{ChainError, Handler, Query, Step};
 use crate::config::keys::zone_args;
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Rcode, Section, Zone, class, rtype};
@@ -67,7 +67,12 @@ pub struct TemplatePlugin {
     zones: Vec<Zone>,
     rules: Vec<Rule>,
     scratch: Box<[Mutex<Scratch>]>,
-    counters: Counters,
+    /// Kept in the process state under the block's `template` lines, so that a reload
+    /// that keeps them keeps counting (CoreDNS's counters live as long as the process).
+    counters: Arc<Counters>,
+    /// Route slot to the index of its `server` label in `counters.servers` (set when
+    /// attached): counters are keyed by label, which outlives a reload, not by slot.
+    by_slot: std::sync::OnceLock<Vec<u16>>,
 }
 
 /// One `template` directive.
@@ -158,11 +163,20 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
             })
         })
         .collect();
+    let mut key = String::from("template|");
+    for d in dirs {
+        d.canonical(&mut key);
+        key.push('\n');
+    }
+    let counters = ctx
+        .process
+        .kept(&key, |_: &Arc<Counters>| true, || Arc::new(Counters::new()));
     Ok(Plugin::both(Arc::new(TemplatePlugin {
         zones,
         rules,
         scratch,
-        counters: Counters::new(),
+        counters,
+        by_slot: std::sync::OnceLock::new(),
     })))
 }
 
@@ -393,6 +407,14 @@ enum Matched {
 }
 
 impl TemplatePlugin {
+    /// The index of a route's `server` label (0x7FFF, no label, before `attach`).
+    fn server_of(&self, slot: usize) -> usize {
+        self.by_slot
+            .get()
+            .and_then(|v| v.get(slot))
+            .map_or(0x7FFF, |&i| usize::from(i).min(0x7FFF))
+    }
+
     fn matches(&self, ri: usize, q: &Query<'_, '_>, s: &mut Scratch) -> Matched {
         let rule = &self.rules[ri];
         let req = q.req;
@@ -493,7 +515,8 @@ impl TemplatePlugin {
         let rule = &self.rules[ri];
         let req = q.req;
         let (class_label, type_label) = labels(rule, req.qclass, req.qtype);
-        self.counters.matched(q.route.slot, ri, zi, class_label, type_label);
+        let server = self.server_of(q.route.slot);
+        self.counters.matched(server, ri, zi, class_label, type_label);
         if rule.rcode == Rcode::SERVFAIL {
             return Step::Fail(Rcode::SERVFAIL, None);
         }
@@ -714,10 +737,11 @@ struct Counters {
     /// Matches whose key found no free slot (more label combinations than slots).
     overflow: AtomicU64,
     failures: Mutex<BTreeMap<FailureKey, u64>>,
-    routes: Mutex<Vec<Arc<RouteTag>>>,
+    /// The `server` labels seen, by index.
+    servers: Mutex<Vec<Arc<str>>>,
 }
 
-/// (route slot, rule, zone, section, record, class, type, whether the record did not parse)
+/// (server label index, rule, zone, section, record, class, type, whether the record did not parse)
 type FailureKey = (usize, usize, usize, usize, usize, u16, u16, bool);
 
 /// Label combinations the match counters keep apart.
@@ -731,11 +755,11 @@ impl Counters {
                 .collect(),
             overflow: AtomicU64::new(0),
             failures: Mutex::new(BTreeMap::new()),
-            routes: Mutex::new(Vec::new()),
+            servers: Mutex::new(Vec::new()),
         }
     }
 
-    /// Key layout: bit 63 set (never 0), route slot (16 bits), rule (8), zone (8),
+    /// Key layout: bit 63 set (never 0), server label index (15 bits), rule (8), zone (8),
     /// class (16), type (16).
     fn key(route: usize, rule: usize, zone: usize, class: u16, rtype: u16) -> u64 {
         1 << 63
@@ -778,17 +802,25 @@ impl Counters {
 
 impl Lifecycle for TemplatePlugin {
     fn attach(&self, block: &AttachCtx<'_>) {
-        *self.counters.routes.lock() = block.routes.to_vec();
+        let mut servers = self.counters.servers.lock();
+        let slots = block.routes.iter().map(|r| r.slot + 1).max().unwrap_or(0);
+        let mut by_slot = vec![u16::MAX; slots];
+        for r in block.routes {
+            let i = match servers.iter().position(|s| *s == r.server) {
+                Some(i) => i,
+                None => {
+                    servers.push(r.server.clone());
+                    servers.len() - 1
+                }
+            };
+            by_slot[r.slot] = i as u16;
+        }
+        let _ = self.by_slot.set(by_slot);
     }
 
     fn metrics(&self, out: &mut Families) {
-        let routes = self.counters.routes.lock().clone();
-        let server = |slot: usize| -> String {
-            routes
-                .iter()
-                .find(|r| r.slot == slot)
-                .map_or_else(String::new, |r| r.server.to_string())
-        };
+        let servers = self.counters.servers.lock().clone();
+        let server = |i: usize| -> String { servers.get(i).map_or_else(String::new, |s| s.to_string()) };
         for (k, n) in self.counters.slots.iter() {
             let key = k.load(Ordering::Relaxed);
             if key == 0 {
