@@ -36,7 +36,7 @@ pub fn encode(text: &str, out: &mut Vec<u8>) -> Result<u16, String> {
             rclass = Some(c);
             continue;
         }
-        break rtype::from_name(t.text).ok_or_else(|| format!("unknown RR type '{}'", t.text))?;
+        break parse_type(t.text).ok_or_else(|| format!("unknown RR type '{}'", t.text))?;
     };
     out.extend_from_slice(&rt.to_be_bytes());
     out.extend_from_slice(&rclass.unwrap_or(class::IN).to_be_bytes());
@@ -145,7 +145,7 @@ pub fn check_skeleton(text: &str, hole: char) -> Result<(), String> {
             rclass = true;
             continue;
         }
-        let rt = rtype::from_name(t.text).ok_or_else(|| format!("unknown RR type '{}'", t.text))?;
+        let rt = parse_type(t.text).ok_or_else(|| format!("unknown RR type '{}'", t.text))?;
         if !matches!(
             rt,
             rtype::A
@@ -223,15 +223,49 @@ fn parse_ttl(t: &str) -> Result<u32, String> {
     u32::try_from(total).map_err(|_| format!("bad TTL '{t}'"))
 }
 
+/// A class mnemonic or `CLASSnnn`, any case, without allocating (per query).
 fn parse_class(t: &str) -> Option<u16> {
-    match t.to_ascii_uppercase().as_str() {
-        "IN" => Some(class::IN),
-        "CH" | "CHAOS" => Some(class::CH),
-        "HS" => Some(class::HS),
-        "NONE" => Some(class::NONE),
-        "ANY" => Some(class::ANY),
-        u => u.strip_prefix("CLASS").and_then(|n| n.parse().ok()),
+    const NAMES: [(&str, u16); 6] = [
+        ("IN", class::IN),
+        ("CH", class::CH),
+        ("CHAOS", class::CH),
+        ("HS", class::HS),
+        ("NONE", class::NONE),
+        ("ANY", class::ANY),
+    ];
+    if let Some(&(_, c)) = NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(t)) {
+        return Some(c);
     }
+    let n = t.get(..5).filter(|p| p.eq_ignore_ascii_case("CLASS"))?;
+    t[n.len()..].parse().ok()
+}
+
+/// A type mnemonic this module knows or `TYPEnnn`, any case, without allocating.
+fn parse_type(t: &str) -> Option<u16> {
+    const NAMES: [(&str, u16); 14] = [
+        ("A", rtype::A),
+        ("AAAA", rtype::AAAA),
+        ("CNAME", rtype::CNAME),
+        ("NS", rtype::NS),
+        ("PTR", rtype::PTR),
+        ("DNAME", 39),
+        ("MX", rtype::MX),
+        ("SRV", rtype::SRV),
+        ("SOA", rtype::SOA),
+        ("TXT", rtype::TXT),
+        ("SPF", 99),
+        ("HINFO", rtype::HINFO),
+        ("CAA", 257),
+        ("HTTPS", rtype::HTTPS),
+    ];
+    if let Some(&(_, v)) = NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(t)) {
+        return Some(v);
+    }
+    if let Some(p) = t.get(..4).filter(|p| p.eq_ignore_ascii_case("TYPE")) {
+        return t[p.len()..].parse().ok();
+    }
+    // The rest of what the server knows by name (an error follows: not written here).
+    rtype::from_name(t)
 }
 
 struct Token<'a> {
