@@ -53,6 +53,7 @@ pub const MAX_STRING: usize = 65_535;
 pub struct Program {
     root: parse::Expr,
     text: String,
+    uses_group: bool,
 }
 
 /// What a program may name besides the built-in functions.
@@ -102,16 +103,22 @@ impl Program {
             )));
         }
         let tokens = lex::lex(text)?;
-        let root = parse::parse(&tokens, scope)?;
+        let (root, uses_group) = parse::parse(&tokens, scope)?;
         Ok(Program {
             root,
             text: text.to_string(),
+            uses_group,
         })
     }
 
     /// Evaluates the program for one query.
     pub fn eval(&self, facts: &Facts<'_>) -> Result<Value, EvalError> {
         eval::eval(&self.root, facts, None)
+    }
+
+    /// Whether the program calls `group(...)` (the caller must then capture).
+    pub fn uses_group(&self) -> bool {
+        self.uses_group
     }
 
     /// The source text.

@@ -145,9 +145,12 @@ struct Parser<'a> {
     depth: usize,
     /// How many closures we are inside (`#` is valid only then).
     closures: usize,
+    /// Whether `group(...)` was called.
+    group: bool,
 }
 
-pub fn parse(toks: &[Tok], scope: &Scope) -> Result<Expr, CompileError> {
+/// The tree, and whether it calls `group(...)`.
+pub fn parse(toks: &[Tok], scope: &Scope) -> Result<(Expr, bool), CompileError> {
     if toks.is_empty() {
         return Err(CompileError("empty expression".into()));
     }
@@ -157,12 +160,13 @@ pub fn parse(toks: &[Tok], scope: &Scope) -> Result<Expr, CompileError> {
         scope,
         depth: 0,
         closures: 0,
+        group: false,
     };
     let e = p.expr()?;
     if let Some(t) = p.peek() {
         return Err(CompileError(format!("unexpected {} after the expression", show(t))));
     }
-    Ok(e)
+    Ok((e, p.group))
 }
 
 fn show(t: &Tok) -> String {
@@ -426,6 +430,7 @@ impl Parser<'_> {
             return Ok(Expr::Closure(q, Box::new(array), Box::new(pred)));
         }
         let (func, min, max) = if name == "group" && self.scope.group {
+            self.group = true;
             (Func::Group, 1, 1)
         } else {
             match FUNCTIONS.iter().find(|f| f.0 == name) {

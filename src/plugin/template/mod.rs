@@ -273,7 +273,7 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
                 let text = args[1..].join(" ");
                 let prog = Program::compile(&text, &scope)
                     .map_err(|e| opt.err(NAME, format!("could not compile expression: {name}, {e}")))?;
-                uses_group |= text.contains("group(");
+                uses_group |= prog.uses_group();
                 rule.var_names.push(name.to_string());
                 rule.vars.push(prog);
             }
@@ -288,7 +288,7 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
                 let text = args.join(" ");
                 let prog = Program::compile(&text, &scope)
                     .map_err(|e| opt.err(NAME, format!("could not compile expression: {e}")))?;
-                uses_group |= text.contains("group(");
+                uses_group |= prog.uses_group();
                 rule.exprs.push(prog);
             }
             "rcode" => {
