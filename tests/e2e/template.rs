@@ -107,20 +107,25 @@ fn the_aks_shape_nxdomains_search_path_junk_and_serves_the_rest() {
     assert_eq!(up.count_name(junk), 0);
     assert_eq!(up.count_name("a.b.reddog.microsoft.com"), 0);
     assert!(up.count_name(vm) >= 1);
-    // README "Metrics": matches counted per zone, class and type (UDP + TCP, A + AAAA).
+    // README "Metrics": matches counted per zone, class and type. (`cache` runs before
+    // `template`, as in CoreDNS: the TCP repeat of a question may be a cache hit, so
+    // each series counts one or two.)
     let (_, body) = http_get(metrics, "/metrics").expect("scrape");
-    let line = |zone: &str, t: &str| {
-        format!(
-            "coredns_template_matches_total{{server=\"dns://127.0.0.1:{}\",zone=\"{zone}\",view=\"\",class=\"IN\",type=\"{t}\"}} 2",
-            s.port
-        )
-    };
-    for want in [
-        line("internal.cloudapp.net.", "A"),
-        line("internal.cloudapp.net.", "AAAA"),
-        line("reddog.microsoft.com.", "A"),
+    for (zone, t) in [
+        ("internal.cloudapp.net.", "A"),
+        ("internal.cloudapp.net.", "AAAA"),
+        ("reddog.microsoft.com.", "A"),
+        ("reddog.microsoft.com.", "TXT"),
     ] {
-        assert!(body.contains(&want), "{want} not in\n{body}");
+        let series = format!(
+            "coredns_template_matches_total{{server=\"dns://127.0.0.1:{}\",zone=\"{zone}\",view=\"\",class=\"IN\",type=\"{t}\"}} ",
+            s.port
+        );
+        let value = body
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("{series} not in\n{body}"));
+        assert!(value == "1" || value == "2", "{series}{value}");
     }
 }
 
