@@ -73,6 +73,11 @@ pub struct TemplatePlugin {
     /// Route slot to the index of its `server` label in `counters.servers` (set when
     /// attached): counters are keyed by label, which outlives a reload, not by slot.
     by_slot: std::sync::OnceLock<Vec<u16>>,
+    /// Whether failures are logged here: the block has no `errors` (set when attached).
+    self_log: std::sync::atomic::AtomicBool,
+    /// The second (since `started`, plus one) of the last failure logged here.
+    logged_at: AtomicU64,
+    started: std::time::Instant,
 }
 
 /// One `template` directive.
@@ -177,6 +182,9 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
         scratch,
         counters,
         by_slot: std::sync::OnceLock::new(),
+        self_log: std::sync::atomic::AtomicBool::new(true),
+        logged_at: AtomicU64::new(0),
+        started: std::time::Instant::now(),
     })))
 }
 
@@ -407,6 +415,25 @@ enum Matched {
 }
 
 impl TemplatePlugin {
+    /// SERVFAIL with the error, which `errors` logs (CoreDNS's way); in a block without
+    /// `errors` the plugin logs it itself, at most once a second, so that a template
+    /// that fails per query is never silent and never floods the log.
+    fn fail(&self, msg: String) -> Step {
+        if self.self_log.load(Ordering::Relaxed) {
+            let now = self.started.elapsed().as_secs() + 1;
+            let last = self.logged_at.load(Ordering::Relaxed);
+            if now > last
+                && self
+                    .logged_at
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                log::error!(target: "plugin/template", "SERVFAIL: {msg}");
+            }
+        }
+        Step::Fail(Rcode::SERVFAIL, Some(ChainError::Plugin(NAME, msg.into())))
+    }
+
     /// The index of a route's `server` label (0x7FFF, no label, before `attach`).
     fn server_of(&self, slot: usize) -> usize {
         self.by_slot
@@ -572,12 +599,12 @@ impl TemplatePlugin {
                         if let Err(e) = t.render(&data, text) {
                             self.counters
                                 .failed(q.route.slot, ri, zi, si, k, class_label, type_label, false);
-                            return fail(format!("{}: {e}", rr.source));
+                            return self.fail(format!("{}: {e}", rr.source));
                         }
                         if let Err(e) = rr::encode(text, wire) {
                             self.counters
                                 .failed(q.route.slot, ri, zi, si, k, class_label, type_label, true);
-                            return fail(format!("invalid record {text:?} from {:?}: {e}", rr.source));
+                            return self.fail(format!("invalid record {text:?} from {:?}: {e}", rr.source));
                         }
                         wire
                     }
@@ -585,16 +612,12 @@ impl TemplatePlugin {
                 if let Err(crate::dns::PushError::Malformed | crate::dns::PushError::OutOfOrder) =
                     q.resp.push_encoded(section, encoded)
                 {
-                    return fail(format!("record from {:?} could not be written", rr.source));
+                    return self.fail(format!("record from {:?} could not be written", rr.source));
                 }
             }
         }
         Step::Answered
     }
-}
-
-fn fail(msg: String) -> Step {
-    Step::Fail(Rcode::SERVFAIL, Some(ChainError::Plugin(NAME, msg.into())))
 }
 
 /// CoreDNS's `.Class`/`.Type` (and metric labels): the query's, or the rule's when the
@@ -717,7 +740,7 @@ impl Handler for TemplatePlugin {
                     Some(fall) if Zone::any_contains(fall, &q.req.qname) => {}
                     _ => return Step::Fail(Rcode::SERVFAIL, None),
                 },
-                Matched::Failed(e) => return fail(e),
+                Matched::Failed(e) => return self.fail(e),
                 Matched::Yes(regex, zi) => return self.answer(ri, regex, zi, q, s),
             }
         }
@@ -816,6 +839,7 @@ impl Lifecycle for TemplatePlugin {
             by_slot[r.slot] = i as u16;
         }
         let _ = self.by_slot.set(by_slot);
+        self.self_log.store(!block.chain.contains(&"errors"), Ordering::Relaxed);
     }
 
     fn metrics(&self, out: &mut Families) {
