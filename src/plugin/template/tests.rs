@@ -454,9 +454,9 @@ fn handler_cases_of_coredns_template_test() {
     // "mdMatch" / "mdMissing": .Meta reads the query's metadata; a missing label is "".
     let md = r#"template ANY ANY {
   match (^|[.])ip-10-(?P<b>[0-9]*)-(?P<c>[0-9]*)-(?P<d>[0-9]*)[.]example[.]$
-  answer "{{ .Meta "foo" }}-{{ .Name }} 60 IN A 10.{{ .Group.b }}.{{ .Group.c }}.{{ .Group.d }}"
-  additional "{{ .Meta "bar" }}.example. IN A 203.0.113.8"
-  authority "example. IN NS {{ .Meta "bar" }}.example.com."
+  answer "{{ .Meta \"foo\" }}-{{ .Name }} 60 IN A 10.{{ .Group.b }}.{{ .Group.c }}.{{ .Group.d }}"
+  additional "{{ .Meta \"bar\" }}.example. IN A 203.0.113.8"
+  authority "example. IN NS {{ .Meta \"bar\" }}.example.com."
   fallthrough
 }"#;
     let mut a = ask_a("ip-10-95-12-8.example.");
