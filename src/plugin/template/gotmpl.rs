@@ -509,7 +509,9 @@ impl Parser<'_> {
             return Err("missing value for command".into());
         };
         if let Some(w) = words.iter().find(|w| w.starts_with('$')) {
-            return Err(format!("variables ({w}) are not in the template subset clusterdns implements"));
+            return Err(format!(
+                "variables ({w}) are not in the template subset clusterdns implements"
+            ));
         }
         let args = &words[1..];
         let want = |n: usize, f: &str| {

@@ -317,7 +317,8 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
                         NAME,
                         format!(
                             "error parsing extended DNS error code {}, strconv.ParseUint: parsing {:?}: invalid syntax",
-                            opt.name.text, args[0]
+                            args[args.len() - 1],
+                            args[0]
                         ),
                     )
                 })?;
@@ -351,8 +352,10 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         if text.len() > MAX_TEMPLATE_LEN {
             return Err(opt.err(NAME, format!("template longer than {MAX_TEMPLATE_LEN} bytes")));
         }
+        // CoreDNS names the line's last argument (caddy's c.Val() after RemainingArgs).
+        let last = opt.args.last().map_or("", |a| a.text.as_str());
         let t = Template::compile(text, &names)
-            .map_err(|e| opt.err(NAME, format!("could not compile template: {}, {e}", opt.name.text)))?;
+            .map_err(|e| opt.err(NAME, format!("could not compile template: {last}, {e}")))?;
         rule.captures |= t.uses_captures();
         let body = match t.constant() {
             // Knowable now: a record that does not parse is a setup error (CoreDNS finds

@@ -610,13 +610,13 @@ fn setup_errors() {
         ),
         (
             "template ANY ANY {\n answer \"{{ notAFunc }}\"\n}",
-            "could not compile template: answer",
+            "could not compile template: {{ notAFunc }}, function \"notAFunc\" not defined",
         ),
         ("template ANY ANY {\n rcode FOO\n}", "unknown rcode FOO"),
         ("template ANY ANY {\n rcode\n}", "Wrong argument count"),
         (
             "template ANY ANY {\n ederror x\n}",
-            "error parsing extended DNS error code ederror",
+            "error parsing extended DNS error code x, strconv.ParseUint: parsing \"x\": invalid syntax",
         ),
         ("template ANY ANY {\n ederror\n}", "Wrong argument count"),
         (
