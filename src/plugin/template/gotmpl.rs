@@ -255,7 +255,7 @@ impl Template {
     }
 }
 
-fn render_nodes(nodes: &[Node], data: &dyn Data, out: &mut String) -> Result<(), String> {
+fn render_nodes<'d>(nodes: &'d [Node], data: &'d dyn Data, out: &mut String) -> Result<(), String> {
     for n in nodes {
         match n {
             Node::Text(t) => out.push_str(t),
@@ -282,10 +282,10 @@ fn render_nodes(nodes: &[Node], data: &dyn Data, out: &mut String) -> Result<(),
     Ok(())
 }
 
-fn arg<'d>(a: &Arg, data: &'d dyn Data, out: &mut String) -> Result<Val<'d>, String> {
+fn arg<'d>(a: &'d Arg, data: &'d dyn Data, out: &mut String) -> Result<Val<'d>, String> {
     Ok(match a {
         Arg::Field(f) => data.field(f),
-        Arg::Str(s) => Val::Str(Cow::Owned(s.clone())),
+        Arg::Str(s) => Val::Str(Cow::Borrowed(s)),
         Arg::Int(i) => Val::Int(*i),
         Arg::Bool(b) => Val::Bool(*b),
         Arg::Sub(c) => eval(c, data, out)?,
@@ -309,7 +309,7 @@ fn int(v: &Val<'_>) -> Result<i64, String> {
     }
 }
 
-fn eval<'d>(c: &Cmd, data: &'d dyn Data, out: &mut String) -> Result<Val<'d>, String> {
+fn eval<'d>(c: &'d Cmd, data: &'d dyn Data, out: &mut String) -> Result<Val<'d>, String> {
     Ok(match c {
         Cmd::Arg(a) => arg(a, data, out)?,
         Cmd::Not(a) => Val::Bool(!arg(a, data, out)?.truthy()),
