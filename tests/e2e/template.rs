@@ -34,7 +34,8 @@ fn every_corpus_corefile_passes_check() {
 }
 
 /// A corpus Corefile made to run here: its port, loopback only, the fake API and the
-/// fake upstream in place of the real ones, HTTP endpoints on free ports. Returns the
+/// fake upstream in place of the real ones, HTTP endpoints on free ports, a short
+/// lame-duck period. Returns the
 /// server (answering the cluster's names) and the metrics port.
 fn launch(file: &str, api: &FakeApi, up: &FakeUpstream) -> (Server, u16) {
     let text = std::fs::read_to_string(corpus().join(file)).unwrap();
@@ -45,7 +46,9 @@ fn launch(file: &str, api: &FakeApi, up: &FakeUpstream) -> (Server, u16) {
         .replace("forward . /etc/resolv.conf", &format!("forward . {}", up.addr()))
         .replace("prometheus :9153", &format!("prometheus 127.0.0.1:{metrics}"))
         .replace("    ready\n", &format!("    ready 127.0.0.1:{ready}\n"))
-        .replace("    health {", &format!("    health 127.0.0.1:{health} {{"));
+        .replace("    health {", &format!("    health 127.0.0.1:{health} {{"))
+        // The kit stops a server with SIGTERM and waits 5 s: lame duck briefly.
+        .replace("lameduck 5s", "lameduck 100ms");
     let s = Launch::new(&text).no_wait().start();
     s.wait_answering("kubernetes.default.svc.cluster.local");
     let q = query_bytes("kubernetes.default.svc.cluster.local", Rtype::A, Some(1232), 1);
