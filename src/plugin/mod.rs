@@ -332,6 +332,7 @@ mod tests {
                 "ready",
                 "reload",
                 "rrl",
+                "template",
                 "timeouts",
                 "whoami"
             ]
@@ -363,6 +364,7 @@ mod tests {
                 "  dns.ready\n",
                 "  dns.reload\n",
                 "  dns.rrl\n",
+                "  dns.template\n",
                 "  dns.timeouts\n",
                 "  dns.whoami\n",
             )
