@@ -244,9 +244,17 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
                     if re.len() > MAX_REGEX_LEN {
                         return Err(opt.err(NAME, format!("regex pattern too long: {} > {MAX_REGEX_LEN}", re.len())));
                     }
+                    // The haystack is the name in presentation form, always ASCII (other
+                    // bytes are written as \DDD escapes), where Unicode classes and
+                    // case folding match what their ASCII forms match; byte classes let
+                    // the lazy DFA take one transition per byte.
+                    // A pattern that needs Unicode (`\pL`) is compiled as written.
+                    let config = Regex::config().nfa_size_limit(Some(MAX_REGEX_SIZE));
                     let compiled = Regex::builder()
-                        .configure(Regex::config().nfa_size_limit(Some(MAX_REGEX_SIZE)))
+                        .configure(config.clone())
+                        .syntax(regex_automata::util::syntax::Config::new().unicode(false).utf8(false))
                         .build(re)
+                        .or_else(|_| Regex::builder().configure(config).build(re))
                         .map_err(|e| opt.err(NAME, format!("could not parse regex: {re}, {e}")))?;
                     rule.regexes.push(compiled);
                     rule.patterns.push(re.to_string());
@@ -480,6 +488,8 @@ impl TemplatePlugin {
                         caps.is_match()
                     })
             } else {
+                // Whether it matches is all that is asked: stop at the first match.
+                let input = input.earliest(true);
                 rule.regexes
                     .iter()
                     .zip(caches.iter_mut())
