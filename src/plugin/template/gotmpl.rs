@@ -219,29 +219,39 @@ impl Template {
 
     /// Whether the template uses `.Match` or `.Group` (the regex must then capture).
     pub fn uses_captures(&self) -> bool {
-        fn arg(a: &Arg) -> bool {
+        self.uses(&|f| matches!(f, Field::Match | Field::Group | Field::GroupKey(_)))
+    }
+
+    /// Whether the template uses `.Remote` (the client's address is then written out).
+    pub fn uses_remote(&self) -> bool {
+        self.uses(&|f| *f == Field::Remote)
+    }
+
+    /// Whether some field the template reads satisfies `want`.
+    fn uses(&self, want: &dyn Fn(&Field) -> bool) -> bool {
+        fn arg(a: &Arg, want: &dyn Fn(&Field) -> bool) -> bool {
             match a {
-                Arg::Field(f) => matches!(f, Field::Match | Field::Group | Field::GroupKey(_)),
-                Arg::Sub(c) => cmd(c),
+                Arg::Field(f) => want(f),
+                Arg::Sub(c) => cmd(c, want),
                 _ => false,
             }
         }
-        fn cmd(c: &Cmd) -> bool {
+        fn cmd(c: &Cmd, want: &dyn Fn(&Field) -> bool) -> bool {
             match c {
-                Cmd::Arg(a) | Cmd::Not(a) | Cmd::Len(a) | Cmd::Meta(a) => arg(a),
-                Cmd::Index(a, b) => arg(a) || b.iter().any(arg),
-                Cmd::ParseInt(a, b, c) => arg(a) || arg(b) || arg(c),
-                Cmd::Eq(a, b) | Cmd::Ne(a, b) => arg(a) || arg(b),
+                Cmd::Arg(a) | Cmd::Not(a) | Cmd::Len(a) | Cmd::Meta(a) => arg(a, want),
+                Cmd::Index(a, b) => arg(a, want) || b.iter().any(|x| arg(x, want)),
+                Cmd::ParseInt(a, b, c) => arg(a, want) || arg(b, want) || arg(c, want),
+                Cmd::Eq(a, b) | Cmd::Ne(a, b) => arg(a, want) || arg(b, want),
             }
         }
-        fn nodes(n: &[Node]) -> bool {
+        fn nodes(n: &[Node], want: &dyn Fn(&Field) -> bool) -> bool {
             n.iter().any(|n| match n {
                 Node::Text(_) => false,
-                Node::Out(c) => cmd(c),
-                Node::If(arms, other) => arms.iter().any(|(c, b)| cmd(c) || nodes(b)) || nodes(other),
+                Node::Out(c) => cmd(c, want),
+                Node::If(arms, other) => arms.iter().any(|(c, b)| cmd(c, want) || nodes(b, want)) || nodes(other, want),
             })
         }
-        nodes(&self.nodes)
+        nodes(&self.nodes, want)
     }
 
     /// Renders into `out` (cleared first).

@@ -100,6 +100,8 @@ struct Rule {
     exprs: Vec<Program>,
     /// Whether a template or expression reads the captures (`.Match`, `.Group`, `group()`).
     captures: bool,
+    /// Whether a template reads `.Remote`.
+    remote: bool,
 }
 
 /// One record template.
@@ -228,6 +230,7 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         vars: Vec::new(),
         exprs: Vec::new(),
         captures: false,
+        remote: false,
     };
     // Record templates are compiled once every `var` is known (CoreDNS evaluates all
     // variables before any record, wherever the lines are).
@@ -365,6 +368,7 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         let t = Template::compile(text, &names)
             .map_err(|e| opt.err(NAME, format!("could not compile template: {last}, {e}")))?;
         rule.captures |= t.uses_captures();
+        rule.remote |= t.uses_remote();
         let body = match t.constant() {
             // Knowable now: a record that does not parse is a setup error (CoreDNS finds
             // it on the first query and answers SERVFAIL every time).
@@ -648,15 +652,21 @@ fn name_text(wire: &[u8], out: &mut String) {
     let mut at = 0;
     while at < wire.len() && wire[at] != 0 {
         let len = wire[at] as usize;
-        for &b in wire.get(at + 1..at + 1 + len).unwrap_or(&[]) {
-            match b {
-                b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$' => {
-                    out.push('\\');
-                    out.push(b as char);
-                }
-                0x21..=0x7E => out.push(b as char),
-                _ => {
-                    let _ = write!(out, "\\{b:03}");
+        let label = wire.get(at + 1..at + 1 + len).unwrap_or(&[]);
+        if label.iter().all(|&b| PLAIN[b as usize]) {
+            // The usual label: printable ASCII with nothing to escape, copied whole.
+            out.push_str(std::str::from_utf8(label).unwrap_or_default());
+        } else {
+            for &b in label {
+                match b {
+                    b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$' => {
+                        out.push('\\');
+                        out.push(b as char);
+                    }
+                    0x21..=0x7E => out.push(b as char),
+                    _ => {
+                        let _ = write!(out, "\\{b:03}");
+                    }
                 }
             }
         }
@@ -667,6 +677,17 @@ fn name_text(wire: &[u8], out: &mut String) {
         out.push('.');
     }
 }
+
+/// The bytes a name label holds that its presentation form writes as they are.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x21;
+    while b <= 0x7E {
+        t[b] = !matches!(b as u8, b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$');
+        b += 1;
+    }
+    t
+};
 
 struct RenderData<'a> {
     /// `.Meta "label"`: the query's metadata (empty when unset).

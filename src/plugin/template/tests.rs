@@ -751,3 +751,16 @@ fn metrics_count_matches_and_failures_with_coredns_labels() {
         "{text}"
     );
 }
+
+/// The name regexes see: presentation form with RFC 1035 5.1 escapes, as miekg/dns
+/// writes it (CoreDNS's `state.Name()`), whole labels copied on the fast path.
+#[test]
+fn names_are_written_as_miekg_writes_them() {
+    let mut s = String::new();
+    name_text(b"\x03web\x06team-a\x00", &mut s);
+    assert_eq!(s, "web.team-a.");
+    name_text(b"\x03a.b\x02c\xff\x01@\x00", &mut s);
+    assert_eq!(s, "a\\.b.c\\255.\\@.");
+    name_text(b"\x00", &mut s);
+    assert_eq!(s, ".");
+}
