@@ -510,7 +510,7 @@ impl TemplatePlugin {
             let group = |k: GroupKey<'_>| -> String {
                 let span = match (caps, k) {
                     (Some(c), GroupKey::Index(i)) => usize::try_from(i).ok().and_then(|i| c.get_group(i)),
-                    (Some(c), GroupKey::Name(n)) => c.get_group_by_name(n),
+                    (Some(c), GroupKey::Name(n)) => group_by_name(c, n),
                     // The default `.*` matches the whole name, capture 0 only.
                     (None, GroupKey::Index(0)) => return name.clone(),
                     (None, _) => None,
@@ -678,6 +678,16 @@ fn name_text(wire: &[u8], out: &mut String) {
     }
 }
 
+/// A named group's span: a scan of the (few) names, cheaper per query than the
+/// hash lookup of `Captures::get_group_by_name`.
+fn group_by_name(c: &Captures, name: &str) -> Option<regex_automata::Span> {
+    let i = c
+        .group_info()
+        .pattern_names(regex_automata::PatternID::ZERO)
+        .position(|n| n == Some(name))?;
+    c.get_group(i)
+}
+
 /// The bytes a name label holds that its presentation form writes as they are.
 const PLAIN: [bool; 256] = {
     let mut t = [false; 256];
@@ -736,7 +746,7 @@ impl Data for RenderData<'_> {
             (None, Ok(0)) => return Some(self.name),
             (None, _) => return None,
             (Some(c), Ok(i)) => c.get_group(i),
-            (Some(c), Err(_)) => c.get_group_by_name(key),
+            (Some(c), Err(_)) => group_by_name(c, key),
         };
         span.map(|s| &self.name[s.range()])
     }
