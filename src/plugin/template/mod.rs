@@ -253,12 +253,17 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
                     // the lazy DFA take one transition per byte.
                     // A pattern that needs Unicode (`\pL`) is compiled as written.
                     let config = Regex::config().nfa_size_limit(Some(MAX_REGEX_SIZE));
-                    let compiled = Regex::builder()
+                    let bytes = Regex::builder()
                         .configure(config.clone())
                         .syntax(regex_automata::util::syntax::Config::new().unicode(false).utf8(false))
-                        .build(re)
-                        .or_else(|_| Regex::builder().configure(config).build(re))
-                        .map_err(|e| opt.err(NAME, format!("could not parse regex: {re}, {e}")))?;
+                        .build(re);
+                    let compiled = match bytes {
+                        Ok(r) => r,
+                        Err(_) => Regex::builder()
+                            .configure(config)
+                            .build(re)
+                            .map_err(|e| opt.err(NAME, format!("could not parse regex: {re}, {e}")))?,
+                    };
                     rule.regexes.push(compiled);
                     rule.patterns.push(re.to_string());
                 }
