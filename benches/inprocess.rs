@@ -53,6 +53,31 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// template's block: AKS's two templates (NXDOMAIN for search-path junk), an A
+/// synthesized from the name's captures, and one with a variable and a condition.
+const TEMPLATES: &str = r#"internal.cloudapp.net:53 reddog.microsoft.com:53 synth.test:53 expr.test:53 {
+    template ANY ANY internal.cloudapp.net {
+        match "^([^.]+[.]){4,}internal[.]cloudapp[.]net[.]$"
+        rcode NXDOMAIN
+        fallthrough
+    }
+    template ANY ANY reddog.microsoft.com {
+        rcode NXDOMAIN
+    }
+    template IN A synth.test {
+        match "^ip-(?P<a>[0-9]+)-(?P<b>[0-9]+)-(?P<c>[0-9]+)-(?P<d>[0-9]+)[.]synth[.]test[.]$"
+        answer "{{ .Name }} 60 IN A {{ .Group.a }}.{{ .Group.b }}.{{ .Group.c }}.{{ .Group.d }}"
+    }
+    template IN A expr.test {
+        match "^ip-(?P<ip>[0-9]+(-[0-9]+){3})[.]expr[.]test[.]$"
+        var ip replace(group('ip'), '-', '.')
+        expr incidr(ip, '10.0.0.0/8')
+        answer "{{ .Name }} 60 IN A {{ .Var.ip }}"
+    }
+    whoami
+}
+"#;
+
 fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
     testkit::wire::query(name, qtype, 0x1234, edns.then_some(1232))
 }
@@ -83,7 +108,8 @@ fn main() {
          kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n}}\n\
          exact.example:53 {{\n    rewrite name exact web.exact.example. web.team-a.svc.cluster.local.\n    \
          kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n}}\n\
-         ext.test:53 {{\n    kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n    k8s_external ext.test {{\n        headless\n    }}\n}}\n"
+         ext.test:53 {{\n    kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n    k8s_external ext.test {{\n        headless\n    }}\n}}\n\
+         {TEMPLATES}"
     );
     let corefile = config::parse_str(&text, "bench", Path::new(".")).expect("parses");
     let server = Server::build(
@@ -161,6 +187,16 @@ fn main() {
             vec![query("_postgres._tcp.db.team-a.ext.test", 33, true)],
         ),
         ("k8s_external NXDOMAIN", vec![query("web.team-a.ext.test", 1, true)]),
+        (
+            "template NXDOMAIN (AKS junk)",
+            vec![query("web.team-a.svc.cluster.local.internal.cloudapp.net", 1, true)],
+        ),
+        (
+            "template NXDOMAIN (no regex)",
+            vec![query("x.reddog.microsoft.com", 1, true)],
+        ),
+        ("template A (captures)", vec![query("ip-10-1-2-3.synth.test", 1, true)]),
+        ("template A (var + expr)", vec![query("ip-10-1-2-3.expr.test", 1, true)]),
         // The first query fills the cache from hosts; the rest are hits.
         ("cache hit (A)", vec![query("www.cached.test", 1, true)]),
         ("REFUSED (no zone)", vec![query("www.example.com", 1, true)]),

@@ -32,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dns;
+pub mod expr;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

@@ -33,6 +33,7 @@ pub mod ready;
 pub mod reload;
 pub mod rewrite;
 pub mod rrl;
+pub mod template;
 #[cfg(debug_assertions)]
 pub mod testing;
 pub mod timeouts;
@@ -89,7 +90,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("dnssec"),
     Spec::unsupported("tls"),
     Spec::unsupported("minimal"),
-    Spec::unsupported("template"),
+    Spec::chain("template", template::setup),
     Spec::unsupported("transfer"),
     Spec::chain("hosts", hosts::setup),
     Spec::unsupported("route53"),
@@ -337,6 +338,7 @@ mod tests {
                 "reload",
                 "rewrite",
                 "rrl",
+                "template",
                 "timeouts",
                 "whoami"
             ]
@@ -371,6 +373,7 @@ mod tests {
                 "  dns.reload\n",
                 "  dns.rewrite\n",
                 "  dns.rrl\n",
+                "  dns.template\n",
                 "  dns.timeouts\n",
                 "  dns.whoami\n",
             )

@@ -20,6 +20,7 @@ mod resolver;
 mod rewrite;
 mod rrl;
 mod serving;
+mod template;
 
 /// The kit finds the binary cargo built for these tests.
 #[test]

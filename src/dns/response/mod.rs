@@ -39,6 +39,9 @@ use super::request::Request;
 use super::wire::{self, ADVERTISED_UDP_PAYLOAD, HEADER_LEN, OPT_RR_LEN, QNAME_OFFSET, flag, rtype};
 use compress::Targets;
 
+/// The EDNS option code of an Extended DNS Error (RFC 8914 2).
+const EDE_OPTION: u16 = 15;
+
 /// A reply under construction, in a buffer reused from query to query.
 pub struct Response {
     buf: Vec<u8>,
@@ -60,6 +63,10 @@ pub struct Response {
     finished: bool,
     /// A plugin decided that nothing is sent (rate limiting).
     withheld: bool,
+    /// The Extended DNS Error (RFC 8914) the OPT record carries: its info code, and its
+    /// extra text in `ede_text` (a buffer kept from reply to reply).
+    ede: Option<u16>,
+    ede_text: Vec<u8>,
 }
 
 impl Default for Response {
@@ -85,6 +92,8 @@ impl Response {
             qname_len: 0,
             finished: false,
             withheld: false,
+            ede: None,
+            ede_text: Vec::new(),
         }
     }
 
@@ -101,6 +110,8 @@ impl Response {
         self.qname_len = 0;
         self.finished = false;
         self.withheld = false;
+        self.ede = None;
+        self.ede_text.clear();
     }
 
     /// Marks the reply as not to be sent: the client gets nothing (response rate
@@ -163,6 +174,28 @@ impl Response {
     pub fn rcode(&self) -> Rcode {
         self.rcode
     }
+
+    /// Adds an Extended DNS Error option (RFC 8914: code 15, info code, extra text) to
+    /// the reply's OPT record. Only a reply to a query with EDNS has an OPT record
+    /// (RFC 6891 7), so without one nothing is added; returns whether it was. Call it
+    /// before pushing records: the room it takes comes off the records' limit. The
+    /// text is cut at [`Self::MAX_EDE_TEXT`] bytes.
+    pub fn set_ede(&mut self, code: u16, text: &str) -> bool {
+        if self.edns.is_none() || self.finished {
+            return false;
+        }
+        let before = self.opt_len();
+        let text = &text.as_bytes()[..text.len().min(Self::MAX_EDE_TEXT)];
+        self.ede = Some(code);
+        self.ede_text.clear();
+        self.ede_text.extend_from_slice(text);
+        let grown = self.opt_len() - before;
+        self.limit = self.limit.saturating_sub(grown);
+        true
+    }
+
+    /// The longest EDE extra text a reply carries.
+    pub const MAX_EDE_TEXT: usize = 512;
 
     /// Sets or clears the AA bit.
     pub fn set_aa(&mut self, on: bool) {
@@ -259,10 +292,11 @@ impl Response {
 
     /// The size of the OPT record `finish` appends (none without EDNS).
     fn opt_len(&self) -> usize {
+        let ede = self.ede.map_or(0, |_| 4 + 2 + self.ede_text.len());
         match (self.edns, &self.cookie) {
             (None, _) => 0,
-            (Some(_), None) => OPT_RR_LEN,
-            (Some(_), Some(c)) => OPT_RR_LEN + 4 + c.len(),
+            (Some(_), None) => OPT_RR_LEN + ede,
+            (Some(_), Some(c)) => OPT_RR_LEN + 4 + c.len() + ede,
         }
     }
 
@@ -286,14 +320,20 @@ impl Response {
                 self.buf.extend_from_slice(&rtype::OPT.to_be_bytes());
                 self.buf.extend_from_slice(&ADVERTISED_UDP_PAYLOAD.to_be_bytes());
                 self.buf.extend_from_slice(&ttl.to_be_bytes());
-                match &self.cookie {
-                    Some(c) => {
-                        self.buf.extend_from_slice(&((4 + c.len()) as u16).to_be_bytes());
-                        self.buf.extend_from_slice(&cookie::OPTION.to_be_bytes());
-                        self.buf.extend_from_slice(&(c.len() as u16).to_be_bytes());
-                        self.buf.extend_from_slice(c);
-                    }
-                    None => self.buf.extend_from_slice(&0u16.to_be_bytes()),
+                let rdlen = self.opt_len() - OPT_RR_LEN;
+                self.buf.extend_from_slice(&(rdlen as u16).to_be_bytes());
+                if let Some(c) = &self.cookie {
+                    self.buf.extend_from_slice(&cookie::OPTION.to_be_bytes());
+                    self.buf.extend_from_slice(&(c.len() as u16).to_be_bytes());
+                    self.buf.extend_from_slice(c);
+                }
+                if let Some(code) = self.ede {
+                    // RFC 8914 2: option code 15, the info code, then the extra text.
+                    self.buf.extend_from_slice(&EDE_OPTION.to_be_bytes());
+                    self.buf
+                        .extend_from_slice(&((2 + self.ede_text.len()) as u16).to_be_bytes());
+                    self.buf.extend_from_slice(&code.to_be_bytes());
+                    self.buf.extend_from_slice(&self.ede_text);
                 }
                 let ar = self.counts[2] + 1;
                 self.header_mut().set_count(3, ar);

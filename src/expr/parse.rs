@@ -1,0 +1,455 @@
+//! The parser: tokens to a tree, every name resolved, depth bounded.
+
+use super::eval::Value;
+use super::lex::Tok;
+use super::{CompileError, MAX_ARRAY, MAX_DEPTH, Scope};
+
+/// A compiled expression node.
+#[derive(Debug)]
+pub enum Expr {
+    Lit(Value),
+    Array(Vec<Expr>),
+    /// A variable declared before (its index in `Facts::vars`).
+    Var(usize),
+    /// `#`, the element a closure looks at.
+    Elem,
+    Not(Box<Expr>),
+    Neg(Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// `x matches 'literal'`: the pattern compiled once, here.
+    Matches(Box<Expr>, Box<regex::Regex>),
+    Cond(Box<Expr>, Box<Expr>, Box<Expr>),
+    Call(Func, Vec<Expr>),
+    /// `any/all/none/one(array, predicate)`.
+    Closure(Quant, Box<Expr>, Box<Expr>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+    NotIn,
+    Contains,
+    StartsWith,
+    EndsWith,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quant {
+    Any,
+    All,
+    None,
+    One,
+}
+
+/// The functions of the subset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Func {
+    Len,
+    Upper,
+    Lower,
+    Trim,
+    TrimPrefix,
+    TrimSuffix,
+    Replace,
+    Split,
+    HasPrefix,
+    HasSuffix,
+    IndexOf,
+    Int,
+    Float,
+    String,
+    Abs,
+    // CoreDNS's query functions (plugin/pkg/expression DefaultEnv).
+    Type,
+    Name,
+    Class,
+    Proto,
+    Size,
+    ClientIp,
+    Port,
+    Id,
+    Opcode,
+    Do,
+    Bufsize,
+    ServerIp,
+    ServerPort,
+    Incidr,
+    Metadata,
+    /// template's `group(name|index)`.
+    Group,
+}
+
+/// Name, function, fewest and most arguments.
+const FUNCTIONS: &[(&str, Func, usize, usize)] = &[
+    ("len", Func::Len, 1, 1),
+    ("upper", Func::Upper, 1, 1),
+    ("lower", Func::Lower, 1, 1),
+    ("trim", Func::Trim, 1, 2),
+    ("trimPrefix", Func::TrimPrefix, 2, 2),
+    ("trimSuffix", Func::TrimSuffix, 2, 2),
+    ("replace", Func::Replace, 3, 3),
+    ("split", Func::Split, 2, 2),
+    ("hasPrefix", Func::HasPrefix, 2, 2),
+    ("hasSuffix", Func::HasSuffix, 2, 2),
+    ("indexOf", Func::IndexOf, 2, 2),
+    ("int", Func::Int, 1, 1),
+    ("float", Func::Float, 1, 1),
+    ("string", Func::String, 1, 1),
+    ("abs", Func::Abs, 1, 1),
+    ("type", Func::Type, 0, 0),
+    ("name", Func::Name, 0, 0),
+    ("class", Func::Class, 0, 0),
+    ("proto", Func::Proto, 0, 0),
+    ("size", Func::Size, 0, 0),
+    ("client_ip", Func::ClientIp, 0, 0),
+    ("port", Func::Port, 0, 0),
+    ("id", Func::Id, 0, 0),
+    ("opcode", Func::Opcode, 0, 0),
+    ("do", Func::Do, 0, 0),
+    ("bufsize", Func::Bufsize, 0, 0),
+    ("server_ip", Func::ServerIp, 0, 0),
+    ("server_port", Func::ServerPort, 0, 0),
+    ("incidr", Func::Incidr, 2, 2),
+    ("metadata", Func::Metadata, 1, 1),
+];
+
+const QUANTIFIERS: &[(&str, Quant)] = &[
+    ("any", Quant::Any),
+    ("all", Quant::All),
+    ("none", Quant::None),
+    ("one", Quant::One),
+];
+
+/// Whether `name` is a function of the subset.
+pub fn is_function(name: &str) -> bool {
+    FUNCTIONS.iter().any(|f| f.0 == name) || QUANTIFIERS.iter().any(|q| q.0 == name)
+}
+
+struct Parser<'a> {
+    toks: &'a [Tok],
+    at: usize,
+    scope: &'a Scope,
+    depth: usize,
+    /// How many closures we are inside (`#` is valid only then).
+    closures: usize,
+    /// Whether `group(...)` was called.
+    group: bool,
+}
+
+/// The tree, and whether it calls `group(...)`.
+pub fn parse(toks: &[Tok], scope: &Scope) -> Result<(Expr, bool), CompileError> {
+    if toks.is_empty() {
+        return Err(CompileError("empty expression".into()));
+    }
+    let mut p = Parser {
+        toks,
+        at: 0,
+        scope,
+        depth: 0,
+        closures: 0,
+        group: false,
+    };
+    let e = p.expr()?;
+    if let Some(t) = p.peek() {
+        return Err(CompileError(format!("unexpected {} after the expression", show(t))));
+    }
+    Ok((e, p.group))
+}
+
+fn show(t: &Tok) -> String {
+    match t {
+        Tok::Int(v) => format!("'{v}'"),
+        Tok::Float(v) => format!("'{v}'"),
+        Tok::Str(s) => format!("string '{s}'"),
+        Tok::Ident(s) => format!("'{s}'"),
+        Tok::Hash => "'#'".into(),
+        Tok::Op(o) => format!("'{o}'"),
+    }
+}
+
+fn unsupported(what: &str) -> CompileError {
+    CompileError(format!(
+        "{what} is not in the expression subset clusterdns implements (see the template README)"
+    ))
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.at)
+    }
+
+    fn peek_op(&self) -> Option<&'static str> {
+        match self.peek() {
+            Some(Tok::Op(o)) => Some(o),
+            _ => None,
+        }
+    }
+
+    fn eat(&mut self, op: &str) -> bool {
+        if self.peek_op() == Some(op) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, op: &str) -> Result<(), CompileError> {
+        if self.eat(op) {
+            return Ok(());
+        }
+        Err(match self.peek() {
+            Some(t) => CompileError(format!("expected '{op}', found {}", show(t))),
+            None => CompileError(format!("expected '{op}' at the end of the expression")),
+        })
+    }
+
+    fn enter(&mut self) -> Result<(), CompileError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(CompileError(format!(
+                "expression nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        Ok(())
+    }
+
+    fn expr(&mut self) -> Result<Expr, CompileError> {
+        self.enter()?;
+        let cond = self.binary(0)?;
+        let e = if self.eat("?") {
+            let a = self.expr()?;
+            self.expect(":")?;
+            let b = self.expr()?;
+            Expr::Cond(Box::new(cond), Box::new(a), Box::new(b))
+        } else {
+            cond
+        };
+        self.depth -= 1;
+        Ok(e)
+    }
+
+    /// The binary operator ahead, its precedence and width in tokens.
+    fn binop(&self) -> Result<Option<(&'static str, u8, usize)>, CompileError> {
+        let Some(op) = self.peek_op() else {
+            return Ok(None);
+        };
+        let prec = match op {
+            "||" | "or" => 10,
+            "&&" | "and" => 15,
+            "==" | "!=" | "<" | "<=" | ">" | ">=" | "in" | "matches" | "contains" | "startsWith" | "endsWith" => 20,
+            "not" => match self.toks.get(self.at + 1) {
+                Some(Tok::Op("in")) => return Ok(Some(("not in", 20, 2))),
+                _ => return Ok(None),
+            },
+            "+" | "-" => 30,
+            "*" | "/" | "%" => 60,
+            "??" | ".." | "**" | "|" => return Err(unsupported(&format!("the operator '{op}'"))),
+            _ => return Ok(None),
+        };
+        Ok(Some((op, prec, 1)))
+    }
+
+    fn binary(&mut self, min: u8) -> Result<Expr, CompileError> {
+        self.enter()?;
+        let mut left = self.unary()?;
+        while let Some((op, prec, width)) = self.binop()? {
+            if prec < min {
+                break;
+            }
+            self.at += width;
+            let right = self.binary(prec + 1)?;
+            let (l, r) = (Box::new(left), Box::new(right));
+            left = match op {
+                "||" | "or" => Expr::Or(l, r),
+                "&&" | "and" => Expr::And(l, r),
+                "matches" => match *r {
+                    Expr::Lit(Value::Str(ref pat)) => {
+                        let re = regex::RegexBuilder::new(pat)
+                            .size_limit(1 << 20)
+                            .build()
+                            .map_err(|e| CompileError(format!("could not parse regex: {pat}, {e}")))?;
+                        Expr::Matches(l, Box::new(re))
+                    }
+                    _ => return Err(unsupported("'matches' with a pattern that is not a string literal")),
+                },
+                _ => {
+                    let b = match op {
+                        "==" => BinOp::Eq,
+                        "!=" => BinOp::Ne,
+                        "<" => BinOp::Lt,
+                        "<=" => BinOp::Le,
+                        ">" => BinOp::Gt,
+                        ">=" => BinOp::Ge,
+                        "in" => BinOp::In,
+                        "not in" => BinOp::NotIn,
+                        "contains" => BinOp::Contains,
+                        "startsWith" => BinOp::StartsWith,
+                        "endsWith" => BinOp::EndsWith,
+                        "+" => BinOp::Add,
+                        "-" => BinOp::Sub,
+                        "*" => BinOp::Mul,
+                        "/" => BinOp::Div,
+                        _ => BinOp::Mod,
+                    };
+                    Expr::Binary(b, l, r)
+                }
+            };
+        }
+        self.depth -= 1;
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<Expr, CompileError> {
+        self.enter()?;
+        let e = if self.eat("!") || self.eat("not") {
+            Expr::Not(Box::new(self.binary(50)?))
+        } else if self.eat("-") {
+            Expr::Neg(Box::new(self.binary(90)?))
+        } else if self.eat("+") {
+            self.binary(90)?
+        } else {
+            self.postfix()?
+        };
+        self.depth -= 1;
+        Ok(e)
+    }
+
+    fn postfix(&mut self) -> Result<Expr, CompileError> {
+        let e = self.primary()?;
+        match self.peek_op() {
+            Some("." | "?.") => Err(unsupported("member access ('.')")),
+            Some("[") => Err(unsupported("indexing ('[...]')")),
+            _ => Ok(e),
+        }
+    }
+
+    fn primary(&mut self) -> Result<Expr, CompileError> {
+        let Some(tok) = self.peek().cloned() else {
+            return Err(CompileError("unexpected end of the expression".into()));
+        };
+        self.at += 1;
+        match tok {
+            Tok::Int(v) => Ok(Expr::Lit(Value::Int(v))),
+            Tok::Float(v) => Ok(Expr::Lit(Value::Float(v))),
+            Tok::Str(s) => Ok(Expr::Lit(Value::Str(s))),
+            Tok::Hash => {
+                if self.closures == 0 {
+                    return Err(CompileError("'#' outside a predicate of any/all/none/one".into()));
+                }
+                Ok(Expr::Elem)
+            }
+            Tok::Op("(") => {
+                let e = self.expr()?;
+                self.expect(")")?;
+                Ok(e)
+            }
+            Tok::Op("[") => {
+                let mut items = Vec::new();
+                if !self.eat("]") {
+                    loop {
+                        items.push(self.expr()?);
+                        if items.len() > MAX_ARRAY {
+                            return Err(CompileError(format!("array literal longer than {MAX_ARRAY} items")));
+                        }
+                        if self.eat("]") {
+                            break;
+                        }
+                        self.expect(",")?;
+                    }
+                }
+                Ok(Expr::Array(items))
+            }
+            Tok::Op("{") => Err(unsupported("a map literal ('{...}')")),
+            Tok::Op(o) => Err(CompileError(format!("unexpected '{o}'"))),
+            Tok::Ident(name) => self.ident(&name),
+        }
+    }
+
+    fn ident(&mut self, name: &str) -> Result<Expr, CompileError> {
+        if self.peek_op() == Some("(") {
+            self.at += 1;
+            return self.call(name);
+        }
+        match name {
+            "true" => return Ok(Expr::Lit(Value::Bool(true))),
+            "false" => return Ok(Expr::Lit(Value::Bool(false))),
+            "nil" => return Ok(Expr::Lit(Value::Nil)),
+            "let" | "if" => return Err(unsupported(&format!("'{name}'"))),
+            _ => {}
+        }
+        // The latest declaration of a name wins.
+        match self.scope.vars.iter().rposition(|v| v == name) {
+            Some(i) => Ok(Expr::Var(i)),
+            None if is_function(name) || (self.scope.group && name == "group") => {
+                Err(CompileError(format!("'{name}' is a function: call it as {name}(...)")))
+            }
+            None => Err(CompileError(format!("unknown name '{name}'"))),
+        }
+    }
+
+    fn args(&mut self) -> Result<Vec<Expr>, CompileError> {
+        let mut args = Vec::new();
+        if self.eat(")") {
+            return Ok(args);
+        }
+        loop {
+            args.push(self.expr()?);
+            if self.eat(")") {
+                return Ok(args);
+            }
+            self.expect(",")?;
+        }
+    }
+
+    fn call(&mut self, name: &str) -> Result<Expr, CompileError> {
+        if let Some(&(_, q)) = QUANTIFIERS.iter().find(|q| q.0 == name) {
+            let array = self.expr()?;
+            self.expect(",")?;
+            self.closures += 1;
+            let braced = self.eat("{");
+            let pred = self.expr()?;
+            if braced {
+                self.expect("}")?;
+            }
+            self.closures -= 1;
+            self.expect(")")?;
+            return Ok(Expr::Closure(q, Box::new(array), Box::new(pred)));
+        }
+        let (func, min, max) = if name == "group" && self.scope.group {
+            self.group = true;
+            (Func::Group, 1, 1)
+        } else {
+            match FUNCTIONS.iter().find(|f| f.0 == name) {
+                Some(&(_, f, min, max)) => (f, min, max),
+                None => return Err(unsupported(&format!("the function '{name}'"))),
+            }
+        };
+        let args = self.args()?;
+        if args.len() < min || args.len() > max {
+            let want = if min == max {
+                format!("{min}")
+            } else {
+                format!("{min} to {max}")
+            };
+            return Err(CompileError(format!(
+                "{name}() takes {want} argument(s), got {}",
+                args.len()
+            )));
+        }
+        Ok(Expr::Call(func, args))
+    }
+}

@@ -1,0 +1,168 @@
+//! The subset's behaviour, each case from expr-lang's language definition or CoreDNS's
+//! tests of `view`/`template` (cited per case).
+
+use super::*;
+use crate::dns::{Request, Transport};
+
+fn with_request<R>(client: &str, f: impl FnOnce(&Request<'_>) -> R) -> R {
+    // ID 0x1234, RD, one question: a.example. A IN.
+    let raw = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x07example\x00\x00\x01\x00\x01";
+    let client = client.parse().unwrap();
+    let local = "127.0.0.1:53".parse().unwrap();
+    let req = Request::parse(raw, Transport::Udp, client, local).ok().unwrap();
+    f(&req)
+}
+
+fn run_with(text: &str, scope: &Scope, vars: &[Value]) -> Result<Value, String> {
+    let prog = Program::compile(text, scope).map_err(|e| format!("compile: {e}"))?;
+    with_request("10.240.0.1:5353", |req| {
+        let group = |k: GroupKey<'_>| match k {
+            GroupKey::Name("a") | GroupKey::Index(1) => "12".to_string(),
+            GroupKey::Index(0) => "12-34.example.".to_string(),
+            _ => String::new(),
+        };
+        let md = |k: &str| {
+            if k == "test/region" {
+                "eu".to_string()
+            } else {
+                String::new()
+            }
+        };
+        let facts = Facts {
+            req,
+            vars,
+            group: &group,
+            metadata: &md,
+        };
+        prog.eval(&facts).map_err(|e| format!("eval: {e}"))
+    })
+}
+
+fn run(text: &str) -> Result<Value, String> {
+    run_with(
+        text,
+        &Scope {
+            vars: vec![],
+            group: true,
+        },
+        &[],
+    )
+}
+
+#[test]
+fn query_functions_as_coredns_default_env() {
+    // plugin/pkg/expression/expression.go DefaultEnv; template var_test.go "QueryFunctions".
+    let s = |v: &str| Ok(Value::Str(v.into()));
+    assert_eq!(run("name()"), s("a.example."));
+    assert_eq!(run("type()"), s("A"));
+    assert_eq!(run("class()"), s("IN"));
+    assert_eq!(run("client_ip()"), s("10.240.0.1"));
+    assert_eq!(run("port()"), s("5353"));
+    assert_eq!(run("proto()"), s("udp"));
+    assert_eq!(run("server_ip()"), s("127.0.0.1"));
+    assert_eq!(run("server_port()"), s("53"));
+    assert_eq!(run("id()"), Ok(Value::Int(0x1234)));
+    assert_eq!(run("opcode()"), Ok(Value::Int(0)));
+    assert_eq!(run("do()"), Ok(Value::Bool(false)));
+    assert_eq!(run("bufsize()"), Ok(Value::Int(512)));
+    assert_eq!(run("size()"), Ok(Value::Int(27)));
+}
+
+#[test]
+fn operators_and_builtins() {
+    let t = Ok(Value::Bool(true));
+    let f = Ok(Value::Bool(false));
+    // view README: `(type() == 'A' && name() == 'example.com.') || client_ip() == '1.2.3.4'`.
+    assert_eq!(
+        run("(type() == 'A' && name() == 'example.com.') || client_ip() == '1.2.3.4'"),
+        f
+    );
+    // view README: `type() in ['A', 'AAAA']`.
+    assert_eq!(run("type() in ['A', 'AAAA']"), t);
+    assert_eq!(run("type() not in ['A', 'AAAA']"), f);
+    // view README: `name() matches '^abc\\..*\\.example\\.com\\.$'`.
+    assert_eq!(run(r"name() matches '^a\\.example\\.$'"), t);
+    // view README: incidr(client_ip(), '10.0.0.0/8'); template expr_test "AllTrue".
+    assert_eq!(run("incidr(client_ip(), '10.0.0.0/8')"), t);
+    assert_eq!(run("incidr(client_ip(), '192.0.2.0/24')"), f);
+    assert_eq!(run("incidr('2001:db8::1', '2001:db8::/32') and not false"), t);
+    // template var_test "RuntimeError": incidr('notanip', ...) fails the query.
+    assert!(
+        run("incidr('notanip', '10.0.0.0/8')")
+            .unwrap_err()
+            .contains("not an IP")
+    );
+    // template README: any([...], incidr(ip, #)).
+    assert_eq!(run("any(['10.0.0.0/8', '172.16.0.0/12'], incidr(client_ip(), #))"), t);
+    assert_eq!(
+        run("all([1, 2, 3], {# > 0}) && none([1, 2], # > 5) && one([1, 2], # == 2)"),
+        t
+    );
+    // template var_test "Chained": var b a + 1; var c b * 10.
+    assert_eq!(run("1 + 1 * 10"), Ok(Value::Int(11)));
+    assert_eq!(run("(1 + 1) * 10 % 7"), Ok(Value::Int(6)));
+    assert_eq!(run("7 / 2"), Ok(Value::Float(3.5)));
+    assert_eq!(run("'x' + group('a')"), Ok(Value::Str("x12".into())));
+    // var_test "GroupByNameAndIndex" and "GroupMissing".
+    assert_eq!(run("group(1) == group('a') && group(0) == '12-34.example.'"), t);
+    assert_eq!(run("group('nosuchgroup') + group(9)"), Ok(Value::Str(String::new())));
+    // expr_test "UsesVars": int(group('n')) > 1.
+    assert_eq!(run("int(group('a')) > 1"), t);
+    assert_eq!(
+        run("upper('ab') + lower('CD') + trim('  x ')"),
+        Ok(Value::Str("ABcdx".into()))
+    );
+    assert_eq!(run("replace('1-2-3', '-', '.')"), Ok(Value::Str("1.2.3".into())));
+    assert_eq!(run("len(split('a.b.c', '.'))"), Ok(Value::Int(3)));
+    assert_eq!(
+        run("name() endsWith '.example.' && name() startsWith 'a' && name() contains 'exa'"),
+        t
+    );
+    assert_eq!(run("hasPrefix(name(), 'a.') ? 1 : 2"), Ok(Value::Int(1)));
+    assert_eq!(run("metadata('test/region')"), Ok(Value::Str("eu".into())));
+    assert_eq!(run("-2 < 1 && !(1 >= 2) && 'a' < 'b' && 1 == 1.0 && nil == nil"), t);
+}
+
+#[test]
+fn variables_are_the_ones_declared_before() {
+    let scope = Scope {
+        vars: vec!["a".into(), "b".into()],
+        group: false,
+    };
+    assert_eq!(
+        run_with("a + b", &scope, &[Value::Int(1), Value::Int(2)]),
+        Ok(Value::Int(3))
+    );
+    assert!(run_with("c", &scope, &[]).unwrap_err().contains("unknown name 'c'"));
+    assert!(scope.is_reserved("len") && scope.is_reserved("true") && !scope.is_reserved("ip"));
+}
+
+#[test]
+fn outside_the_subset_is_a_clear_setup_error() {
+    let cases = [
+        ("now()", "the function 'now' is not in the expression subset"),
+        ("a.b", "unknown name 'a'"),
+        ("name().x", "member access ('.') is not in the expression subset"),
+        ("[1][0]", "indexing ('[...]') is not in the expression subset"),
+        ("1 ?? 2", "the operator '??' is not in the expression subset"),
+        (
+            "name() matches type()",
+            "'matches' with a pattern that is not a string literal",
+        ),
+        ("incidr(1)", "incidr() takes 2 argument(s), got 1"),
+        ("# > 1", "'#' outside a predicate"),
+        ("name", "'name' is a function: call it as name(...)"),
+        ("'abc", "unterminated string"),
+        ("1 +", "unexpected end of the expression"),
+        ("1 2", "unexpected '2' after the expression"),
+        ("{a: 1}", "a map literal"),
+    ];
+    for (text, want) in cases {
+        let got = run(text).unwrap_err();
+        assert!(got.contains(want), "{text}: {got}");
+    }
+    let deep = format!("{}1{}", "(".repeat(100), ")".repeat(100));
+    assert!(run(&deep).unwrap_err().contains("deeper than 64"));
+    let long = "1 + ".repeat(2000) + "1";
+    assert!(run(&long).unwrap_err().contains("too long"));
+}

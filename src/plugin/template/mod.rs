@@ -1,0 +1,956 @@
+//! `template`: answers queries from records written as Go templates, as CoreDNS's
+//! plugin of that name does (README.md beside this file).
+//!
+//! ```text
+//!   setup:  template CLASS TYPE [ZONE...] { match, var, expr, answer, authority,
+//!           additional, rcode, ederror, fallthrough }   (one Rule per directive)
+//!           regexes compiled (regex crate, size-limited), templates compiled
+//!           (gotmpl.rs), a record without actions encoded once, here (rr.rs)
+//!
+//!   query:  zone of any rule? ──no──▶ Next
+//!             │ for each rule, in Corefile order:
+//!             ├─ zone, class or type not the rule's ──▶ next rule
+//!             ├─ no regex matches, or an `expr` is false ──▶ fallthrough covers the
+//!             │       name? next rule : SERVFAIL
+//!             └─ matched ──▶ rcode SERVFAIL? SERVFAIL
+//!                            : reply (AA, rcode, EDE) with each record rendered into
+//!                              the worker's buffers and copied in
+//!           no rule answered ──▶ Next
+//! ```
+//!
+//! Per query a rule costs one regex search over the lower-cased name (kept in a
+//! per-worker buffer); a record without actions is copied as encoded at setup, and
+//! one with actions is rendered and encoded into per-worker buffers that keep their
+//! capacity, so answering allocates nothing unless `var`/`expr` are used (the
+//! expression language builds its values per query).
+
+mod gotmpl;
+mod rr;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use regex_automata::Input;
+use regex_automata::meta::{Cache, Regex};
+use regex_automata::util::captures::Captures;
+
+use crate::chain::{ChainError, Handler, Query, Step};
+use crate::config::keys::zone_args;
+use crate::config::{ConfigError, Directive};
+use crate::dns::{Rcode, Section, Zone, class, rtype};
+use crate::expr::{Facts, GroupKey, Program, Scope, Value};
+use crate::metrics::Families;
+use crate::setup::{AttachCtx, Lifecycle, Plugin, SetupCtx};
+use gotmpl::{Data, Field, Names, Template, Val};
+
+const NAME: &str = "template";
+
+/// The longest regex pattern accepted (CoreDNS's `maxRegexpLen`).
+pub const MAX_REGEX_LEN: usize = 10_000;
+/// The most a compiled regex may take (the regex crate's size limit).
+pub const MAX_REGEX_SIZE: usize = 1 << 20;
+/// Most `template` directives in one server block (metric keys carry the index).
+pub const MAX_RULES: usize = 255;
+/// Most zones one `template` lists.
+pub const MAX_ZONES: usize = 255;
+/// Most records one `template` writes (answer + authority + additional).
+pub const MAX_RECORDS: usize = 64;
+/// Longest record template text.
+pub const MAX_TEMPLATE_LEN: usize = 4096;
+
+/// The plugin: every `template` directive of a server block, in Corefile order.
+pub struct TemplatePlugin {
+    /// Every rule's zones: a query in none of them goes to the next plugin at once.
+    zones: Vec<Zone>,
+    rules: Vec<Rule>,
+    scratch: Box<[Mutex<Scratch>]>,
+    /// Kept in the process state under the block's `template` lines, so that a reload
+    /// that keeps them keeps counting (CoreDNS's counters live as long as the process).
+    counters: Arc<Counters>,
+    /// Route slot to the index of its `server` label in `counters.servers` (set when
+    /// attached): counters are keyed by label, which outlives a reload, not by slot.
+    by_slot: std::sync::OnceLock<Vec<u16>>,
+    /// Whether failures are logged here: the block has no `errors` (set when attached).
+    self_log: std::sync::atomic::AtomicBool,
+    /// The second (since `started`, plus one) of the last failure logged here.
+    logged_at: AtomicU64,
+    started: std::time::Instant,
+}
+
+/// One `template` directive.
+struct Rule {
+    qclass: u16,
+    qtype: u16,
+    zones: Vec<Zone>,
+    /// Empty: everything matches (CoreDNS's default `.*`).
+    regexes: Vec<Regex>,
+    /// Their patterns (`.Regex`).
+    patterns: Vec<String>,
+    /// Answer, authority, additional (the order they are written in the reply).
+    sections: [Vec<Rr>; 3],
+    rcode: Rcode,
+    ede: Option<(u16, String)>,
+    /// `None`: no fallthrough; `Some(zones)`: those zones fall through (root: all).
+    fall: Option<Vec<Zone>>,
+    var_names: Vec<String>,
+    vars: Vec<Program>,
+    exprs: Vec<Program>,
+    /// Whether a template or expression reads the captures (`.Match`, `.Group`, `group()`).
+    captures: bool,
+    /// Whether a template reads `.Remote`.
+    remote: bool,
+}
+
+/// One record template.
+struct Rr {
+    body: Body,
+    source: String,
+}
+
+enum Body {
+    /// No actions: encoded once, at setup.
+    Fixed(Vec<u8>),
+    Dynamic(Template),
+}
+
+/// A worker's buffers: kept from query to query, so that they stop growing.
+#[derive(Default)]
+struct Scratch {
+    /// The query name, lower-cased, presentation form (CoreDNS's `state.Name()`).
+    name: String,
+    remote: String,
+    text: String,
+    wire: Vec<u8>,
+    /// Per rule, per regex: the regex's search cache (lazy DFA states) and where the
+    /// captures lie.
+    caches: Vec<Vec<Cache>>,
+    caps: Vec<Vec<Captures>>,
+    vars: Vec<Value>,
+}
+
+/// The sections of CoreDNS's metric labels, by index into `Rule::sections`.
+const SECTION_LABELS: [&str; 3] = ["answer", "authority", "additional"];
+
+/// `template CLASS TYPE [ZONE...] { ... }`, every one in the block.
+pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigError> {
+    if dirs.len() > MAX_RULES {
+        return Err(dirs[MAX_RULES].err(NAME, format!("more than {MAX_RULES} templates in one server block")));
+    }
+    let mut rules = Vec::with_capacity(dirs.len());
+    for d in dirs {
+        rules.push(parse_rule(d, ctx)?);
+    }
+    let mut zones: Vec<Zone> = Vec::new();
+    for r in &rules {
+        for z in &r.zones {
+            if !zones.contains(z) {
+                zones.push(z.clone());
+            }
+        }
+    }
+    let scratch = (0..ctx.workers.max(1))
+        .map(|_| {
+            Mutex::new(Scratch {
+                name: String::with_capacity(256),
+                remote: String::with_capacity(48),
+                text: String::with_capacity(512),
+                wire: Vec::with_capacity(512),
+                caches: rules
+                    .iter()
+                    .map(|r| r.regexes.iter().map(Regex::create_cache).collect())
+                    .collect(),
+                caps: rules
+                    .iter()
+                    .map(|r| r.regexes.iter().map(Regex::create_captures).collect())
+                    .collect(),
+                vars: Vec::with_capacity(8),
+            })
+        })
+        .collect();
+    let mut key = String::from("template|");
+    for d in dirs {
+        d.canonical(&mut key);
+        key.push('\n');
+    }
+    let counters = ctx
+        .process
+        .kept(&key, |_: &Arc<Counters>| true, || Arc::new(Counters::new()));
+    Ok(Plugin::both(Arc::new(TemplatePlugin {
+        zones,
+        rules,
+        scratch,
+        counters,
+        by_slot: std::sync::OnceLock::new(),
+        self_log: std::sync::atomic::AtomicBool::new(true),
+        logged_at: AtomicU64::new(0),
+        started: std::time::Instant::now(),
+    })))
+}
+
+fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
+    let Some(class_tok) = d.args.first() else {
+        return Err(d.arg_err(NAME));
+    };
+    let qclass = parse_class(&class_tok.text).ok_or_else(|| {
+        ConfigError::at(
+            &class_tok.loc,
+            format!("{NAME}: invalid query class {}", class_tok.text),
+        )
+    })?;
+    let Some(type_tok) = d.args.get(1) else {
+        return Err(d.arg_err(NAME));
+    };
+    // CoreDNS's message says "class" for a type too.
+    let qtype = parse_type(&type_tok.text)
+        .ok_or_else(|| ConfigError::at(&type_tok.loc, format!("{NAME}: invalid RR class {}", type_tok.text)))?;
+    let mut zones = zone_args(NAME, &d.args[2..])?;
+    if zones.is_empty() {
+        zones = ctx.zones.to_vec();
+    }
+    if zones.is_empty() {
+        zones.push(Zone::root());
+    }
+    if zones.len() > MAX_ZONES {
+        return Err(d.err(NAME, format!("more than {MAX_ZONES} zones")));
+    }
+    let mut rule = Rule {
+        qclass,
+        qtype,
+        zones,
+        regexes: Vec::new(),
+        patterns: Vec::new(),
+        sections: [Vec::new(), Vec::new(), Vec::new()],
+        rcode: Rcode::NOERROR,
+        ede: None,
+        fall: None,
+        var_names: Vec::new(),
+        vars: Vec::new(),
+        exprs: Vec::new(),
+        captures: false,
+        remote: false,
+    };
+    // Record templates are compiled once every `var` is known (CoreDNS evaluates all
+    // variables before any record, wherever the lines are).
+    let mut pending: Vec<(usize, &Directive, &str)> = Vec::new();
+    let mut uses_group = false;
+    for opt in d.options() {
+        let args = opt.arg_strs();
+        match opt.name.as_str() {
+            "match" => {
+                if args.is_empty() {
+                    return Err(opt.arg_err(NAME));
+                }
+                for re in args {
+                    if re.len() > MAX_REGEX_LEN {
+                        return Err(opt.err(NAME, format!("regex pattern too long: {} > {MAX_REGEX_LEN}", re.len())));
+                    }
+                    // The haystack is the name in presentation form, always ASCII (other
+                    // bytes are written as \DDD escapes), where Unicode classes and
+                    // case folding match what their ASCII forms match; byte classes let
+                    // the lazy DFA take one transition per byte.
+                    // A pattern that needs Unicode (`\pL`) is compiled as written.
+                    let config = Regex::config().nfa_size_limit(Some(MAX_REGEX_SIZE));
+                    let bytes = Regex::builder()
+                        .configure(config.clone())
+                        .syntax(regex_automata::util::syntax::Config::new().unicode(false).utf8(false))
+                        .build(re);
+                    let compiled = match bytes {
+                        Ok(r) => r,
+                        Err(_) => Regex::builder()
+                            .configure(config)
+                            .build(re)
+                            .map_err(|e| opt.err(NAME, format!("could not parse regex: {re}, {e}")))?,
+                    };
+                    rule.regexes.push(compiled);
+                    rule.patterns.push(re.to_string());
+                }
+            }
+            section @ ("answer" | "authority" | "additional") => {
+                if args.is_empty() {
+                    return Err(opt.arg_err(NAME));
+                }
+                let i = SECTION_LABELS.iter().position(|s| *s == section).unwrap_or(0);
+                for a in &opt.args {
+                    pending.push((i, opt, a.text.as_str()));
+                }
+            }
+            "var" => {
+                if args.len() < 2 {
+                    return Err(opt.arg_err(NAME));
+                }
+                let name = args[0];
+                let ident = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !ident {
+                    return Err(opt.err(NAME, format!("invalid variable name {name:?}")));
+                }
+                let scope = Scope {
+                    vars: rule.var_names.clone(),
+                    group: true,
+                };
+                if scope.is_reserved(name) {
+                    return Err(opt.err(NAME, format!("variable name {name:?} is reserved")));
+                }
+                let text = args[1..].join(" ");
+                let prog = Program::compile(&text, &scope)
+                    .map_err(|e| opt.err(NAME, format!("could not compile expression: {name}, {e}")))?;
+                uses_group |= prog.uses_group();
+                rule.var_names.push(name.to_string());
+                rule.vars.push(prog);
+            }
+            "expr" => {
+                if args.is_empty() {
+                    return Err(opt.arg_err(NAME));
+                }
+                let scope = Scope {
+                    vars: rule.var_names.clone(),
+                    group: true,
+                };
+                let text = args.join(" ");
+                let prog = Program::compile(&text, &scope)
+                    .map_err(|e| opt.err(NAME, format!("could not compile expression: {e}")))?;
+                uses_group |= prog.uses_group();
+                rule.exprs.push(prog);
+            }
+            "rcode" => {
+                if args.is_empty() {
+                    return Err(opt.arg_err(NAME));
+                }
+                // miekg/dns's StringToRcode: the upper-case names, exactly.
+                rule.rcode = Rcode::from_name(args[0])
+                    .filter(|r| r.name() == args[0])
+                    .ok_or_else(|| opt.err(NAME, format!("unknown rcode {}", args[0])))?;
+            }
+            "ederror" => {
+                if args.len() != 1 && args.len() != 2 {
+                    return Err(opt.arg_err(NAME));
+                }
+                let code: u16 = args[0].parse().map_err(|_| {
+                    opt.err(
+                        NAME,
+                        format!(
+                            "error parsing extended DNS error code {}, strconv.ParseUint: parsing {:?}: invalid syntax",
+                            args[args.len() - 1],
+                            args[0]
+                        ),
+                    )
+                })?;
+                let reason = args.get(1).copied().unwrap_or("");
+                if reason.len() > crate::dns::Response::MAX_EDE_TEXT {
+                    return Err(opt.err(
+                        NAME,
+                        format!(
+                            "extended error text longer than {} bytes",
+                            crate::dns::Response::MAX_EDE_TEXT
+                        ),
+                    ));
+                }
+                rule.ede = Some((code, reason.to_string()));
+            }
+            "fallthrough" => {
+                let fall = zone_args(NAME, &opt.args)?;
+                rule.fall = Some(if fall.is_empty() { vec![Zone::root()] } else { fall });
+            }
+            // CoreDNS still reads and ignores it ("remove soon").
+            "upstream" => {}
+            _ => return Err(opt.arg_err(NAME)),
+        }
+    }
+    let total = pending.len();
+    if total > MAX_RECORDS {
+        return Err(d.err(NAME, format!("more than {MAX_RECORDS} records in one template")));
+    }
+    let names = Names { vars: &rule.var_names };
+    for (section, opt, text) in pending {
+        if text.len() > MAX_TEMPLATE_LEN {
+            return Err(opt.err(NAME, format!("template longer than {MAX_TEMPLATE_LEN} bytes")));
+        }
+        // CoreDNS names the line's last argument (caddy's c.Val() after RemainingArgs).
+        let last = opt.args.last().map_or("", |a| a.text.as_str());
+        let t = Template::compile(text, &names)
+            .map_err(|e| opt.err(NAME, format!("could not compile template: {last}, {e}")))?;
+        rule.captures |= t.uses_captures();
+        rule.remote |= t.uses_remote();
+        let body = match t.constant() {
+            // Knowable now: a record that does not parse is a setup error (CoreDNS finds
+            // it on the first query and answers SERVFAIL every time).
+            Some(fixed) => {
+                let mut wire = Vec::new();
+                rr::encode(&fixed, &mut wire).map_err(|e| opt.err(NAME, format!("invalid record {fixed:?}: {e}")))?;
+                Body::Fixed(wire)
+            }
+            None => {
+                // What is knowable of a record with holes: its type, and the rest when
+                // only the owner is per query ("{{ .Name }} 60 IN A 10.0.0.1").
+                if let Some(skeleton) = t.skeleton() {
+                    rr::check_skeleton(&skeleton, gotmpl::SKELETON_HOLE)
+                        .map_err(|e| opt.err(NAME, format!("invalid record {text:?}: {e}")))?;
+                }
+                Body::Dynamic(t)
+            }
+        };
+        rule.sections[section].push(Rr {
+            body,
+            source: text.to_string(),
+        });
+    }
+    rule.captures |= uses_group;
+    Ok(rule)
+}
+
+fn parse_class(s: &str) -> Option<u16> {
+    // miekg/dns's StringToClass: upper-case names.
+    match s {
+        "IN" => Some(class::IN),
+        "CH" => Some(class::CH),
+        "HS" => Some(class::HS),
+        "NONE" => Some(class::NONE),
+        "ANY" => Some(class::ANY),
+        "CS" => Some(2),
+        _ => None,
+    }
+}
+
+fn parse_type(s: &str) -> Option<u16> {
+    // StringToType has the upper-case mnemonics only.
+    if s != s.to_ascii_uppercase() || s.starts_with("TYPE") {
+        return None;
+    }
+    rtype::from_name(s)
+}
+
+/// What a rule made of a query.
+enum Matched {
+    /// Not the rule's zone, class or type: the next rule is asked.
+    Skip,
+    /// The rule's zone, but no regex matched or an `expr` was false.
+    No,
+    /// An expression failed to evaluate (CoreDNS: SERVFAIL whatever `fallthrough` says).
+    Failed(String),
+    /// Regex `usize` matched in zone `usize`.
+    Yes(usize, usize),
+}
+
+impl TemplatePlugin {
+    /// SERVFAIL with the error, which `errors` logs (CoreDNS's way); in a block without
+    /// `errors` the plugin logs it itself, at most once a second, so that a template
+    /// that fails per query is never silent and never floods the log.
+    fn fail(&self, msg: String) -> Step {
+        if self.self_log.load(Ordering::Relaxed) {
+            let now = self.started.elapsed().as_secs() + 1;
+            let last = self.logged_at.load(Ordering::Relaxed);
+            if now > last
+                && self
+                    .logged_at
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                log::error!(target: "plugin/template", "SERVFAIL: {msg}");
+            }
+        }
+        Step::Fail(Rcode::SERVFAIL, Some(ChainError::Plugin(NAME, msg.into())))
+    }
+
+    /// The index of a route's `server` label (0x7FFF, no label, before `attach`).
+    fn server_of(&self, slot: usize) -> usize {
+        self.by_slot
+            .get()
+            .and_then(|v| v.get(slot))
+            .map_or(0x7FFF, |&i| usize::from(i).min(0x7FFF))
+    }
+
+    fn matches(&self, ri: usize, q: &Query<'_, '_>, s: &mut Scratch) -> Matched {
+        let rule = &self.rules[ri];
+        let req = q.req;
+        // plugin.Zones(t.zones).Matches: the longest zone the name is in.
+        let zone = rule
+            .zones
+            .iter()
+            .enumerate()
+            .filter(|(_, z)| z.contains(&req.qname))
+            .max_by_key(|(_, z)| z.label_count());
+        let Some((zi, _)) = zone else {
+            return Matched::Skip;
+        };
+        if rule.qclass != class::ANY && req.qclass != class::ANY && req.qclass != rule.qclass {
+            return Matched::Skip;
+        }
+        if rule.qtype != rtype::ANY && req.qtype != rtype::ANY && req.qtype != rule.qtype {
+            return Matched::Skip;
+        }
+        let regex = if rule.regexes.is_empty() {
+            usize::MAX
+        } else {
+            let input = Input::new(s.name.as_str());
+            let caches = &mut s.caches[ri];
+            let found = if rule.captures {
+                let caps = &mut s.caps[ri];
+                rule.regexes
+                    .iter()
+                    .zip(caches.iter_mut())
+                    .zip(caps.iter_mut())
+                    .position(|((re, cache), caps)| {
+                        re.search_captures_with(cache, &input, caps);
+                        caps.is_match()
+                    })
+            } else {
+                // Whether it matches is all that is asked: stop at the first match.
+                let input = input.earliest(true);
+                rule.regexes
+                    .iter()
+                    .zip(caches.iter_mut())
+                    .position(|(re, cache)| re.search_half_with(cache, &input).is_some())
+            };
+            match found {
+                Some(i) => i,
+                None => return Matched::No,
+            }
+        };
+        if !rule.vars.is_empty() || !rule.exprs.is_empty() {
+            let Scratch { name, caps, vars, .. } = s;
+            let caps = caps[ri].get(regex);
+            let group = |k: GroupKey<'_>| -> String {
+                let span = match (caps, k) {
+                    (Some(c), GroupKey::Index(i)) => usize::try_from(i).ok().and_then(|i| c.get_group(i)),
+                    (Some(c), GroupKey::Name(n)) => group_by_name(c, n),
+                    // The default `.*` matches the whole name, capture 0 only.
+                    (None, GroupKey::Index(0)) => return name.clone(),
+                    (None, _) => None,
+                };
+                span.map_or(String::new(), |s| name[s.range()].to_string())
+            };
+            // CoreDNS's `metadata(label)`: "" when the block has no `metadata` or
+            // nobody sets the label.
+            let metadata = |label: &str| {
+                let mut v = String::new();
+                q.metadata(label, &mut v);
+                v
+            };
+            vars.clear();
+            for prog in &rule.vars {
+                let facts = Facts {
+                    req,
+                    vars: vars.as_slice(),
+                    group: &group,
+                    metadata: &metadata,
+                };
+                match prog.eval(&facts) {
+                    Ok(v) => vars.push(v),
+                    Err(e) => return Matched::Failed(format!("var: {}: {e}", prog.text())),
+                }
+            }
+            for prog in &rule.exprs {
+                let facts = Facts {
+                    req,
+                    vars: vars.as_slice(),
+                    group: &group,
+                    metadata: &metadata,
+                };
+                match prog.eval(&facts) {
+                    Ok(Value::Bool(true)) => {}
+                    Ok(_) => return Matched::No,
+                    Err(e) => return Matched::Failed(format!("expr: {}: {e}", prog.text())),
+                }
+            }
+        }
+        Matched::Yes(regex, zi)
+    }
+
+    /// Writes the reply of rule `ri`, matched with regex `regex` in zone `zi`.
+    fn answer(&self, ri: usize, regex: usize, zi: usize, q: &mut Query<'_, '_>, s: &mut Scratch) -> Step {
+        let rule = &self.rules[ri];
+        let req = q.req;
+        let (class_label, type_label) = labels(rule, req.qclass, req.qtype);
+        let server = self.server_of(q.route.slot);
+        self.counters.matched(server, ri, zi, class_label, type_label);
+        if rule.rcode == Rcode::SERVFAIL {
+            return Step::Fail(Rcode::SERVFAIL, None);
+        }
+        q.resp.start(req, rule.rcode);
+        q.resp.set_aa(true);
+        if let Some((code, text)) = &rule.ede {
+            q.resp.set_ede(*code, text);
+        }
+        let dynamic = rule
+            .sections
+            .iter()
+            .flatten()
+            .any(|r| matches!(r.body, Body::Dynamic(_)));
+        if dynamic {
+            s.remote.clear();
+            let _ = write!(s.remote, "{}", req.client.ip());
+        }
+        let Scratch {
+            name,
+            remote,
+            text,
+            wire,
+            caps,
+            vars,
+            ..
+        } = s;
+        for (si, section) in [Section::Answer, Section::Authority, Section::Additional]
+            .into_iter()
+            .enumerate()
+        {
+            for (k, rr) in rule.sections[si].iter().enumerate() {
+                if q.worker.budget.charge(1).is_err() {
+                    return Step::Fail(Rcode::SERVFAIL, Some(ChainError::OverBudget(NAME)));
+                }
+                let encoded: &[u8] = match &rr.body {
+                    Body::Fixed(w) => w,
+                    Body::Dynamic(t) => {
+                        let meta = |key: &str, out: &mut String| {
+                            q.metadata(key, out);
+                        };
+                        let data = RenderData {
+                            meta: &meta,
+                            name,
+                            zone: rule.zones[zi].as_str(),
+                            class: class_label,
+                            rtype: type_label,
+                            remote,
+                            pattern: rule.patterns.get(regex).map(String::as_str),
+                            caps: caps[ri].get(regex),
+                            vars,
+                            var_names: &rule.var_names,
+                        };
+                        if let Err(e) = t.render(&data, text) {
+                            self.counters
+                                .failed(q.route.slot, ri, zi, si, k, class_label, type_label, false);
+                            return self.fail(format!("{}: {e}", rr.source));
+                        }
+                        if let Err(e) = rr::encode(text, wire) {
+                            self.counters
+                                .failed(q.route.slot, ri, zi, si, k, class_label, type_label, true);
+                            return self.fail(format!("invalid record {text:?} from {:?}: {e}", rr.source));
+                        }
+                        wire
+                    }
+                };
+                if let Err(crate::dns::PushError::Malformed | crate::dns::PushError::OutOfOrder) =
+                    q.resp.push_encoded(section, encoded)
+                {
+                    return self.fail(format!("record from {:?} could not be written", rr.source));
+                }
+            }
+        }
+        Step::Answered
+    }
+}
+
+/// CoreDNS's `.Class`/`.Type` (and metric labels): the query's, or the rule's when the
+/// query asks for ANY.
+fn labels(rule: &Rule, qclass: u16, qtype: u16) -> (u16, u16) {
+    let c = if qclass != class::ANY { qclass } else { rule.qclass };
+    let t = if qtype != rtype::ANY { qtype } else { rule.qtype };
+    (c, t)
+}
+
+/// Writes a lower-cased wire name in presentation form (RFC 1035 5.1 escapes), into a
+/// buffer that keeps its capacity.
+fn name_text(wire: &[u8], out: &mut String) {
+    out.clear();
+    let mut at = 0;
+    while at < wire.len() && wire[at] != 0 {
+        let len = wire[at] as usize;
+        let label = wire.get(at + 1..at + 1 + len).unwrap_or(&[]);
+        if label.iter().all(|&b| PLAIN[b as usize]) {
+            // The usual label: printable ASCII with nothing to escape, copied whole.
+            out.push_str(std::str::from_utf8(label).unwrap_or_default());
+        } else {
+            for &b in label {
+                match b {
+                    b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$' => {
+                        out.push('\\');
+                        out.push(b as char);
+                    }
+                    0x21..=0x7E => out.push(b as char),
+                    _ => {
+                        let _ = write!(out, "\\{b:03}");
+                    }
+                }
+            }
+        }
+        out.push('.');
+        at += 1 + len;
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+}
+
+/// A named group's span: a scan of the (few) names, cheaper per query than the
+/// hash lookup of `Captures::get_group_by_name`.
+fn group_by_name(c: &Captures, name: &str) -> Option<regex_automata::Span> {
+    let i = c
+        .group_info()
+        .pattern_names(regex_automata::PatternID::ZERO)
+        .position(|n| n == Some(name))?;
+    c.get_group(i)
+}
+
+/// The bytes a name label holds that its presentation form writes as they are.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x21;
+    while b <= 0x7E {
+        t[b] = !matches!(b as u8, b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$');
+        b += 1;
+    }
+    t
+};
+
+struct RenderData<'a> {
+    /// `.Meta "label"`: the query's metadata (empty when unset).
+    meta: &'a dyn Fn(&str, &mut String),
+    name: &'a str,
+    zone: &'a str,
+    class: u16,
+    rtype: u16,
+    remote: &'a str,
+    /// The pattern that matched (`None`: the default `.*`) and its captures.
+    pattern: Option<&'a str>,
+    caps: Option<&'a Captures>,
+    vars: &'a [Value],
+    var_names: &'a [String],
+}
+
+impl Data for RenderData<'_> {
+    fn field(&self, f: &Field) -> Val<'_> {
+        match f {
+            Field::Name => Val::Str(self.name.into()),
+            Field::Zone => Val::Str(self.zone.into()),
+            Field::Class => Val::Str(class::name(self.class)),
+            Field::Type => Val::Str(rtype::name(self.rtype)),
+            Field::Remote => Val::Str(self.remote.into()),
+            Field::Regex => Val::Str(self.pattern.unwrap_or(".*").into()),
+            Field::GroupKey(k) => self.group(k).map_or(Val::NoValue, |g| Val::Str(g.into())),
+            Field::VarKey(i) => self.vars.get(*i).map_or(Val::NoValue, Val::Value),
+            f => Val::Collection(f.clone()),
+        }
+    }
+
+    fn matched(&self, i: usize) -> Option<&str> {
+        match self.caps {
+            Some(c) => c.get_group(i).map(|s| &self.name[s.range()]),
+            // The default `.*` matches the whole name.
+            None => (i == 0).then_some(self.name),
+        }
+    }
+
+    fn matches(&self) -> usize {
+        self.caps.map_or(1, Captures::group_len)
+    }
+
+    fn group(&self, key: &str) -> Option<&str> {
+        let span = match (self.caps, key.parse::<usize>()) {
+            (None, Ok(0)) => return Some(self.name),
+            (None, _) => return None,
+            (Some(c), Ok(i)) => c.get_group(i),
+            (Some(c), Err(_)) => group_by_name(c, key),
+        };
+        span.map(|s| &self.name[s.range()])
+    }
+
+    fn meta(&self, key: &str, out: &mut String) {
+        (self.meta)(key, out);
+    }
+
+    fn var(&self, name: &str) -> Option<&Value> {
+        let i = self.var_names.iter().rposition(|v| v == name)?;
+        self.vars.get(i)
+    }
+
+    fn vars(&self) -> usize {
+        self.var_names.len()
+    }
+}
+
+impl Handler for TemplatePlugin {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        if !Zone::any_contains(&self.zones, &q.req.qname) {
+            return Step::Next;
+        }
+        let mut guard = self.scratch[q.worker.id % self.scratch.len()].lock();
+        let s = &mut *guard;
+        name_text(q.req.qname.wire(), &mut s.name);
+        for ri in 0..self.rules.len() {
+            match self.matches(ri, q, s) {
+                Matched::Skip => {}
+                Matched::No => match &self.rules[ri].fall {
+                    Some(fall) if Zone::any_contains(fall, &q.req.qname) => {}
+                    _ => return Step::Fail(Rcode::SERVFAIL, None),
+                },
+                Matched::Failed(e) => return self.fail(e),
+                Matched::Yes(regex, zi) => return self.answer(ri, regex, zi, q, s),
+            }
+        }
+        Step::Next
+    }
+
+    fn handles_class(&self, c: u16) -> bool {
+        self.rules.iter().any(|r| r.qclass == c || r.qclass == class::ANY)
+    }
+}
+
+/// CoreDNS's three counters. Matches are counted on the query path without a lock, in
+/// a fixed open-addressed table keyed by (route, rule, zone, class, type); failures,
+/// rare by nature, under a lock.
+struct Counters {
+    slots: Box<[(AtomicU64, AtomicU64)]>,
+    /// Matches whose key found no free slot (more label combinations than slots).
+    overflow: AtomicU64,
+    failures: Mutex<BTreeMap<FailureKey, u64>>,
+    /// The `server` labels seen, by index.
+    servers: Mutex<Vec<Arc<str>>>,
+}
+
+/// (server label index, rule, zone, section, record, class, type, whether the record did not parse)
+type FailureKey = (usize, usize, usize, usize, usize, u16, u16, bool);
+
+/// Label combinations the match counters keep apart.
+const MATCH_SLOTS: usize = 1024;
+
+impl Counters {
+    fn new() -> Counters {
+        Counters {
+            slots: (0..MATCH_SLOTS)
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
+            overflow: AtomicU64::new(0),
+            failures: Mutex::new(BTreeMap::new()),
+            servers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Key layout: bit 63 set (never 0), server label index (15 bits), rule (8), zone (8),
+    /// class (16), type (16).
+    fn key(route: usize, rule: usize, zone: usize, class: u16, rtype: u16) -> u64 {
+        1 << 63
+            | ((route as u64 & 0x7FFF) << 48)
+            | ((rule as u64 & 0xFF) << 40)
+            | ((zone as u64 & 0xFF) << 32)
+            | (u64::from(class) << 16)
+            | u64::from(rtype)
+    }
+
+    fn matched(&self, route: usize, rule: usize, zone: usize, class: u16, rtype: u16) {
+        let key = Counters::key(route, rule, zone, class, rtype);
+        let start = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize % MATCH_SLOTS;
+        for i in 0..MATCH_SLOTS {
+            let (k, n) = &self.slots[(start + i) % MATCH_SLOTS];
+            let cur = k.load(Ordering::Relaxed);
+            if cur == key
+                || (cur == 0
+                    && match k.compare_exchange(0, key, Ordering::Relaxed, Ordering::Relaxed) {
+                        Ok(_) => true,
+                        Err(other) => other == key,
+                    })
+            {
+                n.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.overflow.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn failed(&self, route: usize, rule: usize, zone: usize, section: usize, rr: usize, c: u16, t: u16, parse: bool) {
+        *self
+            .failures
+            .lock()
+            .entry((route, rule, zone, section, rr, c, t, parse))
+            .or_default() += 1;
+    }
+}
+
+impl Lifecycle for TemplatePlugin {
+    fn attach(&self, block: &AttachCtx<'_>) {
+        let mut servers = self.counters.servers.lock();
+        let slots = block.routes.iter().map(|r| r.slot + 1).max().unwrap_or(0);
+        let mut by_slot = vec![u16::MAX; slots];
+        for r in block.routes {
+            let i = match servers.iter().position(|s| *s == r.server) {
+                Some(i) => i,
+                None => {
+                    servers.push(r.server.clone());
+                    servers.len() - 1
+                }
+            };
+            by_slot[r.slot] = i as u16;
+        }
+        let _ = self.by_slot.set(by_slot);
+        self.self_log.store(!block.chain.contains(&"errors"), Ordering::Relaxed);
+    }
+
+    fn metrics(&self, out: &mut Families) {
+        let servers = self.counters.servers.lock().clone();
+        let server = |i: usize| -> String { servers.get(i).map_or_else(String::new, |s| s.to_string()) };
+        for (k, n) in self.counters.slots.iter() {
+            let key = k.load(Ordering::Relaxed);
+            if key == 0 {
+                continue;
+            }
+            let route = ((key >> 48) & 0x7FFF) as usize;
+            let rule = ((key >> 40) & 0xFF) as usize;
+            let zone = ((key >> 32) & 0xFF) as usize;
+            let c = class::name((key >> 16) as u16);
+            let t = rtype::name(key as u16);
+            let zone = self
+                .rules
+                .get(rule)
+                .and_then(|r| r.zones.get(zone))
+                .map_or("", |z| z.as_str());
+            out.counter(
+                "coredns_template_matches_total",
+                "Counter of template regex matches.",
+                &[
+                    ("server", &server(route)),
+                    ("zone", zone),
+                    ("view", ""),
+                    ("class", &c),
+                    ("type", &t),
+                ],
+                n.load(Ordering::Relaxed) as f64,
+            );
+        }
+        for (&(route, rule, zone, section, rr, c, t, parse), &n) in self.counters.failures.lock().iter() {
+            let Some(r) = self.rules.get(rule) else { continue };
+            let zone = r.zones.get(zone).map_or("", |z| z.as_str());
+            let source = r.sections[section].get(rr).map_or("", |x| x.source.as_str());
+            let (name, help) = if parse {
+                ("coredns_template_rr_failures_total", "Counter of mis-templated RRs.")
+            } else {
+                (
+                    "coredns_template_template_failures_total",
+                    "Counter of go template failures.",
+                )
+            };
+            out.counter(
+                name,
+                help,
+                &[
+                    ("server", &server(route)),
+                    ("zone", zone),
+                    ("view", ""),
+                    ("class", &class::name(c)),
+                    ("type", &rtype::name(t)),
+                    ("section", SECTION_LABELS[section]),
+                    ("template", source),
+                ],
+                n as f64,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
