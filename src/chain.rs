@@ -786,9 +786,12 @@ impl Chain {
 }
 
 #[cfg(test)]
+pub mod testing;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::{Transport, rtype};
+    use crate::dns::rtype;
 
     struct Answer;
     impl Handler for Answer {
@@ -820,27 +823,7 @@ mod tests {
 
     fn with_query(f: impl FnOnce(&mut Query<'_, '_>)) {
         let raw = [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, rtype::A as u8, 0, 1];
-        let a = "127.0.0.1:1".parse().unwrap();
-        let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
-        let mut resp = Response::new();
-        let mut w = WorkerCtx::new(0);
-        let tag = RouteTag {
-            slot: 0,
-            server: "dns://:53".into(),
-            zone: ".".into(),
-        };
-        let mut q = Query {
-            req: &req,
-            resp: &mut resp,
-            worker: &mut w,
-            route: &tag,
-            answered_by: "",
-            error: None,
-            refresh: false,
-            coalesce: true,
-            meta: crate::chain::Metadata::NONE,
-        };
-        f(&mut q);
+        super::testing::with_query(&raw, "127.0.0.1:1".parse().unwrap(), Metadata::NONE, f);
     }
 
     #[test]

@@ -5,9 +5,9 @@ use domain::base::{Message, ParsedName};
 use domain::rdata::AllRecordData;
 
 use super::*;
-use crate::chain::{AutoPather, Budget, Chain, Outcome, OverBudget, RouteTag, WorkerCtx};
+use crate::chain::{AutoPather, Budget, Chain, Outcome, OverBudget};
 use crate::config::parse_str;
-use crate::dns::{NameKey, Response, Transport};
+use crate::dns::NameKey;
 use crate::process::ProcessState;
 
 fn setup_in(corefile: &str, dir: &std::path::Path) -> Result<Autopath, ConfigError> {
@@ -154,31 +154,14 @@ impl AutoPather for Names {
 fn ask(chain: &Chain, qname: &str, qtype: u16) -> (String, String, Vec<String>) {
     let name = NameKey::from_text(qname).unwrap();
     let raw = QueryBuilder::new(name.wire(), qtype).id(7).to_vec();
-    let a = "10.1.0.5:4000".parse().unwrap();
-    let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
-    let mut resp = Response::new();
-    let mut w = WorkerCtx::new(0);
-    let tag = RouteTag {
-        slot: 0,
-        server: "dns://:53".into(),
-        zone: ".".into(),
-    };
-    let mut q = Query {
-        req: &req,
-        resp: &mut resp,
-        worker: &mut w,
-        route: &tag,
-        answered_by: "",
-        error: None,
-        refresh: false,
-        coalesce: true,
-        meta: chain.metadata(),
-    };
-    let Outcome::Reply { at } = chain.run(&mut q, 0) else {
-        panic!("upstream")
-    };
-    chain.complete(&mut q, at);
-    let msg = Message::from_octets(q.resp.bytes().to_vec()).unwrap();
+    let bytes = crate::chain::testing::with_query(&raw, "10.1.0.5:4000".parse().unwrap(), chain.metadata(), |q| {
+        let Outcome::Reply { at } = chain.run(q, 0) else {
+            panic!("upstream")
+        };
+        chain.complete(q, at);
+        q.resp.bytes().to_vec()
+    });
+    let msg = Message::from_octets(bytes).unwrap();
     let question = msg.first_question().unwrap().qname().to_string();
     let answers = msg
         .answer()

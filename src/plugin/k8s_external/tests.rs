@@ -13,7 +13,6 @@ use domain::base::Message;
 use domain::rdata::AllRecordData;
 
 use super::*;
-use crate::chain::{RouteTag, WorkerCtx};
 use crate::dns::{Request, Response, Transport};
 use crate::kubernetes::model::{Endpoint, EndpointSlice, ExternalIp, Namespace, Object, Port, Service, ServiceKind};
 use crate::kubernetes::snapshot::{ClusterStore, StoreOptions};
@@ -195,40 +194,27 @@ struct Got {
 
 fn ask(p: &External, name: &str, qtype: u16) -> Option<Got> {
     let raw = crate::dns::QueryBuilder::new(&crate::dns::wire::name_from_str(name).unwrap(), qtype).to_vec();
-    let a = "127.0.0.1:1".parse().unwrap();
-    let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
-    let mut resp = Response::new();
-    let mut w = WorkerCtx::new(0);
-    let tag = RouteTag {
-        slot: 0,
-        server: "dns://:53".into(),
-        zone: ".".into(),
-    };
-    let mut q = Query {
-        req: &req,
-        resp: &mut resp,
-        worker: &mut w,
-        route: &tag,
-        answered_by: "",
-        error: None,
-        refresh: false,
-        coalesce: true,
-        meta: crate::chain::Metadata::NONE,
-    };
-    match p.serve(&mut q) {
-        Step::Answered => {}
-        Step::Next => return None,
-        // A load balancer's host name is looked up through the server; here the
-        // lookup fails, as in CoreDNS's tests: the CNAME alone.
-        Step::Upstream(_) => {
-            assert!(matches!(
-                p.resume(&mut q, crate::chain::UpstreamReply::Timeout, 0),
-                Step::Answered
-            ));
-        }
-        other => panic!("{name}: {other:?}"),
-    }
-    let msg = resp.finish().to_vec();
+    let msg = crate::chain::testing::with_query(
+        &raw,
+        "127.0.0.1:1".parse().unwrap(),
+        crate::chain::Metadata::NONE,
+        |q| {
+            match p.serve(q) {
+                Step::Answered => {}
+                Step::Next => return None,
+                // A load balancer's host name is looked up through the server; here the
+                // lookup fails, as in CoreDNS's tests: the CNAME alone.
+                Step::Upstream(_) => {
+                    assert!(matches!(
+                        p.resume(q, crate::chain::UpstreamReply::Timeout, 0),
+                        Step::Answered
+                    ));
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            Some(q.resp.finish().to_vec())
+        },
+    )?;
     let m = Message::from_octets(msg).unwrap();
     assert!(m.header().aa(), "{name}: authoritative");
     let lines = |sec: domain::base::message::RecordSection<'_, Vec<u8>>| {
@@ -792,50 +778,34 @@ fn host_names_are_looked_up_through_the_server() {
     )
     .to_vec();
     let a = "127.0.0.1:1".parse().unwrap();
-    let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
-    let mut resp = Response::new();
-    let mut w = WorkerCtx::new(0);
-    let tag = RouteTag {
-        slot: 0,
-        server: "dns://:53".into(),
-        zone: ".".into(),
-    };
-    let mut q = Query {
-        req: &req,
-        resp: &mut resp,
-        worker: &mut w,
-        route: &tag,
-        answered_by: "",
-        error: None,
-        refresh: false,
-        coalesce: true,
-        meta: crate::chain::Metadata::NONE,
-    };
-    let Step::Upstream(up) = p.serve(&mut q) else {
-        panic!("no lookup")
-    };
-    assert_eq!(up.to, a);
-    let sent = Message::from_octets(q.worker.upstream_msg.clone()).unwrap();
-    let question = sent.sole_question().unwrap();
-    assert_eq!(question.qname().to_string(), "dummy.hostname");
-    assert_eq!(u16::from(question.qtype()), A);
-    // The server's reply: one A record for the host name.
-    let mut r = Response::new();
-    let host = crate::dns::wire::name_from_str("dummy.hostname.").unwrap();
-    let hreq_raw = crate::dns::QueryBuilder::new(&host, A).to_vec();
-    let hreq = Request::parse(&hreq_raw, Transport::Udp, a, a).ok().unwrap();
-    r.start(&hreq, Rcode::NOERROR);
-    r.answer(crate::dns::Record::at_question(
-        A,
-        60,
-        crate::dns::Rdata::A("192.0.2.1".parse().unwrap()),
-    ));
-    let reply = r.finish().to_vec();
-    assert!(matches!(
-        p.resume(&mut q, crate::chain::UpstreamReply::Message(&reply), 0),
-        Step::Answered
-    ));
-    let m = Message::from_octets(resp.finish().to_vec()).unwrap();
+    let out = crate::chain::testing::with_query(&raw, a, crate::chain::Metadata::NONE, |q| {
+        let Step::Upstream(up) = p.serve(q) else {
+            panic!("no lookup")
+        };
+        assert_eq!(up.to, a);
+        let sent = Message::from_octets(q.worker.upstream_msg.clone()).unwrap();
+        let question = sent.sole_question().unwrap();
+        assert_eq!(question.qname().to_string(), "dummy.hostname");
+        assert_eq!(u16::from(question.qtype()), A);
+        // The server's reply: one A record for the host name.
+        let mut r = Response::new();
+        let host = crate::dns::wire::name_from_str("dummy.hostname.").unwrap();
+        let hreq_raw = crate::dns::QueryBuilder::new(&host, A).to_vec();
+        let hreq = Request::parse(&hreq_raw, Transport::Udp, a, a).ok().unwrap();
+        r.start(&hreq, Rcode::NOERROR);
+        r.answer(crate::dns::Record::at_question(
+            A,
+            60,
+            crate::dns::Rdata::A("192.0.2.1".parse().unwrap()),
+        ));
+        let reply = r.finish().to_vec();
+        assert!(matches!(
+            p.resume(q, crate::chain::UpstreamReply::Message(&reply), 0),
+            Step::Answered
+        ));
+        q.resp.finish().to_vec()
+    });
+    let m = Message::from_octets(out).unwrap();
     let answer: Vec<String> = m
         .answer()
         .unwrap()

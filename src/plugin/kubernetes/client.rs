@@ -131,8 +131,8 @@ pub fn resolv_search(path: &std::path::Path) -> Vec<Zone> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::{Metadata, RouteTag, WorkerCtx};
-    use crate::dns::{NameKey, QueryBuilder, Response, Transport, rtype};
+    use crate::chain::Metadata;
+    use crate::dns::{NameKey, QueryBuilder, Transport, rtype};
     use crate::kubernetes::model::{Object, Pod, Resource};
     use crate::kubernetes::snapshot::{ClusterStore, StoreOptions};
 
@@ -194,35 +194,18 @@ mod tests {
         let name = NameKey::from_text(qname).unwrap();
         let raw = QueryBuilder::new(name.wire(), rtype::A).to_vec();
         let client = format!("{client}:5353").parse().unwrap();
-        let req = Request::parse(&raw, Transport::Udp, client, client).ok().unwrap();
-        let mut resp = Response::new();
-        let mut w = WorkerCtx::new(0);
-        let tag = RouteTag {
-            slot: 0,
-            server: "dns://:53".into(),
-            zone: ".".into(),
-        };
-        let q = Query {
-            req: &req,
-            resp: &mut resp,
-            worker: &mut w,
-            route: &tag,
-            answered_by: "",
-            error: None,
-            refresh: false,
-            coalesce: true,
-            meta: Metadata::NONE,
-        };
-        let mut out = String::new();
-        let mut set = Vec::new();
-        for l in LABELS {
-            out.clear();
-            if k.metadata_value(&q, &format!("kubernetes/{l}"), &mut out) {
-                set.push(format!("{l}={out}"));
+        crate::chain::testing::with_query(&raw, client, Metadata::NONE, |q| {
+            let mut out = String::new();
+            let mut set = Vec::new();
+            for l in LABELS {
+                out.clear();
+                if k.metadata_value(q, &format!("kubernetes/{l}"), &mut out) {
+                    set.push(format!("{l}={out}"));
+                }
             }
-        }
-        assert!(!k.metadata_value(&q, "other/kind", &mut out), "only kubernetes/ labels");
-        set
+            assert!(!k.metadata_value(q, "other/kind", &mut out), "only kubernetes/ labels");
+            set
+        })
     }
 
     #[test]

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
-use crate::chain::{Chain, Outcome, Query, RouteTag, WorkerCtx};
+use crate::chain::{Chain, Outcome, Query};
 use crate::config::parse_str;
-use crate::dns::{NameKey, QueryBuilder, Request, Response, Transport, rtype};
+use crate::dns::{NameKey, QueryBuilder, rtype};
 use crate::process::ProcessState;
 
 fn setup_from(corefile: &str) -> Result<Plugin, ConfigError> {
@@ -127,31 +127,13 @@ impl Handler for Consumer {
 fn run(chain: &Chain, consumer: &Consumer, qname: &str) -> Vec<Option<String>> {
     let name = NameKey::from_text(qname).unwrap();
     let raw = QueryBuilder::new(name.wire(), rtype::A).to_vec();
-    let a = "127.0.0.1:1".parse().unwrap();
-    let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
-    let mut resp = Response::new();
-    let mut w = WorkerCtx::new(0);
-    let tag = RouteTag {
-        slot: 0,
-        server: "dns://:53".into(),
-        zone: ".".into(),
-    };
-    let mut q = Query {
-        req: &req,
-        resp: &mut resp,
-        worker: &mut w,
-        route: &tag,
-        answered_by: "",
-        error: None,
-        refresh: false,
-        coalesce: true,
-        meta: chain.metadata(),
-    };
     consumer.seen.lock().clear();
-    let Outcome::Reply { at } = chain.run(&mut q, 0) else {
-        panic!("upstream")
-    };
-    chain.complete(&mut q, at);
+    crate::chain::testing::with_query(&raw, "127.0.0.1:1".parse().unwrap(), chain.metadata(), |q| {
+        let Outcome::Reply { at } = chain.run(q, 0) else {
+            panic!("upstream")
+        };
+        chain.complete(q, at);
+    });
     std::mem::take(&mut *consumer.seen.lock())
 }
 

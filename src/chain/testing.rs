@@ -1,0 +1,40 @@
+//! What a plugin's unit tests need to hand a handler a query the way a worker does,
+//! without a server: one request, a fresh worker context and the route of a
+//! `dns://:53` block for the root zone.
+
+use super::{Metadata, Query, RouteTag, WorkerCtx};
+use crate::dns::{Request, Response, Transport};
+use std::net::SocketAddr;
+
+/// Parses `raw` as a UDP query from `client` (to the same address) and runs `f` with
+/// a [`Query`] for it, carrying `meta` (`Metadata::NONE`, or a chain's
+/// `metadata()`). Panics when `raw` is no query: a test's own input.
+pub fn with_query<'m, R>(
+    raw: &[u8],
+    client: SocketAddr,
+    meta: Metadata<'m>,
+    f: impl FnOnce(&mut Query<'_, '_>) -> R,
+) -> R {
+    let Ok(req) = Request::parse(raw, Transport::Udp, client, client) else {
+        panic!("a test's query parses")
+    };
+    let mut resp = Response::new();
+    let mut worker = WorkerCtx::new(0);
+    let route = RouteTag {
+        slot: 0,
+        server: "dns://:53".into(),
+        zone: ".".into(),
+    };
+    let mut q = Query {
+        req: &req,
+        resp: &mut resp,
+        worker: &mut worker,
+        route: &route,
+        answered_by: "",
+        error: None,
+        refresh: false,
+        coalesce: true,
+        meta,
+    };
+    f(&mut q)
+}
