@@ -145,12 +145,13 @@ pub(super) fn respond(shared: &Shared, out: &mut TcpStream, mode: Abuse, generat
     let _ = out.shutdown(Shutdown::Both);
 }
 
-/// Hands an injected stream out: the `200` head, what `inject` writes, the end.
+/// Hands an injected stream out: the `200` head, what `inject` writes, the end. The
+/// flag is set before the first byte, so that a client that has read the stream sees it.
 pub(super) fn inject(shared: &Shared, out: &mut TcpStream, inject: Inject) {
+    shared.injected.store(true, Ordering::Release);
     let _ = out.write_all(CHUNKED_200.as_bytes());
     let _ = inject(out);
     let _ = out.write_all(b"0\r\n\r\n");
-    shared.injected.store(true, Ordering::Relaxed);
     let _ = out.shutdown(Shutdown::Both);
 }
 

@@ -837,7 +837,7 @@ impl FakeApi {
 
     /// Whether an injected stream was handed out.
     pub fn injected(&self) -> bool {
-        self.shared.injected.load(Ordering::Relaxed)
+        self.shared.injected.load(Ordering::Acquire)
     }
 
     pub fn set_expired_as(&self, how: ExpiredAs) {
