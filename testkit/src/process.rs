@@ -22,7 +22,13 @@ use crate::wire::{query_bytes, raw_udp, tcp_exchange, udp_exchange};
 /// `target/PROFILE/clusterdns` for `target/PROFILE/deps/NAME-HASH` (cargo builds a
 /// package's binaries before its integration tests and benches). Tests that want the
 /// path cargo gives at compile time compare it with `env!("CARGO_BIN_EXE_clusterdns")`.
+///
+/// `CLUSTERDNS_TEST_BINARY=PATH` runs another build instead (an older one, to see a new
+/// test fail where the behaviour it checks is missing).
 pub fn binary() -> PathBuf {
+    if let Some(other) = std::env::var_os("CLUSTERDNS_TEST_BINARY") {
+        return PathBuf::from(other);
+    }
     let exe = std::env::current_exe().expect("the path of the running executable");
     let mut dir = exe.parent().expect("the executable's directory").to_path_buf();
     if dir.ends_with("deps") {
