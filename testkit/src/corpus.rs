@@ -18,7 +18,8 @@
 //!   ([`Corpus::forward_to`]);
 //! * files the Corefile reads from fixed paths (`hosts /etc/NodeHosts`, `import
 //!   /etc/coredns/custom/*.server`, `import custom/*.override`) are looked up in a scratch
-//!   directory of the test's own, where [`Corpus::file`] puts their contents.
+//!   directory of the test's own, where [`Corpus::file`] puts their contents; imported
+//!   `*.server` and `*.override` files are made runnable the same way.
 //!
 //! A corpus file that needs something the test did not give (a `kubernetes` plugin but
 //! no fake API, a `forward` but no upstream) panics with what is missing.
@@ -75,6 +76,8 @@ pub struct Corpus<'a> {
 pub struct Localized {
     /// The Corefile, `{port}` still to be filled by [`Launch`].
     pub text: String,
+    /// The DNS port chosen for it (already filled in imported files).
+    pub port: u16,
     pub health: Option<u16>,
     pub ready: Option<u16>,
     pub metrics: Option<u16>,
@@ -136,30 +139,48 @@ impl<'a> Corpus<'a> {
     /// The runnable Corefile.
     pub fn localize(self) -> Localized {
         let files = Scratch::new("corpus-files");
-        for (name, contents) in &self.files {
-            files.write(name, contents);
-        }
         let mut out = Localized {
             text: String::new(),
+            port: free_port(),
             health: None,
             ready: None,
             metrics: None,
             files,
         };
-        let mut stack: Vec<String> = Vec::new();
-        for line in self.text.lines() {
+        // Imported pieces of Corefile are made runnable as the file is; the rest is data.
+        for (name, contents) in &self.files {
+            let text = if name.ends_with(".server") {
+                self.localized(contents, 0, &mut out)
+            } else if name.ends_with(".override") {
+                self.localized(contents, 1, &mut out)
+            } else {
+                contents.clone()
+            };
+            let port = out.port.to_string();
+            out.files.write(name, &text.replace("{port}", &port));
+        }
+        out.text = self.localized(&self.text, 0, &mut out);
+        out
+    }
+
+    /// `text` made runnable, its lines at block depth `depth` (0: server blocks, 1: the
+    /// directives of one); the HTTP listeners it has go into `out`.
+    fn localized(&self, text: &str, depth: usize, out: &mut Localized) -> String {
+        let mut result = String::new();
+        let mut stack: Vec<String> = vec![String::new(); depth];
+        for line in text.lines() {
             let toks = tokens(line);
             let opens = toks.last().map(String::as_str) == Some("{");
             let closes = toks.first().map(String::as_str) == Some("}");
             if closes {
                 stack.pop();
-                out.text.push_str(line);
-                out.text.push('\n');
+                result.push_str(line);
+                result.push('\n');
                 continue;
             }
             let Some(first) = toks.first() else {
-                out.text.push_str(line);
-                out.text.push('\n');
+                result.push_str(line);
+                result.push('\n');
                 continue;
             };
             let indent = &line[..line.len() - line.trim_start().len()];
@@ -234,20 +255,20 @@ impl<'a> Corpus<'a> {
             match emitted {
                 Some(text) if text.is_empty() => {}
                 Some(text) => {
-                    out.text.push_str(&text);
-                    out.text.push('\n');
+                    result.push_str(&text);
+                    result.push('\n');
                 }
                 None => {
-                    out.text.push_str(line);
-                    out.text.push('\n');
+                    result.push_str(line);
+                    result.push('\n');
                 }
             }
             if opens {
                 stack.push(first.clone());
             }
         }
-        assert!(stack.is_empty(), "{}: unbalanced braces", self.file);
-        out
+        assert!(stack.len() == depth, "{}: unbalanced braces", self.file);
+        result
     }
 
     /// Starts the binary under test on the runnable Corefile; returns as soon as it
@@ -255,7 +276,7 @@ impl<'a> Corpus<'a> {
     pub fn start(self) -> Running {
         let file = self.file.clone();
         let local = self.localize();
-        let server = Launch::new(&local.text).start();
+        let server = Launch::new(&local.text).port(local.port).start();
         Running {
             file,
             server,
@@ -402,9 +423,24 @@ mod tests {
             api: Some(&api),
             upstream: Some(&up),
             forwards: vec![("10.233.0.3".into(), "127.0.0.1:{port}".into())],
-            files: Vec::new(),
+            files: vec![
+                ("custom/a.server".into(), "corp.example:53 {\n    forward . 9.9.9.9\n}\n".into()),
+                ("custom/b.override".into(), "forward . 9.9.9.9\n".into()),
+            ],
         };
         let l = c.localize();
+        assert_eq!(
+            std::fs::read_to_string(l.files.path("custom/a.server")).unwrap(),
+            format!(
+                "corp.example:{} {{\n    bind 127.0.0.1\n    forward . {}\n}}\n",
+                l.port,
+                up.spec()
+            )
+        );
+        assert_eq!(
+            std::fs::read_to_string(l.files.path("custom/b.override")).unwrap(),
+            format!("forward . {}\n", up.spec())
+        );
         let d = l.files.0.display().to_string();
         let want = format!(
             "# c {{ \nexample.io:{{port}} {{\n    bind 127.0.0.1\n    forward . 127.0.0.1:{{port}}\n}}\n.:{{port}} {{\n    bind 127.0.0.1\n    health 127.0.0.1:{h} {{\n        lameduck 100ms\n    }}\n    ready 127.0.0.1:{r}\n    kubernetes cluster.local {{\n        endpoint {api}\n        pods insecure\n    }}\n    k8s_external example.org\n    prometheus 127.0.0.1:{m}\n    hosts {d}/NodeHosts {{\n        fallthrough\n    }}\n    forward . {up} {{\n        max_concurrent 1000\n    }}\n    import {d}/custom/*.override\n}}\nimport {d}/custom/*.server\n",

@@ -521,6 +521,8 @@ pub struct Launch<'a> {
     /// Wait until this name answers (over UDP on 127.0.0.1) before returning.
     pub wait_for: Option<&'a str>,
     pub binary: Option<PathBuf>,
+    /// The DNS port, when the caller chose it (files the Corefile imports name it).
+    pub port: Option<u16>,
 }
 
 impl<'a> Launch<'a> {
@@ -532,6 +534,7 @@ impl<'a> Launch<'a> {
             env: vec![("CLUSTERDNS_TEST_PLUGINS".into(), "1".into())],
             wait_for: Some("."),
             binary: None,
+            port: None,
         }
     }
 
@@ -545,6 +548,12 @@ impl<'a> Launch<'a> {
         self
     }
 
+    /// Listens on `port` (from [`free_port`]) instead of a port of its own choosing.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Returns as soon as the process runs (no query waited for).
     pub fn no_wait(mut self) -> Self {
         self.wait_for = None;
@@ -553,7 +562,7 @@ impl<'a> Launch<'a> {
 
     pub fn start(self) -> Server {
         let scratch = Scratch::new("srv");
-        let port = free_port();
+        let port = self.port.unwrap_or_else(free_port);
         let text = self
             .corefile
             .replace("{port}", &port.to_string())

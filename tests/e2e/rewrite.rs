@@ -107,6 +107,11 @@ fn vclusters_shape_sends_node_names_to_the_kubernetes_service() {
         .api(&api)
         .upstream(&up)
         .file("NodeHosts", "172.18.0.2 node-1\n")
+        // A team's server block, as vcluster mounts them from its custom ConfigMap.
+        .file(
+            "custom/corp.server",
+            "corp.example:53 {\n    hosts {\n        10.20.0.1 git.corp.example\n    }\n}\n",
+        )
         .start();
     s.synced();
     // "Response Rewrites": a regex rule without an answer option restores the question
@@ -131,6 +136,14 @@ fn vclusters_shape_sends_node_names_to_the_kubernetes_service() {
         Rtype::A,
         Rcode::NOERROR,
         &["example.org. 30 IN A 192.0.2.1"],
+    );
+    // The imported block answers its zone (hosts README: `ttl` defaults to 3600).
+    expect(
+        &s,
+        "git.corp.example",
+        Rtype::A,
+        Rcode::NOERROR,
+        &["git.corp.example. 3600 IN A 10.20.0.1"],
     );
     assert_eq!(up.count_name("node-1.nodes.vcluster.com") + up.count_name("node-1"), 0);
 }

@@ -47,7 +47,19 @@ fn assert_nxdomain(m: &Message<Vec<u8>>, what: &str) {
 fn the_aks_shape_nxdomains_search_path_junk_and_serves_the_rest() {
     let api = FakeApi::with_objects(base_cluster());
     let up = FakeUpstream::start();
-    let s = launch("aks-template.Corefile", &api, &up);
+    // A stub domain in the custom ConfigMap, the way AKS documents customising it, with
+    // a nameserver of its own (answers 192.0.2.2).
+    let stub = FakeUpstream::tagged(2);
+    let s = Corpus::load("aks-template.Corefile")
+        .api(&api)
+        .upstream(&up)
+        .forward_to("10.0.0.10", &stub.spec())
+        .file(
+            "custom/corp.server",
+            "corp.example:53 {\n    errors\n    cache 30\n    forward . 10.0.0.10\n}\n",
+        )
+        .start();
+    s.synced();
 
     // Five labels before internal.cloudapp.net: the regex matches, rcode NXDOMAIN
     // (README "Block invalid search domain completions", regex form), for A and AAAA.
@@ -71,6 +83,11 @@ fn the_aks_shape_nxdomains_search_path_junk_and_serves_the_rest() {
     assert_eq!(
         section(&ask(&s, "web.team-a.svc.cluster.local", Rtype::A), "answer"),
         ["web.team-a.svc.cluster.local. 30 IN A 10.96.1.1"]
+    );
+    // The imported stub domain forwards its names (TTL 60 capped to 30 by its cache).
+    assert_eq!(
+        section(&ask(&s, "db.corp.example", Rtype::A), "answer"),
+        ["db.corp.example. 30 IN A 192.0.2.2"]
     );
     // The junk never reached the upstream; the VM name did.
     assert_eq!(up.count_name(junk), 0);
