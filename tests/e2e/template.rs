@@ -8,7 +8,6 @@ use domain::base::iana::{Rcode, Rtype};
 
 use testkit::corpus::{Corpus, Running};
 use testkit::prelude::*;
-use testkit::wire::addresses;
 
 /// A corpus Corefile made to run here (testkit::corpus), started against the fake API
 /// and upstream; returns once the cluster's names answer. Its metrics port is in
@@ -130,16 +129,21 @@ fn a_team_template_nxdomains_public_names_glued_to_the_search_path() {
         ["cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30"]
     );
     // No match: fallthrough to kubernetes, which answers its names.
+    // (kubernetes README: `ttl` defaults to 5.)
     assert_eq!(
-        addresses(&ask(&s, "web.team-a.svc.cluster.local", Rtype::A)),
-        ["10.96.1.1"]
+        section(&ask(&s, "web.team-a.svc.cluster.local", Rtype::A), "answer"),
+        ["web.team-a.svc.cluster.local. 5 IN A 10.96.1.1"]
     );
     assert_eq!(
         rcode(&ask(&s, "nosuch.team-a.svc.cluster.local", Rtype::A)),
         Rcode::NXDOMAIN
     );
     // Outside cluster.local: forward.
-    assert_eq!(addresses(&ask(&s, "api.example.com", Rtype::A)), ["192.0.2.1"]);
+    // (The upstream's TTL 60, capped to 30 by `cache 30`: cache README, TTL.)
+    assert_eq!(
+        section(&ask(&s, "api.example.com", Rtype::A), "answer"),
+        ["api.example.com. 30 IN A 192.0.2.1"]
+    );
 }
 
 #[test]
@@ -164,7 +168,11 @@ fn a_team_template_synthesizes_names_from_addresses_both_ways() {
     );
     // README "Resolve device addresses for HTTPS on LAN": the expression keeps
     // synthesized names inside 10.0.0.0/8; a public address falls through (forward).
-    assert_eq!(addresses(&ask(&s, "ip-192-0-2-9.lab.example", Rtype::A)), ["192.0.2.1"]);
+    // (No cache in this block: the upstream's TTL 60.)
+    assert_eq!(
+        section(&ask(&s, "ip-192-0-2-9.lab.example", Rtype::A), "answer"),
+        ["ip-192-0-2-9.lab.example. 60 IN A 192.0.2.1"]
+    );
     // An A template does not answer AAAA: the name goes on (forward's fake answers).
     assert_eq!(rcode(&ask(&s, "ip-10-1-2-3.lab.example", Rtype::AAAA)), Rcode::NOERROR);
     assert_eq!(
