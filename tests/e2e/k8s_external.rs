@@ -300,6 +300,20 @@ fn the_readmes_example_resolves_the_example_service_and_a_load_balancer() {
         Rcode::NOERROR,
         &["example.org. 5 IN NS ns1.dns.example.org."],
     );
+    // apex_test.go: other types at the apex and the `dns` empty non-terminal: NODATA
+    // with the SOA; apex.go serveSubApex: a name under `dns` other than ns1: NXDOMAIN.
+    for (name, qtype, code) in [
+        ("example.org", Rtype::SRV, Rcode::NOERROR),
+        ("dns.example.org", Rtype::NS, Rcode::NOERROR),
+        ("ns2.dns.example.org", Rtype::A, Rcode::NXDOMAIN),
+    ] {
+        let m = expect(&s, name, qtype, code, &[]);
+        let auth = section(&m, "authority");
+        assert!(
+            auth.len() == 1 && soa_of(&auth[0], "example.org.", 5),
+            "{name}: {auth:?}"
+        );
+    }
     let m = s.query("example.org", Rtype::SOA);
     assert!(
         soa_of(&section(&m, "answer")[0], "example.org.", 5),
