@@ -16,6 +16,8 @@
 //!   tokens, resourceVersions, bookmarks, 410, selectors), scripted faults, abusive
 //!   behaviours (huge lines, endless streams, malformed JSON, silence, injected
 //!   streams), and bulk worlds of pre-rendered objects for the benches.
+//! * [`corpus`]: the Corefile corpus of `tests/data/corefiles/` made runnable here (ports,
+//!   loopback, the fake API and upstream in place of the real ones).
 //! * [`objects`] builds API objects; [`world`] generates whole clusters for benches.
 //! * [`upstream`]: the fake upstream DNS server (UDP and TCP, modes per name, a fast
 //!   batched path for benches).
@@ -29,6 +31,7 @@
 //! * [`tools`]: tests that need an outside tool (dig, python3) find it or fail.
 
 pub mod api;
+pub mod corpus;
 pub mod fault;
 pub mod http;
 pub mod load;

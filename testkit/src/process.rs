@@ -22,7 +22,13 @@ use crate::wire::{query_bytes, raw_udp, tcp_exchange, udp_exchange};
 /// `target/PROFILE/clusterdns` for `target/PROFILE/deps/NAME-HASH` (cargo builds a
 /// package's binaries before its integration tests and benches). Tests that want the
 /// path cargo gives at compile time compare it with `env!("CARGO_BIN_EXE_clusterdns")`.
+///
+/// `CLUSTERDNS_TEST_BINARY=PATH` runs another build instead (an older one, to see a new
+/// test fail where the behaviour it checks is missing).
 pub fn binary() -> PathBuf {
+    if let Some(other) = std::env::var_os("CLUSTERDNS_TEST_BINARY") {
+        return PathBuf::from(other);
+    }
     let exe = std::env::current_exe().expect("the path of the running executable");
     let mut dir = exe.parent().expect("the executable's directory").to_path_buf();
     if dir.ends_with("deps") {
@@ -515,6 +521,8 @@ pub struct Launch<'a> {
     /// Wait until this name answers (over UDP on 127.0.0.1) before returning.
     pub wait_for: Option<&'a str>,
     pub binary: Option<PathBuf>,
+    /// The DNS port, when the caller chose it (files the Corefile imports name it).
+    pub port: Option<u16>,
 }
 
 impl<'a> Launch<'a> {
@@ -526,6 +534,7 @@ impl<'a> Launch<'a> {
             env: vec![("CLUSTERDNS_TEST_PLUGINS".into(), "1".into())],
             wait_for: Some("."),
             binary: None,
+            port: None,
         }
     }
 
@@ -539,6 +548,12 @@ impl<'a> Launch<'a> {
         self
     }
 
+    /// Listens on `port` (from [`free_port`]) instead of a port of its own choosing.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Returns as soon as the process runs (no query waited for).
     pub fn no_wait(mut self) -> Self {
         self.wait_for = None;
@@ -547,7 +562,7 @@ impl<'a> Launch<'a> {
 
     pub fn start(self) -> Server {
         let scratch = Scratch::new("srv");
-        let port = free_port();
+        let port = self.port.unwrap_or_else(free_port);
         let text = self
             .corefile
             .replace("{port}", &port.to_string())

@@ -12,27 +12,12 @@ use std::time::{Duration, Instant};
 
 use domain::base::Message;
 use domain::base::iana::{Rcode, Rtype};
+use testkit::corpus::{Corpus, Running};
 use testkit::prelude::*;
 use testkit::wire::Client;
 
 /// The search path a pod in team-a gets from the kubelet (ndots:5).
 const SEARCH: [&str; 3] = ["team-a.svc.cluster.local.", "svc.cluster.local.", "cluster.local."];
-
-/// The corpus Corefile `name`, made to run here: on `{port}` of 127.0.0.1, against
-/// `api` and `upstream`, its HTTP endpoints on free ports.
-pub fn localized(name: &str, api: &FakeApi, upstream: &FakeUpstream) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/corefiles")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let [p1, p2, p3] = testkit::process::free_ports::<3>();
-    text.replace(".:53 {", ".:{port} {\n    bind 127.0.0.1")
-        .replace("http://127.0.0.1:8001", &api.url())
-        .replace("127.0.0.1:5301", &upstream.addr().to_string())
-        .replace("prometheus :9153", &format!("prometheus 127.0.0.1:{p1}"))
-        .replace("    ready\n", &format!("    ready 127.0.0.1:{p2}\n"))
-        .replace("    health {", &format!("    health 127.0.0.1:{p3} {{"))
-}
 
 /// The cluster: the base cluster, a dual-stack `both` service in team-a, and the pod
 /// `team-a/client` at 127.0.0.1 (where the tests' queries come from).
@@ -47,17 +32,17 @@ fn cluster() -> Vec<serde_json::Value> {
 }
 
 /// A server on the corpus Corefile (or, `autopath: false`, the same without autopath).
-fn start(api: &FakeApi, upstream: &FakeUpstream, autopath: bool) -> Server {
-    let mut text = localized("autopath-pods-verified.Corefile", api, upstream);
+fn start(api: &FakeApi, upstream: &FakeUpstream, autopath: bool) -> Running {
+    let mut corpus = Corpus::load("autopath-pods-verified.Corefile")
+        .api(api)
+        .upstream(upstream)
+        // Each query one log line, to count them at the server.
+        .edit("    errors\n", "    errors\n    log\n");
     if !autopath {
-        text = text.replace("    autopath @kubernetes\n", "");
+        corpus = corpus.edit("    autopath @kubernetes\n", "");
     }
-    // Each query one log line, to count them at the server.
-    text = text.replace("    errors\n", "    errors\n    log\n");
-    let s = Server::start(&text);
-    wait_until("synced", Duration::from_secs(10), || {
-        rcode(&s.query("kubernetes.default.svc.cluster.local.", Rtype::A)) == Rcode::NOERROR
-    });
+    let s = corpus.start();
+    s.synced();
     s
 }
 
@@ -154,36 +139,35 @@ fn an_external_name_costs_one_query_instead_of_four() {
 fn in_cluster_names_complete_to_the_service_and_count_success() {
     let api = FakeApi::with_objects(cluster());
     let upstream = FakeUpstream::start();
-    let text = localized("autopath-pods-verified.Corefile", &api, &upstream);
-    let metrics_port: u16 = text
-        .split("prometheus 127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
-    let s = start_text(&text);
+    let s = Corpus::load("autopath-pods-verified.Corefile")
+        .api(&api)
+        .upstream(&upstream)
+        .start();
+    s.synced();
+    let metrics_port = s.metrics.unwrap();
     upstream.set_mode_for("nothing-here.", Mode::NxDomain);
     for tcp in [false, true] {
         let mut c = Client::new(s.addr(), tcp, Duration::from_secs(3));
         // A service of the client's own namespace: found as asked, no CNAME.
+        // (The corpus's kubernetes `ttl 30`.)
         let (r, sent) = resolve(&mut c, "web", Rtype::A);
+        assert_eq!(sent, 1);
         assert_eq!(
-            (sent, section(&r, "answer").len()),
-            (1, 1),
-            "{:?}",
-            section(&r, "answer")
+            section(&r, "answer"),
+            ["web.team-a.svc.cluster.local. 30 IN A 10.96.1.1"]
         );
         // Another namespace's: completed to the second element (kubernetes README,
         // "AutoPath"; autopath_test.go's CNAME-then-records shape).
         let (r, sent) = resolve(&mut c, "kubernetes.default", Rtype::A);
-        let answer = section(&r, "answer");
+        // The CNAME takes the first answer's TTL (cname.go).
         assert_eq!(sent, 1);
-        assert!(
-            answer[0].starts_with("kubernetes.default.team-a.svc.cluster.local. ")
-                && answer[0].ends_with("CNAME kubernetes.default.svc.cluster.local."),
-            "{answer:?}"
+        assert_eq!(
+            section(&r, "answer"),
+            [
+                "kubernetes.default.team-a.svc.cluster.local. 30 IN CNAME kubernetes.default.svc.cluster.local.",
+                "kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1",
+            ]
         );
-        assert!(answer[1].ends_with("A 10.96.0.1"), "{answer:?}");
         // A name that exists nowhere (the upstream says NXDOMAIN for it too): NXDOMAIN
         // for the name asked, with the client's question.
         let r = ask(&mut c, "nothing-here.team-a.svc.cluster.local.", Rtype::A, 9);
@@ -201,14 +185,6 @@ fn in_cluster_names_complete_to_the_service_and_count_success() {
     // kubernetes.default twice; nothing-here ended in NXDOMAIN (not counted); web was
     // found as asked (not counted here, unlike CoreDNS: README differences).
     assert!(line.ends_with(" 2"), "{line}");
-}
-
-fn start_text(text: &str) -> Server {
-    let s = Server::start(text);
-    wait_until("synced", Duration::from_secs(10), || {
-        rcode(&s.query("kubernetes.default.svc.cluster.local.", Rtype::A)) == Rcode::NOERROR
-    });
-    s
 }
 
 /// The outcome of one reply, for comparing A with AAAA: the rcode and the CNAME target
@@ -293,7 +269,7 @@ fn an_address_two_pods_have_completes_nothing() {
     let upstream = FakeUpstream::start();
     let s = start(&api, &upstream, true);
     let asked = "kubernetes.default.team-a.svc.cluster.local.";
-    let completed = |s: &Server| {
+    let completed = |s: &Running| {
         let r = udp_exchange(s.addr(), &query_bytes(asked, Rtype::A, Some(1232), 7));
         rcode(&r) == Rcode::NOERROR
     };
@@ -359,4 +335,65 @@ fn a_host_network_pod_is_not_completed() {
         from("127.0.0.2", "kubernetes.default.kube-system.svc.cluster.local."),
         Rcode::NXDOMAIN
     );
+}
+
+/// The example of CoreDNS's kubernetes README, "AutoPath" (`autopath @kubernetes` and
+/// `pods verified` in a `cluster.local` block), over UDP and TCP from the pod
+/// team-a/client (127.0.0.1).
+#[test]
+fn the_readmes_example_completes_a_pods_first_query() {
+    let api = FakeApi::with_objects(cluster());
+    let s = Corpus::load("autopath-docs-example.Corefile").api(&api).start();
+    s.synced();
+    for (m, via) in s
+        .both("kubernetes.default.team-a.svc.cluster.local.", Rtype::A)
+        .iter()
+        .zip(["udp", "tcp"])
+    {
+        // autopath README "Description": the first reply that is not NXDOMAIN along the
+        // search path, with a CNAME from the asked name to the found one; cname.go gives
+        // the CNAME the TTL of the first answer (the kubernetes plugin's default 5);
+        // the question is the asked name (autopath_test.go).
+        assert_eq!(rcode(m), Rcode::NOERROR, "{via}");
+        assert_eq!(
+            m.first_question().unwrap().qname().to_string(),
+            "kubernetes.default.team-a.svc.cluster.local",
+            "{via}"
+        );
+        assert_eq!(
+            section(m, "answer"),
+            [
+                "kubernetes.default.team-a.svc.cluster.local. 5 IN CNAME kubernetes.default.svc.cluster.local.",
+                "kubernetes.default.svc.cluster.local. 5 IN A 10.96.0.1",
+            ],
+            "{via}"
+        );
+    }
+    // A name found as asked: no CNAME (cnamer adds one only for another owner name).
+    for (m, via) in s
+        .both("web.team-a.svc.cluster.local.", Rtype::A)
+        .iter()
+        .zip(["udp", "tcp"])
+    {
+        assert_eq!(
+            section(m, "answer"),
+            ["web.team-a.svc.cluster.local. 5 IN A 10.96.1.1"],
+            "{via}"
+        );
+    }
+    // kubernetes README "AutoPath": the source address must be the pod's. From an
+    // address no pod has, the name is answered as asked: NXDOMAIN.
+    let other = UdpSocket::bind("127.0.0.9:0").unwrap();
+    other.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    other
+        .send_to(
+            &query_bytes("kubernetes.default.team-a.svc.cluster.local.", Rtype::A, Some(1232), 5),
+            s.addr(),
+        )
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = other.recv(&mut buf).expect("reply");
+    let m = Message::from_octets(buf[..n].to_vec()).unwrap();
+    assert_eq!(rcode(&m), Rcode::NXDOMAIN);
+    assert!(section(&m, "answer").is_empty());
 }

@@ -6,6 +6,7 @@ mod autopath;
 mod cli;
 mod conformance;
 mod corefile;
+mod corpus;
 mod docs;
 mod hardening;
 mod hardening_answers;

@@ -1,61 +1,21 @@
 //! The `template` plugin end to end: the Corefile corpus of tests/data/corefiles/ that
-//! uses it (AKS's shape and two team customisations) passes `-check`, starts against
+//! uses it (AKS's shape and two team customisations), made runnable by `testkit::corpus`, starts against
 //! the test kit's fake API and answers over UDP and TCP as CoreDNS's template README
 //! documents (the section is cited beside each expectation).
-
-use std::path::{Path, PathBuf};
 
 use domain::base::Message;
 use domain::base::iana::{Rcode, Rtype};
 
+use testkit::corpus::{Corpus, Running};
 use testkit::prelude::*;
-use testkit::wire::addresses;
 
-fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corefiles")
-}
-
-/// Every Corefile of the corpus passes `-check` as written.
-#[test]
-fn every_corpus_corefile_passes_check() {
-    let mut checked = 0;
-    for entry in std::fs::read_dir(corpus()).unwrap().flatten() {
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("Corefile") {
-            continue;
-        }
-        let dir = Scratch::new("corpus");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let (code, out, err) = run(&["-check", "-conf", "stdin"], &dir.0, Some(&text));
-        assert_eq!(code, 0, "{}:\n{out}{err}", path.display());
-        checked += 1;
-    }
-    assert!(checked >= 3, "only {checked} Corefiles in the corpus");
-}
-
-/// A corpus Corefile made to run here: its port, loopback only, the fake API and the
-/// fake upstream in place of the real ones, HTTP endpoints on free ports, a short
-/// lame-duck period. Returns the
-/// server (answering the cluster's names) and the metrics port.
-fn launch(file: &str, api: &FakeApi, up: &FakeUpstream) -> (Server, u16) {
-    let text = std::fs::read_to_string(corpus().join(file)).unwrap();
-    let [metrics, health, ready] = testkit::process::free_ports::<3>();
-    let text = text
-        .replace(".:53 {", ".:{port} {\n    bind 127.0.0.1")
-        .replace("endpoint http://127.0.0.1:8001", &format!("endpoint {}", api.url()))
-        .replace("forward . /etc/resolv.conf", &format!("forward . {}", up.addr()))
-        .replace("prometheus :9153", &format!("prometheus 127.0.0.1:{metrics}"))
-        .replace("    ready\n", &format!("    ready 127.0.0.1:{ready}\n"))
-        .replace("    health {", &format!("    health 127.0.0.1:{health} {{"))
-        // The kit stops a server with SIGTERM and waits 5 s: lame duck briefly.
-        .replace("lameduck 5s", "lameduck 100ms");
-    let s = Launch::new(&text).no_wait().start();
-    s.wait_answering("kubernetes.default.svc.cluster.local");
-    let q = query_bytes("kubernetes.default.svc.cluster.local", Rtype::A, Some(1232), 1);
-    wait_until("the cluster's names", std::time::Duration::from_secs(15), || {
-        addresses(&udp_exchange(s.addr(), &q)) == ["10.96.0.1"]
-    });
-    (s, metrics)
+/// A corpus Corefile made to run here (testkit::corpus), started against the fake API
+/// and upstream; returns once the cluster's names answer. Its metrics port is in
+/// `metrics`.
+fn launch(file: &str, api: &FakeApi, up: &FakeUpstream) -> Running {
+    let s = Corpus::load(file).api(api).upstream(up).start();
+    s.synced();
+    s
 }
 
 /// The same question over UDP and over TCP; both replies, which must agree.
@@ -86,7 +46,19 @@ fn assert_nxdomain(m: &Message<Vec<u8>>, what: &str) {
 fn the_aks_shape_nxdomains_search_path_junk_and_serves_the_rest() {
     let api = FakeApi::with_objects(base_cluster());
     let up = FakeUpstream::start();
-    let (s, metrics) = launch("aks-template.Corefile", &api, &up);
+    // A stub domain in the custom ConfigMap, the way AKS documents customising it, with
+    // a nameserver of its own (answers 192.0.2.2).
+    let stub = FakeUpstream::tagged(2);
+    let s = Corpus::load("aks-template.Corefile")
+        .api(&api)
+        .upstream(&up)
+        .forward_to("10.0.0.10", &stub.spec())
+        .file(
+            "custom/corp.server",
+            "corp.example:53 {\n    errors\n    cache 30\n    forward . 10.0.0.10\n}\n",
+        )
+        .start();
+    s.synced();
 
     // Five labels before internal.cloudapp.net: the regex matches, rcode NXDOMAIN
     // (README "Block invalid search domain completions", regex form), for A and AAAA.
@@ -95,16 +67,26 @@ fn the_aks_shape_nxdomains_search_path_junk_and_serves_the_rest() {
         assert_nxdomain(&ask(&s, junk, qtype), junk);
     }
     // Two labels: no match, `fallthrough` (README "Syntax": the next plugin, forward).
+    // The upstream's TTL 60 is capped to 30 by `cache 30` (cache README, TTL).
     let vm = "vm1.abcdef.internal.cloudapp.net";
-    assert_eq!(addresses(&ask(&s, vm, Rtype::A)), ["192.0.2.1"]);
+    assert_eq!(
+        section(&ask(&s, vm, Rtype::A), "answer"),
+        ["vm1.abcdef.internal.cloudapp.net. 30 IN A 192.0.2.1"]
+    );
     // Anything under reddog.microsoft.com: the default regex `.*`, NXDOMAIN (README
     // "Resolve everything to NXDOMAIN", with a zone).
     assert_nxdomain(&ask(&s, "a.b.reddog.microsoft.com", Rtype::A), "reddog");
     assert_nxdomain(&ask(&s, "reddog.microsoft.com", Rtype::TXT), "reddog apex");
     // The cluster is served as ever.
+    // (kubernetes `ttl 30`.)
     assert_eq!(
-        addresses(&ask(&s, "web.team-a.svc.cluster.local", Rtype::A)),
-        ["10.96.1.1"]
+        section(&ask(&s, "web.team-a.svc.cluster.local", Rtype::A), "answer"),
+        ["web.team-a.svc.cluster.local. 30 IN A 10.96.1.1"]
+    );
+    // The imported stub domain forwards its names (TTL 60 capped to 30 by its cache).
+    assert_eq!(
+        section(&ask(&s, "db.corp.example", Rtype::A), "answer"),
+        ["db.corp.example. 30 IN A 192.0.2.2"]
     );
     // The junk never reached the upstream; the VM name did.
     assert_eq!(up.count_name(junk), 0);
@@ -113,7 +95,7 @@ fn the_aks_shape_nxdomains_search_path_junk_and_serves_the_rest() {
     // README "Metrics": matches counted per zone, class and type. (`cache` runs before
     // `template`, as in CoreDNS: the TCP repeat of a question may be a cache hit, so
     // each series counts one or two.)
-    let (_, body) = http_get(metrics, "/metrics").expect("scrape");
+    let (_, body) = http_get(s.metrics.unwrap(), "/metrics").expect("scrape");
     for (zone, t) in [
         ("internal.cloudapp.net.", "A"),
         ("internal.cloudapp.net.", "AAAA"),
@@ -136,7 +118,7 @@ fn the_aks_shape_nxdomains_search_path_junk_and_serves_the_rest() {
 fn a_team_template_nxdomains_public_names_glued_to_the_search_path() {
     let api = FakeApi::with_objects(base_cluster());
     let up = FakeUpstream::start();
-    let (s, _) = launch("team-search-junk-template.Corefile", &api, &up);
+    let s = launch("team-search-junk-template.Corefile", &api, &up);
     // README "Block invalid search domain completions": NXDOMAIN and the SOA for
     // negative caching in the authority section.
     let junk = "api.example.com.team-a.svc.cluster.local";
@@ -147,23 +129,28 @@ fn a_team_template_nxdomains_public_names_glued_to_the_search_path() {
         ["cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30"]
     );
     // No match: fallthrough to kubernetes, which answers its names.
+    // (kubernetes README: `ttl` defaults to 5.)
     assert_eq!(
-        addresses(&ask(&s, "web.team-a.svc.cluster.local", Rtype::A)),
-        ["10.96.1.1"]
+        section(&ask(&s, "web.team-a.svc.cluster.local", Rtype::A), "answer"),
+        ["web.team-a.svc.cluster.local. 5 IN A 10.96.1.1"]
     );
     assert_eq!(
         rcode(&ask(&s, "nosuch.team-a.svc.cluster.local", Rtype::A)),
         Rcode::NXDOMAIN
     );
     // Outside cluster.local: forward.
-    assert_eq!(addresses(&ask(&s, "api.example.com", Rtype::A)), ["192.0.2.1"]);
+    // (The upstream's TTL 60, capped to 30 by `cache 30`: cache README, TTL.)
+    assert_eq!(
+        section(&ask(&s, "api.example.com", Rtype::A), "answer"),
+        ["api.example.com. 30 IN A 192.0.2.1"]
+    );
 }
 
 #[test]
 fn a_team_template_synthesizes_names_from_addresses_both_ways() {
     let api = FakeApi::with_objects(base_cluster());
     let up = FakeUpstream::start();
-    let (s, _) = launch("team-ip-names-template.Corefile", &api, &up);
+    let s = launch("team-ip-names-template.Corefile", &api, &up);
     // README "Resolve A/PTR for .example".
     let m = ask(&s, "ip-10-1-2-3.lab.example", Rtype::A);
     assert_eq!(section(&m, "answer"), ["ip-10-1-2-3.lab.example. 60 IN A 10.1.2.3"]);
@@ -181,7 +168,11 @@ fn a_team_template_synthesizes_names_from_addresses_both_ways() {
     );
     // README "Resolve device addresses for HTTPS on LAN": the expression keeps
     // synthesized names inside 10.0.0.0/8; a public address falls through (forward).
-    assert_eq!(addresses(&ask(&s, "ip-192-0-2-9.lab.example", Rtype::A)), ["192.0.2.1"]);
+    // (No cache in this block: the upstream's TTL 60.)
+    assert_eq!(
+        section(&ask(&s, "ip-192-0-2-9.lab.example", Rtype::A), "answer"),
+        ["ip-192-0-2-9.lab.example. 60 IN A 192.0.2.1"]
+    );
     // An A template does not answer AAAA: the name goes on (forward's fake answers).
     assert_eq!(rcode(&ask(&s, "ip-10-1-2-3.lab.example", Rtype::AAAA)), Rcode::NOERROR);
     assert_eq!(

@@ -1,0 +1,152 @@
+//! The Corefile corpus as a whole (tests/data/corefiles/, one file per shape real
+//! clusters run): `-check` accepts every file as written, and every file is started
+//! against the fake API and queried over UDP and TCP by a test named in [`SHAPES`].
+
+use testkit::corpus;
+use testkit::prelude::*;
+
+/// Each corpus file, the shape it stands for, and the test (module, function) that
+/// starts it with `testkit::corpus::Corpus::load` and asks it over UDP and TCP.
+const SHAPES: &[(&str, &str, &str, &str)] = &[
+    (
+        "aks-template.Corefile",
+        "AKS's default: templates NXDOMAIN search-path junk",
+        "template",
+        "the_aks_shape_nxdomains_search_path_junk_and_serves_the_rest",
+    ),
+    (
+        "autopath-docs-example.Corefile",
+        "CoreDNS kubernetes README, AutoPath example",
+        "autopath",
+        "the_readmes_example_completes_a_pods_first_query",
+    ),
+    (
+        "autopath-pods-verified.Corefile",
+        "kubeadm-style default with autopath and pods verified",
+        "autopath",
+        "in_cluster_names_complete_to_the_service_and_count_success",
+    ),
+    (
+        "gardener-search-path-rewrite.Corefile",
+        "Gardener's default with search-path rewrites",
+        "rewrite",
+        "gardeners_search_path_rewrites_answer_the_first_query",
+    ),
+    (
+        "k8s-external-docs-example.Corefile",
+        "CoreDNS k8s_external README, first example",
+        "k8s_external",
+        "the_readmes_example_resolves_the_example_service_and_a_load_balancer",
+    ),
+    (
+        "k8s-external-docs-fallthrough.Corefile",
+        "CoreDNS k8s_external README, fallthrough example",
+        "k8s_external",
+        "the_readmes_fallthrough_example_passes_unknown_names_to_forward",
+    ),
+    (
+        "k8s-external.Corefile",
+        "k8s_external with LoadBalancer Services on a kubeadm-style default",
+        "k8s_external",
+        "the_corpus_corefile_serves_load_balancers_external_ips_and_headless_services",
+    ),
+    (
+        "kubespray-external-zones.Corefile",
+        "kubespray's coredns_external_zones with rewrite items",
+        "rewrite",
+        "kubesprays_external_zones_rewrite_to_a_service_through_the_cluster_dns",
+    ),
+    (
+        "metadata-client-log.Corefile",
+        "team: log lines with the client pod (metadata)",
+        "metadata",
+        "log_prints_the_client_pod_and_the_name_s_parts",
+    ),
+    (
+        "rewrite-cluster-domain-alias.Corefile",
+        "team: a cluster-domain alias by rewrite",
+        "rewrite",
+        "a_cluster_domain_alias_answers_with_the_alias_names",
+    ),
+    (
+        "rewrite-service-answer-auto.Corefile",
+        "team: rewrite name ... answer auto to a Service",
+        "rewrite",
+        "a_public_name_is_answered_by_a_service_under_its_own_name",
+    ),
+    (
+        "team-ip-names-template.Corefile",
+        "team: names from addresses by template",
+        "template",
+        "a_team_template_synthesizes_names_from_addresses_both_ways",
+    ),
+    (
+        "team-search-junk-template.Corefile",
+        "team: a template NXDOMAINs search-path junk",
+        "template",
+        "a_team_template_nxdomains_public_names_glued_to_the_search_path",
+    ),
+    (
+        "vcluster-default.Corefile",
+        "vcluster's default (rewrite by regex)",
+        "rewrite",
+        "vclusters_shape_sends_node_names_to_the_kubernetes_service",
+    ),
+];
+
+/// The "-check accepts each one": every file of the directory, as written.
+#[test]
+fn check_accepts_every_corpus_corefile() {
+    let files = corpus::files();
+    assert!(files.len() >= SHAPES.len(), "{files:?}");
+    for file in &files {
+        let path = corpus::path(file);
+        let dir = Scratch::new("corpus-check");
+        let (code, out, err) = run(&["-check", "-conf", path.to_str().unwrap()], &dir.0, None);
+        assert_eq!(code, 0, "{file}:\n{out}{err}");
+        assert!(out.ends_with("OK\n"), "{file}: {out}");
+    }
+}
+
+/// The body of `fn NAME` in tests/e2e/MODULE.rs (up to the next item at column 0).
+fn body(module: &str, name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/e2e/{module}.rs"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let head = format!("\nfn {name}() {{\n");
+    let at = text
+        .find(&head)
+        .unwrap_or_else(|| panic!("no `fn {name}()` in {}", path.display()));
+    let before = &text[..at];
+    assert!(
+        before.trim_end().ends_with("#[test]"),
+        "{module}::{name} is not a #[test]"
+    );
+    let rest = &text[at + head.len()..];
+    rest[..rest.find("\n}\n").unwrap()].to_string()
+}
+
+/// Every file of the directory is in [`SHAPES`], and the test named there is a test,
+/// loads that file through the kit, and asks over both transports.
+#[test]
+fn every_corpus_corefile_is_started_and_queried_by_a_test() {
+    let named: Vec<&str> = SHAPES.iter().map(|s| s.0).collect();
+    assert_eq!(corpus::files(), named, "the corpus directory and SHAPES differ");
+    for (file, shape, module, test) in SHAPES {
+        // Without white space: rustfmt breaks calls over lines.
+        let b: String = body(module, test).split_whitespace().collect();
+        assert!(
+            // `Corpus::load("FILE")`, or a module's launcher built on it.
+            b.contains(&format!("\"{file}\"")),
+            "{module}::{test} does not load {file} ({shape})"
+        );
+        // The ways these tests ask over both transports: the kit's `Running::both`,
+        // a module's `expect`/`ask` built on it or on udp_exchange + tcp_exchange, a loop
+        // over `[false, true]` (tcp), or some questions by `query` and others by
+        // `query_tcp`.
+        let both = [".both(", "expect(&s", "ask(&s", "[false,true]"]
+            .iter()
+            .any(|m| b.contains(m))
+            || (b.contains(".query(") && b.contains(".query_tcp("));
+        assert!(both, "{module}::{test} does not ask {file} over UDP and TCP");
+    }
+}
