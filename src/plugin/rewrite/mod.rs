@@ -4,29 +4,34 @@
 //! this file).
 //!
 //! ```text
-//!   client query ─▶ serve: rules in line order ──(changed)──▶ new query in the worker's
-//!                   (continue / stop)                         `rewritten` buffer: the
-//!                                                             later plugins see it
-//!   client reply ◀─ on_response: the rules applied again to the client's query (they
-//!                   depend on it alone), then the reply rebuilt: the client's
-//!                   question, the response rules of the applied rules, last first
+//!   client query ─▶ serve: exact/suffix rules on the wire name (fast.rs): the client's
+//!                   message with the new name, into the worker's `rewritten` buffer;
+//!                   any other rule: all rules in line order on text (rules.rs), the
+//!                   new query built into the same buffer; the later plugins see it
+//!   client reply ◀─ on_response: the wire rule found again (a compare, no state kept)
+//!                   and the client's question put back in place (the records named
+//!                   after it follow); otherwise the text rules applied again to the
+//!                   client's query and the reply rebuilt: the client's question, the
+//!                   response rules of the applied rules, last first
 //! ```
 //!
 //! Nothing is kept between the two halves: the worker may hold many queries at once
 //! (upstream exchanges), and applying the rules again costs less than storing their
-//! results per query. An `exact` or `suffix` rule allocates nothing on either side.
+//! results per query. Nothing is allocated per query but a regex's match groups.
 
 mod answer;
+mod fast;
 mod rules;
 mod text;
 
 use crate::chain::{ChainError, Handler, Query, Step};
 use crate::config::{ConfigError, Directive};
-use crate::dns::wire::MAX_NAME_LEN;
-use crate::dns::{QueryBuilder, Rcode, Request};
+use crate::dns::wire::{MAX_NAME_LEN, QNAME_OFFSET};
+use crate::dns::{Header, QueryBuilder, Rcode, Request};
 use crate::setup::{Plugin, SetupCtx};
 
 use answer::Plan;
+use fast::Fast;
 use rules::{Applied, Kind, MAX_OPTIONS, MAX_RULES, Rule, Work};
 
 /// The plugin: the rules of one server block, in line order.
@@ -109,6 +114,15 @@ impl Rewrite {
         Ok(())
     }
 
+    /// Whether the client's message can take another question name as it is: no record
+    /// but its OPT, so its bytes after the name hold no pointer that would move.
+    fn renamable(req: &Request<'_>) -> bool {
+        Header::of(req.raw).is_some_and(|h| {
+            let [_, an, ns, ar] = h.counts();
+            an == 0 && ns == 0 && ar == u16::from(req.edns.is_some())
+        })
+    }
+
     /// Writes the query the later plugins see into `out`.
     fn write(req: &Request<'_>, w: &Work<'_>, out: &mut Vec<u8>) -> bool {
         let mut qname = [0u8; MAX_NAME_LEN];
@@ -157,6 +171,19 @@ impl Handler for Rewrite {
     }
 
     fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        // Exact and suffix rules on the wire: the client's message, the new name in
+        // place of its question name, written straight into the worker's buffer.
+        let out = &mut q.worker.rewritten;
+        out.clear();
+        out.extend_from_slice(&q.req.raw[..QNAME_OFFSET]);
+        match fast::run(&self.rules, q.req.qname.wire(), Some(out)) {
+            Fast::Untouched => return Step::Next,
+            Fast::Renamed { .. } if Rewrite::renamable(q.req) => {
+                out.extend_from_slice(&q.req.raw[q.req.qname_end..]);
+                return Step::Rewritten;
+            }
+            _ => {}
+        }
         let mut w = Work::of(q.req);
         if self.apply(q.req, &mut w, None).is_err() {
             let msg = format!("invalid name after rewrite: {}", w.name.as_str());
@@ -190,6 +217,23 @@ impl Handler for Rewrite {
     }
 
     fn on_response(&self, q: &mut Query<'_, '_>) {
+        // An exact or suffix rule with `answer auto`: the reply's names that come from
+        // the question are pointers to it, so putting the client's question back in
+        // place renames them as the text way would; any other name the rule would
+        // rename sends the reply the text way.
+        match fast::run(&self.rules, q.req.qname.wire(), None) {
+            Fast::Untouched => return,
+            Fast::Renamed { rule, .. } => {
+                if let Kind::Name(r) = &self.rules[rule].kind {
+                    if let (true, Some(w)) = (r.auto, &r.wire) {
+                        if q.resp.replace_question(q.req.question(), |n| !w.reverts(n)) {
+                            return;
+                        }
+                    }
+                }
+            }
+            Fast::Unsure => {}
+        }
         let mut arena = std::mem::take(&mut q.worker.rewritten);
         arena.clear();
         let mut plan = Plan::new();

@@ -137,6 +137,8 @@ pub struct NameRule {
     /// `answer auto` (always for `exact`, as CoreDNS's README says).
     pub auto: bool,
     pub answers: Vec<Answer>,
+    /// The same rule on wire names, for `exact` and `suffix` with plain names.
+    pub wire: Option<super::fast::WireRule>,
 }
 
 /// An `edns0` action.
@@ -320,12 +322,15 @@ fn name_rule(args: &[&str]) -> Result<NameRule, String> {
             ));
         }
     };
-    Ok(NameRule {
+    let mut rule = NameRule {
         auto: auto || kind == "exact",
         matcher,
         to: normalize(to),
         answers,
-    })
+        wire: None,
+    };
+    rule.wire = super::fast::WireRule::of(&rule);
+    Ok(rule)
 }
 
 /// CoreDNS's `parseAnswerRules`: `answer auto`, `answer name FROM TO`, `answer value

@@ -846,3 +846,80 @@ fn setup_errors() {
         assert!(rewrite(&format!("    {line}")).is_ok(), "{line}");
     }
 }
+
+/// The rules with their wire forms taken away: everything goes the text way.
+fn text_only(mut rw: Rewrite) -> Rewrite {
+    for r in &mut rw.rules {
+        if let Kind::Name(n) = &mut r.kind {
+            n.wire = None;
+        }
+    }
+    rw
+}
+
+/// The wire way of `exact` and `suffix` rules (fast.rs, and the reply's question put
+/// back in place) answers what the text way answers, names aside from their case (the
+/// in-place question keeps the client's spelling). The rules are CoreDNS's README
+/// "Name Field Rewrites" shapes; the replies have names from the question, names
+/// below it, names a rule maps back that are not from it (the text way's), pointers
+/// into the middle of the question (an SOA-like owner), and non-plain labels.
+#[test]
+fn the_wire_way_answers_as_the_text_way() {
+    let rules = [
+        "rewrite name suffix .team-a.example. .team-a.svc.cluster.local. answer auto",
+        "rewrite name suffix a.example. b.svc.cluster.local. answer auto",
+        "rewrite name suffix .example. .svc.cluster.local.",
+        "rewrite name exact web.exact.example. web.team-a.svc.cluster.local.",
+        "rewrite name suffix .one. .svc.cluster.local. answer auto\nrewrite name exact web.two. web.svc.cluster.local.",
+        "rewrite continue name suffix .one. .svc.cluster.local. answer auto",
+        "rewrite name suffix .example. . answer auto",
+        "rewrite name suffix example. svc. answer auto",
+    ];
+    let questions = [
+        "web.team-a.example.",
+        "WEB.Team-A.example.",
+        "web.exact.example.",
+        "web.team-b.example.",
+        "x.one.",
+        "web.two.",
+        "example.",
+        "a\\.b.team-a.example.",
+        "web.nope.",
+    ];
+    let replies: [&[&str]; 6] = [
+        &["@ 5 A 10.0.0.1"],
+        // A pointer past the question (the A's owner to the CNAME's target) moves.
+        &["@ 5 CNAME other.example.net.", "other.example.net. 5 A 10.0.0.6"],
+        &["@ 5 CNAME other.team-a.svc.cluster.local.", "other.team-a.svc.cluster.local. 5 A 10.0.0.2"],
+        &["@ 5 A 10.0.0.1", "AUTH cluster.local. 5 A 10.0.0.9"],
+        &["x.web.team-a.svc.cluster.local. 5 A 10.0.0.3", "EXTRA @ 5 A 10.0.0.4"],
+        &["@ 5 SRV 0 1 80 web.team-a.svc.cluster.local.", "web.svc.cluster.local. 5 A 10.0.0.5"],
+    ];
+    let lower = |g: &Got| {
+        format!(
+            "{} {} {:?} {:?} {:?}",
+            g.question.to_ascii_lowercase(),
+            g.qtype,
+            g.rcode,
+            g.answer.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>(),
+            g.additional.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>()
+        )
+    };
+    for rule in rules {
+        for question in questions {
+            if question.contains('\\') {
+                continue; // the test's query builder lays out plain labels only
+            }
+            for records in replies {
+                let raw = query(question, rtype::A, class::IN, Some(&[]));
+                let (b1, b2) = (Arc::new(Backend::new(records)), Arc::new(Backend::new(records)));
+                let fast = exchange(rewrite(rule).unwrap(), b1.clone(), &raw);
+                let text = exchange(text_only(rewrite(rule).unwrap()), b2.clone(), &raw);
+                let seen = |b: &Backend| b.seen.lock().unwrap().first().map(|s| s.name.to_ascii_lowercase());
+                assert_eq!(seen(&b1), seen(&b2), "{rule} / {question} / {records:?}: the query passed on");
+                assert_eq!(lower(&fast), lower(&text), "{rule} / {question} / {records:?}");
+                assert_eq!(fast.question, question, "{rule} / {question}: the client's question");
+            }
+        }
+    }
+}
