@@ -17,7 +17,8 @@
 //!
 //! Nothing is kept between the two halves: the worker may hold many queries at once
 //! (upstream exchanges), and applying the rules again costs less than storing their
-//! results per query. Nothing is allocated per query but a regex's match groups.
+//! results per query. Nothing is allocated per query but a metadata value an `edns0`
+//! rule reads and a regex's match groups.
 
 mod answer;
 mod fast;
@@ -32,7 +33,7 @@ use crate::setup::{Plugin, SetupCtx};
 
 use answer::Plan;
 use fast::Fast;
-use rules::{Applied, Kind, MAX_OPTIONS, MAX_RULES, Rule, Work};
+use rules::{Applied, Kind, MAX_OPTIONS, MAX_RULES, Meta, Rule, Work};
 
 /// The plugin: the rules of one server block, in line order.
 pub struct Rewrite {
@@ -79,6 +80,7 @@ impl Rewrite {
         req: &Request<'a>,
         w: &mut Work<'a>,
         mut plan: Option<(&mut Plan, &mut Vec<u8>)>,
+        meta: Meta<'_>,
     ) -> Result<(), ()> {
         for (i, rule) in self.rules.iter().enumerate() {
             let before = plan.as_mut().map(|(_, arena)| {
@@ -86,7 +88,7 @@ impl Rewrite {
                 arena.extend_from_slice(w.name.as_str().as_bytes());
                 (start, arena.len() as u32)
             });
-            match rule.apply(req, w) {
+            match rule.apply(req, w, meta) {
                 Applied::Ignored => {
                     if let (Some((_, arena)), Some((start, _))) = (plan.as_mut(), before) {
                         arena.truncate(start as usize);
@@ -185,7 +187,8 @@ impl Handler for Rewrite {
             _ => {}
         }
         let mut w = Work::of(q.req);
-        if self.apply(q.req, &mut w, None).is_err() {
+        let meta = |label: &str, out: &mut String| q.metadata(label, out);
+        if self.apply(q.req, &mut w, None, &meta).is_err() {
             let msg = format!("invalid name after rewrite: {}", w.name.as_str());
             return Step::Fail(Rcode::SERVFAIL, Some(ChainError::Plugin("rewrite", msg.into())));
         }
@@ -238,7 +241,8 @@ impl Handler for Rewrite {
         arena.clear();
         let mut plan = Plan::new();
         let mut w = Work::of(q.req);
-        let applied = self.apply(q.req, &mut w, Some((&mut plan, &mut arena)));
+        let meta = |label: &str, out: &mut String| q.metadata(label, out);
+        let applied = self.apply(q.req, &mut w, Some((&mut plan, &mut arena)), &meta);
         plan.changed = w.changed;
         if applied.is_ok() && plan.matched != 0 && (plan.changed || plan.effects) {
             let mut copy = std::mem::take(&mut q.worker.scratch);

@@ -160,8 +160,9 @@ pub enum Variable {
     Protocol,
     ServerIp,
     ServerPort,
-    /// `{plugin/label}`: metadata, which no plugin provides here yet: the rule is ignored
-    /// (CoreDNS ignores it too when the label has no value).
+    /// `{plugin/label}`: the value of a metadata label (the block needs `metadata`);
+    /// without a value, or with an empty one, the rule is ignored (CoreDNS's
+    /// edns0VariableRule.ruleData: "unable to extract data", RewriteIgnored).
     Metadata(String),
 }
 
@@ -685,6 +686,9 @@ impl<'a> Work<'a> {
     }
 }
 
+/// How a rule reads a metadata label for the query: [`crate::chain::Query::metadata`].
+pub type Meta<'m> = &'m dyn Fn(&str, &mut String) -> bool;
+
 /// What applying one rule did.
 pub enum Applied {
     Ignored,
@@ -695,7 +699,7 @@ pub enum Applied {
 
 impl Rule {
     /// Applies the rule to the query in `w` (CoreDNS's `Rule.Rewrite`).
-    pub fn apply<'a>(&'a self, req: &Request<'a>, w: &mut Work<'a>) -> Applied {
+    pub fn apply<'a>(&'a self, req: &Request<'a>, w: &mut Work<'a>, meta: Meta<'_>) -> Applied {
         match &self.kind {
             Kind::Name(r) => {
                 let name = w.name.as_str();
@@ -765,14 +769,23 @@ impl Rule {
                     Applied::Ignored
                 }
             }
-            Kind::Edns0 { action, what } => self.edns0(req, w, *action, what),
+            Kind::Edns0 { action, what } => self.edns0(req, w, *action, what, meta),
         }
     }
 
-    fn edns0<'a>(&'a self, req: &Request<'a>, w: &mut Work<'a>, action: Action, what: &'a Edns0) -> Applied {
+    fn edns0<'a>(
+        &'a self,
+        req: &Request<'a>,
+        w: &mut Work<'a>,
+        action: Action,
+        what: &'a Edns0,
+        meta: Meta<'_>,
+    ) -> Applied {
         // The value first: a variable without one leaves the query alone (CoreDNS's
         // edns0VariableRule: RewriteIgnored), before any OPT is added.
         let mut value = [0u8; 20];
+        // A metadata value (allocated only for a rule that reads one).
+        let mut label_value = String::new();
         let mut text = Text::new();
         let computed: Option<&[u8]> = match what {
             Edns0::Variable { var, .. } => match var {
@@ -821,7 +834,12 @@ impl Rule {
                     });
                     None
                 }
-                Variable::Metadata(_) => return Applied::Ignored,
+                Variable::Metadata(label) => {
+                    if !meta(label, &mut label_value) || label_value.is_empty() {
+                        return Applied::Ignored;
+                    }
+                    None
+                }
             },
             Edns0::Subnet { v4, v6 } => {
                 let (family, mask, octets): (u16, u8, [u8; 16]) = match req.client.ip() {
@@ -866,6 +884,10 @@ impl Rule {
                 var: Variable::Qname | Variable::Protocol,
                 ..
             } => opts.store(text.as_str().as_bytes()),
+            Edns0::Variable {
+                var: Variable::Metadata(_),
+                ..
+            } => opts.store(label_value.as_bytes()),
             _ => computed.and_then(|c| opts.store(c)),
         };
         let Some(data) = data else {

@@ -163,7 +163,14 @@ struct Got {
 /// Runs `rw` then `backend` for `raw`, as the server does (run, then the response
 /// hooks); with `backend.upstream`, through a suspended exchange and `resume`.
 fn exchange(rw: Rewrite, backend: Arc<Backend>, raw: &[u8]) -> Got {
-    let chain = Chain::new(vec![Arc::new(rw), backend.clone()]);
+    exchange_after(Vec::new(), rw, backend, raw)
+}
+
+/// [`exchange`] with `front` (metadata, a provider) before `rewrite` in the chain.
+fn exchange_after(mut front: Vec<Arc<dyn Handler>>, rw: Rewrite, backend: Arc<Backend>, raw: &[u8]) -> Got {
+    front.push(Arc::new(rw));
+    front.push(backend.clone());
+    let chain = Chain::new(front);
     let a = "192.0.2.7:5353".parse().unwrap();
     let l = "127.0.0.1:53".parse().unwrap();
     let req = Request::parse(raw, Transport::Udp, a, l).ok().unwrap();
@@ -183,7 +190,7 @@ fn exchange(rw: Rewrite, backend: Arc<Backend>, raw: &[u8]) -> Got {
         error: None,
         refresh: false,
         coalesce: true,
-        meta: crate::chain::Metadata::NONE,
+        meta: chain.metadata(),
     };
     let at = match chain.run(&mut q, 0) {
         Outcome::Reply { at } => at,
@@ -922,4 +929,63 @@ fn the_wire_way_answers_as_the_text_way() {
             }
         }
     }
+}
+
+/// `metadata` for the root zone, and a provider of `test/label` (its value per query
+/// name: `web.` has `v1`, `empty.` an empty value, the rest none).
+struct MetaBlock {
+    zones: Vec<crate::dns::Zone>,
+}
+
+impl Handler for MetaBlock {
+    fn name(&self) -> &'static str {
+        "metadata"
+    }
+    fn serve(&self, _: &mut Query<'_, '_>) -> Step {
+        Step::Next
+    }
+    fn metadata_zones(&self) -> Option<&[crate::dns::Zone]> {
+        Some(&self.zones)
+    }
+    fn provides_metadata(&self) -> bool {
+        true
+    }
+    fn metadata(&self, q: &Query<'_, '_>, label: &str, out: &mut String) -> bool {
+        match (label, q.req.qname.to_string().as_str()) {
+            ("test/label", "web.") => {
+                out.push_str("v1");
+                true
+            }
+            ("test/label", "empty.") => true,
+            _ => false,
+        }
+    }
+}
+
+/// CoreDNS README, "EDNS0 Options": with `metadata`, `{plugin/label}` is the label's
+/// value; edns0.go's edns0VariableRule.ruleData: no value (or an empty one) leaves the
+/// query alone (RewriteIgnored), as does a block without `metadata`.
+#[test]
+fn edns0_metadata_variables() {
+    let rule = "rewrite edns0 local set 0xffee {test/label}";
+    let seen = |name: &str, with_meta: bool| {
+        let backend = Arc::new(Backend::new(&[]));
+        let front: Vec<Arc<dyn Handler>> = if with_meta {
+            vec![Arc::new(MetaBlock {
+                zones: vec![crate::dns::Zone::root()],
+            })]
+        } else {
+            Vec::new()
+        };
+        let raw = query(name, rtype::A, class::IN, Some(&[]));
+        exchange_after(front, rewrite(rule).unwrap(), backend.clone(), &raw);
+        let options = backend.seen.lock().unwrap()[0].options.clone();
+        options
+    };
+    assert_eq!(seen("web.", true), [(0xffee, b"v1".to_vec())]);
+    assert_eq!(seen("empty.", true), []);
+    assert_eq!(seen("other.", true), []);
+    assert_eq!(seen("web.", false), []);
+    // A label needs a plugin part and a name part (metadata.IsLabel).
+    assert!(rewrite("rewrite edns0 local set 0xffee {/kubernetes/client-namespace}").is_err());
 }
