@@ -18,6 +18,7 @@ mod operations;
 mod protocol;
 mod resolver;
 mod rewrite;
+mod rewrite_cname;
 mod rrl;
 mod serving;
 mod template;

@@ -74,7 +74,7 @@ impl WireSuffix {
             wire::name_from_str(rest)?
         };
         Some(WireSuffix {
-            piece: text[..dot].as_bytes().to_vec(),
+            piece: text.as_bytes()[..dot].to_vec(),
             labels,
         })
     }
@@ -107,7 +107,8 @@ impl WireSuffix {
         if !label_is_plain(label) {
             return Err(());
         }
-        if label.len() < self.piece.len() || !label[label.len() - self.piece.len()..].eq_ignore_ascii_case(&self.piece) {
+        if label.len() < self.piece.len() || !label[label.len() - self.piece.len()..].eq_ignore_ascii_case(&self.piece)
+        {
             return Ok(None);
         }
         Ok(Some((o, label.len() - self.piece.len())))
@@ -196,12 +197,13 @@ impl WireRule {
     pub fn reverts(&self, name: &[u8]) -> bool {
         match self {
             WireRule::Exact { to, .. } => {
-                at_or_below(name, to) || labels(name).is_none_or(|l| {
-                    (0..l.n).any(|i| {
-                        let o = l.at[i] as usize;
-                        !label_is_plain(&name[o + 1..o + 1 + name[o] as usize])
+                at_or_below(name, to)
+                    || labels(name).is_none_or(|l| {
+                        (0..l.n).any(|i| {
+                            let o = l.at[i] as usize;
+                            !label_is_plain(&name[o + 1..o + 1 + name[o] as usize])
+                        })
                     })
-                })
             }
             WireRule::Suffix { to, .. } => !matches!(to.find(name), Ok(None)),
         }

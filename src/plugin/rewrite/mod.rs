@@ -19,13 +19,18 @@
 //! (upstream exchanges), and applying the rules again costs less than storing their
 //! results per query. Nothing is allocated per query but a metadata value an `edns0`
 //! rule reads and a regex's match groups.
+//!
+//! `cname` rules are the exception (cname.rs): their work needs the reply and a new
+//! lookup, so a query they apply to goes through the server itself (Step::Upstream),
+//! and a first answer waits, kept by the plugin, for the lookup of its new target.
 
 mod answer;
+mod cname;
 mod fast;
 mod rules;
 mod text;
 
-use crate::chain::{ChainError, Handler, Query, Step};
+use crate::chain::{ChainError, Handler, Query, Step, UpstreamReply};
 use crate::config::{ConfigError, Directive};
 use crate::dns::wire::{MAX_NAME_LEN, QNAME_OFFSET};
 use crate::dns::{Header, QueryBuilder, Rcode, Request};
@@ -38,6 +43,10 @@ use rules::{Applied, Kind, MAX_OPTIONS, MAX_RULES, Meta, Rule, Work};
 /// The plugin: the rules of one server block, in line order.
 pub struct Rewrite {
     rules: Vec<Rule>,
+    /// Some rule is a `cname` rule.
+    has_cname: bool,
+    /// First replies of `cname` lookups waiting for their second.
+    pending: cname::Pending,
 }
 
 /// Every `rewrite` line of the block is one rule; a line with fewer than two words and
@@ -68,7 +77,11 @@ fn parse(dirs: &[&Directive]) -> Result<Rewrite, ConfigError> {
         }
         out.push(rule);
     }
-    Ok(Rewrite { rules: out })
+    Ok(Rewrite {
+        has_cname: out.iter().any(|r| matches!(r.kind, Kind::Cname(_))),
+        rules: out,
+        pending: cname::Pending::default(),
+    })
 }
 
 impl Rewrite {
@@ -114,6 +127,39 @@ impl Rewrite {
             }
         }
         Ok(())
+    }
+
+    /// The `cname` rules the rules in line order reach for `req` (as a set of indexes).
+    fn cnames_reached<'a>(&'a self, req: &Request<'a>, meta: Meta<'_>) -> u64 {
+        let mut w = Work::of(req);
+        let mut reached = 0u64;
+        for (i, rule) in self.rules.iter().enumerate() {
+            match rule.apply(req, &mut w, meta) {
+                Applied::Ignored => continue,
+                Applied::Invalid => return 0,
+                Applied::Done => {}
+            }
+            if matches!(rule.kind, Kind::Cname(_)) {
+                reached |= 1u64 << i;
+            }
+            if rule.stops() {
+                break;
+            }
+        }
+        reached
+    }
+
+    /// The `cname` rules in `reached`, last first (the order responses are rewritten
+    /// in).
+    fn cnames(&self, reached: u64) -> impl Iterator<Item = &cname::CnameRule> + Clone {
+        self.rules
+            .iter()
+            .enumerate()
+            .rev()
+            .filter_map(move |(i, r)| match &r.kind {
+                Kind::Cname(c) if reached & (1u64 << i) != 0 => Some(c),
+                _ => None,
+            })
     }
 
     /// Whether the client's message can take another question name as it is: no record
@@ -173,6 +219,12 @@ impl Handler for Rewrite {
     }
 
     fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        if self.has_cname && !cname::is_pass(q.req) {
+            let meta = |label: &str, out: &mut String| q.metadata(label, out);
+            if self.cnames_reached(q.req, &meta) != 0 {
+                return cname::first(q);
+            }
+        }
         // Exact and suffix rules on the wire: the client's message, the new name in
         // place of its question name, written straight into the worker's buffer.
         let out = &mut q.worker.rewritten;
@@ -200,6 +252,16 @@ impl Handler for Rewrite {
             return Step::Fail(Rcode::SERVFAIL, Some(ChainError::Plugin("rewrite", msg.into())));
         }
         Step::Rewritten
+    }
+
+    /// The lookups of `cname` rules through the server (cname.rs).
+    fn resume(&self, q: &mut Query<'_, '_>, reply: UpstreamReply<'_>, cookie: u64) -> Step {
+        let meta = |label: &str, out: &mut String| q.metadata(label, out);
+        let reached = self.cnames_reached(q.req, &meta);
+        match cookie & 0xFF {
+            1 => cname::after_first(q, reply, self.cnames(reached), &self.pending),
+            _ => cname::after_second(q, reply, cookie, self.cnames(reached), &self.pending),
+        }
     }
 
     fn rewrites(&self) -> bool {

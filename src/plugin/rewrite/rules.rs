@@ -85,7 +85,7 @@ impl Matcher {
 }
 
 /// Compiles a pattern with the size bounds.
-fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+pub(super) fn compile(pattern: &str) -> Result<Regex, regex::Error> {
     RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_SIZE_LIMIT)
@@ -216,6 +216,8 @@ pub enum Kind {
         old: Rcode,
         new: Rcode,
     },
+    /// `cname`: CNAME targets of the reply (cname.rs).
+    Cname(super::cname::CnameRule),
 }
 
 #[derive(Debug)]
@@ -274,13 +276,7 @@ pub fn parse(args: &[&str]) -> Result<Rule, String> {
         "edns0" => edns0_rule(params)?,
         "ttl" => ttl_rule(params)?,
         "rcode" => rcode_rule(params)?,
-        "cname" => {
-            return Err(
-                "cname rules are not supported: rewriting a CNAME target needs a new lookup of the \
-                        target, which this server does not make yet"
-                    .into(),
-            );
-        }
+        "cname" => Kind::Cname(super::cname::parse(params)?),
         _ => return Err(format!("invalid rule type {:?}", rest[0])),
     };
     Ok(Rule { mode, kind })
@@ -770,6 +766,9 @@ impl Rule {
                 }
             }
             Kind::Edns0 { action, what } => self.edns0(req, w, *action, what, meta),
+            // CoreDNS's cnameTargetRule.Rewrite: done for every query (its work is on
+            // the reply).
+            Kind::Cname(_) => Applied::Done,
         }
     }
 
@@ -918,7 +917,7 @@ impl Rule {
 
 /// A regex name rewrite: `template` with `{N}` replaced by the groups of `pattern` in
 /// `name`; `None` when it does not match.
-fn regex_rewrite(pattern: &Regex, template: &str, name: &str, out: &mut Text) -> Option<bool> {
+pub(super) fn regex_rewrite(pattern: &Regex, template: &str, name: &str, out: &mut Text) -> Option<bool> {
     let caps = pattern.captures(name)?;
     out.clear();
     let mut rest = template;
