@@ -674,61 +674,50 @@ impl Chain {
             return self.fail(q, at, Rcode::SERVFAIL, Some(err));
         }
         let buf = std::mem::take(&mut q.worker.rewritten);
-        // Built in place: a Request is ~500 bytes, and each move of one showed in the
-        // profile of a rewritten answer.
-        let parsed = match renamed(q.req, &buf) {
-            Some((qname_end, edns, qname)) => Ok(Request {
-                raw: &buf,
-                id: q.req.id,
-                flags: q.req.flags,
-                qname_end,
-                qtype: q.req.qtype,
-                qclass: q.req.qclass,
-                qname,
-                edns,
-                cookie: q.req.cookie,
-                transport: q.req.transport,
-                client: q.req.client,
-                local: q.req.local,
-            }),
-            None => Request::parse(&buf, q.req.transport, q.req.client, q.req.local),
-        };
-        let outcome = match parsed {
-            Ok(req) => {
-                let mut inner = Query {
-                    req: &req,
-                    resp: &mut *q.resp,
-                    worker: &mut *q.worker,
-                    route: q.route,
-                    answered_by: "",
-                    error: None,
-                    // A refresh re-runs the chain with the client's query from its
-                    // owner on: one owned by a plugin after a rewrite would skip it.
-                    refresh: false,
-                    coalesce: q.coalesce,
-                    meta: q.meta,
-                };
-                let outcome = rest(&mut inner);
-                if let Outcome::Reply { at: by } = outcome {
-                    inner.resp.finish();
-                    for i in (at + 1..by.min(self.plugins.len())).rev() {
-                        if self.hooks[i] {
-                            self.plugins[i].on_response(&mut inner);
-                        }
-                    }
+        // Borrowed where it was built: a Request is ~500 bytes, and each move of one
+        // showed in the profile of a rewritten answer.
+        let renamed = renamed(q.req, &buf);
+        let parsed;
+        let req = match &renamed {
+            Some(req) => req,
+            None => match Request::parse(&buf, q.req.transport, q.req.client, q.req.local) {
+                Ok(req) => {
+                    parsed = req;
+                    &parsed
                 }
-                q.answered_by = inner.answered_by;
-                q.error = inner.error.take();
-                q.coalesce = inner.coalesce;
-                outcome
-            }
-            Err(_) => {
-                let name = self.plugins[at].name();
-                let err = ChainError::Plugin(name, "the rewritten query is not a valid message".into());
-                q.worker.rewritten = buf;
-                return self.fail(q, at, Rcode::SERVFAIL, Some(err));
-            }
+                Err(_) => {
+                    let name = self.plugins[at].name();
+                    let err = ChainError::Plugin(name, "the rewritten query is not a valid message".into());
+                    q.worker.rewritten = buf;
+                    return self.fail(q, at, Rcode::SERVFAIL, Some(err));
+                }
+            },
         };
+        let mut inner = Query {
+            req,
+            resp: &mut *q.resp,
+            worker: &mut *q.worker,
+            route: q.route,
+            answered_by: "",
+            error: None,
+            // A refresh re-runs the chain with the client's query from its
+            // owner on: one owned by a plugin after a rewrite would skip it.
+            refresh: false,
+            coalesce: q.coalesce,
+            meta: q.meta,
+        };
+        let outcome = rest(&mut inner);
+        if let Outcome::Reply { at: by } = outcome {
+            inner.resp.finish();
+            for i in (at + 1..by.min(self.plugins.len())).rev() {
+                if self.hooks[i] {
+                    self.plugins[i].on_response(&mut inner);
+                }
+            }
+        }
+        q.answered_by = inner.answered_by;
+        q.error = inner.error.take();
+        q.coalesce = inner.coalesce;
         q.worker.rewritten = buf;
         match outcome {
             Outcome::Reply { .. } => {
@@ -809,10 +798,9 @@ impl Chain {
 /// message with another question name (what `rewrite`'s name rules write): the same
 /// header, no record but an OPT, and the same bytes after the name. What parsing found
 /// in those bytes (type, class, EDNS, cookie) is the client's, the option offsets moved
-/// by the difference in name length; only the name is read. Returns where the name
-/// ends, the EDNS, and the name. Parsing the message again cost as much as a
-/// kubernetes answer's lookup (benches/inprocess.rs, issue 12).
-fn renamed(client: &Request<'_>, buf: &[u8]) -> Option<(usize, Option<Edns>, NameKey)> {
+/// by the difference in name length; only the name is read. Parsing the message again
+/// cost as much as a kubernetes answer's lookup (benches/inprocess.rs, issue 12).
+fn renamed<'b>(client: &Request<'_>, buf: &'b [u8]) -> Option<Request<'b>> {
     let raw = client.raw;
     let header = buf.get(..QNAME_OFFSET)?;
     if header != raw.get(..QNAME_OFFSET)? || header[6..10] != [0, 0, 0, 0] || header[10] != 0 || header[11] > 1 {
@@ -840,7 +828,20 @@ fn renamed(client: &Request<'_>, buf: &[u8]) -> Option<(usize, Option<Edns>, Nam
         }),
         None => None,
     };
-    Some((end, edns, NameKey::from_wire(&buf[QNAME_OFFSET..end])?))
+    Some(Request {
+        raw: buf,
+        id: client.id,
+        flags: client.flags,
+        qname_end: end,
+        qtype: client.qtype,
+        qclass: client.qclass,
+        qname: NameKey::from_wire(&buf[QNAME_OFFSET..end])?,
+        edns,
+        cookie: client.cookie,
+        transport: client.transport,
+        client: client.client,
+        local: client.local,
+    })
 }
 
 #[cfg(test)]
