@@ -19,6 +19,7 @@ mod operations;
 mod protocol;
 mod resolver;
 mod rewrite;
+mod rewrite_cname;
 mod rrl;
 mod serving;
 mod template;

@@ -24,6 +24,7 @@
 mod classify;
 mod compress;
 mod copy;
+mod question;
 mod record;
 mod reorder;
 #[cfg(test)]

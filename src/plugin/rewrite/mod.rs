@@ -4,34 +4,49 @@
 //! this file).
 //!
 //! ```text
-//!   client query ─▶ serve: rules in line order ──(changed)──▶ new query in the worker's
-//!                   (continue / stop)                         `rewritten` buffer: the
-//!                                                             later plugins see it
-//!   client reply ◀─ on_response: the rules applied again to the client's query (they
-//!                   depend on it alone), then the reply rebuilt: the client's
-//!                   question, the response rules of the applied rules, last first
+//!   client query ─▶ serve: exact/suffix rules on the wire name (fast.rs): the client's
+//!                   message with the new name, into the worker's `rewritten` buffer;
+//!                   any other rule: all rules in line order on text (rules.rs), the
+//!                   new query built into the same buffer; the later plugins see it
+//!   client reply ◀─ on_response: the wire rule found again (a compare, no state kept)
+//!                   and the client's question put back in place (the records named
+//!                   after it follow); otherwise the text rules applied again to the
+//!                   client's query and the reply rebuilt: the client's question, the
+//!                   response rules of the applied rules, last first
 //! ```
 //!
 //! Nothing is kept between the two halves: the worker may hold many queries at once
 //! (upstream exchanges), and applying the rules again costs less than storing their
-//! results per query. An `exact` or `suffix` rule allocates nothing on either side.
+//! results per query. Nothing is allocated per query but a metadata value an `edns0`
+//! rule reads and a regex's match groups.
+//!
+//! `cname` rules are the exception (cname.rs): their work needs the reply and a new
+//! lookup, so a query they apply to goes through the server itself (Step::Upstream),
+//! and a first answer waits, kept by the plugin, for the lookup of its new target.
 
 mod answer;
+mod cname;
+mod fast;
 mod rules;
 mod text;
 
-use crate::chain::{ChainError, Handler, Query, Step};
+use crate::chain::{ChainError, Handler, Query, Step, UpstreamReply};
 use crate::config::{ConfigError, Directive};
-use crate::dns::wire::MAX_NAME_LEN;
-use crate::dns::{QueryBuilder, Rcode, Request};
+use crate::dns::wire::{MAX_NAME_LEN, QNAME_OFFSET};
+use crate::dns::{Header, QueryBuilder, Rcode, Request};
 use crate::setup::{Plugin, SetupCtx};
 
 use answer::Plan;
-use rules::{Applied, Kind, MAX_OPTIONS, MAX_RULES, Rule, Work};
+use fast::Fast;
+use rules::{Applied, Kind, MAX_OPTIONS, MAX_RULES, Meta, Rule, Work};
 
 /// The plugin: the rules of one server block, in line order.
 pub struct Rewrite {
     rules: Vec<Rule>,
+    /// Some rule is a `cname` rule.
+    has_cname: bool,
+    /// First replies of `cname` lookups waiting for their second.
+    pending: cname::Pending,
 }
 
 /// Every `rewrite` line of the block is one rule; a line with fewer than two words and
@@ -62,7 +77,11 @@ fn parse(dirs: &[&Directive]) -> Result<Rewrite, ConfigError> {
         }
         out.push(rule);
     }
-    Ok(Rewrite { rules: out })
+    Ok(Rewrite {
+        has_cname: out.iter().any(|r| matches!(r.kind, Kind::Cname(_))),
+        rules: out,
+        pending: cname::Pending::default(),
+    })
 }
 
 impl Rewrite {
@@ -74,6 +93,7 @@ impl Rewrite {
         req: &Request<'a>,
         w: &mut Work<'a>,
         mut plan: Option<(&mut Plan, &mut Vec<u8>)>,
+        meta: Meta<'_>,
     ) -> Result<(), ()> {
         for (i, rule) in self.rules.iter().enumerate() {
             let before = plan.as_mut().map(|(_, arena)| {
@@ -81,7 +101,7 @@ impl Rewrite {
                 arena.extend_from_slice(w.name.as_str().as_bytes());
                 (start, arena.len() as u32)
             });
-            match rule.apply(req, w) {
+            match rule.apply(req, w, meta) {
                 Applied::Ignored => {
                     if let (Some((_, arena)), Some((start, _))) = (plan.as_mut(), before) {
                         arena.truncate(start as usize);
@@ -107,6 +127,48 @@ impl Rewrite {
             }
         }
         Ok(())
+    }
+
+    /// The `cname` rules the rules in line order reach for `req` (as a set of indexes).
+    fn cnames_reached<'a>(&'a self, req: &Request<'a>, meta: Meta<'_>) -> u64 {
+        let mut w = Work::of(req);
+        let mut reached = 0u64;
+        for (i, rule) in self.rules.iter().enumerate() {
+            match rule.apply(req, &mut w, meta) {
+                Applied::Ignored => continue,
+                Applied::Invalid => return 0,
+                Applied::Done => {}
+            }
+            if matches!(rule.kind, Kind::Cname(_)) {
+                reached |= 1u64 << i;
+            }
+            if rule.stops() {
+                break;
+            }
+        }
+        reached
+    }
+
+    /// The `cname` rules in `reached`, last first (the order responses are rewritten
+    /// in).
+    fn cnames(&self, reached: u64) -> impl Iterator<Item = &cname::CnameRule> + Clone {
+        self.rules
+            .iter()
+            .enumerate()
+            .rev()
+            .filter_map(move |(i, r)| match &r.kind {
+                Kind::Cname(c) if reached & (1u64 << i) != 0 => Some(c),
+                _ => None,
+            })
+    }
+
+    /// Whether the client's message can take another question name as it is: no record
+    /// but its OPT, so its bytes after the name hold no pointer that would move.
+    fn renamable(req: &Request<'_>) -> bool {
+        Header::of(req.raw).is_some_and(|h| {
+            let [_, an, ns, ar] = h.counts();
+            an == 0 && ns == 0 && ar == u16::from(req.edns.is_some())
+        })
     }
 
     /// Writes the query the later plugins see into `out`.
@@ -157,8 +219,28 @@ impl Handler for Rewrite {
     }
 
     fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        if self.has_cname && !cname::is_pass(q.req) {
+            let meta = |label: &str, out: &mut String| q.metadata(label, out);
+            if self.cnames_reached(q.req, &meta) != 0 {
+                return cname::first(q);
+            }
+        }
+        // Exact and suffix rules on the wire: the client's message, the new name in
+        // place of its question name, written straight into the worker's buffer.
+        let out = &mut q.worker.rewritten;
+        out.clear();
+        out.extend_from_slice(&q.req.raw[..QNAME_OFFSET]);
+        match fast::run(&self.rules, q.req.qname.wire(), Some(out)) {
+            Fast::Untouched => return Step::Next,
+            Fast::Renamed { .. } if Rewrite::renamable(q.req) => {
+                out.extend_from_slice(&q.req.raw[q.req.qname_end..]);
+                return Step::Rewritten;
+            }
+            _ => {}
+        }
         let mut w = Work::of(q.req);
-        if self.apply(q.req, &mut w, None).is_err() {
+        let meta = |label: &str, out: &mut String| q.metadata(label, out);
+        if self.apply(q.req, &mut w, None, &meta).is_err() {
             let msg = format!("invalid name after rewrite: {}", w.name.as_str());
             return Step::Fail(Rcode::SERVFAIL, Some(ChainError::Plugin("rewrite", msg.into())));
         }
@@ -170,6 +252,16 @@ impl Handler for Rewrite {
             return Step::Fail(Rcode::SERVFAIL, Some(ChainError::Plugin("rewrite", msg.into())));
         }
         Step::Rewritten
+    }
+
+    /// The lookups of `cname` rules through the server (cname.rs).
+    fn resume(&self, q: &mut Query<'_, '_>, reply: UpstreamReply<'_>, cookie: u64) -> Step {
+        let meta = |label: &str, out: &mut String| q.metadata(label, out);
+        let reached = self.cnames_reached(q.req, &meta);
+        match cookie & 0xFF {
+            1 => cname::after_first(q, reply, self.cnames(reached), &self.pending),
+            _ => cname::after_second(q, reply, cookie, self.cnames(reached), &self.pending),
+        }
     }
 
     fn rewrites(&self) -> bool {
@@ -190,11 +282,29 @@ impl Handler for Rewrite {
     }
 
     fn on_response(&self, q: &mut Query<'_, '_>) {
+        // An exact or suffix rule with `answer auto`: the reply's names that come from
+        // the question are pointers to it, so putting the client's question back in
+        // place renames them as the text way would; any other name the rule would
+        // rename sends the reply the text way.
+        match fast::run(&self.rules, q.req.qname.wire(), None) {
+            Fast::Untouched => return,
+            Fast::Renamed { rule, .. } => {
+                if let Kind::Name(r) = &self.rules[rule].kind {
+                    if let (true, Some(w)) = (r.auto, &r.wire) {
+                        if q.resp.replace_question(q.req.question(), |n| !w.reverts(n)) {
+                            return;
+                        }
+                    }
+                }
+            }
+            Fast::Unsure => {}
+        }
         let mut arena = std::mem::take(&mut q.worker.rewritten);
         arena.clear();
         let mut plan = Plan::new();
         let mut w = Work::of(q.req);
-        let applied = self.apply(q.req, &mut w, Some((&mut plan, &mut arena)));
+        let meta = |label: &str, out: &mut String| q.metadata(label, out);
+        let applied = self.apply(q.req, &mut w, Some((&mut plan, &mut arena)), &meta);
         plan.changed = w.changed;
         if applied.is_ok() && plan.matched != 0 && (plan.changed || plan.effects) {
             let mut copy = std::mem::take(&mut q.worker.scratch);

@@ -85,7 +85,7 @@ impl Matcher {
 }
 
 /// Compiles a pattern with the size bounds.
-fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+pub(super) fn compile(pattern: &str) -> Result<Regex, regex::Error> {
     RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_SIZE_LIMIT)
@@ -137,6 +137,8 @@ pub struct NameRule {
     /// `answer auto` (always for `exact`, as CoreDNS's README says).
     pub auto: bool,
     pub answers: Vec<Answer>,
+    /// The same rule on wire names, for `exact` and `suffix` with plain names.
+    pub wire: Option<super::fast::WireRule>,
 }
 
 /// An `edns0` action.
@@ -158,8 +160,9 @@ pub enum Variable {
     Protocol,
     ServerIp,
     ServerPort,
-    /// `{plugin/label}`: metadata, which no plugin provides here yet: the rule is ignored
-    /// (CoreDNS ignores it too when the label has no value).
+    /// `{plugin/label}`: the value of a metadata label (the block needs `metadata`);
+    /// without a value, or with an empty one, the rule is ignored (CoreDNS's
+    /// edns0VariableRule.ruleData: "unable to extract data", RewriteIgnored).
     Metadata(String),
 }
 
@@ -213,6 +216,8 @@ pub enum Kind {
         old: Rcode,
         new: Rcode,
     },
+    /// `cname`: CNAME targets of the reply (cname.rs).
+    Cname(super::cname::CnameRule),
 }
 
 #[derive(Debug)]
@@ -271,13 +276,7 @@ pub fn parse(args: &[&str]) -> Result<Rule, String> {
         "edns0" => edns0_rule(params)?,
         "ttl" => ttl_rule(params)?,
         "rcode" => rcode_rule(params)?,
-        "cname" => {
-            return Err(
-                "cname rules are not supported: rewriting a CNAME target needs a new lookup of the \
-                        target, which this server does not make yet"
-                    .into(),
-            );
-        }
+        "cname" => Kind::Cname(super::cname::parse(params)?),
         _ => return Err(format!("invalid rule type {:?}", rest[0])),
     };
     Ok(Rule { mode, kind })
@@ -320,12 +319,15 @@ fn name_rule(args: &[&str]) -> Result<NameRule, String> {
             ));
         }
     };
-    Ok(NameRule {
+    let mut rule = NameRule {
         auto: auto || kind == "exact",
         matcher,
         to: normalize(to),
         answers,
-    })
+        wire: None,
+    };
+    rule.wire = super::fast::WireRule::of(&rule);
+    Ok(rule)
 }
 
 /// CoreDNS's `parseAnswerRules`: `answer auto`, `answer name FROM TO`, `answer value
@@ -680,6 +682,9 @@ impl<'a> Work<'a> {
     }
 }
 
+/// How a rule reads a metadata label for the query: [`crate::chain::Query::metadata`].
+pub type Meta<'m> = &'m dyn Fn(&str, &mut String) -> bool;
+
 /// What applying one rule did.
 pub enum Applied {
     Ignored,
@@ -690,7 +695,7 @@ pub enum Applied {
 
 impl Rule {
     /// Applies the rule to the query in `w` (CoreDNS's `Rule.Rewrite`).
-    pub fn apply<'a>(&'a self, req: &Request<'a>, w: &mut Work<'a>) -> Applied {
+    pub fn apply<'a>(&'a self, req: &Request<'a>, w: &mut Work<'a>, meta: Meta<'_>) -> Applied {
         match &self.kind {
             Kind::Name(r) => {
                 let name = w.name.as_str();
@@ -760,14 +765,26 @@ impl Rule {
                     Applied::Ignored
                 }
             }
-            Kind::Edns0 { action, what } => self.edns0(req, w, *action, what),
+            Kind::Edns0 { action, what } => self.edns0(req, w, *action, what, meta),
+            // CoreDNS's cnameTargetRule.Rewrite: done for every query (its work is on
+            // the reply).
+            Kind::Cname(_) => Applied::Done,
         }
     }
 
-    fn edns0<'a>(&'a self, req: &Request<'a>, w: &mut Work<'a>, action: Action, what: &'a Edns0) -> Applied {
+    fn edns0<'a>(
+        &'a self,
+        req: &Request<'a>,
+        w: &mut Work<'a>,
+        action: Action,
+        what: &'a Edns0,
+        meta: Meta<'_>,
+    ) -> Applied {
         // The value first: a variable without one leaves the query alone (CoreDNS's
         // edns0VariableRule: RewriteIgnored), before any OPT is added.
         let mut value = [0u8; 20];
+        // A metadata value (allocated only for a rule that reads one).
+        let mut label_value = String::new();
         let mut text = Text::new();
         let computed: Option<&[u8]> = match what {
             Edns0::Variable { var, .. } => match var {
@@ -816,7 +833,12 @@ impl Rule {
                     });
                     None
                 }
-                Variable::Metadata(_) => return Applied::Ignored,
+                Variable::Metadata(label) => {
+                    if !meta(label, &mut label_value) || label_value.is_empty() {
+                        return Applied::Ignored;
+                    }
+                    None
+                }
             },
             Edns0::Subnet { v4, v6 } => {
                 let (family, mask, octets): (u16, u8, [u8; 16]) = match req.client.ip() {
@@ -861,6 +883,10 @@ impl Rule {
                 var: Variable::Qname | Variable::Protocol,
                 ..
             } => opts.store(text.as_str().as_bytes()),
+            Edns0::Variable {
+                var: Variable::Metadata(_),
+                ..
+            } => opts.store(label_value.as_bytes()),
             _ => computed.and_then(|c| opts.store(c)),
         };
         let Some(data) = data else {
@@ -891,7 +917,7 @@ impl Rule {
 
 /// A regex name rewrite: `template` with `{N}` replaced by the groups of `pattern` in
 /// `name`; `None` when it does not match.
-fn regex_rewrite(pattern: &Regex, template: &str, name: &str, out: &mut Text) -> Option<bool> {
+pub(super) fn regex_rewrite(pattern: &Regex, template: &str, name: &str, out: &mut Text) -> Option<bool> {
     let caps = pattern.captures(name)?;
     out.clear();
     let mut rest = template;

@@ -80,6 +80,7 @@ impl Backend {
             let target = f.last().map(|t| name_from_str(t).unwrap_or_default()).unwrap();
             let (t, data) = match f[2] {
                 "A" => (rtype::A, Rdata::A(f[3].parse().unwrap())),
+                "AAAA" => (rtype::AAAA, Rdata::Aaaa(f[3].parse().unwrap())),
                 "CNAME" => (rtype::CNAME, Rdata::Name(Name::wire(&target))),
                 "PTR" => (rtype::PTR, Rdata::Name(Name::wire(&target))),
                 "SRV" => (
@@ -163,7 +164,14 @@ struct Got {
 /// Runs `rw` then `backend` for `raw`, as the server does (run, then the response
 /// hooks); with `backend.upstream`, through a suspended exchange and `resume`.
 fn exchange(rw: Rewrite, backend: Arc<Backend>, raw: &[u8]) -> Got {
-    let chain = Chain::new(vec![Arc::new(rw), backend.clone()]);
+    exchange_after(Vec::new(), rw, backend, raw)
+}
+
+/// [`exchange`] with `front` (metadata, a provider) before `rewrite` in the chain.
+fn exchange_after(mut front: Vec<Arc<dyn Handler>>, rw: Rewrite, backend: Arc<Backend>, raw: &[u8]) -> Got {
+    front.push(Arc::new(rw));
+    front.push(backend.clone());
+    let chain = Chain::new(front);
     let a = "192.0.2.7:5353".parse().unwrap();
     let l = "127.0.0.1:53".parse().unwrap();
     let req = Request::parse(raw, Transport::Udp, a, l).ok().unwrap();
@@ -183,7 +191,7 @@ fn exchange(rw: Rewrite, backend: Arc<Backend>, raw: &[u8]) -> Got {
         error: None,
         refresh: false,
         coalesce: true,
-        meta: crate::chain::Metadata::NONE,
+        meta: chain.metadata(),
     };
     let at = match chain.run(&mut q, 0) {
         Outcome::Reply { at } => at,
@@ -845,4 +853,419 @@ fn setup_errors() {
     ] {
         assert!(rewrite(&format!("    {line}")).is_ok(), "{line}");
     }
+}
+
+/// The rules with their wire forms taken away: everything goes the text way.
+fn text_only(mut rw: Rewrite) -> Rewrite {
+    for r in &mut rw.rules {
+        if let Kind::Name(n) = &mut r.kind {
+            n.wire = None;
+        }
+    }
+    rw
+}
+
+/// The wire way of `exact` and `suffix` rules (fast.rs, and the reply's question put
+/// back in place) answers what the text way answers, names aside from their case (the
+/// in-place question keeps the client's spelling). The rules are CoreDNS's README
+/// "Name Field Rewrites" shapes; the replies have names from the question, names
+/// below it, names a rule maps back that are not from it (the text way's), pointers
+/// into the middle of the question (an SOA-like owner), and non-plain labels.
+#[test]
+fn the_wire_way_answers_as_the_text_way() {
+    let rules = [
+        "rewrite name suffix .team-a.example. .team-a.svc.cluster.local. answer auto",
+        "rewrite name suffix a.example. b.svc.cluster.local. answer auto",
+        "rewrite name suffix .example. .svc.cluster.local.",
+        "rewrite name exact web.exact.example. web.team-a.svc.cluster.local.",
+        "rewrite name suffix .one. .svc.cluster.local. answer auto\nrewrite name exact web.two. web.svc.cluster.local.",
+        "rewrite continue name suffix .one. .svc.cluster.local. answer auto",
+        "rewrite name suffix .example. . answer auto",
+        "rewrite name suffix example. svc. answer auto",
+    ];
+    let questions = [
+        "web.team-a.example.",
+        "WEB.Team-A.example.",
+        "web.exact.example.",
+        "web.team-b.example.",
+        "x.one.",
+        "web.two.",
+        "example.",
+        "a\\.b.team-a.example.",
+        "web.nope.",
+    ];
+    let replies: [&[&str]; 6] = [
+        &["@ 5 A 10.0.0.1"],
+        // A pointer past the question (the A's owner to the CNAME's target) moves.
+        &["@ 5 CNAME other.example.net.", "other.example.net. 5 A 10.0.0.6"],
+        &[
+            "@ 5 CNAME other.team-a.svc.cluster.local.",
+            "other.team-a.svc.cluster.local. 5 A 10.0.0.2",
+        ],
+        &["@ 5 A 10.0.0.1", "AUTH cluster.local. 5 A 10.0.0.9"],
+        &["x.web.team-a.svc.cluster.local. 5 A 10.0.0.3", "EXTRA @ 5 A 10.0.0.4"],
+        &[
+            "@ 5 SRV 0 1 80 web.team-a.svc.cluster.local.",
+            "web.svc.cluster.local. 5 A 10.0.0.5",
+        ],
+    ];
+    let lower = |g: &Got| {
+        format!(
+            "{} {} {:?} {:?} {:?}",
+            g.question.to_ascii_lowercase(),
+            g.qtype,
+            g.rcode,
+            g.answer.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>(),
+            g.additional.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>()
+        )
+    };
+    for rule in rules {
+        for question in questions {
+            if question.contains('\\') {
+                continue; // the test's query builder lays out plain labels only
+            }
+            for records in replies {
+                let raw = query(question, rtype::A, class::IN, Some(&[]));
+                let (b1, b2) = (Arc::new(Backend::new(records)), Arc::new(Backend::new(records)));
+                let fast = exchange(rewrite(rule).unwrap(), b1.clone(), &raw);
+                let text = exchange(text_only(rewrite(rule).unwrap()), b2.clone(), &raw);
+                let seen = |b: &Backend| b.seen.lock().unwrap().first().map(|s| s.name.to_ascii_lowercase());
+                assert_eq!(
+                    seen(&b1),
+                    seen(&b2),
+                    "{rule} / {question} / {records:?}: the query passed on"
+                );
+                assert_eq!(lower(&fast), lower(&text), "{rule} / {question} / {records:?}");
+                assert_eq!(fast.question, question, "{rule} / {question}: the client's question");
+            }
+        }
+    }
+}
+
+/// `metadata` for the root zone, and a provider of `test/label` (its value per query
+/// name: `web.` has `v1`, `empty.` an empty value, the rest none).
+struct MetaBlock {
+    zones: Vec<crate::dns::Zone>,
+}
+
+impl Handler for MetaBlock {
+    fn name(&self) -> &'static str {
+        "metadata"
+    }
+    fn serve(&self, _: &mut Query<'_, '_>) -> Step {
+        Step::Next
+    }
+    fn metadata_zones(&self) -> Option<&[crate::dns::Zone]> {
+        Some(&self.zones)
+    }
+    fn provides_metadata(&self) -> bool {
+        true
+    }
+    fn metadata(&self, q: &Query<'_, '_>, label: &str, out: &mut String) -> bool {
+        match (label, q.req.qname.to_string().as_str()) {
+            ("test/label", "web.") => {
+                out.push_str("v1");
+                true
+            }
+            ("test/label", "empty.") => true,
+            _ => false,
+        }
+    }
+}
+
+/// CoreDNS README, "EDNS0 Options": with `metadata`, `{plugin/label}` is the label's
+/// value; edns0.go's edns0VariableRule.ruleData: no value (or an empty one) leaves the
+/// query alone (RewriteIgnored), as does a block without `metadata`.
+#[test]
+fn edns0_metadata_variables() {
+    let rule = "rewrite edns0 local set 0xffee {test/label}";
+    let seen = |name: &str, with_meta: bool| {
+        let backend = Arc::new(Backend::new(&[]));
+        let front: Vec<Arc<dyn Handler>> = if with_meta {
+            vec![Arc::new(MetaBlock {
+                zones: vec![crate::dns::Zone::root()],
+            })]
+        } else {
+            Vec::new()
+        };
+        let raw = query(name, rtype::A, class::IN, Some(&[]));
+        exchange_after(front, rewrite(rule).unwrap(), backend.clone(), &raw);
+        backend.seen.lock().unwrap()[0].options.clone()
+    };
+    assert_eq!(seen("web.", true), [(0xffee, b"v1".to_vec())]);
+    assert_eq!(seen("empty.", true), []);
+    assert_eq!(seen("other.", true), []);
+    assert_eq!(seen("web.", false), []);
+    // A label needs a plugin part and a name part (metadata.IsLabel).
+    assert!(rewrite("rewrite edns0 local set 0xffee {/kubernetes/client-namespace}").is_err());
+}
+
+/// The server behind `rewrite` in CoreDNS's cname_target_test.go: the reply of the
+/// plugin after rewrite (the test's answer for the client's name) and the lookups of
+/// its MockedUpstream (by name; a `!` first: TC set).
+struct Named(Vec<(&'static str, Vec<&'static str>)>);
+
+impl Handler for Named {
+    fn name(&self) -> &'static str {
+        "named"
+    }
+    fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        let name = q.req.qname.to_string();
+        let records = self.0.iter().find(|(n, _)| *n == name).map_or(&[][..], |(_, r)| &r[..]);
+        let truncated = records.first() == Some(&"!");
+        let records: Vec<&str> = records
+            .iter()
+            .copied()
+            .filter(|r| *r != "!")
+            .filter(|r| {
+                // MockedUpstream answers xyz.example.com. by the question's type.
+                let t = r.split_whitespace().nth(2).unwrap_or("");
+                !matches!((t, q.req.qtype), ("A", rtype::AAAA) | ("AAAA", rtype::A))
+            })
+            .collect();
+        let step = Backend::new(&records).answer(q);
+        if truncated {
+            q.resp.set_flag(crate::dns::flag::TC, true);
+        }
+        step
+    }
+}
+
+/// What the server answers for `raw`: the chain run, and every lookup the chain asks of
+/// the server itself (`cname` rules) answered by running the chain again, except those
+/// for a name in `lost` (they time out).
+fn through_server(chain: &Chain, raw: &[u8], depth: usize, lost: &[&str]) -> Vec<u8> {
+    assert!(depth < 4, "lookups through the server loop");
+    let a = "192.0.2.7:5353".parse().unwrap();
+    let l = "127.0.0.1:53".parse().unwrap();
+    let req = Request::parse(raw, Transport::Udp, a, l).ok().unwrap();
+    let mut resp = Response::new();
+    let mut worker = WorkerCtx::new(0);
+    let route = RouteTag {
+        slot: 0,
+        server: "dns://:53".into(),
+        zone: ".".into(),
+    };
+    let mut q = Query {
+        req: &req,
+        resp: &mut resp,
+        worker: &mut worker,
+        route: &route,
+        answered_by: "",
+        error: None,
+        refresh: false,
+        coalesce: true,
+        meta: chain.metadata(),
+    };
+    let mut outcome = chain.run(&mut q, 0);
+    loop {
+        match outcome {
+            Outcome::Reply { at } => {
+                chain.complete(&mut q, at);
+                return q.resp.bytes().to_vec();
+            }
+            Outcome::Upstream { at, request } => {
+                assert_eq!(request.to, l, "the lookup goes to the server itself");
+                let msg = q.worker.upstream_msg.clone();
+                let asked = Request::parse(&msg, Transport::Udp, a, l)
+                    .ok()
+                    .unwrap()
+                    .qname
+                    .to_string();
+                if lost.contains(&asked.as_str()) {
+                    outcome = chain.resume(&mut q, at, UpstreamReply::Timeout, request.cookie);
+                    continue;
+                }
+                let reply = through_server(chain, &msg, depth + 1, lost);
+                outcome = chain.resume(&mut q, at, UpstreamReply::Message(&reply), request.cookie);
+            }
+        }
+    }
+}
+
+/// CoreDNS cname_target_test.go, TestCNameTargetRewrite: its seven `continue cname`
+/// rules, its answers and its MockedUpstream, and the answer and TC bit the client
+/// gets for each of its eight queries.
+#[test]
+fn cname_rules_follow_coredns_test_cname_target_rewrite() {
+    let rules = r"
+    rewrite continue cname exact def.example.com xyz.example.com
+    rewrite continue cname prefix chat.openai.com bard.google.com
+    rewrite continue cname suffix uvw. xyz.
+    rewrite continue cname substring efgh zzzz.www
+    rewrite continue cname regex (.*)\.web\.(.*)\.site\. {1}.webapp.{2}.org.
+    rewrite continue cname exact music.truncated.spotify.com. music.truncated.spotify.com.
+    rewrite continue cname suffix prod. staging.";
+    let upstream = [
+        (
+            "xyz.example.com.",
+            vec!["@ 3600 A 3.4.5.6", "@ 3600 AAAA 3a01:7e00::f03c:91ff:fe79:234c"],
+        ),
+        ("bard.google.com.cdn.cloudflare.net.", vec!["@ 1800 A 9.7.2.1"]),
+        ("www.hosting.xyz.", vec!["@ 500 A 20.30.40.50"]),
+        ("abcd.zzzz.www.pqrst.", vec!["@ 120 A 101.20.5.1", "@ 120 A 101.20.5.2"]),
+        ("orders.webapp.eu.org.", vec!["@ 120 A 20.0.0.9"]),
+        ("music.truncated.spotify.com.", vec!["!", "@ 120 A 10.1.0.9"]),
+        (
+            "intermediate-2.staging.",
+            vec!["@ 200 CNAME final.staging.net.", "final.staging.net. 120 A 5.6.7.8"],
+        ),
+    ];
+    type Case = (&'static str, u16, Vec<&'static str>, Vec<&'static str>, bool);
+    let cases: Vec<Case> = vec![
+        (
+            "abc.example.com.",
+            rtype::A,
+            vec!["@ 5 CNAME def.example.com.", "def.example.com. 5 A 1.2.3.4"],
+            vec![
+                "abc.example.com. 5 IN CNAME xyz.example.com.",
+                "xyz.example.com. 3600 IN A 3.4.5.6",
+            ],
+            false,
+        ),
+        (
+            "abc.example.com.",
+            rtype::AAAA,
+            vec![
+                "@ 5 CNAME def.example.com.",
+                "def.example.com. 5 AAAA 2a01:7e00::f03c:91ff:fe79:234c",
+            ],
+            vec![
+                "abc.example.com. 5 IN CNAME xyz.example.com.",
+                "xyz.example.com. 3600 IN AAAA 3a01:7e00::f03c:91ff:fe79:234c",
+            ],
+            false,
+        ),
+        (
+            "chat.openai.com.",
+            rtype::A,
+            vec![
+                "@ 20 CNAME chat.openai.com.cdn.cloudflare.net.",
+                "chat.openai.com.cdn.cloudflare.net. 30 A 23.2.1.2",
+                "chat.openai.com.cdn.cloudflare.net. 30 A 24.6.0.8",
+            ],
+            vec![
+                "chat.openai.com. 20 IN CNAME bard.google.com.cdn.cloudflare.net.",
+                "bard.google.com.cdn.cloudflare.net. 1800 IN A 9.7.2.1",
+            ],
+            false,
+        ),
+        (
+            "coredns.io.",
+            rtype::A,
+            vec!["@ 100 CNAME www.hosting.uvw.", "www.hosting.uvw. 200 A 7.2.3.4"],
+            vec![
+                "coredns.io. 100 IN CNAME www.hosting.xyz.",
+                "www.hosting.xyz. 500 IN A 20.30.40.50",
+            ],
+            false,
+        ),
+        (
+            "core.dns.rocks.",
+            rtype::A,
+            vec!["@ 200 CNAME abcd.efgh.pqrst.", "abcd.efgh.pqrst. 100 A 200.30.45.67"],
+            vec![
+                "core.dns.rocks. 200 IN CNAME abcd.zzzz.www.pqrst.",
+                "abcd.zzzz.www.pqrst. 120 IN A 101.20.5.1",
+                "abcd.zzzz.www.pqrst. 120 IN A 101.20.5.2",
+            ],
+            false,
+        ),
+        (
+            "order.service.eu.",
+            rtype::A,
+            vec!["@ 200 CNAME orders.web.eu.site.", "orders.web.eu.site. 50 A 10.10.15.1"],
+            vec![
+                "order.service.eu. 200 IN CNAME orders.webapp.eu.org.",
+                "orders.webapp.eu.org. 120 IN A 20.0.0.9",
+            ],
+            false,
+        ),
+        (
+            "music.spotify.com.",
+            rtype::A,
+            vec!["@ 200 CNAME music.truncated.spotify.com."],
+            vec![
+                "music.spotify.com. 200 IN CNAME music.truncated.spotify.com.",
+                "music.truncated.spotify.com. 120 IN A 10.1.0.9",
+            ],
+            true,
+        ),
+        (
+            "cname-chain.org.",
+            rtype::A,
+            vec![
+                "@ 200 CNAME intermediate-1.com.",
+                "intermediate-1.com. 200 CNAME intermediate-2.prod.",
+                "intermediate-2.prod. 200 CNAME final.prod.net.",
+                "final.prod.net. 120 A 1.2.3.4",
+            ],
+            vec![
+                "cname-chain.org. 200 IN CNAME intermediate-1.com.",
+                "intermediate-1.com. 200 IN CNAME intermediate-2.staging.",
+                "intermediate-2.staging. 200 IN CNAME final.staging.net.",
+                "final.staging.net. 120 IN A 5.6.7.8",
+            ],
+            false,
+        ),
+    ];
+    for (name, qtype, answer, expected, truncated) in cases {
+        let mut table = vec![(name, answer)];
+        table.extend(upstream.iter().cloned());
+        let chain = Chain::new(vec![Arc::new(rewrite(rules).unwrap()), Arc::new(Named(table))]);
+        let reply = through_server(&chain, &query(name, qtype, class::IN, None), 0, &[]);
+        let msg = Message::from_octets(reply).unwrap();
+        assert_eq!(testkit::wire::section(&msg, "answer"), expected, "{name} {qtype}");
+        assert_eq!(msg.header().tc(), truncated, "{name} {qtype}: TC");
+        assert_eq!(
+            format!("{}.", msg.first_question().unwrap().qname()),
+            name,
+            "{name}: the client's question"
+        );
+    }
+}
+
+/// cname_target_test.go, TestCNAMETargetRewrite_upstreamFailurePaths: when the lookup of
+/// the new target fails, the reply is left as it was (the old target). Here the
+/// server's own pass for the new target times out; when it answers, even with nothing,
+/// the target is rewritten (CoreDNS appends the lookup's empty answer).
+#[test]
+fn a_failed_cname_lookup_leaves_the_reply_as_it_was() {
+    let rule = "rewrite stop cname exact bad.target. good.target.";
+    let chain = Chain::new(vec![
+        Arc::new(rewrite(rule).unwrap()),
+        Arc::new(Named(vec![("bad.test.", vec!["@ 60 CNAME bad.target."])])),
+    ]);
+    let raw = query("bad.test.", rtype::A, class::IN, None);
+    let answer = |lost: &[&str]| {
+        let msg = Message::from_octets(through_server(&chain, &raw, 0, lost)).unwrap();
+        testkit::wire::section(&msg, "answer")
+    };
+    assert_eq!(answer(&["good.target."]), ["bad.test. 60 IN CNAME bad.target."]);
+    assert_eq!(answer(&[]), ["bad.test. 60 IN CNAME good.target."]);
+}
+
+/// TestNewCNAMERuleLargeRegex, TestNewCNAMERuleNormalization and newCNAMERule's errors.
+#[test]
+fn cname_rule_setup() {
+    let long = format!("rewrite cname regex {} x", "a".repeat(10_001));
+    let err = rewrite(&long).err().unwrap().to_string();
+    assert!(
+        err.contains("regex pattern too long in a cname rule: 10001 > 10000"),
+        "{err}"
+    );
+    let err = rewrite("rewrite cname foo a b").err().unwrap().to_string();
+    assert!(err.contains("unknown cname rewrite type: foo"), "{err}");
+    let err = rewrite("rewrite cname a").err().unwrap().to_string();
+    assert!(err.contains("too few (1) arguments for a cname rule"), "{err}");
+    let Kind::Cname(r) = &rewrite("rewrite cname exact newyork.foo.com vpce-123.amazonaws.com")
+        .unwrap()
+        .rules[0]
+        .kind
+    else {
+        panic!("not a cname rule")
+    };
+    let mut out = text::Text::new();
+    assert!(r.target("newyork.foo.com.", &mut out));
+    assert_eq!(out.as_str(), "vpce-123.amazonaws.com.");
 }

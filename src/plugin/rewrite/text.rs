@@ -155,7 +155,7 @@ impl Text {
 
 /// A byte written as it is in presentation form (no escape).
 #[inline]
-fn plain(b: u8) -> bool {
+pub fn plain(b: u8) -> bool {
     matches!(b, 0x21..=0x7E) && !matches!(b, b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$')
 }
 
