@@ -8,6 +8,8 @@ use super::{CompileError, MAX_ARRAY, MAX_DEPTH, Scope};
 #[derive(Debug)]
 pub enum Expr {
     Lit(Value),
+    /// A string literal (copied into the query's heap when evaluated).
+    LitStr(String),
     Array(Vec<Expr>),
     /// A variable declared before (its index in `Facts::vars`).
     Var(usize),
@@ -277,7 +279,7 @@ impl Parser<'_> {
                 "||" | "or" => Expr::Or(l, r),
                 "&&" | "and" => Expr::And(l, r),
                 "matches" => match *r {
-                    Expr::Lit(Value::Str(ref pat)) => {
+                    Expr::LitStr(ref pat) => {
                         let re = regex::RegexBuilder::new(pat)
                             .size_limit(1 << 20)
                             .build()
@@ -345,7 +347,7 @@ impl Parser<'_> {
         match tok {
             Tok::Int(v) => Ok(Expr::Lit(Value::Int(v))),
             Tok::Float(v) => Ok(Expr::Lit(Value::Float(v))),
-            Tok::Str(s) => Ok(Expr::Lit(Value::Str(s))),
+            Tok::Str(s) => Ok(Expr::LitStr(s)),
             Tok::Hash => {
                 if self.closures == 0 {
                     return Err(CompileError("'#' outside a predicate of any/all/none/one".into()));

@@ -13,28 +13,68 @@ fn with_request<R>(client: &str, f: impl FnOnce(&Request<'_>) -> R) -> R {
     f(&req)
 }
 
+/// A value read out of its heap, for comparing.
+#[derive(Clone, Debug, PartialEq)]
+enum Value {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Array(Vec<Value>),
+}
+
+fn owned(v: View<'_>) -> Value {
+    match v {
+        View::Nil => Value::Nil,
+        View::Bool(b) => Value::Bool(b),
+        View::Int(i) => Value::Int(i),
+        View::Float(x) => Value::Float(x),
+        View::Str(s) => Value::Str(s.to_string()),
+        View::Array(h, items) => Value::Array(items.iter().map(|i| owned(h.view(*i))).collect()),
+    }
+}
+
+fn stored(v: &Value, h: &mut Heap) -> super::Value {
+    match v {
+        Value::Nil => super::Value::Nil,
+        Value::Bool(b) => super::Value::Bool(*b),
+        Value::Int(i) => super::Value::Int(*i),
+        Value::Float(x) => super::Value::Float(*x),
+        Value::Str(s) => h.string(s).unwrap(),
+        Value::Array(a) => {
+            let items: Vec<_> = a.iter().map(|i| stored(i, h)).collect();
+            h.array(&items).unwrap()
+        }
+    }
+}
+
 fn run_with(text: &str, scope: &Scope, vars: &[Value]) -> Result<Value, String> {
     let prog = Program::compile(text, scope).map_err(|e| format!("compile: {e}"))?;
     with_request("10.240.0.1:5353", |req| {
         let group = |k: GroupKey<'_>| match k {
-            GroupKey::Name("a") | GroupKey::Index(1) => "12".to_string(),
-            GroupKey::Index(0) => "12-34.example.".to_string(),
-            _ => String::new(),
+            GroupKey::Name("a") | GroupKey::Index(1) => Some("12"),
+            GroupKey::Index(0) => Some("12-34.example."),
+            _ => None,
         };
-        let md = |k: &str| {
+        let md = |k: &str, out: &mut String| {
             if k == "test/region" {
-                "eu".to_string()
-            } else {
-                String::new()
+                out.push_str("eu");
             }
         };
+        let mut heap = Heap::default();
+        let vars: Vec<_> = vars.iter().map(|v| stored(v, &mut heap)).collect();
+        let mut name = String::new();
+        write_name(req.qname.wire(), &mut name);
         let facts = Facts {
             req,
-            vars,
+            name: &name,
+            vars: &vars,
             group: &group,
             metadata: &md,
         };
-        prog.eval(&facts).map_err(|e| format!("eval: {e}"))
+        let v = prog.eval(&facts, &mut heap).map_err(|e| format!("eval: {e}"))?;
+        Ok(owned(heap.view(v)))
     })
 }
 

@@ -25,6 +25,7 @@
 //! expression language builds its values per query).
 
 mod gotmpl;
+mod matcher;
 mod rr;
 
 use std::collections::BTreeMap;
@@ -33,18 +34,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use regex_automata::Input;
-use regex_automata::meta::{Cache, Regex};
 use regex_automata::util::captures::Captures;
 
 use crate::chain::{ChainError, Handler, Query, Step};
 use crate::config::keys::zone_args;
 use crate::config::{ConfigError, Directive};
 use crate::dns::{Rcode, Section, Zone, class, rtype};
-use crate::expr::{Facts, GroupKey, Program, Scope, Value};
+use crate::expr::{Facts, GroupKey, Heap, Program, Scope, Value, View, write_name as name_text};
 use crate::metrics::Families;
 use crate::setup::{AttachCtx, Lifecycle, Plugin, SetupCtx};
 use gotmpl::{Data, Field, Names, Template, Val};
+use matcher::{MatchCache, Matcher};
 
 const NAME: &str = "template";
 
@@ -86,7 +86,7 @@ struct Rule {
     qtype: u16,
     zones: Vec<Zone>,
     /// Empty: everything matches (CoreDNS's default `.*`).
-    regexes: Vec<Regex>,
+    regexes: Vec<Matcher>,
     /// Their patterns (`.Regex`).
     patterns: Vec<String>,
     /// Answer, authority, additional (the order they are written in the reply).
@@ -119,16 +119,18 @@ enum Body {
 /// A worker's buffers: kept from query to query, so that they stop growing.
 #[derive(Default)]
 struct Scratch {
-    /// The query name, lower-cased, presentation form (CoreDNS's `state.Name()`).
+    /// The query name, lower-cased, presentation form (CoreDNS's `state.Name()`),
+    /// written only when something reads it (`named`).
     name: String,
+    named: bool,
     remote: String,
     text: String,
     wire: Vec<u8>,
-    /// Per rule, per regex: the regex's search cache (lazy DFA states) and where the
-    /// captures lie.
-    caches: Vec<Vec<Cache>>,
-    caps: Vec<Vec<Captures>>,
+    /// Per rule, per regex: the regex's search state and where the captures lie.
+    caches: Vec<Vec<MatchCache>>,
     vars: Vec<Value>,
+    /// The strings and arrays `var`/`expr` make for the current query.
+    heap: Heap,
 }
 
 /// The sections of CoreDNS's metric labels, by index into `Rule::sections`.
@@ -155,18 +157,16 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
         .map(|_| {
             Mutex::new(Scratch {
                 name: String::with_capacity(256),
+                named: false,
                 remote: String::with_capacity(48),
                 text: String::with_capacity(512),
                 wire: Vec::with_capacity(512),
                 caches: rules
                     .iter()
-                    .map(|r| r.regexes.iter().map(Regex::create_cache).collect())
-                    .collect(),
-                caps: rules
-                    .iter()
-                    .map(|r| r.regexes.iter().map(Regex::create_captures).collect())
+                    .map(|r| r.regexes.iter().map(Matcher::cache).collect())
                     .collect(),
                 vars: Vec::with_capacity(8),
+                heap: Heap::default(),
             })
         })
         .collect();
@@ -247,23 +247,8 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
                     if re.len() > MAX_REGEX_LEN {
                         return Err(opt.err(NAME, format!("regex pattern too long: {} > {MAX_REGEX_LEN}", re.len())));
                     }
-                    // The haystack is the name in presentation form, always ASCII (other
-                    // bytes are written as \DDD escapes), where Unicode classes and
-                    // case folding match what their ASCII forms match; byte classes let
-                    // the lazy DFA take one transition per byte.
-                    // A pattern that needs Unicode (`\pL`) is compiled as written.
-                    let config = Regex::config().nfa_size_limit(Some(MAX_REGEX_SIZE));
-                    let bytes = Regex::builder()
-                        .configure(config.clone())
-                        .syntax(regex_automata::util::syntax::Config::new().unicode(false).utf8(false))
-                        .build(re);
-                    let compiled = match bytes {
-                        Ok(r) => r,
-                        Err(_) => Regex::builder()
-                            .configure(config)
-                            .build(re)
-                            .map_err(|e| opt.err(NAME, format!("could not parse regex: {re}, {e}")))?,
-                    };
+                    let compiled = Matcher::new(re, MAX_REGEX_SIZE)
+                        .map_err(|e| opt.err(NAME, format!("could not parse regex: {re}, {e}")))?;
                     rule.regexes.push(compiled);
                     rule.patterns.push(re.to_string());
                 }
@@ -484,25 +469,32 @@ impl TemplatePlugin {
         let regex = if rule.regexes.is_empty() {
             usize::MAX
         } else {
-            let input = Input::new(s.name.as_str());
-            let caches = &mut s.caches[ri];
+            let wire = req.qname.wire();
             let found = if rule.captures {
-                let caps = &mut s.caps[ri];
+                s.write_name(wire);
+                let (name, caches) = (s.name.as_str(), &mut s.caches[ri]);
                 rule.regexes
                     .iter()
                     .zip(caches.iter_mut())
-                    .zip(caps.iter_mut())
-                    .position(|((re, cache), caps)| {
-                        re.search_captures_with(cache, &input, caps);
-                        caps.is_match()
-                    })
+                    .position(|(re, cache)| re.captures(name, cache))
             } else {
-                // Whether it matches is all that is asked: stop at the first match.
-                let input = input.earliest(true);
-                rule.regexes
-                    .iter()
-                    .zip(caches.iter_mut())
-                    .position(|(re, cache)| re.search_half_with(cache, &input).is_some())
+                // Whether it matches is all that is asked: stop at the first match, on
+                // the wire name where the pattern has a dense DFA.
+                let mut found = None;
+                for (i, re) in rule.regexes.iter().enumerate() {
+                    let hit = match re.is_match_wire(wire) {
+                        Some(hit) => hit,
+                        None => {
+                            s.write_name(wire);
+                            re.is_match(&s.name, &mut s.caches[ri][i])
+                        }
+                    };
+                    if hit {
+                        found = Some(i);
+                        break;
+                    }
+                }
+                found
             };
             match found {
                 Some(i) => i,
@@ -510,34 +502,42 @@ impl TemplatePlugin {
             }
         };
         if !rule.vars.is_empty() || !rule.exprs.is_empty() {
-            let Scratch { name, caps, vars, .. } = s;
-            let caps = caps[ri].get(regex);
-            let group = |k: GroupKey<'_>| -> String {
+            s.write_name(req.qname.wire());
+            let Scratch {
+                name,
+                caches,
+                vars,
+                heap,
+                ..
+            } = s;
+            let name: &str = name;
+            let caps = caches[ri].get(regex).map(|c| &c.caps);
+            let group = |k: GroupKey<'_>| -> Option<&str> {
                 let span = match (caps, k) {
                     (Some(c), GroupKey::Index(i)) => usize::try_from(i).ok().and_then(|i| c.get_group(i)),
                     (Some(c), GroupKey::Name(n)) => group_by_name(c, n),
                     // The default `.*` matches the whole name, capture 0 only.
-                    (None, GroupKey::Index(0)) => return name.clone(),
+                    (None, GroupKey::Index(0)) => return Some(name),
                     (None, _) => None,
                 };
-                span.map_or(String::new(), |s| name[s.range()].to_string())
+                span.map(|s| &name[s.range()])
             };
             // CoreDNS's `metadata(label)`: "" when the block has no `metadata` or
             // nobody sets the label.
-            let metadata = |label: &str| {
-                let mut v = String::new();
-                q.metadata(label, &mut v);
-                v
+            let metadata = |label: &str, out: &mut String| {
+                q.metadata(label, out);
             };
+            heap.clear();
             vars.clear();
             for prog in &rule.vars {
                 let facts = Facts {
                     req,
+                    name,
                     vars: vars.as_slice(),
                     group: &group,
                     metadata: &metadata,
                 };
-                match prog.eval(&facts) {
+                match prog.eval(&facts, heap) {
                     Ok(v) => vars.push(v),
                     Err(e) => return Matched::Failed(format!("var: {}: {e}", prog.text())),
                 }
@@ -545,11 +545,12 @@ impl TemplatePlugin {
             for prog in &rule.exprs {
                 let facts = Facts {
                     req,
+                    name,
                     vars: vars.as_slice(),
                     group: &group,
                     metadata: &metadata,
                 };
-                match prog.eval(&facts) {
+                match prog.eval(&facts, heap) {
                     Ok(Value::Bool(true)) => {}
                     Ok(_) => return Matched::No,
                     Err(e) => return Matched::Failed(format!("expr: {}: {e}", prog.text())),
@@ -580,6 +581,9 @@ impl TemplatePlugin {
             .flatten()
             .any(|r| matches!(r.body, Body::Dynamic(_)));
         if dynamic {
+            s.write_name(req.qname.wire());
+        }
+        if rule.remote {
             s.remote.clear();
             let _ = write!(s.remote, "{}", req.client.ip());
         }
@@ -588,8 +592,9 @@ impl TemplatePlugin {
             remote,
             text,
             wire,
-            caps,
+            caches,
             vars,
+            heap,
             ..
         } = s;
         for (si, section) in [Section::Answer, Section::Authority, Section::Additional]
@@ -614,8 +619,9 @@ impl TemplatePlugin {
                             rtype: type_label,
                             remote,
                             pattern: rule.patterns.get(regex).map(String::as_str),
-                            caps: caps[ri].get(regex),
+                            caps: caches[ri].get(regex).map(|c| &c.caps),
                             vars,
+                            heap,
                             var_names: &rule.var_names,
                         };
                         if let Err(e) = t.render(&data, text) {
@@ -650,39 +656,6 @@ fn labels(rule: &Rule, qclass: u16, qtype: u16) -> (u16, u16) {
     (c, t)
 }
 
-/// Writes a lower-cased wire name in presentation form (RFC 1035 5.1 escapes), into a
-/// buffer that keeps its capacity.
-fn name_text(wire: &[u8], out: &mut String) {
-    out.clear();
-    let mut at = 0;
-    while at < wire.len() && wire[at] != 0 {
-        let len = wire[at] as usize;
-        let label = wire.get(at + 1..at + 1 + len).unwrap_or(&[]);
-        if label.iter().all(|&b| PLAIN[b as usize]) {
-            // The usual label: printable ASCII with nothing to escape, copied whole.
-            out.push_str(std::str::from_utf8(label).unwrap_or_default());
-        } else {
-            for &b in label {
-                match b {
-                    b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$' => {
-                        out.push('\\');
-                        out.push(b as char);
-                    }
-                    0x21..=0x7E => out.push(b as char),
-                    _ => {
-                        let _ = write!(out, "\\{b:03}");
-                    }
-                }
-            }
-        }
-        out.push('.');
-        at += 1 + len;
-    }
-    if out.is_empty() {
-        out.push('.');
-    }
-}
-
 /// A named group's span: a scan of the (few) names, cheaper per query than the
 /// hash lookup of `Captures::get_group_by_name`.
 fn group_by_name(c: &Captures, name: &str) -> Option<regex_automata::Span> {
@@ -692,17 +665,6 @@ fn group_by_name(c: &Captures, name: &str) -> Option<regex_automata::Span> {
         .position(|n| n == Some(name))?;
     c.get_group(i)
 }
-
-/// The bytes a name label holds that its presentation form writes as they are.
-const PLAIN: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0x21;
-    while b <= 0x7E {
-        t[b] = !matches!(b as u8, b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$');
-        b += 1;
-    }
-    t
-};
 
 struct RenderData<'a> {
     /// `.Meta "label"`: the query's metadata (empty when unset).
@@ -716,6 +678,7 @@ struct RenderData<'a> {
     pattern: Option<&'a str>,
     caps: Option<&'a Captures>,
     vars: &'a [Value],
+    heap: &'a Heap,
     var_names: &'a [String],
 }
 
@@ -729,7 +692,10 @@ impl Data for RenderData<'_> {
             Field::Remote => Val::Str(self.remote.into()),
             Field::Regex => Val::Str(self.pattern.unwrap_or(".*").into()),
             Field::GroupKey(k) => self.group(k).map_or(Val::NoValue, |g| Val::Str(g.into())),
-            Field::VarKey(i) => self.vars.get(*i).map_or(Val::NoValue, Val::Value),
+            Field::VarKey(i) => self
+                .vars
+                .get(*i)
+                .map_or(Val::NoValue, |v| Val::Value(self.heap.view(*v))),
             f => Val::Collection(f.clone()),
         }
     }
@@ -760,9 +726,9 @@ impl Data for RenderData<'_> {
         (self.meta)(key, out);
     }
 
-    fn var(&self, name: &str) -> Option<&Value> {
+    fn var(&self, name: &str) -> Option<View<'_>> {
         let i = self.var_names.iter().rposition(|v| v == name)?;
-        self.vars.get(i)
+        self.vars.get(i).map(|v| self.heap.view(*v))
     }
 
     fn vars(&self) -> usize {
@@ -776,12 +742,22 @@ impl Handler for TemplatePlugin {
     }
 
     fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        self.handle(q)
+    }
+
+    fn handles_class(&self, c: u16) -> bool {
+        self.rules.iter().any(|r| r.qclass == c || r.qclass == class::ANY)
+    }
+}
+
+impl TemplatePlugin {
+    fn handle(&self, q: &mut Query<'_, '_>) -> Step {
         if !Zone::any_contains(&self.zones, &q.req.qname) {
             return Step::Next;
         }
         let mut guard = self.scratch[q.worker.id % self.scratch.len()].lock();
         let s = &mut *guard;
-        name_text(q.req.qname.wire(), &mut s.name);
+        s.named = false;
         for ri in 0..self.rules.len() {
             match self.matches(ri, q, s) {
                 Matched::Skip => {}
@@ -795,9 +771,15 @@ impl Handler for TemplatePlugin {
         }
         Step::Next
     }
+}
 
-    fn handles_class(&self, c: u16) -> bool {
-        self.rules.iter().any(|r| r.qclass == c || r.qclass == class::ANY)
+impl Scratch {
+    /// Writes the query name's presentation form, once per query.
+    fn write_name(&mut self, wire: &[u8]) {
+        if !self.named {
+            name_text(wire, &mut self.name);
+            self.named = true;
+        }
     }
 }
 
