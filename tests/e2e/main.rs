@@ -21,6 +21,7 @@ mod rewrite;
 mod rrl;
 mod serving;
 mod template;
+mod template_cname;
 
 /// The kit finds the binary cargo built for these tests.
 #[test]

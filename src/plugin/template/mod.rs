@@ -36,12 +36,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use regex_automata::util::captures::Captures;
 
-use crate::chain::{ChainError, Handler, Query, Step};
+use crate::chain::{ChainError, Handler, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::keys::zone_args;
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Rcode, Section, Zone, class, rtype};
+use crate::dns::{Header, QueryBuilder, Rcode, Section, Zone, class, flag, rtype};
 use crate::expr::{Facts, GroupKey, Heap, Program, Scope, Value, View, write_name as name_text};
 use crate::metrics::Families;
+use crate::plugin::kubernetes::CHASE_OPTION;
 use crate::setup::{AttachCtx, Lifecycle, Plugin, SetupCtx};
 use gotmpl::{Data, Field, Names, Template, Val};
 use matcher::{MatchCache, Matcher};
@@ -561,12 +562,28 @@ impl TemplatePlugin {
     }
 
     /// Writes the reply of rule `ri`, matched with regex `regex` in zone `zi`.
-    fn answer(&self, ri: usize, regex: usize, zi: usize, q: &mut Query<'_, '_>, s: &mut Scratch) -> Step {
+    /// `chased`: the server's reply for the target of the CNAME this answer holds (on
+    /// the second pass, after [`Step::Upstream`]).
+    fn answer(
+        &self,
+        ri: usize,
+        regex: usize,
+        zi: usize,
+        q: &mut Query<'_, '_>,
+        s: &mut Scratch,
+        chased: Option<UpstreamReply<'_>>,
+    ) -> Step {
         let rule = &self.rules[ri];
         let req = q.req;
         let (class_label, type_label) = labels(rule, req.qclass, req.qtype);
-        let server = self.server_of(q.route.slot);
-        self.counters.matched(server, ri, zi, class_label, type_label);
+        if chased.is_none() {
+            // Counted once per query, not again when it resumes after the chase.
+            let server = self.server_of(q.route.slot);
+            self.counters.matched(server, ri, zi, class_label, type_label);
+        }
+        // CoreDNS looks up the target of a CNAME answer for A and AAAA questions.
+        let follow = req.qtype == rtype::A || req.qtype == rtype::AAAA;
+        let mut chase_target = false;
         if rule.rcode == Rcode::SERVFAIL {
             return Step::Fail(Rcode::SERVFAIL, None);
         }
@@ -642,10 +659,72 @@ impl TemplatePlugin {
                 {
                     return self.fail(format!("record from {:?} could not be written", rr.source));
                 }
+                if follow
+                    && si == 0
+                    && !chase_target
+                    && chased.is_none()
+                    && let Some(target) = cname_target(encoded)
+                {
+                    // The first CNAME's target, asked of the server itself below.
+                    chase_target = true;
+                    QueryBuilder::new(target, req.qtype)
+                        .edns(4096)
+                        .options(&[(CHASE_OPTION, &[chase_depth(q) + 1])])
+                        .write(&mut q.worker.upstream_msg);
+                }
             }
+        }
+        match chased {
+            // The target's records after the CNAME; a truncated reply truncates ours
+            // (CoreDNS's template_test TestTruncatedCNAME).
+            Some(UpstreamReply::Message(reply)) => {
+                if Header::of(reply).is_some_and(|h| h.tc()) {
+                    q.resp.set_flag(flag::TC, true);
+                }
+                let _ = q.resp.copy_sections(reply, &[Section::Answer]);
+            }
+            // No reply: the CNAME alone, as CoreDNS answers when its lookup fails.
+            Some(_) => {}
+            None if chase_target && chase_depth(q) < MAX_CHASE_DEPTH => {
+                return Step::Upstream(UpstreamRequest {
+                    to: req.local,
+                    proto: UpstreamProto::Udp,
+                    timeout: CHASE_TIMEOUT,
+                    cookie: 0,
+                    coalesce: None,
+                    expire: CHASE_TIMEOUT,
+                });
+            }
+            None => {}
         }
         Step::Answered
     }
+}
+
+/// How many times a query may have gone round the server for CNAME targets (the
+/// kubernetes plugin's chase depth, shared: a loop of templates ends).
+const MAX_CHASE_DEPTH: u8 = 8;
+/// How long the server's own answer for a CNAME target is waited for.
+const CHASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The chase depth a query carries (0 for a client's).
+fn chase_depth(q: &Query<'_, '_>) -> u8 {
+    q.req
+        .edns_options()
+        .find(|(code, _)| *code == CHASE_OPTION)
+        .and_then(|(_, d)| d.first().copied())
+        .unwrap_or(0)
+}
+
+/// The target of an encoded record (uncompressed, as rr.rs writes it) when it is a CNAME.
+fn cname_target(rr: &[u8]) -> Option<&[u8]> {
+    let mut at = 0;
+    while *rr.get(at)? != 0 {
+        at += 1 + usize::from(rr[at]);
+    }
+    at += 1;
+    let rtype = u16::from_be_bytes([*rr.get(at)?, *rr.get(at + 1)?]);
+    (rtype == rtype::CNAME).then(|| rr.get(at + 10..)).flatten()
 }
 
 /// CoreDNS's `.Class`/`.Type` (and metric labels): the query's, or the rule's when the
@@ -742,7 +821,12 @@ impl Handler for TemplatePlugin {
     }
 
     fn serve(&self, q: &mut Query<'_, '_>) -> Step {
-        self.handle(q)
+        self.handle(q, None)
+    }
+
+    fn resume(&self, q: &mut Query<'_, '_>, reply: UpstreamReply<'_>, _cookie: u64) -> Step {
+        // Answer again (the same rule matches the same query), then add the target's records.
+        self.handle(q, Some(reply))
     }
 
     fn handles_class(&self, c: u16) -> bool {
@@ -751,7 +835,7 @@ impl Handler for TemplatePlugin {
 }
 
 impl TemplatePlugin {
-    fn handle(&self, q: &mut Query<'_, '_>) -> Step {
+    fn handle(&self, q: &mut Query<'_, '_>, chased: Option<UpstreamReply<'_>>) -> Step {
         if !Zone::any_contains(&self.zones, &q.req.qname) {
             return Step::Next;
         }
@@ -766,7 +850,7 @@ impl TemplatePlugin {
                     _ => return Step::Fail(Rcode::SERVFAIL, None),
                 },
                 Matched::Failed(e) => return self.fail(e),
-                Matched::Yes(regex, zi) => return self.answer(ri, regex, zi, q, s),
+                Matched::Yes(regex, zi) => return self.answer(ri, regex, zi, q, s, chased),
             }
         }
         Step::Next
