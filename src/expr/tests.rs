@@ -206,3 +206,64 @@ fn outside_the_subset_is_a_clear_setup_error() {
     let long = "1 + ".repeat(2000) + "1";
     assert!(run(&long).unwrap_err().contains("too long"));
 }
+
+/// Type errors a query cannot change are setup errors, worded as expr-lang's checker
+/// words them; what depends on a query's values (variables, `#`, `nil`) is checked when
+/// it runs.
+#[test]
+fn type_errors_knowable_at_setup_are_setup_errors() {
+    let cases = [
+        (
+            "size() > 'big'",
+            "invalid operation: > (mismatched types int and string)",
+        ),
+        ("name() == 1", "invalid operation: == (mismatched types string and int)"),
+        ("1 + 'a'", "invalid operation: + (mismatched types int and string)"),
+        ("!name()", "invalid operation: ! (string)"),
+        ("do() || 1", "invalid operation: || (mismatched types bool and int)"),
+        ("name() matches 'x' && 3", "invalid operation: &&"),
+        (
+            "incidr(client_ip(), 8)",
+            "cannot use int as argument (type string) to call incidr, argument 2",
+        ),
+        (
+            "upper(1)",
+            "cannot use int as argument (type string) to call upper, argument 1",
+        ),
+        (
+            "'a' in 'abc'",
+            "invalid operation: in (mismatched types string and string)",
+        ),
+        ("any(1, # > 0)", "takes only array"),
+        ("all([1], 'x')", "predicate should return boolean"),
+        ("len(1)", "invalid argument for len (type int)"),
+        ("1.5 % 2", "invalid operation: % (mismatched types float64 and int)"),
+        ("type() ? 1 : 2", "non-bool expression (type string) used as condition"),
+    ];
+    for (text, want) in cases {
+        let got = run(text).unwrap_err();
+        assert!(got.starts_with("compile: ") && got.contains(want), "{text}: {got}");
+    }
+    // Still fine: numbers of either kind, nil against anything, and whatever a variable
+    // holds (known only per query).
+    let scope = Scope {
+        vars: vec!["v".into()],
+        group: true,
+    };
+    for text in [
+        "1 == 1.0",
+        "nil == 'a'",
+        "v > 1",
+        "v + 'x' == 'ax'",
+        "int(group('a')) + 1 > 1",
+    ] {
+        Program::compile(text, &scope).unwrap_or_else(|e| panic!("{text}: {e}"));
+    }
+    // A type error that only a query shows: the evaluation fails (the template answers
+    // SERVFAIL, as CoreDNS's var_test "RuntimeError").
+    assert!(
+        run_with("v > 1", &scope, &[Value::Str("x".into())])
+            .unwrap_err()
+            .contains("invalid operation")
+    );
+}

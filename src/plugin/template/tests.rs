@@ -652,6 +652,28 @@ fn setup_errors() {
             "template ANY ANY {\n expr y > 1\n}",
             "could not compile expression: unknown name 'y'",
         ),
+        // Type errors knowable at setup (expr-lang's checker refuses them when it
+        // compiles; CoreDNS's template compiles every var/expr at setup).
+        (
+            "template ANY ANY {\n expr size() > 'big'\n}",
+            "could not compile expression: invalid operation: > (mismatched types int and string)",
+        ),
+        (
+            "template ANY ANY {\n var x 1\n expr incidr(client_ip(), 8)\n}",
+            "cannot use int as argument (type string) to call incidr, argument 2",
+        ),
+        (
+            "template ANY ANY {\n expr name() == 1\n}",
+            "invalid operation: == (mismatched types string and int)",
+        ),
+        (
+            "template ANY ANY {\n var n len(name()) + 'x'\n}",
+            "could not compile expression: n, invalid operation: + (mismatched types int and string)",
+        ),
+        (
+            "template ANY ANY {\n expr incidr(client_ip())\n}",
+            "incidr() takes 2 argument(s), got 1",
+        ),
         // Knowable at setup: a record without actions that is no record.
         (
             "template ANY ANY {\n answer \"example. 60 IN A 300.0.0.1\"\n}",
@@ -683,6 +705,13 @@ fn setup_errors() {
         let got = err(body);
         assert!(got.contains(want), "{body}\n got: {got}\nwant: {want}");
     }
+    // Where: FILE:LINE of the line, as every setup error.
+    assert!(
+        err("template ANY ANY {\n expr do() && 'yes'\n}")
+            .starts_with("Corefile:3 - template: could not compile expression: invalid operation: && (mismatched types bool and string)"),
+        "{}",
+        err("template ANY ANY {\n expr do() && 'yes'\n}")
+    );
     let long = format!("template ANY ANY {{\n match \"{}\"\n}}", "a".repeat(MAX_REGEX_LEN + 1));
     assert!(err(&long).contains("regex pattern too long: 10001 > 10000"));
     // A compiled-size bomb is refused by the regex crate's size limit, not compiled.
