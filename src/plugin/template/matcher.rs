@@ -128,6 +128,11 @@ impl Matcher {
         cache.caps.is_match()
     }
 
+    /// Whether `is_match_wire` answers for this pattern (it has a dense DFA).
+    pub fn has_dfa(&self) -> bool {
+        self.dfa.is_some()
+    }
+
     /// Which engines this pattern got (dense DFA, one-pass), for tests.
     #[cfg(test)]
     pub fn engines(&self) -> (bool, bool) {

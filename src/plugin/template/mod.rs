@@ -103,6 +103,9 @@ struct Rule {
     captures: bool,
     /// Whether a template reads `.Remote`.
     remote: bool,
+    /// Whether answering needs none of the worker's scratch: no captures, variables or
+    /// expressions, records fixed at setup, every regex searched by its dense DFA.
+    stateless: bool,
 }
 
 /// One record template.
@@ -232,6 +235,7 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         exprs: Vec::new(),
         captures: false,
         remote: false,
+        stateless: false,
     };
     // Record templates are compiled once every `var` is known (CoreDNS evaluates all
     // variables before any record, wherever the lines are).
@@ -384,6 +388,12 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         });
     }
     rule.captures |= uses_group;
+    rule.stateless = !rule.captures
+        && !rule.remote
+        && rule.vars.is_empty()
+        && rule.exprs.is_empty()
+        && rule.regexes.iter().all(Matcher::has_dfa)
+        && rule.sections.iter().flatten().all(|r| matches!(r.body, Body::Fixed(_)));
     Ok(rule)
 }
 
@@ -487,7 +497,12 @@ impl TemplatePlugin {
                         Some(hit) => hit,
                         None => {
                             s.write_name(wire);
-                            re.is_match(&s.name, &mut s.caches[ri][i])
+                            match s.caches.get_mut(ri).and_then(|c| c.get_mut(i)) {
+                                Some(cache) => re.is_match(&s.name, cache),
+                                // A stateless rule's DFA stopped (it has no quit bytes,
+                                // so never): search with a cache made here.
+                                None => re.is_match(&s.name, &mut re.cache()),
+                            }
                         }
                     };
                     if hit {
@@ -839,10 +854,20 @@ impl TemplatePlugin {
         if !Zone::any_contains(&self.zones, &q.req.qname) {
             return Step::Next;
         }
-        let mut guard = self.scratch[q.worker.id % self.scratch.len()].lock();
-        let s = &mut *guard;
-        s.named = false;
+        // A rule that keeps nothing per query (a regex with a dense DFA, fixed records)
+        // works on an empty stack scratch, which allocates nothing, and takes no lock.
+        let mut local = Scratch::default();
+        let mut guard = None;
         for ri in 0..self.rules.len() {
+            let s: &mut Scratch = if self.rules[ri].stateless {
+                &mut local
+            } else {
+                guard.get_or_insert_with(|| {
+                    let mut g = self.scratch[q.worker.id % self.scratch.len()].lock();
+                    g.named = false;
+                    g
+                })
+            };
             match self.matches(ri, q, s) {
                 Matched::Skip => {}
                 Matched::No => match &self.rules[ri].fall {
