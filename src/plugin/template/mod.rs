@@ -18,11 +18,12 @@
 //!           no rule answered ──▶ Next
 //! ```
 //!
-//! Per query a rule costs one regex search over the lower-cased name (kept in a
-//! per-worker buffer); a record without actions is copied as encoded at setup, and
-//! one with actions is rendered and encoded into per-worker buffers that keep their
-//! capacity, so answering allocates nothing unless `var`/`expr` are used (the
-//! expression language builds its values per query).
+//! Per query a rule costs one regex search (matcher.rs: a dense DFA walked over the
+//! wire name when only "does it match" is asked, a one-pass DFA for captures); a record
+//! without actions is copied as encoded at setup, and one with actions is rendered and
+//! encoded into per-worker buffers that keep their capacity; `var`/`expr` values live
+//! in a per-worker heap. Answering allocates nothing. A CNAME answer to an A/AAAA
+//! question is followed through the server (Step::Upstream, then `resume`).
 
 mod gotmpl;
 mod matcher;
