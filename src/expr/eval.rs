@@ -1,21 +1,38 @@
-//! Evaluation: a tree walk over one query's facts.
+//! Evaluation: a tree walk over one query's facts, with every string and array the
+//! query makes kept in a [`Heap`] the caller owns and reuses, so that a warm worker
+//! evaluates without allocating.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use super::parse::{BinOp, Expr, Func, Quant};
-use super::{EvalError, MAX_STRING};
-use crate::dns::{Header, Request, Transport, class, rtype, wire};
+use super::{EvalError, MAX_HEAP, MAX_STRING};
+use crate::dns::{Header, Request, Transport, class, rtype};
 
-/// A value of the language (expr-lang's types that the subset can make).
-#[derive(Clone, Debug, PartialEq)]
+/// Where a string or an array lies in a [`Heap`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Span {
+    at: u32,
+    len: u32,
+}
+
+impl Span {
+    fn range(self) -> std::ops::Range<usize> {
+        self.at as usize..(self.at + self.len) as usize
+    }
+}
+
+/// A value of the language (expr-lang's types that the subset can make). Strings and
+/// arrays live in the [`Heap`] they were made in: read them through [`Heap::view`].
+#[derive(Clone, Copy, Debug, Default)]
 pub enum Value {
+    #[default]
     Nil,
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
-    Array(Vec<Value>),
+    Str(Span),
+    Array(Span),
 }
 
 impl Value {
@@ -26,12 +43,12 @@ impl Value {
             Value::Bool(b) => *b,
             Value::Int(i) => *i != 0,
             Value::Float(f) => *f != 0.0,
-            Value::Str(s) => !s.is_empty(),
-            Value::Array(a) => !a.is_empty(),
+            Value::Str(s) | Value::Array(s) => s.len != 0,
         }
     }
 
-    fn kind(&self) -> &'static str {
+    /// The type's name, as expr-lang's errors write it.
+    pub fn kind(&self) -> &'static str {
         match self {
             Value::Nil => "nil",
             Value::Bool(_) => "bool",
@@ -43,26 +60,143 @@ impl Value {
     }
 }
 
+/// A worker's store for the strings and arrays of one query's evaluations: cleared
+/// per query, keeping its capacity, at most [`MAX_HEAP`] bytes of text.
+#[derive(Debug, Default)]
+pub struct Heap {
+    text: String,
+    items: Vec<Value>,
+    /// Array items being evaluated (a literal's items are made contiguous once all are known).
+    stack: Vec<Value>,
+    /// Where a new string is built before it is appended to `text`.
+    tmp: String,
+}
+
+/// A value read from its heap.
+#[derive(Clone, Copy, Debug)]
+pub enum View<'h> {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'h str),
+    Array(&'h Heap, &'h [Value]),
+}
+
+impl View<'_> {
+    pub fn truthy(&self) -> bool {
+        match self {
+            View::Nil => false,
+            View::Bool(b) => *b,
+            View::Int(i) => *i != 0,
+            View::Float(f) => *f != 0.0,
+            View::Str(s) => !s.is_empty(),
+            View::Array(_, a) => !a.is_empty(),
+        }
+    }
+}
+
 /// Prints as Go's `fmt` prints the same value (what a template writes for `.Var.x`).
-impl fmt::Display for Value {
+impl fmt::Display for View<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Value::Nil => f.write_str("<nil>"),
-            Value::Bool(b) => write!(f, "{b}"),
-            Value::Int(i) => write!(f, "{i}"),
-            Value::Float(x) => write!(f, "{x}"),
-            Value::Str(s) => f.write_str(s),
-            Value::Array(a) => {
+            View::Nil => f.write_str("<nil>"),
+            View::Bool(b) => write!(f, "{b}"),
+            View::Int(i) => write!(f, "{i}"),
+            View::Float(x) => write!(f, "{x}"),
+            View::Str(s) => f.write_str(s),
+            View::Array(heap, a) => {
                 f.write_str("[")?;
                 for (i, v) in a.iter().enumerate() {
                     if i > 0 {
                         f.write_str(" ")?;
                     }
-                    write!(f, "{v}")?;
+                    write!(f, "{}", heap.view(*v))?;
                 }
                 f.write_str("]")
             }
         }
+    }
+}
+
+impl Heap {
+    /// Forgets every value (their spans are no longer valid).
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.items.clear();
+        self.stack.clear();
+    }
+
+    /// Reads a value.
+    pub fn view(&self, v: Value) -> View<'_> {
+        match v {
+            Value::Nil => View::Nil,
+            Value::Bool(b) => View::Bool(b),
+            Value::Int(i) => View::Int(i),
+            Value::Float(x) => View::Float(x),
+            Value::Str(s) => View::Str(self.text.get(s.range()).unwrap_or("")),
+            Value::Array(s) => View::Array(self, self.items.get(s.range()).unwrap_or(&[])),
+        }
+    }
+
+    /// A string value's text ("" for anything else).
+    pub fn str(&self, v: Value) -> &str {
+        match v {
+            Value::Str(s) => self.text.get(s.range()).unwrap_or(""),
+            _ => "",
+        }
+    }
+
+    /// Stores a string.
+    pub fn string(&mut self, s: &str) -> Result<Value, EvalError> {
+        self.build(|_, out| {
+            out.push_str(s);
+            Ok(())
+        })
+    }
+
+    /// Stores an array.
+    pub fn array(&mut self, items: &[Value]) -> Result<Value, EvalError> {
+        let at = self.items.len();
+        if at + items.len() > MAX_HEAP {
+            return err(format!("more than {MAX_HEAP} values in one query"));
+        }
+        self.items.extend_from_slice(items);
+        Ok(Value::Array(Span {
+            at: at as u32,
+            len: items.len() as u32,
+        }))
+    }
+
+    /// Builds a string from the heap's text (`f` reads the text, writes the result),
+    /// then stores it: bounded by [`MAX_STRING`] per string and [`MAX_HEAP`] in all.
+    fn build(&mut self, f: impl FnOnce(&str, &mut String) -> Result<(), EvalError>) -> Result<Value, EvalError> {
+        let Heap { text, tmp, .. } = self;
+        tmp.clear();
+        f(text, tmp)?;
+        if tmp.len() > MAX_STRING {
+            return err(format!("string longer than {MAX_STRING} bytes"));
+        }
+        if text.len() + tmp.len() > MAX_HEAP {
+            return err(format!("more than {MAX_HEAP} bytes of strings in one query"));
+        }
+        let at = text.len();
+        text.push_str(tmp);
+        Ok(Value::Str(Span {
+            at: at as u32,
+            len: tmp.len() as u32,
+        }))
+    }
+
+    /// A part of a stored string (`part` must be a sub-slice of `self.str(of)`).
+    fn sub(&self, of: Value, part: &str) -> Value {
+        let Value::Str(s) = of else { return Value::Nil };
+        let whole = self.str(of);
+        let off = part.as_ptr() as usize - whole.as_ptr() as usize;
+        Value::Str(Span {
+            at: s.at + off as u32,
+            len: part.len() as u32,
+        })
     }
 }
 
@@ -74,76 +208,96 @@ pub enum GroupKey<'a> {
 }
 
 /// What an expression may ask about the query it runs for.
-pub struct Facts<'a> {
+pub struct Facts<'a, 'n> {
     pub req: &'a Request<'a>,
-    /// The values of the variables declared before, in order.
+    /// The query name, lower-cased, in presentation form (`name()`: see [`write_name`]).
+    pub name: &'a str,
+    /// The values of the variables declared before, in order (in the heap given to `eval`).
     pub vars: &'a [Value],
-    /// `group(...)`: the capture, or `""` when there is no such group.
-    pub group: &'a dyn Fn(GroupKey<'_>) -> String,
-    /// `metadata(label)`: the value, or `""` when nobody provides it.
-    pub metadata: &'a dyn Fn(&str) -> String,
+    /// `group(...)`: the capture, or `None` when there is no such group.
+    pub group: &'a dyn Fn(GroupKey<'_>) -> Option<&'n str>,
+    /// `metadata(label)`: writes the value into the empty string given (nothing when
+    /// nobody provides it).
+    pub metadata: &'a dyn Fn(&str, &mut String),
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T, EvalError> {
     Err(EvalError(msg.into()))
 }
 
-fn bounded(s: String) -> Result<Value, EvalError> {
-    if s.len() > MAX_STRING {
-        return err(format!("string longer than {MAX_STRING} bytes"));
-    }
-    Ok(Value::Str(s))
-}
-
-pub fn eval(e: &Expr, f: &Facts<'_>, elem: Option<&Value>) -> Result<Value, EvalError> {
+pub fn eval(e: &Expr, f: &Facts<'_, '_>, h: &mut Heap, elem: Option<Value>) -> Result<Value, EvalError> {
     Ok(match e {
-        Expr::Lit(v) => v.clone(),
-        Expr::Array(items) => Value::Array(items.iter().map(|i| eval(i, f, elem)).collect::<Result<_, _>>()?),
-        Expr::Var(i) => f.vars.get(*i).cloned().unwrap_or(Value::Nil),
-        Expr::Elem => elem.cloned().unwrap_or(Value::Nil),
-        Expr::Not(x) => match eval(x, f, elem)? {
+        Expr::Lit(v) => *v,
+        Expr::LitStr(s) => h.string(s)?,
+        Expr::Array(items) => {
+            let base = h.stack.len();
+            for i in items {
+                let v = eval(i, f, h, elem)?;
+                h.stack.push(v);
+            }
+            let at = h.items.len();
+            let n = h.stack.len() - base;
+            if at + n > MAX_HEAP {
+                return err(format!("more than {MAX_HEAP} values in one query"));
+            }
+            let Heap { items, stack, .. } = h;
+            items.extend(stack.drain(base..));
+            Value::Array(Span {
+                at: at as u32,
+                len: n as u32,
+            })
+        }
+        Expr::Var(i) => f.vars.get(*i).copied().unwrap_or(Value::Nil),
+        Expr::Elem => elem.unwrap_or(Value::Nil),
+        Expr::Not(x) => match eval(x, f, h, elem)? {
             Value::Bool(b) => Value::Bool(!b),
             v => return err(format!("invalid operation: ! ({})", v.kind())),
         },
-        Expr::Neg(x) => match eval(x, f, elem)? {
+        Expr::Neg(x) => match eval(x, f, h, elem)? {
             Value::Int(i) => Value::Int(i.wrapping_neg()),
             Value::Float(x) => Value::Float(-x),
             v => return err(format!("invalid operation: - ({})", v.kind())),
         },
-        Expr::And(a, b) => Value::Bool(boolean(eval(a, f, elem)?, "&&")? && boolean(eval(b, f, elem)?, "&&")?),
-        Expr::Or(a, b) => Value::Bool(boolean(eval(a, f, elem)?, "||")? || boolean(eval(b, f, elem)?, "||")?),
+        Expr::And(a, b) => Value::Bool(boolean(eval(a, f, h, elem)?, "&&")? && boolean(eval(b, f, h, elem)?, "&&")?),
+        Expr::Or(a, b) => Value::Bool(boolean(eval(a, f, h, elem)?, "||")? || boolean(eval(b, f, h, elem)?, "||")?),
         Expr::Cond(c, a, b) => {
-            if boolean(eval(c, f, elem)?, "?:")? {
-                eval(a, f, elem)?
+            if boolean(eval(c, f, h, elem)?, "?:")? {
+                eval(a, f, h, elem)?
             } else {
-                eval(b, f, elem)?
+                eval(b, f, h, elem)?
             }
         }
-        Expr::Matches(x, re) => match eval(x, f, elem)? {
-            Value::Str(s) => Value::Bool(re.is_match(&s)),
+        Expr::Matches(x, re) => match eval(x, f, h, elem)? {
+            v @ Value::Str(_) => Value::Bool(re.is_match(h.str(v))),
             v => return err(format!("invalid operation: matches ({})", v.kind())),
         },
-        Expr::Binary(op, a, b) => binary(*op, eval(a, f, elem)?, eval(b, f, elem)?)?,
+        Expr::Binary(op, a, b) => {
+            let a = eval(a, f, h, elem)?;
+            let b = eval(b, f, h, elem)?;
+            binary(*op, a, b, h)?
+        }
         Expr::Call(func, args) => {
-            let mut vals = Vec::with_capacity(args.len());
-            for a in args {
-                vals.push(eval(a, f, elem)?);
+            // No function takes more than three arguments (checked by the parser).
+            let mut vals = [Value::Nil; 3];
+            for (slot, a) in vals.iter_mut().zip(args) {
+                *slot = eval(a, f, h, elem)?;
             }
-            call(*func, vals, f)?
+            call(*func, &vals[..args.len().min(3)], f, h)?
         }
         Expr::Closure(q, array, pred) => {
-            let Value::Array(items) = eval(array, f, elem)? else {
+            let Value::Array(items) = eval(array, f, h, elem)? else {
                 return err("any/all/none/one need an array");
             };
             let mut hits = 0usize;
-            for item in &items {
-                if boolean(eval(pred, f, Some(item))?, "predicate")? {
+            for k in items.range() {
+                let item = h.items[k];
+                if boolean(eval(pred, f, h, Some(item))?, "predicate")? {
                     hits += 1;
                 }
             }
             Value::Bool(match q {
                 Quant::Any => hits > 0,
-                Quant::All => hits == items.len(),
+                Quant::All => hits == items.len as usize,
                 Quant::None => hits == 0,
                 Quant::One => hits == 1,
             })
@@ -158,34 +312,43 @@ fn boolean(v: Value, op: &str) -> Result<bool, EvalError> {
     }
 }
 
-fn equal(a: &Value, b: &Value) -> bool {
+/// expr-lang's `==`: numbers of either kind by value, strings and arrays by content.
+fn equal(a: Value, b: Value, h: &Heap) -> bool {
     match (a, b) {
-        (Value::Int(x), Value::Float(y)) | (Value::Float(y), Value::Int(x)) => (*x as f64) == *y,
-        _ => a == b,
+        (Value::Int(x), Value::Float(y)) | (Value::Float(y), Value::Int(x)) => (x as f64) == y,
+        (Value::Int(x), Value::Int(y)) => x == y,
+        (Value::Float(x), Value::Float(y)) => x == y,
+        (Value::Bool(x), Value::Bool(y)) => x == y,
+        (Value::Nil, Value::Nil) => true,
+        (Value::Str(_), Value::Str(_)) => h.str(a) == h.str(b),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len == y.len && x.range().zip(y.range()).all(|(i, j)| equal(h.items[i], h.items[j], h))
+        }
+        _ => false,
     }
 }
 
-fn number(v: &Value) -> Option<f64> {
+fn number(v: Value) -> Option<f64> {
     match v {
-        Value::Int(i) => Some(*i as f64),
-        Value::Float(x) => Some(*x),
+        Value::Int(i) => Some(i as f64),
+        Value::Float(x) => Some(x),
         _ => None,
     }
 }
 
-fn binary(op: BinOp, a: Value, b: Value) -> Result<Value, EvalError> {
+fn binary(op: BinOp, a: Value, b: Value, h: &mut Heap) -> Result<Value, EvalError> {
     use std::cmp::Ordering;
-    let bad = |a: &Value, b: &Value| err(format!("invalid operation: {op:?} ({} and {})", a.kind(), b.kind()));
+    let bad = |a: Value, b: Value| err(format!("invalid operation: {op:?} ({} and {})", a.kind(), b.kind()));
     Ok(match op {
-        BinOp::Eq => Value::Bool(equal(&a, &b)),
-        BinOp::Ne => Value::Bool(!equal(&a, &b)),
+        BinOp::Eq => Value::Bool(equal(a, b, h)),
+        BinOp::Ne => Value::Bool(!equal(a, b, h)),
         BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
-            let ord = match (&a, &b) {
-                (Value::Int(x), Value::Int(y)) => x.cmp(y),
-                (Value::Str(x), Value::Str(y)) => x.cmp(y),
-                _ => match (number(&a), number(&b)) {
+            let ord = match (a, b) {
+                (Value::Int(x), Value::Int(y)) => x.cmp(&y),
+                (Value::Str(_), Value::Str(_)) => h.str(a).cmp(h.str(b)),
+                _ => match (number(a), number(b)) {
                     (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
-                    _ => return bad(&a, &b),
+                    _ => return bad(a, b),
                 },
             };
             Value::Bool(match op {
@@ -196,172 +359,295 @@ fn binary(op: BinOp, a: Value, b: Value) -> Result<Value, EvalError> {
             })
         }
         BinOp::In | BinOp::NotIn => {
-            let found = match &b {
-                Value::Array(items) => items.iter().any(|i| equal(&a, i)),
-                _ => return bad(&a, &b),
+            let found = match b {
+                Value::Array(items) => items.range().any(|i| equal(a, h.items[i], h)),
+                _ => return bad(a, b),
             };
             Value::Bool(found == (op == BinOp::In))
         }
-        BinOp::Contains | BinOp::StartsWith | BinOp::EndsWith => match (&a, &b) {
-            (Value::Str(x), Value::Str(y)) => Value::Bool(match op {
-                BinOp::Contains => x.contains(y.as_str()),
-                BinOp::StartsWith => x.starts_with(y.as_str()),
-                _ => x.ends_with(y.as_str()),
-            }),
-            _ => return bad(&a, &b),
+        BinOp::Contains | BinOp::StartsWith | BinOp::EndsWith => match (a, b) {
+            (Value::Str(_), Value::Str(_)) => {
+                let (x, y) = (h.str(a), h.str(b));
+                Value::Bool(match op {
+                    BinOp::Contains => x.contains(y),
+                    BinOp::StartsWith => x.starts_with(y),
+                    _ => x.ends_with(y),
+                })
+            }
+            _ => return bad(a, b),
         },
-        BinOp::Add => match (&a, &b) {
-            (Value::Int(x), Value::Int(y)) => Value::Int(x.wrapping_add(*y)),
-            (Value::Str(x), Value::Str(y)) => bounded(format!("{x}{y}"))?,
-            _ => match (number(&a), number(&b)) {
+        BinOp::Add => match (a, b) {
+            (Value::Int(x), Value::Int(y)) => Value::Int(x.wrapping_add(y)),
+            (Value::Str(x), Value::Str(y)) => h.build(|t, out| {
+                out.push_str(&t[x.range()]);
+                out.push_str(&t[y.range()]);
+                Ok(())
+            })?,
+            _ => match (number(a), number(b)) {
                 (Some(x), Some(y)) => Value::Float(x + y),
-                _ => return bad(&a, &b),
+                _ => return bad(a, b),
             },
         },
-        BinOp::Sub | BinOp::Mul => match (&a, &b) {
-            (Value::Int(x), Value::Int(y)) if op == BinOp::Sub => Value::Int(x.wrapping_sub(*y)),
-            (Value::Int(x), Value::Int(y)) => Value::Int(x.wrapping_mul(*y)),
-            _ => match (number(&a), number(&b)) {
+        BinOp::Sub | BinOp::Mul => match (a, b) {
+            (Value::Int(x), Value::Int(y)) if op == BinOp::Sub => Value::Int(x.wrapping_sub(y)),
+            (Value::Int(x), Value::Int(y)) => Value::Int(x.wrapping_mul(y)),
+            _ => match (number(a), number(b)) {
                 (Some(x), Some(y)) if op == BinOp::Sub => Value::Float(x - y),
                 (Some(x), Some(y)) => Value::Float(x * y),
-                _ => return bad(&a, &b),
+                _ => return bad(a, b),
             },
         },
         // expr-lang: `/` always divides as floats.
-        BinOp::Div => match (number(&a), number(&b)) {
+        BinOp::Div => match (number(a), number(b)) {
             (Some(x), Some(y)) => Value::Float(x / y),
-            _ => return bad(&a, &b),
+            _ => return bad(a, b),
         },
-        BinOp::Mod => match (&a, &b) {
+        BinOp::Mod => match (a, b) {
             (Value::Int(_), Value::Int(0)) => return err("integer divide by zero"),
-            (Value::Int(x), Value::Int(y)) => Value::Int(x.wrapping_rem(*y)),
-            _ => return bad(&a, &b),
+            (Value::Int(x), Value::Int(y)) => Value::Int(x.wrapping_rem(y)),
+            _ => return bad(a, b),
         },
     })
 }
 
-fn string_arg(v: &Value, func: &str) -> Result<String, EvalError> {
+/// The span of a string argument, or the error naming the function.
+fn string_arg(v: Value, func: &str) -> Result<Span, EvalError> {
     match v {
-        Value::Str(s) => Ok(s.clone()),
+        Value::Str(s) => Ok(s),
         v => err(format!("{func}: expected a string, got {}", v.kind())),
     }
 }
 
-fn call(func: Func, args: Vec<Value>, f: &Facts<'_>) -> Result<Value, EvalError> {
+fn call(func: Func, args: &[Value], f: &Facts<'_, '_>, h: &mut Heap) -> Result<Value, EvalError> {
     let req = f.req;
-    let s = |i: usize, name: &str| string_arg(&args[i], name);
+    let s = |i: usize, name: &str| string_arg(args[i], name);
+    let t = |sp: Span, h: &Heap| -> String { h.text[sp.range()].to_string() };
     Ok(match func {
-        Func::Len => match &args[0] {
-            Value::Str(x) => Value::Int(x.chars().count() as i64),
-            Value::Array(a) => Value::Int(a.len() as i64),
+        Func::Len => match args[0] {
+            Value::Str(_) => Value::Int(h.str(args[0]).chars().count() as i64),
+            Value::Array(a) => Value::Int(i64::from(a.len)),
             v => return err(format!("invalid argument for len (type {})", v.kind())),
         },
-        Func::Upper => Value::Str(s(0, "upper")?.to_uppercase()),
-        Func::Lower => Value::Str(s(0, "lower")?.to_lowercase()),
+        // Go's strings.ToUpper/ToLower: rune by rune.
+        Func::Upper => {
+            let x = s(0, "upper")?;
+            h.build(|t, out| {
+                out.extend(t[x.range()].chars().flat_map(char::to_uppercase));
+                Ok(())
+            })?
+        }
+        Func::Lower => {
+            let x = s(0, "lower")?;
+            h.build(|t, out| {
+                out.extend(t[x.range()].chars().flat_map(char::to_lowercase));
+                Ok(())
+            })?
+        }
+        // Trimming only narrows a string: the result is a part of the argument.
         Func::Trim => {
-            let x = s(0, "trim")?;
-            match args.get(1) {
-                None => Value::Str(x.trim().to_string()),
-                Some(cut) => {
-                    let cut = string_arg(cut, "trim")?;
-                    Value::Str(x.trim_matches(|c| cut.contains(c)).to_string())
+            s(0, "trim")?;
+            let x = h.str(args[0]);
+            let part = match args.get(1) {
+                None => x.trim(),
+                Some(&cut) => {
+                    string_arg(cut, "trim")?;
+                    let cut = h.str(cut);
+                    x.trim_matches(|c| cut.contains(c))
                 }
-            }
+            };
+            h.sub(args[0], part)
         }
-        Func::TrimPrefix => {
-            let (x, p) = (s(0, "trimPrefix")?, s(1, "trimPrefix")?);
-            Value::Str(x.strip_prefix(p.as_str()).unwrap_or(&x).to_string())
-        }
-        Func::TrimSuffix => {
-            let (x, p) = (s(0, "trimSuffix")?, s(1, "trimSuffix")?);
-            Value::Str(x.strip_suffix(p.as_str()).unwrap_or(&x).to_string())
+        Func::TrimPrefix | Func::TrimSuffix => {
+            let name = if func == Func::TrimPrefix {
+                "trimPrefix"
+            } else {
+                "trimSuffix"
+            };
+            s(0, name)?;
+            s(1, name)?;
+            let (x, p) = (h.str(args[0]), h.str(args[1]));
+            let part = if func == Func::TrimPrefix {
+                x.strip_prefix(p).unwrap_or(x)
+            } else {
+                x.strip_suffix(p).unwrap_or(x)
+            };
+            h.sub(args[0], part)
         }
         Func::Replace => {
             let (x, from, to) = (s(0, "replace")?, s(1, "replace")?, s(2, "replace")?);
-            // Bound the result before building it: each match may grow it.
-            let n = if from.is_empty() {
-                x.chars().count() + 1
-            } else {
-                x.matches(from.as_str()).count()
-            };
-            if x.len() + n * to.len() > MAX_STRING {
-                return err(format!("replace: result longer than {MAX_STRING} bytes"));
-            }
-            Value::Str(x.replace(from.as_str(), &to))
+            h.build(|t, out| {
+                let (x, from, to) = (&t[x.range()], &t[from.range()], &t[to.range()]);
+                // Bound the result before building it: each match may grow it.
+                let n = if from.is_empty() {
+                    x.chars().count() + 1
+                } else {
+                    x.matches(from).count()
+                };
+                if x.len() + n * to.len() > MAX_STRING {
+                    return err(format!("replace: result longer than {MAX_STRING} bytes"));
+                }
+                if from.is_empty() {
+                    // Go's strings.Replace with an empty old: `to` around every rune.
+                    out.push_str(to);
+                    for c in x.chars() {
+                        out.push(c);
+                        out.push_str(to);
+                    }
+                } else {
+                    let mut last = 0;
+                    for (i, m) in x.match_indices(from) {
+                        out.push_str(&x[last..i]);
+                        out.push_str(to);
+                        last = i + m.len();
+                    }
+                    out.push_str(&x[last..]);
+                }
+                Ok(())
+            })?
         }
         Func::Split => {
-            let (x, sep) = (s(0, "split")?, s(1, "split")?);
-            if sep.is_empty() {
-                Value::Array(x.chars().map(|c| Value::Str(c.to_string())).collect())
+            s(0, "split")?;
+            s(1, "split")?;
+            let (x, sep) = (args[0], args[1]);
+            let mut parts: Vec<Value> = std::mem::take(&mut h.stack);
+            let (whole, sepv) = (h.str(x), h.str(sep));
+            let at = h.items.len();
+            let Value::Str(base) = x else { return Ok(Value::Nil) };
+            let mark = parts.len();
+            let span = |p: &str| {
+                Value::Str(Span {
+                    at: base.at + (p.as_ptr() as usize - whole.as_ptr() as usize) as u32,
+                    len: p.len() as u32,
+                })
+            };
+            if sepv.is_empty() {
+                for (i, c) in whole.char_indices() {
+                    parts.push(span(&whole[i..i + c.len_utf8()]));
+                }
             } else {
-                Value::Array(x.split(sep.as_str()).map(|p| Value::Str(p.to_string())).collect())
+                for p in whole.split(sepv) {
+                    parts.push(span(p));
+                }
             }
+            let n = parts.len() - mark;
+            let r = if at + n > MAX_HEAP {
+                err(format!("more than {MAX_HEAP} values in one query"))
+            } else {
+                h.items.extend(parts.drain(mark..));
+                Ok(Value::Array(Span {
+                    at: at as u32,
+                    len: n as u32,
+                }))
+            };
+            parts.truncate(mark);
+            h.stack = parts;
+            r?
         }
-        Func::HasPrefix => Value::Bool(s(0, "hasPrefix")?.starts_with(s(1, "hasPrefix")?.as_str())),
-        Func::HasSuffix => Value::Bool(s(0, "hasSuffix")?.ends_with(s(1, "hasSuffix")?.as_str())),
+        Func::HasPrefix => {
+            s(0, "hasPrefix")?;
+            s(1, "hasPrefix")?;
+            Value::Bool(h.str(args[0]).starts_with(h.str(args[1])))
+        }
+        Func::HasSuffix => {
+            s(0, "hasSuffix")?;
+            s(1, "hasSuffix")?;
+            Value::Bool(h.str(args[0]).ends_with(h.str(args[1])))
+        }
         Func::IndexOf => {
-            let (x, sub) = (s(0, "indexOf")?, s(1, "indexOf")?);
-            Value::Int(x.find(sub.as_str()).map_or(-1, |i| x[..i].chars().count() as i64))
+            s(0, "indexOf")?;
+            s(1, "indexOf")?;
+            let (x, sub) = (h.str(args[0]), h.str(args[1]));
+            Value::Int(x.find(sub).map_or(-1, |i| x[..i].chars().count() as i64))
         }
-        Func::Int => match &args[0] {
-            Value::Int(i) => Value::Int(*i),
-            Value::Float(x) => Value::Int(*x as i64),
-            Value::Str(x) => match x.parse() {
+        Func::Int => match args[0] {
+            Value::Int(i) => Value::Int(i),
+            Value::Float(x) => Value::Int(x as i64),
+            v @ Value::Str(sp) => match h.str(v).parse() {
                 Ok(i) => Value::Int(i),
-                Err(_) => return err(format!("strconv.Atoi: parsing \"{x}\": invalid syntax")),
+                Err(_) => return err(format!("strconv.Atoi: parsing \"{}\": invalid syntax", t(sp, h))),
             },
             v => return err(format!("invalid operation: int({})", v.kind())),
         },
-        Func::Float => match &args[0] {
-            Value::Int(i) => Value::Float(*i as f64),
-            Value::Float(x) => Value::Float(*x),
-            Value::Str(x) => match x.parse() {
+        Func::Float => match args[0] {
+            Value::Int(i) => Value::Float(i as f64),
+            Value::Float(x) => Value::Float(x),
+            v @ Value::Str(sp) => match h.str(v).parse() {
                 Ok(v) => Value::Float(v),
-                Err(_) => return err(format!("strconv.ParseFloat: parsing \"{x}\": invalid syntax")),
+                Err(_) => return err(format!("strconv.ParseFloat: parsing \"{}\": invalid syntax", t(sp, h))),
             },
             v => return err(format!("invalid operation: float({})", v.kind())),
         },
-        Func::String => Value::Str(args[0].to_string()),
-        Func::Abs => match &args[0] {
+        Func::String => match args[0] {
+            v @ Value::Str(_) => v,
+            v => {
+                // Printed into the scratch string, then stored.
+                let mut tmp = std::mem::take(&mut h.tmp);
+                tmp.clear();
+                let _ = write!(tmp, "{}", h.view(v));
+                let r = h.string(&tmp);
+                h.tmp = tmp;
+                r?
+            }
+        },
+        Func::Abs => match args[0] {
             Value::Int(i) => Value::Int(i.wrapping_abs()),
             Value::Float(x) => Value::Float(x.abs()),
             v => return err(format!("invalid argument for abs (type {})", v.kind())),
         },
-        Func::Type => Value::Str(rtype::name(req.qtype).into_owned()),
-        Func::Name => Value::Str(wire::name_to_string(req.qname.wire())),
-        Func::Class => Value::Str(class::name(req.qclass).into_owned()),
-        Func::Proto => Value::Str(
-            match req.transport {
-                Transport::Udp => "udp",
-                Transport::Tcp => "tcp",
-            }
-            .into(),
-        ),
+        Func::Type => h.string(&rtype::name(req.qtype))?,
+        Func::Name => h.string(f.name)?,
+        Func::Class => h.string(&class::name(req.qclass))?,
+        Func::Proto => h.string(match req.transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })?,
         Func::Size => Value::Int(req.raw.len() as i64),
-        Func::ClientIp => Value::Str(req.client.ip().to_string()),
-        Func::Port => Value::Str(req.client.port().to_string()),
+        Func::ClientIp => h.build(|_, out| {
+            let _ = write!(out, "{}", req.client.ip());
+            Ok(())
+        })?,
+        Func::Port => h.build(|_, out| {
+            let _ = write!(out, "{}", req.client.port());
+            Ok(())
+        })?,
         Func::Id => Value::Int(i64::from(req.id)),
         Func::Opcode => Value::Int(Header::of(req.raw).map_or(0, |h| i64::from(h.opcode()))),
         Func::Do => Value::Bool(req.dnssec_ok()),
         Func::Bufsize => Value::Int(req.max_size() as i64),
-        Func::ServerIp => Value::Str(req.local.ip().to_string()),
-        Func::ServerPort => Value::Str(req.local.port().to_string()),
+        Func::ServerIp => h.build(|_, out| {
+            let _ = write!(out, "{}", req.local.ip());
+            Ok(())
+        })?,
+        Func::ServerPort => h.build(|_, out| {
+            let _ = write!(out, "{}", req.local.port());
+            Ok(())
+        })?,
         Func::Incidr => {
-            let (ip, cidr) = (s(0, "incidr")?, s(1, "incidr")?);
-            let Ok(ip) = ip.parse::<IpAddr>() else {
+            s(0, "incidr")?;
+            let cidr = s(1, "incidr")?;
+            let Ok(ip) = h.str(args[0]).parse::<IpAddr>() else {
                 return err("first argument is not an IP address");
             };
-            match in_cidr(ip, &cidr) {
+            match in_cidr(ip, h.str(args[1])) {
                 Some(b) => Value::Bool(b),
-                None => return err(format!("invalid CIDR address: {cidr}")),
+                None => return err(format!("invalid CIDR address: {}", t(cidr, h))),
             }
         }
-        Func::Metadata => Value::Str((f.metadata)(&s(0, "metadata")?)),
-        Func::Group => match &args[0] {
-            Value::Str(n) => Value::Str((f.group)(GroupKey::Name(n))),
-            Value::Int(i) => Value::Str((f.group)(GroupKey::Index(*i))),
-            _ => Value::Str(String::new()),
-        },
+        Func::Metadata => {
+            let label = s(0, "metadata")?;
+            h.build(|t, out| {
+                (f.metadata)(&t[label.range()], out);
+                Ok(())
+            })?
+        }
+        Func::Group => {
+            let found = match args[0] {
+                v @ Value::Str(_) => (f.group)(GroupKey::Name(h.str(v))),
+                Value::Int(i) => (f.group)(GroupKey::Index(i)),
+                _ => None,
+            };
+            h.string(found.unwrap_or(""))?
+        }
     })
 }
 
@@ -390,3 +676,47 @@ pub fn in_cidr(ip: IpAddr, cidr: &str) -> Option<bool> {
         _ => None,
     }
 }
+
+/// Writes a lower-cased wire name in presentation form (RFC 1035 5.1 escapes, as
+/// CoreDNS's `state.Name()`), into a buffer that keeps its capacity.
+pub fn write_name(wire: &[u8], out: &mut String) {
+    out.clear();
+    let mut at = 0;
+    while at < wire.len() && wire[at] != 0 {
+        let len = wire[at] as usize;
+        let label = wire.get(at + 1..at + 1 + len).unwrap_or(&[]);
+        if label.iter().all(|&b| PLAIN[b as usize]) {
+            // The usual label: printable ASCII with nothing to escape, copied whole.
+            out.push_str(std::str::from_utf8(label).unwrap_or_default());
+        } else {
+            for &b in label {
+                match b {
+                    b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$' => {
+                        out.push('\\');
+                        out.push(b as char);
+                    }
+                    0x21..=0x7E => out.push(b as char),
+                    _ => {
+                        let _ = write!(out, "\\{b:03}");
+                    }
+                }
+            }
+        }
+        out.push('.');
+        at += 1 + len;
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+}
+
+/// The bytes a name label holds that its presentation form writes as they are.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x21;
+    while b <= 0x7E {
+        t[b] = !matches!(b as u8, b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$');
+        b += 1;
+    }
+    t
+};

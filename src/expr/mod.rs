@@ -7,7 +7,8 @@
 //!                                │ every name resolved here: a function of the subset,
 //!                                │ a variable declared before, or an error naming it
 //!                                ▼
-//!   Expr::eval(&Facts) ──▶ Value     (per query; errors are the query's, not the setup's)
+//!   Expr::eval(&Facts, &mut Heap) ──▶ Value   (per query, no allocation once the
+//!                                              worker's heap is warm; errors are the query's)
 //! ```
 //!
 //! What is in the subset (anything else is a setup error that names it):
@@ -37,7 +38,7 @@ mod tests;
 
 use std::fmt;
 
-pub use eval::{Facts, GroupKey, Value, in_cidr};
+pub use eval::{Facts, GroupKey, Heap, Span, Value, View, in_cidr, write_name};
 
 /// Longest expression text accepted.
 pub const MAX_LEN: usize = 4096;
@@ -47,6 +48,8 @@ pub const MAX_DEPTH: usize = 64;
 pub const MAX_ARRAY: usize = 256;
 /// Longest string one evaluation may build (concatenation, `replace`).
 pub const MAX_STRING: usize = 65_535;
+/// Most bytes of strings (and most array items) one query's evaluations may keep.
+pub const MAX_HEAP: usize = 1 << 20;
 
 /// A compiled expression.
 #[derive(Debug)]
@@ -111,9 +114,10 @@ impl Program {
         })
     }
 
-    /// Evaluates the program for one query.
-    pub fn eval(&self, facts: &Facts<'_>) -> Result<Value, EvalError> {
-        eval::eval(&self.root, facts, None)
+    /// Evaluates the program for one query; strings and arrays it makes go to `heap`
+    /// (which the caller clears once per query, before the first evaluation).
+    pub fn eval(&self, facts: &Facts<'_, '_>, heap: &mut Heap) -> Result<Value, EvalError> {
+        eval::eval(&self.root, facts, heap, None)
     }
 
     /// Whether the program calls `group(...)` (the caller must then capture).

@@ -8,6 +8,8 @@ use super::{CompileError, MAX_ARRAY, MAX_DEPTH, Scope};
 #[derive(Debug)]
 pub enum Expr {
     Lit(Value),
+    /// A string literal (copied into the query's heap when evaluated).
+    LitStr(String),
     Array(Vec<Expr>),
     /// A variable declared before (its index in `Facts::vars`).
     Var(usize),
@@ -166,6 +168,7 @@ pub fn parse(toks: &[Tok], scope: &Scope) -> Result<(Expr, bool), CompileError> 
     if let Some(t) = p.peek() {
         return Err(CompileError(format!("unexpected {} after the expression", show(t))));
     }
+    check(&e)?;
     Ok((e, p.group))
 }
 
@@ -277,7 +280,7 @@ impl Parser<'_> {
                 "||" | "or" => Expr::Or(l, r),
                 "&&" | "and" => Expr::And(l, r),
                 "matches" => match *r {
-                    Expr::Lit(Value::Str(ref pat)) => {
+                    Expr::LitStr(ref pat) => {
                         let re = regex::RegexBuilder::new(pat)
                             .size_limit(1 << 20)
                             .build()
@@ -345,7 +348,7 @@ impl Parser<'_> {
         match tok {
             Tok::Int(v) => Ok(Expr::Lit(Value::Int(v))),
             Tok::Float(v) => Ok(Expr::Lit(Value::Float(v))),
-            Tok::Str(s) => Ok(Expr::Lit(Value::Str(s))),
+            Tok::Str(s) => Ok(Expr::LitStr(s)),
             Tok::Hash => {
                 if self.closures == 0 {
                     return Err(CompileError("'#' outside a predicate of any/all/none/one".into()));
@@ -451,5 +454,258 @@ impl Parser<'_> {
             )));
         }
         Ok(Expr::Call(func, args))
+    }
+}
+
+/// A type known at setup (`Any`: only the query will tell: variables, `nil`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ty {
+    Any,
+    Bool,
+    Int,
+    Float,
+    Str,
+    Array,
+}
+
+impl Ty {
+    fn name(self) -> &'static str {
+        match self {
+            Ty::Any => "interface {}",
+            Ty::Bool => "bool",
+            Ty::Int => "int",
+            Ty::Float => "float64",
+            Ty::Str => "string",
+            Ty::Array => "[]interface {}",
+        }
+    }
+
+    fn number(self) -> bool {
+        matches!(self, Ty::Int | Ty::Float | Ty::Any)
+    }
+
+    /// Whether a value of this type may be what `want` asks for.
+    fn fits(self, want: Ty) -> bool {
+        self == Ty::Any || want == Ty::Any || self == want
+    }
+}
+
+/// The type errors knowable before any query, as expr-lang's checker reports them
+/// (`invalid operation: < (mismatched types int and string)`); the expression's type.
+pub fn check(e: &Expr) -> Result<Ty, CompileError> {
+    let fail = |msg: String| Err(CompileError(msg));
+    Ok(match e {
+        Expr::Lit(Value::Bool(_)) => Ty::Bool,
+        Expr::Lit(Value::Int(_)) => Ty::Int,
+        Expr::Lit(Value::Float(_)) => Ty::Float,
+        Expr::Lit(_) | Expr::Var(_) | Expr::Elem => Ty::Any,
+        Expr::LitStr(_) => Ty::Str,
+        Expr::Array(items) => {
+            for i in items {
+                check(i)?;
+            }
+            Ty::Array
+        }
+        Expr::Not(x) => {
+            let t = check(x)?;
+            if !t.fits(Ty::Bool) {
+                return fail(format!("invalid operation: ! ({})", t.name()));
+            }
+            Ty::Bool
+        }
+        Expr::Neg(x) => {
+            let t = check(x)?;
+            if !t.number() {
+                return fail(format!("invalid operation: - ({})", t.name()));
+            }
+            t
+        }
+        Expr::And(a, b) | Expr::Or(a, b) => {
+            let op = if matches!(e, Expr::And(..)) { "&&" } else { "||" };
+            let (x, y) = (check(a)?, check(b)?);
+            if !x.fits(Ty::Bool) || !y.fits(Ty::Bool) {
+                return fail(format!(
+                    "invalid operation: {op} (mismatched types {} and {})",
+                    x.name(),
+                    y.name()
+                ));
+            }
+            Ty::Bool
+        }
+        Expr::Cond(c, a, b) => {
+            let t = check(c)?;
+            if !t.fits(Ty::Bool) {
+                return fail(format!("non-bool expression (type {}) used as condition", t.name()));
+            }
+            let (x, y) = (check(a)?, check(b)?);
+            if x == y { x } else { Ty::Any }
+        }
+        Expr::Matches(x, _) => {
+            let t = check(x)?;
+            if !t.fits(Ty::Str) {
+                return fail(format!(
+                    "invalid operation: matches (mismatched types {} and string)",
+                    t.name()
+                ));
+            }
+            Ty::Bool
+        }
+        Expr::Binary(op, a, b) => {
+            let (x, y) = (check(a)?, check(b)?);
+            let both = |t: Ty| x.fits(t) && y.fits(t);
+            let mismatched = || {
+                fail(format!(
+                    "invalid operation: {} (mismatched types {} and {})",
+                    op.symbol(),
+                    x.name(),
+                    y.name()
+                ))
+            };
+            match op {
+                // expr-lang compares any two values of one kind (numbers of either).
+                BinOp::Eq | BinOp::Ne => {
+                    if !(x.fits(y) || (x.number() && y.number())) {
+                        return mismatched();
+                    }
+                    Ty::Bool
+                }
+                BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                    if !((x.number() && y.number()) || both(Ty::Str)) {
+                        return mismatched();
+                    }
+                    Ty::Bool
+                }
+                BinOp::In | BinOp::NotIn => {
+                    if !y.fits(Ty::Array) {
+                        return mismatched();
+                    }
+                    Ty::Bool
+                }
+                BinOp::Contains | BinOp::StartsWith | BinOp::EndsWith => {
+                    if !both(Ty::Str) {
+                        return mismatched();
+                    }
+                    Ty::Bool
+                }
+                BinOp::Add => match (x, y) {
+                    (Ty::Int, Ty::Int) => Ty::Int,
+                    (Ty::Str, Ty::Str) => Ty::Str,
+                    _ if x.number() && y.number() && x != Ty::Any && y != Ty::Any => Ty::Float,
+                    _ if x == Ty::Any || y == Ty::Any => {
+                        if (x == Ty::Str && y.number() && y != Ty::Any) || (y == Ty::Str && x.number() && x != Ty::Any)
+                        {
+                            return mismatched();
+                        }
+                        Ty::Any
+                    }
+                    _ => return mismatched(),
+                },
+                BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => {
+                    if !(x.number() && y.number()) || (*op == BinOp::Mod && (x == Ty::Float || y == Ty::Float)) {
+                        return mismatched();
+                    }
+                    match (op, x, y) {
+                        (BinOp::Div, ..) => Ty::Float,
+                        (_, Ty::Int, Ty::Int) => Ty::Int,
+                        (_, Ty::Any, _) | (_, _, Ty::Any) => Ty::Any,
+                        _ => Ty::Float,
+                    }
+                }
+            }
+        }
+        Expr::Call(func, args) => {
+            let mut tys = [Ty::Any; 3];
+            for (t, a) in tys.iter_mut().zip(args) {
+                *t = check(a)?;
+            }
+            let (want, ret): (&[Ty], Ty) = match func {
+                Func::Len => (&[Ty::Any], Ty::Int),
+                Func::Upper | Func::Lower => (&[Ty::Str], Ty::Str),
+                Func::Trim => (&[Ty::Str, Ty::Str], Ty::Str),
+                Func::TrimPrefix | Func::TrimSuffix => (&[Ty::Str, Ty::Str], Ty::Str),
+                Func::Replace => (&[Ty::Str, Ty::Str, Ty::Str], Ty::Str),
+                Func::Split => (&[Ty::Str, Ty::Str], Ty::Array),
+                Func::HasPrefix | Func::HasSuffix => (&[Ty::Str, Ty::Str], Ty::Bool),
+                Func::IndexOf => (&[Ty::Str, Ty::Str], Ty::Int),
+                Func::Int => (&[Ty::Any], Ty::Int),
+                Func::Float => (&[Ty::Any], Ty::Float),
+                Func::String => (&[Ty::Any], Ty::Str),
+                Func::Abs => (&[Ty::Any], Ty::Any),
+                Func::Type
+                | Func::Name
+                | Func::Class
+                | Func::Proto
+                | Func::ClientIp
+                | Func::Port
+                | Func::ServerIp
+                | Func::ServerPort => (&[], Ty::Str),
+                Func::Size | Func::Id | Func::Opcode | Func::Bufsize => (&[], Ty::Int),
+                Func::Do => (&[], Ty::Bool),
+                Func::Incidr => (&[Ty::Str, Ty::Str], Ty::Bool),
+                Func::Metadata => (&[Ty::Str], Ty::Str),
+                Func::Group => (&[Ty::Any], Ty::Str),
+            };
+            for (i, (got, want)) in tys.iter().zip(want).enumerate().take(args.len()) {
+                if !got.fits(*want) {
+                    return fail(format!(
+                        "cannot use {} as argument (type {}) to call {}, argument {}",
+                        got.name(),
+                        want.name(),
+                        func.name(),
+                        i + 1
+                    ));
+                }
+            }
+            if *func == Func::Abs && !tys[0].number() {
+                return fail(format!("invalid argument for abs (type {})", tys[0].name()));
+            }
+            if *func == Func::Len && matches!(tys[0], Ty::Int | Ty::Float | Ty::Bool) {
+                return fail(format!("invalid argument for len (type {})", tys[0].name()));
+            }
+            ret
+        }
+        Expr::Closure(_, array, pred) => {
+            let a = check(array)?;
+            if !a.fits(Ty::Array) {
+                return fail(format!("builtin any/all/none/one takes only array (got {})", a.name()));
+            }
+            let p = check(pred)?;
+            if !p.fits(Ty::Bool) {
+                return fail(format!("predicate should return boolean (got {})", p.name()));
+            }
+            Ty::Bool
+        }
+    })
+}
+
+impl BinOp {
+    fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Eq => "==",
+            BinOp::Ne => "!=",
+            BinOp::Lt => "<",
+            BinOp::Le => "<=",
+            BinOp::Gt => ">",
+            BinOp::Ge => ">=",
+            BinOp::In => "in",
+            BinOp::NotIn => "not in",
+            BinOp::Contains => "contains",
+            BinOp::StartsWith => "startsWith",
+            BinOp::EndsWith => "endsWith",
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::Mod => "%",
+        }
+    }
+}
+
+impl Func {
+    fn name(self) -> &'static str {
+        if self == Func::Group {
+            return "group";
+        }
+        FUNCTIONS.iter().find(|f| f.1 == self).map_or("?", |f| f.0)
     }
 }

@@ -13,28 +13,68 @@ fn with_request<R>(client: &str, f: impl FnOnce(&Request<'_>) -> R) -> R {
     f(&req)
 }
 
+/// A value read out of its heap, for comparing.
+#[derive(Clone, Debug, PartialEq)]
+enum Value {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Array(Vec<Value>),
+}
+
+fn owned(v: View<'_>) -> Value {
+    match v {
+        View::Nil => Value::Nil,
+        View::Bool(b) => Value::Bool(b),
+        View::Int(i) => Value::Int(i),
+        View::Float(x) => Value::Float(x),
+        View::Str(s) => Value::Str(s.to_string()),
+        View::Array(h, items) => Value::Array(items.iter().map(|i| owned(h.view(*i))).collect()),
+    }
+}
+
+fn stored(v: &Value, h: &mut Heap) -> super::Value {
+    match v {
+        Value::Nil => super::Value::Nil,
+        Value::Bool(b) => super::Value::Bool(*b),
+        Value::Int(i) => super::Value::Int(*i),
+        Value::Float(x) => super::Value::Float(*x),
+        Value::Str(s) => h.string(s).unwrap(),
+        Value::Array(a) => {
+            let items: Vec<_> = a.iter().map(|i| stored(i, h)).collect();
+            h.array(&items).unwrap()
+        }
+    }
+}
+
 fn run_with(text: &str, scope: &Scope, vars: &[Value]) -> Result<Value, String> {
     let prog = Program::compile(text, scope).map_err(|e| format!("compile: {e}"))?;
     with_request("10.240.0.1:5353", |req| {
         let group = |k: GroupKey<'_>| match k {
-            GroupKey::Name("a") | GroupKey::Index(1) => "12".to_string(),
-            GroupKey::Index(0) => "12-34.example.".to_string(),
-            _ => String::new(),
+            GroupKey::Name("a") | GroupKey::Index(1) => Some("12"),
+            GroupKey::Index(0) => Some("12-34.example."),
+            _ => None,
         };
-        let md = |k: &str| {
+        let md = |k: &str, out: &mut String| {
             if k == "test/region" {
-                "eu".to_string()
-            } else {
-                String::new()
+                out.push_str("eu");
             }
         };
+        let mut heap = Heap::default();
+        let vars: Vec<_> = vars.iter().map(|v| stored(v, &mut heap)).collect();
+        let mut name = String::new();
+        write_name(req.qname.wire(), &mut name);
         let facts = Facts {
             req,
-            vars,
+            name: &name,
+            vars: &vars,
             group: &group,
             metadata: &md,
         };
-        prog.eval(&facts).map_err(|e| format!("eval: {e}"))
+        let v = prog.eval(&facts, &mut heap).map_err(|e| format!("eval: {e}"))?;
+        Ok(owned(heap.view(v)))
     })
 }
 
@@ -165,4 +205,65 @@ fn outside_the_subset_is_a_clear_setup_error() {
     assert!(run(&deep).unwrap_err().contains("deeper than 64"));
     let long = "1 + ".repeat(2000) + "1";
     assert!(run(&long).unwrap_err().contains("too long"));
+}
+
+/// Type errors a query cannot change are setup errors, worded as expr-lang's checker
+/// words them; what depends on a query's values (variables, `#`, `nil`) is checked when
+/// it runs.
+#[test]
+fn type_errors_knowable_at_setup_are_setup_errors() {
+    let cases = [
+        (
+            "size() > 'big'",
+            "invalid operation: > (mismatched types int and string)",
+        ),
+        ("name() == 1", "invalid operation: == (mismatched types string and int)"),
+        ("1 + 'a'", "invalid operation: + (mismatched types int and string)"),
+        ("!name()", "invalid operation: ! (string)"),
+        ("do() || 1", "invalid operation: || (mismatched types bool and int)"),
+        ("name() matches 'x' && 3", "invalid operation: &&"),
+        (
+            "incidr(client_ip(), 8)",
+            "cannot use int as argument (type string) to call incidr, argument 2",
+        ),
+        (
+            "upper(1)",
+            "cannot use int as argument (type string) to call upper, argument 1",
+        ),
+        (
+            "'a' in 'abc'",
+            "invalid operation: in (mismatched types string and string)",
+        ),
+        ("any(1, # > 0)", "takes only array"),
+        ("all([1], 'x')", "predicate should return boolean"),
+        ("len(1)", "invalid argument for len (type int)"),
+        ("1.5 % 2", "invalid operation: % (mismatched types float64 and int)"),
+        ("type() ? 1 : 2", "non-bool expression (type string) used as condition"),
+    ];
+    for (text, want) in cases {
+        let got = run(text).unwrap_err();
+        assert!(got.starts_with("compile: ") && got.contains(want), "{text}: {got}");
+    }
+    // Still fine: numbers of either kind, nil against anything, and whatever a variable
+    // holds (known only per query).
+    let scope = Scope {
+        vars: vec!["v".into()],
+        group: true,
+    };
+    for text in [
+        "1 == 1.0",
+        "nil == 'a'",
+        "v > 1",
+        "v + 'x' == 'ax'",
+        "int(group('a')) + 1 > 1",
+    ] {
+        Program::compile(text, &scope).unwrap_or_else(|e| panic!("{text}: {e}"));
+    }
+    // A type error that only a query shows: the evaluation fails (the template answers
+    // SERVFAIL, as CoreDNS's var_test "RuntimeError").
+    assert!(
+        run_with("v > 1", &scope, &[Value::Str("x".into())])
+            .unwrap_err()
+            .contains("invalid operation")
+    );
 }

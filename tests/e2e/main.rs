@@ -23,6 +23,7 @@ mod rewrite_cname;
 mod rrl;
 mod serving;
 mod template;
+mod template_cname;
 
 /// The kit finds the binary cargo built for these tests.
 #[test]

@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use crate::expr::Value;
+use crate::expr::View;
 
 /// Most bytes one rendered record may have: the longest RR text that can still fit in a
 /// message. A render that goes beyond fails (SERVFAIL, counted as a template failure).
@@ -87,7 +87,7 @@ pub trait Data {
     /// Writes the metadata value for `key` (empty when nobody provides it).
     fn meta(&self, key: &str, out: &mut String);
     /// A variable by name (for `index .Var "x"`).
-    fn var(&self, name: &str) -> Option<&Value>;
+    fn var(&self, name: &str) -> Option<View<'_>>;
     fn vars(&self) -> usize;
 }
 
@@ -98,7 +98,7 @@ pub enum Val<'a> {
     Int(i64),
     Uint(u64),
     Bool(bool),
-    Value(&'a Value),
+    Value(View<'a>),
     /// `.Match`, `.Group`, `.Var`: only indexable.
     Collection(Field),
     /// A missing map key: Go prints `<no value>`.
@@ -130,7 +130,7 @@ impl Val<'_> {
             Val::Bool(b) => {
                 let _ = write!(out, "{b}");
             }
-            Val::Value(Value::Str(s)) => out.push_str(s),
+            Val::Value(View::Str(s)) => out.push_str(s),
             Val::Value(v) => {
                 let _ = write!(out, "{v}");
             }
@@ -148,10 +148,10 @@ impl Val<'_> {
                 Val::Int(i) => Basic::I(i128::from(*i)),
                 Val::Uint(u) => Basic::I(i128::from(*u)),
                 Val::Bool(b) => Basic::B(*b),
-                Val::Value(Value::Str(s)) => Basic::S(s),
-                Val::Value(Value::Int(i)) => Basic::I(i128::from(*i)),
-                Val::Value(Value::Bool(b)) => Basic::B(*b),
-                Val::Value(Value::Float(f)) => Basic::F(*f),
+                Val::Value(View::Str(s)) => Basic::S(s),
+                Val::Value(View::Int(i)) => Basic::I(i128::from(*i)),
+                Val::Value(View::Bool(b)) => Basic::B(*b),
+                Val::Value(View::Float(f)) => Basic::F(*f),
                 _ => return Err("eq: invalid type for comparison".into()),
             })
         }
@@ -305,7 +305,7 @@ fn arg<'d>(a: &'d Arg, data: &'d dyn Data, out: &mut String) -> Result<Val<'d>, 
 fn text<'v>(v: &'v Val<'_>) -> Result<&'v str, String> {
     match v {
         Val::Str(s) => Ok(s),
-        Val::Value(Value::Str(s)) => Ok(s),
+        Val::Value(View::Str(s)) => Ok(s),
         _ => Err("expected a string".into()),
     }
 }
@@ -314,7 +314,7 @@ fn int(v: &Val<'_>) -> Result<i64, String> {
     match v {
         Val::Int(i) => Ok(*i),
         Val::Uint(u) => i64::try_from(*u).map_err(|_| "integer out of range".to_string()),
-        Val::Value(Value::Int(i)) => Ok(*i),
+        Val::Value(View::Int(i)) => Ok(*i),
         _ => Err("expected an integer".into()),
     }
 }
@@ -327,8 +327,8 @@ fn eval<'d>(c: &'d Cmd, data: &'d dyn Data, out: &mut String) -> Result<Val<'d>,
         Cmd::Ne(a, b) => Val::Bool(!arg(a, data, out)?.equals(&arg(b, data, out)?)?),
         Cmd::Len(a) => match arg(a, data, out)? {
             Val::Str(s) => Val::Int(s.len() as i64),
-            Val::Value(Value::Str(s)) => Val::Int(s.len() as i64),
-            Val::Value(Value::Array(a)) => Val::Int(a.len() as i64),
+            Val::Value(View::Str(s)) => Val::Int(s.len() as i64),
+            Val::Value(View::Array(_, a)) => Val::Int(a.len() as i64),
             Val::Collection(Field::Match) => Val::Int(data.matches() as i64),
             Val::Collection(Field::Var) => Val::Int(data.vars() as i64),
             Val::Collection(Field::Group) => Val::Int(data.matches() as i64),
@@ -743,7 +743,7 @@ mod tests {
                 Field::Remote => Val::Str("10.240.0.1".into()),
                 Field::Regex => Val::Str(".*".into()),
                 Field::GroupKey(k) => self.group(k).map_or(Val::NoValue, |g| Val::Str(g.into())),
-                Field::VarKey(_) => Val::Value(&Value::Bool(true)),
+                Field::VarKey(_) => Val::Value(View::Bool(true)),
                 f => Val::Collection(f.clone()),
             }
         }
@@ -761,7 +761,7 @@ mod tests {
                 out.push_str("default");
             }
         }
-        fn var(&self, _: &str) -> Option<&Value> {
+        fn var(&self, _: &str) -> Option<View<'_>> {
             None
         }
         fn vars(&self) -> usize {

@@ -18,13 +18,15 @@
 //!           no rule answered ──▶ Next
 //! ```
 //!
-//! Per query a rule costs one regex search over the lower-cased name (kept in a
-//! per-worker buffer); a record without actions is copied as encoded at setup, and
-//! one with actions is rendered and encoded into per-worker buffers that keep their
-//! capacity, so answering allocates nothing unless `var`/`expr` are used (the
-//! expression language builds its values per query).
+//! Per query a rule costs one regex search (matcher.rs: a dense DFA walked over the
+//! wire name when only "does it match" is asked, a one-pass DFA for captures); a record
+//! without actions is copied as encoded at setup, and one with actions is rendered and
+//! encoded into per-worker buffers that keep their capacity; `var`/`expr` values live
+//! in a per-worker heap. Answering allocates nothing. A CNAME answer to an A/AAAA
+//! question is followed through the server (Step::Upstream, then `resume`).
 
 mod gotmpl;
+mod matcher;
 mod rr;
 
 use std::collections::BTreeMap;
@@ -33,18 +35,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use regex_automata::Input;
-use regex_automata::meta::{Cache, Regex};
 use regex_automata::util::captures::Captures;
 
-use crate::chain::{ChainError, Handler, Query, Step};
+use crate::chain::{ChainError, Handler, Query, Step, UpstreamProto, UpstreamReply, UpstreamRequest};
 use crate::config::keys::zone_args;
 use crate::config::{ConfigError, Directive};
-use crate::dns::{Rcode, Section, Zone, class, rtype};
-use crate::expr::{Facts, GroupKey, Program, Scope, Value};
+use crate::dns::{Header, QueryBuilder, Rcode, Section, Zone, class, flag, rtype};
+use crate::expr::{Facts, GroupKey, Heap, Program, Scope, Value, View, write_name as name_text};
 use crate::metrics::Families;
+use crate::plugin::kubernetes::CHASE_OPTION;
 use crate::setup::{AttachCtx, Lifecycle, Plugin, SetupCtx};
 use gotmpl::{Data, Field, Names, Template, Val};
+use matcher::{MatchCache, Matcher};
 
 const NAME: &str = "template";
 
@@ -86,7 +88,7 @@ struct Rule {
     qtype: u16,
     zones: Vec<Zone>,
     /// Empty: everything matches (CoreDNS's default `.*`).
-    regexes: Vec<Regex>,
+    regexes: Vec<Matcher>,
     /// Their patterns (`.Regex`).
     patterns: Vec<String>,
     /// Answer, authority, additional (the order they are written in the reply).
@@ -102,6 +104,9 @@ struct Rule {
     captures: bool,
     /// Whether a template reads `.Remote`.
     remote: bool,
+    /// Whether answering needs none of the worker's scratch: no captures, variables or
+    /// expressions, records fixed at setup, every regex searched by its dense DFA.
+    stateless: bool,
 }
 
 /// One record template.
@@ -119,16 +124,18 @@ enum Body {
 /// A worker's buffers: kept from query to query, so that they stop growing.
 #[derive(Default)]
 struct Scratch {
-    /// The query name, lower-cased, presentation form (CoreDNS's `state.Name()`).
+    /// The query name, lower-cased, presentation form (CoreDNS's `state.Name()`),
+    /// written only when something reads it (`named`).
     name: String,
+    named: bool,
     remote: String,
     text: String,
     wire: Vec<u8>,
-    /// Per rule, per regex: the regex's search cache (lazy DFA states) and where the
-    /// captures lie.
-    caches: Vec<Vec<Cache>>,
-    caps: Vec<Vec<Captures>>,
+    /// Per rule, per regex: the regex's search state and where the captures lie.
+    caches: Vec<Vec<MatchCache>>,
     vars: Vec<Value>,
+    /// The strings and arrays `var`/`expr` make for the current query.
+    heap: Heap,
 }
 
 /// The sections of CoreDNS's metric labels, by index into `Rule::sections`.
@@ -155,18 +162,16 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
         .map(|_| {
             Mutex::new(Scratch {
                 name: String::with_capacity(256),
+                named: false,
                 remote: String::with_capacity(48),
                 text: String::with_capacity(512),
                 wire: Vec::with_capacity(512),
                 caches: rules
                     .iter()
-                    .map(|r| r.regexes.iter().map(Regex::create_cache).collect())
-                    .collect(),
-                caps: rules
-                    .iter()
-                    .map(|r| r.regexes.iter().map(Regex::create_captures).collect())
+                    .map(|r| r.regexes.iter().map(Matcher::cache).collect())
                     .collect(),
                 vars: Vec::with_capacity(8),
+                heap: Heap::default(),
             })
         })
         .collect();
@@ -231,6 +236,7 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         exprs: Vec::new(),
         captures: false,
         remote: false,
+        stateless: false,
     };
     // Record templates are compiled once every `var` is known (CoreDNS evaluates all
     // variables before any record, wherever the lines are).
@@ -247,23 +253,8 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
                     if re.len() > MAX_REGEX_LEN {
                         return Err(opt.err(NAME, format!("regex pattern too long: {} > {MAX_REGEX_LEN}", re.len())));
                     }
-                    // The haystack is the name in presentation form, always ASCII (other
-                    // bytes are written as \DDD escapes), where Unicode classes and
-                    // case folding match what their ASCII forms match; byte classes let
-                    // the lazy DFA take one transition per byte.
-                    // A pattern that needs Unicode (`\pL`) is compiled as written.
-                    let config = Regex::config().nfa_size_limit(Some(MAX_REGEX_SIZE));
-                    let bytes = Regex::builder()
-                        .configure(config.clone())
-                        .syntax(regex_automata::util::syntax::Config::new().unicode(false).utf8(false))
-                        .build(re);
-                    let compiled = match bytes {
-                        Ok(r) => r,
-                        Err(_) => Regex::builder()
-                            .configure(config)
-                            .build(re)
-                            .map_err(|e| opt.err(NAME, format!("could not parse regex: {re}, {e}")))?,
-                    };
+                    let compiled = Matcher::new(re, MAX_REGEX_SIZE)
+                        .map_err(|e| opt.err(NAME, format!("could not parse regex: {re}, {e}")))?;
                     rule.regexes.push(compiled);
                     rule.patterns.push(re.to_string());
                 }
@@ -398,6 +389,12 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         });
     }
     rule.captures |= uses_group;
+    rule.stateless = !rule.captures
+        && !rule.remote
+        && rule.vars.is_empty()
+        && rule.exprs.is_empty()
+        && rule.regexes.iter().all(Matcher::has_dfa)
+        && rule.sections.iter().flatten().all(|r| matches!(r.body, Body::Fixed(_)));
     Ok(rule)
 }
 
@@ -484,25 +481,37 @@ impl TemplatePlugin {
         let regex = if rule.regexes.is_empty() {
             usize::MAX
         } else {
-            let input = Input::new(s.name.as_str());
-            let caches = &mut s.caches[ri];
+            let wire = req.qname.wire();
             let found = if rule.captures {
-                let caps = &mut s.caps[ri];
+                s.write_name(wire);
+                let (name, caches) = (s.name.as_str(), &mut s.caches[ri]);
                 rule.regexes
                     .iter()
                     .zip(caches.iter_mut())
-                    .zip(caps.iter_mut())
-                    .position(|((re, cache), caps)| {
-                        re.search_captures_with(cache, &input, caps);
-                        caps.is_match()
-                    })
+                    .position(|(re, cache)| re.captures(name, cache))
             } else {
-                // Whether it matches is all that is asked: stop at the first match.
-                let input = input.earliest(true);
-                rule.regexes
-                    .iter()
-                    .zip(caches.iter_mut())
-                    .position(|(re, cache)| re.search_half_with(cache, &input).is_some())
+                // Whether it matches is all that is asked: stop at the first match, on
+                // the wire name where the pattern has a dense DFA.
+                let mut found = None;
+                for (i, re) in rule.regexes.iter().enumerate() {
+                    let hit = match re.is_match_wire(wire) {
+                        Some(hit) => hit,
+                        None => {
+                            s.write_name(wire);
+                            match s.caches.get_mut(ri).and_then(|c| c.get_mut(i)) {
+                                Some(cache) => re.is_match(&s.name, cache),
+                                // A stateless rule's DFA stopped (it has no quit bytes,
+                                // so never): search with a cache made here.
+                                None => re.is_match(&s.name, &mut re.cache()),
+                            }
+                        }
+                    };
+                    if hit {
+                        found = Some(i);
+                        break;
+                    }
+                }
+                found
             };
             match found {
                 Some(i) => i,
@@ -510,34 +519,42 @@ impl TemplatePlugin {
             }
         };
         if !rule.vars.is_empty() || !rule.exprs.is_empty() {
-            let Scratch { name, caps, vars, .. } = s;
-            let caps = caps[ri].get(regex);
-            let group = |k: GroupKey<'_>| -> String {
+            s.write_name(req.qname.wire());
+            let Scratch {
+                name,
+                caches,
+                vars,
+                heap,
+                ..
+            } = s;
+            let name: &str = name;
+            let caps = caches[ri].get(regex).map(|c| &c.caps);
+            let group = |k: GroupKey<'_>| -> Option<&str> {
                 let span = match (caps, k) {
                     (Some(c), GroupKey::Index(i)) => usize::try_from(i).ok().and_then(|i| c.get_group(i)),
                     (Some(c), GroupKey::Name(n)) => group_by_name(c, n),
                     // The default `.*` matches the whole name, capture 0 only.
-                    (None, GroupKey::Index(0)) => return name.clone(),
+                    (None, GroupKey::Index(0)) => return Some(name),
                     (None, _) => None,
                 };
-                span.map_or(String::new(), |s| name[s.range()].to_string())
+                span.map(|s| &name[s.range()])
             };
             // CoreDNS's `metadata(label)`: "" when the block has no `metadata` or
             // nobody sets the label.
-            let metadata = |label: &str| {
-                let mut v = String::new();
-                q.metadata(label, &mut v);
-                v
+            let metadata = |label: &str, out: &mut String| {
+                q.metadata(label, out);
             };
+            heap.clear();
             vars.clear();
             for prog in &rule.vars {
                 let facts = Facts {
                     req,
+                    name,
                     vars: vars.as_slice(),
                     group: &group,
                     metadata: &metadata,
                 };
-                match prog.eval(&facts) {
+                match prog.eval(&facts, heap) {
                     Ok(v) => vars.push(v),
                     Err(e) => return Matched::Failed(format!("var: {}: {e}", prog.text())),
                 }
@@ -545,11 +562,12 @@ impl TemplatePlugin {
             for prog in &rule.exprs {
                 let facts = Facts {
                     req,
+                    name,
                     vars: vars.as_slice(),
                     group: &group,
                     metadata: &metadata,
                 };
-                match prog.eval(&facts) {
+                match prog.eval(&facts, heap) {
                     Ok(Value::Bool(true)) => {}
                     Ok(_) => return Matched::No,
                     Err(e) => return Matched::Failed(format!("expr: {}: {e}", prog.text())),
@@ -560,12 +578,28 @@ impl TemplatePlugin {
     }
 
     /// Writes the reply of rule `ri`, matched with regex `regex` in zone `zi`.
-    fn answer(&self, ri: usize, regex: usize, zi: usize, q: &mut Query<'_, '_>, s: &mut Scratch) -> Step {
+    /// `chased`: the server's reply for the target of the CNAME this answer holds (on
+    /// the second pass, after [`Step::Upstream`]).
+    fn answer(
+        &self,
+        ri: usize,
+        regex: usize,
+        zi: usize,
+        q: &mut Query<'_, '_>,
+        s: &mut Scratch,
+        chased: Option<UpstreamReply<'_>>,
+    ) -> Step {
         let rule = &self.rules[ri];
         let req = q.req;
         let (class_label, type_label) = labels(rule, req.qclass, req.qtype);
-        let server = self.server_of(q.route.slot);
-        self.counters.matched(server, ri, zi, class_label, type_label);
+        if chased.is_none() {
+            // Counted once per query, not again when it resumes after the chase.
+            let server = self.server_of(q.route.slot);
+            self.counters.matched(server, ri, zi, class_label, type_label);
+        }
+        // CoreDNS looks up the target of a CNAME answer for A and AAAA questions.
+        let follow = req.qtype == rtype::A || req.qtype == rtype::AAAA;
+        let mut chase_target = false;
         if rule.rcode == Rcode::SERVFAIL {
             return Step::Fail(Rcode::SERVFAIL, None);
         }
@@ -580,6 +614,9 @@ impl TemplatePlugin {
             .flatten()
             .any(|r| matches!(r.body, Body::Dynamic(_)));
         if dynamic {
+            s.write_name(req.qname.wire());
+        }
+        if rule.remote {
             s.remote.clear();
             let _ = write!(s.remote, "{}", req.client.ip());
         }
@@ -588,8 +625,9 @@ impl TemplatePlugin {
             remote,
             text,
             wire,
-            caps,
+            caches,
             vars,
+            heap,
             ..
         } = s;
         for (si, section) in [Section::Answer, Section::Authority, Section::Additional]
@@ -614,8 +652,9 @@ impl TemplatePlugin {
                             rtype: type_label,
                             remote,
                             pattern: rule.patterns.get(regex).map(String::as_str),
-                            caps: caps[ri].get(regex),
+                            caps: caches[ri].get(regex).map(|c| &c.caps),
                             vars,
+                            heap,
                             var_names: &rule.var_names,
                         };
                         if let Err(e) = t.render(&data, text) {
@@ -636,10 +675,72 @@ impl TemplatePlugin {
                 {
                     return self.fail(format!("record from {:?} could not be written", rr.source));
                 }
+                if follow
+                    && si == 0
+                    && !chase_target
+                    && chased.is_none()
+                    && let Some(target) = cname_target(encoded)
+                {
+                    // The first CNAME's target, asked of the server itself below.
+                    chase_target = true;
+                    QueryBuilder::new(target, req.qtype)
+                        .edns(4096)
+                        .options(&[(CHASE_OPTION, &[chase_depth(q) + 1])])
+                        .write(&mut q.worker.upstream_msg);
+                }
             }
+        }
+        match chased {
+            // The target's records after the CNAME; a truncated reply truncates ours
+            // (CoreDNS's template_test TestTruncatedCNAME).
+            Some(UpstreamReply::Message(reply)) => {
+                if Header::of(reply).is_some_and(|h| h.tc()) {
+                    q.resp.set_flag(flag::TC, true);
+                }
+                let _ = q.resp.copy_sections(reply, &[Section::Answer]);
+            }
+            // No reply: the CNAME alone, as CoreDNS answers when its lookup fails.
+            Some(_) => {}
+            None if chase_target && chase_depth(q) < MAX_CHASE_DEPTH => {
+                return Step::Upstream(UpstreamRequest {
+                    to: req.local,
+                    proto: UpstreamProto::Udp,
+                    timeout: CHASE_TIMEOUT,
+                    cookie: 0,
+                    coalesce: None,
+                    expire: CHASE_TIMEOUT,
+                });
+            }
+            None => {}
         }
         Step::Answered
     }
+}
+
+/// How many times a query may have gone round the server for CNAME targets (the
+/// kubernetes plugin's chase depth, shared: a loop of templates ends).
+const MAX_CHASE_DEPTH: u8 = 8;
+/// How long the server's own answer for a CNAME target is waited for.
+const CHASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The chase depth a query carries (0 for a client's).
+fn chase_depth(q: &Query<'_, '_>) -> u8 {
+    q.req
+        .edns_options()
+        .find(|(code, _)| *code == CHASE_OPTION)
+        .and_then(|(_, d)| d.first().copied())
+        .unwrap_or(0)
+}
+
+/// The target of an encoded record (uncompressed, as rr.rs writes it) when it is a CNAME.
+fn cname_target(rr: &[u8]) -> Option<&[u8]> {
+    let mut at = 0;
+    while *rr.get(at)? != 0 {
+        at += 1 + usize::from(rr[at]);
+    }
+    at += 1;
+    let rtype = u16::from_be_bytes([*rr.get(at)?, *rr.get(at + 1)?]);
+    (rtype == rtype::CNAME).then(|| rr.get(at + 10..)).flatten()
 }
 
 /// CoreDNS's `.Class`/`.Type` (and metric labels): the query's, or the rule's when the
@@ -648,39 +749,6 @@ fn labels(rule: &Rule, qclass: u16, qtype: u16) -> (u16, u16) {
     let c = if qclass != class::ANY { qclass } else { rule.qclass };
     let t = if qtype != rtype::ANY { qtype } else { rule.qtype };
     (c, t)
-}
-
-/// Writes a lower-cased wire name in presentation form (RFC 1035 5.1 escapes), into a
-/// buffer that keeps its capacity.
-fn name_text(wire: &[u8], out: &mut String) {
-    out.clear();
-    let mut at = 0;
-    while at < wire.len() && wire[at] != 0 {
-        let len = wire[at] as usize;
-        let label = wire.get(at + 1..at + 1 + len).unwrap_or(&[]);
-        if label.iter().all(|&b| PLAIN[b as usize]) {
-            // The usual label: printable ASCII with nothing to escape, copied whole.
-            out.push_str(std::str::from_utf8(label).unwrap_or_default());
-        } else {
-            for &b in label {
-                match b {
-                    b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$' => {
-                        out.push('\\');
-                        out.push(b as char);
-                    }
-                    0x21..=0x7E => out.push(b as char),
-                    _ => {
-                        let _ = write!(out, "\\{b:03}");
-                    }
-                }
-            }
-        }
-        out.push('.');
-        at += 1 + len;
-    }
-    if out.is_empty() {
-        out.push('.');
-    }
 }
 
 /// A named group's span: a scan of the (few) names, cheaper per query than the
@@ -692,17 +760,6 @@ fn group_by_name(c: &Captures, name: &str) -> Option<regex_automata::Span> {
         .position(|n| n == Some(name))?;
     c.get_group(i)
 }
-
-/// The bytes a name label holds that its presentation form writes as they are.
-const PLAIN: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0x21;
-    while b <= 0x7E {
-        t[b] = !matches!(b as u8, b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$');
-        b += 1;
-    }
-    t
-};
 
 struct RenderData<'a> {
     /// `.Meta "label"`: the query's metadata (empty when unset).
@@ -716,6 +773,7 @@ struct RenderData<'a> {
     pattern: Option<&'a str>,
     caps: Option<&'a Captures>,
     vars: &'a [Value],
+    heap: &'a Heap,
     var_names: &'a [String],
 }
 
@@ -729,7 +787,10 @@ impl Data for RenderData<'_> {
             Field::Remote => Val::Str(self.remote.into()),
             Field::Regex => Val::Str(self.pattern.unwrap_or(".*").into()),
             Field::GroupKey(k) => self.group(k).map_or(Val::NoValue, |g| Val::Str(g.into())),
-            Field::VarKey(i) => self.vars.get(*i).map_or(Val::NoValue, Val::Value),
+            Field::VarKey(i) => self
+                .vars
+                .get(*i)
+                .map_or(Val::NoValue, |v| Val::Value(self.heap.view(*v))),
             f => Val::Collection(f.clone()),
         }
     }
@@ -760,9 +821,9 @@ impl Data for RenderData<'_> {
         (self.meta)(key, out);
     }
 
-    fn var(&self, name: &str) -> Option<&Value> {
+    fn var(&self, name: &str) -> Option<View<'_>> {
         let i = self.var_names.iter().rposition(|v| v == name)?;
-        self.vars.get(i)
+        self.vars.get(i).map(|v| self.heap.view(*v))
     }
 
     fn vars(&self) -> usize {
@@ -776,13 +837,38 @@ impl Handler for TemplatePlugin {
     }
 
     fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        self.handle(q, None)
+    }
+
+    fn resume(&self, q: &mut Query<'_, '_>, reply: UpstreamReply<'_>, _cookie: u64) -> Step {
+        // Answer again (the same rule matches the same query), then add the target's records.
+        self.handle(q, Some(reply))
+    }
+
+    fn handles_class(&self, c: u16) -> bool {
+        self.rules.iter().any(|r| r.qclass == c || r.qclass == class::ANY)
+    }
+}
+
+impl TemplatePlugin {
+    fn handle(&self, q: &mut Query<'_, '_>, chased: Option<UpstreamReply<'_>>) -> Step {
         if !Zone::any_contains(&self.zones, &q.req.qname) {
             return Step::Next;
         }
-        let mut guard = self.scratch[q.worker.id % self.scratch.len()].lock();
-        let s = &mut *guard;
-        name_text(q.req.qname.wire(), &mut s.name);
+        // A rule that keeps nothing per query (a regex with a dense DFA, fixed records)
+        // works on an empty stack scratch, which allocates nothing, and takes no lock.
+        let mut local = Scratch::default();
+        let mut guard = None;
         for ri in 0..self.rules.len() {
+            let s: &mut Scratch = if self.rules[ri].stateless {
+                &mut local
+            } else {
+                guard.get_or_insert_with(|| {
+                    let mut g = self.scratch[q.worker.id % self.scratch.len()].lock();
+                    g.named = false;
+                    g
+                })
+            };
             match self.matches(ri, q, s) {
                 Matched::Skip => {}
                 Matched::No => match &self.rules[ri].fall {
@@ -790,14 +876,20 @@ impl Handler for TemplatePlugin {
                     _ => return Step::Fail(Rcode::SERVFAIL, None),
                 },
                 Matched::Failed(e) => return self.fail(e),
-                Matched::Yes(regex, zi) => return self.answer(ri, regex, zi, q, s),
+                Matched::Yes(regex, zi) => return self.answer(ri, regex, zi, q, s, chased),
             }
         }
         Step::Next
     }
+}
 
-    fn handles_class(&self, c: u16) -> bool {
-        self.rules.iter().any(|r| r.qclass == c || r.qclass == class::ANY)
+impl Scratch {
+    /// Writes the query name's presentation form, once per query.
+    fn write_name(&mut self, wire: &[u8]) {
+        if !self.named {
+            name_text(wire, &mut self.name);
+            self.named = true;
+        }
     }
 }
 

@@ -173,8 +173,18 @@ fn run(body: &str, a: &Ask<'_>) -> Reply {
         coalesce: true,
         meta: chain.metadata(),
     };
-    let Outcome::Reply { at } = chain.run(&mut q, 0) else {
-        panic!("upstream")
+    // A CNAME's target is asked of the server; here nobody answers (CoreDNS's
+    // template_test "CNAMEWithoutUpstream": the CNAME alone).
+    let at = match chain.run(&mut q, 0) {
+        Outcome::Reply { at } => at,
+        Outcome::Upstream { at, request } => {
+            match chain.resume(&mut q, at, crate::chain::UpstreamReply::Timeout, request.cookie) {
+                Outcome::Reply { at } => at,
+                _ => panic!("upstream twice"),
+            }
+        }
+        #[allow(unreachable_patterns)]
+        _ => panic!("no reply"),
     };
     chain.complete(&mut q, at);
     let next = q.answered_by == "next";
@@ -642,6 +652,28 @@ fn setup_errors() {
             "template ANY ANY {\n expr y > 1\n}",
             "could not compile expression: unknown name 'y'",
         ),
+        // Type errors knowable at setup (expr-lang's checker refuses them when it
+        // compiles; CoreDNS's template compiles every var/expr at setup).
+        (
+            "template ANY ANY {\n expr size() > 'big'\n}",
+            "could not compile expression: invalid operation: > (mismatched types int and string)",
+        ),
+        (
+            "template ANY ANY {\n var x 1\n expr incidr(client_ip(), 8)\n}",
+            "cannot use int as argument (type string) to call incidr, argument 2",
+        ),
+        (
+            "template ANY ANY {\n expr name() == 1\n}",
+            "invalid operation: == (mismatched types string and int)",
+        ),
+        (
+            "template ANY ANY {\n var n len(name()) + 'x'\n}",
+            "could not compile expression: n, invalid operation: + (mismatched types int and string)",
+        ),
+        (
+            "template ANY ANY {\n expr incidr(client_ip())\n}",
+            "incidr() takes 2 argument(s), got 1",
+        ),
         // Knowable at setup: a record without actions that is no record.
         (
             "template ANY ANY {\n answer \"example. 60 IN A 300.0.0.1\"\n}",
@@ -673,6 +705,13 @@ fn setup_errors() {
         let got = err(body);
         assert!(got.contains(want), "{body}\n got: {got}\nwant: {want}");
     }
+    // Where: FILE:LINE of the line, as every setup error.
+    assert!(
+        err("template ANY ANY {\n expr do() && 'yes'\n}")
+            .starts_with("Corefile:3 - template: could not compile expression: invalid operation: && (mismatched types bool and string)"),
+        "{}",
+        err("template ANY ANY {\n expr do() && 'yes'\n}")
+    );
     let long = format!("template ANY ANY {{\n match \"{}\"\n}}", "a".repeat(MAX_REGEX_LEN + 1));
     assert!(err(&long).contains("regex pattern too long: 10001 > 10000"));
     // A compiled-size bomb is refused by the regex crate's size limit, not compiled.
@@ -763,4 +802,72 @@ fn names_are_written_as_miekg_writes_them() {
     assert_eq!(s, "a\\.b.c\\255.\\@.");
     name_text(b"\x00", &mut s);
     assert_eq!(s, ".");
+}
+
+/// A CNAME answer to an A question: the target is asked of the server itself (with
+/// the chase depth), and its records follow the CNAME; a truncated reply truncates
+/// ours. CoreDNS cname_test.go TestTruncatedCNAME (template.go: `upstream.Lookup` for
+/// A/AAAA questions answered with a CNAME).
+#[test]
+fn a_cname_target_is_looked_up_through_the_server() {
+    use crate::dns::{Rdata, Record};
+    let plugin =
+        setup_body("template IN A test {\n match ^cname\\.test\\.$\n answer \"cname.test. 600 IN CNAME test.up\"\n}")
+            .unwrap();
+    let template = plugin.handler.unwrap();
+    let raw = QueryBuilder::new(NameKey::from_text("cname.test.").unwrap().wire(), rtype::A).to_vec();
+    let a = "127.0.0.1:1".parse().unwrap();
+    let req = Request::parse(&raw, Transport::Udp, a, a).ok().unwrap();
+    let mut resp = Response::new();
+    let mut w = WorkerCtx::new(0);
+    let tag = RouteTag {
+        slot: 0,
+        server: "dns://:53".into(),
+        zone: ".".into(),
+    };
+    let mut q = Query {
+        req: &req,
+        resp: &mut resp,
+        worker: &mut w,
+        route: &tag,
+        answered_by: "",
+        error: None,
+        refresh: false,
+        coalesce: true,
+        meta: crate::chain::Metadata::NONE,
+    };
+    let Step::Upstream(up) = template.serve(&mut q) else {
+        panic!("the target was not looked up")
+    };
+    assert_eq!(up.to, a);
+    let sent = Request::parse(&q.worker.upstream_msg, Transport::Udp, a, a)
+        .ok()
+        .unwrap();
+    assert_eq!(sent.qname.wire(), NameKey::from_text("test.up.").unwrap().wire());
+    assert_eq!(sent.qtype, rtype::A);
+    let depth = sent
+        .edns_options()
+        .find(|(c, _)| *c == crate::plugin::kubernetes::CHASE_OPTION)
+        .map(|(_, d)| d.to_vec());
+    assert_eq!(depth, Some(vec![1]));
+    // The server's reply: test.up. A 1.2.3.4, truncated.
+    let mut r = Response::new();
+    r.start(&sent, Rcode::NOERROR);
+    r.answer(Record::at_question(rtype::A, 600, Rdata::A("1.2.3.4".parse().unwrap())));
+    r.set_flag(crate::dns::flag::TC, true);
+    let reply = r.finish().to_vec();
+    assert!(matches!(
+        template.resume(&mut q, crate::chain::UpstreamReply::Message(&reply), 0),
+        Step::Answered
+    ));
+    let msg = resp.finish().to_vec();
+    assert!(crate::dns::Header::of(&msg).unwrap().tc(), "TC carried over");
+    let m = Message::from_octets(msg).unwrap();
+    let answer = rrs(m.answer().unwrap());
+    assert_eq!(answer.len(), 2, "{answer:?}");
+    assert!(
+        answer[0].contains("CNAME") && answer[0].contains("test.up"),
+        "{answer:?}"
+    );
+    assert!(answer[1].contains("1.2.3.4"), "{answer:?}");
 }
