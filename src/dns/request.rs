@@ -76,6 +76,38 @@ impl NameKey {
         (end == wire.len()).then_some(k)
     }
 
+    /// Builds a key from uncompressed wire bytes already lower-cased (root label
+    /// included): a copy and a walk over the labels, for a name made of lower-cased
+    /// pieces (`rewrite`'s new names); [`Self::from_wire`] lower-cases byte by byte.
+    #[inline(always)]
+    pub fn from_lower_wire(wire: &[u8]) -> Option<NameKey> {
+        if wire.len() > MAX_NAME_LEN {
+            return None;
+        }
+        let mut k = NameKey::empty();
+        k.bytes[..wire.len()].copy_from_slice(wire);
+        let (mut at, mut n) = (0usize, 0usize);
+        loop {
+            let l = *wire.get(at)? as usize;
+            if l == 0 {
+                break;
+            }
+            if l > 63 || n == 128 {
+                return None;
+            }
+            k.labels[n] = at as u8;
+            n += 1;
+            at += 1 + l;
+        }
+        if at + 1 != wire.len() {
+            return None;
+        }
+        k.len = wire.len() as u8;
+        k.nlabels = n as u8;
+        debug_assert!(NameKey::from_wire(wire).is_some_and(|w| w.wire() == k.wire()));
+        Some(k)
+    }
+
     /// Builds a key from a name in presentation form (`www.Example.org`, relative
     /// names taken as fully qualified, `\.` and `\DDD` escapes), without allocating.
     pub fn from_text(text: &str) -> Option<NameKey> {

@@ -30,7 +30,7 @@ mod fast;
 mod rules;
 mod text;
 
-use crate::chain::{ChainError, Handler, Query, Step, UpstreamReply};
+use crate::chain::{ChainError, Handler, Query, Renamed, Step, UpstreamReply};
 use crate::config::{ConfigError, Directive};
 use crate::dns::wire::{MAX_NAME_LEN, QNAME_OFFSET};
 use crate::dns::{Header, QueryBuilder, Rcode, Request};
@@ -232,8 +232,16 @@ impl Handler for Rewrite {
         out.extend_from_slice(&q.req.raw[..QNAME_OFFSET]);
         match fast::run(&self.rules, q.req.qname.wire(), Some(out)) {
             Fast::Untouched => return Step::Next,
-            Fast::Renamed { .. } if Rewrite::renamable(q.req) => {
+            Fast::Renamed { rule } if Rewrite::renamable(q.req) => {
+                // The chain's contract (chain::Renamed): the client's header and bytes
+                // after the name, the name lower-cased (the client's key and the
+                // rule's lower-cased names); the rule comes back to on_response.
+                let qname_end = out.len();
                 out.extend_from_slice(&q.req.raw[q.req.qname_end..]);
+                q.worker.renamed = Some(Renamed {
+                    qname_end,
+                    note: rule as u32,
+                });
                 return Step::Rewritten;
             }
             _ => {}
@@ -286,7 +294,13 @@ impl Handler for Rewrite {
         // the question are pointers to it, so putting the client's question back in
         // place renames them as the text way would; any other name the rule would
         // rename sends the reply the text way.
-        match fast::run(&self.rules, q.req.qname.wire(), None) {
+        // The chain hands back what serve's wire path did (no second match); without
+        // it (a reply after an upstream exchange, a failure) the rules are run again.
+        let fast = match q.worker.renamed.take() {
+            Some(m) => Fast::Renamed { rule: m.note as usize },
+            None => fast::run(&self.rules, q.req.qname.wire(), None),
+        };
+        match fast {
             Fast::Untouched => return,
             Fast::Renamed { rule, .. } => {
                 if let Kind::Name(r) = &self.rules[rule].kind {
