@@ -693,23 +693,42 @@ impl Chain {
         let mark = q.worker.renamed.take();
         let buf = std::mem::take(&mut q.worker.rewritten);
         // Borrowed where it was built: a Request is ~500 bytes, and each move of one
-        // showed in the profile of a rewritten answer.
-        let renamed = renamed(q.req, &buf, mark.map(|m| m.qname_end));
+        // showed in the profile of a rewritten answer. With a Renamed mark the key is
+        // filled in place in the request that keeps it.
+        let mut trusted;
+        let renamed;
         let parsed;
-        let req = match &renamed {
+        let req = match mark.and_then(|m| renamed_parts(q.req, &buf, m.qname_end)) {
+            Some((edns, name)) => {
+                trusted = renamed_request(q.req, &buf, name.len() + QNAME_OFFSET, edns);
+                if trusted.qname.set_lower_wire(name) {
+                    Some(&trusted)
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
+        let req = match req {
             Some(req) => req,
-            None => match Request::parse(&buf, q.req.transport, q.req.client, q.req.local) {
-                Ok(req) => {
-                    parsed = req;
-                    &parsed
+            None => {
+                renamed = self::renamed(q.req, &buf);
+                match &renamed {
+                    Some(req) => req,
+                    None => match Request::parse(&buf, q.req.transport, q.req.client, q.req.local) {
+                        Ok(req) => {
+                            parsed = req;
+                            &parsed
+                        }
+                        Err(_) => {
+                            let name = self.plugins[at].name();
+                            let err = ChainError::Plugin(name, "the rewritten query is not a valid message".into());
+                            q.worker.rewritten = buf;
+                            return self.fail(q, at, Rcode::SERVFAIL, Some(err));
+                        }
+                    },
                 }
-                Err(_) => {
-                    let name = self.plugins[at].name();
-                    let err = ChainError::Plugin(name, "the rewritten query is not a valid message".into());
-                    q.worker.rewritten = buf;
-                    return self.fail(q, at, Rcode::SERVFAIL, Some(err));
-                }
-            },
+            }
         };
         let mut inner = Query {
             req,
@@ -820,19 +839,21 @@ impl Chain {
 /// in those bytes (type, class, EDNS, cookie) is the client's, the option offsets moved
 /// by the difference in name length; only the name is read. Parsing the message again
 /// cost as much as a kubernetes answer's lookup (benches/inprocess.rs, issue 12).
-///
-/// With `trusted` (a [`Renamed`] mark: the name ends there and is lower-cased), the
-/// header and the bytes after the name are not compared (debug builds check them): the
-/// compares and lower-casing the name again were a tenth of a rewritten answer.
+fn renamed<'b>(client: &Request<'_>, buf: &'b [u8]) -> Option<Request<'b>> {
+    let end = renamed_end(client, buf)?;
+    let (edns, name) = renamed_parts(client, buf, end)?;
+    let mut req = renamed_request(client, buf, end, edns);
+    req.qname = NameKey::from_wire(name)?;
+    Some(req)
+}
+
+/// For a query whose name is known to end at `end` (a [`Renamed`] mark: the header and
+/// the bytes after the name are the client's, and are not compared; debug builds
+/// check): its EDNS (the client's, the options moved) and its new name. Comparing and
+/// lower-casing the name again were a tenth of a rewritten answer.
 #[inline(always)]
-fn renamed<'b>(client: &Request<'_>, buf: &'b [u8], trusted: Option<usize>) -> Option<Request<'b>> {
-    let end = match trusted {
-        Some(end) => {
-            debug_assert_eq!(renamed_end(client, buf), Some(end));
-            end
-        }
-        None => renamed_end(client, buf)?,
-    };
+fn renamed_parts<'b>(client: &Request<'_>, buf: &'b [u8], end: usize) -> Option<(Option<Edns>, &'b [u8])> {
+    debug_assert_eq!(renamed_end(client, buf), Some(end));
     let moved = |at: u16| u16::try_from(at as usize + end - client.qname_end).ok();
     let edns = match client.edns {
         Some(e) => Some(Edns {
@@ -841,24 +862,27 @@ fn renamed<'b>(client: &Request<'_>, buf: &'b [u8], trusted: Option<usize>) -> O
         }),
         None => None,
     };
-    let name = buf.get(QNAME_OFFSET..end)?;
-    Some(Request {
+    Some((edns, buf.get(QNAME_OFFSET..end)?))
+}
+
+/// [`renamed`]'s request with a blank key, to be filled in place (returned as a plain
+/// value, so that it is built where it is assigned).
+#[inline(always)]
+fn renamed_request<'b>(client: &Request<'_>, buf: &'b [u8], end: usize, edns: Option<Edns>) -> Request<'b> {
+    Request {
         raw: buf,
         id: client.id,
         flags: client.flags,
         qname_end: end,
         qtype: client.qtype,
         qclass: client.qclass,
-        qname: match trusted {
-            Some(_) => NameKey::from_lower_wire(name)?,
-            None => NameKey::from_wire(name)?,
-        },
+        qname: NameKey::blank(),
         edns,
         cookie: client.cookie,
         transport: client.transport,
         client: client.client,
         local: client.local,
-    })
+    }
 }
 
 /// Where the question name of `buf` ends, if `buf` is `client`'s message with another
