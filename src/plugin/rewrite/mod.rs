@@ -5,20 +5,26 @@
 //!
 //! ```text
 //!   client query ─▶ serve: exact/suffix rules on the wire name (fast.rs): the client's
-//!                   message with the new name, into the worker's `rewritten` buffer;
+//!                   message with the new name, into the worker's `rewritten` buffer,
+//!                   and a chain::Renamed mark (where the name ends, which rule);
 //!                   any other rule: all rules in line order on text (rules.rs), the
 //!                   new query built into the same buffer; the later plugins see it
-//!   client reply ◀─ on_response: the wire rule found again (a compare, no state kept)
-//!                   and the client's question put back in place (the records named
-//!                   after it follow); otherwise the text rules applied again to the
-//!                   client's query and the reply rebuilt: the client's question, the
-//!                   response rules of the applied rules, last first
+//!   client reply ◀─ on_response: the chain hands the mark back (no second match)
+//!                   and the client's question is put back in place (the records named
+//!                   after it follow); without a mark (a query with records that
+//!                   was written the text way) the wire rules are matched again;
+//!                   otherwise the text
+//!                   rules applied again to the client's query and the reply rebuilt:
+//!                   the client's question, the response rules of the applied rules,
+//!                   last first
 //! ```
 //!
-//! Nothing is kept between the two halves: the worker may hold many queries at once
-//! (upstream exchanges), and applying the rules again costs less than storing their
-//! results per query. Nothing is allocated per query but a metadata value an `edns0`
-//! rule reads and a regex's match groups.
+//! Nothing is kept between the two halves but the mark, which lives only from serve's
+//! return to this plugin's response hook for the same query, inside one run of the
+//! chain: the worker may hold many queries at once (upstream exchanges), and applying
+//! the rules again costs less than storing their results per query. Nothing is
+//! allocated per query but a metadata value an `edns0` rule reads and a regex's match
+//! groups.
 //!
 //! `cname` rules are the exception (cname.rs): their work needs the reply and a new
 //! lookup, so a query they apply to goes through the server itself (Step::Upstream),
@@ -295,7 +301,7 @@ impl Handler for Rewrite {
         // place renames them as the text way would; any other name the rule would
         // rename sends the reply the text way.
         // The chain hands back what serve's wire path did (no second match); without
-        // it (a reply after an upstream exchange, a failure) the rules are run again.
+        // it (a query the wire path could not rename in place) the rules run again.
         let fast = match q.worker.renamed.take() {
             Some(m) => Fast::Renamed { rule: m.note as usize },
             None => fast::run(&self.rules, q.req.qname.wire(), None),
