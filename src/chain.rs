@@ -685,12 +685,13 @@ impl Chain {
         at: usize,
         rest: impl FnOnce(&mut Query<'_, '_>) -> Outcome,
     ) -> Outcome {
+        // Taken first: a mark never outlives the step that set it.
+        let mark = q.worker.renamed.take();
         if !self.rewriters[at] {
             let name = self.plugins[at].name();
             let err = ChainError::Plugin(name, "rewrote the query without saying it would".into());
             return self.fail(q, at, Rcode::SERVFAIL, Some(err));
         }
-        let mark = q.worker.renamed.take();
         let buf = std::mem::take(&mut q.worker.rewritten);
         // Borrowed where it was built: a Request is ~500 bytes, and each move of one
         // showed in the profile of a rewritten answer. With a Renamed mark the key is
