@@ -204,6 +204,18 @@ fn over_budget(process: &ProcessState, req: &Request<'_>, plugin: &str) {
     );
 }
 
+/// A rewriter's word that [`WorkerCtx::rewritten`] is the client's message with only
+/// the question name replaced, by a lower-cased one ending at `qname_end`: the same
+/// header, the same bytes after the name, no record but an OPT. The chain then builds
+/// the new request without comparing or parsing anything but the name's labels (checked
+/// in debug builds), and the rewriter's response hook gets it back with its `note`
+/// (`rewrite`: the rule that applied), so it need not find out again what it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renamed {
+    pub qname_end: usize,
+    pub note: u32,
+}
+
 /// Per-worker state a plugin may use while handling a query: identity, time, a fast
 /// random source, the buffer for upstream messages and the query's work budget.
 pub struct WorkerCtx {
@@ -220,6 +232,10 @@ pub struct WorkerCtx {
     /// Where a plugin writes the query the plugins after it must see instead of the
     /// client's ([`Step::Rewritten`]); reused from query to query.
     pub rewritten: Vec<u8>,
+    /// Set by a rewriter that returns [`Step::Rewritten`] having only renamed the
+    /// question (see [`Renamed`]); the chain takes it at once, and hands it back to the
+    /// rewriter's response hook for the reply to that query only.
+    pub renamed: Option<Renamed>,
     /// A buffer a response hook may use to rebuild a reply (`rewrite`'s answer
     /// rewriting); it grows once to the largest reply and is reused.
     pub scratch: Vec<u8>,
@@ -238,6 +254,7 @@ impl WorkerCtx {
             upstream_msg: Vec::with_capacity(512),
             budget: Budget::new(),
             rewritten: Vec::with_capacity(512),
+            renamed: None,
             scratch: Vec::new(),
             process,
         }
@@ -668,6 +685,8 @@ impl Chain {
         at: usize,
         rest: impl FnOnce(&mut Query<'_, '_>) -> Outcome,
     ) -> Outcome {
+        // Taken first: a mark never outlives the step that set it.
+        let mark = q.worker.renamed.take();
         if !self.rewriters[at] {
             let name = self.plugins[at].name();
             let err = ChainError::Plugin(name, "rewrote the query without saying it would".into());
@@ -675,23 +694,42 @@ impl Chain {
         }
         let buf = std::mem::take(&mut q.worker.rewritten);
         // Borrowed where it was built: a Request is ~500 bytes, and each move of one
-        // showed in the profile of a rewritten answer.
-        let renamed = renamed(q.req, &buf);
+        // showed in the profile of a rewritten answer. With a Renamed mark the key is
+        // filled in place in the request that keeps it.
+        let mut trusted;
+        let renamed;
         let parsed;
-        let req = match &renamed {
+        let req = match mark.and_then(|m| renamed_parts(q.req, &buf, m.qname_end)) {
+            Some((edns, name)) => {
+                trusted = renamed_request(q.req, &buf, name.len() + QNAME_OFFSET, edns);
+                if trusted.qname.set_lower_wire(name) {
+                    Some(&trusted)
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
+        let req = match req {
             Some(req) => req,
-            None => match Request::parse(&buf, q.req.transport, q.req.client, q.req.local) {
-                Ok(req) => {
-                    parsed = req;
-                    &parsed
+            None => {
+                renamed = self::renamed(q.req, &buf);
+                match &renamed {
+                    Some(req) => req,
+                    None => match Request::parse(&buf, q.req.transport, q.req.client, q.req.local) {
+                        Ok(req) => {
+                            parsed = req;
+                            &parsed
+                        }
+                        Err(_) => {
+                            let name = self.plugins[at].name();
+                            let err = ChainError::Plugin(name, "the rewritten query is not a valid message".into());
+                            q.worker.rewritten = buf;
+                            return self.fail(q, at, Rcode::SERVFAIL, Some(err));
+                        }
+                    },
                 }
-                Err(_) => {
-                    let name = self.plugins[at].name();
-                    let err = ChainError::Plugin(name, "the rewritten query is not a valid message".into());
-                    q.worker.rewritten = buf;
-                    return self.fail(q, at, Rcode::SERVFAIL, Some(err));
-                }
-            },
+            }
         };
         let mut inner = Query {
             req,
@@ -722,7 +760,9 @@ impl Chain {
         match outcome {
             Outcome::Reply { .. } => {
                 if self.hooks[at] {
+                    q.worker.renamed = mark;
                     self.plugins[at].on_response(q);
+                    q.worker.renamed = None;
                 }
                 // The hooks before `at` are `complete`'s.
                 Outcome::Reply { at }
@@ -801,6 +841,54 @@ impl Chain {
 /// by the difference in name length; only the name is read. Parsing the message again
 /// cost as much as a kubernetes answer's lookup (benches/inprocess.rs, issue 12).
 fn renamed<'b>(client: &Request<'_>, buf: &'b [u8]) -> Option<Request<'b>> {
+    let end = renamed_end(client, buf)?;
+    let (edns, name) = renamed_parts(client, buf, end)?;
+    let mut req = renamed_request(client, buf, end, edns);
+    req.qname = NameKey::from_wire(name)?;
+    Some(req)
+}
+
+/// For a query whose name is known to end at `end` (a [`Renamed`] mark: the header and
+/// the bytes after the name are the client's, and are not compared; debug builds
+/// check): its EDNS (the client's, the options moved) and its new name. Comparing and
+/// lower-casing the name again were a tenth of a rewritten answer.
+#[inline(always)]
+fn renamed_parts<'b>(client: &Request<'_>, buf: &'b [u8], end: usize) -> Option<(Option<Edns>, &'b [u8])> {
+    debug_assert_eq!(renamed_end(client, buf), Some(end));
+    let moved = |at: u16| u16::try_from(at as usize + end - client.qname_end).ok();
+    let edns = match client.edns {
+        Some(e) => Some(Edns {
+            options: (moved(e.options.0)?, e.options.1),
+            ..e
+        }),
+        None => None,
+    };
+    Some((edns, buf.get(QNAME_OFFSET..end)?))
+}
+
+/// [`renamed`]'s request with a blank key, to be filled in place (returned as a plain
+/// value, so that it is built where it is assigned).
+#[inline(always)]
+fn renamed_request<'b>(client: &Request<'_>, buf: &'b [u8], end: usize, edns: Option<Edns>) -> Request<'b> {
+    Request {
+        raw: buf,
+        id: client.id,
+        flags: client.flags,
+        qname_end: end,
+        qtype: client.qtype,
+        qclass: client.qclass,
+        qname: NameKey::blank(),
+        edns,
+        cookie: client.cookie,
+        transport: client.transport,
+        client: client.client,
+        local: client.local,
+    }
+}
+
+/// Where the question name of `buf` ends, if `buf` is `client`'s message with another
+/// question name (see [`renamed`]).
+fn renamed_end(client: &Request<'_>, buf: &[u8]) -> Option<usize> {
     let raw = client.raw;
     let header = buf.get(..QNAME_OFFSET)?;
     if header != raw.get(..QNAME_OFFSET)? || header[6..10] != [0, 0, 0, 0] || header[10] != 0 || header[11] > 1 {
@@ -817,31 +905,7 @@ fn renamed<'b>(client: &Request<'_>, buf: &'b [u8]) -> Option<Request<'b>> {
             break;
         }
     }
-    if buf.get(end..)? != raw.get(client.qname_end..)? {
-        return None;
-    }
-    let moved = |at: u16| u16::try_from(at as usize + end - client.qname_end).ok();
-    let edns = match client.edns {
-        Some(e) => Some(Edns {
-            options: (moved(e.options.0)?, e.options.1),
-            ..e
-        }),
-        None => None,
-    };
-    Some(Request {
-        raw: buf,
-        id: client.id,
-        flags: client.flags,
-        qname_end: end,
-        qtype: client.qtype,
-        qclass: client.qclass,
-        qname: NameKey::from_wire(&buf[QNAME_OFFSET..end])?,
-        edns,
-        cookie: client.cookie,
-        transport: client.transport,
-        client: client.client,
-        local: client.local,
-    })
+    (buf.get(end..)? == raw.get(client.qname_end..)?).then_some(end)
 }
 
 #[cfg(test)]

@@ -76,6 +76,47 @@ impl NameKey {
         (end == wire.len()).then_some(k)
     }
 
+    /// An empty key, to be filled in place by [`Self::set_lower_wire`] (a key is
+    /// ~400 bytes: built where it stays, not moved).
+    #[inline(always)]
+    pub fn blank() -> NameKey {
+        NameKey::empty()
+    }
+
+    /// Makes this key the name `wire`, uncompressed and already lower-cased (root
+    /// label included): a copy and a walk over the labels, for a name made of
+    /// lower-cased pieces (`rewrite`'s new names; [`Self::from_wire`] lower-cases byte
+    /// by byte). `false`, the key unusable, if `wire` is not such a name.
+    #[inline(always)]
+    pub fn set_lower_wire(&mut self, wire: &[u8]) -> bool {
+        let Some(bytes) = self.bytes.get_mut(..wire.len()) else {
+            return false;
+        };
+        bytes.copy_from_slice(wire);
+        let (mut at, mut n) = (0usize, 0usize);
+        loop {
+            let Some(&l) = wire.get(at) else {
+                return false;
+            };
+            if l == 0 {
+                break;
+            }
+            if l > 63 || n == 128 {
+                return false;
+            }
+            self.labels[n] = at as u8;
+            n += 1;
+            at += 1 + l as usize;
+        }
+        if at + 1 != wire.len() {
+            return false;
+        }
+        self.len = wire.len() as u8;
+        self.nlabels = n as u8;
+        debug_assert!(NameKey::from_wire(wire).is_some_and(|w| w.wire() == self.wire()));
+        true
+    }
+
     /// Builds a key from a name in presentation form (`www.Example.org`, relative
     /// names taken as fully qualified, `\.` and `\DDD` escapes), without allocating.
     pub fn from_text(text: &str) -> Option<NameKey> {

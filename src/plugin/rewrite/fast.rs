@@ -82,13 +82,15 @@ impl WireSuffix {
     /// Where `name`'s text ends with this suffix: the offset of the label holding the
     /// piece and how many of its bytes come before the piece. `Ok(None)`: it does not;
     /// `Err(())`: a label involved is not plain, so only the text can tell.
-    fn find(&self, name: &[u8]) -> Result<Option<(usize, usize)>, ()> {
+    /// `lower`: `name` is lower-cased (a query's key), so bytes compare as they are.
+    fn find(&self, name: &[u8], lower: bool) -> Result<Option<(usize, usize)>, ()> {
         // The suffix's labels are the name's last bytes, on a label boundary, with a
         // label before them (the text ends with `piece.` + labels only then).
         let Some(tail) = name.len().checked_sub(self.labels.len()) else {
             return Ok(None);
         };
-        if !name[tail..].eq_ignore_ascii_case(&self.labels) {
+        let same = |a: &[u8], b: &[u8]| if lower { a == b } else { a.eq_ignore_ascii_case(b) };
+        if !same(&name[tail..], &self.labels) {
             return Ok(None);
         }
         let (mut pos, mut before) = (0usize, None);
@@ -107,8 +109,7 @@ impl WireSuffix {
         if !label_is_plain(label) {
             return Err(());
         }
-        if label.len() < self.piece.len() || !label[label.len() - self.piece.len()..].eq_ignore_ascii_case(&self.piece)
-        {
+        if label.len() < self.piece.len() || !same(&label[label.len() - self.piece.len()..], &self.piece) {
             return Ok(None);
         }
         Ok(Some((o, label.len() - self.piece.len())))
@@ -169,7 +170,7 @@ impl WireRule {
                 Ok(true)
             }
             WireRule::Suffix { from, to } => {
-                let Some((o, keep)) = from.find(name)? else {
+                let Some((o, keep)) = from.find(name, true)? else {
                     return Ok(false);
                 };
                 // The labels before, the kept start of the cut label joined to the first
@@ -205,7 +206,7 @@ impl WireRule {
                         })
                     })
             }
-            WireRule::Suffix { to, .. } => !matches!(to.find(name), Ok(None)),
+            WireRule::Suffix { to, .. } => !matches!(to.find(name, false), Ok(None)),
         }
     }
 }

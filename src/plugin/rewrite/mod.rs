@@ -5,20 +5,26 @@
 //!
 //! ```text
 //!   client query ─▶ serve: exact/suffix rules on the wire name (fast.rs): the client's
-//!                   message with the new name, into the worker's `rewritten` buffer;
+//!                   message with the new name, into the worker's `rewritten` buffer,
+//!                   and a chain::Renamed mark (where the name ends, which rule);
 //!                   any other rule: all rules in line order on text (rules.rs), the
 //!                   new query built into the same buffer; the later plugins see it
-//!   client reply ◀─ on_response: the wire rule found again (a compare, no state kept)
-//!                   and the client's question put back in place (the records named
-//!                   after it follow); otherwise the text rules applied again to the
-//!                   client's query and the reply rebuilt: the client's question, the
-//!                   response rules of the applied rules, last first
+//!   client reply ◀─ on_response: the chain hands the mark back (no second match)
+//!                   and the client's question is put back in place (the records named
+//!                   after it follow); without a mark (a query with records that
+//!                   was written the text way) the wire rules are matched again;
+//!                   otherwise the text
+//!                   rules applied again to the client's query and the reply rebuilt:
+//!                   the client's question, the response rules of the applied rules,
+//!                   last first
 //! ```
 //!
-//! Nothing is kept between the two halves: the worker may hold many queries at once
-//! (upstream exchanges), and applying the rules again costs less than storing their
-//! results per query. Nothing is allocated per query but a metadata value an `edns0`
-//! rule reads and a regex's match groups.
+//! Nothing is kept between the two halves but the mark, which lives only from serve's
+//! return to this plugin's response hook for the same query, inside one run of the
+//! chain: the worker may hold many queries at once (upstream exchanges), and applying
+//! the rules again costs less than storing their results per query. Nothing is
+//! allocated per query but a metadata value an `edns0` rule reads and a regex's match
+//! groups.
 //!
 //! `cname` rules are the exception (cname.rs): their work needs the reply and a new
 //! lookup, so a query they apply to goes through the server itself (Step::Upstream),
@@ -30,7 +36,7 @@ mod fast;
 mod rules;
 mod text;
 
-use crate::chain::{ChainError, Handler, Query, Step, UpstreamReply};
+use crate::chain::{ChainError, Handler, Query, Renamed, Step, UpstreamReply};
 use crate::config::{ConfigError, Directive};
 use crate::dns::wire::{MAX_NAME_LEN, QNAME_OFFSET};
 use crate::dns::{Header, QueryBuilder, Rcode, Request};
@@ -232,8 +238,16 @@ impl Handler for Rewrite {
         out.extend_from_slice(&q.req.raw[..QNAME_OFFSET]);
         match fast::run(&self.rules, q.req.qname.wire(), Some(out)) {
             Fast::Untouched => return Step::Next,
-            Fast::Renamed { .. } if Rewrite::renamable(q.req) => {
+            Fast::Renamed { rule } if Rewrite::renamable(q.req) => {
+                // The chain's contract (chain::Renamed): the client's header and bytes
+                // after the name, the name lower-cased (the client's key and the
+                // rule's lower-cased names); the rule comes back to on_response.
+                let qname_end = out.len();
                 out.extend_from_slice(&q.req.raw[q.req.qname_end..]);
+                q.worker.renamed = Some(Renamed {
+                    qname_end,
+                    note: rule as u32,
+                });
                 return Step::Rewritten;
             }
             _ => {}
@@ -286,7 +300,13 @@ impl Handler for Rewrite {
         // the question are pointers to it, so putting the client's question back in
         // place renames them as the text way would; any other name the rule would
         // rename sends the reply the text way.
-        match fast::run(&self.rules, q.req.qname.wire(), None) {
+        // The chain hands back what serve's wire path did (no second match); without
+        // it (a query the wire path could not rename in place) the rules run again.
+        let fast = match q.worker.renamed.take() {
+            Some(m) => Fast::Renamed { rule: m.note as usize },
+            None => fast::run(&self.rules, q.req.qname.wire(), None),
+        };
+        match fast {
             Fast::Untouched => return,
             Fast::Renamed { rule, .. } => {
                 if let Kind::Name(r) = &self.rules[rule].kind {
