@@ -112,7 +112,17 @@ struct Rule {
 /// One record template.
 struct Rr {
     body: Body,
+    /// A dynamic record whose owner is `{{ .Name }}` and whose TTL, class and type are
+    /// fixed: written from the query's wire name and its rendered rdata alone.
+    fast: Option<Fast>,
     source: String,
+}
+
+/// The wire path of a dynamic record ([`rr::encode_fast`]); the text path stays for
+/// what it does not write (an rdata that is not one plain token, a name with escapes).
+struct Fast {
+    head: rr::Head,
+    rdata: Template,
 }
 
 enum Body {
@@ -383,8 +393,13 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
                 Body::Dynamic(t)
             }
         };
+        let fast = match &body {
+            Body::Dynamic(t) => fast_path(t),
+            Body::Fixed(_) => None,
+        };
         rule.sections[section].push(Rr {
             body,
+            fast,
             source: text.to_string(),
         });
     }
@@ -396,6 +411,46 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         && rule.regexes.iter().all(Matcher::has_dfa)
         && rule.sections.iter().flatten().all(|r| matches!(r.body, Body::Fixed(_)));
     Ok(rule)
+}
+
+/// The wire path of a record template, when it has one (see [`Fast`]).
+fn fast_path(t: &Template) -> Option<Fast> {
+    let (head, from) = rr::head(t.after_name_owner()?)?;
+    Some(Fast {
+        head,
+        rdata: t.rdata_from(from)?,
+    })
+}
+
+/// Writes a dynamic record's wire form into `wire`: by its wire path when it has one
+/// and the query name and rendered rdata allow, else by rendering its whole text into
+/// `text` and parsing that (the errors are the text path's).
+fn encode_dynamic(
+    t: &Template,
+    fast: Option<&Fast>,
+    qname: &[u8],
+    data: &dyn gotmpl::Data,
+    text: &mut String,
+    wire: &mut Vec<u8>,
+) -> Result<(), RrError> {
+    if let Some(f) = fast
+        && rr::plain_name(qname)
+        && f.rdata.render(data, text).is_ok()
+        && rr::encode_fast(qname, &f.head, text, wire)
+    {
+        return Ok(());
+    }
+    t.render(data, text).map_err(RrError::Render)?;
+    rr::encode(text, wire).map_err(RrError::Parse)?;
+    Ok(())
+}
+
+/// Why a dynamic record could not be written.
+enum RrError {
+    /// The template failed (CoreDNS's template failure).
+    Render(String),
+    /// What it rendered is not a record (CoreDNS's RR failure).
+    Parse(String),
 }
 
 fn parse_class(s: &str) -> Option<u16> {
@@ -657,15 +712,18 @@ impl TemplatePlugin {
                             heap,
                             var_names: &rule.var_names,
                         };
-                        if let Err(e) = t.render(&data, text) {
-                            self.counters
-                                .failed(q.route.slot, ri, zi, si, k, class_label, type_label, false);
-                            return self.fail(format!("{}: {e}", rr.source));
-                        }
-                        if let Err(e) = rr::encode(text, wire) {
-                            self.counters
-                                .failed(q.route.slot, ri, zi, si, k, class_label, type_label, true);
-                            return self.fail(format!("invalid record {text:?} from {:?}: {e}", rr.source));
+                        match encode_dynamic(t, rr.fast.as_ref(), req.qname.wire(), &data, text, wire) {
+                            Ok(()) => {}
+                            Err(RrError::Render(e)) => {
+                                self.counters
+                                    .failed(q.route.slot, ri, zi, si, k, class_label, type_label, false);
+                                return self.fail(format!("{}: {e}", rr.source));
+                            }
+                            Err(RrError::Parse(e)) => {
+                                self.counters
+                                    .failed(q.route.slot, ri, zi, si, k, class_label, type_label, true);
+                                return self.fail(format!("invalid record {text:?} from {:?}: {e}", rr.source));
+                            }
                         }
                         wire
                     }
