@@ -20,8 +20,11 @@
 //!
 //! Per query a rule costs one regex search (matcher.rs: a dense DFA walked over the
 //! wire name when only "does it match" is asked, a one-pass DFA for captures); a record
-//! without actions is copied as encoded at setup, and one with actions is rendered and
-//! encoded into per-worker buffers that keep their capacity; `var`/`expr` values live
+//! without actions is copied as encoded at setup; one with actions whose owner is
+//! `{{ .Name }}` and whose TTL, class and type are fixed (A AAAA CNAME NS PTR DNAME) is
+//! written from the query's wire name, the type/class/TTL bytes encoded at setup and
+//! its rendered rdata parsed by type (`Fast`); any other is rendered whole and parsed
+//! (rr.rs), all into per-worker buffers that keep their capacity; `var`/`expr` values live
 //! in a per-worker heap. Answering allocates nothing. A CNAME answer to an A/AAAA
 //! question is followed through the server (Step::Upstream, then `resume`).
 
