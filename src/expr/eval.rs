@@ -480,6 +480,8 @@ fn call(func: Func, args: &[Value], f: &Facts<'_, '_>, h: &mut Heap) -> Result<V
                 // Bound the result before building it: each match may grow it.
                 let n = if from.is_empty() {
                     x.chars().count() + 1
+                } else if let &[f] = from.as_bytes() {
+                    x.bytes().filter(|&b| b == f).count()
                 } else {
                     x.matches(from).count()
                 };
@@ -492,6 +494,18 @@ fn call(func: Func, args: &[Value], f: &Facts<'_, '_>, h: &mut Heap) -> Result<V
                     for c in x.chars() {
                         out.push(c);
                         out.push_str(to);
+                    }
+                } else if let (&[f], &[t]) = (from.as_bytes(), to.as_bytes())
+                    && f.is_ascii()
+                    && t.is_ascii()
+                {
+                    // One ASCII byte for another (`replace(ip, '-', '.')`): a byte
+                    // search, not the substring searcher's setup per call.
+                    for (i, part) in x.split(char::from(f)).enumerate() {
+                        if i > 0 {
+                            out.push(char::from(t));
+                        }
+                        out.push_str(part);
                     }
                 } else {
                     let mut last = 0;

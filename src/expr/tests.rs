@@ -153,6 +153,11 @@ fn operators_and_builtins() {
         Ok(Value::Str("ABcdx".into()))
     );
     assert_eq!(run("replace('1-2-3', '-', '.')"), Ok(Value::Str("1.2.3".into())));
+    // One byte for another (its own path) at the ends, doubled, next to non-ASCII.
+    assert_eq!(run("replace('-a--b-', '-', '.')"), Ok(Value::Str(".a..b.".into())));
+    assert_eq!(run("replace('ä-ö', '-', 'x')"), Ok(Value::Str("äxö".into())));
+    assert_eq!(run("replace('abc', 'x', 'y')"), Ok(Value::Str("abc".into())));
+    assert_eq!(run("replace('', '-', '.')"), Ok(Value::Str("".into())));
     assert_eq!(run("len(split('a.b.c', '.'))"), Ok(Value::Int(3)));
     assert_eq!(
         run("name() endsWith '.example.' && name() startsWith 'a' && name() contains 'exa'"),

@@ -26,19 +26,19 @@ const MAX_DEPTH: usize = 32;
 pub const SKELETON_HOLE: char = '\u{1}';
 
 /// A compiled template.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Template {
     nodes: Vec<Node>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Node {
     Text(String),
     Out(Cmd),
     If(Vec<(Cmd, Vec<Node>)>, Vec<Node>),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Cmd {
     Arg(Arg),
     Index(Arg, Vec<Arg>),
@@ -50,7 +50,7 @@ enum Cmd {
     Meta(Arg),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Arg {
     Field(Field),
     Str(String),
@@ -215,6 +215,31 @@ impl Template {
             }
         }
         Some(s)
+    }
+
+    /// The text right after the owner when the template starts with `{{ .Name }}`
+    /// followed by text (what [`rr::head`](super::rr::head) reads the TTL, class and
+    /// type from): such a record can be written from the query's wire name.
+    pub fn after_name_owner(&self) -> Option<&str> {
+        match self.nodes.as_slice() {
+            [Node::Out(Cmd::Arg(Arg::Field(Field::Name))), Node::Text(t), ..] => Some(t),
+            _ => None,
+        }
+    }
+
+    /// What follows byte `from` of the text after the owner (see
+    /// [`Self::after_name_owner`]): the record's rdata, as a template of its own.
+    pub fn rdata_from(&self, from: usize) -> Option<Template> {
+        let [_, Node::Text(t), rest @ ..] = self.nodes.as_slice() else {
+            return None;
+        };
+        let mut nodes = Vec::with_capacity(rest.len() + 1);
+        let tail = t.get(from..)?;
+        if !tail.is_empty() {
+            nodes.push(Node::Text(tail.to_string()));
+        }
+        nodes.extend(rest.iter().cloned());
+        Some(Template { nodes })
     }
 
     /// Whether the template uses `.Match` or `.Group` (the regex must then capture).

@@ -20,8 +20,11 @@
 //!
 //! Per query a rule costs one regex search (matcher.rs: a dense DFA walked over the
 //! wire name when only "does it match" is asked, a one-pass DFA for captures); a record
-//! without actions is copied as encoded at setup, and one with actions is rendered and
-//! encoded into per-worker buffers that keep their capacity; `var`/`expr` values live
+//! without actions is copied as encoded at setup; one with actions whose owner is
+//! `{{ .Name }}` and whose TTL, class and type are fixed (A AAAA CNAME NS PTR DNAME) is
+//! written from the query's wire name, the type/class/TTL bytes encoded at setup and
+//! its rendered rdata parsed by type (`Fast`); any other is rendered whole and parsed
+//! (rr.rs), all into per-worker buffers that keep their capacity; `var`/`expr` values live
 //! in a per-worker heap. Answering allocates nothing. A CNAME answer to an A/AAAA
 //! question is followed through the server (Step::Upstream, then `resume`).
 
@@ -112,7 +115,17 @@ struct Rule {
 /// One record template.
 struct Rr {
     body: Body,
+    /// A dynamic record whose owner is `{{ .Name }}` and whose TTL, class and type are
+    /// fixed: written from the query's wire name and its rendered rdata alone.
+    fast: Option<Fast>,
     source: String,
+}
+
+/// The wire path of a dynamic record ([`rr::encode_fast`]); the text path stays for
+/// what it does not write (an rdata that is not one plain token, a name with escapes).
+struct Fast {
+    head: rr::Head,
+    rdata: Template,
 }
 
 enum Body {
@@ -383,8 +396,13 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
                 Body::Dynamic(t)
             }
         };
+        let fast = match &body {
+            Body::Dynamic(t) => fast_path(t),
+            Body::Fixed(_) => None,
+        };
         rule.sections[section].push(Rr {
             body,
+            fast,
             source: text.to_string(),
         });
     }
@@ -396,6 +414,46 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         && rule.regexes.iter().all(Matcher::has_dfa)
         && rule.sections.iter().flatten().all(|r| matches!(r.body, Body::Fixed(_)));
     Ok(rule)
+}
+
+/// The wire path of a record template, when it has one (see [`Fast`]).
+fn fast_path(t: &Template) -> Option<Fast> {
+    let (head, from) = rr::head(t.after_name_owner()?)?;
+    Some(Fast {
+        head,
+        rdata: t.rdata_from(from)?,
+    })
+}
+
+/// Writes a dynamic record's wire form into `wire`: by its wire path when it has one
+/// and the query name and rendered rdata allow, else by rendering its whole text into
+/// `text` and parsing that (the errors are the text path's).
+fn encode_dynamic(
+    t: &Template,
+    fast: Option<&Fast>,
+    qname: &[u8],
+    data: &dyn gotmpl::Data,
+    text: &mut String,
+    wire: &mut Vec<u8>,
+) -> Result<(), RrError> {
+    if let Some(f) = fast
+        && rr::plain_name(qname)
+        && f.rdata.render(data, text).is_ok()
+        && rr::encode_fast(qname, &f.head, text, wire)
+    {
+        return Ok(());
+    }
+    t.render(data, text).map_err(RrError::Render)?;
+    rr::encode(text, wire).map_err(RrError::Parse)?;
+    Ok(())
+}
+
+/// Why a dynamic record could not be written.
+enum RrError {
+    /// The template failed (CoreDNS's template failure).
+    Render(String),
+    /// What it rendered is not a record (CoreDNS's RR failure).
+    Parse(String),
 }
 
 fn parse_class(s: &str) -> Option<u16> {
@@ -657,15 +715,18 @@ impl TemplatePlugin {
                             heap,
                             var_names: &rule.var_names,
                         };
-                        if let Err(e) = t.render(&data, text) {
-                            self.counters
-                                .failed(q.route.slot, ri, zi, si, k, class_label, type_label, false);
-                            return self.fail(format!("{}: {e}", rr.source));
-                        }
-                        if let Err(e) = rr::encode(text, wire) {
-                            self.counters
-                                .failed(q.route.slot, ri, zi, si, k, class_label, type_label, true);
-                            return self.fail(format!("invalid record {text:?} from {:?}: {e}", rr.source));
+                        match encode_dynamic(t, rr.fast.as_ref(), req.qname.wire(), &data, text, wire) {
+                            Ok(()) => {}
+                            Err(RrError::Render(e)) => {
+                                self.counters
+                                    .failed(q.route.slot, ri, zi, si, k, class_label, type_label, false);
+                                return self.fail(format!("{}: {e}", rr.source));
+                            }
+                            Err(RrError::Parse(e)) => {
+                                self.counters
+                                    .failed(q.route.slot, ri, zi, si, k, class_label, type_label, true);
+                                return self.fail(format!("invalid record {text:?} from {:?}: {e}", rr.source));
+                            }
                         }
                         wire
                     }

@@ -175,6 +175,124 @@ pub fn check_skeleton(text: &str, hole: char) -> Result<(), String> {
     Ok(())
 }
 
+/// What is fixed of a record written from the query's wire name (the owner is
+/// `{{ .Name }}`): type, and type + class + TTL as they go on the wire.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Head {
+    pub rtype: u16,
+    wire: [u8; 8],
+}
+
+/// Reads the TTL, class and type from the text after a `{{ .Name }}` owner, as
+/// [`encode`] would; returns them and where the rdata's text starts. `None` (the text
+/// path then writes the record) unless the text is plain (letters, digits, blanks), the
+/// type is one whose rdata [`encode_fast`] writes (A AAAA CNAME NS PTR DNAME), and a
+/// blank follows the type (an action glued to it would change the token).
+pub fn head(text: &str) -> Option<(Head, usize)> {
+    let b = text.as_bytes();
+    let blank = |c: u8| c == b' ' || c == b'\t';
+    if !b.first().copied().is_some_and(blank) {
+        return None;
+    }
+    let (mut ttl, mut rclass) = (None, None);
+    let mut at = 0;
+    loop {
+        while at < b.len() && blank(b[at]) {
+            at += 1;
+        }
+        let start = at;
+        while at < b.len() && !blank(b[at]) {
+            if !b[at].is_ascii_alphanumeric() {
+                return None;
+            }
+            at += 1;
+        }
+        // The type must end before the text does.
+        if at == start || at == b.len() {
+            return None;
+        }
+        let t = &text[start..at];
+        if ttl.is_none() && b[start].is_ascii_digit() {
+            ttl = Some(parse_ttl(t).ok()?);
+            continue;
+        }
+        if rclass.is_none()
+            && let Some(c) = parse_class(t)
+        {
+            rclass = Some(c);
+            continue;
+        }
+        let rt = parse_type(t)?;
+        if !matches!(rt, rtype::A | rtype::AAAA | rtype::CNAME | rtype::NS | rtype::PTR | 39) {
+            return None;
+        }
+        let mut wire = [0u8; 8];
+        wire[..2].copy_from_slice(&rt.to_be_bytes());
+        wire[2..4].copy_from_slice(&rclass.unwrap_or(class::IN).to_be_bytes());
+        wire[4..].copy_from_slice(&ttl.unwrap_or(DEFAULT_TTL).to_be_bytes());
+        return Some((Head { rtype: rt, wire }, at));
+    }
+}
+
+/// Whether every label of a wire name is written in presentation form as its bytes
+/// (no escapes): the text path then reads the name back to these same bytes.
+pub fn plain_name(wire: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(&len) = wire.get(at) {
+        let Some(label) = wire.get(at + 1..at + 1 + usize::from(len)) else {
+            return false;
+        };
+        if !label
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return false;
+        }
+        at += 1 + usize::from(len);
+        if len == 0 {
+            return at == wire.len();
+        }
+    }
+    false
+}
+
+/// Encodes the record `owner` (a lower-cased wire name) `head` `rdata` into `out`
+/// (cleared first), the rdata read from its text by type with nothing allocated.
+/// `false` when the rdata is not one plain token of the type (the caller then writes
+/// the record through [`encode`], which gives the same bytes or the error).
+pub fn encode_fast(owner: &[u8], head: &Head, rdata: &str, out: &mut Vec<u8>) -> bool {
+    let rdata = rdata.trim_matches(|c| c == ' ' || c == '\t');
+    out.clear();
+    out.extend_from_slice(owner);
+    out.extend_from_slice(&head.wire);
+    let rdlen_at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    match head.rtype {
+        rtype::A => match rdata.parse::<Ipv4Addr>() {
+            Ok(ip) => out.extend_from_slice(&ip.octets()),
+            Err(_) => return false,
+        },
+        rtype::AAAA => match rdata.parse::<Ipv6Addr>() {
+            Ok(ip) => out.extend_from_slice(&ip.octets()),
+            Err(_) => return false,
+        },
+        _ => {
+            let plain = !rdata.is_empty()
+                && rdata
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'*'));
+            let mut buf = [0u8; MAX_NAME_LEN];
+            match wire::parse_name(rdata, &mut buf) {
+                Some(n) if plain => out.extend_from_slice(&buf[..n]),
+                _ => return false,
+            }
+        }
+    }
+    let rdlen = (out.len() - rdlen_at - 2) as u16;
+    out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+    true
+}
+
 fn name(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
     let mut buf = [0u8; MAX_NAME_LEN];
     let text = if text == "@" { "." } else { text };

@@ -871,3 +871,128 @@ fn a_cname_target_is_looked_up_through_the_server() {
     );
     assert!(answer[1].contains("1.2.3.4"), "{answer:?}");
 }
+
+/// The wire path of a dynamic record (owner `{{ .Name }}`, fixed TTL/class/type, rdata
+/// parsed by type) writes the very bytes the text path writes, over the record types
+/// it takes, names with escapes, and texts it must leave to the text path.
+#[test]
+fn wire_path_writes_what_the_text_path_writes() {
+    let templates = [
+        "{{ .Name }} 60 IN A 10.0.0.1",
+        "{{ .Name }} 60 IN A {{ .Remote }}",
+        "{{ .Name }} IN A 10.1.2.3",
+        "{{ .Name }} 3600 A 1.2.3.4",
+        "{{ .Name }} A 1.2.3.4",
+        "{{ .Name }} IN 1h30m A 1.2.3.4",
+        "{{ .Name }}\t60\tIN\tA\t{{ .Remote }}\t",
+        "{{ .Name }} 60 in a 1.2.3.4",
+        "{{ .Name }} 60 CH A 1.2.3.4",
+        "{{ .Name }} 60 CLASS255 A 1.2.3.4",
+        "{{ .Name }} 4294967295 IN A 1.2.3.4",
+        "{{ .Name }} 99999999999 IN A 1.2.3.4",
+        "{{ .Name }} 60 IN A 010.1.2.3",
+        "{{ .Name }} 60 IN A 300.1.2.3",
+        "{{ .Name }} 60 IN A",
+        "{{ .Name }} 60 IN A{{ .Remote }}",
+        "{{ .Name }} 60 IN A 10.0.0.1 ; comment",
+        "{{ .Name }} 60 IN A ( 10.0.0.1 )",
+        "{{ .Name }} 60 IN A 10.0.0.1 10.0.0.2",
+        "{{ .Name }} 60 IN A {{ if eq .Type \"A\" }}1.2.3.4{{ else }}5.6.7.8{{ end }}",
+        "{{ .Name }} 60 IN AAAA ::1",
+        "{{ .Name }} 60 IN AAAA 2001:db8::{{ \"5\" }}",
+        "{{ .Name }} 60 IN AAAA ::ffff:1.2.3.4",
+        "{{ .Name }} 60 IN AAAA 1.2.3.4",
+        "{{ .Name }} 60 IN CNAME www.{{ .Zone }}",
+        "{{ .Name }} 60 IN CNAME {{ .Name }}",
+        "{{ .Name }} 60 IN CNAME x.{{ .Name }}",
+        "{{ .Name }} 60 IN CNAME Target.Example.",
+        "{{ .Name }} 60 IN CNAME x.example",
+        "{{ .Name }} 60 IN CNAME @",
+        "{{ .Name }} 60 IN CNAME .",
+        "{{ .Name }} 60 IN CNAME a\\.b.example.",
+        "{{ .Name }} 60 IN CNAME *.wild.example.",
+        "{{ .Name }} 60 IN CNAME a..b.",
+        "{{ .Name }} 60 IN PTR host-{{ .Remote }}.example.",
+        "{{ .Name }} 60 IN NS ns1.{{ .Zone }}",
+        "{{ .Name }} 60 IN DNAME target.",
+        "{{ .Name }} 60 IN MX 10 mx.{{ .Zone }}",
+        "{{ .Name }} 60 IN TXT \"{{ .Name }}\"",
+        "{{ .Name }} 60 IN SRV 0 0 53 {{ .Name }}",
+        "{{ .Name }}.x 60 IN A 1.2.3.4",
+        "x.{{ .Name }} 60 IN A 1.2.3.4",
+    ];
+    let names = [
+        "example.org.",
+        "Mixed.Case.EXAMPLE.org.",
+        ".",
+        "a\\.b.example.",
+        "sp\\032ace.example.",
+        "semi\\;colon.paren\\(.",
+        "at\\@.dollar\\$.",
+        "q\\\"uote.back\\\\slash.",
+        "bin\\255\\000\\010.x.",
+        "_srv._tcp.a-b.c_d.",
+        "ip-10-1-2-3.synth.test.",
+        &format!("{0}.{0}.{0}.{1}.", "a".repeat(63), "b".repeat(61)),
+    ];
+    let meta = |_: &str, _: &mut String| {};
+    let heap = Heap::default();
+    let mut taken = 0;
+    let mut left = 0;
+    for src in templates {
+        let t = Template::compile(src, &Names { vars: &[] }).unwrap();
+        let fast = fast_path(&t);
+        for presentation in names {
+            let mut buf = [0u8; crate::dns::wire::MAX_NAME_LEN];
+            let n = crate::dns::wire::parse_name(presentation, &mut buf).unwrap();
+            let qname: Vec<u8> = buf[..n].iter().map(u8::to_ascii_lowercase).collect();
+            let mut name = String::new();
+            name_text(&qname, &mut name);
+            let data = RenderData {
+                meta: &meta,
+                name: &name,
+                zone: "example.org.",
+                class: class::IN,
+                rtype: rtype::A,
+                remote: "10.9.8.7",
+                pattern: None,
+                caps: None,
+                vars: &[],
+                heap: &heap,
+                var_names: &[],
+            };
+            let (mut text, mut want) = (String::new(), Vec::new());
+            let slow = t
+                .render(&data, &mut text)
+                .map_err(|_| "render")
+                .and_then(|()| rr::encode(&text, &mut want).map(|_| ()).map_err(|_| "parse"));
+            let ctx = format!("{src:?} for {presentation:?}");
+            if let Some(f) = &fast {
+                let mut wire = Vec::new();
+                if rr::plain_name(&qname)
+                    && f.rdata.render(&data, &mut text).is_ok()
+                    && rr::encode_fast(&qname, &f.head, &text, &mut wire)
+                {
+                    taken += 1;
+                    assert_eq!(slow, Ok(()), "{ctx}: the wire path wrote what the text path refuses");
+                    assert_eq!(wire, want, "{ctx}");
+                } else {
+                    left += 1;
+                }
+            }
+            let mut wire = Vec::new();
+            let got = encode_dynamic(&t, fast.as_ref(), &qname, &data, &mut text, &mut wire).map_err(|e| match e {
+                RrError::Render(_) => "render",
+                RrError::Parse(_) => "parse",
+            });
+            assert_eq!(got, slow, "{ctx}");
+            if got.is_ok() {
+                assert_eq!(wire, want, "{ctx}");
+            }
+        }
+    }
+    // The wire path is what answers the usual records, and it does leave some to the
+    // text path (escapes, comments, bad addresses).
+    assert!(taken > 100, "wire path taken {taken} times");
+    assert!(left > 50, "text path taken {left} times");
+}
