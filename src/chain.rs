@@ -692,6 +692,13 @@ impl Chain {
             let err = ChainError::Plugin(name, "rewrote the query without saying it would".into());
             return self.fail(q, at, Rcode::SERVFAIL, Some(err));
         }
+        if q.worker.rewritten.len() > usize::from(u16::MAX) {
+            // A longer name or added options can push a client's 64 KiB query past what
+            // DNS can carry (RFC 1035 4.2.2's two-byte length): no later plugin sees it.
+            let name = self.plugins[at].name();
+            let err = ChainError::Plugin(name, "the rewritten query is over 65,535 bytes".into());
+            return self.fail(q, at, Rcode::SERVFAIL, Some(err));
+        }
         let buf = std::mem::take(&mut q.worker.rewritten);
         // Borrowed where it was built: a Request is ~500 bytes, and each move of one
         // showed in the profile of a rewritten answer. With a Renamed mark the key is

@@ -269,10 +269,16 @@ impl Parser<'_> {
     fn binary(&mut self, min: u8) -> Result<Expr, CompileError> {
         self.enter()?;
         let mut left = self.unary()?;
+        // Each operator of a chain (`1+1+1...`) puts the tree so far one level deeper,
+        // and evaluation recurses that deep: counted like nesting, so that a 4 KiB
+        // expression cannot be thousands of levels deep on a worker's stack.
+        let mut chained = 0;
         while let Some((op, prec, width)) = self.binop()? {
             if prec < min {
                 break;
             }
+            self.enter()?;
+            chained += 1;
             self.at += width;
             let right = self.binary(prec + 1)?;
             let (l, r) = (Box::new(left), Box::new(right));
@@ -312,7 +318,7 @@ impl Parser<'_> {
                 }
             };
         }
-        self.depth -= 1;
+        self.depth -= 1 + chained;
         Ok(left)
     }
 

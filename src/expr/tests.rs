@@ -272,3 +272,18 @@ fn type_errors_knowable_at_setup_are_setup_errors() {
             .contains("invalid operation")
     );
 }
+
+/// A chain of binary operators nests the tree one level per operator, and evaluation
+/// recurses that deep: 2,000 `+` in a 4 KiB expression once overflowed a worker's
+/// stack; now they count against MAX_DEPTH like parentheses.
+#[test]
+fn a_long_operator_chain_is_as_deep_as_its_operators() {
+    let scope = Scope::default();
+    let long = vec!["1"; 2000].join("+");
+    let Err(err) = Program::compile(&long, &scope) else {
+        panic!("a 2,000-operator chain compiled")
+    };
+    assert!(err.to_string().contains("deeper than"), "{err}");
+    let short = vec!["1"; 20].join("+");
+    assert!(Program::compile(&short, &scope).is_ok());
+}

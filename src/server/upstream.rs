@@ -271,8 +271,12 @@ impl<W> Upstreams<W> {
 
 /// A TCP exchange on `reused`, or on a new connection to `to`, with `msg` framed.
 fn tcp_conn(reg: &Registry, token: Token, to: SocketAddr, msg: &[u8], reused: Option<TcpStream>) -> io::Result<Conn> {
+    // The two-byte length frames at most 65,535 bytes (RFC 1035 4.2.2): a longer message
+    // would be read by the upstream as a short one followed by more "messages".
+    let len = u16::try_from(msg.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a DNS message over 65,535 bytes"))?;
     let mut out = Vec::with_capacity(msg.len() + 2);
-    out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(msg);
     let is_reused = reused.is_some();
     let mut stream = match reused {

@@ -70,6 +70,7 @@ pub struct Corpus<'a> {
     upstream: Option<&'a FakeUpstream>,
     forwards: Vec<(String, String)>,
     files: Vec<(String, String)>,
+    env: Vec<(String, String)>,
 }
 
 /// What [`Corpus::localize`] made: the runnable text and where its HTTP listeners went.
@@ -97,7 +98,14 @@ impl<'a> Corpus<'a> {
             upstream: None,
             forwards: Vec::new(),
             files: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// An environment variable for the server process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// The fake API every `kubernetes` plugin of the file reads.
@@ -275,8 +283,13 @@ impl<'a> Corpus<'a> {
     /// answers (see [`Running::wait_for`] for the cluster's names).
     pub fn start(self) -> Running {
         let file = self.file.clone();
+        let env = self.env.clone();
         let local = self.localize();
-        let server = Launch::new(&local.text).port(local.port).start();
+        let mut launch = Launch::new(&local.text).port(local.port);
+        for (k, v) in &env {
+            launch = launch.env(k, v);
+        }
+        let server = launch.start();
         Running {
             file,
             server,
@@ -427,6 +440,7 @@ mod tests {
                 ("custom/a.server".into(), "corp.example:53 {\n    forward . 9.9.9.9\n}\n".into()),
                 ("custom/b.override".into(), "forward . 9.9.9.9\n".into()),
             ],
+            env: Vec::new(),
         };
         let l = c.localize();
         assert_eq!(

@@ -48,9 +48,19 @@ impl Response {
         if new_len as usize > self.limit + self.opt_len() {
             return false;
         }
+        let old_name_len = self.qname_len;
         // First pass: every name is one we can move (nothing changes yet).
         let ok = self.each_name(|buf, at| {
             match refers(buf, at, old_name_end) {
+                // A name that ends in the question grows with it: it must stay within
+                // 255 bytes (RFC 1035 3.1) once the question is longer.
+                Some(Refers::Question) if new_name_len > old_name_len => {
+                    let mut scratch = [0u8; MAX_NAME_LEN];
+                    match wire::read_name(buf, at, &mut scratch) {
+                        Some((_, len)) if len - old_name_len + new_name_len <= MAX_NAME_LEN => {}
+                        _ => return false,
+                    }
+                }
                 Some(Refers::Question) => {}
                 Some(Refers::Elsewhere) => {
                     let mut scratch = [0u8; MAX_NAME_LEN];

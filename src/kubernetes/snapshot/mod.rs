@@ -37,7 +37,7 @@ pub use owners::{Owner, Owners};
 pub use pods::{ClientPod, PodRef};
 pub use shard::{ByKey, FxHasher, Keyed, Sharded, ShardedSet};
 pub use slice::{Ep, LabelBuf, SliceData, label_hash};
-pub use store::{ClusterStore, StoreOptions, service_key};
+pub use store::{ClusterStore, MAX_EXTERNAL_OWNERS, StoreOptions, service_key};
 
 /// An immutable view of the cluster, published for the workers.
 #[derive(Clone, Default)]

@@ -55,6 +55,10 @@ pub struct ClusterStore {
     list_completed: bool,
 }
 
+/// The Services a PTR answer for one external address names at most (k8s_external):
+/// kept so that indexing a Service costs a bounded copy however many share the address.
+pub const MAX_EXTERNAL_OWNERS: usize = 64;
+
 pub(super) fn now_unix() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -581,9 +585,14 @@ impl ClusterStore {
         }
     }
 
+    /// Adds `svc` to the owners of each of its external addresses, up to
+    /// [`MAX_EXTERNAL_OWNERS`] an address: each change copies the address's list, and
+    /// an address every LoadBalancer Service shares (k3s's ServiceLB puts the node's
+    /// addresses on each) would otherwise make a list of n Services cost n².
     fn index_external(&mut self, svc: &Arc<ServiceData>) {
         for ip in svc.external_ips() {
             let list: Arc<[Arc<ServiceData>]> = match self.snap.external.get(ip) {
+                Some(cur) if cur.len() >= MAX_EXTERNAL_OWNERS => continue,
                 Some(cur) => cur.iter().cloned().chain([svc.clone()]).collect(),
                 None => Arc::new([svc.clone()]),
             };

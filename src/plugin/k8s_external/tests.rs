@@ -859,3 +859,39 @@ fn a_large_headless_service_answers_within_the_budget() {
     // 20,000 candidates: CoreDNS's weight floor(100 / 20,000) is 0, raised to 1.
     assert!(g.answer[0].contains(" SRV 0 1 80 "), "{:?}", g.answer[0]);
 }
+
+/// An address many LoadBalancer Services share (k3s's ServiceLB gives each the node's
+/// addresses): indexing costs a bounded copy per Service (20,000 took 41 s when each
+/// copied the whole list), and a PTR names the first MAX_EXTERNAL_OWNERS of them.
+#[test]
+fn an_address_shared_by_many_services_is_indexed_in_bounded_time() {
+    use crate::kubernetes::snapshot::MAX_EXTERNAL_OWNERS;
+    let mut st = ClusterStore::new(StoreOptions::default(), vec![]);
+    st.upsert(Object::Namespace(Namespace { name: "testns".into() }));
+    let t = std::time::Instant::now();
+    for i in 0..20_000 {
+        st.upsert(svc(
+            &format!("lb{i}"),
+            ServiceKind::ClusterIp,
+            &[],
+            vec![ip("192.0.2.1")],
+        ));
+    }
+    assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+    let snap = st.snapshot();
+    let owners = snap.external_owners(&"192.0.2.1".parse().unwrap());
+    assert_eq!(owners.len(), MAX_EXTERNAL_OWNERS);
+    // One of them leaves: its place is not taken by another (documented).
+    st.delete(
+        crate::kubernetes::model::Resource::Services,
+        &crate::kubernetes::model::ObjectKey {
+            namespace: "testns".into(),
+            name: "lb0".into(),
+        },
+    );
+    let snap = st.snapshot();
+    assert_eq!(
+        snap.external_owners(&"192.0.2.1".parse().unwrap()).len(),
+        MAX_EXTERNAL_OWNERS - 1
+    );
+}

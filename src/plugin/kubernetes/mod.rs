@@ -60,8 +60,19 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
     let opts = setup::parse(d, ctx)?;
     let backend = Backend::shared(WatchKey::of(&opts), ctx.process);
     let mut k = Kubernetes::with_backend(opts, backend);
-    k.host_search = client::resolv_search(std::path::Path::new("/etc/resolv.conf"));
+    k.host_search = client::resolv_search(&host_resolv_conf());
     Ok(Plugin::both(Arc::new(k)))
+}
+
+/// The resolver file whose search domains end autopath's search path: the host's, as
+/// CoreDNS reads it. Debug builds (the ones the end-to-end tests run) take another from
+/// `CLUSTERDNS_TEST_RESOLV_CONF`, so that a test does not depend on the host's file.
+fn host_resolv_conf() -> std::path::PathBuf {
+    #[cfg(debug_assertions)]
+    if let Some(path) = std::env::var_os("CLUSTERDNS_TEST_RESOLV_CONF") {
+        return path.into();
+    }
+    std::path::PathBuf::from("/etc/resolv.conf")
 }
 
 impl Kubernetes {

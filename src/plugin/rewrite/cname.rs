@@ -42,7 +42,7 @@ use crate::dns::{
 pub const PASS_OPTION: u16 = 65302;
 
 /// First replies kept while their second lookup is out; the oldest goes first (its
-/// query then gets reply 1 unchanged).
+/// query then gets SERVFAIL: its first reply is gone). At most 1,024 x 64 KiB.
 const MAX_PENDING: usize = 1024;
 
 /// How long a lookup through the server may take (as k8s_external's).

@@ -79,7 +79,13 @@ impl Matcher {
             .build(pattern)
             .ok()
             .filter(thompson::NFA::is_always_start_anchored)
-            .and_then(|nfa| onepass::Builder::new().build_from_nfa(nfa).ok());
+            // Bounded like the dense DFA: over it, captures use the meta regex.
+            .and_then(|nfa| {
+                onepass::Builder::new()
+                    .configure(onepass::Config::new().size_limit(Some(DFA_SIZE_LIMIT)))
+                    .build_from_nfa(nfa)
+                    .ok()
+            });
         Ok(Matcher { meta, dfa, onepass })
     }
 

@@ -746,7 +746,7 @@ impl TemplatePlugin {
                     chase_target = true;
                     QueryBuilder::new(target, req.qtype)
                         .edns(4096)
-                        .options(&[(CHASE_OPTION, &[chase_depth(q) + 1])])
+                        .options(&[(CHASE_OPTION, &[chase_depth(q).saturating_add(1)])])
                         .write(&mut q.worker.upstream_msg);
                 }
             }
@@ -959,12 +959,16 @@ impl Scratch {
 /// rare by nature, under a lock.
 struct Counters {
     slots: Box<[(AtomicU64, AtomicU64)]>,
-    /// Matches whose key found no free slot (more label combinations than slots).
+    /// Matches whose key found no free slot (more label combinations than slots), and
+    /// failures past [`MAX_FAILURE_SERIES`].
     overflow: AtomicU64,
     failures: Mutex<BTreeMap<FailureKey, u64>>,
     /// The `server` labels seen, by index.
     servers: Mutex<Vec<Arc<str>>>,
 }
+
+/// The failure series kept per template plugin (each a label combination).
+const MAX_FAILURE_SERIES: usize = 4096;
 
 /// (server label index, rule, zone, section, record, class, type, whether the record did not parse)
 type FailureKey = (usize, usize, usize, usize, usize, u16, u16, bool);
@@ -1017,11 +1021,17 @@ impl Counters {
 
     #[allow(clippy::too_many_arguments)]
     fn failed(&self, route: usize, rule: usize, zone: usize, section: usize, rr: usize, c: u16, t: u16, parse: bool) {
-        *self
-            .failures
-            .lock()
-            .entry((route, rule, zone, section, rr, c, t, parse))
-            .or_default() += 1;
+        let key = (route, rule, zone, section, rr, c, t, parse);
+        let mut failures = self.failures.lock();
+        if let Some(n) = failures.get_mut(&key) {
+            *n += 1;
+        } else if failures.len() < MAX_FAILURE_SERIES {
+            failures.insert(key, 1);
+        } else {
+            // Clients choose the class and type of an ANY rule's key: past the bound,
+            // failures are not counted rather than held without end.
+            self.overflow.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

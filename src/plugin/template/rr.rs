@@ -26,7 +26,7 @@ pub fn encode(text: &str, out: &mut Vec<u8>) -> Result<u16, String> {
     let mut rclass = None;
     let rt = loop {
         let t = toks.next()?.ok_or("record ends before its type")?;
-        if ttl.is_none() && t.text.as_bytes()[0].is_ascii_digit() {
+        if ttl.is_none() && t.text.as_bytes().first().is_some_and(u8::is_ascii_digit) {
             ttl = Some(parse_ttl(t.text)?);
             continue;
         }
@@ -137,7 +137,7 @@ pub fn check_skeleton(text: &str, hole: char) -> Result<(), String> {
         if t.text.contains(hole) {
             return Ok(());
         }
-        if !ttl && t.text.as_bytes()[0].is_ascii_digit() {
+        if !ttl && t.text.as_bytes().first().is_some_and(u8::is_ascii_digit) {
             ttl = true;
             continue;
         }
