@@ -861,7 +861,7 @@ fn a_large_headless_service_answers_within_the_budget() {
 }
 
 /// An address many LoadBalancer Services share (k3s's ServiceLB gives each the node's
-/// addresses): indexing costs a bounded copy per Service (20,000 took 41 s when each
+/// addresses): indexing costs a bounded copy per Service (32,000 took 41 s when each
 /// copied the whole list), and a PTR names the first MAX_EXTERNAL_OWNERS of them.
 #[test]
 fn an_address_shared_by_many_services_is_indexed_in_bounded_time() {
