@@ -6,7 +6,7 @@ use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use super::parse::{BinOp, Expr, Func, Quant};
-use super::{EvalError, MAX_HEAP, MAX_STRING};
+use super::{EvalError, MAX_HEAP, MAX_STEPS, MAX_STRING};
 use crate::dns::{Header, Request, Transport, class, rtype};
 
 /// Where a string or an array lies in a [`Heap`].
@@ -70,6 +70,9 @@ pub struct Heap {
     stack: Vec<Value>,
     /// Where a new string is built before it is appended to `text`.
     tmp: String,
+    /// Expression nodes evaluated since the last clear: `any`/`all` nested over arrays
+    /// multiply, so a query's evaluations stop at [`MAX_STEPS`].
+    steps: u32,
 }
 
 /// A value read from its heap.
@@ -125,6 +128,7 @@ impl Heap {
         self.text.clear();
         self.items.clear();
         self.stack.clear();
+        self.steps = 0;
     }
 
     /// Reads a value.
@@ -226,6 +230,10 @@ fn err<T>(msg: impl Into<String>) -> Result<T, EvalError> {
 }
 
 pub fn eval(e: &Expr, f: &Facts<'_, '_>, h: &mut Heap, elem: Option<Value>) -> Result<Value, EvalError> {
+    h.steps += 1;
+    if h.steps > MAX_STEPS {
+        return err(format!("evaluation took more than {MAX_STEPS} steps"));
+    }
     Ok(match e {
         Expr::Lit(v) => *v,
         Expr::LitStr(s) => h.string(s)?,

@@ -27,8 +27,9 @@
 //!
 //! Bounds: an expression is at most [`MAX_LEN`] bytes and [`MAX_DEPTH`] levels deep;
 //! an array literal has at most [`MAX_ARRAY`] items. Evaluation is linear in the tree
-//! (the only loops are `any`/`all`/`none`/`one` over a value the tree produced), and a
-//! string a query makes is at most [`MAX_STRING`] bytes.
+//! except for `any`/`all`/`none`/`one`, which run their predicate per item (nested, they
+//! multiply): a query's evaluations visit at most [`MAX_STEPS`] nodes. A string a query
+//! makes is at most [`MAX_STRING`] bytes.
 
 mod eval;
 mod lex;
@@ -50,6 +51,10 @@ pub const MAX_ARRAY: usize = 256;
 pub const MAX_STRING: usize = 65_535;
 /// Most bytes of strings (and most array items) one query's evaluations may keep.
 pub const MAX_HEAP: usize = 1 << 20;
+/// Expression nodes the evaluations of one template for one query may visit: a quantifier inside a quantifier
+/// over 256-item arrays would otherwise visit 256^depth nodes (an error past it: the
+/// template answers SERVFAIL, as for any evaluation error).
+pub const MAX_STEPS: u32 = 100_000;
 
 /// A compiled expression.
 #[derive(Debug)]

@@ -287,3 +287,16 @@ fn a_long_operator_chain_is_as_deep_as_its_operators() {
     let short = vec!["1"; 20].join("+");
     assert!(Program::compile(&short, &scope).is_ok());
 }
+
+/// Quantifiers nested over arrays multiply (100 x 100 x 100 predicate runs here): a
+/// query's evaluations stop at MAX_STEPS with an error (SERVFAIL from a template), while
+/// two levels (10,000 runs) still answer.
+#[test]
+fn nested_quantifiers_stop_at_the_step_bound() {
+    let arr = format!("[{}]", vec!["1"; 100].join(","));
+    let two = format!("any({arr}, any({arr}, # == 1))");
+    assert!(matches!(run(&two), Ok(Value::Bool(true))), "{:?}", run(&two));
+    let three = format!("any({arr}, any({arr}, any({arr}, # == 2)))");
+    let e = run(&three).expect_err("over the bound");
+    assert!(e.contains("steps"), "{e}");
+}
