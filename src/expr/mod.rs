@@ -51,9 +51,9 @@ pub const MAX_ARRAY: usize = 256;
 pub const MAX_STRING: usize = 65_535;
 /// Most bytes of strings (and most array items) one query's evaluations may keep.
 pub const MAX_HEAP: usize = 1 << 20;
-/// Expression nodes the evaluations of one template for one query may visit: a quantifier inside a quantifier
-/// over 256-item arrays would otherwise visit 256^depth nodes (an error past it: the
-/// template answers SERVFAIL, as for any evaluation error).
+/// Expression nodes the evaluations of one template for one query may visit: a
+/// quantifier inside a quantifier over 256-item arrays would otherwise visit 256^depth
+/// nodes (an error past it: the template answers SERVFAIL, as for any evaluation error).
 pub const MAX_STEPS: u32 = 100_000;
 
 /// A compiled expression.
