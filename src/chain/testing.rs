@@ -15,7 +15,19 @@ pub fn with_query<'m, R>(
     meta: Metadata<'m>,
     f: impl FnOnce(&mut Query<'_, '_>) -> R,
 ) -> R {
-    let Ok(req) = Request::parse(raw, Transport::Udp, client, client) else {
+    with_query_to(raw, client, client, meta, f)
+}
+
+/// [`with_query`] for a query that arrived at `local` (the server's address, where a
+/// plugin sends what it asks of the server itself).
+pub fn with_query_to<'m, R>(
+    raw: &[u8],
+    client: SocketAddr,
+    local: SocketAddr,
+    meta: Metadata<'m>,
+    f: impl FnOnce(&mut Query<'_, '_>) -> R,
+) -> R {
+    let Ok(req) = Request::parse(raw, Transport::Udp, client, local) else {
         panic!("a test's query parses")
     };
     let mut resp = Response::new();

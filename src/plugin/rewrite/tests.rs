@@ -174,42 +174,26 @@ fn exchange_after(mut front: Vec<Arc<dyn Handler>>, rw: Rewrite, backend: Arc<Ba
     let chain = Chain::new(front);
     let a = "192.0.2.7:5353".parse().unwrap();
     let l = "127.0.0.1:53".parse().unwrap();
-    let req = Request::parse(raw, Transport::Udp, a, l).ok().unwrap();
-    let mut resp = Response::new();
-    let mut worker = WorkerCtx::new(0);
-    let route = RouteTag {
-        slot: 0,
-        server: "dns://:53".into(),
-        zone: ".".into(),
-    };
-    let mut q = Query {
-        req: &req,
-        resp: &mut resp,
-        worker: &mut worker,
-        route: &route,
-        answered_by: "",
-        error: None,
-        refresh: false,
-        coalesce: true,
-        meta: chain.metadata(),
-    };
-    let at = match chain.run(&mut q, 0) {
-        Outcome::Reply { at } => at,
-        Outcome::Upstream { at, .. } => {
-            // What the worker does: the query parsed again, the chain resumed.
-            let Outcome::Reply { at } = chain.resume(&mut q, at, UpstreamReply::Timeout, 0) else {
-                panic!("no reply after resume")
-            };
-            at
-        }
-    };
-    chain.complete(&mut q, at);
-    let msg = Message::from_octets(q.resp.bytes().to_vec()).unwrap();
+    let (bytes, rcode) = crate::chain::testing::with_query_to(raw, a, l, chain.metadata(), |q| {
+        let at = match chain.run(q, 0) {
+            Outcome::Reply { at } => at,
+            Outcome::Upstream { at, .. } => {
+                // What the worker does: the query parsed again, the chain resumed.
+                let Outcome::Reply { at } = chain.resume(q, at, UpstreamReply::Timeout, 0) else {
+                    panic!("no reply after resume")
+                };
+                at
+            }
+        };
+        chain.complete(q, at);
+        (q.resp.bytes().to_vec(), q.resp.rcode())
+    });
+    let msg = Message::from_octets(bytes).unwrap();
     let question = msg.first_question().unwrap();
     Got {
         question: format!("{}.", question.qname()).replace("..", "."),
         qtype: question.qtype().to_int(),
-        rcode: q.resp.rcode(),
+        rcode,
         answer: testkit::wire::section(&msg, "answer"),
         additional: testkit::wire::section(&msg, "additional"),
     }

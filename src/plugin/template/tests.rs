@@ -154,42 +154,25 @@ fn run(body: &str, a: &Ask<'_>) -> Reply {
     let raw = b.to_vec();
     let client = a.client.parse().unwrap();
     let local = "127.0.0.1:53".parse().unwrap();
-    let req = Request::parse(&raw, Transport::Udp, client, local).ok().unwrap();
-    let mut resp = Response::new();
-    let mut w = WorkerCtx::new(0);
-    let tag = RouteTag {
-        slot: 0,
-        server: "dns://:53".into(),
-        zone: ".".into(),
-    };
-    let mut q = Query {
-        req: &req,
-        resp: &mut resp,
-        worker: &mut w,
-        route: &tag,
-        answered_by: "",
-        error: None,
-        refresh: false,
-        coalesce: true,
-        meta: chain.metadata(),
-    };
-    // A CNAME's target is asked of the server; here nobody answers (CoreDNS's
-    // template_test "CNAMEWithoutUpstream": the CNAME alone).
-    let at = match chain.run(&mut q, 0) {
-        Outcome::Reply { at } => at,
-        Outcome::Upstream { at, request } => {
-            match chain.resume(&mut q, at, crate::chain::UpstreamReply::Timeout, request.cookie) {
-                Outcome::Reply { at } => at,
-                _ => panic!("upstream twice"),
+    let (next, bytes) = crate::chain::testing::with_query_to(&raw, client, local, chain.metadata(), |q| {
+        // A CNAME's target is asked of the server; here nobody answers (CoreDNS's
+        // template_test "CNAMEWithoutUpstream": the CNAME alone).
+        let at = match chain.run(q, 0) {
+            Outcome::Reply { at } => at,
+            Outcome::Upstream { at, request } => {
+                match chain.resume(q, at, crate::chain::UpstreamReply::Timeout, request.cookie) {
+                    Outcome::Reply { at } => at,
+                    _ => panic!("upstream twice"),
+                }
             }
-        }
-        #[allow(unreachable_patterns)]
-        _ => panic!("no reply"),
-    };
-    chain.complete(&mut q, at);
-    let next = q.answered_by == "next";
-    let msg = Message::from_octets(q.resp.bytes().to_vec()).unwrap();
-    let ede = ede_of(q.resp.bytes());
+            #[allow(unreachable_patterns)]
+            _ => panic!("no reply"),
+        };
+        chain.complete(q, at);
+        (q.answered_by == "next", q.resp.bytes().to_vec())
+    });
+    let msg = Message::from_octets(bytes.clone()).unwrap();
+    let ede = ede_of(&bytes);
     Reply {
         rcode: if next {
             "next".into()
