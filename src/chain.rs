@@ -449,6 +449,16 @@ pub trait Handler: Send + Sync {
         false
     }
 
+    /// The largest EDNS UDP payload size this plugin lets a requester ask for
+    /// (`bufsize`): checked once when the chain is built. The server lowers a larger
+    /// size of every query of the block to the smallest such limit before the chain
+    /// runs, so that every plugin, the reply's size limit and the message sent upstream
+    /// see the lowered size, as CoreDNS's in-place change of the query's OPT record
+    /// gives (no plugin before `bufsize` in CoreDNS's order reads the size).
+    fn udp_size_limit(&self) -> Option<u16> {
+        None
+    }
+
     /// What `k8s_external` answers from (CoreDNS's `external.Externaler`): the
     /// kubernetes plugin returns its snapshot cell and options. `Any`, so that the
     /// chain names no plugin.
@@ -590,6 +600,8 @@ pub struct Chain {
     providers: Vec<Arc<dyn Handler>>,
     /// Whether each plugin may rewrite the query, cached from `rewrites`.
     rewriters: Vec<bool>,
+    /// The smallest of the plugins' [`Handler::udp_size_limit`]s.
+    udp_limit: Option<u16>,
 }
 
 /// Where a run of the chain ended.
@@ -611,13 +623,21 @@ impl Chain {
             Some(_) => plugins.iter().filter(|p| p.provides_metadata()).cloned().collect(),
             None => Vec::new(),
         };
+        let udp_limit = plugins.iter().filter_map(|p| p.udp_size_limit()).min();
         Chain {
             plugins,
             hooks,
             rewriters,
             meta_zones,
             providers,
+            udp_limit,
         }
+    }
+
+    /// The EDNS UDP payload size the block's queries are lowered to when they ask for
+    /// more (see [`Handler::udp_size_limit`]); `None` without `bufsize`.
+    pub fn udp_size_limit(&self) -> Option<u16> {
+        self.udp_limit
     }
 
     /// What [`Query::meta`] holds for this block's queries.
@@ -724,7 +744,11 @@ impl Chain {
                 match &renamed {
                     Some(req) => req,
                     None => match Request::parse(&buf, q.req.transport, q.req.client, q.req.local) {
-                        Ok(req) => {
+                        Ok(mut req) => {
+                            // The rewritten message may carry the client's size again.
+                            if let Some(max) = self.udp_limit {
+                                req.limit_udp_size(max);
+                            }
                             parsed = req;
                             &parsed
                         }

@@ -357,7 +357,20 @@ impl<'a> Request<'a> {
     /// between the client and this server (it holds a hash of the client's address
     /// under our secret), and an upstream would only find a server cookie that is not
     /// its own in it (RFC 7873 6: a forwarder is a client with cookies of its own).
+    /// The UDP payload size in the copy is this request's, which `bufsize` may have
+    /// lowered ([`Self::limit_udp_size`]): the upstream sees what the chain saw.
     pub fn copy_for_upstream(&self, out: &mut Vec<u8>) {
+        let base = out.len();
+        self.copy_without_cookie(out);
+        if let Some(e) = self.edns {
+            // The OPT record's CLASS field, 8 bytes before its options (RFC 6891 6.1.2:
+            // a root owner, TYPE, CLASS, TTL, RDLEN); the options did not move.
+            let at = base + e.options.0 as usize - 8;
+            out[at..at + 2].copy_from_slice(&e.udp_size.to_be_bytes());
+        }
+    }
+
+    fn copy_without_cookie(&self, out: &mut Vec<u8>) {
         let (Some(_), Some(e)) = (self.cookie, self.edns) else {
             out.extend_from_slice(self.raw);
             return;
@@ -440,6 +453,18 @@ impl<'a> Request<'a> {
                 Some(e) => e.udp_size.max(MIN_UDP_PAYLOAD) as usize,
                 None => MIN_UDP_PAYLOAD as usize,
             },
+        }
+    }
+
+    /// Lowers the EDNS UDP payload size this request stands for to `max` when it asks
+    /// for more (`bufsize`; CoreDNS changes the query's OPT record in place). The
+    /// reply's size limit ([`Self::max_size`]) follows; the raw message keeps the
+    /// client's value, and [`Self::copy_for_upstream`] writes this one. A query without
+    /// EDNS is left as it is.
+    #[inline]
+    pub fn limit_udp_size(&mut self, max: u16) {
+        if let Some(e) = &mut self.edns {
+            e.udp_size = e.udp_size.min(max);
         }
     }
 

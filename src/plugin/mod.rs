@@ -17,6 +17,7 @@ use crate::setup::{SetupCtx, Spec};
 
 pub mod autopath;
 pub mod bind;
+pub mod bufsize;
 pub mod cache;
 pub mod errors;
 pub mod forward;
@@ -63,7 +64,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("multisocket"),
     Spec::process("reload", reload::configure),
     Spec::unsupported("nsid"),
-    Spec::unsupported("bufsize"),
+    Spec::chain("bufsize", bufsize::setup),
     Spec::server("bind", bind::configure),
     Spec::unsupported("debug"),
     Spec::unsupported("trace"),
@@ -322,6 +323,7 @@ mod tests {
             [
                 "autopath",
                 "bind",
+                "bufsize",
                 "cache",
                 "errors",
                 "forward",
@@ -357,6 +359,7 @@ mod tests {
                 "Other plugins:\n",
                 "  dns.autopath\n",
                 "  dns.bind\n",
+                "  dns.bufsize\n",
                 "  dns.cache\n",
                 "  dns.errors\n",
                 "  dns.forward\n",

@@ -55,7 +55,7 @@ pub fn handle(
     worker: &mut WorkerCtx,
     resp: &mut Response,
 ) -> Handled {
-    let req = match Request::parse(raw, transport, client, local) {
+    let mut req = match Request::parse(raw, transport, client, local) {
         Ok(r) => r,
         Err(Reject::Drop) => return Handled::Drop,
         Err(Reject::Error { rcode, question_end }) => {
@@ -76,6 +76,9 @@ pub fn handle(
     let block = &route.block;
     if block.chain.is_empty() || (req.qclass != class::IN && !block.chain.handles_class(req.qclass)) {
         return dropped(listener, &req, worker, resp);
+    }
+    if let Some(max) = block.chain.udp_size_limit() {
+        req.limit_udp_size(max);
     }
     let mut q = Query {
         req: &req,
@@ -124,9 +127,12 @@ pub fn refresh(
     worker: &mut WorkerCtx,
     resp: &mut Response,
 ) -> Handled {
-    let Ok(req) = Request::parse(raw, transport, client, local) else {
+    let Ok(mut req) = Request::parse(raw, transport, client, local) else {
         return Handled::Drop;
     };
+    if let Some(max) = job.block.chain.udp_size_limit() {
+        req.limit_udp_size(max);
+    }
     let mut q = Query {
         req: &req,
         resp,
@@ -207,9 +213,12 @@ pub fn resume(
     worker: &mut WorkerCtx,
     resp: &mut Response,
 ) -> Handled {
-    let Ok(req) = Request::parse(raw, transport, client, local) else {
+    let Ok(mut req) = Request::parse(raw, transport, client, local) else {
         return Handled::Drop;
     };
+    if let Some(max) = s.block.chain.udp_size_limit() {
+        req.limit_udp_size(max);
+    }
     let mut q = Query {
         req: &req,
         resp,

@@ -3,6 +3,7 @@
 //! Kubernetes API (the real list/watch protocol) and fake upstream (`testkit/`).
 
 mod autopath;
+mod bufsize;
 mod cli;
 mod conformance;
 mod corefile;
