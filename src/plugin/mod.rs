@@ -19,6 +19,7 @@ pub mod autopath;
 pub mod bind;
 pub mod bufsize;
 pub mod cache;
+pub mod chaos;
 pub mod errors;
 pub mod forward;
 pub mod health;
@@ -79,7 +80,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("local"),
     Spec::unsupported("dns64"),
     Spec::unsupported("any"),
-    Spec::unsupported("chaos"),
+    Spec::chain("chaos", chaos::setup),
     Spec::chain("loadbalance", loadbalance::setup),
     Spec::unsupported("tsig"),
     Spec::chain("rewrite", rewrite::setup),
@@ -176,6 +177,19 @@ pub fn once<'d>(name: &str, dirs: &[&'d Directive]) -> Result<&'d Directive, Con
         [d] => Ok(d),
         [_, second, ..] => Err(second.err(name, "this plugin can only be used once per Server Block")),
         [] => unreachable!("setup is only called for directives that are present"),
+    }
+}
+
+/// The host's name (Go's `os.Hostname`, which CoreDNS's `chaos` and `nsid` use), or
+/// `localhost` when it cannot be read; read at setup, not per query.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_string(),
+        _ => "localhost".to_string(),
     }
 }
 
@@ -325,6 +339,7 @@ mod tests {
                 "bind",
                 "bufsize",
                 "cache",
+                "chaos",
                 "errors",
                 "forward",
                 "health",
@@ -361,6 +376,7 @@ mod tests {
                 "  dns.bind\n",
                 "  dns.bufsize\n",
                 "  dns.cache\n",
+                "  dns.chaos\n",
                 "  dns.errors\n",
                 "  dns.forward\n",
                 "  dns.health\n",

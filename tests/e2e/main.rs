@@ -4,6 +4,7 @@
 
 mod autopath;
 mod bufsize;
+mod chaos;
 mod cli;
 mod conformance;
 mod corefile;

@@ -148,7 +148,12 @@ pub enum PushError {
 impl Response {
     /// Appends one record to `section`.
     pub fn push(&mut self, section: Section, rr: &Record<'_>) -> Result<(), PushError> {
-        self.push_with(section, rr.rtype, |r| r.write_record(rr))
+        self.push_with(section, rr.rtype, |r| r.write_record(rr, class::IN))
+    }
+
+    /// Appends one record of class `class` (CHAOS records: `chaos`) to `section`.
+    pub fn push_in_class(&mut self, section: Section, rr: &Record<'_>, class: u16) -> Result<(), PushError> {
+        self.push_with(section, rr.rtype, |r| r.write_record(rr, class))
     }
 
     /// Shorthand for [`Self::push`] to the answer section, ignoring truncation (it is
@@ -168,10 +173,10 @@ impl Response {
     }
 
     /// Writes a record; returns the offset of its TTL field.
-    fn write_record(&mut self, rr: &Record<'_>) -> Result<usize, PushError> {
+    fn write_record(&mut self, rr: &Record<'_>, class: u16) -> Result<usize, PushError> {
         self.write_name(rr.owner, true)?;
         self.buf.extend_from_slice(&rr.rtype.to_be_bytes());
-        self.buf.extend_from_slice(&class::IN.to_be_bytes());
+        self.buf.extend_from_slice(&class.to_be_bytes());
         let ttl_at = self.buf.len();
         self.buf.extend_from_slice(&rr.ttl.to_be_bytes());
         let rdlen_at = self.buf.len();
