@@ -30,6 +30,7 @@ pub mod loadbalance;
 pub mod log;
 pub mod loop_detect;
 pub mod metadata;
+pub mod nsid;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
@@ -64,7 +65,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::server("timeouts", timeouts::configure),
     Spec::unsupported("multisocket"),
     Spec::process("reload", reload::configure),
-    Spec::unsupported("nsid"),
+    Spec::chain("nsid", nsid::setup),
     Spec::chain("bufsize", bufsize::setup),
     Spec::server("bind", bind::configure),
     Spec::unsupported("debug"),
@@ -350,6 +351,7 @@ mod tests {
                 "log",
                 "loop",
                 "metadata",
+                "nsid",
                 "prometheus",
                 "ready",
                 "reload",
@@ -387,6 +389,7 @@ mod tests {
                 "  dns.log\n",
                 "  dns.loop\n",
                 "  dns.metadata\n",
+                "  dns.nsid\n",
                 "  dns.prometheus\n",
                 "  dns.ready\n",
                 "  dns.reload\n",

@@ -17,6 +17,7 @@ mod hardening_probes;
 mod k8s_external;
 mod kubernetes;
 mod metadata;
+mod nsid;
 mod operations;
 mod protocol;
 mod resolver;

@@ -16,6 +16,7 @@
 //!                setters, finish (counts, TC, the OPT record)
 //!   record.rs    what plugins write: names in pieces, record data, push
 //!   copy.rs      records that come encoded: an upstream's reply, the cache's store
+//!   finished.rs  a finished reply cut down or given an EDNS option (minimal, nsid)
 //!   compress.rs  name compression: the targets, their fingerprints, the suffix search
 //!   reorder.rs   permuting the records of a finished reply (loadbalance)
 //!   classify.rs  CoreDNS's kinds of reply (the log's classes, the cache's stores)
@@ -24,6 +25,7 @@
 mod classify;
 mod compress;
 mod copy;
+mod finished;
 mod question;
 mod record;
 mod reorder;
@@ -68,6 +70,11 @@ pub struct Response {
     /// extra text in `ede_text` (a buffer kept from reply to reply).
     ede: Option<u16>,
     ede_text: Vec<u8>,
+    /// Bytes of options added to the OPT record after `finish` ([`Response::add_option`]).
+    opt_extra: usize,
+    /// Whether TC was set through [`Response::set_flag`] (an upstream's TC relayed),
+    /// rather than by `finish` for records left out here.
+    tc_set_by_hand: bool,
 }
 
 impl Default for Response {
@@ -95,6 +102,8 @@ impl Response {
             withheld: false,
             ede: None,
             ede_text: Vec::new(),
+            opt_extra: 0,
+            tc_set_by_hand: false,
         }
     }
 
@@ -113,6 +122,8 @@ impl Response {
         self.withheld = false;
         self.ede = None;
         self.ede_text.clear();
+        self.opt_extra = 0;
+        self.tc_set_by_hand = false;
     }
 
     /// Marks the reply as not to be sent: the client gets nothing (response rate
@@ -205,6 +216,9 @@ impl Response {
 
     /// Sets or clears a header flag bit.
     pub fn set_flag(&mut self, bit: u16, on: bool) {
+        if bit == flag::TC {
+            self.tc_set_by_hand = on;
+        }
         self.header_mut().set_flag(bit, on);
     }
 
@@ -296,8 +310,8 @@ impl Response {
         let ede = self.ede.map_or(0, |_| 4 + 2 + self.ede_text.len());
         match (self.edns, &self.cookie) {
             (None, _) => 0,
-            (Some(_), None) => OPT_RR_LEN + ede,
-            (Some(_), Some(c)) => OPT_RR_LEN + 4 + c.len() + ede,
+            (Some(_), None) => OPT_RR_LEN + ede + self.opt_extra,
+            (Some(_), Some(c)) => OPT_RR_LEN + 4 + c.len() + ede + self.opt_extra,
         }
     }
 
@@ -312,7 +326,7 @@ impl Response {
                 header.set_count(1 + section, count);
             }
             if self.truncated {
-                self.set_flag(flag::TC, true);
+                self.header_mut().set_flag(flag::TC, true);
             }
             if let Some(dnssec_ok) = self.edns {
                 let ext = (self.rcode.0 >> 4) as u8;
