@@ -15,6 +15,7 @@ use crate::config::{ConfigError, Directive, reverse_zones_for_cidr};
 use crate::dns::Zone;
 use crate::setup::{SetupCtx, Spec};
 
+pub mod any;
 pub mod autopath;
 pub mod bind;
 pub mod bufsize;
@@ -30,6 +31,7 @@ pub mod loadbalance;
 pub mod log;
 pub mod loop_detect;
 pub mod metadata;
+pub mod minimal;
 pub mod nsid;
 pub mod prometheus;
 pub mod ready;
@@ -80,7 +82,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("dnstap"),
     Spec::unsupported("local"),
     Spec::unsupported("dns64"),
-    Spec::unsupported("any"),
+    Spec::chain("any", any::setup),
     Spec::chain("chaos", chaos::setup),
     Spec::chain("loadbalance", loadbalance::setup),
     Spec::unsupported("tsig"),
@@ -92,7 +94,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("header"),
     Spec::unsupported("dnssec"),
     Spec::unsupported("tls"),
-    Spec::unsupported("minimal"),
+    Spec::chain("minimal", minimal::setup),
     Spec::chain("template", template::setup),
     Spec::unsupported("transfer"),
     Spec::chain("hosts", hosts::setup),
@@ -336,6 +338,7 @@ mod tests {
         assert_eq!(
             implemented(),
             [
+                "any",
                 "autopath",
                 "bind",
                 "bufsize",
@@ -351,6 +354,7 @@ mod tests {
                 "log",
                 "loop",
                 "metadata",
+                "minimal",
                 "nsid",
                 "prometheus",
                 "ready",
@@ -374,6 +378,7 @@ mod tests {
                 "  default\n",
                 "\n",
                 "Other plugins:\n",
+                "  dns.any\n",
                 "  dns.autopath\n",
                 "  dns.bind\n",
                 "  dns.bufsize\n",
@@ -389,6 +394,7 @@ mod tests {
                 "  dns.log\n",
                 "  dns.loop\n",
                 "  dns.metadata\n",
+                "  dns.minimal\n",
                 "  dns.nsid\n",
                 "  dns.prometheus\n",
                 "  dns.ready\n",

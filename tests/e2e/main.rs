@@ -2,6 +2,7 @@
 //! sockets (and through `dig` where a real client matters), with the test kit's fake
 //! Kubernetes API (the real list/watch protocol) and fake upstream (`testkit/`).
 
+mod any;
 mod autopath;
 mod bufsize;
 mod chaos;
@@ -17,6 +18,7 @@ mod hardening_probes;
 mod k8s_external;
 mod kubernetes;
 mod metadata;
+mod minimal;
 mod nsid;
 mod operations;
 mod protocol;

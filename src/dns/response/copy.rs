@@ -23,6 +23,7 @@ impl Response {
             }
             if self.buf.len() + (end - at) > self.limit {
                 self.truncated = true;
+                self.answers_cut = section == Section::Answer;
                 return Err(PushError::Truncated);
             }
             let start = self.buf.len();

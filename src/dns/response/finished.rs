@@ -67,6 +67,9 @@ impl Response {
                 let r = self.records[keep];
                 len -= (r.end - r.start) as usize;
             }
+            if self.records[keep..].iter().any(|r| r.section == Section::Answer) {
+                self.answers_cut = true;
+            }
             self.drop_records_from(keep);
             self.truncated = true;
             self.header_mut().set_flag(flag::TC, true);
@@ -81,12 +84,6 @@ impl Response {
         true
     }
 
-    /// Whether the writer left records out for size while writing the answer section
-    /// (some answers are missing), rather than in a later section.
-    fn answers_cut(&self) -> bool {
-        self.truncated && self.section == Section::Answer
-    }
-
     /// Drops the authority and additional sections of this finished reply, keeping the
     /// header, question, answers and OPT record (`minimal`). TC is cleared when the
     /// writer set it only for records of the dropped sections: the reply as it now
@@ -97,7 +94,7 @@ impl Response {
             return;
         }
         let keep = self.records.iter().take_while(|r| r.section == Section::Answer).count();
-        let cut_elsewhere = self.truncated && !self.answers_cut();
+        let cut_elsewhere = self.truncated && !self.answers_cut;
         self.drop_records_from(keep);
         if cut_elsewhere {
             self.truncated = false;

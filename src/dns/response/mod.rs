@@ -72,6 +72,9 @@ pub struct Response {
     ede_text: Vec<u8>,
     /// Bytes of options added to the OPT record after `finish` ([`Response::add_option`]).
     opt_extra: usize,
+    /// Whether the record that did not fit was an answer (some answers are missing),
+    /// rather than a record of a later section.
+    answers_cut: bool,
     /// Whether TC was set through [`Response::set_flag`] (an upstream's TC relayed),
     /// rather than by `finish` for records left out here.
     tc_set_by_hand: bool,
@@ -103,6 +106,7 @@ impl Response {
             ede: None,
             ede_text: Vec::new(),
             opt_extra: 0,
+            answers_cut: false,
             tc_set_by_hand: false,
         }
     }
@@ -123,6 +127,7 @@ impl Response {
         self.ede = None;
         self.ede_text.clear();
         self.opt_extra = 0;
+        self.answers_cut = false;
         self.tc_set_by_hand = false;
     }
 
@@ -292,6 +297,7 @@ impl Response {
                 return Err(PushError::Malformed);
             }
             self.truncated = true;
+            self.answers_cut = section == Section::Answer;
             return Err(PushError::Truncated);
         }
         self.counts[section as usize] += 1;
