@@ -28,6 +28,7 @@ pub mod hosts;
 pub mod k8s_external;
 pub mod kubernetes;
 pub mod loadbalance;
+pub mod local;
 pub mod log;
 pub mod loop_detect;
 pub mod metadata;
@@ -80,7 +81,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::chain("errors", errors::setup),
     Spec::chain("log", log::setup),
     Spec::unsupported("dnstap"),
-    Spec::unsupported("local"),
+    Spec::chain("local", local::setup),
     Spec::unsupported("dns64"),
     Spec::chain("any", any::setup),
     Spec::chain("chaos", chaos::setup),
@@ -351,6 +352,7 @@ mod tests {
                 "k8s_external",
                 "kubernetes",
                 "loadbalance",
+                "local",
                 "log",
                 "loop",
                 "metadata",
@@ -391,6 +393,7 @@ mod tests {
                 "  dns.k8s_external\n",
                 "  dns.kubernetes\n",
                 "  dns.loadbalance\n",
+                "  dns.local\n",
                 "  dns.log\n",
                 "  dns.loop\n",
                 "  dns.metadata\n",

@@ -17,6 +17,7 @@ mod hardening_inputs;
 mod hardening_probes;
 mod k8s_external;
 mod kubernetes;
+mod local;
 mod metadata;
 mod minimal;
 mod nsid;
