@@ -7,7 +7,8 @@
 //! in a quoted template is text):
 //!
 //! * every server block key listens on the test's port (`{port}`, which [`Launch`]
-//!   fills) and the block gets `bind 127.0.0.1` (only loopback is used);
+//!   fills) and the block gets `bind 127.0.0.1` (only loopback is used), in place of
+//!   the `bind` lines it has (a node cache's link-local address);
 //! * `health`, `ready` and `prometheus` listen on free ports of 127.0.0.1 (kept in
 //!   [`Running`]); a `lameduck` period becomes 100 ms, so that stopping the server
 //!   (SIGTERM, at most 5 s, then SIGKILL) does not wait on it;
@@ -210,6 +211,8 @@ impl<'a> Corpus<'a> {
                 };
                 let brace = if opens { " {" } else { "" };
                 emitted = Some(format!("{indent}{first} 127.0.0.1:{port}{brace}"));
+            } else if first == "bind" && stack.len() == 1 {
+                emitted = Some(String::new());
             } else if first == "lameduck" && parent == "health" {
                 emitted = Some(format!("{indent}lameduck 100ms"));
             } else if first == "endpoint" && parent == "kubernetes" {
@@ -432,7 +435,7 @@ mod tests {
         let up = FakeUpstream::start();
         let c = Corpus {
             file: "x".into(),
-            text: "# c { \nexample.io:1053 {\n    forward . 10.233.0.3\n}\n.:53 {\n    health {\n        lameduck 5s\n    }\n    ready\n    kubernetes cluster.local {\n        endpoint http://x\n        pods insecure\n    }\n    k8s_external example.org\n    prometheus :9153\n    hosts /etc/NodeHosts {\n        fallthrough\n    }\n    forward . /etc/resolv.conf {\n        max_concurrent 1000\n    }\n    import custom/*.override\n}\nimport /etc/coredns/custom/*.server\n".into(),
+            text: "# c { \nexample.io:1053 {\n    bind 169.254.20.10\n    forward . 10.233.0.3\n}\n.:53 {\n    health {\n        lameduck 5s\n    }\n    ready\n    kubernetes cluster.local {\n        endpoint http://x\n        pods insecure\n    }\n    k8s_external example.org\n    prometheus :9153\n    hosts /etc/NodeHosts {\n        fallthrough\n    }\n    forward . /etc/resolv.conf {\n        max_concurrent 1000\n    }\n    import custom/*.override\n}\nimport /etc/coredns/custom/*.server\n".into(),
             api: Some(&api),
             upstream: Some(&up),
             forwards: vec![("10.233.0.3".into(), "127.0.0.1:{port}".into())],

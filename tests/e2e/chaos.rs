@@ -104,3 +104,65 @@ fn the_default_version_and_what_chaos_does_not_answer() {
         assert_eq!(rcode(&m), Rcode::REFUSED);
     }
 }
+
+/// The OpenShift-shaped corpus Corefile: the cluster and its reverse zone answered,
+/// reverse names the cluster does not have passed to forward (kubernetes README
+/// `fallthrough`), everything else forwarded with the query's EDNS size capped at 1232
+/// (bufsize README), and the CHAOS block answering the placeholder version and the
+/// host name (chaos README "Examples").
+#[test]
+fn the_openshift_shape_caps_edns_and_withholds_the_version() {
+    let api = FakeApi::with_objects(base_cluster());
+    let up = FakeUpstream::start();
+    let s = testkit::corpus::Corpus::load("openshift-default.Corefile")
+        .api(&api)
+        .upstream(&up)
+        .start();
+    s.synced();
+    for m in s.both("kubernetes.default.svc.cluster.local", Rtype::A) {
+        assert_eq!(
+            section(&m, "answer"),
+            ["kubernetes.default.svc.cluster.local. 5 IN A 10.96.0.1"]
+        );
+    }
+    for m in s.both("1.0.96.10.in-addr.arpa", Rtype::PTR) {
+        assert_eq!(
+            section(&m, "answer"),
+            ["1.0.96.10.in-addr.arpa. 5 IN PTR kubernetes.default.svc.cluster.local."]
+        );
+    }
+    // Not the cluster's: the upstream's PTR (one name per transport, so that neither
+    // is a cache hit whose TTL may have ticked down).
+    for (m, name) in [
+        (s.query("4.3.2.1.in-addr.arpa", Rtype::PTR), "4.3.2.1.in-addr.arpa"),
+        (s.query_tcp("5.3.2.1.in-addr.arpa", Rtype::PTR), "5.3.2.1.in-addr.arpa"),
+    ] {
+        assert_eq!(
+            section(&m, "answer"),
+            [format!("{name}. 60 IN PTR host-1.upstream.test.")]
+        );
+    }
+    // A client's 4096 bytes reach the upstream as 1232.
+    let q = query_bytes("www.example.org", Rtype::A, Some(4096), 0x0b0b);
+    let m = udp_exchange(s.addr(), &q);
+    assert_eq!(section(&m, "answer"), ["www.example.org. 60 IN A 192.0.2.1"]);
+    let seen: Vec<_> = up.seen().into_iter().filter(|q| q.name == "www.example.org.").collect();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].edns, Some(1232));
+    // The CHAOS block.
+    let host = host_name();
+    for (name, want) in [
+        ("version.bind", "\"withheld\"".to_string()),
+        ("version.server", "\"withheld\"".to_string()),
+        ("hostname.bind", format!("\"{host}\"")),
+    ] {
+        for m in both(&s, name, Rtype::TXT, Class::CH) {
+            assert_eq!(section(&m, "answer"), [format!("{name}. 0 CH TXT {want}")]);
+        }
+    }
+    // The cluster block does not take the CH class.
+    for m in both(&s, "kubernetes.default.svc.cluster.local", Rtype::TXT, Class::CH) {
+        assert_eq!(rcode(&m), Rcode::REFUSED);
+    }
+    assert_eq!(up.count_name("version.bind"), 0);
+}

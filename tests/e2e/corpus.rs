@@ -63,6 +63,18 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
         "log_prints_the_client_pod_and_the_name_s_parts",
     ),
     (
+        "node-cache-nsid.Corefile",
+        "NodeLocal DNSCache's shape with nsid in every block",
+        "nsid",
+        "the_node_cache_shape_names_the_node_in_every_block",
+    ),
+    (
+        "openshift-default.Corefile",
+        "OpenShift's default: bufsize, log class error, a chaos block",
+        "chaos",
+        "the_openshift_shape_caps_edns_and_withholds_the_version",
+    ),
+    (
         "rewrite-cluster-domain-alias.Corefile",
         "team: a cluster-domain alias by rewrite",
         "rewrite",

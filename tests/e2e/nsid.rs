@@ -100,3 +100,47 @@ fn the_host_name_by_default_and_none_on_server_failures() {
     assert_eq!(rcode(&m), Rcode::SERVFAIL);
     assert_eq!(nsid_of(&m), None);
 }
+
+/// The node-cache corpus Corefile: cluster and reverse names go to the cluster's DNS
+/// over TCP (forward README `force_tcp`), the rest to the node's resolvers, each block
+/// caches (TTLs capped at 30) and every reply to a query asking for NSID carries the
+/// node's host name (nsid README "Syntax": no DATA, the host name).
+#[test]
+fn the_node_cache_shape_names_the_node_in_every_block() {
+    let cluster = FakeUpstream::tagged(2);
+    let up = FakeUpstream::start();
+    let s = testkit::corpus::Corpus::load("node-cache-nsid.Corefile")
+        .upstream(&up)
+        .forward_to("10.96.0.11", &cluster.spec())
+        .start();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = host.trim();
+    let cases = [
+        ("web.team-a.svc.cluster.local", Rtype::A, "30 IN A 192.0.2.2"),
+        ("2.1.96.10.in-addr.arpa", Rtype::PTR, "30 IN PTR host-2.upstream.test."),
+        ("www.example.org", Rtype::A, "30 IN A 192.0.2.1"),
+    ];
+    for (name, qtype, data) in cases {
+        let want = [format!("{name}. {data}")];
+        // Without NSID asked: the kit's plain query (EDNS, no option), no identifier.
+        for m in s.both(name, qtype) {
+            assert_eq!(section(&m, "answer"), want, "{name}");
+            assert_eq!(nsid_of(&m), None);
+        }
+        // Asked (answered from the cache by now): the node's name.
+        for m in both(&s, name, qtype, true) {
+            assert_eq!(section(&m, "answer"), want, "{name}");
+            assert_eq!(nsid_of(&m).as_deref(), Some(host), "{name}");
+        }
+    }
+    // Cluster and reverse names reached the cluster's DNS over TCP only; the rest the
+    // node's resolvers, once each (the repeats were cache hits).
+    let seen = cluster.seen();
+    for name in ["web.team-a.svc.cluster.local.", "2.1.96.10.in-addr.arpa."] {
+        let asked: Vec<_> = seen.iter().filter(|q| q.name == name).collect();
+        assert_eq!(asked.len(), 1, "{name}");
+        assert_eq!(asked[0].proto, Proto::Tcp, "{name}");
+    }
+    assert_eq!(up.count_name("www.example.org"), 1);
+    assert_eq!(up.count_name("web.team-a.svc.cluster.local"), 0);
+}
