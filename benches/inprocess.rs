@@ -78,6 +78,30 @@ const TEMPLATES: &str = r#"internal.cloudapp.net:53 reddog.microsoft.com:53 synt
 }
 "#;
 
+/// The small plugins around a cache (issue 13): what each adds to a cache hit.
+const SMALL: &str = "small.test:53 localhost:53 {
+    bufsize 1100
+    nsid bench-node
+    any
+    local
+    minimal
+    cache 3600
+    hosts {
+        10.8.8.8 www.small.test
+    }
+}
+";
+
+/// [`query`] with EDNS asking for 4096 bytes (which bufsize lowers) and an NSID option.
+fn query_nsid(name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = query(name, qtype, true);
+    let opt = q.len() - 11;
+    q[opt + 3..opt + 5].copy_from_slice(&4096u16.to_be_bytes());
+    q[opt + 9..opt + 11].copy_from_slice(&4u16.to_be_bytes());
+    q.extend_from_slice(&[0, 3, 0, 0]);
+    q
+}
+
 fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
     testkit::wire::query(name, qtype, 0x1234, edns.then_some(1232))
 }
@@ -109,7 +133,7 @@ fn main() {
          exact.example:53 {{\n    rewrite name exact web.exact.example. web.team-a.svc.cluster.local.\n    \
          kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n}}\n\
          ext.test:53 {{\n    kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n    k8s_external ext.test {{\n        headless\n    }}\n}}\n\
-         {TEMPLATES}"
+         {TEMPLATES}{SMALL}"
     );
     let corefile = config::parse_str(&text, "bench", Path::new(".")).expect("parses");
     let server = Server::build(
@@ -199,6 +223,10 @@ fn main() {
         ("template A (var + expr)", vec![query("ip-10-1-2-3.expr.test", 1, true)]),
         // The first query fills the cache from hosts; the rest are hits.
         ("cache hit (A)", vec![query("www.cached.test", 1, true)]),
+        // The same hit through bufsize, nsid (asked: the option is added), minimal.
+        ("small: cache hit + NSID", vec![query_nsid("www.small.test", 1)]),
+        ("small: any HINFO", vec![query("www.small.test", 255, true)]),
+        ("small: local localhost A", vec![query("app.localhost", 1, true)]),
         ("REFUSED (no zone)", vec![query("www.example.com", 1, true)]),
         (
             "FORMERR (2 questions)",
