@@ -158,3 +158,49 @@ fn srv_target_is_not_compressed() {
     let out = resp.finish();
     assert!(out.ends_with(b"\x01y\x05local\x00"));
 }
+
+/// An option added to a finished reply goes after the OPT record's own (an EDE here),
+/// and the rdata length covers both; minimal's cut keeps the OPT record whole.
+#[test]
+fn a_finished_reply_takes_an_option_and_loses_its_later_sections() {
+    let raw = q(b"\x01a\x00", Some(1232));
+    let r = req(&raw);
+    let mut resp = Response::new();
+    resp.start(&r, Rcode::NOERROR);
+    assert!(resp.set_ede(18, "prohibited"));
+    resp.answer(Record::at_question(rtype::A, 5, Rdata::A(Ipv4Addr::new(10, 0, 0, 1))));
+    resp.authority(Record::at_question(
+        rtype::NS,
+        5,
+        Rdata::Name(Name::wire(b"\x02ns\x00")),
+    ));
+    resp.additional(Record {
+        owner: Name::wire(b"\x02ns\x00"),
+        rtype: rtype::A,
+        ttl: 5,
+        data: Rdata::A(Ipv4Addr::new(10, 0, 0, 53)),
+    });
+    resp.finish();
+    assert!(resp.add_option(3, b"node-1"));
+    resp.keep_answers_only();
+    let msg = domain::base::Message::from_octets(resp.bytes().to_vec()).unwrap();
+    let c = msg.header_counts();
+    assert_eq!((c.ancount(), c.nscount(), c.arcount()), (1, 0, 1));
+    let opt = msg.opt().unwrap();
+    let codes: Vec<u16> = opt
+        .opt()
+        .iter::<domain::base::opt::AllOptData<_, _>>()
+        .map(|o| domain::base::opt::OptData::code(&o.unwrap()).to_int())
+        .collect();
+    assert_eq!(codes, [15, 3]);
+    assert_eq!(opt.opt().nsid().unwrap().as_slice(), b"node-1");
+    assert!(!msg.header().tc());
+
+    // Nothing is added to a reply without EDNS, finished or not.
+    let plain = q(b"\x01a\x00", None);
+    let r = req(&plain);
+    resp.start(&r, Rcode::NOERROR);
+    assert!(!resp.add_option(3, b"x"));
+    resp.finish();
+    assert!(!resp.add_option(3, b"x"));
+}
