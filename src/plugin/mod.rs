@@ -20,6 +20,7 @@ pub mod bind;
 pub mod cache;
 pub mod errors;
 pub mod forward;
+pub mod header;
 pub mod health;
 pub mod hosts;
 pub mod k8s_external;
@@ -86,7 +87,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("acl"),
     Spec::chain("rrl", rrl::setup),
     Spec::chain("cache", cache::setup),
-    Spec::unsupported("header"),
+    Spec::chain("header", header::setup),
     Spec::unsupported("dnssec"),
     Spec::unsupported("tls"),
     Spec::unsupported("minimal"),
@@ -325,6 +326,7 @@ mod tests {
                 "cache",
                 "errors",
                 "forward",
+                "header",
                 "health",
                 "hosts",
                 "k8s_external",
@@ -360,6 +362,7 @@ mod tests {
                 "  dns.cache\n",
                 "  dns.errors\n",
                 "  dns.forward\n",
+                "  dns.header\n",
                 "  dns.health\n",
                 "  dns.hosts\n",
                 "  dns.k8s_external\n",

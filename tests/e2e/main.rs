@@ -12,6 +12,7 @@ mod hardening;
 mod hardening_answers;
 mod hardening_inputs;
 mod hardening_probes;
+mod header;
 mod k8s_external;
 mod kubernetes;
 mod metadata;
