@@ -15,6 +15,7 @@ use crate::config::{ConfigError, Directive, reverse_zones_for_cidr};
 use crate::dns::Zone;
 use crate::setup::{SetupCtx, Spec};
 
+pub mod acl;
 pub mod autopath;
 pub mod bind;
 pub mod cache;
@@ -84,7 +85,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("tsig"),
     Spec::chain("rewrite", rewrite::setup),
     Spec::chain("autopath", autopath::setup),
-    Spec::unsupported("acl"),
+    Spec::chain("acl", acl::setup),
     Spec::chain("rrl", rrl::setup),
     Spec::chain("cache", cache::setup),
     Spec::chain("header", header::setup),
@@ -321,6 +322,7 @@ mod tests {
         assert_eq!(
             implemented(),
             [
+                "acl",
                 "autopath",
                 "bind",
                 "cache",
@@ -357,6 +359,7 @@ mod tests {
                 "  default\n",
                 "\n",
                 "Other plugins:\n",
+                "  dns.acl\n",
                 "  dns.autopath\n",
                 "  dns.bind\n",
                 "  dns.cache\n",

@@ -2,6 +2,7 @@
 //! sockets (and through `dig` where a real client matters), with the test kit's fake
 //! Kubernetes API (the real list/watch protocol) and fake upstream (`testkit/`).
 
+mod acl;
 mod autopath;
 mod cli;
 mod conformance;
