@@ -54,9 +54,19 @@ fn main() -> ExitCode {
     clusterdns::dns::cookie::init();
     // A panic is logged on one line, without a backtrace: the worker that caught it
     // carries on, and symbolising a backtrace per query would let a query of death
-    // stall it. RUST_BACKTRACE=1 brings the backtrace back for debugging.
+    // stall it. RUST_BACKTRACE=1 brings the backtrace back for debugging; a block's
+    // `errors { stacktrace }` has its caught panics' backtraces kept for it to log.
     if std::env::var_os("RUST_BACKTRACE").is_none() {
-        std::panic::set_hook(Box::new(|info| log::error!("{info}")));
+        std::panic::set_hook(Box::new(|info| {
+            clusterdns::chain::backtrace::capture();
+            log::error!("{info}")
+        }));
+    } else {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            clusterdns::chain::backtrace::capture();
+            default(info)
+        }));
     }
 
     let opts = Options {
@@ -241,10 +251,15 @@ fn init_logging() {
         .target(env_logger::Target::Stdout)
         .format(|buf, record| {
             let target = record.target();
+            // CoreDNS's level words: `[WARNING]`, where the log crate says WARN.
+            let level = match record.level() {
+                log::Level::Warn => "WARNING",
+                other => other.as_str(),
+            };
             if target.starts_with("plugin/") {
-                writeln!(buf, "[{}] {}: {}", record.level(), target, record.args())
+                writeln!(buf, "[{level}] {target}: {}", record.args())
             } else {
-                writeln!(buf, "[{}] {}", record.level(), record.args())
+                writeln!(buf, "[{level}] {}", record.args())
             }
         })
         .init();

@@ -9,6 +9,7 @@ mod conformance;
 mod corefile;
 mod corpus;
 mod docs;
+mod errors;
 mod hardening;
 mod hardening_answers;
 mod hardening_inputs;
