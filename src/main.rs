@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         print!("{}", clusterdns::cli::plugins_listing(&plugin::implemented()));
         return ExitCode::SUCCESS;
     }
-    init_logging();
+    let log_base = init_logging();
     limit_malloc_arenas();
     if let Err(e) = clusterdns::dns::cookie::secret_from_env() {
         eprintln!("{e}");
@@ -56,10 +56,20 @@ fn main() -> ExitCode {
     // carries on, and symbolising a backtrace per query would let a query of death
     // stall it. RUST_BACKTRACE=1 brings the backtrace back for debugging; a block's
     // `errors { stacktrace }` has its caught panics' backtraces kept for it to log.
-    if std::env::var_os("RUST_BACKTRACE").is_none() {
-        std::panic::set_hook(Box::new(|info| {
+    // What outlives every configuration of this process (counters across reloads, the
+    // shared Kubernetes watch): the controller owns it from here on.
+    let process = Arc::new(ProcessState::new());
+    process.set_log_base(log_base);
+    if matches!(std::env::var("RUST_BACKTRACE").as_deref(), Err(_) | Ok("" | "0")) {
+        // With `debug` a panic is not recovered: its backtrace is what is wanted then.
+        let state = process.clone();
+        std::panic::set_hook(Box::new(move |info| {
             clusterdns::chain::backtrace::capture();
-            log::error!("{info}")
+            if state.debug.load(std::sync::atomic::Ordering::Acquire) {
+                log::error!("{info}\n{}", std::backtrace::Backtrace::force_capture());
+            } else {
+                log::error!("{info}")
+            }
         }));
     } else {
         let default = std::panic::take_hook();
@@ -84,9 +94,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // What outlives every configuration of this process (counters across reloads, the
-    // shared Kubernetes watch): the controller owns it from here on.
-    let process = Arc::new(ProcessState::new());
     let server = match Server::build(&source.corefile, &opts.build_options(&source.dir, &process)) {
         Ok(s) => s,
         Err(errors) => {
@@ -245,9 +252,21 @@ fn go_arch() -> &'static str {
 
 /// Logs go to standard output, in CoreDNS's form: `[INFO] plugin/reload: message`.
 /// `RUST_LOG` filters as usual; the default is `info`.
-fn init_logging() {
-    let env = env_logger::Env::default().default_filter_or("info");
-    env_logger::Builder::from_env(env)
+/// Starts the logger; returns the level it logs at without `debug`. When RUST_LOG is
+/// unset or a bare level (`info`, `warn`), clusterdns's own DEBUG lines pass the filter
+/// and that level holds them back until a Corefile has `debug`
+/// (`ProcessState::set_debug`); a RUST_LOG with module directives decides alone.
+fn init_logging() -> log::LevelFilter {
+    let plain = match std::env::var("RUST_LOG") {
+        Err(_) => Some(log::LevelFilter::Info),
+        Ok(v) => v.trim().parse::<log::LevelFilter>().ok(),
+    };
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(level) = plain {
+        let ours = level.max(log::LevelFilter::Debug);
+        builder.parse_filters(&format!("{level},plugin={ours},clusterdns={ours}"));
+    }
+    builder
         .target(env_logger::Target::Stdout)
         .format(|buf, record| {
             let target = record.target();
@@ -263,4 +282,8 @@ fn init_logging() {
             }
         })
         .init();
+    if let Some(level) = plain {
+        log::set_max_level(level);
+    }
+    log::max_level()
 }

@@ -50,6 +50,8 @@ pub struct ProcessSettings {
     pub reload: Option<Reload>,
     /// Addresses of `/metrics` endpoints (`prometheus`).
     pub metrics: Vec<SocketAddr>,
+    /// `debug` in some block: process-wide, as in CoreDNS.
+    pub debug: bool,
 }
 
 impl ProcessSettings {
@@ -59,6 +61,7 @@ impl ProcessSettings {
         self.health = self.health.or(other.health);
         self.ready = self.ready.or(other.ready);
         self.reload = self.reload.or(other.reload);
+        self.debug |= other.debug;
         for m in other.metrics {
             if !self.metrics.contains(&m) {
                 self.metrics.push(m);

@@ -19,6 +19,7 @@ pub mod acl;
 pub mod autopath;
 pub mod bind;
 pub mod cache;
+pub mod debug;
 pub mod errors;
 pub mod forward;
 pub mod header;
@@ -67,7 +68,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("nsid"),
     Spec::unsupported("bufsize"),
     Spec::server("bind", bind::configure),
-    Spec::unsupported("debug"),
+    Spec::process("debug", debug::configure),
     Spec::unsupported("trace"),
     Spec::process("ready", ready::configure),
     Spec::process("health", health::configure),
@@ -326,6 +327,7 @@ mod tests {
                 "autopath",
                 "bind",
                 "cache",
+                "debug",
                 "errors",
                 "forward",
                 "header",
@@ -363,6 +365,7 @@ mod tests {
                 "  dns.autopath\n",
                 "  dns.bind\n",
                 "  dns.cache\n",
+                "  dns.debug\n",
                 "  dns.errors\n",
                 "  dns.forward\n",
                 "  dns.header\n",

@@ -8,6 +8,7 @@ mod cli;
 mod conformance;
 mod corefile;
 mod corpus;
+mod debug;
 mod docs;
 mod errors;
 mod hardening;
