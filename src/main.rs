@@ -104,6 +104,7 @@ fn main() -> ExitCode {
         }
     };
     if flags.check {
+        server.process.log_warnings();
         println!("Corefile OK");
         return ExitCode::SUCCESS;
     }

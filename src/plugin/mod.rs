@@ -31,6 +31,7 @@ pub mod loadbalance;
 pub mod log;
 pub mod loop_detect;
 pub mod metadata;
+pub mod pprof;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
@@ -72,7 +73,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("trace"),
     Spec::process("ready", ready::configure),
     Spec::process("health", health::configure),
-    Spec::unsupported("pprof"),
+    Spec::process("pprof", pprof::configure),
     Spec::unsupported("shed"),
     Spec::chain_and_process("prometheus", prometheus::setup, prometheus::configure),
     Spec::chain("errors", errors::setup),
@@ -122,7 +123,12 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("nomad"),
     // Never run: removed from CoreDNS.
     Spec::removed("proxy", "removed from CoreDNS in 1.5.0; use 'forward'"),
-    Spec::removed("federation", "removed from CoreDNS in 1.7.0"),
+    Spec::removed(
+        "federation",
+        "removed from CoreDNS in 1.7.0 with Kubernetes Federation v1; names across clusters \
+         now come from the Multi-Cluster Services API (clusterset.local), which CoreDNS serves \
+         with the kubernetes plugin's 'multicluster' option (not in clusterdns yet)",
+    ),
     Spec::removed("reverse", "removed from CoreDNS in 1.2.0"),
     Spec::removed("startup", "removed from CoreDNS in 1.1.0, replaced by 'on'"),
     Spec::removed("shutdown", "removed from CoreDNS in 1.1.0, replaced by 'on'"),
@@ -339,6 +345,7 @@ mod tests {
                 "log",
                 "loop",
                 "metadata",
+                "pprof",
                 "prometheus",
                 "ready",
                 "reload",
@@ -377,6 +384,7 @@ mod tests {
                 "  dns.log\n",
                 "  dns.loop\n",
                 "  dns.metadata\n",
+                "  dns.pprof\n",
                 "  dns.prometheus\n",
                 "  dns.ready\n",
                 "  dns.reload\n",
@@ -459,7 +467,10 @@ mod tests {
             ),
             (
                 "federation cluster.local { prod prod.feddomain.com }",
-                "Corefile:3 - Error during parsing: Unknown directive 'federation': removed from CoreDNS in 1.7.0",
+                "Corefile:3 - Error during parsing: Unknown directive 'federation': removed from CoreDNS in 1.7.0 \
+                 with Kubernetes Federation v1; names across clusters now come from the Multi-Cluster \
+                 Services API (clusterset.local), which CoreDNS serves with the kubernetes plugin's \
+                 'multicluster' option (not in clusterdns yet)",
             ),
             (
                 "alternate original NXDOMAIN . 8.8.8.8",
