@@ -125,3 +125,42 @@ fn an_allow_before_a_block_lets_its_source_through() {
     assert_eq!(rcode(&r), Rcode::NOERROR);
     assert_eq!(section(&r, "answer"), ["www.example.org. 3600 IN A 192.0.2.1"]);
 }
+
+#[test]
+fn a_hardened_cluster_refuses_any_drops_transfers_and_sets_ra() {
+    // The corpus shape: acl, header and errors on a kubeadm-style default.
+    let api = FakeApi::with_objects(base_cluster());
+    let up = FakeUpstream::start();
+    let s = testkit::corpus::Corpus::load("hardened-acl-errors.Corefile")
+        .api(&api)
+        .upstream(&up)
+        .start();
+    s.synced();
+    // Cluster names answer, with RA set by `header { response set ra }` (the kubernetes
+    // plugin leaves it clear) and AA as the kubernetes plugin sets it.
+    for r in s.both("kubernetes.default.svc.cluster.local", Rtype::A) {
+        assert_eq!(
+            section(&r, "answer"),
+            ["kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1"]
+        );
+        assert!(r.header().ra() && r.header().aa());
+        assert!(ede(&r).is_empty());
+    }
+    // Forwarded names too (the fake upstream's TTL 60, capped by `cache 30`).
+    for r in s.both("www.example.com", Rtype::A) {
+        assert_eq!(section(&r, "answer"), ["www.example.com. 30 IN A 192.0.2.1"]);
+        assert!(r.header().ra());
+    }
+    // ANY is refused, EDE 15, from any source (acl README "Description").
+    for r in s.both("kubernetes.default.svc.cluster.local", Rtype::ANY) {
+        assert_eq!((rcode(&r), ede(&r)), (Rcode::REFUSED, vec![15]));
+    }
+    // A transfer request from 127.0.0.1 (not 10/8) gets nothing at all.
+    let q = query_bytes("cluster.local", Rtype::AXFR, None, 0x5555);
+    let mut c = TcpStream::connect(s.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    write_frame(&mut c, &q);
+    assert!(read_frame(&mut c).is_none());
+    let q = query_bytes("cluster.local", Rtype::IXFR, None, 0x5656);
+    assert!(raw_udp(s.addr(), &q, Duration::from_millis(300)).is_none());
+}

@@ -109,14 +109,15 @@ impl Handler for Backend {
     }
 }
 
-/// Runs `header` (from `lines`) then the backend on a query with flag word `flags`;
-/// the flags the backend saw and the reply's flags.
+/// Runs `header` (from `lines`) then the backend on a query whose RD is that of
+/// `flags`; the flags the backend saw and the reply's flags.
 fn run(lines: &str, flags: u16, rcode: Rcode) -> (Option<Flags>, Flags) {
     let backend = Arc::new(Backend(Mutex::new(Vec::new()), rcode));
     let chain = Chain::new(vec![Arc::new(header(lines).unwrap()), backend.clone()]);
-    let mut raw = vec![0x12, 0x34];
-    raw.extend_from_slice(&flags.to_be_bytes());
-    raw.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1]);
+    let raw = crate::dns::QueryBuilder::new(b"\x01a\x00", crate::dns::rtype::A)
+        .id(0x1234)
+        .rd(flags & flag::RD != 0)
+        .to_vec();
     let reply = crate::chain::testing::with_query(&raw, "127.0.0.1:5300".parse().unwrap(), Metadata::NONE, |q| {
         let Outcome::Reply { at } = chain.run(q, 0) else {
             panic!("no upstream here")
