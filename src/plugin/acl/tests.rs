@@ -343,3 +343,46 @@ fn counters_are_per_server_and_zone() {
         assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
     }
 }
+
+#[test]
+fn deciding_allocates_nothing() {
+    // 10,000 prefixes in one policy: still a binary search, and no allocation.
+    let many: Vec<String> = (0..10_000u32)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+        .collect();
+    let p = acl(
+        ".",
+        &format!(
+            "acl {{\nblock net {}\nfilter type AAAA\nallow net 11.0.0.0/8\n}}",
+            many.join(" ")
+        ),
+    )
+    .unwrap();
+    let process = ProcessState::new();
+    let route = Arc::new(RouteTag {
+        slot: 0,
+        server: "dns://:53".into(),
+        zone: ".".into(),
+    });
+    p.attach(&AttachCtx::routes(&[route], &process));
+    for (source, qtype, want) in [
+        ("10.39.15.1", rtype::A, "REFUSED ede 15"),
+        ("12.0.0.1", rtype::AAAA, "NOERROR ede 17"),
+        ("11.0.0.1", rtype::A, "next"),
+        ("12.0.0.1", rtype::A, "next"),
+    ] {
+        assert_eq!(verdict(&p, "x.", qtype, source), want, "{source}");
+        let mut raw = Vec::new();
+        QueryBuilder::new(b"\x01x\x00", qtype).edns(1232).write(&mut raw);
+        let client = std::net::SocketAddr::new(source.parse().unwrap(), 53);
+        with_query(&raw, client, Metadata::NONE, |q| {
+            p.serve(q);
+            let n = crate::plugin::prometheus::tests::allocations_in(|| {
+                for _ in 0..1000 {
+                    p.serve(q);
+                }
+            });
+            assert_eq!(n, 0, "{source}");
+        });
+    }
+}

@@ -236,3 +236,27 @@ fn the_hexdump_is_corednss() {
          debug: 00002a"
     );
 }
+
+#[test]
+fn consolidating_allocates_nothing_once_warm() {
+    let e = errors("errors {\nconsolidate 1h \"timed out$\"\n}");
+    let raw = crate::dns::QueryBuilder::new(b"\x01a\x00", crate::dns::rtype::A).to_vec();
+    crate::chain::testing::with_query(
+        &raw,
+        "127.0.0.1:53".parse().unwrap(),
+        crate::chain::Metadata::NONE,
+        |q| {
+            q.resp.start(q.req, crate::dns::Rcode::SERVFAIL);
+            q.resp.finish();
+            q.error = Some(ChainError::Plugin("forward", "upstream timed out".into()));
+            e.on_response(q);
+            let n = crate::plugin::prometheus::tests::allocations_in(|| {
+                for _ in 0..1000 {
+                    e.on_response(q);
+                }
+            });
+            assert_eq!(n, 0);
+        },
+    );
+    assert_eq!(e.shared.counts[0].load(Ordering::Relaxed), 1001);
+}

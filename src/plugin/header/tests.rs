@@ -167,3 +167,28 @@ fn response_rules_change_the_reply_a_later_plugin_wrote() {
     let (_, reply) = run("header {\nresponse set ra aa\n}", flag::RD, Rcode::SERVFAIL);
     assert_eq!(reply, Flags(flag::QR | flag::RD | 2));
 }
+
+#[test]
+fn applying_rules_allocates_nothing() {
+    let h = header("header {\nquery clear rd\nresponse set ra aa\n}").unwrap();
+    let raw = crate::dns::QueryBuilder::new(b"\x01a\x00", crate::dns::rtype::A).to_vec();
+    crate::chain::testing::with_query(&raw, "127.0.0.1:53".parse().unwrap(), Metadata::NONE, |q| {
+        assert!(matches!(h.serve(q), Step::Rewritten));
+        q.resp.start(q.req, Rcode::NOERROR);
+        q.resp.finish();
+        q.answered_by = "backend";
+        let n = crate::plugin::prometheus::tests::allocations_in(|| {
+            for _ in 0..1000 {
+                h.serve(q);
+                h.on_response(q);
+            }
+        });
+        assert_eq!(n, 0);
+        assert!(q.resp.flags().ra() && q.resp.flags().aa());
+        // The counter counts (so that the 0 above means something).
+        let one = crate::plugin::prometheus::tests::allocations_in(|| {
+            std::hint::black_box(Vec::<u8>::with_capacity(8));
+        });
+        assert_eq!(one, 1);
+    });
+}
