@@ -52,9 +52,9 @@ pub struct ProcessSettings {
     pub metrics: Vec<SocketAddr>,
     /// `debug` in some block: process-wide, as in CoreDNS.
     pub debug: bool,
-    /// Warnings for the operator, logged once when the configuration is checked,
-    /// started or reloaded: (log target, message). A directive accepted without effect
-    /// (`pprof`) says so here, never silently.
+    /// Warnings for the operator, logged when the configuration is checked, started or
+    /// reloaded: (log target, message), one per target (the first block's). A directive
+    /// accepted without effect (`pprof`) says so here, never silently.
     pub warnings: Vec<(&'static str, String)>,
 }
 
