@@ -47,7 +47,7 @@ pub fn type_from_name(s: &str) -> Option<u16> {
         ("X25", 19),
         ("ISDN", 20),
         ("RT", 21),
-        ("NSAPPTR", 23),
+        ("NSAP-PTR", 23),
         ("SIG", 24),
         ("KEY", 25),
         ("PX", 26),
@@ -240,6 +240,8 @@ mod tests {
             "x/8",
             "::/129",
             "10.0.0/8",
+            // Go 1.17+ refuses leading zeros in IPv4, as Rust's parser does.
+            "010.0.0.1/32",
         ] {
             assert_eq!(Prefix::parse(bad), None, "{bad}");
         }
@@ -277,6 +279,8 @@ mod tests {
     fn types_are_upper_case_mnemonics() {
         assert_eq!(type_from_name("A"), Some(rtype::A));
         assert_eq!(type_from_name("CAA"), Some(257));
+        // miekg/dns spells type 23 with its hyphen.
+        assert_eq!(type_from_name("NSAP-PTR"), Some(23));
         assert_eq!(type_from_name("a"), None);
         assert_eq!(type_from_name("TYPE1"), None);
         assert_eq!(type_from_name("FOO"), None);
