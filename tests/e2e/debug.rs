@@ -82,3 +82,33 @@ fn without_debug_the_same_panic_is_recovered() {
     assert_eq!(rcode(&s.query("ok.example.org", Rtype::A)), Rcode::NOERROR);
     assert!(s.running());
 }
+
+#[test]
+fn a_reload_without_debug_turns_the_mode_off() {
+    // CoreDNS clears log.D when the new configuration has no debug (server.go); so does
+    // the recovery come back here.
+    let up = FakeUpstream::with_mode(Mode::Silent);
+    let with = format!(
+        "fail.example:{{port}} {{\n    bind 127.0.0.1\n    debug\n    errors\n    testpanic\n    testupstream {} 200ms\n}}\n.:{{port}} {{\n    bind 127.0.0.1\n    whoami\n}}\n",
+        up.addr()
+    );
+    let mut s = Launch::new(&with).env("RUST_BACKTRACE", "0").start();
+    let failing = query_bytes("a.fail.example", Rtype::A, Some(1232), 0x7373);
+    assert_eq!(rcode(&udp_exchange(s.addr(), &failing)), Rcode::SERVFAIL);
+    assert!(s.wait_output(Duration::from_secs(3), |o| {
+        o.contains("[DEBUG] plugin/errors: 2 a.fail.example. A: the query")
+    }));
+    s.rewrite_corefile(&with.replace("    debug\n", "").replace("{port}", &s.port.to_string()));
+    s.signal(libc::SIGUSR1);
+    s.wait_lines("Running configuration SHA512", 2, Duration::from_secs(5));
+    // No DEBUG line for the next failure, and a panic is recovered again.
+    let before = s.output().matches("[DEBUG]").count();
+    assert_eq!(rcode(&udp_exchange(s.addr(), &failing)), Rcode::SERVFAIL);
+    assert!(s.wait_output(Duration::from_secs(3), |o| {
+        o.matches("a.fail.example. A: plugin/testupstream: timeout").count() == 2
+    }));
+    assert_eq!(s.output().matches("[DEBUG]").count(), before, "{}", s.output());
+    let r = s.query("panic.fail.example", Rtype::A);
+    assert_eq!(rcode(&r), Rcode::SERVFAIL);
+    assert!(s.running());
+}
