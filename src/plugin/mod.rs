@@ -129,7 +129,10 @@ pub static PLUGINS: &[Spec] = &[
          now come from the Multi-Cluster Services API (clusterset.local), which CoreDNS serves \
          with the kubernetes plugin's 'multicluster' option (not in clusterdns yet)",
     ),
-    Spec::removed("reverse", "removed from CoreDNS in 1.2.0"),
+    Spec::removed(
+        "reverse",
+        "removed from CoreDNS in 1.2.0; 'template' answers names made from addresses, PTR included",
+    ),
     Spec::removed("startup", "removed from CoreDNS in 1.1.0, replaced by 'on'"),
     Spec::removed("shutdown", "removed from CoreDNS in 1.1.0, replaced by 'on'"),
     // Never run: CoreDNS's external plugins.

@@ -91,3 +91,13 @@ fn an_external_plugin_is_named_as_one() {
         "Corefile:2 - Error during parsing: Unknown directive 'frobnicate'",
     );
 }
+
+#[test]
+fn reverse_names_template() {
+    // notes/coredns-1.1.4.md: reverse removed; template's README synthesises such names.
+    rejected(
+        ".:1053 {\n    reverse 10.0.0.0/8 {\n        hostname ip-{ip}.{zone[1]}\n    }\n}\n",
+        "Corefile:2 - Error during parsing: Unknown directive 'reverse': removed from CoreDNS in 1.2.0; \
+         'template' answers names made from addresses, PTR included",
+    );
+}
