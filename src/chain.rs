@@ -939,6 +939,7 @@ fn renamed_end(client: &Request<'_>, buf: &[u8]) -> Option<usize> {
     (buf.get(end..)? == raw.get(client.qname_end..)?).then_some(end)
 }
 
+pub mod backtrace;
 #[cfg(test)]
 pub mod testing;
 

@@ -144,6 +144,8 @@ impl Controller {
         process: Arc<ProcessState>,
     ) -> Result<Controller, runtime::StartError> {
         let digest = digest(source);
+        process.set_debug(server.process.debug);
+        server.process.log_warnings();
         let running = Workers::start(server, &opts, &process)?;
         let state = Arc::new(State {
             shared: running.shared(),
@@ -273,6 +275,8 @@ impl Controller {
             notify::notify("READY=1");
             return;
         }
+        self.state.process.set_debug(self.running.server().process.debug);
+        self.running.server().process.log_warnings();
         self.state.latched.store(false, Ordering::Release);
         if let Err(e) = self.reconcile_http() {
             log::error!(target: "plugin/reload", "{e}");

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         print!("{}", clusterdns::cli::plugins_listing(&plugin::implemented()));
         return ExitCode::SUCCESS;
     }
-    init_logging();
+    let log_base = init_logging();
     limit_malloc_arenas();
     if let Err(e) = clusterdns::dns::cookie::secret_from_env() {
         eprintln!("{e}");
@@ -54,9 +54,29 @@ fn main() -> ExitCode {
     clusterdns::dns::cookie::init();
     // A panic is logged on one line, without a backtrace: the worker that caught it
     // carries on, and symbolising a backtrace per query would let a query of death
-    // stall it. RUST_BACKTRACE=1 brings the backtrace back for debugging.
-    if std::env::var_os("RUST_BACKTRACE").is_none() {
-        std::panic::set_hook(Box::new(|info| log::error!("{info}")));
+    // stall it. RUST_BACKTRACE=1 brings the backtrace back for debugging; a block's
+    // `errors { stacktrace }` has its caught panics' backtraces kept for it to log.
+    // What outlives every configuration of this process (counters across reloads, the
+    // shared Kubernetes watch): the controller owns it from here on.
+    let process = Arc::new(ProcessState::new());
+    process.set_log_base(log_base);
+    if matches!(std::env::var("RUST_BACKTRACE").as_deref(), Err(_) | Ok("" | "0")) {
+        // With `debug` a panic is not recovered: its backtrace is what is wanted then.
+        let state = process.clone();
+        std::panic::set_hook(Box::new(move |info| {
+            clusterdns::chain::backtrace::capture();
+            if state.debug.load(std::sync::atomic::Ordering::Acquire) {
+                log::error!("{info}\n{}", std::backtrace::Backtrace::force_capture());
+            } else {
+                log::error!("{info}")
+            }
+        }));
+    } else {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            clusterdns::chain::backtrace::capture();
+            default(info)
+        }));
     }
 
     let opts = Options {
@@ -74,9 +94,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // What outlives every configuration of this process (counters across reloads, the
-    // shared Kubernetes watch): the controller owns it from here on.
-    let process = Arc::new(ProcessState::new());
     let server = match Server::build(&source.corefile, &opts.build_options(&source.dir, &process)) {
         Ok(s) => s,
         Err(errors) => {
@@ -87,6 +104,7 @@ fn main() -> ExitCode {
         }
     };
     if flags.check {
+        server.process.log_warnings();
         println!("Corefile OK");
         return ExitCode::SUCCESS;
     }
@@ -235,17 +253,38 @@ fn go_arch() -> &'static str {
 
 /// Logs go to standard output, in CoreDNS's form: `[INFO] plugin/reload: message`.
 /// `RUST_LOG` filters as usual; the default is `info`.
-fn init_logging() {
-    let env = env_logger::Env::default().default_filter_or("info");
-    env_logger::Builder::from_env(env)
+/// Starts the logger; returns the level it logs at without `debug`. When RUST_LOG is
+/// unset or a bare level (`info`, `warn`), clusterdns's own DEBUG lines pass the filter
+/// and that level holds them back until a Corefile has `debug`
+/// (`ProcessState::set_debug`); a RUST_LOG with module directives decides alone.
+fn init_logging() -> log::LevelFilter {
+    let plain = match std::env::var("RUST_LOG") {
+        Err(_) => Some(log::LevelFilter::Info),
+        Ok(v) => v.trim().parse::<log::LevelFilter>().ok(),
+    };
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(level) = plain {
+        let ours = level.max(log::LevelFilter::Debug);
+        builder.parse_filters(&format!("{level},plugin={ours},clusterdns={ours}"));
+    }
+    builder
         .target(env_logger::Target::Stdout)
         .format(|buf, record| {
             let target = record.target();
+            // CoreDNS's level words: `[WARNING]`, where the log crate says WARN.
+            let level = match record.level() {
+                log::Level::Warn => "WARNING",
+                other => other.as_str(),
+            };
             if target.starts_with("plugin/") {
-                writeln!(buf, "[{}] {}: {}", record.level(), target, record.args())
+                writeln!(buf, "[{level}] {target}: {}", record.args())
             } else {
-                writeln!(buf, "[{}] {}", record.level(), record.args())
+                writeln!(buf, "[{level}] {}", record.args())
             }
         })
         .init();
+    if let Some(level) = plain {
+        log::set_max_level(level);
+    }
+    log::max_level()
 }

@@ -16,7 +16,7 @@
 //! configuration's instance gets the same ones back. Unit tests make a state of their own.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -49,6 +49,11 @@ pub struct ProcessState {
     pub health_duration: Histogram,
     /// Failed health probes (`coredns_health_request_failures_total`).
     pub health_failures: AtomicU64,
+    /// The running configuration has `debug`: a panic while a query is handled is not
+    /// recovered, and DEBUG lines are logged (see [`Self::set_debug`]).
+    pub debug: AtomicBool,
+    /// The log level without `debug` (RUST_LOG's, INFO by default), set by `main`.
+    log_base: Mutex<log::LevelFilter>,
 }
 
 impl Default for ProcessState {
@@ -69,6 +74,8 @@ impl ProcessState {
             reload_hash: Mutex::new(String::new()),
             health_duration: Histogram::new(&HEALTH_BUCKETS),
             health_failures: AtomicU64::new(0),
+            debug: AtomicBool::new(false),
+            log_base: Mutex::new(log::LevelFilter::Info),
         }
     }
 
@@ -130,6 +137,20 @@ impl ProcessState {
         let t = make();
         all.push(Box::new(Arc::downgrade(&t)));
         t
+    }
+
+    /// The log level to come back to when `debug` is off.
+    pub fn set_log_base(&self, level: log::LevelFilter) {
+        *self.log_base.lock() = level;
+    }
+
+    /// Turns CoreDNS's debug mode on or off for the whole process (CoreDNS: `log.D`
+    /// set or cleared at each start and reload, and its server's recovery skipped): the
+    /// controller calls it with the configuration it is about to serve.
+    pub fn set_debug(&self, on: bool) {
+        self.debug.store(on, Ordering::Release);
+        let base = *self.log_base.lock();
+        log::set_max_level(if on { base.max(log::LevelFilter::Debug) } else { base });
     }
 
     /// Sets the hash of the running configuration.

@@ -50,15 +50,34 @@ pub struct ProcessSettings {
     pub reload: Option<Reload>,
     /// Addresses of `/metrics` endpoints (`prometheus`).
     pub metrics: Vec<SocketAddr>,
+    /// `debug` in some block: process-wide, as in CoreDNS.
+    pub debug: bool,
+    /// Warnings for the operator, logged when the configuration is checked, started or
+    /// reloaded: (log target, message), one per target (the first block's). A directive
+    /// accepted without effect (`pprof`) says so here, never silently.
+    pub warnings: Vec<(&'static str, String)>,
 }
 
 impl ProcessSettings {
+    /// Logs the configuration's warnings, one line each.
+    pub fn log_warnings(&self) {
+        for (target, msg) in &self.warnings {
+            log::warn!(target: *target, "{msg}");
+        }
+    }
+
     /// Folds one block's settings in: the first block that sets health, ready or
     /// reload wins, as the process has one of each; metrics endpoints add up.
     pub fn merge(&mut self, other: ProcessSettings) {
         self.health = self.health.or(other.health);
         self.ready = self.ready.or(other.ready);
         self.reload = self.reload.or(other.reload);
+        self.debug |= other.debug;
+        for w in other.warnings {
+            if !self.warnings.iter().any(|x| x.0 == w.0) {
+                self.warnings.push(w);
+            }
+        }
         for m in other.metrics {
             if !self.metrics.contains(&m) {
                 self.metrics.push(m);

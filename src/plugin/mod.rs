@@ -15,14 +15,17 @@ use crate::config::{ConfigError, Directive, reverse_zones_for_cidr};
 use crate::dns::Zone;
 use crate::setup::{SetupCtx, Spec};
 
+pub mod acl;
 pub mod any;
 pub mod autopath;
 pub mod bind;
 pub mod bufsize;
 pub mod cache;
 pub mod chaos;
+pub mod debug;
 pub mod errors;
 pub mod forward;
+pub mod header;
 pub mod health;
 pub mod hosts;
 pub mod k8s_external;
@@ -34,6 +37,7 @@ pub mod loop_detect;
 pub mod metadata;
 pub mod minimal;
 pub mod nsid;
+pub mod pprof;
 pub mod prometheus;
 pub mod ready;
 pub mod reload;
@@ -71,11 +75,11 @@ pub static PLUGINS: &[Spec] = &[
     Spec::chain("nsid", nsid::setup),
     Spec::chain("bufsize", bufsize::setup),
     Spec::server("bind", bind::configure),
-    Spec::unsupported("debug"),
+    Spec::process("debug", debug::configure),
     Spec::unsupported("trace"),
     Spec::process("ready", ready::configure),
     Spec::process("health", health::configure),
-    Spec::unsupported("pprof"),
+    Spec::process("pprof", pprof::configure),
     Spec::unsupported("shed"),
     Spec::chain_and_process("prometheus", prometheus::setup, prometheus::configure),
     Spec::chain("errors", errors::setup),
@@ -89,10 +93,10 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("tsig"),
     Spec::chain("rewrite", rewrite::setup),
     Spec::chain("autopath", autopath::setup),
-    Spec::unsupported("acl"),
+    Spec::chain("acl", acl::setup),
     Spec::chain("rrl", rrl::setup),
     Spec::chain("cache", cache::setup),
-    Spec::unsupported("header"),
+    Spec::chain("header", header::setup),
     Spec::unsupported("dnssec"),
     Spec::unsupported("tls"),
     Spec::chain("minimal", minimal::setup),
@@ -125,8 +129,16 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("nomad"),
     // Never run: removed from CoreDNS.
     Spec::removed("proxy", "removed from CoreDNS in 1.5.0; use 'forward'"),
-    Spec::removed("federation", "removed from CoreDNS in 1.7.0"),
-    Spec::removed("reverse", "removed from CoreDNS in 1.2.0"),
+    Spec::removed(
+        "federation",
+        "removed from CoreDNS in 1.7.0 with Kubernetes Federation v1; names across clusters \
+         now come from the Multi-Cluster Services API (clusterset.local), which CoreDNS serves \
+         with the kubernetes plugin's 'multicluster' option (not in clusterdns yet)",
+    ),
+    Spec::removed(
+        "reverse",
+        "removed from CoreDNS in 1.2.0; 'template' answers names made from addresses, PTR included",
+    ),
     Spec::removed("startup", "removed from CoreDNS in 1.1.0, replaced by 'on'"),
     Spec::removed("shutdown", "removed from CoreDNS in 1.1.0, replaced by 'on'"),
     // Never run: CoreDNS's external plugins.
@@ -339,14 +351,17 @@ mod tests {
         assert_eq!(
             implemented(),
             [
+                "acl",
                 "any",
                 "autopath",
                 "bind",
                 "bufsize",
                 "cache",
                 "chaos",
+                "debug",
                 "errors",
                 "forward",
+                "header",
                 "health",
                 "hosts",
                 "k8s_external",
@@ -358,6 +373,7 @@ mod tests {
                 "metadata",
                 "minimal",
                 "nsid",
+                "pprof",
                 "prometheus",
                 "ready",
                 "reload",
@@ -380,14 +396,17 @@ mod tests {
                 "  default\n",
                 "\n",
                 "Other plugins:\n",
+                "  dns.acl\n",
                 "  dns.any\n",
                 "  dns.autopath\n",
                 "  dns.bind\n",
                 "  dns.bufsize\n",
                 "  dns.cache\n",
                 "  dns.chaos\n",
+                "  dns.debug\n",
                 "  dns.errors\n",
                 "  dns.forward\n",
+                "  dns.header\n",
                 "  dns.health\n",
                 "  dns.hosts\n",
                 "  dns.k8s_external\n",
@@ -399,6 +418,7 @@ mod tests {
                 "  dns.metadata\n",
                 "  dns.minimal\n",
                 "  dns.nsid\n",
+                "  dns.pprof\n",
                 "  dns.prometheus\n",
                 "  dns.ready\n",
                 "  dns.reload\n",
@@ -481,7 +501,10 @@ mod tests {
             ),
             (
                 "federation cluster.local { prod prod.feddomain.com }",
-                "Corefile:3 - Error during parsing: Unknown directive 'federation': removed from CoreDNS in 1.7.0",
+                "Corefile:3 - Error during parsing: Unknown directive 'federation': removed from CoreDNS in 1.7.0 \
+                 with Kubernetes Federation v1; names across clusters now come from the Multi-Cluster \
+                 Services API (clusterset.local), which CoreDNS serves with the kubernetes plugin's \
+                 'multicluster' option (not in clusterdns yet)",
             ),
             (
                 "alternate original NXDOMAIN . 8.8.8.8",

@@ -279,6 +279,17 @@ fn contained(q: &mut Query<'_, '_>, hooks_to: usize, f: impl FnOnce(&mut Query<'
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
+            if q.worker.process.debug.load(Ordering::Acquire) {
+                // `debug`: no recovery (CoreDNS's server skips its recover), and like an
+                // unrecovered Go panic the process ends with status 2. The panic hook
+                // has logged the message and the backtrace.
+                log::error!(
+                    "debug: not recovering from the panic while handling {} {}: {msg}",
+                    q.req.qname,
+                    rtype::name(q.req.qtype)
+                );
+                std::process::exit(2);
+            }
             log::error!(
                 "recovered from panic while handling {} {}: {msg}",
                 q.req.qname,

@@ -391,7 +391,7 @@ fn import_errors_name_file_and_line() {
         (code, out.as_str(), err.as_str()),
         (
             0,
-            "[WARN] Corefile:4 - No files matching import glob pattern: none/*.conf\nCorefile OK\n",
+            "[WARNING] Corefile:4 - No files matching import glob pattern: none/*.conf\nCorefile OK\n",
             ""
         )
     );

@@ -33,6 +33,12 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
         "gardeners_search_path_rewrites_answer_the_first_query",
     ),
     (
+        "hardened-acl-errors.Corefile",
+        "team: acl against ANY and transfers, consolidated errors, RA by header",
+        "acl",
+        "a_hardened_cluster_refuses_any_drops_transfers_and_sets_ra",
+    ),
+    (
         "k8s-external-docs-example.Corefile",
         "CoreDNS k8s_external README, first example",
         "k8s_external",

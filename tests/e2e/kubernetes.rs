@@ -124,7 +124,7 @@ fn rv_param(query: &str) -> Option<u64> {
 }
 
 /// What the plugin logs, once per resource, when the API becomes unreachable and when
-/// it is back (`[WARN] plugin/kubernetes: API unreachable for services: ...`).
+/// it is back (`[WARNING] plugin/kubernetes: API unreachable for services: ...`).
 const UNREACHABLE: &str = "API unreachable";
 const REACHABLE_AGAIN: &str = "API reachable again";
 

@@ -2,6 +2,7 @@
 //! sockets (and through `dig` where a real client matters), with the test kit's fake
 //! Kubernetes API (the real list/watch protocol) and fake upstream (`testkit/`).
 
+mod acl;
 mod any;
 mod autopath;
 mod bufsize;
@@ -10,11 +11,14 @@ mod cli;
 mod conformance;
 mod corefile;
 mod corpus;
+mod debug;
 mod docs;
+mod errors;
 mod hardening;
 mod hardening_answers;
 mod hardening_inputs;
 mod hardening_probes;
+mod header;
 mod k8s_external;
 mod kubernetes;
 mod local;
@@ -22,7 +26,9 @@ mod metadata;
 mod minimal;
 mod nsid;
 mod operations;
+mod pprof;
 mod protocol;
+mod removed;
 mod resolver;
 mod rewrite;
 mod rewrite_cname;

@@ -265,6 +265,26 @@ pub fn parse(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Options, ConfigError> 
             | "zonal" => {
                 return Err(opt.err(NAME, format!("'{name}' is not supported by clusterdns (see README)")));
             }
+            // CoreDNS 1.7.0 removed these (coredns#3737; they had done nothing for
+            // several releases): CoreDNS's words, and what to do about it.
+            "upstream" | "resyncperiod" => {
+                return Err(opt.err(
+                    NAME,
+                    format!(
+                        "unknown property '{name}': removed from CoreDNS in 1.7.0, where it had \
+                         no effect; delete the line"
+                    ),
+                ));
+            }
+            // CoreDNS 1.8.0 moved outgoing zone transfers to the transfer plugin (its
+            // notes: `transfer to` under file, auto, secondary and kubernetes is gone).
+            "transfer" => {
+                return Err(opt.err(
+                    NAME,
+                    "unknown property 'transfer': removed from CoreDNS in 1.8.0; zone transfers \
+                     are configured with the 'transfer' plugin",
+                ));
+            }
             other => return Err(opt.err(NAME, format!("unknown property '{other}'"))),
         }
     }

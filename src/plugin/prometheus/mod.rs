@@ -218,4 +218,4 @@ impl Lifecycle for Prometheus {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -352,6 +352,14 @@ thread_local! {
     static ALLOCATIONS: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
+/// The allocations `f` makes on this thread: the test binary has one global allocator
+/// (this one), which other plugins' no-allocation tests use through here.
+pub(crate) fn allocations_in(f: impl FnOnce()) -> u64 {
+    ALLOCATIONS.with(|c| c.set(Some(0)));
+    f();
+    ALLOCATIONS.with(|c| c.replace(None)).unwrap_or(0)
+}
+
 fn note_allocation() {
     let _ = ALLOCATIONS.try_with(|a| {
         if let Some(n) = a.get() {
