@@ -437,6 +437,26 @@ pub trait Handler: Send + Sync {
         let _ = q;
     }
 
+    /// Whether [`Handler::follow_up`] must be called; checked once when the chain is
+    /// built.
+    fn follows_up(&self) -> bool {
+        false
+    }
+
+    /// A response hook that may ask for one upstream exchange before the reply goes
+    /// on: called on the finished reply of a later plugin (after this plugin's
+    /// [`Handler::on_response`], if it wants that too). Returning a request, its
+    /// message written into [`WorkerCtx::upstream_msg`], drops that reply and suspends
+    /// the query; this plugin's [`Handler::resume`] then writes the reply anew, and only
+    /// the hooks of the plugins before it see that one. A plugin is asked once per
+    /// reply and never about its own, so a query waits on at most one such exchange per
+    /// plugin. `dns64` is the one user: CoreDNS's plugin lets the next plugin answer an
+    /// AAAA query, then asks the server for the A records when there is no AAAA.
+    fn follow_up(&self, q: &mut Query<'_, '_>) -> Option<UpstreamRequest> {
+        let _ = q;
+        None
+    }
+
     /// Receives the reply of a background refresh this plugin asked for (see
     /// [`Query::refresh`]); no client sees it.
     fn on_refresh(&self, q: &mut Query<'_, '_>) {
@@ -584,6 +604,9 @@ pub struct Chain {
     plugins: Vec<Arc<dyn Handler>>,
     /// Whether each plugin wants `on_response`, cached from `wants_response`.
     hooks: Vec<bool>,
+    /// Whether each plugin may ask for an exchange after a reply, cached from
+    /// `follows_up`.
+    follows: Vec<bool>,
     /// The `metadata` plugin's zones, if the block has it.
     meta_zones: Option<Vec<Zone>>,
     /// The metadata providers, in execution order (empty without `metadata`).
@@ -605,6 +628,7 @@ impl Chain {
     /// A chain of `plugins`, already in execution order.
     pub fn new(plugins: Vec<Arc<dyn Handler>>) -> Chain {
         let hooks = plugins.iter().map(|p| p.wants_response()).collect();
+        let follows = plugins.iter().map(|p| p.follows_up()).collect();
         let rewriters = plugins.iter().map(|p| p.rewrites()).collect();
         let meta_zones = plugins.iter().find_map(|p| p.metadata_zones()).map(<[Zone]>::to_vec);
         let providers = match meta_zones {
@@ -614,6 +638,7 @@ impl Chain {
         Chain {
             plugins,
             hooks,
+            follows,
             rewriters,
             meta_zones,
             providers,
@@ -751,12 +776,13 @@ impl Chain {
             coalesce: q.coalesce,
             meta: q.meta,
         };
-        let outcome = rest(&mut inner);
+        let mut outcome = rest(&mut inner);
         if let Outcome::Reply { at: by } = outcome {
             inner.resp.finish();
             for i in (at + 1..by.min(self.plugins.len())).rev() {
-                if self.hooks[i] {
-                    self.plugins[i].on_response(&mut inner);
+                if let Some(request) = self.hook(i, &mut inner) {
+                    outcome = Outcome::Upstream { at: i, request };
+                    break;
                 }
             }
         }
@@ -770,6 +796,11 @@ impl Chain {
                     q.worker.renamed = mark;
                     self.plugins[at].on_response(q);
                     q.worker.renamed = None;
+                }
+                if self.follows[at] {
+                    if let Some(request) = self.plugins[at].follow_up(q) {
+                        return Outcome::Upstream { at, request };
+                    }
                 }
                 // The hooks before `at` are `complete`'s.
                 Outcome::Reply { at }
@@ -829,15 +860,31 @@ impl Chain {
     }
 
     /// Finishes the reply written by plugin `at` and runs the response hooks of the
-    /// plugins before it, last first.
-    pub fn complete(&self, q: &mut Query<'_, '_>, at: usize) {
+    /// plugins before it, last first. `Outcome::Upstream` when one of them asked for an
+    /// exchange instead ([`Handler::follow_up`]): the worker sends it and resumes that
+    /// plugin, whose reply is then completed in turn; otherwise `Outcome::Reply { at }`.
+    pub fn complete(&self, q: &mut Query<'_, '_>, at: usize) -> Outcome {
         q.resp.finish();
         let end = at.min(self.plugins.len());
         for i in (0..end).rev() {
-            if self.hooks[i] {
-                self.plugins[i].on_response(q);
+            if let Some(request) = self.hook(i, q) {
+                return Outcome::Upstream { at: i, request };
             }
         }
+        Outcome::Reply { at }
+    }
+
+    /// Plugin `i`'s response hooks on a finished reply: `on_response`, then
+    /// `follow_up`, each if the plugin has it.
+    #[inline]
+    fn hook(&self, i: usize, q: &mut Query<'_, '_>) -> Option<UpstreamRequest> {
+        if self.hooks[i] {
+            self.plugins[i].on_response(q);
+        }
+        if self.follows[i] {
+            return self.plugins[i].follow_up(q);
+        }
+        None
     }
 }
 

@@ -18,6 +18,7 @@ use crate::setup::{SetupCtx, Spec};
 pub mod autopath;
 pub mod bind;
 pub mod cache;
+pub mod dns64;
 pub mod errors;
 pub mod forward;
 pub mod health;
@@ -76,7 +77,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::chain("log", log::setup),
     Spec::unsupported("dnstap"),
     Spec::unsupported("local"),
-    Spec::unsupported("dns64"),
+    Spec::chain("dns64", dns64::setup),
     Spec::unsupported("any"),
     Spec::unsupported("chaos"),
     Spec::chain("loadbalance", loadbalance::setup),
@@ -323,6 +324,7 @@ mod tests {
                 "autopath",
                 "bind",
                 "cache",
+                "dns64",
                 "errors",
                 "forward",
                 "health",
@@ -358,6 +360,7 @@ mod tests {
                 "  dns.autopath\n",
                 "  dns.bind\n",
                 "  dns.cache\n",
+                "  dns.dns64\n",
                 "  dns.errors\n",
                 "  dns.forward\n",
                 "  dns.health\n",
