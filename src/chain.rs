@@ -1158,6 +1158,107 @@ mod tests {
         });
     }
 
+    /// Asks for one exchange after every reply a later plugin writes, then answers
+    /// NXDOMAIN itself, noting the name of the query it resumes with.
+    struct Follower {
+        asked: std::sync::atomic::AtomicUsize,
+        resumed: std::sync::Mutex<Vec<Vec<u8>>>,
+    }
+    impl Handler for Follower {
+        fn name(&self) -> &'static str {
+            "follower"
+        }
+        fn serve(&self, _: &mut Query<'_, '_>) -> Step {
+            Step::Next
+        }
+        fn follows_up(&self) -> bool {
+            true
+        }
+        fn follow_up(&self, q: &mut Query<'_, '_>) -> Option<UpstreamRequest> {
+            assert!(q.resp.is_finished());
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            Some(UpstreamRequest {
+                to: q.req.local,
+                proto: UpstreamProto::Udp,
+                timeout: Duration::from_secs(1),
+                cookie: 7,
+                coalesce: None,
+                expire: Duration::from_secs(1),
+            })
+        }
+        fn resume(&self, q: &mut Query<'_, '_>, _: UpstreamReply<'_>, cookie: u64) -> Step {
+            assert_eq!(cookie, 7);
+            self.resumed.lock().unwrap().push(q.req.qname.wire().to_vec());
+            q.resp.start(q.req, Rcode::NXDOMAIN);
+            Step::Answered
+        }
+    }
+
+    fn follower() -> Arc<Follower> {
+        Arc::new(Follower {
+            asked: 0.into(),
+            resumed: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_response_hook_may_ask_for_one_exchange_then_answers_itself() {
+        let log = Arc::new(Pass("log", 0.into()));
+        let f = follower();
+        let chain = Chain::new(vec![log.clone(), f.clone(), Arc::new(Answer)]);
+        with_query(|q| {
+            let Outcome::Reply { at } = chain.run(q, 0) else {
+                panic!()
+            };
+            assert_eq!(at, 2);
+            let Outcome::Upstream { at, request } = chain.complete(q, at) else {
+                panic!("the follower asks")
+            };
+            assert_eq!((at, request.cookie), (1, 7));
+            // The hooks before the follower wait for its reply.
+            assert_eq!(log.1.load(Ordering::Relaxed), 0);
+            let Outcome::Reply { at } = chain.resume(q, at, UpstreamReply::Timeout, 7) else {
+                panic!()
+            };
+            assert_eq!(at, 1);
+            // Its own reply is not shown to it again: the hooks before it run, and done.
+            assert!(matches!(chain.complete(q, at), Outcome::Reply { at: 1 }));
+            assert_eq!(q.resp.rcode(), Rcode::NXDOMAIN);
+            assert_eq!(q.answered_by, "follower");
+        });
+        assert_eq!(log.1.load(Ordering::Relaxed), 1);
+        assert_eq!(f.asked.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_follow_up_after_a_rewriter_resumes_with_the_rewritten_query() {
+        let before = Arc::new(Witness(Default::default()));
+        let renamer = Arc::new(Renamer {
+            honest: true,
+            seen: Default::default(),
+        });
+        let f = follower();
+        let chain = Chain::new(vec![before.clone(), renamer.clone(), f.clone(), Arc::new(Answer)]);
+        with_query(|q| {
+            let Outcome::Upstream { at, .. } = chain.run(q, 0) else {
+                panic!("the follower asks from inside the rewritten run")
+            };
+            assert_eq!(at, 2);
+            // The rewriter's hook waits too; the client's query is back in the worker.
+            assert!(renamer.seen.lock().unwrap().is_empty());
+            let Outcome::Reply { at } = chain.resume(q, at, UpstreamReply::Timeout, 7) else {
+                panic!()
+            };
+            assert_eq!(at, 1);
+            assert!(matches!(chain.complete(q, at), Outcome::Reply { .. }));
+            assert_eq!(q.resp.rcode(), Rcode::NXDOMAIN);
+        });
+        assert_eq!(*f.resumed.lock().unwrap(), [b"\x01b\x00".to_vec()]);
+        assert_eq!(*renamer.seen.lock().unwrap(), [b"\x00".to_vec()]);
+        assert_eq!(*before.0.lock().unwrap(), [b"\x00".to_vec()]);
+        assert_eq!(f.asked.load(Ordering::Relaxed), 1);
+    }
+
     #[test]
     fn running_off_the_end_is_servfail_with_an_error() {
         let log = Arc::new(Pass("log", 0.into()));

@@ -7,6 +7,7 @@ mod cli;
 mod conformance;
 mod corefile;
 mod corpus;
+mod dns64;
 mod docs;
 mod hardening;
 mod hardening_answers;
