@@ -290,7 +290,8 @@ fn dns64_synthesis(quick: bool) {
             Handled::Reply(_) => {}
             Handled::Upstream(s) => {
                 // The server's own A lookup, as it arrives on its port.
-                let Handled::Reply(_) = handler::handle(listener, &s.message, Transport::Udp, local, local, ctx, lookup)
+                let Handled::Reply(_) =
+                    handler::handle(listener, &s.message, Transport::Udp, local, local, ctx, lookup)
                 else {
                     panic!("dns64 bench: the A lookup is answered at once")
                 };
@@ -304,7 +305,10 @@ fn dns64_synthesis(quick: bool) {
         std::hint::black_box(resp.bytes());
     };
     println!("\ndns64 (in-process: the A lookup handled as the worker would, no sockets)");
-    println!("{:<36} {:>10} {:>14} {:>7}  reply", "case", "ns/query", "allocs/query", "ratio");
+    println!(
+        "{:<36} {:>10} {:>14} {:>7}  reply",
+        "case", "ns/query", "allocs/query", "ratio"
+    );
     let mut base = 0.0;
     for (name, qname) in [
         ("hosts NODATA (AAAA), no dns64", "v4.plain.test"),

@@ -77,7 +77,11 @@ const SOA: &str = "example.net. 120 IN SOA ns.example.net. hostmaster.example.ne
 /// A query (EDNS 1232, RD) to `to`, over TCP or UDP.
 fn ask(to: SocketAddr, tcp: bool, name: &str, qtype: Rtype) -> Message<Vec<u8>> {
     let q = query_bytes(name, qtype, Some(1232), 0x6464);
-    if tcp { tcp_exchange(to, &q) } else { udp_exchange(to, &q) }
+    if tcp {
+        tcp_exchange(to, &q)
+    } else {
+        udp_exchange(to, &q)
+    }
 }
 
 /// The header bits set, dig's way (`qr rd`).
@@ -164,7 +168,10 @@ fn forwarded_names_with_only_a_records_get_aaaa_over_ipv6() {
         .collect();
     assert_eq!(
         translated,
-        [format!("coredns_dns64_requests_translated_total{{server=\"dns://[::1]:{}\"}} 4", s.port)],
+        [format!(
+            "coredns_dns64_requests_translated_total{{server=\"dns://[::1]:{}\"}} 4",
+            s.port
+        )],
         "{body}"
     );
 }

@@ -203,7 +203,7 @@ fn parse_prefix(tok: &Token) -> Result<([u8; 16], u8), ConfigError> {
                 return Err(cidr());
             }
             let net = Ipv6Addr::from(u128::from(ip) & u128::MAX.checked_shl(128 - len).unwrap_or(0));
-            if len % 8 != 0 || !(32..=96).contains(&len) {
+            if !len.is_multiple_of(8) || !(32..=96).contains(&len) {
                 return Err(err(format!("invalid prefix length \"{net}/{len}\"")));
             }
             Ok((net.octets(), len as u8))

@@ -36,13 +36,28 @@ fn setup_follows_coredns_setup_test() {
         ("dns64 {\n translate_all\n }", "64:ff9b::/96", false, true),
         ("dns64 {\n prefix 64:ff9b::/96\n }", "64:ff9b::/96", false, false),
         ("dns64 {\n prefix 64:ff9b::/32\n }", "64:ff9b::/32", false, false),
-        ("dns64 {\n prefix 2002:ac12:b083::/96\n }", "2002:ac12:b083::/96", false, false),
-        ("dns64 {\n prefix 2002:c0a8:a88a::/48\n }", "2002:c0a8:a88a::/48", false, false),
+        (
+            "dns64 {\n prefix 2002:ac12:b083::/96\n }",
+            "2002:ac12:b083::/96",
+            false,
+            false,
+        ),
+        (
+            "dns64 {\n prefix 2002:c0a8:a88a::/48\n }",
+            "2002:c0a8:a88a::/48",
+            false,
+            false,
+        ),
         ("dns64 {\n allow_ipv4\n }", "64:ff9b::/96", true, false),
         // Host bits are cleared, as Go's ParseCIDR does.
         ("dns64 64:ff9b::1:2:3/64", "64:ff9b::/64", false, false),
         // The README's form with both: the block's prefix is read after the line's.
-        ("dns64 64:dead::/96 {\n prefix 64:beef::/64\n translate_all\n }", "64:beef::/64", false, true),
+        (
+            "dns64 64:dead::/96 {\n prefix 64:beef::/64\n translate_all\n }",
+            "64:beef::/64",
+            false,
+            true,
+        ),
     ] {
         let d = parse(&format!(".:53 {{\n {body}\n}}\n")).unwrap_or_else(|e| panic!("{body}: {e}"));
         assert_eq!(prefix_of(&d), prefix, "{body}");
@@ -76,7 +91,10 @@ fn setup_follows_coredns_setup_test() {
             "dns64 {\n prefix\n }",
             "Corefile:3 - dns64: Wrong argument count or unexpected line ending after 'prefix'",
         ),
-        ("dns64 64:ff9b::/200", "Corefile:2 - dns64: invalid CIDR address: 64:ff9b::/200"),
+        (
+            "dns64 64:ff9b::/200",
+            "Corefile:2 - dns64: invalid CIDR address: 64:ff9b::/200",
+        ),
         ("dns64 64:ff9b::", "Corefile:2 - dns64: invalid CIDR address: 64:ff9b::"),
     ] {
         let err = parse(&format!(".:53 {{\n {body}\n}}\n")).err().map(|e| e.to_string());
@@ -116,7 +134,10 @@ fn addresses_are_embedded_as_rfc_6052_says() {
     }
     // Lengths RFC 6052 does not define but CoreDNS accepts: the address follows the
     // prefix's bytes, byte 8 included (CoreDNS's to6).
-    assert_eq!(embedded("2001:db8:122:344:ff00::/72", "192.0.2.33"), "2001:db8:122:344:ffc0:2:2100:0");
+    assert_eq!(
+        embedded("2001:db8:122:344:ff00::/72", "192.0.2.33"),
+        "2001:db8:122:344:ffc0:2:2100:0"
+    );
     assert_eq!(embedded("2001:db8::/88", "192.0.2.33"), "2001:db8::c0:2:2100");
 }
 
@@ -190,7 +211,8 @@ impl Handler for Canned {
     }
     fn serve(&self, q: &mut Query<'_, '_>) -> Step {
         q.resp.start(q.req, wire::message_rcode(&self.0));
-        q.resp.copy_sections(&self.0, &[Section::Answer, Section::Authority, Section::Additional])
+        q.resp
+            .copy_sections(&self.0, &[Section::Answer, Section::Authority, Section::Additional])
             .unwrap();
         if Header::of(&self.0).unwrap().tc() {
             q.resp.set_flag(flag::TC, true);
@@ -261,11 +283,18 @@ fn ask(d: Dns64, client: &str, qtype: u16, name: &str, first: Vec<u8>, a: Option
             let Outcome::Reply { at } = chain.resume(q, 0, reply, request.cookie) else {
                 panic!("dns64 answers after its lookup")
             };
-            assert!(matches!(chain.complete(q, at), Outcome::Reply { .. }), "one lookup only");
+            assert!(
+                matches!(chain.complete(q, at), Outcome::Reply { .. }),
+                "one lookup only"
+            );
         }
         (lookup, q.resp.bytes().to_vec())
     });
-    let c = process.kept("dns64|dns://:53", |_: &Arc<AtomicU64>| true, || Arc::new(AtomicU64::new(0)));
+    let c = process.kept(
+        "dns64|dns://:53",
+        |_: &Arc<AtomicU64>| true,
+        || Arc::new(AtomicU64::new(0)),
+    );
     Got {
         lookup,
         reply: Message::from_octets(bytes).unwrap(),
@@ -390,14 +419,28 @@ fn existing_aaaa_pass_unless_translate_all() {
             &[],
         )
     };
-    let a = message(NAME_, rtype::A, Rcode::NOERROR, false, &[R::A(NAME_, 60, [192, 0, 2, 42])], &[]);
+    let a = message(
+        NAME_,
+        rtype::A,
+        Rcode::NOERROR,
+        false,
+        &[R::A(NAME_, 60, [192, 0, 2, 42])],
+        &[],
+    );
     let got = ask(dns64("dns64"), V6, rtype::AAAA, NAME_, aaaa(), Some(a.clone()));
     assert!(got.lookup.is_none());
     assert_eq!(
         got.answer(),
         ["example.com. 60 IN AAAA ::1", "example.com. 5000 IN AAAA ::2"]
     );
-    let got = ask(dns64("dns64 {\n translate_all\n }"), V6, rtype::AAAA, NAME_, aaaa(), Some(a));
+    let got = ask(
+        dns64("dns64 {\n translate_all\n }"),
+        V6,
+        rtype::AAAA,
+        NAME_,
+        aaaa(),
+        Some(a),
+    );
     assert!(got.lookup.is_some());
     assert_eq!(got.answer(), ["example.com. 60 IN AAAA 64:ff9b::c000:22a"]);
 }
@@ -406,7 +449,14 @@ fn existing_aaaa_pass_unless_translate_all() {
 #[test]
 fn a_truncated_a_reply_truncates_the_answer() {
     let first = message(NAME_, rtype::AAAA, Rcode::NOERROR, false, &[], &[R::Soa(NAME_, 70)]);
-    let a = message(NAME_, rtype::A, Rcode::NOERROR, true, &[R::A(NAME_, 60, [192, 0, 2, 42])], &[]);
+    let a = message(
+        NAME_,
+        rtype::A,
+        Rcode::NOERROR,
+        true,
+        &[R::A(NAME_, 60, [192, 0, 2, 42])],
+        &[],
+    );
     let got = ask(dns64("dns64"), V6, rtype::AAAA, NAME_, first, Some(a));
     assert_eq!(got.answer(), ["example.com. 60 IN AAAA 64:ff9b::c000:22a"]);
     assert_eq!(got.flags(), "tc rd");
@@ -417,7 +467,16 @@ fn a_truncated_a_reply_truncates_the_answer() {
 #[test]
 fn which_queries_are_translated() {
     let first = || message(NAME_, rtype::AAAA, Rcode::NOERROR, false, &[], &[R::Soa(NAME_, 70)]);
-    let a = || message(NAME_, rtype::A, Rcode::NOERROR, false, &[R::A(NAME_, 60, [192, 0, 2, 42])], &[]);
+    let a = || {
+        message(
+            NAME_,
+            rtype::A,
+            Rcode::NOERROR,
+            false,
+            &[R::A(NAME_, 60, [192, 0, 2, 42])],
+            &[],
+        )
+    };
     for (options, client, qtype, translated) in [
         ("dns64 {\n allow_ipv4\n }", V6, rtype::AAAA, true),
         ("dns64 {\n allow_ipv4\n }", V4, rtype::AAAA, true),
@@ -437,7 +496,14 @@ fn which_queries_are_translated() {
 /// records of the chain's target are translated under their own name.
 #[test]
 fn cname_chains_are_kept() {
-    let first = message("www.example.com.", rtype::AAAA, Rcode::NOERROR, false, &[], &[R::Soa(NAME_, 300)]);
+    let first = message(
+        "www.example.com.",
+        rtype::AAAA,
+        Rcode::NOERROR,
+        false,
+        &[],
+        &[R::Soa(NAME_, 300)],
+    );
     let a = message(
         "www.example.com.",
         rtype::A,
@@ -449,7 +515,14 @@ fn cname_chains_are_kept() {
         ],
         &[],
     );
-    let got = ask(dns64("dns64 64:ff9b:1::/48"), V6, rtype::AAAA, "www.example.com.", first, Some(a));
+    let got = ask(
+        dns64("dns64 64:ff9b:1::/48"),
+        V6,
+        rtype::AAAA,
+        "www.example.com.",
+        first,
+        Some(a),
+    );
     assert_eq!(
         got.answer(),
         [
@@ -496,7 +569,10 @@ fn translated_requests_are_counted_per_server() {
     let mut out = Families::default();
     one.metrics(&mut out);
     assert!(!out.render().contains("dns64"));
-    one.counters.get().unwrap().by_slot[0].as_ref().unwrap().fetch_add(2, Ordering::Relaxed);
+    one.counters.get().unwrap().by_slot[0]
+        .as_ref()
+        .unwrap()
+        .fetch_add(2, Ordering::Relaxed);
     let mut out = Families::default();
     one.metrics(&mut out);
     two.metrics(&mut out);
