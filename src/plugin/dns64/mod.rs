@@ -45,8 +45,10 @@ const WELL_KNOWN: ([u8; 16], u8) = ([0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0
 /// The TTL cap when the AAAA reply has no SOA (RFC 6147 5.1.7; CoreDNS's 600).
 const NO_SOA_TTL: u32 = 600;
 
-/// How long the A lookup through the server may take (as the other self-lookups).
-const TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the A lookup through the server may take: `forward`'s whole deadline, as
+/// the lookup of a name outside the cluster is forwarded like any other query (the
+/// other self-lookups, for names the server mostly answers itself, wait 2 s).
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// EDNS options of the client copied onto the A lookup (CoreDNS asks with the client's
 /// message, options included); more are left out.
