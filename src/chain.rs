@@ -10,7 +10,8 @@
 //!         │ Fail(rcode): the server writes a bare reply               │ the query, and calls
 //!         ▼                                                           │ plugin[i].resume with the
 //!   plugin[i-1].on_response … plugin[0].on_response ◀── Answered ◀────┘ reply (or the timeout)
-//!         │  (cache insert, loadbalance, log, metrics)
+//!         │  (cache insert, loadbalance, log, metrics; a plugin's follow_up may ask for
+//!         │   one exchange there instead, and is resumed like plugin i: dns64)
 //!         ▼
 //!   worker sends the reply
 //! ```
