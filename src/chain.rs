@@ -10,7 +10,8 @@
 //!         │ Fail(rcode): the server writes a bare reply               │ the query, and calls
 //!         ▼                                                           │ plugin[i].resume with the
 //!   plugin[i-1].on_response … plugin[0].on_response ◀── Answered ◀────┘ reply (or the timeout)
-//!         │  (cache insert, loadbalance, log, metrics)
+//!         │  (cache insert, loadbalance, log, metrics; a plugin's follow_up may ask for
+//!         │   one exchange there instead, and is resumed like plugin i: dns64)
 //!         ▼
 //!   worker sends the reply
 //! ```
@@ -437,6 +438,26 @@ pub trait Handler: Send + Sync {
         let _ = q;
     }
 
+    /// Whether [`Handler::follow_up`] must be called; checked once when the chain is
+    /// built.
+    fn follows_up(&self) -> bool {
+        false
+    }
+
+    /// A response hook that may ask for one upstream exchange before the reply goes
+    /// on: called on the finished reply of a later plugin (after this plugin's
+    /// [`Handler::on_response`], if it wants that too). Returning a request, its
+    /// message written into [`WorkerCtx::upstream_msg`], drops that reply and suspends
+    /// the query; this plugin's [`Handler::resume`] then writes the reply anew, and only
+    /// the hooks of the plugins before it see that one. A plugin is asked once per
+    /// reply and never about its own, so a query waits on at most one such exchange per
+    /// plugin. `dns64` is the one user: CoreDNS's plugin lets the next plugin answer an
+    /// AAAA query, then asks the server for the A records when there is no AAAA.
+    fn follow_up(&self, q: &mut Query<'_, '_>) -> Option<UpstreamRequest> {
+        let _ = q;
+        None
+    }
+
     /// Receives the reply of a background refresh this plugin asked for (see
     /// [`Query::refresh`]); no client sees it.
     fn on_refresh(&self, q: &mut Query<'_, '_>) {
@@ -594,6 +615,9 @@ pub struct Chain {
     plugins: Vec<Arc<dyn Handler>>,
     /// Whether each plugin wants `on_response`, cached from `wants_response`.
     hooks: Vec<bool>,
+    /// Whether each plugin may ask for an exchange after a reply, cached from
+    /// `follows_up`.
+    follows: Vec<bool>,
     /// The `metadata` plugin's zones, if the block has it.
     meta_zones: Option<Vec<Zone>>,
     /// The metadata providers, in execution order (empty without `metadata`).
@@ -617,6 +641,7 @@ impl Chain {
     /// A chain of `plugins`, already in execution order.
     pub fn new(plugins: Vec<Arc<dyn Handler>>) -> Chain {
         let hooks = plugins.iter().map(|p| p.wants_response()).collect();
+        let follows = plugins.iter().map(|p| p.follows_up()).collect();
         let rewriters = plugins.iter().map(|p| p.rewrites()).collect();
         let meta_zones = plugins.iter().find_map(|p| p.metadata_zones()).map(<[Zone]>::to_vec);
         let providers = match meta_zones {
@@ -627,6 +652,7 @@ impl Chain {
         Chain {
             plugins,
             hooks,
+            follows,
             rewriters,
             meta_zones,
             providers,
@@ -775,12 +801,13 @@ impl Chain {
             coalesce: q.coalesce,
             meta: q.meta,
         };
-        let outcome = rest(&mut inner);
+        let mut outcome = rest(&mut inner);
         if let Outcome::Reply { at: by } = outcome {
             inner.resp.finish();
             for i in (at + 1..by.min(self.plugins.len())).rev() {
-                if self.hooks[i] {
-                    self.plugins[i].on_response(&mut inner);
+                if let Some(request) = self.hook(i, &mut inner) {
+                    outcome = Outcome::Upstream { at: i, request };
+                    break;
                 }
             }
         }
@@ -794,6 +821,11 @@ impl Chain {
                     q.worker.renamed = mark;
                     self.plugins[at].on_response(q);
                     q.worker.renamed = None;
+                }
+                if self.follows[at] {
+                    if let Some(request) = self.plugins[at].follow_up(q) {
+                        return Outcome::Upstream { at, request };
+                    }
                 }
                 // The hooks before `at` are `complete`'s.
                 Outcome::Reply { at }
@@ -853,15 +885,31 @@ impl Chain {
     }
 
     /// Finishes the reply written by plugin `at` and runs the response hooks of the
-    /// plugins before it, last first.
-    pub fn complete(&self, q: &mut Query<'_, '_>, at: usize) {
+    /// plugins before it, last first. `Outcome::Upstream` when one of them asked for an
+    /// exchange instead ([`Handler::follow_up`]): the worker sends it and resumes that
+    /// plugin, whose reply is then completed in turn; otherwise `Outcome::Reply { at }`.
+    pub fn complete(&self, q: &mut Query<'_, '_>, at: usize) -> Outcome {
         q.resp.finish();
         let end = at.min(self.plugins.len());
         for i in (0..end).rev() {
-            if self.hooks[i] {
-                self.plugins[i].on_response(q);
+            if let Some(request) = self.hook(i, q) {
+                return Outcome::Upstream { at: i, request };
             }
         }
+        Outcome::Reply { at }
+    }
+
+    /// Plugin `i`'s response hooks on a finished reply: `on_response`, then
+    /// `follow_up`, each if the plugin has it.
+    #[inline]
+    fn hook(&self, i: usize, q: &mut Query<'_, '_>) -> Option<UpstreamRequest> {
+        if self.hooks[i] {
+            self.plugins[i].on_response(q);
+        }
+        if self.follows[i] {
+            return self.plugins[i].follow_up(q);
+        }
+        None
     }
 }
 
@@ -1134,6 +1182,107 @@ mod tests {
             chain.complete(q, at);
             assert_eq!(q.resp.rcode(), Rcode::SERVFAIL);
         });
+    }
+
+    /// Asks for one exchange after every reply a later plugin writes, then answers
+    /// NXDOMAIN itself, noting the name of the query it resumes with.
+    struct Follower {
+        asked: std::sync::atomic::AtomicUsize,
+        resumed: std::sync::Mutex<Vec<Vec<u8>>>,
+    }
+    impl Handler for Follower {
+        fn name(&self) -> &'static str {
+            "follower"
+        }
+        fn serve(&self, _: &mut Query<'_, '_>) -> Step {
+            Step::Next
+        }
+        fn follows_up(&self) -> bool {
+            true
+        }
+        fn follow_up(&self, q: &mut Query<'_, '_>) -> Option<UpstreamRequest> {
+            assert!(q.resp.is_finished());
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            Some(UpstreamRequest {
+                to: q.req.local,
+                proto: UpstreamProto::Udp,
+                timeout: Duration::from_secs(1),
+                cookie: 7,
+                coalesce: None,
+                expire: Duration::from_secs(1),
+            })
+        }
+        fn resume(&self, q: &mut Query<'_, '_>, _: UpstreamReply<'_>, cookie: u64) -> Step {
+            assert_eq!(cookie, 7);
+            self.resumed.lock().unwrap().push(q.req.qname.wire().to_vec());
+            q.resp.start(q.req, Rcode::NXDOMAIN);
+            Step::Answered
+        }
+    }
+
+    fn follower() -> Arc<Follower> {
+        Arc::new(Follower {
+            asked: 0.into(),
+            resumed: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_response_hook_may_ask_for_one_exchange_then_answers_itself() {
+        let log = Arc::new(Pass("log", 0.into()));
+        let f = follower();
+        let chain = Chain::new(vec![log.clone(), f.clone(), Arc::new(Answer)]);
+        with_query(|q| {
+            let Outcome::Reply { at } = chain.run(q, 0) else {
+                panic!()
+            };
+            assert_eq!(at, 2);
+            let Outcome::Upstream { at, request } = chain.complete(q, at) else {
+                panic!("the follower asks")
+            };
+            assert_eq!((at, request.cookie), (1, 7));
+            // The hooks before the follower wait for its reply.
+            assert_eq!(log.1.load(Ordering::Relaxed), 0);
+            let Outcome::Reply { at } = chain.resume(q, at, UpstreamReply::Timeout, 7) else {
+                panic!()
+            };
+            assert_eq!(at, 1);
+            // Its own reply is not shown to it again: the hooks before it run, and done.
+            assert!(matches!(chain.complete(q, at), Outcome::Reply { at: 1 }));
+            assert_eq!(q.resp.rcode(), Rcode::NXDOMAIN);
+            assert_eq!(q.answered_by, "follower");
+        });
+        assert_eq!(log.1.load(Ordering::Relaxed), 1);
+        assert_eq!(f.asked.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_follow_up_after_a_rewriter_resumes_with_the_rewritten_query() {
+        let before = Arc::new(Witness(Default::default()));
+        let renamer = Arc::new(Renamer {
+            honest: true,
+            seen: Default::default(),
+        });
+        let f = follower();
+        let chain = Chain::new(vec![before.clone(), renamer.clone(), f.clone(), Arc::new(Answer)]);
+        with_query(|q| {
+            let Outcome::Upstream { at, .. } = chain.run(q, 0) else {
+                panic!("the follower asks from inside the rewritten run")
+            };
+            assert_eq!(at, 2);
+            // The rewriter's hook waits too; the client's query is back in the worker.
+            assert!(renamer.seen.lock().unwrap().is_empty());
+            let Outcome::Reply { at } = chain.resume(q, at, UpstreamReply::Timeout, 7) else {
+                panic!()
+            };
+            assert_eq!(at, 1);
+            assert!(matches!(chain.complete(q, at), Outcome::Reply { .. }));
+            assert_eq!(q.resp.rcode(), Rcode::NXDOMAIN);
+        });
+        assert_eq!(*f.resumed.lock().unwrap(), [b"\x01b\x00".to_vec()]);
+        assert_eq!(*renamer.seen.lock().unwrap(), [b"\x00".to_vec()]);
+        assert_eq!(*before.0.lock().unwrap(), [b"\x00".to_vec()]);
+        assert_eq!(f.asked.load(Ordering::Relaxed), 1);
     }
 
     #[test]

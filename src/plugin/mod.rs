@@ -23,6 +23,7 @@ pub mod bufsize;
 pub mod cache;
 pub mod chaos;
 pub mod debug;
+pub mod dns64;
 pub mod errors;
 pub mod forward;
 pub mod header;
@@ -86,7 +87,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::chain("log", log::setup),
     Spec::unsupported("dnstap"),
     Spec::chain("local", local::setup),
-    Spec::unsupported("dns64"),
+    Spec::chain("dns64", dns64::setup),
     Spec::chain("any", any::setup),
     Spec::chain("chaos", chaos::setup),
     Spec::chain("loadbalance", loadbalance::setup),
@@ -359,6 +360,7 @@ mod tests {
                 "cache",
                 "chaos",
                 "debug",
+                "dns64",
                 "errors",
                 "forward",
                 "header",
@@ -404,6 +406,7 @@ mod tests {
                 "  dns.cache\n",
                 "  dns.chaos\n",
                 "  dns.debug\n",
+                "  dns.dns64\n",
                 "  dns.errors\n",
                 "  dns.forward\n",
                 "  dns.header\n",

@@ -250,17 +250,19 @@ pub fn resume(
     }
 }
 
-/// Completes a reply (response hooks included) or returns where the chain suspended.
+/// Completes a reply (response hooks included) or returns where the chain, or a
+/// response hook, suspended.
 fn finish(block: &Block, q: &mut Query<'_, '_>, outcome: Outcome) -> Option<(usize, UpstreamRequest)> {
     match outcome {
         Outcome::Reply { at } => {
             // A panic in a response hook leaves a SERVFAIL reply, already finished.
-            contained(q, 0, |q| {
-                block.chain.complete(q, at);
-                Outcome::Reply { at }
-            });
+            let next = contained(q, 0, |q| block.chain.complete(q, at));
             q.resp.finish();
-            None
+            match next {
+                Outcome::Reply { .. } => None,
+                // A response hook asked for an exchange (dns64's A lookup).
+                Outcome::Upstream { at, request } => Some((at, request)),
+            }
         }
         Outcome::Upstream { at, request } => Some((at, request)),
     }

@@ -575,7 +575,12 @@ impl<'a> Launch<'a> {
             .args(&self.args)
             .dir(&scratch.0)
             .stdin(Stdio::null())
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            // The test runner's RUST_BACKTRACE (often 1 in a developer's shell) would have
+            // the server symbolise a backtrace for every panic a test provokes: seconds in
+            // a debug build on a loaded machine, past a query's timeout. A test that wants
+            // one sets it (`env`).
+            .env("RUST_BACKTRACE", "0");
         for (k, v) in &self.env {
             spawn = spawn.env(k, v);
         }

@@ -27,6 +27,12 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
         "in_cluster_names_complete_to_the_service_and_count_success",
     ),
     (
+        "dns64-ipv6-only.Corefile",
+        "an IPv6-only cluster behind NAT64: kubeadm-style default with dns64",
+        "dns64",
+        "an_ipv6_only_cluster_gets_aaaa_for_an_ipv4_only_service",
+    ),
+    (
         "gardener-search-path-rewrite.Corefile",
         "Gardener's default with search-path rewrites",
         "rewrite",

@@ -12,6 +12,7 @@ mod conformance;
 mod corefile;
 mod corpus;
 mod debug;
+mod dns64;
 mod docs;
 mod errors;
 mod hardening;
