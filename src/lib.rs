@@ -46,6 +46,7 @@ pub mod runtime;
 pub mod server;
 pub mod settings;
 pub mod setup;
+pub mod tls;
 
 /// The release version, as `-version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -37,6 +37,7 @@ pub mod template;
 #[cfg(debug_assertions)]
 pub mod testing;
 pub mod timeouts;
+pub mod tls;
 pub mod whoami;
 
 /// Every directive clusterdns knows, in execution order: the first runs first.
@@ -88,7 +89,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::chain("cache", cache::setup),
     Spec::unsupported("header"),
     Spec::unsupported("dnssec"),
-    Spec::unsupported("tls"),
+    Spec::server("tls", tls::configure),
     Spec::unsupported("minimal"),
     Spec::chain("template", template::setup),
     Spec::unsupported("transfer"),
