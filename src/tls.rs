@@ -43,6 +43,9 @@ const SYSTEM_BUNDLES: [&str; 6] = [
     "/etc/ssl/cert.pem",
 ];
 
+/// The DNS-over-TLS port (RFC 7858 section 3.1): `tls://` upstreams without a port.
+pub const DOT_PORT: u16 = 853;
+
 /// The crypto provider every configuration uses: *ring*. rustls 0.23.48 deprecates it
 /// because it has no post-quantum key exchange (X25519MLKEM768, which Go, and so
 /// CoreDNS, offers by default); aws-lc-rs has it, at the price of a C build of aws-lc in

@@ -68,7 +68,7 @@ mod tests {
     use crate::config::parse_str;
 
     fn parsed(body: &str) -> Result<ServerSettings, String> {
-        let c = parse_str(&format!("tls://.:853 {{\n{body}\n}}\n"), "Corefile").unwrap();
+        let c = parse_str(&format!("tls://.:853 {{\n{body}\n}}\n"), "Corefile", std::path::Path::new(".")).unwrap();
         let dirs: Vec<&Directive> = c.blocks[0].directives.iter().filter(|d| d.name.text == "tls").collect();
         parse(&dirs).map_err(|e| e.to_string())
     }
