@@ -1,0 +1,260 @@
+//! DNS over TLS through the real binary, both ends: `tls://` server blocks asked by a
+//! rustls client (pipelined queries, client certificates, a stalled handshake beside UDP
+//! answers), `kdig +tls`, and `forward . tls://` to a TLS upstream made in the test. The
+//! certificates come from a CA the test makes (testkit::tls::Pki).
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use domain::base::Message;
+use domain::base::iana::{Rcode, Rtype};
+
+use testkit::prelude::*;
+use testkit::tls::{DotClient, Pair, Pki, TlsFront, server_config};
+
+/// Records the hosts plugin answers in the DoT block.
+const HOSTS: &str = "        192.0.2.53 a.example.org\n        192.0.2.54 b.example.org\n";
+
+/// A server with a plain block on `{port}` (for readiness and UDP answers) and a
+/// `tls://` block on `dot` with these `tls` lines.
+fn dot_server(dot: u16, tls: &str) -> Server {
+    Server::start(&format!(
+        ".:{{port}} {{\n    bind 127.0.0.1\n    hosts {{\n{HOSTS}    }}\n}}\n\
+         tls://.:{dot} {{\n    bind 127.0.0.1\n    {tls}\n    hosts {{\n{HOSTS}    }}\n}}\n"
+    ))
+}
+
+fn dot_addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn parse(reply: Vec<u8>) -> Message<Vec<u8>> {
+    Message::from_octets(reply).expect("reply parses")
+}
+
+/// Whether a DoT query for a.example.org gets its answer with this client configuration.
+fn answered(port: u16, config: std::sync::Arc<rustls::ClientConfig>) -> bool {
+    let Ok(mut c) = DotClient::connect(dot_addr(port), "dns.example.test", config) else {
+        return false;
+    };
+    // TLS 1.3: the client's handshake ends before the server has checked the client's
+    // certificate, so a refusal shows on the first read.
+    c.ask(&query_bytes("a.example.org", Rtype::A, Some(1232), 7))
+        .is_ok_and(|r| section(&parse(r), "answer") == ["a.example.org. 3600 IN A 192.0.2.53"])
+}
+
+#[test]
+fn dot_answers_pipelined_queries_on_one_connection() {
+    let dir = Scratch::new("dot");
+    let pki = Pki::new(&dir.0, "dot");
+    let leaf = pki.leaf("server", &["dns.example.test"]);
+    let dot = free_port();
+    let s = dot_server(dot, &format!("tls {} {}", leaf.cert.display(), leaf.key.display()));
+    let mut c = DotClient::connect(dot_addr(dot), "dns.example.test", pki.client_config(None)).unwrap();
+    // Eight queries written before any reply is read (RFC 7766 section 6.2.1.1): each
+    // answered, matched by its ID, over the one connection.
+    for id in 0..8u16 {
+        let name = if id % 2 == 0 { "a.example.org" } else { "b.example.org" };
+        c.send(&query_bytes(name, Rtype::A, Some(1232), 100 + id)).unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        let r = parse(c.recv().unwrap());
+        let id = r.header().id();
+        let want = if id % 2 == 0 {
+            "a.example.org. 3600 IN A 192.0.2.53"
+        } else {
+            "b.example.org. 3600 IN A 192.0.2.54"
+        };
+        assert_eq!(rcode(&r), Rcode::NOERROR);
+        assert_eq!(section(&r, "answer"), [want]);
+        seen.push(id);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (100..108).collect::<Vec<u16>>());
+    // The DoT port has no UDP (RFC 7858 is TCP only; CoreDNS opens none either)...
+    assert!(
+        testkit::wire::raw_udp(
+            dot_addr(dot),
+            &query_bytes("a.example.org", Rtype::A, None, 9),
+            Duration::from_millis(300)
+        )
+        .is_none()
+    );
+    // ... and plain DNS over TCP on it is no DoT: the server waits for a ClientHello.
+    let mut plain = TcpStream::connect(dot_addr(dot)).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write_frame(&mut plain, &query_bytes("a.example.org", Rtype::A, None, 9));
+    assert!(read_frame(&mut plain).is_none(), "a plain query on the DoT port got a DNS reply");
+    // The start-up banner names the scheme, as CoreDNS's does.
+    assert!(s.wait_output(Duration::from_secs(2), |o| o.contains(&format!("tls://.:{dot}"))));
+}
+
+#[test]
+fn client_auth_require_refuses_a_client_without_a_certificate() {
+    let dir = Scratch::new("dot-auth");
+    let pki = Pki::new(&dir.0, "dot");
+    let leaf = pki.leaf("server", &["dns.example.test"]);
+    let client = pki.leaf("client", &["client.example.test"]);
+    // A certificate from a CA the server does not know.
+    let other = Pki::new(&dir.0, "other");
+    let stranger: Pair = other.leaf("stranger", &["client.example.test"]);
+    let [p1, p2] = testkit::process::free_ports::<2>();
+    let tls = |auth: &str| {
+        format!(
+            "tls {} {} {} {{\n        client_auth {auth}\n    }}",
+            leaf.cert.display(),
+            leaf.key.display(),
+            pki.ca.display()
+        )
+    };
+    // `require` (Go's RequireAnyClientCert, CoreDNS plugin/tls README): a certificate
+    // must come, any certificate.
+    let _s1 = dot_server(p1, &tls("require"));
+    assert!(!answered(p1, pki.client_config(None)), "require let a client without a certificate in");
+    assert!(answered(p1, pki.client_config(Some(&client))));
+    assert!(answered(p1, client_with(&pki, &stranger)), "require checks no CA");
+    // `require_and_verify`: the certificate must chain to the CA.
+    let _s2 = dot_server(p2, &tls("require_and_verify"));
+    assert!(!answered(p2, client_with(&pki, &stranger)), "a certificate from another CA was accepted");
+    assert!(!answered(p2, pki.client_config(None)));
+    assert!(answered(p2, pki.client_config(Some(&client))));
+}
+
+/// A client trusting `pki`'s CA (the server's) that presents `cert`.
+fn client_with(pki: &Pki, cert: &Pair) -> std::sync::Arc<rustls::ClientConfig> {
+    testkit::tls::client_config(&pki.ca, Some(cert))
+}
+
+#[test]
+fn a_stalled_handshake_neither_holds_udp_answers_nor_stays_open() {
+    let dir = Scratch::new("dot-stall");
+    let pki = Pki::new(&dir.0, "dot");
+    let leaf = pki.leaf("server", &["dns.example.test"]);
+    let dot = free_port();
+    let s = Server::start(&format!(
+        ".:{{port}} {{\n    bind 127.0.0.1\n    hosts {{\n{HOSTS}    }}\n}}\n\
+         tls://.:{dot} {{\n    bind 127.0.0.1\n    timeouts {{\n        read 1s\n    }}\n    \
+         tls {} {}\n    hosts {{\n{HOSTS}    }}\n}}\n",
+        leaf.cert.display(),
+        leaf.key.display()
+    ));
+    // Connections that start a handshake and stop: half a ClientHello record header,
+    // then nothing, on every worker.
+    let mut stalled: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut t = TcpStream::connect(dot_addr(dot)).unwrap();
+            t.write_all(&[0x16, 0x03, 0x01]).unwrap();
+            t
+        })
+        .collect();
+    // UDP answers meanwhile, as fast as ever.
+    for i in 0..50 {
+        let t = Instant::now();
+        let r = s.query(if i % 2 == 0 { "a.example.org" } else { "b.example.org" }, Rtype::A);
+        assert_eq!(rcode(&r), Rcode::NOERROR);
+        assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    }
+    // A DoT client gets its answer beside them.
+    assert!(answered(dot, pki.client_config(None)));
+    // The stalled handshakes are closed after the read timeout (1 s; the sweep runs
+    // every 100 ms).
+    let t = Instant::now();
+    for c in &mut stalled {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 64];
+        let n = std::io::Read::read(c, &mut b).unwrap_or(0);
+        assert_eq!(n, 0, "a stalled handshake got bytes");
+    }
+    assert!(t.elapsed() < Duration::from_secs(3), "closed after {:?}", t.elapsed());
+}
+
+#[test]
+#[ignore = "needs kdig"]
+fn kdig_asks_over_tls() {
+    testkit::tools::require_kdig();
+    let dir = Scratch::new("dot-kdig");
+    let pki = Pki::new(&dir.0, "dot");
+    let leaf = pki.leaf("server", &["dns.example.test"]);
+    let dot = free_port();
+    let _s = dot_server(dot, &format!("tls {} {}", leaf.cert.display(), leaf.key.display()));
+    let out = testkit::tools::kdig(&[
+        "@127.0.0.1",
+        "-p",
+        &dot.to_string(),
+        "+tls",
+        &format!("+tls-ca={}", pki.ca.display()),
+        "+tls-hostname=dns.example.test",
+        "+noall",
+        "+answer",
+        "a.example.org",
+        "A",
+    ]);
+    let answers: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty() && !l.starts_with(';')).collect();
+    assert_eq!(answers.len(), 1, "{out}");
+    let fields: Vec<&str> = answers[0].split_whitespace().collect();
+    assert_eq!(fields, ["a.example.org.", "3600", "IN", "A", "192.0.2.53"], "{out}");
+}
+
+/// A FakeUpstream behind a TLS front whose certificate names `names`.
+fn tls_upstream(pki: &Pki, names: &[&str]) -> (FakeUpstream, TlsFront) {
+    let up = FakeUpstream::start();
+    let leaf = pki.leaf("upstream", names);
+    let front = TlsFront::start(server_config(&leaf), up.addr());
+    (up, front)
+}
+
+#[test]
+fn forward_over_tls_reuses_its_connection() {
+    let dir = Scratch::new("fwd-tls");
+    let pki = Pki::new(&dir.0, "up");
+    let (up, front) = tls_upstream(&pki, &["dns.upstream.test"]);
+    let s = Server::start(&format!(
+        ".:{{port}} {{\n    bind 127.0.0.1\n    forward . tls://{} {{\n        tls {}\n        \
+         tls_servername dns.upstream.test\n    }}\n}}\n",
+        front.addr(),
+        pki.ca.display()
+    ));
+    for i in 0..20 {
+        let name = format!("n{i}.example.com");
+        let r = s.query(&name, Rtype::A);
+        assert_eq!(rcode(&r), Rcode::NOERROR);
+        assert_eq!(section(&r, "answer"), [format!("{name}. 60 IN A 192.0.2.1")]);
+        let r = s.query_tcp(&name, Rtype::AAAA);
+        assert_eq!(rcode(&r), Rcode::NOERROR);
+    }
+    // Every query went over TLS (the front relays to the fake over TCP) ...
+    assert!(up.count("n19.example.com", Rtype::A, Proto::Tcp) >= 1);
+    // ... on connections that were reused: one per worker at most, plus the one
+    // readiness probe, not one per query.
+    assert!(front.accepted() <= 4, "{} TLS connections for 40 queries", front.accepted());
+}
+
+#[test]
+fn forward_over_tls_with_the_wrong_server_name_fails() {
+    let dir = Scratch::new("fwd-tls-name");
+    let pki = Pki::new(&dir.0, "up");
+    let (up, front) = tls_upstream(&pki, &["dns.upstream.test"]);
+    let s = Launch::new(&format!(
+        ".:{{port}} {{\n    bind 127.0.0.1\n    hosts {{\n        192.0.2.9 ready.test\n        fallthrough\n    }}\n    \
+         forward . tls://{} {{\n        tls {}\n        tls_servername other.upstream.test\n    }}\n}}\n",
+        front.addr(),
+        pki.ca.display()
+    ))
+    .start();
+    // CoreDNS: the handshake fails, every try fails, SERVFAIL.
+    let r = s.query("x.example.com", Rtype::A);
+    assert_eq!(rcode(&r), Rcode::SERVFAIL);
+    assert_eq!(up.count_name("x.example.com"), 0);
+    // The certificate's own name (`tls://IP%NAME`) works.
+    drop(s);
+    let s = Server::start(&format!(
+        ".:{{port}} {{\n    bind 127.0.0.1\n    forward . tls://{}%dns.upstream.test:{} {{\n        tls {}\n    }}\n}}\n",
+        front.addr().ip(),
+        front.addr().port(),
+        pki.ca.display()
+    ));
+    let r = s.query("y.example.com", Rtype::A);
+    assert_eq!(section(&r, "answer"), ["y.example.com. 60 IN A 192.0.2.1"]);
+}
