@@ -63,6 +63,12 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
         "log_prints_the_client_pod_and_the_name_s_parts",
     ),
     (
+        "openshift-tls-upstream.Corefile",
+        "OpenShift's DNS operator with upstream resolvers and a zone's server over TLS",
+        "tls",
+        "the_openshift_tls_shape_forwards_over_tls_and_serves_the_cluster",
+    ),
+    (
         "rewrite-cluster-domain-alias.Corefile",
         "team: a cluster-domain alias by rewrite",
         "rewrite",

@@ -258,3 +258,69 @@ fn forward_over_tls_with_the_wrong_server_name_fails() {
     let r = s.query("y.example.com", Rtype::A);
     assert_eq!(section(&r, "answer"), ["y.example.com. 60 IN A 192.0.2.1"]);
 }
+
+/// The corpus's OpenShift shape with TLS upstreams: its forwards reach two TLS fronts
+/// (one per server of the file) whose certificates a test CA signed, trusted as the
+/// system's (SSL_CERT_FILE: the file gives no CA, as the operator writes it without a
+/// caBundle), checked against the file's tls_servername.
+#[test]
+fn the_openshift_tls_shape_forwards_over_tls_and_serves_the_cluster() {
+    let dir = Scratch::new("openshift-tls");
+    let pki = Pki::new(&dir.0, "corp");
+    let up = FakeUpstream::start();
+    let resolvers = TlsFront::start(
+        server_config(&pki.leaf("resolver", &["resolver.example.test"])),
+        up.addr(),
+    );
+    let corp = TlsFront::start(
+        server_config(&pki.leaf("corp", &["dns.corp.example.test"])),
+        up.addr(),
+    );
+    let mut objects = vec![namespace("default")];
+    objects.push(service("default", "web", "10.96.0.10", &[("http", 80, "TCP")]));
+    let api = FakeApi::with_objects(objects);
+    let (r, c) = (format!("tls://{}", resolvers.addr()), format!("tls://{}", corp.addr()));
+    let s = testkit::corpus::Corpus::load("openshift-tls-upstream.Corefile")
+        .api(&api)
+        .forward_to("tls://192.0.2.53:853", &r)
+        .forward_to("tls://192.0.2.54:853", &r)
+        .forward_to("tls://198.51.100.20", &c)
+        .forward_to("tls://198.51.100.21", &c)
+        // Without the file's caches: a record's TTL would count down between the passes.
+        .edit("    cache 900 {\n        denial 9984 30\n    }\n", "")
+        .env("SSL_CERT_FILE", pki.ca.to_str().unwrap())
+        .start();
+    s.wait_for("web.default.svc.cluster.local", Rtype::A);
+    for tcp in [false, true] {
+        let q = |name: &str, t: Rtype| if tcp { s.query_tcp(name, t) } else { s.query(name, t) };
+        let m = q("web.default.svc.cluster.local", Rtype::A);
+        assert_eq!(section(&m, "answer"), ["web.default.svc.cluster.local. 5 IN A 10.96.0.10"]);
+        // Outside the cluster: over TLS to the resolvers (policy sequential: the first).
+        let name = format!("www{tcp}.example.com");
+        let m = q(&name, Rtype::A);
+        assert_eq!(rcode(&m), Rcode::NOERROR);
+        assert_eq!(section(&m, "answer"), [format!("{name}. 60 IN A 192.0.2.1")]);
+        // The corporate zone: over TLS to its own resolvers.
+        let name = format!("intranet{tcp}.corp.example.test");
+        let m = q(&name, Rtype::A);
+        assert_eq!(section(&m, "answer"), [format!("{name}. 60 IN A 192.0.2.1")]);
+        // A Service's address, reversed: the cluster answers.
+        let m = q("10.0.96.10.in-addr.arpa", Rtype::PTR);
+        assert_eq!(
+            section(&m, "answer"),
+            ["10.0.96.10.in-addr.arpa. 5 IN PTR web.default.svc.cluster.local."]
+        );
+        // One the cluster does not know falls through to the resolvers (the file's
+        // `fallthrough in-addr.arpa ip6.arpa`), over TLS.
+        let name = format!("{}.9.9.10.in-addr.arpa", u8::from(tcp));
+        let m = q(&name, Rtype::PTR);
+        assert_eq!(rcode(&m), Rcode::NOERROR);
+        assert_eq!(up.count(&name, Rtype::PTR, Proto::Tcp), 1);
+    }
+    // Both servers' upstreams were reached over TLS only: the fronts accepted their
+    // connections and relayed every question (over TCP) to the fake.
+    assert!(resolvers.accepted() >= 1 && corp.accepted() >= 1);
+    assert_eq!(up.count("wwwfalse.example.com", Rtype::A, Proto::Udp), 0);
+    assert_eq!(up.count("wwwfalse.example.com", Rtype::A, Proto::Tcp), 1);
+    assert_eq!(up.count("intranettrue.corp.example.test", Rtype::A, Proto::Tcp), 1);
+}
