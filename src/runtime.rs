@@ -21,8 +21,8 @@ use mio::Waker;
 
 use crate::config::{self, ConfigError, Corefile};
 use crate::process::ProcessState;
-use crate::server::worker::{self, Command, TcpLimits, Worker, WorkerSockets, WorkerStats};
 use crate::server::socket::SocketPair;
+use crate::server::worker::{self, Command, TcpLimits, Worker, WorkerSockets, WorkerStats};
 use crate::server::{BuildOptions, Server};
 
 /// Where the configuration came from.

@@ -285,7 +285,9 @@ fn system_roots() -> Result<RootCertStore, String> {
         .find(|p| p.is_file());
     match found {
         Some(p) => roots_from(&p),
-        None => Err("no CA file given and no system certificate bundle found (set SSL_CERT_FILE or give the CA)".into()),
+        None => {
+            Err("no CA file given and no system certificate bundle found (set SSL_CERT_FILE or give the CA)".into())
+        }
     }
 }
 

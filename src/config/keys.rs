@@ -355,7 +355,10 @@ mod tests {
         let k = ServerKey::parse(&tok("tls://."), 1053).unwrap();
         assert_eq!((k.scheme, k.port), (Scheme::Tls, 853));
         let k = ServerKey::parse(&tok("tls://example.org:8853"), 53).unwrap();
-        assert_eq!((k.scheme, k.port, k.zones[0].as_str()), (Scheme::Tls, 8853, "example.org."));
+        assert_eq!(
+            (k.scheme, k.port, k.zones[0].as_str()),
+            (Scheme::Tls, 8853, "example.org.")
+        );
         assert_eq!(ServerKey::parse(&tok("dns://."), 1053).unwrap().scheme, Scheme::Dns);
         assert_eq!(ServerKey::parse(&tok("."), 53).unwrap().scheme, Scheme::Dns);
     }

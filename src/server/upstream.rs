@@ -314,7 +314,9 @@ fn tcp_conn(
         (Some(s), _) => s,
         (None, None) => Stream::Plain(TcpStream::connect(to)?),
         (None, Some(t)) => {
-            let session = t.session().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let session = t
+                .session()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             Stream::tls(TcpStream::connect(to)?, session)
         }
     };

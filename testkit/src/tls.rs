@@ -43,7 +43,9 @@ impl Pki {
     pub fn new(dir: &Path, name: &str) -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let key = KeyPair::generate().expect("ca key");
         let cert = params.self_signed(&key).expect("ca cert");
@@ -89,7 +91,9 @@ pub fn client_config(ca: &Path, client: Option<&Pair>) -> Arc<ClientConfig> {
         .expect("versions")
         .with_root_certificates(roots);
     Arc::new(match client {
-        Some(p) => b.with_client_auth_cert(certs(&p.cert), key(&p.key)).expect("client cert"),
+        Some(p) => b
+            .with_client_auth_cert(certs(&p.cert), key(&p.key))
+            .expect("client cert"),
         None => b.with_no_client_auth(),
     })
 }
@@ -231,7 +235,9 @@ impl Drop for TlsFront {
 fn relay(sock: TcpStream, config: Arc<ServerConfig>, backend: SocketAddr, stop: &AtomicBool) {
     let _ = sock.set_nonblocking(false);
     let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
-    let Ok(session) = ServerConnection::new(config) else { return };
+    let Ok(session) = ServerConnection::new(config) else {
+        return;
+    };
     let mut tls = StreamOwned::new(session, sock);
     let Ok(mut back) = TcpStream::connect_timeout(&backend, Duration::from_secs(2)) else {
         return;
@@ -250,8 +256,14 @@ fn relay(sock: TcpStream, config: Arc<ServerConfig>, backend: SocketAddr, stop: 
             return;
         }
         crate::wire::write_frame(&mut back, &msg);
-        let Some(reply) = crate::wire::read_frame(&mut back) else { return };
-        if tls.write_all(&crate::wire::framed(&reply)).and_then(|()| tls.flush()).is_err() {
+        let Some(reply) = crate::wire::read_frame(&mut back) else {
+            return;
+        };
+        if tls
+            .write_all(&crate::wire::framed(&reply))
+            .and_then(|()| tls.flush())
+            .is_err()
+        {
             return;
         }
     }

@@ -55,14 +55,18 @@ fn dot_answers_pipelined_queries_on_one_connection() {
     // Eight queries written before any reply is read (RFC 7766 section 6.2.1.1): each
     // answered, matched by its ID, over the one connection.
     for id in 0..8u16 {
-        let name = if id % 2 == 0 { "a.example.org" } else { "b.example.org" };
+        let name = if id.is_multiple_of(2) {
+            "a.example.org"
+        } else {
+            "b.example.org"
+        };
         c.send(&query_bytes(name, Rtype::A, Some(1232), 100 + id)).unwrap();
     }
     let mut seen = Vec::new();
     for _ in 0..8 {
         let r = parse(c.recv().unwrap());
         let id = r.header().id();
-        let want = if id % 2 == 0 {
+        let want = if id.is_multiple_of(2) {
             "a.example.org. 3600 IN A 192.0.2.53"
         } else {
             "b.example.org. 3600 IN A 192.0.2.54"
@@ -86,7 +90,10 @@ fn dot_answers_pipelined_queries_on_one_connection() {
     let mut plain = TcpStream::connect(dot_addr(dot)).unwrap();
     plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write_frame(&mut plain, &query_bytes("a.example.org", Rtype::A, None, 9));
-    assert!(read_frame(&mut plain).is_none(), "a plain query on the DoT port got a DNS reply");
+    assert!(
+        read_frame(&mut plain).is_none(),
+        "a plain query on the DoT port got a DNS reply"
+    );
     // The start-up banner names the scheme, as CoreDNS's does.
     assert!(s.wait_output(Duration::from_secs(2), |o| o.contains(&format!("tls://.:{dot}"))));
 }
@@ -112,12 +119,18 @@ fn client_auth_require_refuses_a_client_without_a_certificate() {
     // `require` (Go's RequireAnyClientCert, CoreDNS plugin/tls README): a certificate
     // must come, any certificate.
     let _s1 = dot_server(p1, &tls("require"));
-    assert!(!answered(p1, pki.client_config(None)), "require let a client without a certificate in");
+    assert!(
+        !answered(p1, pki.client_config(None)),
+        "require let a client without a certificate in"
+    );
     assert!(answered(p1, pki.client_config(Some(&client))));
     assert!(answered(p1, client_with(&pki, &stranger)), "require checks no CA");
     // `require_and_verify`: the certificate must chain to the CA.
     let _s2 = dot_server(p2, &tls("require_and_verify"));
-    assert!(!answered(p2, client_with(&pki, &stranger)), "a certificate from another CA was accepted");
+    assert!(
+        !answered(p2, client_with(&pki, &stranger)),
+        "a certificate from another CA was accepted"
+    );
     assert!(!answered(p2, pki.client_config(None)));
     assert!(answered(p2, pki.client_config(Some(&client))));
 }
@@ -191,7 +204,10 @@ fn kdig_asks_over_tls() {
         "a.example.org",
         "A",
     ]);
-    let answers: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty() && !l.starts_with(';')).collect();
+    let answers: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+        .collect();
     assert_eq!(answers.len(), 1, "{out}");
     let fields: Vec<&str> = answers[0].split_whitespace().collect();
     assert_eq!(fields, ["a.example.org.", "3600", "IN", "A", "192.0.2.53"], "{out}");
@@ -228,7 +244,11 @@ fn forward_over_tls_reuses_its_connection() {
     assert!(up.count("n19.example.com", Rtype::A, Proto::Tcp) >= 1);
     // ... on connections that were reused: one per worker at most, plus the one
     // readiness probe, not one per query.
-    assert!(front.accepted() <= 4, "{} TLS connections for 40 queries", front.accepted());
+    assert!(
+        front.accepted() <= 4,
+        "{} TLS connections for 40 queries",
+        front.accepted()
+    );
 }
 
 #[test]
@@ -272,10 +292,7 @@ fn the_openshift_tls_shape_forwards_over_tls_and_serves_the_cluster() {
         server_config(&pki.leaf("resolver", &["resolver.example.test"])),
         up.addr(),
     );
-    let corp = TlsFront::start(
-        server_config(&pki.leaf("corp", &["dns.corp.example.test"])),
-        up.addr(),
-    );
+    let corp = TlsFront::start(server_config(&pki.leaf("corp", &["dns.corp.example.test"])), up.addr());
     let mut objects = vec![namespace("default")];
     objects.push(service("default", "web", "10.96.0.10", &[("http", 80, "TCP")]));
     let api = FakeApi::with_objects(objects);
@@ -294,7 +311,10 @@ fn the_openshift_tls_shape_forwards_over_tls_and_serves_the_cluster() {
     for tcp in [false, true] {
         let q = |name: &str, t: Rtype| if tcp { s.query_tcp(name, t) } else { s.query(name, t) };
         let m = q("web.default.svc.cluster.local", Rtype::A);
-        assert_eq!(section(&m, "answer"), ["web.default.svc.cluster.local. 5 IN A 10.96.0.10"]);
+        assert_eq!(
+            section(&m, "answer"),
+            ["web.default.svc.cluster.local. 5 IN A 10.96.0.10"]
+        );
         // Outside the cluster: over TLS to the resolvers (policy sequential: the first).
         let name = format!("www{tcp}.example.com");
         let m = q(&name, Rtype::A);

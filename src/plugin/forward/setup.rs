@@ -95,9 +95,9 @@ fn tls_upstream(arg: &str) -> Result<(SocketAddr, Option<String>), String> {
         Some(_) => return Err(bad()),
         None => (host, None),
     };
-    let ip: IpAddr = ip.parse().map_err(|_| {
-        format!("'{arg}': not an IP address; host names are not supported as upstreams")
-    })?;
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("'{arg}': not an IP address; host names are not supported as upstreams"))?;
     let port = match port {
         None => tls::DOT_PORT,
         Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
@@ -374,7 +374,10 @@ fn targets(
     let mut out = Vec::with_capacity(written.len());
     for w in written {
         let Some(own_name) = w.tls else {
-            out.push(Target { addr: w.addr, tls: None });
+            out.push(Target {
+                addr: w.addr,
+                tls: None,
+            });
             continue;
         };
         if let (Some(g), Some(own)) = (global_name, &own_name) {
@@ -475,7 +478,12 @@ mod tests {
         );
         assert_eq!(ok("tls://[::1]"), (sa("[::1]:853"), None));
         assert_eq!(ok("tls://::1"), (sa("[::1]:853"), None));
-        for bad in ["tls://127.0.0.1:0", "tls://127.0.0.1:x", "tls://[::1", "tls://127.0.0.1%"] {
+        for bad in [
+            "tls://127.0.0.1:0",
+            "tls://127.0.0.1:x",
+            "tls://[::1",
+            "tls://127.0.0.1%",
+        ] {
             assert!(tls_upstream(bad).is_err(), "{bad}");
         }
         assert_eq!(

@@ -46,10 +46,7 @@ pub fn parse(dirs: &[&Directive]) -> Result<ServerSettings, ConfigError> {
                 opt.expect_args(NAME, 1, 1)?;
                 let a = &opt.args[0];
                 s.client_auth = ClientAuth::from_keyword(a.as_str()).ok_or_else(|| {
-                    ConfigError::at(
-                        &a.loc,
-                        format!("{NAME}: unknown authentication type '{}'", a.as_str()),
-                    )
+                    ConfigError::at(&a.loc, format!("{NAME}: unknown authentication type '{}'", a.as_str()))
                 })?;
             }
             "keylog" => {
@@ -68,7 +65,12 @@ mod tests {
     use crate::config::parse_str;
 
     fn parsed(body: &str) -> Result<ServerSettings, String> {
-        let c = parse_str(&format!("tls://.:853 {{\n{body}\n}}\n"), "Corefile", std::path::Path::new(".")).unwrap();
+        let c = parse_str(
+            &format!("tls://.:853 {{\n{body}\n}}\n"),
+            "Corefile",
+            std::path::Path::new("."),
+        )
+        .unwrap();
         let dirs: Vec<&Directive> = c.blocks[0].directives.iter().filter(|d| d.name.text == "tls").collect();
         parse(&dirs).map_err(|e| e.to_string())
     }
@@ -88,11 +90,17 @@ mod tests {
         for (opt, want) in cases {
             let s = parsed(&format!("tls cert.pem key.pem ca.pem {opt}")).unwrap();
             assert_eq!(s.client_auth, want, "{opt}");
-            assert_eq!((s.cert.as_str(), s.key.as_str(), s.ca.as_deref()), ("cert.pem", "key.pem", Some("ca.pem")));
+            assert_eq!(
+                (s.cert.as_str(), s.key.as_str(), s.ca.as_deref()),
+                ("cert.pem", "key.pem", Some("ca.pem"))
+            );
         }
         assert_eq!(parsed("tls c.pem k.pem").unwrap().ca, None);
         assert_eq!(
-            parsed("tls c.pem k.pem {\nkeylog /tmp/x.log\n}").unwrap().keylog.as_deref(),
+            parsed("tls c.pem k.pem {\nkeylog /tmp/x.log\n}")
+                .unwrap()
+                .keylog
+                .as_deref(),
             Some("/tmp/x.log")
         );
     }
@@ -102,10 +110,7 @@ mod tests {
     #[test]
     fn errors() {
         let cases = [
-            (
-                "tls c k ca {\nunknown\n}",
-                "Corefile:3 - tls: unknown option 'unknown'",
-            ),
+            ("tls c k ca {\nunknown\n}", "Corefile:3 - tls: unknown option 'unknown'"),
             (
                 "tls c k ca {\nclient_auth\n}",
                 "Corefile:3 - tls: Wrong argument count or unexpected line ending after 'client_auth'",
@@ -122,7 +127,10 @@ mod tests {
                 "tls c k ca {\nkeylog\n}",
                 "Corefile:3 - tls: Wrong argument count or unexpected line ending after 'keylog'",
             ),
-            ("tls c", "Corefile:2 - tls: Wrong argument count or unexpected line ending after 'c'"),
+            (
+                "tls c",
+                "Corefile:2 - tls: Wrong argument count or unexpected line ending after 'c'",
+            ),
             (
                 "tls a b c d",
                 "Corefile:2 - tls: Wrong argument count or unexpected line ending after 'd'",

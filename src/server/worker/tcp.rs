@@ -16,8 +16,8 @@ use mio::Interest;
 use super::exchange::{Client, Waiting};
 use super::{CONN, Worker, token};
 use crate::dns::Transport;
-use crate::server::stream::Stream;
 use crate::server::handler::{self, Handled};
+use crate::server::stream::Stream;
 use crate::settings::Timeouts;
 
 /// Resource limits of a worker's TCP service (RFC 7766 section 6.2 asks for bounded
