@@ -23,10 +23,15 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-/// Bytes a TLS session buffers towards the socket (records not yet sent plus plaintext
-/// not yet sealed). Past it `write` takes nothing more (`WouldBlock`) and the caller
-/// keeps its own buffer, where its backpressure limits apply.
+/// Bytes a server's TLS session buffers towards the socket (records not yet sent plus
+/// plaintext not yet sealed). Past it `write` takes nothing more (`WouldBlock`) and the
+/// caller keeps its own buffer, where its backpressure limits apply.
 pub const TLS_BUFFER: usize = 32 * 1024;
+
+/// The same for an upstream (client) session: a whole framed query (65,537 bytes at
+/// most) fits while the handshake is still going, so it is written at once and goes out
+/// when the handshake ends, without waiting on another writable event.
+pub const TLS_CLIENT_BUFFER: usize = 80 * 1024;
 
 /// A connection's stream.
 pub enum Stream {
@@ -46,7 +51,11 @@ impl Stream {
     /// A TLS stream over `sock` with a fresh session (server or client side).
     pub fn tls(sock: TcpStream, session: impl Into<rustls::Connection>) -> Stream {
         let mut session = session.into();
-        session.set_buffer_limit(Some(TLS_BUFFER));
+        let limit = match session {
+            rustls::Connection::Server(_) => TLS_BUFFER,
+            rustls::Connection::Client(_) => TLS_CLIENT_BUFFER,
+        };
+        session.set_buffer_limit(Some(limit));
         Stream::Tls(Box::new(TlsStream {
             sock,
             session,
