@@ -153,7 +153,7 @@ impl ServerSettings {
             .map_err(|e| err(e.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)
-            .map_err(|e| err(format!("could not load TLS cert: {e}")))?;
+            .map_err(|e| err(cert_error(e)))?;
         if let Some(file) = &self.keylog {
             config.key_log = Arc::new(KeyLogFile::open(&path_in(dir, file)).map_err(err)?);
         }
@@ -230,13 +230,22 @@ pub fn client_config(args: &[&str], dir: &Path) -> Result<Arc<ClientConfig>, Str
     let config = match cert_key {
         Some((cert, key)) => {
             let (certs, key) = cert_and_key(&path_in(dir, cert), &path_in(dir, key))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| format!("could not load TLS cert: {e}"))?
+            builder.with_client_auth_cert(certs, key).map_err(cert_error)?
         }
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// A certificate and key rustls refused, in words for the operator (CoreDNS: `could
+/// not load TLS cert: ...`).
+fn cert_error(e: rustls::Error) -> String {
+    match e {
+        rustls::Error::InconsistentKeys(_) => {
+            "could not load TLS cert: the private key does not match the certificate".into()
+        }
+        e => format!("could not load TLS cert: {e}"),
+    }
 }
 
 fn path_in(dir: &Path, p: &str) -> PathBuf {
@@ -388,5 +397,34 @@ impl rustls::KeyLog for KeyLogFile {
         }
         line.push('\n');
         let _ = self.file.lock().write_all(line.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_are_dns_names_or_addresses() {
+        assert!(matches!(server_name("dns.quad9.net"), Ok(ServerName::DnsName(_))));
+        assert!(matches!(server_name("9.9.9.9"), Ok(ServerName::IpAddress(_))));
+        assert!(matches!(server_name("2620:fe::fe"), Ok(ServerName::IpAddress(_))));
+        assert_eq!(
+            server_name("not a name").unwrap_err(),
+            "invalid TLS server name 'not a name'"
+        );
+    }
+
+    // CoreDNS plugin/pkg/tls NewTLSConfigFromArgs: zero to three arguments.
+    #[test]
+    fn client_configs_take_at_most_three_arguments() {
+        assert_eq!(
+            client_config(&["a", "b", "c", "d"], Path::new(".")).unwrap_err(),
+            "maximum of three arguments allowed for TLS config, found 4"
+        );
+        assert_eq!(
+            client_config(&["/nonexistent/ca.pem"], Path::new(".")).unwrap_err(),
+            "error reading /nonexistent/ca.pem: No such file or directory (os error 2)"
+        );
     }
 }

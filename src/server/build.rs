@@ -105,6 +105,8 @@ impl Server {
         // (listen address, zone) must be unique; listen address -> routes.
         let mut routes: BTreeMap<SocketAddr, Pending> = BTreeMap::new();
         let mut seen: HashSet<(SocketAddr, Zone)> = HashSet::new();
+        // Transport clashes reported (once per key and zone, not per address family).
+        let mut clashes: HashSet<(crate::config::Loc, Zone)> = HashSet::new();
         let mut banner = Vec::new();
         for sb in &corefile.blocks {
             let mut keys = Vec::new();
@@ -179,6 +181,9 @@ impl Server {
                         if entry.scheme != key.scheme {
                             // One address, one transport: TLS and plain DNS cannot share
                             // a TCP port (CoreDNS fails to bind the second).
+                            if !clashes.insert((key.loc.clone(), zone.clone())) {
+                                continue;
+                            }
                             errors.push(ConfigError::at(
                                 &key.loc,
                                 format!(

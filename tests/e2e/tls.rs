@@ -344,3 +344,69 @@ fn the_openshift_tls_shape_forwards_over_tls_and_serves_the_cluster() {
     assert_eq!(up.count("wwwfalse.example.com", Rtype::A, Proto::Tcp), 1);
     assert_eq!(up.count("intranettrue.corp.example.test", Rtype::A, Proto::Tcp), 1);
 }
+
+/// `-check`'s errors for TLS blocks (each with its line): CoreDNS would serve a
+/// `tls://` block without *tls* unencrypted and ignore *tls* in a plain block;
+/// clusterdns refuses both (src/plugin/tls/README.md, "Differences from CoreDNS").
+#[test]
+fn check_names_what_is_wrong_with_a_tls_block() {
+    let dir = Scratch::new("dot-check");
+    let pki = Pki::new(&dir.0, "check");
+    let leaf = pki.leaf("cert", &["dns.example.test"]);
+    let other = pki.leaf("other", &["other.example.test"]);
+    let (cert, key) = (leaf.cert.display().to_string(), leaf.key.display().to_string());
+    let cases = [
+        (
+            "tls://.:8853 {\n    whoami\n}\n".to_string(),
+            "stdin:1 - Error during parsing: a tls:// server block needs the tls plugin (tls CERT KEY [CA])"
+                .to_string(),
+        ),
+        (
+            format!(".:8853 {{\n    tls {cert} {key}\n    whoami\n}}\n"),
+            "stdin:2 - tls: only a tls:// server block can use it (this block serves plain DNS)".into(),
+        ),
+        (
+            format!("tls://.:8853 {{\n    tls {cert} {key}\n    whoami\n}}\nexample.org:8853 {{\n    whoami\n}}\n"),
+            "stdin:5 - cannot serve dns://example.org.:8853 - the address is already served by tls://".into(),
+        ),
+        (
+            "tls://.:8853 {\n    tls missing.pem key.pem\n    whoami\n}\n".into(),
+            format!(
+                "stdin:2 - tls: could not load TLS cert: error reading {}/missing.pem: No such file or directory (os error 2)",
+                dir.0.display()
+            ),
+        ),
+        (
+            // A key that is not the certificate's.
+            format!(
+                "tls://.:8853 {{\n    tls {cert} {}\n    whoami\n}}\n",
+                other.key.display()
+            ),
+            "stdin:2 - tls: could not load TLS cert: the private key does not match the certificate".into(),
+        ),
+        (
+            format!("tls://.:8853 {{\n    tls {cert} {key} {cert}-nope\n    whoami\n}}\n"),
+            String::new(),
+        ),
+    ];
+    for (corefile, want) in cases {
+        let (code, out, err) = run(&["-check", "-conf", "stdin"], &dir.0, Some(&corefile));
+        if want.is_empty() {
+            // A CA file is read only for client_auth verify_if_given|require_and_verify.
+            assert!(code == 0 && out.ends_with("OK\n"), "{corefile}\n{out}{err}");
+            continue;
+        }
+        assert_eq!(code, 1, "{corefile}\n{out}");
+        assert_eq!(err.trim_end(), want, "{corefile}");
+    }
+    // The same CA file when it is read: a file with no certificate in it.
+    let corefile = format!(
+        "tls://.:8853 {{\n    tls {cert} {key} {key} {{\n        client_auth require_and_verify\n    }}\n    whoami\n}}\n"
+    );
+    let (code, _, err) = run(&["-check", "-conf", "stdin"], &dir.0, Some(&corefile));
+    assert_eq!(code, 1);
+    assert_eq!(
+        err.trim_end(),
+        format!("stdin:2 - tls: could not read root certs: none in {key}")
+    );
+}
