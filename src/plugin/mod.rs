@@ -341,6 +341,7 @@ mod tests {
                 "rrl",
                 "template",
                 "timeouts",
+                "tls",
                 "whoami"
             ]
         );
@@ -376,6 +377,7 @@ mod tests {
                 "  dns.rrl\n",
                 "  dns.template\n",
                 "  dns.timeouts\n",
+                "  dns.tls\n",
                 "  dns.whoami\n",
             )
         );
