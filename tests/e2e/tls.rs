@@ -49,8 +49,15 @@ fn dot_answers_pipelined_queries_on_one_connection() {
     let dir = Scratch::new("dot");
     let pki = Pki::new(&dir.0, "dot");
     let leaf = pki.leaf("server", &["dns.example.test"]);
-    let dot = free_port();
-    let s = dot_server(dot, &format!("tls {} {}", leaf.cert.display(), leaf.key.display()));
+    let [dot, metrics] = testkit::process::free_ports::<2>();
+    let s = dot_server(
+        dot,
+        &format!(
+            "tls {} {}\n    prometheus 127.0.0.1:{metrics}",
+            leaf.cert.display(),
+            leaf.key.display()
+        ),
+    );
     let mut c = DotClient::connect(dot_addr(dot), "dns.example.test", pki.client_config(None)).unwrap();
     // Eight queries written before any reply is read (RFC 7766 section 6.2.1.1): each
     // answered, matched by its ID, over the one connection.
@@ -94,6 +101,12 @@ fn dot_answers_pipelined_queries_on_one_connection() {
         read_frame(&mut plain).is_none(),
         "a plain query on the DoT port got a DNS reply"
     );
+    // Counted under the TLS listener, over TCP (CoreDNS: server "tls://...", proto tcp).
+    let (_, body) = http_get(metrics, "/metrics").unwrap();
+    let line = format!(
+        "coredns_dns_requests_total{{server=\"tls://127.0.0.1:{dot}\",zone=\".\",view=\"\",proto=\"tcp\",family=\"1\",type=\"A\"}} 8"
+    );
+    assert!(body.lines().any(|l| l == line), "no {line} in\n{body}");
     // The start-up banner names the scheme, as CoreDNS's does.
     assert!(s.wait_output(Duration::from_secs(2), |o| o.contains(&format!("tls://.:{dot}"))));
 }
