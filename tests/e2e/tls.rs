@@ -423,3 +423,37 @@ fn check_names_what_is_wrong_with_a_tls_block() {
         format!("stdin:2 - tls: could not read root certs: none in {key}")
     );
 }
+
+/// A reload that turns a plain address into a DoT one and back: its UDP socket goes and
+/// comes back, TCP serves TLS, then plain DNS again; the other address never stops.
+#[test]
+fn a_reload_switches_an_address_between_plain_dns_and_tls() {
+    let dir = Scratch::new("dot-reload");
+    let pki = Pki::new(&dir.0, "dot");
+    let leaf = pki.leaf("server", &["dns.example.test"]);
+    let other = free_port();
+    let plain = format!(
+        ".:{{port}} {{\n    bind 127.0.0.1\n    hosts {{\n{HOSTS}    }}\n}}\n.:{other} {{\n    bind 127.0.0.1\n    hosts {{\n{HOSTS}    }}\n}}\n"
+    );
+    let tls = format!(
+        ".:{{port}} {{\n    bind 127.0.0.1\n    hosts {{\n{HOSTS}    }}\n}}\ntls://.:{other} {{\n    bind 127.0.0.1\n    tls {} {}\n    hosts {{\n{HOSTS}    }}\n}}\n",
+        leaf.cert.display(),
+        leaf.key.display()
+    );
+    let s = Server::start(&plain);
+    let q = query_bytes("a.example.org", Rtype::A, Some(1232), 3);
+    let udp_answers = || testkit::wire::raw_udp(dot_addr(other), &q, Duration::from_millis(300)).is_some();
+    assert!(udp_answers());
+    s.rewrite_corefile(&tls);
+    s.signal(libc::SIGUSR1);
+    wait_until("DoT on the reloaded address", Duration::from_secs(10), || {
+        answered(other, pki.client_config(None))
+    });
+    assert!(!udp_answers(), "the TLS address still answers over UDP");
+    assert_eq!(rcode(&s.query("a.example.org", Rtype::A)), Rcode::NOERROR);
+    s.rewrite_corefile(&plain);
+    s.signal(libc::SIGUSR1);
+    wait_until("plain DNS on the address again", Duration::from_secs(10), udp_answers);
+    let r = tcp_exchange(dot_addr(other), &q);
+    assert_eq!(section(&r, "answer"), ["a.example.org. 3600 IN A 192.0.2.53"]);
+}
