@@ -91,6 +91,15 @@ impl Stream {
         }
     }
 
+    /// Before the connection is dropped: a TLS session says goodbye (close_notify,
+    /// RFC 8446 section 6.1), as far as the socket takes it at once; nothing waits.
+    pub fn close_notify(&mut self) {
+        if let Stream::Tls(t) = self {
+            t.session.send_close_notify();
+            let _ = t.flush_records();
+        }
+    }
+
     /// The TCP stream underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {

@@ -189,9 +189,10 @@ fn a_stalled_handshake_neither_holds_udp_answers_nor_stays_open() {
     let t = Instant::now();
     for c in &mut stalled {
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut b = [0u8; 64];
-        let n = std::io::Read::read(c, &mut b).unwrap_or(0);
-        assert_eq!(n, 0, "a stalled handshake got bytes");
+        // At most an alert (the close), then the end of the stream.
+        let mut got = Vec::new();
+        let r = std::io::Read::read_to_end(c, &mut got);
+        assert!(r.is_ok() && got.len() < 64, "{r:?}, {} bytes", got.len());
     }
     assert!(t.elapsed() < Duration::from_secs(3), "closed after {:?}", t.elapsed());
 }

@@ -352,6 +352,7 @@ impl Worker {
 
     pub(super) fn close_conn(&mut self, slot: usize) {
         if let Some(Some(mut c)) = self.conns.get_mut(slot).map(Option::take) {
+            c.stream.close_notify();
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.free_conns.push(slot);
             // Replies still owed to this connection are dropped when they arrive.
