@@ -88,15 +88,18 @@ impl fmt::Display for ChainError {
 }
 
 /// How to reach an upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpstreamProto {
     Udp,
     Tcp,
+    /// DNS over TLS (RFC 7858): TCP with this client configuration and server name.
+    /// Connections are pooled and reused as TCP ones are.
+    Tls(Arc<crate::tls::Upstream>),
 }
 
 /// A message the worker sends on a plugin's behalf. The message itself is in
 /// [`WorkerCtx::upstream_msg`]; the worker sets its ID.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct UpstreamRequest {
     pub to: SocketAddr,
     pub proto: UpstreamProto,

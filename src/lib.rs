@@ -23,7 +23,8 @@
 //! (the per-query half), [`plugin`] (the plugins and their table), [`settings`] (what
 //! server- and process-level directives set), [`server`] (sockets and workers; imports
 //! no plugin), [`process`] (state across reloads), [`metrics`] (the text format, route
-//! counters), [`control`] and [`runtime`] (process lifecycle), [`http`] (the endpoints),
+//! counters), [`tls`] (DNS-over-TLS configurations, both ends; the sessions run on the
+//! workers), [`control`] and [`runtime`] (process lifecycle), [`http`] (the endpoints),
 //! [`kubernetes`] (API client and snapshot), [`cli`] (flags). CONTRIBUTING.md says how
 //! to add a plugin.
 
@@ -46,6 +47,7 @@ pub mod runtime;
 pub mod server;
 pub mod settings;
 pub mod setup;
+pub mod tls;
 
 /// The release version, as `-version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -21,6 +21,7 @@ use mio::Waker;
 
 use crate::config::{self, ConfigError, Corefile};
 use crate::process::ProcessState;
+use crate::server::socket::SocketPair;
 use crate::server::worker::{self, Command, TcpLimits, Worker, WorkerSockets, WorkerStats};
 use crate::server::{BuildOptions, Server};
 
@@ -127,8 +128,9 @@ impl WorkerHandle {
 pub struct Workers {
     shared: Arc<ArcSwap<Server>>,
     workers: Vec<WorkerHandle>,
-    /// Listen addresses as configured, and as bound (the real port when 0 was asked).
-    requested: Vec<SocketAddr>,
+    /// Listen addresses as configured (with whether they have UDP: not for DNS over
+    /// TLS), and as bound (the real port when 0 was asked).
+    requested: Vec<(SocketAddr, bool)>,
     bound: Vec<SocketAddr>,
 }
 
@@ -146,7 +148,7 @@ impl Workers {
     /// Binds every listener of `server` once per worker, starts the plugins and the
     /// worker threads. Nothing is left running if binding fails.
     pub fn start(server: Server, opts: &Options, process: &Arc<ProcessState>) -> Result<Workers, StartError> {
-        let requested: Vec<SocketAddr> = server.listeners.iter().map(|l| l.addr).collect();
+        let requested = wanted(&server);
         let sockets = bind(&requested, opts.workers)?;
         let bound = sockets.iter().map(|(_, b, _)| *b).collect();
         server.start();
@@ -177,7 +179,7 @@ impl Workers {
             bound,
         };
         // Workers know a socket by its configured address: the one listeners carry.
-        running.hand_out(sockets.into_iter().map(|(r, _, s)| (r, s)).collect());
+        running.hand_out(sockets.into_iter().map(|((r, _), _, s)| (r, s)).collect());
         Ok(running)
     }
 
@@ -186,12 +188,25 @@ impl Workers {
     /// was), removed ones are closed after answering what is queued on them. The new
     /// plugins start (and sync) before the swap; the old ones stop after it.
     pub fn reload(&mut self, server: Server) -> Result<(), StartError> {
-        let want: Vec<SocketAddr> = server.listeners.iter().map(|l| l.addr).collect();
-        let new: Vec<SocketAddr> = want.iter().filter(|a| !self.requested.contains(a)).copied().collect();
-        let gone: Vec<SocketAddr> = self.requested.iter().filter(|r| !want.contains(r)).copied().collect();
+        let want = wanted(&server);
+        let new: Vec<(SocketAddr, bool)> = want.iter().filter(|a| !self.requested.contains(a)).copied().collect();
+        let gone: Vec<(SocketAddr, bool)> = self.requested.iter().filter(|r| !want.contains(r)).copied().collect();
+        // An address that changes between plain DNS and TLS is closed before its new
+        // sockets are handed out (workers remove sockets by address).
+        let changed: Vec<SocketAddr> = gone
+            .iter()
+            .map(|(a, _)| *a)
+            .filter(|a| new.iter().any(|(n, _)| n == a))
+            .collect();
+        let gone: Vec<SocketAddr> = gone.iter().map(|(a, _)| *a).filter(|a| !changed.contains(a)).collect();
         let sockets = bind(&new, self.workers.len())?;
         server.start();
         let old = self.shared.swap(Arc::new(server));
+        if !changed.is_empty() {
+            for w in &self.workers {
+                w.send(Command::Remove(changed.clone()));
+            }
+        }
         for (r, b, _) in &sockets {
             self.requested.push(*r);
             self.bound.push(*b);
@@ -203,7 +218,7 @@ impl Workers {
             keep[i - 1]
         });
         self.requested.retain(|r| want.contains(r));
-        self.hand_out(sockets.into_iter().map(|(r, _, s)| (r, s)).collect());
+        self.hand_out(sockets.into_iter().map(|((r, _), _, s)| (r, s)).collect());
         if !gone.is_empty() {
             for w in &self.workers {
                 w.send(Command::Remove(gone.clone()));
@@ -214,11 +229,11 @@ impl Workers {
     }
 
     /// Gives each worker its share of freshly bound sockets.
-    fn hand_out(&self, sockets: Vec<(SocketAddr, Vec<(std::net::UdpSocket, std::net::TcpListener)>)>) {
+    fn hand_out(&self, sockets: Vec<(SocketAddr, Vec<SocketPair>)>) {
         let mut per_worker: Vec<WorkerSockets> = (0..self.workers.len()).map(|_| WorkerSockets::default()).collect();
         for (addr, socks) in sockets {
             for (i, (udp, tcp)) in socks.into_iter().enumerate() {
-                per_worker[i].udp.push((addr, udp));
+                per_worker[i].udp.extend(udp.map(|u| (addr, u)));
                 per_worker[i].tcp.push((addr, tcp));
             }
         }
@@ -286,22 +301,24 @@ impl Workers {
 /// How long a worker may take to stop beyond the drain it was given.
 pub const STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// (requested address, bound address, one socket pair per worker).
-type BoundSockets = Vec<(
-    SocketAddr,
-    SocketAddr,
-    Vec<(std::net::UdpSocket, std::net::TcpListener)>,
-)>;
+/// ((requested address, with UDP), bound address, one socket pair per worker).
+type BoundSockets = Vec<((SocketAddr, bool), SocketAddr, Vec<SocketPair>)>;
+
+/// The addresses a configuration listens on, each with whether it has UDP (every
+/// listener but DNS over TLS).
+fn wanted(server: &Server) -> Vec<(SocketAddr, bool)> {
+    server.listeners.iter().map(|l| (l.addr, l.tls.is_none())).collect()
+}
 
 /// Binds `addrs`, `workers` sockets each. A wildcard IPv6 address is skipped with a
 /// warning on a host without IPv6; any other failure is fatal.
-fn bind(addrs: &[SocketAddr], workers: usize) -> Result<BoundSockets, StartError> {
+fn bind(addrs: &[(SocketAddr, bool)], workers: usize) -> Result<BoundSockets, StartError> {
     let mut out = Vec::new();
-    for &addr in addrs {
-        match crate::server::socket::bind_all(addr, workers) {
+    for &(addr, udp) in addrs {
+        match crate::server::socket::bind_all(addr, workers, udp) {
             Ok(socks) => {
-                let real = socks.first().and_then(|(u, _)| u.local_addr().ok()).unwrap_or(addr);
-                out.push((addr, real, socks));
+                let real = socks.first().and_then(|(_, t)| t.local_addr().ok()).unwrap_or(addr);
+                out.push(((addr, udp), real, socks));
             }
             Err(e)
                 if addr.is_ipv6()

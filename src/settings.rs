@@ -4,7 +4,7 @@
 //! plugin.
 //!
 //! ```text
-//!   bind, timeouts ──────────────▶ BlockSettings   (per server block: its listeners)
+//!   bind, timeouts, tls ─────────▶ BlockSettings   (per server block: its listeners)
 //!   health, ready, reload,
 //!   prometheus's address ────────▶ ProcessSettings (per process: the first block to set
 //!                                                   one wins; metrics endpoints add up)
@@ -20,6 +20,8 @@ pub struct BlockSettings {
     pub binds: Option<Vec<IpAddr>>,
     /// The TCP timeouts, if the block has `timeouts`.
     pub timeouts: Option<Timeouts>,
+    /// The server certificate and client policy of a `tls://` block (`tls`).
+    pub tls: Option<crate::tls::ServerSettings>,
 }
 
 /// The TCP read, write and idle timeouts of a listener (`timeouts`), CoreDNS's defaults

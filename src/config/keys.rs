@@ -1,4 +1,4 @@
-//! Server-block keys: `[dns://]ZONE[:PORT]`, where ZONE is a domain name or a CIDR
+//! Server-block keys: `[dns://|tls://]ZONE[:PORT]`, where ZONE is a domain name or a CIDR
 //! that stands for the reverse zones covering it (CoreDNS's `normalize.go` and
 //! `address.go`).
 
@@ -8,9 +8,11 @@ use std::net::IpAddr;
 use super::{ConfigError, Loc, Token};
 use crate::dns::Zone;
 
-/// One server-block key, parsed: `[dns://]ZONE[:PORT]`, ZONE may be a CIDR.
+/// One server-block key, parsed: `[dns://|tls://]ZONE[:PORT]`, ZONE may be a CIDR.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerKey {
+    /// How the key's listeners are reached.
+    pub scheme: Scheme,
     /// The zones this key covers ("cluster.local.", "."); a CIDR key gives one or
     /// more reverse zones.
     pub zones: Vec<Zone>,
@@ -20,8 +22,30 @@ pub struct ServerKey {
     pub loc: Loc,
 }
 
+/// How a server block's listeners are reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scheme {
+    /// `dns://` (or no scheme): UDP and TCP.
+    Dns,
+    /// `tls://`: DNS over TLS (RFC 7858), TCP only, default port 853.
+    Tls,
+}
+
+impl Scheme {
+    /// `dns`, `tls`: as written before `://`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Dns => "dns",
+            Scheme::Tls => "tls",
+        }
+    }
+}
+
+/// The port of `tls://` keys without one (RFC 7858 section 3.1).
+pub const TLS_PORT: u16 = 853;
+
 /// Schemes CoreDNS serves that clusterdns does not.
-const UNSUPPORTED_SCHEMES: [&str; 5] = ["tls", "https", "https3", "quic", "grpc"];
+const UNSUPPORTED_SCHEMES: [&str; 4] = ["https", "https3", "quic", "grpc"];
 
 /// Longest name in presentation form, without the final dot (RFC 1035 §2.3.4 less
 /// the length octets and the root label).
@@ -35,11 +59,14 @@ impl ServerKey {
         let key = tok.as_str();
         let err = |msg: String| ConfigError::at(&tok.loc, format!("Error during parsing: {msg}"));
 
-        let rest = match key.split_once("://") {
-            None => key,
-            Some(("dns", rest)) => rest,
+        let (scheme, rest) = match key.split_once("://") {
+            None => (Scheme::Dns, key),
+            Some(("dns", rest)) => (Scheme::Dns, rest),
+            Some(("tls", rest)) => (Scheme::Tls, rest),
             Some((scheme, _)) if UNSUPPORTED_SCHEMES.contains(&scheme) => {
-                return Err(err(format!("{scheme}:// is not supported by clusterdns (only dns://)")));
+                return Err(err(format!(
+                    "{scheme}:// is not supported by clusterdns (only dns:// and tls://)"
+                )));
             }
             Some((scheme, _)) => {
                 return Err(err(format!("unknown scheme '{scheme}://' in key '{key}'")));
@@ -62,6 +89,8 @@ impl ServerKey {
             },
         };
         let port = match port {
+            // `-dns.port` sets the port of plain DNS only (CoreDNS: transport.TLSPort).
+            None if scheme == Scheme::Tls => TLS_PORT,
             None => default_port,
             Some(p) => parse_port(p).ok_or_else(|| err(format!("invalid port '{p}' in key '{key}'")))?,
         };
@@ -78,6 +107,7 @@ impl ServerKey {
             .map(|z| Zone::new(z).ok_or_else(|| err(format!("invalid zone '{z}' in key '{key}'"))))
             .collect::<Result<Vec<Zone>, ConfigError>>()?;
         Ok(ServerKey {
+            scheme,
             zones,
             port,
             loc: tok.loc.clone(),
@@ -320,11 +350,21 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_schemes() {
+    fn tls_keys_default_to_port_853() {
+        // CoreDNS core/dnsserver/address.go: tls:// defaults to 853 whatever -dns.port says.
+        let k = ServerKey::parse(&tok("tls://."), 1053).unwrap();
+        assert_eq!((k.scheme, k.port), (Scheme::Tls, 853));
+        let k = ServerKey::parse(&tok("tls://example.org:8853"), 53).unwrap();
         assert_eq!(
-            key_err("tls://.:853"),
-            "Corefile:1 - Error during parsing: tls:// is not supported by clusterdns (only dns://)"
+            (k.scheme, k.port, k.zones[0].as_str()),
+            (Scheme::Tls, 8853, "example.org.")
         );
+        assert_eq!(ServerKey::parse(&tok("dns://."), 1053).unwrap().scheme, Scheme::Dns);
+        assert_eq!(ServerKey::parse(&tok("."), 53).unwrap().scheme, Scheme::Dns);
+    }
+
+    #[test]
+    fn unsupported_schemes() {
         for scheme in ["https", "https3", "quic", "grpc"] {
             assert!(key_err(&format!("{scheme}://.")).contains(&format!("{scheme}:// is not supported")));
         }

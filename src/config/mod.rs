@@ -15,7 +15,7 @@ mod lexer;
 mod parser;
 pub mod read;
 
-pub use keys::{ServerKey, reverse_zones_for_cidr, zone_args};
+pub use keys::{Scheme, ServerKey, TLS_PORT, reverse_zones_for_cidr, zone_args};
 pub use parser::{parse_file, parse_str};
 
 /// Where a token came from.

@@ -48,6 +48,7 @@ pub mod template;
 #[cfg(debug_assertions)]
 pub mod testing;
 pub mod timeouts;
+pub mod tls;
 pub mod whoami;
 
 /// Every directive clusterdns knows, in execution order: the first runs first.
@@ -99,7 +100,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::chain("cache", cache::setup),
     Spec::chain("header", header::setup),
     Spec::unsupported("dnssec"),
-    Spec::unsupported("tls"),
+    Spec::server("tls", tls::configure),
     Spec::chain("minimal", minimal::setup),
     Spec::chain("template", template::setup),
     Spec::unsupported("transfer"),
@@ -383,6 +384,7 @@ mod tests {
                 "rrl",
                 "template",
                 "timeouts",
+                "tls",
                 "whoami"
             ]
         );
@@ -429,6 +431,7 @@ mod tests {
                 "  dns.rrl\n",
                 "  dns.template\n",
                 "  dns.timeouts\n",
+                "  dns.tls\n",
                 "  dns.whoami\n",
             )
         );

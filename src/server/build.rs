@@ -9,13 +9,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::chain::{Chain, Handler, RouteTag};
-use crate::config::{ConfigError, Corefile, Directive, ServerKey};
+use crate::config::{ConfigError, Corefile, Directive, Scheme, ServerKey};
 use crate::dns::{NameKey, Zone};
 use crate::metrics::Families;
 use crate::metrics::route::{RouteCounters, Totals};
 use crate::process::ProcessState;
 use crate::settings::{BlockSettings, ProcessSettings, Timeouts};
 use crate::setup::{self, AttachCtx, Kind, Lifecycle, SetupCtx, Spec};
+use crate::tls::ServerTls;
 
 /// One server block, built: its zones, its chain and its plugins' lifecycles.
 pub struct Block {
@@ -56,12 +57,14 @@ impl Router {
     }
 }
 
-/// One address to listen on (UDP and TCP), with its router.
+/// One address to listen on (UDP and TCP, or TLS), with its router.
 pub struct Listener {
     pub addr: SocketAddr,
     pub router: Router,
-    /// `dns://[bind]:port`, the `server` label of CoreDNS's metrics.
+    /// `dns://[bind]:port` (`tls://...`), the `server` label of CoreDNS's metrics.
     pub label: String,
+    /// `Some` for a `tls://` listener: DNS over TLS on TCP only, no UDP socket.
+    pub tls: Option<ServerTls>,
     /// TCP timeouts (`timeouts`).
     pub timeouts: Timeouts,
     /// Per worker: queries turned away before any chain (metrics zone `dropped`).
@@ -100,8 +103,10 @@ impl Server {
         let mut blocks = Vec::new();
         let mut process = ProcessSettings::default();
         // (listen address, zone) must be unique; listen address -> routes.
-        let mut routes: BTreeMap<SocketAddr, (Vec<Route>, bool, Option<Timeouts>)> = BTreeMap::new();
+        let mut routes: BTreeMap<SocketAddr, Pending> = BTreeMap::new();
         let mut seen: HashSet<(SocketAddr, Zone)> = HashSet::new();
+        // Transport clashes reported (once per key and zone, not per address family).
+        let mut clashes: HashSet<(crate::config::Loc, Zone)> = HashSet::new();
         let mut banner = Vec::new();
         for sb in &corefile.blocks {
             let mut keys = Vec::new();
@@ -117,9 +122,10 @@ impl Server {
             let BlockParts {
                 chain,
                 lifecycles,
-                settings: BlockSettings { binds, timeouts },
+                settings: BlockSettings { binds, timeouts, tls },
                 process: block_process,
             } = build_chain(&sb.directives, &zones, opts, &mut errors);
+            let tls = block_tls(&keys, tls.as_ref(), opts, &mut errors);
             let ready = block_process.ready.is_some();
             process.merge(block_process);
             let block = Arc::new(Block {
@@ -137,13 +143,18 @@ impl Server {
                         (IpAddr::V6(Ipv6Addr::UNSPECIFIED), false),
                     ],
                 };
+                // CoreDNS prints the scheme of all but plain DNS (`tls://.:853`).
+                let scheme = match key.scheme {
+                    Scheme::Dns => "",
+                    Scheme::Tls => "tls://",
+                };
                 for zone in &key.zones {
                     let line = match &binds {
                         Some(ips) => {
                             let list: Vec<String> = ips.iter().map(|ip| ip.to_string()).collect();
-                            format!("{zone}:{} on {}", key.port, list.join(", "))
+                            format!("{scheme}{zone}:{} on {}", key.port, list.join(", "))
                         }
-                        None => format!("{zone}:{}", key.port),
+                        None => format!("{scheme}{zone}:{}", key.port),
                     };
                     if !banner.contains(&line) {
                         banner.push(line);
@@ -152,18 +163,46 @@ impl Server {
                 for (ip, bound) in addrs {
                     let addr = SocketAddr::new(ip, key.port);
                     for zone in &key.zones {
+                        let scheme = key.scheme.as_str();
                         if !seen.insert((addr, zone.clone())) {
                             errors.push(ConfigError::at(
                                 &key.loc,
-                                format!("cannot serve dns://{zone}:{} - it is already defined", key.port),
+                                format!("cannot serve {scheme}://{zone}:{} - it is already defined", key.port),
                             ));
                             continue;
                         }
-                        let entry = routes.entry(addr).or_insert_with(|| (Vec::new(), bound, None));
-                        if entry.2.is_none() {
-                            entry.2 = timeouts;
+                        let entry = routes.entry(addr).or_insert_with(|| Pending {
+                            routes: Vec::new(),
+                            bound,
+                            timeouts: None,
+                            scheme: key.scheme,
+                            tls: None,
+                        });
+                        if entry.scheme != key.scheme {
+                            // One address, one transport: TLS and plain DNS cannot share
+                            // a TCP port (CoreDNS fails to bind the second).
+                            if !clashes.insert((key.loc.clone(), zone.clone())) {
+                                continue;
+                            }
+                            errors.push(ConfigError::at(
+                                &key.loc,
+                                format!(
+                                    "cannot serve {scheme}://{zone}:{} - the address is already served by {}://",
+                                    key.port,
+                                    entry.scheme.as_str()
+                                ),
+                            ));
+                            continue;
                         }
-                        entry.0.push(Route {
+                        if entry.timeouts.is_none() {
+                            entry.timeouts = timeouts;
+                        }
+                        // The first block's certificate serves the address (CoreDNS keeps
+                        // one TLS configuration per listener too).
+                        if key.scheme == Scheme::Tls && entry.tls.is_none() {
+                            entry.tls = tls.clone();
+                        }
+                        entry.routes.push(Route {
                             zone: zone.clone(),
                             tag: Arc::new(RouteTag {
                                 slot: 0,
@@ -183,7 +222,15 @@ impl Server {
         let mut slot = 0;
         let listeners: Vec<Listener> = routes
             .into_iter()
-            .map(|(addr, (mut routes, bound, timeouts))| {
+            .map(|(addr, pending)| {
+                let Pending {
+                    mut routes,
+                    bound,
+                    timeouts,
+                    scheme,
+                    tls,
+                } = pending;
+                let scheme = scheme.as_str();
                 routes.sort_by(|a, b| {
                     b.zone
                         .wire()
@@ -193,11 +240,11 @@ impl Server {
                 });
                 let label = if bound {
                     match addr.ip() {
-                        IpAddr::V6(ip) => format!("dns://[{ip}]:{}", addr.port()),
-                        IpAddr::V4(ip) => format!("dns://{ip}:{}", addr.port()),
+                        IpAddr::V6(ip) => format!("{scheme}://[{ip}]:{}", addr.port()),
+                        IpAddr::V4(ip) => format!("{scheme}://{ip}:{}", addr.port()),
                     }
                 } else {
-                    format!("dns://:{}", addr.port())
+                    format!("{scheme}://:{}", addr.port())
                 };
                 // Now that the listener's label is known, the routes get their tags.
                 let server: Arc<str> = label.as_str().into();
@@ -214,6 +261,7 @@ impl Server {
                     addr,
                     router: Router { routes },
                     label,
+                    tls,
                     timeouts: timeouts.unwrap_or_default(),
                     dropped,
                 }
@@ -300,6 +348,52 @@ impl Server {
         names.sort_unstable();
         names.dedup();
         names
+    }
+}
+
+/// One listen address's share of the blocks, while they are gathered.
+struct Pending {
+    routes: Vec<Route>,
+    /// Bound to a `bind` address (not the wildcard).
+    bound: bool,
+    timeouts: Option<Timeouts>,
+    scheme: Scheme,
+    tls: Option<ServerTls>,
+}
+
+/// A block's TLS configuration, loaded: its `tls://` keys need one (CoreDNS would serve
+/// such a block unencrypted without it, which clusterdns refuses), and `tls` is an
+/// error in a block without one (CoreDNS ignores it there).
+fn block_tls(
+    keys: &[ServerKey],
+    settings: Option<&crate::tls::ServerSettings>,
+    opts: &BuildOptions<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ServerTls> {
+    let tls_key = keys.iter().find(|k| k.scheme == Scheme::Tls);
+    match (tls_key, settings) {
+        (Some(k), None) => {
+            errors.push(ConfigError::at(
+                &k.loc,
+                "Error during parsing: a tls:// server block needs the tls plugin (tls CERT KEY [CA])",
+            ));
+            None
+        }
+        (None, Some(s)) => {
+            errors.push(ConfigError::at(
+                &s.loc,
+                "tls: only a tls:// server block can use it (this block serves plain DNS)",
+            ));
+            None
+        }
+        (Some(_), Some(s)) => match s.load(opts.config_dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        (None, None) => None,
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod handler;
 pub mod socket;
+pub mod stream;
 pub mod upstream;
 pub mod worker;
 

@@ -398,18 +398,27 @@ fn write_pktinfo(buf: &mut [u8; CMSG_SPACE], src: IpAddr) -> usize {
     }
 }
 
-/// Binds one UDP socket and one TCP listener per worker for `addr`.
-pub fn bind_all(addr: SocketAddr, workers: usize) -> io::Result<Vec<(std::net::UdpSocket, std::net::TcpListener)>> {
+/// One worker's sockets for one address: a UDP socket (none for DNS over TLS, which is
+/// TCP only) and a TCP listener.
+pub type SocketPair = (Option<std::net::UdpSocket>, std::net::TcpListener);
+
+/// Binds one UDP socket (when `udp`) and one TCP listener per worker for `addr`.
+pub fn bind_all(addr: SocketAddr, workers: usize, udp: bool) -> io::Result<Vec<SocketPair>> {
     let mut out = Vec::with_capacity(workers);
     let mut addr = addr;
     for _ in 0..workers {
-        let udp = udp_listener(addr)?;
+        let u = if udp { Some(udp_listener(addr)?) } else { None };
         // With port 0 the first socket picks the port; the rest join it.
         if addr.port() == 0 {
-            addr = local_addr(udp.as_raw_fd())?;
+            if let Some(u) = &u {
+                addr = local_addr(u.as_raw_fd())?;
+            }
         }
         let tcp = tcp_listener(addr)?;
-        out.push((udp, tcp));
+        if addr.port() == 0 {
+            addr = local_addr(tcp.as_raw_fd())?;
+        }
+        out.push((u, tcp));
     }
     Ok(out)
 }

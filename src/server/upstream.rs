@@ -6,6 +6,10 @@
 //!   random too, and a reply must carry it (RFC 5452 section 9).
 //! * TCP: connections are pooled per upstream and reused until idle for `expire`; a
 //!   reused connection that turns out closed is retried once on a fresh one.
+//! * TLS (RFC 7858): TCP with a rustls session on the connection (`server::stream`),
+//!   driven by the same readiness events: the handshake, the query and the reply move
+//!   along as the socket allows. Pooled and reused like TCP, per upstream address and
+//!   TLS configuration, so a reused connection costs no handshake.
 //! * Coalescing: an exchange started with a key is shared by later requests with the
 //!   same key while it is in flight: the message goes out once, and every waiter
 //!   resumes with the same reply.
@@ -16,6 +20,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpStream, UdpSocket};
@@ -23,6 +28,8 @@ use mio::{Interest, Registry, Token};
 
 use crate::chain::{Rng, UpstreamProto, UpstreamRequest};
 use crate::dns::{Header, HeaderMut};
+use crate::server::stream::Stream;
+use crate::tls;
 
 /// Exchanges in flight per worker; beyond it new ones fail at once.
 pub const MAX_EXCHANGES: usize = 4096;
@@ -35,7 +42,9 @@ enum Conn {
 }
 
 struct TcpState {
-    stream: TcpStream,
+    stream: Stream,
+    /// The TLS upstream's configuration (a retry opens a new session with it).
+    tls: Option<Arc<tls::Upstream>>,
     /// The framed message, and how much of it is written.
     out: Vec<u8>,
     written: usize,
@@ -54,6 +63,15 @@ struct Exchange<W> {
     key: Option<u64>,
 }
 
+/// A pooled connection: its stream, since when it idles, and the TLS configuration it
+/// was made with (held so that the pool key's address stays its own).
+type Idle = (Stream, Instant, Option<Arc<tls::Upstream>>);
+
+/// The pool key of a connection to `to` with `tls`.
+fn pool_key(to: SocketAddr, tls: Option<&Arc<tls::Upstream>>) -> (SocketAddr, usize) {
+    (to, tls.map_or(0, |t| Arc::as_ptr(t) as usize))
+}
+
 /// How an exchange ended (a chain run's end is [`crate::chain::Outcome`]).
 pub enum ExchangeOutcome {
     /// A reply with the right ID from the queried address: `len` bytes at the start of
@@ -69,7 +87,9 @@ pub struct Upstreams<W> {
     free: Vec<usize>,
     deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
     by_key: HashMap<u64, usize>,
-    pool: HashMap<SocketAddr, Vec<(TcpStream, Instant)>>,
+    /// Idle connections per (address, TLS configuration: 0 for plain TCP, else the
+    /// address of the `tls::Upstream`, which each pooled connection keeps alive).
+    pool: HashMap<(SocketAddr, usize), Vec<Idle>>,
     /// Token kind bits the worker reserved for these sockets.
     token_base: usize,
 }
@@ -133,9 +153,10 @@ impl<W> Upstreams<W> {
             self.slots.len() - 1
         });
         let token = Token(self.token_base | slot);
-        let conn = match req.proto {
+        let conn = match &req.proto {
             UpstreamProto::Udp => udp_send(reg, token, req.to, msg),
-            UpstreamProto::Tcp => self.tcp_open(reg, token, req.to, msg, req.expire),
+            UpstreamProto::Tcp => self.tcp_open(reg, token, req.to, msg, req.expire, None),
+            UpstreamProto::Tls(t) => self.tcp_open(reg, token, req.to, msg, req.expire, Some(t)),
         };
         let conn = match conn {
             Ok(c) => c,
@@ -168,14 +189,15 @@ impl<W> Upstreams<W> {
         to: SocketAddr,
         msg: &[u8],
         expire: Duration,
+        tls: Option<&Arc<tls::Upstream>>,
     ) -> io::Result<Conn> {
-        let idle = self.pool.get_mut(&to);
+        let idle = self.pool.get_mut(&pool_key(to, tls));
         let reused = idle.and_then(|idle| {
             std::iter::from_fn(|| idle.pop())
-                .find(|(_, since)| since.elapsed() < expire)
-                .map(|(s, _)| s)
+                .find(|(_, since, _)| since.elapsed() < expire)
+                .map(|(s, _, _)| s)
         });
-        tcp_conn(reg, token, to, msg, reused)
+        tcp_conn(reg, token, to, msg, reused, tls.cloned())
     }
 
     /// Handles readiness of exchange `slot`. When it ends, returns its waiters and the
@@ -205,9 +227,10 @@ impl<W> Upstreams<W> {
                 let Conn::Tcp(old) = &mut x.conn else { unreachable!() };
                 let _ = reg.deregister(&mut old.stream);
                 let msg = old.out[2..].to_vec();
+                let tls = old.tls.clone();
                 let to = x.to;
                 let token = Token(self.token_base | slot);
-                match tcp_conn(reg, token, to, &msg, None) {
+                match tcp_conn(reg, token, to, &msg, None, tls) {
                     Ok(c) => {
                         self.slots[slot].as_mut().expect("live slot").conn = c;
                         return None;
@@ -237,9 +260,9 @@ impl<W> Upstreams<W> {
             Conn::Tcp(mut t) => {
                 let _ = reg.deregister(&mut t.stream);
                 if matches!(outcome, ExchangeOutcome::Reply(_)) {
-                    let idle = self.pool.entry(x.to).or_default();
+                    let idle = self.pool.entry(pool_key(x.to, t.tls.as_ref())).or_default();
                     if idle.len() < MAX_IDLE_PER_UPSTREAM {
-                        idle.push((t.stream, Instant::now()));
+                        idle.push((t.stream, Instant::now(), t.tls));
                     }
                 }
             }
@@ -262,15 +285,23 @@ impl<W> Upstreams<W> {
         }
         // Idle pooled connections past any reasonable reuse age are closed.
         self.pool.retain(|_, idle| {
-            idle.retain(|(_, since)| since.elapsed() < Duration::from_secs(60));
+            idle.retain(|(_, since, _)| since.elapsed() < Duration::from_secs(60));
             !idle.is_empty()
         });
         out
     }
 }
 
-/// A TCP exchange on `reused`, or on a new connection to `to`, with `msg` framed.
-fn tcp_conn(reg: &Registry, token: Token, to: SocketAddr, msg: &[u8], reused: Option<TcpStream>) -> io::Result<Conn> {
+/// A TCP exchange on `reused`, or on a new connection to `to` (with a new TLS session
+/// when `tls`), with `msg` framed.
+fn tcp_conn(
+    reg: &Registry,
+    token: Token,
+    to: SocketAddr,
+    msg: &[u8],
+    reused: Option<Stream>,
+    tls: Option<Arc<tls::Upstream>>,
+) -> io::Result<Conn> {
     // The two-byte length frames at most 65,535 bytes (RFC 1035 4.2.2): a longer message
     // would be read by the upstream as a short one followed by more "messages".
     let len = u16::try_from(msg.len())
@@ -279,13 +310,20 @@ fn tcp_conn(reg: &Registry, token: Token, to: SocketAddr, msg: &[u8], reused: Op
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(msg);
     let is_reused = reused.is_some();
-    let mut stream = match reused {
-        Some(s) => s,
-        None => TcpStream::connect(to)?,
+    let mut stream = match (reused, &tls) {
+        (Some(s), _) => s,
+        (None, None) => Stream::Plain(TcpStream::connect(to)?),
+        (None, Some(t)) => {
+            let session = t
+                .session()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            Stream::tls(TcpStream::connect(to)?, session)
+        }
     };
     reg.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
     Ok(Conn::Tcp(TcpState {
         stream,
+        tls,
         out,
         written: 0,
         input: Vec::new(),
@@ -330,6 +368,12 @@ fn tcp_progress(t: &mut TcpState, id: u16, buf: &mut [u8]) -> Option<ExchangeOut
         if t.input.len() > 2 + u16::MAX as usize {
             return Some(ExchangeOutcome::Failed(io::ErrorKind::InvalidData));
         }
+    }
+    // TLS: what reading produced (the handshake's next flight, then the query the
+    // session held until the handshake was done) goes out now; the socket's next
+    // writable event takes the rest.
+    if let Err(e) = t.stream.flush_pending() {
+        return Some(ExchangeOutcome::Failed(e.kind()));
     }
     if t.input.len() < 2 {
         return None;

@@ -28,7 +28,8 @@
 //! * [`metrics`]: a strict Prometheus text-format parser.
 //! * [`http`]: a one-request HTTP/1.1 client for the probe endpoints.
 //! * [`fault`]: fault cases, one at a time, each reporting its figures.
-//! * [`tools`]: tests that need an outside tool (dig, python3) find it or fail.
+//! * [`tls`]: DNS over TLS: certificates made in the test, a DoT client, a TLS upstream.
+//! * [`tools`]: tests that need an outside tool (dig, kdig, python3) find it or fail.
 
 pub mod api;
 pub mod corpus;
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod objects;
 pub mod process;
 pub mod procfs;
+pub mod tls;
 pub mod tools;
 pub mod upstream;
 pub mod wire;

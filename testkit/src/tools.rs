@@ -1,4 +1,4 @@
-//! Outside tools some tests need (dig, python3 with PyYAML, systemd-analyze). Such a
+//! Outside tools some tests need (dig, kdig, python3 with PyYAML, systemd-analyze). Such a
 //! test is `#[ignore = "needs ..."]`, so `cargo test` alone never needs the tool; the
 //! second command, `cargo test --locked -- --ignored` (which `.ci/run` runs after
 //! installing the tools), runs it, and there a missing tool fails the test with what to
@@ -39,6 +39,18 @@ pub fn require_dig() {
 /// Runs `dig` with these arguments and returns its standard output.
 pub fn dig(args: &[&str]) -> String {
     let out = Command::new("dig").args(args).output().expect("run dig");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Requires kdig (Debian: knot-dnsutils), the one common client that speaks DNS over
+/// TLS (CoreDNS's tls README says as much).
+pub fn require_kdig() {
+    require("kdig", &["--version"], "knot-dnsutils (Debian) or knot-utils");
+}
+
+/// Runs `kdig` with these arguments and returns its standard output.
+pub fn kdig(args: &[&str]) -> String {
+    let out = Command::new("kdig").args(args).output().expect("run kdig");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

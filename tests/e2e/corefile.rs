@@ -127,12 +127,12 @@ fn dns_scheme_and_quoted_keys() {
     );
     assert_answer(&s.query("x.a.example", Rtype::A), &["x.a.example. 3600 IN A 10.0.0.1"]);
     assert_answer(&s.query("x.b.example", Rtype::A), &["x.b.example. 3600 IN A 10.0.0.2"]);
-    // Other schemes are refused.
-    let (code, _, err) = check("tls://a.example:8853 {\n    bind 127.0.0.1\n}\n", &[]);
+    // Other schemes are refused (tls:// is served: tests/e2e/tls.rs).
+    let (code, _, err) = check("https://a.example:8443 {\n    bind 127.0.0.1\n}\n", &[]);
     assert_eq!(code, 1);
     assert_eq!(
         err,
-        "Corefile:1 - Error during parsing: tls:// is not supported by clusterdns (only dns://)\n"
+        "Corefile:1 - Error during parsing: https:// is not supported by clusterdns (only dns:// and tls://)\n"
     );
 }
 

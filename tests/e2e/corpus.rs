@@ -87,6 +87,12 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
         "the_openshift_shape_caps_edns_and_withholds_the_version",
     ),
     (
+        "openshift-tls-upstream.Corefile",
+        "OpenShift's DNS operator with upstream resolvers and a zone's server over TLS",
+        "tls",
+        "the_openshift_tls_shape_forwards_over_tls_and_serves_the_cluster",
+    ),
+    (
         "rewrite-cluster-domain-alias.Corefile",
         "team: a cluster-domain alias by rewrite",
         "rewrite",

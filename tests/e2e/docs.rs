@@ -28,6 +28,15 @@ fn corefile_examples(md: &str) -> Vec<String> {
     out
 }
 
+/// The files the tls examples name (`cert.pem`, `key.pem`, `ca.pem`), made in `dir` by
+/// a CA of the test's own.
+fn tls_files(dir: &Path) {
+    let pki = testkit::tls::Pki::new(dir, "docs");
+    let leaf = pki.leaf("cert", &["dns.example.org"]);
+    std::fs::rename(&leaf.key, dir.join("key.pem")).unwrap();
+    std::fs::rename(&pki.ca, dir.join("ca.pem")).unwrap();
+}
+
 #[test]
 fn every_plugin_readme_example_is_a_valid_corefile() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -39,6 +48,9 @@ fn every_plugin_readme_example_is_a_valid_corefile() {
         };
         for example in corefile_examples(&md) {
             let dir = Scratch::new("docs");
+            if example.contains("cert.pem") {
+                tls_files(&dir.0);
+            }
             let (code, out, err) = run(&["-check", "-conf", "stdin"], &dir.0, Some(&example));
             assert_eq!(
                 code,

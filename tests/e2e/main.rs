@@ -37,6 +37,7 @@ mod rrl;
 mod serving;
 mod template;
 mod template_cname;
+mod tls;
 
 /// The kit finds the binary cargo built for these tests.
 #[test]

@@ -275,12 +275,13 @@ fn ask(d: Dns64, client: &str, qtype: u16, name: &str, first: Vec<u8>, a: Option
         let mut lookup = None;
         if let Outcome::Upstream { at, request } = chain.complete(q, at) {
             assert_eq!(at, 0);
+            let cookie = request.cookie;
             lookup = Some((q.worker.upstream_msg.clone(), request));
             let reply = match &a {
                 Some(a) => UpstreamReply::Message(a),
                 None => UpstreamReply::Timeout,
             };
-            let Outcome::Reply { at } = chain.resume(q, 0, reply, request.cookie) else {
+            let Outcome::Reply { at } = chain.resume(q, 0, reply, cookie) else {
                 panic!("dns64 answers after its lookup")
             };
             assert!(

@@ -23,7 +23,7 @@ use crate::setup::{Lifecycle, Plugin, SetupCtx};
 mod health;
 pub mod setup;
 
-pub use setup::{Options, Policy};
+pub use setup::{Options, Policy, Target};
 
 /// Upstream request durations, CoreDNS's `coredns_proxy_request_duration_seconds` buckets.
 static DURATION_BUCKETS: [f64; 16] = [
@@ -37,6 +37,8 @@ const QUERY_DEADLINE: Duration = Duration::from_secs(5);
 /// One upstream and its health.
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// `tls://`: every exchange goes over TLS with this configuration.
+    pub tls: Option<Arc<crate::tls::Upstream>>,
     /// Consecutive failures; at `max_fails` the upstream is down until a health check
     /// gets an answer.
     fails: AtomicU32,
@@ -121,9 +123,11 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
     let upstreams = opts
         .to
         .iter()
-        .map(|&addr| {
+        .map(|t| {
+            let addr = t.addr;
             Arc::new(Upstream {
                 addr,
+                tls: t.tls.clone(),
                 fails: AtomicU32::new(0),
                 stats: UpstreamStats::kept(ctx.process, addr, ctx.workers.max(1)),
             })
@@ -223,9 +227,16 @@ impl Forward {
             q.req.dnssec_ok() as u8,
             q.req.cd() as u8,
         ]);
+        let up = &self.upstreams[a.upstream as usize];
+        // A tls:// upstream is asked over TLS whatever the client used (CoreDNS: tcp-tls).
+        let proto = match &up.tls {
+            Some(t) => UpstreamProto::Tls(t.clone()),
+            None if a.tcp => UpstreamProto::Tcp,
+            None => UpstreamProto::Udp,
+        };
         Step::Upstream(UpstreamRequest {
-            to: self.upstreams[a.upstream as usize].addr,
-            proto: if a.tcp { UpstreamProto::Tcp } else { UpstreamProto::Udp },
+            to: up.addr,
+            proto,
             // No try outlives the query's overall deadline.
             timeout: self
                 .opts

@@ -50,7 +50,8 @@ impl Worker {
                 c.inflight += 1;
             }
         }
-        let request = w.suspended.request;
+        // An Arc's count at most (a TLS upstream's configuration): nothing allocated.
+        let request = w.suspended.request.clone();
         let mut msg = std::mem::take(&mut w.suspended.message);
         let started = self.upstreams.start(self.poll.registry(), &request, &mut msg, w);
         self.stats

@@ -211,7 +211,7 @@ impl Worker {
                         .conns
                         .iter()
                         .flatten()
-                        .any(|c| c.wpos < c.wbuf.len() || c.inflight > 0);
+                        .any(|c| c.wpos < c.wbuf.len() || c.inflight > 0 || c.stream.wants_write());
                 if !busy || Instant::now() >= deadline {
                     return;
                 }

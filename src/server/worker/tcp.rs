@@ -1,7 +1,10 @@
 //! A worker's DNS-over-TCP service (RFC 7766): accepting within its connection limit,
 //! reading length-prefixed messages (pipelined: each reply goes out as it completes),
 //! writing with backpressure (a client that does not read is not read from), and the
-//! read, write and idle timeouts of `timeouts`.
+//! read, write and idle timeouts of `timeouts`. A `tls://` listener's connections are
+//! the same, over a TLS session (`server::stream`): the session is a state machine on
+//! the connection, fed by the same readiness events; its handshake must finish within
+//! the read timeout.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -9,12 +12,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::Interest;
-use mio::net::TcpStream;
 
 use super::exchange::{Client, Waiting};
 use super::{CONN, Worker, token};
 use crate::dns::Transport;
 use crate::server::handler::{self, Handled};
+use crate::server::stream::Stream;
 use crate::settings::Timeouts;
 
 /// Resource limits of a worker's TCP service (RFC 7766 section 6.2 asks for bounded
@@ -46,7 +49,7 @@ fn has_frame(buf: &[u8]) -> bool {
 
 /// One accepted connection: its buffers, its timers and its replies still owed.
 pub(super) struct Conn {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Stream,
     pub(super) timeouts: Timeouts,
     pub(super) peer: SocketAddr,
     pub(super) local: SocketAddr,
@@ -91,11 +94,26 @@ impl Worker {
                 continue;
             }
             let local = stream.local_addr().unwrap_or(l.addr);
-            let timeouts = {
+            let (timeouts, tls) = {
                 let server = self.current_server();
                 let l = &self.tcp_listeners[idx];
-                l.listener
-                    .map_or_else(Timeouts::default, |i| server.listeners[i].timeouts)
+                l.listener.map_or_else(
+                    || (Timeouts::default(), None),
+                    |i| (server.listeners[i].timeouts, server.listeners[i].tls.clone()),
+                )
+            };
+            // A tls:// listener's connection gets a session with the configuration of
+            // the generation that accepted it (a reload's new certificate serves new
+            // connections).
+            let stream = match tls {
+                None => Stream::Plain(stream),
+                Some(tls) => match rustls::ServerConnection::new(tls.0) {
+                    Ok(session) => Stream::tls(stream, session),
+                    Err(e) => {
+                        log::warn!("worker {}: cannot start a tls session: {e}", self.id);
+                        continue;
+                    }
+                },
             };
             let slot = self.free_conns.pop().unwrap_or_else(|| {
                 self.conns.push(None);
@@ -278,6 +296,12 @@ impl Worker {
         let Some(Some(c)) = self.conns.get_mut(slot) else {
             return false;
         };
+        // TLS records left over (a handshake message, replies the socket did not take)
+        // go before anything new.
+        if c.stream.flush_pending().is_err() {
+            self.close_conn(slot);
+            return false;
+        }
         while c.wpos < c.wbuf.len() {
             match c.stream.write(&c.wbuf[c.wpos..]) {
                 Ok(0) => break,
@@ -294,7 +318,7 @@ impl Worker {
                 }
             }
         }
-        let pending_output = c.wpos < c.wbuf.len();
+        let pending_output = c.wpos < c.wbuf.len() || c.stream.wants_write();
         if pending_output {
             c.blocked_since.get_or_insert_with(Instant::now);
             // Forget what was sent, so that a client reading steadily behind a steady
@@ -328,6 +352,7 @@ impl Worker {
 
     pub(super) fn close_conn(&mut self, slot: usize) {
         if let Some(Some(mut c)) = self.conns.get_mut(slot).map(Option::take) {
+            c.stream.close_notify();
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.free_conns.push(slot);
             // Replies still owed to this connection are dropped when they arrive.
@@ -353,7 +378,13 @@ impl Worker {
             // Not while reading is paused: then the server, not the client, is waiting.
             let slow_read = !c.read_paused && c.partial_since.is_some_and(|s| now.duration_since(s) >= t.read);
             let slow_write = c.blocked_since.is_some_and(|s| now.duration_since(s) >= t.write);
-            if idle || slow_read || slow_write {
+            // A TLS handshake counts as reading: it must end within the read timeout
+            // (Go's tls.Conn handshakes under the read deadline CoreDNS sets).
+            let slow_handshake = c
+                .stream
+                .handshaking_since()
+                .is_some_and(|s| now.duration_since(s) >= t.read);
+            if idle || slow_read || slow_write || slow_handshake {
                 self.close_conn(i);
             }
         }
