@@ -368,7 +368,11 @@ pub(crate) fn zone_error(d: &Directive, origin: &Zone, e: ParseError) -> ConfigE
         ),
         ParseError::File { file, msg } => d.err(
             NAME,
-            format!("failed to parse file {:?} for origin {}: {msg}", file.display().to_string(), origin.as_str()),
+            format!(
+                "failed to parse file {:?} for origin {}: {msg}",
+                file.display().to_string(),
+                origin.as_str()
+            ),
         ),
         e => d.err(NAME, format!("zone {}: {e}", origin.as_str())),
     }
@@ -485,4 +489,4 @@ impl Reloader {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
