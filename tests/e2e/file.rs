@@ -71,8 +71,10 @@ fn ask(addr: std::net::SocketAddr, name: &str, qtype: Rtype) -> Message<Vec<u8>>
     udp
 }
 
-/// (rcode, AA, answer, authority, additional).
-fn whole(m: &Message<Vec<u8>>) -> (Rcode, bool, Vec<String>, Vec<String>, Vec<String>) {
+/// A reply as compared: (rcode, AA, answer, authority, additional).
+type Whole = (Rcode, bool, Vec<String>, Vec<String>, Vec<String>);
+
+fn whole(m: &Message<Vec<u8>>) -> Whole {
     (
         rcode(m),
         m.header().aa(),
@@ -98,7 +100,7 @@ fn a_zone_with_every_common_type_answers_whole_records_over_udp_and_tcp() {
         dir.0.display()
     ));
     let a = s.addr();
-    let cases: Vec<(&str, Rtype, (Rcode, bool, Vec<String>, Vec<String>, Vec<String>))> = vec![
+    let cases: Vec<(&str, Rtype, Whole)> = vec![
         // lookup_test.go: a positive answer is authoritative, apex NS in authority.
         (
             "www.example.org",
