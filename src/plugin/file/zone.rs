@@ -638,6 +638,7 @@ impl<'z> Writer<'z, '_, '_, '_> {
     /// A name of the zone (lower-cased wire; `head` bytes of labels in front of the
     /// origin) as its labels and a pointer to the question's origin, or, outside the
     /// zone, whole.
+    #[inline]
     fn name<'n>(&self, bytes: &'n [u8], head: u8) -> Name<'n> {
         if head == OUTSIDE {
             return Name::wire(bytes);
@@ -650,6 +651,7 @@ impl<'z> Writer<'z, '_, '_, '_> {
     }
 
     /// The name of `node`.
+    #[inline]
     fn node_name(&self, node: u32) -> Name<'z> {
         let z = self.z;
         let name = z.name(node);
@@ -662,6 +664,7 @@ impl<'z> Writer<'z, '_, '_, '_> {
 
     /// The data of record `rr` of a set of type `rtype`: the names of NS, CNAME, PTR
     /// and SOA compressed (RFC 3597 4), the rest as stored.
+    #[inline]
     fn data(&self, rtype: u16, rr: &Rr) -> Rdata<'z> {
         let z = self.z;
         let bytes = &z.bytes[rr.rdata.range()];
@@ -797,8 +800,9 @@ impl<'z> Writer<'z, '_, '_, '_> {
     fn set(&mut self, section: Section, set: u32, owner: Name<'_>) -> Result<(), Over> {
         let z = self.z;
         let s = &z.sets[set as usize];
+        // The whole set at once: one visit a record, as many as may be written.
+        self.charge(s.rrs.len)?;
         for r in s.rrs.range() {
-            self.charge(1)?;
             let rr = &z.rrs[r];
             let record = Record {
                 owner,
