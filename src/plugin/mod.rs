@@ -17,6 +17,7 @@ use crate::setup::{SetupCtx, Spec};
 
 pub mod acl;
 pub mod any;
+pub mod auto;
 pub mod autopath;
 pub mod bind;
 pub mod bufsize;
@@ -25,6 +26,7 @@ pub mod chaos;
 pub mod debug;
 pub mod dns64;
 pub mod errors;
+pub mod file;
 pub mod forward;
 pub mod header;
 pub mod health;
@@ -110,8 +112,8 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("clouddns"),
     Spec::chain("k8s_external", k8s_external::setup),
     Spec::chain("kubernetes", kubernetes::setup),
-    Spec::unsupported("file"),
-    Spec::unsupported("auto"),
+    Spec::chain("file", file::setup),
+    Spec::chain("auto", auto::setup),
     Spec::unsupported("secondary"),
     Spec::unsupported("etcd"),
     Spec::chain("loop", loop_detect::setup),
@@ -355,6 +357,7 @@ mod tests {
             [
                 "acl",
                 "any",
+                "auto",
                 "autopath",
                 "bind",
                 "bufsize",
@@ -363,6 +366,7 @@ mod tests {
                 "debug",
                 "dns64",
                 "errors",
+                "file",
                 "forward",
                 "header",
                 "health",
@@ -402,6 +406,7 @@ mod tests {
                 "Other plugins:\n",
                 "  dns.acl\n",
                 "  dns.any\n",
+                "  dns.auto\n",
                 "  dns.autopath\n",
                 "  dns.bind\n",
                 "  dns.bufsize\n",
@@ -410,6 +415,7 @@ mod tests {
                 "  dns.debug\n",
                 "  dns.dns64\n",
                 "  dns.errors\n",
+                "  dns.file\n",
                 "  dns.forward\n",
                 "  dns.header\n",
                 "  dns.health\n",

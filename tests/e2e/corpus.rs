@@ -33,6 +33,12 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
         "an_ipv6_only_cluster_gets_aaaa_for_an_ipv4_only_service",
     ),
     (
+        "file-split-horizon.Corefile",
+        "split horizon: an internal zone from a file beside the cluster block",
+        "file",
+        "the_split_horizon_corefile_answers_the_internal_zone_beside_the_cluster",
+    ),
+    (
         "gardener-search-path-rewrite.Corefile",
         "Gardener's default with search-path rewrites",
         "rewrite",

@@ -4,6 +4,7 @@
 
 mod acl;
 mod any;
+mod auto;
 mod autopath;
 mod bufsize;
 mod chaos;
@@ -15,6 +16,7 @@ mod debug;
 mod dns64;
 mod docs;
 mod errors;
+mod file;
 mod hardening;
 mod hardening_answers;
 mod hardening_inputs;
