@@ -20,6 +20,8 @@ use crate::dns::wire::{self, MAX_NAME_LEN};
 pub struct WireSuffix {
     piece: Vec<u8>,
     labels: Vec<u8>,
+    /// `piece` then `labels`: what a new name ends with, written in one copy.
+    tail: Vec<u8>,
 }
 
 /// What an `exact` or `suffix` rule does, in wire form.
@@ -73,8 +75,10 @@ impl WireSuffix {
         } else {
             wire::name_from_str(rest)?
         };
+        let piece = text.as_bytes()[..dot].to_vec();
         Some(WireSuffix {
-            piece: text.as_bytes()[..dot].to_vec(),
+            tail: [&piece[..], &labels[..]].concat(),
+            piece,
             labels,
         })
     }
@@ -182,11 +186,14 @@ impl WireRule {
                     return Err(());
                 }
                 if let Some(out) = out {
-                    out.extend_from_slice(&name[..o]);
-                    out.push(joined as u8);
-                    out.extend_from_slice(&name[o + 1..o + 1 + keep]);
-                    out.extend_from_slice(&to.piece);
-                    out.extend_from_slice(&to.labels);
+                    // Two copies: the name up to the kept bytes of the cut label (its
+                    // length byte then set to the joined label's), and `to`'s piece and
+                    // labels kept together. Five pieces cost ~140 instructions of a
+                    // rewritten answer's ~4,200 (issue 12); these two, ~50.
+                    let at = out.len() + o;
+                    out.extend_from_slice(&name[..o + 1 + keep]);
+                    out[at] = joined as u8;
+                    out.extend_from_slice(&to.tail);
                 }
                 Ok(true)
             }
