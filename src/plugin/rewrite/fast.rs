@@ -162,6 +162,7 @@ impl WireRule {
     /// `out` if given: `Ok(true)`, `Ok(false)` when it does not match, `Err(())` when
     /// only the text way can tell (or the new name would be invalid: the text way
     /// fails it).
+    #[inline]
     pub fn apply(&self, name: &[u8], out: Option<&mut Vec<u8>>) -> Result<bool, ()> {
         match self {
             WireRule::Exact { from, to } => {
