@@ -101,7 +101,8 @@ impl NameKey {
             if l == 0 {
                 break;
             }
-            if l > 63 || n == 128 {
+            // At most 127 labels fit 255 bytes: `n` stays in bounds.
+            if l > 63 {
                 return false;
             }
             self.labels[n] = at as u8;

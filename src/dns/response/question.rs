@@ -192,6 +192,18 @@ impl Response {
         false
     }
 
+    /// [`Self::settle_echo`] for the common reply, which needs no name looked at: an
+    /// echoed, finished reply whose records are all owned by the bare pointer to the
+    /// question with no name in their data stands. `false` (nothing changed) for any
+    /// other reply. Lets `rewrite` settle such a reply before it looks up its rule.
+    pub fn settle_bare_echo(&mut self) -> bool {
+        if self.echo && self.finished && !self.echo_spoiled && self.bare() {
+            self.echo = false;
+            return true;
+        }
+        false
+    }
+
     /// Puts the rewritten query's question back into an echoed reply (nothing if it is
     /// not echoed): the names that point to the question read as the query's name
     /// again, as they were written. The pointers past the question fit 14 bits once

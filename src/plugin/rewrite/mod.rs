@@ -307,6 +307,8 @@ impl Handler for Rewrite {
         // The chain hands back what serve's wire path did (no second match); without
         // it (a query the wire path could not rename in place) the rules run again.
         let fast = match q.worker.renamed.take() {
+            // The common echoed reply stands with no rule looked at (issue 12).
+            Some(m) if m.echo && q.resp.settle_bare_echo() => return,
             Some(m) => Fast::Renamed { rule: m.note as usize },
             None => fast::run(&self.rules, q.req.qname.wire(), None),
         };
