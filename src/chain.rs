@@ -214,10 +214,17 @@ fn over_budget(process: &ProcessState, req: &Request<'_>, plugin: &str) {
 /// the new request without comparing or parsing anything but the name's labels (checked
 /// in debug builds), and the rewriter's response hook gets it back with its `note`
 /// (`rewrite`: the rule that applied), so it need not find out again what it did.
+///
+/// With `echo`, the rewriter's hook accepts a reply that already carries the client's
+/// question ([`Request::echo`]; it settles it with `Response::settle_echo`): the chain
+/// then gives the new request the client's question to echo, when no plugin after the
+/// rewriter has a response hook (one would see a reply whose question is not its
+/// request's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Renamed {
     pub qname_end: usize,
     pub note: u32,
+    pub echo: bool,
 }
 
 /// Per-worker state a plugin may use while handling a query: identity, time, a fast
@@ -629,6 +636,8 @@ pub struct Chain {
     rewriters: Vec<bool>,
     /// The smallest of the plugins' [`Handler::udp_size_limit`]s.
     udp_limit: Option<u16>,
+    /// Whether no plugin after each one has a response hook (see [`Renamed`]).
+    quiet_after: Vec<bool>,
 }
 
 /// Where a run of the chain ended.
@@ -646,6 +655,9 @@ impl Chain {
         let hooks = plugins.iter().map(|p| p.wants_response()).collect();
         let follows = plugins.iter().map(|p| p.follows_up()).collect();
         let rewriters = plugins.iter().map(|p| p.rewrites()).collect();
+        let quiet_after = (0..plugins.len())
+            .map(|i| !plugins[i + 1..].iter().any(|p| p.wants_response()))
+            .collect();
         let meta_zones = plugins.iter().find_map(|p| p.metadata_zones()).map(<[Zone]>::to_vec);
         let providers = match meta_zones {
             Some(_) => plugins.iter().filter(|p| p.provides_metadata()).cloned().collect(),
@@ -657,6 +669,7 @@ impl Chain {
             hooks,
             follows,
             rewriters,
+            quiet_after,
             meta_zones,
             providers,
             udp_limit,
@@ -755,9 +768,12 @@ impl Chain {
         let mut trusted;
         let renamed;
         let parsed;
-        let req = match mark.and_then(|m| renamed_parts(q.req, &buf, m.qname_end)) {
-            Some((edns, name)) => {
+        let req = match mark.and_then(|m| renamed_parts(q.req, &buf, m.qname_end).map(|p| (p, m.echo))) {
+            Some(((edns, name), echo)) => {
                 trusted = renamed_request(q.req, &buf, name.len() + QNAME_OFFSET, edns);
+                if echo && self.quiet_after[at] {
+                    trusted.echo = Some(q.req.question());
+                }
                 if trusted.qname.set_lower_wire(name) {
                     Some(&trusted)
                 } else {
@@ -965,6 +981,7 @@ fn renamed_request<'b>(client: &Request<'_>, buf: &'b [u8], end: usize, edns: Op
         transport: client.transport,
         client: client.client,
         local: client.local,
+        echo: None,
     }
 }
 

@@ -101,7 +101,8 @@ impl NameKey {
             if l == 0 {
                 break;
             }
-            if l > 63 || n == 128 {
+            // At most 127 labels fit 255 bytes: `n` stays in bounds.
+            if l > 63 {
                 return false;
             }
             self.labels[n] = at as u8;
@@ -245,6 +246,11 @@ pub struct Request<'a> {
     /// The address the query was received on (the listener's, or the packet's
     /// destination when known).
     pub local: SocketAddr,
+    /// The question a reply to this request carries instead of its own: the client's,
+    /// for a query a rewriter renamed (set by the chain, see `chain::Renamed::echo`;
+    /// `None` for every query as received). The records are still about this
+    /// request's name; [`crate::dns::Response`] keeps it aside.
+    pub echo: Option<&'a [u8]>,
 }
 
 impl<'a> Request<'a> {
@@ -350,6 +356,7 @@ impl<'a> Request<'a> {
             transport,
             client,
             local,
+            echo: None,
         })
     }
 
@@ -412,6 +419,7 @@ impl<'a> Request<'a> {
             transport: self.transport,
             client: self.client,
             local: self.local,
+            echo: self.echo,
         }
     }
 

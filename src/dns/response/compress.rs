@@ -111,8 +111,13 @@ impl Targets {
 }
 
 impl Response {
-    /// The question name as written in the response (empty if there is none).
+    /// The question name the records are about: as written in the response (empty if
+    /// there is none), or the rewritten query's when the reply carries the client's
+    /// ([`Request::echo`](crate::dns::Request::echo)).
     pub(super) fn question_wire(&self) -> &[u8] {
+        if self.echo {
+            return &self.echo_name[..self.echo_len as usize];
+        }
         let mut end = QNAME_OFFSET;
         while let Some(&len) = self.buf.get(end) {
             if len == 0 {
@@ -128,15 +133,30 @@ impl Response {
         // Fast path: labels in front of a suffix of the question (the owner of most
         // records, SOA names) end in a pointer to it, nothing to search. Names in two
         // parts (SRV glue) take the search below, which finds their SRV target.
-        if let (true, Tail::Question(off), true) = (compress, name.tail, name.mid.is_empty()) {
+        // With the client's question in place of the query's (`echo`), only the whole
+        // question is pointed to: a suffix of the query's name is written out below.
+        let fast = !self.echo || matches!(name.tail, Tail::Question(QNAME_OFFSET));
+        if let (true, Tail::Question(off), true, true) = (compress, name.tail, name.mid.is_empty(), fast) {
             // The whole name may not exceed 255 bytes (whoami's `_udp.` in front of a
             // 255-byte question name did).
-            if !name.head.is_empty()
-                && name.head.len() + (QNAME_OFFSET + self.qname_len).saturating_sub(off) > MAX_NAME_LEN
-            {
+            // The question's length as stored (no walk), or the query's name when the
+            // reply carries the client's question (`echo`): the records are about that one.
+            let about = if self.echo {
+                self.echo_len as usize
+            } else {
+                self.qname_len
+            };
+            if !name.head.is_empty() && name.head.len() + (QNAME_OFFSET + about).saturating_sub(off) > MAX_NAME_LEN {
                 return Err(PushError::Malformed);
             }
-            self.write_labels(name.head, Tail::Question(off))?;
+            if self.echo && name.head.len() + self.qname_len > MAX_NAME_LEN {
+                // Fits in front of the query's name, not of the client's: only the
+                // query's question can stand here (question.rs puts it back).
+                self.echo_spoiled = true;
+            }
+            if !name.head.is_empty() {
+                self.write_labels(name.head, Tail::Question(off))?;
+            }
             self.buf.extend_from_slice(&(0xC000 | off as u16).to_be_bytes());
             return Ok(());
         }
@@ -156,6 +176,12 @@ impl Response {
         match name.tail {
             Tail::Root => {}
             Tail::Wire(w) => put(w)?,
+            Tail::Question(off) if self.echo => {
+                let name = off
+                    .checked_sub(QNAME_OFFSET)
+                    .and_then(|at| self.echo_name[..self.echo_len as usize].get(at..));
+                put(name.ok_or(PushError::Malformed)?)?;
+            }
             Tail::Question(off) => {
                 let mut end = off;
                 while self.buf[end] != 0 {
@@ -193,6 +219,7 @@ impl Response {
     /// Writes labels (no root) and remembers each as a compression target (while the
     /// table has room), with the length of the name it starts: its labels, then `tail`
     /// (the rest of the name, as written after them).
+    #[inline]
     fn write_labels(&mut self, labels: &[u8], tail: Tail<'_>) -> Result<(), PushError> {
         let tail_len = match tail {
             Tail::Root => 1,
@@ -206,7 +233,9 @@ impl Response {
                 return Err(PushError::Malformed);
             }
             let pos = self.buf.len();
-            if pos < 0x3FFF {
+            // With the client's question in place (`echo`), the query's may come back,
+            // at most 254 bytes longer: a pointer must still fit 14 bits then.
+            if pos < if self.echo { 0x3FFF - MAX_NAME_LEN } else { 0x3FFF } {
                 self.targets.remember(pos, labels.len() - at + tail_len);
             }
             self.buf.extend_from_slice(&labels[at..at + 1 + l]);

@@ -78,6 +78,15 @@ pub struct Response {
     /// Whether TC was set through [`Response::set_flag`] (an upstream's TC relayed),
     /// rather than by `finish` for records left out here.
     tc_set_by_hand: bool,
+    /// The reply was started for a rewritten query with the client's question in place
+    /// of the query's own ([`Request::echo`]); `echo_name` holds the query's name, which
+    /// the records are about. See question.rs.
+    echo: bool,
+    /// A name was written that only the query's own question can carry (longer than
+    /// 255 bytes in front of the client's): the reply cannot stand as it is.
+    echo_spoiled: bool,
+    echo_len: u8,
+    echo_name: [u8; wire::MAX_NAME_LEN],
 }
 
 impl Default for Response {
@@ -108,6 +117,10 @@ impl Response {
             opt_extra: 0,
             answers_cut: false,
             tc_set_by_hand: false,
+            echo: false,
+            echo_spoiled: false,
+            echo_len: 0,
+            echo_name: [0; wire::MAX_NAME_LEN],
         }
     }
 
@@ -129,6 +142,8 @@ impl Response {
         self.opt_extra = 0;
         self.answers_cut = false;
         self.tc_set_by_hand = false;
+        self.echo = false;
+        self.echo_spoiled = false;
     }
 
     /// Marks the reply as not to be sent: the client gets nothing (response rate
@@ -149,12 +164,23 @@ impl Response {
         self.buf.extend_from_slice(&req.id.to_be_bytes());
         self.buf.extend_from_slice(&req.flags.reply().0.to_be_bytes());
         self.buf.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-        self.buf.extend_from_slice(req.question());
+        let question = req.echo.unwrap_or_else(|| req.question());
+        self.buf.extend_from_slice(question);
         self.edns = req.edns.map(|e| e.dnssec_ok);
         self.cookie = req.cookie.map(|c| c.reply);
         self.limit = req.max_size() - self.opt_len();
         self.set_rcode(rcode);
-        self.qname_len = req.qname_end - QNAME_OFFSET;
+        self.qname_len = question.len() - 4;
+        if req.echo.is_some() {
+            // The client's question, the query's name aside (question.rs): no
+            // compression target in the question, so that only a name written as the
+            // question points to it.
+            let name = req.qname_raw();
+            self.echo_name[..name.len()].copy_from_slice(name);
+            self.echo_len = name.len() as u8;
+            self.echo = true;
+            return;
+        }
         // The question's labels are the first compression targets.
         let mut at = QNAME_OFFSET;
         while self.buf[at] != 0 && !self.targets.is_full() {

@@ -204,3 +204,162 @@ fn a_finished_reply_takes_an_option_and_loses_its_later_sections() {
     resp.finish();
     assert!(!resp.add_option(3, b"x"));
 }
+
+/// A reply written for a rewritten query with the client's question in place
+/// (`Request::echo`), then settled with `unrelated`: whether it stood, the question it
+/// ends with, and its answer and authority sections as read.
+fn echoed(
+    client: &[u8],
+    renamed: &[u8],
+    unrelated: impl Fn(&[u8]) -> bool,
+    write: impl Fn(&mut Response, &Request<'_>),
+) -> (bool, String, Vec<String>, Vec<String>) {
+    let (client_raw, renamed_raw) = (q(client, Some(1232)), q(renamed, Some(1232)));
+    let client_req = req(&client_raw);
+    let mut r = req(&renamed_raw);
+    r.echo = Some(client_req.question());
+    let mut resp = Response::new();
+    resp.start(&r, Rcode::NOERROR);
+    assert!(resp.is_echoed());
+    write(&mut resp, &r);
+    resp.finish();
+    let stood = resp.settle_echo(unrelated);
+    assert!(!resp.is_echoed());
+    let msg = domain::base::Message::from_octets(resp.bytes().to_vec()).unwrap();
+    let question = msg.first_question().unwrap().qname().to_string();
+    let (answer, authority) = (
+        testkit::wire::section(&msg, "answer"),
+        testkit::wire::section(&msg, "authority"),
+    );
+    (stood, question, answer, authority)
+}
+
+/// Names of the rewritten query's zone are the ones `answer auto` would change.
+fn outside_svc(name: &[u8]) -> bool {
+    !name.ends_with(b"\x03svc\x07cluster\x05local\x00")
+}
+
+#[test]
+fn an_echoed_reply_stands_when_its_other_names_are_left_alone() {
+    let client = b"\x03web\x06team-a\x07example\x00";
+    let renamed = b"\x03web\x06team-a\x03svc\x07cluster\x05local\x00";
+    let write = |resp: &mut Response, r: &Request<'_>| {
+        let a = |i| Rdata::A(Ipv4Addr::new(10, 0, 0, i));
+        resp.answer(Record::at_question(rtype::A, 5, a(1)));
+        // Labels in front of the question and a suffix of the query's name (a zone):
+        // the first reads under the client's name, the second as the query's.
+        let head = b"\x01x";
+        resp.answer(Record {
+            owner: Name::under_question(head, QNAME_OFFSET),
+            rtype: rtype::A,
+            ttl: 5,
+            data: a(2),
+        });
+        resp.authority(Record {
+            owner: Name::under_question(&[], r.qname_label_offset(3)),
+            rtype: rtype::A,
+            ttl: 5,
+            data: a(3),
+        });
+    };
+    let (stood, question, answer, authority) = echoed(client, renamed, outside_svc, write);
+    assert!(stood);
+    assert_eq!(question, "web.team-a.example");
+    assert_eq!(
+        answer,
+        [
+            "web.team-a.example. 5 IN A 10.0.0.1",
+            "x.web.team-a.example. 5 IN A 10.0.0.2"
+        ]
+    );
+    assert_eq!(authority, ["cluster.local. 5 IN A 10.0.0.3"]);
+}
+
+#[test]
+fn an_echoed_reply_that_cannot_stand_gets_the_querys_question_back() {
+    let client = b"\x03web\x06team-a\x07example\x00";
+    let renamed = b"\x03web\x06team-a\x03svc\x07cluster\x05local\x00";
+    // A name the rule would change (under the query's zone), and a record whose owner
+    // points past the question (it moves with the question).
+    let target = b"\x05other\x07example\x03net\x00";
+    let svc = b"\x02db\x06team-a\x03svc\x07cluster\x05local\x00";
+    let write = |resp: &mut Response, _: &Request<'_>| {
+        resp.answer(Record::at_question(rtype::CNAME, 5, Rdata::Name(Name::wire(target))));
+        resp.answer(Record {
+            owner: Name::wire(target),
+            rtype: rtype::CNAME,
+            ttl: 5,
+            data: Rdata::Name(Name::wire(svc)),
+        });
+        resp.answer(Record {
+            owner: Name::wire(target),
+            rtype: rtype::A,
+            ttl: 5,
+            data: Rdata::A(Ipv4Addr::new(10, 0, 0, 4)),
+        });
+    };
+    let (stood, question, answer, _) = echoed(client, renamed, outside_svc, write);
+    assert!(!stood);
+    assert_eq!(question, "web.team-a.svc.cluster.local");
+    assert_eq!(
+        answer,
+        [
+            "web.team-a.svc.cluster.local. 5 IN CNAME other.example.net.",
+            "other.example.net. 5 IN CNAME db.team-a.svc.cluster.local.",
+            "other.example.net. 5 IN A 10.0.0.4",
+        ]
+    );
+    // Without that name it stands, the pointer past the question in place.
+    let (stood, question, answer, _) = echoed(client, renamed, |_| true, write);
+    assert!(stood);
+    assert_eq!(question, "web.team-a.example");
+    assert_eq!(answer[0], "web.team-a.example. 5 IN CNAME other.example.net.");
+    assert_eq!(answer[2], "other.example.net. 5 IN A 10.0.0.4");
+}
+
+#[test]
+fn an_echoed_reply_with_a_name_only_the_querys_question_carries_gets_it_back() {
+    // Labels that fit in front of the query's short name, not the client's long one.
+    let mut client = Vec::new();
+    for _ in 0..4 {
+        client.push(50);
+        client.extend_from_slice(&[b'c'; 50]);
+    }
+    client.push(0);
+    let renamed = b"\x01a\x03svc\x00";
+    let mut head = Vec::new();
+    for _ in 0..3 {
+        head.push(20);
+        head.extend_from_slice(&[b'h'; 20]);
+    }
+    let write = |resp: &mut Response, _: &Request<'_>| {
+        resp.answer(Record {
+            owner: Name::under_question(&head, QNAME_OFFSET),
+            rtype: rtype::A,
+            ttl: 5,
+            data: Rdata::A(Ipv4Addr::new(10, 0, 0, 5)),
+        });
+    };
+    let (stood, question, answer, _) = echoed(&client, renamed, |_| true, write);
+    assert!(!stood);
+    assert_eq!(question, "a.svc");
+    let h = "h".repeat(20);
+    assert_eq!(answer, [format!("{h}.{h}.{h}.a.svc. 5 IN A 10.0.0.5")]);
+}
+
+#[test]
+fn an_echoed_reply_with_a_pointer_into_the_querys_name_gets_it_back() {
+    let client = b"\x03web\x06team-a\x07example\x00";
+    let renamed = b"\x03web\x06team-a\x03svc\x07cluster\x05local\x00";
+    // An encoded record (a template's) owned by `x.` and a pointer to `svc.cluster.local.`
+    // in the query's question.
+    let write = |resp: &mut Response, r: &Request<'_>| {
+        let at = r.qname_label_offset(2) as u8;
+        let rec = [1, b'x', 0xC0, at, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4, 10, 0, 0, 6];
+        resp.push_encoded(Section::Answer, &rec).unwrap();
+    };
+    let (stood, question, answer, _) = echoed(client, renamed, |_| true, write);
+    assert!(!stood);
+    assert_eq!(question, "web.team-a.svc.cluster.local");
+    assert_eq!(answer, ["x.svc.cluster.local. 5 IN A 10.0.0.6"]);
+}

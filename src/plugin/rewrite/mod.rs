@@ -11,7 +11,8 @@
 //!                   new query built into the same buffer; the later plugins see it
 //!   client reply ◀─ on_response: the chain hands the mark back (no second match)
 //!                   and the client's question is put back in place (the records named
-//!                   after it follow); without a mark (a query with records that
+//!                   after it follow), or was written in place at once (the chain's
+//!                   echo; checked, and undone where it cannot stand); without a mark (a query with records that
 //!                   was written the text way) the wire rules are matched again;
 //!                   otherwise the text
 //!                   rules applied again to the client's query and the reply rebuilt:
@@ -247,6 +248,9 @@ impl Handler for Rewrite {
                 q.worker.renamed = Some(Renamed {
                     qname_end,
                     note: rule as u32,
+                    // `answer auto` (on_response): a reply may come with the client's
+                    // question already in place.
+                    echo: matches!(&self.rules[rule].kind, Kind::Name(r) if r.auto),
                 });
                 return Step::Rewritten;
             }
@@ -303,15 +307,25 @@ impl Handler for Rewrite {
         // The chain hands back what serve's wire path did (no second match); without
         // it (a query the wire path could not rename in place) the rules run again.
         let fast = match q.worker.renamed.take() {
+            // The common echoed reply stands with no rule looked at (issue 12).
+            Some(m) if m.echo && q.resp.settle_bare_echo() => return,
             Some(m) => Fast::Renamed { rule: m.note as usize },
             None => fast::run(&self.rules, q.req.qname.wire(), None),
         };
         match fast {
-            Fast::Untouched => return,
+            Fast::Untouched => {
+                q.resp.unecho();
+                return;
+            }
             Fast::Renamed { rule, .. } => {
                 if let Kind::Name(r) = &self.rules[rule].kind {
                     if let (true, Some(w)) = (r.auto, &r.wire) {
-                        if q.resp.replace_question(q.req.question(), |n| !w.reverts(n)) {
+                        // A reply written with the client's question (chain::Renamed's
+                        // echo) stands when its other names are ones the rule leaves
+                        // alone; otherwise it comes back with the query's question.
+                        if q.resp.settle_echo(|n| !w.reverts(n))
+                            || q.resp.replace_question(q.req.question(), |n| !w.reverts(n))
+                        {
                             return;
                         }
                     }
@@ -319,6 +333,9 @@ impl Handler for Rewrite {
             }
             Fast::Unsure => {}
         }
+        // The text way works on the reply as written for the query (a no-op unless
+        // the reply came echoed and was not settled above).
+        q.resp.unecho();
         let mut arena = std::mem::take(&mut q.worker.rewritten);
         arena.clear();
         let mut plan = Plan::new();

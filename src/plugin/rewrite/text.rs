@@ -156,8 +156,20 @@ impl Text {
 /// A byte written as it is in presentation form (no escape).
 #[inline]
 pub fn plain(b: u8) -> bool {
-    matches!(b, 0x21..=0x7E) && !matches!(b, b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$')
+    PLAIN[b as usize]
 }
+
+/// [`plain`] for every byte: a lookup costs a third of the comparisons on the wire
+/// path of a rewritten name (issue 12).
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x21;
+    while b <= 0x7E {
+        t[b] = !matches!(b as u8, b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$');
+        b += 1;
+    }
+    t
+};
 
 /// CoreDNS's `plugin.Name(s).Normalize()`: lower-cased, fully qualified.
 pub fn normalize(s: &str) -> String {
