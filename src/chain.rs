@@ -242,6 +242,22 @@ pub struct WorkerCtx {
     /// The process's state, for what queries count that outlives a configuration
     /// (panics, queries over budget); touched only when such a thing happens.
     pub process: Arc<ProcessState>,
+    /// Set by a plugin whose reply is more than one message (a zone transfer): the
+    /// reply in the response is the first, and the worker asks this for the others
+    /// as the connection takes them (TCP only; see [`ReplyStream`]). Taken by the
+    /// worker after every query.
+    pub stream: Option<Box<dyn ReplyStream>>,
+}
+
+/// The rest of a reply of several messages (RFC 5936 2.2: a zone transfer), produced
+/// one message at a time. The worker owns it with the connection and asks for the next
+/// message only when what it sent before has left (the client reads), at most one per
+/// turn of its loop, so a transfer of any size holds one message in memory and other
+/// clients are answered between two messages. No I/O, no lock held between calls.
+pub trait ReplyStream: Send {
+    /// The next message, whole (at most 65,535 bytes, no length prefix), or `None`
+    /// when the reply is complete. After `None` it is not called again.
+    fn next_message(&mut self) -> Option<&[u8]>;
 }
 
 impl WorkerCtx {
@@ -257,6 +273,7 @@ impl WorkerCtx {
             renamed: None,
             scratch: Vec::new(),
             process,
+            stream: None,
         }
     }
 
