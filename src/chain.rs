@@ -473,6 +473,13 @@ pub trait Handler: Send + Sync {
         None
     }
 
+    /// What the `transfer` plugin sends zones from (CoreDNS's `transfer.Transferer`): a
+    /// plugin that can hand over whole zones returns its source here. `Any`, so that
+    /// the chain names no plugin: `transfer` knows the type it downcasts to.
+    fn transferer(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        None
+    }
+
     /// Whether this plugin may return [`Step::Rewritten`]; checked once when the chain
     /// is built. Its `serve` must then depend on the request alone (no state that
     /// changes between calls): after an upstream exchange of a later plugin the chain

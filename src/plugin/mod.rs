@@ -37,6 +37,7 @@ pub mod template;
 #[cfg(debug_assertions)]
 pub mod testing;
 pub mod timeouts;
+pub mod transfer;
 pub mod whoami;
 
 /// Every directive clusterdns knows, in execution order: the first runs first.
@@ -91,7 +92,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("tls"),
     Spec::unsupported("minimal"),
     Spec::chain("template", template::setup),
-    Spec::unsupported("transfer"),
+    Spec::chain("transfer", transfer::setup),
     Spec::chain("hosts", hosts::setup),
     Spec::unsupported("route53"),
     Spec::unsupported("azure"),

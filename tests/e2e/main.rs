@@ -24,6 +24,7 @@ mod rrl;
 mod serving;
 mod template;
 mod template_cname;
+mod transfer;
 
 /// The kit finds the binary cargo built for these tests.
 #[test]

@@ -160,6 +160,25 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
         })
     }
 
+    /// The apex NS set for a zone transfer: each name (wire labels relative to the
+    /// zone, no root) and the (name index, address) pairs of its glue, in the order
+    /// the NS answer writes them. `None` over the work budget.
+    pub(in crate::plugin::kubernetes) fn ns_for_transfer(&self) -> Option<(Vec<Box<[u8]>>, Vec<(usize, IpAddr)>)> {
+        self.with_ns(|names, pairs| {
+            let rel = names
+                .iter()
+                .map(|&(l, o)| {
+                    let mut buf = [0u8; 64];
+                    self.ns_name(l, o, &mut buf)
+                        .map_or_else(Box::default, |n| [n.label, n.rel].concat().into_boxed_slice())
+                })
+                .collect();
+            let glue = pairs.iter().map(|&(id, _, ip)| (id as usize, ip)).collect();
+            (rel, glue)
+        })
+        .ok()
+    }
+
     /// A/AAAA of `ns.dns.<zone>`: the NS addresses of the family, name by name.
     pub(super) fn ns_addresses(&self, resp: &mut Response, v4: bool) -> Answer<'s> {
         let any = self.with_ns(|_, pairs| {

@@ -1,0 +1,334 @@
+//! `transfer` end to end: zone transfers of `cluster.local` from the fake API through
+//! the real binary, compared record for record with what the kubernetes plugin answers
+//! for each name; the `to` list, UDP refused, IXFR; and a large transfer streaming
+//! while UDP queries are answered by the same (single) worker.
+//!
+//! References: CoreDNS `plugin/transfer/README.md` and `transfer_test.go`,
+//! `plugin/kubernetes/xfr.go` and `xfr_test.go`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use domain::base::Message;
+use domain::base::iana::{Rcode, Rtype};
+use serde_json::Value;
+
+use testkit::objects::{endpoints, headless_with, slices};
+use testkit::prelude::*;
+
+const ZONE: &str = "cluster.local.";
+
+/// The cluster: the kit's base cluster, and in `testns` a ClusterIP service with a
+/// named and an unnamed port, a dual-stack one, a headless one with two endpoints (one
+/// named by its hostname) and two ports, and an ExternalName.
+fn cluster() -> Vec<Value> {
+    let mut objects = base_cluster();
+    objects.push(namespace("testns"));
+    objects.push(service(
+        "testns",
+        "svc1",
+        "10.96.7.1",
+        &[("http", 80, "TCP"), ("", 8080, "TCP")],
+    ));
+    let mut dual = service("testns", "dual", "10.96.7.2", &[("http", 80, "TCP")]);
+    dual["spec"]["clusterIPs"] = serde_json::json!(["10.96.7.2", "fd00::7:2"]);
+    dual["spec"]["ipFamilies"] = serde_json::json!(["IPv4", "IPv6"]);
+    dual["spec"]["ipFamilyPolicy"] = serde_json::json!("PreferDualStack");
+    objects.push(dual);
+    objects.push(headless_with("testns", "hdls", &[("http", 80), ("metrics", 9090)]));
+    objects.extend(slices(
+        "testns",
+        "hdls",
+        &[vec![
+            ("10.244.7.1".to_string(), Some("web-0".to_string())),
+            ("10.244.7.2".to_string(), None),
+        ]],
+        &[("http", 80), ("metrics", 9090)],
+    ));
+    objects.push(external_name("testns", "ext", "ext.example.test"));
+    objects
+}
+
+fn corefile(api: &FakeApi, transfer: &str) -> String {
+    format!(
+        ".:{{port}} {{\n    bind 127.0.0.1\n    {transfer}\n    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n        endpoint {}\n    }}\n}}\n",
+        api.url()
+    )
+}
+
+fn start(api: &FakeApi, transfer: &str, args: &[&str]) -> Server {
+    let text = corefile(api, transfer);
+    let mut launch = Launch::new(&text);
+    for a in args {
+        launch = launch.arg(*a);
+    }
+    let s = launch.start();
+    wait_until("the first sync", Duration::from_secs(10), || {
+        rcode(&s.query("kubernetes.default.svc.cluster.local.", Rtype::A)) == Rcode::NOERROR
+    });
+    s
+}
+
+/// Sends `q` over a new TCP connection and reads messages until the second SOA (or a
+/// message that is not NOERROR, or the only message of a one-SOA reply).
+fn transfer_msgs(addr: SocketAddr, q: &[u8]) -> Vec<Message<Vec<u8>>> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write_frame(&mut s, q);
+    let mut msgs = Vec::new();
+    let mut soas = 0;
+    while let Some(frame) = read_frame(&mut s) {
+        let m = Message::from_octets(frame).unwrap();
+        let answer = section(&m, "answer");
+        soas += answer.iter().filter(|r| r.contains(" SOA ")).count();
+        let last = rcode(&m) != Rcode::NOERROR || soas >= 2 || (msgs.is_empty() && answer.len() == 1);
+        msgs.push(m);
+        if last {
+            break;
+        }
+    }
+    msgs
+}
+
+fn axfr_query(zone: &str) -> Vec<u8> {
+    query_bytes(zone, Rtype::AXFR, None, 0x5a5a)
+}
+
+/// An IXFR query for `zone` carrying a SOA with `serial` in its authority section
+/// (RFC 1995 3).
+fn ixfr_query(zone: &str, serial: u32) -> Vec<u8> {
+    let mut q = query_bytes(zone, Rtype::IXFR, None, 0x1f1f);
+    q[9] = 1; // NSCOUNT
+    q.extend_from_slice(&[0xc0, 0x0c]); // owner: the question's name
+    q.extend_from_slice(&6u16.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    q.extend_from_slice(&0u32.to_be_bytes());
+    q.extend_from_slice(&22u16.to_be_bytes());
+    q.extend_from_slice(&[0, 0]); // mname, rname: the root
+    q.extend_from_slice(&serial.to_be_bytes());
+    q.extend_from_slice(&[0; 16]);
+    q
+}
+
+/// Every answer record of a transfer, in order.
+fn records(msgs: &[Message<Vec<u8>>]) -> Vec<String> {
+    msgs.iter().flat_map(|m| section(m, "answer")).collect()
+}
+
+/// Field `i` of a record line (owner, ttl, class, type, data...).
+fn field(line: &str, i: usize) -> &str {
+    line.split_whitespace().nth(i).unwrap_or("")
+}
+
+/// CoreDNS `xfr_test.go` `TestKubernetesAXFR`: SOA first and last, the apex NS and its
+/// address, then every service's records; here each (name, type) of the transfer is
+/// asked over UDP and TCP, and the answer must be exactly the transfer's records.
+#[test]
+fn an_axfr_of_the_cluster_zone_is_what_the_plugin_answers_name_by_name() {
+    let api = FakeApi::with_objects(cluster());
+    let s = start(&api, "transfer {\n        to *\n    }", &[]);
+    let msgs = transfer_msgs(s.addr(), &axfr_query(ZONE));
+    let all = records(&msgs);
+    assert!(all.len() > 10, "{all:#?}");
+    for m in &msgs {
+        assert_eq!(rcode(m), Rcode::NOERROR);
+        assert!(m.header().aa(), "every message authoritative");
+        assert_eq!(m.header().id(), 0x5a5a);
+    }
+    // RFC 5936 2.2: the SOA opens and closes the transfer.
+    let (first, last) = (&all[0], &all[all.len() - 1]);
+    assert_eq!(field(first, 3), "SOA", "{first}");
+    assert_eq!(first, last);
+    assert_eq!(field(first, 0), ZONE);
+    assert_eq!(field(first, 4), "ns.dns.cluster.local.");
+    assert_eq!(field(first, 5), "hostmaster.cluster.local.");
+    assert_eq!(all.iter().filter(|r| field(r, 3) == "SOA").count(), 2);
+    // The body: what each name answers.
+    let mut by_name: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for r in &all[1..all.len() - 1] {
+        by_name
+            .entry((field(r, 0).to_string(), field(r, 3).to_string()))
+            .or_default()
+            .push(r.clone());
+    }
+    for ((name, qtype), want) in &by_name {
+        let mut want = want.clone();
+        want.sort();
+        let t = Rtype::from_mnemonic(qtype.as_bytes()).unwrap();
+        for (how, reply) in [("udp", s.query(name, t)), ("tcp", s.query_tcp(name, t))] {
+            let mut got = section(&reply, "answer");
+            got.sort();
+            assert_eq!(got, want, "{name} {qtype} over {how}");
+        }
+    }
+    // And what CoreDNS's transfer has for each kind of service (xfr.go).
+    for want in [
+        "svc1.testns.svc.cluster.local. 5 IN A 10.96.7.1",
+        "svc1.testns.svc.cluster.local. 5 IN SRV 0 50 80 svc1.testns.svc.cluster.local",
+        "svc1.testns.svc.cluster.local. 5 IN SRV 0 50 8080 svc1.testns.svc.cluster.local",
+        "_http._tcp.svc1.testns.svc.cluster.local. 5 IN SRV 0 100 80 svc1.testns.svc.cluster.local",
+        "dual.testns.svc.cluster.local. 5 IN AAAA fd00::7:2",
+        "hdls.testns.svc.cluster.local. 5 IN A 10.244.7.1",
+        "web-0.hdls.testns.svc.cluster.local. 5 IN A 10.244.7.1",
+        "10-244-7-2.hdls.testns.svc.cluster.local. 5 IN A 10.244.7.2",
+        "_http._tcp.hdls.testns.svc.cluster.local. 5 IN SRV 0 50 80 web-0.hdls.testns.svc.cluster.local",
+        "_metrics._tcp.hdls.testns.svc.cluster.local. 5 IN SRV 0 50 9090 10-244-7-2.hdls.testns.svc.cluster.local",
+        "ext.testns.svc.cluster.local. 5 IN CNAME ext.example.test.",
+        "kubernetes.default.svc.cluster.local. 5 IN A 10.96.0.1",
+    ] {
+        assert!(all.iter().any(|r| r == want), "missing {want} in\n{all:#?}");
+    }
+    // No unnamed port gets a `_port._proto` name (the spec, 2.3.2), no record twice.
+    assert!(!all.iter().any(|r| r.starts_with("_._")));
+    let mut body = all[1..all.len() - 1].to_vec();
+    body.sort();
+    let n = body.len();
+    body.dedup();
+    assert_eq!(body.len(), n, "a record repeated");
+}
+
+/// CoreDNS `transfer.go`: over UDP a transfer is refused whatever the zone; a client
+/// not in `to` is refused (`TestTransferNotAllowed`); a name of no transfer zone goes
+/// on to the next plugin (kubernetes, which refuses transfers itself: handler.go); an
+/// IXFR at the current serial gets the SOA alone (`TestTransferIXFRCurrent`,
+/// `TestKubernetesIXFRCurrent`), an older serial the whole zone
+/// (`TestKubernetesIXFRFallback`).
+#[test]
+fn udp_and_strangers_are_refused_and_a_current_ixfr_gets_the_soa() {
+    let api = FakeApi::with_objects(cluster());
+    let s = start(&api, "transfer {\n        to *\n    }", &[]);
+    let r = s.raw_udp(&axfr_query(ZONE), Duration::from_secs(2)).expect("a reply");
+    let r = Message::from_octets(r).unwrap();
+    assert_eq!(rcode(&r), Rcode::REFUSED);
+    assert_eq!(counts(&r).1, 0);
+
+    let soa = section(&s.query(ZONE, Rtype::SOA), "answer");
+    let serial: u32 = field(&soa[0], 6).parse().unwrap();
+    let current = transfer_msgs(s.addr(), &ixfr_query(ZONE, serial));
+    assert_eq!(current.len(), 1);
+    assert_eq!(records(&current), soa);
+    let older = records(&transfer_msgs(s.addr(), &ixfr_query(ZONE, serial - 1)));
+    assert_eq!(older, records(&transfer_msgs(s.addr(), &axfr_query(ZONE))));
+    assert!(older.len() > 10);
+    // An IXFR without its SOA: SERVFAIL (transfer.go).
+    let bare = query_bytes(ZONE, Rtype::IXFR, None, 7);
+    assert_eq!(rcode(&transfer_msgs(s.addr(), &bare)[0]), Rcode::SERVFAIL);
+    // Inside the zone but not a zone: kubernetes refuses it.
+    let sub = transfer_msgs(s.addr(), &axfr_query("svc.cluster.local."));
+    assert_eq!(rcode(&sub[0]), Rcode::REFUSED);
+    drop(s);
+
+    let s = start(&api, "transfer cluster.local {\n        to 192.0.2.1 [2001:db8::1]:5300\n    }", &[]);
+    let r = transfer_msgs(s.addr(), &axfr_query(ZONE));
+    assert_eq!(r.len(), 1);
+    assert_eq!(rcode(&r[0]), Rcode::REFUSED);
+    assert_eq!(counts(&r[0]).1, 0);
+    drop(s);
+    let s = start(&api, "transfer cluster.local {\n        to 192.0.2.1 127.0.0.1\n    }", &[]);
+    assert!(records(&transfer_msgs(s.addr(), &axfr_query(ZONE))).len() > 10);
+}
+
+/// A TCP connection to `to` (IPv4) with a 16 KiB receive buffer set before it connects
+/// (so the window is small from the start): a client that stops reading stops the
+/// server's writes within a few messages.
+fn small_window_connect(to: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = to else { panic!("IPv4 only") };
+    // SAFETY: a new socket we own; setsockopt and connect with pointers to live values
+    // of the sizes given; the descriptor is handed to the TcpStream, which closes it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        testkit::load::set_sockopt(fd, libc::SO_RCVBUF, 16 * 1024);
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// A transfer of thousands of services streams: the one worker answers UDP queries
+/// while the client holds the transfer half-read (its socket full), then the rest
+/// arrives whole.
+#[test]
+fn a_large_transfer_streams_while_the_same_worker_answers_udp() {
+    const SERVICES: usize = 4000;
+    let mut objects = base_cluster();
+    objects.push(namespace("big"));
+    for i in 0..SERVICES {
+        objects.push(service(
+            "big",
+            &format!("s{i}"),
+            &format!("10.97.{}.{}", i / 250, i % 250 + 1),
+            &[("http", 80, "TCP")],
+        ));
+    }
+    // And one headless service of 3,000 endpoints (three slices).
+    objects.push(headless_with("big", "wide", &[("http", 80)]));
+    objects.extend(slices("big", "wide", &endpoints(100, 3000, |_| None), &[("http", 80)]));
+    let api = FakeApi::with_objects(objects);
+    let s = start(&api, "transfer {\n        to *\n    }", &["-workers", "1"]);
+    wait_until("every service", Duration::from_secs(20), || {
+        rcode(&s.query(&format!("s{}.big.svc.cluster.local.", SERVICES - 1), Rtype::A)) == Rcode::NOERROR
+    });
+
+    let mut conn = small_window_connect(s.addr());
+    conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    conn.write_all(&testkit::wire::framed(&axfr_query(ZONE))).unwrap();
+    let first = Message::from_octets(read_frame(&mut conn).unwrap()).unwrap();
+    assert_eq!(field(&section(&first, "answer")[0], 3), "SOA");
+    // The transfer waits on this client; the worker serves others meanwhile.
+    let t = Instant::now();
+    for i in 0..200 {
+        let name = format!("s{}.big.svc.cluster.local.", i * 17 % SERVICES);
+        let r = s.query(&name, Rtype::A);
+        assert_eq!(rcode(&r), Rcode::NOERROR, "{name}");
+        assert_eq!(section(&r, "answer").len(), 1);
+    }
+    let during = t.elapsed();
+    assert!(during < Duration::from_secs(5), "200 UDP answers took {during:?}");
+    // The rest, whole.
+    let mut all = section(&first, "answer");
+    let mut messages = 1;
+    while all.iter().filter(|r| field(r, 3) == "SOA").count() < 2 {
+        let m = Message::from_octets(read_frame(&mut conn).expect("the rest of the transfer")).unwrap();
+        assert!(m.as_slice().len() <= 65535);
+        all.extend(section(&m, "answer"));
+        messages += 1;
+    }
+    assert!(messages > 3, "{messages} messages");
+    let a = |prefix: &str| {
+        all.iter()
+            .filter(|r| r.starts_with(prefix) && field(r, 3) == "A")
+            .count()
+    };
+    for i in [0, 1, SERVICES / 2, SERVICES - 1] {
+        assert_eq!(a(&format!("s{i}.big.svc.cluster.local. ")), 1, "s{i}");
+    }
+    let services = all
+        .iter()
+        .filter(|r| field(r, 3) == "A" && field(r, 0).ends_with(".big.svc.cluster.local.") && field(r, 0).starts_with('s'))
+        .count();
+    assert_eq!(services, SERVICES);
+    assert_eq!(a("wide.big.svc.cluster.local. "), 3000);
+    // The connection takes queries again once the transfer is out.
+    write_frame(&mut conn, &query_bytes("s1.big.svc.cluster.local.", Rtype::A, None, 9));
+    let t = Instant::now();
+    let r = read_frame(&mut conn);
+    let r = Message::from_octets(r.unwrap_or_else(|| panic!("no reply after {:?}:\n{}", t.elapsed(), s.output()))).unwrap();
+    assert_eq!(r.header().id(), 9);
+    assert_eq!(section(&r, "answer").len(), 1);
+}
