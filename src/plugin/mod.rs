@@ -15,10 +15,12 @@ use crate::config::{ConfigError, Directive, reverse_zones_for_cidr};
 use crate::dns::Zone;
 use crate::setup::{SetupCtx, Spec};
 
+pub mod auto;
 pub mod autopath;
 pub mod bind;
 pub mod cache;
 pub mod errors;
+pub mod file;
 pub mod forward;
 pub mod health;
 pub mod hosts;
@@ -99,7 +101,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::unsupported("clouddns"),
     Spec::chain("k8s_external", k8s_external::setup),
     Spec::chain("kubernetes", kubernetes::setup),
-    Spec::unsupported("file"),
+    Spec::chain("file", file::setup),
     Spec::unsupported("auto"),
     Spec::unsupported("secondary"),
     Spec::unsupported("etcd"),
