@@ -220,13 +220,21 @@ fn udp_and_strangers_are_refused_and_a_current_ixfr_gets_the_soa() {
     assert_eq!(rcode(&sub[0]), Rcode::REFUSED);
     drop(s);
 
-    let s = start(&api, "transfer cluster.local {\n        to 192.0.2.1 [2001:db8::1]:5300\n    }", &[]);
+    let s = start(
+        &api,
+        "transfer cluster.local {\n        to 192.0.2.1 [2001:db8::1]:5300\n    }",
+        &[],
+    );
     let r = transfer_msgs(s.addr(), &axfr_query(ZONE));
     assert_eq!(r.len(), 1);
     assert_eq!(rcode(&r[0]), Rcode::REFUSED);
     assert_eq!(counts(&r[0]).1, 0);
     drop(s);
-    let s = start(&api, "transfer cluster.local {\n        to 192.0.2.1 127.0.0.1\n    }", &[]);
+    let s = start(
+        &api,
+        "transfer cluster.local {\n        to 192.0.2.1 127.0.0.1\n    }",
+        &[],
+    );
     assert!(records(&transfer_msgs(s.addr(), &axfr_query(ZONE))).len() > 10);
 }
 
@@ -320,7 +328,9 @@ fn a_large_transfer_streams_while_the_same_worker_answers_udp() {
     }
     let services = all
         .iter()
-        .filter(|r| field(r, 3) == "A" && field(r, 0).ends_with(".big.svc.cluster.local.") && field(r, 0).starts_with('s'))
+        .filter(|r| {
+            field(r, 3) == "A" && field(r, 0).ends_with(".big.svc.cluster.local.") && field(r, 0).starts_with('s')
+        })
         .count();
     assert_eq!(services, SERVICES);
     assert_eq!(a("wide.big.svc.cluster.local. "), 3000);
@@ -328,7 +338,137 @@ fn a_large_transfer_streams_while_the_same_worker_answers_udp() {
     write_frame(&mut conn, &query_bytes("s1.big.svc.cluster.local.", Rtype::A, None, 9));
     let t = Instant::now();
     let r = read_frame(&mut conn);
-    let r = Message::from_octets(r.unwrap_or_else(|| panic!("no reply after {:?}:\n{}", t.elapsed(), s.output()))).unwrap();
+    let r =
+        Message::from_octets(r.unwrap_or_else(|| panic!("no reply after {:?}:\n{}", t.elapsed(), s.output()))).unwrap();
     assert_eq!(r.header().id(), 9);
     assert_eq!(section(&r, "answer").len(), 1);
+}
+
+const DB: &str = "$ORIGIN example.org.
+$TTL 3600
+@       IN SOA ns1.example.org. admin.example.org. SERIAL 7200 3600 1209600 300
+@       IN NS  ns1
+ns1     IN A   192.0.2.53
+www     IN A   192.0.2.80
+www     IN AAAA 2001:db8::80
+mail    IN MX  10 mx.example.org.
+mx      IN A   192.0.2.25
+alias   IN CNAME www
+_sip._tcp IN SRV 10 60 5060 sip.example.org.
+sip     IN A   192.0.2.60
+txt     IN TXT \"v=spf1 -all\"
+";
+
+fn db(serial: u32, extra: &str) -> String {
+    DB.replace("SERIAL", &serial.to_string()) + extra
+}
+
+/// A NOTIFY receiver: answers each NOTIFY with NOERROR and keeps the zone names.
+struct Secondary {
+    sock: std::net::UdpSocket,
+}
+
+impl Secondary {
+    fn new() -> Secondary {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        Secondary { sock }
+    }
+
+    fn port(&self) -> u16 {
+        self.sock.local_addr().unwrap().port()
+    }
+
+    /// Waits up to `wait` for a NOTIFY; returns its question name and answers it.
+    fn next_notify(&self, wait: Duration) -> Option<String> {
+        let end = Instant::now() + wait;
+        let mut buf = [0u8; 512];
+        while Instant::now() < end {
+            let Ok((n, from)) = self.sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let m = Message::from_octets(buf[..n].to_vec()).unwrap();
+            // RFC 1996 3.7: opcode NOTIFY, AA, the zone's SOA as the question.
+            assert_eq!(m.header().opcode(), domain::base::iana::Opcode::NOTIFY);
+            assert!(m.header().aa());
+            let q = m.first_question().unwrap();
+            assert_eq!(q.qtype(), Rtype::SOA);
+            let mut reply = buf[..n].to_vec();
+            reply[2] |= 0x80; // QR
+            self.sock.send_to(&reply, from).unwrap();
+            return Some(q.qname().to_string());
+        }
+        None
+    }
+}
+
+/// CoreDNS's `file` with `transfer` (file/xfr.go, file/setup.go, file/reload.go): the
+/// zone's records between two SOAs, each (name, type) what a query answers; a NOTIFY
+/// to the `to` hosts once the zone serves and after each reload (transfer/notify.go:
+/// opcode NOTIFY, the zone's SOA asked); the new version transferred after it; an IXFR
+/// at the new serial gets the SOA alone.
+#[test]
+fn a_file_zone_transfers_and_notifies_after_a_reload() {
+    let secondary = Secondary::new();
+    let text = format!(
+        "example.org:{{port}} {{\n    bind 127.0.0.1\n    transfer {{\n        to 127.0.0.1:{}\n    }}\n    file {{dir}}/db.example.org {{\n        reload 1s\n    }}\n}}\n",
+        secondary.port()
+    );
+    // The file must exist before the server reads it: write it where {dir} points.
+    let port = free_port();
+    let dir = Scratch::new("xfr-file");
+    dir.write("db.example.org", &db(2024010101, ""));
+    let text = text.replace("{dir}", &dir.path("").display().to_string());
+    let s = Launch::new(&text).port(port).start();
+    assert_eq!(
+        secondary.next_notify(Duration::from_secs(10)).as_deref(),
+        Some("example.org"),
+        "{}",
+        s.output()
+    );
+
+    let zone = "example.org.";
+    let all = records(&transfer_msgs(s.addr(), &axfr_query(zone)));
+    assert_eq!(field(&all[0], 3), "SOA");
+    assert_eq!(all[0], all[all.len() - 1]);
+    assert_eq!(all.len(), 2 + 10, "{all:#?}");
+    let mut by_name: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for r in &all[1..all.len() - 1] {
+        by_name
+            .entry((field(r, 0).to_string(), field(r, 3).to_string()))
+            .or_default()
+            .push(r.clone());
+    }
+    for ((name, qtype), want) in &by_name {
+        let mut want = want.clone();
+        want.sort();
+        let t = Rtype::from_mnemonic(qtype.as_bytes()).unwrap();
+        for (how, reply) in [("udp", s.query(name, t)), ("tcp", s.query_tcp(name, t))] {
+            let mut got = section(&reply, "answer");
+            got.sort();
+            // A CNAME's answer also has its target's records.
+            got.retain(|r| field(r, 0) == name);
+            assert_eq!(got, want, "{name} {qtype} over {how}");
+        }
+    }
+
+    // A new serial: reloaded within the reload interval, then notified.
+    dir.write("db.example.org", &db(2024010102, "new IN A 192.0.2.99\n"));
+    assert_eq!(
+        secondary.next_notify(Duration::from_secs(10)).as_deref(),
+        Some("example.org"),
+        "{}",
+        s.output()
+    );
+    let after = records(&transfer_msgs(s.addr(), &axfr_query(zone)));
+    assert!(
+        after.iter().any(|r| r == "new.example.org. 3600 IN A 192.0.2.99"),
+        "{after:#?}"
+    );
+    assert!(after[0].contains(" 2024010102 "));
+    let current = transfer_msgs(s.addr(), &ixfr_query(zone, 2024010102));
+    assert_eq!(records(&current), vec![after[0].clone()]);
+    let old = records(&transfer_msgs(s.addr(), &ixfr_query(zone, 2024010101)));
+    assert_eq!(old, after);
+    let _ = port;
 }

@@ -82,7 +82,11 @@ impl Snapshot {
     /// The services of shard `i`, in no particular order (none when `i` is past the
     /// last shard).
     pub fn shard_services(&self, i: usize) -> impl Iterator<Item = &Arc<ServiceEntry>> {
-        self.services.shards.get(i).into_iter().flat_map(|s| s.iter().map(|b| &b.0))
+        self.services
+            .shards
+            .get(i)
+            .into_iter()
+            .flat_map(|s| s.iter().map(|b| &b.0))
     }
 
     /// Who owns an address (cluster IPs and endpoints).

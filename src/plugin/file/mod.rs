@@ -40,6 +40,7 @@
 //! one budget visit per record written.
 
 pub mod parse;
+pub mod xfr;
 pub mod zone;
 
 use std::collections::HashMap;
@@ -368,7 +369,11 @@ pub(crate) fn zone_error(d: &Directive, origin: &Zone, e: ParseError) -> ConfigE
         ),
         ParseError::File { file, msg } => d.err(
             NAME,
-            format!("failed to parse file {:?} for origin {}: {msg}", file.display().to_string(), origin.as_str()),
+            format!(
+                "failed to parse file {:?} for origin {}: {msg}",
+                file.display().to_string(),
+                origin.as_str()
+            ),
         ),
         e => d.err(NAME, format!("zone {}: {e}", origin.as_str())),
     }
@@ -394,6 +399,14 @@ impl Handler for File {
             Some(z) => z.serve(q, NAME, &self.fall),
             None => Step::Next,
         }
+    }
+
+    /// The zones for `transfer` (xfr.rs).
+    fn transferer(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let source = xfr::FileTransferer {
+            zones: self.zones.clone(),
+        };
+        Some(Arc::new(crate::plugin::transfer::Source(Arc::new(source))))
     }
 }
 

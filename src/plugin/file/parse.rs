@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use domain::base::iana::Class;
-use domain::base::rdata::ComposeRecordData;
 use domain::base::Name;
+use domain::base::iana::Class;
 use domain::base::name::ToLabelIter;
+use domain::base::rdata::ComposeRecordData;
 use domain::zonefile::inplace::{Entry, Zonefile};
 
 use crate::config::read::{ReadError, read_regular};
@@ -127,7 +127,12 @@ impl Reader {
             match entry {
                 Entry::Record(rec) => {
                     if rec.class() != Class::IN {
-                        return Err(at_line(path, &text, &zf, format!("class {} is not served (only IN)", rec.class())));
+                        return Err(at_line(
+                            path,
+                            &text,
+                            &zf,
+                            format!("class {} is not served (only IN)", rec.class()),
+                        ));
                     }
                     let mut owner = Vec::with_capacity(32);
                     for label in rec.owner().iter_labels() {
@@ -159,7 +164,10 @@ impl Reader {
                         rdata,
                     });
                 }
-                Entry::Include { path: inc, origin: inc_origin } => {
+                Entry::Include {
+                    path: inc,
+                    origin: inc_origin,
+                } => {
                     if depth + 1 > MAX_INCLUDE_DEPTH {
                         return Err(at_line(
                             path,
@@ -226,7 +234,11 @@ fn at(path: &Path, text: &str) -> ParseError {
 fn at_line(path: &Path, text: &[u8], zf: &Zonefile, msg: String) -> ParseError {
     let end = zf.current_offset().min(text.len());
     // The scanner stands after the entry's line break, if it has one.
-    let end = if end > 0 && text[end - 1] == b'\n' { end - 1 } else { end };
+    let end = if end > 0 && text[end - 1] == b'\n' {
+        end - 1
+    } else {
+        end
+    };
     let line = 1 + text[..end].iter().filter(|&&b| b == b'\n').count();
     ParseError::At {
         file: path.to_path_buf(),

@@ -78,7 +78,11 @@ deep.ent IN A   192.0.2.7
 /// A `file` plugin from `corefile`'s first block, with its zone files in `dir`.
 pub(crate) fn setup_in(corefile: &str, dir: &Path) -> Result<Arc<dyn Handler>, ConfigError> {
     let parsed = crate::config::parse_str(corefile, "Corefile", dir)?;
-    let dirs: Vec<&Directive> = parsed.blocks[0].directives.iter().filter(|d| d.name.text == NAME).collect();
+    let dirs: Vec<&Directive> = parsed.blocks[0]
+        .directives
+        .iter()
+        .filter(|d| d.name.text == NAME)
+        .collect();
     let zones = [Zone::new("example.org.").unwrap()];
     let ctx = SetupCtx {
         zones: &zones,
@@ -156,7 +160,10 @@ pub(crate) fn ask(h: &dyn Handler, name: &str, qtype: u16) -> Reply {
     let msg = Message::from_octets(bytes.as_slice()).unwrap();
     let list = |sec: domain::base::RecordSection<'_, &[u8]>| -> Vec<String> {
         sec.map(|rr| {
-            let rr = rr.unwrap().into_any_record::<AllRecordData<_, ParsedName<_>>>().unwrap();
+            let rr = rr
+                .unwrap()
+                .into_any_record::<AllRecordData<_, ParsedName<_>>>()
+                .unwrap();
             rr.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
         })
         .filter(|l| !l.contains(" OPT "))
@@ -179,7 +186,8 @@ const NS: [&str; 2] = [
     "example.org. 3600 IN NS ns.other.net.",
 ];
 /// The SOA of a negative answer: TTL min(3600, MINIMUM 300) (RFC 2308 3).
-const NEG_SOA: &str = "example.org. 300 IN SOA ns1.example.org. hostmaster.example.org. 2024010101 7200 3600 1209600 300";
+const NEG_SOA: &str =
+    "example.org. 300 IN SOA ns1.example.org. hostmaster.example.org. 2024010101 7200 3600 1209600 300";
 
 fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
@@ -253,15 +261,24 @@ fn the_apex_soa_ns_and_mx_answers() {
     assert_eq!(r.sections[1], strs(&NS));
     assert_eq!(
         r.sections[2],
-        ["mail.example.org. 3600 IN A 192.0.2.25", "mail.example.org. 3600 IN AAAA 2001:db8::25"]
+        [
+            "mail.example.org. 3600 IN A 192.0.2.25",
+            "mail.example.org. 3600 IN AAAA 2001:db8::25"
+        ]
     );
     // SRV, the same.
     let r = ask(&*h, "_http._tcp.example.org.", rtype::SRV);
     // (domain prints an uncompressed SRV target without its final dot.)
-    assert_eq!(r.sections[0], ["_http._tcp.example.org. 3600 IN SRV 10 60 80 www.example.org"]);
+    assert_eq!(
+        r.sections[0],
+        ["_http._tcp.example.org. 3600 IN SRV 10 60 80 www.example.org"]
+    );
     assert_eq!(
         r.sections[2],
-        ["www.example.org. 3600 IN A 192.0.2.80", "www.example.org. 3600 IN AAAA 2001:db8::80"]
+        [
+            "www.example.org. 3600 IN A 192.0.2.80",
+            "www.example.org. 3600 IN AAAA 2001:db8::80"
+        ]
     );
 }
 
@@ -291,7 +308,10 @@ fn cnames_are_followed_inside_the_zone() {
     // A target in the zone that does not exist: the CNAME, NXDOMAIN, the SOA.
     let r = ask(&*h, "missing.example.org.", rtype::A);
     assert_eq!(r.rcode, 3);
-    assert_eq!(r.sections[0], ["missing.example.org. 3600 IN CNAME nothere.example.org."]);
+    assert_eq!(
+        r.sections[0],
+        ["missing.example.org. 3600 IN CNAME nothere.example.org."]
+    );
     assert_eq!(r.sections[1], [NEG_SOA]);
     // A loop ends after the first CNAME and eight more (lookup.go).
     let r = ask(&*h, "loop1.example.org.", rtype::A);
@@ -321,7 +341,11 @@ fn a_delegation_is_a_referral_with_glue() {
         let r = ask(&*h, name, rtype::A);
         assert_eq!((r.rcode, r.aa), (0, false), "{name}");
         assert!(r.sections[0].is_empty(), "{name}");
-        assert_eq!(r.sections[1], ["sub.example.org. 3600 IN NS ns.sub.example.org."], "{name}");
+        assert_eq!(
+            r.sections[1],
+            ["sub.example.org. 3600 IN NS ns.sub.example.org."],
+            "{name}"
+        );
         assert_eq!(r.sections[2], ["ns.sub.example.org. 3600 IN A 192.0.2.54"], "{name}");
     }
     // ds_test.go: DS at the cut is the parent's to answer (here NODATA).
@@ -357,32 +381,68 @@ fn includes_are_relative_to_the_including_file_and_bounded() {
         "zones/db",
         "$ORIGIN example.org.\n@ 60 IN SOA ns. h. 1 2 3 4 5\n$INCLUDE inc/hosts\nafter 60 IN A 192.0.2.2\n",
     );
-    dir.write("zones/inc/hosts", "in 60 IN A 192.0.2.1\n$ORIGIN other.example.org.\nx 60 IN A 192.0.2.3\n");
+    dir.write(
+        "zones/inc/hosts",
+        "in 60 IN A 192.0.2.1\n$ORIGIN other.example.org.\nx 60 IN A 192.0.2.3\n",
+    );
     let h = setup_in("example.org {\n file zones/db\n}\n", &dir.0).unwrap();
-    assert_eq!(ask(&*h, "in.example.org.", rtype::A).sections[0], ["in.example.org. 60 IN A 192.0.2.1"]);
+    assert_eq!(
+        ask(&*h, "in.example.org.", rtype::A).sections[0],
+        ["in.example.org. 60 IN A 192.0.2.1"]
+    );
     assert_eq!(ask(&*h, "x.other.example.org.", rtype::A).sections[0].len(), 1);
     // The include's $ORIGIN does not leak into the including file (RFC 1035 5.1).
     assert_eq!(ask(&*h, "after.example.org.", rtype::A).sections[0].len(), 1);
     // A file that includes itself stops at the depth limit, with its name and line.
-    dir.write("self", "$ORIGIN example.org.\n@ 60 IN SOA ns. h. 1 2 3 4 5\n$INCLUDE self\n");
-    let err = setup_in("example.org {\n file self\n}\n", &dir.0).err().unwrap().to_string();
-    assert!(err.contains("self:3 - file:") && err.contains("$INCLUDE nested deeper than 7"), "{err}");
+    dir.write(
+        "self",
+        "$ORIGIN example.org.\n@ 60 IN SOA ns. h. 1 2 3 4 5\n$INCLUDE self\n",
+    );
+    let err = setup_in("example.org {\n file self\n}\n", &dir.0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("self:3 - file:") && err.contains("$INCLUDE nested deeper than 7"),
+        "{err}"
+    );
 }
 
 #[test]
 fn parse_errors_name_the_zone_file_and_line() {
     let dir = TempDir::new("file");
-    dir.write("db", "$ORIGIN example.org.\n@ IN SOA ns. h. 1 2 3 4 5\nwww IN A 192.0.2.1\nbad IN A 300.1.2.3\n");
-    let err = setup_in("example.org {\n file db\n}\n", &dir.0).err().unwrap().to_string();
-    let want = format!("{}:4 - file: failed to parse zone example.org. (Corefile names it at line 2)", dir.0.join("db").display());
+    dir.write(
+        "db",
+        "$ORIGIN example.org.\n@ IN SOA ns. h. 1 2 3 4 5\nwww IN A 192.0.2.1\nbad IN A 300.1.2.3\n",
+    );
+    let err = setup_in("example.org {\n file db\n}\n", &dir.0)
+        .err()
+        .unwrap()
+        .to_string();
+    let want = format!(
+        "{}:4 - file: failed to parse zone example.org. (Corefile names it at line 2)",
+        dir.0.join("db").display()
+    );
     assert!(err.starts_with(&want), "{err}");
     // No SOA.
     dir.write("nosoa", "$ORIGIN example.org.\nwww IN A 192.0.2.1\n");
-    let err = setup_in("example.org {\n file nosoa\n}\n", &dir.0).err().unwrap().to_string();
-    assert!(err.starts_with("Corefile:2 - file: ") && err.contains("has no SOA record for origin example.org."), "{err}");
+    let err = setup_in("example.org {\n file nosoa\n}\n", &dir.0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with("Corefile:2 - file: ") && err.contains("has no SOA record for origin example.org."),
+        "{err}"
+    );
     // NSEC3 (zone.go: not supported).
-    dir.write("n3", "$ORIGIN example.org.\n@ IN SOA ns. h. 1 2 3 4 5\n@ IN NSEC3PARAM 1 0 0 -\n");
-    let err = setup_in("example.org {\n file n3\n}\n", &dir.0).err().unwrap().to_string();
+    dir.write(
+        "n3",
+        "$ORIGIN example.org.\n@ IN SOA ns. h. 1 2 3 4 5\n@ IN NSEC3PARAM 1 0 0 -\n",
+    );
+    let err = setup_in("example.org {\n file n3\n}\n", &dir.0)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("NSEC3 zone is not supported"), "{err}");
 }
 
@@ -420,7 +480,10 @@ fn setup_checks_every_option() {
     let h = setup_in("example.org {\n file absent\n}\n", &dir.0).unwrap();
     assert_eq!(ask(&*h, "www.example.org.", rtype::A).step, "Fail(Rcode(2), None)");
     // Two files, each with its zones; longest origin wins.
-    dir.write("db.sub", "$ORIGIN deeper.example.org.\n@ IN SOA ns. h. 1 2 3 4 5\nwww IN A 192.0.2.9\n");
+    dir.write(
+        "db.sub",
+        "$ORIGIN deeper.example.org.\n@ IN SOA ns. h. 1 2 3 4 5\nwww IN A 192.0.2.9\n",
+    );
     let h = setup_in("example.org {\n file db\n file db.sub deeper.example.org\n}\n", &dir.0).unwrap();
     assert_eq!(ask(&*h, "www.deeper.example.org.", rtype::A).sections[0].len(), 1);
     assert_eq!(ask(&*h, "www.example.org.", rtype::A).sections[0].len(), 1);
@@ -431,7 +494,12 @@ fn setup_checks_every_option() {
 fn the_records_are_listed_soa_first_in_canonical_order() {
     let dir = TempDir::new("file");
     dir.write("db", ZONE);
-    let z = ServedZone::new(Zone::new("example.org").unwrap(), dir.0.join("db"), DEFAULT_RELOAD, false);
+    let z = ServedZone::new(
+        Zone::new("example.org").unwrap(),
+        dir.0.join("db"),
+        DEFAULT_RELOAD,
+        false,
+    );
     z.load().unwrap();
     let data = z.current().unwrap();
     assert_eq!(z.serial(), Some(2024010101));
@@ -442,7 +510,12 @@ fn the_records_are_listed_soa_first_in_canonical_order() {
     assert_eq!(owners[0], "example.org. SOA");
     assert_eq!(owners.len(), data.len());
     // Canonical order: the apex, then `*.wild` sorts before `_http`, which before `alias`.
-    let pos = |s: &str| owners.iter().position(|o| o == s).unwrap_or_else(|| panic!("{s} in {owners:?}"));
+    let pos = |s: &str| {
+        owners
+            .iter()
+            .position(|o| o == s)
+            .unwrap_or_else(|| panic!("{s} in {owners:?}"))
+    };
     assert!(pos("example.org. NS") < pos("_http._tcp.example.org. SRV"));
     assert!(pos("_http._tcp.example.org. SRV") < pos("alias.example.org. CNAME"));
     assert!(pos("deep.ent.example.org. A") < pos("loop1.example.org. CNAME"));
@@ -481,7 +554,11 @@ fn a_reload_swaps_only_on_a_new_serial_and_keeps_serving_through_a_bad_file() {
     assert_eq!(z.serial(), Some(2024010102));
     assert_eq!(notified.load(Ordering::Relaxed), 1);
     // A file that does not parse: the old zone stays.
-    std::fs::write(&path, bumped.replace("2024010102", "2024010103") + "bad IN A nonsense\n").unwrap();
+    std::fs::write(
+        &path,
+        bumped.replace("2024010102", "2024010103") + "bad IN A nonsense\n",
+    )
+    .unwrap();
     z.reload();
     assert_eq!(z.serial(), Some(2024010102));
     assert_eq!(z.generation(), generation + 1);
@@ -498,7 +575,12 @@ fn reload_by_mtime_reloads_a_newer_file_whatever_its_serial() {
     assert_eq!(z.generation(), g, "same mtime: nothing");
     std::fs::write(&path, format!("{ZONE}new IN A 192.0.2.200\n")).unwrap();
     let later = std::time::SystemTime::now() + Duration::from_secs(5);
-    std::fs::File::options().write(true).open(&path).unwrap().set_modified(later).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
     z.reload();
     assert_eq!(z.generation(), g + 1);
     assert_eq!(z.current().unwrap().len(), z.current().unwrap().records().count());

@@ -261,7 +261,9 @@ impl ZoneData {
         }
         let soa = &self.rrs[self.sets[self.soa_set as usize].rrs.at as usize];
         let rdata = &self.bytes[soa.rdata.range()];
-        let end = name_end(rdata, 0).and_then(|e| name_end(rdata, e)).unwrap_or(rdata.len());
+        let end = name_end(rdata, 0)
+            .and_then(|e| name_end(rdata, e))
+            .unwrap_or(rdata.len());
         let num = |i: usize| {
             rdata
                 .get(end + 4 * i..end + 4 * i + 4)
@@ -291,7 +293,9 @@ impl ZoneData {
                     let rdata = &self.bytes[self.rrs[r].rdata.range()];
                     let Some(target) = rdata.get(skip..) else { continue };
                     let mut lower = [0u8; 255];
-                    let Some(lower) = lower.get_mut(..target.len()) else { continue };
+                    let Some(lower) = lower.get_mut(..target.len()) else {
+                        continue;
+                    };
                     lower.copy_from_slice(target);
                     lower.make_ascii_lowercase();
                     let owner = &self.bytes[owner.range()];
@@ -317,7 +321,10 @@ impl ZoneData {
     fn push_bytes(&mut self, b: &[u8]) -> Span {
         let at = self.bytes.len() as u32;
         self.bytes.extend_from_slice(b);
-        Span { at, len: b.len() as u32 }
+        Span {
+            at,
+            len: b.len() as u32,
+        }
     }
 
     /// The zone's origin.
@@ -352,7 +359,9 @@ impl ZoneData {
 
     /// The apex SOA record.
     pub fn soa(&self) -> ZoneRecord<'_> {
-        self.records_of(0, self.soa_set as usize).next().expect("a zone has its SOA")
+        self.records_of(0, self.soa_set as usize)
+            .next()
+            .expect("a zone has its SOA")
     }
 
     /// Every record of the zone, the apex SOA first, then the names in canonical

@@ -20,15 +20,18 @@
 //! most [`MAX_TRANSFERS`] run at once per block.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
 
 use crate::chain::{ChainError, Handler, Query, ReplyStream, Step};
 use crate::config::{ConfigError, Directive};
 use crate::dns::{NameKey, QueryBuilder, Rcode, Request, Response, Section, Transport, Zone, rtype};
 use crate::plugin::origins;
-use crate::setup::{Plugin, SetupCtx};
+use crate::setup::{Lifecycle, Plugin, SetupCtx};
 
 /// The directive name, and the prefix of its errors.
 const NAME: &str = "transfer";
@@ -40,6 +43,9 @@ pub const MAX_TRANSFERS: usize = 64;
 /// miekg/dns's default two seconds).
 const NOTIFY_ATTEMPTS: usize = 3;
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Zone changes waiting for their NOTIFY; more are dropped (the next change of the
+/// zone notifies again).
+const NOTIFY_QUEUE: usize = 1024;
 
 /// A plugin's zones as a transfer reads them (CoreDNS's `transfer.Transferer`).
 pub trait Transferer: Send + Sync {
@@ -48,6 +54,15 @@ pub trait Transferer: Send + Sync {
     /// `ErrNotAuthoritative`). `serial` is an IXFR's: when the zone's serial equals it,
     /// the stream is the SOA alone (RFC 1995 2: the client is current).
     fn transfer(&self, req: &Request<'_>, serial: Option<u32>) -> Option<Box<dyn ZoneStream>>;
+
+    /// The zones this source announces with NOTIFY (RFC 1996), and where it reports a
+    /// change: it calls `changed` with a zone after each new version of it is served.
+    /// CoreDNS's `file` and `auto` notify at start-up and after every reload; its
+    /// `kubernetes` and `k8s_external` never (the default: none).
+    fn notifies(&self, changed: Arc<dyn Fn(&Zone) + Send + Sync>) -> Vec<Zone> {
+        let _ = changed;
+        Vec::new()
+    }
 }
 
 /// A zone's records, SOA first and last (RFC 5936 2.2), written into one message after
@@ -100,6 +115,11 @@ pub struct Transfer {
     sources: OnceLock<Vec<Arc<dyn Transferer>>>,
     /// Transfers in progress.
     live: Arc<AtomicUsize>,
+    /// Zones whose sources announce changes (see [`Transferer::notifies`]): sent a
+    /// NOTIFY at start-up, and again from `changes` after each change.
+    notify_zones: Mutex<Vec<Zone>>,
+    changes: (Sender<Zone>, Receiver<Zone>),
+    notifier: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
 }
 
 /// Parses every `transfer [ZONES...] { to ADDRESS...; source ADDRESS }` of a block
@@ -109,7 +129,7 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
     for d in dirs {
         xfrs.push(parse_one(d, ctx)?);
     }
-    Ok(Plugin::handler(Transfer::new(xfrs)))
+    Ok(Plugin::both(Arc::new(Transfer::new(xfrs))))
 }
 
 fn parse_one(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Xfr, ConfigError> {
@@ -129,10 +149,7 @@ fn parse_one(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Xfr, ConfigError> {
                         continue;
                     }
                     let addr = host_port(a.as_str(), 53).ok_or_else(|| {
-                        ConfigError::at(
-                            &a.loc,
-                            format!("{NAME}: must specify an IP address: `{}'", a.as_str()),
-                        )
+                        ConfigError::at(&a.loc, format!("{NAME}: must specify an IP address: `{}'", a.as_str()))
                     })?;
                     to.push(To::Host(addr));
                 }
@@ -175,7 +192,10 @@ fn host_port(s: &str, default_port: u16) -> Option<SocketAddr> {
         return Some(SocketAddr::new(a, default_port));
     }
     let (h, p) = s.rsplit_once(':')?;
-    Some(SocketAddr::new(h.parse::<std::net::Ipv4Addr>().ok()?.into(), p.parse().ok()?))
+    Some(SocketAddr::new(
+        h.parse::<std::net::Ipv4Addr>().ok()?.into(),
+        p.parse().ok()?,
+    ))
 }
 
 impl Transfer {
@@ -184,6 +204,9 @@ impl Transfer {
             xfrs,
             sources: OnceLock::new(),
             live: Arc::new(AtomicUsize::new(0)),
+            notify_zones: Mutex::new(Vec::new()),
+            changes: crossbeam_channel::bounded(NOTIFY_QUEUE),
+            notifier: Mutex::new(None),
         }
     }
 
@@ -222,7 +245,10 @@ impl Transfer {
         for to in &x.to {
             let To::Host(addr) = to else { continue };
             if let Err(why) = send_notify(zone, *addr, x.source) {
-                failures.push(format!("notify for zone \"{}\" was not accepted by \"{addr}\": {why}", zone.as_str()));
+                failures.push(format!(
+                    "notify for zone \"{}\" was not accepted by \"{addr}\": {why}",
+                    zone.as_str()
+                ));
             }
         }
         failures
@@ -242,7 +268,10 @@ fn send_notify(zone: &Zone, to: SocketAddr, source: Option<IpAddr>) -> Result<()
     for _ in 0..NOTIFY_ATTEMPTS {
         let id = crate::chain::Rng::secure_u64() as u16;
         let mut msg = Vec::with_capacity(64);
-        QueryBuilder::new(zone.wire(), rtype::SOA).id(id).notify().write(&mut msg);
+        QueryBuilder::new(zone.wire(), rtype::SOA)
+            .id(id)
+            .notify()
+            .write(&mut msg);
         if let Err(e) = sock.send_to(&msg, to) {
             last = e.to_string();
             continue;
@@ -253,7 +282,9 @@ fn send_notify(zone: &Zone, to: SocketAddr, source: Option<IpAddr>) -> Result<()
         loop {
             match sock.recv_from(&mut buf) {
                 Ok((n, from)) if from == to => {
-                    let Some(h) = crate::dns::Header::of(&buf[..n]) else { continue };
+                    let Some(h) = crate::dns::Header::of(&buf[..n]) else {
+                        continue;
+                    };
                     if h.id() != id || !h.flags().qr() {
                         continue;
                     }
@@ -338,14 +369,78 @@ impl Handler for Transfer {
 
     /// CoreDNS's `OnStartup`: every plugin of the block that can hand over zones.
     fn link(&self, chain: &[Arc<dyn Handler>]) -> Result<(), ConfigError> {
-        let sources = chain
+        let sources: Vec<Arc<dyn Transferer>> = chain
             .iter()
             .filter_map(|h| h.transferer())
             .filter_map(|any| any.downcast::<Source>().ok())
             .map(|s| s.0.clone())
             .collect();
+        let tx = self.changes.0.clone();
+        let changed: Arc<dyn Fn(&Zone) + Send + Sync> = Arc::new(move |z: &Zone| {
+            let _ = tx.try_send(z.clone());
+        });
+        let mut zones = self.notify_zones.lock();
+        for s in &sources {
+            zones.extend(s.notifies(changed.clone()));
+        }
         let _ = self.sources.set(sources);
         Ok(())
+    }
+}
+
+/// The NOTIFY sender: a thread of its own (a NOTIFY waits on its reply), started with
+/// the server when some directive has a host to notify and some source announces
+/// changes.
+impl Lifecycle for Transfer {
+    fn start(&self) {
+        let hosts = self.xfrs.iter().any(|x| x.to.iter().any(|t| matches!(t, To::Host(_))));
+        let first: Vec<Zone> = self.notify_zones.lock().clone();
+        let mut notifier = self.notifier.lock();
+        if !hosts || first.is_empty() || notifier.is_some() {
+            return;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let me = Transfer::new(self.xfrs.clone());
+        let rx = self.changes.1.clone();
+        let flag = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("transfer-notify".into())
+            .spawn(move || {
+                // CoreDNS's file and auto notify every zone once they serve.
+                for z in &first {
+                    me.log_notify(z);
+                }
+                while !flag.load(Ordering::Acquire) {
+                    match rx.recv_timeout(Duration::from_millis(200)) {
+                        Ok(z) => me.log_notify(&z),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => *notifier = Some((stop, handle)),
+            Err(e) => log::error!("plugin/transfer: cannot start the NOTIFY sender: {e}"),
+        }
+    }
+
+    fn stop(&self) {
+        if let Some((stop, handle)) = self.notifier.lock().take() {
+            stop.store(true, Ordering::Release);
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Transfer {
+    /// Notifies `zone`'s hosts; logs what failed (CoreDNS: `Failed sending notifies`).
+    fn log_notify(&self, zone: &Zone) {
+        let failures = self.notify(zone);
+        if failures.is_empty() {
+            log::debug!("plugin/transfer: sent notifies for zone {}", zone.as_str());
+        } else {
+            log::warn!("plugin/transfer: Failed sending notifies: {}", failures.join("; "));
+        }
     }
 }
 
@@ -394,7 +489,10 @@ impl ReplyStream for TransferStream {
         if self.resp.count(Section::Answer) == 0 {
             // A record larger than a message: the client gets a transfer without its
             // closing SOA and knows it failed (RFC 5936 2.2).
-            log::error!("plugin/transfer: a record of zone {} does not fit in a message", req.qname);
+            log::error!(
+                "plugin/transfer: a record of zone {} does not fit in a message",
+                req.qname
+            );
             self.done = true;
             return None;
         }
