@@ -104,10 +104,7 @@ impl ZoneStream for FileZone {
             self.state = 1;
         }
         if self.state == 1 {
-            loop {
-                let Some(r) = self.pending.take().or_else(|| self.records.next()) else {
-                    break;
-                };
+            while let Some(r) = self.pending.take().or_else(|| self.records.next()) {
                 if !self.put(msg, &r) {
                     self.pending = Some(r);
                     return false;

@@ -49,7 +49,12 @@ fn setup_reads_zones_hosts_and_source() {
     let host = |s: &str| To::Host(s.parse::<SocketAddr>().unwrap());
     assert_eq!(
         t.xfrs[0].to,
-        [host("1.2.3.4:53"), host("5.6.7.8:1053"), host("[1::2]:34"), host("[fe80::1]:53")]
+        [
+            host("1.2.3.4:53"),
+            host("5.6.7.8:1053"),
+            host("[1::2]:34"),
+            host("[fe80::1]:53")
+        ]
     );
     assert_eq!(t.xfrs[0].source, Some("2001:db8::53".parse().unwrap()));
     assert_eq!(t.xfrs[1].to, [To::Any, host("1.2.3.4:53")]);
@@ -62,7 +67,10 @@ fn setup_reads_zones_hosts_and_source() {
         err("example.org {\n transfer example.net {\n }\n}\n"),
         "Corefile:2 - transfer: 'to' is required"
     );
-    assert_eq!(err("example.org {\n transfer\n}\n"), "Corefile:2 - transfer: 'to' is required");
+    assert_eq!(
+        err("example.org {\n transfer\n}\n"),
+        "Corefile:2 - transfer: 'to' is required"
+    );
     assert_eq!(
         err("example.org {\n transfer {\n  invalid option\n }\n}\n"),
         "Corefile:3 - transfer: unknown property \"invalid\""
@@ -164,7 +172,12 @@ fn ask(t: &Transfer, raw: &[u8], transport: Transport) -> (Step, Rcode, u16, boo
     let client: SocketAddr = "127.0.0.1:5300".parse().unwrap();
     with_query_over(raw, transport, client, client, Metadata::NONE, |q| {
         let step = t.serve(q);
-        (step, q.resp.rcode(), q.resp.count(Section::Answer), q.worker.stream.is_some())
+        (
+            step,
+            q.resp.rcode(),
+            q.resp.count(Section::Answer),
+            q.worker.stream.is_some(),
+        )
     })
 }
 
@@ -282,7 +295,10 @@ fn a_zone_larger_than_a_message_continues_in_the_stream() {
     let (first, mut stream) = with_query_over(&raw, Transport::Tcp, client, client, Metadata::NONE, |q| {
         assert!(matches!(t.serve(q), Step::Answered));
         q.resp.finish();
-        (q.resp.count(Section::Answer) as usize, q.worker.stream.take().expect("more"))
+        (
+            q.resp.count(Section::Answer) as usize,
+            q.worker.stream.take().expect("more"),
+        )
     });
     assert!(first > 1 && first < 302);
     assert_eq!(t.live.load(Ordering::Relaxed), 1, "counted while it runs");
@@ -311,10 +327,17 @@ fn transfers_at_once_are_bounded() {
     let raw = axfr(ORG);
     let mut held = Vec::new();
     for _ in 0..MAX_TRANSFERS {
-        held.push(with_query_over(&raw, Transport::Tcp, client, client, Metadata::NONE, |q| {
-            assert!(matches!(t.serve(q), Step::Answered));
-            q.worker.stream.take().unwrap()
-        }));
+        held.push(with_query_over(
+            &raw,
+            Transport::Tcp,
+            client,
+            client,
+            Metadata::NONE,
+            |q| {
+                assert!(matches!(t.serve(q), Step::Answered));
+                q.worker.stream.take().unwrap()
+            },
+        ));
     }
     assert!(matches!(
         ask(&t, &raw, Transport::Tcp).0,

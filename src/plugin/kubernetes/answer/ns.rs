@@ -14,6 +14,9 @@ use crate::plugin::kubernetes::seen::{Seen, hash_words};
 pub(super) type NsNames = Vec<(u32, u32)>;
 /// NS (name, sequence, address) pairs.
 pub(super) type NsPairs = Vec<(u32, u32, IpAddr)>;
+/// The apex NS set as a transfer writes it: names relative to the zone, and (name
+/// index, address) glue.
+pub(in crate::plugin::kubernetes) type NsTransfer = (Vec<Box<[u8]>>, Vec<(usize, IpAddr)>);
 
 thread_local! {
     /// NS answers: the names (by the local address and owner that first gave them) and
@@ -163,7 +166,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
     /// The apex NS set for a zone transfer: each name (wire labels relative to the
     /// zone, no root) and the (name index, address) pairs of its glue, in the order
     /// the NS answer writes them. `None` over the work budget.
-    pub(in crate::plugin::kubernetes) fn ns_for_transfer(&self) -> Option<(Vec<Box<[u8]>>, Vec<(usize, IpAddr)>)> {
+    pub(in crate::plugin::kubernetes) fn ns_for_transfer(&self) -> Option<NsTransfer> {
         self.with_ns(|names, pairs| {
             let rel = names
                 .iter()
