@@ -472,3 +472,142 @@ fn a_file_zone_transfers_and_notifies_after_a_reload() {
     assert_eq!(old, after);
     let _ = port;
 }
+
+/// CoreDNS's `k8s_external` with `transfer` (k8s_external/transfer.go, its README's
+/// example): the zone's SOA first and last, its NS and `ns1.dns` addresses, then each
+/// Service's external records (addresses, SRV per port, a load balancer's host name as
+/// a CNAME, with `headless` the endpoints); every (name, type) what a query answers;
+/// an IXFR at the zone's serial gets the SOA alone.
+#[test]
+fn an_external_zone_transfers_what_its_names_answer() {
+    use testkit::objects::{set_external_ips, set_load_balancer};
+    let mut objects = base_cluster();
+    objects.push(namespace("shop"));
+    let mut storefront = service(
+        "shop",
+        "storefront",
+        "10.96.5.1",
+        &[("http", 80, "TCP"), ("https", 443, "TCP")],
+    );
+    set_load_balancer(&mut storefront, &["203.0.113.10", "2001:db8::10"]);
+    objects.push(storefront);
+    let mut legacy = service("shop", "legacy", "10.96.5.2", &[("web", 8080, "TCP")]);
+    set_external_ips(&mut legacy, &["198.51.100.20"]);
+    objects.push(legacy);
+    let mut edge = service("shop", "edge", "10.96.5.3", &[("http", 80, "TCP")]);
+    set_load_balancer(&mut edge, &["lb-1.elb.example.net"]);
+    objects.push(edge);
+    objects.push(headless("shop", "db"));
+    objects.push(testkit::objects::slice(
+        "shop",
+        "db-abcde",
+        "db",
+        &["10.244.3.1", "10.244.3.2"],
+    ));
+    // Only cluster IPs: not in the zone.
+    objects.push(service("shop", "internal", "10.96.5.4", &[("http", 80, "TCP")]));
+    let api = FakeApi::with_objects(objects);
+    let text = format!(
+        ".:{{port}} {{\n    bind 127.0.0.1\n    transfer example.org {{\n        to *\n    }}\n    kubernetes cluster.local {{\n        endpoint {}\n    }}\n    k8s_external example.org {{\n        headless\n    }}\n}}\n",
+        api.url()
+    );
+    let s = Launch::new(&text).start();
+    wait_until("the first sync", Duration::from_secs(10), || {
+        rcode(&s.query("legacy.shop.example.org.", Rtype::A)) == Rcode::NOERROR
+    });
+    let zone = "example.org.";
+    let all = records(&transfer_msgs(s.addr(), &axfr_query(zone)));
+    assert_eq!(field(&all[0], 3), "SOA", "{all:#?}");
+    assert_eq!(all[0], all[all.len() - 1]);
+    assert_eq!(field(&all[0], 4), "ns1.dns.example.org.");
+    assert_eq!(field(&all[1], 3), "NS");
+    let mut by_name: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for r in &all[1..all.len() - 1] {
+        by_name
+            .entry((field(r, 0).to_string(), field(r, 3).to_string()))
+            .or_default()
+            .push(r.clone());
+    }
+    for ((name, qtype), want) in &by_name {
+        let mut want = want.clone();
+        want.sort();
+        // A host name's CNAME is what an A query answers first.
+        let asked = if qtype == "CNAME" { "A" } else { qtype.as_str() };
+        let t = Rtype::from_mnemonic(asked.as_bytes()).unwrap();
+        for (how, reply) in [("udp", s.query(name, t)), ("tcp", s.query_tcp(name, t))] {
+            let mut got: Vec<String> = section(&reply, "answer")
+                .into_iter()
+                .filter(|r| field(r, 3) == qtype && field(r, 0) == name)
+                .collect();
+            got.sort();
+            assert_eq!(got, want, "{name} {qtype} over {how}");
+        }
+    }
+    for want in [
+        "storefront.shop.example.org. 5 IN A 203.0.113.10",
+        "storefront.shop.example.org. 5 IN AAAA 2001:db8::10",
+        "_https._tcp.storefront.shop.example.org. 5 IN SRV",
+        "legacy.shop.example.org. 5 IN A 198.51.100.20",
+        "edge.shop.example.org. 5 IN CNAME lb-1.elb.example.net.",
+        "db.shop.example.org. 5 IN A 10.244.3.1",
+        "10-244-3-2.db.shop.example.org. 5 IN A 10.244.3.2",
+    ] {
+        assert!(all.iter().any(|r| r.starts_with(want)), "missing {want} in\n{all:#?}");
+    }
+    assert!(!all.iter().any(|r| r.contains("internal.shop")), "{all:#?}");
+    let mut body = all[1..all.len() - 1].to_vec();
+    body.sort();
+    let n = body.len();
+    body.dedup();
+    assert_eq!(body.len(), n, "a record repeated");
+    let serial: u32 = field(&all[0], 6).parse().unwrap();
+    assert_eq!(
+        records(&transfer_msgs(s.addr(), &ixfr_query(zone, serial))),
+        vec![all[0].clone()]
+    );
+}
+
+/// The corpus shape `secondary-axfr.Corefile`: the usual server block with
+/// `transfer cluster.local { to SECONDARY }` (here the test's own address added to the
+/// secondary's). Transfers go through `cache` (before transfer in CoreDNS's order) and
+/// are never answered from it (a transfer is a meta reply: response.Typify); over UDP
+/// and from elsewhere they are refused; ordinary queries over UDP and TCP answer.
+#[test]
+fn the_corpus_secondary_shape_transfers_the_cluster_zone_through_the_cache() {
+    use testkit::corpus::Corpus;
+    let api = FakeApi::with_objects(cluster());
+    let up = FakeUpstream::start();
+    let s = Corpus::load("secondary-axfr.Corefile")
+        .api(&api)
+        .upstream(&up)
+        .edit("to 192.0.2.53", "to 192.0.2.53 127.0.0.1")
+        .start();
+    s.wait_for("svc1.testns.svc.cluster.local", Rtype::A);
+    let [udp, tcp] = s.both("svc1.testns.svc.cluster.local", Rtype::A);
+    for m in [&udp, &tcp] {
+        assert_eq!(
+            section(m, "answer"),
+            ["svc1.testns.svc.cluster.local. 30 IN A 10.96.7.1"]
+        );
+    }
+    let first = records(&transfer_msgs(s.addr(), &axfr_query(ZONE)));
+    assert_eq!(field(&first[0], 3), "SOA");
+    assert_eq!(first[0], first[first.len() - 1]);
+    assert!(
+        first
+            .iter()
+            .any(|r| r == "svc1.testns.svc.cluster.local. 30 IN A 10.96.7.1"),
+        "{first:#?}"
+    );
+    // A change, then a second transfer: the new data, not a cached first message.
+    api.add(service("testns", "added", "10.96.7.9", &[("http", 80, "TCP")]));
+    // (Asked by a query, its NXDOMAIN would be cached: the transfers are not.)
+    wait_until("the new service in a transfer", Duration::from_secs(10), || {
+        let again = records(&transfer_msgs(s.addr(), &axfr_query(ZONE)));
+        again
+            .iter()
+            .any(|r| r == "added.testns.svc.cluster.local. 30 IN A 10.96.7.9")
+    });
+    let r = testkit::wire::raw_udp(s.addr(), &axfr_query(ZONE), Duration::from_secs(2)).expect("a reply");
+    assert_eq!(rcode(&Message::from_octets(r).unwrap()), Rcode::REFUSED);
+}

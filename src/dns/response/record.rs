@@ -163,6 +163,16 @@ impl Response {
         r
     }
 
+    /// [`Self::push_copied`] for a message that is one of several, as
+    /// [`Self::push_or_full`]: a record that does not fit is taken back without TC.
+    pub fn copy_or_full(&mut self, section: Section, msg: &[u8], at: usize) -> Result<usize, PushError> {
+        let r = self.push_copied(section, msg, at);
+        if r == Err(PushError::Truncated) {
+            self.truncated = false;
+        }
+        r
+    }
+
     /// Shorthand for [`Self::push`] to the answer section, ignoring truncation (it is
     /// recorded in the message).
     pub fn answer(&mut self, rr: Record<'_>) {
