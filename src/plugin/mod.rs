@@ -102,7 +102,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::chain("k8s_external", k8s_external::setup),
     Spec::chain("kubernetes", kubernetes::setup),
     Spec::chain("file", file::setup),
-    Spec::unsupported("auto"),
+    Spec::chain("auto", auto::setup),
     Spec::unsupported("secondary"),
     Spec::unsupported("etcd"),
     Spec::chain("loop", loop_detect::setup),

@@ -45,6 +45,12 @@ pub fn dir() -> PathBuf {
         .join("tests/data/corefiles")
 }
 
+/// Zone files corpus Corefiles read (`file /etc/coredns/zones/db.corp.example` reads
+/// `tests/data/zones/db.corp.example`).
+pub fn zones_dir() -> PathBuf {
+    dir().parent().expect("tests/data").join("zones")
+}
+
 /// The path of a corpus file.
 pub fn path(file: &str) -> PathBuf {
     dir().join(file)
@@ -250,6 +256,26 @@ impl<'a> Corpus<'a> {
                 }
                 let rest = toks[2..].join(" ");
                 emitted = Some(format!("{indent}hosts {} {rest}", local.display()));
+            } else if (first == "file" || first == "directory")
+                && toks.len() >= 2
+                && self.zone_path(first, parent, &stack)
+            {
+                // A zone file (`file DBFILE`) or zone directory (`auto { directory DIR }`):
+                // in CoreDNS a relative path is the working directory's (or `root`'s),
+                // here the Corefile's; either way it becomes the scratch directory's
+                // copy, filled from `tests/data/zones/` unless the test gave the file.
+                let name = Path::new(&toks[1]).file_name().unwrap().to_string_lossy().into_owned();
+                let local = out.files.path(&name);
+                if first == "file" && !local.exists() {
+                    let shipped = zones_dir().join(&name);
+                    let text = std::fs::read_to_string(&shipped).unwrap_or_default();
+                    out.files.write(&name, &text);
+                }
+                if first == "directory" {
+                    std::fs::create_dir_all(&local).unwrap();
+                }
+                let rest = toks[2..].join(" ");
+                emitted = Some(format!("{indent}{first} {} {rest}", local.display()));
             } else if first == "import" && toks.len() == 2 && toks[1].contains('/') {
                 let p = Path::new(&toks[1]);
                 let folder = p.parent().and_then(Path::file_name).unwrap_or_default();
@@ -277,6 +303,15 @@ impl<'a> Corpus<'a> {
         }
         assert!(stack.len() == depth, "{}: unbalanced braces", self.file);
         result
+    }
+
+    /// Whether a `file` or `directory` line names a zone file or directory: `file` as a
+    /// plugin of a server block, `directory` inside an `auto` block.
+    fn zone_path(&self, first: &str, parent: &str, stack: &[String]) -> bool {
+        match first {
+            "file" => stack.len() == 1,
+            _ => parent == "auto",
+        }
     }
 
     /// Starts the binary under test on the runnable Corefile; returns as soon as it

@@ -27,6 +27,12 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
         "in_cluster_names_complete_to_the_service_and_count_success",
     ),
     (
+        "file-split-horizon.Corefile",
+        "split horizon: an internal zone from a file beside the cluster block",
+        "file",
+        "the_split_horizon_corefile_answers_the_internal_zone_beside_the_cluster",
+    ),
+    (
         "gardener-search-path-rewrite.Corefile",
         "Gardener's default with search-path rewrites",
         "rewrite",

@@ -2,12 +2,14 @@
 //! sockets (and through `dig` where a real client matters), with the test kit's fake
 //! Kubernetes API (the real list/watch protocol) and fake upstream (`testkit/`).
 
+mod auto;
 mod autopath;
 mod cli;
 mod conformance;
 mod corefile;
 mod corpus;
 mod docs;
+mod file;
 mod hardening;
 mod hardening_answers;
 mod hardening_inputs;

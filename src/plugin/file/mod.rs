@@ -498,4 +498,4 @@ impl Reloader {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

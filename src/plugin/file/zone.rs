@@ -708,11 +708,14 @@ fn in_zone(name: &[u8], zone: &[u8]) -> bool {
     at == start
 }
 
+/// A set being built: its type and its records' (TTL, data).
+type TmpSet = (u16, Vec<(u32, Vec<u8>)>);
+
 /// A node being built.
 struct Tmp {
     name: Vec<u8>,
     children: Vec<usize>,
-    sets: Vec<(u16, Vec<(u32, Vec<u8>)>)>,
+    sets: Vec<TmpSet>,
 }
 
 /// The node of `name` (in the zone), made with its missing ancestors.
