@@ -611,3 +611,44 @@ fn the_corpus_secondary_shape_transfers_the_cluster_zone_through_the_cache() {
     let r = testkit::wire::raw_udp(s.addr(), &axfr_query(ZONE), Duration::from_secs(2)).expect("a reply");
     assert_eq!(rcode(&Message::from_octets(r).unwrap()), Rcode::REFUSED);
 }
+
+/// CoreDNS's `auto` with `transfer` (auto/setup.go, auto/xfr.go): each zone file of the
+/// directory transfers as `file`'s do, and is announced by NOTIFY when it loads, a file
+/// added later included.
+#[test]
+fn auto_zones_transfer_and_notify_as_they_load() {
+    let secondary = Secondary::new();
+    let dir = Scratch::new("xfr-auto");
+    dir.write("zones/db.example.org", &db(2024010101, ""));
+    let text = format!(
+        ".:{{port}} {{\n    bind 127.0.0.1\n    transfer {{\n        to 127.0.0.1:{}\n    }}\n    auto {{\n        directory {} db\\.(.*) {{1}}\n        reload 1s\n    }}\n}}\n",
+        secondary.port(),
+        dir.path("zones").display()
+    );
+    let s = Launch::new(&text).start();
+    assert_eq!(
+        secondary.next_notify(Duration::from_secs(10)).as_deref(),
+        Some("example.org"),
+        "{}",
+        s.output()
+    );
+    let all = records(&transfer_msgs(s.addr(), &axfr_query("example.org.")));
+    assert_eq!(all.len(), 12, "{all:#?}");
+    assert!(all.iter().any(|r| r == "www.example.org. 3600 IN A 192.0.2.80"));
+    // A new file: a new zone, announced once it serves.
+    dir.write(
+        "zones/db.example.net",
+        &db(7, "").replace("example.org.", "example.net."),
+    );
+    assert_eq!(
+        secondary.next_notify(Duration::from_secs(10)).as_deref(),
+        Some("example.net"),
+        "{}",
+        s.output()
+    );
+    let net = records(&transfer_msgs(s.addr(), &axfr_query("example.net.")));
+    assert!(
+        net.iter().any(|r| r == "www.example.net. 3600 IN A 192.0.2.80"),
+        "{net:#?}"
+    );
+}

@@ -403,9 +403,7 @@ impl Handler for File {
 
     /// The zones for `transfer` (xfr.rs).
     fn transferer(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        let source = xfr::FileTransferer {
-            zones: self.zones.clone(),
-        };
+        let source = xfr::FileTransferer::fixed(self.zones.clone());
         Some(Arc::new(crate::plugin::transfer::Source(Arc::new(source))))
     }
 }

@@ -6,32 +6,59 @@
 
 use std::sync::Arc;
 
-use super::{ServedZone, ZoneData, ZoneRecord};
+use super::{ChangeFn, ServedZone, ZoneData, ZoneRecord};
 use crate::dns::wire::QNAME_OFFSET;
 use crate::dns::{Name, PushError, Rdata, Record, Request, Response, Section, Tail, Zone, rtype};
 use crate::plugin::transfer::{Transferer, ZoneStream};
 
+/// The zones served now (`file`: its fixed list; `auto`: those loaded at this moment).
+pub type ZonesFn = Box<dyn Fn() -> Arc<Vec<Arc<ServedZone>>> + Send + Sync>;
+/// Registers a callback on every zone, present and future.
+pub type WatchFn = Box<dyn Fn(ChangeFn) + Send + Sync>;
+
 /// The zones of one `file` or `auto` plugin, for `transfer`.
 pub struct FileTransferer {
-    pub zones: Vec<Arc<ServedZone>>,
+    pub zones: ZonesFn,
+    pub watch: WatchFn,
+    /// The zones to notify at start-up: `file`'s, loaded at setup (`auto`'s are
+    /// loaded when it starts, and their first load is a change).
+    pub startup: Vec<Zone>,
+}
+
+impl FileTransferer {
+    /// A fixed list of zones (`file`).
+    pub fn fixed(zones: Vec<Arc<ServedZone>>) -> FileTransferer {
+        let startup = zones.iter().map(|z| z.origin().clone()).collect();
+        let zones = Arc::new(zones);
+        let watched = zones.clone();
+        FileTransferer {
+            zones: Box::new(move || zones.clone()),
+            watch: Box::new(move |f: ChangeFn| {
+                let f = Arc::new(f);
+                for z in watched.iter() {
+                    let f = f.clone();
+                    z.on_change(Box::new(move |z| f(z)));
+                }
+            }),
+            startup,
+        }
+    }
 }
 
 impl Transferer for FileTransferer {
     /// Exactly one of the zones (CoreDNS: `matched != zone` is not authoritative),
     /// once a version of it has loaded.
     fn transfer(&self, req: &Request<'_>, serial: Option<u32>) -> Option<Box<dyn ZoneStream>> {
-        let z = self.zones.iter().find(|z| z.origin().wire() == req.qname.wire())?;
+        let zones = (self.zones)();
+        let z = zones.iter().find(|z| z.origin().wire() == req.qname.wire())?;
         let data = z.current()?;
         let only_soa = serial == Some(data.serial());
         Some(Box::new(FileZone::new(data, only_soa)))
     }
 
-    fn notifies(&self, changed: Arc<dyn Fn(&Zone) + Send + Sync>) -> Vec<Zone> {
-        for z in &self.zones {
-            let changed = changed.clone();
-            z.on_change(Box::new(move |z: &ServedZone| changed(z.origin())));
-        }
-        self.zones.iter().map(|z| z.origin().clone()).collect()
+    fn notifies(&self, changed: Arc<dyn Fn(&Zone) + Send + Sync>) -> Option<Vec<Zone>> {
+        (self.watch)(Box::new(move |z: &ServedZone| changed(z.origin())));
+        Some(self.startup.clone())
     }
 }
 

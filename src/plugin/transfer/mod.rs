@@ -55,13 +55,14 @@ pub trait Transferer: Send + Sync {
     /// the stream is the SOA alone (RFC 1995 2: the client is current).
     fn transfer(&self, req: &Request<'_>, serial: Option<u32>) -> Option<Box<dyn ZoneStream>>;
 
-    /// The zones this source announces with NOTIFY (RFC 1996), and where it reports a
-    /// change: it calls `changed` with a zone after each new version of it is served.
-    /// CoreDNS's `file` and `auto` notify at start-up and after every reload; its
-    /// `kubernetes` and `k8s_external` never (the default: none).
-    fn notifies(&self, changed: Arc<dyn Fn(&Zone) + Send + Sync>) -> Vec<Zone> {
+    /// Whether this source announces changes with NOTIFY (RFC 1996): if so, it calls
+    /// `changed` with a zone after each new version of it is served, and returns the
+    /// zones to notify at start-up. CoreDNS's `file` and `auto` notify at start-up and
+    /// after every reload; its `kubernetes` and `k8s_external` never (the default,
+    /// `None`).
+    fn notifies(&self, changed: Arc<dyn Fn(&Zone) + Send + Sync>) -> Option<Vec<Zone>> {
         let _ = changed;
-        Vec::new()
+        None
     }
 }
 
@@ -116,8 +117,9 @@ pub struct Transfer {
     /// Transfers in progress.
     live: Arc<AtomicUsize>,
     /// Zones whose sources announce changes (see [`Transferer::notifies`]): sent a
-    /// NOTIFY at start-up, and again from `changes` after each change.
-    notify_zones: Mutex<Vec<Zone>>,
+    /// NOTIFY at start-up, and again from `changes` after each change. `None`: no
+    /// source announces anything.
+    notify_zones: Mutex<Option<Vec<Zone>>>,
     changes: (Sender<Zone>, Receiver<Zone>),
     notifier: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
 }
@@ -204,7 +206,7 @@ impl Transfer {
             xfrs,
             sources: OnceLock::new(),
             live: Arc::new(AtomicUsize::new(0)),
-            notify_zones: Mutex::new(Vec::new()),
+            notify_zones: Mutex::new(None),
             changes: crossbeam_channel::bounded(NOTIFY_QUEUE),
             notifier: Mutex::new(None),
         }
@@ -381,7 +383,9 @@ impl Handler for Transfer {
         });
         let mut zones = self.notify_zones.lock();
         for s in &sources {
-            zones.extend(s.notifies(changed.clone()));
+            if let Some(first) = s.notifies(changed.clone()) {
+                zones.get_or_insert_with(Vec::new).extend(first);
+            }
         }
         let _ = self.sources.set(sources);
         Ok(())
@@ -394,9 +398,11 @@ impl Handler for Transfer {
 impl Lifecycle for Transfer {
     fn start(&self) {
         let hosts = self.xfrs.iter().any(|x| x.to.iter().any(|t| matches!(t, To::Host(_))));
-        let first: Vec<Zone> = self.notify_zones.lock().clone();
+        let Some(first) = self.notify_zones.lock().clone() else {
+            return;
+        };
         let mut notifier = self.notifier.lock();
-        if !hosts || first.is_empty() || notifier.is_some() {
+        if !hosts || notifier.is_some() {
             return;
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -406,7 +412,8 @@ impl Lifecycle for Transfer {
         let spawned = std::thread::Builder::new()
             .name("transfer-notify".into())
             .spawn(move || {
-                // CoreDNS's file and auto notify every zone once they serve.
+                // CoreDNS's file notifies every zone once it serves (auto's come
+                // through `changes` as they load).
                 for z in &first {
                     me.log_notify(z);
                 }
