@@ -323,10 +323,12 @@ mod tests {
         assert_eq!(
             implemented(),
             [
+                "auto",
                 "autopath",
                 "bind",
                 "cache",
                 "errors",
+                "file",
                 "forward",
                 "health",
                 "hosts",
@@ -343,6 +345,7 @@ mod tests {
                 "rrl",
                 "template",
                 "timeouts",
+                "transfer",
                 "whoami"
             ]
         );
@@ -358,10 +361,12 @@ mod tests {
                 "  default\n",
                 "\n",
                 "Other plugins:\n",
+                "  dns.auto\n",
                 "  dns.autopath\n",
                 "  dns.bind\n",
                 "  dns.cache\n",
                 "  dns.errors\n",
+                "  dns.file\n",
                 "  dns.forward\n",
                 "  dns.health\n",
                 "  dns.hosts\n",
@@ -378,6 +383,7 @@ mod tests {
                 "  dns.rrl\n",
                 "  dns.template\n",
                 "  dns.timeouts\n",
+                "  dns.transfer\n",
                 "  dns.whoami\n",
             )
         );
