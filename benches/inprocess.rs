@@ -111,6 +111,25 @@ fn main() {
          ext.test:53 {{\n    kubernetes cluster.local {{\n        endpoint file://{dump}\n    }}\n    k8s_external ext.test {{\n        headless\n    }}\n}}\n\
          {TEMPLATES}"
     );
+    // A zone file like a team's internal zone, served by `file` (issue 13: its answer
+    // costs no more than the kubernetes answer above).
+    let zone_dir = std::env::temp_dir().join(format!("clusterdns-bench-zone-{}", std::process::id()));
+    std::fs::create_dir_all(&zone_dir).unwrap();
+    let mut zone = String::from(
+        "$ORIGIN file.test.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 60\n  IN NS ns1\n  IN NS ns2\n\
+         ns1 IN A 192.0.2.53\nns2 IN A 192.0.2.54\nwww IN A 192.0.2.80\n    IN AAAA 2001:db8::80\n",
+    );
+    for i in 0..1000 {
+        zone.push_str(&format!(
+            "host{i} IN A 10.{}.{}.{}\n",
+            i / 65536,
+            (i / 256) % 256,
+            i % 256
+        ));
+    }
+    let zone_file = zone_dir.join("db.file.test");
+    std::fs::write(&zone_file, zone).unwrap();
+    let text = format!("{text}file.test:53 {{\n    file {}\n}}\n", zone_file.display());
     let corefile = config::parse_str(&text, "bench", Path::new(".")).expect("parses");
     let server = Server::build(
         &corefile,
@@ -125,6 +144,8 @@ fn main() {
     .unwrap_or_else(|e| panic!("{e:?}"));
     // Loads the dump and waits for the first sync.
     server.start();
+    // The zone was read at setup.
+    let _ = std::fs::remove_dir_all(&zone_dir);
     let listener = server
         .listeners
         .iter()
@@ -156,6 +177,15 @@ fn main() {
         ),
         ("whoami (fallthrough)", vec![query("nothere.example.org", 1, true)]),
         ("k8s A ClusterIP", vec![query("web.team-a.svc.cluster.local", 1, true)]),
+        // The same question of a zone file (`file`): one A, the apex NS in authority.
+        ("file A", vec![query("www.file.test", 1, true)]),
+        (
+            "file A (1000 names)",
+            (0..1000)
+                .map(|i| query(&format!("host{i}.file.test"), 1, true))
+                .collect(),
+        ),
+        ("file NXDOMAIN", vec![query("nothere.file.test", 1, true)]),
         // The same Service through a rewrite rule (issue 12: at most 1.15x the line above).
         ("rewrite suffix -> k8s A", vec![query("web.team-a.example", 1, true)]),
         ("rewrite exact -> k8s A", vec![query("web.exact.example", 1, true)]),

@@ -132,7 +132,7 @@ impl Response {
             // The whole name may not exceed 255 bytes (whoami's `_udp.` in front of a
             // 255-byte question name did).
             if !name.head.is_empty()
-                && name.head.len() + (QNAME_OFFSET + self.question_wire().len()).saturating_sub(off) > MAX_NAME_LEN
+                && name.head.len() + (QNAME_OFFSET + self.qname_len).saturating_sub(off) > MAX_NAME_LEN
             {
                 return Err(PushError::Malformed);
             }

@@ -615,3 +615,27 @@ fn answering_allocates_nothing_and_stays_within_the_budget() {
     assert!(matches!(h.serve(&mut q), Step::Answered));
     assert_eq!(q.worker.budget.spent(), 12, "ten CNAMEs and two NS");
 }
+
+/// What README's Limits say a zone costs: measured on 100,000 names of one A record
+/// each (`host123456.example.org`), the common shape of a large internal zone.
+#[test]
+fn a_zone_is_compact() {
+    let mut text =
+        String::from("$ORIGIN example.org.\n@ 300 IN SOA ns1 h 1 2 3 4 5\n  IN NS ns1\nns1 IN A 192.0.2.1\n");
+    for i in 0..100_000 {
+        text.push_str(&format!(
+            "host{i} 300 IN A 10.{}.{}.{}\n",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    let dir = TempDir::new("file");
+    let path = dir.write("db", &text);
+    let z = ServedZone::new(Zone::new("example.org").unwrap(), path, DEFAULT_RELOAD, false);
+    z.load().unwrap();
+    let data = z.current().unwrap();
+    let per_record = data.heap_bytes() / data.len();
+    eprintln!("{} records, {} bytes each", data.len(), per_record);
+    assert!(per_record <= 120, "{per_record} bytes a record");
+}

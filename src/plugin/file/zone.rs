@@ -19,7 +19,8 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::chain::{ChainError, Query, Step};
-use crate::dns::{Name, Rcode, Rdata, Record, Response, Section, Zone, rtype};
+use crate::dns::wire::QNAME_OFFSET;
+use crate::dns::{Name, Rcode, Rdata, Record, Response, Section, Tail, Zone, rtype};
 
 use super::parse::{RawRecord, name_end};
 
@@ -67,7 +68,14 @@ struct Rr {
     ttl: u32,
     /// Uncompressed wire form, in `bytes`.
     rdata: Span,
+    /// For NS, CNAME and PTR: the length of the target's labels in front of the origin
+    /// when the target is in the zone (written as those labels and a pointer to the
+    /// question's origin: no compression search), else [`OUTSIDE`].
+    head: u8,
 }
+
+/// A name not in the zone (see [`Rr::head`]).
+const OUTSIDE: u8 = u8::MAX;
 
 /// One record of a zone, as [`ZoneData::records`] lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,11 +96,18 @@ pub struct ZoneData {
     serial: u32,
     /// The SOA's TTL in negative answers: min(SOA TTL, MINIMUM) (RFC 2308 3).
     negative_ttl: u32,
+    /// The SOA's MNAME and RNAME (in `bytes`, with their heads as [`Rr::head`]) and
+    /// its five numbers, for writing it with compressed names.
+    soa_names: [(Span, u8); 2],
+    soa_numbers: [u32; 5],
     /// The apex's SOA and NS sets (`NONE` for a zone without NS).
     soa_set: u32,
     ns_set: u32,
     nodes: Vec<Node>,
+    /// Each node's children, ordered by [`label_key`] (not by label: the lookup's
+    /// binary search compares one integer a step), with the keys beside them.
     children: Vec<u32>,
+    child_keys: Vec<u64>,
     sets: Vec<Set>,
     rrs: Vec<Rr>,
     extra: Vec<u32>,
@@ -166,10 +181,13 @@ impl ZoneData {
             origin_labels: origin.label_count(),
             serial: 0,
             negative_ttl: 0,
+            soa_names: [(Span::default(), OUTSIDE); 2],
+            soa_numbers: [0; 5],
             soa_set: NONE,
             ns_set: NONE,
             nodes: Vec::with_capacity(tmp.len()),
             children: Vec::with_capacity(tmp.len()),
+            child_keys: Vec::with_capacity(tmp.len()),
             sets: Vec::new(),
             rrs: Vec::new(),
             extra: Vec::new(),
@@ -179,6 +197,11 @@ impl ZoneData {
         };
         z.lay_out(tmp);
         z.link();
+        // Built by pushing: the doubling's slack would be a third of the zone.
+        z.sets.shrink_to_fit();
+        z.rrs.shrink_to_fit();
+        z.extra.shrink_to_fit();
+        z.bytes.shrink_to_fit();
         Ok(z)
     }
 
@@ -203,7 +226,7 @@ impl ZoneData {
             number[n] = k as u32;
         }
         for &n in &order {
-            let t = &mut tmp[n];
+            let t = &tmp[n];
             let name = self.push_bytes(&t.name);
             let label = Span {
                 at: name.at + 1,
@@ -213,7 +236,15 @@ impl ZoneData {
                 at: self.children.len() as u32,
                 len: t.children.len() as u32,
             };
-            self.children.extend(t.children.iter().map(|&c| number[c]));
+            let mut kids: Vec<(u64, u32)> = t
+                .children
+                .iter()
+                .map(|&c| (label_key(&tmp[c].name[1..1 + tmp[c].name[0] as usize]), number[c]))
+                .collect();
+            kids.sort_unstable();
+            let t = &mut tmp[n];
+            self.children.extend(kids.iter().map(|k| k.1));
+            self.child_keys.extend(kids.iter().map(|k| k.0));
             t.sets.sort_by_key(|s| s.0);
             let sets_at = self.sets.len() as u32;
             let mut cut = false;
@@ -224,8 +255,12 @@ impl ZoneData {
                     len: rrs.len() as u32,
                 };
                 for (ttl, rdata) in rrs {
+                    let head = match rtype {
+                        rtype::NS | rtype::CNAME | rtype::PTR => self.head_of(&rdata),
+                        _ => OUTSIDE,
+                    };
                     let rdata = self.push_bytes(&rdata);
-                    self.rrs.push(Rr { ttl, rdata });
+                    self.rrs.push(Rr { ttl, rdata, head });
                 }
                 if n == 0 && rtype == rtype::SOA {
                     self.soa_set = self.sets.len() as u32;
@@ -260,17 +295,42 @@ impl ZoneData {
             self.nodes[n].wildcard = w;
         }
         let soa = &self.rrs[self.sets[self.soa_set as usize].rrs.at as usize];
-        let rdata = &self.bytes[soa.rdata.range()];
-        let end = name_end(rdata, 0)
-            .and_then(|e| name_end(rdata, e))
-            .unwrap_or(rdata.len());
+        let (ttl, at) = (soa.ttl, soa.rdata.at as usize);
+        let rdata = self.bytes[soa.rdata.range()].to_vec();
+        let mid = name_end(&rdata, 0).unwrap_or(rdata.len());
+        let end = name_end(&rdata, mid).unwrap_or(rdata.len());
         let num = |i: usize| {
             rdata
                 .get(end + 4 * i..end + 4 * i + 4)
                 .map_or(0, |b| u32::from_be_bytes(b.try_into().unwrap()))
         };
+        self.soa_numbers = [num(0), num(1), num(2), num(3), num(4)];
         self.serial = num(0);
-        self.negative_ttl = soa.ttl.min(num(4));
+        self.negative_ttl = ttl.min(num(4));
+        let span = |from: usize, to: usize| Span {
+            at: (at + from) as u32,
+            len: (to - from) as u32,
+        };
+        self.soa_names = [
+            (span(0, mid), self.head_of(&rdata[..mid])),
+            (span(mid, end), self.head_of(&rdata[mid..end])),
+        ];
+    }
+
+    /// The length of `name`'s labels in front of the origin, if it is in the zone (case
+    /// ignored), else [`OUTSIDE`].
+    fn head_of(&self, name: &[u8]) -> u8 {
+        let mut lower = [0u8; 255];
+        let Some(lower) = lower.get_mut(..name.len()) else {
+            return OUTSIDE;
+        };
+        lower.copy_from_slice(name);
+        lower.make_ascii_lowercase();
+        let apex = self.origin.wire();
+        if name_end(lower, 0) != Some(lower.len()) || !in_zone(lower, apex) {
+            return OUTSIDE;
+        }
+        (lower.len() - apex.len()) as u8
     }
 
     /// Finds the additional-section nodes of each set: the glue of NS sets (addresses
@@ -347,6 +407,17 @@ impl ZoneData {
         self.rrs.is_empty()
     }
 
+    /// The heap the zone holds, in bytes (its arrays' capacities).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.nodes.capacity() * size_of::<Node>()
+            + self.children.capacity() * 12
+            + self.sets.capacity() * size_of::<Set>()
+            + self.rrs.capacity() * size_of::<Rr>()
+            + self.extra.capacity() * 4
+            + self.bytes.capacity()
+    }
+
     /// The modification time of the main file when it was read.
     pub fn mtime(&self) -> Option<SystemTime> {
         self.mtime
@@ -393,13 +464,23 @@ impl ZoneData {
         &self.bytes[self.nodes[node as usize].name.range()]
     }
 
-    /// The child of `node` labelled `label` (lower-cased).
+    /// The child of `node` labelled `label` (lower-cased): a binary search of the
+    /// children's keys, then the label compared (with the next ones, should two keys be
+    /// equal).
     #[inline]
     fn child(&self, node: u32, label: &[u8]) -> Option<u32> {
-        let kids = &self.children[self.nodes[node as usize].children.range()];
-        kids.binary_search_by(|&c| self.bytes[self.nodes[c as usize].label.range()].cmp(label))
-            .ok()
-            .map(|i| kids[i])
+        let range = self.nodes[node as usize].children.range();
+        let keys = &self.child_keys[range.clone()];
+        let key = label_key(label);
+        let mut i = keys.partition_point(|&k| k < key);
+        while i < keys.len() && keys[i] == key {
+            let c = self.children[range.start + i];
+            if &self.bytes[self.nodes[c as usize].label.range()] == label {
+                return Some(c);
+            }
+            i += 1;
+        }
+        None
     }
 
     /// The set of type `rtype` at `node`.
@@ -491,7 +572,11 @@ impl ZoneData {
         let Some(found) = self.find(req.qname.wire(), qtype) else {
             return Ok(false);
         };
-        let mut w = Writer { z: self, q };
+        // Where the origin starts in the question: names of the zone are written as
+        // their own labels and a pointer there.
+        let before = req.qname.label_count() - self.origin_labels;
+        let apex_off = QNAME_OFFSET + req.qname.label_offset(before);
+        let mut w = Writer { z: self, q, apex_off };
         match found {
             // NXDOMAIN, and an empty non-terminal: NOERROR (lookup.go, "Hacky way to get
             // around empty-non-terminals"); both fall through when told to.
@@ -536,6 +621,8 @@ struct Over;
 struct Writer<'z, 'q, 'r, 'a> {
     z: &'z ZoneData,
     q: &'q mut Query<'r, 'a>,
+    /// The offset of the origin in the question (see `write_answer`).
+    apex_off: usize,
 }
 
 impl<'z> Writer<'z, '_, '_, '_> {
@@ -548,17 +635,66 @@ impl<'z> Writer<'z, '_, '_, '_> {
         self.q.resp
     }
 
+    /// A name of the zone (lower-cased wire; `head` bytes of labels in front of the
+    /// origin) as its labels and a pointer to the question's origin, or, outside the
+    /// zone, whole.
+    fn name<'n>(&self, bytes: &'n [u8], head: u8) -> Name<'n> {
+        if head == OUTSIDE {
+            return Name::wire(bytes);
+        }
+        Name {
+            head: &bytes[..head as usize],
+            mid: &[],
+            tail: Tail::Question(self.apex_off),
+        }
+    }
+
+    /// The name of `node`.
+    fn node_name(&self, node: u32) -> Name<'z> {
+        let z = self.z;
+        let name = z.name(node);
+        Name {
+            head: &name[..name.len() - z.origin.wire().len()],
+            mid: &[],
+            tail: Tail::Question(self.apex_off),
+        }
+    }
+
+    /// The data of record `rr` of a set of type `rtype`: the names of NS, CNAME, PTR
+    /// and SOA compressed (RFC 3597 4), the rest as stored.
+    fn data(&self, rtype: u16, rr: &Rr) -> Rdata<'z> {
+        let z = self.z;
+        let bytes = &z.bytes[rr.rdata.range()];
+        match rtype {
+            rtype::NS | rtype::CNAME | rtype::PTR => Rdata::Name(self.name(bytes, rr.head)),
+            rtype::SOA => {
+                let [(m, mh), (r, rh)] = z.soa_names;
+                let [serial, refresh, retry, expire, minimum] = z.soa_numbers;
+                Rdata::Soa {
+                    mname: self.name(&z.bytes[m.range()], mh),
+                    rname: self.name(&z.bytes[r.range()], rh),
+                    serial,
+                    refresh,
+                    retry,
+                    expire,
+                    minimum,
+                }
+            }
+            _ => Rdata::Raw(bytes),
+        }
+    }
+
     /// NXDOMAIN or NODATA: the SOA in the authority section (RFC 2308 3), its TTL
     /// the lesser of its own and its MINIMUM.
     fn negative(&mut self) -> Result<(), Over> {
         self.charge(1)?;
         let z = self.z;
-        let soa = z.soa();
+        let soa = &z.rrs[z.sets[z.soa_set as usize].rrs.at as usize];
         let record = Record {
-            owner: Name::wire(soa.owner),
+            owner: self.node_name(0),
             rtype: rtype::SOA,
             ttl: z.negative_ttl,
-            data: rdata(rtype::SOA, soa.rdata),
+            data: self.data(rtype::SOA, soa),
         };
         let _ = self.resp().push(Section::Authority, &record);
         Ok(())
@@ -568,7 +704,7 @@ impl<'z> Writer<'z, '_, '_, '_> {
     fn referral(&mut self, cut: u32) -> Result<(), Over> {
         let z = self.z;
         let ns = z.set(cut, rtype::NS).expect("a cut has NS");
-        self.set(Section::Authority, ns, Name::wire(z.name(cut)))?;
+        self.set(Section::Authority, ns, self.node_name(cut))?;
         self.extra(ns)
     }
 
@@ -606,7 +742,7 @@ impl<'z> Writer<'z, '_, '_, '_> {
         for _ in 0..=MAX_CNAME_HOPS {
             let first = z.sets[cname as usize].rrs.at as usize;
             let target: &'z [u8] = &z.bytes[z.rrs[first].rdata.range()];
-            let owner = Name::wire(target);
+            let head = (target.len().saturating_sub(z.origin.wire().len())) as u8;
             match z.find(target, qtype) {
                 None => return self.apex_ns(),
                 Some(Found::Cut(c)) => return self.referral(c),
@@ -616,6 +752,8 @@ impl<'z> Writer<'z, '_, '_, '_> {
                 }
                 Some(Found::Node(n) | Found::Wildcard(n)) if !z.has_sets(n) => return self.negative(),
                 Some(found @ (Found::Node(n) | Found::Wildcard(n))) => {
+                    // In the zone (`find` said so): its labels and the origin.
+                    let owner = self.name(target, head);
                     let exact = matches!(found, Found::Node(_));
                     if qtype != rtype::CNAME {
                         if let Some(next) = z.set(n, rtype::CNAME) {
@@ -638,7 +776,7 @@ impl<'z> Writer<'z, '_, '_, '_> {
         if z.ns_set == NONE {
             return Ok(());
         }
-        self.set(Section::Authority, z.ns_set, Name::wire(z.origin.wire()))
+        self.set(Section::Authority, z.ns_set, self.node_name(0))
     }
 
     /// The A then AAAA records of each additional node of `set`.
@@ -647,7 +785,7 @@ impl<'z> Writer<'z, '_, '_, '_> {
         for &node in &z.extra[z.sets[set as usize].extra.range()] {
             for t in [rtype::A, rtype::AAAA] {
                 if let Some(s) = z.set(node, t) {
-                    self.set(Section::Additional, s, Name::wire(z.name(node)))?;
+                    self.set(Section::Additional, s, self.node_name(node))?;
                 }
             }
         }
@@ -666,7 +804,7 @@ impl<'z> Writer<'z, '_, '_, '_> {
                 owner,
                 rtype: s.rtype,
                 ttl: rr.ttl,
-                data: rdata(s.rtype, &z.bytes[rr.rdata.range()]),
+                data: self.data(s.rtype, rr),
             };
             if self.resp().push(section, &record).is_err() && self.resp().truncated() {
                 break;
@@ -680,13 +818,24 @@ impl<'z> Writer<'z, '_, '_, '_> {
     }
 }
 
-/// Record data to write: the names of NS, CNAME and PTR compressible (RFC 3597 4),
-/// the rest as stored.
-fn rdata(rtype: u16, b: &[u8]) -> Rdata<'_> {
-    match rtype {
-        rtype::NS | rtype::CNAME | rtype::PTR => Rdata::Name(Name::wire(b)),
-        _ => Rdata::Raw(b),
+/// A label's 64-bit hash: what a node's children are ordered and searched by. Keys of
+/// different labels may be equal (the lookup compares the labels then), never keys of
+/// equal ones.
+#[inline]
+fn label_key(label: &[u8]) -> u64 {
+    const K: u64 = 0x517C_C1B7_2722_0A95;
+    let mut h = (label.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut chunks = label.chunks_exact(8);
+    for c in &mut chunks {
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(c.try_into().unwrap())).wrapping_mul(K);
     }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+    }
+    h
 }
 
 #[inline]
