@@ -56,6 +56,12 @@ impl Transferer for FileTransferer {
         Some(Box::new(FileZone::new(data, only_soa)))
     }
 
+    fn serves(&self, zone: &Zone) -> bool {
+        (self.zones)()
+            .iter()
+            .any(|z| z.origin() == zone && z.current().is_some())
+    }
+
     fn notifies(&self, changed: Arc<dyn Fn(&Zone) + Send + Sync>) -> Option<Vec<Zone>> {
         (self.watch)(Box::new(move |z: &ServedZone| changed(z.origin())));
         Some(self.startup.clone())

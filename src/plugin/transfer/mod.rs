@@ -51,6 +51,8 @@ const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Zone changes waiting for their NOTIFY; more are dropped (the next change of the
 /// zone notifies again).
 const NOTIFY_QUEUE: usize = 1024;
+/// How long a NOTIFY waits for its zone to be served (see [`Transferer::serves`]).
+const NOTIFY_SERVED_WAIT: Duration = Duration::from_secs(2);
 
 /// A plugin's zones as a transfer reads them (CoreDNS's `transfer.Transferer`).
 pub trait Transferer: Send + Sync {
@@ -68,6 +70,14 @@ pub trait Transferer: Send + Sync {
     fn notifies(&self, changed: Arc<dyn Fn(&Zone) + Send + Sync>) -> Option<Vec<Zone>> {
         let _ = changed;
         None
+    }
+
+    /// Whether a transfer of `zone` would be answered now: a zone announced before the
+    /// plugin lists it (`auto` loads a new file, then swaps in its list) is notified
+    /// once it is (the secondary asks at once).
+    fn serves(&self, zone: &Zone) -> bool {
+        let _ = zone;
+        false
     }
 }
 
@@ -412,7 +422,7 @@ impl Lifecycle for Transfer {
             return;
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let me = Transfer::new(self.xfrs.clone());
+        let me = Transfer::new(self.xfrs.clone()).with_sources(self.sources.get().cloned().unwrap_or_default());
         let rx = self.changes.1.clone();
         let flag = stop.clone();
         let spawned = std::thread::Builder::new()
@@ -446,8 +456,14 @@ impl Lifecycle for Transfer {
 }
 
 impl Transfer {
-    /// Notifies `zone`'s hosts; logs what failed (CoreDNS: `Failed sending notifies`).
+    /// Notifies `zone`'s hosts once a source serves it (or after
+    /// [`NOTIFY_SERVED_WAIT`]); logs what failed (CoreDNS: `Failed sending notifies`).
     fn log_notify(&self, zone: &Zone) {
+        let sources = self.sources.get().map_or(&[][..], |s| &s[..]);
+        let until = std::time::Instant::now() + NOTIFY_SERVED_WAIT;
+        while !sources.iter().any(|s| s.serves(zone)) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let failures = self.notify(zone);
         if failures.is_empty() {
             log::debug!("plugin/transfer: sent notifies for zone {}", zone.as_str());
