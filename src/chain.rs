@@ -253,6 +253,22 @@ pub struct WorkerCtx {
     /// The process's state, for what queries count that outlives a configuration
     /// (panics, queries over budget); touched only when such a thing happens.
     pub process: Arc<ProcessState>,
+    /// Set by a plugin whose reply is more than one message (a zone transfer): the
+    /// reply in the response is the first, and the worker asks this for the others
+    /// as the connection takes them (TCP only; see [`ReplyStream`]). Taken by the
+    /// worker after every query.
+    pub stream: Option<Box<dyn ReplyStream>>,
+}
+
+/// The rest of a reply of several messages (RFC 5936 2.2: a zone transfer), produced
+/// one message at a time. The worker owns it with the connection and asks for the next
+/// message only when what it sent before has left (the client reads), at most one per
+/// turn of its loop, so a transfer of any size holds one message in memory and other
+/// clients are answered between two messages. No I/O, no lock held between calls.
+pub trait ReplyStream: Send {
+    /// The next message, whole (at most 65,535 bytes, no length prefix), or `None`
+    /// when the reply is complete. After `None` it is not called again.
+    fn next_message(&mut self) -> Option<&[u8]>;
 }
 
 impl WorkerCtx {
@@ -268,6 +284,7 @@ impl WorkerCtx {
             renamed: None,
             scratch: Vec::new(),
             process,
+            stream: None,
         }
     }
 
@@ -494,6 +511,13 @@ pub trait Handler: Send + Sync {
     /// kubernetes plugin returns its snapshot cell and options. `Any`, so that the
     /// chain names no plugin.
     fn externaler(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        None
+    }
+
+    /// What the `transfer` plugin sends zones from (CoreDNS's `transfer.Transferer`): a
+    /// plugin that can hand over whole zones returns its source here. `Any`, so that
+    /// the chain names no plugin: `transfer` knows the type it downcasts to.
+    fn transferer(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
         None
     }
 

@@ -27,7 +27,19 @@ pub fn with_query_to<'m, R>(
     meta: Metadata<'m>,
     f: impl FnOnce(&mut Query<'_, '_>) -> R,
 ) -> R {
-    let Ok(req) = Request::parse(raw, Transport::Udp, client, local) else {
+    with_query_over(raw, Transport::Udp, client, local, meta, f)
+}
+
+/// [`with_query_to`] for a query that came over `transport` (TCP: a zone transfer).
+pub fn with_query_over<'m, R>(
+    raw: &[u8],
+    transport: Transport,
+    client: SocketAddr,
+    local: SocketAddr,
+    meta: Metadata<'m>,
+    f: impl FnOnce(&mut Query<'_, '_>) -> R,
+) -> R {
+    let Ok(req) = Request::parse(raw, transport, client, local) else {
         panic!("a test's query parses")
     };
     let mut resp = Response::new();

@@ -90,6 +90,16 @@ impl<'a> QueryBuilder<'a> {
         }
     }
 
+    /// A NOTIFY instead of a query (RFC 1996 3.7: opcode NOTIFY, AA set, the zone's
+    /// SOA as the question), as miekg/dns's `SetNotify` writes it: RD clear.
+    #[must_use]
+    pub fn notify(self) -> Self {
+        QueryBuilder {
+            flags: Flags(flag::AA).with_opcode(super::wire::opcode::NOTIFY),
+            ..self
+        }
+    }
+
     /// Adds an OPT record advertising `udp_size` (RFC 6891 6.2.3).
     #[must_use]
     pub fn edns(self, udp_size: u16) -> Self {

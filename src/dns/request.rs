@@ -476,6 +476,29 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// The serial of the SOA an IXFR query carries in its authority section (RFC 1995
+    /// 3: the version the client has), or `None` when the authority section is not
+    /// exactly one SOA record (parsing checked every record's bounds and names).
+    pub fn ixfr_serial(&self) -> Option<u32> {
+        let [_, an, ns, _] = Header::of(self.raw)?.counts();
+        if ns != 1 {
+            return None;
+        }
+        let mut at = self.qname_end + 4;
+        for _ in 0..an {
+            at = wire::skip_record(self.raw, at)?;
+        }
+        let name_end = wire::skip_name(self.raw, at)?;
+        if wire::get_u16(self.raw, name_end)? != rtype::SOA {
+            return None;
+        }
+        // Type, class, TTL, rdlength; then the two names and the serial.
+        let rdata = name_end + 10;
+        let after_mname = wire::skip_name(self.raw, rdata)?;
+        let after_rname = wire::skip_name(self.raw, after_mname)?;
+        wire::get_u32(self.raw, after_rname)
+    }
+
     /// Iterates the EDNS options as (code, data).
     pub fn edns_options(&self) -> impl Iterator<Item = (u16, &'a [u8])> {
         let (start, len) = self

@@ -51,6 +51,7 @@ pub mod template;
 pub mod testing;
 pub mod timeouts;
 pub mod tls;
+pub mod transfer;
 pub mod whoami;
 
 /// Every directive clusterdns knows, in execution order: the first runs first.
@@ -105,7 +106,7 @@ pub static PLUGINS: &[Spec] = &[
     Spec::server("tls", tls::configure),
     Spec::chain("minimal", minimal::setup),
     Spec::chain("template", template::setup),
-    Spec::unsupported("transfer"),
+    Spec::chain("transfer", transfer::setup),
     Spec::chain("hosts", hosts::setup),
     Spec::unsupported("route53"),
     Spec::unsupported("azure"),
@@ -389,6 +390,7 @@ mod tests {
                 "template",
                 "timeouts",
                 "tls",
+                "transfer",
                 "whoami"
             ]
         );
@@ -438,6 +440,7 @@ mod tests {
                 "  dns.template\n",
                 "  dns.timeouts\n",
                 "  dns.tls\n",
+                "  dns.transfer\n",
                 "  dns.whoami\n",
             )
         );

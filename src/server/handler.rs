@@ -101,7 +101,7 @@ pub fn handle(
         }),
         _ => None,
     };
-    match finish(block, &mut q, outcome) {
+    let handled = match finish(block, &mut q, outcome) {
         None if q.resp.is_withheld() => Handled::Drop,
         None => Handled::Reply(refresh),
         Some((at, request)) => Handled::Upstream(Suspended {
@@ -112,7 +112,13 @@ pub fn handle(
             message: q.worker.upstream_msg.clone(),
             refresh_for: None,
         }),
+    };
+    // The rest of a reply of several messages goes out on a TCP connection only, after
+    // its first message (see `chain::ReplyStream`); anything else drops it here.
+    if transport != Transport::Tcp || !matches!(handled, Handled::Reply(_)) {
+        q.worker.stream = None;
     }
+    handled
 }
 
 /// Runs a refresh: the chain after the plugin that asked, for the same question. The
@@ -145,6 +151,8 @@ pub fn refresh(
         meta: job.block.chain.metadata(),
     };
     let outcome = contained(&mut q, 0, |q| job.block.chain.run(q, job.owner + 1));
+    // Nobody receives a refresh's reply, let alone the rest of one.
+    q.worker.stream = None;
     settle_refresh(&job.block, job.owner, &mut q, outcome).map_or(Handled::Drop, |(at, request)| {
         Handled::Upstream(Suspended {
             block: job.block.clone(),
@@ -232,6 +240,8 @@ pub fn resume(
     };
     let all = s.block.chain.handlers().len();
     let outcome = contained(&mut q, all, |q| s.block.chain.resume(q, s.at, reply, s.request.cookie));
+    // Replies of several messages start from `serve` only (see `handle`).
+    q.worker.stream = None;
     let next = match s.refresh_for {
         Some(owner) => settle_refresh(&s.block, owner, &mut q, outcome),
         None => finish(&s.block, &mut q, outcome),
@@ -298,6 +308,8 @@ fn contained(q: &mut Query<'_, '_>, hooks_to: usize, f: impl FnOnce(&mut Query<'
                 rtype::name(q.req.qtype)
             );
             q.resp.start(q.req, Rcode::SERVFAIL);
+            // The rest of a reply that failed half-way is not sent either.
+            q.worker.stream = None;
             q.answered_by = "";
             q.error = Some(ChainError::Panic(msg.into()));
             Outcome::Reply { at: hooks_to }

@@ -111,6 +111,12 @@ const SHAPES: &[(&str, &str, &str, &str)] = &[
         "a_public_name_is_answered_by_a_service_under_its_own_name",
     ),
     (
+        "secondary-axfr.Corefile",
+        "a secondary outside the cluster copies cluster.local by AXFR",
+        "transfer",
+        "the_corpus_secondary_shape_transfers_the_cluster_zone_through_the_cache",
+    ),
+    (
         "team-ip-names-template.Corefile",
         "team: names from addresses by template",
         "template",

@@ -40,6 +40,7 @@ mod serving;
 mod template;
 mod template_cname;
 mod tls;
+mod transfer;
 
 /// The kit finds the binary cargo built for these tests.
 #[test]

@@ -208,6 +208,14 @@ impl Response {
         self.set_rcode(rcode);
     }
 
+    /// Lowers the size the reply may reach to `max` bytes, its OPT record included (a
+    /// record past it is left out as one past the client's size is): a zone transfer
+    /// writes messages smaller than TCP allows, so that the worker writing them comes
+    /// back to its other clients sooner.
+    pub fn limit_size(&mut self, max: usize) {
+        self.limit = self.limit.min(max.saturating_sub(self.opt_len()));
+    }
+
     /// Sets the response code (extended codes go into the OPT record at `finish`).
     pub fn set_rcode(&mut self, rcode: Rcode) {
         self.rcode = rcode;

@@ -156,6 +156,28 @@ impl Response {
         self.push_with(section, rr.rtype, |r| r.write_record(rr, class))
     }
 
+    /// Appends one record to a message that is one of several (a zone transfer, RFC
+    /// 5936 2.2): a record that does not fit is taken back and the message is left
+    /// whole, without TC, so that the record can open the next message.
+    /// `Err(Truncated)`: it did not fit.
+    pub fn push_or_full(&mut self, section: Section, rr: &Record<'_>) -> Result<(), PushError> {
+        let r = self.push(section, rr);
+        if r == Err(PushError::Truncated) {
+            self.truncated = false;
+        }
+        r
+    }
+
+    /// [`Self::push_copied`] for a message that is one of several, as
+    /// [`Self::push_or_full`]: a record that does not fit is taken back without TC.
+    pub fn copy_or_full(&mut self, section: Section, msg: &[u8], at: usize) -> Result<usize, PushError> {
+        let r = self.push_copied(section, msg, at);
+        if r == Err(PushError::Truncated) {
+            self.truncated = false;
+        }
+        r
+    }
+
     /// Shorthand for [`Self::push`] to the answer section, ignoring truncation (it is
     /// recorded in the message).
     pub fn answer(&mut self, rr: Record<'_>) {

@@ -73,6 +73,22 @@ impl Snapshot {
         self.services.get(key)
     }
 
+    /// How many shards the services are kept in: a zone transfer walks them one shard
+    /// at a time ([`Snapshot::shard_services`]), holding one shard's pointers.
+    pub fn service_shards(&self) -> usize {
+        self.services.shards.len()
+    }
+
+    /// The services of shard `i`, in no particular order (none when `i` is past the
+    /// last shard).
+    pub fn shard_services(&self, i: usize) -> impl Iterator<Item = &Arc<ServiceEntry>> {
+        self.services
+            .shards
+            .get(i)
+            .into_iter()
+            .flat_map(|s| s.iter().map(|b| &b.0))
+    }
+
     /// Who owns an address (cluster IPs and endpoints).
     pub fn owners(&self, ip: &IpAddr) -> &[Owner] {
         let o = match ip {

@@ -136,16 +136,21 @@ impl Auto {
     /// Runs `f` after every swap of a new version of any zone, present or loaded later
     /// (a zone's first load included).
     pub fn on_change(&self, f: ChangeFn) {
-        let f = Arc::new(f);
-        self.loader.listeners.lock().push(f.clone());
-        for z in self.zones().iter() {
-            let f = f.clone();
-            z.on_change(Box::new(move |z| f(z)));
-        }
+        self.loader.on_change(f);
     }
 }
 
 impl Loader {
+    /// See [`Auto::on_change`].
+    fn on_change(&self, f: ChangeFn) {
+        let f = Arc::new(f);
+        self.listeners.lock().push(f.clone());
+        for z in self.zones.load().iter() {
+            let f = f.clone();
+            z.on_change(Box::new(move |z| f(z)));
+        }
+    }
+
     /// CoreDNS's `Walk`: every regular file under the directory (sorted by name, as
     /// Go's filepath.Walk goes) whose name matches makes a zone; the first file for an
     /// origin wins; zones already loaded keep their version (their own reload reads
@@ -270,6 +275,17 @@ impl Handler for Auto {
             Some(z) => z.serve(q, NAME, &self.fall),
             None => Step::Next,
         }
+    }
+
+    /// The zones loaded now and those loaded later, for `transfer` (file/xfr.rs).
+    fn transferer(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let (zones, watch) = (self.loader.clone(), self.loader.clone());
+        let source = crate::plugin::file::xfr::FileTransferer {
+            zones: Box::new(move || zones.zones.load_full()),
+            watch: Box::new(move |f| watch.on_change(f)),
+            startup: Vec::new(),
+        };
+        Some(Arc::new(crate::plugin::transfer::Source(Arc::new(source))))
     }
 }
 

@@ -456,7 +456,11 @@ impl Handler for Cache {
     /// Stores what the plugins after the cache answered, with every TTL rewritten to
     /// the cache duration (so the first reply already shows what hits will show).
     fn on_response(&self, q: &mut Query<'_, '_>) {
-        if !self.covers(q.req) {
+        // A zone transfer is never stored, and its records keep the zone's TTLs: the
+        // secondary serves them as the zone says (CoreDNS rewrites them to 5 s, the
+        // minimal TTL of a meta reply), and a transfer of several messages would
+        // otherwise have its first rewritten and not the others.
+        if !self.covers(q.req) || matches!(q.req.qtype, rtype::AXFR | rtype::IXFR) {
             return;
         }
         let key = Key::of(q.req, self.seed);

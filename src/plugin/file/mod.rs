@@ -40,6 +40,7 @@
 //! one budget visit per record written.
 
 pub mod parse;
+pub mod xfr;
 pub mod zone;
 
 use std::collections::HashMap;
@@ -398,6 +399,12 @@ impl Handler for File {
             Some(z) => z.serve(q, NAME, &self.fall),
             None => Step::Next,
         }
+    }
+
+    /// The zones for `transfer` (xfr.rs).
+    fn transferer(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let source = xfr::FileTransferer::fixed(self.zones.clone());
+        Some(Arc::new(crate::plugin::transfer::Source(Arc::new(source))))
     }
 }
 

@@ -15,12 +15,9 @@
 //! so it needs a `kubernetes` directive in the same server block (checked at start-up
 //! with CoreDNS's error).
 //!
-//! Not yet: zone transfers of its records (CoreDNS's `transfer.go`, with the
-//! `transfer` plugin; the next issue). What they need is here: the zone is every
-//! service with external addresses (`ServiceData::has_external`) plus, with
-//! `headless`, headless services' endpoints, each written as the A/AAAA/SRV answers
-//! above write it, between two copies of `Ctx::soa_record`; a transfer may walk the
-//! snapshot's services once (CoreDNS's `ExternalServices` lists them all).
+//! Zone transfers (with the `transfer` plugin, CoreDNS's `transfer.go`): [`xfr`]
+//! sends, for every Service the zone has, what the answers above give for each of its
+//! names, between two copies of the zone's SOA.
 
 use std::sync::{Arc, OnceLock};
 
@@ -40,6 +37,7 @@ mod answer;
 pub mod setup;
 #[cfg(test)]
 mod tests;
+mod xfr;
 
 use answer::{Answer, Ctx};
 pub use setup::Options;
@@ -48,7 +46,7 @@ pub use setup::Options;
 pub struct External {
     pub opts: Options,
     /// The kubernetes plugin of the block, found when the block is linked.
-    kubernetes: OnceLock<Arc<Exported>>,
+    kubernetes: Arc<OnceLock<Arc<Exported>>>,
     /// Where the directive is, for the start-up error.
     loc: Option<Loc>,
 }
@@ -65,7 +63,7 @@ impl External {
     pub fn new(opts: Options) -> External {
         External {
             opts,
-            kubernetes: OnceLock::new(),
+            kubernetes: Arc::new(OnceLock::new()),
             loc: None,
         }
     }
@@ -99,6 +97,16 @@ impl Handler for External {
         // Answer again (the snapshot may have moved on), then add what the server
         // answered for the load balancer's host name.
         self.handle(q, Some(reply))
+    }
+
+    /// The zones for `transfer` (xfr.rs); they read the kubernetes plugin's data once
+    /// the block is linked.
+    fn transferer(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let source = xfr::ExternalTransferer {
+            opts: self.opts.clone(),
+            kubernetes: self.kubernetes.clone(),
+        };
+        Some(Arc::new(crate::plugin::transfer::Source(Arc::new(source))))
     }
 
     /// CoreDNS's `OnStartup`: the block's kubernetes plugin, or the start fails, with

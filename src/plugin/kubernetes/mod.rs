@@ -27,6 +27,7 @@ pub mod backend;
 mod client;
 mod seen;
 pub mod setup;
+mod xfr;
 
 pub use answer::reverse_address;
 use answer::{Answer, Ctx, Zoned};
@@ -249,6 +250,15 @@ impl Handler for Kubernetes {
 
     fn externaler(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
         Some(self.exported.clone())
+    }
+
+    /// The cluster zones for `transfer` (see `xfr.rs`).
+    fn transferer(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let source = xfr::KubeTransferer {
+            snapshot: self.snapshot.clone(),
+            opts: self.opts.clone(),
+        };
+        Some(Arc::new(crate::plugin::transfer::Source(Arc::new(source))))
     }
 }
 

@@ -11,6 +11,7 @@
 //!                                    │        │ Step::Upstream
 //!                                    │        ▼
 //!                                    └── exchange.rs: send upstream, wait, resume the chain
+//!   stream.rs: replies of several messages (zone transfers), one message per turn
 //!   stats.rs: counters and the heartbeat (read by /metrics, /health, the watchdog)
 //! ```
 
@@ -35,6 +36,7 @@ use crate::process::ProcessState;
 
 mod exchange;
 mod stats;
+mod stream;
 mod tcp;
 mod udp;
 
@@ -118,6 +120,8 @@ pub struct Worker {
     /// edge-triggered polling will not report them again, so the next turn serves them
     /// without waiting.
     udp_backlog: Vec<usize>,
+    /// TCP connections whose reply stream may send its next message (see `stream.rs`).
+    stream_backlog: Vec<usize>,
 }
 
 /// How long closing a UDP socket (a reload that drops an address, or a stop) keeps
@@ -165,6 +169,7 @@ impl Worker {
             reply_buf: vec![0u8; 65535],
             refreshes: Vec::new(),
             udp_backlog: Vec::new(),
+            stream_backlog: Vec::new(),
         };
         Ok((w, waker))
     }
@@ -193,6 +198,7 @@ impl Worker {
                 // Keep the allocation for the next turn.
                 self.udp_backlog = carried;
             }
+            self.pump_streams();
             for ev in events.iter() {
                 let (kind, idx) = split(ev.token());
                 match kind {
@@ -207,11 +213,9 @@ impl Worker {
             self.expire();
             if let Some(deadline) = self.stopping {
                 let busy = self.upstreams.live() > 0
-                    || self
-                        .conns
-                        .iter()
-                        .flatten()
-                        .any(|c| c.wpos < c.wbuf.len() || c.inflight > 0 || c.stream.wants_write());
+                    || self.conns.iter().flatten().any(|c| {
+                        c.wpos < c.wbuf.len() || c.inflight > 0 || c.stream.wants_write() || c.reply_stream.is_some()
+                    });
                 if !busy || Instant::now() >= deadline {
                     return;
                 }
@@ -221,7 +225,7 @@ impl Worker {
 
     fn poll_timeout(&self) -> Option<Duration> {
         let now = Instant::now();
-        if !self.udp_backlog.is_empty() {
+        if !self.udp_backlog.is_empty() || !self.stream_backlog.is_empty() {
             return Some(Duration::ZERO);
         }
         // Even an idle worker comes round twice a second, so its heartbeat shows it alive.

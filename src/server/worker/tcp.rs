@@ -66,8 +66,14 @@ pub(super) struct Conn {
     pub(super) inflight: u32,
     pub(super) peer_closed: bool,
     pub(super) writable_registered: bool,
-    /// Reading stopped because too many replies wait on the client.
+    /// Reading stopped because too many replies wait on the client, or a reply
+    /// stream is being sent.
     pub(super) read_paused: bool,
+    /// The rest of a reply of several messages (a zone transfer), sent before any
+    /// other query on the connection is answered (see `stream.rs`).
+    pub(super) reply_stream: Option<Box<dyn crate::chain::ReplyStream>>,
+    /// Whether the connection is in the worker's stream backlog.
+    pub(super) stream_queued: bool,
 }
 
 impl Worker {
@@ -146,6 +152,8 @@ impl Worker {
                 peer_closed: false,
                 writable_registered: false,
                 read_paused: false,
+                reply_stream: None,
+                stream_queued: false,
             });
         }
     }
@@ -186,6 +194,11 @@ impl Worker {
                     // Wait for the writable event; it resumes reading.
                     _ => return,
                 }
+            }
+            if c.reply_stream.is_some() {
+                // Nothing more is read until the stream's last message is out.
+                c.read_paused = true;
+                break;
             }
             if c.read_paused {
                 c.read_paused = false;
@@ -238,7 +251,7 @@ impl Worker {
         // in the read buffer until the client reads (bounding both memory and the work
         // one event does for one client).
         let max_output = self.limits.max_pending_output;
-        while c.rbuf.len() >= at + 2 && c.wbuf.len() - c.wpos < max_output {
+        while c.rbuf.len() >= at + 2 && c.wbuf.len() - c.wpos < max_output && c.reply_stream.is_none() {
             let len = u16::from_be_bytes([c.rbuf[at], c.rbuf[at + 1]]) as usize;
             if c.rbuf.len() < at + 2 + len {
                 break;
@@ -258,6 +271,8 @@ impl Worker {
             ) {
                 Handled::Reply(refresh) => {
                     frame_into(&mut c.wbuf, self.resp.bytes());
+                    // More messages to come: they follow this one, before any other reply.
+                    c.reply_stream = self.ctx.stream.take();
                     if let Some(job) = refresh {
                         refreshes.push((job, msg.to_vec()));
                     }
@@ -330,6 +345,11 @@ impl Worker {
         } else {
             c.wbuf.clear();
             c.wpos = 0;
+            if c.reply_stream.is_some() && !c.stream_queued {
+                // Everything sent: the stream may write its next message.
+                c.stream_queued = true;
+                self.stream_backlog.push(slot);
+            }
         }
         if pending_output != c.writable_registered {
             let interest = if pending_output {
@@ -374,7 +394,10 @@ impl Worker {
         for i in 0..self.conns.len() {
             let Some(c) = &self.conns[i] else { continue };
             let t = c.timeouts;
-            let idle = c.inflight == 0 && c.wpos >= c.wbuf.len() && now.duration_since(c.last_active) >= t.idle;
+            let idle = c.inflight == 0
+                && c.wpos >= c.wbuf.len()
+                && c.reply_stream.is_none()
+                && now.duration_since(c.last_active) >= t.idle;
             // Not while reading is paused: then the server, not the client, is waiting.
             let slow_read = !c.read_paused && c.partial_since.is_some_and(|s| now.duration_since(s) >= t.read);
             let slow_write = c.blocked_since.is_some_and(|s| now.duration_since(s) >= t.write);

@@ -14,6 +14,9 @@ use crate::plugin::kubernetes::seen::{Seen, hash_words};
 pub(super) type NsNames = Vec<(u32, u32)>;
 /// NS (name, sequence, address) pairs.
 pub(super) type NsPairs = Vec<(u32, u32, IpAddr)>;
+/// The apex NS set as a transfer writes it: names relative to the zone, and (name
+/// index, address) glue.
+pub(in crate::plugin::kubernetes) type NsTransfer = (Vec<Box<[u8]>>, Vec<(usize, IpAddr)>);
 
 thread_local! {
     /// NS answers: the names (by the local address and owner that first gave them) and
@@ -158,6 +161,25 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                 Ok(f(names, pairs))
             })
         })
+    }
+
+    /// The apex NS set for a zone transfer: each name (wire labels relative to the
+    /// zone, no root) and the (name index, address) pairs of its glue, in the order
+    /// the NS answer writes them. `None` over the work budget.
+    pub(in crate::plugin::kubernetes) fn ns_for_transfer(&self) -> Option<NsTransfer> {
+        self.with_ns(|names, pairs| {
+            let rel = names
+                .iter()
+                .map(|&(l, o)| {
+                    let mut buf = [0u8; 64];
+                    self.ns_name(l, o, &mut buf)
+                        .map_or_else(Box::default, |n| [n.label, n.rel].concat().into_boxed_slice())
+                })
+                .collect();
+            let glue = pairs.iter().map(|&(id, _, ip)| (id as usize, ip)).collect();
+            (rel, glue)
+        })
+        .ok()
     }
 
     /// A/AAAA of `ns.dns.<zone>`: the NS addresses of the family, name by name.
