@@ -24,6 +24,7 @@ pub enum Handled {
 
 /// A background refresh a plugin asked for when it answered from stored data: the rest
 /// of the chain runs again for the same question, and `owner` gets the result.
+#[derive(Clone)]
 pub struct Refresh {
     block: Arc<Block>,
     route: Arc<RouteTag>,
@@ -43,6 +44,10 @@ pub struct Suspended {
     /// A background refresh for plugin `.0`: its result goes to that plugin, not to a
     /// client.
     pub refresh_for: Option<usize>,
+    /// The refresh the client's query asked for (a stale cache hit) before a response
+    /// hook suspended it (dns64's A lookup): started once the client's reply is written,
+    /// as it would have been without the exchange.
+    pub refresh_after: Option<Refresh>,
 }
 
 /// Handles one received message on `listener`; the reply, if any, is left finished in `resp`.
@@ -111,6 +116,7 @@ pub fn handle(
             request,
             message: q.worker.upstream_msg.clone(),
             refresh_for: None,
+            refresh_after: refresh,
         }),
     };
     // The rest of a reply of several messages goes out on a TCP connection only, after
@@ -161,6 +167,7 @@ pub fn refresh(
             request,
             message: q.worker.upstream_msg.clone(),
             refresh_for: Some(job.owner),
+            refresh_after: None,
         })
     })
 }
@@ -248,7 +255,7 @@ pub fn resume(
     };
     match next {
         None if s.refresh_for.is_some() || q.resp.is_withheld() => Handled::Drop,
-        None => Handled::Reply(None),
+        None => Handled::Reply(s.refresh_after.clone()),
         Some((at, request)) => Handled::Upstream(Suspended {
             block: s.block.clone(),
             route: s.route.clone(),
@@ -256,6 +263,7 @@ pub fn resume(
             request,
             message: q.worker.upstream_msg.clone(),
             refresh_for: s.refresh_for,
+            refresh_after: s.refresh_after.clone(),
         }),
     }
 }

@@ -146,6 +146,15 @@ impl Dns64 {
         if resp.rcode() == Rcode::NXDOMAIN || resp.flags().tc() || resp.is_withheld() {
             return None;
         }
+        // A failure the server wrote itself (a later plugin failed, no plugin was left,
+        // a panic was caught: no plugin answered) goes out as it is: CoreDNS's dns64 has
+        // no written message then and returns the error. And acl's refusal or filter
+        // stands: CoreDNS's in-process A lookup carries the client's address, which acl
+        // refuses again, while ours comes from the server's own address, which it would
+        // let through (the client would get the records acl withheld).
+        if q.answered_by.is_empty() || q.answered_by == "acl" {
+            return None;
+        }
         let mut soa_ttl = NO_SOA_TTL;
         let mut has_aaaa = false;
         let bytes = resp.bytes();

@@ -205,6 +205,31 @@ fn message(name: &str, qtype: u16, rcode: Rcode, tc: bool, answer: &[R], authori
 /// The later plugin: answers with a stored reply (its rcode, TC and records).
 struct Canned(Vec<u8>);
 
+/// A later plugin that fails: the server writes the SERVFAIL.
+struct Failing;
+
+impl Handler for Failing {
+    fn name(&self) -> &'static str {
+        "failing"
+    }
+    fn serve(&self, _: &mut Query<'_, '_>) -> Step {
+        Step::Fail(Rcode::SERVFAIL, None)
+    }
+}
+
+/// A later plugin that answers as `acl` does when it refuses a client.
+struct Refusing;
+
+impl Handler for Refusing {
+    fn name(&self) -> &'static str {
+        "acl"
+    }
+    fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        q.resp.start(q.req, Rcode::REFUSED);
+        Step::Answered
+    }
+}
+
 impl Handler for Canned {
     fn name(&self) -> &'static str {
         "canned"
@@ -252,6 +277,11 @@ impl Got {
 /// as the worker does: run, the response hooks; then, if dns64 asked, `a` (or a
 /// timeout) as the server's reply, resume and the hooks again.
 fn ask(d: Dns64, client: &str, qtype: u16, name: &str, first: Vec<u8>, a: Option<Vec<u8>>) -> Got {
+    ask_after(d, client, qtype, name, Arc::new(Canned(first)), a)
+}
+
+/// [`ask`] with `next` as the plugin after dns64.
+fn ask_after(d: Dns64, client: &str, qtype: u16, name: &str, next: Arc<dyn Handler>, a: Option<Vec<u8>>) -> Got {
     let d = Arc::new(d);
     let process = ProcessState::new();
     let route = Arc::new(RouteTag {
@@ -260,7 +290,7 @@ fn ask(d: Dns64, client: &str, qtype: u16, name: &str, first: Vec<u8>, a: Option
         zone: ".".into(),
     });
     d.attach(&AttachCtx::routes(std::slice::from_ref(&route), &process));
-    let chain = Chain::new(vec![d.clone(), Arc::new(Canned(first))]);
+    let chain = Chain::new(vec![d.clone(), next]);
     let mut raw = Vec::new();
     QueryBuilder::new(&name_from_str(name).unwrap(), qtype)
         .id(42)
@@ -582,4 +612,24 @@ fn translated_requests_are_counted_per_server() {
         text.contains("coredns_dns64_requests_translated_total{server=\"dns://:1053\"} 2\n"),
         "{text}"
     );
+}
+
+/// A failure the server wrote (a later plugin failed) is not translated: CoreDNS's dns64
+/// has no written message then and returns the error (dns64.go ServeDNS); translating it
+/// would turn an outage into NODATA. Review finding: forward timeouts became empty NOERROR.
+#[test]
+fn a_failure_the_server_wrote_is_not_translated() {
+    let got = ask_after(dns64("dns64"), V6, rtype::AAAA, NAME_, Arc::new(Failing), None);
+    assert!(got.lookup.is_none());
+    assert_eq!(got.reply.header().rcode(), domain::base::iana::Rcode::SERVFAIL);
+    assert_eq!(got.translated, 0);
+}
+
+/// acl's refusal stands: CoreDNS's in-process A lookup carries the client's address and
+/// is refused again; ours comes from the server's address, which acl would let through.
+#[test]
+fn an_acl_refusal_is_not_translated() {
+    let got = ask_after(dns64("dns64"), V6, rtype::AAAA, NAME_, Arc::new(Refusing), None);
+    assert!(got.lookup.is_none());
+    assert_eq!(got.reply.header().rcode(), domain::base::iana::Rcode::REFUSED);
 }
