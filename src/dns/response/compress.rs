@@ -235,7 +235,11 @@ impl Response {
             let pos = self.buf.len();
             // With the client's question in place (`echo`), the query's may come back,
             // at most 254 bytes longer: a pointer must still fit 14 bits then.
-            if pos < if self.echo { 0x3FFF - MAX_NAME_LEN } else { 0x3FFF } {
+            // Labels in front of the echoed question are not offered either: they would
+            // read as the query's name once the question is put back (`unecho`), and a
+            // name equal to them as written for the client would then be another name.
+            let in_front_of_echo = self.echo && matches!(tail, Tail::Question(_));
+            if !in_front_of_echo && pos < if self.echo { 0x3FFF - MAX_NAME_LEN } else { 0x3FFF } {
                 self.targets.remember(pos, labels.len() - at + tail_len);
             }
             self.buf.extend_from_slice(&labels[at..at + 1 + l]);
