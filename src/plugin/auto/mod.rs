@@ -14,6 +14,7 @@
 //! [`Auto::on_change`] registers a callback on every zone, present and future (run
 //! when a zone is first loaded and after each reload).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use parking_lot::Mutex;
 use crate::chain::{Handler, Query, Step};
 use crate::config::{ConfigError, Directive, zone_args};
 use crate::dns::Zone;
-use crate::plugin::file::{ChangeFn, Reloader, ServedZone, parse_options, zone_for};
+use crate::plugin::file::{ChangeFn, Reloader, ServedZone, parse_options};
 use crate::plugin::once;
 use crate::setup::{Lifecycle, Plugin, SetupCtx};
 
@@ -61,6 +62,10 @@ struct Loader {
     reload: Duration,
     /// Longest origin first.
     zones: ArcSwap<Vec<Arc<ServedZone>>>,
+    /// The same zones by origin (lower-cased wire form), swapped in with `zones`: a
+    /// query finds its zone in one lookup per label of its name, not a pass over up to
+    /// 10,000 zones (62 us a query at 10,000 measured in review, against 11.5 at 10).
+    index: ArcSwap<HashMap<Box<[u8]>, Arc<ServedZone>>>,
     listeners: Mutex<Vec<Arc<ChangeFn>>>,
 }
 
@@ -121,6 +126,7 @@ fn build(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Auto, ConfigError> {
             template,
             reload: opts.reload,
             zones: ArcSwap::from_pointee(Vec::new()),
+            index: ArcSwap::from_pointee(HashMap::new()),
             listeners: Mutex::new(Vec::new()),
         }),
         reloader: Mutex::new(None),
@@ -222,6 +228,8 @@ impl Loader {
         }
         if changed {
             next.sort_by_key(|z| std::cmp::Reverse(z.origin().label_count()));
+            let index = next.iter().map(|z| (Box::from(z.origin().wire()), z.clone())).collect();
+            self.index.store(Arc::new(index));
             self.zones.store(Arc::new(next));
         }
     }
@@ -270,8 +278,8 @@ impl Handler for Auto {
         if !Zone::any_contains(&self.origins, &q.req.qname) {
             return Step::Next;
         }
-        let zones = self.loader.zones.load();
-        match zone_for(&zones, &q.req.qname) {
+        let index = self.loader.index.load();
+        match longest_in(&index, q.req.qname.wire()) {
             Some(z) => z.serve(q, NAME, &self.fall),
             None => Step::Next,
         }
@@ -320,3 +328,19 @@ impl Lifecycle for Auto {
 
 #[cfg(test)]
 mod tests;
+
+/// The zone of `index` with the longest origin that `name` (lower-cased wire form) is at
+/// or below: one hash lookup per label of the name, longest suffix first.
+fn longest_in<'z>(index: &'z HashMap<Box<[u8]>, Arc<ServedZone>>, name: &[u8]) -> Option<&'z Arc<ServedZone>> {
+    let mut at = 0;
+    while at < name.len() {
+        if let Some(z) = index.get(&name[at..]) {
+            return Some(z);
+        }
+        if name[at] == 0 {
+            break;
+        }
+        at += 1 + name[at] as usize;
+    }
+    None
+}

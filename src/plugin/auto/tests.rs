@@ -132,3 +132,30 @@ fn a_pattern_and_template_name_the_origin_and_zones_limit_what_is_asked() {
     assert_eq!(ask(&*a, "www.example.org.", rtype::A).sections[0].len(), 1);
     assert_eq!(ask(&*a, "www.example.net.", rtype::A).step, "Next");
 }
+
+/// A query's zone is found by its name's suffixes, longest first (nested origins), in
+/// lookups per label rather than a pass over the zones.
+#[test]
+fn the_longest_origin_holding_a_name_is_found_by_its_suffixes() {
+    let served = |o: &str| {
+        Arc::new(ServedZone::new(
+            Zone::new(o).unwrap(),
+            PathBuf::from("/nonexistent"),
+            Duration::ZERO,
+            false,
+        ))
+    };
+    let zones = [served("example.org."), served("sub.example.org."), served("other.")];
+    let index: HashMap<Box<[u8]>, Arc<ServedZone>> = zones
+        .iter()
+        .map(|z| (Box::from(z.origin().wire()), z.clone()))
+        .collect();
+    let find = |n: &str| longest_in(&index, Zone::new(n).unwrap().wire()).map(|z| z.origin().as_str().to_string());
+    assert_eq!(find("a.b.sub.example.org.").as_deref(), Some("sub.example.org."));
+    assert_eq!(find("sub.example.org.").as_deref(), Some("sub.example.org."));
+    assert_eq!(find("x.example.org.").as_deref(), Some("example.org."));
+    assert_eq!(find("example.org.").as_deref(), Some("example.org."));
+    assert_eq!(find("xsub.example.org.").as_deref(), Some("example.org."));
+    assert_eq!(find("example.com."), None);
+    assert_eq!(find("."), None);
+}

@@ -394,8 +394,16 @@ impl Handler for Transfer {
             .map(|s| s.0.clone())
             .collect();
         let tx = self.changes.0.clone();
+        let warned = AtomicBool::new(false);
         let changed: Arc<dyn Fn(&Zone) + Send + Sync> = Arc::new(move |z: &Zone| {
-            let _ = tx.try_send(z.clone());
+            // A full queue (more zone changes at once than it holds, e.g. auto's first
+            // walk of a large directory) loses that zone's NOTIFY: said once, not per zone.
+            if tx.try_send(z.clone()).is_err() && !warned.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "plugin/transfer: more than {NOTIFY_QUEUE} zone changes waiting; NOTIFY for {} and later ones is not sent (secondaries still refresh on the SOA timers)",
+                    z.as_str()
+                );
+            }
         });
         let mut zones = self.notify_zones.lock();
         for s in &sources {
@@ -431,6 +439,9 @@ impl Lifecycle for Transfer {
                 // CoreDNS's file notifies every zone once it serves (auto's come
                 // through `changes` as they load).
                 for z in &first {
+                    if flag.load(Ordering::Acquire) {
+                        return;
+                    }
                     me.log_notify(z);
                 }
                 while !flag.load(Ordering::Acquire) {
@@ -448,9 +459,11 @@ impl Lifecycle for Transfer {
     }
 
     fn stop(&self) {
-        if let Some((stop, handle)) = self.notifier.lock().take() {
+        // Not joined: a NOTIFY waits up to 3 x 2 s for each silent host, and a reload or
+        // a shutdown must not wait on that (review: 11 s to exit with two silent
+        // secondaries). The thread holds only its own clones and ends at its next check.
+        if let Some((stop, _handle)) = self.notifier.lock().take() {
             stop.store(true, Ordering::Release);
-            let _ = handle.join();
         }
     }
 }
