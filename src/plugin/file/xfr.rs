@@ -52,7 +52,8 @@ impl Transferer for FileTransferer {
         let zones = (self.zones)();
         let z = zones.iter().find(|z| z.origin().wire() == req.qname.wire())?;
         let data = z.current()?;
-        let only_soa = serial == Some(data.serial());
+        // CoreDNS's file answers with the SOA alone only for a client serial other than 0.
+        let only_soa = serial.is_some_and(|s| s != 0 && s == data.serial());
         Some(Box::new(FileZone::new(data, only_soa)))
     }
 

@@ -11,7 +11,7 @@
 //! over the work budget (`chain::Budget`) or a message is left out (logged).
 //!
 //! The walk holds an `Arc` of the snapshot the transfer started with, goes through its
-//! service shards one at a time (sorted by name as CoreDNS sorts), and keeps the
+//! service shards one at a time (sorted by name within a shard), and keeps the
 //! answers of one Service between messages.
 
 use std::collections::HashSet;

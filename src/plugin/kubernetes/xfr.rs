@@ -12,8 +12,8 @@
 //! answers do not (README.md, Differences).
 //!
 //! The walk holds an `Arc` of the snapshot the transfer started with and goes through
-//! its service shards one at a time (one shard's pointers at once, sorted by name as
-//! CoreDNS sorts), with a cursor inside the current service (slice, endpoint, record),
+//! its service shards one at a time (one shard's pointers at once, sorted by name within
+//! the shard; the shards in no particular order, README.md Differences), with a cursor inside the current service (slice, endpoint, record),
 //! so a message boundary anywhere costs nothing and no service is walked twice.
 
 use std::collections::{HashMap, HashSet};
@@ -52,9 +52,9 @@ impl Transferer for KubeTransferer {
         if !snap.synced {
             return None;
         }
-        // RFC 1995 2 as CoreDNS reads it: the same serial is current, any other gets
-        // the whole zone.
-        let only_soa = serial == Some(snap.serial);
+        // RFC 1995 2 as CoreDNS reads it: the same serial (other than 0) is current, any
+        // other gets the whole zone.
+        let only_soa = serial.is_some_and(|s| s != 0 && s == snap.serial);
         let (ns_names, glue) = if only_soa {
             Default::default()
         } else {
