@@ -232,3 +232,56 @@ fn an_ipv6_only_cluster_gets_aaaa_for_an_ipv4_only_service() {
         assert_eq!(section(&m, "answer"), Vec::<String>::new());
     }
 }
+
+/// A stale cache hit that dns64 translates still refreshes: cache (after dns64 in
+/// CoreDNS's order) serves the expired NODATA for AAAA at once and asks for a refresh
+/// (`serve_stale ... immediate`); dns64 then suspends the query for its A lookup. The
+/// refresh must survive that, or the translated NODATA is served until `serve_stale`'s
+/// hour is up although the name has gained an AAAA record (review finding; CoreDNS's
+/// cache refreshes behind its own ResponseWriter whatever dns64 does).
+#[test]
+fn a_stale_hit_suspended_by_dns64_is_still_refreshed() {
+    let s = Launch::new(
+        ".:{port} {\n    bind 127.0.0.1\n    dns64 {\n        allow_ipv4\n    }\n    cache 1 {\n        serve_stale 1h immediate\n    }\n    hosts {dir}/hosts {\n        ttl 1\n        reload 200ms\n    }\n}\n",
+    )
+    .no_wait()
+    .start();
+    let at = s.addr();
+    std::fs::write(s.scratch.path("hosts"), "192.0.2.10 v4only.example\n").unwrap();
+    s.wait_answering("v4only.example");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let answer = |m: &Message<Vec<u8>>| section(m, "answer").join(" ");
+    // The name is translated from its A record (and the NODATA is cached).
+    loop {
+        let m = ask(at, false, "v4only.example", Rtype::AAAA);
+        if answer(&m).contains("64:ff9b::c000:20a") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never translated: {:?}",
+            section(&m, "answer")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The name gains an AAAA record; the cached NODATA expires within a second and the
+    // next asks get it stale while its refresh fetches the new answer.
+    std::fs::write(
+        s.scratch.path("hosts"),
+        "192.0.2.10 v4only.example\n2001:db8::10 v4only.example\n",
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let m = ask(at, false, "v4only.example", Rtype::AAAA);
+        if answer(&m).contains("2001:db8::10") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stale translated NODATA was never refreshed: {:?}",
+            section(&m, "answer")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
