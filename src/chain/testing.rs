@@ -62,3 +62,26 @@ pub fn with_query_over<'m, R>(
     };
     f(&mut q)
 }
+
+/// Runs `f` (a plugin's setup, or its option parser) on the directives of the first
+/// server block of `corefile`, read as `Corefile` in the current directory, with the
+/// context of a one-worker block for the root zone and a fresh [`ProcessState`]: what
+/// a plugin's setup-error tables need, written once.
+///
+/// [`ProcessState`]: crate::process::ProcessState
+pub fn with_directives<T>(
+    corefile: &str,
+    f: impl FnOnce(&[&crate::config::Directive], &crate::setup::SetupCtx<'_>) -> Result<T, crate::config::ConfigError>,
+) -> Result<T, crate::config::ConfigError> {
+    let parsed = crate::config::parse_str(corefile, "Corefile", std::path::Path::new("."))?;
+    let dirs: Vec<&crate::config::Directive> = parsed.blocks[0].directives.iter().collect();
+    let process = crate::process::ProcessState::new();
+    let ctx = crate::setup::SetupCtx {
+        zones: &[],
+        config_dir: ".".into(),
+        workers: 1,
+        binds: None,
+        process: &process,
+    };
+    f(&dirs, &ctx)
+}

@@ -157,12 +157,9 @@ mod tests {
     use super::*;
     use crate::chain::Metadata;
     use crate::chain::testing::with_query;
-    use crate::config::parse_str;
 
     fn setup_from(corefile: &str) -> Result<Chaos, ConfigError> {
-        let parsed = parse_str(corefile, "Corefile", std::path::Path::new("."))?;
-        let dirs: Vec<&Directive> = parsed.blocks[0].directives.iter().collect();
-        parse(&dirs)
+        crate::chain::testing::with_directives(corefile, |d, _| parse(d))
     }
 
     /// A query for `name` of `qtype` and `qclass`, built with `domain`.

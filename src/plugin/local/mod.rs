@@ -240,12 +240,9 @@ mod tests {
     use super::*;
     use crate::chain::Metadata;
     use crate::chain::testing::with_query;
-    use crate::config::parse_str;
 
     fn setup_from(corefile: &str) -> Result<Local, ConfigError> {
-        let parsed = parse_str(corefile, "Corefile", std::path::Path::new("."))?;
-        let dirs: Vec<&Directive> = parsed.blocks[0].directives.iter().collect();
-        parse(&dirs, &ProcessState::new(), 1)
+        crate::chain::testing::with_directives(corefile, |d, ctx| parse(d, ctx.process, 1))
     }
 
     /// CoreDNS's setup_test.go cases.

@@ -90,14 +90,11 @@ mod tests {
     use super::*;
     use crate::chain::testing::with_query;
     use crate::chain::{Chain, Metadata, Outcome};
-    use crate::config::parse_str;
     use crate::dns::{QueryBuilder, Rcode, Rdata, Record, rtype};
     use std::sync::Arc;
 
     fn setup_from(corefile: &str) -> Result<Nsid, ConfigError> {
-        let parsed = parse_str(corefile, "Corefile", std::path::Path::new("."))?;
-        let dirs: Vec<&Directive> = parsed.blocks[0].directives.iter().collect();
-        parse(&dirs)
+        crate::chain::testing::with_directives(corefile, |d, _| parse(d))
     }
 
     /// CoreDNS's setup_test.go: the host name by default, the arguments joined, once

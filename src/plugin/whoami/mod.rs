@@ -67,22 +67,11 @@ mod tests {
 
     use super::*;
     use crate::chain::{RouteTag, WorkerCtx};
-    use crate::config::parse_str;
     use crate::dns::{Request, Response, Transport};
-    use crate::process::ProcessState;
 
     /// Runs `whoami`'s setup on the first block of `corefile`.
     fn setup_from(corefile: &str) -> Result<Plugin, ConfigError> {
-        let parsed = parse_str(corefile, "Corefile", std::path::Path::new("."))?;
-        let dirs: Vec<&Directive> = parsed.blocks[0].directives.iter().collect();
-        let ctx = SetupCtx {
-            zones: &[],
-            config_dir: ".".into(),
-            workers: 1,
-            binds: None,
-            process: &ProcessState::new(),
-        };
-        setup(&dirs, &ctx)
+        crate::chain::testing::with_directives(corefile, setup)
     }
 
     #[test]
