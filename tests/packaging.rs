@@ -1,6 +1,8 @@
 //! The shipped packaging, checked offline against what the binary does: the Kubernetes
-//! manifests (`packaging/kubernetes/`), the systemd units (`packaging/systemd/`), the
-//! packaged Corefile, the man page and the Debian metadata in Cargo.toml.
+//! manifests (`packaging/kubernetes/`, with the node-local role's `node-local/`, its
+//! rule files, and `autoscaling/`), the image the manifests name
+//! (`packaging/Containerfile`), the systemd units (`packaging/systemd/`), the packaged
+//! Corefile, the man page and the Debian metadata in Cargo.toml.
 //!
 //! ```text
 //!   cargo test --test packaging
@@ -10,8 +12,9 @@
 //! (block mappings and sequences, `|` literals, one-line `[a, b]` lists, plain and
 //! quoted scalars), with no YAML crate; a test checks that PyYAML reads every document
 //! the same way, and the units go through `systemd-analyze verify` and `security
-//! --offline=yes`: these three need outside tools (`python3-yaml`, `systemd`), so they
-//! are `#[ignore]`d, run by `cargo test --locked -- --ignored` (`.ci/run` installs the
+//! --offline=yes`, and the node-local role runs in a network namespace of its own:
+//! these four need outside tools (`python3-yaml`, `systemd`; root with `ip`, `nft`,
+//! `iptables`), so they are `#[ignore]`d, run by `cargo test --locked -- --ignored` (`.ci/run` installs the
 //! tools first), and fail there if a tool is missing. kubectl proxy's filters
 //! are Go regexps, matched here with the `regex` crate (RE2 syntax) against tables of
 //! methods and paths, the way kubectl matches them. `clusterdns-kubeconfig` runs
