@@ -2135,8 +2135,24 @@ fn containers_of(workload: &Value, key: &str) -> Vec<Value> {
     array(&workload["spec"]["template"]["spec"][key], key).clone()
 }
 
+/// The node-local DaemonSet `name` (the server's, or the API proxy's).
+fn node_local_daemonset(name: &str) -> Value {
+    let all: Vec<Value> = manifests_in(NODE_LOCAL)
+        .into_iter()
+        .map(|(_, d)| d)
+        .filter(|d| d["kind"] == "DaemonSet" && d["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(all.len(), 1, "want one DaemonSet {name}");
+    all.into_iter().next().unwrap()
+}
+
+const SERVER_DS: &str = "clusterdns-node-local";
+const PROXY_DS: &str = "clusterdns-node-local-apiproxy";
+
+/// A container of the server's DaemonSet, or `apiproxy` of the proxy's.
 fn node_local_container(name: &str) -> Value {
-    containers_of(&object_in(NODE_LOCAL, "DaemonSet"), "containers")
+    let ds = if name == "apiproxy" { PROXY_DS } else { SERVER_DS };
+    containers_of(&node_local_daemonset(ds), "containers")
         .into_iter()
         .find(|c| c["name"] == name)
         .unwrap_or_else(|| panic!("no node-local container {name}"))
@@ -2206,7 +2222,7 @@ fn env_of(container: &Value, name: &str) -> String {
 
 #[test]
 fn node_local_manifests_parse_with_the_expected_kinds() {
-    let mut kinds = BTreeSet::new();
+    let mut kinds = Vec::new();
     for (file, d) in manifests_in(NODE_LOCAL) {
         let kind = str_of(&d["kind"], "kind").to_string();
         let want_api = match kind.as_str() {
@@ -2227,20 +2243,22 @@ fn node_local_manifests_parse_with_the_expected_kinds() {
                 .all(|(_, m)| m["kind"] != kind.as_str() || m["metadata"]["name"] != name),
             "{file}: {kind} {name} is also in packaging/kubernetes/"
         );
-        assert!(kinds.insert(kind.clone()), "{file}: a second {kind}");
+        kinds.push(kind);
     }
-    let want: BTreeSet<String> = [
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "ConfigMap",
-        "DaemonSet",
-        "Service",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    assert_eq!(kinds, want);
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "DaemonSet",
+            "DaemonSet",
+            "Service",
+            "ServiceAccount",
+        ],
+        "the server's DaemonSet and the API proxy's, one of everything else"
+    );
 }
 
 /// Both Corefile variants pass `clusterdns -check`, listen on exactly the addresses the
@@ -2249,7 +2267,7 @@ fn node_local_manifests_parse_with_the_expected_kinds() {
 /// sidecar, the forward variant sends cluster names over TCP to kube-dns-upstream.
 #[test]
 fn node_local_corefiles_are_valid_and_listen_where_the_setup_puts_addresses() {
-    let inits = containers_of(&object_in(NODE_LOCAL, "DaemonSet"), "initContainers");
+    let inits = containers_of(&node_local_daemonset(SERVER_DS), "initContainers");
     let setup = &inits[0];
     let addresses: BTreeSet<String> = env_of(setup, "NODE_LOCAL_ADDRESSES")
         .split_whitespace()
@@ -2340,7 +2358,7 @@ fn node_local_corefiles_are_valid_and_listen_where_the_setup_puts_addresses() {
 
 #[test]
 fn node_local_daemonset_is_host_network_hardened_and_hands_over_on_a_host_path() {
-    let ds = object_in(NODE_LOCAL, "DaemonSet");
+    let ds = node_local_daemonset(SERVER_DS);
     let spec = &ds["spec"];
     let pod = &spec["template"]["spec"];
     let labels = spec["template"]["metadata"]["labels"].as_object().unwrap();
@@ -2373,8 +2391,16 @@ fn node_local_daemonset_is_host_network_hardened_and_hands_over_on_a_host_path()
     assert_eq!(update["type"], "RollingUpdate");
     assert_eq!(update["rollingUpdate"]["maxSurge"], 1);
     assert_eq!(update["rollingUpdate"]["maxUnavailable"], 0);
+    let proxy_ds = node_local_daemonset(PROXY_DS);
     let containers = containers_of(&ds, "containers");
     let inits = containers_of(&ds, "initContainers");
+    let proxies = containers_of(&proxy_ds, "containers");
+    assert_eq!(
+        containers.len(),
+        1,
+        "the server alone: a sidecar's fixed host port would stop the surge pod"
+    );
+    assert_eq!(proxies.len(), 1);
     for c in containers.iter().chain(&inits) {
         assert!(
             c.get("ports").is_none(),
@@ -2434,7 +2460,7 @@ fn node_local_daemonset_is_host_network_hardened_and_hands_over_on_a_host_path()
 
     // Capabilities: NET_BIND_SERVICE for the server, NET_ADMIN and NET_RAW only for the
     // init step, nothing for the proxy; no escalation, read-only roots, no CPU limits.
-    for c in containers.iter().chain(&inits) {
+    for c in containers.iter().chain(&inits).chain(&proxies) {
         let name = str_of(&c["name"], "name");
         let sc = &c["securityContext"];
         assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
@@ -2467,12 +2493,21 @@ fn node_local_daemonset_is_host_network_hardened_and_hands_over_on_a_host_path()
         node_local_container("clusterdns")["resources"]["limits"],
         container("clusterdns")["resources"]["limits"]
     );
-    assert_eq!(
-        node_local_container("apiproxy")["securityContext"]["runAsNonRoot"],
-        true
+    // The proxy: on the node's network like the servers, non-root, replaced old pod
+    // first (two could not hold its port).
+    let proxy_pod = &proxy_ds["spec"]["template"]["spec"];
+    assert_eq!(proxy_pod["hostNetwork"], true);
+    assert_eq!(proxy_pod["securityContext"]["runAsNonRoot"], true);
+    assert!(proxy_pod["securityContext"]["runAsUser"].as_u64().unwrap() > 0);
+    assert!(
+        proxy_ds["spec"]["updateStrategy"]["rollingUpdate"]
+            .get("maxSurge")
+            .is_none()
     );
+    assert_eq!(proxy_pod["tolerations"], pod["tolerations"], "wherever a server runs");
 
-    // RBAC: exactly what the watch variant lists and watches, for the DaemonSet's account.
+    // RBAC: exactly what the watch variant lists and watches, for the proxy's account;
+    // the server itself gets no token.
     let role = object_in(NODE_LOCAL, "ClusterRole");
     assert_eq!(
         granted(&role),
@@ -2480,7 +2515,8 @@ fn node_local_daemonset_is_host_network_hardened_and_hands_over_on_a_host_path()
     );
     let account = object_in(NODE_LOCAL, "ServiceAccount");
     binds_to(&object_in(NODE_LOCAL, "ClusterRoleBinding"), &role, &account);
-    assert_eq!(pod["serviceAccountName"], account["metadata"]["name"]);
+    assert_eq!(proxy_pod["serviceAccountName"], account["metadata"]["name"]);
+    assert_eq!(pod["automountServiceAccountToken"], false);
 }
 
 /// The Deployment and the DaemonSet run the image `.ci/image-check` builds from
@@ -2491,7 +2527,7 @@ fn manifests_name_the_image_the_build_produces() {
     let want = format!("clusterdns:{}", env!("CARGO_PKG_VERSION"));
     assert_eq!(container("clusterdns")["image"], want.as_str());
     assert_eq!(node_local_container("clusterdns")["image"], want.as_str());
-    let inits = containers_of(&object_in(NODE_LOCAL, "DaemonSet"), "initContainers");
+    let inits = containers_of(&node_local_daemonset(SERVER_DS), "initContainers");
     let setup = &inits[0];
     assert_eq!(
         setup["image"],
@@ -2840,7 +2876,7 @@ fn node_local_role_in_a_network_namespace() {
     testkit::tools::require("nft", &["--version"], "nftables");
     testkit::tools::require("iptables-restore", &["--version"], "iptables");
 
-    let inits = containers_of(&object_in(NODE_LOCAL, "DaemonSet"), "initContainers");
+    let inits = containers_of(&node_local_daemonset(SERVER_DS), "initContainers");
     let setup = &inits[0];
     let addresses = env_of(setup, "NODE_LOCAL_ADDRESSES");
     let ns = Netns::new();
