@@ -2533,6 +2533,15 @@ fn manifests_name_the_image_the_build_produces() {
         setup["image"],
         format!("clusterdns-node-local-setup:{}", env!("CARGO_PKG_VERSION")).as_str()
     );
+    // The init image carries the script and both rule files, and runs the script.
+    let setup_image = read(&format!("{NODE_LOCAL}/Containerfile.node-local-setup"));
+    for file in ["node-local-setup.sh", "notrack.nft", "notrack.rules"] {
+        assert!(
+            setup_image.contains(&format!("{NODE_LOCAL}/{file}")),
+            "Containerfile.node-local-setup copies {file}"
+        );
+    }
+    assert!(setup_image.contains("ENTRYPOINT [\"/bin/sh\", \"/node-local/node-local-setup.sh\"]"));
     let check = read(".ci/image-check");
     assert!(
         check.contains("image=clusterdns:$version"),
