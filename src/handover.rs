@@ -348,7 +348,7 @@ fn check_peer(s: &UnixStream) -> Result<i32, String> {
 
 fn send_fds(s: &UnixStream, fds: &[RawFd]) -> io::Result<()> {
     let byte = [b'F'];
-    let space = unsafe { libc::CMSG_SPACE((fds.len() * size_of::<RawFd>()) as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
     let mut ctrl = vec![0u8; space];
     let mut iov = libc::iovec {
         iov_base: byte.as_ptr() as *mut libc::c_void,
@@ -365,7 +365,7 @@ fn send_fds(s: &UnixStream, fds: &[RawFd]) -> io::Result<()> {
         let c = libc::CMSG_FIRSTHDR(&h);
         (*c).cmsg_level = libc::SOL_SOCKET;
         (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN((fds.len() * size_of::<RawFd>()) as u32) as _;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
         std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut RawFd, fds.len());
         loop {
             if libc::sendmsg(s.as_raw_fd(), &h, libc::MSG_NOSIGNAL) >= 0 {

@@ -1508,7 +1508,11 @@ fn socket_unit_holds_the_corefile_addresses_and_the_package_never_restarts_it() 
     let corefile = parse_corefile(&read("packaging/etc/Corefile"));
     let mut listens: Vec<String> = Vec::new();
     for block in &corefile.blocks {
-        let ports: Vec<String> = block.keys.iter().map(|k| k.as_str().rsplit(':').next().unwrap().to_string()).collect();
+        let ports: Vec<String> = block
+            .keys
+            .iter()
+            .map(|k| k.as_str().rsplit(':').next().unwrap().to_string())
+            .collect();
         for b in directives(block, "bind") {
             for a in &b.args {
                 for p in &ports {
