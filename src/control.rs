@@ -341,6 +341,10 @@ impl Controller {
     fn stop(self, handed_over: bool) -> Vec<usize> {
         notify::stopping();
         self.state.stopping.store(true, Ordering::Release);
+        // The copies kept for a successor go now (a successor has its own): a socket
+        // must close when its worker closes it, so that clients see it refused at once
+        // rather than have their queries wait unread until the process exits.
+        *self.state.process.listening.lock() = Default::default();
         if handed_over {
             let Controller { running, http, .. } = self;
             drop(http);
