@@ -580,3 +580,49 @@ fn listen_fds_that_are_not_sockets_fail_the_start_clearly() {
         p.output()
     );
 }
+
+#[test]
+fn a_successor_binds_the_addresses_it_adds_and_leaves_those_it_drops() {
+    let [a, b] = free_ports::<2>();
+    let dir = Scratch::new("handover3");
+    let sock = dir.path("h.sock").to_string_lossy().into_owned();
+    let block = |port: u16, ip: &str| {
+        format!("example.org:{port} {{\n    bind 127.0.0.1\n    hosts {{\n        {ip} a.example.org\n    }}\n}}\n")
+    };
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let ask = |port: u16| {
+        udp_exchange_within(
+            at(port),
+            &query_bytes(NAME, Rtype::A, Some(1232), 9),
+            Duration::from_secs(1),
+        )
+        .map(|m| addresses(&m).join(","))
+    };
+    // The first serves `a` only; the second `a` (taken over) and `b` (bound).
+    let first_text = block(a, OLD_IP);
+    let mut first = Launch::new(&first_text).arg("-handover").arg(&sock).no_wait().start();
+    assert!(first.wait_output(Duration::from_secs(10), |o| o.contains("hand-over: listening on")));
+    let second_text = format!("{}{}", block(a, NEW_IP), block(b, NEW_IP));
+    let mut second = Launch::new(&second_text).arg("-handover").arg(&sock).no_wait().start();
+    assert_eq!(first.wait_exit(Duration::from_secs(10)), Some(0), "{}", first.output());
+    assert_eq!(ask(a).as_deref(), Some(NEW_IP), "{}", second.output());
+    assert_eq!(ask(b).as_deref(), Some(NEW_IP), "{}", second.output());
+    // The third serves `b` only: `a` is closed with the second.
+    let third_text = block(b, OLD_IP);
+    let third = Launch::new(&third_text).arg("-handover").arg(&sock).no_wait().start();
+    assert_eq!(
+        second.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        second.output()
+    );
+    assert!(
+        third
+            .output()
+            .contains(&format!("hand-over: not taking Dns(Udp) 127.0.0.1:{a}")),
+        "{}",
+        third.output()
+    );
+    assert_eq!(ask(b).as_deref(), Some(OLD_IP), "{}", third.output());
+    assert_eq!(ask(a), None, "the dropped address still answers");
+}
