@@ -1499,7 +1499,7 @@ fn clusterdns_unit_has_the_promised_settings() {
 /// socket unit (an upgrade restarts the service only, so the sockets stay open).
 #[test]
 fn socket_unit_holds_the_corefile_addresses_and_the_package_never_restarts_it() {
-    let socket = read("packaging/systemd/clusterdns-listen.socket");
+    let socket = read("packaging/systemd/listen/clusterdns-listen.socket");
     let udp = unit_values(&socket, "ListenDatagram");
     let tcp = unit_values(&socket, "ListenStream");
     assert!(udp.len() >= 2, "one UDP socket per worker, several: {udp:?}");
@@ -1543,6 +1543,16 @@ fn socket_unit_holds_the_corefile_addresses_and_the_package_never_restarts_it() 
         ),
         "the socket unit must be neither restarted nor stopped on upgrade"
     );
+    // cargo-deb, like dh_installsystemd, falls back to PACKAGE.service for a unit
+    // name's service: in packaging/systemd that would install a second copy of
+    // clusterdns.service as clusterdns-listen.service (seen: two servers under two
+    // dynamic users). Its own directory holds the socket unit alone.
+    let dir: Vec<_> = std::fs::read_dir(root().join("packaging/systemd/listen"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(dir, ["clusterdns-listen.socket"]);
+    assert!(cargo.contains(r#"unit-scripts = "packaging/systemd/listen", unit-name = "clusterdns-listen""#));
 }
 
 /// The kubeconfig clusterdns-kubeconfig writes by default.
@@ -2059,12 +2069,12 @@ fn units_for_verification(tag: &str) -> (PathBuf, Vec<PathBuf>) {
     for name in [
         "clusterdns.service",
         "clusterdns-apiproxy.service",
-        "clusterdns-listen.socket",
+        "listen/clusterdns-listen.socket",
     ] {
         let text = read(&format!("packaging/systemd/{name}"))
             .replace("/usr/bin/clusterdns", env!("CARGO_BIN_EXE_clusterdns"))
             .replace("/usr/bin/kubectl", kubectl);
-        let path = dir.join(name);
+        let path = dir.join(Path::new(name).file_name().unwrap());
         std::fs::write(&path, text).unwrap();
         units.push(path);
     }
