@@ -21,6 +21,9 @@ pub struct Flags {
     pub workers: Option<usize>,
     /// `-tcp.max-connections`: open TCP connections per worker.
     pub tcp_max_connections: usize,
+    /// `-handover`: the Unix socket through which a successor takes this process's
+    /// listening sockets, and through which this one takes its predecessor's.
+    pub handover: Option<String>,
     pub help: bool,
 }
 
@@ -36,6 +39,7 @@ impl Default for Flags {
             check: false,
             workers: None,
             tcp_max_connections: 1024,
+            handover: None,
             help: false,
         }
     }
@@ -73,6 +77,10 @@ pub const USAGE: &str = "Usage of clusterdns:
         Worker threads (default: one per CPU this process may run on)
   -tcp.max-connections int
         Open DNS-over-TCP connections per worker; more are closed at once (default 1024)
+  -handover string
+        Unix socket for restarts without loss: take the listening sockets of the
+        clusterdns listening there (it drains and exits once this one is ready), then
+        listen there for the next one
 ";
 
 /// What `-plugins` prints, in CoreDNS's layout (its server type, its Corefile loaders,
@@ -152,6 +160,15 @@ impl Flags {
                         ))
                     })?;
                 }
+                "handover" => {
+                    let v = value(name)?;
+                    if v.is_empty() || v.len() > 100 || v.contains('\0') {
+                        return Err(FlagError(format!(
+                            "invalid value {v:?} for flag -handover: want a Unix socket path of 1 to 100 bytes"
+                        )));
+                    }
+                    f.handover = Some(v);
+                }
                 "h" | "help" => f.help = true,
                 other => {
                     return Err(FlagError(format!("flag provided but not defined: -{other}")));
@@ -181,6 +198,13 @@ mod tests {
         assert!(p(&["-version"]).unwrap().version);
         assert!(!p(&["-quiet=false"]).unwrap().quiet);
         assert_eq!(p(&["-workers", "3"]).unwrap().workers, Some(3));
+        assert_eq!(
+            p(&["-handover", "/run/clusterdns/handover.sock"])
+                .unwrap()
+                .handover
+                .as_deref(),
+            Some("/run/clusterdns/handover.sock")
+        );
     }
 
     #[test]
@@ -192,5 +216,8 @@ mod tests {
         assert!(p(&["-p", "70000"]).is_err());
         assert!(p(&["-workers", "0"]).is_err());
         assert!(p(&["--", "x"]).is_err());
+        assert!(p(&["-handover", ""]).is_err());
+        assert!(p(&["-handover"]).is_err());
+        assert!(p(&["-handover", &"x".repeat(101)]).is_err());
     }
 }

@@ -12,6 +12,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +22,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::config::digest::sha512_hex;
+use crate::handover::{Held, Pool, Role};
 use crate::http;
 use crate::metrics::Families;
 use crate::notify;
@@ -127,6 +129,8 @@ pub struct Controller {
     /// The endpoint thread, and the addresses it listens on.
     http: http::Endpoints,
     listening: Vec<SocketAddr>,
+    /// HTTP listeners a predecessor passed, until the configuration takes them.
+    http_pool: Pool,
 }
 
 /// The SHA-512 of a parsed Corefile (comments and whitespace do not count).
@@ -137,16 +141,20 @@ pub fn digest(source: &Source) -> String {
 impl Controller {
     /// Starts the workers on `server` (built with `process`) and the HTTP endpoints it
     /// asks for.
+    /// Sockets in `pool` (systemd's, a predecessor's) serve their addresses instead of
+    /// new ones.
     pub fn start(
         server: Server,
         source: &Source,
         opts: Options,
         process: Arc<ProcessState>,
+        mut pool: Pool,
     ) -> Result<Controller, runtime::StartError> {
         let digest = digest(source);
         process.set_debug(server.process.debug);
         server.process.log_warnings();
-        let running = Workers::start(server, &opts, &process)?;
+        let http_pool = pool.split(Role::Http);
+        let running = Workers::start(server, &opts, &process, pool)?;
         let state = Arc::new(State {
             shared: running.shared(),
             process,
@@ -176,8 +184,12 @@ impl Controller {
             state,
             http,
             listening: Vec::new(),
+            http_pool,
         };
-        if let Err(e) = c.reconcile_http() {
+        let reconciled = c.reconcile_http();
+        let used: Vec<_> = c.listening.iter().map(|a| (Role::Http, (*a, false))).collect();
+        c.http_pool.close_unused(&used);
+        if let Err(e) = reconciled {
             c.running_stop(Duration::ZERO);
             return Err(e);
         }
@@ -204,13 +216,25 @@ impl Controller {
             self.http.close(*addr);
         }
         self.listening.retain(|a| want.contains(a));
+        let process = self.state.process.clone();
+        process.listening.lock().http.retain(|h| want.contains(&h.requested.0));
         for addr in want {
             if self.listening.contains(&addr) {
                 continue;
             }
-            self.http
-                .listen(addr)
-                .map_err(|e| runtime::StartError(format!("listen tcp {addr}: {e}")))?;
+            let fail = |e: std::io::Error| runtime::StartError(format!("listen tcp {addr}: {e}"));
+            let passed = self.http_pool.take(Role::Http, (addr, false)).map_err(fail)?;
+            let listener = match passed.into_iter().next() {
+                Some(fd) => std::net::TcpListener::from(fd),
+                None => http::bind(addr).map_err(fail)?,
+            };
+            let held = crate::server::socket::dup(listener.as_raw_fd()).map_err(fail)?;
+            self.http.listen_on(addr, listener).map_err(fail)?;
+            process.listening.lock().http.push(Held {
+                role: Role::Http,
+                requested: (addr, false),
+                fd: held,
+            });
             self.listening.push(addr);
         }
         Ok(())
@@ -303,8 +327,29 @@ impl Controller {
     /// [`STOP_BOUND`] after the lameduck (stuck in one query) is left behind: the
     /// returned list names such workers, and the process exits without them.
     pub fn shutdown(self) -> Vec<usize> {
+        self.stop(false)
+    }
+
+    /// Stops after a hand-over: the successor serves the same sockets already, so
+    /// there is no lameduck; the HTTP endpoints close first (the successor answers
+    /// them), then the workers answer what they have read, finish their TCP
+    /// connections and stop.
+    pub fn handed_over(self) -> Vec<usize> {
+        self.stop(true)
+    }
+
+    fn stop(self, handed_over: bool) -> Vec<usize> {
         notify::stopping();
         self.state.stopping.store(true, Ordering::Release);
+        // The copies kept for a successor go now (a successor has its own): a socket
+        // must close when its worker closes it, so that clients see it refused at once
+        // rather than have their queries wait unread until the process exits.
+        *self.state.process.listening.lock() = Default::default();
+        if handed_over {
+            let Controller { running, http, .. } = self;
+            drop(http);
+            return running.stop(STOP_DRAIN);
+        }
         let lameduck = self
             .running
             .server()

@@ -36,6 +36,7 @@ pub mod dns;
 pub mod expr;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod handover;
 pub mod http;
 pub mod kubernetes;
 pub mod lines;

@@ -9,12 +9,12 @@ use parking_lot::Mutex;
 
 use clusterdns::cli::{Flags, USAGE};
 use clusterdns::control::{self, Controller};
-use clusterdns::notify;
 use clusterdns::process::ProcessState;
 use clusterdns::runtime::{self, Options};
 use clusterdns::server::Server;
 use clusterdns::server::worker::TcpLimits;
 use clusterdns::{VERSION, plugin};
+use clusterdns::{handover, notify};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
@@ -47,6 +47,15 @@ fn main() -> ExitCode {
     }
     let log_base = init_logging();
     limit_malloc_arenas();
+    // The sockets systemd passed (socket activation), read while this is the only
+    // thread (the variables are removed from the environment).
+    let mut pool = match handover::from_systemd() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(e) = clusterdns::dns::cookie::secret_from_env() {
         eprintln!("{e}");
         return ExitCode::FAILURE;
@@ -115,10 +124,31 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Sockets that outlive a process: systemd's (socket activation), then a running
+    // predecessor's (`-handover`).
+    let handover_path = flags.handover.as_deref().map(std::path::Path::new);
+    let taken = match handover_path.map(handover::take) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(t))) => Some(t),
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let taken = taken.map(|mut t| {
+        log::info!(
+            "hand-over: took {} sockets from PID {}",
+            t.pool.sockets.len(),
+            t.peer_pid
+        );
+        pool.sockets.append(&mut t.pool.sockets);
+        t
+    });
     let banner = server.banner.clone();
-    let controller = match Controller::start(server, &source, opts, process) {
+    let controller = match Controller::start(server, &source, opts, process, pool) {
         Ok(c) => c,
         Err(e) => {
+            // A predecessor that handed over keeps serving: it is told nothing.
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
@@ -148,7 +178,20 @@ fn main() -> ExitCode {
     }
     // Serving, and the kubernetes plugin has synced (or its startup_timeout passed).
     notify::notify("READY=1");
-    let code = control_loop(controller, signals);
+    // Only now may a predecessor stop reading: then this process takes the hand-over
+    // socket for its own successor.
+    let (drain_tx, drain_rx) = crossbeam_channel::bounded(1);
+    if let Some(path) = handover_path {
+        let listener = match taken {
+            Some(t) => t.release(path),
+            None => handover::listen_at(path),
+        };
+        match listener {
+            Ok(l) => handover::serve(l, controller.process(), drain_tx),
+            Err(e) => log::error!("{e}: a successor cannot take this process's sockets"),
+        }
+    }
+    let code = control_loop(controller, signals, drain_rx);
     if let Some(path) = &flags.pidfile {
         let _ = std::fs::remove_file(path);
     }
@@ -160,7 +203,7 @@ fn main() -> ExitCode {
 /// reloads, SIGHUP is ignored), the `reload` schedule, and the background control
 /// threads. The handlers were installed before the server started, so no signal in
 /// between takes the default action.
-fn control_loop(controller: Controller, mut signals: Signals) -> ExitCode {
+fn control_loop(controller: Controller, mut signals: Signals, mut drain: crossbeam_channel::Receiver<()>) -> ExitCode {
     let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
     let handle = signals.handle();
     let forward = std::thread::spawn(move || {
@@ -213,6 +256,22 @@ fn control_loop(controller: Controller, mut signals: Signals) -> ExitCode {
                     }
                 }
                 _ => {}
+            },
+            recv(drain) -> got => {
+                if got.is_err() {
+                    // No hand-over socket, or its thread has ended.
+                    drain = crossbeam_channel::never();
+                } else {
+                    if let Some(c) = controller.take() {
+                        log::info!("hand-over done: draining and exiting");
+                        stop.store(true, Ordering::Release);
+                        let done = done_tx.clone();
+                        std::thread::spawn(move || {
+                            let code = if c.handed_over().is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+                            let _ = done.send(code);
+                        });
+                    }
+                }
             },
             recv(tick_rx) -> _ => {
                 if let Some(c) = controller.as_mut() {

@@ -54,6 +54,8 @@ pub struct ProcessState {
     pub debug: AtomicBool,
     /// The log level without `debug` (RUST_LOG's, INFO by default), set by `main`.
     log_base: Mutex<log::LevelFilter>,
+    /// The listening sockets served now, as a successor would take them (`-handover`).
+    pub listening: Mutex<crate::handover::Listening>,
 }
 
 impl Default for ProcessState {
@@ -76,6 +78,7 @@ impl ProcessState {
             health_failures: AtomicU64::new(0),
             debug: AtomicBool::new(false),
             log_base: Mutex::new(log::LevelFilter::Info),
+            listening: Mutex::new(crate::handover::Listening::default()),
         }
     }
 

@@ -9,6 +9,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -20,8 +21,9 @@ use crossbeam_channel::Sender;
 use mio::Waker;
 
 use crate::config::{self, ConfigError, Corefile};
+use crate::handover::{Held, Pool, Role};
 use crate::process::ProcessState;
-use crate::server::socket::SocketPair;
+use crate::server::socket::{self, Kind, SocketPair};
 use crate::server::worker::{self, Command, TcpLimits, Worker, WorkerSockets, WorkerStats};
 use crate::server::{BuildOptions, Server};
 
@@ -132,6 +134,10 @@ pub struct Workers {
     /// TLS), and as bound (the real port when 0 was asked).
     requested: Vec<(SocketAddr, bool)>,
     bound: Vec<SocketAddr>,
+    /// Sockets passed in and kept for later reloads (systemd's: it holds them anyway,
+    /// and a new socket on their address could not be bound next to them).
+    pool: Pool,
+    process: Arc<ProcessState>,
 }
 
 /// Why the server could not start.
@@ -146,10 +152,21 @@ impl std::fmt::Display for StartError {
 
 impl Workers {
     /// Binds every listener of `server` once per worker, starts the plugins and the
-    /// worker threads. Nothing is left running if binding fails.
-    pub fn start(server: Server, opts: &Options, process: &Arc<ProcessState>) -> Result<Workers, StartError> {
+    /// worker threads. Nothing is left running if binding fails. Sockets in `pool`
+    /// (passed by systemd or by a predecessor) serve their addresses instead of new ones.
+    pub fn start(
+        server: Server,
+        opts: &Options,
+        process: &Arc<ProcessState>,
+        mut pool: Pool,
+    ) -> Result<Workers, StartError> {
         let requested = wanted(&server);
-        let sockets = bind(&requested, opts.workers)?;
+        let sockets = bind(&requested, opts.workers, &mut pool, process)?;
+        let used: Vec<(Role, (SocketAddr, bool))> = requested
+            .iter()
+            .flat_map(|r| [(Role::Dns(Kind::Udp), *r), (Role::Dns(Kind::Tcp), *r)])
+            .collect();
+        pool.close_unused(&used);
         let bound = sockets.iter().map(|(_, b, _)| *b).collect();
         server.start();
         let shared = Arc::new(ArcSwap::from_pointee(server));
@@ -177,6 +194,8 @@ impl Workers {
             workers,
             requested,
             bound,
+            pool,
+            process: process.clone(),
         };
         // Workers know a socket by its configured address: the one listeners carry.
         running.hand_out(sockets.into_iter().map(|((r, _), _, s)| (r, s)).collect());
@@ -199,9 +218,14 @@ impl Workers {
             .filter(|a| new.iter().any(|(n, _)| n == a))
             .collect();
         let gone: Vec<SocketAddr> = gone.iter().map(|(a, _)| *a).filter(|a| !changed.contains(a)).collect();
-        let sockets = bind(&new, self.workers.len())?;
+        let sockets = bind(&new, self.workers.len(), &mut self.pool, &self.process)?;
         server.start();
         let old = self.shared.swap(Arc::new(server));
+        // What a successor would take: no longer the closed addresses (the workers
+        // close their own copies after answering what is queued).
+        self.process.listening.lock().dns.retain(|h| {
+            !changed.contains(&h.requested.0) && !gone.contains(&h.requested.0) || new.contains(&h.requested)
+        });
         if !changed.is_empty() {
             for w in &self.workers {
                 w.send(Command::Remove(changed.clone()));
@@ -233,8 +257,8 @@ impl Workers {
         let mut per_worker: Vec<WorkerSockets> = (0..self.workers.len()).map(|_| WorkerSockets::default()).collect();
         for (addr, socks) in sockets {
             for (i, (udp, tcp)) in socks.into_iter().enumerate() {
-                per_worker[i].udp.extend(udp.map(|u| (addr, u)));
-                per_worker[i].tcp.push((addr, tcp));
+                per_worker[i].udp.extend(udp.into_iter().map(|u| (addr, u)));
+                per_worker[i].tcp.extend(tcp.into_iter().map(|t| (addr, t)));
             }
         }
         for (w, s) in self.workers.iter().zip(per_worker) {
@@ -310,14 +334,34 @@ fn wanted(server: &Server) -> Vec<(SocketAddr, bool)> {
     server.listeners.iter().map(|l| (l.addr, l.tls.is_none())).collect()
 }
 
-/// Binds `addrs`, `workers` sockets each. A wildcard IPv6 address is skipped with a
-/// warning on a host without IPv6; any other failure is fatal.
-fn bind(addrs: &[(SocketAddr, bool)], workers: usize) -> Result<BoundSockets, StartError> {
+/// Binds `addrs`, `workers` sockets each, or takes the sockets `pool` has for them
+/// (spread over the workers; a kind the pool lacks is bound). A wildcard IPv6 address is
+/// skipped with a warning on a host without IPv6; any other failure is fatal. Every
+/// socket is also recorded in `process.listening`, for a successor.
+fn bind(
+    addrs: &[(SocketAddr, bool)],
+    workers: usize,
+    pool: &mut Pool,
+    process: &ProcessState,
+) -> Result<BoundSockets, StartError> {
     let mut out = Vec::new();
+    let mut held = Vec::new();
     for &(addr, udp) in addrs {
-        match crate::server::socket::bind_all(addr, workers, udp) {
+        let passed = from_pool(pool, (addr, udp), workers)
+            .map_err(|e| StartError(format!("listen {addr} (sockets passed in): {e}")))?;
+        let bound = match passed {
+            Some(socks) => Ok(socks),
+            None => socket::bind_all(addr, workers, udp),
+        };
+        match bound {
             Ok(socks) => {
-                let real = socks.first().and_then(|(_, t)| t.local_addr().ok()).unwrap_or(addr);
+                let real = socks
+                    .iter()
+                    .flat_map(|(_, t)| t.first())
+                    .next()
+                    .and_then(|t| t.local_addr().ok())
+                    .unwrap_or(addr);
+                record(&socks, (addr, udp), &mut held).map_err(|e| StartError(format!("listen {addr}: {e}")))?;
                 out.push(((addr, udp), real, socks));
             }
             Err(e)
@@ -330,5 +374,90 @@ fn bind(addrs: &[(SocketAddr, bool)], workers: usize) -> Result<BoundSockets, St
             Err(e) => return Err(StartError(format!("listen {addr}: {e}"))),
         }
     }
+    process.listening.lock().dns.extend(held);
     Ok(out)
+}
+
+/// The sockets `pool` holds for `want`, spread over `workers`, with a socket of each
+/// worker bound here for a kind the pool has none of; `None` when it holds none.
+fn from_pool(pool: &mut Pool, want: (SocketAddr, bool), workers: usize) -> std::io::Result<Option<Vec<SocketPair>>> {
+    let udp = if want.1 {
+        pool.take(Role::Dns(Kind::Udp), want)?
+    } else {
+        Vec::new()
+    };
+    let tcp = pool.take(Role::Dns(Kind::Tcp), want)?;
+    if udp.is_empty() && tcp.is_empty() {
+        return Ok(None);
+    }
+    // The address as bound (the port, when 0 was asked), for what must be bound here.
+    let at = udp
+        .iter()
+        .chain(tcp.iter())
+        .next()
+        .and_then(|fd| socket::local_addr(fd.as_raw_fd()).ok())
+        .unwrap_or(want.0);
+    let spread_out = |fds: Vec<std::os::fd::OwnedFd>| -> std::io::Result<Vec<Vec<std::os::fd::OwnedFd>>> {
+        let plan = socket::spread(fds.len(), workers);
+        plan.iter()
+            .map(|mine| mine.iter().map(|&i| socket::dup(fds[i].as_raw_fd())).collect())
+            .collect()
+    };
+    let mut out: Vec<SocketPair> = (0..workers).map(|_| (Vec::new(), Vec::new())).collect();
+    if want.1 {
+        if udp.is_empty() {
+            for w in &mut out {
+                w.0.push(socket::udp_listener(at)?);
+            }
+        } else {
+            for (w, fds) in out.iter_mut().zip(spread_out(udp)?) {
+                for fd in fds {
+                    w.0.push(socket::adopt_udp(fd)?);
+                }
+            }
+        }
+    }
+    if tcp.is_empty() {
+        for w in &mut out {
+            w.1.push(socket::tcp_listener(at)?);
+        }
+    } else {
+        for (w, fds) in out.iter_mut().zip(spread_out(tcp)?) {
+            for fd in fds {
+                w.1.push(socket::adopt_tcp(fd)?);
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// One duplicate of each distinct socket in `socks` (workers sharing a socket hold
+/// duplicates of one descriptor: compared by inode).
+fn record(socks: &[SocketPair], requested: (SocketAddr, bool), held: &mut Vec<Held>) -> std::io::Result<()> {
+    let mut seen = Vec::new();
+    let mut add = |role: Role, fd: std::os::fd::RawFd| -> std::io::Result<()> {
+        // SAFETY: all-zero is a valid stat; fstat fills it for an open descriptor.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd, &mut st) } == 0 {
+            if seen.contains(&st.st_ino) {
+                return Ok(());
+            }
+            seen.push(st.st_ino);
+        }
+        held.push(Held {
+            role,
+            requested,
+            fd: socket::dup(fd)?,
+        });
+        Ok(())
+    };
+    for (udp, tcp) in socks {
+        for u in udp {
+            add(Role::Dns(Kind::Udp), u.as_raw_fd())?;
+        }
+        for t in tcp {
+            add(Role::Dns(Kind::Tcp), t.as_raw_fd())?;
+        }
+    }
+    Ok(())
 }

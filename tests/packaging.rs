@@ -1511,6 +1511,67 @@ fn clusterdns_unit_has_the_promised_settings() {
     }
 }
 
+/// The socket unit holds what the packaged Corefile listens on, as several UDP sockets
+/// in one SO_REUSEPORT group; the service takes them; the package never restarts the
+/// socket unit (an upgrade restarts the service only, so the sockets stay open).
+#[test]
+fn socket_unit_holds_the_corefile_addresses_and_the_package_never_restarts_it() {
+    let socket = read("packaging/systemd/listen/clusterdns-listen.socket");
+    let udp = unit_values(&socket, "ListenDatagram");
+    let tcp = unit_values(&socket, "ListenStream");
+    assert!(udp.len() >= 2, "one UDP socket per worker, several: {udp:?}");
+    assert_eq!(unit_value(&socket, "ReusePort"), "yes");
+    assert_eq!(unit_value(&socket, "Service"), "clusterdns.service");
+    let corefile = parse_corefile(&read("packaging/etc/Corefile"));
+    let mut listens: Vec<String> = Vec::new();
+    for block in &corefile.blocks {
+        let ports: Vec<String> = block
+            .keys
+            .iter()
+            .map(|k| k.as_str().rsplit(':').next().unwrap().to_string())
+            .collect();
+        for b in directives(block, "bind") {
+            for a in &b.args {
+                for p in &ports {
+                    listens.push(format!("{}:{p}", a.as_str()));
+                }
+            }
+        }
+    }
+    listens.sort();
+    listens.dedup();
+    let mut held = udp.clone();
+    held.sort();
+    held.dedup();
+    assert_eq!(held, listens, "ListenDatagram= against the Corefile's bind");
+    let mut held_tcp = tcp.clone();
+    held_tcp.sort();
+    held_tcp.dedup();
+    assert_eq!(held_tcp, listens, "ListenStream= against the Corefile's bind");
+
+    let service = read("packaging/systemd/clusterdns.service");
+    assert_eq!(unit_value(&service, "Sockets"), "clusterdns-listen.socket");
+    assert_eq!(unit_value(&service, "Requires"), "clusterdns-listen.socket");
+    assert!(unit_values(&service, "After").contains(&"clusterdns-listen.socket".to_string()));
+    let cargo = read("Cargo.toml");
+    assert!(
+        cargo.contains(
+            r#"unit-name = "clusterdns-listen", enable = true, start = true, restart-after-upgrade = false, stop-on-upgrade = false"#
+        ),
+        "the socket unit must be neither restarted nor stopped on upgrade"
+    );
+    // cargo-deb, like dh_installsystemd, falls back to PACKAGE.service for a unit
+    // name's service: in packaging/systemd that would install a second copy of
+    // clusterdns.service as clusterdns-listen.service (seen: two servers under two
+    // dynamic users). Its own directory holds the socket unit alone.
+    let dir: Vec<_> = std::fs::read_dir(root().join("packaging/systemd/listen"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(dir, ["clusterdns-listen.socket"]);
+    assert!(cargo.contains(r#"unit-scripts = "packaging/systemd/listen", unit-name = "clusterdns-listen""#));
+}
+
 /// The kubeconfig clusterdns-kubeconfig writes by default.
 const PROXY_KUBECONFIG: &str = "/etc/clusterdns/apiproxy.kubeconfig";
 
@@ -2022,11 +2083,15 @@ fn units_for_verification(tag: &str) -> (PathBuf, Vec<PathBuf>) {
         env!("CARGO_BIN_EXE_clusterdns")
     };
     let mut units = Vec::new();
-    for name in ["clusterdns.service", "clusterdns-apiproxy.service"] {
+    for name in [
+        "clusterdns.service",
+        "clusterdns-apiproxy.service",
+        "listen/clusterdns-listen.socket",
+    ] {
         let text = read(&format!("packaging/systemd/{name}"))
             .replace("/usr/bin/clusterdns", env!("CARGO_BIN_EXE_clusterdns"))
             .replace("/usr/bin/kubectl", kubectl);
-        let path = dir.join(name);
+        let path = dir.join(Path::new(name).file_name().unwrap());
         std::fs::write(&path, text).unwrap();
         units.push(path);
     }
@@ -2070,7 +2135,8 @@ fn units_have_an_exposure_of_at_most_2() {
     require_systemd_analyze();
     let (dir, units) = units_for_verification("security");
     let mut results = Vec::new();
-    for unit in &units {
+    // The exposure is a service's (a socket unit runs nothing).
+    for unit in units.iter().filter(|u| u.extension().is_some_and(|e| e == "service")) {
         // systemd 252 takes the bound as --threshold=20 (tenths); parse the score too.
         let out = Command::new("systemd-analyze")
             .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])

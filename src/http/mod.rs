@@ -256,7 +256,11 @@ impl Endpoints {
     /// Listens on `addr` (bound here, so that an error is the caller's) and serves it;
     /// returns the address bound (the real port when 0 was asked).
     pub fn listen(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
-        let std = bind_listener(addr)?;
+        self.listen_on(addr, bind_listener(addr)?)
+    }
+
+    /// Serves `addr` on a listener bound elsewhere (passed by a predecessor).
+    pub fn listen_on(&self, addr: SocketAddr, std: std::net::TcpListener) -> io::Result<SocketAddr> {
         // A longer queue than std's 128, for connections completed while the loop is busy.
         // SAFETY: listen(2) on a socket we own, already listening: it only resizes the queue.
         unsafe {
@@ -803,6 +807,11 @@ pub fn local_target(addr: SocketAddr) -> SocketAddr {
     } else {
         addr
     }
+}
+
+/// A listening socket on `addr`, as [`Endpoints::listen`] binds it.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    bind_listener(addr)
 }
 
 /// A listening socket on `addr`; `[::]` takes both families (IPV6_V6ONLY off, whatever

@@ -398,9 +398,11 @@ fn write_pktinfo(buf: &mut [u8; CMSG_SPACE], src: IpAddr) -> usize {
     }
 }
 
-/// One worker's sockets for one address: a UDP socket (none for DNS over TLS, which is
-/// TCP only) and a TCP listener.
-pub type SocketPair = (Option<std::net::UdpSocket>, std::net::TcpListener);
+/// One worker's sockets for one address: its UDP sockets (none for DNS over TLS, which is
+/// TCP only) and its TCP listeners. A worker binds one of each; sockets passed in by
+/// systemd or by a predecessor may be more or fewer than the workers, and are then
+/// spread over them (see [`spread`]).
+pub type SocketPair = (Vec<std::net::UdpSocket>, Vec<std::net::TcpListener>);
 
 /// Binds one UDP socket (when `udp`) and one TCP listener per worker for `addr`.
 pub fn bind_all(addr: SocketAddr, workers: usize, udp: bool) -> io::Result<Vec<SocketPair>> {
@@ -418,7 +420,119 @@ pub fn bind_all(addr: SocketAddr, workers: usize, udp: bool) -> io::Result<Vec<S
         if addr.port() == 0 {
             addr = local_addr(tcp.as_raw_fd())?;
         }
-        out.push((u, tcp));
+        out.push((u.into_iter().collect(), vec![tcp]));
     }
     Ok(out)
+}
+
+/// Which of `sockets` each of `workers` serves: every socket is served by at least one
+/// worker and every worker serves at least one socket (when there is any). With more
+/// sockets than workers a worker serves several; with fewer, workers share one (each
+/// polls its own duplicate of the descriptor, and the kernel wakes them all).
+pub fn spread(sockets: usize, workers: usize) -> Vec<Vec<usize>> {
+    let mut out = vec![Vec::new(); workers];
+    if sockets == 0 || workers == 0 {
+        return out;
+    }
+    for j in 0..sockets.max(workers) {
+        let s = j % sockets;
+        if !out[j % workers].contains(&s) {
+            out[j % workers].push(s);
+        }
+    }
+    out
+}
+
+/// What kind of listening socket a descriptor passed in (by systemd, or by a
+/// predecessor) is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Udp,
+    /// A TCP socket in the listening state.
+    Tcp,
+}
+
+/// The kind and local address of a descriptor passed in, or why it cannot serve DNS.
+pub fn inspect(fd: RawFd) -> Result<(Kind, SocketAddr), String> {
+    let get = |level, name| -> io::Result<libc::c_int> {
+        let mut v: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` live across the call and describe an int.
+        check(unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut libc::c_int).cast(), &mut len) })?;
+        Ok(v)
+    };
+    let ty = get(libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| format!("not a socket ({e})"))?;
+    let addr = local_addr(fd).map_err(|e| format!("not an IPv4 or IPv6 socket ({e})"))?;
+    match ty {
+        libc::SOCK_DGRAM => Ok((Kind::Udp, addr)),
+        libc::SOCK_STREAM => match get(libc::SOL_SOCKET, libc::SO_ACCEPTCONN) {
+            Ok(1) => Ok((Kind::Tcp, addr)),
+            _ => Err(format!("a TCP socket on {addr} that is not listening")),
+        },
+        other => Err(format!("a socket of type {other} on {addr}, neither UDP nor TCP")),
+    }
+}
+
+/// Readies a UDP socket passed in for a worker: non-blocking, close-on-exec, and told
+/// to report each datagram's destination when bound to a wildcard address (as
+/// [`udp_listener`] does). Its receive buffer is whatever its creator gave it.
+pub fn adopt_udp(fd: OwnedFd) -> io::Result<std::net::UdpSocket> {
+    let raw = fd.as_raw_fd();
+    adopt(raw)?;
+    let addr = local_addr(raw)?;
+    if addr.ip().is_unspecified() {
+        if addr.is_ipv4() {
+            set_opt(raw, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
+        } else {
+            set_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+        }
+    }
+    Ok(std::net::UdpSocket::from(fd))
+}
+
+/// Readies a TCP listener passed in for a worker: non-blocking, close-on-exec, no
+/// Nagle delay on the connections it accepts.
+pub fn adopt_tcp(fd: OwnedFd) -> io::Result<std::net::TcpListener> {
+    let raw = fd.as_raw_fd();
+    adopt(raw)?;
+    let _ = set_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+    Ok(std::net::TcpListener::from(fd))
+}
+
+fn adopt(raw: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns.
+    let fl = check(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
+    check(unsafe { libc::fcntl(raw, libc::F_SETFL, fl | libc::O_NONBLOCK) })?;
+    let fd_flags = check(unsafe { libc::fcntl(raw, libc::F_GETFD) })?;
+    check(unsafe { libc::fcntl(raw, libc::F_SETFD, fd_flags | libc::FD_CLOEXEC) })?;
+    Ok(())
+}
+
+/// A second descriptor for the same socket (close-on-exec).
+pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a fresh descriptor, owned at once.
+    let new = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+#[cfg(test)]
+mod spread_tests {
+    use super::spread;
+
+    #[test]
+    fn every_socket_served_and_every_worker_busy() {
+        assert_eq!(spread(2, 2), vec![vec![0], vec![1]]);
+        assert_eq!(spread(1, 3), vec![vec![0], vec![0], vec![0]]);
+        assert_eq!(spread(5, 2), vec![vec![0, 2, 4], vec![1, 3]]);
+        assert_eq!(spread(0, 2), vec![Vec::<usize>::new(), vec![]]);
+        for s in 1..9 {
+            for w in 1..9 {
+                let got = spread(s, w);
+                assert!(got.iter().all(|v| !v.is_empty()));
+                for i in 0..s {
+                    assert!(got.iter().any(|v| v.contains(&i)), "{s} {w}");
+                }
+            }
+        }
+    }
 }

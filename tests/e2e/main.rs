@@ -17,6 +17,7 @@ mod dns64;
 mod docs;
 mod errors;
 mod file;
+mod handover;
 mod hardening;
 mod hardening_answers;
 mod hardening_inputs;
