@@ -24,6 +24,9 @@ pub struct Flags {
     /// `-handover`: the Unix socket through which a successor takes this process's
     /// listening sockets, and through which this one takes its predecessor's.
     pub handover: Option<String>,
+    /// `-handover.wait`: after handing its sockets over, stay (serving nothing) until
+    /// SIGTERM or SIGINT instead of exiting, for a container that would be restarted.
+    pub handover_wait: bool,
     pub help: bool,
 }
 
@@ -40,6 +43,7 @@ impl Default for Flags {
             workers: None,
             tcp_max_connections: 1024,
             handover: None,
+            handover_wait: false,
             help: false,
         }
     }
@@ -81,6 +85,9 @@ pub const USAGE: &str = "Usage of clusterdns:
         Unix socket for restarts without loss: take the listening sockets of the
         clusterdns listening there (it drains and exits once this one is ready), then
         listen there for the next one
+  -handover.wait
+        After handing the sockets over, wait (serving nothing) for SIGTERM instead of
+        exiting: for a container whose exit would be restarted (a DaemonSet pod)
 ";
 
 /// What `-plugins` prints, in CoreDNS's layout (its server type, its Corefile loaders,
@@ -145,6 +152,7 @@ impl Flags {
                 "quiet" => f.quiet = boolean(&inline)?,
                 "version" => f.version = boolean(&inline)?,
                 "check" => f.check = boolean(&inline)?,
+                "handover.wait" => f.handover_wait = boolean(&inline)?,
                 "workers" => {
                     let v = value(name)?;
                     f.workers =
@@ -217,6 +225,8 @@ mod tests {
         assert!(p(&["-workers", "0"]).is_err());
         assert!(p(&["--", "x"]).is_err());
         assert!(p(&["-handover", ""]).is_err());
+        assert!(p(&["-handover.wait"]).unwrap().handover_wait);
+        assert!(!p(&["-handover.wait=false"]).unwrap().handover_wait);
         assert!(p(&["-handover"]).is_err());
         assert!(p(&["-handover", &"x".repeat(101)]).is_err());
     }

@@ -191,7 +191,7 @@ fn main() -> ExitCode {
             Err(e) => log::error!("{e}: a successor cannot take this process's sockets"),
         }
     }
-    let code = control_loop(controller, signals, drain_rx);
+    let code = control_loop(controller, signals, drain_rx, flags.handover_wait);
     if let Some(path) = &flags.pidfile {
         let _ = std::fs::remove_file(path);
     }
@@ -203,7 +203,17 @@ fn main() -> ExitCode {
 /// reloads, SIGHUP is ignored), the `reload` schedule, and the background control
 /// threads. The handlers were installed before the server started, so no signal in
 /// between takes the default action.
-fn control_loop(controller: Controller, mut signals: Signals, mut drain: crossbeam_channel::Receiver<()>) -> ExitCode {
+///
+/// With `wait` (`-handover.wait`), a process that has handed its sockets over and
+/// drained stays, serving nothing, until SIGTERM or SIGINT: a container runtime would
+/// restart a container that exits, and the restarted process would take the sockets
+/// back from its successor.
+fn control_loop(
+    controller: Controller,
+    mut signals: Signals,
+    mut drain: crossbeam_channel::Receiver<()>,
+    wait: bool,
+) -> ExitCode {
     let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
     let handle = signals.handle();
     let forward = std::thread::spawn(move || {
@@ -221,6 +231,11 @@ fn control_loop(controller: Controller, mut signals: Signals, mut drain: crossbe
     control::spawn_reload_timer(schedule.clone(), tick_tx);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<ExitCode>(1);
     let mut controller = Some(controller);
+    // Handed over, drained, and waiting for a signal to exit (`wait`).
+    let mut idle = false;
+    let mut handed_over = false;
+    // A SIGTERM or SIGINT that came during that drain: exit when it ends.
+    let mut asked_to_stop = false;
     loop {
         crossbeam_channel::select! {
             recv(sig_rx) -> sig => match sig.unwrap_or(SIGTERM) {
@@ -238,6 +253,13 @@ fn control_loop(controller: Controller, mut signals: Signals, mut drain: crossbe
                             let _ = done.send(code);
                         });
                     }
+                    None if idle => {
+                        log::info!("signal received after the hand-over: exiting");
+                        handle.close();
+                        let _ = forward.join();
+                        return ExitCode::SUCCESS;
+                    }
+                    None if handed_over && !asked_to_stop => asked_to_stop = true,
                     None if sig == Ok(SIGINT) => {
                         log::info!("SIGINT: force quit");
                         std::process::exit(2);
@@ -264,6 +286,7 @@ fn control_loop(controller: Controller, mut signals: Signals, mut drain: crossbe
                 } else {
                     if let Some(c) = controller.take() {
                         log::info!("hand-over done: draining and exiting");
+                        handed_over = true;
                         stop.store(true, Ordering::Release);
                         let done = done_tx.clone();
                         std::thread::spawn(move || {
@@ -280,6 +303,11 @@ fn control_loop(controller: Controller, mut signals: Signals, mut drain: crossbe
                 }
             },
             recv(done_rx) -> code => {
+                if wait && handed_over && !asked_to_stop && code == Ok(ExitCode::SUCCESS) {
+                    log::info!("handed over and drained: waiting for SIGTERM (-handover.wait)");
+                    idle = true;
+                    continue;
+                }
                 handle.close();
                 let _ = forward.join();
                 return code.unwrap_or(ExitCode::FAILURE);

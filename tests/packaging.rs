@@ -2490,6 +2490,9 @@ fn node_local_daemonset_is_host_network_hardened_and_hands_over_on_a_host_path()
     };
     assert_eq!(at("-conf"), "/etc/clusterdns/Corefile");
     let socket = PathBuf::from(at("-handover"));
+    // The old pod's process must not exit after handing over (its restarted container
+    // would take the sockets back): it waits for the kubelet's SIGTERM.
+    assert!(args.iter().any(|a| a == "-handover.wait"), "-handover.wait in {args:?}");
     let dir = socket.parent().unwrap().to_str().unwrap().to_string();
     let mount = array(&server["volumeMounts"], "volumeMounts")
         .iter()
@@ -2847,10 +2850,10 @@ fn run_ok(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Switch on once the process hand-over (`-handover PATH`, issue 15 item 2) is in the
-/// binary: the restart step then starts the new process beside the old one with
-/// `-handover`, as the DaemonSet does, and the test demands that nothing is lost.
-const HANDOVER: bool = false;
+/// The restart step starts the new process beside the old one with `-handover` and
+/// `-handover.wait`, as the DaemonSet does, and the test demands that nothing is lost;
+/// `false` gives the plain SIGTERM-then-start figure for comparison.
+const HANDOVER: bool = true;
 
 const LINK_LOCAL: &str = "169.254.20.10";
 
@@ -2860,7 +2863,7 @@ fn start_node_local(conf: &Path, handover: &Path) -> testkit::process::Process {
         .arg("-conf")
         .arg(conf);
     if HANDOVER {
-        spawn = spawn.arg("-handover").arg(handover);
+        spawn = spawn.arg("-handover").arg(handover).arg("-handover.wait");
     }
     let mut p = spawn.start();
     let to: SocketAddr = format!("{LINK_LOCAL}:53").parse().unwrap();
@@ -2893,16 +2896,29 @@ fn start_node_local(conf: &Path, handover: &Path) -> testkit::process::Process {
 /// same Corefile, as an upgrade of the DaemonSet does. Without the hand-over: SIGTERM
 /// (the old one answers through its lameduck, then exits) and only then the new one,
 /// so what arrives in between is lost. With it ([`HANDOVER`]): the new one starts
-/// beside the old one and takes its sockets; the old one drains and exits by itself.
+/// beside the old one and takes its sockets; the old one drains and waits
+/// (`-handover.wait`) for the SIGTERM the kubelet sends when it deletes the old pod.
 fn restart_node_local(mut old: testkit::process::Process, conf: &Path, handover: &Path) -> testkit::process::Process {
     if HANDOVER {
         // The old one still answers meanwhile, so the new one's first answer says
-        // nothing: its taking over shows in the old one's exit.
+        // nothing: its taking over shows in the old one's log.
         let new = start_node_local(conf, handover);
+        assert!(
+            old.wait_output(std::time::Duration::from_secs(30), |o| o
+                .contains("waiting for SIGTERM")),
+            "the old process drains after the hand-over and waits:\n{}",
+            old.output()
+        );
+        assert!(
+            old.running(),
+            "-handover.wait: the old process stays:\n{}",
+            old.output()
+        );
+        old.signal(libc::SIGTERM);
         assert_eq!(
-            old.wait_exit(std::time::Duration::from_secs(30)),
+            old.wait_exit(std::time::Duration::from_secs(10)),
             Some(0),
-            "the old process drains and exits after the hand-over:\n{}",
+            "SIGTERM after the hand-over ends the old process:\n{}",
             old.output()
         );
         new

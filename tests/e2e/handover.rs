@@ -626,3 +626,50 @@ fn a_successor_binds_the_addresses_it_adds_and_leaves_those_it_drops() {
     assert_eq!(ask(b).as_deref(), Some(OLD_IP), "{}", third.output());
     assert_eq!(ask(a), None, "the dropped address still answers");
 }
+
+/// `-handover.wait`: a predecessor in a container (the node-local DaemonSet) must not
+/// exit after the hand-over, or its runtime restarts it and the restarted process takes
+/// the sockets back. It drains, stays without serving, and a SIGTERM ends it with 0.
+#[test]
+fn with_handover_wait_the_predecessor_stays_until_sigterm() {
+    let [port, h] = free_ports::<2>();
+    let up = FakeUpstream::start();
+    let dir = Scratch::new("handover-wait");
+    let arg = dir.path("h.sock").to_string_lossy().into_owned();
+    let text = corefile(OLD_IP, h, up.addr());
+    let start = || {
+        let p = Launch::new(&text)
+            .port(port)
+            .arg("-workers")
+            .arg("2")
+            .arg("-handover")
+            .arg(&arg)
+            .arg("-handover.wait")
+            .no_wait()
+            .start();
+        assert!(
+            p.wait_output(Duration::from_secs(10), |o| o.contains("hand-over: listening on")),
+            "{}",
+            p.output()
+        );
+        p
+    };
+    let mut old = start();
+    let mut new = start();
+    assert!(
+        old.wait_output(Duration::from_secs(10), |o| o.contains("waiting for SIGTERM")),
+        "{}",
+        old.output()
+    );
+    // Still there a while later, and the successor answers on the port.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(old.running(), "{}", old.output());
+    let m = udp_exchange(new.addr(), &query_bytes(NAME, Rtype::A, Some(1232), 7));
+    assert_eq!(addresses(&m), [OLD_IP]);
+    old.signal(libc::SIGTERM);
+    assert_eq!(old.wait_exit(Duration::from_secs(5)), Some(0), "{}", old.output());
+    // The successor keeps serving after its predecessor is gone.
+    let m = udp_exchange(new.addr(), &query_bytes(NAME, Rtype::A, Some(1232), 8));
+    assert_eq!(addresses(&m), [OLD_IP]);
+    assert!(new.running());
+}
