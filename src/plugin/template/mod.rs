@@ -479,8 +479,6 @@ fn parse_type(s: &str) -> Option<u16> {
 
 /// What a rule made of a query.
 enum Matched {
-    /// Not the rule's zone, class or type: the next rule is asked.
-    Skip,
     /// The rule's zone, but no regex matched or an `expr` was false.
     No,
     /// An expression failed to evaluate (CoreDNS: SERVFAIL whatever `fallthrough` says).
@@ -517,9 +515,17 @@ impl TemplatePlugin {
             .map_or(0x7FFF, |&i| usize::from(i).min(0x7FFF))
     }
 
-    fn matches(&self, ri: usize, q: &Query<'_, '_>, s: &mut Scratch) -> Matched {
+    /// The zone of rule `ri` the query is in, when the rule takes its class and type
+    /// (`None`: the rule is skipped).
+    fn takes(&self, ri: usize, q: &Query<'_, '_>) -> Option<usize> {
         let rule = &self.rules[ri];
         let req = q.req;
+        if rule.qclass != class::ANY && req.qclass != class::ANY && req.qclass != rule.qclass {
+            return None;
+        }
+        if rule.qtype != rtype::ANY && req.qtype != rtype::ANY && req.qtype != rule.qtype {
+            return None;
+        }
         // plugin.Zones(t.zones).Matches: the longest zone the name is in.
         let zone = rule
             .zones
@@ -527,15 +533,13 @@ impl TemplatePlugin {
             .enumerate()
             .filter(|(_, z)| z.contains(&req.qname))
             .max_by_key(|(_, z)| z.label_count());
-        let Some((zi, _)) = zone else {
-            return Matched::Skip;
-        };
-        if rule.qclass != class::ANY && req.qclass != class::ANY && req.qclass != rule.qclass {
-            return Matched::Skip;
-        }
-        if rule.qtype != rtype::ANY && req.qtype != rtype::ANY && req.qtype != rule.qtype {
-            return Matched::Skip;
-        }
+        zone.map(|(zi, _)| zi)
+    }
+
+    /// Whether rule `ri`, which takes the query in its zone `zi`, matches it.
+    fn matches(&self, ri: usize, zi: usize, q: &Query<'_, '_>, s: &mut Scratch) -> Matched {
+        let rule = &self.rules[ri];
+        let req = q.req;
         let regex = if rule.regexes.is_empty() {
             usize::MAX
         } else {
@@ -590,7 +594,7 @@ impl TemplatePlugin {
             let group = |k: GroupKey<'_>| -> Option<&str> {
                 let span = match (caps, k) {
                     (Some(c), GroupKey::Index(i)) => usize::try_from(i).ok().and_then(|i| c.get_group(i)),
-                    (Some(c), GroupKey::Name(n)) => group_by_name(c, n),
+                    (Some(c), GroupKey::Name(n)) => rule.regexes[regex].group_index(n).and_then(|i| c.get_group(i)),
                     // The default `.*` matches the whole name, capture 0 only.
                     (None, GroupKey::Index(0)) => return Some(name),
                     (None, _) => None,
@@ -711,6 +715,7 @@ impl TemplatePlugin {
                             remote,
                             pattern: rule.patterns.get(regex).map(String::as_str),
                             caps: caches[ri].get(regex).map(|c| &c.caps),
+                            matcher: rule.regexes.get(regex),
                             vars,
                             heap,
                             var_names: &rule.var_names,
@@ -812,15 +817,6 @@ fn labels(rule: &Rule, qclass: u16, qtype: u16) -> (u16, u16) {
     (c, t)
 }
 
-/// A named group's span: a scan of the (few) names, cheaper per query than the
-/// hash lookup of `Captures::get_group_by_name`.
-fn group_by_name(c: &Captures, name: &str) -> Option<regex_automata::Span> {
-    let i = c
-        .group_info()
-        .pattern_names(regex_automata::PatternID::ZERO)
-        .position(|n| n == Some(name))?;
-    c.get_group(i)
-}
 
 struct RenderData<'a> {
     /// `.Meta "label"`: the query's metadata (empty when unset).
@@ -833,6 +829,8 @@ struct RenderData<'a> {
     /// The pattern that matched (`None`: the default `.*`) and its captures.
     pattern: Option<&'a str>,
     caps: Option<&'a Captures>,
+    /// The regex that matched (its group names).
+    matcher: Option<&'a Matcher>,
     vars: &'a [Value],
     heap: &'a Heap,
     var_names: &'a [String],
@@ -873,7 +871,7 @@ impl Data for RenderData<'_> {
             (None, Ok(0)) => return Some(self.name),
             (None, _) => return None,
             (Some(c), Ok(i)) => c.get_group(i),
-            (Some(c), Err(_)) => group_by_name(c, key),
+            (Some(c), Err(_)) => self.matcher.and_then(|m| m.group_index(key)).and_then(|i| c.get_group(i)),
         };
         span.map(|s| &self.name[s.range()])
     }
@@ -918,11 +916,12 @@ impl TemplatePlugin {
         }
         // A rule that keeps nothing per query (a regex with a dense DFA, fixed records)
         // works on an empty stack scratch, which allocates nothing, and takes no lock.
-        let mut local = Scratch::default();
+        let mut local: Option<Scratch> = None;
         let mut guard = None;
         for ri in 0..self.rules.len() {
+            let Some(zi) = self.takes(ri, q) else { continue };
             let s: &mut Scratch = if self.rules[ri].stateless {
-                &mut local
+                local.get_or_insert_with(Scratch::default)
             } else {
                 guard.get_or_insert_with(|| {
                     let mut g = self.scratch[q.worker.id % self.scratch.len()].lock();
@@ -930,8 +929,7 @@ impl TemplatePlugin {
                     g
                 })
             };
-            match self.matches(ri, q, s) {
-                Matched::Skip => {}
+            match self.matches(ri, zi, q, s) {
                 Matched::No => match &self.rules[ri].fall {
                     Some(fall) if Zone::any_contains(fall, &q.req.qname) => {}
                     _ => return Step::Fail(Rcode::SERVFAIL, None),

@@ -268,7 +268,7 @@ pub fn encode_fast(owner: &[u8], head: &Head, rdata: &str, out: &mut Vec<u8>) ->
     let rdlen_at = out.len();
     out.extend_from_slice(&[0, 0]);
     match head.rtype {
-        rtype::A => match rdata.parse::<Ipv4Addr>() {
+        rtype::A => match crate::expr::parse_ipv4(rdata).map_or_else(|| rdata.parse::<Ipv4Addr>(), Ok) {
             Ok(ip) => out.extend_from_slice(&ip.octets()),
             Err(_) => return false,
         },

@@ -940,6 +940,7 @@ fn wire_path_writes_what_the_text_path_writes() {
                 remote: "10.9.8.7",
                 pattern: None,
                 caps: None,
+                matcher: None,
                 vars: &[],
                 heap: &heap,
                 var_names: &[],
