@@ -253,7 +253,9 @@ impl Shape {
     fn captures(&self, name: &[u8], caps: &mut Captures) {
         caps.set_pattern(None);
         let slots = caps.slots_mut();
-        let Some(slots) = slots.get_mut(..self.slots) else { return };
+        let Some(slots) = slots.get_mut(..self.slots) else {
+            return;
+        };
         slots.fill(None);
         let mut at = 0usize;
         for st in &self.steps {
@@ -267,7 +269,10 @@ impl Shape {
                 Step::Run { set, min, max } => {
                     let rest = &name[at..];
                     let limit = rest.len().min(*max as usize);
-                    let n = rest[..limit].iter().position(|&b| !set[usize::from(b)]).unwrap_or(limit);
+                    let n = rest[..limit]
+                        .iter()
+                        .position(|&b| !set[usize::from(b)])
+                        .unwrap_or(limit);
                     if n < *min as usize {
                         return;
                     }
@@ -531,7 +536,14 @@ mod tests {
         assert!(shaped(patterns[12]), "bounded runs, no $");
         assert!(shaped(patterns[13]), "case folding");
         assert!(shaped(patterns[17]), "a run at the end");
-        for p in [patterns[0], patterns[2], patterns[3], patterns[14], patterns[15], patterns[16]] {
+        for p in [
+            patterns[0],
+            patterns[2],
+            patterns[3],
+            patterns[14],
+            patterns[15],
+            patterns[16],
+        ] {
             assert!(!shaped(p), "{p}: more than one way to match, or not anchored");
         }
     }

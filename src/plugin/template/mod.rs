@@ -19,7 +19,8 @@
 //! ```
 //!
 //! Per query a rule costs one regex search (matcher.rs: a dense DFA walked over the
-//! wire name when only "does it match" is asked, a one-pass DFA for captures); a record
+//! wire name when only "does it match" is asked; for captures, one forward walk of the
+//! pattern's steps when it can match only one way, else a one-pass DFA); a record
 //! without actions is copied as encoded at setup; one with actions whose owner is
 //! `{{ .Name }}` and whose TTL, class and type are fixed (A AAAA CNAME NS PTR DNAME) is
 //! written from the query's wire name, the type/class/TTL bytes encoded at setup and
@@ -817,7 +818,6 @@ fn labels(rule: &Rule, qclass: u16, qtype: u16) -> (u16, u16) {
     (c, t)
 }
 
-
 struct RenderData<'a> {
     /// `.Meta "label"`: the query's metadata (empty when unset).
     meta: &'a dyn Fn(&str, &mut String),
@@ -871,7 +871,10 @@ impl Data for RenderData<'_> {
             (None, Ok(0)) => return Some(self.name),
             (None, _) => return None,
             (Some(c), Ok(i)) => c.get_group(i),
-            (Some(c), Err(_)) => self.matcher.and_then(|m| m.group_index(key)).and_then(|i| c.get_group(i)),
+            (Some(c), Err(_)) => self
+                .matcher
+                .and_then(|m| m.group_index(key))
+                .and_then(|i| c.get_group(i)),
         };
         span.map(|s| &self.name[s.range()])
     }
