@@ -95,6 +95,9 @@ struct Rule {
     regexes: Vec<Matcher>,
     /// Their patterns (`.Regex`).
     patterns: Vec<String>,
+    /// Per regex, per `.Group.NAME` key of the templates (`Field::GroupKey`'s index):
+    /// the group it names in that regex.
+    key_index: Vec<Vec<Option<usize>>>,
     /// Answer, authority, additional (the order they are written in the reply).
     sections: [Vec<Rr>; 3],
     rcode: Rcode,
@@ -241,6 +244,7 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         zones,
         regexes: Vec::new(),
         patterns: Vec::new(),
+        key_index: Vec::new(),
         sections: [Vec::new(), Vec::new(), Vec::new()],
         rcode: Rcode::NOERROR,
         ede: None,
@@ -368,7 +372,11 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
     if total > MAX_RECORDS {
         return Err(d.err(NAME, format!("more than {MAX_RECORDS} records in one template")));
     }
-    let names = Names { vars: &rule.var_names };
+    let keys = std::cell::RefCell::new(Vec::new());
+    let names = Names {
+        vars: &rule.var_names,
+        keys: &keys,
+    };
     for (section, opt, text) in pending {
         if text.len() > MAX_TEMPLATE_LEN {
             return Err(opt.err(NAME, format!("template longer than {MAX_TEMPLATE_LEN} bytes")));
@@ -407,6 +415,18 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
             source: text.to_string(),
         });
     }
+    // Each `.Group.NAME` key's group in each regex, found once: a number is the group
+    // of that index, a name the group of that name.
+    rule.key_index = rule
+        .regexes
+        .iter()
+        .map(|m| {
+            keys.borrow()
+                .iter()
+                .map(|k| k.parse::<usize>().ok().or_else(|| m.group_index(k)))
+                .collect()
+        })
+        .collect();
     rule.captures |= uses_group;
     rule.stateless = !rule.captures
         && !rule.remote
@@ -717,6 +737,7 @@ impl TemplatePlugin {
                             pattern: rule.patterns.get(regex).map(String::as_str),
                             caps: caches[ri].get(regex).map(|c| &c.caps),
                             matcher: rule.regexes.get(regex),
+                            keys: rule.key_index.get(regex).map(Vec::as_slice),
                             vars,
                             heap,
                             var_names: &rule.var_names,
@@ -831,6 +852,8 @@ struct RenderData<'a> {
     caps: Option<&'a Captures>,
     /// The regex that matched (its group names).
     matcher: Option<&'a Matcher>,
+    /// Its groups by `.Group.NAME` key (`Rule::key_index`).
+    keys: Option<&'a [Option<usize>]>,
     vars: &'a [Value],
     heap: &'a Heap,
     var_names: &'a [String],
@@ -845,7 +868,7 @@ impl Data for RenderData<'_> {
             Field::Type => Val::Str(rtype::name(self.rtype)),
             Field::Remote => Val::Str(self.remote.into()),
             Field::Regex => Val::Str(self.pattern.unwrap_or(".*").into()),
-            Field::GroupKey(k) => self.group(k).map_or(Val::NoValue, |g| Val::Str(g.into())),
+            Field::GroupKey(k, id) => self.group_key(k, *id).map_or(Val::NoValue, |g| Val::Str(g.into())),
             Field::VarKey(i) => self
                 .vars
                 .get(*i)
@@ -890,6 +913,30 @@ impl Data for RenderData<'_> {
 
     fn vars(&self) -> usize {
         self.var_names.len()
+    }
+
+    fn write_field(&self, f: &Field, out: &mut String) -> bool {
+        match f {
+            Field::Name => out.push_str(self.name),
+            Field::GroupKey(k, id) => out.push_str(self.group_key(k, *id).unwrap_or("<no value>")),
+            Field::VarKey(i) => match self.vars.get(*i).map(|v| self.heap.view(*v)) {
+                Some(View::Str(s)) => out.push_str(s),
+                _ => return false,
+            },
+            _ => return false,
+        }
+        true
+    }
+}
+
+impl RenderData<'_> {
+    /// `.Group.KEY`, key `id` of the rule: by the index resolved at setup when a regex
+    /// matched, as [`Data::group`] finds it otherwise.
+    fn group_key(&self, key: &str, id: usize) -> Option<&str> {
+        match (self.caps, self.keys.and_then(|k| k.get(id))) {
+            (Some(c), Some(i)) => i.and_then(|i| c.get_group(i)).map(|s| &self.name[s.range()]),
+            _ => self.group(key),
+        }
     }
 }
 
