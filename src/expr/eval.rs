@@ -507,7 +507,12 @@ fn call(func: Func, args: &[Value], f: &Facts<'_, '_>, h: &mut Heap) -> Result<V
                 let n = if from.is_empty() {
                     x.chars().count() + 1
                 } else if let &[f] = from.as_bytes() {
-                    x.bytes().filter(|&b| b == f).count()
+                    if to.len() <= 1 && 2 * x.len() <= MAX_STRING {
+                        // The bound below holds whatever the count: not counted.
+                        0
+                    } else {
+                        x.bytes().filter(|&b| b == f).count()
+                    }
                 } else {
                     x.matches(from).count()
                 };
@@ -525,14 +530,10 @@ fn call(func: Func, args: &[Value], f: &Facts<'_, '_>, h: &mut Heap) -> Result<V
                     && f.is_ascii()
                     && t.is_ascii()
                 {
-                    // One ASCII byte for another (`replace(ip, '-', '.')`): a byte
-                    // search, not the substring searcher's setup per call.
-                    for (i, part) in x.split(char::from(f)).enumerate() {
-                        if i > 0 {
-                            out.push(char::from(t));
-                        }
-                        out.push_str(part);
-                    }
+                    // One ASCII byte for another (`replace(ip, '-', '.')`): one pass,
+                    // not the substring searcher's setup per call.
+                    let (f, t) = (char::from(f), char::from(t));
+                    out.extend(x.chars().map(|c| if c == f { t } else { c }));
                 } else {
                     let mut last = 0;
                     for (i, m) in x.match_indices(from) {

@@ -118,6 +118,11 @@ impl Matcher {
         })
     }
 
+    /// Where group `index`'s start and end are in the captures' slots.
+    pub fn group_slot(&self, index: usize) -> Option<usize> {
+        self.meta.group_info().slot(PatternID::ZERO, index)
+    }
+
     /// The index of the group called `name`.
     pub fn group_index(&self, name: &str) -> Option<usize> {
         self.names.iter().find(|(n, _)| **n == *name).map(|&(_, i)| i)

@@ -96,7 +96,7 @@ struct Rule {
     /// Their patterns (`.Regex`).
     patterns: Vec<String>,
     /// Per regex, per `.Group.NAME` key of the templates (`Field::GroupKey`'s index):
-    /// the group it names in that regex.
+    /// the first slot (in the captures) of the group it names in that regex.
     key_index: Vec<Vec<Option<usize>>>,
     /// Answer, authority, additional (the order they are written in the reply).
     sections: [Vec<Rr>; 3],
@@ -416,14 +416,19 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         });
     }
     // Each `.Group.NAME` key's group in each regex, found once: a number is the group
-    // of that index, a name the group of that name.
+    // of that index, a name the group of that name; kept as the group's first slot.
     rule.key_index = rule
         .regexes
         .iter()
         .map(|m| {
             keys.borrow()
                 .iter()
-                .map(|k| k.parse::<usize>().ok().or_else(|| m.group_index(k)))
+                .map(|k| {
+                    k.parse::<usize>()
+                        .ok()
+                        .or_else(|| m.group_index(k))
+                        .and_then(|i| m.group_slot(i))
+                })
                 .collect()
         })
         .collect();
@@ -934,7 +939,15 @@ impl RenderData<'_> {
     /// matched, as [`Data::group`] finds it otherwise.
     fn group_key(&self, key: &str, id: usize) -> Option<&str> {
         match (self.caps, self.keys.and_then(|k| k.get(id))) {
-            (Some(c), Some(i)) => i.and_then(|i| c.get_group(i)).map(|s| &self.name[s.range()]),
+            (Some(c), Some(slot)) => {
+                let slot = (*slot)?;
+                if !c.is_match() {
+                    return None;
+                }
+                let slots = c.slots();
+                let (start, end) = (slots.get(slot).copied()??, slots.get(slot + 1).copied()??);
+                self.name.get(start.get()..end.get())
+            }
             _ => self.group(key),
         }
     }
