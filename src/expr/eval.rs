@@ -151,12 +151,20 @@ impl Heap {
         }
     }
 
-    /// Stores a string.
+    /// Stores a string (bounded as [`Self::build`] bounds one, without its copy).
     pub fn string(&mut self, s: &str) -> Result<Value, EvalError> {
-        self.build(|_, out| {
-            out.push_str(s);
-            Ok(())
-        })
+        if s.len() > MAX_STRING {
+            return err(format!("string longer than {MAX_STRING} bytes"));
+        }
+        if self.text.len() + s.len() > MAX_HEAP {
+            return err(format!("more than {MAX_HEAP} bytes of strings in one query"));
+        }
+        let at = self.text.len();
+        self.text.push_str(s);
+        Ok(Value::Str(Span {
+            at: at as u32,
+            len: s.len() as u32,
+        }))
     }
 
     /// Stores an array.
@@ -291,6 +299,16 @@ pub fn eval(e: &Expr, f: &Facts<'_, '_>, h: &mut Heap, elem: Option<Value>) -> R
                 *slot = eval(a, f, h, elem)?;
             }
             call(*func, &vals[..args.len().min(3)], f, h)?
+        }
+        Expr::InCidr(x, net) => {
+            // The literal's node, which the call would have visited.
+            h.steps += 1;
+            let v = eval(x, f, h, elem)?;
+            string_arg(v, "incidr")?;
+            let Some(ip) = parse_ip(h.str(v)) else {
+                return err("first argument is not an IP address");
+            };
+            Value::Bool(net.contains(ip))
         }
         Expr::Closure(q, array, pred) => {
             let Value::Array(items) = eval(array, f, h, elem)? else {
@@ -489,7 +507,12 @@ fn call(func: Func, args: &[Value], f: &Facts<'_, '_>, h: &mut Heap) -> Result<V
                 let n = if from.is_empty() {
                     x.chars().count() + 1
                 } else if let &[f] = from.as_bytes() {
-                    x.bytes().filter(|&b| b == f).count()
+                    if to.len() <= 1 && 2 * x.len() <= MAX_STRING {
+                        // The bound below holds whatever the count: not counted.
+                        0
+                    } else {
+                        x.bytes().filter(|&b| b == f).count()
+                    }
                 } else {
                     x.matches(from).count()
                 };
@@ -507,14 +530,10 @@ fn call(func: Func, args: &[Value], f: &Facts<'_, '_>, h: &mut Heap) -> Result<V
                     && f.is_ascii()
                     && t.is_ascii()
                 {
-                    // One ASCII byte for another (`replace(ip, '-', '.')`): a byte
-                    // search, not the substring searcher's setup per call.
-                    for (i, part) in x.split(char::from(f)).enumerate() {
-                        if i > 0 {
-                            out.push(char::from(t));
-                        }
-                        out.push_str(part);
-                    }
+                    // One ASCII byte for another (`replace(ip, '-', '.')`): one pass,
+                    // not the substring searcher's setup per call.
+                    let (f, t) = (char::from(f), char::from(t));
+                    out.extend(x.chars().map(|c| if c == f { t } else { c }));
                 } else {
                     let mut last = 0;
                     for (i, m) in x.match_indices(from) {
@@ -647,7 +666,7 @@ fn call(func: Func, args: &[Value], f: &Facts<'_, '_>, h: &mut Heap) -> Result<V
         Func::Incidr => {
             s(0, "incidr")?;
             let cidr = s(1, "incidr")?;
-            let Ok(ip) = h.str(args[0]).parse::<IpAddr>() else {
+            let Some(ip) = parse_ip(h.str(args[0])) else {
                 return err("first argument is not an IP address");
             };
             match in_cidr(ip, h.str(args[1])) {
@@ -677,59 +696,123 @@ fn call(func: Func, args: &[Value], f: &Facts<'_, '_>, h: &mut Heap) -> Result<V
 /// `net.ParseCIDR(...).Contains`: an IPv4 address written as IPv4-mapped IPv6 is in an
 /// IPv4 network. `None` for a malformed CIDR.
 pub fn in_cidr(ip: IpAddr, cidr: &str) -> Option<bool> {
-    let (addr, len) = cidr.split_once('/')?;
-    let net: IpAddr = addr.parse().ok()?;
-    let len: u32 = len.parse().ok()?;
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) if len <= 32 => {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            Some(u32::from(a) & mask == u32::from(n) & mask)
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) if len <= 128 => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
-            Some(u128::from(a) & mask == u128::from(n) & mask)
-        }
-        (_, IpAddr::V4(_)) if len <= 32 => Some(false),
-        (_, IpAddr::V6(_)) if len <= 128 => Some(false),
-        _ => None,
+    Some(Cidr::parse(cidr)?.contains(ip))
+}
+
+/// A network read from `10.0.0.0/8` or `2001:db8::/32` (the prefix length fits the
+/// family).
+#[derive(Clone, Copy, Debug)]
+pub struct Cidr {
+    net: IpAddr,
+    len: u32,
+}
+
+impl Cidr {
+    /// `None` for a malformed CIDR.
+    pub fn parse(cidr: &str) -> Option<Cidr> {
+        let (addr, len) = cidr.split_once('/')?;
+        let net: IpAddr = addr.parse().ok()?;
+        let len: u32 = len.parse().ok()?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        (len <= max).then_some(Cidr { net, len })
     }
+
+    /// Whether `ip` is in the network (see [`in_cidr`]).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let len = self.len;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (ip, self.net) {
+            (IpAddr::V4(a), IpAddr::V4(n)) => {
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                u32::from(a) & mask == u32::from(n) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(n)) => {
+                let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+                u128::from(a) & mask == u128::from(n) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An IP address as Rust's parser reads it, with the usual IPv4 form (four decimal
+/// parts of at most three digits, no leading zero) read without it.
+pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    match parse_ipv4(s) {
+        Some(v4) => Some(IpAddr::V4(v4)),
+        None => s.parse().ok(),
+    }
+}
+
+/// `a.b.c.d`, each part 0-255 in at most three digits without a leading zero: what
+/// `Ipv4Addr::from_str` takes, read in one pass (`None` for anything else, which that
+/// parser then reads or refuses).
+pub fn parse_ipv4(s: &str) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut part = 0;
+    let mut digits = 0;
+    let mut v: u32 = 0;
+    for &b in s.as_bytes() {
+        match b {
+            b'0'..=b'9' => {
+                if digits == 3 || (digits == 1 && v == 0) {
+                    return None;
+                }
+                v = v * 10 + u32::from(b - b'0');
+                digits += 1;
+            }
+            b'.' if digits > 0 && part < 3 => {
+                octets[part] = u8::try_from(v).ok()?;
+                part += 1;
+                digits = 0;
+                v = 0;
+            }
+            _ => return None,
+        }
+    }
+    if part != 3 || digits == 0 {
+        return None;
+    }
+    octets[3] = u8::try_from(v).ok()?;
+    Some(std::net::Ipv4Addr::from(octets))
 }
 
 /// Writes a lower-cased wire name in presentation form (RFC 1035 5.1 escapes, as
 /// CoreDNS's `state.Name()`), into a buffer that keeps its capacity.
 pub fn write_name(wire: &[u8], out: &mut String) {
-    out.clear();
+    // Written as bytes (all ASCII), then made a string again with one check: the
+    // buffer keeps its capacity.
+    let mut buf = std::mem::take(out).into_bytes();
+    buf.clear();
     let mut at = 0;
     while at < wire.len() && wire[at] != 0 {
         let len = wire[at] as usize;
         let label = wire.get(at + 1..at + 1 + len).unwrap_or(&[]);
         if label.iter().all(|&b| PLAIN[b as usize]) {
             // The usual label: printable ASCII with nothing to escape, copied whole.
-            out.push_str(std::str::from_utf8(label).unwrap_or_default());
+            buf.extend_from_slice(label);
         } else {
             for &b in label {
                 match b {
                     b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$' => {
-                        out.push('\\');
-                        out.push(b as char);
+                        buf.push(b'\\');
+                        buf.push(b);
                     }
-                    0x21..=0x7E => out.push(b as char),
-                    _ => {
-                        let _ = write!(out, "\\{b:03}");
-                    }
+                    0x21..=0x7E => buf.push(b),
+                    _ => buf.extend_from_slice(&[b'\\', b'0' + b / 100, b'0' + b / 10 % 10, b'0' + b % 10]),
                 }
             }
         }
-        out.push('.');
+        buf.push(b'.');
         at += 1 + len;
     }
-    if out.is_empty() {
-        out.push('.');
+    if buf.is_empty() {
+        buf.push(b'.');
     }
+    *out = String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
 }
 
 /// The bytes a name label holds that its presentation form writes as they are.

@@ -39,7 +39,7 @@ mod tests;
 
 use std::fmt;
 
-pub use eval::{Facts, GroupKey, Heap, Span, Value, View, in_cidr, write_name};
+pub use eval::{Cidr, Facts, GroupKey, Heap, Span, Value, View, in_cidr, parse_ip, parse_ipv4, write_name};
 
 /// Longest expression text accepted.
 pub const MAX_LEN: usize = 4096;

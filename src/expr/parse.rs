@@ -1,6 +1,6 @@
 //! The parser: tokens to a tree, every name resolved, depth bounded.
 
-use super::eval::Value;
+use super::eval::{Cidr, Value};
 use super::lex::Tok;
 use super::{CompileError, MAX_ARRAY, MAX_DEPTH, Scope};
 
@@ -26,6 +26,8 @@ pub enum Expr {
     Call(Func, Vec<Expr>),
     /// `any/all/none/one(array, predicate)`.
     Closure(Quant, Box<Expr>, Box<Expr>),
+    /// `incidr(x, 'literal')` whose literal is a network: parsed once, here.
+    InCidr(Box<Expr>, Cidr),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +171,40 @@ pub fn parse(toks: &[Tok], scope: &Scope) -> Result<(Expr, bool), CompileError> 
         return Err(CompileError(format!("unexpected {} after the expression", show(t))));
     }
     check(&e)?;
+    let mut e = e;
+    fold(&mut e);
     Ok((e, p.group))
+}
+
+/// Work done once that every evaluation would repeat: `incidr(x, '10.0.0.0/8')` keeps
+/// its network parsed ([`Expr::InCidr`]); a literal that is no network stays a call (its
+/// error is the query's, as before).
+fn fold(e: &mut Expr) {
+    match e {
+        Expr::Lit(_) | Expr::LitStr(_) | Expr::Var(_) | Expr::Elem => {}
+        Expr::Array(items) => items.iter_mut().for_each(fold),
+        Expr::Not(x) | Expr::Neg(x) | Expr::Matches(x, _) | Expr::InCidr(x, _) => fold(x),
+        Expr::And(a, b) | Expr::Or(a, b) | Expr::Binary(_, a, b) | Expr::Closure(_, a, b) => {
+            fold(a);
+            fold(b);
+        }
+        Expr::Cond(c, a, b) => {
+            fold(c);
+            fold(a);
+            fold(b);
+        }
+        Expr::Call(func, args) => {
+            args.iter_mut().for_each(fold);
+            let net = match (*func, args.as_slice()) {
+                (Func::Incidr, [_, Expr::LitStr(c)]) => Cidr::parse(c),
+                _ => None,
+            };
+            if let Some(net) = net {
+                let x = std::mem::replace(&mut args[0], Expr::Lit(Value::Nil));
+                *e = Expr::InCidr(Box::new(x), net);
+            }
+        }
+    }
 }
 
 fn show(t: &Tok) -> String {
@@ -669,6 +704,10 @@ pub fn check(e: &Expr) -> Result<Ty, CompileError> {
                 return fail(format!("invalid argument for len (type {})", tys[0].name()));
             }
             ret
+        }
+        Expr::InCidr(x, _) => {
+            check(x)?;
+            Ty::Bool
         }
         Expr::Closure(_, array, pred) => {
             let a = check(array)?;

@@ -70,7 +70,9 @@ pub enum Field {
     Regex,
     Match,
     Group,
-    GroupKey(String),
+    /// `.Group.NAME`: the name, and its index among the rule's keys ([`Names::keys`]),
+    /// which the rule resolves once per regex.
+    GroupKey(String, usize),
     Var,
     /// A declared variable, by its index.
     VarKey(usize),
@@ -89,6 +91,11 @@ pub trait Data {
     /// A variable by name (for `index .Var "x"`).
     fn var(&self, name: &str) -> Option<View<'_>>;
     fn vars(&self) -> usize;
+    /// Writes field `f` as printing its value would, when the data can do that directly
+    /// (`false`: nothing written, the value is made and printed).
+    fn write_field(&self, _f: &Field, _out: &mut String) -> bool {
+        false
+    }
 }
 
 /// A value during rendering.
@@ -173,6 +180,8 @@ impl Val<'_> {
 /// What a template compiles against: the variables `var` declares.
 pub struct Names<'a> {
     pub vars: &'a [String],
+    /// The `.Group.NAME` keys of the rule's templates, gathered as they compile.
+    pub keys: &'a std::cell::RefCell<Vec<String>>,
 }
 
 impl Template {
@@ -244,7 +253,7 @@ impl Template {
 
     /// Whether the template uses `.Match` or `.Group` (the regex must then capture).
     pub fn uses_captures(&self) -> bool {
-        self.uses(&|f| matches!(f, Field::Match | Field::Group | Field::GroupKey(_)))
+        self.uses(&|f| matches!(f, Field::Match | Field::Group | Field::GroupKey(..)))
     }
 
     /// Whether the template uses `.Remote` (the client's address is then written out).
@@ -294,7 +303,16 @@ fn render_nodes<'d>(nodes: &'d [Node], data: &'d dyn Data, out: &mut String) -> 
     for n in nodes {
         match n {
             Node::Text(t) => out.push_str(t),
-            Node::Out(c) => eval(c, data, out)?.write(out)?,
+            Node::Out(c) => {
+                // A field printed as it is: written by the data itself, with no value made.
+                let written = match c {
+                    Cmd::Arg(Arg::Field(f)) => data.write_field(f, out),
+                    _ => false,
+                };
+                if !written {
+                    eval(c, data, out)?.write(out)?;
+                }
+            }
             Node::If(arms, other) => {
                 let mut done = false;
                 for (cond, body) in arms {
@@ -647,7 +665,17 @@ impl Parser<'_> {
             ("Regex", None) => Field::Regex,
             ("Match", None) => Field::Match,
             ("Group", None) => Field::Group,
-            ("Group", Some(k)) => Field::GroupKey(k.to_string()),
+            ("Group", Some(k)) => {
+                let mut keys = self.names.keys.borrow_mut();
+                let id = match keys.iter().position(|x| x == k) {
+                    Some(id) => id,
+                    None => {
+                        keys.push(k.to_string());
+                        keys.len() - 1
+                    }
+                };
+                Field::GroupKey(k.to_string(), id)
+            }
             ("Var", None) => Field::Var,
             ("Var", Some(k)) => match self.names.vars.iter().rposition(|v| v == k) {
                 Some(i) => Field::VarKey(i),
@@ -767,7 +795,7 @@ mod tests {
                 Field::Type => Val::Str("A".into()),
                 Field::Remote => Val::Str("10.240.0.1".into()),
                 Field::Regex => Val::Str(".*".into()),
-                Field::GroupKey(k) => self.group(k).map_or(Val::NoValue, |g| Val::Str(g.into())),
+                Field::GroupKey(k, _) => self.group(k).map_or(Val::NoValue, |g| Val::Str(g.into())),
                 Field::VarKey(_) => Val::Value(View::Bool(true)),
                 f => Val::Collection(f.clone()),
             }
@@ -796,7 +824,13 @@ mod tests {
 
     fn render(src: &str) -> Result<String, String> {
         let vars = ["local".to_string()];
-        let t = Template::compile(src, &Names { vars: &vars })?;
+        let t = Template::compile(
+            src,
+            &Names {
+                vars: &vars,
+                keys: &Default::default(),
+            },
+        )?;
         let mut out = String::new();
         t.render(&D, &mut out)?;
         Ok(out)

@@ -4,8 +4,13 @@
 //!   does it match?  ──▶ dense DFA (built at setup when it fits in DFA_SIZE_LIMIT):
 //!                        one table lookup per byte, no cache, stops at the first match
 //!                   └─▶ otherwise the meta regex (lazy DFA, per-worker cache)
-//!   where are the captures? ──▶ one-pass DFA (built at setup for a pattern anchored
-//!                        at its start that is one-pass): one pass, no second search
+//!   where are the captures? ──▶ shape (a pattern anchored at its start whose syntax
+//!                        tree is literals, captures, single-byte classes repeated, and
+//!                        fixed repeats of those, where each open-ended run is followed
+//!                        by a byte it cannot take: one way to match, found in one
+//!                        forward walk, `^ip-([0-9]+)-([0-9]+)[.]x[.]$`)
+//!                   └─▶ one-pass DFA (built at setup for a pattern anchored at its
+//!                        start that is one-pass): one pass, no second search
 //!                   └─▶ otherwise the meta regex
 //! ```
 //!
@@ -16,10 +21,11 @@ use regex_automata::dfa::{Automaton, dense, onepass};
 use regex_automata::meta::{self, Regex};
 use regex_automata::nfa::thompson;
 use regex_automata::util::captures::Captures;
-use regex_automata::util::primitives::StateID;
+use regex_automata::util::primitives::{NonMaxUsize, StateID};
 use regex_automata::util::start;
 use regex_automata::util::syntax;
-use regex_automata::{Anchored, Input};
+use regex_automata::{Anchored, Input, PatternID};
+use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
 /// The most a dense DFA may take (built at setup, shared by every worker); a pattern
 /// whose DFA is larger is searched with the meta regex instead.
@@ -29,6 +35,10 @@ pub struct Matcher {
     meta: Regex,
     dfa: Option<dense::DFA<Vec<u32>>>,
     onepass: Option<onepass::DFA>,
+    shape: Option<Shape>,
+    /// The named groups and their indexes (a scan of a few short names is cheaper per
+    /// query than the hash lookup of `Captures::get_group_by_name`).
+    names: Vec<(Box<str>, usize)>,
 }
 
 /// A worker's search state for one matcher.
@@ -86,7 +96,36 @@ impl Matcher {
                     .build_from_nfa(nfa)
                     .ok()
             });
-        Ok(Matcher { meta, dfa, onepass })
+        let names = meta
+            .group_info()
+            .pattern_names(PatternID::ZERO)
+            .enumerate()
+            .filter_map(|(i, n)| Some((Box::from(n?), i)))
+            .collect();
+        let caps = match &onepass {
+            Some(o) => o.create_captures(),
+            None => meta.create_captures(),
+        };
+        let shape = regex_automata::util::syntax::parse_with(pattern, &syn)
+            .ok()
+            .and_then(|hir| Shape::new(&hir, &caps));
+        Ok(Matcher {
+            meta,
+            dfa,
+            onepass,
+            shape,
+            names,
+        })
+    }
+
+    /// Where group `index`'s start and end are in the captures' slots.
+    pub fn group_slot(&self, index: usize) -> Option<usize> {
+        self.meta.group_info().slot(PatternID::ZERO, index)
+    }
+
+    /// The index of the group called `name`.
+    pub fn group_index(&self, name: &str) -> Option<usize> {
+        self.names.iter().find(|(n, _)| **n == *name).map(|&(_, i)| i)
     }
 
     pub fn cache(&self) -> MatchCache {
@@ -125,7 +164,9 @@ impl Matcher {
 
     /// Searches `name`, leaving the groups in `cache.caps`; whether it matched.
     pub fn captures(&self, name: &str, cache: &mut MatchCache) -> bool {
-        if let (Some(dfa), Some(c)) = (&self.onepass, &mut cache.onepass) {
+        if let Some(shape) = &self.shape {
+            shape.captures(name.as_bytes(), &mut cache.caps);
+        } else if let (Some(dfa), Some(c)) = (&self.onepass, &mut cache.onepass) {
             dfa.captures(c, Input::new(name).anchored(Anchored::Yes), &mut cache.caps);
         } else {
             self.meta
@@ -139,11 +180,234 @@ impl Matcher {
         self.dfa.is_some()
     }
 
-    /// Which engines this pattern got (dense DFA, one-pass), for tests.
+    /// Which engines this pattern got (dense DFA, one-pass, shape), for tests.
     #[cfg(test)]
-    pub fn engines(&self) -> (bool, bool) {
-        (self.dfa.is_some(), self.onepass.is_some())
+    pub fn engines(&self) -> (bool, bool, bool) {
+        (self.dfa.is_some(), self.onepass.is_some(), self.shape.is_some())
     }
+}
+
+/// Most copies a fixed repeat of a group is unrolled into (`(-[0-9]+){3}`).
+const MAX_UNROLL: u32 = 16;
+/// Most steps a shape may have.
+const MAX_STEPS: usize = 256;
+
+/// A capturing search without an engine, for the patterns that can match a name in one
+/// way only: the syntax tree flattened into steps walked once over the name. Each step
+/// either must match where it stands or the name does not match at all, so the first
+/// walk that reaches the end is the match, with the groups where any engine puts them
+/// (a group inside a fixed repeat holds its last copy, as RE2's do).
+struct Shape {
+    steps: Vec<Step>,
+    /// Slots in the captures to clear before a search (those a step sets).
+    slots: usize,
+}
+
+enum Step {
+    /// These bytes, here.
+    Lit(Box<[u8]>),
+    /// Bytes of the set, as many as there are (greedy), from `min` to `max`.
+    Run { set: Box<[bool; 256]>, min: u32, max: u32 },
+    /// The position goes into this slot.
+    Save(usize),
+    /// The end of the name (`$`).
+    End,
+}
+
+impl Shape {
+    /// The shape of `hir`, when it has one (see [`Shape`]); `caps` says where the
+    /// groups' slots are.
+    fn new(hir: &Hir, caps: &Captures) -> Option<Shape> {
+        // Anchored at the start: `^` first (groups may open before it).
+        let mut steps = Vec::new();
+        let mut anchored = false;
+        flatten(hir, caps, &mut steps, &mut anchored, &mut false)?;
+        if !anchored || steps.len() > MAX_STEPS {
+            return None;
+        }
+        // One way to match: an open-ended run is followed by a literal whose first
+        // byte it cannot take, by the end, or by nothing; a run of fixed length may be
+        // followed by anything.
+        for (i, st) in steps.iter().enumerate() {
+            let Step::Run { set, min, max } = st else { continue };
+            if min == max {
+                continue;
+            }
+            let next = steps[i + 1..].iter().find(|s| !matches!(s, Step::Save(_)));
+            match next {
+                None | Some(Step::End) => {}
+                Some(Step::Lit(l)) if !set[usize::from(l[0])] => {}
+                _ => return None,
+            }
+        }
+        // Every slot of the pattern is written by a step (no optional group).
+        let slots = caps.group_info().slot_len();
+        let mut seen = vec![false; slots];
+        for st in &steps {
+            if let Step::Save(i) = st {
+                seen[*i] = true;
+            }
+        }
+        if seen.iter().skip(2).any(|s| !s) {
+            return None;
+        }
+        Some(Shape { steps, slots })
+    }
+
+    /// Searches `name` (anchored at its start), leaving the groups in `caps`.
+    fn captures(&self, name: &[u8], caps: &mut Captures) {
+        caps.set_pattern(None);
+        let slots = caps.slots_mut();
+        let Some(slots) = slots.get_mut(..self.slots) else {
+            return;
+        };
+        slots.fill(None);
+        let mut at = 0usize;
+        for st in &self.steps {
+            match st {
+                Step::Lit(l) => {
+                    if !name[at..].starts_with(l) {
+                        return;
+                    }
+                    at += l.len();
+                }
+                Step::Run { set, min, max } => {
+                    let rest = &name[at..];
+                    let limit = rest.len().min(*max as usize);
+                    let n = rest[..limit]
+                        .iter()
+                        .position(|&b| !set[usize::from(b)])
+                        .unwrap_or(limit);
+                    if n < *min as usize {
+                        return;
+                    }
+                    at += n;
+                }
+                Step::Save(i) => slots[*i] = NonMaxUsize::new(at),
+                Step::End => {
+                    if at != name.len() {
+                        return;
+                    }
+                }
+            }
+        }
+        slots[0] = NonMaxUsize::new(0);
+        slots[1] = NonMaxUsize::new(at);
+        caps.set_pattern(Some(PatternID::ZERO));
+    }
+}
+
+/// Appends the steps of `hir`; `None` when it is not of a shape (see [`Shape`]).
+/// `anchored`: a `^` was seen; `started`: a step that reads a byte was.
+fn flatten(hir: &Hir, caps: &Captures, out: &mut Vec<Step>, anchored: &mut bool, started: &mut bool) -> Option<()> {
+    if out.len() > MAX_STEPS {
+        return None;
+    }
+    match hir.kind() {
+        HirKind::Empty => {}
+        HirKind::Literal(l) => {
+            if l.0.is_empty() {
+                return Some(());
+            }
+            if !*anchored {
+                return None;
+            }
+            *started = true;
+            match out.last_mut() {
+                Some(Step::Lit(prev)) => {
+                    let mut joined = prev.to_vec();
+                    joined.extend_from_slice(&l.0);
+                    *prev = joined.into_boxed_slice();
+                }
+                _ => out.push(Step::Lit(l.0.clone())),
+            }
+        }
+        HirKind::Class(c) => {
+            if !*anchored {
+                return None;
+            }
+            *started = true;
+            out.push(Step::Run {
+                set: byte_set(c)?,
+                min: 1,
+                max: 1,
+            });
+        }
+        HirKind::Look(Look::Start) => {
+            // `^` is the first thing read, or the pattern is not anchored.
+            if *started {
+                return None;
+            }
+            *anchored = true;
+        }
+        HirKind::Look(Look::End) => {
+            if !*anchored {
+                return None;
+            }
+            out.push(Step::End);
+        }
+        HirKind::Look(_) => return None,
+        HirKind::Repetition(r) => {
+            if !*anchored || !r.greedy {
+                return None;
+            }
+            let single = match r.sub.kind() {
+                HirKind::Class(c) => Some(byte_set(c)?),
+                HirKind::Literal(l) if l.0.len() == 1 => {
+                    let mut set = Box::new([false; 256]);
+                    set[usize::from(l.0[0])] = true;
+                    Some(set)
+                }
+                _ => None,
+            };
+            match single {
+                Some(set) => {
+                    *started = true;
+                    out.push(Step::Run {
+                        set,
+                        min: r.min,
+                        max: r.max.unwrap_or(u32::MAX),
+                    });
+                }
+                // A fixed repeat of something larger: its copies one after another.
+                None if r.max == Some(r.min) && r.min <= MAX_UNROLL => {
+                    for _ in 0..r.min {
+                        flatten(&r.sub, caps, out, anchored, started)?;
+                    }
+                }
+                None => return None,
+            }
+        }
+        HirKind::Capture(c) => {
+            let gi = caps.group_info();
+            let start = gi.slot(PatternID::ZERO, c.index as usize)?;
+            out.push(Step::Save(start));
+            flatten(&c.sub, caps, out, anchored, started)?;
+            out.push(Step::Save(start + 1));
+        }
+        HirKind::Concat(parts) => {
+            for p in parts {
+                flatten(p, caps, out, anchored, started)?;
+            }
+        }
+        HirKind::Alternation(_) => return None,
+    }
+    Some(())
+}
+
+/// The bytes a class takes (a Unicode class only when it is all ASCII: names are).
+fn byte_set(c: &Class) -> Option<Box<[bool; 256]>> {
+    let bytes = match c {
+        Class::Bytes(b) => b.clone(),
+        Class::Unicode(u) => u.to_byte_class()?,
+    };
+    let mut set = Box::new([false; 256]);
+    for r in bytes.ranges() {
+        for b in r.start()..=r.end() {
+            set[usize::from(b)] = true;
+        }
+    }
+    Some(set)
 }
 
 /// Feeds the presentation form of `wire` to `dfa` from `sid`: `Ok` with the state
@@ -215,8 +479,19 @@ mod tests {
             r"\bweb\b",
             "$^",
             r"\pL+",
+            // Shapes: a group repeated a fixed number of times, fixed-width runs one
+            // after another, bounded runs, case folding, no `$`, and patterns that look
+            // alike but can match in more than one way (the engines answer those).
+            r"^ip-(?P<ip>[0-9]+(-[0-9]+){3})[.]expr[.]test[.]$",
+            r"^ip0a(?P<b>[a-f0-9]{2})(?P<c>[a-f0-9]{2})[.]example[.]$",
+            r"^(?P<d>[0-9]{1,3})[.](?P<c>[0-9]*)[.]",
+            r"^(?i)IP-([0-9]+)-",
+            r"^([a-z0-9-]+)-([0-9]+)[.]",
+            r"^([^.]+)[.]([^.]*)[.]?",
+            r"^(x)?ip-",
+            r"^[0-9]+",
         ];
-        let names: [&[u8]; 7] = [
+        let names: [&[u8]; 13] = [
             b"\x03web\x06team-a\x03svc\x07cluster\x05local\x08internal\x08cloudapp\x03net\x00",
             b"\x0bip-10-1-2-3\x05synth\x04test\x00",
             b"\x01x\x0dip-10-95-12-8\x07example\x00",
@@ -224,6 +499,12 @@ mod tests {
             b"\x03a.b\x02c\xff\x01@\x00",
             b"\x00",
             b"\x03web\x00",
+            b"\x0bip-10-1-2-3\x04expr\x04test\x00",
+            b"\x0aip-10-1-2-\x04expr\x04test\x00",
+            b"\x0cip-10-1-2-3-\x05synth\x04test\x00",
+            b"\x08ip0a7b7b\x07example\x00",
+            b"\x0bip-1234-5-x\x03\x31\x32\x33\x00",
+            b"\x0311x\x03222\x00",
         ];
         for p in patterns {
             let m = Matcher::new(p, 1 << 20).unwrap();
@@ -252,6 +533,23 @@ mod tests {
         let aks = Matcher::new(patterns[0], 1 << 20).unwrap();
         assert!(aks.engines().0);
         let synth = Matcher::new(patterns[1], 1 << 20).unwrap();
-        assert_eq!(synth.engines(), (true, true));
+        assert_eq!(synth.engines(), (true, true, true));
+        // Which patterns the shape takes, and which it leaves to the engines.
+        let shaped = |p: &str| Matcher::new(p, 1 << 20).unwrap().engines().2;
+        assert!(shaped(patterns[10]), "fixed repeat of a group");
+        assert!(shaped(patterns[11]), "fixed-width runs");
+        assert!(shaped(patterns[12]), "bounded runs, no $");
+        assert!(shaped(patterns[13]), "case folding");
+        assert!(shaped(patterns[17]), "a run at the end");
+        for p in [
+            patterns[0],
+            patterns[2],
+            patterns[3],
+            patterns[14],
+            patterns[15],
+            patterns[16],
+        ] {
+            assert!(!shaped(p), "{p}: more than one way to match, or not anchored");
+        }
     }
 }

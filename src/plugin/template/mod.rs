@@ -19,7 +19,8 @@
 //! ```
 //!
 //! Per query a rule costs one regex search (matcher.rs: a dense DFA walked over the
-//! wire name when only "does it match" is asked, a one-pass DFA for captures); a record
+//! wire name when only "does it match" is asked; for captures, one forward walk of the
+//! pattern's steps when it can match only one way, else a one-pass DFA); a record
 //! without actions is copied as encoded at setup; one with actions whose owner is
 //! `{{ .Name }}` and whose TTL, class and type are fixed (A AAAA CNAME NS PTR DNAME) is
 //! written from the query's wire name, the type/class/TTL bytes encoded at setup and
@@ -94,6 +95,9 @@ struct Rule {
     regexes: Vec<Matcher>,
     /// Their patterns (`.Regex`).
     patterns: Vec<String>,
+    /// Per regex, per `.Group.NAME` key of the templates (`Field::GroupKey`'s index):
+    /// the first slot (in the captures) of the group it names in that regex.
+    key_index: Vec<Vec<Option<usize>>>,
     /// Answer, authority, additional (the order they are written in the reply).
     sections: [Vec<Rr>; 3],
     rcode: Rcode,
@@ -240,6 +244,7 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         zones,
         regexes: Vec::new(),
         patterns: Vec::new(),
+        key_index: Vec::new(),
         sections: [Vec::new(), Vec::new(), Vec::new()],
         rcode: Rcode::NOERROR,
         ede: None,
@@ -367,7 +372,11 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
     if total > MAX_RECORDS {
         return Err(d.err(NAME, format!("more than {MAX_RECORDS} records in one template")));
     }
-    let names = Names { vars: &rule.var_names };
+    let keys = std::cell::RefCell::new(Vec::new());
+    let names = Names {
+        vars: &rule.var_names,
+        keys: &keys,
+    };
     for (section, opt, text) in pending {
         if text.len() > MAX_TEMPLATE_LEN {
             return Err(opt.err(NAME, format!("template longer than {MAX_TEMPLATE_LEN} bytes")));
@@ -406,6 +415,23 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
             source: text.to_string(),
         });
     }
+    // Each `.Group.NAME` key's group in each regex, found once: a number is the group
+    // of that index, a name the group of that name; kept as the group's first slot.
+    rule.key_index = rule
+        .regexes
+        .iter()
+        .map(|m| {
+            keys.borrow()
+                .iter()
+                .map(|k| {
+                    k.parse::<usize>()
+                        .ok()
+                        .or_else(|| m.group_index(k))
+                        .and_then(|i| m.group_slot(i))
+                })
+                .collect()
+        })
+        .collect();
     rule.captures |= uses_group;
     rule.stateless = !rule.captures
         && !rule.remote
@@ -479,8 +505,6 @@ fn parse_type(s: &str) -> Option<u16> {
 
 /// What a rule made of a query.
 enum Matched {
-    /// Not the rule's zone, class or type: the next rule is asked.
-    Skip,
     /// The rule's zone, but no regex matched or an `expr` was false.
     No,
     /// An expression failed to evaluate (CoreDNS: SERVFAIL whatever `fallthrough` says).
@@ -517,9 +541,17 @@ impl TemplatePlugin {
             .map_or(0x7FFF, |&i| usize::from(i).min(0x7FFF))
     }
 
-    fn matches(&self, ri: usize, q: &Query<'_, '_>, s: &mut Scratch) -> Matched {
+    /// The zone of rule `ri` the query is in, when the rule takes its class and type
+    /// (`None`: the rule is skipped).
+    fn takes(&self, ri: usize, q: &Query<'_, '_>) -> Option<usize> {
         let rule = &self.rules[ri];
         let req = q.req;
+        if rule.qclass != class::ANY && req.qclass != class::ANY && req.qclass != rule.qclass {
+            return None;
+        }
+        if rule.qtype != rtype::ANY && req.qtype != rtype::ANY && req.qtype != rule.qtype {
+            return None;
+        }
         // plugin.Zones(t.zones).Matches: the longest zone the name is in.
         let zone = rule
             .zones
@@ -527,15 +559,13 @@ impl TemplatePlugin {
             .enumerate()
             .filter(|(_, z)| z.contains(&req.qname))
             .max_by_key(|(_, z)| z.label_count());
-        let Some((zi, _)) = zone else {
-            return Matched::Skip;
-        };
-        if rule.qclass != class::ANY && req.qclass != class::ANY && req.qclass != rule.qclass {
-            return Matched::Skip;
-        }
-        if rule.qtype != rtype::ANY && req.qtype != rtype::ANY && req.qtype != rule.qtype {
-            return Matched::Skip;
-        }
+        zone.map(|(zi, _)| zi)
+    }
+
+    /// Whether rule `ri`, which takes the query in its zone `zi`, matches it.
+    fn matches(&self, ri: usize, zi: usize, q: &Query<'_, '_>, s: &mut Scratch) -> Matched {
+        let rule = &self.rules[ri];
+        let req = q.req;
         let regex = if rule.regexes.is_empty() {
             usize::MAX
         } else {
@@ -590,7 +620,7 @@ impl TemplatePlugin {
             let group = |k: GroupKey<'_>| -> Option<&str> {
                 let span = match (caps, k) {
                     (Some(c), GroupKey::Index(i)) => usize::try_from(i).ok().and_then(|i| c.get_group(i)),
-                    (Some(c), GroupKey::Name(n)) => group_by_name(c, n),
+                    (Some(c), GroupKey::Name(n)) => rule.regexes[regex].group_index(n).and_then(|i| c.get_group(i)),
                     // The default `.*` matches the whole name, capture 0 only.
                     (None, GroupKey::Index(0)) => return Some(name),
                     (None, _) => None,
@@ -711,6 +741,8 @@ impl TemplatePlugin {
                             remote,
                             pattern: rule.patterns.get(regex).map(String::as_str),
                             caps: caches[ri].get(regex).map(|c| &c.caps),
+                            matcher: rule.regexes.get(regex),
+                            keys: rule.key_index.get(regex).map(Vec::as_slice),
                             vars,
                             heap,
                             var_names: &rule.var_names,
@@ -812,16 +844,6 @@ fn labels(rule: &Rule, qclass: u16, qtype: u16) -> (u16, u16) {
     (c, t)
 }
 
-/// A named group's span: a scan of the (few) names, cheaper per query than the
-/// hash lookup of `Captures::get_group_by_name`.
-fn group_by_name(c: &Captures, name: &str) -> Option<regex_automata::Span> {
-    let i = c
-        .group_info()
-        .pattern_names(regex_automata::PatternID::ZERO)
-        .position(|n| n == Some(name))?;
-    c.get_group(i)
-}
-
 struct RenderData<'a> {
     /// `.Meta "label"`: the query's metadata (empty when unset).
     meta: &'a dyn Fn(&str, &mut String),
@@ -833,6 +855,10 @@ struct RenderData<'a> {
     /// The pattern that matched (`None`: the default `.*`) and its captures.
     pattern: Option<&'a str>,
     caps: Option<&'a Captures>,
+    /// The regex that matched (its group names).
+    matcher: Option<&'a Matcher>,
+    /// Its groups by `.Group.NAME` key (`Rule::key_index`).
+    keys: Option<&'a [Option<usize>]>,
     vars: &'a [Value],
     heap: &'a Heap,
     var_names: &'a [String],
@@ -847,7 +873,7 @@ impl Data for RenderData<'_> {
             Field::Type => Val::Str(rtype::name(self.rtype)),
             Field::Remote => Val::Str(self.remote.into()),
             Field::Regex => Val::Str(self.pattern.unwrap_or(".*").into()),
-            Field::GroupKey(k) => self.group(k).map_or(Val::NoValue, |g| Val::Str(g.into())),
+            Field::GroupKey(k, id) => self.group_key(k, *id).map_or(Val::NoValue, |g| Val::Str(g.into())),
             Field::VarKey(i) => self
                 .vars
                 .get(*i)
@@ -873,7 +899,10 @@ impl Data for RenderData<'_> {
             (None, Ok(0)) => return Some(self.name),
             (None, _) => return None,
             (Some(c), Ok(i)) => c.get_group(i),
-            (Some(c), Err(_)) => group_by_name(c, key),
+            (Some(c), Err(_)) => self
+                .matcher
+                .and_then(|m| m.group_index(key))
+                .and_then(|i| c.get_group(i)),
         };
         span.map(|s| &self.name[s.range()])
     }
@@ -889,6 +918,38 @@ impl Data for RenderData<'_> {
 
     fn vars(&self) -> usize {
         self.var_names.len()
+    }
+
+    fn write_field(&self, f: &Field, out: &mut String) -> bool {
+        match f {
+            Field::Name => out.push_str(self.name),
+            Field::GroupKey(k, id) => out.push_str(self.group_key(k, *id).unwrap_or("<no value>")),
+            Field::VarKey(i) => match self.vars.get(*i).map(|v| self.heap.view(*v)) {
+                Some(View::Str(s)) => out.push_str(s),
+                _ => return false,
+            },
+            _ => return false,
+        }
+        true
+    }
+}
+
+impl RenderData<'_> {
+    /// `.Group.KEY`, key `id` of the rule: by the index resolved at setup when a regex
+    /// matched, as [`Data::group`] finds it otherwise.
+    fn group_key(&self, key: &str, id: usize) -> Option<&str> {
+        match (self.caps, self.keys.and_then(|k| k.get(id))) {
+            (Some(c), Some(slot)) => {
+                let slot = (*slot)?;
+                if !c.is_match() {
+                    return None;
+                }
+                let slots = c.slots();
+                let (start, end) = (slots.get(slot).copied()??, slots.get(slot + 1).copied()??);
+                self.name.get(start.get()..end.get())
+            }
+            _ => self.group(key),
+        }
     }
 }
 
@@ -918,11 +979,12 @@ impl TemplatePlugin {
         }
         // A rule that keeps nothing per query (a regex with a dense DFA, fixed records)
         // works on an empty stack scratch, which allocates nothing, and takes no lock.
-        let mut local = Scratch::default();
+        let mut local: Option<Scratch> = None;
         let mut guard = None;
         for ri in 0..self.rules.len() {
+            let Some(zi) = self.takes(ri, q) else { continue };
             let s: &mut Scratch = if self.rules[ri].stateless {
-                &mut local
+                local.get_or_insert_with(Scratch::default)
             } else {
                 guard.get_or_insert_with(|| {
                     let mut g = self.scratch[q.worker.id % self.scratch.len()].lock();
@@ -930,8 +992,7 @@ impl TemplatePlugin {
                     g
                 })
             };
-            match self.matches(ri, q, s) {
-                Matched::Skip => {}
+            match self.matches(ri, zi, q, s) {
                 Matched::No => match &self.rules[ri].fall {
                     Some(fall) if Zone::any_contains(fall, &q.req.qname) => {}
                     _ => return Step::Fail(Rcode::SERVFAIL, None),

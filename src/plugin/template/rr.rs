@@ -242,10 +242,7 @@ pub fn plain_name(wire: &[u8]) -> bool {
         let Some(label) = wire.get(at + 1..at + 1 + usize::from(len)) else {
             return false;
         };
-        if !label
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-        {
+        if !label.iter().all(|&c| NAME_BYTE[usize::from(c)]) {
             return false;
         }
         at += 1 + usize::from(len);
@@ -255,6 +252,19 @@ pub fn plain_name(wire: &[u8]) -> bool {
     }
     false
 }
+
+/// The bytes [`plain_name`] takes: ASCII letters, digits, `-` and `_` (a table: one
+/// load per byte).
+const NAME_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    t
+};
 
 /// Encodes the record `owner` (a lower-cased wire name) `head` `rdata` into `out`
 /// (cleared first), the rdata read from its text by type with nothing allocated.
@@ -268,7 +278,7 @@ pub fn encode_fast(owner: &[u8], head: &Head, rdata: &str, out: &mut Vec<u8>) ->
     let rdlen_at = out.len();
     out.extend_from_slice(&[0, 0]);
     match head.rtype {
-        rtype::A => match rdata.parse::<Ipv4Addr>() {
+        rtype::A => match crate::expr::parse_ipv4(rdata).map_or_else(|| rdata.parse::<Ipv4Addr>(), Ok) {
             Ok(ip) => out.extend_from_slice(&ip.octets()),
             Err(_) => return false,
         },

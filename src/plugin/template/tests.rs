@@ -923,7 +923,14 @@ fn wire_path_writes_what_the_text_path_writes() {
     let mut taken = 0;
     let mut left = 0;
     for src in templates {
-        let t = Template::compile(src, &Names { vars: &[] }).unwrap();
+        let t = Template::compile(
+            src,
+            &Names {
+                vars: &[],
+                keys: &Default::default(),
+            },
+        )
+        .unwrap();
         let fast = fast_path(&t);
         for presentation in names {
             let mut buf = [0u8; crate::dns::wire::MAX_NAME_LEN];
@@ -940,6 +947,8 @@ fn wire_path_writes_what_the_text_path_writes() {
                 remote: "10.9.8.7",
                 pattern: None,
                 caps: None,
+                matcher: None,
+                keys: None,
                 vars: &[],
                 heap: &heap,
                 var_names: &[],
