@@ -122,6 +122,8 @@ pub struct Worker {
     udp_backlog: Vec<usize>,
     /// TCP connections whose reply stream may send its next message (see `stream.rs`).
     stream_backlog: Vec<usize>,
+    /// The UDP socket whose relayed upstream replies wait in `batch` (see `exchange.rs`).
+    relay_sock: Option<usize>,
 }
 
 /// How long closing a UDP socket (a reload that drops an address, or a stop) keeps
@@ -170,6 +172,7 @@ impl Worker {
             refreshes: Vec::new(),
             udp_backlog: Vec::new(),
             stream_backlog: Vec::new(),
+            relay_sock: None,
         };
         Ok((w, waker))
     }
