@@ -11,8 +11,9 @@ use std::time::Instant;
 use super::Worker;
 use super::tcp::frame_into;
 use crate::chain::UpstreamReply;
-use crate::dns::Transport;
+use crate::dns::{Response, Transport};
 use crate::server::handler::{self, Handled, Refresh, Suspended};
+use crate::server::socket::BATCH;
 use crate::server::upstream::{ExchangeOutcome, Upstreams};
 
 /// Where a suspended query's reply goes.
@@ -28,6 +29,16 @@ pub(super) enum Client {
     },
     /// A background refresh: nobody to answer.
     Nobody,
+}
+
+/// Replies to UDP clients whose queries waited on an upstream, queued in the worker's
+/// batch for one sendmmsg: the socket they go out on, and the responses they were
+/// written in (the batch points into them until it is flushed).
+#[derive(Default)]
+pub(super) struct Relays {
+    sock: Option<usize>,
+    replies: Vec<Response>,
+    len: usize,
 }
 
 /// A query waiting on an upstream: what resumes it and where its reply goes.
@@ -95,7 +106,8 @@ impl Worker {
 
     /// Sends the replies to UDP clients queued by [`Worker::send_to_client`].
     pub(super) fn flush_relays(&mut self) {
-        let Some(sock) = self.relay_sock.take() else { return };
+        self.relays.len = 0;
+        let Some(sock) = self.relays.sock.take() else { return };
         let Some(u) = self.udp.get(sock) else { return };
         if let Ok(d) = self.batch.flush(u.sock.as_raw_fd()) {
             self.stats.dropped_replies.fetch_add(d as u64, Ordering::Relaxed);
@@ -146,14 +158,21 @@ impl Worker {
     pub(super) fn send_to_client(&mut self, client: Client) {
         match client {
             Client::Udp { sock, from, to } => {
-                if self.relay_sock.is_some_and(|s| s != sock) {
+                if self.relays.sock.is_some_and(|s| s != sock) || self.relays.len == BATCH {
                     self.flush_relays();
                 }
                 let Some(u) = self.udp.get(sock) else { return };
                 let fd = u.sock.as_raw_fd();
-                // A full batch is sent first (by `queue`).
-                let _ = self.batch.queue(fd, self.resp.bytes(), from, to);
-                self.relay_sock = Some(sock);
+                // The reply moves to a response of its own (the batch points into it);
+                // `resp` takes that one's buffer for the next query.
+                let r = &mut self.relays;
+                if r.replies.len() == r.len {
+                    r.replies.push(Response::new());
+                }
+                std::mem::swap(&mut r.replies[r.len], &mut self.resp);
+                let _ = self.batch.queue(fd, r.replies[r.len].bytes(), from, to);
+                r.len += 1;
+                r.sock = Some(sock);
             }
             Client::Nobody => {}
             Client::Tcp { conn } => {
