@@ -36,6 +36,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::chain::{Rng, UpstreamProto, UpstreamRequest};
 use crate::dns::{Header, HeaderMut};
+use crate::kubernetes::snapshot::FxHasher;
 use crate::server::stream::Stream;
 use crate::tls;
 
@@ -56,6 +57,9 @@ pub const POOL_AGE: Duration = Duration::from_secs(2);
 pub const POOL_UPSTREAMS: usize = 64;
 /// A pool whose upstream was not asked for this long is closed.
 const POOL_IDLE: Duration = Duration::from_secs(60);
+/// The maps of the per-query path (keys chosen by the worker, not by a sender): Fx, not
+/// SipHash, which cost more than the rest of the pool's bookkeeping.
+type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
 /// The token bit of a pooled socket (the rest is its index); slot tokens are below.
 const POOL_BIT: usize = 1 << 31;
 
@@ -92,9 +96,9 @@ struct Dest {
 struct UdpPool {
     socks: Vec<Option<PoolSock>>,
     free: Vec<usize>,
-    dests: HashMap<SocketAddr, Dest>,
+    dests: FxMap<SocketAddr, Dest>,
     /// (socket, message ID) of every exchange in flight on a pooled socket: its slot.
-    ids: HashMap<(usize, u16), usize>,
+    ids: FxMap<(usize, u16), usize>,
     /// Random bytes for IDs and socket picks, refilled from getrandom 256 at a time.
     random: [u8; 256],
     used: usize,
@@ -105,8 +109,8 @@ impl UdpPool {
         UdpPool {
             socks: Vec::new(),
             free: Vec::new(),
-            dests: HashMap::new(),
-            ids: HashMap::with_capacity(MAX_EXCHANGES),
+            dests: FxMap::default(),
+            ids: FxMap::with_capacity_and_hasher(MAX_EXCHANGES, Default::default()),
             random: [0; 256],
             used: 256,
         }
@@ -352,7 +356,7 @@ pub struct Upstreams<W> {
     slots: Vec<Option<Exchange<W>>>,
     free: Vec<usize>,
     deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
-    by_key: HashMap<u64, usize>,
+    by_key: FxMap<u64, usize>,
     /// Idle connections per (address, TLS configuration: 0 for plain TCP, else the
     /// address of the `tls::Upstream`, which each pooled connection keeps alive).
     pool: HashMap<(SocketAddr, usize), Vec<Idle>>,
@@ -370,7 +374,7 @@ impl<W> Upstreams<W> {
             slots: Vec::new(),
             free: Vec::new(),
             deadlines: BinaryHeap::new(),
-            by_key: HashMap::new(),
+            by_key: FxMap::default(),
             pool: HashMap::new(),
             token_base,
             udp: UdpPool::new(),
@@ -423,13 +427,14 @@ impl<W> Upstreams<W> {
         let Some(mut header) = HeaderMut::of(msg) else {
             return Err((waiter, io::ErrorKind::InvalidInput));
         };
+        let now = Instant::now();
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.slots.len() - 1
         });
         let token = Token(self.token_base | slot);
         let pooled = match &req.proto {
-            UpstreamProto::Udp => match self.udp.take(reg, self.token_base, req.to, Instant::now()) {
+            UpstreamProto::Udp => match self.udp.take(reg, self.token_base, req.to, now) {
                 Ok(p) => p,
                 Err(e) => {
                     self.free.push(slot);
@@ -456,7 +461,7 @@ impl<W> Upstreams<W> {
                 return Err((waiter, e.kind()));
             }
         };
-        let deadline = Instant::now() + req.timeout;
+        let deadline = now + req.timeout;
         self.deadlines.push(Reverse((deadline, slot)));
         if let Some(key) = req.coalesce {
             self.by_key.insert(key, slot);
