@@ -1124,6 +1124,8 @@ fn run_callgrind(a: &Args, dir: &Path) {
         let out = dir.join(format!("callgrind-{kind}.out"));
         let args = [
             "--tool=callgrind".to_string(),
+            // Every dump names its functions in full (callgrind_annotate reads it alone).
+            "--compress-strings=no".into(),
             format!("--callgrind-out-file={}", out.display()),
             bin(),
             "-workers".into(),
@@ -1165,8 +1167,9 @@ fn run_callgrind(a: &Args, dir: &Path) {
         control("-z");
         let r = closed_loop(port, queries, a.seconds);
         control("-d");
-        // The dump is written next to the out file, numbered: the newest one.
-        let totals = std::fs::read_dir(dir)
+        // The dump is written next to the out file, numbered: the newest one. A copy
+        // stays in the temporary directory for callgrind_annotate.
+        let newest = std::fs::read_dir(dir)
             .unwrap()
             .flatten()
             .filter(|e| {
@@ -1174,7 +1177,14 @@ fn run_callgrind(a: &Args, dir: &Path) {
                     .to_string_lossy()
                     .starts_with(&format!("callgrind-{kind}.out"))
             })
-            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
+        if let Some(e) = &newest {
+            let keep = std::env::temp_dir().join(format!("clusterdns-callgrind-{kind}.out"));
+            if std::fs::copy(e.path(), &keep).is_ok() {
+                println!("{kind}: dump kept as {}", keep.display());
+            }
+        }
+        let totals = newest
             .and_then(|e| std::fs::read_to_string(e.path()).ok())
             .and_then(|t| {
                 t.lines().find_map(|l| {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::Worker;
 use super::tcp::frame_into;
 use crate::chain::UpstreamReply;
-use crate::dns::{Response, Transport};
+use crate::dns::Transport;
 use crate::server::handler::{self, Handled, Refresh, Suspended};
 use crate::server::socket::BATCH;
 use crate::server::upstream::{ExchangeOutcome, Upstreams};
@@ -32,12 +32,12 @@ pub(super) enum Client {
 }
 
 /// Replies to UDP clients whose queries waited on an upstream, queued in the worker's
-/// batch for one sendmmsg: the socket they go out on, and the responses they were
-/// written in (the batch points into them until it is flushed).
+/// batch for one sendmmsg: the socket they go out on, and copies of the replies (the
+/// batch points into them until it is flushed; buffers kept for reuse).
 #[derive(Default)]
 pub(super) struct Relays {
     sock: Option<usize>,
-    replies: Vec<Response>,
+    replies: Vec<Vec<u8>>,
     len: usize,
 }
 
@@ -163,14 +163,17 @@ impl Worker {
                 }
                 let Some(u) = self.udp.get(sock) else { return };
                 let fd = u.sock.as_raw_fd();
-                // The reply moves to a response of its own (the batch points into it);
-                // `resp` takes that one's buffer for the next query.
+                // The reply is copied out of `resp` (which the next query reuses): the
+                // batch points into the copy. (A copy of its bytes: the Response
+                // itself, with its compression table, is some kilobytes to move.)
                 let r = &mut self.relays;
                 if r.replies.len() == r.len {
-                    r.replies.push(Response::new());
+                    r.replies.push(Vec::with_capacity(512));
                 }
-                std::mem::swap(&mut r.replies[r.len], &mut self.resp);
-                let _ = self.batch.queue(fd, r.replies[r.len].bytes(), from, to);
+                let out = &mut r.replies[r.len];
+                out.clear();
+                out.extend_from_slice(self.resp.bytes());
+                let _ = self.batch.queue(fd, out, from, to);
                 r.len += 1;
                 r.sock = Some(sock);
             }
