@@ -306,6 +306,9 @@ fn main() {
     if picked.is_empty() || picked.iter().any(|p| "dns64".contains(p.as_str())) {
         dns64_synthesis(quick);
     }
+    if picked.is_empty() || picked.iter().any(|p| "forward".contains(p.as_str())) {
+        forward_exchange(quick);
+    }
     if picked.is_empty() {
         large_answers(quick);
         autopath_and_metadata(quick);
@@ -392,6 +395,93 @@ fn dns64_synthesis(quick: bool) {
             "{name:<36} {ns:>10.1} {allocs:>14.3} {:>6.2}x  {rcode} {answers} answers",
             ns / base
         );
+    }
+    server.stop();
+}
+
+/// A forwarded answer as the worker makes it, sockets aside: the query suspends with
+/// its upstream message, the worker keeps a copy of the query (from its reused
+/// buffers) and sends the message (whose buffer it then reuses), the upstream's reply
+/// (made once, outside the timing) resumes the query, and the client's reply is
+/// written. Then the same through `cache`: after the first exchange, hits.
+fn forward_exchange(quick: bool) {
+    let iters: u64 = if quick { 200_000 } else { 2_000_000 };
+    let text = "fwd.test:53 {\n    forward . 127.0.0.1:5399\n}\n\
+                cfwd.test:53 {\n    cache 3600\n    forward . 127.0.0.1:5399\n}\n";
+    let corefile = config::parse_str(text, "bench", Path::new(".")).expect("parses");
+    let server = Server::build(
+        &corefile,
+        &BuildOptions {
+            default_port: 53,
+            workers: 1,
+            config_dir: Path::new("."),
+            plugins: clusterdns::plugin::PLUGINS,
+            process: &clusterdns::process::ProcessState::new(),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    server.start();
+    let listener = &server.listeners[0];
+    let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let local: SocketAddr = "127.0.0.1:53".parse().unwrap();
+    let mut ctx = WorkerCtx::new(0);
+    let mut resp = Response::new();
+    // The upstream's reply to `msg`: its question, one A record, no OPT.
+    let reply_to = |msg: &[u8]| -> Vec<u8> {
+        let mut end = 12;
+        while msg[end] != 0 {
+            end += 1 + msg[end] as usize;
+        }
+        end += 5;
+        let mut r = msg[..end].to_vec();
+        r[2] |= 0x80;
+        r[3] = 0x80;
+        r[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]);
+        r.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0x0E, 0x10, 0, 4, 192, 0, 2, 1]);
+        r
+    };
+    let mut replies: Vec<Vec<u8>> = Vec::new();
+    println!("\nforward (in-process: the exchange as the worker makes it, no sockets)");
+    println!("{:<36} {:>10} {:>14}  reply", "case", "ns/query", "allocs/query");
+    for (name, qname) in [
+        ("forward A (exchange)", "www.fwd.test"),
+        ("cache hit of a forwarded A", "www.cfwd.test"),
+    ] {
+        let p = query(qname, 1, true);
+        let mut once = |ctx: &mut WorkerCtx, resp: &mut Response| {
+            match handler::handle(listener, &p, Transport::Udp, client, local, ctx, resp) {
+                Handled::Reply(_) => {}
+                Handled::Upstream(mut s) => {
+                    let kept = ctx.copy_buf(&p);
+                    let msg = std::mem::take(&mut s.message);
+                    if replies.is_empty() {
+                        replies.push(reply_to(&msg));
+                    }
+                    ctx.recycle(msg);
+                    let reply = clusterdns::chain::UpstreamReply::Message(&replies[0]);
+                    let Handled::Reply(_) = handler::resume(&s, &kept, Transport::Udp, client, local, reply, ctx, resp)
+                    else {
+                        panic!("forward bench: the resumed query is answered")
+                    };
+                    ctx.recycle(kept);
+                }
+                Handled::Drop => panic!("forward bench: dropped"),
+            }
+            std::hint::black_box(resp.bytes());
+        };
+        for _ in 0..100 {
+            once(&mut ctx, &mut resp);
+        }
+        let (rcode, answers) = (resp.rcode().name(), resp.count(Section::Answer));
+        let a0 = ALLOCS.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        for _ in 0..iters {
+            once(&mut ctx, &mut resp);
+        }
+        let ns = t0.elapsed().as_nanos() as f64 / iters as f64;
+        let allocs = (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / iters as f64;
+        println!("{name:<36} {ns:>10.1} {allocs:>14.3}  {rcode} {answers} answers");
+        replies.clear();
     }
     server.stop();
 }

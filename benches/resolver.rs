@@ -6,9 +6,11 @@
 //!   cargo bench --bench resolver -- --only cache          # (a) cache hit vs kubernetes answer vs echo
 //!   cargo bench --bench resolver -- --only forward        # (b) forwarding vs Unbound
 //!   cargo bench --bench resolver -- --only shared         # (c) shared vs per-worker cache, 2 workers
+//!   cargo bench --bench resolver -- --only callgrind      # (d) instructions per query (valgrind)
 //!   cargo bench --bench resolver -- --quick               # smaller sets, shorter and fewer rounds
 //!
-//!   options: --only cache,forward,shared   --rounds R   --seconds S   --quick
+//!   options: --only cache,forward,shared,callgrind   --rounds R   --seconds S   --quick
+//!   CLUSTERDNS_BENCH_BIN=PATH runs another clusterdns build (before/after a change)
 //!            --services N   --names N   --seed S
 //! ```
 //!
@@ -60,6 +62,16 @@
 //!     before and after.
 //!   * hits: then the closed-loop load over the same names (all cached): queries/s, CPU
 //!     per query (both workers), upstream queries during the load (0 expected).
+//!
+//! **(d) callgrind.** Not in the default run. The figure that does not depend on the
+//! host's load: clusterdns (one worker) under `valgrind --tool=callgrind`, once answering
+//! the (a) cluster's names from the kubernetes plugin and once forwarding (b)'s unique
+//! names to the fake upstream; after a warm-up, the counters are zeroed
+//! (`callgrind_control -z`), the closed-loop load runs `--seconds` (default 5; the
+//! server runs some 50x slower, so a few thousand queries), and the dump
+//! (`callgrind_control -d`) gives the instructions (Ir, all threads, user space only)
+//! per answer. Floor of issue 14: a forwarded query costs at most 2.5x a kubernetes
+//! answer; the ratio of instructions is printed next to it.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -77,6 +89,12 @@ use testkit::wire::{self, Probe, Reply};
 use testkit::world::{self, Rng, Shape, World};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clusterdns");
+
+/// The clusterdns binary the bench runs: this build's, or `CLUSTERDNS_BENCH_BIN` (another
+/// build, to compare two commits with the same bench).
+fn bin() -> String {
+    std::env::var("CLUSTERDNS_BENCH_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 /// Queries in flight in a sweep (warm-up and cold passes).
 const WINDOW: usize = 32;
 /// Sockets of a cold pass in (c), one after the other. SO_REUSEPORT hashes each to a
@@ -94,6 +112,7 @@ enum Part {
     Cache,
     Forward,
     Shared,
+    Callgrind,
 }
 
 struct Args {
@@ -122,7 +141,8 @@ fn parse_args() -> Args {
                         "cache" => Part::Cache,
                         "forward" => Part::Forward,
                         "shared" => Part::Shared,
-                        other => panic!("--only cache|forward|shared, not {other}"),
+                        "callgrind" => Part::Callgrind,
+                        other => panic!("--only cache|forward|shared|callgrind, not {other}"),
                     })
                     .collect()
             }
@@ -174,6 +194,7 @@ fn main() {
             Part::Cache => run_cache(&args, &dir.0),
             Part::Forward => run_forward(&args, &dir.0),
             Part::Shared => run_shared(&args, &dir.0),
+            Part::Callgrind => run_callgrind(&args, &dir.0),
         }
     }
 }
@@ -189,7 +210,7 @@ fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let version = Command::new(BIN)
+    let version = Command::new(bin())
         .arg("-version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).replace('\n', " ").trim().to_string())
@@ -197,9 +218,10 @@ fn machine() -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     format!(
-        "machine: {model}, {cpus} CPUs, Linux {}, load average {} at start; servers pinned to CPU {SERVER_CPU} (except in (c)), bench on CPU {CLIENT_CPU}\nbinary: {BIN} ({version})\nrun: cargo bench --bench resolver -- {}",
+        "machine: {model}, {cpus} CPUs, Linux {}, load average {} at start; servers pinned to CPU {SERVER_CPU} (except in (c)), bench on CPU {CLIENT_CPU}\nbinary: {} ({version})\nrun: cargo bench --bench resolver -- {}",
         kernel.trim(),
         load.split_whitespace().next().unwrap_or("?"),
+        bin(),
         args.join(" ")
     )
 }
@@ -254,7 +276,7 @@ fn clusterdns(
         "-conf".into(),
         conf.display().to_string(),
     ];
-    spawn(name, Path::new(BIN), &args, cpus, port, env, None)
+    spawn(name, Path::new(&bin()), &args, cpus, port, env, None)
 }
 
 fn kubernetes_body(dump: &Path) -> String {
@@ -1045,4 +1067,149 @@ fn run_shared(a: &Args, dir: &Path) {
         );
     }
     print!("{out}");
+}
+
+// ------------------------------------------------------------------------------------
+// (d) instructions per query under callgrind
+
+fn run_callgrind(a: &Args, dir: &Path) {
+    let has = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    println!("\n== (d) instructions per query: clusterdns (one worker) under callgrind");
+    if !has("valgrind") {
+        println!("valgrind: not installed, SKIPPED");
+        return;
+    }
+    let shape = Shape::mixed(a.services, a.seed);
+    let world = World::generate(&shape);
+    let dump_path = dir.join("cluster-cg.json");
+    std::fs::write(&dump_path, world.kubectl_dump(1000)).unwrap();
+    let k8s: Arc<Vec<Vec<u8>>> = Arc::new(
+        world
+            .services
+            .iter()
+            .filter(|s| s.cluster_ip.is_some())
+            .enumerate()
+            .map(|(i, s)| wire::query(&world.fqdn(s), wire::A, i as u16, Some(1232)))
+            .collect(),
+    );
+    let fwd = |prefix: &str, n: usize| -> Arc<Vec<Vec<u8>>> {
+        Arc::new(
+            (0..n)
+                .map(|i| wire::query(&format!("{prefix}{i}.fwd.bench."), wire::A, i as u16, Some(1232)))
+                .collect(),
+        )
+    };
+    let (fwd_warm, fwd_queries) = (fwd("cw", 20_000), fwd("cq", 200_000));
+    let upstream = bench_upstream();
+    println!(
+        "data: {}; load: 1 s warm-up, then {} s measured, closed loop (8 sockets x 16 in flight); Ir = instructions executed in user space, all threads",
+        shape.describe(),
+        a.seconds
+    );
+    let mut per_query: HashMap<&str, f64> = HashMap::new();
+    for (kind, body, warm, queries) in [
+        ("kubernetes", kubernetes_body(&dump_path), &k8s, &k8s),
+        ("forward", forward_body(upstream.port(), false), &fwd_warm, &fwd_queries),
+    ] {
+        let port = free_port();
+        let conf = dir.join(format!("Corefile-cg-{port}"));
+        std::fs::write(&conf, format!(".:{port} {{\n    bind 127.0.0.1\n{body}}}\n")).unwrap();
+        let out = dir.join(format!("callgrind-{kind}.out"));
+        let args = [
+            "--tool=callgrind".to_string(),
+            // Every dump names its functions in full (callgrind_annotate reads it alone).
+            "--compress-strings=no".into(),
+            format!("--callgrind-out-file={}", out.display()),
+            bin(),
+            "-workers".into(),
+            "1".into(),
+            "-conf".into(),
+            conf.display().to_string(),
+        ];
+        let log = dir.join(format!("valgrind-{kind}.log"));
+        let mut server = spawn(
+            kind,
+            Path::new("valgrind"),
+            &args,
+            &SERVER_CPU.to_string(),
+            port,
+            &[],
+            Some(&log),
+        );
+        let ok = if kind == "kubernetes" {
+            let last = world.services.last().unwrap();
+            let (name, want) = (world.fqdn(last), world.addresses(last));
+            wait_ready(&mut server, &name, |r| r.rcode == 0 && r.addresses() == want)
+        } else {
+            wait_ready(&mut server, "ready.probe.bench.", answers)
+        };
+        if !ok {
+            println!("{kind}: did not start under valgrind, SKIPPED");
+            continue;
+        }
+        closed_loop(port, warm, 1.0);
+        let pid = server.pid().to_string();
+        let control = |flag: &str| {
+            let ok = Command::new("callgrind_control")
+                .args([flag, &pid])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "callgrind_control {flag} {pid} failed");
+        };
+        control("-z");
+        let r = closed_loop(port, queries, a.seconds);
+        control("-d");
+        // The dump is written next to the out file, numbered: the newest one. A copy
+        // stays in the temporary directory for callgrind_annotate.
+        let newest = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("callgrind-{kind}.out"))
+            })
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
+        if let Some(e) = &newest {
+            let keep = std::env::temp_dir().join(format!("clusterdns-callgrind-{kind}.out"));
+            if std::fs::copy(e.path(), &keep).is_ok() {
+                println!("{kind}: dump kept as {}", keep.display());
+            }
+        }
+        let totals = newest
+            .and_then(|e| std::fs::read_to_string(e.path()).ok())
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("summary: ")
+                        .or_else(|| l.strip_prefix("totals: "))
+                        .map(str::to_string)
+                })
+            })
+            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()));
+        let Some(ir) = totals else {
+            println!("{kind}: no callgrind dump found, SKIPPED");
+            continue;
+        };
+        let q = ir as f64 / r.replies.max(1) as f64;
+        println!(
+            "{kind:<12} {:>8} answers  {:>14} Ir  {:>10.0} Ir/query  (answered {}/{})",
+            r.replies, ir, q, r.replies, r.sent
+        );
+        per_query.insert(kind, q);
+        drop(server);
+    }
+    if let (Some(f), Some(k)) = (per_query.get("forward"), per_query.get("kubernetes")) {
+        println!(
+            "forward / kubernetes: instructions per query {:.2}x (floor of issue 14, for CPU: <= 2.5x)",
+            f / k
+        );
+    }
 }

@@ -258,7 +258,16 @@ pub struct WorkerCtx {
     /// as the connection takes them (TCP only; see [`ReplyStream`]). Taken by the
     /// worker after every query.
     pub stream: Option<Box<dyn ReplyStream>>,
+    /// Message buffers of finished exchanges, reused for the next ones (the query a
+    /// suspended query keeps, the message it sends): at most [`SPARE_BUFFERS`], each
+    /// of at most [`SPARE_BUFFER_BYTES`] capacity.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Buffers a worker keeps for reuse ([`WorkerCtx::copy_buf`]).
+pub const SPARE_BUFFERS: usize = 512;
+/// Capacity beyond which a buffer is freed rather than kept.
+pub const SPARE_BUFFER_BYTES: usize = 4096;
 
 /// The rest of a reply of several messages (RFC 5936 2.2: a zone transfer), produced
 /// one message at a time. The worker owns it with the connection and asks for the next
@@ -285,6 +294,40 @@ impl WorkerCtx {
             scratch: Vec::new(),
             process,
             stream: None,
+            spare: Vec::new(),
+        }
+    }
+
+    /// A copy of `data` in a reused buffer (allocated only when none is spare).
+    pub fn copy_buf(&mut self, data: &[u8]) -> Vec<u8> {
+        match self.spare.pop() {
+            Some(mut v) => {
+                v.extend_from_slice(data);
+                v
+            }
+            None => {
+                let mut v = Vec::with_capacity(data.len().max(512));
+                v.extend_from_slice(data);
+                v
+            }
+        }
+    }
+
+    /// A copy of [`WorkerCtx::upstream_msg`], as [`WorkerCtx::copy_buf`].
+    pub fn upstream_copy(&mut self) -> Vec<u8> {
+        let mut v = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.upstream_msg.len().max(512)));
+        v.extend_from_slice(&self.upstream_msg);
+        v
+    }
+
+    /// Gives back a buffer from [`WorkerCtx::copy_buf`] for reuse.
+    pub fn recycle(&mut self, mut v: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && v.capacity() <= SPARE_BUFFER_BYTES && v.capacity() > 0 {
+            v.clear();
+            self.spare.push(v);
         }
     }
 

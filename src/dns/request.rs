@@ -10,6 +10,12 @@ use super::cookie::{self, Cookie};
 use super::header::{Flags, Header};
 use super::wire::{self, MAX_NAME_LEN, MIN_UDP_PAYLOAD, QNAME_OFFSET, opcode, rtype};
 
+/// The EDNS options (local-use range, RFC 6891 9) the server puts on its own lookups
+/// through itself: the kubernetes plugin's CNAME chase (65301,
+/// `plugin::kubernetes::CHASE_OPTION`) and rewrite's cname pass (65302,
+/// `PASS_OPTION` of rewrite's `cname.rs`). Never sent on to an upstream.
+pub const SELF_LOOKUP_OPTIONS: [u16; 2] = [65301, 65302];
+
 /// How a query arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -364,11 +370,13 @@ impl<'a> Request<'a> {
     /// between the client and this server (it holds a hash of the client's address
     /// under our secret), and an upstream would only find a server cookie that is not
     /// its own in it (RFC 7873 6: a forwarder is a client with cookies of its own).
+    /// The server's own self-lookup markers ([`SELF_LOOKUP_OPTIONS`]) are left out too:
+    /// they mean something only to this server.
     /// The UDP payload size in the copy is this request's, which `bufsize` may have
     /// lowered ([`Self::limit_udp_size`]): the upstream sees what the chain saw.
     pub fn copy_for_upstream(&self, out: &mut Vec<u8>) {
         let base = out.len();
-        self.copy_without_cookie(out);
+        self.copy_without_local_options(out);
         if let Some(e) = self.edns {
             // The OPT record's CLASS field, 8 bytes before its options (RFC 6891 6.1.2:
             // a root owner, TYPE, CLASS, TTL, RDLEN); the options did not move.
@@ -377,8 +385,12 @@ impl<'a> Request<'a> {
         }
     }
 
-    fn copy_without_cookie(&self, out: &mut Vec<u8>) {
-        let (Some(_), Some(e)) = (self.cookie, self.edns) else {
+    fn copy_without_local_options(&self, out: &mut Vec<u8>) {
+        let local = |code: u16| code == cookie::OPTION || SELF_LOOKUP_OPTIONS.contains(&code);
+        let Some(e) = self
+            .edns
+            .filter(|_| self.cookie.is_some() || self.edns_options().any(|(c, _)| local(c)))
+        else {
             out.extend_from_slice(self.raw);
             return;
         };
@@ -386,7 +398,7 @@ impl<'a> Request<'a> {
         out.extend_from_slice(&self.raw[..start]);
         let rdlen_at = out.len() - 2;
         let mut kept = 0usize;
-        for (code, data) in self.edns_options().filter(|(code, _)| *code != cookie::OPTION) {
+        for (code, data) in self.edns_options().filter(|(code, _)| !local(*code)) {
             out.extend_from_slice(&code.to_be_bytes());
             out.extend_from_slice(&(data.len() as u16).to_be_bytes());
             out.extend_from_slice(data);
@@ -589,6 +601,26 @@ mod tests {
         let mut up = Vec::new();
         p.copy_for_upstream(&mut up);
         assert_eq!(up, plain);
+    }
+
+    #[test]
+    fn self_lookup_markers_stay_here() {
+        // OPT with: the chase marker (1 byte), option 65001 (2 bytes), the rewrite pass
+        // marker (0 bytes); no cookie.
+        let mut opt = vec![0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 15];
+        opt.extend_from_slice(&[0xFF, 0x15, 0, 1, 3]);
+        opt.extend_from_slice(&[0xFD, 0xE9, 0, 2, 0xAA, 0xBB]);
+        opt.extend_from_slice(&[0xFF, 0x16, 0, 0]);
+        let q = query(b"\x03www\x07example\x00", rtype::A, &opt, 1);
+        let r = Request::parse(&q, Transport::Udp, addr(), addr()).ok().unwrap();
+        let mut up = Vec::new();
+        r.copy_for_upstream(&mut up);
+        assert_eq!(up.len(), q.len() - 9);
+        let u = Request::parse(&up, Transport::Udp, addr(), addr()).ok().unwrap();
+        let kept: Vec<(u16, Vec<u8>)> = u.edns_options().map(|(c, d)| (c, d.to_vec())).collect();
+        assert_eq!(kept, [(0xFDE9, vec![0xAA, 0xBB])]);
+        // The chase marker is the kubernetes plugin's own (rewrite's is private to it).
+        assert_eq!(SELF_LOOKUP_OPTIONS[0], crate::plugin::kubernetes::CHASE_OPTION);
     }
 
     #[test]

@@ -1,9 +1,17 @@
 //! A worker's upstream exchanges: the messages plugins hand it (forward's queries, the
 //! kubernetes plugin's CNAME chases), sent over UDP or TCP, with their deadlines.
 //!
-//! * UDP: a fresh socket per exchange, connected to the upstream, so the kernel picks
-//!   a random source port and drops datagrams from anyone else; the message ID is
-//!   random too, and a reply must carry it (RFC 5452 section 9).
+//! * UDP: a pool of sockets per upstream address ([`UdpPool`]): up to
+//!   [`POOL_PER_UPSTREAM`] sockets, each bound to a port the kernel picks at random and
+//!   connected to the upstream (so the kernel drops datagrams from anyone else, and an
+//!   ICMP error reaches us as ECONNREFUSED), each taking [`POOL_USES`] exchanges or
+//!   living [`POOL_AGE`] before a new one (a new random port) replaces it. An exchange
+//!   takes one of them at random and a random message ID not in flight on that socket;
+//!   a reply counts only on that socket with that ID (RFC 5452 section 9.1; the question
+//!   is compared by the plugin), anything else is read and dropped. Creating a socket per
+//!   query cost about 40% of a forwarded query's CPU; the pool keeps the ports changing
+//!   at a fraction of that. Beyond [`POOL_UPSTREAMS`] addresses in one worker, an
+//!   exchange gets a fresh socket of its own, as before the pool.
 //! * TCP: connections are pooled per upstream and reused until idle for `expire`; a
 //!   reused connection that turns out closed is retried once on a fresh one.
 //! * TLS (RFC 7858): TCP with a rustls session on the connection (`server::stream`),
@@ -28,6 +36,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::chain::{Rng, UpstreamProto, UpstreamRequest};
 use crate::dns::{Header, HeaderMut};
+use crate::kubernetes::snapshot::FxHasher;
 use crate::server::stream::Stream;
 use crate::tls;
 
@@ -35,10 +44,271 @@ use crate::tls;
 pub const MAX_EXCHANGES: usize = 4096;
 /// Idle pooled TCP connections kept per upstream.
 const MAX_IDLE_PER_UPSTREAM: usize = 8;
+/// UDP sockets taking new exchanges per upstream address, per worker. Sockets being
+/// replaced (retired, waiting for their last exchange) are at most as many again, so a
+/// worker holds at most `2 x POOL_PER_UPSTREAM x POOL_UPSTREAMS` pooled sockets.
+pub const POOL_PER_UPSTREAM: usize = 4;
+/// Exchanges a pooled socket takes before a new one (a new random port) replaces it.
+pub const POOL_USES: u32 = 100;
+/// Age at which a pooled socket is replaced, however few exchanges it took.
+pub const POOL_AGE: Duration = Duration::from_secs(2);
+/// Upstream addresses a worker keeps a pool for; exchanges with others get a socket of
+/// their own.
+pub const POOL_UPSTREAMS: usize = 64;
+/// A pool whose upstream was not asked for this long is closed.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+/// The maps of the per-query path (keys chosen by the worker, not by a sender): Fx, not
+/// SipHash, which cost more than the rest of the pool's bookkeeping.
+type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+/// The token bit of a pooled socket (the rest is its index); slot tokens are below.
+const POOL_BIT: usize = 1 << 31;
 
 enum Conn {
+    /// A socket of the exchange's own (an upstream beyond [`POOL_UPSTREAMS`]).
     Udp(UdpSocket),
+    /// Pooled socket number `.0`.
+    Pooled(usize),
     Tcp(TcpState),
+}
+
+/// One pooled UDP socket, connected to its upstream.
+struct PoolSock {
+    sock: UdpSocket,
+    to: SocketAddr,
+    uses: u32,
+    born: Instant,
+    /// Exchanges in flight on it.
+    inflight: u32,
+    /// Takes no new exchange; closed when its last one ends.
+    retired: bool,
+}
+
+/// The sockets of one upstream address.
+struct Dest {
+    /// Taking new exchanges (at most [`POOL_PER_UPSTREAM`]).
+    live: Vec<usize>,
+    /// Retired but still waiting on exchanges.
+    retired: usize,
+    last_used: Instant,
+}
+
+/// A worker's pooled UDP sockets (see the module doc).
+struct UdpPool {
+    socks: Vec<Option<PoolSock>>,
+    free: Vec<usize>,
+    dests: FxMap<SocketAddr, Dest>,
+    /// (socket, message ID) of every exchange in flight on a pooled socket: its slot.
+    ids: FxMap<(usize, u16), usize>,
+    /// Random bytes for IDs and socket picks, refilled from getrandom 256 at a time.
+    random: [u8; 256],
+    used: usize,
+}
+
+impl UdpPool {
+    fn new() -> UdpPool {
+        UdpPool {
+            socks: Vec::new(),
+            free: Vec::new(),
+            dests: FxMap::default(),
+            ids: FxMap::with_capacity_and_hasher(MAX_EXCHANGES, Default::default()),
+            random: [0; 256],
+            used: 256,
+        }
+    }
+
+    /// Two bytes from the kernel's CSPRNG (buffered: one getrandom per 128 draws).
+    fn random_u16(&mut self) -> u16 {
+        if self.used + 2 > self.random.len() {
+            fill_random(&mut self.random);
+            self.used = 0;
+        }
+        let v = u16::from_be_bytes([self.random[self.used], self.random[self.used + 1]]);
+        self.used += 2;
+        v
+    }
+
+    /// A socket for an exchange with `to` and a message ID free on it, or `None` when
+    /// `to` gets no pool (too many addresses already).
+    fn take(
+        &mut self,
+        reg: &Registry,
+        token_base: usize,
+        to: SocketAddr,
+        now: Instant,
+    ) -> io::Result<Option<(usize, u16)>> {
+        if !self.dests.contains_key(&to) {
+            if self.dests.len() >= POOL_UPSTREAMS {
+                return Ok(None);
+            }
+            self.dests.insert(
+                to,
+                Dest {
+                    live: Vec::with_capacity(POOL_PER_UPSTREAM),
+                    retired: 0,
+                    last_used: now,
+                },
+            );
+        }
+        let pick = usize::from(self.random_u16()) % POOL_PER_UPSTREAM;
+        let dest = self.dests.get_mut(&to).expect("inserted above");
+        dest.last_used = now;
+        let idx = if dest.live.len() < POOL_PER_UPSTREAM {
+            let idx = open_pooled(&mut self.socks, &mut self.free, reg, token_base, to, now)?;
+            dest.live.push(idx);
+            idx
+        } else {
+            let idx = dest.live[pick];
+            let p = self.socks[idx].as_mut().expect("live pooled socket");
+            let worn = p.uses >= POOL_USES || now.saturating_duration_since(p.born) >= POOL_AGE;
+            // Replaced only while the retired ones stay bounded; otherwise it serves on.
+            if worn && (p.inflight == 0 || dest.retired < POOL_PER_UPSTREAM) {
+                let new = open_pooled(&mut self.socks, &mut self.free, reg, token_base, to, now)?;
+                dest.live[pick] = new;
+                retire(&mut self.socks, &mut self.free, dest, reg, idx);
+                new
+            } else {
+                idx
+            }
+        };
+        // An ID not in flight on this socket (a few draws at most: at most
+        // MAX_EXCHANGES of 65,536 are taken).
+        let mut id = self.random_u16();
+        while self.ids.contains_key(&(idx, id)) {
+            id = self.random_u16();
+        }
+        Ok(Some((idx, id)))
+    }
+
+    /// An exchange on pooled socket `idx` ended.
+    fn release(&mut self, reg: &Registry, idx: usize, id: u16) {
+        self.ids.remove(&(idx, id));
+        let Some(p) = self.socks.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        p.inflight = p.inflight.saturating_sub(1);
+        if p.retired && p.inflight == 0 {
+            let to = p.to;
+            close_pooled(&mut self.socks, &mut self.free, reg, idx);
+            if let Some(d) = self.dests.get_mut(&to) {
+                d.retired = d.retired.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Takes pooled socket `idx` out of service (an error on it): it gets no new
+    /// exchange and closes when its last one ends.
+    fn retire(&mut self, reg: &Registry, idx: usize) {
+        let Some(to) = self.socks.get(idx).and_then(Option::as_ref).map(|p| p.to) else {
+            return;
+        };
+        if let Some(d) = self.dests.get_mut(&to) {
+            if let Some(k) = d.live.iter().position(|&i| i == idx) {
+                d.live.swap_remove(k);
+                retire(&mut self.socks, &mut self.free, d, reg, idx);
+            }
+        }
+    }
+
+    /// Closes the pools of upstreams not asked for [`POOL_IDLE`] (their sockets with
+    /// nothing in flight; the others on their last exchange).
+    fn sweep(&mut self, reg: &Registry, now: Instant) {
+        let (socks, free) = (&mut self.socks, &mut self.free);
+        self.dests.retain(|_, d| {
+            if now.saturating_duration_since(d.last_used) < POOL_IDLE {
+                return true;
+            }
+            for idx in std::mem::take(&mut d.live) {
+                retire(socks, free, d, reg, idx);
+            }
+            d.retired > 0
+        });
+    }
+}
+
+/// A new pooled socket for `to`: bound to a port the kernel picks (at random, from the
+/// ephemeral range), connected, registered.
+fn open_pooled(
+    socks: &mut Vec<Option<PoolSock>>,
+    free: &mut Vec<usize>,
+    reg: &Registry,
+    token_base: usize,
+    to: SocketAddr,
+    now: Instant,
+) -> io::Result<usize> {
+    let mut sock = UdpSocket::bind(unspecified(to))?;
+    sock.connect(to)?;
+    let idx = free.pop().unwrap_or_else(|| {
+        socks.push(None);
+        socks.len() - 1
+    });
+    if let Err(e) = reg.register(&mut sock, Token(token_base | POOL_BIT | idx), Interest::READABLE) {
+        free.push(idx);
+        return Err(e);
+    }
+    socks[idx] = Some(PoolSock {
+        sock,
+        to,
+        uses: 0,
+        born: now,
+        inflight: 0,
+        retired: false,
+    });
+    Ok(idx)
+}
+
+/// Retires pooled socket `idx` of `dest` (already out of `dest.live`): closed now if
+/// idle, else when its last exchange ends.
+fn retire(socks: &mut [Option<PoolSock>], free: &mut Vec<usize>, dest: &mut Dest, reg: &Registry, idx: usize) {
+    let Some(p) = socks[idx].as_mut() else { return };
+    if p.inflight == 0 {
+        close_pooled(socks, free, reg, idx);
+    } else {
+        p.retired = true;
+        dest.retired += 1;
+    }
+}
+
+fn close_pooled(socks: &mut [Option<PoolSock>], free: &mut Vec<usize>, reg: &Registry, idx: usize) {
+    if let Some(mut p) = socks[idx].take() {
+        let _ = reg.deregister(&mut p.sock);
+        free.push(idx);
+    }
+}
+
+/// The unspecified address of `to`'s family, port 0.
+fn unspecified(to: SocketAddr) -> SocketAddr {
+    if to.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    }
+}
+
+/// Fills `buf` from the kernel's CSPRNG (getrandom(2)); the clock-seeded fallback of
+/// [`Rng::secure_u64`] if it ever fails.
+fn fill_random(buf: &mut [u8]) {
+    // SAFETY: the buffer is valid for its length; getrandom writes at most that.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if usize::try_from(n).ok() != Some(buf.len()) {
+        for chunk in buf.chunks_mut(8) {
+            let v = Rng::secure_u64().to_be_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// The queries waiting on one exchange: the first, and any that joined it.
+pub struct Waiters<W> {
+    first: W,
+    more: Vec<W>,
+}
+
+impl<W> IntoIterator for Waiters<W> {
+    type Item = W;
+    type IntoIter = std::iter::Chain<std::iter::Once<W>, std::vec::IntoIter<W>>;
+    fn into_iter(self) -> Self::IntoIter {
+        std::iter::once(self.first).chain(self.more)
+    }
 }
 
 struct TcpState {
@@ -55,7 +325,7 @@ struct TcpState {
 }
 
 struct Exchange<W> {
-    waiters: Vec<W>,
+    waiters: Waiters<W>,
     conn: Conn,
     to: SocketAddr,
     id: u16,
@@ -86,12 +356,16 @@ pub struct Upstreams<W> {
     slots: Vec<Option<Exchange<W>>>,
     free: Vec<usize>,
     deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
-    by_key: HashMap<u64, usize>,
+    by_key: FxMap<u64, usize>,
     /// Idle connections per (address, TLS configuration: 0 for plain TCP, else the
     /// address of the `tls::Upstream`, which each pooled connection keeps alive).
     pool: HashMap<(SocketAddr, usize), Vec<Idle>>,
     /// Token kind bits the worker reserved for these sockets.
     token_base: usize,
+    udp: UdpPool,
+    /// Exchanges on a pooled socket that failed (an error on the socket): ended one by
+    /// one by [`Upstreams::ready`].
+    failing: Vec<(usize, io::ErrorKind)>,
 }
 
 impl<W> Upstreams<W> {
@@ -100,9 +374,11 @@ impl<W> Upstreams<W> {
             slots: Vec::new(),
             free: Vec::new(),
             deadlines: BinaryHeap::new(),
-            by_key: HashMap::new(),
+            by_key: FxMap::default(),
             pool: HashMap::new(),
             token_base,
+            udp: UdpPool::new(),
+            failing: Vec::new(),
         }
     }
 
@@ -111,15 +387,20 @@ impl<W> Upstreams<W> {
         self.slots.len() - self.free.len()
     }
 
-    /// The earliest deadline, for the poll timeout.
+    /// The earliest deadline, for the poll timeout (now, when failed exchanges wait to
+    /// be ended by [`Upstreams::expire`]).
     pub fn next_deadline(&self) -> Option<Instant> {
+        if !self.failing.is_empty() {
+            return Some(Instant::now());
+        }
         self.deadlines.peek().map(|Reverse((d, _))| *d)
     }
 
     /// Calls `f` on every waiting query (to forget a client that went away).
     pub fn for_each_waiter(&mut self, mut f: impl FnMut(&mut W)) {
         for x in self.slots.iter_mut().flatten() {
-            x.waiters.iter_mut().for_each(&mut f);
+            f(&mut x.waiters.first);
+            x.waiters.more.iter_mut().for_each(&mut f);
         }
     }
 
@@ -135,7 +416,7 @@ impl<W> Upstreams<W> {
         if let Some(key) = req.coalesce {
             if let Some(&slot) = self.by_key.get(&key) {
                 if let Some(Some(x)) = self.slots.get_mut(slot) {
-                    x.waiters.push(waiter);
+                    x.waiters.more.push(waiter);
                     return Ok(());
                 }
             }
@@ -146,17 +427,32 @@ impl<W> Upstreams<W> {
         let Some(mut header) = HeaderMut::of(msg) else {
             return Err((waiter, io::ErrorKind::InvalidInput));
         };
-        let id = (Rng::secure_u64() & 0xFFFF) as u16;
-        header.set_id(id);
+        let now = Instant::now();
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.slots.len() - 1
         });
         let token = Token(self.token_base | slot);
-        let conn = match &req.proto {
-            UpstreamProto::Udp => udp_send(reg, token, req.to, msg),
-            UpstreamProto::Tcp => self.tcp_open(reg, token, req.to, msg, req.expire, None),
-            UpstreamProto::Tls(t) => self.tcp_open(reg, token, req.to, msg, req.expire, Some(t)),
+        let pooled = match &req.proto {
+            UpstreamProto::Udp => match self.udp.take(reg, self.token_base, req.to, now) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.free.push(slot);
+                    return Err((waiter, e.kind()));
+                }
+            },
+            _ => None,
+        };
+        let id = match pooled {
+            Some((_, id)) => id,
+            None => self.udp.random_u16(),
+        };
+        header.set_id(id);
+        let conn = match (&req.proto, pooled) {
+            (UpstreamProto::Udp, Some((idx, _))) => self.pooled_send(reg, idx, id, slot, msg),
+            (UpstreamProto::Udp, None) => udp_send(reg, token, req.to, msg),
+            (UpstreamProto::Tcp, _) => self.tcp_open(reg, token, req.to, msg, req.expire, None),
+            (UpstreamProto::Tls(t), _) => self.tcp_open(reg, token, req.to, msg, req.expire, Some(t)),
         };
         let conn = match conn {
             Ok(c) => c,
@@ -165,13 +461,16 @@ impl<W> Upstreams<W> {
                 return Err((waiter, e.kind()));
             }
         };
-        let deadline = Instant::now() + req.timeout;
+        let deadline = now + req.timeout;
         self.deadlines.push(Reverse((deadline, slot)));
         if let Some(key) = req.coalesce {
             self.by_key.insert(key, slot);
         }
         self.slots[slot] = Some(Exchange {
-            waiters: vec![waiter],
+            waiters: Waiters {
+                first: waiter,
+                more: Vec::new(),
+            },
             conn,
             to: req.to,
             id,
@@ -179,6 +478,42 @@ impl<W> Upstreams<W> {
             key: req.coalesce,
         });
         Ok(())
+    }
+
+    /// Sends `msg` (ID `id` set) on pooled socket `idx` for exchange `slot`.
+    fn pooled_send(&mut self, reg: &Registry, idx: usize, id: u16, slot: usize, msg: &[u8]) -> io::Result<Conn> {
+        let p = self.udp.socks[idx].as_mut().expect("a live pooled socket");
+        if let Err(e) = p.sock.send(msg) {
+            // An error pending on the socket (ECONNREFUSED from an earlier ICMP) or a
+            // full buffer: this exchange fails, and so do the others on the socket.
+            self.fail_socket(reg, idx, e.kind());
+            return Err(e);
+        }
+        p.uses += 1;
+        p.inflight += 1;
+        self.udp.ids.insert((idx, id), slot);
+        Ok(Conn::Pooled(idx))
+    }
+
+    /// Every exchange on pooled socket `idx` fails with `kind` (they all went to the
+    /// same upstream, which an ICMP error says is unreachable); the socket is replaced.
+    /// They end through [`Upstreams::ready`] or [`Upstreams::expire`], whichever runs
+    /// first.
+    fn fail_socket(&mut self, reg: &Registry, idx: usize, kind: io::ErrorKind) {
+        self.failing.extend(
+            self.udp
+                .ids
+                .iter()
+                .filter(|((i, _), _)| *i == idx)
+                .map(|(_, &s)| (s, kind)),
+        );
+        self.udp.retire(reg, idx);
+    }
+
+    /// Whether `idx` (of a token of this kind) is a pooled socket's: its readiness may
+    /// end several exchanges, so [`Upstreams::ready`] is called until it returns `None`.
+    pub fn is_pooled(idx: usize) -> bool {
+        idx & POOL_BIT != 0
     }
 
     /// A pooled connection to `to` that has not idled past `expire`, or a new one.
@@ -200,9 +535,13 @@ impl<W> Upstreams<W> {
         tcp_conn(reg, token, to, msg, reused, tls.cloned())
     }
 
-    /// Handles readiness of exchange `slot`. When it ends, returns its waiters and the
+    /// Handles readiness of exchange `slot` (or of pooled socket `slot`, see
+    /// [`Upstreams::is_pooled`]). When an exchange ends, returns its waiters and the
     /// outcome (a reply is copied to the start of `buf`).
-    pub fn ready(&mut self, reg: &Registry, slot: usize, buf: &mut [u8]) -> Option<(Vec<W>, ExchangeOutcome)> {
+    pub fn ready(&mut self, reg: &Registry, slot: usize, buf: &mut [u8]) -> Option<(Waiters<W>, ExchangeOutcome)> {
+        if Self::is_pooled(slot) {
+            return self.pooled_ready(reg, slot & !POOL_BIT, buf);
+        }
         let x = self.slots.get_mut(slot)?.as_mut()?;
         let id = x.id;
         let result = match &mut x.conn {
@@ -219,6 +558,7 @@ impl<W> Upstreams<W> {
                 }
             },
             Conn::Tcp(t) => tcp_progress(t, id, buf),
+            Conn::Pooled(_) => None,
         };
         let outcome = match result {
             None => return None,
@@ -243,9 +583,38 @@ impl<W> Upstreams<W> {
         Some(self.finish(reg, slot, outcome))
     }
 
+    /// Reads pooled socket `idx` until a reply ends an exchange (returned) or nothing is
+    /// left to read (`None`). A datagram that is no reply in flight on this socket (an
+    /// unknown ID, a late reply to an exchange that timed out, no QR) is dropped.
+    fn pooled_ready(&mut self, reg: &Registry, idx: usize, buf: &mut [u8]) -> Option<(Waiters<W>, ExchangeOutcome)> {
+        if let Some((slot, kind)) = self.failing.pop() {
+            return Some(self.finish(reg, slot, ExchangeOutcome::Failed(kind)));
+        }
+        loop {
+            let p = self.udp.socks.get(idx)?.as_ref()?;
+            match p.sock.recv(buf) {
+                Ok(n) => {
+                    let Some(h) = Header::of(&buf[..n]).filter(|h| h.qr()) else {
+                        continue;
+                    };
+                    if let Some(&slot) = self.udp.ids.get(&(idx, h.id())) {
+                        return Some(self.finish(reg, slot, ExchangeOutcome::Reply(n)));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail_socket(reg, idx, e.kind());
+                    let (slot, kind) = self.failing.pop()?;
+                    return Some(self.finish(reg, slot, ExchangeOutcome::Failed(kind)));
+                }
+            }
+        }
+    }
+
     /// Ends exchange `slot`: releases its socket (a TCP connection that delivered a
     /// whole reply goes back to the pool) and returns its waiters.
-    fn finish(&mut self, reg: &Registry, slot: usize, outcome: ExchangeOutcome) -> (Vec<W>, ExchangeOutcome) {
+    fn finish(&mut self, reg: &Registry, slot: usize, outcome: ExchangeOutcome) -> (Waiters<W>, ExchangeOutcome) {
         let x = self.slots[slot].take().expect("live slot");
         self.free.push(slot);
         if let Some(k) = x.key {
@@ -257,6 +626,7 @@ impl<W> Upstreams<W> {
             Conn::Udp(mut s) => {
                 let _ = reg.deregister(&mut s);
             }
+            Conn::Pooled(idx) => self.udp.release(reg, idx, x.id),
             Conn::Tcp(mut t) => {
                 let _ = reg.deregister(&mut t.stream);
                 if matches!(outcome, ExchangeOutcome::Reply(_)) {
@@ -270,9 +640,13 @@ impl<W> Upstreams<W> {
         (x.waiters, outcome)
     }
 
-    /// Ends the exchanges whose deadline passed; returns their waiters.
-    pub fn expire(&mut self, reg: &Registry, now: Instant) -> Vec<Vec<W>> {
+    /// Ends the exchanges whose deadline passed, and those whose socket failed; returns
+    /// their waiters and outcomes.
+    pub fn expire(&mut self, reg: &Registry, now: Instant) -> Vec<(Waiters<W>, ExchangeOutcome)> {
         let mut out = Vec::new();
+        while let Some((slot, kind)) = self.failing.pop() {
+            out.push(self.finish(reg, slot, ExchangeOutcome::Failed(kind)));
+        }
         while let Some(Reverse((deadline, slot))) = self.deadlines.peek().copied() {
             if deadline > now {
                 break;
@@ -280,9 +654,10 @@ impl<W> Upstreams<W> {
             self.deadlines.pop();
             // The heap entry may be stale: the slot finished, or was reused since.
             if matches!(&self.slots[slot], Some(x) if x.deadline == deadline) {
-                out.push(self.finish(reg, slot, ExchangeOutcome::Timeout).0);
+                out.push(self.finish(reg, slot, ExchangeOutcome::Timeout));
             }
         }
+        self.udp.sweep(reg, now);
         // Idle pooled connections past any reasonable reuse age are closed.
         self.pool.retain(|_, idle| {
             idle.retain(|(_, since, _)| since.elapsed() < Duration::from_secs(60));
@@ -332,12 +707,7 @@ fn tcp_conn(
 }
 
 fn udp_send(reg: &Registry, token: Token, to: SocketAddr, msg: &[u8]) -> io::Result<Conn> {
-    let any: SocketAddr = if to.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
-    };
-    let mut sock = UdpSocket::bind(any)?;
+    let mut sock = UdpSocket::bind(unspecified(to))?;
     sock.connect(to)?;
     sock.send(msg)?;
     reg.register(&mut sock, token, Interest::READABLE)?;
@@ -389,4 +759,264 @@ fn tcp_progress(t: &mut TcpState, id: u16, buf: &mut [u8]) -> Option<ExchangeOut
     }
     buf[..len].copy_from_slice(reply);
     Some(ExchangeOutcome::Reply(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::net::UdpSocket as StdUdp;
+
+    use mio::{Events, Poll};
+
+    use super::*;
+    use crate::dns::{HeaderMut, QueryBuilder, flag, rtype};
+
+    const BASE: usize = 4 << 32;
+
+    fn request(to: SocketAddr, timeout: Duration) -> UpstreamRequest {
+        UpstreamRequest {
+            to,
+            proto: UpstreamProto::Udp,
+            timeout,
+            cookie: 0,
+            coalesce: None,
+            expire: Duration::from_secs(10),
+        }
+    }
+
+    /// A fake upstream socket and what it received: (source port, ID, message).
+    fn sink() -> StdUdp {
+        let s = StdUdp::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    }
+
+    fn receive(s: &StdUdp) -> (SocketAddr, u16, Vec<u8>) {
+        let mut buf = [0u8; 512];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        (from, u16::from_be_bytes([buf[0], buf[1]]), buf[..n].to_vec())
+    }
+
+    /// `msg` made a reply (QR) with ID `id`.
+    fn reply(msg: &[u8], id: u16) -> Vec<u8> {
+        let mut r = msg.to_vec();
+        let mut h = HeaderMut::of(&mut r).unwrap();
+        h.set_id(id);
+        h.set_flag(flag::QR, true);
+        r
+    }
+
+    /// Waits for readiness and collects the exchanges that ended: (waiter, outcome).
+    fn drive(poll: &mut Poll, ups: &mut Upstreams<u32>, want: usize) -> Vec<(u32, Option<usize>)> {
+        let mut events = Events::with_capacity(64);
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65535];
+        let until = Instant::now() + Duration::from_secs(2);
+        while out.len() < want && Instant::now() < until {
+            poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
+            for ev in events.iter() {
+                let idx = ev.token().0 & ((1 << 32) - 1);
+                while let Some((ws, o)) = ups.ready(poll.registry(), idx, &mut buf) {
+                    let n = match o {
+                        ExchangeOutcome::Reply(n) => Some(n),
+                        _ => None,
+                    };
+                    out.extend(ws.into_iter().map(|w| (w, n)));
+                    if !Upstreams::<u32>::is_pooled(idx) {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn open_sockets(ups: &Upstreams<u32>) -> usize {
+        ups.udp.socks.iter().flatten().count()
+    }
+
+    #[test]
+    fn sockets_are_reused_then_replaced_and_ports_spread() {
+        let mut poll = Poll::new().unwrap();
+        let up = sink();
+        let mut ups: Upstreams<u32> = Upstreams::new(BASE);
+        let q = QueryBuilder::new(b"\x01a\x00", rtype::A).to_vec();
+        let total = 10 * POOL_USES as usize * POOL_PER_UPSTREAM;
+        let mut ports = Vec::new();
+        let mut ids = Vec::new();
+        for i in 0..total {
+            let mut msg = q.clone();
+            ups.start(
+                poll.registry(),
+                &request(up.local_addr().unwrap(), Duration::from_secs(2)),
+                &mut msg,
+                i as u32,
+            )
+            .unwrap_or_else(|(_, e)| panic!("start: {e:?}"));
+            let (from, id, m) = receive(&up);
+            ports.push(from.port());
+            ids.push(id);
+            up.send_to(&reply(&m, id), from).unwrap();
+            let done = drive(&mut poll, &mut ups, 1);
+            assert_eq!(done.len(), 1, "exchange {i}: {done:?}");
+            assert_eq!(done[0].0, i as u32);
+            assert!(done[0].1.is_some(), "exchange {i}: no reply");
+            assert!(open_sockets(&ups) <= 2 * POOL_PER_UPSTREAM);
+        }
+        let distinct: HashSet<u16> = ports.iter().copied().collect();
+        // Every socket takes at most POOL_USES exchanges, so there were at least
+        // total / POOL_USES of them (sockets replaced), each on a random port (the
+        // kernel may hand a port out again: a tenth of them leaves room for that).
+        assert!(
+            distinct.len() >= total / POOL_USES as usize * 9 / 10,
+            "{} ports",
+            distinct.len()
+        );
+        // Between two replacements, a socket keeps its port: the port changes at most
+        // once per POOL_USES exchanges of a socket, so in runs.
+        let changes = ports.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(changes < total * 9 / 10, "{changes} changes: no reuse");
+        // Spread over the ephemeral range, not handed out in sequence.
+        let (lo, hi) = (distinct.iter().min().unwrap(), distinct.iter().max().unwrap());
+        assert!(hi - lo > 1000, "ports {lo}..{hi}");
+        let mut sorted: Vec<u16> = distinct.into_iter().collect();
+        sorted.sort_unstable();
+        let consecutive = sorted.windows(2).filter(|w| w[1] == w[0] + 1).count();
+        assert!(
+            consecutive < sorted.len() / 4,
+            "{consecutive} of {} ports consecutive",
+            sorted.len()
+        );
+        // IDs: random, not a counter (4,000 draws of 16 bits: a few repeats at most).
+        let distinct_ids: HashSet<u16> = ids.iter().copied().collect();
+        assert!(
+            distinct_ids.len() > total * 9 / 10,
+            "{} distinct of {total}",
+            distinct_ids.len()
+        );
+        let steps = ids.windows(2).filter(|w| w[1] == w[0].wrapping_add(1)).count();
+        assert!(steps < 5, "{steps} IDs follow their predecessor");
+    }
+
+    #[test]
+    fn an_aged_socket_is_replaced_and_closed_when_idle() {
+        let mut poll = Poll::new().unwrap();
+        let up = sink();
+        let mut ups: Upstreams<u32> = Upstreams::new(BASE);
+        let q = QueryBuilder::new(b"\x01a\x00", rtype::A).to_vec();
+        let mut round = |ups: &mut Upstreams<u32>, n: usize| {
+            let mut ports = HashSet::new();
+            for i in 0..n {
+                let mut msg = q.clone();
+                ups.start(
+                    poll.registry(),
+                    &request(up.local_addr().unwrap(), Duration::from_secs(2)),
+                    &mut msg,
+                    i as u32,
+                )
+                .unwrap_or_else(|(_, e)| panic!("{e:?}"));
+                let (from, id, m) = receive(&up);
+                ports.insert(from.port());
+                up.send_to(&reply(&m, id), from).unwrap();
+                assert_eq!(drive(&mut poll, ups, 1).len(), 1);
+            }
+            ports
+        };
+        let first = round(&mut ups, 40);
+        assert!(first.len() <= POOL_PER_UPSTREAM, "{first:?}");
+        // Age every socket past POOL_AGE.
+        for p in ups.udp.socks.iter_mut().flatten() {
+            p.born -= POOL_AGE;
+        }
+        let second = round(&mut ups, 40);
+        assert!(first.is_disjoint(&second), "{first:?} {second:?}");
+        // The old ones had nothing in flight: closed, not kept.
+        assert!(open_sockets(&ups) <= POOL_PER_UPSTREAM, "{}", open_sockets(&ups));
+    }
+
+    #[test]
+    fn wrong_ids_and_stale_replies_are_dropped() {
+        let mut poll = Poll::new().unwrap();
+        let up = sink();
+        let mut ups: Upstreams<u32> = Upstreams::new(BASE);
+        let q = QueryBuilder::new(b"\x01a\x00", rtype::A).to_vec();
+        // Exchange 1 times out; its late reply must not end exchange 2 on the same socket.
+        let mut msg = q.clone();
+        ups.start(
+            poll.registry(),
+            &request(up.local_addr().unwrap(), Duration::from_millis(10)),
+            &mut msg,
+            1,
+        )
+        .unwrap_or_else(|(_, e)| panic!("{e:?}"));
+        let (from1, id1, m1) = receive(&up);
+        std::thread::sleep(Duration::from_millis(20));
+        let expired = ups.expire(poll.registry(), Instant::now());
+        assert_eq!(expired.len(), 1);
+        assert_eq!(ups.live(), 0);
+        // Fill the pool so that exchange 2 shares exchange 1's socket eventually: keep
+        // starting until one goes out from from1's port.
+        let mut waiter = 2;
+        let (from, id, m) = loop {
+            let mut msg = q.clone();
+            ups.start(
+                poll.registry(),
+                &request(up.local_addr().unwrap(), Duration::from_secs(2)),
+                &mut msg,
+                waiter,
+            )
+            .unwrap_or_else(|(_, e)| panic!("{e:?}"));
+            let got = receive(&up);
+            if got.0 == from1 {
+                break got;
+            }
+            waiter += 1;
+            assert!(waiter < 200, "no exchange reused the first socket");
+        };
+        assert_ne!(id, id1.wrapping_add(1), "IDs in sequence");
+        // The late reply, a reply with another ID, and the query echoed (no QR): dropped.
+        up.send_to(&reply(&m1, id1), from).unwrap();
+        up.send_to(&reply(&m, id ^ 0x5555), from).unwrap();
+        up.send_to(&m, from).unwrap();
+        // From another address (a second socket): the kernel drops it (connected).
+        let other = StdUdp::bind("127.0.0.1:0").unwrap();
+        other.send_to(&reply(&m, id), from).unwrap();
+        let done = drive(&mut poll, &mut ups, 1);
+        assert!(done.is_empty(), "{done:?}");
+        assert_eq!(ups.live() as u32, waiter - 1);
+        // The genuine one ends exactly its exchange.
+        up.send_to(&reply(&m, id), from).unwrap();
+        let done = drive(&mut poll, &mut ups, 1);
+        assert_eq!(done, [(waiter, Some(m.len()))]);
+    }
+
+    #[test]
+    fn an_unreachable_upstream_fails_every_exchange_on_the_socket_at_once() {
+        let mut poll = Poll::new().unwrap();
+        let dead = StdUdp::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut ups: Upstreams<u32> = Upstreams::new(BASE);
+        let q = QueryBuilder::new(b"\x01a\x00", rtype::A).to_vec();
+        let mut failed_at_start = 0;
+        for i in 0..8 {
+            let mut msg = q.clone();
+            if ups
+                .start(poll.registry(), &request(dead, Duration::from_secs(5)), &mut msg, i)
+                .is_err()
+            {
+                failed_at_start += 1;
+            }
+        }
+        let t0 = Instant::now();
+        let mut done = drive(&mut poll, &mut ups, 8 - failed_at_start);
+        // Those failed with the socket when a later send found its error: at the next
+        // turn of the worker.
+        for (ws, o) in ups.expire(poll.registry(), Instant::now()) {
+            assert!(matches!(o, ExchangeOutcome::Failed(_)));
+            done.extend(ws.into_iter().map(|w| (w, None)));
+        }
+        assert_eq!(done.len() + failed_at_start, 8, "{done:?}");
+        assert!(done.iter().all(|(_, n)| n.is_none()));
+        assert!(t0.elapsed() < Duration::from_secs(1));
+        assert_eq!(ups.live(), 0);
+    }
 }

@@ -1097,16 +1097,25 @@ fn udp_flood_sigterm() -> Outcome {
 }
 
 /// Forwarded queries for unique names to an upstream that never answers, well beyond the
-/// pending table: the table caps (one socket per pending exchange, so the descriptor
-/// count shows it), queries beyond it are refused at once, memory stays bounded, local
-/// names keep answering, and every upstream socket is closed afterwards.
+/// pending table: the table caps (the worker's `clusterdns_upstream_pending` gauge shows
+/// it), queries beyond it are refused at once, memory stays bounded, local names keep
+/// answering, the upstream sockets stay within the pool's bound (4 taking queries and 4
+/// being replaced per upstream per worker: the exchanges share them) and only the pool's
+/// live sockets are left afterwards.
 fn forward_overload() -> Outcome {
     // A silent upstream: its UDP socket is never read.
     let silent = FakeUpstream::with_mode(Mode::Deaf);
+    let mport = free_port();
     let text = format!(
-        "example.org:{{port}} {{\n    bind 127.0.0.1\n    hosts {{\n        192.0.2.1 a.example.org\n    }}\n}}\n.:{{port}} {{\n    bind 127.0.0.1\n    forward . {}\n}}\n",
+        "example.org:{{port}} {{\n    bind 127.0.0.1\n    hosts {{\n        192.0.2.1 a.example.org\n    }}\n}}\n.:{{port}} {{\n    bind 127.0.0.1\n    prometheus 127.0.0.1:{mport}\n    forward . {}\n}}\n",
         silent.addr()
     );
+    let pending = || {
+        let (_, page) = testkit::http::http_get(mport, "/metrics").ok()?;
+        page.lines()
+            .find(|l| l.starts_with("clusterdns_upstream_pending{"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+    };
     let s = Launch::new(&text).arg("-workers").arg("1").start();
     let pid = s.pid();
     let base = settled_fds(pid);
@@ -1131,9 +1140,11 @@ fn forward_overload() -> Outcome {
     let handle = flood.spawn(&stop);
     let mut rss = RssTrace::new(pid);
     let mut peak_fds = 0;
+    let mut pending_peak = 0;
     while !handle.is_finished() {
         rss.sample();
         peak_fds = peak_fds.max(fd_count(pid));
+        pending_peak = pending_peak.max(pending().unwrap_or(0.0) as usize);
         if !alive(pid) {
             stop.store(true, Ordering::Relaxed);
         }
@@ -1142,12 +1153,18 @@ fn forward_overload() -> Outcome {
     let st = handle.join().unwrap();
     let probes = prober.stop();
     check!(alive(pid), "server died");
-    let back = fds_back(pid, base, Duration::from_secs(4))
-        .map_err(|n| format!("server descriptors stuck at {n} (base {base}) after every exchange timed out"))?;
-    let pending_peak = peak_fds.saturating_sub(base);
+    // The pool's live sockets (at most 4) stay open until the upstream idles 60 s.
+    let back = fds_back(pid, base + 4, Duration::from_secs(4)).map_err(|n| {
+        format!("server descriptors stuck at {n} (base {base} + 4 pooled) after every exchange timed out")
+    })?;
     check!(
-        pending_peak <= 4096 + 16,
-        "{pending_peak} descriptors over base during the flood: the pending table (4096 per worker) did not cap"
+        peak_fds <= base + 8 + 4,
+        "{} descriptors over base during the flood: more upstream sockets than the pool's bound (8)",
+        peak_fds - base
+    );
+    check!(
+        pending_peak <= 4096,
+        "{pending_peak} exchanges pending during the flood: the pending table (4096 per worker) did not cap"
     );
     check!(
         pending_peak >= 3000,
@@ -1172,8 +1189,9 @@ fn forward_overload() -> Outcome {
     );
     let refused = st.fast[Rcode::REFUSED.to_int() as usize];
     let report = format!(
-        "{} unique names at {rate:.0}/s for {secs}s to a silent upstream (1 worker): pending table capped at {pending_peak} exchanges (fds), {fast} answered at once ({}), {} answered when their exchange timed out (2s), {unanswered} unanswered; RSS {:.1} -> peak {:.1} MiB; fds back to {base} {:.1}s after; local names {}",
+        "{} unique names at {rate:.0}/s for {secs}s to a silent upstream (1 worker): pending table capped at {pending_peak} exchanges (peak {} upstream sockets), {fast} answered at once ({}), {} answered when their exchange timed out (2s), {unanswered} unanswered; RSS {:.1} -> peak {:.1} MiB; fds back to {base} {:.1}s after; local names {}",
         st.sent,
+        peak_fds - base,
         rcode_counts(&st.fast),
         st.late,
         mib(rss0),

@@ -13,7 +13,8 @@ use super::tcp::frame_into;
 use crate::chain::UpstreamReply;
 use crate::dns::Transport;
 use crate::server::handler::{self, Handled, Refresh, Suspended};
-use crate::server::upstream::ExchangeOutcome;
+use crate::server::socket::BATCH;
+use crate::server::upstream::{ExchangeOutcome, Upstreams};
 
 /// Where a suspended query's reply goes.
 #[derive(Clone, Copy)]
@@ -28,6 +29,16 @@ pub(super) enum Client {
     },
     /// A background refresh: nobody to answer.
     Nobody,
+}
+
+/// Replies to UDP clients whose queries waited on an upstream, queued in the worker's
+/// batch for one sendmmsg: the socket they go out on, and copies of the replies (the
+/// batch points into them until it is flushed; buffers kept for reuse).
+#[derive(Default)]
+pub(super) struct Relays {
+    sock: Option<usize>,
+    replies: Vec<Vec<u8>>,
+    len: usize,
 }
 
 /// A query waiting on an upstream: what resumes it and where its reply goes.
@@ -54,6 +65,8 @@ impl Worker {
         let request = w.suspended.request.clone();
         let mut msg = std::mem::take(&mut w.suspended.message);
         let started = self.upstreams.start(self.poll.registry(), &request, &mut msg, w);
+        // The message is on its way: its buffer serves the next one.
+        self.ctx.recycle(msg);
         self.stats
             .upstream_pending
             .store(self.upstreams.live() as u64, Ordering::Relaxed);
@@ -61,14 +74,15 @@ impl Worker {
             // Resume at once with the failure; the plugin decides (another upstream,
             // SERVFAIL).
             self.resumed(w, UpstreamReply::Failed(kind));
+            self.flush_relays();
         }
     }
 
-    /// An upstream socket is readable: its exchange ended (a reply, or a failure);
-    /// every query waiting on it resumes.
+    /// An upstream socket is readable: the exchanges it ended (a reply, or a failure)
+    /// resume every query waiting on them; their replies to UDP clients go out together.
     pub(super) fn upstream_ready(&mut self, slot: usize) {
         let mut buf = std::mem::take(&mut self.reply_buf);
-        if let Some((waiters, outcome)) = self.upstreams.ready(self.poll.registry(), slot, &mut buf) {
+        while let Some((waiters, outcome)) = self.upstreams.ready(self.poll.registry(), slot, &mut buf) {
             self.stats
                 .upstream_pending
                 .store(self.upstreams.live() as u64, Ordering::Relaxed);
@@ -80,8 +94,24 @@ impl Worker {
                 };
                 self.resumed(w, reply);
             }
+            // A pooled socket may hold replies to several exchanges; a socket of one
+            // exchange is done.
+            if !Upstreams::<Waiting>::is_pooled(slot) {
+                break;
+            }
         }
         self.reply_buf = buf;
+        self.flush_relays();
+    }
+
+    /// Sends the replies to UDP clients queued by [`Worker::send_to_client`].
+    pub(super) fn flush_relays(&mut self) {
+        self.relays.len = 0;
+        let Some(sock) = self.relays.sock.take() else { return };
+        let Some(u) = self.udp.get(sock) else { return };
+        if let Ok(d) = self.batch.flush(u.sock.as_raw_fd()) {
+            self.stats.dropped_replies.fetch_add(d as u64, Ordering::Relaxed);
+        }
     }
 
     /// A waiting query's exchange ended: forget it in its TCP connection's count, then
@@ -117,20 +147,35 @@ impl Worker {
                 }
             }
             Handled::Drop => {}
-            Handled::Upstream(next) => self.suspend(Waiting { suspended: next, ..w }),
+            Handled::Upstream(next) => return self.suspend(Waiting { suspended: next, ..w }),
         }
+        self.ctx.recycle(w.query);
     }
 
-    /// Sends the reply in `self.resp` to a client whose query was suspended.
+    /// Sends the reply in `self.resp` to a client whose query was suspended. UDP replies
+    /// are queued for one sendmmsg per socket ([`Worker::flush_relays`], which every
+    /// caller's entry point ends with, so nothing stays queued between two events).
     pub(super) fn send_to_client(&mut self, client: Client) {
         match client {
             Client::Udp { sock, from, to } => {
+                if self.relays.sock.is_some_and(|s| s != sock) || self.relays.len == BATCH {
+                    self.flush_relays();
+                }
                 let Some(u) = self.udp.get(sock) else { return };
                 let fd = u.sock.as_raw_fd();
-                let _ = self.batch.queue(fd, self.resp.bytes(), from, to);
-                if let Ok(d) = self.batch.flush(fd) {
-                    self.stats.dropped_replies.fetch_add(d as u64, Ordering::Relaxed);
+                // The reply is copied out of `resp` (which the next query reuses): the
+                // batch points into the copy. (A copy of its bytes: the Response
+                // itself, with its compression table, is some kilobytes to move.)
+                let r = &mut self.relays;
+                if r.replies.len() == r.len {
+                    r.replies.push(Vec::with_capacity(512));
                 }
+                let out = &mut r.replies[r.len];
+                out.clear();
+                out.extend_from_slice(self.resp.bytes());
+                let _ = self.batch.queue(fd, out, from, to);
+                r.len += 1;
+                r.sock = Some(sock);
             }
             Client::Nobody => {}
             Client::Tcp { conn } => {
@@ -164,11 +209,16 @@ impl Worker {
 
     /// Times out upstream exchanges whose deadline passed.
     pub(super) fn expire_upstreams(&mut self, now: Instant) {
-        for waiters in self.upstreams.expire(self.poll.registry(), now) {
+        for (waiters, outcome) in self.upstreams.expire(self.poll.registry(), now) {
             for w in waiters {
-                self.resumed(w, UpstreamReply::Timeout);
+                let reply = match outcome {
+                    ExchangeOutcome::Failed(k) => UpstreamReply::Failed(k),
+                    _ => UpstreamReply::Timeout,
+                };
+                self.resumed(w, reply);
             }
         }
+        self.flush_relays();
         self.stats
             .upstream_pending
             .store(self.upstreams.live() as u64, Ordering::Relaxed);

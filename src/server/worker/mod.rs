@@ -40,7 +40,7 @@ mod stream;
 mod tcp;
 mod udp;
 
-use exchange::{Client, Waiting};
+use exchange::{Client, Relays, Waiting};
 pub use stats::{STALL_BOUND, WorkerStats, epoch, metrics, millis_since_epoch, stalled};
 use tcp::Conn;
 pub use tcp::TcpLimits;
@@ -122,6 +122,8 @@ pub struct Worker {
     udp_backlog: Vec<usize>,
     /// TCP connections whose reply stream may send its next message (see `stream.rs`).
     stream_backlog: Vec<usize>,
+    /// Relayed upstream replies waiting in `batch` (see `exchange.rs`).
+    relays: Relays,
 }
 
 /// How long closing a UDP socket (a reload that drops an address, or a stop) keeps
@@ -170,6 +172,7 @@ impl Worker {
             refreshes: Vec::new(),
             udp_backlog: Vec::new(),
             stream_backlog: Vec::new(),
+            relays: Relays::default(),
         };
         Ok((w, waker))
     }

@@ -70,7 +70,7 @@ impl Worker {
                     }
                     Handled::Drop => {}
                     Handled::Upstream(s) => {
-                        let query = dg.data.to_vec();
+                        let query = self.ctx.copy_buf(dg.data);
                         let client = Client::Udp {
                             sock: idx,
                             from: dg.from,
