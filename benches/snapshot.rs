@@ -225,7 +225,12 @@ fn pods(pods: usize, rv: u64, mut out: impl FnMut(Object)) {
 fn run_pods(n: usize) {
     let mut store = ClusterStore::new(
         StoreOptions::default(),
-        vec![Resource::Namespaces, Resource::Services, Resource::EndpointSlices, Resource::Pods],
+        vec![
+            Resource::Namespaces,
+            Resource::Services,
+            Resource::EndpointSlices,
+            Resource::Pods,
+        ],
     );
     list(&mut store, 10_000);
     let base = LIVE.load(Ordering::Relaxed);

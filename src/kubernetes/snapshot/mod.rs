@@ -117,7 +117,11 @@ impl Snapshot {
     /// What the address `ip` says about the pod a query from it came from (see
     /// [`ClientPod`]). Pods are known only with `pods verified`.
     pub fn client_pod(&self, ip: IpAddr) -> ClientPod<'_> {
-        ClientPod::of(self.pod_owners.get(&ip.to_canonical()).map_or(&[][..], |l| l.as_slice()))
+        ClientPod::of(
+            self.pod_owners
+                .get(&ip.to_canonical())
+                .map_or(&[][..], |l| l.as_slice()),
+        )
     }
 
     /// (namespaces, services, addresses), for logs and metrics.
