@@ -4,6 +4,7 @@
 //!
 //!   cargo bench --bench snapshot                      # 10,000 and 100,000 services
 //!   cargo bench --bench snapshot -- --services 50000
+//!   cargo bench --bench snapshot -- --pods 150000     # `pods verified`: pods on top of 10,000 services
 //!
 //! Half the services are ClusterIP, half headless with 5 ready endpoints each (so
 //! 100,000 services carry 250,000 endpoints), spread over 1,000 namespaces.
@@ -13,7 +14,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use clusterdns::kubernetes::model::{Endpoint, EndpointSlice, Namespace, Object, Port, Resource, Service, ServiceKind};
+use clusterdns::kubernetes::model::{
+    Endpoint, EndpointSlice, Namespace, Object, Pod, Port, Resource, Service, ServiceKind,
+};
 use clusterdns::kubernetes::snapshot::{ClusterStore, StoreOptions};
 
 /// Tracks live heap bytes and their peak.
@@ -201,15 +204,108 @@ fn run(services: usize) {
     drop(snap);
 }
 
+/// Pods as a list brings them: `pods` pods over the bench's namespaces, each with its
+/// own address, names as a Deployment's ReplicaSet gives them; every 50th terminating.
+fn pods(pods: usize, rv: u64, mut out: impl FnMut(Object)) {
+    for i in 0..pods {
+        let addr = ip4(0x0a40_0000 + i as u32);
+        out(Object::Pod(Pod {
+            namespace: format!("ns{}", i % NAMESPACES).into(),
+            name: format!("app{}-7d9f8c6b5-{:05x}", i / 10, i & 0xfffff).into(),
+            resource_version: format!("{}", rv + i as u64).into(),
+            pod_ip: addr.to_string().into(),
+            terminating: i % 50 == 0,
+            host_network: false,
+        }));
+    }
+}
+
+/// `pods verified`: what `pods` pods add to a store of 10,000 services, their first
+/// list's peak, a relist's peak (every pod at a new resourceVersion), and one change.
+fn run_pods(n: usize) {
+    let mut store = ClusterStore::new(
+        StoreOptions::default(),
+        vec![
+            Resource::Namespaces,
+            Resource::Services,
+            Resource::EndpointSlices,
+            Resource::Pods,
+        ],
+    );
+    list(&mut store, 10_000);
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let t = Instant::now();
+    store.list_start(Resource::Pods);
+    pods(n, 1000, |o| {
+        store.upsert(o);
+    });
+    store.list_done(Resource::Pods);
+    let snap = store.snapshot();
+    let build = t.elapsed();
+    let held = LIVE.load(Ordering::Relaxed) - base;
+    let first_peak = PEAK.load(Ordering::Relaxed) - base;
+    assert!(snap.synced);
+    let hold = store.snapshot();
+    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+    let t = Instant::now();
+    store.list_start(Resource::Pods);
+    pods(n, 10_000_000, |o| {
+        store.upsert(o);
+    });
+    store.list_done(Resource::Pods);
+    let relist = t.elapsed();
+    let relist_peak = PEAK.load(Ordering::Relaxed) - base;
+    drop(hold);
+    let mut changes = Vec::new();
+    for k in 0..200u32 {
+        let i = (k as usize * 7919) % n;
+        let obj = Object::Pod(Pod {
+            namespace: format!("ns{}", i % NAMESPACES).into(),
+            name: format!("app{}-7d9f8c6b5-{:05x}", i / 10, i & 0xfffff).into(),
+            resource_version: format!("{}", 20_000_000 + k).into(),
+            pod_ip: ip4(0x0b40_0000 + k).to_string().into(),
+            terminating: false,
+            host_network: false,
+        });
+        let t = Instant::now();
+        store.upsert(obj);
+        let _published = store.snapshot();
+        changes.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    changes.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{n:>7} pods (pods verified, over 10,000 services) | list {:>7.1} ms | held {:>6.1} MiB ({:>4.0} B/pod) | first list peak {:>6.1} MiB | relist (all new versions) {:>7.1} ms, peak {:>6.1} MiB ({:.2}x) | one change p50 {:>5.0} us p99 {:>5.0} us",
+        build.as_secs_f64() * 1e3,
+        mib(held),
+        held as f64 / n as f64,
+        mib(first_peak),
+        relist.as_secs_f64() * 1e3,
+        mib(relist_peak),
+        relist_peak as f64 / held as f64,
+        changes[changes.len() / 2],
+        changes[changes.len() * 99 / 100],
+    );
+    drop(snap);
+}
+
 fn main() {
     let mut sizes = vec![10_000, 100_000];
+    let mut pod_sizes = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--services" {
             sizes = vec![args.next().and_then(|v| v.parse().ok()).expect("--services N")];
         }
+        if a == "--pods" {
+            pod_sizes = vec![args.next().and_then(|v| v.parse().ok()).expect("--pods N")];
+            sizes.clear();
+        }
     }
     for n in sizes {
         run(n);
+    }
+    for n in pod_sizes {
+        run_pods(n);
     }
 }

@@ -117,7 +117,11 @@ impl Snapshot {
     /// What the address `ip` says about the pod a query from it came from (see
     /// [`ClientPod`]). Pods are known only with `pods verified`.
     pub fn client_pod(&self, ip: IpAddr) -> ClientPod<'_> {
-        ClientPod::of(self.pod_owners.get(&ip.to_canonical()).map_or(&[][..], |l| &l[..]))
+        ClientPod::of(
+            self.pod_owners
+                .get(&ip.to_canonical())
+                .map_or(&[][..], |l| l.as_slice()),
+        )
     }
 
     /// (namespaces, services, addresses), for logs and metrics.
@@ -442,6 +446,15 @@ mod tests {
                 .outside
                 .is_none()
         );
+    }
+
+    /// The reverse index has an entry per cluster IP and endpoint address (its largest
+    /// table): an address and its owners in 24 bytes.
+    #[test]
+    fn a_reverse_index_entry_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<Owner>(), 16);
+        assert_eq!(std::mem::size_of::<Owners>(), 16);
+        assert_eq!(std::mem::size_of::<(u32, Owners)>(), 24);
     }
 
     #[test]

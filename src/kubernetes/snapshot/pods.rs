@@ -12,13 +12,14 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::shard::{FxMap, Sharded};
+use super::shard::{FxMap, FxSet, Sharded};
 use crate::kubernetes::model::{ObjectKey, Pod};
 
 /// A pod with an address, as the owner index keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodRef {
-    pub namespace: Box<str>,
+    /// Shared by every pod of the namespace (one allocation a namespace, not a pod).
+    pub namespace: Arc<str>,
     pub name: Box<str>,
     /// `spec.hostNetwork`: its address is its node's.
     pub host_network: bool,
@@ -58,14 +59,61 @@ impl<'a> ClientPod<'a> {
     }
 }
 
-/// The address index as published: address → the pods that have it.
-pub(super) type PodOwners = Sharded<IpAddr, Arc<[PodRef]>>;
+/// The pods of one address: inline when there is one (nearly always), so that an
+/// address costs its table entry and the pod's name, no list allocation of its own.
+#[derive(Clone, Debug)]
+pub(super) enum PodList {
+    One(PodRef),
+    Many(Arc<[PodRef]>),
+}
 
-/// The builder's side: where each pod is indexed, and the list generation it was last
-/// seen in (a list that no longer has it removes it).
+impl PodList {
+    pub(super) fn as_slice(&self) -> &[PodRef] {
+        match self {
+            PodList::One(p) => std::slice::from_ref(p),
+            PodList::Many(l) => l,
+        }
+    }
+
+    fn from_vec(mut v: Vec<PodRef>) -> Option<PodList> {
+        match v.len() {
+            0 => None,
+            1 => v.pop().map(PodList::One),
+            _ => Some(PodList::Many(v.into())),
+        }
+    }
+}
+
+/// The address index as published: address → the pods that have it.
+pub(super) type PodOwners = Sharded<IpAddr, PodList>;
+
+/// What the builder keeps of a pod (one entry a pod, for both of the snapshot's pod
+/// tables).
+struct PodState {
+    /// `status.podIP` as counted in the snapshot's pods by namespace and address text
+    /// (`pods verified`'s A answers); `None` when the pod was first seen terminating
+    /// (it is not added there, as CoreDNS's informer does not add it).
+    ip: Option<Box<str>>,
+    /// The address (and `hostNetwork`) it is listed under in [`PodOwners`]
+    /// (terminating pods included: they may hold the address still).
+    at: Option<(IpAddr, bool)>,
+    /// The list generation it was last seen in (a list that no longer has it removes it).
+    generation: u32,
+}
+
+/// What an upsert changed in the pods counted by address text: their old text (if
+/// they were counted) and the new one.
+pub(super) struct Recount {
+    pub old: Option<Box<str>>,
+    pub new: Box<str>,
+}
+
+/// The builder's side: every pod once, by key, and the namespaces the index's
+/// entries share.
 #[derive(Default)]
-pub(super) struct PodIndex {
-    at: FxMap<ObjectKey, (IpAddr, bool, u32)>,
+pub(super) struct Pods {
+    by_key: FxMap<ObjectKey, PodState>,
+    namespaces: FxSet<Arc<str>>,
 }
 
 /// The address a pod is indexed under: its `status.podIP`, parsed (IPv4-mapped IPv6
@@ -74,139 +122,241 @@ fn address(p: &Pod) -> Option<IpAddr> {
     p.pod_ip.parse::<IpAddr>().ok().map(|a| a.to_canonical())
 }
 
-impl PodIndex {
-    /// Indexes (or re-indexes) a pod seen in list generation `generation`. Returns
-    /// whether the published index changed.
-    pub(super) fn upsert(&mut self, owners: &mut PodOwners, p: &Pod, generation: u32) -> bool {
+fn link(owners: &mut PodOwners, addr: IpAddr, pod: PodRef) {
+    let mut list: Vec<PodRef> = owners.get(&addr).map_or_else(Vec::new, |l| l.as_slice().to_vec());
+    list.push(pod);
+    if let Some(l) = PodList::from_vec(list) {
+        owners.insert(addr, l);
+    }
+}
+
+fn unlink(owners: &mut PodOwners, addr: IpAddr, key: &ObjectKey) {
+    let rest: Vec<PodRef> = owners
+        .get(&addr)
+        .map(|l| {
+            l.as_slice()
+                .iter()
+                .filter(|r| *r.namespace != *key.namespace || r.name != key.name)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    match PodList::from_vec(rest) {
+        Some(l) => owners.insert(addr, l),
+        None => owners.remove(&addr),
+    };
+}
+
+impl Pods {
+    fn namespace(&mut self, ns: &str) -> Arc<str> {
+        if let Some(n) = self.namespaces.get(ns) {
+            return n.clone();
+        }
+        let n: Arc<str> = ns.into();
+        self.namespaces.insert(n.clone());
+        n
+    }
+
+    /// Applies a pod seen in list generation `generation`: returns whether the address
+    /// index changed by it being indexed (anew or elsewhere), and the recount when its
+    /// counted address text changed. A terminating pod is indexed but not counted
+    /// anew; one already counted stays until the delete event, as CoreDNS's pod
+    /// informer keeps it.
+    pub(super) fn upsert(&mut self, owners: &mut PodOwners, p: &Pod, generation: u32) -> (bool, Option<Recount>) {
         let key = ObjectKey {
             namespace: p.namespace.clone(),
             name: p.name.clone(),
         };
         let now = address(p).map(|a| (a, p.host_network));
-        match self.at.get_mut(&key) {
-            Some(e) if now == Some((e.0, e.1)) => {
-                e.2 = generation;
-                return false;
+        let was = self.by_key.get(&key).and_then(|s| s.at);
+        let indexed = now.is_some() && was != now;
+        if was != now {
+            if let Some((addr, _)) = was {
+                unlink(owners, addr, &key);
             }
-            Some(_) => {
-                self.remove(owners, &key);
+            if let Some((addr, host_network)) = now {
+                let pod = PodRef {
+                    namespace: self.namespace(&p.namespace),
+                    name: p.name.clone(),
+                    host_network,
+                };
+                link(owners, addr, pod);
             }
-            None => {}
         }
-        let Some((addr, host_network)) = now else {
-            return false;
-        };
-        let mut list: Vec<PodRef> = owners.get(&addr).map_or_else(Vec::new, |l| l.to_vec());
-        list.push(PodRef {
-            namespace: p.namespace.clone(),
-            name: p.name.clone(),
-            host_network,
+        if p.terminating {
+            match self.by_key.get_mut(&key) {
+                Some(s) => {
+                    s.generation = generation;
+                    s.at = now;
+                    if s.ip.is_none() && s.at.is_none() {
+                        self.by_key.remove(&key);
+                    }
+                }
+                None if now.is_some() => {
+                    self.by_key.insert(
+                        key,
+                        PodState {
+                            ip: None,
+                            at: now,
+                            generation,
+                        },
+                    );
+                }
+                None => {}
+            }
+            return (indexed, None);
+        }
+        let s = self.by_key.entry(key).or_insert(PodState {
+            ip: None,
+            at: None,
+            generation,
         });
-        owners.insert(addr, list.into());
-        self.at.insert(key, (addr, host_network, generation));
-        true
-    }
-
-    /// Removes a pod. Returns whether it was indexed.
-    pub(super) fn remove(&mut self, owners: &mut PodOwners, key: &ObjectKey) -> bool {
-        let Some((addr, _, _)) = self.at.remove(key) else {
-            return false;
-        };
-        let rest: Vec<PodRef> = owners
-            .get(&addr)
-            .map(|l| {
-                l.iter()
-                    .filter(|r| r.namespace != key.namespace || r.name != key.name)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        if rest.is_empty() {
-            owners.remove(&addr);
-        } else {
-            owners.insert(addr, rest.into());
+        s.generation = generation;
+        s.at = now;
+        if s.ip.as_deref() == Some(&*p.pod_ip) {
+            return (indexed, None);
         }
-        true
+        let old = s.ip.replace(p.pod_ip.clone());
+        (
+            indexed,
+            Some(Recount {
+                old,
+                new: p.pod_ip.clone(),
+            }),
+        )
     }
 
-    /// Removes the pods not seen in list generation `generation`.
-    pub(super) fn sweep(&mut self, owners: &mut PodOwners, generation: u32) {
-        let gone: Vec<ObjectKey> = self
-            .at
+    /// Removes a pod: `None` when it was not known, else whether it was indexed and
+    /// the address text it was counted under.
+    pub(super) fn remove(&mut self, owners: &mut PodOwners, key: &ObjectKey) -> Option<(bool, Option<Box<str>>)> {
+        let s = self.by_key.remove(key)?;
+        if let Some((addr, _)) = s.at {
+            unlink(owners, addr, key);
+        }
+        Some((s.at.is_some(), s.ip))
+    }
+
+    /// The pods not seen in list generation `generation`.
+    pub(super) fn stale(&self, generation: u32) -> Vec<ObjectKey> {
+        self.by_key
             .iter()
-            .filter(|(_, v)| v.2 != generation)
+            .filter(|(_, s)| s.generation != generation)
             .map(|(k, _)| k.clone())
-            .collect();
-        for k in gone {
-            self.remove(owners, &k);
-        }
+            .collect()
+    }
+
+    /// Forgets namespaces no indexed pod names any more.
+    pub(super) fn trim(&mut self) {
+        self.namespaces.retain(|n| Arc::strong_count(n) > 1);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kubernetes::model::{Object, Resource};
+    use crate::kubernetes::snapshot::{ClusterStore, StoreOptions};
 
-    fn pod(ns: &str, name: &str, ip: &str, host_network: bool) -> Pod {
-        Pod {
+    fn pod(ns: &str, name: &str, ip: &str, host_network: bool) -> Object {
+        Object::Pod(Pod {
             namespace: ns.into(),
             name: name.into(),
             resource_version: "1".into(),
             pod_ip: ip.into(),
             terminating: false,
             host_network,
-        }
+        })
     }
 
-    fn verdict(owners: &PodOwners, ip: &str) -> String {
-        let ip: IpAddr = ip.parse().unwrap();
-        match ClientPod::of(owners.get(&ip).map_or(&[][..], |l| &l[..])) {
+    fn verdict(st: &ClusterStore, ip: &str) -> String {
+        match st.snapshot().client_pod(ip.parse().unwrap()) {
             ClientPod::One(p) => format!("{}/{}", p.namespace, p.name),
             other => format!("{other:?}"),
         }
     }
 
+    fn key(ns: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
     #[test]
     fn a_pod_is_named_only_when_it_alone_has_the_address() {
-        let mut owners = PodOwners::default();
-        let mut index = PodIndex::default();
-        assert!(index.upsert(&mut owners, &pod("a", "web", "10.0.0.1", false), 1));
-        assert_eq!(verdict(&owners, "10.0.0.1"), "a/web");
-        assert_eq!(verdict(&owners, "10.0.0.2"), "Unknown");
+        let mut st = ClusterStore::new(StoreOptions::default(), vec![Resource::Pods]);
+        assert!(st.upsert(pod("a", "web", "10.0.0.1", false)));
+        assert_eq!(verdict(&st, "10.0.0.1"), "a/web");
+        assert_eq!(verdict(&st, "10.0.0.2"), "Unknown");
         // The address reused by a pod in another namespace while the first is still
         // there (terminating): nobody (coredns#2842).
-        assert!(index.upsert(&mut owners, &pod("b", "api", "10.0.0.1", false), 1));
-        assert_eq!(verdict(&owners, "10.0.0.1"), "Ambiguous");
+        assert!(st.upsert(pod("b", "api", "10.0.0.1", false)));
+        assert_eq!(verdict(&st, "10.0.0.1"), "Ambiguous");
         // The old pod is deleted: the new one alone.
-        assert!(index.remove(
-            &mut owners,
-            &ObjectKey {
-                namespace: "a".into(),
-                name: "web".into()
-            }
-        ));
-        assert_eq!(verdict(&owners, "10.0.0.1"), "b/api");
+        assert!(st.delete(Resource::Pods, &key("a", "web")));
+        assert_eq!(verdict(&st, "10.0.0.1"), "b/api");
         // The same pod again: nothing changes; a new address moves it.
-        assert!(!index.upsert(&mut owners, &pod("b", "api", "10.0.0.1", false), 1));
-        assert!(index.upsert(&mut owners, &pod("b", "api", "10.0.0.9", false), 1));
-        assert_eq!(verdict(&owners, "10.0.0.1"), "Unknown");
-        assert_eq!(verdict(&owners, "10.0.0.9"), "b/api");
+        assert!(!st.upsert(pod("b", "api", "10.0.0.1", false)));
+        assert!(st.upsert(pod("b", "api", "10.0.0.9", false)));
+        assert_eq!(verdict(&st, "10.0.0.1"), "Unknown");
+        assert_eq!(verdict(&st, "10.0.0.9"), "b/api");
         // A host-network pod is never the client's pod, alone or not.
-        index.upsert(&mut owners, &pod("kube-system", "proxy", "192.168.0.5", true), 1);
-        assert_eq!(verdict(&owners, "192.168.0.5"), "HostNetwork");
-        index.upsert(&mut owners, &pod("kube-system", "agent", "192.168.0.5", true), 1);
-        assert_eq!(verdict(&owners, "192.168.0.5"), "Ambiguous");
+        st.upsert(pod("kube-system", "proxy", "192.168.0.5", true));
+        assert_eq!(verdict(&st, "192.168.0.5"), "HostNetwork");
+        st.upsert(pod("kube-system", "agent", "192.168.0.5", true));
+        assert_eq!(verdict(&st, "192.168.0.5"), "Ambiguous");
         // No address (pending), or text that is not one: not indexed.
-        assert!(!index.upsert(&mut owners, &pod("c", "pending", "", false), 1));
-        assert!(!index.upsert(&mut owners, &pod("c", "odd", "not-an-ip", false), 1));
+        st.upsert(pod("c", "pending", "", false));
+        st.upsert(pod("c", "odd", "not-an-ip", false));
+        assert_eq!(verdict(&st, "0.0.0.0"), "Unknown");
         // IPv6, by value.
-        index.upsert(&mut owners, &pod("c", "v6", "fd00::0:5", false), 1);
-        assert_eq!(verdict(&owners, "fd00::5"), "c/v6");
+        st.upsert(pod("c", "v6", "fd00::0:5", false));
+        assert_eq!(verdict(&st, "fd00::5"), "c/v6");
         // A list that no longer has them removes them.
-        index.upsert(&mut owners, &pod("b", "api", "10.0.0.9", false), 2);
-        index.sweep(&mut owners, 2);
-        assert_eq!(verdict(&owners, "10.0.0.9"), "b/api");
-        assert_eq!(verdict(&owners, "fd00::5"), "Unknown");
-        assert_eq!(verdict(&owners, "192.168.0.5"), "Unknown");
+        st.list_start(Resource::Pods);
+        st.upsert(pod("b", "api", "10.0.0.9", false));
+        st.list_done(Resource::Pods);
+        assert_eq!(verdict(&st, "10.0.0.9"), "b/api");
+        assert_eq!(verdict(&st, "fd00::5"), "Unknown");
+        assert_eq!(verdict(&st, "192.168.0.5"), "Unknown");
+        assert!(!st.snapshot().pod_exists(b"\x01c", b"fd00::0:5"));
+        assert!(st.snapshot().pod_exists(b"\x01b", b"10.0.0.9"));
+    }
+
+    /// A pod first seen terminating is indexed by address (it may hold it still) but not
+    /// counted for `pods verified` answers; one counted before stays counted until its
+    /// delete event. Both tables forget it on the delete.
+    #[test]
+    fn terminating_pods_are_indexed_and_counted_as_coredns_keeps_them() {
+        let mut st = ClusterStore::new(StoreOptions::default(), vec![Resource::Pods]);
+        let Object::Pod(mut t) = pod("a", "old", "10.0.0.3", false) else {
+            unreachable!()
+        };
+        t.terminating = true;
+        assert!(st.upsert(Object::Pod(t.clone())), "indexed");
+        assert_eq!(verdict(&st, "10.0.0.3"), "a/old");
+        assert!(!st.snapshot().pod_exists(b"\x01a", b"10.0.0.3"));
+        assert!(st.delete(Resource::Pods, &key("a", "old")));
+        assert_eq!(verdict(&st, "10.0.0.3"), "Unknown");
+        assert!(!st.delete(Resource::Pods, &key("a", "old")));
+
+        assert!(st.upsert(pod("a", "live", "10.0.0.4", false)));
+        assert!(st.snapshot().pod_exists(b"\x01a", b"10.0.0.4"));
+        let Object::Pod(mut t) = pod("a", "live", "10.0.0.4", false) else {
+            unreachable!()
+        };
+        t.terminating = true;
+        assert!(!st.upsert(Object::Pod(t)));
+        assert!(st.snapshot().pod_exists(b"\x01a", b"10.0.0.4"), "kept until deleted");
+        assert!(st.delete(Resource::Pods, &key("a", "live")));
+        assert!(!st.snapshot().pod_exists(b"\x01a", b"10.0.0.4"));
+        // A pending pod (no address) is counted nowhere, but known: its delete is a change.
+        assert!(st.upsert(pod("a", "pending", "", false)));
+        assert!(st.delete(Resource::Pods, &key("a", "pending")));
+    }
+
+    #[test]
+    fn an_address_with_one_pod_keeps_it_inline() {
+        assert!(std::mem::size_of::<PodList>() <= 40);
     }
 }

@@ -39,9 +39,9 @@ pub struct ClusterStore {
     slices: FxSet<ByKey<SliceData>>,
     /// Service key → slices naming a service that does not exist.
     orphans: FxMap<Box<[u8]>, Vec<Arc<SliceData>>>,
-    pods: FxMap<ObjectKey, (Box<str>, u32)>,
-    /// Where each pod is in the address index (terminating pods included).
-    pod_index: super::pods::PodIndex,
+    /// Every pod once (`pods verified`): its counted address text and where it is in
+    /// the address index (terminating pods included).
+    pods: super::pods::Pods,
     namespaces: FxMap<Box<str>, u32>,
     /// Port lists, shared by every service and slice that has the same one.
     ports: FxSet<Arc<[Port]>>,
@@ -187,16 +187,10 @@ impl ClusterStore {
                 }
             }
             Resource::Pods => {
-                let gone: Vec<ObjectKey> = self
-                    .pods
-                    .iter()
-                    .filter(|(_, v)| v.1 != generation_now)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in gone {
+                for k in self.pods.stale(generation_now) {
                     self.delete(Resource::Pods, &k);
                 }
-                self.pod_index.sweep(&mut self.snap.pod_owners, generation_now);
+                self.pods.trim();
             }
         }
         // Port lists nobody uses any more.
@@ -223,8 +217,10 @@ impl ClusterStore {
             Resource::Services => self.delete_service(&wire_labels([&*key.name, &*key.namespace])),
             Resource::EndpointSlices => self.delete_slice(&slice_key(&key.namespace, &key.name)),
             Resource::Pods => {
-                let indexed = self.pod_index.remove(&mut self.snap.pod_owners, key);
-                let Some((ip, _)) = self.pods.remove(key) else {
+                let Some((indexed, counted)) = self.pods.remove(&mut self.snap.pod_owners, key) else {
+                    return false;
+                };
+                let Some(ip) = counted else {
                     return indexed;
                 };
                 self.unindex_pod(&key.namespace, &ip);
@@ -484,33 +480,16 @@ impl ClusterStore {
     }
 
     fn upsert_pod(&mut self, p: Pod) -> bool {
-        let key = ObjectKey {
-            namespace: p.namespace.clone(),
-            name: p.name.clone(),
-        };
         let generation_now = self.current_gen(Resource::Pods);
-        // The address index keeps terminating pods: they may hold the address still.
-        let indexed = self.pod_index.upsert(&mut self.snap.pod_owners, &p, generation_now);
-        if let Some((_, g)) = self.pods.get_mut(&key) {
-            *g = generation_now;
-        }
-        // A terminating pod is not added or updated; an entry already there stays until
-        // the delete event, as CoreDNS's pod informer does.
-        if p.terminating {
+        let (indexed, recount) = self.pods.upsert(&mut self.snap.pod_owners, &p, generation_now);
+        let Some(super::pods::Recount { old, new }) = recount else {
             return indexed;
-        }
-        let old = self
-            .pods
-            .insert(key, (p.pod_ip.clone(), generation_now))
-            .map(|(ip, _)| ip);
-        if old.as_deref() == Some(&*p.pod_ip) {
-            return indexed;
-        }
+        };
         if let Some(ip) = old {
             self.unindex_pod(&p.namespace, &ip);
         }
-        if !p.pod_ip.is_empty() {
-            let k = pod_key(&p.namespace, &p.pod_ip);
+        if !new.is_empty() {
+            let k = pod_key(&p.namespace, &new);
             let n = self.snap.pods.get(&k[..]).copied().unwrap_or(0);
             self.snap.pods.insert(k, n + 1);
         }
