@@ -1191,6 +1191,28 @@ impl Fleet {
     }
 }
 
+/// Time the server's threads named in `names` spent runnable but waiting for a CPU
+/// (the second field of /proc/PID/task/TID/schedstat), in nanoseconds: what the host's
+/// other load adds to the change-to-answer time, which the figures include.
+fn runq_wait_ns(pid: u32, names: &[&str]) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| names.iter().any(|n| c.trim() == *n))
+        })
+        .filter_map(|t| {
+            let text = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            text.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// The threads a change passes through before the workers can answer it.
+const CHANGE_PATH: [&str; 2] = ["watch-services", "k8s-builder"];
+
 /// The kinds of change the latency run times, in the order they take turns.
 const CHANGE_KINDS: [&str; 3] = ["ADDED", "MODIFIED", "DELETED"];
 
@@ -1266,8 +1288,8 @@ fn run_latency(a: &Args) {
         gap = POLL_GAP.as_micros(),
     );
     let mut table = format!(
-        "{:>8} {:>8} {:>9} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8}\n",
-        "services", "churn/s", "kind", "changes", "p50 ms", "p99 ms", "max ms", "timeouts", "round us", "relists"
+        "{:>8} {:>8} {:>9} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}\n",
+        "services", "churn/s", "kind", "changes", "p50 ms", "p99 ms", "max ms", "timeouts", "round us", "runq p99", "relists"
     );
     let mut floors = String::new();
     for &n in &sizes {
@@ -1315,7 +1337,8 @@ fn run_latency(a: &Args) {
             let lists_before: usize = lists_done(&api).iter().map(Vec::len).sum();
             let queries_before = worker_queries(metrics_port, a.workers);
             let stop = AtomicBool::new(false);
-            let (by_kind, timeouts, made, secs) = std::thread::scope(|s| {
+            let pid = server.pid();
+            let (by_kind, timeouts, made, secs, mut runq) = std::thread::scope(|s| {
                 let background = (rate > 0).then(|| s.spawn(|| churn(&api, &world, churned, rate, &stop)));
                 if rate > 0 {
                     // Let the churn reach its pace before timing.
@@ -1325,7 +1348,9 @@ fn run_latency(a: &Args) {
                 let mut by_kind: [Vec<f64>; 3] = Default::default();
                 let mut timeouts = [0usize; 3];
                 let mut added: Option<Service> = None;
+                let mut runq = Vec::with_capacity(a.changes);
                 for k in 0..a.changes {
+                    let waited = runq_wait_ns(pid, &CHANGE_PATH);
                     let kind = k % 3;
                     let third = (serial / 256 % 256) as u8;
                     let low = (serial % 256) as u8;
@@ -1378,13 +1403,16 @@ fn run_latency(a: &Args) {
                         Some(at) => by_kind[kind].push(at.saturating_duration_since(written).as_secs_f64() * 1e3),
                         None => timeouts[kind] += 1,
                     }
+                    runq.push((runq_wait_ns(pid, &CHANGE_PATH) - waited) as f64 / 1e3);
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 let secs = began.elapsed().as_secs_f64();
                 stop.store(true, Ordering::Relaxed);
                 let made = background.map_or(0, |h| h.join().expect("the churn thread"));
-                (by_kind, timeouts, made, secs)
+                (by_kind, timeouts, made, secs, runq)
             });
+            runq.sort_by(f64::total_cmp);
+            let runq = pct(&runq, 0.99);
             let queries_after = worker_queries(metrics_port, a.workers);
             let per_worker_queries: Vec<f64> = queries_after.iter().zip(&queries_before).map(|(x, y)| x - y).collect();
             assert!(
@@ -1401,7 +1429,7 @@ fn run_latency(a: &Args) {
                 let (p50, p99, max) = (pct(&l, 0.5), pct(&l, 0.99), pct(&l, 1.0));
                 let _ = writeln!(
                     table,
-                    "{n:>8} {achieved:>8.0} {:>9} {:>7} {p50:>8.2} {p99:>8.2} {max:>8.2} {:>9} {round:>9.0} {relists:>8}",
+                    "{n:>8} {achieved:>8.0} {:>9} {:>7} {p50:>8.2} {p99:>8.2} {max:>8.2} {:>9} {round:>9.0} {runq:>8.0} {relists:>8}",
                     CHANGE_KINDS[kind],
                     l.len() + timeouts[kind],
                     timeouts[kind]
@@ -1423,7 +1451,7 @@ fn run_latency(a: &Args) {
             all.sort_by(f64::total_cmp);
             let _ = writeln!(
                 table,
-                "{n:>8} {achieved:>8.0} {:>9} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>9} {round:>9.0} {relists:>8}",
+                "{n:>8} {achieved:>8.0} {:>9} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>9} {round:>9.0} {runq:>8.0} {relists:>8}",
                 "all",
                 a.changes,
                 pct(&all, 0.5),
@@ -1438,7 +1466,7 @@ fn run_latency(a: &Args) {
     }
     print!("{table}");
     println!(
-        "round us: the median time for all {} probes to get an unchanged answer once (the polling's resolution)",
+        "round us: the median time for all {} probes to get an unchanged answer once (the polling's resolution); runq us: p99 over the changes of the time the services watch thread and the builder waited runnable for a CPU between the change's write and its last answer (the host's load, which the figures include)",
         a.workers * per_worker
     );
     if !floors.is_empty() {
