@@ -1135,7 +1135,9 @@ impl Fleet {
                 }
             }
         }
-        panic!("SO_REUSEPORT did not spread the probes' source ports over all {workers} workers: {have:?} of {per_worker} each");
+        panic!(
+            "SO_REUSEPORT did not spread the probes' source ports over all {workers} workers: {have:?} of {per_worker} each"
+        );
     }
 
     /// Asks `name` (A) from every socket, again and again, until each has had a reply
@@ -1143,7 +1145,9 @@ impl Fleet {
     fn until_all(&mut self, name: &str, ok: &dyn Fn(&Reply) -> bool, limit: Instant) -> Option<Instant> {
         let mut pending: Vec<usize> = (0..self.socks.len()).collect();
         let mut last = None;
-        let Fleet { socks, next_id, buf, .. } = self;
+        let Fleet {
+            socks, next_id, buf, ..
+        } = self;
         loop {
             if Instant::now() > limit {
                 return None;
@@ -1155,20 +1159,22 @@ impl Fleet {
                 let _ = socks[i].send(&q);
             }
             let round_end = Instant::now() + Duration::from_millis(5);
-            pending.retain(|&i| loop {
-                let left = round_end.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return true;
-                }
-                let _ = socks[i].set_read_timeout(Some(left.max(Duration::from_micros(50))));
-                let Ok(n) = socks[i].recv(buf) else { return true };
-                match wire::parse_reply(&buf[..n]) {
-                    Some(r) if r.id == id && ok(&r) => {
-                        last = Some(Instant::now());
-                        return false;
+            pending.retain(|&i| {
+                loop {
+                    let left = round_end.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return true;
                     }
-                    Some(r) if r.id == id => return true,
-                    _ => {}
+                    let _ = socks[i].set_read_timeout(Some(left.max(Duration::from_micros(50))));
+                    let Ok(n) = socks[i].recv(buf) else { return true };
+                    match wire::parse_reply(&buf[..n]) {
+                        Some(r) if r.id == id && ok(&r) => {
+                            last = Some(Instant::now());
+                            return false;
+                        }
+                        Some(r) if r.id == id => return true,
+                        _ => {}
+                    }
                 }
             });
             if pending.is_empty() {
@@ -1200,9 +1206,7 @@ fn runq_wait_ns(pid: u32, names: &[&str]) -> u64 {
     };
     tasks
         .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| names.iter().any(|n| c.trim() == *n))
-        })
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| names.iter().any(|n| c.trim() == *n)))
         .filter_map(|t| {
             let text = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
             text.split_whitespace().nth(1)?.parse::<u64>().ok()
@@ -1218,7 +1222,13 @@ const CHANGE_KINDS: [&str; 3] = ["ADDED", "MODIFIED", "DELETED"];
 
 /// Background changes at `rate` per second on services the measured changes never
 /// touch (MODIFIED, ADDED, MODIFIED, DELETED in turn), until `stop`; how many it made.
-fn churn(api: &FakeApi, world: &World, services: &[&Service], rate: u32, stop: &std::sync::atomic::AtomicBool) -> usize {
+fn churn(
+    api: &FakeApi,
+    world: &World,
+    services: &[&Service],
+    rate: u32,
+    stop: &std::sync::atomic::AtomicBool,
+) -> usize {
     use std::sync::atomic::Ordering;
     let start = Instant::now();
     // Bounded in time as well as by the caller's stop.
@@ -1242,9 +1252,13 @@ fn churn(api: &FakeApi, world: &World, services: &[&Service], rate: u32, stop: &
                     ports: world.services[0].ports.clone(),
                     endpoints: vec![],
                 };
-                api.put_rendered(true, Resource::Services, &world.namespaces[svc.namespace], &svc.name, |rv| {
-                    world.service_json(&svc, 3_000_000 + i, rv, true, true)
-                });
+                api.put_rendered(
+                    true,
+                    Resource::Services,
+                    &world.namespaces[svc.namespace],
+                    &svc.name,
+                    |rv| world.service_json(&svc, 3_000_000 + i, rv, true, true),
+                );
                 added = Some(svc);
             }
             3 => {
@@ -1255,9 +1269,13 @@ fn churn(api: &FakeApi, world: &World, services: &[&Service], rate: u32, stop: &
             _ => {
                 let mut svc = services[(i * 7919) % services.len()].clone();
                 svc.cluster_ip = Some(Ipv4Addr::new(10, 115, third, (i / 2 % 256) as u8));
-                api.put_rendered(false, Resource::Services, &world.namespaces[svc.namespace], &svc.name, |rv| {
-                    world.service_json(&svc, 4_000_000 + i, rv, true, true)
-                });
+                api.put_rendered(
+                    false,
+                    Resource::Services,
+                    &world.namespaces[svc.namespace],
+                    &svc.name,
+                    |rv| world.service_json(&svc, 4_000_000 + i, rv, true, true),
+                );
             }
         }
     }
@@ -1279,7 +1297,9 @@ fn run_latency(a: &Args) {
         .clone()
         .unwrap_or(if a.quick { vec![10_000] } else { vec![10_000, 100_000] });
     let per_worker = 4;
-    println!("\n== (c) latency: change-to-answer on every worker, from a watch event written to the last worker's first correct answer");
+    println!(
+        "\n== (c) latency: change-to-answer on every worker, from a watch event written to the last worker's first correct answer"
+    );
     println!(
         "data: N services, half headless x 5 ready endpoints (as in memory), through the fake API; clusterdns -workers {w} (pinned to CPU {SERVER_CPU}); probes from {p} source ports, {per_worker} reaching each worker (told by its clusterdns_udp_queries_total); {c} changes per N and churn rate, in turn ADDED (new service), MODIFIED (new ClusterIP), DELETED (the service added before), 10 ms apart; a change counts once every probe has had the new answer (NXDOMAIN for DELETED); each round asks from every probe still waiting and waits at most 5 ms, then {gap} us; at most 2 s per change. churn/s: background changes (MODIFIED, ADDED, DELETED of other services) while timing",
         w = a.workers,
@@ -1289,7 +1309,17 @@ fn run_latency(a: &Args) {
     );
     let mut table = format!(
         "{:>8} {:>8} {:>9} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}\n",
-        "services", "churn/s", "kind", "changes", "p50 ms", "p99 ms", "max ms", "timeouts", "round us", "runq p99", "relists"
+        "services",
+        "churn/s",
+        "kind",
+        "changes",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "timeouts",
+        "round us",
+        "runq p99",
+        "relists"
     );
     let mut floors = String::new();
     for &n in &sizes {
