@@ -709,6 +709,57 @@ fn bind_restricts_the_addresses() {
     assert_eq!(s.wait_exit(Duration::from_secs(5)), Some(0));
 }
 
+/// Sends one query from an unconnected socket on 127.0.0.1 to each address and returns
+/// where each reply came from (an unconnected socket sees any source).
+fn reply_sources(to: &[SocketAddr]) -> Vec<SocketAddr> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 4096];
+    to.iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let id = 0x4000 + i as u16;
+            sock.send_to(&query_bytes("x.example.org", Rtype::A, Some(1232), id), addr)
+                .unwrap();
+            loop {
+                let (n, from) = sock.recv_from(&mut buf).expect("a reply");
+                if buf[..n].len() >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+                    return from;
+                }
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_reply_comes_from_the_address_the_query_was_sent_to() {
+    // A wildcard socket learns each datagram's destination and answers from it; sockets
+    // bound to one address each answer from theirs. Either way a client that checks
+    // the source (a connected socket, a stub resolver) takes the reply.
+    for bind in ["0.0.0.0", "127.0.0.2 127.0.0.3"] {
+        let s = Launch::new(&format!(
+            "example.org:{{port}} {{\n    bind {bind}\n    hosts {{\n        10.0.0.2 x.example.org\n    }}\n}}\n"
+        ))
+        .no_wait()
+        .start();
+        let (two, three) = (at([127, 0, 0, 2], s.port), at([127, 0, 0, 3], s.port));
+        assert!(wait_udp(two) && wait_udp(three), "{bind}: {}", s.output());
+        // Several rounds, each from a new source port, so that every worker's socket is
+        // almost surely met (SO_REUSEPORT picks one by the addresses and ports).
+        for _ in 0..8 {
+            assert_eq!(
+                reply_sources(&[three, two, three]),
+                vec![three, two, three],
+                "bind {bind}"
+            );
+        }
+        assert_answer(
+            &ask(three, "x.example.org", Rtype::A),
+            &["x.example.org. 3600 IN A 10.0.0.2"],
+        );
+    }
+}
+
 #[test]
 fn a_block_bound_elsewhere_gets_no_socket_on_127_0_0_1() {
     let s = Launch::new(

@@ -16,7 +16,7 @@ use crate::server::socket::BATCH;
 /// worker goes back to its loop: under a flood, TCP connections, upstream replies,
 /// timers, commands (stop, reload) and the worker's other sockets still get their turn
 /// every 512 datagrams, a fraction of a millisecond of work.
-const UDP_BATCHES_PER_TURN: usize = 16;
+const UDP_BATCHES_PER_TURN: usize = 512 / BATCH;
 
 impl Worker {
     /// Serves UDP socket `idx` for one turn; if datagrams are left queued, it goes on
@@ -33,8 +33,10 @@ impl Worker {
         let Some(u) = self.udp.get(idx) else { return true };
         let fd = u.sock.as_raw_fd();
         let bound = u.addr;
+        // Only a wildcard socket asked for each datagram's destination.
+        let destinations = bound.ip().is_unspecified();
         for _ in 0..UDP_BATCHES_PER_TURN {
-            let n = match self.batch.recv(fd) {
+            let n = match self.batch.recv(fd, destinations) {
                 Ok(0) => return true,
                 Ok(n) => n,
                 Err(e) => {
