@@ -202,6 +202,11 @@ impl NameKey {
             return None;
         }
         let start = self.len as usize - zone.len();
+        // Most zones a router or a plugin asks about are not this name's: their first
+        // length byte already differs (one comparison instead of the label search).
+        if self.bytes[start] != zone[0] {
+            return None;
+        }
         let i = self.labels[..self.nlabels as usize]
             .iter()
             .position(|&o| o as usize == start)
