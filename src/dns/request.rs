@@ -197,6 +197,7 @@ impl NameKey {
 
     /// If this name equals `zone` (lower-cased wire) or is below it, the number of
     /// labels in front of the zone.
+    #[inline]
     pub fn labels_before(&self, zone: &[u8]) -> Option<usize> {
         if zone.len() > self.len as usize {
             return None;
