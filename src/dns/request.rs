@@ -203,11 +203,17 @@ impl NameKey {
 
     /// If this name equals `zone` (lower-cased wire) or is below it, the number of
     /// labels in front of the zone.
+    #[inline]
     pub fn labels_before(&self, zone: &[u8]) -> Option<usize> {
         if zone.len() > self.len as usize {
             return None;
         }
         let start = self.len as usize - zone.len();
+        // Most zones a router or a plugin asks about are not this name's: their first
+        // length byte already differs (one comparison instead of the label search).
+        if self.bytes[start] != zone[0] {
+            return None;
+        }
         let i = self.labels[..self.nlabels as usize]
             .iter()
             .position(|&o| o as usize == start)

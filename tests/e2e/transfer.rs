@@ -48,6 +48,32 @@ fn cluster() -> Vec<Value> {
         &[("http", 80), ("metrics", 9090)],
     ));
     objects.push(external_name("testns", "ext", "ext.example.test"));
+    // Ports that repeat a number or a (name, protocol), which the SRV weights count: a
+    // few (counted pairwise by the transfer) and more than 16 (counted through maps).
+    objects.push(service(
+        "testns",
+        "pairs",
+        "10.96.7.3",
+        &[
+            ("dns", 53, "UDP"),
+            ("dns", 53, "TCP"),
+            ("", 53, "TCP"),
+            ("dns", 5353, "TCP"),
+        ],
+    ));
+    let names: Vec<String> = (0..20).map(|i| format!("p{}", i % 12)).collect();
+    let many: Vec<(&str, u16, &str)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                n.as_str(),
+                7000 + (i % 15) as u16,
+                if i % 3 == 0 { "UDP" } else { "TCP" },
+            )
+        })
+        .collect();
+    objects.push(service("testns", "many", "10.96.7.4", &many));
     objects
 }
 
@@ -179,6 +205,13 @@ fn an_axfr_of_the_cluster_zone_is_what_the_plugin_answers_name_by_name() {
         "kubernetes.default.svc.cluster.local. 5 IN A 10.96.0.1",
     ] {
         assert!(all.iter().any(|r| r == want), "missing {want} in\n{all:#?}");
+    }
+    // The services with repeated ports are there (their weights are checked above).
+    for name in [
+        "_dns._tcp.pairs.testns.svc.cluster.local.",
+        "_p0._udp.many.testns.svc.cluster.local.",
+    ] {
+        assert!(all.iter().any(|r| field(r, 0) == name), "missing {name} in\n{all:#?}");
     }
     // No unnamed port gets a `_port._proto` name (the spec, 2.3.2), no record twice.
     assert!(!all.iter().any(|r| r.starts_with("_._")));

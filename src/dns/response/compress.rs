@@ -226,25 +226,29 @@ impl Response {
             Tail::Wire(w) => w.len(),
             Tail::Question(off) => self.qname_len.saturating_sub(off.saturating_sub(QNAME_OFFSET)),
         };
+        // With the client's question in place (`echo`), the query's may come back,
+        // at most 254 bytes longer: a pointer must still fit 14 bits then.
+        // Labels in front of the echoed question are not offered either: they would
+        // read as the query's name once the question is put back (`unecho`), and a
+        // name equal to them as written for the client would then be another name.
+        let in_front_of_echo = self.echo && matches!(tail, Tail::Question(_));
+        let limit = if self.echo { 0x3FFF - MAX_NAME_LEN } else { 0x3FFF };
+        // Each label checked and remembered where it will be, then all copied at once
+        // (a malformed name is taken back whole by the caller, `push_with`).
+        let base = self.buf.len();
         let mut at = 0;
         while at < labels.len() {
             let l = labels[at] as usize;
             if l == 0 || l > 63 || at + 1 + l > labels.len() {
                 return Err(PushError::Malformed);
             }
-            let pos = self.buf.len();
-            // With the client's question in place (`echo`), the query's may come back,
-            // at most 254 bytes longer: a pointer must still fit 14 bits then.
-            // Labels in front of the echoed question are not offered either: they would
-            // read as the query's name once the question is put back (`unecho`), and a
-            // name equal to them as written for the client would then be another name.
-            let in_front_of_echo = self.echo && matches!(tail, Tail::Question(_));
-            if !in_front_of_echo && pos < if self.echo { 0x3FFF - MAX_NAME_LEN } else { 0x3FFF } {
+            let pos = base + at;
+            if !in_front_of_echo && pos < limit {
                 self.targets.remember(pos, labels.len() - at + tail_len);
             }
-            self.buf.extend_from_slice(&labels[at..at + 1 + l]);
             at += 1 + l;
         }
+        self.buf.extend_from_slice(labels);
         Ok(())
     }
 }

@@ -197,12 +197,14 @@ impl Response {
     /// Writes a record; returns the offset of its TTL field.
     fn write_record(&mut self, rr: &Record<'_>, class: u16) -> Result<usize, PushError> {
         self.write_name(rr.owner, true)?;
-        self.buf.extend_from_slice(&rr.rtype.to_be_bytes());
-        self.buf.extend_from_slice(&class.to_be_bytes());
-        let ttl_at = self.buf.len();
-        self.buf.extend_from_slice(&rr.ttl.to_be_bytes());
-        let rdlen_at = self.buf.len();
-        self.buf.extend_from_slice(&[0, 0]);
+        // Type, class, TTL and a zero RDLENGTH (patched below) in one copy.
+        let mut fixed = [0u8; 10];
+        fixed[0..2].copy_from_slice(&rr.rtype.to_be_bytes());
+        fixed[2..4].copy_from_slice(&class.to_be_bytes());
+        fixed[4..8].copy_from_slice(&rr.ttl.to_be_bytes());
+        let ttl_at = self.buf.len() + 4;
+        let rdlen_at = ttl_at + 4;
+        self.buf.extend_from_slice(&fixed);
         match rr.data {
             Rdata::A(ip) => self.buf.extend_from_slice(&ip.octets()),
             Rdata::Aaaa(ip) => self.buf.extend_from_slice(&ip.octets()),

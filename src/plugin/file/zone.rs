@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 use crate::chain::{ChainError, Query, Step};
 use crate::dns::wire::QNAME_OFFSET;
-use crate::dns::{Name, Rcode, Rdata, Record, Response, Section, Tail, Zone, rtype};
+use crate::dns::{Name, NameKey, Rcode, Rdata, Record, Response, Section, Tail, Zone, rtype};
 
 use super::parse::{RawRecord, name_end};
 
@@ -538,9 +538,24 @@ impl ZoneData {
     fn find(&self, name: &[u8], qtype: u16) -> Option<Found> {
         let mut offs = [0u8; 128];
         let before = self.labels_in_front(name, &mut offs)?;
+        self.walk(before, |i| label_at(name, offs[i]), qtype)
+    }
+
+    /// [`Self::find`] for the query's own name, whose labels the request has already
+    /// found (no second pass over the name).
+    #[inline]
+    fn find_key(&self, name: &NameKey, qtype: u16) -> Option<Found> {
+        let before = name.labels_before(self.origin.wire())?;
+        self.walk(before, |i| name.label(i), qtype)
+    }
+
+    /// The walk of [`Self::find`] over the `before` labels in front of the origin
+    /// (`label(i)`: the i-th from the left, without its length byte).
+    #[inline]
+    fn walk<'n>(&self, before: usize, label: impl Fn(usize) -> &'n [u8], qtype: u16) -> Option<Found> {
         let mut node = 0u32;
         for i in (0..before).rev() {
-            match self.child(node, label_at(name, offs[i])) {
+            match self.child(node, label(i)) {
                 Some(c) => {
                     node = c;
                     if self.nodes[c as usize].cut && !(qtype == rtype::DS && i == 0) {
@@ -570,7 +585,7 @@ impl ZoneData {
     fn write_answer(&self, q: &mut Query<'_, '_>, falls: bool) -> Result<bool, Over> {
         let req = q.req;
         let qtype = req.qtype;
-        let Some(found) = self.find(req.qname.wire(), qtype) else {
+        let Some(found) = self.find_key(&req.qname, qtype) else {
             return Ok(false);
         };
         // Where the origin starts in the question: names of the zone are written as

@@ -27,7 +27,7 @@ use super::setup::Options;
 use crate::chain::Budget;
 use crate::dns::wire::QNAME_OFFSET;
 use crate::dns::{Name, PushError, Rdata, Record, Request, Response, Section, Tail, rtype};
-use crate::kubernetes::model::ServiceKind;
+use crate::kubernetes::model::{Port, ServiceKind};
 use crate::kubernetes::snapshot::{ServiceEntry, Snapshot};
 use crate::plugin::transfer::{Transferer, ZoneStream};
 
@@ -76,7 +76,8 @@ impl Transferer for KubeTransferer {
             list: Vec::new(),
             at: 0,
             cur: [0; 3],
-            prep: None,
+            prep: Prep::default(),
+            prepared: false,
         }))
     }
 }
@@ -103,13 +104,17 @@ struct KubeZone {
     phase: Phase,
     /// The next shard to load.
     shard: usize,
-    /// The exposed services of the shard being sent, sorted by (name, namespace).
+    /// The services of the shard being sent, sorted by (name, namespace); those not
+    /// exposed are skipped as they come up.
     list: Vec<Arc<ServiceEntry>>,
     /// The service being sent, and where inside it (see `emit_*`).
     at: usize,
     cur: [usize; 3],
-    /// What the records of the service being sent share (weights, what was written).
-    prep: Option<Prep>,
+    /// What the records of the service being sent share (weights, what was written);
+    /// kept from service to service for its allocations.
+    prep: Prep,
+    /// Whether `prep` is the current service's.
+    prepared: bool,
 }
 
 /// What a service's records need that counts over the whole service, computed once
@@ -194,11 +199,10 @@ impl KubeZone {
 
     /// Loads the next shard's services.
     fn load_shard(&mut self) {
-        let snap = self.snap.clone();
-        let mut list = std::mem::take(&mut self.list);
-        list.clear();
-        list.extend(snap.shard_services(self.shard).filter(|e| self.served(e)).cloned());
-        self.list = list;
+        self.list.clear();
+        // Which of them are served is asked as each comes up (`fill`), so that the
+        // cost of loading a shard, paid between two messages, stays small.
+        self.list.extend(self.snap.shard_services(self.shard).cloned());
         self.list
             .sort_unstable_by(|a, b| (a.svc.name(), a.svc.namespace()).cmp(&(b.svc.name(), b.svc.namespace())));
         self.shard += 1;
@@ -208,8 +212,9 @@ impl KubeZone {
     /// Writes the current service from the cursor on; `false` when the message filled.
     fn emit_service(&mut self, msg: &mut Response) -> bool {
         let entry = self.list[self.at].clone();
-        if self.prep.is_none() {
-            self.prep = Some(prepare(&entry));
+        if !self.prepared {
+            prepare(&entry, &mut self.prep);
+            self.prepared = true;
         }
         match entry.svc.kind {
             ServiceKind::ClusterIp => self.emit_cluster_ip(&entry, msg),
@@ -252,7 +257,7 @@ impl KubeZone {
             }
             self.cur[0] += 1;
         }
-        let prep = self.prep.as_ref().expect("prepared");
+        let prep = &self.prep;
         while let Some(p) = svc.ports.get(self.cur[1]) {
             let i = self.cur[1];
             if p.port != -1 {
@@ -304,7 +309,7 @@ impl KubeZone {
             mid: rel,
             tail: ZONE,
         };
-        let prep = self.prep.as_mut().expect("prepared");
+        let prep = &mut self.prep;
         while let Some(slice) = entry.slices.get(self.cur[0]) {
             while self.cur[1] < slice.eps.len() {
                 let e = self.cur[1];
@@ -417,31 +422,48 @@ fn key_of(kind: u8, parts: &[&[u8]]) -> Box<[u8]> {
     k.into_boxed_slice()
 }
 
+/// Port lists up to this long are counted pairwise (no allocation); longer ones (the
+/// API allows hundreds) through hash maps, so a service costs linear time either way.
+const PAIRWISE_PORTS: usize = 16;
+
 /// The counts a service's SRV weights divide by, as the answers count candidates
-/// (`answer/lookup.rs` `candidate_count`): ports times addresses.
-fn prepare(entry: &ServiceEntry) -> Prep {
-    let mut prep = Prep::default();
+/// (`answer/lookup.rs` `candidate_count`): ports times addresses. Written into `prep`,
+/// whose allocations the previous service left.
+fn prepare(entry: &ServiceEntry, prep: &mut Prep) {
+    prep.bare_weight = 0;
+    prep.first_of_number.clear();
+    prep.named_weight.clear();
+    prep.by_name.clear();
+    prep.seen = None;
     let svc = &entry.svc;
     match svc.kind {
         ServiceKind::ClusterIp => {
             let ips = svc.cluster_ips.len() as u64;
-            prep.bare_weight = weight(svc.ports.len() as u64 * ips);
-            let mut numbers = HashSet::with_capacity(svc.ports.len());
-            let mut by_name: HashMap<(String, String), u64> = HashMap::new();
-            for p in svc.ports.iter() {
-                prep.first_of_number.push(numbers.insert(p.port));
-                *by_name
-                    .entry((p.name.to_ascii_lowercase(), p.protocol.to_ascii_lowercase()))
-                    .or_default() += 1;
-            }
-            prep.named_weight = svc
-                .ports
-                .iter()
-                .map(|p| {
+            let ports = &svc.ports[..];
+            prep.bare_weight = weight(ports.len() as u64 * ips);
+            let same_name = |a: &Port, b: &Port| {
+                a.name.eq_ignore_ascii_case(&b.name) && a.protocol.eq_ignore_ascii_case(&b.protocol)
+            };
+            if ports.len() <= PAIRWISE_PORTS {
+                for (i, p) in ports.iter().enumerate() {
+                    prep.first_of_number.push(!ports[..i].iter().any(|q| q.port == p.port));
+                    let n = ports.iter().filter(|q| same_name(p, q)).count() as u64;
+                    prep.named_weight.push(weight(n * ips));
+                }
+            } else {
+                let mut numbers = HashSet::with_capacity(ports.len());
+                let mut by_name: HashMap<(String, String), u64> = HashMap::new();
+                for p in ports {
+                    prep.first_of_number.push(numbers.insert(p.port));
+                    *by_name
+                        .entry((p.name.to_ascii_lowercase(), p.protocol.to_ascii_lowercase()))
+                        .or_default() += 1;
+                }
+                prep.named_weight.extend(ports.iter().map(|p| {
                     let n = by_name[&(p.name.to_ascii_lowercase(), p.protocol.to_ascii_lowercase())];
                     weight(n * ips)
-                })
-                .collect();
+                }));
+            }
         }
         ServiceKind::Headless => {
             let mut counts: HashMap<(Box<str>, Box<str>), u64> = HashMap::new();
@@ -450,14 +472,13 @@ fn prepare(entry: &ServiceEntry) -> Prep {
                     *counts.entry((p.name.clone(), p.protocol.clone())).or_default() += slice.eps.len() as u64;
                 }
             }
-            prep.by_name = counts.into_iter().map(|(k, n)| (k, weight(n))).collect();
+            prep.by_name.extend(counts.into_iter().map(|(k, n)| (k, weight(n))));
             if !entry.distinct {
                 prep.seen = Some(HashSet::new());
             }
         }
         ServiceKind::ExternalName => {}
     }
-    prep
 }
 
 impl ZoneStream for KubeZone {
@@ -515,12 +536,16 @@ impl ZoneStream for KubeZone {
                         }
                         continue;
                     }
+                    if !self.prepared && !self.served(&self.list[self.at]) {
+                        self.at += 1;
+                        continue;
+                    }
                     if !self.emit_service(msg) {
                         return false;
                     }
                     self.at += 1;
                     self.cur = [0; 3];
-                    self.prep = None;
+                    self.prepared = false;
                 }
                 Phase::LastSoa => {
                     if !self.soa(msg) {

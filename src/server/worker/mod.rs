@@ -201,7 +201,6 @@ impl Worker {
                 // Keep the allocation for the next turn.
                 self.udp_backlog = carried;
             }
-            self.pump_streams();
             for ev in events.iter() {
                 let (kind, idx) = split(ev.token());
                 match kind {
@@ -213,6 +212,9 @@ impl Worker {
                     _ => {}
                 }
             }
+            // Reply streams (zone transfers) after the sockets: a query that arrived
+            // while the last message was written is answered before the next one.
+            self.pump_streams();
             self.expire();
             if let Some(deadline) = self.stopping {
                 let busy = self.upstreams.live() > 0

@@ -5,7 +5,8 @@
 //! ```text
 //!   answer_frames: reply 1 ──▶ wbuf; stream ──▶ Conn::reply_stream (reading stops)
 //!   flush_conn: wbuf drained ──▶ slot into stream_backlog
-//!   each turn of the loop: pump_streams ──▶ one next_message per slot ──▶ wbuf ──▶ flush
+//!   each turn of the loop, after the sockets' events: pump_streams ──▶ one
+//!        next_message per slot (until STREAM_TURN is spent) ──▶ wbuf ──▶ flush
 //!        (the socket would block: the writable event brings the slot back)
 //!   next_message = None ──▶ stream dropped, reading resumes
 //! ```
@@ -13,28 +14,44 @@
 //! So a transfer holds at most one message in the connection's buffer and one in its
 //! producer, however large the zone; it goes at the pace the client reads; and between
 //! two of its messages the worker serves everything else (one message per connection
-//! per turn, and the loop does not wait while a stream has more to send).
+//! per turn, the streams last in the turn and within a time budget, and the loop does
+//! not wait while a stream has more to send).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use super::Worker;
 use super::tcp::frame_into;
 
+/// How long the reply streams may work in one turn of the loop (a message of a
+/// kubernetes transfer takes ~0.1-0.3 ms to write): with many transfers at once, the
+/// connections not reached keep their place for the next turn, and the UDP sockets
+/// and other connections are served in between.
+const STREAM_TURN: Duration = Duration::from_micros(500);
+
 impl Worker {
-    /// Gives every connection in the stream backlog its turn.
+    /// Gives the connections in the stream backlog their turn, in order, until
+    /// [`STREAM_TURN`] is spent (at least one goes each turn).
     pub(super) fn pump_streams(&mut self) {
         if self.stream_backlog.is_empty() {
             return;
         }
+        let start = Instant::now();
         let mut carried = std::mem::take(&mut self.stream_backlog);
-        for slot in carried.drain(..) {
+        let mut done = 0;
+        while let Some(&slot) = carried.get(done) {
+            if done > 0 && start.elapsed() >= STREAM_TURN {
+                break;
+            }
             self.pump_stream(slot);
+            done += 1;
         }
-        if self.stream_backlog.is_empty() {
-            // Keep the allocation for the next turn.
-            self.stream_backlog = carried;
-        }
+        // Those not reached go first next turn, before the ones queued during this one
+        // (both vectors keep their allocations).
+        carried.drain(..done);
+        carried.append(&mut self.stream_backlog);
+        std::mem::swap(&mut self.stream_backlog, &mut carried);
     }
 
     /// Writes a connection's next streamed message and sends it; once the stream is
@@ -61,7 +78,7 @@ impl Worker {
         }));
         match next {
             Ok(true) => {
-                c.last_active = std::time::Instant::now();
+                c.last_active = Instant::now();
                 self.flush_conn(slot);
             }
             Ok(false) => {
