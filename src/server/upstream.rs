@@ -11,7 +11,9 @@
 //!   is compared by the plugin), anything else is read and dropped. Creating a socket per
 //!   query cost about 40% of a forwarded query's CPU; the pool keeps the ports changing
 //!   at a fraction of that. Beyond [`POOL_UPSTREAMS`] addresses in one worker, an
-//!   exchange gets a fresh socket of its own, as before the pool.
+//!   exchange gets a fresh socket of its own, as before the pool; so does one that
+//!   picks a worn socket while [`POOL_PER_UPSTREAM`] others of its upstream are still
+//!   being replaced, so that no socket outlives its uses or age.
 //! * TCP: connections are pooled per upstream and reused until idle for `expire`; a
 //!   reused connection that turns out closed is retried once on a fresh one.
 //! * TLS (RFC 7858): TCP with a rustls session on the connection (`server::stream`),
@@ -1078,7 +1080,10 @@ mod tests {
                 .is_err()
         );
         assert_eq!(ups.live(), POOL_PER_UPSTREAM);
-        assert!(ups.expire(poll.registry(), Instant::now()).is_empty(), "others failed with it");
+        assert!(
+            ups.expire(poll.registry(), Instant::now()).is_empty(),
+            "others failed with it"
+        );
         assert_eq!(open_sockets(&ups), POOL_PER_UPSTREAM, "a socket was replaced");
         for (from, id, m) in &sent {
             up.send_to(&reply(m, *id), from).unwrap();
@@ -1171,7 +1176,11 @@ mod tests {
             let (from, id, m) = receive(&up);
             up.send_to(&reply(&m, id), from).unwrap();
             assert_eq!(drive(&mut poll, &mut ups, 1).len(), 1);
-            assert!(ups.deadlines.len() <= 2 * MAX_EXCHANGES, "{} entries", ups.deadlines.len());
+            assert!(
+                ups.deadlines.len() <= 2 * MAX_EXCHANGES,
+                "{} entries",
+                ups.deadlines.len()
+            );
         }
     }
 
