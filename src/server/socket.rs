@@ -328,6 +328,11 @@ impl UdpBatch {
         Ok(())
     }
 
+    /// Forgets the queued replies unsent (their socket is gone).
+    pub fn clear(&mut self) {
+        self.tx_len = 0;
+    }
+
     /// Sends every queued reply. A reply the kernel will not take now (full socket
     /// buffer) is dropped and counted, never queued: the client will retry.
     pub fn flush(&mut self, fd: RawFd) -> io::Result<usize> {

@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::shard::{FxMap, FxSet, Sharded};
+use super::shard::{FxMap, Sharded};
 use crate::kubernetes::model::{ObjectKey, Pod};
 
 /// A pod with an address, as the owner index keeps it.
@@ -109,11 +109,12 @@ pub(super) struct Recount {
 }
 
 /// The builder's side: every pod once, by key, and the namespaces the index's
-/// entries share.
+/// entries share, each with the number of indexed pods that name it (a namespace goes
+/// with its last pod, relist or not: namespaces may come and go without bound).
 #[derive(Default)]
 pub(super) struct Pods {
     by_key: FxMap<ObjectKey, PodState>,
-    namespaces: FxSet<Arc<str>>,
+    namespaces: FxMap<Arc<str>, u32>,
 }
 
 /// The address a pod is indexed under: its `status.podIP`, parsed (IPv4-mapped IPv6
@@ -148,13 +149,27 @@ fn unlink(owners: &mut PodOwners, addr: IpAddr, key: &ObjectKey) {
 }
 
 impl Pods {
+    /// The shared string of namespace `ns`, for a pod being indexed.
     fn namespace(&mut self, ns: &str) -> Arc<str> {
-        if let Some(n) = self.namespaces.get(ns) {
-            return n.clone();
+        if let Some((n, count)) = self.namespaces.get_key_value(ns) {
+            let n = n.clone();
+            *self.namespaces.get_mut(ns).expect("found above") = count + 1;
+            return n;
         }
         let n: Arc<str> = ns.into();
-        self.namespaces.insert(n.clone());
+        self.namespaces.insert(n.clone(), 1);
         n
+    }
+
+    /// A pod of namespace `ns` is no longer indexed: the namespace goes with its last.
+    fn unlink(&mut self, owners: &mut PodOwners, addr: IpAddr, key: &ObjectKey) {
+        unlink(owners, addr, key);
+        if let Some(count) = self.namespaces.get_mut(&*key.namespace) {
+            *count -= 1;
+            if *count == 0 {
+                self.namespaces.remove(&*key.namespace);
+            }
+        }
     }
 
     /// Applies a pod seen in list generation `generation`: returns whether the address
@@ -172,7 +187,7 @@ impl Pods {
         let indexed = now.is_some() && was != now;
         if was != now {
             if let Some((addr, _)) = was {
-                unlink(owners, addr, &key);
+                self.unlink(owners, addr, &key);
             }
             if let Some((addr, host_network)) = now {
                 let pod = PodRef {
@@ -231,7 +246,7 @@ impl Pods {
     pub(super) fn remove(&mut self, owners: &mut PodOwners, key: &ObjectKey) -> Option<(bool, Option<Box<str>>)> {
         let s = self.by_key.remove(key)?;
         if let Some((addr, _)) = s.at {
-            unlink(owners, addr, key);
+            self.unlink(owners, addr, key);
         }
         Some((s.at.is_some(), s.ip))
     }
@@ -245,9 +260,10 @@ impl Pods {
             .collect()
     }
 
-    /// Forgets namespaces no indexed pod names any more.
-    pub(super) fn trim(&mut self) {
-        self.namespaces.retain(|n| Arc::strong_count(n) > 1);
+    /// Namespaces with an indexed pod.
+    #[cfg(test)]
+    fn namespaces(&self) -> usize {
+        self.namespaces.len()
     }
 }
 
@@ -353,6 +369,34 @@ mod tests {
         // A pending pod (no address) is counted nowhere, but known: its delete is a change.
         assert!(st.upsert(pod("a", "pending", "", false)));
         assert!(st.delete(Resource::Pods, &key("a", "pending")));
+    }
+
+    /// Namespaces that come and go (a namespace per CI run, say) without a relist:
+    /// each is forgotten with its last pod, deleted or moved to no address.
+    #[test]
+    fn a_namespace_goes_with_its_last_pod_without_a_relist() {
+        let mut pods = Pods::default();
+        let mut owners = PodOwners::default();
+        let p = |ns: &str, name: &str, ip: &str| {
+            let Object::Pod(p) = pod(ns, name, ip, false) else {
+                unreachable!()
+            };
+            p
+        };
+        for i in 0..100u32 {
+            let ns = format!("ci-{i}");
+            pods.upsert(&mut owners, &p(&ns, "a", &format!("10.1.{}.1", i % 250)), 1);
+            pods.upsert(&mut owners, &p(&ns, "b", &format!("10.2.{}.1", i % 250)), 1);
+            assert_eq!(pods.namespaces(), 1, "namespace {i}");
+            // One leaves by delete, the other by losing its address (moving keeps it).
+            pods.upsert(&mut owners, &p(&ns, "b", &format!("10.3.{}.1", i % 250)), 1);
+            assert!(pods.remove(&mut owners, &key(&ns, "a")).is_some());
+            assert_eq!(pods.namespaces(), 1, "namespace {i}: b is still indexed");
+            pods.upsert(&mut owners, &p(&ns, "b", ""), 1);
+            assert_eq!(pods.namespaces(), 0, "namespace {i} kept without a pod");
+            assert!(pods.remove(&mut owners, &key(&ns, "b")).is_some());
+        }
+        assert_eq!(pods.namespaces(), 0);
     }
 
     #[test]

@@ -190,7 +190,6 @@ impl ClusterStore {
                 for k in self.pods.stale(generation_now) {
                     self.delete(Resource::Pods, &k);
                 }
-                self.pods.trim();
             }
         }
         // Port lists nobody uses any more.

@@ -107,8 +107,11 @@ impl Worker {
     /// Sends the replies to UDP clients queued by [`Worker::send_to_client`].
     pub(super) fn flush_relays(&mut self) {
         self.relays.len = 0;
-        let Some(sock) = self.relays.sock.take() else { return };
-        let Some(u) = self.udp.get(sock) else { return };
+        // The batch points into reusable buffers: it is sent or cleared, never kept.
+        let Some(u) = self.relays.sock.take().and_then(|sock| self.udp.get(sock)) else {
+            self.batch.clear();
+            return;
+        };
         if let Ok(d) = self.batch.flush(u.sock.as_raw_fd()) {
             self.stats.dropped_replies.fetch_add(d as u64, Ordering::Relaxed);
         }
