@@ -47,6 +47,7 @@ fn main() -> ExitCode {
     }
     let log_base = init_logging();
     limit_malloc_arenas();
+    raise_open_files_limit();
     // The sockets systemd passed (socket activation), read while this is the only
     // thread (the variables are removed from the environment).
     let mut pool = match handover::from_systemd() {
@@ -325,6 +326,24 @@ fn limit_malloc_arenas() {
     // SAFETY: mallopt is called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// The soft limit on open files raised to the hard one, as Go's runtime does for
+/// CoreDNS at start: each upstream exchange beyond the pooled sockets and each TCP
+/// connection holds a descriptor, and a 1024 soft limit (systemd's default outside
+/// this package's unit) would fail them long before the server's own bounds.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct given, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 
