@@ -33,6 +33,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -53,7 +54,10 @@ const FDS_PER_MESSAGE: usize = 200;
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the old process waits for the new one to become ready (it may be waiting
 /// on the kubernetes plugin's first sync).
-const READY_TIMEOUT: Duration = Duration::from_secs(600);
+pub const READY_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the new process waits for its own readiness before it sends DRAIN anyway:
+/// less than [`READY_TIMEOUT`], so that the predecessor is still there to hear it.
+pub const READY_WAIT: Duration = Duration::from_secs(600 - 2 * 10);
 /// Bytes per socket in an OFFER.
 const ENTRY: usize = 2 + 2 * ADDR;
 const ADDR: usize = 1 + 16 + 2;
@@ -221,6 +225,15 @@ fn parse_listen_fds(pid: Option<&str>, fds: Option<&str>, names: Option<&str>, m
         // SAFETY: systemd passed descriptors 3..3+LISTEN_FDS to this process, for it to
         // own; nothing else in the process refers to them.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // Not inherited by what this process runs (systemd passes them without
+        // FD_CLOEXEC, for the process it starts).
+        // SAFETY: F_SETFD on a descriptor this process owns.
+        if unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+            return Err(format!(
+                "LISTEN_FDS: descriptor {raw} ({name}): FD_CLOEXEC: {}",
+                io::Error::last_os_error()
+            ));
+        }
         let (kind, local) =
             socket::inspect(fd.as_raw_fd()).map_err(|e| format!("LISTEN_FDS: descriptor {raw} ({name}): {e}"))?;
         log::info!("systemd passed {kind:?} {local} ({name}, descriptor {raw})");
@@ -332,13 +345,14 @@ fn peer(s: &UnixStream) -> io::Result<(u32, i32)> {
     Ok((cred.uid, cred.pid))
 }
 
-/// Refuses a peer running as another user (root may hand over to anyone and take from
-/// anyone: a pod replaced by one with another runAsUser still works when it is root).
+/// Refuses a peer running as another user than this process, unless it is root (a
+/// process running as root too serves and believes only root: any other user who
+/// could reach the path would otherwise take its sockets).
 fn check_peer(s: &UnixStream) -> Result<i32, String> {
     let (uid, pid) = peer(s).map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
-    if uid != me && uid != 0 && me != 0 {
+    if uid != me && uid != 0 {
         return Err(format!(
             "the peer (PID {pid}) runs as user {uid}, this process as {me}: refused"
         ));
@@ -477,7 +491,12 @@ pub fn take(path: &Path) -> Result<Option<Taken>, String> {
         return Err(fail(format!("an offer of {count} sockets in {} bytes", offer.len())));
     }
     let mut fds = Vec::with_capacity(count);
-    while fds.len() < count {
+    // The peer sends `count` descriptors in messages of FDS_PER_MESSAGE: one more
+    // message than that (one without descriptors, say) is a broken peer, not a wait.
+    for _ in 0..count.div_ceil(FDS_PER_MESSAGE) {
+        if fds.len() >= count {
+            break;
+        }
         recv_fds(&stream, &mut fds).map_err(|e| fail(format!("receiving the sockets: {e}")))?;
     }
     if fds.len() != count {
@@ -553,7 +572,13 @@ pub fn listen_at(path: &Path) -> Result<UnixListener, String> {
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp).map_err(|e| format!("hand-over: bind {}: {e}", tmp.display()))?;
+    // Created private (no moment when another user may connect), then made so
+    // explicitly. umask is the process's: restored at once.
+    // SAFETY: umask cannot fail.
+    let mask = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(&tmp);
+    unsafe { libc::umask(mask) };
+    let listener = bound.map_err(|e| format!("hand-over: bind {}: {e}", tmp.display()))?;
     let done = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
         .and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = done {
@@ -615,6 +640,14 @@ fn offer(s: &mut UnixStream, process: &ProcessState) -> Result<i32, String> {
     }
     let (mut body, fds) = {
         let l = process.listening.lock();
+        // Stopping (SIGTERM): its sockets are about to close, or are closed. An offer
+        // of none would have the successor bind beside sockets still open; it is told
+        // to wait instead (it exits, and is started again once this process is gone).
+        if process.stopping.load(Ordering::Acquire) {
+            let e = "stopping: start again once it has exited".to_string();
+            let _ = write_frame(s, format!("ERR {e}").as_bytes());
+            return Err(format!("PID {pid}: refused, {e}"));
+        }
         let all: Vec<&Held> = l.dns.iter().chain(l.http.iter()).take(MAX_SOCKETS).collect();
         let mut body = hello(std::process::id());
         body.extend_from_slice(&(all.len() as u32).to_be_bytes());
