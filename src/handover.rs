@@ -702,6 +702,39 @@ mod tests {
         assert!(e("7", "100000").contains("more than 4096"));
     }
 
+    /// A peer that announces a socket, then sends messages without descriptors, is a
+    /// clear error at once, not a loop (nor a wait for the step timeout).
+    #[test]
+    fn messages_without_descriptors_fail_the_take_at_once() {
+        let dir = std::env::temp_dir().join(format!("cdns-ho-unit-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("h.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = read_frame(&mut s).unwrap();
+            let mut offer = hello(1);
+            offer.extend_from_slice(&1u32.to_be_bytes());
+            offer.extend_from_slice(&[0, 1]);
+            put_addr(&mut offer, "127.0.0.1:53".parse().unwrap());
+            put_addr(&mut offer, "127.0.0.1:53".parse().unwrap());
+            write_frame(&mut s, &offer).unwrap();
+            for _ in 0..50 {
+                if s.write_all(b"F").is_err() {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let start = std::time::Instant::now();
+        let e = take(&path).err().expect("an error");
+        assert!(start.elapsed() < Duration::from_secs(2), "{e}");
+        assert!(e.contains("0 descriptors for 1 sockets"), "{e}");
+        peer.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn addresses_round_trip() {
         for a in ["127.0.0.1:53", "[::1]:5353", "0.0.0.0:0", "[fe80::1]:1"] {

@@ -673,3 +673,94 @@ fn with_handover_wait_the_predecessor_stays_until_sigterm() {
     assert_eq!(addresses(&m), [OLD_IP]);
     assert!(new.running());
 }
+
+/// A successor whose kubernetes plugin has not synced (the API does not answer) does
+/// not tell its predecessor to drain once its startup_timeout passes: it waits, and the
+/// predecessor serves meanwhile. A SIGTERM then ends the successor without a DRAIN:
+/// the predecessor keeps serving.
+#[test]
+fn a_successor_not_ready_or_stopped_while_starting_leaves_the_predecessor_serving() {
+    let [port, h, h2, closed] = free_ports::<4>();
+    let up = FakeUpstream::start();
+    let dir = Scratch::new("handover-notready");
+    let arg = dir.path("h.sock").to_string_lossy().into_owned();
+    let start = |text: &str| {
+        Launch::new(text)
+            .port(port)
+            .arg("-workers")
+            .arg("2")
+            .arg("-handover")
+            .arg(&arg)
+            .no_wait()
+            .start()
+    };
+    let old = start(&corefile(OLD_IP, h, up.addr()));
+    assert!(
+        old.wait_output(Duration::from_secs(10), |o| o.contains("hand-over: listening on")),
+        "{}",
+        old.output()
+    );
+    // Nothing listens on `closed`: the kubernetes plugin never syncs.
+    let text = format!(
+        "{}cluster.local:{{port}} {{\n    bind 127.0.0.1\n    kubernetes cluster.local {{\n        endpoint http://127.0.0.1:{closed}\n        startup_timeout 1s\n    }}\n}}\n",
+        corefile(NEW_IP, h2, up.addr())
+    );
+    let mut new = start(&text);
+    assert!(
+        new.wait_output(Duration::from_secs(10), |o| o
+            .contains("hand-over: waiting for kubernetes")),
+        "{}",
+        new.output()
+    );
+    // Past its startup_timeout, still not told to drain.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!old.output().contains("hand-over done"), "{}", old.output());
+    new.signal(libc::SIGTERM);
+    assert!(new.wait_exit(Duration::from_secs(10)).is_some(), "{}", new.output());
+    assert!(new.output().contains("keeps serving"), "{}", new.output());
+    std::thread::sleep(Duration::from_millis(300));
+    let mut old = old;
+    assert!(old.running(), "{}", old.output());
+    assert!(!old.output().contains("hand-over done"), "{}", old.output());
+    let m = udp_exchange(old.addr(), &query_bytes(NAME, Rtype::A, Some(1232), 9));
+    assert_eq!(addresses(&m), [OLD_IP]);
+}
+
+/// A successor that comes while the running process stops (SIGTERM, in its lameduck)
+/// is refused clearly rather than offered no sockets.
+#[test]
+fn a_successor_is_refused_by_a_stopping_process() {
+    let [port, h] = free_ports::<2>();
+    let up = FakeUpstream::start();
+    let dir = Scratch::new("handover-stopping");
+    let arg = dir.path("h.sock").to_string_lossy().into_owned();
+    let text = corefile(OLD_IP, h, up.addr()).replace(
+        &format!("health 127.0.0.1:{h}\n"),
+        &format!("health 127.0.0.1:{h} {{\n        lameduck 3s\n    }}\n"),
+    );
+    assert!(text.contains("lameduck"));
+    let start = || {
+        Launch::new(&text)
+            .port(port)
+            .arg("-handover")
+            .arg(&arg)
+            .no_wait()
+            .start()
+    };
+    let mut old = start();
+    assert!(
+        old.wait_output(Duration::from_secs(10), |o| o.contains("hand-over: listening on")),
+        "{}",
+        old.output()
+    );
+    old.signal(libc::SIGTERM);
+    assert!(
+        old.wait_output(Duration::from_secs(5), |o| o.contains("lameduck")),
+        "{}",
+        old.output()
+    );
+    let mut new = start();
+    assert_eq!(new.wait_exit(Duration::from_secs(10)), Some(1), "{}", new.output());
+    assert!(new.output().contains("stopping"), "{}", new.output());
+    assert_eq!(old.wait_exit(Duration::from_secs(10)), Some(0), "{}", old.output());
+}
