@@ -10,12 +10,20 @@
 //!                        kind, address; then the      TLS) and HTTP listeners, dup'd
 //!                        descriptors, 200 a message
 //!   build, start workers on them (binding what is
-//!   missing, closing what it does not want), READY=1
+//!   missing, closing what it does not want), READY=1,
+//!   wait until every plugin is ready
 //!   bind PATH.new, rename over PATH
 //!                 ────────────── DRAIN ───────────▶ stops its HTTP endpoints, its workers
-//!                 ◀────────────── OK ─────────────── answer what they read, finish TCP
-//!                                                    connections in progress, exit
+//!                 ◀────────────── OK ─────────────── answer what they read, send the
+//!                                                    answers in progress on TCP
+//!                                                    connections (a new query on one
+//!                                                    closes it), exit
 //! ```
+//!
+//! A SIGTERM or SIGINT to the new process before its DRAIN: it exits without one, the
+//! old process serves on. The new process dying after its DRAIN: nobody serves until
+//! it is started again (the old one does not take its sockets back). A process that
+//! stops (SIGTERM) refuses a successor (`ERR stopping`).
 //!
 //! Both processes read the same sockets (the same kernel objects, not two sockets in a
 //! SO_REUSEPORT group), so a datagram queued when the old one stops reading is read by
