@@ -148,8 +148,22 @@ impl Pool {
     /// configuration does not have: the predecessor answers what is queued on them
     /// before it exits), and says what systemd passed that nothing uses.
     pub fn close_unused(&mut self, used: &[(Role, (SocketAddr, bool))]) {
+        // Linear: what `matches` compares, in sets.
+        let exact: std::collections::HashSet<(u8, (SocketAddr, bool))> =
+            used.iter().map(|(r, w)| (role_byte(*r), *w)).collect();
+        let addrs: std::collections::HashSet<(u8, SocketAddr)> =
+            used.iter().map(|(r, w)| (role_byte(*r), w.0)).collect();
+        let any_port: std::collections::HashSet<(u8, IpAddr)> = used
+            .iter()
+            .filter(|(_, w)| w.0.port() == 0)
+            .map(|(r, w)| (role_byte(*r), w.0.ip()))
+            .collect();
         self.sockets.retain(|p| {
-            let wanted = used.iter().any(|(role, w)| Pool::matches(p, *role, *w));
+            let role = role_byte(p.role);
+            let wanted = match p.requested {
+                Some(r) => exact.contains(&(role, r)),
+                None => addrs.contains(&(role, p.local)) || any_port.contains(&(role, p.local.ip())),
+            };
             if !wanted {
                 if p.keep {
                     log::warn!(

@@ -434,15 +434,14 @@ fn from_pool(pool: &mut Pool, want: (SocketAddr, bool), workers: usize) -> std::
 /// One duplicate of each distinct socket in `socks` (workers sharing a socket hold
 /// duplicates of one descriptor: compared by inode).
 fn record(socks: &[SocketPair], requested: (SocketAddr, bool), held: &mut Vec<Held>) -> std::io::Result<()> {
-    let mut seen = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut add = |role: Role, fd: std::os::fd::RawFd| -> std::io::Result<()> {
         // SAFETY: all-zero is a valid stat; fstat fills it for an open descriptor.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         if unsafe { libc::fstat(fd, &mut st) } == 0 {
-            if seen.contains(&st.st_ino) {
+            if !seen.insert((st.st_dev, st.st_ino)) {
                 return Ok(());
             }
-            seen.push(st.st_ino);
         }
         held.push(Held {
             role,
