@@ -8,6 +8,7 @@
 //!                                          (own Poll, own sockets)
 //! ```
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -346,8 +347,25 @@ fn bind(
 ) -> Result<BoundSockets, StartError> {
     let mut out = Vec::new();
     let mut held = Vec::new();
+    // A predecessor's sockets, by the address they were asked for, in one pass (taking
+    // them address by address from the whole pool would be quadratic); systemd's stay
+    // in `pool`.
+    let mut named: HashMap<(SocketAddr, bool), Pool> = HashMap::new();
+    let (handed, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut pool.sockets)
+        .into_iter()
+        .partition(|p| p.requested.is_some());
+    pool.sockets = rest;
+    for p in handed {
+        if let Some(want) = p.requested {
+            named.entry(want).or_default().sockets.push(p);
+        }
+    }
     for &(addr, udp) in addrs {
-        let passed = from_pool(pool, (addr, udp), workers)
+        let from = match named.get_mut(&(addr, udp)) {
+            Some(p) if !p.is_empty() => p,
+            _ => &mut *pool,
+        };
+        let passed = from_pool(from, (addr, udp), workers)
             .map_err(|e| StartError(format!("listen {addr} (sockets passed in): {e}")))?;
         let bound = match passed {
             Some(socks) => Ok(socks),
@@ -373,6 +391,10 @@ fn bind(
             }
             Err(e) => return Err(StartError(format!("listen {addr}: {e}"))),
         }
+    }
+    // What no address took: `close_unused` closes it.
+    for (_, p) in named {
+        pool.sockets.extend(p.sockets);
     }
     process.listening.lock().dns.extend(held);
     Ok(out)
