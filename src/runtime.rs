@@ -460,10 +460,8 @@ fn record(socks: &[SocketPair], requested: (SocketAddr, bool), held: &mut Vec<He
     let mut add = |role: Role, fd: std::os::fd::RawFd| -> std::io::Result<()> {
         // SAFETY: all-zero is a valid stat; fstat fills it for an open descriptor.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd, &mut st) } == 0 {
-            if !seen.insert((st.st_dev, st.st_ino)) {
-                return Ok(());
-            }
+        if unsafe { libc::fstat(fd, &mut st) } == 0 && !seen.insert((st.st_dev, st.st_ino)) {
+            return Ok(());
         }
         held.push(Held {
             role,
