@@ -525,6 +525,16 @@ fn sockets_passed_by_systemd_serve_and_outlive_a_stop_and_start_without_loss() {
     let up_at = wait_until("answers", Duration::from_secs(15), || {
         udp_exchange_within(to, &query_bytes(NAME, Rtype::A, None, 1), Duration::from_millis(100)).is_some()
     });
+    // The passed descriptors (dup2'd without FD_CLOEXEC) are not inherited further.
+    for fd in 3..6 {
+        let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", first.pid())).unwrap();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+            .unwrap();
+        assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "descriptor {fd}: {info}");
+    }
     let out = first.output();
     assert_eq!(
         out.matches(&format!("systemd passed Udp 127.0.0.1:{port} (dns-udp"))
