@@ -774,3 +774,55 @@ fn a_successor_is_refused_by_a_stopping_process() {
     assert!(new.output().contains("stopping"), "{}", new.output());
     assert_eq!(old.wait_exit(Duration::from_secs(10)), Some(0), "{}", old.output());
 }
+
+/// `-handover.wait` holds even when the drain leaves a worker behind (stuck in a
+/// query): exiting would have the container restarted and the sockets taken back.
+#[test]
+fn with_handover_wait_a_predecessor_with_a_stuck_worker_stays_too() {
+    let [port, h] = free_ports::<2>();
+    let up = FakeUpstream::start();
+    let dir = Scratch::new("handover-wait-stuck");
+    let arg = dir.path("h.sock").to_string_lossy().into_owned();
+    // teststall comes after hosts in the chain: hosts falls through to it.
+    let text = corefile(OLD_IP, h, up.addr())
+        .replace("    hosts {\n", "    teststall 30s\n    hosts {\n")
+        .replace(" a.example.org\n", " a.example.org\n        fallthrough\n");
+    let start = || {
+        let p = Launch::new(&text)
+            .port(port)
+            .env("CLUSTERDNS_TEST_PLUGINS", "1")
+            .arg("-workers")
+            .arg("2")
+            .arg("-handover")
+            .arg(&arg)
+            .arg("-handover.wait")
+            .no_wait()
+            .start();
+        assert!(
+            p.wait_output(Duration::from_secs(10), |o| o.contains("hand-over: listening on")),
+            "{}",
+            p.output()
+        );
+        p
+    };
+    let mut old = start();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(&query_bytes("stall.example.org.", Rtype::A, None, 3), old.addr())
+        .unwrap();
+    assert!(
+        old.wait_output(Duration::from_secs(5), |o| o.contains("teststall: holding")),
+        "{}",
+        old.output()
+    );
+    let new = start();
+    assert!(
+        old.wait_output(Duration::from_secs(15), |o| o.contains("waiting for SIGTERM")),
+        "{}",
+        old.output()
+    );
+    assert!(old.running(), "{}", old.output());
+    let m = udp_exchange(new.addr(), &query_bytes(NAME, Rtype::A, Some(1232), 4));
+    assert_eq!(addresses(&m), [OLD_IP]);
+    old.signal(libc::SIGTERM);
+    assert_eq!(old.wait_exit(Duration::from_secs(5)), Some(0), "{}", old.output());
+}
