@@ -344,7 +344,11 @@ impl Controller {
         // The copies kept for a successor go now (a successor has its own): a socket
         // must close when its worker closes it, so that clients see it refused at once
         // rather than have their queries wait unread until the process exits.
-        *self.state.process.listening.lock() = Default::default();
+        {
+            let mut l = self.state.process.listening.lock();
+            self.state.process.stopping.store(true, Ordering::Release);
+            *l = Default::default();
+        }
         if handed_over {
             let Controller { running, http, .. } = self;
             drop(http);

@@ -10,12 +10,20 @@
 //!                        kind, address; then the      TLS) and HTTP listeners, dup'd
 //!                        descriptors, 200 a message
 //!   build, start workers on them (binding what is
-//!   missing, closing what it does not want), READY=1
+//!   missing, closing what it does not want), READY=1,
+//!   wait until every plugin is ready
 //!   bind PATH.new, rename over PATH
 //!                 ────────────── DRAIN ───────────▶ stops its HTTP endpoints, its workers
-//!                 ◀────────────── OK ─────────────── answer what they read, finish TCP
-//!                                                    connections in progress, exit
+//!                 ◀────────────── OK ─────────────── answer what they read, send the
+//!                                                    answers in progress on TCP
+//!                                                    connections (a new query on one
+//!                                                    closes it), exit
 //! ```
+//!
+//! A SIGTERM or SIGINT to the new process before its DRAIN: it exits without one, the
+//! old process serves on. The new process dying after its DRAIN: nobody serves until
+//! it is started again (the old one does not take its sockets back). A process that
+//! stops (SIGTERM) refuses a successor (`ERR stopping`).
 //!
 //! Both processes read the same sockets (the same kernel objects, not two sockets in a
 //! SO_REUSEPORT group), so a datagram queued when the old one stops reading is read by
@@ -33,6 +41,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -53,7 +62,10 @@ const FDS_PER_MESSAGE: usize = 200;
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the old process waits for the new one to become ready (it may be waiting
 /// on the kubernetes plugin's first sync).
-const READY_TIMEOUT: Duration = Duration::from_secs(600);
+pub const READY_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the new process waits for its own readiness before it sends DRAIN anyway:
+/// less than [`READY_TIMEOUT`], so that the predecessor is still there to hear it.
+pub const READY_WAIT: Duration = Duration::from_secs(600 - 2 * 10);
 /// Bytes per socket in an OFFER.
 const ENTRY: usize = 2 + 2 * ADDR;
 const ADDR: usize = 1 + 16 + 2;
@@ -136,8 +148,22 @@ impl Pool {
     /// configuration does not have: the predecessor answers what is queued on them
     /// before it exits), and says what systemd passed that nothing uses.
     pub fn close_unused(&mut self, used: &[(Role, (SocketAddr, bool))]) {
+        // Linear: what `matches` compares, in sets.
+        let exact: std::collections::HashSet<(u8, (SocketAddr, bool))> =
+            used.iter().map(|(r, w)| (role_byte(*r), *w)).collect();
+        let addrs: std::collections::HashSet<(u8, SocketAddr)> =
+            used.iter().map(|(r, w)| (role_byte(*r), w.0)).collect();
+        let any_port: std::collections::HashSet<(u8, IpAddr)> = used
+            .iter()
+            .filter(|(_, w)| w.0.port() == 0)
+            .map(|(r, w)| (role_byte(*r), w.0.ip()))
+            .collect();
         self.sockets.retain(|p| {
-            let wanted = used.iter().any(|(role, w)| Pool::matches(p, *role, *w));
+            let role = role_byte(p.role);
+            let wanted = match p.requested {
+                Some(r) => exact.contains(&(role, r)),
+                None => addrs.contains(&(role, p.local)) || any_port.contains(&(role, p.local.ip())),
+            };
             if !wanted {
                 if p.keep {
                     log::warn!(
@@ -221,6 +247,15 @@ fn parse_listen_fds(pid: Option<&str>, fds: Option<&str>, names: Option<&str>, m
         // SAFETY: systemd passed descriptors 3..3+LISTEN_FDS to this process, for it to
         // own; nothing else in the process refers to them.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // Not inherited by what this process runs (systemd passes them without
+        // FD_CLOEXEC, for the process it starts).
+        // SAFETY: F_SETFD on a descriptor this process owns.
+        if unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+            return Err(format!(
+                "LISTEN_FDS: descriptor {raw} ({name}): FD_CLOEXEC: {}",
+                io::Error::last_os_error()
+            ));
+        }
         let (kind, local) =
             socket::inspect(fd.as_raw_fd()).map_err(|e| format!("LISTEN_FDS: descriptor {raw} ({name}): {e}"))?;
         log::info!("systemd passed {kind:?} {local} ({name}, descriptor {raw})");
@@ -332,13 +367,14 @@ fn peer(s: &UnixStream) -> io::Result<(u32, i32)> {
     Ok((cred.uid, cred.pid))
 }
 
-/// Refuses a peer running as another user (root may hand over to anyone and take from
-/// anyone: a pod replaced by one with another runAsUser still works when it is root).
+/// Refuses a peer running as another user than this process, unless it is root (a
+/// process running as root too serves and believes only root: any other user who
+/// could reach the path would otherwise take its sockets).
 fn check_peer(s: &UnixStream) -> Result<i32, String> {
     let (uid, pid) = peer(s).map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
-    if uid != me && uid != 0 && me != 0 {
+    if uid != me && uid != 0 {
         return Err(format!(
             "the peer (PID {pid}) runs as user {uid}, this process as {me}: refused"
         ));
@@ -477,7 +513,12 @@ pub fn take(path: &Path) -> Result<Option<Taken>, String> {
         return Err(fail(format!("an offer of {count} sockets in {} bytes", offer.len())));
     }
     let mut fds = Vec::with_capacity(count);
-    while fds.len() < count {
+    // The peer sends `count` descriptors in messages of FDS_PER_MESSAGE: one more
+    // message than that (one without descriptors, say) is a broken peer, not a wait.
+    for _ in 0..count.div_ceil(FDS_PER_MESSAGE) {
+        if fds.len() >= count {
+            break;
+        }
         recv_fds(&stream, &mut fds).map_err(|e| fail(format!("receiving the sockets: {e}")))?;
     }
     if fds.len() != count {
@@ -553,7 +594,13 @@ pub fn listen_at(path: &Path) -> Result<UnixListener, String> {
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp).map_err(|e| format!("hand-over: bind {}: {e}", tmp.display()))?;
+    // Created private (no moment when another user may connect), then made so
+    // explicitly. umask is the process's: restored at once.
+    // SAFETY: umask cannot fail.
+    let mask = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(&tmp);
+    unsafe { libc::umask(mask) };
+    let listener = bound.map_err(|e| format!("hand-over: bind {}: {e}", tmp.display()))?;
     let done = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
         .and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = done {
@@ -615,6 +662,14 @@ fn offer(s: &mut UnixStream, process: &ProcessState) -> Result<i32, String> {
     }
     let (mut body, fds) = {
         let l = process.listening.lock();
+        // Stopping (SIGTERM): its sockets are about to close, or are closed. An offer
+        // of none would have the successor bind beside sockets still open; it is told
+        // to wait instead (it exits, and is started again once this process is gone).
+        if process.stopping.load(Ordering::Acquire) {
+            let e = "stopping: start again once it has exited".to_string();
+            let _ = write_frame(s, format!("ERR {e}").as_bytes());
+            return Err(format!("PID {pid}: refused, {e}"));
+        }
         let all: Vec<&Held> = l.dns.iter().chain(l.http.iter()).take(MAX_SOCKETS).collect();
         let mut body = hello(std::process::id());
         body.extend_from_slice(&(all.len() as u32).to_be_bytes());
@@ -667,6 +722,39 @@ mod tests {
         assert!(e("x", "1").contains("LISTEN_PID=\"x\""));
         assert!(e("7", "-1").contains("not a count"));
         assert!(e("7", "100000").contains("more than 4096"));
+    }
+
+    /// A peer that announces a socket, then sends messages without descriptors, is a
+    /// clear error at once, not a loop (nor a wait for the step timeout).
+    #[test]
+    fn messages_without_descriptors_fail_the_take_at_once() {
+        let dir = std::env::temp_dir().join(format!("cdns-ho-unit-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("h.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = read_frame(&mut s).unwrap();
+            let mut offer = hello(1);
+            offer.extend_from_slice(&1u32.to_be_bytes());
+            offer.extend_from_slice(&[0, 1]);
+            put_addr(&mut offer, "127.0.0.1:53".parse().unwrap());
+            put_addr(&mut offer, "127.0.0.1:53".parse().unwrap());
+            write_frame(&mut s, &offer).unwrap();
+            for _ in 0..50 {
+                if s.write_all(b"F").is_err() {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let start = std::time::Instant::now();
+        let e = take(&path).err().expect("an error");
+        assert!(start.elapsed() < Duration::from_secs(2), "{e}");
+        assert!(e.contains("0 descriptors for 1 sockets"), "{e}");
+        peer.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -128,6 +128,16 @@ fn main() -> ExitCode {
     // Sockets that outlive a process: systemd's (socket activation), then a running
     // predecessor's (`-handover`).
     let handover_path = flags.handover.as_deref().map(std::path::Path::new);
+    // A SIGTERM or SIGINT while this process starts (they are queued for the control
+    // loop too): a predecessor whose sockets were taken must then not be told to drain,
+    // or nobody would serve.
+    let stop_asked = Arc::new(AtomicBool::new(false));
+    for sig in [SIGTERM, SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop_asked.clone()) {
+            eprintln!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let taken = match handover_path.map(handover::take) {
         None | Some(Ok(None)) => None,
         Some(Ok(Some(t))) => Some(t),
@@ -182,7 +192,25 @@ fn main() -> ExitCode {
     // Only now may a predecessor stop reading: then this process takes the hand-over
     // socket for its own successor.
     let (drain_tx, drain_rx) = crossbeam_channel::bounded(1);
-    if let Some(path) = handover_path {
+    let taken = match taken {
+        Some(t) => {
+            // The predecessor serves until then: wait for every plugin here to be
+            // ready (the kubernetes index synced), not only for startup_timeout.
+            wait_ready(&controller, &stop_asked);
+            if stop_asked.load(Ordering::Acquire) {
+                log::info!(
+                    "hand-over: asked to stop while starting: PID {} keeps serving",
+                    t.peer_pid
+                );
+                drop(t);
+                None
+            } else {
+                Some(t)
+            }
+        }
+        None => None,
+    };
+    if let Some(path) = handover_path.filter(|_| !stop_asked.load(Ordering::Acquire)) {
         let listener = match taken {
             Some(t) => t.release(path),
             None => handover::listen_at(path),
@@ -197,6 +225,36 @@ fn main() -> ExitCode {
         let _ = std::fs::remove_file(path);
     }
     code
+}
+
+/// Waits until every plugin reports ready (as `/ready` would, over every block), at
+/// most [`handover::READY_WAIT`], or until SIGTERM or SIGINT; logs while it waits.
+fn wait_ready(controller: &Controller, stop_asked: &AtomicBool) {
+    let shared = controller.shared();
+    let start = std::time::Instant::now();
+    let mut logged: Option<std::time::Instant> = None;
+    loop {
+        let pending: Vec<&'static str> = shared.load().not_ready_anywhere();
+        if pending.is_empty() || stop_asked.load(Ordering::Acquire) {
+            return;
+        }
+        let waited = start.elapsed();
+        if waited >= handover::READY_WAIT {
+            log::warn!(
+                "hand-over: not ready after {waited:?} ({}): taking over anyway",
+                pending.join(",")
+            );
+            return;
+        }
+        if logged.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(5)) {
+            log::info!(
+                "hand-over: waiting for {} to be ready; the predecessor serves meanwhile",
+                pending.join(",")
+            );
+            logged = Some(std::time::Instant::now());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Runs the process until it stops: signals as CoreDNS handles them (SIGTERM and SIGINT
@@ -304,7 +362,12 @@ fn control_loop(
                 }
             },
             recv(done_rx) -> code => {
-                if wait && handed_over && !asked_to_stop && code == Ok(ExitCode::SUCCESS) {
+                if wait && handed_over && !asked_to_stop {
+                    // Whatever the drain's outcome: exiting would have the container
+                    // restarted, and the restarted process take the sockets back.
+                    if code != Ok(ExitCode::SUCCESS) {
+                        log::warn!("hand-over: some workers did not stop in time (left behind)");
+                    }
                     log::info!("handed over and drained: waiting for SIGTERM (-handover.wait)");
                     idle = true;
                     continue;

@@ -56,6 +56,9 @@ pub struct ProcessState {
     log_base: Mutex<log::LevelFilter>,
     /// The listening sockets served now, as a successor would take them (`-handover`).
     pub listening: Mutex<crate::handover::Listening>,
+    /// The process is stopping (SIGTERM or SIGINT, or drained after a hand-over): set
+    /// before `listening` is emptied, under its lock, so a successor is refused.
+    pub stopping: AtomicBool,
 }
 
 impl Default for ProcessState {
@@ -79,6 +82,7 @@ impl ProcessState {
             debug: AtomicBool::new(false),
             log_base: Mutex::new(log::LevelFilter::Info),
             listening: Mutex::new(crate::handover::Listening::default()),
+            stopping: AtomicBool::new(false),
         }
     }
 

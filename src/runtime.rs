@@ -8,6 +8,7 @@
 //!                                          (own Poll, own sockets)
 //! ```
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -346,8 +347,25 @@ fn bind(
 ) -> Result<BoundSockets, StartError> {
     let mut out = Vec::new();
     let mut held = Vec::new();
+    // A predecessor's sockets, by the address they were asked for, in one pass (taking
+    // them address by address from the whole pool would be quadratic); systemd's stay
+    // in `pool`.
+    let mut named: HashMap<(SocketAddr, bool), Pool> = HashMap::new();
+    let (handed, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut pool.sockets)
+        .into_iter()
+        .partition(|p| p.requested.is_some());
+    pool.sockets = rest;
+    for p in handed {
+        if let Some(want) = p.requested {
+            named.entry(want).or_default().sockets.push(p);
+        }
+    }
     for &(addr, udp) in addrs {
-        let passed = from_pool(pool, (addr, udp), workers)
+        let from = match named.get_mut(&(addr, udp)) {
+            Some(p) if !p.is_empty() => p,
+            _ => &mut *pool,
+        };
+        let passed = from_pool(from, (addr, udp), workers)
             .map_err(|e| StartError(format!("listen {addr} (sockets passed in): {e}")))?;
         let bound = match passed {
             Some(socks) => Ok(socks),
@@ -373,6 +391,10 @@ fn bind(
             }
             Err(e) => return Err(StartError(format!("listen {addr}: {e}"))),
         }
+    }
+    // What no address took: `close_unused` closes it.
+    for (_, p) in named {
+        pool.sockets.extend(p.sockets);
     }
     process.listening.lock().dns.extend(held);
     Ok(out)
@@ -434,15 +456,12 @@ fn from_pool(pool: &mut Pool, want: (SocketAddr, bool), workers: usize) -> std::
 /// One duplicate of each distinct socket in `socks` (workers sharing a socket hold
 /// duplicates of one descriptor: compared by inode).
 fn record(socks: &[SocketPair], requested: (SocketAddr, bool), held: &mut Vec<Held>) -> std::io::Result<()> {
-    let mut seen = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut add = |role: Role, fd: std::os::fd::RawFd| -> std::io::Result<()> {
         // SAFETY: all-zero is a valid stat; fstat fills it for an open descriptor.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd, &mut st) } == 0 {
-            if seen.contains(&st.st_ino) {
-                return Ok(());
-            }
-            seen.push(st.st_ino);
+        if unsafe { libc::fstat(fd, &mut st) } == 0 && !seen.insert((st.st_dev, st.st_ino)) {
+            return Ok(());
         }
         held.push(Held {
             role,

@@ -337,10 +337,20 @@ impl Server {
     /// The names of the plugins, in blocks with `ready`, that report not ready yet
     /// (sorted, each once): what `/ready` answers with.
     pub fn not_ready(&self) -> Vec<&'static str> {
+        self.not_ready_in(false)
+    }
+
+    /// The same over every block, with `ready` or not: what a process that took its
+    /// sockets in a hand-over waits for before its predecessor stops reading them.
+    pub fn not_ready_anywhere(&self) -> Vec<&'static str> {
+        self.not_ready_in(true)
+    }
+
+    fn not_ready_in(&self, every_block: bool) -> Vec<&'static str> {
         let mut names: Vec<&'static str> = self
             .blocks
             .iter()
-            .filter(|b| b.ready)
+            .filter(|b| every_block || b.ready)
             .flat_map(|b| b.lifecycles.iter())
             .filter(|(_, l)| l.ready() == Some(false))
             .map(|(name, _)| *name)

@@ -481,11 +481,10 @@ pub fn spread(sockets: usize, workers: usize) -> Vec<Vec<usize>> {
     if sockets == 0 || workers == 0 {
         return out;
     }
+    // No worker gets a socket twice: with more sockets than workers each j is another
+    // socket, with fewer each j is another worker.
     for j in 0..sockets.max(workers) {
-        let s = j % sockets;
-        if !out[j % workers].contains(&s) {
-            out[j % workers].push(s);
-        }
+        out[j % workers].push(j % sockets);
     }
     out
 }

@@ -525,6 +525,16 @@ fn sockets_passed_by_systemd_serve_and_outlive_a_stop_and_start_without_loss() {
     let up_at = wait_until("answers", Duration::from_secs(15), || {
         udp_exchange_within(to, &query_bytes(NAME, Rtype::A, None, 1), Duration::from_millis(100)).is_some()
     });
+    // The passed descriptors (dup2'd without FD_CLOEXEC) are not inherited further.
+    for fd in 3..6 {
+        let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", first.pid())).unwrap();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+            .unwrap();
+        assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "descriptor {fd}: {info}");
+    }
     let out = first.output();
     assert_eq!(
         out.matches(&format!("systemd passed Udp 127.0.0.1:{port} (dns-udp"))
@@ -672,4 +682,147 @@ fn with_handover_wait_the_predecessor_stays_until_sigterm() {
     let m = udp_exchange(new.addr(), &query_bytes(NAME, Rtype::A, Some(1232), 8));
     assert_eq!(addresses(&m), [OLD_IP]);
     assert!(new.running());
+}
+
+/// A successor whose kubernetes plugin has not synced (the API does not answer) does
+/// not tell its predecessor to drain once its startup_timeout passes: it waits, and the
+/// predecessor serves meanwhile. A SIGTERM then ends the successor without a DRAIN:
+/// the predecessor keeps serving.
+#[test]
+fn a_successor_not_ready_or_stopped_while_starting_leaves_the_predecessor_serving() {
+    let [port, h, h2, closed] = free_ports::<4>();
+    let up = FakeUpstream::start();
+    let dir = Scratch::new("handover-notready");
+    let arg = dir.path("h.sock").to_string_lossy().into_owned();
+    let start = |text: &str| {
+        Launch::new(text)
+            .port(port)
+            .arg("-workers")
+            .arg("2")
+            .arg("-handover")
+            .arg(&arg)
+            .no_wait()
+            .start()
+    };
+    let old = start(&corefile(OLD_IP, h, up.addr()));
+    assert!(
+        old.wait_output(Duration::from_secs(10), |o| o.contains("hand-over: listening on")),
+        "{}",
+        old.output()
+    );
+    // Nothing listens on `closed`: the kubernetes plugin never syncs.
+    let text = format!(
+        "{}cluster.local:{{port}} {{\n    bind 127.0.0.1\n    kubernetes cluster.local {{\n        endpoint http://127.0.0.1:{closed}\n        startup_timeout 1s\n    }}\n}}\n",
+        corefile(NEW_IP, h2, up.addr())
+    );
+    let mut new = start(&text);
+    assert!(
+        new.wait_output(Duration::from_secs(10), |o| o
+            .contains("hand-over: waiting for kubernetes")),
+        "{}",
+        new.output()
+    );
+    // Past its startup_timeout, still not told to drain.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!old.output().contains("hand-over done"), "{}", old.output());
+    new.signal(libc::SIGTERM);
+    assert!(new.wait_exit(Duration::from_secs(10)).is_some(), "{}", new.output());
+    assert!(new.output().contains("keeps serving"), "{}", new.output());
+    std::thread::sleep(Duration::from_millis(300));
+    let mut old = old;
+    assert!(old.running(), "{}", old.output());
+    assert!(!old.output().contains("hand-over done"), "{}", old.output());
+    let m = udp_exchange(old.addr(), &query_bytes(NAME, Rtype::A, Some(1232), 9));
+    assert_eq!(addresses(&m), [OLD_IP]);
+}
+
+/// A successor that comes while the running process stops (SIGTERM, in its lameduck)
+/// is refused clearly rather than offered no sockets.
+#[test]
+fn a_successor_is_refused_by_a_stopping_process() {
+    let [port, h] = free_ports::<2>();
+    let up = FakeUpstream::start();
+    let dir = Scratch::new("handover-stopping");
+    let arg = dir.path("h.sock").to_string_lossy().into_owned();
+    let text = corefile(OLD_IP, h, up.addr()).replace(
+        &format!("health 127.0.0.1:{h}\n"),
+        &format!("health 127.0.0.1:{h} {{\n        lameduck 3s\n    }}\n"),
+    );
+    assert!(text.contains("lameduck"));
+    let start = || {
+        Launch::new(&text)
+            .port(port)
+            .arg("-handover")
+            .arg(&arg)
+            .no_wait()
+            .start()
+    };
+    let mut old = start();
+    assert!(
+        old.wait_output(Duration::from_secs(10), |o| o.contains("hand-over: listening on")),
+        "{}",
+        old.output()
+    );
+    old.signal(libc::SIGTERM);
+    assert!(
+        old.wait_output(Duration::from_secs(5), |o| o.contains("lameduck")),
+        "{}",
+        old.output()
+    );
+    let mut new = start();
+    assert_eq!(new.wait_exit(Duration::from_secs(10)), Some(1), "{}", new.output());
+    assert!(new.output().contains("stopping"), "{}", new.output());
+    assert_eq!(old.wait_exit(Duration::from_secs(10)), Some(0), "{}", old.output());
+}
+
+/// `-handover.wait` holds even when the drain leaves a worker behind (stuck in a
+/// query): exiting would have the container restarted and the sockets taken back.
+#[test]
+fn with_handover_wait_a_predecessor_with_a_stuck_worker_stays_too() {
+    let [port, h] = free_ports::<2>();
+    let up = FakeUpstream::start();
+    let dir = Scratch::new("handover-wait-stuck");
+    let arg = dir.path("h.sock").to_string_lossy().into_owned();
+    // teststall comes after hosts in the chain: hosts falls through to it.
+    let text = corefile(OLD_IP, h, up.addr())
+        .replace("    hosts {\n", "    teststall 30s\n    hosts {\n")
+        .replace(" a.example.org\n", " a.example.org\n        fallthrough\n");
+    let start = || {
+        let p = Launch::new(&text)
+            .port(port)
+            .env("CLUSTERDNS_TEST_PLUGINS", "1")
+            .arg("-workers")
+            .arg("2")
+            .arg("-handover")
+            .arg(&arg)
+            .arg("-handover.wait")
+            .no_wait()
+            .start();
+        assert!(
+            p.wait_output(Duration::from_secs(10), |o| o.contains("hand-over: listening on")),
+            "{}",
+            p.output()
+        );
+        p
+    };
+    let mut old = start();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(&query_bytes("stall.example.org.", Rtype::A, None, 3), old.addr())
+        .unwrap();
+    assert!(
+        old.wait_output(Duration::from_secs(5), |o| o.contains("teststall: holding")),
+        "{}",
+        old.output()
+    );
+    let new = start();
+    assert!(
+        old.wait_output(Duration::from_secs(15), |o| o.contains("waiting for SIGTERM")),
+        "{}",
+        old.output()
+    );
+    assert!(old.running(), "{}", old.output());
+    let m = udp_exchange(new.addr(), &query_bytes(NAME, Rtype::A, Some(1232), 4));
+    assert_eq!(addresses(&m), [OLD_IP]);
+    old.signal(libc::SIGTERM);
+    assert_eq!(old.wait_exit(Duration::from_secs(5)), Some(0), "{}", old.output());
 }

@@ -367,7 +367,8 @@ impl Worker {
             let _ = registry.reregister(&mut t.sock, token(TCP_LISTEN, i), Interest::READABLE);
         }
         // Connections keep running; their listener index is only used for routing,
-        // so point removed ones at nothing (their queries are refused).
+        // so point removed ones at nothing (a query that comes on one then closes it:
+        // see `answer_frames`).
         let alive: Vec<SocketAddr> = self.tcp_listeners.iter().map(|t| t.addr).collect();
         for c in self.conns.iter_mut().flatten() {
             c.from = alive.iter().position(|a| *a == c.local).unwrap_or(usize::MAX);

@@ -244,6 +244,17 @@ impl Worker {
             .get(c.from)
             .and_then(|t| t.listener)
             .map(|l| &server.listeners[l]);
+        let Some(listener) = listener else {
+            // Its listener is gone (a reload dropped the address, or the process drains
+            // after a hand-over): nothing here may answer. Close once what is answered
+            // is sent, so the client asks again at once (the successor, after a
+            // hand-over) instead of waiting on a query nobody reads.
+            if !c.rbuf.is_empty() {
+                c.rbuf.clear();
+                c.peer_closed = true;
+            }
+            return;
+        };
         let mut at = 0;
         let mut suspended = Vec::new();
         let mut refreshes = Vec::new();
@@ -259,7 +270,6 @@ impl Worker {
             let msg = &c.rbuf[at + 2..at + 2 + len];
             at += 2 + len;
             self.stats.tcp_queries.fetch_add(1, Ordering::Relaxed);
-            let Some(listener) = listener else { continue };
             match handler::handle(
                 listener,
                 msg,
