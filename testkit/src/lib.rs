@@ -29,7 +29,7 @@
 //! * [`http`]: a one-request HTTP/1.1 client for the probe endpoints.
 //! * [`fault`]: fault cases, one at a time, each reporting its figures.
 //! * [`tls`]: DNS over TLS: certificates made in the test, a DoT client, a TLS upstream.
-//! * [`tools`]: tests that need an outside tool (dig, kdig, python3) find it or fail.
+//! * [`tools`]: tests that need an outside tool (dig, kdig, systemd-analyze) find it or fail.
 
 pub mod api;
 pub mod corpus;

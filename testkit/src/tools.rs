@@ -1,4 +1,4 @@
-//! Outside tools some tests need (dig, kdig, python3 with PyYAML, systemd-analyze). Such a
+//! Outside tools some tests need (dig, kdig, systemd-analyze, ip/nft/iptables). Such a
 //! test is `#[ignore = "needs ..."]`, so `cargo test` alone never needs the tool; the
 //! second command, `cargo test --locked -- --ignored` (which `.ci/run` runs after
 //! installing the tools), runs it, and there a missing tool fails the test with what to
