@@ -282,4 +282,23 @@ impl<'a> AttachCtx<'a> {
             process,
         }
     }
+
+    /// The block's distinct server names (`dns://:53`, ...) in first-seen order, and
+    /// for each route slot the index of its server there (`usize::MAX` for a slot no
+    /// route of this block has): what per-server counters are keyed by.
+    pub fn servers_by_slot(&self) -> (Vec<usize>, Vec<Arc<str>>) {
+        let slots = self.routes.iter().map(|r| r.slot + 1).max().unwrap_or(0);
+        let mut by_slot = vec![usize::MAX; slots];
+        let mut servers: Vec<Arc<str>> = Vec::new();
+        for r in self.routes {
+            by_slot[r.slot] = match servers.iter().position(|s| *s == r.server) {
+                Some(i) => i,
+                None => {
+                    servers.push(r.server.clone());
+                    servers.len() - 1
+                }
+            };
+        }
+        (by_slot, servers)
+    }
 }

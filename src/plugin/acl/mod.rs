@@ -303,18 +303,7 @@ impl Handler for Acl {
 
 impl Lifecycle for Acl {
     fn attach(&self, block: &AttachCtx<'_>) {
-        let slots = block.routes.iter().map(|r| r.slot + 1).max().unwrap_or(0);
-        let mut by_slot = vec![usize::MAX; slots];
-        let mut servers: Vec<Arc<str>> = Vec::new();
-        for r in block.routes {
-            by_slot[r.slot] = match servers.iter().position(|s| *s == r.server) {
-                Some(i) => i,
-                None => {
-                    servers.push(r.server.clone());
-                    servers.len() - 1
-                }
-            };
-        }
+        let (by_slot, servers) = block.servers_by_slot();
         let allowed = servers
             .iter()
             .map(|s| block.process.kept_per_worker(&format!("{NAME}|{s}"), self.workers))

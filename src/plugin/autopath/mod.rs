@@ -429,18 +429,7 @@ fn first_record(msg: &[u8], section: usize) -> Option<(u32, usize)> {
 
 impl Lifecycle for Autopath {
     fn attach(&self, block: &AttachCtx<'_>) {
-        let slots = block.routes.iter().map(|r| r.slot + 1).max().unwrap_or(0);
-        let mut by_slot = vec![usize::MAX; slots];
-        let mut servers: Vec<Arc<str>> = Vec::new();
-        for r in block.routes {
-            by_slot[r.slot] = match servers.iter().position(|s| *s == r.server) {
-                Some(i) => i,
-                None => {
-                    servers.push(r.server.clone());
-                    servers.len() - 1
-                }
-            };
-        }
+        let (by_slot, servers) = block.servers_by_slot();
         let counters = servers
             .iter()
             .map(|s| block.process.kept_per_worker(&format!("autopath|{s}"), self.workers))

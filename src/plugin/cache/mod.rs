@@ -502,19 +502,7 @@ impl Handler for Cache {
 
 impl Lifecycle for Cache {
     fn attach(&self, block: &AttachCtx<'_>) {
-        let routes = block.routes;
-        let slots = routes.iter().map(|r| r.slot + 1).max().unwrap_or(0);
-        let mut by_slot = vec![usize::MAX; slots];
-        let mut servers: Vec<Arc<str>> = Vec::new();
-        for r in routes {
-            by_slot[r.slot] = match servers.iter().position(|s| *s == r.server) {
-                Some(i) => i,
-                None => {
-                    servers.push(r.server.clone());
-                    servers.len() - 1
-                }
-            };
-        }
+        let (by_slot, servers) = block.servers_by_slot();
         let zones = &self.opts.zones_label;
         let counters = servers
             .iter()
