@@ -17,6 +17,7 @@
 //!   record.rs    what plugins write: names in pieces, record data, push
 //!   copy.rs      records that come encoded: an upstream's reply, the cache's store
 //!   finished.rs  a finished reply cut down or given an EDNS option (minimal, nsid)
+//!   prepared.rs  records encoded ahead, written by a copy and patched pointers (file)
 //!   compress.rs  name compression: the targets, their fingerprints, the suffix search
 //!   reorder.rs   permuting the records of a finished reply (loadbalance)
 //!   classify.rs  CoreDNS's kinds of reply (the log's classes, the cache's stores)
@@ -26,6 +27,7 @@ mod classify;
 mod compress;
 mod copy;
 mod finished;
+mod prepared;
 mod question;
 mod record;
 mod reorder;
@@ -33,6 +35,7 @@ mod reorder;
 mod tests;
 
 pub use classify::ResponseType;
+pub use prepared::{Piece, Prepared};
 pub use record::{Name, PushError, Rdata, Record, RecordPos, Section, Tail};
 
 use super::Rcode;

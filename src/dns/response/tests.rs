@@ -363,3 +363,109 @@ fn an_echoed_reply_with_a_pointer_into_the_querys_name_gets_it_back() {
     assert_eq!(question, "web.team-a.svc.cluster.local");
     assert_eq!(answer, ["x.svc.cluster.local. 5 IN A 10.0.0.6"]);
 }
+
+/// Records encoded ahead ([`Prepared`]) and written with [`Response::push_raw`] leave
+/// the reply exactly as pushing them one by one does: bytes, record positions, and
+/// the compression targets later names find (the last record points into an NS
+/// target's labels either way). With the client's question in place of the query's,
+/// or past the size limit, nothing is written and `false` says so.
+#[test]
+fn prepared_and_raw_records_write_what_pushing_them_writes() {
+    let raw = q(b"\x03WwW\x04Zone\x04TeSt\x00", Some(1232));
+    let r = req(&raw);
+    let apex = r.qname_label_offset(1);
+    let mut p = Prepared::new();
+    assert!(p.add(rtype::NS, 300, &[Piece::Name(b"\x03ns1")]));
+    assert!(p.add(rtype::NS, 300, &[Piece::Name(b"\x01a\x03ns2")]));
+    assert!(p.add(
+        rtype::SOA,
+        60,
+        &[Piece::Name(b""), Piece::Name(b"\x02hm"), Piece::Bytes(&[7; 20])]
+    ));
+    assert!(!p.add(rtype::NS, 300, &[Piece::Name(b"\x05ns1")]), "a malformed label");
+    assert_eq!(p.len(), 3);
+    let glue = Name::wire(b"\x01a\x03ns2\x04Zone\x04TeSt\x00");
+    let write = |resp: &mut Response, prepared: bool| {
+        resp.start(&r, Rcode::NOERROR);
+        if !(prepared && resp.push_raw(Section::Answer, QNAME_OFFSET, rtype::A, 5, &[10, 0, 0, 1])) {
+            resp.answer(Record::at_question(rtype::A, 5, Rdata::Raw(&[10, 0, 0, 1])));
+        }
+        if !(prepared && resp.push_prepared(Section::Authority, &p, apex, apex)) {
+            let zone = Name::under_question(&[], apex);
+            resp.authority(Record {
+                owner: zone,
+                rtype: rtype::NS,
+                ttl: 300,
+                data: Rdata::Name(Name::under_question(b"\x03ns1", apex)),
+            });
+            resp.authority(Record {
+                owner: zone,
+                rtype: rtype::NS,
+                ttl: 300,
+                data: Rdata::Name(Name::under_question(b"\x01a\x03ns2", apex)),
+            });
+            let mut numbers = [0u32; 5];
+            numbers.fill(u32::from_be_bytes([7; 4]));
+            resp.authority(Record {
+                owner: zone,
+                rtype: rtype::SOA,
+                ttl: 60,
+                data: Rdata::Soa {
+                    mname: zone,
+                    rname: Name::under_question(b"\x02hm", apex),
+                    serial: numbers[0],
+                    refresh: numbers[1],
+                    retry: numbers[2],
+                    expire: numbers[3],
+                    minimum: numbers[4],
+                },
+            });
+        }
+        resp.additional(Record {
+            owner: glue,
+            rtype: rtype::A,
+            ttl: 5,
+            data: Rdata::A(Ipv4Addr::new(192, 0, 2, 1)),
+        });
+        (resp.finish().to_vec(), resp.records().to_vec())
+    };
+    let (mut general, mut fast) = (Response::new(), Response::new());
+    let want = write(&mut general, false);
+    let got = write(&mut fast, true);
+    assert_eq!(got, want);
+    // The glue's owner is one pointer, to the labels `a.ns2` the prepared NS wrote.
+    let last = want.1[4];
+    assert_eq!(last.ttl_at - last.start, 2 + 4);
+    let msg = domain::base::Message::from_octets(want.0.as_slice()).unwrap();
+    let text = msg.display_dig_style().to_string();
+    assert!(text.contains("Zone.TeSt. 300 IN NS a.ns2.Zone.TeSt."), "{text}");
+    assert!(text.contains("a.ns2.Zone.TeSt. 5 IN A 192.0.2.1"), "{text}");
+
+    // Past the size limit (no EDNS: 512 bytes), nothing: the caller pushes.
+    let small = q(&[&[60u8][..], &[b'x'; 60], b"\x04Zone\x04TeSt\x00"].concat(), None);
+    let r = req(&small);
+    let mut resp = Response::new();
+    resp.start(&r, Rcode::NOERROR);
+    let apex = r.qname_label_offset(1);
+    let mut big = Prepared::new();
+    for i in 0..12u8 {
+        assert!(big.add(rtype::NS, 300, &[Piece::Name(&[&[40u8][..], &[b'a' + i; 40]].concat())]));
+    }
+    let before = resp.bytes().len();
+    assert!(!resp.push_prepared(Section::Authority, &big, apex, apex));
+    assert_eq!((resp.bytes().len(), resp.truncated()), (before, false));
+    // A section before the one being written: nothing either.
+    assert!(resp.push_prepared(Section::Additional, &p, apex, apex));
+    assert!(!resp.push_raw(Section::Answer, QNAME_OFFSET, rtype::A, 5, &[1, 2, 3, 4]));
+
+    // With the client's question in place of the query's (a rewritten query), the
+    // general writer decides: nothing here.
+    let client = q(b"\x03web\x04Else\x00", Some(1232));
+    let client_req = req(&client);
+    let mut r = req(&raw);
+    r.echo = Some(client_req.question());
+    resp.start(&r, Rcode::NOERROR);
+    assert!(!resp.push_raw(Section::Answer, QNAME_OFFSET, rtype::A, 5, &[1, 2, 3, 4]));
+    assert!(!resp.push_prepared(Section::Authority, &p, QNAME_OFFSET, QNAME_OFFSET));
+    assert_eq!(resp.count(Section::Answer) + resp.count(Section::Authority), 0);
+}

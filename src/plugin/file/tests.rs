@@ -640,3 +640,226 @@ fn a_zone_is_compact() {
     eprintln!("{} records, {} bytes each", data.len(), per_record);
     assert!(per_record <= 120, "{per_record} bytes a record");
 }
+
+/// A zone whose apex NS targets and SOA names are all in the zone: the answers that
+/// use the records encoded ahead (zone.rs's `prepare`).
+const INSIDE: &str = r#"
+$ORIGIN inside.test.
+$TTL 300
+@        IN SOA ns1 hostmaster 7 7200 3600 1209600 60
+         IN NS  ns1
+         IN NS  ns2.sub2
+         IN MX  10 mail
+         IN TXT "apex"
+ns1      IN A    192.0.2.53
+ns2.sub2 IN A    192.0.2.54
+         IN AAAA 2001:db8::54
+mail     IN A    192.0.2.25
+www      IN A    192.0.2.80
+         IN A    192.0.2.81
+         IN AAAA 2001:db8::80
+         IN TXT  "hello" "world"
+alias    IN CNAME www
+chain    IN CNAME alias
+out      IN CNAME elsewhere.example.
+missing  IN CNAME nothere
+wcname   IN CNAME x.wild
+*.wild   IN A    192.0.2.99
+*.wild   IN TXT  "wild"
+a.b.c.deep IN A  192.0.2.7
+_sip._tcp IN SRV 10 60 5060 www
+ptr      IN PTR  www.inside.test.
+del      IN NS   ns.del
+ns.del   IN A    192.0.2.66
+"#;
+
+/// The zone's SOA names outside it (the SOA goes through the general writer), its NS
+/// inside.
+const SOA_OUTSIDE: &str = r#"
+$ORIGIN soa.test.
+@    300 IN SOA ns.provider.example. dns.provider.example. 9 7200 3600 1209600 60
+     300 IN NS  ns1
+ns1  300 IN A   192.0.2.1
+www  300 IN A   192.0.2.2
+"#;
+
+/// Ten long NS names in the zone: an answer with them crosses 512 bytes, at a record
+/// that depends on the length of the query's name.
+fn many_ns() -> String {
+    let mut z = String::from("$ORIGIN many.test.\n@ 300 IN SOA ns00 hostmaster 1 2 3 4 5\n");
+    for i in 0..10 {
+        z.push_str(&format!("  300 IN NS ns{i:02}-a-rather-long-label-for-a-name-server\n"));
+    }
+    z.push_str("* 300 IN A 192.0.2.3\n");
+    z
+}
+
+/// The reply to `raw` from `data`, with the records encoded ahead or each pushed:
+/// what the plugin did, and the finished message.
+fn reply_with(data: &ZoneData, raw: &[u8], prepared: bool) -> (String, Vec<u8>) {
+    let a = "127.0.0.1:1".parse().unwrap();
+    let req = Request::parse(raw, Transport::Udp, a, a).ok().unwrap();
+    let mut resp = Response::new();
+    let mut worker = WorkerCtx::new(0);
+    let route = crate::chain::RouteTag {
+        slot: 0,
+        server: "dns://:53".into(),
+        zone: ".".into(),
+    };
+    let mut q = Query {
+        req: &req,
+        resp: &mut resp,
+        worker: &mut worker,
+        route: &route,
+        answered_by: "",
+        error: None,
+        refresh: false,
+        coalesce: true,
+        meta: Metadata::NONE,
+    };
+    q.worker.budget.reset();
+    let step = if prepared {
+        data.answer_as::<true>(&mut q, NAME, false)
+    } else {
+        data.answer_as::<false>(&mut q, NAME, false)
+    };
+    let spent = q.worker.budget.spent();
+    let bytes = if matches!(step, Step::Answered) {
+        resp.finish().to_vec()
+    } else {
+        Vec::new()
+    };
+    (format!("{step:?} spent {spent}"), bytes)
+}
+
+/// `name` in three spellings: lower case, upper case, and every other letter raised
+/// (a resolver's 0x20 bits).
+fn spellings(name: &str) -> [String; 3] {
+    let mixed = name
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c })
+        .collect();
+    [name.to_ascii_lowercase(), name.to_ascii_uppercase(), mixed]
+}
+
+/// The records encoded ahead (the apex NS of positive answers, the SOA of negative
+/// ones) and the records written directly (data without names under a pointer) give
+/// the very bytes the general writer gives: every zone, question, spelling and size
+/// below, truncation included.
+#[test]
+fn the_records_encoded_ahead_write_what_the_general_writer_writes() {
+    let dir = TempDir::new("file-prepared");
+    let zones = [
+        ("inside.test", INSIDE.to_string()),
+        ("example.org", ZONE.to_string()),
+        ("soa.test", SOA_OUTSIDE.to_string()),
+        ("many.test", many_ns()),
+    ];
+    let questions: &[(&str, &[&str])] = &[
+        (
+            "inside.test",
+            &[
+                "@",
+                "www",
+                "alias",
+                "chain",
+                "out",
+                "missing",
+                "wcname",
+                "x.wild",
+                "p.q.wild",
+                "a.b.c.deep",
+                "b.c.deep",
+                "c.deep",
+                "nope",
+                "x.nope",
+                "_sip._tcp",
+                "ptr",
+                "del",
+                "x.del",
+                "ns.del",
+                "mail",
+                "ns2.sub2",
+                "sub2",
+            ],
+        ),
+        (
+            "example.org",
+            &[
+                "@", "www", "chain", "alias", "a.b.wild", "nope", "ent", "deep.ent", "loop1", "sub", "ns1",
+            ],
+        ),
+        ("soa.test", &["@", "www", "nope", "ns1"]),
+        (
+            "many.test",
+            &["@", "x", "x.y", "a-longer-label-here.y", "z.a-longer-label-here.y"],
+        ),
+    ];
+    let types = [
+        rtype::A,
+        rtype::AAAA,
+        rtype::TXT,
+        rtype::MX,
+        rtype::NS,
+        rtype::SOA,
+        rtype::CNAME,
+        rtype::SRV,
+        rtype::PTR,
+        rtype::DS,
+    ];
+    let (mut compared, mut truncated, mut with_ns_fast) = (0, 0, 0);
+    for (origin, text) in &zones {
+        let path = dir.write(&format!("db.{origin}"), text);
+        let z = ServedZone::new(Zone::new(origin).unwrap(), path, DEFAULT_RELOAD, false);
+        z.load().unwrap();
+        let data = z.current().unwrap();
+        let (ns_ahead, soa_ahead) = data.prepared();
+        match *origin {
+            "inside.test" | "many.test" => assert!(ns_ahead && soa_ahead, "{origin}"),
+            "example.org" => assert!(!ns_ahead && soa_ahead),
+            _ => assert!(ns_ahead && !soa_ahead),
+        }
+        let names = questions.iter().find(|q| q.0 == *origin).unwrap().1;
+        // Names of every length from 1 to 60 in front of a wildcard's: the replies of
+        // many.test cross 512 bytes at each of its NS records in turn.
+        let mut names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        if *origin == "many.test" {
+            names.extend((1..=60).map(|n| format!("{}.y", "q".repeat(n))));
+        }
+        for name in &names {
+            let fqdn = if name == "@" {
+                format!("{origin}.")
+            } else {
+                format!("{name}.{origin}.")
+            };
+            for spelled in spellings(&fqdn) {
+                let wire = wire_as_spelled(&spelled);
+                for &qtype in &types {
+                    for edns in [None, Some(512), Some(1232), Some(4096)] {
+                        let mut b = crate::dns::QueryBuilder::new(&wire, qtype).id(0x5A5A);
+                        if let Some(size) = edns {
+                            b = b.edns(size);
+                        }
+                        let raw = b.to_vec();
+                        let general = reply_with(&data, &raw, false);
+                        let fast = reply_with(&data, &raw, true);
+                        assert_eq!(fast, general, "{spelled} type {qtype} EDNS {edns:?}");
+                        compared += 1;
+                        if let Ok(msg) = Message::from_octets(fast.1.as_slice()) {
+                            truncated += usize::from(msg.header().tc());
+                            let ns = msg
+                                .authority()
+                                .unwrap()
+                                .filter(|r| r.as_ref().is_ok_and(|r| r.rtype() == domain::base::iana::Rtype::NS));
+                            with_ns_fast += usize::from(ns_ahead && ns.count() > 0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{compared} replies compared, {truncated} truncated, {with_ns_fast} with the apex NS encoded ahead");
+    assert!(truncated > 20, "the sizes must cross the limit: {truncated}");
+    assert!(with_ns_fast > 100, "{with_ns_fast}");
+}

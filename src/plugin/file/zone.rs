@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::chain::{ChainError, Query, Step};
+use crate::dns::response::{Piece, Prepared};
 use crate::dns::wire::QNAME_OFFSET;
 use crate::dns::{Name, NameKey, Rcode, Rdata, Record, Response, Section, Tail, Zone, rtype};
 
@@ -104,6 +105,11 @@ pub struct ZoneData {
     /// The apex's SOA and NS sets (`NONE` for a zone without NS).
     soa_set: u32,
     ns_set: u32,
+    /// The apex NS set as a positive answer's authority section carries it, and the
+    /// SOA as a negative answer's does, encoded ahead ([`Prepared`]): `None` when a
+    /// name in them is outside the zone (its compression depends on the query).
+    ns_prepared: Option<Prepared>,
+    soa_prepared: Option<Prepared>,
     nodes: Vec<Node>,
     /// Each node's children, ordered by [`label_key`] (not by label: the lookup's
     /// binary search compares one integer a step), with the keys beside them.
@@ -186,6 +192,8 @@ impl ZoneData {
             soa_numbers: [0; 5],
             soa_set: NONE,
             ns_set: NONE,
+            ns_prepared: None,
+            soa_prepared: None,
             nodes: Vec::with_capacity(tmp.len()),
             children: Vec::with_capacity(tmp.len()),
             child_keys: Vec::with_capacity(tmp.len()),
@@ -198,6 +206,7 @@ impl ZoneData {
         };
         z.lay_out(tmp);
         z.link();
+        z.prepare();
         // Built by pushing: the doubling's slack would be a third of the zone.
         z.sets.shrink_to_fit();
         z.rrs.shrink_to_fit();
@@ -318,6 +327,41 @@ impl ZoneData {
         ];
     }
 
+    /// Encodes the apex NS set and the SOA of negative answers ahead, when every name
+    /// in them is in the zone (written as its labels and a pointer to the question's
+    /// origin, as [`Writer::data`] writes them).
+    fn prepare(&mut self) {
+        if self.ns_set != NONE {
+            let mut p = Prepared::new();
+            let all = self.sets[self.ns_set as usize].rrs.range().all(|r| {
+                let rr = &self.rrs[r];
+                let target = &self.bytes[rr.rdata.range()];
+                rr.head != OUTSIDE && p.add(rtype::NS, rr.ttl, &[Piece::Name(&target[..rr.head as usize])])
+            });
+            self.ns_prepared = all.then_some(p);
+        }
+        let [(m, mh), (r, rh)] = self.soa_names;
+        if mh != OUTSIDE && rh != OUTSIDE {
+            let mut numbers = [0u8; 20];
+            for (i, v) in self.soa_numbers.iter().enumerate() {
+                numbers[4 * i..4 * i + 4].copy_from_slice(&v.to_be_bytes());
+            }
+            let mut p = Prepared::new();
+            let data = [
+                Piece::Name(&self.bytes[m.range()][..mh as usize]),
+                Piece::Name(&self.bytes[r.range()][..rh as usize]),
+                Piece::Bytes(&numbers),
+            ];
+            self.soa_prepared = p.add(rtype::SOA, self.negative_ttl, &data).then_some(p);
+        }
+    }
+
+    /// Whether the apex NS set and the SOA were encoded ahead (tests).
+    #[cfg(test)]
+    pub(crate) fn prepared(&self) -> (bool, bool) {
+        (self.ns_prepared.is_some(), self.soa_prepared.is_some())
+    }
+
     /// The length of `name`'s labels in front of the origin, if it is in the zone (case
     /// ignored), else [`OUTSIDE`].
     fn head_of(&self, name: &[u8]) -> u8 {
@@ -417,6 +461,8 @@ impl ZoneData {
             + self.rrs.capacity() * size_of::<Rr>()
             + self.extra.capacity() * 4
             + self.bytes.capacity()
+            + self.ns_prepared.as_ref().map_or(0, Prepared::heap_bytes)
+            + self.soa_prepared.as_ref().map_or(0, Prepared::heap_bytes)
     }
 
     /// The modification time of the main file when it was read.
@@ -575,14 +621,26 @@ impl ZoneData {
     /// file.go's `ServeDNS`). `falls` says whether `fallthrough` covers the name: a
     /// name that does not exist (or an empty non-terminal) then goes to the next plugin.
     pub(crate) fn answer(&self, q: &mut Query<'_, '_>, plugin: &'static str, falls: bool) -> Step {
-        match self.write_answer(q, falls) {
+        self.answer_as::<true>(q, plugin, falls)
+    }
+
+    /// [`Self::answer`], with the records encoded ahead (`PREPARED`) or every record
+    /// pushed one by one: the tests compare the two replies byte for byte.
+    #[inline]
+    pub(crate) fn answer_as<const PREPARED: bool>(
+        &self,
+        q: &mut Query<'_, '_>,
+        plugin: &'static str,
+        falls: bool,
+    ) -> Step {
+        match self.write_answer::<PREPARED>(q, falls) {
             Ok(true) => Step::Answered,
             Ok(false) => Step::Next,
             Err(Over) => Step::Fail(Rcode::SERVFAIL, Some(ChainError::OverBudget(plugin))),
         }
     }
 
-    fn write_answer(&self, q: &mut Query<'_, '_>, falls: bool) -> Result<bool, Over> {
+    fn write_answer<const PREPARED: bool>(&self, q: &mut Query<'_, '_>, falls: bool) -> Result<bool, Over> {
         let req = q.req;
         let qtype = req.qtype;
         let Some(found) = self.find_key(&req.qname, qtype) else {
@@ -592,7 +650,7 @@ impl ZoneData {
         // their own labels and a pointer there.
         let before = req.qname.label_count() - self.origin_labels;
         let apex_off = QNAME_OFFSET + req.qname.label_offset(before);
-        let mut w = Writer { z: self, q, apex_off };
+        let mut w = Writer::<PREPARED> { z: self, q, apex_off };
         match found {
             // NXDOMAIN, and an empty non-terminal: NOERROR (lookup.go, "Hacky way to get
             // around empty-non-terminals"); both fall through when told to.
@@ -633,15 +691,16 @@ impl ZoneData {
 /// The query ran out of its work budget.
 struct Over;
 
-/// Writes one answer from one zone into the query's reply.
-struct Writer<'z, 'q, 'r, 'a> {
+/// Writes one answer from one zone into the query's reply; `PREPARED`: with the
+/// records the zone encoded ahead where they fit ([`Prepared`]).
+struct Writer<'z, 'q, 'r, 'a, const PREPARED: bool> {
     z: &'z ZoneData,
     q: &'q mut Query<'r, 'a>,
     /// The offset of the origin in the question (see `write_answer`).
     apex_off: usize,
 }
 
-impl<'z> Writer<'z, '_, '_, '_> {
+impl<'z, const PREPARED: bool> Writer<'z, '_, '_, '_, PREPARED> {
     fn start(&mut self, rcode: Rcode, aa: bool) {
         self.q.resp.start(self.q.req, rcode);
         self.q.resp.set_aa(aa);
@@ -708,6 +767,12 @@ impl<'z> Writer<'z, '_, '_, '_> {
     fn negative(&mut self) -> Result<(), Over> {
         self.charge(1)?;
         let z = self.z;
+        if let (true, Some(p)) = (PREPARED, &z.soa_prepared) {
+            let at = self.apex_off;
+            if self.resp().push_prepared(Section::Authority, p, at, at) {
+                return Ok(());
+            }
+        }
         let soa = &z.rrs[z.sets[z.soa_set as usize].rrs.at as usize];
         let record = Record {
             owner: self.node_name(0),
@@ -795,6 +860,14 @@ impl<'z> Writer<'z, '_, '_, '_> {
         if z.ns_set == NONE {
             return Ok(());
         }
+        if let (true, Some(p)) = (PREPARED, &z.ns_prepared) {
+            self.charge(p.len() as u32)?;
+            let at = self.apex_off;
+            if !self.resp().push_prepared(Section::Authority, p, at, at) {
+                self.write_set(Section::Authority, z.ns_set, self.node_name(0));
+            }
+            return Ok(());
+        }
         self.set(Section::Authority, z.ns_set, self.node_name(0))
     }
 
@@ -815,11 +888,37 @@ impl<'z> Writer<'z, '_, '_, '_> {
     /// the first that does not fit (the reply is then truncated).
     fn set(&mut self, section: Section, set: u32, owner: Name<'_>) -> Result<(), Over> {
         let z = self.z;
-        let s = &z.sets[set as usize];
         // The whole set at once: one visit a record, as many as may be written.
-        self.charge(s.rrs.len)?;
+        self.charge(z.sets[set as usize].rrs.len)?;
+        self.write_set(section, set, owner);
+        Ok(())
+    }
+
+    /// [`Self::set`], charged already.
+    fn write_set(&mut self, section: Section, set: u32, owner: Name<'_>) {
+        let z = self.z;
+        let s = &z.sets[set as usize];
+        // Data without names (written as stored) under a name that is a pointer into
+        // the question: written directly ([`Response::push_raw`]).
+        let raw_at = match owner {
+            Name {
+                head: [],
+                mid: [],
+                tail: Tail::Question(at),
+            } if PREPARED && !matches!(s.rtype, rtype::NS | rtype::CNAME | rtype::PTR | rtype::SOA) => Some(at),
+            _ => None,
+        };
         for r in s.rrs.range() {
             let rr = &z.rrs[r];
+            if let Some(at) = raw_at {
+                if self
+                    .q
+                    .resp
+                    .push_raw(section, at, s.rtype, rr.ttl, &z.bytes[rr.rdata.range()])
+                {
+                    continue;
+                }
+            }
             let record = Record {
                 owner,
                 rtype: s.rtype,
@@ -830,7 +929,6 @@ impl<'z> Writer<'z, '_, '_, '_> {
                 break;
             }
         }
-        Ok(())
     }
 
     fn charge(&mut self, n: u32) -> Result<(), Over> {
