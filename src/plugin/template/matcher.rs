@@ -175,6 +175,19 @@ impl Matcher {
         cache.caps.is_match()
     }
 
+    /// How many capture slots a search by [`Self::shape_captures`] writes, when the
+    /// pattern has a shape (that search then answers for it).
+    pub fn shape_slots(&self) -> Option<usize> {
+        self.shape.as_ref().map(|s| s.slots)
+    }
+
+    /// Searches `name` by the pattern's shape, leaving the groups' slots in `slots`
+    /// (at least [`Self::shape_slots`] long, as [`Captures::slots`] lays them out);
+    /// whether it matched. `false` also when the pattern has no shape.
+    pub fn shape_captures(&self, name: &[u8], slots: &mut [Option<NonMaxUsize>]) -> bool {
+        self.shape.as_ref().is_some_and(|s| s.run(name, slots))
+    }
+
     /// Whether `is_match_wire` answers for this pattern (it has a dense DFA).
     pub fn has_dfa(&self) -> bool {
         self.dfa.is_some()
@@ -257,43 +270,52 @@ impl Shape {
     /// Searches `name` (anchored at its start), leaving the groups in `caps`.
     fn captures(&self, name: &[u8], caps: &mut Captures) {
         caps.set_pattern(None);
-        let slots = caps.slots_mut();
+        if self.run(name, caps.slots_mut()) {
+            caps.set_pattern(Some(PatternID::ZERO));
+        }
+    }
+
+    /// Searches `name` (anchored at its start), leaving the groups' slots in `slots`
+    /// (cleared first); whether it matched.
+    fn run(&self, name: &[u8], slots: &mut [Option<NonMaxUsize>]) -> bool {
         let Some(slots) = slots.get_mut(..self.slots) else {
-            return;
+            return false;
         };
         slots.fill(None);
         let mut at = 0usize;
         for st in &self.steps {
             match st {
                 Step::Lit(l) => {
-                    if !name[at..].starts_with(l) {
-                        return;
+                    // Compared byte by byte: literals are short, a call costs more.
+                    let Some(here) = name.get(at..at + l.len()) else {
+                        return false;
+                    };
+                    if here.iter().zip(l.iter()).any(|(a, b)| a != b) {
+                        return false;
                     }
                     at += l.len();
                 }
                 Step::Run { set, min, max } => {
-                    let rest = &name[at..];
-                    let limit = rest.len().min(*max as usize);
-                    let n = rest[..limit]
-                        .iter()
-                        .position(|&b| !set[usize::from(b)])
-                        .unwrap_or(limit);
-                    if n < *min as usize {
-                        return;
+                    let start = at;
+                    let limit = name.len().min(start.saturating_add(*max as usize));
+                    while at < limit && set[usize::from(name[at])] {
+                        at += 1;
                     }
-                    at += n;
+                    if at - start < *min as usize {
+                        return false;
+                    }
                 }
                 Step::Save(i) => slots[*i] = NonMaxUsize::new(at),
                 Step::End => {
                     if at != name.len() {
-                        return;
+                        return false;
                     }
                 }
             }
         }
         slots[0] = NonMaxUsize::new(0);
         slots[1] = NonMaxUsize::new(at);
-        caps.set_pattern(Some(PatternID::ZERO));
+        true
     }
 }
 
