@@ -286,24 +286,22 @@ impl Shape {
         for st in &self.steps {
             match st {
                 Step::Lit(l) => {
-                    // Compared byte by byte: literals are short, a call costs more.
-                    let Some(here) = name.get(at..at + l.len()) else {
-                        return false;
-                    };
-                    if here.iter().zip(l.iter()).any(|(a, b)| a != b) {
+                    if !name[at..].starts_with(l) {
                         return false;
                     }
                     at += l.len();
                 }
                 Step::Run { set, min, max } => {
-                    let start = at;
-                    let limit = name.len().min(start.saturating_add(*max as usize));
-                    while at < limit && set[usize::from(name[at])] {
-                        at += 1;
-                    }
-                    if at - start < *min as usize {
+                    let rest = &name[at..];
+                    let limit = rest.len().min(*max as usize);
+                    let n = rest[..limit]
+                        .iter()
+                        .position(|&b| !set[usize::from(b)])
+                        .unwrap_or(limit);
+                    if n < *min as usize {
                         return false;
                     }
+                    at += n;
                 }
                 Step::Save(i) => slots[*i] = NonMaxUsize::new(at),
                 Step::End => {

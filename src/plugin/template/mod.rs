@@ -124,7 +124,7 @@ struct Rule {
 }
 
 /// Most capture slots a flat path keeps (on the stack).
-const MAX_FLAT_SLOTS: usize = 32;
+const MAX_FLAT_SLOTS: usize = 16;
 /// Most rendered records a flat path writes (their rdata are on the stack).
 const MAX_FLAT_RENDERED: usize = 4;
 /// Longest rdata text a flat path renders (an AAAA's longest is 45 bytes).
@@ -780,6 +780,23 @@ impl TemplatePlugin {
                             heap,
                             var_names: &rule.var_names,
                         };
+                        // An address owned by the query name: its rdata parsed from the
+                        // rendered text and the record pushed from its parts (the bytes
+                        // `encode_dynamic` would encode, without reading them back).
+                        let mut ip = [0u8; 16];
+                        if let Some(f) = rr.fast.as_ref()
+                            && (f.head.rtype == rtype::A || f.head.rtype == rtype::AAAA)
+                            && rr::plain_name(req.qname.wire())
+                            && f.rdata.render(&data, text).is_ok()
+                            && let Some(n) = rr::address(f.head.rtype, text, &mut ip)
+                        {
+                            if let Err(crate::dns::PushError::Malformed | crate::dns::PushError::OutOfOrder) =
+                                q.resp.push_parts(section, req.qname.wire(), f.head.wire(), &ip[..n])
+                            {
+                                return self.fail(format!("record from {:?} could not be written", rr.source));
+                            }
+                            continue;
+                        }
                         match encode_dynamic(t, rr.fast.as_ref(), req.qname.wire(), &data, text, wire) {
                             Ok(()) => {}
                             Err(RrError::Render(e)) => {
@@ -1268,7 +1285,16 @@ impl Scratch {
     /// Writes the query name's presentation form, once per query.
     fn write_name(&mut self, wire: &[u8]) {
         if !self.named {
-            name_text(wire, &mut self.name);
+            // A name without escapes (the usual) is its wire bytes with dots for the
+            // length bytes: written so, without the per-label work of the general writer.
+            let mut buf = [0u8; crate::dns::wire::MAX_NAME_LEN];
+            match rr::plain_text(wire, &mut buf).and_then(|n| std::str::from_utf8(&buf[..n]).ok()) {
+                Some(text) => {
+                    self.name.clear();
+                    self.name.push_str(text);
+                }
+                None => name_text(wire, &mut self.name),
+            }
             self.named = true;
         }
     }
