@@ -7,8 +7,7 @@
 //!           regexes compiled (regex crate, size-limited), templates compiled
 //!           (gotmpl.rs), a record without actions encoded once, here (rr.rs)
 //!
-//!   query:  zone of any rule? ──no──▶ Next
-//!             │ for each rule, in Corefile order:
+//!   query:  for each rule, in Corefile order:
 //!             ├─ zone, class or type not the rule's ──▶ next rule
 //!             ├─ no regex matches, or an `expr` is false ──▶ fallthrough covers the
 //!             │       name? next rule : SERVFAIL
@@ -28,6 +27,12 @@
 //! (rr.rs), all into per-worker buffers that keep their capacity; `var`/`expr` values live
 //! in a per-worker heap. Answering allocates nothing. A CNAME answer to an A/AAAA
 //! question is followed through the server (Step::Upstream, then `resume`).
+//!
+//! A rule without `var`, `expr` or `.Remote` whose regexes all have shapes and whose
+//! records are fixed (no CNAME) or addresses rendered from text, `.Name` and `.Group`
+//! pieces has a flat path (`Rule::flat`): no lock, the name's text on the stack, the
+//! address read as its pieces are copied, records pushed from their parts; a query it
+//! cannot take so goes the general way (test `flat_path_replies_as_the_general_path_does`).
 
 mod gotmpl;
 mod matcher;
