@@ -43,6 +43,48 @@ impl Response {
         Ok(())
     }
 
+    /// Appends one record given in parts: `owner` uncompressed (root label included),
+    /// `head` its type, class and TTL as on the wire, `rdata` with no name to compress.
+    /// Writes what [`Self::push_encoded`] writes for the record they make, without
+    /// reading it back (a plugin that encoded the parts itself: template).
+    pub fn push_parts(
+        &mut self,
+        section: Section,
+        owner: &[u8],
+        head: &[u8; 8],
+        rdata: &[u8],
+    ) -> Result<(), PushError> {
+        if rdata.len() > usize::from(u16::MAX) {
+            return Err(PushError::Malformed);
+        }
+        if section < self.section {
+            return Err(PushError::OutOfOrder);
+        }
+        self.section = section;
+        if self.truncated {
+            return Err(PushError::Truncated);
+        }
+        let start = self.buf.len();
+        if start + owner.len() + 10 + rdata.len() > self.limit {
+            self.truncated = true;
+            self.answers_cut = section == Section::Answer;
+            return Err(PushError::Truncated);
+        }
+        self.buf.extend_from_slice(owner);
+        self.buf.extend_from_slice(head);
+        self.buf.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        self.buf.extend_from_slice(rdata);
+        self.counts[section as usize] += 1;
+        self.records.push(RecordPos {
+            start: start as u16,
+            ttl_at: (start + owner.len() + 4) as u16,
+            end: self.buf.len() as u16,
+            rtype: u16::from_be_bytes([head[0], head[1]]),
+            section,
+        });
+        Ok(())
+    }
+
     /// Copies the record at `at` in message `msg` (an upstream reply) into `section`,
     /// decompressing its owner and the names inside rdata of the types RFC 3597 section 4
     /// lists, and re-compressing where RFC 3597 allows. Returns the offset after the

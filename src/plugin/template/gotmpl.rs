@@ -78,6 +78,17 @@ pub enum Field {
     VarKey(usize),
 }
 
+/// One piece of a flat template ([`Template::pieces`]): it renders as the pieces'
+/// bytes one after another.
+#[derive(Clone, Debug)]
+pub enum Piece {
+    Text(Box<[u8]>),
+    /// `.Name`.
+    Name,
+    /// `.Group.NAME`, by its key's index among the rule's keys.
+    Group(usize),
+}
+
 /// What the data of one render gives the template.
 pub trait Data {
     fn field(&self, f: &Field) -> Val<'_>;
@@ -249,6 +260,20 @@ impl Template {
         }
         nodes.extend(rest.iter().cloned());
         Some(Template { nodes })
+    }
+
+    /// The template as a flat list of pieces, when it only prints text, `.Name` and
+    /// `.Group.NAME` (what a record's flat path renders by copying bytes).
+    pub fn pieces(&self) -> Option<Vec<Piece>> {
+        self.nodes
+            .iter()
+            .map(|n| match n {
+                Node::Text(t) => Some(Piece::Text(t.as_bytes().into())),
+                Node::Out(Cmd::Arg(Arg::Field(Field::Name))) => Some(Piece::Name),
+                Node::Out(Cmd::Arg(Arg::Field(Field::GroupKey(_, id)))) => Some(Piece::Group(*id)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Whether the template uses `.Match` or `.Group` (the regex must then capture).

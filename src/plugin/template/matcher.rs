@@ -175,6 +175,19 @@ impl Matcher {
         cache.caps.is_match()
     }
 
+    /// How many capture slots a search by [`Self::shape_captures`] writes, when the
+    /// pattern has a shape (that search then answers for it).
+    pub fn shape_slots(&self) -> Option<usize> {
+        self.shape.as_ref().map(|s| s.slots)
+    }
+
+    /// Searches `name` by the pattern's shape, leaving the groups' slots in `slots`
+    /// (at least [`Self::shape_slots`] long, as [`Captures::slots`] lays them out);
+    /// whether it matched. `false` also when the pattern has no shape.
+    pub fn shape_captures(&self, name: &[u8], slots: &mut [Option<NonMaxUsize>]) -> bool {
+        self.shape.as_ref().is_some_and(|s| s.run(name, slots))
+    }
+
     /// Whether `is_match_wire` answers for this pattern (it has a dense DFA).
     pub fn has_dfa(&self) -> bool {
         self.dfa.is_some()
@@ -257,9 +270,16 @@ impl Shape {
     /// Searches `name` (anchored at its start), leaving the groups in `caps`.
     fn captures(&self, name: &[u8], caps: &mut Captures) {
         caps.set_pattern(None);
-        let slots = caps.slots_mut();
+        if self.run(name, caps.slots_mut()) {
+            caps.set_pattern(Some(PatternID::ZERO));
+        }
+    }
+
+    /// Searches `name` (anchored at its start), leaving the groups' slots in `slots`
+    /// (cleared first); whether it matched.
+    fn run(&self, name: &[u8], slots: &mut [Option<NonMaxUsize>]) -> bool {
         let Some(slots) = slots.get_mut(..self.slots) else {
-            return;
+            return false;
         };
         slots.fill(None);
         let mut at = 0usize;
@@ -267,7 +287,7 @@ impl Shape {
             match st {
                 Step::Lit(l) => {
                     if !name[at..].starts_with(l) {
-                        return;
+                        return false;
                     }
                     at += l.len();
                 }
@@ -279,21 +299,21 @@ impl Shape {
                         .position(|&b| !set[usize::from(b)])
                         .unwrap_or(limit);
                     if n < *min as usize {
-                        return;
+                        return false;
                     }
                     at += n;
                 }
                 Step::Save(i) => slots[*i] = NonMaxUsize::new(at),
                 Step::End => {
                     if at != name.len() {
-                        return;
+                        return false;
                     }
                 }
             }
         }
         slots[0] = NonMaxUsize::new(0);
         slots[1] = NonMaxUsize::new(at);
-        caps.set_pattern(Some(PatternID::ZERO));
+        true
     }
 }
 

@@ -7,8 +7,7 @@
 //!           regexes compiled (regex crate, size-limited), templates compiled
 //!           (gotmpl.rs), a record without actions encoded once, here (rr.rs)
 //!
-//!   query:  zone of any rule? ──no──▶ Next
-//!             │ for each rule, in Corefile order:
+//!   query:  for each rule, in Corefile order:
 //!             ├─ zone, class or type not the rule's ──▶ next rule
 //!             ├─ no regex matches, or an `expr` is false ──▶ fallthrough covers the
 //!             │       name? next rule : SERVFAIL
@@ -28,6 +27,12 @@
 //! (rr.rs), all into per-worker buffers that keep their capacity; `var`/`expr` values live
 //! in a per-worker heap. Answering allocates nothing. A CNAME answer to an A/AAAA
 //! question is followed through the server (Step::Upstream, then `resume`).
+//!
+//! A rule without `var`, `expr` or `.Remote` whose regexes all have shapes and whose
+//! records are fixed (no CNAME) or addresses rendered from text, `.Name` and `.Group`
+//! pieces has a flat path (`Rule::flat`): no lock, the name's text on the stack, the
+//! address read as its pieces are copied, records pushed from their parts; a query it
+//! cannot take so goes the general way (test `flat_path_replies_as_the_general_path_does`).
 
 mod gotmpl;
 mod matcher;
@@ -69,8 +74,6 @@ pub const MAX_TEMPLATE_LEN: usize = 4096;
 
 /// The plugin: every `template` directive of a server block, in Corefile order.
 pub struct TemplatePlugin {
-    /// Every rule's zones: a query in none of them goes to the next plugin at once.
-    zones: Vec<Zone>,
     rules: Vec<Rule>,
     scratch: Box<[Mutex<Scratch>]>,
     /// Kept in the process state under the block's `template` lines, so that a reload
@@ -114,7 +117,23 @@ struct Rule {
     /// Whether answering needs none of the worker's scratch: no captures, variables or
     /// expressions, records fixed at setup, every regex searched by its dense DFA.
     stateless: bool,
+    /// Whether the rule has a flat path: no variables, expressions or `.Remote`, every
+    /// regex with a shape, every record fixed (not a CNAME) or an A/AAAA owned by
+    /// `{{ .Name }}` whose rdata has flat pieces ([`TemplatePlugin::flat`]). The query
+    /// name is written on the stack, the regexes' shapes search it there, the addresses
+    /// are rendered by copying bytes and parsed before anything is written, and each
+    /// record goes into the reply from its parts; a query it cannot answer so (a name
+    /// whose presentation form has escapes, a group that took no part, an address that
+    /// does not parse) takes the general path, which gives the same bytes or the error.
+    flat: bool,
 }
+
+/// Most capture slots a flat path keeps (on the stack).
+const MAX_FLAT_SLOTS: usize = 16;
+/// Most rendered records a flat path writes (their rdata are on the stack).
+const MAX_FLAT_RENDERED: usize = 4;
+/// Longest rdata text a flat path renders (an AAAA's longest is 45 bytes).
+const MAX_FLAT_TEXT: usize = 64;
 
 /// One record template.
 struct Rr {
@@ -122,6 +141,8 @@ struct Rr {
     /// A dynamic record whose owner is `{{ .Name }}` and whose TTL, class and type are
     /// fixed: written from the query's wire name and its rendered rdata alone.
     fast: Option<Fast>,
+    /// A fixed record's owner length (where its type, class and TTL start).
+    owner_len: usize,
     source: String,
 }
 
@@ -130,6 +151,9 @@ struct Rr {
 struct Fast {
     head: rr::Head,
     rdata: Template,
+    /// The rdata as flat pieces, for an A or AAAA record whose rdata prints only text,
+    /// `.Name` and `.Group.NAME` (the rule's flat path: see [`Rule::flat`]).
+    pieces: Option<Vec<gotmpl::Piece>>,
 }
 
 enum Body {
@@ -167,14 +191,6 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
     for d in dirs {
         rules.push(parse_rule(d, ctx)?);
     }
-    let mut zones: Vec<Zone> = Vec::new();
-    for r in &rules {
-        for z in &r.zones {
-            if !zones.contains(z) {
-                zones.push(z.clone());
-            }
-        }
-    }
     let scratch = (0..ctx.workers.max(1))
         .map(|_| {
             Mutex::new(Scratch {
@@ -201,7 +217,6 @@ pub fn setup(dirs: &[&Directive], ctx: &SetupCtx<'_>) -> Result<Plugin, ConfigEr
         .process
         .kept(&key, |_: &Arc<Counters>| true, || Arc::new(Counters::new()));
     Ok(Plugin::both(Arc::new(TemplatePlugin {
-        zones,
         rules,
         scratch,
         counters,
@@ -255,6 +270,7 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         captures: false,
         remote: false,
         stateless: false,
+        flat: false,
     };
     // Record templates are compiled once every `var` is known (CoreDNS evaluates all
     // variables before any record, wherever the lines are).
@@ -409,9 +425,14 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
             Body::Dynamic(t) => fast_path(t),
             Body::Fixed(_) => None,
         };
+        let owner_len = match &body {
+            Body::Fixed(w) => crate::dns::wire::skip_name(w, 0).unwrap_or(0),
+            Body::Dynamic(_) => 0,
+        };
         rule.sections[section].push(Rr {
             body,
             fast,
+            owner_len,
             source: text.to_string(),
         });
     }
@@ -439,16 +460,33 @@ fn parse_rule(d: &Directive, ctx: &SetupCtx<'_>) -> Result<Rule, ConfigError> {
         && rule.exprs.is_empty()
         && rule.regexes.iter().all(Matcher::has_dfa)
         && rule.sections.iter().flatten().all(|r| matches!(r.body, Body::Fixed(_)));
+    let records = rule.sections.iter().flatten();
+    rule.flat = rule.vars.is_empty()
+        && rule.exprs.is_empty()
+        && !rule.remote
+        && !rule.regexes.is_empty()
+        && rule
+            .regexes
+            .iter()
+            .all(|m| m.shape_slots().is_some_and(|n| n <= MAX_FLAT_SLOTS))
+        && records.clone().filter(|r| matches!(r.body, Body::Dynamic(_))).count() <= MAX_FLAT_RENDERED
+        && records.into_iter().all(|r| match &r.body {
+            Body::Fixed(w) => cname_target(w).is_none() && r.owner_len > 0,
+            Body::Dynamic(_) => r.fast.as_ref().is_some_and(|f| f.pieces.is_some()),
+        });
     Ok(rule)
 }
 
 /// The wire path of a record template, when it has one (see [`Fast`]).
 fn fast_path(t: &Template) -> Option<Fast> {
     let (head, from) = rr::head(t.after_name_owner()?)?;
-    Some(Fast {
-        head,
-        rdata: t.rdata_from(from)?,
-    })
+    let rdata = t.rdata_from(from)?;
+    let pieces = if head.rtype == rtype::A || head.rtype == rtype::AAAA {
+        rdata.pieces()
+    } else {
+        None
+    };
+    Some(Fast { head, rdata, pieces })
 }
 
 /// Writes a dynamic record's wire form into `wire`: by its wire path when it has one
@@ -747,6 +785,23 @@ impl TemplatePlugin {
                             heap,
                             var_names: &rule.var_names,
                         };
+                        // An address owned by the query name: its rdata parsed from the
+                        // rendered text and the record pushed from its parts (the bytes
+                        // `encode_dynamic` would encode, without reading them back).
+                        let mut ip = [0u8; 16];
+                        if let Some(f) = rr.fast.as_ref()
+                            && (f.head.rtype == rtype::A || f.head.rtype == rtype::AAAA)
+                            && rr::plain_name(req.qname.wire())
+                            && f.rdata.render(&data, text).is_ok()
+                            && let Some(n) = rr::address(f.head.rtype, text, &mut ip)
+                        {
+                            if let Err(crate::dns::PushError::Malformed | crate::dns::PushError::OutOfOrder) =
+                                q.resp.push_parts(section, req.qname.wire(), f.head.wire(), &ip[..n])
+                            {
+                                return self.fail(format!("record from {:?} could not be written", rr.source));
+                            }
+                            continue;
+                        }
                         match encode_dynamic(t, rr.fast.as_ref(), req.qname.wire(), &data, text, wire) {
                             Ok(()) => {}
                             Err(RrError::Render(e)) => {
@@ -974,15 +1029,23 @@ impl Handler for TemplatePlugin {
 
 impl TemplatePlugin {
     fn handle(&self, q: &mut Query<'_, '_>, chased: Option<UpstreamReply<'_>>) -> Step {
-        if !Zone::any_contains(&self.zones, &q.req.qname) {
-            return Step::Next;
-        }
+        // (A query in no rule's zone is taken by none below: Step::Next.)
         // A rule that keeps nothing per query (a regex with a dense DFA, fixed records)
         // works on an empty stack scratch, which allocates nothing, and takes no lock.
         let mut local: Option<Scratch> = None;
         let mut guard = None;
         for ri in 0..self.rules.len() {
             let Some(zi) = self.takes(ri, q) else { continue };
+            if self.rules[ri].flat && chased.is_none() && flat_allowed() {
+                match self.flat(ri, zi, q) {
+                    FlatOutcome::Answered(step) => return step,
+                    FlatOutcome::No => match &self.rules[ri].fall {
+                        Some(fall) if Zone::any_contains(fall, &q.req.qname) => continue,
+                        _ => return Step::Fail(Rcode::SERVFAIL, None),
+                    },
+                    FlatOutcome::General => {}
+                }
+            }
             let s: &mut Scratch = if self.rules[ri].stateless {
                 local.get_or_insert_with(Scratch::default)
             } else {
@@ -1005,11 +1068,238 @@ impl TemplatePlugin {
     }
 }
 
+/// An IPv4 address in its canonical text (four decimal parts of 0 to 255 without
+/// leading zeros, blanks and tabs around it), read from bytes fed one at a time: what
+/// [`rr::address`] reads from that text. Any other text is refused, and left to it.
+#[derive(Default)]
+struct Quad {
+    octets: [u8; 4],
+    part: usize,
+    value: u16,
+    digits: u8,
+    /// A blank came after the address began: only blanks may follow.
+    after: bool,
+}
+
+impl Quad {
+    /// Takes byte `b`; `false`: the text is not a canonical address.
+    #[inline]
+    fn feed(&mut self, b: u8) -> bool {
+        match b {
+            b'0'..=b'9' => {
+                if self.after || self.digits == 3 || (self.digits == 1 && self.value == 0) {
+                    return false;
+                }
+                self.value = self.value * 10 + u16::from(b - b'0');
+                self.digits += 1;
+                self.value <= 255
+            }
+            b'.' => {
+                if self.after || self.digits == 0 || self.part == 3 {
+                    return false;
+                }
+                self.octets[self.part] = self.value as u8;
+                self.part += 1;
+                self.value = 0;
+                self.digits = 0;
+                true
+            }
+            b' ' | b'\t' => {
+                if self.digits > 0 || self.part > 0 {
+                    self.after = true;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The address, when the text was a whole one.
+    fn finish(mut self) -> Option<[u8; 4]> {
+        if self.part != 3 || self.digits == 0 {
+            return None;
+        }
+        self.octets[3] = self.value as u8;
+        Some(self.octets)
+    }
+}
+
+/// What a rule's flat path made of a query.
+enum FlatOutcome {
+    /// The rule's zone, but no regex matched.
+    No,
+    /// Answered (or failed) as the general path would.
+    Answered(Step),
+    /// This query takes the general path; nothing was written or counted.
+    General,
+}
+
+/// Whether flat paths are taken (tests turn them off to compare with the general path).
+#[cfg(not(test))]
+#[inline(always)]
+fn flat_allowed() -> bool {
+    true
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Off: every query takes the general path. `FLAT_TAKEN` counts flat answers.
+    static FLAT_ON: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    static FLAT_TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+fn flat_allowed() -> bool {
+    FLAT_ON.with(std::cell::Cell::get)
+}
+
+impl TemplatePlugin {
+    /// Rule `ri`'s answer by its flat path ([`Rule::flat`]), for a query in its zone
+    /// `zi`: what the general path (`matches` then `answer`) does, in the same order.
+    fn flat(&self, ri: usize, zi: usize, q: &mut Query<'_, '_>) -> FlatOutcome {
+        let rule = &self.rules[ri];
+        let req = q.req;
+        let qname = req.qname.wire();
+        let mut text = [0u8; crate::dns::wire::MAX_NAME_LEN];
+        let Some(n) = rr::plain_text(qname, &mut text) else {
+            return FlatOutcome::General;
+        };
+        let name = &text[..n];
+        let mut slots = [None; MAX_FLAT_SLOTS];
+        let Some(regex) = rule.regexes.iter().position(|re| re.shape_captures(name, &mut slots)) else {
+            return FlatOutcome::No;
+        };
+        let keys = rule.key_index.get(regex).map_or(&[][..], Vec::as_slice);
+        // Every address rendered and parsed before anything is written.
+        let mut rdata = [[0u8; 16]; MAX_FLAT_RENDERED];
+        let mut lens = [0usize; MAX_FLAT_RENDERED];
+        let mut d = 0;
+        for rr in rule.sections.iter().flatten() {
+            let Body::Dynamic(_) = rr.body else { continue };
+            let Some((fast, pieces)) = rr.fast.as_ref().and_then(|f| Some((f, f.pieces.as_ref()?))) else {
+                return FlatOutcome::General;
+            };
+            // An A record's address in its canonical form is read as it is rendered;
+            // anything else is rendered whole, then parsed.
+            let mut quad = (fast.head.rtype == rtype::A).then(Quad::default);
+            let mut out = [0u8; MAX_FLAT_TEXT];
+            let mut len = 0;
+            for p in pieces {
+                let bytes: &[u8] = match p {
+                    gotmpl::Piece::Text(t) => t,
+                    gotmpl::Piece::Name => name,
+                    gotmpl::Piece::Group(id) => {
+                        let Some(&Some(slot)) = keys.get(*id) else {
+                            return FlatOutcome::General;
+                        };
+                        match (
+                            slots.get(slot).copied().flatten(),
+                            slots.get(slot + 1).copied().flatten(),
+                        ) {
+                            (Some(a), Some(b)) if a.get() <= b.get() => &name[a.get()..b.get()],
+                            _ => return FlatOutcome::General,
+                        }
+                    }
+                };
+                if let Some(q) = &mut quad {
+                    if !bytes.iter().all(|&b| q.feed(b)) {
+                        return FlatOutcome::General;
+                    }
+                    continue;
+                }
+                let Some(dst) = out.get_mut(len..len + bytes.len()) else {
+                    return FlatOutcome::General;
+                };
+                dst.copy_from_slice(bytes);
+                len += bytes.len();
+            }
+            if let Some(q) = quad {
+                match q.finish() {
+                    Some(octets) => {
+                        rdata[d][..4].copy_from_slice(&octets);
+                        lens[d] = 4;
+                    }
+                    None => return FlatOutcome::General,
+                }
+                d += 1;
+                continue;
+            }
+            let parsed = std::str::from_utf8(&out[..len])
+                .ok()
+                .and_then(|t| rr::address(fast.head.rtype, t, &mut rdata[d]));
+            match parsed {
+                Some(l) => lens[d] = l,
+                None => return FlatOutcome::General,
+            }
+            d += 1;
+        }
+        #[cfg(test)]
+        FLAT_TAKEN.with(|c| c.set(c.get() + 1));
+        let (class_label, type_label) = labels(rule, req.qclass, req.qtype);
+        let server = self.server_of(q.route.slot);
+        self.counters.matched(server, ri, zi, class_label, type_label);
+        if rule.rcode == Rcode::SERVFAIL {
+            return FlatOutcome::Answered(Step::Fail(Rcode::SERVFAIL, None));
+        }
+        q.resp.start(req, rule.rcode);
+        q.resp.set_aa(true);
+        if let Some((code, text)) = &rule.ede {
+            q.resp.set_ede(*code, text);
+        }
+        let mut d = 0;
+        for (si, section) in [Section::Answer, Section::Authority, Section::Additional]
+            .into_iter()
+            .enumerate()
+        {
+            for rr in &rule.sections[si] {
+                if q.worker.budget.charge(1).is_err() {
+                    return FlatOutcome::Answered(Step::Fail(Rcode::SERVFAIL, Some(ChainError::OverBudget(NAME))));
+                }
+                let pushed = match (&rr.body, &rr.fast) {
+                    (Body::Fixed(w), _) => {
+                        let ol = rr.owner_len;
+                        let head: &[u8; 8] = match w.get(ol..ol + 8).and_then(|h| h.try_into().ok()) {
+                            Some(h) => h,
+                            None => {
+                                return FlatOutcome::Answered(
+                                    self.fail(format!("record from {:?} could not be written", rr.source)),
+                                );
+                            }
+                        };
+                        q.resp.push_parts(section, &w[..ol], head, &w[ol + 10..])
+                    }
+                    (Body::Dynamic(_), Some(f)) => {
+                        let r = q.resp.push_parts(section, qname, f.head.wire(), &rdata[d][..lens[d]]);
+                        d += 1;
+                        r
+                    }
+                    (Body::Dynamic(_), None) => Err(crate::dns::PushError::Malformed),
+                };
+                if let Err(crate::dns::PushError::Malformed | crate::dns::PushError::OutOfOrder) = pushed {
+                    return FlatOutcome::Answered(
+                        self.fail(format!("record from {:?} could not be written", rr.source)),
+                    );
+                }
+            }
+        }
+        FlatOutcome::Answered(Step::Answered)
+    }
+}
+
 impl Scratch {
     /// Writes the query name's presentation form, once per query.
     fn write_name(&mut self, wire: &[u8]) {
         if !self.named {
-            name_text(wire, &mut self.name);
+            // A name without escapes (the usual) is its wire bytes with dots for the
+            // length bytes: written so, without the per-label work of the general writer.
+            let mut buf = [0u8; crate::dns::wire::MAX_NAME_LEN];
+            match rr::plain_text(wire, &mut buf).and_then(|n| std::str::from_utf8(&buf[..n]).ok()) {
+                Some(text) => {
+                    self.name.clear();
+                    self.name.push_str(text);
+                }
+                None => name_text(wire, &mut self.name),
+            }
             self.named = true;
         }
     }

@@ -183,6 +183,13 @@ pub struct Head {
     wire: [u8; 8],
 }
 
+impl Head {
+    /// Type, class and TTL as they go on the wire.
+    pub fn wire(&self) -> &[u8; 8] {
+        &self.wire
+    }
+}
+
 /// Reads the TTL, class and type from the text after a `{{ .Name }}` owner, as
 /// [`encode`] would; returns them and where the rdata's text starts. `None` (the text
 /// path then writes the record) unless the text is plain (letters, digits, blanks), the
@@ -278,14 +285,13 @@ pub fn encode_fast(owner: &[u8], head: &Head, rdata: &str, out: &mut Vec<u8>) ->
     let rdlen_at = out.len();
     out.extend_from_slice(&[0, 0]);
     match head.rtype {
-        rtype::A => match crate::expr::parse_ipv4(rdata).map_or_else(|| rdata.parse::<Ipv4Addr>(), Ok) {
-            Ok(ip) => out.extend_from_slice(&ip.octets()),
-            Err(_) => return false,
-        },
-        rtype::AAAA => match rdata.parse::<Ipv6Addr>() {
-            Ok(ip) => out.extend_from_slice(&ip.octets()),
-            Err(_) => return false,
-        },
+        rtype::A | rtype::AAAA => {
+            let mut ip = [0u8; 16];
+            match address(head.rtype, rdata, &mut ip) {
+                Some(n) => out.extend_from_slice(&ip[..n]),
+                None => return false,
+            }
+        }
         _ => {
             let plain = !rdata.is_empty()
                 && rdata
@@ -301,6 +307,50 @@ pub fn encode_fast(owner: &[u8], head: &Head, rdata: &str, out: &mut Vec<u8>) ->
     let rdlen = (out.len() - rdlen_at - 2) as u16;
     out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
     true
+}
+
+/// The rdata of an A (`rtype` A) or AAAA record from its text, blanks around it
+/// trimmed, as [`encode`] reads it: its length in `out`, `None` when the text is not
+/// one address of the type.
+pub fn address(rtype: u16, text: &str, out: &mut [u8; 16]) -> Option<usize> {
+    let text = text.trim_matches(|c| c == ' ' || c == '\t');
+    if rtype == rtype::A {
+        let ip = crate::expr::parse_ipv4(text).map_or_else(|| text.parse::<Ipv4Addr>().ok(), Some)?;
+        out[..4].copy_from_slice(&ip.octets());
+        Some(4)
+    } else if rtype == rtype::AAAA {
+        out.copy_from_slice(&text.parse::<Ipv6Addr>().ok()?.octets());
+        Some(16)
+    } else {
+        None
+    }
+}
+
+/// Writes the presentation form of a lower-cased wire name into `out` when every label
+/// byte is one [`plain_name`] takes (it is then `wire[1..]` with each length byte a
+/// dot, what `expr::write_name` writes); its length. `None` for any other name.
+pub fn plain_text(wire: &[u8], out: &mut [u8; MAX_NAME_LEN]) -> Option<usize> {
+    if wire == [0] {
+        out[0] = b'.';
+        return Some(1);
+    }
+    let mut at = 0;
+    loop {
+        let len = usize::from(*wire.get(at)?);
+        if len == 0 {
+            return (at + 1 == wire.len()).then_some(at);
+        }
+        let label = wire.get(at + 1..at + 1 + len)?;
+        let dst = out.get_mut(at..at + len + 1)?;
+        for (d, &c) in dst.iter_mut().zip(label) {
+            if !NAME_BYTE[usize::from(c)] {
+                return None;
+            }
+            *d = c;
+        }
+        dst[len] = b'.';
+        at += 1 + len;
+    }
 }
 
 fn name(text: &str, out: &mut Vec<u8>) -> Result<(), String> {

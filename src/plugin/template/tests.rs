@@ -125,6 +125,25 @@ fn ask_a(qname: &str) -> Ask<'_> {
 }
 
 fn run(body: &str, a: &Ask<'_>) -> Reply {
+    let (next, bytes) = run_bytes(body, a);
+    let msg = Message::from_octets(bytes.clone()).unwrap();
+    let ede = ede_of(&bytes);
+    Reply {
+        rcode: if next {
+            "next".into()
+        } else {
+            Rcode(msg.header().rcode().to_int() as u16).name().into_owned()
+        },
+        aa: msg.header().aa(),
+        answer: rrs(msg.answer().unwrap()),
+        authority: rrs(msg.authority().unwrap()),
+        additional: rrs(msg.additional().unwrap()),
+        ede,
+    }
+}
+
+/// Whether the query went on to the next plugin, and the reply's bytes.
+fn run_bytes(body: &str, a: &Ask<'_>) -> (bool, Vec<u8>) {
     let plugin = setup_body(body).unwrap_or_else(|e| panic!("{body}: {e}"));
     let template = plugin.handler.unwrap();
     let metadata = crate::plugin::metadata::setup(
@@ -171,20 +190,7 @@ fn run(body: &str, a: &Ask<'_>) -> Reply {
         chain.complete(q, at);
         (q.answered_by == "next", q.resp.bytes().to_vec())
     });
-    let msg = Message::from_octets(bytes.clone()).unwrap();
-    let ede = ede_of(&bytes);
-    Reply {
-        rcode: if next {
-            "next".into()
-        } else {
-            Rcode(msg.header().rcode().to_int() as u16).name().into_owned()
-        },
-        aa: msg.header().aa(),
-        answer: rrs(msg.answer().unwrap()),
-        authority: rrs(msg.authority().unwrap()),
-        additional: rrs(msg.additional().unwrap()),
-        ede,
-    }
+    (next, bytes)
 }
 
 /// The EDE option of a reply's OPT record (RFC 8914 2: option 15, info code, text).
@@ -987,4 +993,99 @@ fn wire_path_writes_what_the_text_path_writes() {
     // text path (escapes, comments, bad addresses).
     assert!(taken > 100, "wire path taken {taken} times");
     assert!(left > 50, "text path taken {left} times");
+}
+
+/// A rule's flat path (query name on the stack, shapes, addresses read as rendered,
+/// records from their parts) gives the very reply bytes the general path gives, over
+/// rules it takes and queries it must leave to the general path (escapes, a group that
+/// took no part, addresses that are not canonical, no match, SERVFAIL).
+#[test]
+fn flat_path_replies_as_the_general_path_does() {
+    const SHAPE: &str = r"^ip-(?P<a>[0-9]+)-(?P<b>[0-9]+)-(?P<c>[0-9]+)-(?P<d>[0-9]+)[.]synth[.]test[.]$";
+    let a = "{{ .Group.a }}.{{ .Group.b }}.{{ .Group.c }}.{{ .Group.d }}";
+    let rules = [
+        format!("template IN A synth.test {{\n match \"{SHAPE}\"\n answer \"{{{{ .Name }}}} 60 IN A {a}\"\n}}"),
+        format!(
+            "template IN A synth.test {{\n match \"{SHAPE}\"\n answer \"{{{{ .Name }}}} 60 IN A {a}\"\n fallthrough\n}}"
+        ),
+        // Fixed records around the rendered one, in every section, and an EDE.
+        format!(
+            "template IN ANY synth.test {{\n match \"{SHAPE}\"\n answer \"{{{{ .Name }}}} 60 IN A {a}\" \"x.synth.test. 30 IN TXT hi\"\n authority \"synth.test. 60 IN NS ns.synth.test.\"\n additional \"ns.synth.test. 60 IN A 10.0.0.53\" \"{{{{ .Name }}}} 5 IN AAAA ::{{{{ .Group.d }}}}\"\n rcode NXDOMAIN\n ederror 21 \"flat\"\n fallthrough\n}}"
+        ),
+        // Numbered groups, two regexes (the second matches), blanks around the address.
+        "template IN A synth.test {\n match ^x-([0-9]+)[.] \"^ip-([0-9]+)-([0-9]+)-([0-9]+)-([0-9]+)[.]synth[.]test[.]$\"\n answer \"{{ .Name }} 60 IN A  {{ .Group.1 }}.{{ .Group.2 }}.{{ .Group.3 }}.{{ .Group.4 }}\t\"\n}".to_string(),
+        // A group that is not the pattern's: `<no value>`, SERVFAIL.
+        format!("template IN A synth.test {{\n match \"{SHAPE}\"\n answer \"{{{{ .Name }}}} 60 IN A {{{{ .Group.nope }}}}\"\n}}"),
+        // The name as an address: SERVFAIL; AAAA from a capture; class CH record.
+        format!("template IN A synth.test {{\n match \"{SHAPE}\"\n answer \"{{{{ .Name }}}} 60 IN A {{{{ .Name }}}}\"\n}}"),
+        format!("template IN AAAA synth.test {{\n match \"{SHAPE}\"\n answer \"{{{{ .Name }}}} 60 IN AAAA 2001:db8::{{{{ .Group.a }}}}:{{{{ .Group.d }}}}\"\n}}"),
+        format!("template IN A synth.test {{\n match \"{SHAPE}\"\n answer \"{{{{ .Name }}}} 60 CH A 10.{{{{ .Group.b }}}}.{{{{ .Group.c }}}}.{{{{ .Group.d }}}}\"\n}}"),
+        format!("template IN A synth.test {{\n match \"{SHAPE}\"\n rcode SERVFAIL\n}}"),
+        // Not flat (a CNAME, `.Remote`): the general path alone, for comparison.
+        format!("template IN A synth.test {{\n match \"{SHAPE}\"\n answer \"{{{{ .Name }}}} 60 IN A {{{{ .Remote }}}}\"\n}}"),
+    ];
+    let names = [
+        "ip-10-1-2-3.synth.test.",
+        "IP-10-1-2-3.Synth.TEST.",
+        "ip-0-0-0-0.synth.test.",
+        "ip-255-255-255-255.synth.test.",
+        "ip-256-1-2-3.synth.test.",
+        "ip-010-1-2-3.synth.test.",
+        "ip-00-1-2-3.synth.test.",
+        "ip-1234-1-2-3.synth.test.",
+        "ip-10-1-2.synth.test.",
+        "ip-10-1-2-3x.synth.test.",
+        "x-1.synth.test.",
+        "ip-10-1-2-3.synth\\.x.synth.test.",
+        "ip-10-1-2-3\\032.synth.test.",
+        "a.ip-10-1-2-3.synth.test.",
+        "synth.test.",
+        "ip-10-1-2-3.other.test.",
+    ];
+    let before = FLAT_TAKEN.with(std::cell::Cell::get);
+    let mut cases = 0;
+    for body in &rules {
+        for qname in names {
+            for qtype in [rtype::A, rtype::AAAA, rtype::ANY] {
+                for edns in [false, true] {
+                    let ask = Ask {
+                        qtype,
+                        edns,
+                        ..ask_a(qname)
+                    };
+                    FLAT_ON.with(|f| f.set(true));
+                    let flat = run_bytes(body, &ask);
+                    FLAT_ON.with(|f| f.set(false));
+                    let general = run_bytes(body, &ask);
+                    FLAT_ON.with(|f| f.set(true));
+                    assert_eq!(flat, general, "{body}\n{qname} type {qtype} edns {edns}");
+                    cases += 1;
+                }
+            }
+        }
+    }
+    let taken = FLAT_TAKEN.with(std::cell::Cell::get) - before;
+    assert!(taken >= 40, "flat path taken {taken} times of {cases}");
+    assert!(cases - taken >= 200, "general path taken {} times", cases - taken);
+    // What the rules get: the bench's is flat, `.Remote` is not.
+    let flat = |body: &str| {
+        let plugin = setup_body(body).unwrap();
+        let _ = plugin;
+        let parsed = parse_str(&format!(". {{\n{body}\n}}\n"), "Corefile", std::path::Path::new(".")).unwrap();
+        let d = &parsed.blocks[0].directives[0];
+        parse_rule(
+            d,
+            &SetupCtx {
+                zones: &ctx_zones(),
+                config_dir: ".".into(),
+                workers: 1,
+                binds: None,
+                process: &ProcessState::new(),
+            },
+        )
+        .unwrap()
+        .flat
+    };
+    assert!(flat(&rules[0]) && flat(&rules[2]) && flat(&rules[3]) && flat(&rules[6]));
+    assert!(!flat(&rules[9]), ".Remote is not flat");
 }
