@@ -25,7 +25,8 @@
 //! slice, and the prober is never queued behind the reader on their shared CPU. The
 //! pause between transfers keeps the server's worker under the kernel's real-time
 //! budget (95% of a CPU). `--sched normal` measures without priorities.
-//! `CLUSTERDNS_BENCH_BIN=PATH` runs another build of the server (before/after).
+//! `--dump FILE` appends each probe sent during a transfer (round, transfer, µs into
+//! it, stamped latency in µs) to FILE. `CLUSTERDNS_BENCH_BIN=PATH` runs another build of the server (before/after).
 //!
 //! The floor of issue 13: an AXFR of 100,000 services in under 2 s, and UDP answers
 //! keeping their p99. Medians of `--rounds` rounds; each round prints its ratio.
@@ -52,6 +53,7 @@ struct Args {
     fifo: bool,
     every_us: u64,
     gap_ms: u64,
+    dump: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -61,6 +63,7 @@ fn parse_args() -> Args {
         fifo: true,
         every_us: 200,
         gap_ms: 100,
+        dump: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -70,6 +73,7 @@ fn parse_args() -> Args {
             "--sched" => a.fifo = it.next().expect("--sched fifo|normal") == "fifo",
             "--every-us" => a.every_us = it.next().expect("--every-us N").parse().expect("N"),
             "--gap-ms" => a.gap_ms = it.next().expect("--gap-ms N").parse().expect("N"),
+            "--dump" => a.dump = it.next(),
             "--bench" => {}
             other => panic!("unknown argument {other} (see the top of benches/transfer.rs)"),
         }
@@ -426,6 +430,20 @@ fn main() {
             .iter()
             .filter(|(at, _)| spans.iter().any(|(s, e)| at >= s && at < e))
             .collect();
+        if let Some(path) = &a.dump {
+            // Each probe sent during a transfer: µs since that transfer started, the
+            // transfer's number, and the stamped latency in µs (for finding when slow
+            // answers happen).
+            use std::fmt::Write as _;
+            let mut text = String::new();
+            for (at, r) in &during {
+                let (k, (s, _)) = spans.iter().enumerate().find(|(_, (s, e))| at >= s && at < e).unwrap();
+                let lat = r.map_or(-1.0, |(_, st)| st.as_secs_f64() * 1e6);
+                writeln!(text, "{round} {k} {:.0} {lat:.0}", (*at - *s).as_secs_f64() * 1e6).unwrap();
+            }
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        }
         let idle: Vec<&Probed> = idle.iter().collect();
         let mut line = String::new();
         let mut lost = 0;
