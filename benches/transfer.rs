@@ -217,7 +217,13 @@ fn realtime() -> Duration {
 /// Returns (latency as the prober saw it, latency to the kernel's receive stamp): the
 /// second leaves out the time the prober waited for its CPU after the reply arrived
 /// (the reply is stamped as it enters the socket, by the sending side on loopback).
-fn probe_stamped(sock: &std::net::UdpSocket, to: SocketAddr, id: u16, name: &str, want: Ipv4Addr) -> Option<(Duration, Duration)> {
+fn probe_stamped(
+    sock: &std::net::UdpSocket,
+    to: SocketAddr,
+    id: u16,
+    name: &str,
+    want: Ipv4Addr,
+) -> Option<(Duration, Duration)> {
     let q = query_bytes(name, domain::base::iana::Rtype::A, Some(1232), id);
     let wall = realtime();
     let t = Instant::now();
@@ -336,7 +342,10 @@ fn stats(probes: &[&Probed], kernel: bool) -> (f64, f64, usize, usize) {
         .collect();
     let failed = probes.len() - l.len();
     l.sort();
-    let q = |p: f64| l.get(((l.len().max(1) - 1) as f64 * p).round() as usize).map_or(0.0, |d| ms(*d));
+    let q = |p: f64| {
+        l.get(((l.len().max(1) - 1) as f64 * p).round() as usize)
+            .map_or(0.0, |d| ms(*d))
+    };
     (q(0.5), q(0.99), l.len(), failed)
 }
 
@@ -441,7 +450,11 @@ fn main() {
                 let lat = r.map_or(-1.0, |(_, st)| st.as_secs_f64() * 1e6);
                 writeln!(text, "{round} {k} {:.0} {lat:.0}", (*at - *s).as_secs_f64() * 1e6).unwrap();
             }
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap();
             f.write_all(text.as_bytes()).unwrap();
         }
         let idle: Vec<&Probed> = idle.iter().collect();
@@ -488,8 +501,15 @@ fn main() {
         "median AXFR wall {wall:.0} ms (floor: under 2000 ms: {})",
         if wall < 2000.0 { "met" } else { "NOT met" }
     );
-    for (k, kind) in ["seen by the prober", "to the kernel's receive stamp"].iter().enumerate() {
-        let ratios: Vec<String> = q[k][3].iter().zip(&q[k][1]).map(|(d, i)| format!("{:.2}x", d / i)).collect();
+    for (k, kind) in ["seen by the prober", "to the kernel's receive stamp"]
+        .iter()
+        .enumerate()
+    {
+        let ratios: Vec<String> = q[k][3]
+            .iter()
+            .zip(&q[k][1])
+            .map(|(d, i)| format!("{:.2}x", d / i))
+            .collect();
         let [i50, i99, d50, d99] = &mut q[k];
         println!(
             "UDP probes {kind}, medians of {} rounds: idle p50 {:.3} ms p99 {:.3} ms; during transfers p50 {:.3} ms p99 {:.3} ms; p99 during/idle by round {}",

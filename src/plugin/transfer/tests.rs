@@ -323,7 +323,10 @@ fn a_record_larger_than_the_message_size_still_goes() {
     });
     let t = transfer("*", &["example.org."], vec![big]);
     let msgs = all_messages(&t);
-    let counts: Vec<u16> = msgs.iter().map(|m| crate::dns::Header::of(m).unwrap().ancount()).collect();
+    let counts: Vec<u16> = msgs
+        .iter()
+        .map(|m| crate::dns::Header::of(m).unwrap().ancount())
+        .collect();
     // SOA (and nothing more fits beside a big one), then each big record alone, then
     // the closing SOA with nothing before it that fits.
     assert_eq!(counts.iter().map(|&c| c as usize).sum::<usize>(), 5, "{counts:?}");
@@ -344,7 +347,10 @@ fn message_size_follows_the_time_a_message_takes() {
     // 8 KiB in 80 us: 2 KiB would fit, but one slow message only halves it.
     assert_eq!(next_limit(8192, 8192, us(80)), 4096);
     // Never below MIN_MESSAGE_BYTES, however slow.
-    assert_eq!(next_limit(MIN_MESSAGE_BYTES, 2000, Duration::from_secs(1)), MIN_MESSAGE_BYTES);
+    assert_eq!(
+        next_limit(MIN_MESSAGE_BYTES, 2000, Duration::from_secs(1)),
+        MIN_MESSAGE_BYTES
+    );
     // On pace: unchanged.
     assert_eq!(next_limit(6000, 6000, us(20)), 6000);
     assert_eq!(next_limit(6000, 6000, Duration::ZERO), 12000);
