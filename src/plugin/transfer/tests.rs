@@ -339,21 +339,20 @@ fn a_record_larger_than_the_message_size_still_goes() {
 #[test]
 fn message_size_follows_the_time_a_message_takes() {
     let us = Duration::from_micros;
-    // 4 KiB in 10 us: twice that fits in MESSAGE_TIME (20 us).
-    assert_eq!(next_limit(4096, 4096, us(10)), 8192);
+    let (min, max) = (MIN_MESSAGE_BYTES, MESSAGE_BYTES);
+    assert!(min * 2 <= max);
+    // min bytes in 10 us: twice that fits in MESSAGE_TIME (20 us).
+    assert_eq!(next_limit(min, min, us(10)), 2 * min);
     // Fast: at most double, never past MESSAGE_BYTES.
-    assert_eq!(next_limit(4096, 4096, us(1)), 8192);
-    assert_eq!(next_limit(MESSAGE_BYTES, 4096, us(1)), MESSAGE_BYTES);
-    // 8 KiB in 80 us: 2 KiB would fit, but one slow message only halves it.
-    assert_eq!(next_limit(8192, 8192, us(80)), 4096);
+    assert_eq!(next_limit(min, min, us(1)), 2 * min);
+    assert_eq!(next_limit(max, min, us(1)), max);
+    assert_eq!(next_limit(min, min, Duration::ZERO), 2 * min);
+    // 2 x min in 80 us: a quarter would fit, but one slow message only halves it.
+    assert_eq!(next_limit(2 * min, 2 * min, us(80)), min);
     // Never below MIN_MESSAGE_BYTES, however slow.
-    assert_eq!(
-        next_limit(MIN_MESSAGE_BYTES, 2000, Duration::from_secs(1)),
-        MIN_MESSAGE_BYTES
-    );
+    assert_eq!(next_limit(min, min, Duration::from_secs(1)), min);
     // On pace: unchanged.
-    assert_eq!(next_limit(6000, 6000, us(20)), 6000);
-    assert_eq!(next_limit(6000, 6000, Duration::ZERO), 12000);
+    assert_eq!(next_limit(min + 100, min + 100, us(20)), min + 100);
 }
 
 #[test]
