@@ -12,9 +12,10 @@
 //! answers do not (README.md, Differences).
 //!
 //! The walk holds an `Arc` of the snapshot the transfer started with and goes through
-//! its service shards one at a time (one shard's pointers at once, sorted by name within
-//! the shard; the shards in no particular order, README.md Differences), with a cursor inside the current service (slice, endpoint, record),
-//! so a message boundary anywhere costs nothing and no service is walked twice.
+//! its service shards one at a time, [`CHUNK`] services' pointers at once (in the
+//! shard's own order; services in no particular order, README.md Differences), with a
+//! cursor inside the current service (slice, endpoint, record), so a message boundary
+//! anywhere costs nothing and no service is walked twice.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -73,6 +74,7 @@ impl Transferer for KubeTransferer {
             glue,
             phase: if only_soa { Phase::LastSoa } else { Phase::Soa },
             shard: 0,
+            offset: 0,
             list: Vec::new(),
             at: 0,
             cur: [0; 3],
@@ -92,6 +94,9 @@ enum Phase {
     Done,
 }
 
+/// Services a transfer loads at once (see [`KubeZone::load_chunk`]).
+const CHUNK: usize = 64;
+
 /// A transfer of the cluster zone in progress.
 struct KubeZone {
     snap: Arc<Snapshot>,
@@ -102,10 +107,10 @@ struct KubeZone {
     ns_names: Vec<Box<[u8]>>,
     glue: Vec<(usize, IpAddr)>,
     phase: Phase,
-    /// The next shard to load.
+    /// The shard being sent, and where in it the next chunk starts.
     shard: usize,
-    /// The services of the shard being sent, sorted by (name, namespace); those not
-    /// exposed are skipped as they come up.
+    offset: usize,
+    /// The chunk of services being sent; those not exposed are skipped as they come up.
     list: Vec<Arc<ServiceEntry>>,
     /// The service being sent, and where inside it (see `emit_*`).
     at: usize,
@@ -197,15 +202,26 @@ impl KubeZone {
             && !(self.ignore_empty && e.svc.kind == ServiceKind::ClusterIp && e.ready_addresses == 0)
     }
 
-    /// Loads the next shard's services.
-    fn load_shard(&mut self) {
+    /// Loads the next chunk of the current shard's services (none when the shard is
+    /// done: it moves on to the next).
+    fn load_chunk(&mut self) {
         self.list.clear();
-        // Which of them are served is asked as each comes up (`fill`), so that the
-        // cost of loading a shard, paid between two messages, stays small.
-        self.list.extend(self.snap.shard_services(self.shard).cloned());
-        self.list
-            .sort_unstable_by(|a, b| (a.svc.name(), a.svc.namespace()).cmp(&(b.svc.name(), b.svc.namespace())));
-        self.shard += 1;
+        // Which of them are served is asked as each comes up (`fill`), so that loading,
+        // paid inside one message, stays small (a whole shard of ~400 cold entries,
+        // sorted, took ~0.1 ms: what a UDP query waited behind a transfer at p99).
+        self.list.extend(
+            self.snap
+                .shard_services(self.shard)
+                .skip(self.offset)
+                .take(CHUNK)
+                .cloned(),
+        );
+        if self.list.len() < CHUNK {
+            self.shard += 1;
+            self.offset = 0;
+        } else {
+            self.offset += CHUNK;
+        }
         self.at = 0;
     }
 
@@ -532,7 +548,7 @@ impl ZoneStream for KubeZone {
                             self.list = Vec::new();
                             self.phase = Phase::LastSoa;
                         } else {
-                            self.load_shard();
+                            self.load_chunk();
                         }
                         continue;
                     }

@@ -94,8 +94,10 @@ fn setup_reads_zones_hosts_and_source() {
 struct Tiny {
     zone: &'static [u8],
     serial: u32,
-    /// How many A records between the SOAs.
+    /// How many TXT records between the SOAs.
     records: usize,
+    /// The length of each TXT record's text.
+    txt: usize,
 }
 
 struct TinyStream {
@@ -103,6 +105,7 @@ struct TinyStream {
     next: usize,
     records: usize,
     serial: u32,
+    txt: Vec<u8>,
 }
 
 impl Transferer for Tiny {
@@ -113,6 +116,7 @@ impl Transferer for Tiny {
                 next: 0,
                 records: self.records,
                 serial: self.serial,
+                txt: vec![b'x'; self.txt],
             }) as Box<dyn ZoneStream>
         })
     }
@@ -143,7 +147,7 @@ impl ZoneStream for TinyStream {
                     owner: Name::under_question(b"\x04host", QNAME_OFFSET),
                     rtype: rtype::TXT,
                     ttl: 100,
-                    data: Rdata::Txt(&[b'x'; 240]),
+                    data: Rdata::Txt(&self.txt),
                 }
             };
             if msg.push_or_full(Section::Answer, &rr).is_err() {
@@ -206,6 +210,7 @@ fn tiny(records: usize) -> Arc<dyn Transferer> {
         zone: ORG,
         serial: 12345,
         records,
+        txt: 240,
     })
 }
 
@@ -287,6 +292,69 @@ fn the_longest_zone_decides() {
 /// `TestTransferLargeRecordBatching`: 300 records of ~250 bytes do not fit one message;
 /// the first goes in the reply, the rest through the stream, none over 65,535 bytes,
 /// and every record arrives once, SOA last.
+/// Every message of a transfer, the first one (from `serve`) included.
+fn all_messages(t: &Transfer) -> Vec<Vec<u8>> {
+    let client: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+    let raw = axfr(ORG);
+    let (first, mut stream) = with_query_over(&raw, Transport::Tcp, client, client, Metadata::NONE, |q| {
+        assert!(matches!(t.serve(q), Step::Answered));
+        (q.resp.finish().to_vec(), q.worker.stream.take())
+    });
+    let mut out = vec![first];
+    if let Some(stream) = stream.as_mut() {
+        while let Some(msg) = stream.next_message() {
+            out.push(msg.to_vec());
+            assert!(out.len() < 10_000);
+        }
+    }
+    out
+}
+
+/// A record larger than the message size the pacing chose (here larger than
+/// MESSAGE_BYTES) goes alone in a message of up to 64 KiB, instead of failing the
+/// transfer.
+#[test]
+fn a_record_larger_than_the_message_size_still_goes() {
+    let big: Arc<dyn Transferer> = Arc::new(Tiny {
+        zone: ORG,
+        serial: 1,
+        records: 3,
+        txt: MESSAGE_BYTES + 3000,
+    });
+    let t = transfer("*", &["example.org."], vec![big]);
+    let msgs = all_messages(&t);
+    let counts: Vec<u16> = msgs
+        .iter()
+        .map(|m| crate::dns::Header::of(m).unwrap().ancount())
+        .collect();
+    // SOA (and nothing more fits beside a big one), then each big record alone, then
+    // the closing SOA with nothing before it that fits.
+    assert_eq!(counts.iter().map(|&c| c as usize).sum::<usize>(), 5, "{counts:?}");
+    assert!(msgs.iter().any(|m| m.len() > MESSAGE_BYTES && m.len() <= 65535));
+    assert_eq!(t.live.load(Ordering::Relaxed), 0);
+}
+
+/// The pacing: a message's size follows how long the last one took (MESSAGE_TIME),
+/// changing at most twofold a message, within [MIN_MESSAGE_BYTES, MESSAGE_BYTES].
+#[test]
+fn message_size_follows_the_time_a_message_takes() {
+    let us = Duration::from_micros;
+    let (min, max) = (MIN_MESSAGE_BYTES, MESSAGE_BYTES);
+    assert!(min * 2 <= max);
+    // min bytes in 10 us: twice that fits in MESSAGE_TIME (20 us).
+    assert_eq!(next_limit(min, min, us(10)), 2 * min);
+    // Fast: at most double, never past MESSAGE_BYTES.
+    assert_eq!(next_limit(min, min, us(1)), 2 * min);
+    assert_eq!(next_limit(max, min, us(1)), max);
+    assert_eq!(next_limit(min, min, Duration::ZERO), 2 * min);
+    // 2 x min in 80 us: a quarter would fit, but one slow message only halves it.
+    assert_eq!(next_limit(2 * min, 2 * min, us(80)), min);
+    // Never below MIN_MESSAGE_BYTES, however slow.
+    assert_eq!(next_limit(min, min, Duration::from_secs(1)), min);
+    // On pace: unchanged.
+    assert_eq!(next_limit(min + 100, min + 100, us(20)), min + 100);
+}
+
 #[test]
 fn a_zone_larger_than_a_message_continues_in_the_stream() {
     let t = transfer("*", &["example.org."], vec![tiny(300)]);
@@ -311,7 +379,7 @@ fn a_zone_larger_than_a_message_continues_in_the_stream() {
         assert!(!h.tc(), "a message of a transfer is never truncated");
         total += h.ancount() as usize;
         messages += 1;
-        assert!(messages < 10);
+        assert!(messages < 100);
     }
     assert_eq!(total, 302);
     assert!(messages >= 2);

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use super::Worker;
 use super::tcp::frame_into;
 
-/// How long the reply streams may work in one turn of the loop (a message of a
-/// kubernetes transfer takes ~0.1-0.3 ms to write): with many transfers at once, the
+/// How long the reply streams may work in one turn of the loop (a transfer sizes its
+/// messages to take ~20 us each: `plugin::transfer::MESSAGE_TIME`): with many transfers at once, the
 /// connections not reached keep their place for the next turn, and the UDP sockets
 /// and other connections are served in between.
 const STREAM_TURN: Duration = Duration::from_micros(500);
