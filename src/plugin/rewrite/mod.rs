@@ -237,7 +237,7 @@ impl Handler for Rewrite {
         let out = &mut q.worker.rewritten;
         out.clear();
         out.extend_from_slice(&q.req.raw[..QNAME_OFFSET]);
-        match fast::run(&self.rules, q.req.qname.wire(), Some(out)) {
+        match fast::run(&self.rules, &q.req.qname, Some(out)) {
             Fast::Untouched => return Step::Next,
             Fast::Renamed { rule } if Rewrite::renamable(q.req) => {
                 // The chain's contract (chain::Renamed): the client's header and bytes
@@ -310,7 +310,7 @@ impl Handler for Rewrite {
             // The common echoed reply stands with no rule looked at (issue 12).
             Some(m) if m.echo && q.resp.settle_bare_echo() => return,
             Some(m) => Fast::Renamed { rule: m.note as usize },
-            None => fast::run(&self.rules, q.req.qname.wire(), None),
+            None => fast::run(&self.rules, &q.req.qname, None),
         };
         match fast {
             Fast::Untouched => {
