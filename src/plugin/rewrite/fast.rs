@@ -325,6 +325,7 @@ pub enum Fast {
 /// Runs the rules on `qname` (the query's key) as long as each is an exact or
 /// suffix name rule with a wire form; the first that applies must stop the rules. The
 /// new name is appended to `out` if given (and something may be appended on `Unsure`).
+#[inline(always)]
 pub fn run(rules: &[Rule], qname: &NameKey, mut out: Option<&mut Vec<u8>>) -> Fast {
     for (i, rule) in rules.iter().enumerate() {
         let Kind::Name(r) = &rule.kind else {
