@@ -253,7 +253,7 @@ impl WireRule {
     /// Applies the rule to the query's name `key`, appending the new name to `out` if
     /// given: `Ok(true)`, `Ok(false)` when it does not match, `Err(())` when only the
     /// text way can tell (or the new name would be invalid: the text way fails it).
-    #[inline]
+    #[inline(always)]
     pub fn apply(&self, key: &NameKey, out: Option<&mut Vec<u8>>) -> Result<bool, ()> {
         let name = key.wire();
         match self {
