@@ -12,6 +12,7 @@
 
 use super::rules::{Kind, Matcher, NameRule, Rule};
 use super::text::plain;
+use crate::dns::NameKey;
 use crate::dns::wire::{self, MAX_NAME_LEN};
 
 /// A presentation-form suffix in wire pieces: `piece` (the text before its first dot)
@@ -22,6 +23,10 @@ pub struct WireSuffix {
     labels: Vec<u8>,
     /// `piece` then `labels`: what a new name ends with, written in one copy.
     tail: Vec<u8>,
+    /// How many labels `labels` holds (the root aside).
+    count: usize,
+    /// The length of the presentation text (`piece`, a dot, the labels' text).
+    text_len: usize,
 }
 
 /// What an `exact` or `suffix` rule does, in wire form.
@@ -98,30 +103,90 @@ impl WireSuffix {
         let piece = text.as_bytes()[..dot].to_vec();
         Some(WireSuffix {
             tail: [&piece[..], &labels[..]].concat(),
+            count: self::labels(&labels).map_or(0, |l| l.n),
+            text_len: text.len(),
             piece,
             labels,
         })
     }
 
+    /// [`Self::find`] for a query's key (lower-cased), from its label offsets: the
+    /// suffix's labels can only start at the label `count` from the right, so one
+    /// comparison tells, with no walk over the name.
+    #[inline(always)]
+    fn find_key(&self, key: &NameKey) -> Result<Option<(usize, usize)>, ()> {
+        let name = key.wire();
+        let Some(j) = key.label_count().checked_sub(self.count).filter(|&j| j > 0) else {
+            return self.unsure_text(key);
+        };
+        let tail = key.label_offset(j);
+        if !same_bytes(&name[tail..], &self.labels) {
+            return self.unsure_text(key);
+        }
+        let o = key.label_offset(j - 1);
+        let label = &name[o + 1..tail];
+        if self.piece.is_empty() {
+            // The text ends with `.` and the labels, whatever the label before holds
+            // (escapes only lengthen the text before that dot), and the text way puts
+            // the same bytes back before `to`.
+            return Ok(Some((o, label.len())));
+        }
+        if !label_is_plain(label) {
+            return Err(());
+        }
+        if label.len() < self.piece.len() || !same_bytes(&label[label.len() - self.piece.len()..], &self.piece) {
+            return Ok(None);
+        }
+        Ok(Some((o, label.len() - self.piece.len())))
+    }
+
+    /// For a name whose wire form does not end as the suffix: `Ok(None)` when its text
+    /// does not either, which holds when the labels its last `text_len` text characters
+    /// come from are plain (text then follows the wire byte for byte); `Err(())`
+    /// otherwise: an escape there can make the text end as the suffix where the wire
+    /// does not (`x\.team-a.example.` ends with `.team-a.example.`; its labels are
+    /// `x.team-a` and `example`), and only the text way can tell.
+    #[cold]
+    fn unsure_text(&self, key: &NameKey) -> Result<Option<(usize, usize)>, ()> {
+        // Every label's text is at least as long as its bytes: the labels from the
+        // right whose bytes (and length bytes) cover `text_len` hold those characters.
+        let mut covered = 1;
+        for i in (0..key.label_count()).rev() {
+            if covered >= self.text_len {
+                break;
+            }
+            let label = key.label(i);
+            if !label_is_plain(label) {
+                return Err(());
+            }
+            covered += 1 + label.len();
+        }
+        Ok(None)
+    }
+
     /// Where `name`'s text ends with this suffix: the offset of the label holding the
     /// piece and how many of its bytes come before the piece. `Ok(None)`: it does not;
-    /// `Err(())`: a label involved is not plain, so only the text can tell.
-    /// `lower`: `name` is lower-cased (a query's key), so bytes compare as they are.
-    fn find(&self, name: &[u8], lower: bool) -> Result<Option<(usize, usize)>, ()> {
+    /// `Err(())`: a label involved is not plain, so only the text can tell. ASCII case
+    /// aside (a reply's names keep their spelling).
+    fn find(&self, name: &[u8]) -> Result<Option<(usize, usize)>, ()> {
         // The suffix's labels are the name's last bytes, on a label boundary, with a
         // label before them (the text ends with `piece.` + labels only then).
+        let plain_name = || {
+            labels(name).is_some_and(|l| {
+                l.at[..l.n].iter().all(|&o| {
+                    let o = o as usize;
+                    label_is_plain(&name[o + 1..o + 1 + name[o] as usize])
+                })
+            })
+        };
+        // Not ending so on the wire: nor in text, unless an escape makes it so
+        // (see `unsure_text`).
+        let differs = || if plain_name() { Ok(None) } else { Err(()) };
         let Some(tail) = name.len().checked_sub(self.labels.len()) else {
-            return Ok(None);
+            return differs();
         };
-        let same = |a: &[u8], b: &[u8]| {
-            if lower {
-                same_bytes(a, b)
-            } else {
-                a.eq_ignore_ascii_case(b)
-            }
-        };
-        if !same(&name[tail..], &self.labels) {
-            return Ok(None);
+        if !name[tail..].eq_ignore_ascii_case(&self.labels) {
+            return differs();
         }
         let (mut pos, mut before) = (0usize, None);
         while pos < tail {
@@ -133,13 +198,14 @@ impl WireSuffix {
             pos += 1 + len;
         }
         let (true, Some(o)) = (pos == tail, before) else {
-            return Ok(None);
+            return differs();
         };
         let label = &name[o + 1..tail];
         if !label_is_plain(label) {
             return Err(());
         }
-        if label.len() < self.piece.len() || !same(&label[label.len() - self.piece.len()..], &self.piece) {
+        if label.len() < self.piece.len() || !label[label.len() - self.piece.len()..].eq_ignore_ascii_case(&self.piece)
+        {
             return Ok(None);
         }
         Ok(Some((o, label.len() - self.piece.len())))
@@ -184,14 +250,15 @@ impl WireRule {
         }
     }
 
-    /// Applies the rule to `name` (lower-cased wire form), appending the new name to
-    /// `out` if given: `Ok(true)`, `Ok(false)` when it does not match, `Err(())` when
-    /// only the text way can tell (or the new name would be invalid: the text way
-    /// fails it).
-    #[inline]
-    pub fn apply(&self, name: &[u8], out: Option<&mut Vec<u8>>) -> Result<bool, ()> {
+    /// Applies the rule to the query's name `key`, appending the new name to `out` if
+    /// given: `Ok(true)`, `Ok(false)` when it does not match, `Err(())` when only the
+    /// text way can tell (or the new name would be invalid: the text way fails it).
+    #[inline(always)]
+    pub fn apply(&self, key: &NameKey, out: Option<&mut Vec<u8>>) -> Result<bool, ()> {
+        let name = key.wire();
         match self {
             WireRule::Exact { from, to } => {
+                // Text equal to a plain name has no escape: the wire bytes are equal.
                 if !same_bytes(name, from) {
                     return Ok(false);
                 }
@@ -201,7 +268,7 @@ impl WireRule {
                 Ok(true)
             }
             WireRule::Suffix { from, to } => {
-                let Some((o, keep)) = from.find(name, true)? else {
+                let Some((o, keep)) = from.find_key(key)? else {
                     return Ok(false);
                 };
                 // The labels before, the kept start of the cut label joined to the first
@@ -240,7 +307,7 @@ impl WireRule {
                         })
                     })
             }
-            WireRule::Suffix { to, .. } => !matches!(to.find(name, false), Ok(None)),
+            WireRule::Suffix { to, .. } => !matches!(to.find(name), Ok(None)),
         }
     }
 }
@@ -255,10 +322,11 @@ pub enum Fast {
     Unsure,
 }
 
-/// Runs the rules on `qname` (lower-cased wire form) as long as each is an exact or
+/// Runs the rules on `qname` (the query's key) as long as each is an exact or
 /// suffix name rule with a wire form; the first that applies must stop the rules. The
 /// new name is appended to `out` if given (and something may be appended on `Unsure`).
-pub fn run(rules: &[Rule], qname: &[u8], mut out: Option<&mut Vec<u8>>) -> Fast {
+#[inline(always)]
+pub fn run(rules: &[Rule], qname: &NameKey, mut out: Option<&mut Vec<u8>>) -> Fast {
     for (i, rule) in rules.iter().enumerate() {
         let Kind::Name(r) = &rule.kind else {
             return Fast::Unsure;

@@ -220,25 +220,17 @@ impl Rewrite {
     }
 }
 
-impl Handler for Rewrite {
-    fn name(&self) -> &'static str {
-        "rewrite"
-    }
-
-    fn serve(&self, q: &mut Query<'_, '_>) -> Step {
-        if self.has_cname && !cname::is_pass(q.req) {
-            let meta = |label: &str, out: &mut String| q.metadata(label, out);
-            if self.cnames_reached(q.req, &meta) != 0 {
-                return cname::first(q);
-            }
-        }
-        // Exact and suffix rules on the wire: the client's message, the new name in
-        // place of its question name, written straight into the worker's buffer.
+impl Rewrite {
+    /// Exact and suffix rules on the wire: the client's message, the new name in place
+    /// of its question name, written straight into the worker's buffer. `None` when
+    /// only the text way can tell (something may be left in the buffer).
+    #[inline(always)]
+    fn serve_wire(&self, q: &mut Query<'_, '_>) -> Option<Step> {
         let out = &mut q.worker.rewritten;
         out.clear();
         out.extend_from_slice(&q.req.raw[..QNAME_OFFSET]);
-        match fast::run(&self.rules, q.req.qname.wire(), Some(out)) {
-            Fast::Untouched => return Step::Next,
+        match fast::run(&self.rules, &q.req.qname, Some(out)) {
+            Fast::Untouched => Some(Step::Next),
             Fast::Renamed { rule } if Rewrite::renamable(q.req) => {
                 // The chain's contract (chain::Renamed): the client's header and bytes
                 // after the name, the name lower-cased (the client's key and the
@@ -252,9 +244,25 @@ impl Handler for Rewrite {
                     // question already in place.
                     echo: matches!(&self.rules[rule].kind, Kind::Name(r) if r.auto),
                 });
-                return Step::Rewritten;
+                Some(Step::Rewritten)
             }
-            _ => {}
+            _ => None,
+        }
+    }
+
+    /// `cname` rules, then the wire way, then every rule on text.
+    #[inline(never)]
+    fn serve_text(&self, q: &mut Query<'_, '_>) -> Step {
+        if self.has_cname {
+            if !cname::is_pass(q.req) {
+                let meta = |label: &str, out: &mut String| q.metadata(label, out);
+                if self.cnames_reached(q.req, &meta) != 0 {
+                    return cname::first(q);
+                }
+            }
+            if let Some(step) = self.serve_wire(q) {
+                return step;
+            }
         }
         let mut w = Work::of(q.req);
         let meta = |label: &str, out: &mut String| q.metadata(label, out);
@@ -272,45 +280,18 @@ impl Handler for Rewrite {
         Step::Rewritten
     }
 
-    /// The lookups of `cname` rules through the server (cname.rs).
-    fn resume(&self, q: &mut Query<'_, '_>, reply: UpstreamReply<'_>, cookie: u64) -> Step {
-        let meta = |label: &str, out: &mut String| q.metadata(label, out);
-        let reached = self.cnames_reached(q.req, &meta);
-        match cookie & 0xFF {
-            1 => cname::after_first(q, reply, self.cnames(reached), &self.pending),
-            _ => cname::after_second(q, reply, cookie, self.cnames(reached), &self.pending),
-        }
-    }
-
-    fn rewrites(&self) -> bool {
-        true
-    }
-
-    /// A class a `class` rule rewrites from is taken (CoreDNS's TestRewrite: `rewrite
-    /// class CH IN` makes a CH query an IN one); the server refuses classes no plugin
-    /// of the block takes.
-    fn handles_class(&self, class: u16) -> bool {
-        self.rules
-            .iter()
-            .any(|r| matches!(r.kind, Kind::Class { from, .. } if from == class))
-    }
-
-    fn wants_response(&self) -> bool {
-        true
-    }
-
-    fn on_response(&self, q: &mut Query<'_, '_>) {
+    /// What `on_response` does past the common echoed reply, with the chain's mark.
+    #[inline(never)]
+    fn respond(&self, q: &mut Query<'_, '_>, mark: Option<Renamed>) {
         // An exact or suffix rule with `answer auto`: the reply's names that come from
         // the question are pointers to it, so putting the client's question back in
         // place renames them as the text way would; any other name the rule would
         // rename sends the reply the text way.
         // The chain hands back what serve's wire path did (no second match); without
         // it (a query the wire path could not rename in place) the rules run again.
-        let fast = match q.worker.renamed.take() {
-            // The common echoed reply stands with no rule looked at (issue 12).
-            Some(m) if m.echo && q.resp.settle_bare_echo() => return,
+        let fast = match mark {
             Some(m) => Fast::Renamed { rule: m.note as usize },
-            None => fast::run(&self.rules, q.req.qname.wire(), None),
+            None => fast::run(&self.rules, &q.req.qname, None),
         };
         match fast {
             Fast::Untouched => {
@@ -354,6 +335,60 @@ impl Handler for Rewrite {
             q.worker.scratch = copy;
         }
         q.worker.rewritten = arena;
+    }
+}
+
+impl Handler for Rewrite {
+    fn name(&self) -> &'static str {
+        "rewrite"
+    }
+
+    /// The wire way first, alone in a small function (the text way's state and the
+    /// `cname` rules are set up only when it cannot tell).
+    #[inline]
+    fn serve(&self, q: &mut Query<'_, '_>) -> Step {
+        if !self.has_cname {
+            if let Some(step) = self.serve_wire(q) {
+                return step;
+            }
+        }
+        self.serve_text(q)
+    }
+
+    /// The lookups of `cname` rules through the server (cname.rs).
+    fn resume(&self, q: &mut Query<'_, '_>, reply: UpstreamReply<'_>, cookie: u64) -> Step {
+        let meta = |label: &str, out: &mut String| q.metadata(label, out);
+        let reached = self.cnames_reached(q.req, &meta);
+        match cookie & 0xFF {
+            1 => cname::after_first(q, reply, self.cnames(reached), &self.pending),
+            _ => cname::after_second(q, reply, cookie, self.cnames(reached), &self.pending),
+        }
+    }
+
+    fn rewrites(&self) -> bool {
+        true
+    }
+
+    /// A class a `class` rule rewrites from is taken (CoreDNS's TestRewrite: `rewrite
+    /// class CH IN` makes a CH query an IN one); the server refuses classes no plugin
+    /// of the block takes.
+    fn handles_class(&self, class: u16) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.kind, Kind::Class { from, .. } if from == class))
+    }
+
+    fn wants_response(&self) -> bool {
+        true
+    }
+
+    fn on_response(&self, q: &mut Query<'_, '_>) {
+        let mark = q.worker.renamed.take();
+        if mark.is_some_and(|m| m.echo) && q.resp.settle_bare_echo() {
+            // The common echoed reply stands with no rule looked at (issue 12).
+            return;
+        }
+        self.respond(q, mark);
     }
 }
 
