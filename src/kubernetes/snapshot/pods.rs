@@ -217,7 +217,8 @@ struct Tables {
     v4: AddrIndex<u32>,
     v6: AddrIndex<[u32; 4]>,
     /// Namespace names by id ("" for an unused id).
-    namespaces: Vec<Arc<Vec<Box<str>>>>,
+    /// (`Arc`s: copying a chunk to change one name copies pointers, not names.)
+    namespaces: Vec<Arc<Vec<Arc<str>>>>,
 }
 
 /// The pods as a snapshot publishes them (see the module's header).
@@ -461,8 +462,8 @@ impl Pods {
         };
         *n -= 1;
         if *n == 0 {
-            let name: Box<str> = name.clone();
-            self.namespaces.remove(&name);
+            let name: Arc<str> = name.clone();
+            self.namespaces.remove(&*name);
             self.free_ns.push(id);
             Arc::make_mut(&mut t.namespaces[id as usize / NS_CHUNK])[id as usize % NS_CHUNK] = "".into();
         }
@@ -517,11 +518,11 @@ impl Pods {
         let shard = shard_of(h);
         let t = Self::tables(index);
         if t.namespaces.len() * NS_CHUNK <= ns as usize {
-            t.namespaces.push(Arc::new(vec!["".into(); NS_CHUNK]));
+            t.namespaces.push(Arc::new(vec![Arc::from(""); NS_CHUNK]));
         }
         let chunk = &mut t.namespaces[ns as usize / NS_CHUNK];
         if *chunk[ns as usize % NS_CHUNK] != *p.namespace {
-            Arc::make_mut(chunk)[ns as usize % NS_CHUNK] = p.namespace.clone();
+            Arc::make_mut(chunk)[ns as usize % NS_CHUNK] = Arc::from(&*p.namespace);
         }
         let ks = Arc::make_mut(&mut t.keys[shard]);
         let rec = Rec {
