@@ -45,9 +45,9 @@ impl Kubernetes {
             "client-namespace" | "client-pod-name" => self.client_pod(q.req, |pod| {
                 let Some(pod) = pod else { return false };
                 out.push_str(if label == "client-namespace" {
-                    &pod.namespace
+                    pod.namespace
                 } else {
-                    &pod.name
+                    pod.name
                 });
                 true
             }),
