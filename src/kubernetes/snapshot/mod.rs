@@ -54,10 +54,8 @@ pub struct Snapshot {
     services: ShardedSet<ServiceEntry>,
     reverse4: Sharded<u32, Owners>,
     reverse6: Sharded<u128, Owners>,
-    /// `<ns label><pod IP text>` → number of live pods with that IP there.
-    pods: Sharded<Box<[u8]>, u32>,
-    /// Pod address → every pod that has it (`pods verified` only).
-    pod_owners: pods::PodOwners,
+    /// Pods by address, for the client's pod and `pods verified` answers.
+    pods: pods::PodIndex,
     /// External address → the services that have it (`k8s_external`'s PTR).
     external: Sharded<IpAddr, Arc<[Arc<ServiceData>]>>,
 }
@@ -105,23 +103,13 @@ impl Snapshot {
 
     /// Whether a live pod in namespace `ns` (wire label) has `status.podIP` == `ip` (text).
     pub fn pod_exists(&self, ns_label: &[u8], ip: &[u8]) -> bool {
-        let mut key = [0u8; 128];
-        if ns_label.len() + ip.len() > key.len() {
-            return false;
-        }
-        key[..ns_label.len()].copy_from_slice(ns_label);
-        key[ns_label.len()..ns_label.len() + ip.len()].copy_from_slice(ip);
-        self.pods.get(&key[..ns_label.len() + ip.len()]).is_some()
+        ns_label.split_first().is_some_and(|(_, ns)| self.pods.exists(ns, ip))
     }
 
     /// What the address `ip` says about the pod a query from it came from (see
     /// [`ClientPod`]). Pods are known only with `pods verified`.
     pub fn client_pod(&self, ip: IpAddr) -> ClientPod<'_> {
-        ClientPod::of(
-            self.pod_owners
-                .get(&ip.to_canonical())
-                .map_or(&[][..], |l| l.as_slice()),
-        )
+        self.pods.client_pod(ip)
     }
 
     /// (namespaces, services, addresses), for logs and metrics.

@@ -187,8 +187,8 @@ impl ClusterStore {
                 }
             }
             Resource::Pods => {
-                for k in self.pods.stale(generation_now) {
-                    self.delete(Resource::Pods, &k);
+                if self.pods.remove_stale(&mut self.snap.pods, generation_now).counted {
+                    self.bump_serial();
                 }
             }
         }
@@ -216,15 +216,13 @@ impl ClusterStore {
             Resource::Services => self.delete_service(&wire_labels([&*key.name, &*key.namespace])),
             Resource::EndpointSlices => self.delete_slice(&slice_key(&key.namespace, &key.name)),
             Resource::Pods => {
-                let Some((indexed, counted)) = self.pods.remove(&mut self.snap.pod_owners, key) else {
+                let Some(c) = self.pods.remove(&mut self.snap.pods, key) else {
                     return false;
                 };
-                let Some(ip) = counted else {
-                    return indexed;
-                };
-                self.unindex_pod(&key.namespace, &ip);
-                self.bump_serial();
-                true
+                if c.counted {
+                    self.bump_serial();
+                }
+                c.changed
             }
         }
     }
@@ -480,36 +478,11 @@ impl ClusterStore {
 
     fn upsert_pod(&mut self, p: Pod) -> bool {
         let generation_now = self.current_gen(Resource::Pods);
-        let (indexed, recount) = self.pods.upsert(&mut self.snap.pod_owners, &p, generation_now);
-        let Some(super::pods::Recount { old, new }) = recount else {
-            return indexed;
-        };
-        if let Some(ip) = old {
-            self.unindex_pod(&p.namespace, &ip);
+        let c = self.pods.upsert(&mut self.snap.pods, &p, generation_now);
+        if c.counted {
+            self.bump_serial();
         }
-        if !new.is_empty() {
-            let k = pod_key(&p.namespace, &new);
-            let n = self.snap.pods.get(&k[..]).copied().unwrap_or(0);
-            self.snap.pods.insert(k, n + 1);
-        }
-        self.bump_serial();
-        true
-    }
-
-    fn unindex_pod(&mut self, ns: &str, ip: &str) {
-        if ip.is_empty() {
-            return;
-        }
-        let k = pod_key(ns, ip);
-        match self.snap.pods.get(&k[..]).copied() {
-            Some(n) if n > 1 => {
-                self.snap.pods.insert(k, n - 1);
-            }
-            Some(_) => {
-                self.snap.pods.remove(&k[..]);
-            }
-            None => {}
-        }
+        c.changed
     }
 
     /// Adds owners of `ip` (a batch costs one copy of its list).
@@ -636,12 +609,6 @@ pub fn service_key(ns: &str, name: &str) -> Box<[u8]> {
 pub(super) fn slice_key(ns: &str, name: &str) -> Box<[u8]> {
     let mut k = wire_labels([ns]).into_vec();
     k.extend_from_slice(name.as_bytes());
-    k.into_boxed_slice()
-}
-
-pub(super) fn pod_key(ns: &str, ip: &str) -> Box<[u8]> {
-    let mut k = wire_labels([ns]).into_vec();
-    k.extend_from_slice(ip.as_bytes());
     k.into_boxed_slice()
 }
 

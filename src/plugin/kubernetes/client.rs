@@ -22,7 +22,11 @@ const MAX_RESOLV_CONF: u64 = 64 * 1024;
 impl Kubernetes {
     /// The pod that sent `req`, if exactly one pod (not on the host network) has its
     /// address; only with `pods verified`, as CoreDNS's `podWithIP`.
-    fn client_pod<R>(&self, req: &Request<'_>, f: impl FnOnce(Option<&crate::kubernetes::snapshot::PodRef>) -> R) -> R {
+    fn client_pod<R>(
+        &self,
+        req: &Request<'_>,
+        f: impl FnOnce(Option<crate::kubernetes::snapshot::PodRef<'_>>) -> R,
+    ) -> R {
         if self.opts.pods != PodMode::Verified {
             return f(None);
         }
@@ -41,9 +45,9 @@ impl Kubernetes {
             "client-namespace" | "client-pod-name" => self.client_pod(q.req, |pod| {
                 let Some(pod) = pod else { return false };
                 out.push_str(if label == "client-namespace" {
-                    &pod.namespace
+                    pod.namespace
                 } else {
-                    &pod.name
+                    pod.name
                 });
                 true
             }),
