@@ -10,7 +10,7 @@ use super::Snapshot;
 use super::entry::{Outside, ServiceData, ServiceEntry, wire_labels};
 use super::owners::{Owner, Owners};
 use super::shard::{ByKey, FxHasher, FxMap, FxSet, Keyed};
-use super::slice::{Ep, NO_NAME, SliceData, name_index, write_dashed};
+use super::slice::{Ep, Eps, NO_NAME, SliceData, write_dashed};
 use crate::kubernetes::model::{
     Endpoint, EndpointSlice, ExternalIp, Namespace, Object, ObjectKey, Pod, Port, Resource, Service, ServiceKind,
 };
@@ -380,31 +380,33 @@ impl ClusterStore {
         }
         let ports = self.intern_ports(e.ports);
         let rel = wire_labels([&*e.service, &*e.namespace, "svc"]);
+        let eps = Eps::from_vec(eps);
         if let Some(o) = &old {
             // As for services: a new version serving the same endpoints keeps the entry.
-            if o.rel == rel && o.ports == ports && *o.eps == *eps && *o.names == *names {
+            if o.rel() == &rel[..] && o.ports == ports && o.eps == eps && o.names() == &names[..] {
                 o.version.store(version, Ordering::Relaxed);
                 return false;
             }
         }
-        let index = name_index(&eps, &names);
-        let data = Arc::new(SliceData {
-            key,
-            rel,
-            version: AtomicU64::new(version),
-            seen: AtomicU32::new(generation_now),
+        let Some(data) = SliceData::new(
+            &key,
+            &rel,
+            &names,
+            version,
+            generation_now,
             ports,
-            eps: eps.into_boxed_slice(),
-            names: names.into_boxed_slice(),
-            index,
-            last_change_trigger: e.last_change_trigger,
+            eps,
+            e.last_change_trigger,
+        ) else {
+            return false;
+        };
+        let data = Arc::new(data);
+        let bump = old.as_ref().is_none_or(|o| {
+            o.ports != data.ports || o.rel() != data.rel() || o.eps != data.eps || o.names() != data.names()
         });
-        let bump = old
-            .as_ref()
-            .is_none_or(|o| o.ports != data.ports || o.rel != data.rel || o.eps != data.eps || o.names != data.names);
         if let Some(o) = &old {
             self.unindex_endpoints(o);
-            if o.rel != data.rel {
+            if o.rel() != data.rel() {
                 self.detach(o);
             }
         }
