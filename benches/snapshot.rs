@@ -309,11 +309,6 @@ fn run_pods(n: usize) {
         changes[changes.len() / 2],
         changes[changes.len() * 99 / 100],
     );
-    println!(
-        "{services:>7} services: {allocs} allocations ({:.2} a service), {:.1} MiB with malloc's chunk headers and rounding",
-        allocs as f64 / services as f64,
-        mib(chunks),
-    );
     drop(snap);
 }
 
