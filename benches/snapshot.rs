@@ -171,6 +171,7 @@ fn run(services: usize) {
     let build = t.elapsed();
     let held = LIVE.load(Ordering::Relaxed) - base;
     let allocs = COUNT.load(Ordering::Relaxed) - count0;
+    let breakdown = store.heap_breakdown();
     let chunks = CHUNKS.load(Ordering::Relaxed) - chunks0;
     assert!(snap.synced);
 
@@ -224,6 +225,11 @@ fn run(services: usize) {
         allocs as f64 / services as f64,
         mib(chunks),
     );
+    let parts: Vec<String> = breakdown
+        .iter()
+        .map(|(what, b)| format!("{what} {:.1}", mib(*b)))
+        .collect();
+    println!("{services:>7} services: heap by structure, MiB: {}", parts.join(", "));
     drop(snap);
 }
 

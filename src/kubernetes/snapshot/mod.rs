@@ -332,7 +332,7 @@ mod tests {
         );
         let snap = st.snapshot();
         let e = snap.service(&service_key("ns", "h")).unwrap();
-        assert_eq!(count(&e, true), 1);
+        assert_eq!(count(e, true), 1);
         assert!(snap.owners(&"10.1.0.1".parse().unwrap()).is_empty());
         assert!(!snap.owners(&"10.1.0.2".parse().unwrap()).is_empty());
     }

@@ -236,6 +236,15 @@ impl<K: Ord + Copy, V: Clone> SortedShard<K, V> {
         self.keys.is_empty()
     }
 
+    /// Bytes of its two arrays, spare room included.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.keys.capacity() * std::mem::size_of::<K>() + self.vals.capacity() * std::mem::size_of::<V>()
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &V> {
+        self.vals.iter()
+    }
+
     fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self.find(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.vals[i], value)),

@@ -57,6 +57,12 @@ pub struct Ep4 {
     name: u16,
 }
 
+impl Ep4 {
+    pub fn ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.ip)
+    }
+}
+
 /// A slice's endpoints. An EndpointSlice has one address type, and in most clusters
 /// that is IPv4: such a slice keeps 6 bytes an endpoint; one with any IPv6 address
 /// keeps every endpoint as an [`Ep`].
@@ -122,6 +128,15 @@ impl Eps {
         match self {
             Eps::V4(v) => IpAddr::V4(Ipv4Addr::from(v[i].ip)),
             Eps::Any(v) => v[i].addr(),
+        }
+    }
+
+    /// Endpoint `i`'s name offset (see [`Ep`]; panics past the end).
+    #[inline]
+    fn name(&self, i: usize) -> u16 {
+        match self {
+            Eps::V4(v) => v[i].name,
+            Eps::Any(v) => v[i].name,
         }
     }
 
@@ -212,13 +227,13 @@ pub fn label_hash(label: &[u8]) -> u64 {
 
 /// Endpoint `i`'s label (length byte first), from a slice's parts.
 pub(super) fn label_of<'b>(eps: &Eps, names: &'b [u8], i: usize, buf: &'b mut LabelBuf) -> &'b [u8] {
-    let ep = eps.at(i);
-    if ep.name != NO_NAME {
-        let at = ep.name as usize;
+    let name = eps.name(i);
+    if name != NO_NAME {
+        let at = name as usize;
         let len = names[at] as usize;
         return &names[at..at + 1 + len];
     }
-    let n = write_dashed(ep.addr(), &mut buf[1..]);
+    let n = write_dashed(eps.addr(i), &mut buf[1..]);
     buf[0] = n as u8;
     &buf[..1 + n]
 }
@@ -278,6 +293,19 @@ impl SliceData {
             index,
             last_change_trigger,
         })
+    }
+
+    /// Heap bytes asked for (the record with its text and name index, its endpoints),
+    /// for the bench's breakdown; shared port lists not counted.
+    pub(super) fn heap_bytes(&self) -> (usize, usize) {
+        let eps = match &self.eps {
+            Eps::V4(v) => std::mem::size_of_val(&**v),
+            Eps::Any(v) => std::mem::size_of_val(&**v),
+        };
+        (
+            16 + std::mem::size_of::<SliceData>() + self.text.len() + 2 * self.index.len(),
+            eps,
+        )
     }
 
     /// `<service>.<ns>.svc` wire labels (the service named by its label).

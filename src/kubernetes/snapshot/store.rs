@@ -108,6 +108,69 @@ impl ClusterStore {
         }
     }
 
+    /// Heap bytes the services, slices and the reverse index ask for, by structure
+    /// (malloc's per-allocation overhead apart): `cargo bench --bench snapshot` prints
+    /// it, so that a change of layout shows where it moved bytes.
+    pub fn heap_breakdown(&self) -> Vec<(&'static str, usize)> {
+        fn set_bytes(buckets: usize, slot: usize) -> usize {
+            // hashbrown: a power of two of buckets holds 7/8 of it, a control byte each.
+            let b = if buckets == 0 {
+                0
+            } else {
+                (buckets * 8 / 7).next_power_of_two()
+            };
+            b * (slot + 1)
+        }
+        let owners = |o: &Owners| match o {
+            Owners::One(_) => 0,
+            Owners::Many(v) => 16 + 16 + 16 * v.len(),
+        };
+        let reverse: usize = self
+            .snap
+            .reverse4
+            .shards
+            .iter()
+            .map(|s| 16 + s.heap_bytes() + s.values().map(owners).sum::<usize>())
+            .chain(
+                self.snap
+                    .reverse6
+                    .shards
+                    .iter()
+                    .map(|s| 16 + s.heap_bytes() + s.values().map(owners).sum::<usize>()),
+            )
+            .sum();
+        let (mut entries, mut records, mut ips) = (0, 0, 0);
+        for e in self.snap.services.iter() {
+            let (a, b, c) = e.heap_bytes();
+            entries += a;
+            records += b;
+            ips += c;
+        }
+        let (mut slices, mut eps) = (0, 0);
+        for s in self.slices.iter() {
+            let (a, b) = s.0.heap_bytes();
+            slices += a;
+            eps += b;
+        }
+        let sets = self
+            .snap
+            .services
+            .shards
+            .iter()
+            .map(|s| 16 + set_bytes(s.capacity(), 8))
+            .sum::<usize>()
+            + set_bytes(self.slices.capacity(), 8);
+        vec![
+            ("reverse index", reverse),
+            ("service records", records),
+            ("service entries", entries),
+            ("slice records", slices),
+            ("endpoints", eps),
+            ("service/slice lookup sets", sets),
+            ("cluster IPs", ips),
+        ]
+    }
+
     /// The snapshot as it stands (cheap: shard pointers are cloned).
     pub fn snapshot(&self) -> Snapshot {
         self.snap.clone()
