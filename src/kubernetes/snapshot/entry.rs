@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::shard::{FxSet, Keyed};
-use super::slice::SliceData;
+use super::slice::{Eps, SliceData};
 use crate::kubernetes::model::{Port, ServiceKind};
 
 /// Wire-format labels (length-prefixed, no root) for `labels` joined in order. Every
@@ -114,16 +114,24 @@ impl Keyed for ServiceData {
 pub struct ServiceEntry {
     pub svc: Arc<ServiceData>,
     pub slices: Box<[Arc<SliceData>]>,
-    /// Headless only: every ready address once, in order (a ClusterIP service answers
-    /// from its cluster IPs).
-    pub(super) v4: Box<[Ipv4Addr]>,
-    pub(super) v6: Box<[Ipv6Addr]>,
+    /// Headless only, and only when endpoints repeat an address: every ready address
+    /// once, in order. Otherwise (nearly always) the addresses are the slices'
+    /// endpoints as they are, and an entry keeps no copy of them. A ClusterIP service
+    /// answers from its cluster IPs.
+    unique: Option<Box<Unique>>,
     /// Ready addresses over all slices (for `ignore empty_service`).
     pub ready_addresses: u32,
     /// Headless only: no two endpoints share a name or an address, and no port list
     /// repeats a port number; then no (target, port) or (target, address) pair can
     /// repeat, and answers need no duplicate check.
     pub distinct: bool,
+}
+
+/// A headless service's addresses, each once, when its endpoints repeat some.
+#[derive(Debug)]
+struct Unique {
+    v4: Box<[Ipv4Addr]>,
+    v6: Box<[Ipv6Addr]>,
 }
 
 impl Keyed for ServiceEntry {
@@ -149,11 +157,12 @@ pub(super) fn port_numbers_distinct(ports: &[Port]) -> bool {
 impl ServiceEntry {
     pub(super) fn new(svc: Arc<ServiceData>, slices: Box<[Arc<SliceData>]>) -> ServiceEntry {
         let ready = slices.iter().map(|s| s.eps.len()).sum::<usize>();
-        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        let mut unique = None;
         let mut distinct = false;
         if svc.kind == ServiceKind::Headless {
             // Dedup with a set, keeping first-seen order (a small service compares
             // with what it kept, cheaper than hashing).
+            let (mut v4, mut v6) = (Vec::new(), Vec::new());
             let mut seen = std::collections::HashSet::with_capacity(if ready < 64 { 0 } else { ready });
             for e in slices.iter().flat_map(|s| s.eps.iter()) {
                 let new = if ready < 64 {
@@ -171,50 +180,84 @@ impl ServiceEntry {
                     }
                 }
             }
+            let addresses_distinct = v4.len() + v6.len() == ready;
             // Slices of one service nearly always share one port list (lists are
             // interned): each distinct list is checked once.
             let mut lists: FxSet<*const Port> = FxSet::default();
-            distinct = v4.len() + v6.len() == ready
+            distinct = addresses_distinct
                 && slices.iter().all(|s| !s.has_names())
                 && slices
                     .iter()
                     .filter(|s| lists.insert(s.ports.as_ptr()))
                     .all(|s| port_numbers_distinct(&s.ports));
+            if !addresses_distinct {
+                unique = Some(Box::new(Unique {
+                    v4: v4.into_boxed_slice(),
+                    v6: v6.into_boxed_slice(),
+                }));
+            }
         }
         ServiceEntry {
             svc,
             slices,
-            v4: v4.into_boxed_slice(),
-            v6: v6.into_boxed_slice(),
+            unique,
             ready_addresses: ready as u32,
             distinct,
         }
+    }
+
+    /// Heap bytes asked for (the entry with its slice list and address lists; the
+    /// service record and cluster IPs apart), for the bench's breakdown.
+    pub(super) fn heap_bytes(&self) -> (usize, usize, usize) {
+        let entry = 16
+            + std::mem::size_of::<ServiceEntry>()
+            + std::mem::size_of_val(&*self.slices)
+            + self.unique.as_ref().map_or(0, |u| {
+                std::mem::size_of::<Unique>() + std::mem::size_of_val(&*u.v4) + std::mem::size_of_val(&*u.v6)
+            });
+        let svc = &self.svc;
+        let record = 16
+            + std::mem::size_of::<ServiceData>()
+            + svc.rel.len()
+            + svc.outside.as_ref().map_or(0, |o| {
+                std::mem::size_of::<Outside>()
+                    + o.external_name.as_ref().map_or(0, |n| n.len())
+                    + std::mem::size_of_val(&*o.ips)
+                    + o.hosts.iter().map(|h| 16 + h.len()).sum::<usize>()
+            });
+        (entry, record, std::mem::size_of_val(&*svc.cluster_ips))
     }
 
     /// Calls `f` with the addresses of a plain A (`v4`) or AAAA query, each once, in
     /// order, until it breaks; returns whether there was any.
     pub fn addresses(&self, v4: bool, mut f: impl FnMut(IpAddr) -> ControlFlow<()>) -> bool {
         let mut any = false;
-        let _ = match self.svc.kind {
-            ServiceKind::Headless if v4 => self.v4.iter().try_for_each(|a| {
-                any = true;
-                f(IpAddr::V4(*a))
-            }),
-            ServiceKind::Headless => self.v6.iter().try_for_each(|a| {
-                any = true;
-                f(IpAddr::V6(*a))
+        let mut each = |ip: IpAddr| {
+            any = true;
+            f(ip)
+        };
+        let _ = match (&self.svc.kind, &self.unique) {
+            (ServiceKind::Headless, Some(u)) if v4 => u.v4.iter().try_for_each(|a| each(IpAddr::V4(*a))),
+            (ServiceKind::Headless, Some(u)) => u.v6.iter().try_for_each(|a| each(IpAddr::V6(*a))),
+            // No address repeats: the endpoints in order are the answer.
+            // An IPv4 slice is walked without a family test per endpoint.
+            (ServiceKind::Headless, None) => self.slices.iter().try_for_each(|s| match &s.eps {
+                Eps::V4(eps) if v4 => eps.iter().try_for_each(|e| each(IpAddr::V4(e.ip()))),
+                Eps::V4(_) => ControlFlow::Continue(()),
+                Eps::Any(eps) => eps
+                    .iter()
+                    .map(|e| e.addr())
+                    .filter(|ip| ip.is_ipv4() == v4)
+                    .try_for_each(&mut each),
             }),
             // Cluster IPs are deduplicated when the service is stored.
-            ServiceKind::ClusterIp => self
+            (ServiceKind::ClusterIp, _) => self
                 .svc
                 .cluster_ips
                 .iter()
                 .filter(|ip| ip.is_ipv4() == v4)
-                .try_for_each(|ip| {
-                    any = true;
-                    f(*ip)
-                }),
-            ServiceKind::ExternalName => ControlFlow::Continue(()),
+                .try_for_each(|ip| each(*ip)),
+            (ServiceKind::ExternalName, _) => ControlFlow::Continue(()),
         };
         any
     }

@@ -35,8 +35,8 @@ mod store;
 pub use entry::{Outside, ServiceData, ServiceEntry, label_at, wire_labels};
 pub use owners::{Owner, Owners};
 pub use pods::{ClientPod, PodRef};
-pub use shard::{ByKey, FxHasher, Keyed, Sharded, ShardedSet};
-pub use slice::{Ep, LabelBuf, SliceData, label_hash};
+pub use shard::{ByKey, FxHasher, Keyed, Sharded, ShardedSet, SortedShard, SortedShards};
+pub use slice::{Ep, Ep4, Eps, LabelBuf, SliceData, label_hash};
 pub use store::{ClusterStore, MAX_EXTERNAL_OWNERS, StoreOptions, service_key};
 
 /// An immutable view of the cluster, published for the workers.
@@ -52,8 +52,10 @@ pub struct Snapshot {
     namespaces: Sharded<Box<[u8]>, ()>,
     /// Keyed by the wire labels `<svc><ns>` (what a query holds contiguously).
     services: ShardedSet<ServiceEntry>,
-    reverse4: Sharded<u32, Owners>,
-    reverse6: Sharded<u128, Owners>,
+    /// Sorted arrays, not hash tables: one entry per cluster IP and endpoint address
+    /// makes this the largest table of the snapshot.
+    reverse4: SortedShards<u32, Owners>,
+    reverse6: SortedShards<u128, Owners>,
     /// Pods by address, for the client's pod and `pods verified` answers.
     pods: pods::PodIndex,
     /// External address → the services that have it (`k8s_external`'s PTR).
@@ -146,6 +148,16 @@ mod tests {
                 port: 80,
             }],
         })
+    }
+
+    /// How many addresses an A (`v4`) or AAAA query for the service gets.
+    fn count(e: &ServiceEntry, v4: bool) -> usize {
+        let mut n = 0;
+        e.addresses(v4, |_| {
+            n += 1;
+            ControlFlow::Continue(())
+        });
+        n
     }
 
     fn slice(ns: &str, name: &str, service: &str, rv: &str, addrs: &[&str]) -> Object {
@@ -267,8 +279,8 @@ mod tests {
         st.upsert(slice("ns", "h-2", "h", "3", &["10.1.0.2", "fd00::1"]));
         let snap = st.snapshot();
         let e = snap.service(&service_key("ns", "h")).unwrap();
-        assert_eq!(e.v4.len(), 2, "deduplicated across slices");
-        assert_eq!(e.v6.len(), 1);
+        assert_eq!(count(e, true), 2, "deduplicated across slices");
+        assert_eq!(count(e, false), 1);
         let mut buf = [0u8; 64];
         assert_eq!(e.slices[1].label(1, &mut buf), b"\x07fd00--1");
         st.delete(
@@ -279,7 +291,7 @@ mod tests {
             },
         );
         let e = st.snapshot().service(&service_key("ns", "h")).unwrap().clone();
-        assert_eq!(e.v4.len(), 1);
+        assert_eq!(count(&e, true), 1);
         assert!(st.snapshot().owners(&"10.1.0.1".parse().unwrap()).is_empty());
     }
 
@@ -298,7 +310,7 @@ mod tests {
         let (one, two) = (format!("{prefix}one"), format!("{prefix}two"));
         st.upsert(slice("ns", &one, "h", "2", &["10.1.0.1"]));
         st.upsert(slice("ns", &two, "h", "3", &["10.1.0.2"]));
-        assert_eq!(st.snapshot().service(&service_key("ns", "h")).unwrap().v4.len(), 2);
+        assert_eq!(count(st.snapshot().service(&service_key("ns", "h")).unwrap(), true), 2);
         st.delete(
             Resource::EndpointSlices,
             &ObjectKey {
@@ -308,7 +320,7 @@ mod tests {
         );
         let snap = st.snapshot();
         let e = snap.service(&service_key("ns", "h")).unwrap();
-        assert_eq!(e.v4.len(), 1);
+        assert_eq!(count(e, true), 1);
         assert!(snap.owners(&"10.1.0.1".parse().unwrap()).is_empty());
         assert!(!snap.owners(&"10.1.0.2".parse().unwrap()).is_empty());
     }
@@ -437,12 +449,67 @@ mod tests {
     }
 
     /// The reverse index has an entry per cluster IP and endpoint address (its largest
-    /// table): an address and its owners in 24 bytes.
+    /// table): an IPv4 address and its owners in 20 bytes (key and value in two dense
+    /// arrays, no padding between them).
     #[test]
-    fn a_reverse_index_entry_is_24_bytes() {
+    fn a_reverse_index_entry_is_20_bytes() {
         assert_eq!(std::mem::size_of::<Owner>(), 16);
         assert_eq!(std::mem::size_of::<Owners>(), 16);
-        assert_eq!(std::mem::size_of::<(u32, Owners)>(), 24);
+        assert_eq!(std::mem::size_of::<u32>() + std::mem::size_of::<Owners>(), 20);
+    }
+
+    /// An IPv4 slice keeps 6 bytes an endpoint; one IPv6 address makes it keep 20.
+    #[test]
+    fn ipv4_slices_keep_small_endpoints() {
+        assert_eq!(std::mem::size_of::<slice::Ep4>(), 6);
+        let mut st = ClusterStore::new(StoreOptions::default(), vec![]);
+        st.upsert(slice("ns", "a-1", "a", "1", &["10.1.0.1", "10.1.0.2"]));
+        st.upsert(slice("ns", "b-1", "b", "1", &["10.1.0.3", "fd00::3"]));
+        let snap = st.snapshot();
+        let Owner::Endpoint(a, 1) = &snap.owners(&"10.1.0.2".parse().unwrap())[0] else {
+            panic!("not endpoint 1")
+        };
+        assert!(matches!(a.eps, slice::Eps::V4(_)));
+        assert_eq!(a.eps.addr(1), "10.1.0.2".parse::<IpAddr>().unwrap());
+        let Owner::Endpoint(b, 1) = &snap.owners(&"fd00::3".parse().unwrap())[0] else {
+            panic!("not endpoint 1")
+        };
+        assert!(matches!(b.eps, slice::Eps::Any(_)));
+        assert_eq!(b.eps.addr(0), "10.1.0.3".parse::<IpAddr>().unwrap());
+        assert_eq!(b.rel(), b"\x01b\x02ns\x03svc");
+        assert_eq!(b.key(), &*slice_key("ns", "b-1"));
+    }
+
+    /// The reverse index's shards stay sorted through inserts and removals in any
+    /// order, and a removal copies nothing when the address is not there.
+    #[test]
+    fn the_reverse_index_finds_what_it_holds_in_any_insert_order() {
+        let mut m: SortedShards<u32, u32> = SortedShards::default();
+        let mut x = 12345u32;
+        let mut keys = Vec::new();
+        for i in 0..5000u32 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            keys.push(x);
+            assert_eq!(m.insert(x, i), None);
+        }
+        assert_eq!(m.len(), 5000);
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(m.get(k), Some(&(i as u32)));
+        }
+        assert_eq!(m.insert(keys[7], 99), Some(7));
+        let before = m.clone();
+        assert_eq!(m.remove(&1), None);
+        for (b, a) in before.shards.iter().zip(&m.shards) {
+            assert!(Arc::ptr_eq(b, a), "nothing removed, nothing copied");
+        }
+        for k in &keys[..4000] {
+            assert!(m.remove(k).is_some());
+        }
+        assert_eq!(m.len(), 1000);
+        assert!(keys[..4000].iter().all(|k| m.get(k).is_none()));
+        assert!(keys[4000..].iter().all(|k| m.get(k).is_some()));
+        assert_eq!(before.len(), 5000, "the copy kept its entries");
+        assert_eq!(before.get(&keys[7]), Some(&99));
     }
 
     #[test]

@@ -202,3 +202,135 @@ impl<T: Keyed> ShardedSet<T> {
         self.shards.iter().flat_map(|s| s.iter().map(|b| &b.0))
     }
 }
+
+/// One shard of a [`SortedShards`]: keys in ascending order in one array, their values
+/// at the same positions in another. No empty slots and no control bytes: an entry
+/// costs its key and its value (a hash table's shard, at the load a doubling table
+/// averages, cost about twice that), and a lookup binary-searches a dense array of
+/// keys.
+pub struct SortedShard<K, V> {
+    keys: Vec<K>,
+    vals: Vec<V>,
+}
+
+impl<K: Clone, V: Clone> Clone for SortedShard<K, V> {
+    /// A copy with no spare room (a copy-on-write copy is made for one change).
+    fn clone(&self) -> Self {
+        SortedShard {
+            keys: self.keys.clone(),
+            vals: self.vals.clone(),
+        }
+    }
+}
+
+impl<K: Ord + Copy, V: Clone> SortedShard<K, V> {
+    fn find(&self, key: &K) -> Result<usize, usize> {
+        self.keys.binary_search(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Bytes of its two arrays, spare room included.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.keys.capacity() * std::mem::size_of::<K>() + self.vals.capacity() * std::mem::size_of::<V>()
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &V> {
+        self.vals.iter()
+    }
+
+    fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.vals[i], value)),
+            Err(i) => {
+                // Grow by an eighth, not double: a shard that grew in a list keeps
+                // its spare room until copied, and doubling would leave up to half of
+                // it unused. Inserting in the middle moves the tail anyway, so a
+                // shard of n entries costs O(n) a change either way.
+                if self.keys.len() == self.keys.capacity() {
+                    let more = self.keys.len() / 8 + 1;
+                    self.keys.reserve_exact(more);
+                    self.vals.reserve_exact(more);
+                }
+                self.keys.insert(i, key);
+                self.vals.insert(i, value);
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &K) -> Option<V> {
+        let i = self.find(key).ok()?;
+        self.keys.remove(i);
+        let v = self.vals.remove(i);
+        // A shard emptied by a relist gives its room back.
+        if self.keys.capacity() > 2 * self.keys.len() + 16 {
+            self.keys.shrink_to_fit();
+            self.vals.shrink_to_fit();
+        }
+        Some(v)
+    }
+}
+
+/// A map split into `SHARDS` copy-on-write shards like [`Sharded`], each a sorted array
+/// ([`SortedShard`]): for fixed-size keys (addresses) in large numbers, where a hash
+/// table's empty slots would be most of the memory.
+pub struct SortedShards<K, V> {
+    pub(super) shards: Vec<Arc<SortedShard<K, V>>>,
+}
+
+impl<K, V> Clone for SortedShards<K, V> {
+    fn clone(&self) -> Self {
+        SortedShards {
+            shards: self.shards.clone(),
+        }
+    }
+}
+
+impl<K, V> Default for SortedShards<K, V> {
+    fn default() -> Self {
+        SortedShards {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Arc::new(SortedShard {
+                        keys: Vec::new(),
+                        vals: Vec::new(),
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+impl<K: Hash + Ord + Copy, V: Clone> SortedShards<K, V> {
+    pub fn get(&self, key: &K) -> Option<&V> {
+        let s = &self.shards[shard_of(key)];
+        s.find(key).ok().map(|i| &s.vals[i])
+    }
+
+    /// Inserts or replaces; copies the shard if a published snapshot still holds it.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        Arc::make_mut(&mut self.shards[shard_of(&key)]).insert(key, value)
+    }
+
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let s = shard_of(key);
+        // Only copy the shard when the key is really there.
+        self.shards[s].find(key).ok()?;
+        Arc::make_mut(&mut self.shards[s]).remove(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

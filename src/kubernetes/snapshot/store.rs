@@ -10,7 +10,7 @@ use super::Snapshot;
 use super::entry::{Outside, ServiceData, ServiceEntry, wire_labels};
 use super::owners::{Owner, Owners};
 use super::shard::{ByKey, FxHasher, FxMap, FxSet, Keyed};
-use super::slice::{Ep, NO_NAME, SliceData, name_index, write_dashed};
+use super::slice::{Ep, Eps, NO_NAME, SliceData, write_dashed};
 use crate::kubernetes::model::{
     Endpoint, EndpointSlice, ExternalIp, Namespace, Object, ObjectKey, Pod, Port, Resource, Service, ServiceKind,
 };
@@ -106,6 +106,69 @@ impl ClusterStore {
             required,
             ..ClusterStore::default()
         }
+    }
+
+    /// Heap bytes the services, slices and the reverse index ask for, by structure
+    /// (malloc's per-allocation overhead apart): `cargo bench --bench snapshot` prints
+    /// it, so that a change of layout shows where it moved bytes.
+    pub fn heap_breakdown(&self) -> Vec<(&'static str, usize)> {
+        fn set_bytes(buckets: usize, slot: usize) -> usize {
+            // hashbrown: a power of two of buckets holds 7/8 of it, a control byte each.
+            let b = if buckets == 0 {
+                0
+            } else {
+                (buckets * 8 / 7).next_power_of_two()
+            };
+            b * (slot + 1)
+        }
+        let owners = |o: &Owners| match o {
+            Owners::One(_) => 0,
+            Owners::Many(v) => 16 + 16 + 16 * v.len(),
+        };
+        let reverse: usize = self
+            .snap
+            .reverse4
+            .shards
+            .iter()
+            .map(|s| 16 + s.heap_bytes() + s.values().map(owners).sum::<usize>())
+            .chain(
+                self.snap
+                    .reverse6
+                    .shards
+                    .iter()
+                    .map(|s| 16 + s.heap_bytes() + s.values().map(owners).sum::<usize>()),
+            )
+            .sum();
+        let (mut entries, mut records, mut ips) = (0, 0, 0);
+        for e in self.snap.services.iter() {
+            let (a, b, c) = e.heap_bytes();
+            entries += a;
+            records += b;
+            ips += c;
+        }
+        let (mut slices, mut eps) = (0, 0);
+        for s in self.slices.iter() {
+            let (a, b) = s.0.heap_bytes();
+            slices += a;
+            eps += b;
+        }
+        let sets = self
+            .snap
+            .services
+            .shards
+            .iter()
+            .map(|s| 16 + set_bytes(s.capacity(), 8))
+            .sum::<usize>()
+            + set_bytes(self.slices.capacity(), 8);
+        vec![
+            ("reverse index", reverse),
+            ("service records", records),
+            ("service entries", entries),
+            ("slice records", slices),
+            ("endpoints", eps),
+            ("service/slice lookup sets", sets),
+            ("cluster IPs", ips),
+        ]
     }
 
     /// The snapshot as it stands (cheap: shard pointers are cloned).
@@ -378,31 +441,33 @@ impl ClusterStore {
         }
         let ports = self.intern_ports(e.ports);
         let rel = wire_labels([&*e.service, &*e.namespace, "svc"]);
+        let eps = Eps::from_vec(eps);
         if let Some(o) = &old {
             // As for services: a new version serving the same endpoints keeps the entry.
-            if o.rel == rel && o.ports == ports && *o.eps == *eps && *o.names == *names {
+            if o.rel() == &rel[..] && o.ports == ports && o.eps == eps && o.names() == &names[..] {
                 o.version.store(version, Ordering::Relaxed);
                 return false;
             }
         }
-        let index = name_index(&eps, &names);
-        let data = Arc::new(SliceData {
-            key,
-            rel,
-            version: AtomicU64::new(version),
-            seen: AtomicU32::new(generation_now),
+        let Some(data) = SliceData::new(
+            &key,
+            &rel,
+            &names,
+            version,
+            generation_now,
             ports,
-            eps: eps.into_boxed_slice(),
-            names: names.into_boxed_slice(),
-            index,
-            last_change_trigger: e.last_change_trigger,
+            eps,
+            e.last_change_trigger,
+        ) else {
+            return false;
+        };
+        let data = Arc::new(data);
+        let bump = old.as_ref().is_none_or(|o| {
+            o.ports != data.ports || o.rel() != data.rel() || o.eps != data.eps || o.names() != data.names()
         });
-        let bump = old
-            .as_ref()
-            .is_none_or(|o| o.ports != data.ports || o.rel != data.rel || o.eps != data.eps || o.names != data.names);
         if let Some(o) = &old {
             self.unindex_endpoints(o);
-            if o.rel != data.rel {
+            if o.rel() != data.rel() {
                 self.detach(o);
             }
         }

@@ -481,7 +481,7 @@ impl<'c, 'a, 'r> Candidates<'c, 'a, 'r> {
                 }
                 for p in slice.ports.iter().filter(|p| self.sel.port_matches(p)) {
                     ctx.charge(1)?;
-                    if !f(Some(slice.eps[e].addr()), p.port, Target::Endpoint(label)) {
+                    if !f(Some(slice.eps.addr(e)), p.port, Target::Endpoint(label)) {
                         return Ok(false);
                     }
                 }

@@ -329,7 +329,7 @@ impl KubeZone {
         while let Some(slice) = entry.slices.get(self.cur[0]) {
             while self.cur[1] < slice.eps.len() {
                 let e = self.cur[1];
-                let ip = slice.eps[e].addr();
+                let ip = slice.eps.addr(e);
                 let mut buf = [0u8; 64];
                 let label = slice.label(e, &mut buf);
                 let ep_owner = Name {

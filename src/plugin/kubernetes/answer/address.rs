@@ -78,7 +78,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             let mut seen = seen.borrow_mut();
             seen.clear();
             let mut n = 0;
-            let ip_of = |i: [u32; 3]| entry.slices[i[0] as usize].eps[i[1] as usize].addr();
+            let ip_of = |i: [u32; 3]| entry.slices[i[0] as usize].eps.addr(i[1] as usize);
             self.each_endpoint(entry, sel, false, |s, e, _| {
                 let ip = ip_of([s as u32, e as u32, 0]);
                 if ip.is_ipv4() != v4 {
@@ -108,7 +108,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             return Ok(entry.addresses(v4, |_| std::ops::ControlFlow::Break(())));
         }
         let found = self.each_endpoint(entry, sel, false, |s, e, _| {
-            if entry.slices[s].eps[e].addr().is_ipv4() == v4 {
+            if entry.slices[s].eps.addr(e).is_ipv4() == v4 {
                 return Err(Halt::Enough);
             }
             Ok(())

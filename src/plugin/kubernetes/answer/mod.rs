@@ -516,7 +516,7 @@ mod tests {
                             c.push(C {
                                 label: String::from_utf8(l.clone()).unwrap(),
                                 port: p.port,
-                                ip: sl.eps[e].addr(),
+                                ip: sl.eps.addr(e),
                                 cluster: false,
                             });
                         }

@@ -102,14 +102,14 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             let same = |a: [u32; 3], b: [u32; 3]| match (&owners[a[0] as usize], &owners[b[0] as usize]) {
                 (Owner::Endpoint(sa, ea), Owner::Endpoint(sb, eb)) => {
                     let (mut ba, mut bb) = ([0u8; 64], [0u8; 64]);
-                    sa.rel == sb.rel && sa.label(*ea as usize, &mut ba) == sb.label(*eb as usize, &mut bb)
+                    sa.rel() == sb.rel() && sa.label(*ea as usize, &mut ba) == sb.label(*eb as usize, &mut bb)
                 }
                 _ => false,
             };
             let hash = |i: [u32; 3]| match &owners[i[0] as usize] {
                 Owner::Endpoint(s, e) => {
                     let mut b = [0u8; 64];
-                    hash_parts(&[&s.rel, s.label(*e as usize, &mut b)], &[])
+                    hash_parts(&[s.rel(), s.label(*e as usize, &mut b)], &[])
                 }
                 Owner::Cluster(_) => 0,
             };
@@ -126,7 +126,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
                     self.ttl(),
                     Rdata::Name(Name {
                         head: slice.label(*e as usize, &mut buf),
-                        mid: &slice.rel,
+                        mid: slice.rel(),
                         tail: Tail::Wire(primary),
                     }),
                 );

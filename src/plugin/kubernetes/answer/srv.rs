@@ -190,7 +190,7 @@ impl<'a, 'r, 's, 'z> Ctx<'a, 'r, 's, 'z> {
             }
             // One address per (target, address), for the endpoints that made an SRV.
             seen.clear();
-            let ip_of = |i: [u32; 3]| slices[i[0] as usize].eps[i[1] as usize].addr();
+            let ip_of = |i: [u32; 3]| slices[i[0] as usize].eps.addr(i[1] as usize);
             self.each_endpoint(entry, sel, true, |s, e, _| {
                 let item = [s as u32, e as u32, 0];
                 if dedup
