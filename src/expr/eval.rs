@@ -787,6 +787,28 @@ pub fn write_name(wire: &[u8], out: &mut String) {
     // buffer keeps its capacity.
     let mut buf = std::mem::take(out).into_bytes();
     buf.clear();
+    // The usual name, every label printable ASCII with nothing to escape: its wire form
+    // from the second byte in one copy, each later length byte then made a dot.
+    let mut at = 0;
+    while let Some(&len) = wire.get(at)
+        && len != 0
+        && let Some(label) = wire.get(at + 1..at + 1 + usize::from(len))
+        && label.iter().all(|&b| PLAIN[usize::from(b)])
+    {
+        at += 1 + usize::from(len);
+    }
+    if at > 0 && wire.get(at).is_none_or(|&b| b == 0) {
+        buf.extend_from_slice(&wire[1..at]);
+        buf.push(b'.');
+        let mut p = usize::from(wire[0]);
+        while p + 1 < buf.len() {
+            let len = usize::from(buf[p]);
+            buf[p] = b'.';
+            p += 1 + len;
+        }
+        *out = String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        return;
+    }
     let mut at = 0;
     while at < wire.len() && wire[at] != 0 {
         let len = wire[at] as usize;

@@ -300,3 +300,49 @@ fn nested_quantifiers_stop_at_the_step_bound() {
     let e = run(&three).expect_err("over the bound");
     assert!(e.contains("steps"), "{e}");
 }
+
+/// The one-copy path for plain names writes what label-by-label escaping writes.
+#[test]
+fn names_written_in_one_copy_as_label_by_label() {
+    fn reference(wire: &[u8]) -> String {
+        let mut out = String::new();
+        let mut at = 0;
+        while at < wire.len() && wire[at] != 0 {
+            let len = wire[at] as usize;
+            for &b in wire.get(at + 1..at + 1 + len).unwrap_or(&[]) {
+                match b {
+                    b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$' => {
+                        out.push('\\');
+                        out.push(b as char);
+                    }
+                    0x21..=0x7E => out.push(b as char),
+                    _ => out.push_str(&format!("\\{b:03}")),
+                }
+            }
+            out.push('.');
+            at += 1 + len;
+        }
+        if out.is_empty() {
+            out.push('.');
+        }
+        out
+    }
+    let long = [&[63u8][..], &[b'x'; 63], b"\x01y\x00"].concat();
+    let cases: Vec<Vec<u8>> = vec![
+        b"\x00".to_vec(),
+        b"".to_vec(),
+        b"\x01a\x00".to_vec(),
+        b"\x02ip\x0810-1-2-3\x04expr\x04test\x00".to_vec(),
+        b"\x03web\x06team-a".to_vec(),
+        b"\x03web\x03a;b\x00".to_vec(),
+        b"\x03a b\x01c\x00".to_vec(),
+        b"\x03ab\x00".to_vec(),
+        b"\x05ab\x00".to_vec(),
+        long,
+    ];
+    let mut out = String::from("left over");
+    for wire in &cases {
+        write_name(wire, &mut out);
+        assert_eq!(out, reference(wire), "{wire:?}");
+    }
+}
