@@ -886,7 +886,14 @@ mod tests {
             }
         });
         let (tx, rx) = crossbeam_channel::unbounded();
-        let watchers = Watchers::start(config(vec![api.url.clone()]), tx);
+        // The fake API builds 17 MiB and 10,001 items before its first byte: at load 10
+        // that passed the 300 ms idle timeout of `config`, and the extra list this timeout
+        // started broke the count of three below (seen in loaded full runs).
+        let cfg = WatchConfig {
+            idle_timeout: Duration::from_secs(20),
+            ..config(vec![api.url.clone()])
+        };
+        let watchers = Watchers::start(cfg, tx);
         let mut events = Vec::new();
         // Two failed lists back off before the third, and a debug build writes and
         // parses 17 MiB and 10,001 items: 20 s was missed on a loaded 2-core machine.
