@@ -73,8 +73,8 @@ impl Snapshot {
         self.services.get(key)
     }
 
-    /// How many shards the services are kept in: a zone transfer walks them one shard
-    /// at a time ([`Snapshot::shard_services`]), holding one shard's pointers.
+    /// How many shards the services are kept in: a zone transfer walks them shard by
+    /// shard ([`Snapshot::shard_services`]), holding 64 services' pointers at a time.
     pub fn service_shards(&self) -> usize {
         self.services.shards.len()
     }

@@ -36,11 +36,12 @@ use crate::setup::{Lifecycle, Plugin, SetupCtx};
 /// The directive name, and the prefix of its errors.
 const NAME: &str = "transfer";
 /// Transfers one block runs at once; one more is answered SERVFAIL. Each holds a
-/// message buffer (64 KiB) and what its source keeps between messages (a shard of
-/// services' worth of pointers for kubernetes), so this bounds their memory.
+/// message buffer (64 KiB) and what its source keeps between messages (64 services'
+/// pointers for kubernetes), so this bounds their memory.
 pub const MAX_TRANSFERS: usize = 64;
-/// The largest message a transfer writes. A message is usually smaller: see
-/// [`MESSAGE_TIME`].
+/// The largest message size the pacing chooses (a message is usually smaller: see
+/// [`MESSAGE_TIME`]); only a record larger than the chosen size starts a message of up
+/// to [`MAX_MESSAGE_BYTES`].
 pub const MESSAGE_BYTES: usize = 16 * 1024;
 /// How long writing one message of a transfer should take. The worker that streams a
 /// transfer writes one message a turn and answers nothing else while it writes, so this

@@ -289,9 +289,6 @@ fn the_longest_zone_decides() {
     assert!(t.longest_match(&NameKey::from_text("other.net").unwrap()).is_none());
 }
 
-/// `TestTransferLargeRecordBatching`: 300 records of ~250 bytes do not fit one message;
-/// the first goes in the reply, the rest through the stream, none over 65,535 bytes,
-/// and every record arrives once, SOA last.
 /// Every message of a transfer, the first one (from `serve`) included.
 fn all_messages(t: &Transfer) -> Vec<Vec<u8>> {
     let client: SocketAddr = "127.0.0.1:5300".parse().unwrap();
@@ -311,8 +308,7 @@ fn all_messages(t: &Transfer) -> Vec<Vec<u8>> {
 }
 
 /// A record larger than the message size the pacing chose (here larger than
-/// MESSAGE_BYTES) goes alone in a message of up to 64 KiB, instead of failing the
-/// transfer.
+/// MESSAGE_BYTES) starts a message of up to 64 KiB, instead of failing the transfer.
 #[test]
 fn a_record_larger_than_the_message_size_still_goes() {
     let big: Arc<dyn Transferer> = Arc::new(Tiny {
@@ -327,9 +323,11 @@ fn a_record_larger_than_the_message_size_still_goes() {
         .iter()
         .map(|m| crate::dns::Header::of(m).unwrap().ancount())
         .collect();
-    // SOA (and nothing more fits beside a big one), then each big record alone, then
-    // the closing SOA with nothing before it that fits.
+    // The opening SOA (the first big record does not fit beside it in the chosen size),
+    // then a 64 KiB message that the big records and the closing SOA fill: every record
+    // once, no message empty.
     assert_eq!(counts.iter().map(|&c| c as usize).sum::<usize>(), 5, "{counts:?}");
+    assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
     assert!(msgs.iter().any(|m| m.len() > MESSAGE_BYTES && m.len() <= 65535));
     assert_eq!(t.live.load(Ordering::Relaxed), 0);
 }
@@ -355,6 +353,9 @@ fn message_size_follows_the_time_a_message_takes() {
     assert_eq!(next_limit(min + 100, min + 100, us(20)), min + 100);
 }
 
+/// `TestTransferLargeRecordBatching`: 300 records of ~250 bytes do not fit one message;
+/// the first goes in the reply, the rest through the stream, none over 65,535 bytes,
+/// and every record arrives once, SOA last.
 #[test]
 fn a_zone_larger_than_a_message_continues_in_the_stream() {
     let t = transfer("*", &["example.org."], vec![tiny(300)]);
