@@ -31,7 +31,7 @@ impl Owner {
 /// without walking past the latter.
 ///
 /// 16 bytes: `Many` holds a thin pointer, which fits beside `One`'s tag, so an entry of
-/// the reverse index (an address and its owners) is 24 bytes, not 32. The index has an
+/// the reverse index (an IPv4 address and its owners, in two arrays) is 20 bytes, not 32. The index has an
 /// entry per cluster IP and endpoint address, the largest table of the snapshot: a
 /// shared address pays one more pointer hop instead of every address paying 8 bytes.
 #[derive(Debug, Clone)]

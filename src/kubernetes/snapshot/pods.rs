@@ -378,9 +378,15 @@ pub(super) struct Pods {
     next_ns: u32,
 }
 
-/// The key's hash: which shard, and the low half kept in the record.
+/// The key's hash: which shard, and the low half kept in the record. Seeded once per
+/// process from the kernel's CSPRNG: a shard is searched and copied whole, so pod names
+/// chosen offline to land in one shard (anyone who may create pods could try names)
+/// would make every change to it cost the shard's size; with a secret seed they cannot
+/// be chosen. Nothing keeps the hash beyond the process.
 fn key_hash(ns: &str, name: &str) -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let mut h = FxHasher::default();
+    h.write_u64(*SEED.get_or_init(crate::chain::Rng::secure_u64));
     h.write(ns.as_bytes());
     h.write_u8(0xff);
     h.write(name.as_bytes());
@@ -679,6 +685,9 @@ impl Pods {
             s.names.shrink_to(s.names.len() + s.names.len() / 16 + 128);
         }
         for s in t.v4.shards.iter_mut().filter_map(Arc::get_mut) {
+            s.shrink_to(s.len() + s.len() / 16 + 2);
+        }
+        for s in t.v6.shards.iter_mut().filter_map(Arc::get_mut) {
             s.shrink_to(s.len() + s.len() / 16 + 2);
         }
         change

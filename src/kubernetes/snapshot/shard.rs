@@ -214,12 +214,15 @@ pub struct SortedShard<K, V> {
 }
 
 impl<K: Clone, V: Clone> Clone for SortedShard<K, V> {
-    /// A copy with no spare room (a copy-on-write copy is made for one change).
+    /// A copy with an eighth of spare room, as `insert` grows: a copy-on-write copy is
+    /// made for a change, most often an insert, which would otherwise copy it again.
     fn clone(&self) -> Self {
-        SortedShard {
-            keys: self.keys.clone(),
-            vals: self.vals.clone(),
-        }
+        let room = self.keys.len() + self.keys.len() / 8 + 1;
+        let mut keys = Vec::with_capacity(room);
+        keys.extend_from_slice(&self.keys);
+        let mut vals = Vec::with_capacity(room);
+        vals.extend_from_slice(&self.vals);
+        SortedShard { keys, vals }
     }
 }
 

@@ -30,8 +30,8 @@ pub struct StoreOptions {
 
 /// The builder's mutable state. The published maps are the store (updated in place,
 /// copy-on-write per shard); beside them only what the snapshot does not hold: slices
-/// by key, slices whose service does not exist (yet), pods by name, and the list
-/// generations.
+/// by key, slices whose service does not exist (yet), the pod table's bookkeeping
+/// (namespace ids, arena garbage), and the list generations.
 #[derive(Default)]
 pub struct ClusterStore {
     opts: StoreOptions,
@@ -39,8 +39,8 @@ pub struct ClusterStore {
     slices: FxSet<ByKey<SliceData>>,
     /// Service key → slices naming a service that does not exist.
     orphans: FxMap<Box<[u8]>, Vec<Arc<SliceData>>>,
-    /// Every pod once (`pods verified`): its counted address text and where it is in
-    /// the address index (terminating pods included).
+    /// The builder's side of the pod table (`pods verified`): list generations,
+    /// namespace ids and arena garbage counts; the pods themselves are in the snapshot.
     pods: super::pods::Pods,
     namespaces: FxMap<Box<str>, u32>,
     /// Port lists, shared by every service and slice that has the same one.
