@@ -698,38 +698,21 @@ fn many_ns() -> String {
 /// what the plugin did, and the finished message.
 fn reply_with(data: &ZoneData, raw: &[u8], prepared: bool) -> (String, Vec<u8>) {
     let a = "127.0.0.1:1".parse().unwrap();
-    let req = Request::parse(raw, Transport::Udp, a, a).ok().unwrap();
-    let mut resp = Response::new();
-    let mut worker = WorkerCtx::new(0);
-    let route = crate::chain::RouteTag {
-        slot: 0,
-        server: "dns://:53".into(),
-        zone: ".".into(),
-    };
-    let mut q = Query {
-        req: &req,
-        resp: &mut resp,
-        worker: &mut worker,
-        route: &route,
-        answered_by: "",
-        error: None,
-        refresh: false,
-        coalesce: true,
-        meta: Metadata::NONE,
-    };
-    q.worker.budget.reset();
-    let step = if prepared {
-        data.answer_as::<true>(&mut q, NAME, false)
-    } else {
-        data.answer_as::<false>(&mut q, NAME, false)
-    };
-    let spent = q.worker.budget.spent();
-    let bytes = if matches!(step, Step::Answered) {
-        resp.finish().to_vec()
-    } else {
-        Vec::new()
-    };
-    (format!("{step:?} spent {spent}"), bytes)
+    crate::chain::testing::with_query_over(raw, Transport::Udp, a, a, Metadata::NONE, |q| {
+        q.worker.budget.reset();
+        let step = if prepared {
+            data.answer_as::<true>(q, NAME, false)
+        } else {
+            data.answer_as::<false>(q, NAME, false)
+        };
+        let spent = q.worker.budget.spent();
+        let bytes = if matches!(step, Step::Answered) {
+            q.resp.finish().to_vec()
+        } else {
+            Vec::new()
+        };
+        (format!("{step:?} spent {spent}"), bytes)
+    })
 }
 
 /// `name` in three spellings: lower case, upper case, and every other letter raised
