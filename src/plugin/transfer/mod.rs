@@ -40,8 +40,8 @@ const NAME: &str = "transfer";
 /// pointers for kubernetes), so this bounds their memory.
 pub const MAX_TRANSFERS: usize = 64;
 /// The largest message size the pacing chooses (a message is usually smaller: see
-/// [`MESSAGE_TIME`]); only a record larger than the chosen size starts a message of up
-/// to [`MAX_MESSAGE_BYTES`].
+/// [`MESSAGE_TIME`]); only a record larger than the chosen size starts a larger message
+/// (at most twice the size that fits it, up to [`MAX_MESSAGE_BYTES`]).
 pub const MESSAGE_BYTES: usize = 16 * 1024;
 /// How long writing one message of a transfer should take. The worker that streams a
 /// transfer writes one message a turn and answers nothing else while it writes, so this
@@ -59,19 +59,22 @@ pub const MIN_MESSAGE_BYTES: usize = 8 * 1024;
 const MAX_MESSAGE_BYTES: usize = 65535;
 
 /// Writes the next records of `zone` into `resp` (already started) within `limit`
-/// bytes, or, when not even one record fits, within what a message can hold. Returns
+/// bytes, or, when not even one record fits, within twice that, again and again up to
+/// what a message can hold: a message after a large record is at most about twice that
+/// record's size, so it takes about as long to write as the record itself. Returns
 /// whether the zone is complete and whether a record was written.
 fn fill_message(resp: &mut Response, req: &Request<'_>, zone: &mut dyn ZoneStream, limit: usize) -> (bool, bool) {
+    let mut limit = limit.min(MAX_MESSAGE_BYTES);
     resp.limit_size(limit);
-    let done = zone.fill(resp);
-    if resp.count(Section::Answer) > 0 || limit >= MAX_MESSAGE_BYTES {
-        return (done, resp.count(Section::Answer) > 0);
+    let mut done = zone.fill(resp);
+    while resp.count(Section::Answer) == 0 && limit < MAX_MESSAGE_BYTES {
+        // The record that did not fit goes first on the next call (`ZoneStream::fill`).
+        limit = limit.saturating_mul(2).min(MAX_MESSAGE_BYTES);
+        resp.start(req, Rcode::NOERROR);
+        resp.set_aa(true);
+        resp.limit_size(limit);
+        done = zone.fill(resp);
     }
-    // The record that did not fit goes first on the next call (`ZoneStream::fill`).
-    resp.start(req, Rcode::NOERROR);
-    resp.set_aa(true);
-    resp.limit_size(MAX_MESSAGE_BYTES);
-    let done = zone.fill(resp);
     (done, resp.count(Section::Answer) > 0)
 }
 
