@@ -102,6 +102,22 @@ fn query_nsid(name: &str, qtype: u16) -> Vec<u8> {
     q
 }
 
+/// `text` as a Corefile, built as the server builds it (port 53, one worker), not started.
+fn build_server(text: &str) -> Server {
+    let corefile = config::parse_str(text, "bench", Path::new(".")).expect("parses");
+    Server::build(
+        &corefile,
+        &BuildOptions {
+            default_port: 53,
+            workers: 1,
+            config_dir: Path::new("."),
+            plugins: clusterdns::plugin::PLUGINS,
+            process: &clusterdns::process::ProcessState::new(),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
 fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
     testkit::wire::query(name, qtype, 0x1234, edns.then_some(1232))
 }
@@ -154,18 +170,7 @@ fn main() {
     let zone_file = zone_dir.join("db.file.test");
     std::fs::write(&zone_file, zone).unwrap();
     let text = format!("{text}file.test:53 {{\n    file {}\n}}\n", zone_file.display());
-    let corefile = config::parse_str(&text, "bench", Path::new(".")).expect("parses");
-    let server = Server::build(
-        &corefile,
-        &BuildOptions {
-            default_port: 53,
-            workers: 1,
-            config_dir: Path::new("."),
-            plugins: clusterdns::plugin::PLUGINS,
-            process: &clusterdns::process::ProcessState::new(),
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:?}"));
+    let server = build_server(&text);
     // Loads the dump and waits for the first sync.
     server.start();
     // The zone was read at setup.
@@ -326,18 +331,7 @@ fn dns64_synthesis(quick: bool) {
     let text = "plain.test:53 {\n    hosts {\n        10.1.2.3 v4.plain.test\n    }\n}\n\
                 dns64.test:53 {\n    dns64 {\n        allow_ipv4\n    }\n    hosts {\n        \
                 10.1.2.3 v4.dns64.test\n        2001:db8::3 v6.dns64.test\n    }\n}\n";
-    let corefile = config::parse_str(text, "bench", Path::new(".")).expect("parses");
-    let server = Server::build(
-        &corefile,
-        &BuildOptions {
-            default_port: 53,
-            workers: 1,
-            config_dir: Path::new("."),
-            plugins: clusterdns::plugin::PLUGINS,
-            process: &clusterdns::process::ProcessState::new(),
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:?}"));
+    let server = build_server(text);
     server.start();
     let listener = &server.listeners[0];
     let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
@@ -408,18 +402,7 @@ fn forward_exchange(quick: bool) {
     let iters: u64 = if quick { 200_000 } else { 2_000_000 };
     let text = "fwd.test:53 {\n    forward . 127.0.0.1:5399\n}\n\
                 cfwd.test:53 {\n    cache 3600\n    forward . 127.0.0.1:5399\n}\n";
-    let corefile = config::parse_str(text, "bench", Path::new(".")).expect("parses");
-    let server = Server::build(
-        &corefile,
-        &BuildOptions {
-            default_port: 53,
-            workers: 1,
-            config_dir: Path::new("."),
-            plugins: clusterdns::plugin::PLUGINS,
-            process: &clusterdns::process::ProcessState::new(),
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:?}"));
+    let server = build_server(text);
     server.start();
     let listener = &server.listeners[0];
     let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
@@ -515,18 +498,7 @@ fn autopath_and_metadata(quick: bool) {
     println!("{:<44} {:>10} {:>14}  reply", "case", "ns/query", "allocs/query");
     for (block, extra) in blocks {
         let text = format!("cluster.local:53 {{\n{extra}{k8s}}}\n");
-        let corefile = config::parse_str(&text, "bench", Path::new(".")).expect("parses");
-        let server = Server::build(
-            &corefile,
-            &BuildOptions {
-                default_port: 53,
-                workers: 1,
-                config_dir: Path::new("."),
-                plugins: clusterdns::plugin::PLUGINS,
-                process: &clusterdns::process::ProcessState::new(),
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e:?}"));
+        let server = build_server(&text);
         server.start();
         let listener = &server.listeners[0];
         for (what, qname) in [

@@ -889,6 +889,13 @@ mod tests {
         out
     }
 
+    /// Starts an exchange with `to` for `waiter` with query `msg`, which must go out.
+    fn start(poll: &Poll, ups: &mut Upstreams<u32>, to: SocketAddr, msg: &[u8], waiter: u32) {
+        let mut m = msg.to_vec();
+        ups.start(poll.registry(), &request(to, Duration::from_secs(5)), &mut m, waiter)
+            .unwrap_or_else(|(_, e)| panic!("start {waiter}: {e:?}"));
+    }
+
     fn open_sockets(ups: &Upstreams<u32>) -> usize {
         ups.udp.socks.iter().flatten().count()
     }
@@ -903,14 +910,7 @@ mod tests {
         let mut ports = Vec::new();
         let mut ids = Vec::new();
         for i in 0..total {
-            let mut msg = q.clone();
-            ups.start(
-                poll.registry(),
-                &request(up.local_addr().unwrap(), Duration::from_secs(2)),
-                &mut msg,
-                i as u32,
-            )
-            .unwrap_or_else(|(_, e)| panic!("start: {e:?}"));
+            start(&poll, &mut ups, up.local_addr().unwrap(), &q, i as u32);
             let (from, id, m) = receive(&up);
             ports.push(from.port());
             ids.push(id);
@@ -965,14 +965,7 @@ mod tests {
         let mut round = |ups: &mut Upstreams<u32>, n: usize| {
             let mut ports = HashSet::new();
             for i in 0..n {
-                let mut msg = q.clone();
-                ups.start(
-                    poll.registry(),
-                    &request(up.local_addr().unwrap(), Duration::from_secs(2)),
-                    &mut msg,
-                    i as u32,
-                )
-                .unwrap_or_else(|(_, e)| panic!("{e:?}"));
+                start(&poll, ups, up.local_addr().unwrap(), &q, i as u32);
                 let (from, id, m) = receive(&up);
                 ports.insert(from.port());
                 up.send_to(&reply(&m, id), from).unwrap();
@@ -1018,14 +1011,7 @@ mod tests {
         // starting until one goes out from from1's port.
         let mut waiter = 2;
         let (from, id, m) = loop {
-            let mut msg = q.clone();
-            ups.start(
-                poll.registry(),
-                &request(up.local_addr().unwrap(), Duration::from_secs(2)),
-                &mut msg,
-                waiter,
-            )
-            .unwrap_or_else(|(_, e)| panic!("{e:?}"));
+            start(&poll, &mut ups, up.local_addr().unwrap(), &q, waiter);
             let got = receive(&up);
             if got.0 == from1 {
                 break got;
@@ -1047,13 +1033,6 @@ mod tests {
         up.send_to(&reply(&m, id), from).unwrap();
         let done = drive(&mut poll, &mut ups, 1);
         assert_eq!(done, [(waiter, Some(m.len()))]);
-    }
-
-    /// Starts an exchange with `to` for `waiter` with query `msg`, which must go out.
-    fn start(poll: &Poll, ups: &mut Upstreams<u32>, to: SocketAddr, msg: &[u8], waiter: u32) {
-        let mut m = msg.to_vec();
-        ups.start(poll.registry(), &request(to, Duration::from_secs(5)), &mut m, waiter)
-            .unwrap_or_else(|(_, e)| panic!("start {waiter}: {e:?}"));
     }
 
     /// A send error of the message's own (here EMSGSIZE) fails that exchange only: the

@@ -640,6 +640,26 @@ fn a_successor_binds_the_addresses_it_adds_and_leaves_those_it_drops() {
 /// `-handover.wait`: a predecessor in a container (the node-local DaemonSet) must not
 /// exit after the hand-over, or its runtime restarts it and the restarted process takes
 /// the sockets back. It drains, stays without serving, and a SIGTERM ends it with 0.
+/// `launch` on `port` with two workers, `-handover SOCK -handover.wait`, once its
+/// hand-over socket listens.
+fn start_waiting(launch: Launch, port: u16, sock: &str) -> Server {
+    let p = launch
+        .port(port)
+        .arg("-workers")
+        .arg("2")
+        .arg("-handover")
+        .arg(sock)
+        .arg("-handover.wait")
+        .no_wait()
+        .start();
+    assert!(
+        p.wait_output(Duration::from_secs(10), |o| o.contains("hand-over: listening on")),
+        "{}",
+        p.output()
+    );
+    p
+}
+
 #[test]
 fn with_handover_wait_the_predecessor_stays_until_sigterm() {
     let [port, h] = free_ports::<2>();
@@ -647,23 +667,7 @@ fn with_handover_wait_the_predecessor_stays_until_sigterm() {
     let dir = Scratch::new("handover-wait");
     let arg = dir.path("h.sock").to_string_lossy().into_owned();
     let text = corefile(OLD_IP, h, up.addr());
-    let start = || {
-        let p = Launch::new(&text)
-            .port(port)
-            .arg("-workers")
-            .arg("2")
-            .arg("-handover")
-            .arg(&arg)
-            .arg("-handover.wait")
-            .no_wait()
-            .start();
-        assert!(
-            p.wait_output(Duration::from_secs(10), |o| o.contains("hand-over: listening on")),
-            "{}",
-            p.output()
-        );
-        p
-    };
+    let start = || start_waiting(Launch::new(&text), port, &arg);
     let mut old = start();
     let mut new = start();
     assert!(
@@ -787,24 +791,7 @@ fn with_handover_wait_a_predecessor_with_a_stuck_worker_stays_too() {
     let text = corefile(OLD_IP, h, up.addr())
         .replace("    hosts {\n", "    teststall 30s\n    hosts {\n")
         .replace(" a.example.org\n", " a.example.org\n        fallthrough\n");
-    let start = || {
-        let p = Launch::new(&text)
-            .port(port)
-            .env("CLUSTERDNS_TEST_PLUGINS", "1")
-            .arg("-workers")
-            .arg("2")
-            .arg("-handover")
-            .arg(&arg)
-            .arg("-handover.wait")
-            .no_wait()
-            .start();
-        assert!(
-            p.wait_output(Duration::from_secs(10), |o| o.contains("hand-over: listening on")),
-            "{}",
-            p.output()
-        );
-        p
-    };
+    let start = || start_waiting(Launch::new(&text).env("CLUSTERDNS_TEST_PLUGINS", "1"), port, &arg);
     let mut old = start();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.send_to(&query_bytes("stall.example.org.", Rtype::A, None, 3), old.addr())
