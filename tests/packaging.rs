@@ -379,6 +379,37 @@ fn array<'a>(v: &'a Value, what: &str) -> &'a Vec<Value> {
     v.as_array().unwrap_or_else(|| panic!("{what}: want a list, got {v}"))
 }
 
+/// Container `c` (`name`) runs locked down: no privilege escalation, a read-only root,
+/// every capability dropped and only `add` added back, a memory request under its
+/// limit, and no CPU limit (throttling adds DNS latency).
+fn locked_down(c: &Value, name: &str, add: &[&str]) {
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+    assert_eq!(
+        strings(&sc["capabilities"]["drop"], "drop"),
+        ["ALL".to_string()].into(),
+        "{name}"
+    );
+    let added = sc["capabilities"]
+        .get("add")
+        .map(|a| strings(a, "add"))
+        .unwrap_or_default();
+    let want: BTreeSet<String> = add.iter().map(|s| s.to_string()).collect();
+    assert_eq!(added, want, "{name}");
+    let res = &c["resources"];
+    let request = mebibytes(str_of(&res["requests"]["memory"], "requests.memory"));
+    let limit = mebibytes(str_of(&res["limits"]["memory"], "limits.memory"));
+    assert!(
+        request > 0 && limit >= request,
+        "{name}: memory request {request} Mi, limit {limit} Mi"
+    );
+    assert!(
+        res["limits"].get("cpu").is_none(),
+        "{name}: no CPU limit (throttling adds DNS latency)"
+    );
+}
+
 fn strings(v: &Value, what: &str) -> BTreeSet<String> {
     array(v, what).iter().map(|s| str_of(s, what).to_string()).collect()
 }
@@ -980,36 +1011,13 @@ fn deployment_is_replicated_spread_hardened_and_sized() {
     );
     for name in ["clusterdns", "apiproxy"] {
         let c = container(name);
-        let sc = &c["securityContext"];
-        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
-        assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
-        assert_eq!(
-            strings(&sc["capabilities"]["drop"], "drop"),
-            ["ALL".to_string()].into(),
-            "{name}"
-        );
-        let added = sc["capabilities"]
-            .get("add")
-            .map(|a| strings(a, "add"))
-            .unwrap_or_default();
-        let want: BTreeSet<String> = if name == "clusterdns" {
-            ["NET_BIND_SERVICE".to_string()].into()
+        let add: &[&str] = if name == "clusterdns" {
+            &["NET_BIND_SERVICE"]
         } else {
-            BTreeSet::new()
+            &[]
         };
-        assert_eq!(added, want, "{name}");
-        let res = &c["resources"];
-        let request = mebibytes(str_of(&res["requests"]["memory"], "requests.memory"));
-        let limit = mebibytes(str_of(&res["limits"]["memory"], "limits.memory"));
-        assert!(
-            request > 0 && limit >= request,
-            "{name}: memory request {request} Mi, limit {limit} Mi"
-        );
-        assert!(res["requests"].get("cpu").is_some(), "{name}: cpu request");
-        assert!(
-            res["limits"].get("cpu").is_none(),
-            "{name}: no CPU limit (throttling adds DNS latency)"
-        );
+        locked_down(&c, name, add);
+        assert!(c["resources"]["requests"].get("cpu").is_some(), "{name}: cpu request");
     }
     // Measured: 58 MiB steady, 59 MiB peak at 100,000 services, and ~18 MiB more with
     // `pods verified` at 150,000 pods (the manifest's comment has the numbers); the limit
@@ -2548,31 +2556,17 @@ fn node_local_daemonset_is_host_network_hardened_and_hands_over_on_a_host_path()
     // init step, nothing for the proxy; no escalation, read-only roots, no CPU limits.
     for c in containers.iter().chain(&inits).chain(&proxies) {
         let name = str_of(&c["name"], "name");
-        let sc = &c["securityContext"];
-        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
-        assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
-        assert_eq!(
-            strings(&sc["capabilities"]["drop"], "drop"),
-            ["ALL".to_string()].into(),
-            "{name}"
-        );
-        let added = sc["capabilities"]
-            .get("add")
-            .map(|a| strings(a, "add"))
-            .unwrap_or_default();
-        let want: BTreeSet<String> = match name {
-            "clusterdns" => ["NET_BIND_SERVICE"].iter().map(|s| s.to_string()).collect(),
-            "setup" => ["NET_ADMIN", "NET_RAW"].iter().map(|s| s.to_string()).collect(),
-            "apiproxy" => BTreeSet::new(),
+        let add: &[&str] = match name {
+            "clusterdns" => &["NET_BIND_SERVICE"],
+            "setup" => &["NET_ADMIN", "NET_RAW"],
+            "apiproxy" => &[],
             other => panic!("unexpected container {other}"),
         };
-        assert_eq!(added, want, "{name}");
-        assert!(sc.get("privileged").is_none_or(|p| p == false), "{name}");
-        let res = &c["resources"];
-        let request = mebibytes(str_of(&res["requests"]["memory"], "requests.memory"));
-        let limit = mebibytes(str_of(&res["limits"]["memory"], "limits.memory"));
-        assert!(request > 0 && limit >= request, "{name}");
-        assert!(res["limits"].get("cpu").is_none(), "{name}: no CPU limit");
+        locked_down(c, name, add);
+        assert!(
+            c["securityContext"].get("privileged").is_none_or(|p| p == false),
+            "{name}"
+        );
     }
     // The same memory as a Deployment replica: it holds the same index.
     assert_eq!(
